@@ -1,0 +1,138 @@
+// Package identity reads and writes identity directories, the unit in which
+// mutual hands out certificates: cert.pem (the leaf, then its intermediates),
+// key.pem (the leaf's PKCS#8 private key, mode 0600) and bundle.pem (the
+// trusted roots).
+//
+// A directory written by `mutual cert request`, by the agent or by
+// `mutual ca init` can be loaded and turned into TLS material:
+//
+//	id, err := identity.Load("/etc/mutual/web")
+//	if err != nil { ... }
+//	cert := id.TLSCertificate()
+//	roots := id.RootPool()
+package identity
+
+import (
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/pki"
+)
+
+// The files of an identity directory.
+const (
+	CertFile   = "cert.pem"
+	KeyFile    = "key.pem"
+	BundleFile = "bundle.pem"
+)
+
+// Identity is a SPIFFE identity held by this process: its certificate
+// chain, its private key and the roots it trusts.
+type Identity struct {
+	// ID is the SPIFFE ID in the leaf certificate's URI SAN.
+	ID spiffeid.ID
+	// Chain is the leaf certificate followed by its intermediates.
+	Chain []*x509.Certificate
+	// Key is the leaf's private key.
+	Key crypto.Signer
+	// Roots are the trust anchors for peers.
+	Roots []*x509.Certificate
+}
+
+// Leaf returns the identity's own certificate.
+func (i *Identity) Leaf() *x509.Certificate { return i.Chain[0] }
+
+// TLSCertificate returns the chain and key in the form crypto/tls uses.
+func (i *Identity) TLSCertificate() tls.Certificate {
+	c := tls.Certificate{PrivateKey: i.Key, Leaf: i.Chain[0]}
+	for _, x := range i.Chain {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c
+}
+
+// RootPool returns the trusted roots as a pool.
+func (i *Identity) RootPool() *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, r := range i.Roots {
+		p.AddCert(r)
+	}
+	return p
+}
+
+// ExpiredError reports a certificate used outside its validity period.
+type ExpiredError struct {
+	Path     string
+	NotAfter time.Time
+}
+
+func (e *ExpiredError) Error() string {
+	return fmt.Sprintf("the certificate in %s expired at %s", e.Path, e.NotAfter.UTC().Format(time.RFC3339))
+}
+
+// Load reads the identity directory dir. It checks that the files parse,
+// that the key belongs to the leaf and that the leaf carries one SPIFFE ID;
+// it does not check validity dates (see Identity.Leaf).
+func Load(dir string) (*Identity, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("identity directory: %w", err)
+	}
+	certPath := filepath.Join(dir, CertFile)
+	chain, err := pki.ReadCertificates(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %w", dir, err)
+	}
+	keyPath := filepath.Join(dir, KeyFile)
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %w", dir, err)
+	}
+	key, err := pki.ParsePrivateKey(keyPEM, nil)
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %s: %w", dir, keyPath, err)
+	}
+	if !pki.PublicKeysEqual(chain[0].PublicKey, key.Public()) {
+		return nil, fmt.Errorf("identity %s: %s does not belong to the certificate in %s", dir, keyPath, certPath)
+	}
+	roots, err := pki.ReadCertificates(filepath.Join(dir, BundleFile))
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %w", dir, err)
+	}
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %s has no SPIFFE ID: %w", dir, certPath, err)
+	}
+	return &Identity{ID: id, Chain: chain, Key: key, Roots: roots}, nil
+}
+
+// Save writes the identity into dir (created 0700 when missing). Each file is
+// replaced atomically; the key is written 0600.
+func (i *Identity) Save(dir string) error {
+	if len(i.Chain) == 0 || i.Key == nil || len(i.Roots) == 0 {
+		return errors.New("save identity: chain, key and roots are required")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	keyPEM, err := pki.MarshalPrivateKey(i.Key, nil, 0)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, BundleFile), pki.EncodeCertificates(i.Roots...), 0o644); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, KeyFile), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(dir, CertFile), pki.EncodeCertificates(i.Chain...), 0o644)
+}

@@ -1,0 +1,200 @@
+// Package api defines the JSON bodies of the CA's HTTPS API under /v1/,
+// shared by the server and its clients, and the strict decoder every request
+// body goes through.
+//
+// Endpoints (admin means an mTLS client certificate whose SPIFFE ID path is
+// under /admin/):
+//
+//	GET  /healthz             store reachable: 200, else 503
+//	GET  /v1/bundle           BundleResponse
+//	POST /v1/enroll           EnrollRequest → IssueResponse (join token)
+//	POST /v1/renew            RenewRequest → IssueResponse (mTLS, current certificate)
+//	POST /v1/tokens           TokenRequest → TokenResponse (admin)
+//	GET  /v1/tokens           TokenList (admin)
+//	GET  /v1/certificates     CertificateList (admin; ?spiffe_id=, ?valid=true)
+//	POST /v1/revoke           RevokeRequest → RevokeResponse (admin)
+//
+// Errors are a 4xx or 5xx status with an Error body.
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 64 << 10
+
+// Error is the body of every failed request.
+type Error struct {
+	// Error says what went wrong and how to fix it.
+	Error string `json:"error"`
+	// Code is a stable machine-readable name for the failure.
+	Code string `json:"code"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("1h30m").
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errors.New(`a duration must be a string such as "1h" or "15m"`)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// BundleResponse carries the CA's trust bundle.
+type BundleResponse struct {
+	TrustDomain string `json:"trust_domain"`
+	// RootsPEM are the trusted root certificates.
+	RootsPEM string `json:"roots_pem"`
+	// RootFingerprint is the hex SHA-256 of the first root.
+	RootFingerprint string `json:"root_fingerprint"`
+}
+
+// EnrollRequest exchanges a join token and a CSR for a certificate.
+type EnrollRequest struct {
+	Token string `json:"token"`
+	// CSR is a PEM CERTIFICATE REQUEST signed with the new key.
+	CSR string `json:"csr"`
+	// TTL optionally asks for a shorter lifetime than the token grants.
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// RenewRequest asks for a fresh certificate for the caller's identity.
+type RenewRequest struct {
+	CSR string   `json:"csr"`
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// IssueResponse is a newly issued certificate.
+type IssueResponse struct {
+	SPIFFEID string `json:"spiffe_id"`
+	Serial   string `json:"serial"`
+	// ChainPEM is the leaf followed by its intermediates.
+	ChainPEM  string    `json:"chain_pem"`
+	RootsPEM  string    `json:"roots_pem"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+}
+
+// TokenRequest asks for a join token.
+type TokenRequest struct {
+	SPIFFEID    string   `json:"spiffe_id"`
+	TTL         Duration `json:"ttl,omitempty"`
+	CertTTL     Duration `json:"cert_ttl,omitempty"`
+	DNSNames    []string `json:"dns_names,omitempty"`
+	IPAddresses []string `json:"ip_addresses,omitempty"`
+}
+
+// TokenResponse carries a new join token; the secret is shown only here.
+type TokenResponse struct {
+	Token     string    `json:"token"`
+	ID        string    `json:"id"`
+	SPIFFEID  string    `json:"spiffe_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// TokenInfo describes a stored token (never its secret).
+type TokenInfo struct {
+	ID          string     `json:"id"`
+	SPIFFEID    string     `json:"spiffe_id"`
+	DNSNames    []string   `json:"dns_names,omitempty"`
+	IPAddresses []string   `json:"ip_addresses,omitempty"`
+	CertTTL     Duration   `json:"cert_ttl,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	ExpiresAt   time.Time  `json:"expires_at"`
+	CreatedBy   string     `json:"created_by"`
+	UsedAt      *time.Time `json:"used_at,omitempty"`
+	UsedSerial  string     `json:"used_serial,omitempty"`
+}
+
+// TokenList is the answer to GET /v1/tokens.
+type TokenList struct {
+	Tokens []TokenInfo `json:"tokens"`
+}
+
+// CertificateInfo describes an issued certificate.
+type CertificateInfo struct {
+	Serial           string     `json:"serial"`
+	SPIFFEID         string     `json:"spiffe_id"`
+	NotBefore        time.Time  `json:"not_before"`
+	NotAfter         time.Time  `json:"not_after"`
+	IssuedAt         time.Time  `json:"issued_at"`
+	RequestedBy      string     `json:"requested_by"`
+	RevokedAt        *time.Time `json:"revoked_at,omitempty"`
+	RevocationReason string     `json:"revocation_reason,omitempty"`
+	CertificatePEM   string     `json:"certificate_pem,omitempty"`
+}
+
+// CertificateList is the answer to GET /v1/certificates.
+type CertificateList struct {
+	Certificates []CertificateInfo `json:"certificates"`
+}
+
+// RevokeRequest names a serial or an identity to revoke.
+type RevokeRequest struct {
+	Serial   string `json:"serial,omitempty"`
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	// Reason is an RFC 5280 reason name ("keyCompromise"); empty means unspecified.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Revoked is one certificate a revocation touched.
+type Revoked struct {
+	Serial         string `json:"serial"`
+	SPIFFEID       string `json:"spiffe_id"`
+	AlreadyRevoked bool   `json:"already_revoked,omitempty"`
+}
+
+// RevokeResponse lists what a revocation touched.
+type RevokeResponse struct {
+	Revoked []Revoked `json:"revoked"`
+}
+
+// Decode reads exactly one JSON object of type T from r, refusing unknown
+// fields, trailing data and bodies over MaxBodyBytes. Its errors name the
+// problem in words fit for an API client.
+func Decode[T any](r io.Reader, v *T) error {
+	body, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
+	if err != nil {
+		return fmt.Errorf("read request body: %w", err)
+	}
+	if len(body) > MaxBodyBytes {
+		return fmt.Errorf("request body larger than %d bytes", MaxBodyBytes)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errors.New("empty request body: send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return fmt.Errorf("request body is not valid JSON at byte %d: %v", se.Offset, err)
+		case errors.As(err, &te):
+			return fmt.Errorf("request field %q must be a %s, not a %s", te.Field, te.Type, te.Value)
+		}
+		return fmt.Errorf("request body: %v", err)
+	}
+	if dec.More() {
+		return errors.New("request body has data after the JSON object")
+	}
+	return nil
+}

@@ -1,0 +1,350 @@
+// Package ca is the certificate authority's logic: join tokens, enrollment,
+// renewal and revocation, each a pipeline read top to bottom:
+// authenticate → authorize against policy → build → sign → store → answer.
+// It knows nothing of HTTP; the server package is its edge.
+package ca
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/policy"
+	"github.com/mutual-tls/mutual/internal/store"
+	"github.com/mutual-tls/mutual/internal/token"
+)
+
+// Store is what the Authority needs from its state; *store.DB provides it.
+type Store interface {
+	CreateToken(ctx context.Context, t store.Token) error
+	GetToken(ctx context.Context, id string) (store.Token, error)
+	ListTokens(ctx context.Context, limit int) ([]store.Token, error)
+	RecordIssuance(ctx context.Context, c store.Certificate, tokenID string, now time.Time) error
+	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
+	ListCertificates(ctx context.Context, f store.CertificateFilter) ([]store.Certificate, error)
+	RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (store.Revocation, error)
+	RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]store.Revocation, error)
+}
+
+// Authority issues, renews and revokes certificates under one policy.
+type Authority struct {
+	// Issuer signs leaves with the intermediate key.
+	Issuer *pki.Issuer
+	// Roots are the trust anchors handed to every requester.
+	Roots []*x509.Certificate
+	// Policy bounds what may be issued.
+	Policy *policy.Policy
+	// Store keeps tokens and certificates.
+	Store Store
+	// URLs are the CA's public addresses, written into join tokens.
+	URLs []string
+	// Now and Rand may be replaced by tests; nil means time.Now and crypto/rand.
+	Now  func() time.Time
+	Rand io.Reader
+	// Log receives one line per issuance, refusal and revocation; nil discards.
+	Log *slog.Logger
+}
+
+func (a *Authority) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *Authority) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// RootFingerprint is the SHA-256 of the first root, as join tokens carry it.
+func (a *Authority) RootFingerprint() [32]byte { return pki.Fingerprint(a.Roots[0]) }
+
+// Issued is the answer to an enrollment or renewal.
+type Issued struct {
+	ID   spiffeid.ID
+	Cert *x509.Certificate
+	// Chain is Cert followed by the intermediates.
+	Chain []*x509.Certificate
+	Roots []*x509.Certificate
+}
+
+// SerialString is the canonical form of a serial: lower-case hex, no colons.
+func SerialString(n *big.Int) string { return fmt.Sprintf("%x", n) }
+
+// NormalizeSerial accepts a serial as openssl or a browser prints it
+// ("3A:0F:...", "0x3a0f...") and returns the canonical form.
+func NormalizeSerial(s string) (string, error) {
+	clean := strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s)))
+	clean = strings.TrimPrefix(clean, "0x")
+	n, ok := new(big.Int).SetString(clean, 16)
+	if !ok || n.Sign() <= 0 || len(clean) > 64 {
+		return "", newErr(KindInvalid, "bad_serial", nil, "%q is not a certificate serial number (hex digits, colons allowed)", s)
+	}
+	return SerialString(n), nil
+}
+
+// TokenRequest asks for a join token.
+type TokenRequest struct {
+	// ID is the identity the token grants.
+	ID string
+	// TTL is how long the token stays usable; zero means 15 minutes.
+	TTL time.Duration
+	// CertTTL is the lifetime of the certificate it yields; zero means the policy default.
+	CertTTL time.Duration
+	// DNSNames and IPAddresses may be put in the certificate.
+	DNSNames    []string
+	IPAddresses []string
+}
+
+// CreateToken makes a single-use join token for r, stores its hash and
+// returns the token string (the only time the secret exists in full).
+func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequest) (string, store.Token, error) {
+	id, err := a.Policy.ParseID(r.ID)
+	if err != nil {
+		return "", store.Token{}, classify(err)
+	}
+	if r.TTL == 0 {
+		r.TTL = 15 * time.Minute
+	}
+	dns, ips, err := pki.SplitSANs(append(append([]string{}, r.DNSNames...), r.IPAddresses...))
+	if err != nil {
+		return "", store.Token{}, newErr(KindInvalid, "bad_name", err, "%v", err)
+	}
+	if err := a.Policy.CheckTokenGrant(policy.Grant{ID: id, TTL: r.CertTTL}, r.TTL); err != nil {
+		return "", store.Token{}, classify(err)
+	}
+	t, err := token.New(a.Rand, a.URLs, a.RootFingerprint())
+	if err != nil {
+		return "", store.Token{}, newErr(KindUnavailable, "internal", err, "make token: %v", err)
+	}
+	now := a.now()
+	rec := store.Token{
+		ID: t.ID, SecretHash: t.SecretHash(), SPIFFEID: id.String(),
+		DNSNames: dns, IPAddresses: ipStrings(ips), CertTTL: r.CertTTL,
+		CreatedAt: now, ExpiresAt: now.Add(r.TTL), CreatedBy: by.String(),
+	}
+	if err := a.Store.CreateToken(ctx, rec); err != nil {
+		return "", store.Token{}, classify(err)
+	}
+	a.log().Info("token created", "token_id", t.ID, "spiffe_id", id.String(), "expires", rec.ExpiresAt, "by", by.String())
+	return t.String(), rec, nil
+}
+
+// ListTokens returns the newest tokens (never their secrets).
+func (a *Authority) ListTokens(ctx context.Context) ([]store.Token, error) {
+	ts, err := a.Store.ListTokens(ctx, 0)
+	return ts, classify(err)
+}
+
+// Enroll exchanges a join token and a CSR for a certificate. The identity and
+// names come from the token; the token is consumed in the same transaction
+// that stores the certificate, so it can be used once only, across replicas.
+func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byte, ttl time.Duration) (*Issued, error) {
+	// Authenticate.
+	t, err := token.Parse(tokenString)
+	if err != nil {
+		return nil, newErr(KindUnauthenticated, "token_malformed", err, "%v", err)
+	}
+	if fp := a.RootFingerprint(); subtle.ConstantTimeCompare(fp[:], t.RootFingerprint[:]) != 1 {
+		return nil, newErr(KindUnauthenticated, "token_wrong_ca", nil, "the join token was made for another CA (its root fingerprint differs from this CA's)")
+	}
+	rec, err := a.Store.GetToken(ctx, t.ID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !t.SecretMatches(rec.SecretHash)) {
+		return nil, newErr(KindUnauthenticated, "token_unknown", nil, "the join token %s is not known to this CA; ask an operator for a new one", t.ID)
+	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	now := a.now()
+	if !rec.UsedAt.IsZero() {
+		return nil, classify(fmt.Errorf("token %s: %w at %s", t.ID, store.ErrTokenUsed, rec.UsedAt.Format(time.RFC3339)))
+	}
+	if !now.Before(rec.ExpiresAt) {
+		return nil, classify(fmt.Errorf("token %s: %w at %s", t.ID, store.ErrTokenExpired, rec.ExpiresAt.Format(time.RFC3339)))
+	}
+	// Authorize.
+	id, err := spiffeid.FromString(rec.SPIFFEID)
+	if err != nil {
+		return nil, classify(err)
+	}
+	grant := policy.Grant{ID: id, DNSNames: rec.DNSNames, TTL: rec.CertTTL}
+	for _, s := range rec.IPAddresses {
+		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
+	}
+	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID)
+}
+
+// Renew issues a fresh certificate for the identity of peer, a certificate
+// the TLS layer has already verified. peer must be one this CA issued and has
+// not revoked; the new certificate keeps its identity and names.
+func (a *Authority) Renew(ctx context.Context, peer *x509.Certificate, csrPEM []byte, ttl time.Duration) (*Issued, error) {
+	id, err := a.CheckPeer(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	lifetime := peer.NotAfter.Sub(peer.NotBefore) - pki.ClockSkew
+	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL)}
+	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+SerialString(peer.SerialNumber), "")
+}
+
+// CheckPeer returns the SPIFFE ID of a verified client certificate if this
+// CA issued it and it is neither revoked nor expired.
+func (a *Authority) CheckPeer(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, error) {
+	id, err := x509svid.IDFromCert(peer)
+	if err != nil {
+		return spiffeid.ID{}, newErr(KindForbidden, "no_identity", err, "the client certificate carries no SPIFFE ID")
+	}
+	if now := a.now(); now.After(peer.NotAfter) {
+		return spiffeid.ID{}, newErr(KindForbidden, "cert_expired", nil, "the client certificate of %s expired at %s; enroll again with a new join token", id, peer.NotAfter.Format(time.RFC3339))
+	}
+	serial := SerialString(peer.SerialNumber)
+	rec, err := a.Store.GetCertificate(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return spiffeid.ID{}, newErr(KindForbidden, "cert_unknown", nil, "the client certificate %s of %s is not in this CA's records", serial, id)
+	}
+	if err != nil {
+		return spiffeid.ID{}, classify(err)
+	}
+	if rec.Revoked() {
+		return spiffeid.ID{}, newErr(KindForbidden, "cert_revoked", nil, "the client certificate %s of %s was revoked at %s (%s); enroll again with a new join token",
+			serial, id, rec.RevokedAt.Format(time.RFC3339), ReasonName(rec.RevocationReason))
+	}
+	return id, nil
+}
+
+func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy, tokenID string) (*Issued, error) {
+	csr, err := pki.ParseCSR(csrPEM)
+	if err != nil {
+		return nil, newErr(KindInvalid, string(policy.CodeBadCSR), err, "the CSR cannot be read (%v): send a PEM CERTIFICATE REQUEST", err)
+	}
+	if err := a.Policy.CheckCSR(csr, grant); err != nil {
+		a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy, "reason", err.Error())
+		return nil, classify(err)
+	}
+	lifetime, err := a.Policy.Lifetime(ttl, grant)
+	if err != nil {
+		return nil, classify(err)
+	}
+	// Build and sign.
+	now := a.now()
+	cert, err := a.Issuer.Issue(pki.Leaf{
+		ID: grant.ID, PublicKey: csr.PublicKey, DNSNames: grant.DNSNames,
+		IPAddresses: grant.IPAddresses, TTL: lifetime, Now: now,
+	})
+	if err != nil {
+		return nil, newErr(KindUnavailable, "sign_failed", err, "sign: %v", err)
+	}
+	// Store (and consume the token) in one transaction; only then answer.
+	rec := store.Certificate{
+		Serial: SerialString(cert.SerialNumber), SPIFFEID: grant.ID.String(),
+		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
+		DER: cert.Raw, RequestedBy: requestedBy,
+	}
+	if err := a.Store.RecordIssuance(ctx, rec, tokenID, now); err != nil {
+		return nil, classify(err)
+	}
+	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy)
+	return &Issued{ID: grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots}, nil
+}
+
+// RevokeRequest names what to revoke: one serial, or every unexpired
+// certificate of one identity.
+type RevokeRequest struct {
+	Serial string
+	ID     string
+	Reason int
+}
+
+// Revoke marks certificates revoked; revoking twice is harmless. A revoked
+// certificate can no longer renew.
+func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest) ([]store.Revocation, error) {
+	now := a.now()
+	var out []store.Revocation
+	switch {
+	case r.Serial != "" && r.ID != "":
+		return nil, newErr(KindInvalid, "bad_request", nil, "name a serial or an identity to revoke, not both")
+	case r.Serial != "":
+		serial, err := NormalizeSerial(r.Serial)
+		if err != nil {
+			return nil, err
+		}
+		rev, err := a.Store.RevokeSerial(ctx, serial, r.Reason, now)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, newErr(KindNotFound, "not_found", err, "certificate %s was not issued by this CA", serial)
+		}
+		if err != nil {
+			return nil, classify(err)
+		}
+		out = []store.Revocation{rev}
+	case r.ID != "":
+		id, err := spiffeid.FromString(r.ID)
+		if err != nil {
+			return nil, newErr(KindInvalid, string(policy.CodeBadIdentity), err, "%q is not a SPIFFE ID: %v", r.ID, err)
+		}
+		revs, err := a.Store.RevokeIdentity(ctx, id.String(), r.Reason, now)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, newErr(KindNotFound, "not_found", err, "this CA holds no unexpired certificate of %s", id)
+		}
+		if err != nil {
+			return nil, classify(err)
+		}
+		out = revs
+	default:
+		return nil, newErr(KindInvalid, "bad_request", nil, "name a serial or an identity to revoke")
+	}
+	for _, rev := range out {
+		a.log().Info("certificate revoked", "serial", rev.Serial, "spiffe_id", rev.SPIFFEID, "reason", ReasonName(r.Reason), "already", rev.AlreadyRevoked, "by", by.String())
+	}
+	return out, nil
+}
+
+// ListCertificates returns issued certificates, newest first.
+func (a *Authority) ListCertificates(ctx context.Context, f store.CertificateFilter) ([]store.Certificate, error) {
+	cs, err := a.Store.ListCertificates(ctx, f)
+	return cs, classify(err)
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}
+
+
+// Import records a certificate this CA signed outside the API (the admin and
+// server certificates of `ca init`), so that it can authenticate and be
+// revoked like any other. Importing twice is harmless.
+func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requestedBy string) error {
+	if err := cert.CheckSignatureFrom(a.Issuer.Cert); err != nil {
+		return fmt.Errorf("import %s: not signed by this CA's intermediate: %w", SerialString(cert.SerialNumber), err)
+	}
+	id, err := x509svid.IDFromCert(cert)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", SerialString(cert.SerialNumber), err)
+	}
+	err = a.Store.RecordIssuance(ctx, store.Certificate{
+		Serial: SerialString(cert.SerialNumber), SPIFFEID: id.String(), NotBefore: cert.NotBefore,
+		NotAfter: cert.NotAfter, IssuedAt: cert.NotBefore.Add(pki.ClockSkew), DER: cert.Raw, RequestedBy: requestedBy,
+	}, "", a.now())
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,117 @@
+package cli
+
+import (
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/pki"
+)
+
+func caCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "ca", Short: "Create and manage the certificate authority"}
+	c.AddCommand(caInitCmd(e))
+	return c
+}
+
+type caInitOptions struct {
+	dir            string
+	trustDomain    string
+	passphraseFile string
+	sans           []string
+	keyType        string
+	adminName      string
+	json           bool
+}
+
+func caInitCmd(e *env) *cobra.Command {
+	var o caInitOptions
+	c := &cobra.Command{
+		Use:   "init",
+		Short: "Create a root CA, an intermediate, the CA service's TLS identity and an operator identity",
+		Long: `Create a certificate authority in --dir:
+
+  root/cert.pem, root/key.pem            self-signed root (10 years); move key.pem offline
+  intermediate/cert.pem, key.pem         online intermediate (1 year, pathLen 0,
+                                         URI name constraint to spiffe://TRUST-DOMAIN)
+  server/                                the CA service's TLS identity (--san names)
+  admin/                                 the operator identity spiffe://TD/admin/NAME
+  bundle.pem                             the trusted roots
+  ca.json                                trust domain and issuance policy
+
+CA keys are PKCS#8 encrypted with the passphrase (openssl pkey reads them);
+every key file is mode 0600. An existing CA is never overwritten.`,
+		Example: `  openssl rand -base64 32 > pass && chmod 600 pass
+  mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			td, pass, kt, err := o.validate()
+			if err != nil {
+				return err
+			}
+			res, err := pki.Init(pki.InitOptions{
+				Dir: o.dir, TrustDomain: td, Passphrase: pass, KeyType: kt, SANs: o.sans, AdminName: o.adminName,
+			})
+			if err != nil {
+				return err
+			}
+			fp := pki.Fingerprint(res.Root)
+			if o.json {
+				return e.printJSON(map[string]any{
+					"dir": o.dir, "trust_domain": td.Name(), "root_fingerprint": hex.EncodeToString(fp[:]),
+					"admin_id": res.AdminID.String(), "admin_dir": filepath.Join(o.dir, pki.AdminDir),
+					"intermediate_not_after": res.Intermediate.NotAfter,
+				})
+			}
+			fmt.Fprintf(e.stdout, `Created CA for trust domain %s in %s
+  root fingerprint (SHA-256)  %s
+  operator identity           %s in %s
+  intermediate expires        %s
+
+Next:
+  mutual server --dir %s --passphrase-file %s
+  Move %s offline: the server never needs the root key.
+`, td.Name(), o.dir, hex.EncodeToString(fp[:]), res.AdminID, filepath.Join(o.dir, pki.AdminDir),
+				res.Intermediate.NotAfter.Format("2006-01-02"), o.dir, o.passphraseFile, filepath.Join(o.dir, pki.RootKeyFile))
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "directory to create the CA in (required)")
+	f.StringVar(&o.trustDomain, "trust-domain", "", "SPIFFE trust domain, e.g. example.org (required)")
+	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the passphrase that encrypts the CA keys (required)")
+	f.StringSliceVar(&o.sans, "san", nil, "DNS name or IP of the CA service (repeatable; default localhost and 127.0.0.1)")
+	f.StringVar(&o.keyType, "key-type", "ecdsa-p256", "key type: ecdsa-p256, ecdsa-p384, ed25519 or rsa-3072")
+	f.StringVar(&o.adminName, "admin-name", "operator", "name of the operator identity spiffe://TD/admin/NAME")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	return c
+}
+
+func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, error) {
+	if o.dir == "" {
+		return spiffeid.TrustDomain{}, nil, "", flagError("dir", "required: the directory to create the CA in")
+	}
+	if o.trustDomain == "" {
+		return spiffeid.TrustDomain{}, nil, "", flagError("trust-domain", "required: the SPIFFE trust domain, e.g. example.org")
+	}
+	td, err := spiffeid.TrustDomainFromString(strings.TrimPrefix(o.trustDomain, "spiffe://"))
+	if err != nil {
+		return spiffeid.TrustDomain{}, nil, "", flagError("trust-domain", "%q: %v (lower-case letters, digits, dots, dashes and underscores)", o.trustDomain, err)
+	}
+	kt, err := pki.ParseKeyType(o.keyType)
+	if err != nil {
+		return spiffeid.TrustDomain{}, nil, "", flagError("key-type", "%v", err)
+	}
+	if _, _, err := pki.SplitSANs(o.sans); err != nil {
+		return spiffeid.TrustDomain{}, nil, "", flagError("san", "%v", err)
+	}
+	pass, err := readPassphrase(o.passphraseFile)
+	if err != nil {
+		return spiffeid.TrustDomain{}, nil, "", err
+	}
+	return td, pass, kt, nil
+}

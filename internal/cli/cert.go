@@ -1,0 +1,176 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
+)
+
+func certCmd(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "cert", Short: "Request, renew, revoke and list certificates"}
+	c.AddCommand(certRequestCmd(e), certRenewCmd(e), certRevokeCmd(e), certListCmd(e))
+	return c
+}
+
+type certRequestOptions struct {
+	token     string
+	tokenFile string
+	out       string
+	keyType   string
+	ttl       time.Duration
+	force     bool
+	json      bool
+}
+
+func certRequestCmd(e *env) *cobra.Command {
+	var o certRequestOptions
+	c := &cobra.Command{
+		Use:   "request",
+		Short: "Enroll with a join token: make a key here, get a certificate, write an identity directory",
+		Long: `Enroll with a join token. The private key is made here and never leaves this
+machine; the CA is trusted only through the root fingerprint inside the token.
+Writes --out/cert.pem (leaf, then intermediate), key.pem (0600), bundle.pem and
+mutual.json (where to renew).`,
+		Example: `  mutual cert request --token "$TOKEN" --out ./web`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tok := o.token
+			if o.tokenFile != "" {
+				b, err := os.ReadFile(o.tokenFile)
+				if err != nil {
+					return flagError("token-file", "%v", err)
+				}
+				tok = strings.TrimSpace(string(b))
+			}
+			if tok == "" {
+				tok = os.Getenv("MUTUAL_TOKEN")
+			}
+			if tok == "" {
+				return flagError("token", "required: the join token from `mutual token create` (or --token-file, or $MUTUAL_TOKEN)")
+			}
+			if o.out == "" {
+				return flagError("out", "required: the identity directory to write")
+			}
+			if _, err := os.Stat(filepath.Join(o.out, identity.CertFile)); err == nil && !o.force {
+				return flagError("out", "%s already holds an identity; renew it with `mutual cert renew --dir %s`, or pass --force to replace it", o.out, o.out)
+			}
+			kt, err := pki.ParseKeyType(o.keyType)
+			if err != nil {
+				return flagError("key-type", "%v", err)
+			}
+			enr, err := client.RequestIdentity(cmd.Context(), tok, kt, o.ttl)
+			if err != nil {
+				return err
+			}
+			if err := enr.Identity.Save(o.out); err != nil {
+				return err
+			}
+			if err := client.SaveCAURLs(o.out, enr.CAURLs); err != nil {
+				return err
+			}
+			return printIssued(e, o.json, "Enrolled", o.out, enr.Identity)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.token, "token", "", "join token (or $MUTUAL_TOKEN)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token")
+	f.StringVar(&o.out, "out", "", "identity directory to write (required)")
+	f.StringVar(&o.keyType, "key-type", "ecdsa-p256", "key type: ecdsa-p256, ecdsa-p384, ed25519 or rsa-3072")
+	f.DurationVar(&o.ttl, "ttl", 0, "ask for a shorter certificate lifetime than the token grants")
+	f.BoolVar(&o.force, "force", false, "replace an identity already in --out")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	return c
+}
+
+type certRenewOptions struct {
+	dir     string
+	server  []string
+	keyType string
+	ttl     time.Duration
+	json    bool
+}
+
+func certRenewCmd(e *env) *cobra.Command {
+	var o certRenewOptions
+	c := &cobra.Command{
+		Use:   "renew",
+		Short: "Renew an identity over mTLS with a fresh key",
+		Long: `Renew the identity in --dir: a fresh key is made here, the current certificate
+authenticates the request over mTLS, and the files are replaced atomically.
+A revoked or expired certificate cannot renew; enroll again with a new token.`,
+		Example: `  mutual cert renew --dir ./web`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dir == "" {
+				return flagError("dir", "required: the identity directory to renew")
+			}
+			cur, err := identity.Load(o.dir)
+			if err != nil {
+				return flagError("dir", "%v", err)
+			}
+			var kt pki.KeyType
+			if o.keyType != "" {
+				if kt, err = pki.ParseKeyType(o.keyType); err != nil {
+					return flagError("key-type", "%v", err)
+				}
+			}
+			urls := o.server
+			if len(urls) == 0 {
+				if urls, err = client.LoadCAURLs(o.dir); err != nil {
+					return err
+				}
+				if len(urls) == 0 {
+					return flagError("server", "required: %s has no %s; give the CA's URL", o.dir, client.ServersFile)
+				}
+			}
+			next, err := client.RenewIdentity(cmd.Context(), cur, urls, kt, o.ttl)
+			var ee *identity.ExpiredError
+			if errors.As(err, &ee) {
+				return fmt.Errorf("the certificate in %s expired at %s and can no longer renew: enroll again with a new join token", o.dir, ee.NotAfter.Format(time.RFC3339))
+			}
+			if err != nil {
+				return err
+			}
+			if err := next.Save(o.dir); err != nil {
+				return err
+			}
+			if len(o.server) > 0 {
+				if err := client.SaveCAURLs(o.dir, urls); err != nil {
+					return err
+				}
+			}
+			return printIssued(e, o.json, "Renewed", o.dir, next)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "identity directory to renew (required)")
+	f.StringSliceVar(&o.server, "server", nil, "CA URL (repeatable; default: the directory's mutual.json)")
+	f.StringVar(&o.keyType, "key-type", "", "key type of the new key (default: as the current key)")
+	f.DurationVar(&o.ttl, "ttl", 0, "ask for a shorter lifetime")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	return c
+}
+
+func printIssued(e *env, asJSON bool, verb, dir string, id *identity.Identity) error {
+	leaf := id.Leaf()
+	if asJSON {
+		return e.printJSON(map[string]any{
+			"dir": dir, "spiffe_id": id.ID.String(), "serial": ca.SerialString(leaf.SerialNumber),
+			"not_before": leaf.NotBefore.UTC(), "not_after": leaf.NotAfter.UTC(), "dns_names": leaf.DNSNames,
+		})
+	}
+	fmt.Fprintf(e.stdout, "%s %s\n  serial   %s\n  expires  %s (%s)\n  files    %s\n", verb, id.ID,
+		ca.SerialString(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), relative(leaf.NotAfter, time.Now()),
+		strings.Join([]string{filepath.Join(dir, identity.CertFile), filepath.Join(dir, identity.KeyFile), filepath.Join(dir, identity.BundleFile)}, " "))
+	return nil
+}

@@ -1,0 +1,120 @@
+// Package cli is mutual's command line: each subcommand parses its flags into
+// an options struct, checks it, and calls the package that does the work.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// Run executes the mutual command line with args (without the program name).
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	root := &cobra.Command{
+		Use:   "mutual",
+		Short: "mutual: your own CA and mutual TLS for every service, node and partner",
+		Long: `mutual makes an organisation its own certificate authority for SPIFFE identities:
+short-lived certificates for every service, enrolled with single-use join tokens,
+renewed over mTLS, revocable at once.
+
+Start with "mutual dev" to see the whole system on loopback.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.CompletionOptions.DisableDefaultCmd = true
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	root.AddCommand(
+		caCmd(e),
+		serverCmd(e),
+		tokenCmd(e),
+		certCmd(e),
+		inspectCmd(e),
+		devCmd(e),
+	)
+	return root.ExecuteContext(ctx)
+}
+
+// env carries the process's streams to the subcommands.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func (e *env) logger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// OneLine flattens an error (joined errors included) onto one line.
+func OneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
+
+// flagError names the flag at fault.
+func flagError(flag, format string, a ...any) error {
+	return fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, a...))
+}
+
+// readPassphrase reads a passphrase file: one line, trailing newline dropped.
+func readPassphrase(path string) ([]byte, error) {
+	if path == "" {
+		return nil, flagError("passphrase-file", "required: a file holding the passphrase that encrypts the CA keys")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, flagError("passphrase-file", "%s does not exist; create it with a long random passphrase (e.g. `openssl rand -base64 32 > %s && chmod 600 %s`)", path, path, path)
+		}
+		return nil, flagError("passphrase-file", "%v", err)
+	}
+	p := strings.TrimRight(string(b), "\r\n")
+	if p == "" {
+		return nil, flagError("passphrase-file", "%s is empty; an empty passphrase would leave the CA keys unencrypted", path)
+	}
+	return []byte(p), nil
+}
+
+// humanDuration renders d as "3h", "2 days" for people.
+func humanDuration(d time.Duration) string {
+	if d < 0 {
+		d = -d
+	}
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		h := int(d.Hours())
+		if m := int(d.Minutes()) % 60; m != 0 && h < 10 {
+			return fmt.Sprintf("%dh%dm", h, m)
+		}
+		return fmt.Sprintf("%dh", h)
+	}
+	return fmt.Sprintf("%d days", int(d.Hours()/24))
+}
+
+// relative says "in 3h" or "2 days ago".
+func relative(t, now time.Time) string {
+	if t.After(now) {
+		return "in " + humanDuration(t.Sub(now))
+	}
+	return humanDuration(now.Sub(t)) + " ago"
+}

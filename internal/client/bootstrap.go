@@ -1,0 +1,72 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/mutual-tls/mutual/internal/pki"
+)
+
+// FetchRoot obtains the CA's root certificate from the server at caURL and
+// accepts it only if its SHA-256 fingerprint is the one given: trust comes
+// from the fingerprint (carried by a join token), never from first use.
+//
+// It needs no verification bypass: a handshake with an empty root pool fails
+// verification, and the certificates the server presented come back in the
+// error; the CA service sends its root with its chain. The root is then
+// checked: its fingerprint, that it is a self-signed CA, and that the
+// server's chain verifies to it for caURL's host name.
+func FetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.Certificate, error) {
+	u, err := url.Parse(caURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("CA address %q is not a URL", caURL)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "443")
+	}
+	d := tls.Dialer{
+		NetDialer: &net.Dialer{Timeout: 5 * time.Second},
+		Config:    &tls.Config{RootCAs: x509.NewCertPool(), ServerName: u.Hostname(), MinVersion: tls.VersionTLS12},
+	}
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("%s: a handshake with no trusted roots succeeded, which cannot happen with a mutual CA", caURL)
+	}
+	var ve *tls.CertificateVerificationError
+	if !errors.As(err, &ve) {
+		return nil, fmt.Errorf("%s: %w", caURL, err)
+	}
+	presented := ve.UnverifiedCertificates
+	var root *x509.Certificate
+	for _, c := range presented {
+		if pki.Fingerprint(c) == fingerprint {
+			root = c
+		}
+	}
+	if root == nil {
+		return nil, fmt.Errorf("%s did not present a root certificate with fingerprint %s: the token belongs to another CA, or something is intercepting the connection",
+			caURL, hex.EncodeToString(fingerprint[:]))
+	}
+	if !root.IsCA || root.CheckSignatureFrom(root) != nil {
+		return nil, fmt.Errorf("%s: the certificate with the token's fingerprint is not a self-signed CA", caURL)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	inter := x509.NewCertPool()
+	for _, c := range presented[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := presented[0].Verify(x509.VerifyOptions{DNSName: u.Hostname(), Roots: pool, Intermediates: inter}); err != nil {
+		return nil, fmt.Errorf("%s: the server's certificate does not verify against the pinned root: %w", caURL, err)
+	}
+	return root, nil
+}

@@ -1,0 +1,220 @@
+// Package client talks to the CA's HTTPS API: enrollment with a join token,
+// renewal over mTLS, and the admin operations. It fails over between the
+// CA's addresses in order.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mutual-tls/mutual/internal/api"
+)
+
+// Client calls one CA, reachable at one or more base URLs.
+type Client struct {
+	urls []string
+	http *http.Client
+}
+
+// New makes a client that trusts roots and, when cert is not nil, presents it
+// as its TLS client certificate.
+func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate) (*Client, error) {
+	if len(urls) == 0 {
+		return nil, errors.New("no CA address: pass --server https://HOST:PORT")
+	}
+	for _, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Scheme != "https" || pu.Host == "" {
+			return nil, fmt.Errorf("CA address %q is not an https URL (https://HOST:PORT)", u)
+		}
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     cfg,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	}
+	return &Client{urls: urls, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
+}
+
+// URLs returns the CA addresses the client uses.
+func (c *Client) URLs() []string { return c.urls }
+
+// CloseIdleConnections drops pooled connections.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+// APIError is a failure answered by the CA.
+type APIError struct {
+	URL    string
+	Status int
+	// Code is the CA's machine-readable reason ("token_used", ...).
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s (HTTP %d from %s)", e.Message, e.Status, e.URL)
+}
+
+// Unavailable reports whether the failure is transient (worth another CA
+// address or a retry).
+func (e *APIError) Unavailable() bool {
+	return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout
+}
+
+// do sends a request to each CA address in turn until one answers with
+// something other than a network failure or a 503.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, base := range c.urls {
+		err := c.once(ctx, method, strings.TrimRight(base, "/")+path, body, out)
+		if err == nil {
+			return nil
+		}
+		var ae *APIError
+		if errors.As(err, &ae) && !ae.Unavailable() {
+			return err
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) once(ctx context.Context, method, u string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return explainTransport(u, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("%s: read answer: %w", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return &APIError{URL: u, Status: resp.StatusCode, Code: e.Code, Message: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s: the CA's answer is not the expected JSON: %w", u, err)
+	}
+	return nil
+}
+
+// explainTransport turns the common TLS failures into advice.
+func explainTransport(u string, err error) error {
+	var ce *tls.CertificateVerificationError
+	var ue x509.UnknownAuthorityError
+	var he x509.HostnameError
+	switch {
+	case errors.As(err, &ue):
+		return fmt.Errorf("%s: the server's certificate is not signed by the trusted roots (bundle.pem): %w", u, err)
+	case errors.As(err, &he):
+		return fmt.Errorf("%s: the server's certificate is not valid for this host name; use an address in its SANs: %w", u, err)
+	case errors.As(err, &ce):
+		return fmt.Errorf("%s: the server's certificate did not verify: %w", u, err)
+	case strings.Contains(err.Error(), "certificate required"), strings.Contains(err.Error(), "bad certificate"):
+		return fmt.Errorf("%s: the CA refused our client certificate (expired, or not from this CA?): %w", u, err)
+	}
+	return fmt.Errorf("%s: %w", u, err)
+}
+
+// Bundle fetches the trust bundle.
+func (c *Client) Bundle(ctx context.Context) (*api.BundleResponse, error) {
+	var out api.BundleResponse
+	return &out, c.do(ctx, http.MethodGet, "/v1/bundle", nil, &out)
+}
+
+// Enroll exchanges a join token and a CSR for a certificate.
+func (c *Client) Enroll(ctx context.Context, req api.EnrollRequest) (*api.IssueResponse, error) {
+	var out api.IssueResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/enroll", req, &out)
+}
+
+// Renew asks for a new certificate for the client certificate's identity.
+func (c *Client) Renew(ctx context.Context, req api.RenewRequest) (*api.IssueResponse, error) {
+	var out api.IssueResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/renew", req, &out)
+}
+
+// CreateToken makes a join token (admin).
+func (c *Client) CreateToken(ctx context.Context, req api.TokenRequest) (*api.TokenResponse, error) {
+	var out api.TokenResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/tokens", req, &out)
+}
+
+// ListTokens lists join tokens (admin).
+func (c *Client) ListTokens(ctx context.Context) (*api.TokenList, error) {
+	var out api.TokenList
+	return &out, c.do(ctx, http.MethodGet, "/v1/tokens", nil, &out)
+}
+
+// ListCertificates lists issued certificates (admin).
+func (c *Client) ListCertificates(ctx context.Context, spiffeID string, validOnly bool) (*api.CertificateList, error) {
+	q := url.Values{}
+	if spiffeID != "" {
+		q.Set("spiffe_id", spiffeID)
+	}
+	if validOnly {
+		q.Set("valid", "true")
+	}
+	path := "/v1/certificates"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out api.CertificateList
+	return &out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// Revoke revokes a serial or an identity (admin).
+func (c *Client) Revoke(ctx context.Context, req api.RevokeRequest) (*api.RevokeResponse, error) {
+	var out api.RevokeResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/revoke", req, &out)
+}

@@ -1,0 +1,142 @@
+// Package dev runs the whole of mutual on loopback in one process, for a
+// first look and for demos: a CA, its service on the embedded store, and a
+// ready-to-use join token.
+package dev
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/server"
+)
+
+// TrustDomain is the trust domain of a dev CA.
+const TrustDomain = "dev.mutual.test"
+
+// Options configure Run.
+type Options struct {
+	// Dir keeps the CA; empty means a temporary directory removed on exit.
+	Dir string
+	// Listen is the CA service's address; empty means a free loopback port.
+	Listen string
+	// Command is how the user runs mutual, for the printed next steps
+	// ("mutual", or "go run ./cmd/mutual").
+	Command string
+	// Log receives the service's structured events; nil discards.
+	Log *slog.Logger
+	// Ready, if set, is called once the service listens (tests use it).
+	Ready func(*server.Service)
+}
+
+// PassphraseFile is where a dev CA keeps its generated passphrase.
+const PassphraseFile = "passphrase"
+
+// Run creates (or reuses) a dev CA, serves it, prints the next steps on out,
+// and returns when ctx is done.
+func Run(ctx context.Context, o Options, out io.Writer) error {
+	dir := o.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "mutual-dev-*")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	if o.Command == "" {
+		o.Command = "mutual"
+	}
+	passPath := filepath.Join(dir, PassphraseFile)
+	pass, err := os.ReadFile(passPath)
+	fresh := errors.Is(err, os.ErrNotExist)
+	switch {
+	case fresh:
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		b := make([]byte, 24)
+		rand.Read(b)
+		pass = []byte(base64.RawURLEncoding.EncodeToString(b))
+		if err := os.WriteFile(passPath, append(pass, '\n'), 0o600); err != nil {
+			return err
+		}
+		td, _ := spiffeid.TrustDomainFromString(TrustDomain)
+		if _, err := pki.Init(pki.InitOptions{Dir: dir, TrustDomain: td, Passphrase: pass, AdminName: "dev"}); err != nil {
+			return fmt.Errorf("create the dev CA: %w", err)
+		}
+	case err != nil:
+		return err
+	default:
+		pass = []byte(strings.TrimSpace(string(pass)))
+	}
+	svc, err := server.Open(ctx, server.Options{Dir: dir, Passphrase: pass, Listen: o.Listen, Log: o.Log, MetricsListen: "127.0.0.1:0"})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	adminDir := filepath.Join(dir, pki.AdminDir)
+	if err := client.SaveCAURLs(adminDir, []string{svc.URL}); err != nil {
+		return err
+	}
+	admin, _ := spiffeid.FromSegments(svc.Authority.Policy.TrustDomain, "admin", "dev")
+	demoID := "spiffe://" + TrustDomain + "/demo/web"
+	tok, _, err := svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: demoID, DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}})
+	if err != nil {
+		return err
+	}
+	workDir := filepath.Join(dir, "demo-web")
+	m := o.Command
+	fmt.Fprintf(out, `mutual dev: the whole system on loopback (Ctrl-C stops it)
+
+  trust domain   %s
+  CA directory   %s%s
+  CA service     %s   (embedded SQLite store: %s)
+  metrics        http://%s/metrics
+  admin identity %s
+
+Next: enroll a workload as %s with this single-use token (valid 15 minutes):
+
+  %s cert request --token %s --out %s
+
+then renew it over mTLS, list what was issued, make more tokens:
+
+  %s cert renew --dir %s
+  %s cert list --identity-dir %s
+  %s token create --identity-dir %s --identity spiffe://%s/ns/prod/api
+  %s inspect %s
+  openssl verify -CAfile %s -untrusted %s %s
+
+`, TrustDomain, dir, tempNote(o.Dir), svc.URL, filepath.Join(dir, pki.DatabaseFile), svc.MetricsAddr(), adminDir,
+		demoID, m, tok, workDir,
+		m, workDir, m, adminDir, m, adminDir, TrustDomain, m, workDir,
+		filepath.Join(dir, pki.BundleFile), filepath.Join(dir, pki.IntermediateCertFile), filepath.Join(workDir, "cert.pem"))
+	if o.Ready != nil {
+		o.Ready(svc)
+	}
+	err = svc.Run(ctx)
+	fmt.Fprintln(out, "mutual dev: stopped")
+	return err
+}
+
+func tempNote(dir string) string {
+	if dir == "" {
+		return "   (temporary: removed on exit; keep it with --dir)"
+	}
+	return ""
+}

@@ -1,0 +1,427 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/atomicfile"
+)
+
+// The layout of a CA directory written by Init.
+const (
+	ConfigFile           = "ca.json"
+	RootCertFile         = "root/cert.pem"
+	RootKeyFile          = "root/key.pem"
+	IntermediateCertFile = "intermediate/cert.pem"
+	IntermediateKeyFile  = "intermediate/key.pem"
+	BundleFile           = "bundle.pem"
+	ServerDir            = "server"
+	AdminDir             = "admin"
+	DatabaseFile         = "mutual.db"
+)
+
+// Lifetimes of what Init makes.
+const (
+	RootTTL         = 10 * 365 * 24 * time.Hour
+	IntermediateTTL = 365 * 24 * time.Hour
+	ServerTTL       = 90 * 24 * time.Hour
+	DefaultAdminTTL = 30 * 24 * time.Hour
+)
+
+// Duration is a time.Duration that reads and writes JSON as "1h30m".
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"1h\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Config is the CA's settings file, DIR/ca.json. Operators may edit Policy.
+type Config struct {
+	TrustDomain string    `json:"trust_domain"`
+	KeyType     KeyType   `json:"key_type"`
+	CreatedAt   time.Time `json:"created_at"`
+	Policy      Policy    `json:"policy"`
+}
+
+// Policy holds the issuance limits an operator sets for the CA.
+type Policy struct {
+	// DefaultTTL is the lifetime of a certificate when nobody asks otherwise.
+	DefaultTTL Duration `json:"default_cert_ttl"`
+	// MaxTTL is the longest lifetime the CA grants.
+	MaxTTL Duration `json:"max_cert_ttl"`
+	// MaxTokenTTL is the longest a join token may stay valid.
+	MaxTokenTTL Duration `json:"max_token_ttl"`
+}
+
+// DefaultPolicy is written by Init.
+var DefaultPolicy = Policy{
+	DefaultTTL:  Duration(time.Hour),
+	MaxTTL:      Duration(24 * time.Hour),
+	MaxTokenTTL: Duration(7 * 24 * time.Hour),
+}
+
+// InitOptions configures Init. Zero values are the documented defaults.
+type InitOptions struct {
+	// Dir is the CA directory to create; it must not hold a CA already.
+	Dir string
+	// TrustDomain is the SPIFFE trust domain the CA serves (required).
+	TrustDomain spiffeid.TrustDomain
+	// Passphrase encrypts the root and intermediate keys (required).
+	Passphrase []byte
+	// KeyType of every key made; empty means ECDSA P-256.
+	KeyType KeyType
+	// SANs are the DNS names and IP addresses of the CA service's TLS
+	// certificate; empty means localhost and 127.0.0.1.
+	SANs []string
+	// AdminName names the operator identity spiffe://TD/admin/NAME; empty means "operator".
+	AdminName string
+	// AdminTTL is the operator certificate's lifetime; zero means DefaultAdminTTL.
+	AdminTTL time.Duration
+	// Iterations is the PBKDF2 work factor for CA keys; zero means PBKDF2Iterations.
+	Iterations int
+	// Now and Rand may be injected by tests; nil means time.Now and crypto/rand.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// InitResult tells what Init made.
+type InitResult struct {
+	Root, Intermediate *x509.Certificate
+	AdminID, ServerID  spiffeid.ID
+}
+
+// ErrCAExists is returned by Init when the directory already holds a CA.
+var ErrCAExists = errors.New("a CA already exists there")
+
+// Init creates a certificate authority in o.Dir: a self-signed root, an
+// intermediate constrained to the trust domain, the CA service's TLS identity
+// and an operator identity. Nothing is written unless all of it succeeds, and
+// an existing CA is never overwritten.
+func Init(o InitOptions) (*InitResult, error) {
+	if o.Dir == "" {
+		return nil, errors.New("no CA directory given")
+	}
+	if o.TrustDomain.IsZero() {
+		return nil, errors.New("no trust domain given")
+	}
+	if len(o.Passphrase) == 0 {
+		return nil, errors.New("an empty passphrase would leave the CA keys unencrypted")
+	}
+	if o.KeyType == "" {
+		o.KeyType = KeyECDSAP256
+	}
+	if o.AdminName == "" {
+		o.AdminName = "operator"
+	}
+	if o.AdminTTL == 0 {
+		o.AdminTTL = DefaultAdminTTL
+	}
+	if len(o.SANs) == 0 {
+		o.SANs = []string{"localhost", "127.0.0.1"}
+	}
+	now := time.Now()
+	if o.Now != nil {
+		now = o.Now()
+	}
+	adminID, err := spiffeid.FromSegments(o.TrustDomain, "admin", o.AdminName)
+	if err != nil {
+		return nil, fmt.Errorf("admin name %q: %w", o.AdminName, err)
+	}
+	serverID, _ := spiffeid.FromSegments(o.TrustDomain, "mutual", "server")
+	dns, ips, err := SplitSANs(o.SANs)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{ConfigFile, "root", "intermediate", BundleFile, ServerDir, AdminDir} {
+		if _, err := os.Lstat(filepath.Join(o.Dir, name)); err == nil {
+			return nil, fmt.Errorf("%s: %w (%s exists); choose another --dir or remove it first", o.Dir, ErrCAExists, name)
+		}
+	}
+
+	td := o.TrustDomain.Name()
+	rootKey, err := GenerateKey(o.KeyType, o.Rand)
+	if err != nil {
+		return nil, err
+	}
+	rootSerial, err := NewSerial(o.Rand)
+	if err != nil {
+		return nil, err
+	}
+	rootTmpl := &x509.Certificate{
+		SerialNumber:          rootSerial,
+		Subject:               pkix.Name{Organization: []string{td}, CommonName: td + " root CA"},
+		NotBefore:             now.Add(-ClockSkew),
+		NotAfter:              now.Add(RootTTL),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            1,
+	}
+	root, err := createCert(o.Rand, rootTmpl, rootTmpl, rootKey.Public(), rootKey)
+	if err != nil {
+		return nil, fmt.Errorf("root certificate: %w", err)
+	}
+
+	intKey, err := GenerateKey(o.KeyType, o.Rand)
+	if err != nil {
+		return nil, err
+	}
+	intSerial, err := NewSerial(o.Rand)
+	if err != nil {
+		return nil, err
+	}
+	intTmpl := &x509.Certificate{
+		SerialNumber:                intSerial,
+		Subject:                     pkix.Name{Organization: []string{td}, CommonName: td + " intermediate CA"},
+		NotBefore:                   now.Add(-ClockSkew),
+		NotAfter:                    now.Add(IntermediateTTL),
+		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid:       true,
+		IsCA:                        true,
+		MaxPathLen:                  0,
+		MaxPathLenZero:              true,
+		PermittedURIDomains:         []string{td},
+		PermittedDNSDomainsCritical: true,
+	}
+	inter, err := createCert(o.Rand, intTmpl, root, intKey.Public(), rootKey)
+	if err != nil {
+		return nil, fmt.Errorf("intermediate certificate: %w", err)
+	}
+
+	issuer := &Issuer{Cert: inter, Key: intKey, Rand: o.Rand}
+	leaf := func(id spiffeid.ID, ttl time.Duration, dns []string, ips []net.IP) (*x509.Certificate, crypto.Signer, error) {
+		k, err := GenerateKey(o.KeyType, o.Rand)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := issuer.Issue(Leaf{ID: id, PublicKey: k.Public(), TTL: ttl, Now: now, DNSNames: dns, IPAddresses: ips})
+		return c, k, err
+	}
+	serverCert, serverKey, err := leaf(serverID, ServerTTL, dns, ips)
+	if err != nil {
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	adminCert, adminKey, err := leaf(adminID, o.AdminTTL, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("admin certificate: %w", err)
+	}
+
+	rootKeyPEM, err := MarshalPrivateKey(rootKey, o.Passphrase, o.Iterations)
+	if err != nil {
+		return nil, err
+	}
+	intKeyPEM, err := MarshalPrivateKey(intKey, o.Passphrase, o.Iterations)
+	if err != nil {
+		return nil, err
+	}
+	serverKeyPEM, err := MarshalPrivateKey(serverKey, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	adminKeyPEM, err := MarshalPrivateKey(adminKey, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	cfg, _ := json.MarshalIndent(Config{TrustDomain: td, KeyType: o.KeyType, CreatedAt: now.UTC(), Policy: DefaultPolicy}, "", "  ")
+	bundle := EncodeCertificates(root)
+	files := []struct {
+		name string
+		data []byte
+		perm fs.FileMode
+	}{
+		{ConfigFile, append(cfg, '\n'), 0o644},
+		{BundleFile, bundle, 0o644},
+		{RootCertFile, EncodeCertificates(root), 0o644},
+		{RootKeyFile, rootKeyPEM, 0o600},
+		{IntermediateCertFile, EncodeCertificates(inter), 0o644},
+		{IntermediateKeyFile, intKeyPEM, 0o600},
+		{ServerDir + "/cert.pem", EncodeCertificates(serverCert, inter), 0o644},
+		{ServerDir + "/key.pem", serverKeyPEM, 0o600},
+		{ServerDir + "/bundle.pem", bundle, 0o644},
+		{AdminDir + "/cert.pem", EncodeCertificates(adminCert, inter), 0o644},
+		{AdminDir + "/key.pem", adminKeyPEM, 0o600},
+		{AdminDir + "/bundle.pem", bundle, 0o644},
+	}
+
+	// Write everything into a staging directory inside Dir, then move each
+	// top-level entry into place, so a failure leaves nothing half-written.
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", o.Dir, err)
+	}
+	stage, err := os.MkdirTemp(o.Dir, ".init-*")
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", o.Dir, err)
+	}
+	defer os.RemoveAll(stage)
+	for _, f := range files {
+		p := filepath.Join(stage, f.name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return nil, err
+		}
+		if err := atomicfile.WriteFile(p, f.data, f.perm); err != nil {
+			return nil, err
+		}
+	}
+	var moved []string
+	for _, name := range []string{"root", "intermediate", ServerDir, AdminDir, BundleFile, ConfigFile} {
+		if err := os.Rename(filepath.Join(stage, name), filepath.Join(o.Dir, name)); err != nil {
+			for _, m := range moved {
+				os.RemoveAll(filepath.Join(o.Dir, m))
+			}
+			return nil, fmt.Errorf("create CA in %s: %w", o.Dir, err)
+		}
+		moved = append(moved, name)
+	}
+	return &InitResult{Root: root, Intermediate: inter, AdminID: adminID, ServerID: serverID}, nil
+}
+
+func createCert(r io.Reader, tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {
+	if r == nil {
+		r = randReader()
+	}
+	der, err := x509.CreateCertificate(r, tmpl, parent, pub, key)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+// SplitSANs sorts names into DNS names and IP addresses, rejecting what is
+// neither.
+func SplitSANs(names []string) ([]string, []net.IP, error) {
+	var dns []string
+	var ips []net.IP
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+			continue
+		}
+		if err := CheckDNSName(n); err != nil {
+			return nil, nil, err
+		}
+		dns = append(dns, strings.ToLower(n))
+	}
+	return dns, ips, nil
+}
+
+// CheckDNSName reports whether name is a usable DNS SAN (a leading "*." wildcard
+// label is allowed).
+func CheckDNSName(name string) error {
+	n := strings.TrimPrefix(name, "*.")
+	if n == "" || len(name) > 253 {
+		return fmt.Errorf("%q is not a DNS name or an IP address", name)
+	}
+	for _, label := range strings.Split(n, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("%q is not a DNS name or an IP address", name)
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("%q is not a DNS name or an IP address", name)
+			}
+		}
+	}
+	return nil
+}
+
+// CA is a loaded certificate authority: what the CA service needs, and no
+// more. The root key is never read.
+type CA struct {
+	Dir         string
+	Config      Config
+	TrustDomain spiffeid.TrustDomain
+	// Roots are the trusted roots (DIR/bundle.pem).
+	Roots []*x509.Certificate
+	// Issuer signs with the intermediate key.
+	Issuer *Issuer
+}
+
+// LoadCA reads the CA in dir, decrypting the intermediate key with
+// passphrase. The root key may be absent (moved offline).
+func LoadCA(dir string, passphrase []byte) (*CA, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s holds no CA (no %s): run `mutual ca init --dir %s` first", dir, ConfigFile, dir)
+		}
+		return nil, err
+	}
+	var cfg Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("%s: trust_domain: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	if cfg.Policy.DefaultTTL == 0 {
+		cfg.Policy.DefaultTTL = DefaultPolicy.DefaultTTL
+	}
+	if cfg.Policy.MaxTTL == 0 {
+		cfg.Policy.MaxTTL = DefaultPolicy.MaxTTL
+	}
+	if cfg.Policy.MaxTokenTTL == 0 {
+		cfg.Policy.MaxTokenTTL = DefaultPolicy.MaxTokenTTL
+	}
+	roots, err := ReadCertificates(filepath.Join(dir, BundleFile))
+	if err != nil {
+		return nil, err
+	}
+	inters, err := ReadCertificates(filepath.Join(dir, IntermediateCertFile))
+	if err != nil {
+		return nil, err
+	}
+	keyPath := filepath.Join(dir, IntermediateKeyFile)
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ParsePrivateKey(keyPEM, passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", keyPath, err)
+	}
+	if !PublicKeysEqual(inters[0].PublicKey, key.Public()) {
+		return nil, fmt.Errorf("%s does not match the certificate %s", keyPath, filepath.Join(dir, IntermediateCertFile))
+	}
+	return &CA{Dir: dir, Config: cfg, TrustDomain: td, Roots: roots, Issuer: &Issuer{Cert: inters[0], Key: key}}, nil
+}
+
+// ReadCertificates reads every certificate in a PEM file.
+func ReadCertificates(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return certs, nil
+}

@@ -1,0 +1,117 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// ClockSkew is how far NotBefore is back-dated so that peers whose clocks
+// run a little behind accept a certificate at once.
+const ClockSkew = time.Minute
+
+// Issuer signs leaf certificates with an intermediate CA key.
+type Issuer struct {
+	// Cert is the issuing (intermediate) certificate.
+	Cert *x509.Certificate
+	// Key is Cert's private key.
+	Key crypto.Signer
+	// Rand is the randomness for serials and signatures; nil means crypto/rand.
+	Rand io.Reader
+}
+
+// Leaf describes the certificate Issue makes.
+type Leaf struct {
+	ID          spiffeid.ID
+	PublicKey   crypto.PublicKey
+	DNSNames    []string
+	IPAddresses []net.IP
+	// TTL is the lifetime counted from Now (NotBefore is back-dated by ClockSkew).
+	TTL time.Duration
+	Now time.Time
+	// Extra fills the template further before signing (e.g. CRL distribution
+	// points); it may be nil.
+	Extra func(*x509.Certificate)
+}
+
+// NewSerial returns a random positive 128-bit serial number.
+func NewSerial(r io.Reader) (*big.Int, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	b := make([]byte, 16)
+	for {
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, fmt.Errorf("serial number: %w", err)
+		}
+		s := new(big.Int).SetBytes(b)
+		if s.Sign() > 0 {
+			return s, nil
+		}
+	}
+}
+
+// Issue signs a leaf certificate for l: not a CA, digitalSignature, serverAuth
+// and clientAuth, the SPIFFE ID as its one URI SAN. The lifetime is cut to
+// the issuer's own NotAfter.
+func (is *Issuer) Issue(l Leaf) (*x509.Certificate, error) {
+	if l.ID.IsZero() {
+		return nil, errors.New("issue: no SPIFFE ID")
+	}
+	if l.TTL <= 0 {
+		return nil, fmt.Errorf("issue %s: lifetime must be positive", l.ID)
+	}
+	now := l.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	serial, err := NewSerial(is.Rand)
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(l.TTL)
+	if notAfter.After(is.Cert.NotAfter) {
+		notAfter = is.Cert.NotAfter
+	}
+	if !notAfter.After(now) {
+		return nil, fmt.Errorf("issue %s: the issuing CA %q expired at %s", l.ID, is.Cert.Subject.CommonName, is.Cert.NotAfter.Format(time.RFC3339))
+	}
+	u, _ := url.Parse(l.ID.String())
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{l.ID.TrustDomain().Name()}},
+		NotBefore:             now.Add(-ClockSkew),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		URIs:                  []*url.URL{u},
+		DNSNames:              l.DNSNames,
+		IPAddresses:           l.IPAddresses,
+	}
+	if len(l.DNSNames) > 0 {
+		tmpl.Subject.CommonName = l.DNSNames[0]
+	}
+	if l.Extra != nil {
+		l.Extra(tmpl)
+	}
+	r := is.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	der, err := x509.CreateCertificate(r, tmpl, is.Cert, l.PublicKey, is.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate for %s: %w", l.ID, err)
+	}
+	return x509.ParseCertificate(der)
+}

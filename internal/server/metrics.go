@@ -1,0 +1,52 @@
+package server
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	issued      *prometheus.CounterVec
+	refused     *prometheus.CounterVec
+	tokens      prometheus.Counter
+	revocations prometheus.Counter
+	storeUp     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mutual_ca_http_requests_total", Help: "API requests by route and HTTP status.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mutual_ca_http_request_duration_seconds", Help: "API request latency by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route"}),
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mutual_ca_certificates_issued_total", Help: "Certificates issued, by enroll or renew.",
+		}, []string{"via"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mutual_ca_requests_refused_total", Help: "Requests refused, by reason code.",
+		}, []string{"reason"}),
+		tokens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mutual_ca_tokens_created_total", Help: "Join tokens created.",
+		}),
+		revocations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mutual_ca_revocations_total", Help: "Certificates newly revoked.",
+		}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mutual_ca_store_up", Help: "1 when the last health check reached the store.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.issued, m.refused, m.tokens, m.revocations, m.storeUp)
+	return m
+}
+
+func (m *metrics) observe(route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}

@@ -1,0 +1,404 @@
+// Package server is the CA service's HTTPS edge: it terminates TLS (with
+// optional client certificates), decodes the JSON API of package api, calls
+// the Authority, and maps its failures to HTTP statuses. Metrics are served
+// on a separate listener.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/store"
+)
+
+// Pinger reports whether the store answers.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Config builds a Server. Every field is required unless it says otherwise.
+type Config struct {
+	Authority *ca.Authority
+	// Certificate returns the server's TLS certificate (chain: leaf,
+	// intermediate, root: the root lets a join-token holder find the root it
+	// pins by fingerprint).
+	Certificate func() *tls.Certificate
+	// Store is pinged by /healthz.
+	Store Pinger
+	// Log receives one line per request error; nil discards.
+	Log *slog.Logger
+	// Registry receives the server's metrics; nil makes a private one.
+	Registry *prometheus.Registry
+}
+
+// Server serves the CA API.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *metrics
+	reg     *prometheus.Registry
+}
+
+// New builds a Server; it starts nothing.
+func New(cfg Config) *Server {
+	s := &Server{cfg: cfg, log: cfg.Log, reg: cfg.Registry}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(s.reg)
+	s.mux = http.NewServeMux()
+	s.route("GET /healthz", "healthz", s.healthz)
+	s.route("GET /v1/bundle", "bundle", s.bundle)
+	s.route("POST /v1/enroll", "enroll", s.enroll)
+	s.route("POST /v1/renew", "renew", s.renew)
+	s.route("POST /v1/tokens", "tokens_create", s.admin(s.createToken))
+	s.route("GET /v1/tokens", "tokens_list", s.admin(s.listTokens))
+	s.route("GET /v1/certificates", "certificates_list", s.admin(s.listCertificates))
+	s.route("POST /v1/revoke", "revoke", s.admin(s.revoke))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint "+r.Method+" "+r.URL.Path+"; the API lives under /v1/")
+	})
+	return s
+}
+
+// Handler returns the API handler (without TLS).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Registry returns the registry holding the server's metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// TLSConfig is the listener's TLS configuration: TLS 1.3 by default, 1.2
+// with AEAD suites at least, client certificates verified against the CA's
+// roots when given.
+func (s *Server) TLSConfig() *tls.Config {
+	pool := x509.NewCertPool()
+	for _, r := range s.cfg.Authority.Roots {
+		pool.AddCert(r)
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  pool,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cfg.Certificate(), nil
+		},
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+}
+
+// Serve answers API requests on ln (a plain TCP listener; TLS is added here)
+// until ctx is done, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.mux,
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	return serve(ctx, hs, tls.NewListener(ln, hs.TLSConfig))
+}
+
+// ServeMetrics serves Prometheus metrics at /metrics on ln until ctx is done.
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	return serve(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln)
+}
+
+func serve(ctx context.Context, hs *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := hs.Shutdown(sctx)
+		<-errc
+		return err
+	}
+}
+
+type handler func(w http.ResponseWriter, r *http.Request) (status int, err error)
+
+func (s *Server) route(pattern, name string, h handler) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		status, err := h(w, r)
+		if err != nil {
+			status = s.fail(w, r, name, err)
+		}
+		s.metrics.observe(name, status, time.Since(start))
+	})
+}
+
+// fail writes err as a JSON error and returns the status it chose.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, route string, err error) int {
+	status, code := http.StatusInternalServerError, "internal"
+	var ce *ca.Error
+	var be badRequest
+	switch {
+	case errors.As(err, &be):
+		status, code = http.StatusBadRequest, "bad_request"
+	case errors.As(err, &ce):
+		code = ce.Code
+		switch ce.Kind {
+		case ca.KindInvalid:
+			status = http.StatusBadRequest
+		case ca.KindUnauthenticated:
+			status = http.StatusUnauthorized
+		case ca.KindForbidden:
+			status = http.StatusForbidden
+		case ca.KindNotFound:
+			status = http.StatusNotFound
+		case ca.KindUnavailable:
+			status = http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", "1")
+		}
+	}
+	if status >= 500 {
+		s.log.Error("request failed", "route", route, "remote", r.RemoteAddr, "status", status, "code", code, "error", err.Error())
+	} else {
+		s.metrics.refused.WithLabelValues(code).Inc()
+		s.log.Info("request refused", "route", route, "remote", r.RemoteAddr, "status", status, "code", code, "reason", err.Error())
+	}
+	writeError(w, status, code, err.Error())
+	return status
+}
+
+type badRequest struct{ error }
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, api.Error{Error: msg, Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func ok(w http.ResponseWriter, v any) (int, error) {
+	writeJSON(w, http.StatusOK, v)
+	return http.StatusOK, nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (int, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.Ping(ctx); err != nil {
+		s.metrics.storeUp.Set(0)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return http.StatusServiceUnavailable, nil
+	}
+	s.metrics.storeUp.Set(1)
+	return ok(w, map[string]string{"status": "ok"})
+}
+
+func (s *Server) bundle(w http.ResponseWriter, r *http.Request) (int, error) {
+	a := s.cfg.Authority
+	fp := a.RootFingerprint()
+	return ok(w, api.BundleResponse{
+		TrustDomain:     a.Policy.TrustDomain.Name(),
+		RootsPEM:        string(pki.EncodeCertificates(a.Roots...)),
+		RootFingerprint: hex.EncodeToString(fp[:]),
+	})
+}
+
+func issueResponse(is *ca.Issued) api.IssueResponse {
+	return api.IssueResponse{
+		SPIFFEID:  is.ID.String(),
+		Serial:    ca.SerialString(is.Cert.SerialNumber),
+		ChainPEM:  string(pki.EncodeCertificates(is.Chain...)),
+		RootsPEM:  string(pki.EncodeCertificates(is.Roots...)),
+		NotBefore: is.Cert.NotBefore.UTC(),
+		NotAfter:  is.Cert.NotAfter.UTC(),
+	}
+}
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) (int, error) {
+	var req api.EnrollRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return 0, badRequest{err}
+	}
+	if req.Token == "" || req.CSR == "" {
+		return 0, badRequest{errors.New(`both "token" and "csr" are required`)}
+	}
+	is, err := s.cfg.Authority.Enroll(r.Context(), req.Token, []byte(req.CSR), time.Duration(req.TTL))
+	if err != nil {
+		return 0, err
+	}
+	s.metrics.issued.WithLabelValues("enroll").Inc()
+	return ok(w, issueResponse(is))
+}
+
+// peer returns the verified client certificate, if any.
+func peer(r *http.Request) *x509.Certificate {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return nil
+	}
+	return r.TLS.VerifiedChains[0][0]
+}
+
+func (s *Server) renew(w http.ResponseWriter, r *http.Request) (int, error) {
+	p := peer(r)
+	if p == nil {
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "client_certificate_required",
+			Msg: "renewal needs the current certificate as the TLS client certificate; after expiry, enroll again with a join token"}
+	}
+	var req api.RenewRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return 0, badRequest{err}
+	}
+	if req.CSR == "" {
+		return 0, badRequest{errors.New(`"csr" is required`)}
+	}
+	is, err := s.cfg.Authority.Renew(r.Context(), p, []byte(req.CSR), time.Duration(req.TTL))
+	if err != nil {
+		return 0, err
+	}
+	s.metrics.issued.WithLabelValues("renew").Inc()
+	return ok(w, issueResponse(is))
+}
+
+type adminHandler func(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error)
+
+// admin requires a verified, unrevoked client certificate whose SPIFFE ID
+// path is under /admin/.
+func (s *Server) admin(h adminHandler) handler {
+	return func(w http.ResponseWriter, r *http.Request) (int, error) {
+		p := peer(r)
+		td := s.cfg.Authority.Policy.TrustDomain.Name()
+		if p == nil {
+			return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "admin_required",
+				Msg: "this endpoint needs an admin client certificate (spiffe://" + td + "/admin/NAME): pass --identity-dir DIR/admin"}
+		}
+		id, err := s.cfg.Authority.CheckPeer(r.Context(), p)
+		if err != nil {
+			return 0, err
+		}
+		if !strings.HasPrefix(id.Path(), "/admin/") {
+			return 0, &ca.Error{Kind: ca.KindForbidden, Code: "admin_required",
+				Msg: id.String() + " is not an admin: this endpoint needs a client certificate for spiffe://" + td + "/admin/NAME"}
+		}
+		return h(w, r, id)
+	}
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error) {
+	var req api.TokenRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return 0, badRequest{err}
+	}
+	tok, rec, err := s.cfg.Authority.CreateToken(r.Context(), by, ca.TokenRequest{
+		ID: req.SPIFFEID, TTL: time.Duration(req.TTL), CertTTL: time.Duration(req.CertTTL),
+		DNSNames: req.DNSNames, IPAddresses: req.IPAddresses,
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.metrics.tokens.Inc()
+	return ok(w, api.TokenResponse{Token: tok, ID: rec.ID, SPIFFEID: rec.SPIFFEID, ExpiresAt: rec.ExpiresAt})
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) (int, error) {
+	ts, err := s.cfg.Authority.ListTokens(r.Context())
+	if err != nil {
+		return 0, err
+	}
+	out := api.TokenList{Tokens: []api.TokenInfo{}}
+	for _, t := range ts {
+		ti := api.TokenInfo{ID: t.ID, SPIFFEID: t.SPIFFEID, DNSNames: t.DNSNames, IPAddresses: t.IPAddresses,
+			CertTTL: api.Duration(t.CertTTL), CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, CreatedBy: t.CreatedBy, UsedSerial: t.UsedSerial}
+		if !t.UsedAt.IsZero() {
+			u := t.UsedAt
+			ti.UsedAt = &u
+		}
+		out.Tokens = append(out.Tokens, ti)
+	}
+	return ok(w, out)
+}
+
+func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) (int, error) {
+	f := store.CertificateFilter{SPIFFEID: r.URL.Query().Get("spiffe_id")}
+	if v := r.URL.Query().Get("valid"); v == "true" || v == "1" {
+		f.ValidAt = time.Now()
+	}
+	withPEM := r.URL.Query().Get("pem") == "true"
+	cs, err := s.cfg.Authority.ListCertificates(r.Context(), f)
+	if err != nil {
+		return 0, err
+	}
+	out := api.CertificateList{Certificates: []api.CertificateInfo{}}
+	for _, c := range cs {
+		ci := api.CertificateInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+			IssuedAt: c.IssuedAt, RequestedBy: c.RequestedBy}
+		if c.Revoked() {
+			t := c.RevokedAt
+			ci.RevokedAt = &t
+			ci.RevocationReason = ca.ReasonName(c.RevocationReason)
+		}
+		if withPEM {
+			if x, err := x509.ParseCertificate(c.DER); err == nil {
+				ci.CertificatePEM = string(pki.EncodeCertificates(x))
+			}
+		}
+		out.Certificates = append(out.Certificates, ci)
+	}
+	return ok(w, out)
+}
+
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error) {
+	var req api.RevokeRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return 0, badRequest{err}
+	}
+	reason, err := ca.ParseReason(req.Reason)
+	if err != nil {
+		return 0, badRequest{err}
+	}
+	revs, err := s.cfg.Authority.Revoke(r.Context(), by, ca.RevokeRequest{Serial: req.Serial, ID: req.SPIFFEID, Reason: reason})
+	if err != nil {
+		return 0, err
+	}
+	out := api.RevokeResponse{Revoked: []api.Revoked{}}
+	for _, rv := range revs {
+		if !rv.AlreadyRevoked {
+			s.metrics.revocations.Inc()
+		}
+		out.Revoked = append(out.Revoked, api.Revoked{Serial: rv.Serial, SPIFFEID: rv.SPIFFEID, AlreadyRevoked: rv.AlreadyRevoked})
+	}
+	return ok(w, out)
+}

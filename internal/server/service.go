@@ -1,0 +1,260 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/policy"
+	"github.com/mutual-tls/mutual/internal/store"
+)
+
+// DefaultListen is where the CA service listens unless told otherwise.
+const DefaultListen = "127.0.0.1:8443"
+
+// Options configure a Service. Zero values are the documented defaults.
+type Options struct {
+	// Dir is the CA directory made by `mutual ca init` (required).
+	Dir string
+	// Passphrase decrypts the intermediate key (required).
+	Passphrase []byte
+	// Listen is the API address; empty means DefaultListen. Port 0 picks a free port.
+	Listen string
+	// StoreURL is "sqlite:PATH" or "postgres://..."; empty means sqlite:DIR/mutual.db.
+	StoreURL string
+	// MetricsListen, when set, serves Prometheus metrics there.
+	MetricsListen string
+	// URLs are the addresses clients reach the CA at, written into join
+	// tokens; empty means https://LISTEN (or the first SAN of the server
+	// certificate when listening on all interfaces).
+	URLs []string
+	// Log receives structured events; nil discards.
+	Log *slog.Logger
+}
+
+// Service is a running CA: store, authority, API and metrics listeners.
+type Service struct {
+	Authority *ca.Authority
+	Server    *Server
+	Store     *store.DB
+	// URL is the first address in Authority.URLs.
+	URL string
+	// Dir is the CA directory.
+	Dir string
+
+	log       *slog.Logger
+	ln, mln   net.Listener
+	caDir     *pki.CA
+	serverTLS atomic.Pointer[tls.Certificate]
+}
+
+// Open loads the CA, opens the store, binds the listeners and imports the
+// certificates `ca init` made. It starts no goroutine: call Run.
+func Open(ctx context.Context, o Options) (*Service, error) {
+	if o.Dir == "" {
+		return nil, errors.New("--dir: no CA directory given")
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c, err := pki.LoadCA(o.Dir, o.Passphrase)
+	if err != nil {
+		return nil, err
+	}
+	if o.StoreURL == "" {
+		o.StoreURL = "sqlite:" + filepath.Join(o.Dir, pki.DatabaseFile)
+	}
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	db, err := store.Open(ctx, o.StoreURL)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{Store: db, Dir: o.Dir, log: log, caDir: c}
+	fail := func(err error) (*Service, error) {
+		s.Close()
+		return nil, err
+	}
+	s.Authority = &ca.Authority{
+		Issuer: c.Issuer,
+		Roots:  c.Roots,
+		Policy: &policy.Policy{
+			TrustDomain: c.TrustDomain,
+			DefaultTTL:  time.Duration(c.Config.Policy.DefaultTTL),
+			MaxTTL:      time.Duration(c.Config.Policy.MaxTTL),
+			MaxTokenTTL: time.Duration(c.Config.Policy.MaxTokenTTL),
+		},
+		Store: db,
+		Log:   log,
+	}
+	if err := s.loadServerCert(ctx); err != nil {
+		return fail(err)
+	}
+	for _, d := range []string{pki.AdminDir, pki.ServerDir} {
+		id, err := identity.Load(filepath.Join(o.Dir, d))
+		if err != nil {
+			log.Warn("not importing identity", "dir", d, "error", err.Error())
+			continue
+		}
+		if err := s.Authority.Import(ctx, id.Leaf(), "ca-init"); err != nil {
+			return fail(fmt.Errorf("import %s: %w", d, err))
+		}
+	}
+	s.ln, err = net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fail(fmt.Errorf("--listen %s: %w", o.Listen, err))
+	}
+	if o.MetricsListen != "" {
+		s.mln, err = net.Listen("tcp", o.MetricsListen)
+		if err != nil {
+			return fail(fmt.Errorf("--metrics %s: %w", o.MetricsListen, err))
+		}
+	}
+	if len(o.URLs) == 0 {
+		o.URLs = []string{s.defaultURL()}
+	}
+	s.Authority.URLs = o.URLs
+	s.URL = o.URLs[0]
+	s.Server = New(Config{
+		Authority:   s.Authority,
+		Certificate: func() *tls.Certificate { return s.serverTLS.Load() },
+		Store:       db,
+		Log:         log,
+	})
+	return s, nil
+}
+
+func (s *Service) defaultURL() string {
+	addr := s.ln.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "localhost"
+		leaf := s.serverTLS.Load().Leaf
+		if len(leaf.DNSNames) > 0 {
+			host = leaf.DNSNames[0]
+		} else if len(leaf.IPAddresses) > 0 {
+			host = leaf.IPAddresses[0].String()
+		}
+	}
+	return "https://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}
+
+// Addr is the API listener's address.
+func (s *Service) Addr() net.Addr { return s.ln.Addr() }
+
+// MetricsAddr is the metrics listener's address, or nil.
+func (s *Service) MetricsAddr() net.Addr {
+	if s.mln == nil {
+		return nil
+	}
+	return s.mln.Addr()
+}
+
+// loadServerCert reads DIR/server and reissues it when a third of its life
+// or less is left. The chain served is leaf, intermediate, root.
+func (s *Service) loadServerCert(ctx context.Context) error {
+	dir := filepath.Join(s.Dir, pki.ServerDir)
+	id, err := identity.Load(dir)
+	if err != nil {
+		return fmt.Errorf("the CA service's TLS identity: %w", err)
+	}
+	leaf := id.Leaf()
+	now := time.Now()
+	if left := leaf.NotAfter.Sub(now); left < leaf.NotAfter.Sub(leaf.NotBefore)/3 {
+		key, err := pki.GenerateKey(s.caDir.Config.KeyType, nil)
+		if err != nil {
+			return err
+		}
+		cert, err := s.caDir.Issuer.Issue(pki.Leaf{ID: id.ID, PublicKey: key.Public(), DNSNames: leaf.DNSNames,
+			IPAddresses: leaf.IPAddresses, TTL: pki.ServerTTL, Now: now})
+		if err != nil {
+			return fmt.Errorf("renew the CA service's TLS certificate: %w", err)
+		}
+		id = &identity.Identity{ID: id.ID, Chain: []*x509.Certificate{cert, s.caDir.Issuer.Cert}, Key: key, Roots: s.caDir.Roots}
+		if err := id.Save(dir); err != nil {
+			return fmt.Errorf("renew the CA service's TLS certificate: %w", err)
+		}
+		if err := s.Authority.Import(ctx, cert, "ca-server"); err != nil {
+			return err
+		}
+		s.log.Info("renewed the CA service's TLS certificate", "serial", ca.SerialString(cert.SerialNumber), "not_after", cert.NotAfter)
+	}
+	tc := id.TLSCertificate()
+	tc.Certificate = [][]byte{id.Chain[0].Raw, s.caDir.Issuer.Cert.Raw}
+	for _, r := range s.caDir.Roots {
+		tc.Certificate = append(tc.Certificate, r.Raw)
+	}
+	s.serverTLS.Store(&tc)
+	return nil
+}
+
+// Run serves the API (and metrics) until ctx is done, renewing the service's
+// own TLS certificate as it ages. It returns after a graceful shutdown.
+func (s *Service) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	n := 1
+	go func() { errc <- s.Server.Serve(ctx, s.ln) }()
+	if s.mln != nil {
+		n++
+		go func() { errc <- s.Server.ServeMetrics(ctx, s.mln) }()
+	}
+	n++
+	go func() {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				errc <- nil
+				return
+			case <-t.C:
+				if err := s.loadServerCert(ctx); err != nil {
+					s.log.Error("CA service TLS certificate", "error", err.Error())
+				}
+			}
+		}
+	}()
+	var first error
+	for i := 0; i < n; i++ {
+		err := <-errc
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && first == nil {
+			first = err
+		}
+		cancel()
+	}
+	return first
+}
+
+// Close releases the listeners and the store.
+func (s *Service) Close() error {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.mln != nil {
+		s.mln.Close()
+	}
+	return s.Store.Close()
+}
+
+// AdminID is the identity `ca init` made for the operator.
+func AdminID(td spiffeid.TrustDomain, name string) spiffeid.ID {
+	id, _ := spiffeid.FromSegments(td, "admin", name)
+	return id
+}

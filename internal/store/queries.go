@@ -1,0 +1,302 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type queries struct{ postgres bool }
+
+func newQueries(postgres bool) queries { return queries{postgres: postgres} }
+
+// rebind turns "?" placeholders into PostgreSQL's "$n".
+func (q queries) rebind(s string) string {
+	if !q.postgres {
+		return s
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range s {
+		if c == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func jsonList(v []string) string {
+	if v == nil {
+		v = []string{}
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func parseList(s string) []string {
+	var v []string
+	json.Unmarshal([]byte(s), &v)
+	return v
+}
+
+const tokenColumns = "id, secret_hash, spiffe_id, dns_names, ip_addresses, cert_ttl_us, created_at_us, expires_at_us, created_by, used_at_us, used_serial"
+
+type scanner interface{ Scan(...any) error }
+
+func scanToken(s scanner) (Token, error) {
+	var t Token
+	var dns, ips string
+	var ttl, created, expires int64
+	var used sql.NullInt64
+	var usedSerial sql.NullString
+	if err := s.Scan(&t.ID, &t.SecretHash, &t.SPIFFEID, &dns, &ips, &ttl, &created, &expires, &t.CreatedBy, &used, &usedSerial); err != nil {
+		return t, err
+	}
+	t.DNSNames, t.IPAddresses = parseList(dns), parseList(ips)
+	t.CertTTL = time.Duration(ttl) * time.Microsecond
+	t.CreatedAt, t.ExpiresAt, t.UsedAt = fromUS(created), fromUS(expires), nullUS(used)
+	t.UsedSerial = usedSerial.String
+	return t, nil
+}
+
+// CreateToken stores a new join token.
+func (db *DB) CreateToken(ctx context.Context, t Token) error {
+	_, err := db.writer.ExecContext(ctx, db.q.rebind(`INSERT INTO tokens (`+tokenColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`),
+		t.ID, t.SecretHash, t.SPIFFEID, jsonList(t.DNSNames), jsonList(t.IPAddresses),
+		t.CertTTL.Microseconds(), toUS(t.CreatedAt), toUS(t.ExpiresAt), t.CreatedBy)
+	if err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("token %s: %w", t.ID, ErrAlreadyExists)
+		}
+		return fmt.Errorf("store token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// GetToken returns the token with id, or ErrNotFound.
+func (db *DB) GetToken(ctx context.Context, id string) (Token, error) {
+	t, err := scanToken(db.reader.QueryRowContext(ctx, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, fmt.Errorf("token %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return t, fmt.Errorf("read token %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListTokens returns the newest tokens first, up to limit (0 means 1000).
+func (db *DB) ListTokens(ctx context.Context, limit int) ([]Token, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind("SELECT "+tokenColumns+" FROM tokens ORDER BY created_at_us DESC LIMIT ?"), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason"
+
+func scanCert(s scanner) (Certificate, error) {
+	var c Certificate
+	var nb, na, ia int64
+	var rev, reason sql.NullInt64
+	if err := s.Scan(&c.Serial, &c.SPIFFEID, &nb, &na, &ia, &c.DER, &c.RequestedBy, &rev, &reason); err != nil {
+		return c, err
+	}
+	c.NotBefore, c.NotAfter, c.IssuedAt, c.RevokedAt = fromUS(nb), fromUS(na), fromUS(ia), nullUS(rev)
+	c.RevocationReason = int(reason.Int64)
+	return c, nil
+}
+
+// RecordIssuance stores an issued certificate. When tokenID is not empty the
+// token is consumed in the same transaction: it must exist, be unused and
+// unexpired at now, or nothing is written and ErrNotFound, ErrTokenUsed or
+// ErrTokenExpired is returned.
+func (db *DB) RecordIssuance(ctx context.Context, c Certificate, tokenID string, now time.Time) error {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
+	}
+	defer tx.Rollback()
+	if tokenID != "" {
+		res, err := tx.ExecContext(ctx, db.q.rebind(`UPDATE tokens SET used_at_us = ?, used_serial = ?
+			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`), toUS(now), c.Serial, tokenID, toUS(now))
+		if err != nil {
+			return fmt.Errorf("consume token %s: %w", tokenID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("consume token %s: %w", tokenID, err)
+		} else if n != 1 {
+			t, err := scanToken(tx.QueryRowContext(ctx, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), tokenID))
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("token %s: %w", tokenID, ErrNotFound)
+			case err != nil:
+				return fmt.Errorf("consume token %s: %w", tokenID, err)
+			case !t.UsedAt.IsZero():
+				return fmt.Errorf("token %s: %w at %s", tokenID, ErrTokenUsed, t.UsedAt.Format(time.RFC3339))
+			default:
+				return fmt.Errorf("token %s: %w at %s", tokenID, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339))
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, db.q.rebind(`INSERT INTO certificates (`+certColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)`),
+		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy); err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
+		}
+		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
+	}
+	return nil
+}
+
+// GetCertificate returns the certificate with the hex serial, or ErrNotFound.
+func (db *DB) GetCertificate(ctx context.Context, serial string) (Certificate, error) {
+	c, err := scanCert(db.reader.QueryRowContext(ctx, db.q.rebind("SELECT "+certColumns+" FROM certificates WHERE serial = ?"), serial))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, fmt.Errorf("certificate %s: %w", serial, ErrNotFound)
+	}
+	if err != nil {
+		return c, fmt.Errorf("read certificate %s: %w", serial, err)
+	}
+	return c, nil
+}
+
+// ListCertificates returns certificates matching f, newest first.
+func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Certificate, error) {
+	where, args := []string{"1=1"}, []any{}
+	if f.SPIFFEID != "" {
+		where = append(where, "spiffe_id = ?")
+		args = append(args, f.SPIFFEID)
+	}
+	if !f.ValidAt.IsZero() {
+		where = append(where, "not_after_us > ?")
+		args = append(args, toUS(f.ValidAt))
+	}
+	if f.Limit <= 0 {
+		f.Limit = 1000
+	}
+	args = append(args, f.Limit)
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind("SELECT "+certColumns+" FROM certificates WHERE "+
+		strings.Join(where, " AND ")+" ORDER BY issued_at_us DESC LIMIT ?"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []Certificate
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Revocation is one certificate revoked by Revoke.
+type Revocation struct {
+	Serial   string
+	SPIFFEID string
+	// AlreadyRevoked is true when the certificate had been revoked before;
+	// its original time and reason are kept.
+	AlreadyRevoked bool
+}
+
+// RevokeSerial revokes one certificate. Revoking twice is harmless: the first
+// time and reason stand. An unknown serial yields ErrNotFound.
+func (db *DB) RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (Revocation, error) {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return Revocation{}, fmt.Errorf("revoke %s: %w", serial, err)
+	}
+	defer tx.Rollback()
+	c, err := scanCert(tx.QueryRowContext(ctx, db.q.rebind("SELECT "+certColumns+" FROM certificates WHERE serial = ?"), serial))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Revocation{}, fmt.Errorf("certificate %s: %w", serial, ErrNotFound)
+	}
+	if err != nil {
+		return Revocation{}, fmt.Errorf("revoke %s: %w", serial, err)
+	}
+	r := Revocation{Serial: serial, SPIFFEID: c.SPIFFEID, AlreadyRevoked: c.Revoked()}
+	if !r.AlreadyRevoked {
+		if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE certificates SET revoked_at_us = ?, revocation_reason = ? WHERE serial = ? AND revoked_at_us IS NULL"),
+			toUS(at), reason, serial); err != nil {
+			return Revocation{}, fmt.Errorf("revoke %s: %w", serial, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return Revocation{}, fmt.Errorf("revoke %s: %w", serial, err)
+	}
+	return r, nil
+}
+
+// RevokeIdentity revokes every certificate of spiffeID still unexpired at
+// at, in one transaction, and returns them (those revoked before included,
+// marked AlreadyRevoked). No such certificate yields ErrNotFound.
+func (db *DB) RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]Revocation, error) {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, db.q.rebind("SELECT serial, revoked_at_us FROM certificates WHERE spiffe_id = ? AND not_after_us > ? ORDER BY issued_at_us"), spiffeID, toUS(at))
+	if err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+	}
+	var out []Revocation
+	for rows.Next() {
+		var serial string
+		var rev sql.NullInt64
+		if err := rows.Scan(&serial, &rev); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+		}
+		out = append(out, Revocation{Serial: serial, SPIFFEID: spiffeID, AlreadyRevoked: rev.Valid})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no unexpired certificate of %s: %w", spiffeID, ErrNotFound)
+	}
+	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE certificates SET revoked_at_us = ?, revocation_reason = ? WHERE spiffe_id = ? AND not_after_us > ? AND revoked_at_us IS NULL"),
+		toUS(at), reason, spiffeID, toUS(at)); err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+	}
+	return out, nil
+}
+
+func isUniqueViolation(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "UNIQUE constraint failed") || strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "duplicate key value")
+}

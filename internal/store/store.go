@@ -1,0 +1,276 @@
+// Package store keeps the CA's state: join tokens, issued certificates and
+// their revocations, in an embedded SQLite file or a shared PostgreSQL.
+//
+// # Contract
+//
+//   - Every method is safe for concurrent use, by many goroutines and (on
+//     PostgreSQL) by many CA replicas at once.
+//   - Every method honours its context: cancelled work returns ctx.Err()
+//     wrapped, and leaves nothing written.
+//   - Writes that belong together happen in one transaction: RecordIssuance
+//     consumes the token and stores the certificate, or does neither.
+//   - Domain outcomes are the sentinel errors below (test them with
+//     errors.Is); any other error means the store itself failed (down,
+//     unreachable, disk full) and the caller may retry later.
+//   - Times are stored with microsecond precision, in UTC.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+)
+
+// Domain errors.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrTokenUsed     = errors.New("join token already used")
+	ErrTokenExpired  = errors.New("join token expired")
+	ErrAlreadyExists = errors.New("already exists")
+)
+
+// Token is a stored join token.
+type Token struct {
+	ID          string
+	SecretHash  []byte
+	SPIFFEID    string
+	DNSNames    []string
+	IPAddresses []string
+	CertTTL     time.Duration
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	CreatedBy   string
+	// UsedAt is zero while the token is unused.
+	UsedAt     time.Time
+	UsedSerial string
+}
+
+// Certificate is a stored issued certificate.
+type Certificate struct {
+	// Serial is the lower-case hex serial number.
+	Serial    string
+	SPIFFEID  string
+	NotBefore time.Time
+	NotAfter  time.Time
+	IssuedAt  time.Time
+	DER       []byte
+	// RequestedBy says who asked: "token:ID" or "renew:SERIAL".
+	RequestedBy string
+	// RevokedAt is zero while the certificate is not revoked.
+	RevokedAt        time.Time
+	RevocationReason int
+}
+
+// Revoked reports whether the certificate has been revoked.
+func (c *Certificate) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// CertificateFilter selects certificates for ListCertificates.
+type CertificateFilter struct {
+	// SPIFFEID, when set, selects one identity.
+	SPIFFEID string
+	// ValidAt, when set, selects certificates unexpired at that time.
+	ValidAt time.Time
+	// Limit caps the number of rows; zero means 1000.
+	Limit int
+}
+
+// DB is a store on SQLite or PostgreSQL.
+type DB struct {
+	kind   string // "sqlite" or "postgres"
+	writer *sql.DB
+	reader *sql.DB
+	q      queries
+}
+
+//go:embed migrations
+var migrations embed.FS
+
+// Open connects to the store named by rawURL and brings its schema up to
+// date: "sqlite:PATH" (or a bare path) for the embedded store, or
+// "postgres://..." / "postgresql://...".
+func Open(ctx context.Context, rawURL string) (*DB, error) {
+	switch {
+	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
+		return openPostgres(ctx, rawURL)
+	case strings.HasPrefix(rawURL, "sqlite:"):
+		return openSQLite(ctx, strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//"))
+	case strings.Contains(rawURL, "://"):
+		return nil, fmt.Errorf("store %q: unsupported scheme; use sqlite:PATH or postgres://USER@HOST/DB", redact(rawURL))
+	case rawURL == "":
+		return nil, errors.New("no store given: use sqlite:PATH or postgres://USER@HOST/DB")
+	default:
+		return openSQLite(ctx, rawURL)
+	}
+}
+
+func openSQLite(ctx context.Context, path string) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("store sqlite: no file path given (sqlite:/var/lib/mutual/mutual.db)")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+		}
+	}
+	// A fresh file is created 0600: it holds token hashes and every certificate.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	} else {
+		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+	}
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+	}
+	// One writer connection: SQLite takes one writer at a time anyway, and
+	// queueing in Go is far cheaper than SQLite's busy-wait.
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	r, err := sql.Open("sqlite", dsn+"&mode=ro")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+	}
+	r.SetMaxOpenConns(8)
+	db := &DB{kind: "sqlite", writer: w, reader: r, q: newQueries(false)}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+	}
+	return db, nil
+}
+
+func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
+	p, err := sql.Open("pgx", rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
+	}
+	p.SetMaxOpenConns(16)
+	p.SetMaxIdleConns(16)
+	p.SetConnMaxLifetime(30 * time.Minute)
+	db := &DB{kind: "postgres", writer: p, reader: p, q: newQueries(true)}
+	if err := db.migrate(ctx); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
+	}
+	return db, nil
+}
+
+// redact hides a password in a database URL.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// Kind returns "sqlite" or "postgres".
+func (db *DB) Kind() string { return db.kind }
+
+// Close releases the store's connections.
+func (db *DB) Close() error {
+	err := db.writer.Close()
+	if db.reader != db.writer {
+		if e := db.reader.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// Ping checks that the store answers.
+func (db *DB) Ping(ctx context.Context) error {
+	var one int
+	if err := db.reader.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("store %s unavailable: %w", db.kind, err)
+	}
+	return nil
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	dir := "migrations/" + db.kind
+	entries, err := fs.ReadDir(migrations, dir)
+	if err != nil {
+		return err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	if db.kind == "postgres" {
+		// Replicas starting together take turns.
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294003)"); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_us BIGINT NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var current int64
+	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	known := int64(0)
+	for _, e := range entries {
+		v, err := strconv.ParseInt(strings.SplitN(e.Name(), "_", 2)[0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("migration file %s: name must start with a number", e.Name())
+		}
+		known = v
+		if v <= current {
+			continue
+		}
+		body, err := fs.ReadFile(migrations, dir+"/"+e.Name())
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			return fmt.Errorf("migration %s: %w", e.Name(), err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO schema_migrations (version, name, applied_at_us) VALUES (?, ?, ?)"),
+			v, e.Name(), toUS(time.Now())); err != nil {
+			return fmt.Errorf("migration %s: %w", e.Name(), err)
+		}
+	}
+	if current > known {
+		return fmt.Errorf("the database schema is version %d but this mutual knows only up to %d: upgrade mutual", current, known)
+	}
+	return tx.Commit()
+}
+
+func toUS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromUS(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func nullUS(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return fromUS(n.Int64)
+}
