@@ -133,12 +133,31 @@ func scanCert(s scanner) (Certificate, error) {
 // token is consumed in the same transaction: it must exist, be unused and
 // unexpired at now, or nothing is written and ErrNotFound, ErrTokenUsed or
 // ErrTokenExpired is returned.
+//
+// On SQLite, concurrent calls are committed together (group commit): one
+// transaction and one fsync for a batch, each call in its own savepoint so
+// that one refusal does not undo the others. The answer still comes only
+// after the commit.
 func (db *DB) RecordIssuance(ctx context.Context, c Certificate, tokenID string, now time.Time) error {
+	if db.kind == "sqlite" {
+		return db.group.submit(ctx, db, &issueOp{ctx: ctx, cert: c, tokenID: tokenID, now: now})
+	}
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
 	}
 	defer tx.Rollback()
+	if err := db.recordIn(ctx, tx, c, tokenID, now); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
+	}
+	return nil
+}
+
+// recordIn does RecordIssuance's writes inside tx.
+func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, c Certificate, tokenID string, now time.Time) error {
 	if tokenID != "" {
 		res, err := tx.ExecContext(ctx, db.q.rebind(`UPDATE tokens SET used_at_us = ?, used_serial = ?
 			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`), toUS(now), c.Serial, tokenID, toUS(now))
@@ -167,9 +186,6 @@ func (db *DB) RecordIssuance(ctx context.Context, c Certificate, tokenID string,
 		if isUniqueViolation(err) {
 			return fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
 		}
-		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
-	}
-	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
 	}
 	return nil

@@ -93,6 +93,7 @@ type DB struct {
 	writer *sql.DB
 	reader *sql.DB
 	q      queries
+	group  groupCommit
 }
 
 //go:embed migrations

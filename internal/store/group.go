@@ -1,0 +1,120 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// maxBatch bounds how many issuances share one SQLite transaction.
+const maxBatch = 256
+
+type issueOp struct {
+	ctx     context.Context
+	cert    Certificate
+	tokenID string
+	now     time.Time
+	err     error
+	done    chan struct{}
+}
+
+// groupCommit batches concurrent issuances into one transaction without a
+// background goroutine: the first caller to find no batch running becomes
+// the leader and commits batches until the queue is empty; the others wait
+// for their result.
+type groupCommit struct {
+	mu      sync.Mutex
+	pending []*issueOp
+	running bool
+}
+
+func (g *groupCommit) submit(ctx context.Context, db *DB, op *issueOp) error {
+	op.done = make(chan struct{})
+	g.mu.Lock()
+	g.pending = append(g.pending, op)
+	if g.running {
+		g.mu.Unlock()
+		select {
+		case <-op.done:
+			return op.err
+		case <-ctx.Done():
+			// The write may still happen; the caller will not hear of it.
+			return fmt.Errorf("record certificate %s: %w", op.cert.Serial, ctx.Err())
+		}
+	}
+	g.running = true
+	for {
+		batch := g.pending
+		if len(batch) > maxBatch {
+			batch = batch[:maxBatch]
+		}
+		g.pending = g.pending[len(batch):]
+		g.mu.Unlock()
+		db.commitBatch(batch)
+		g.mu.Lock()
+		if len(g.pending) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			break
+		}
+	}
+	<-op.done
+	return op.err
+}
+
+// commitBatch writes every op of batch in one transaction, each in a
+// savepoint, and reports each op's outcome once the commit is durable.
+func (db *DB) commitBatch(batch []*issueOp) {
+	defer func() {
+		for _, op := range batch {
+			close(op.done)
+		}
+	}()
+	// The batch outlives any one caller's cancellation.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fail := func(err error) {
+		for _, op := range batch {
+			if op.err == nil {
+				op.err = fmt.Errorf("record certificate %s: %w", op.cert.Serial, err)
+			}
+		}
+	}
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer tx.Rollback()
+	ok := 0
+	for _, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			op.err = fmt.Errorf("record certificate %s: %w", op.cert.Serial, err)
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT issue"); err != nil {
+			fail(err)
+			return
+		}
+		if err := db.recordIn(ctx, tx, op.cert, op.tokenID, op.now); err != nil {
+			op.err = err
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO issue"); err != nil {
+				fail(err)
+				return
+			}
+		} else {
+			ok++
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE issue"); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if ok == 0 {
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		fail(err)
+	}
+}
