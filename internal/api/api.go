@@ -193,7 +193,7 @@ func Decode[T any](r io.Reader, v *T) error {
 		}
 		return fmt.Errorf("request body: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("request body has data after the JSON object")
 	}
 	return nil

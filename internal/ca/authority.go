@@ -327,7 +327,6 @@ func ipStrings(ips []net.IP) []string {
 	return out
 }
 
-
 // Import records a certificate this CA signed outside the API (the admin and
 // server certificates of `ca init`), so that it can authenticate and be
 // revoked like any other. Importing twice is harmless.

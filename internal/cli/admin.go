@@ -266,4 +266,3 @@ func printCertList(e *env, list *api.CertificateList, now time.Time) error {
 	}
 	return tw.Flush()
 }
-

@@ -514,4 +514,3 @@ func forgeToken(t *testing.T, e *env) string {
 	parsed.Secret[0] ^= 0xff
 	return parsed.String()
 }
-

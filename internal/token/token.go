@@ -115,6 +115,9 @@ func Parse(s string) (*Token, error) {
 	if err := dec.Decode(&w); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: data after the JSON object", ErrMalformed)
+	}
 	t := &Token{}
 	if len(w.CA) == 0 {
 		return nil, fmt.Errorf("%w: it names no CA address", ErrMalformed)
