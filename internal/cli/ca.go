@@ -3,18 +3,84 @@ package cli
 import (
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/server"
 )
 
 func caCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "ca", Short: "Create and manage the certificate authority"}
-	c.AddCommand(caInitCmd(e))
+	c.AddCommand(caInitCmd(e), caAdminCmd(e))
+	return c
+}
+
+type caAdminOptions struct {
+	dir            string
+	passphraseFile string
+	name           string
+	out            string
+	store          string
+	ttl            time.Duration
+	json           bool
+}
+
+func caAdminCmd(e *env) *cobra.Command {
+	var o caAdminOptions
+	c := &cobra.Command{
+		Use:   "admin",
+		Short: "Issue an operator identity spiffe://TD/admin/NAME with the intermediate key",
+		Long: `Issue an operator (admin) identity directly with the CA's intermediate key, for a
+new operator or when the operator certificate from ca init has expired. The
+certificate is recorded in the CA's store (so that it can be listed and revoked)
+and written as an identity directory. Works while the server runs.`,
+		Example: `  mutual ca admin --dir ./ca --passphrase-file pass --name alice --out ./alice`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dir == "" {
+				return flagError("dir", "required: the CA directory")
+			}
+			if o.name == "" {
+				return flagError("name", "required: the operator's name (spiffe://TD/admin/NAME)")
+			}
+			if o.out == "" {
+				return flagError("out", "required: the identity directory to write")
+			}
+			if _, err := os.Stat(filepath.Join(o.out, identity.CertFile)); err == nil {
+				return flagError("out", "%s already holds an identity; choose another directory", o.out)
+			}
+			if o.ttl <= 0 {
+				return flagError("ttl", "must be positive")
+			}
+			pass, err := readPassphrase(o.passphraseFile)
+			if err != nil {
+				return err
+			}
+			id, err := server.IssueAdmin(cmd.Context(), o.dir, pass, o.store, o.name, o.ttl)
+			if err != nil {
+				return err
+			}
+			if err := id.Save(o.out); err != nil {
+				return err
+			}
+			return printIssued(e, o.json, "Issued", o.out, id)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "CA directory (required)")
+	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
+	f.StringVar(&o.name, "name", "", "operator name (required)")
+	f.StringVar(&o.out, "out", "", "identity directory to write (required)")
+	f.StringVar(&o.store, "store", "", "the server's --store (default sqlite:DIR/mutual.db)")
+	f.DurationVar(&o.ttl, "ttl", pki.DefaultAdminTTL, "certificate lifetime")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return c
 }
 

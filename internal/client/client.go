@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/api"
@@ -150,6 +151,13 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 
 // explainTransport turns the common TLS failures into advice.
 func explainTransport(u string, err error) error {
+	var ue0 *url.Error
+	if errors.As(err, &ue0) {
+		err = ue0.Err
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s: connection refused: is the CA service running at that address? (%w)", u, err)
+	}
 	var ce *tls.CertificateVerificationError
 	var ue x509.UnknownAuthorityError
 	var he x509.HostnameError

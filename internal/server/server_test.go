@@ -514,3 +514,33 @@ func forgeToken(t *testing.T, e *env) string {
 	parsed.Secret[0] ^= 0xff
 	return parsed.String()
 }
+
+// TestIssueAdmin: `ca admin` issues an operator identity while the server
+// runs; it authenticates as admin and can be revoked.
+func TestIssueAdmin(t *testing.T) {
+	ctx := context.Background()
+	c := testca.New(t)
+	e := start(t, c, "")
+	alice, err := server.IssueAdmin(ctx, c.Dir, []byte(testca.Passphrase), "", "alice", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alice.ID.String() != "spiffe://example.org/admin/alice" {
+		t.Fatalf("issued %s", alice.ID)
+	}
+	tc := alice.TLSCertificate()
+	cl, _ := client.New([]string{e.svc.URL}, alice.Roots, &tc)
+	defer cl.CloseIdleConnections()
+	if _, err := cl.ListTokens(ctx); err != nil {
+		t.Fatalf("alice is not accepted as admin: %v", err)
+	}
+	if _, err := e.admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: alice.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.ListTokens(ctx); err == nil {
+		t.Fatal("a revoked admin is still accepted")
+	}
+	if _, err := server.IssueAdmin(ctx, c.Dir, []byte(testca.Passphrase), "", "bad/name", time.Hour); err == nil {
+		t.Fatal("a name with a slash was accepted")
+	}
+}

@@ -253,8 +253,38 @@ func (s *Service) Close() error {
 	return s.Store.Close()
 }
 
-// AdminID is the identity `ca init` made for the operator.
-func AdminID(td spiffeid.TrustDomain, name string) spiffeid.ID {
-	id, _ := spiffeid.FromSegments(td, "admin", name)
-	return id
+// IssueAdmin issues an operator identity spiffe://TD/admin/NAME with the
+// intermediate key of the CA in dir and records it in the CA's store
+// (storeURL, or the default SQLite file), so that it authenticates and can
+// be revoked like any other certificate.
+func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, name string, ttl time.Duration) (*identity.Identity, error) {
+	c, err := pki.LoadCA(dir, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	id, err := spiffeid.FromSegments(c.TrustDomain, "admin", name)
+	if err != nil {
+		return nil, fmt.Errorf("--name %q: %w", name, err)
+	}
+	if storeURL == "" {
+		storeURL = "sqlite:" + filepath.Join(dir, pki.DatabaseFile)
+	}
+	db, err := store.Open(ctx, storeURL)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	key, err := pki.GenerateKey(c.Config.KeyType, nil)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := c.Issuer.Issue(pki.Leaf{ID: id, PublicKey: key.Public(), TTL: ttl, Now: time.Now()})
+	if err != nil {
+		return nil, err
+	}
+	a := &ca.Authority{Issuer: c.Issuer, Roots: c.Roots, Store: db}
+	if err := a.Import(ctx, cert, "ca-admin"); err != nil {
+		return nil, err
+	}
+	return &identity.Identity{ID: id, Chain: []*x509.Certificate{cert, c.Issuer.Cert}, Key: key, Roots: c.Roots}, nil
 }
