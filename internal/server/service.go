@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
@@ -130,6 +133,13 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	}
 	s.Authority.URLs = o.URLs
 	s.URL = o.URLs[0]
+	// Let the operator's tools find this CA without --server.
+	adminDir := filepath.Join(o.Dir, pki.AdminDir)
+	if _, err := os.Stat(filepath.Join(adminDir, "mutual.json")); errors.Is(err, os.ErrNotExist) {
+		if err := writeCAURLs(adminDir, o.URLs); err != nil {
+			log.Warn("cannot record the CA's address for the admin identity", "error", err.Error())
+		}
+	}
 	s.Server = New(Config{
 		Authority:   s.Authority,
 		Certificate: func() *tls.Certificate { return s.serverTLS.Load() },
@@ -287,4 +297,11 @@ func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, na
 		return nil, err
 	}
 	return &identity.Identity{ID: id, Chain: []*x509.Certificate{cert, c.Issuer.Cert}, Key: key, Roots: c.Roots}, nil
+}
+
+// writeCAURLs records where an identity directory renews, in the format of
+// package client (mutual.json).
+func writeCAURLs(dir string, urls []string) error {
+	b, _ := json.MarshalIndent(map[string][]string{"ca_urls": urls}, "", "  ")
+	return atomicfile.WriteFile(filepath.Join(dir, "mutual.json"), append(b, '\n'), 0o644)
 }
