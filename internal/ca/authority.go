@@ -121,9 +121,23 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 	if r.TTL == 0 {
 		r.TTL = 15 * time.Minute
 	}
-	dns, ips, err := pki.SplitSANs(append(append([]string{}, r.DNSNames...), r.IPAddresses...))
-	if err != nil {
-		return "", store.Token{}, newErr(KindInvalid, "bad_name", err, "%v", err)
+	var dns []string
+	for _, n := range r.DNSNames {
+		if net.ParseIP(n) != nil {
+			return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%q is an IP address: pass it as an IP address (--ip), not a DNS name", n)
+		}
+		if err := pki.CheckDNSName(n); err != nil {
+			return "", store.Token{}, newErr(KindInvalid, "bad_name", err, "%v", err)
+		}
+		dns = append(dns, strings.ToLower(n))
+	}
+	var ips []net.IP
+	for _, s := range r.IPAddresses {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%q is not an IP address", s)
+		}
+		ips = append(ips, ip)
 	}
 	if err := a.Policy.CheckTokenGrant(policy.Grant{ID: id, TTL: r.CertTTL}, r.TTL); err != nil {
 		return "", store.Token{}, classify(err)
@@ -221,8 +235,12 @@ func (a *Authority) CheckPeer(ctx context.Context, peer *x509.Certificate) (spif
 		return spiffeid.ID{}, classify(err)
 	}
 	if rec.Revoked() {
-		return spiffeid.ID{}, newErr(KindForbidden, "cert_revoked", nil, "the client certificate %s of %s was revoked at %s (%s); enroll again with a new join token",
-			serial, id, rec.RevokedAt.Format(time.RFC3339), ReasonName(rec.RevocationReason))
+		fix := "enroll again with a new join token"
+		if strings.HasPrefix(id.Path(), "/admin/") {
+			fix = "issue a new operator identity with `mutual ca admin`"
+		}
+		return spiffeid.ID{}, newErr(KindForbidden, "cert_revoked", nil, "the client certificate %s of %s was revoked at %s (%s); %s",
+			serial, id, rec.RevokedAt.Format(time.RFC3339), ReasonName(rec.RevocationReason), fix)
 	}
 	return id, nil
 }

@@ -42,6 +42,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		certCmd(e),
 		inspectCmd(e),
 		devCmd(e),
+		proxyCmd(e),
 	)
 	return root.ExecuteContext(ctx)
 }

@@ -64,7 +64,7 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.dir, "dir", "", "CA directory made by `mutual ca init` (required)")
+	f.StringVar(&o.dir, "dir", "", "CA directory made by mutual ca init (required)")
 	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
 	f.StringVar(&o.listen, "listen", server.DefaultListen, "address of the HTTPS API")
 	f.StringVar(&o.store, "store", "", "sqlite:PATH or postgres://... (default sqlite:DIR/mutual.db)")

@@ -135,7 +135,7 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	s.URL = o.URLs[0]
 	// Let the operator's tools find this CA without --server.
 	adminDir := filepath.Join(o.Dir, pki.AdminDir)
-	if _, err := os.Stat(filepath.Join(adminDir, "mutual.json")); errors.Is(err, os.ErrNotExist) {
+	if !recordsURL(adminDir, s.URL) {
 		if err := writeCAURLs(adminDir, o.URLs); err != nil {
 			log.Warn("cannot record the CA's address for the admin identity", "error", err.Error())
 		}
@@ -304,4 +304,24 @@ func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, na
 func writeCAURLs(dir string, urls []string) error {
 	b, _ := json.MarshalIndent(map[string][]string{"ca_urls": urls}, "", "  ")
 	return atomicfile.WriteFile(filepath.Join(dir, "mutual.json"), append(b, '\n'), 0o644)
+}
+
+// recordsURL reports whether dir's mutual.json already lists url.
+func recordsURL(dir, url string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "mutual.json"))
+	if err != nil {
+		return false
+	}
+	var f struct {
+		CAURLs []string `json:"ca_urls"`
+	}
+	if json.Unmarshal(b, &f) != nil {
+		return false
+	}
+	for _, u := range f.CAURLs {
+		if u == url {
+			return true
+		}
+	}
+	return false
 }

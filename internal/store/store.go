@@ -188,11 +188,17 @@ func (db *DB) Kind() string { return db.kind }
 
 // Close releases the store's connections.
 func (db *DB) Close() error {
-	err := db.writer.Close()
-	if db.reader != db.writer {
-		if e := db.reader.Close(); err == nil {
-			err = e
-		}
+	if db.reader == db.writer {
+		return db.writer.Close()
+	}
+	// Readers first, then fold the WAL into the database file, so that a
+	// stopped CA's state is all in mutual.db (what an operator backs up).
+	err := db.reader.Close()
+	if _, e := db.writer.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); e != nil && err == nil {
+		err = fmt.Errorf("checkpoint: %w", e)
+	}
+	if e := db.writer.Close(); err == nil {
+		err = e
 	}
 	return err
 }

@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mutual-tls/mutual/tlsconfig"
+)
+
+// Limits bound a proxy's resources. Zero values mean the defaults.
+type Limits struct {
+	// HandshakeTimeout bounds the TLS handshake; default 10s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection with no traffic either way; default 5m.
+	IdleTimeout time.Duration
+	// MaxConnections caps open connections; past it new ones are closed at
+	// once. Default 10000.
+	MaxConnections int
+	// DrainTimeout is how long shutdown waits for live connections; default 30s.
+	DrainTimeout time.Duration
+	// DialTimeout bounds connecting to the target; default 5s.
+	DialTimeout time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = 10 * time.Second
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = 5 * time.Minute
+	}
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = 10000
+	}
+	if l.DrainTimeout <= 0 {
+		l.DrainTimeout = 30 * time.Second
+	}
+	if l.DialTimeout <= 0 {
+		l.DialTimeout = 5 * time.Second
+	}
+	return l
+}
+
+// reason turns a handshake failure into a short phrase for logs and metric
+// labels, and a sentence for people.
+func reason(err error) (label, words string) {
+	var pe *tlsconfig.PeerError
+	var re tls.RecordHeaderError
+	var ae tls.AlertError
+	var ne net.Error
+	switch {
+	case errors.As(err, &pe):
+		return string(pe.Reason), pe.Error()
+	case errors.As(err, &re):
+		return "not TLS", "the client did not speak TLS (first bytes were not a TLS handshake)"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "handshake timeout", "the client did not finish the TLS handshake in time"
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
+		return "client went away", "the client closed the connection during the handshake"
+	case errors.As(err, &ae):
+		return "alert from peer", "the peer aborted the handshake: " + err.Error()
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "no application protocol"), strings.Contains(msg, "protocol version"), strings.Contains(msg, "no cipher suite"), strings.Contains(msg, "unsupported versions"):
+		return "protocol mismatch", "no TLS version or cipher suite in common: " + msg
+	case strings.Contains(msg, "client didn't provide a certificate"), strings.Contains(msg, "certificate required"):
+		return string(tlsconfig.ReasonNoCertificate), "the client presented no certificate (strict mode requires one)"
+	}
+	return "handshake error", msg
+}
+
+// pipe relays bytes both ways between a and b until both directions end,
+// respecting half-close, and closes both. idle closes the pair when no byte
+// moves either way for that long. It returns the bytes copied a→b and b→a.
+// An idle pair holds no relay buffer on its plaintext side and a 1 KiB one
+// on its TLS side.
+func pipe(a, b net.Conn, idle time.Duration) (ab, ba int64) {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	var timer *time.Timer
+	var mu sync.Mutex
+	closed := false
+	timer = time.AfterFunc(idle, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
+		since := time.Since(time.Unix(0, last.Load()))
+		if since >= idle {
+			a.Close()
+			b.Close()
+			return
+		}
+		timer.Reset(idle - since)
+	})
+	done := make(chan struct{})
+	go func() { ba = copyHalf(a, b, &last); close(done) }()
+	ab = copyHalf(b, a, &last)
+	<-done
+	mu.Lock()
+	closed = true
+	timer.Stop()
+	mu.Unlock()
+	a.Close()
+	b.Close()
+	return ab, ba
+}
+
+// bufPool holds relay buffers; a buffer is taken only while bytes flow.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+const maxRecord = 16 << 10
+
+// copyHalf copies src to dst until EOF, then half-closes dst's write side.
+func copyHalf(dst, src net.Conn, last *atomic.Int64) int64 {
+	var n int64
+	plain := readableWaiter(src)
+	var small []byte
+	big := plain != nil
+	for {
+		var bp *[]byte
+		var buf []byte
+		if plain != nil {
+			plain()
+		}
+		if big {
+			bp = bufPool.Get().(*[]byte)
+			buf = *bp
+		} else {
+			if small == nil {
+				small = make([]byte, 1024)
+			}
+			buf = small
+		}
+		k, err := src.Read(buf)
+		if k > 0 {
+			last.Store(time.Now().UnixNano())
+			w, werr := dst.Write(buf[:k])
+			n += int64(w)
+			if werr != nil {
+				if bp != nil {
+					bufPool.Put(bp)
+				}
+				closeRead(src)
+				return n
+			}
+		}
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		if err != nil {
+			closeWrite(dst)
+			return n
+		}
+		if plain == nil {
+			// TLS: a full small buffer or a full record means more is
+			// likely buffered inside crypto/tls; otherwise go back to the
+			// small buffer before blocking.
+			big = k == len(buf) || k >= maxRecord
+		}
+	}
+}
+
+// readableWaiter returns a function that blocks until a plain TCP
+// connection has bytes (or EOF) without holding a buffer, or nil for
+// connections that may buffer data internally (TLS).
+func readableWaiter(c net.Conn) func() {
+	if sc, ok := c.(*sniffedConn); ok {
+		inner := readableWaiter(sc.Conn)
+		if inner == nil {
+			return nil
+		}
+		return func() {
+			if sc.r.Buffered() == 0 {
+				inner()
+			}
+		}
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func() {
+		var one [1]byte
+		rc.Read(func(fd uintptr) bool {
+			// Peek without consuming: data, EOF or an error all mean "go
+			// read"; only EAGAIN means wait for the poller.
+			_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return err != syscall.EAGAIN && err != syscall.EINTR
+		})
+	}
+}
+
+func closeWrite(c net.Conn) {
+	switch c := c.(type) {
+	case *tls.Conn:
+		c.CloseWrite()
+	case *net.TCPConn:
+		c.CloseWrite()
+	case *sniffedConn:
+		closeWrite(c.Conn)
+	default:
+		c.Close()
+	}
+}
+
+func closeRead(c net.Conn) {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		c.CloseRead()
+	case *sniffedConn:
+		closeRead(c.Conn)
+	}
+}
+
+// sniffedConn replays the bytes read to tell TLS from plaintext.
+type sniffedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *sniffedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// sniff peeks at the first byte: 0x16 starts a TLS handshake record.
+func sniff(c net.Conn, timeout time.Duration) (net.Conn, bool, error) {
+	c.SetReadDeadline(time.Now().Add(timeout))
+	r := bufio.NewReaderSize(c, 16)
+	b, err := r.Peek(1)
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, false, err
+	}
+	return &sniffedConn{Conn: c, r: r}, b[0] == 0x16, nil
+}
+
+func peerString(c net.Conn) string { return fmt.Sprint(c.RemoteAddr()) }

@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/tlsconfig"
+)
+
+// XFCCHeader carries the verified caller to the service, in the format of
+// Envoy's x-forwarded-client-cert.
+const XFCCHeader = "X-Forwarded-Client-Cert"
+
+// serveHTTP is Serve for HTTP mode: each request is authorized by identity,
+// method and path; the caller's identity reaches the service in XFCCHeader.
+func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
+	target := &url.URL{Scheme: "http", Host: p.cfg.Target}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.Host = r.In.Host
+			r.SetXForwarded()
+		},
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: p.cfg.Limits.DialTimeout}).DialContext,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.log.Error("target unreachable", "remote", r.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
+			http.Error(w, "mutual proxy: the service behind this proxy is unreachable", http.StatusBadGateway)
+		},
+	}
+	hs := &http.Server{
+		Handler:           p.httpHandler(rp),
+		ReadHeaderTimeout: p.cfg.Limits.HandshakeTimeout,
+		IdleTimeout:       p.cfg.Limits.IdleTimeout,
+		ErrorLog:          nil,
+		ConnState:         p.connState,
+	}
+	hs.Protocols = new(http.Protocols)
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetHTTP2(true)
+	hs.TLSConfig = p.tls
+	l := &handshakeListener{Listener: ln, p: p, ctx: ctx, out: make(chan acceptResult)}
+	go l.run()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), p.cfg.Limits.DrainTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if err != nil {
+		hs.Close()
+	}
+	<-errc
+	p.wg.Wait()
+	return nil
+}
+
+func (p *Inbound) connState(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		p.untrack(c)
+		p.release()
+		p.wg.Done()
+	}
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error
+}
+
+// handshakeListener completes TLS handshakes (in their own goroutines,
+// bounded by the handshake timeout) before http.Server sees a connection,
+// so that refused handshakes are logged with a reason and a slow client
+// holds no server goroutine.
+type handshakeListener struct {
+	net.Listener
+	p    *Inbound
+	ctx  context.Context
+	out  chan acceptResult
+	once sync.Once
+	done chan struct{}
+}
+
+func (l *handshakeListener) run() {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			select {
+			case l.out <- acceptResult{err: err}:
+			case <-l.ctx.Done():
+			}
+			return
+		}
+		if !l.p.admit(c) {
+			continue
+		}
+		l.p.wg.Add(1)
+		go func() {
+			tc, relay, err := l.p.handshake(l.ctx, c)
+			if err != nil {
+				l.p.refused(c, err)
+				c.Close()
+				l.p.release()
+				l.p.wg.Done()
+				return
+			}
+			lc := &liveConn{conn: relay}
+			if tc != nil {
+				l.p.cfg.Metrics.handshake("ok", "")
+				if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+					lc.id, _ = tlsconfig.PeerID(cs)
+					lc.serial = fmt.Sprintf("%x", cs.PeerCertificates[0].SerialNumber)
+				}
+			}
+			l.p.track(relay, lc)
+			l.p.cfg.Metrics.conn("ok")
+			select {
+			case l.out <- acceptResult{c: relay}:
+			case <-l.ctx.Done():
+				relay.Close()
+				l.p.untrack(relay)
+				l.p.release()
+				l.p.wg.Done()
+			}
+		}()
+	}
+}
+
+func (l *handshakeListener) Accept() (net.Conn, error) {
+	select {
+	case r := <-l.out:
+		return r.c, r.err
+	case <-l.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handshakeListener) Close() error { return l.Listener.Close() }
+
+// statusWriter records the status code for logs and metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (p *Inbound) httpHandler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		// Never trust an identity header from the client.
+		r.Header.Del(XFCCHeader)
+		var peer string
+		outcome := "forwarded"
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			leaf := r.TLS.PeerCertificates[0]
+			id, err := x509svid.IDFromCert(leaf)
+			if err == nil {
+				peer = id.String()
+				err = p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: identity.Roles(leaf), Method: r.Method, Path: r.URL.Path})
+			}
+			if err != nil {
+				outcome = "denied"
+				http.Error(sw, "mutual proxy: forbidden: "+err.Error(), http.StatusForbidden)
+				p.finish(r, sw, peer, outcome, err.Error(), start)
+				return
+			}
+			r.Header.Set(XFCCHeader, p.xfcc(leaf, peer))
+		} else {
+			kind := "no-certificate"
+			if r.TLS == nil {
+				kind = "plaintext"
+			}
+			p.cfg.Migration.Record(addr(r.RemoteAddr), kind)
+		}
+		next.ServeHTTP(sw, r)
+		p.finish(r, sw, peer, outcome, "", start)
+	})
+}
+
+func (p *Inbound) finish(r *http.Request, w *statusWriter, peer, outcome, reason string, start time.Time) {
+	code := w.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	d := time.Since(start)
+	p.cfg.Metrics.request(strconv.Itoa(code), d)
+	attrs := []any{"remote", r.RemoteAddr, "peer_id", peer, "method", r.Method, "path", r.URL.Path, "proto", r.Proto,
+		"status", code, "outcome", outcome, "duration_ms", float64(d.Microseconds()) / 1000}
+	if reason != "" {
+		attrs = append(attrs, "reason", reason)
+	}
+	p.log.Info("request", attrs...)
+}
+
+// xfcc formats the caller for the service as Envoy does:
+// By=<proxy's ID>;Hash=<SHA-256 of the client certificate>;Subject="...";URI=<client ID>;DNS=...
+func (p *Inbound) xfcc(c *x509.Certificate, peer string) string {
+	var b strings.Builder
+	if svid, err := p.cfg.SVID.GetX509SVID(); err == nil {
+		b.WriteString("By=" + svid.ID.String() + ";")
+	}
+	sum := sha256.Sum256(c.Raw)
+	b.WriteString("Hash=" + hex.EncodeToString(sum[:]))
+	b.WriteString(";Subject=\"" + strings.ReplaceAll(c.Subject.String(), `"`, `\"`) + "\"")
+	b.WriteString(";URI=" + peer)
+	for _, d := range c.DNSNames {
+		b.WriteString(";DNS=" + d)
+	}
+	return b.String()
+}
+
+func addr(s string) net.Addr {
+	a, err := net.ResolveTCPAddr("tcp", s)
+	if err != nil {
+		return &net.TCPAddr{}
+	}
+	return a
+}

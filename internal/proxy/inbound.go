@@ -1,0 +1,346 @@
+// Package proxy is mutual's data plane: an inbound proxy that terminates
+// mutual TLS in front of a plaintext service and authorizes callers by
+// SPIFFE ID, and an outbound proxy that originates mutual TLS for a
+// plaintext client.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/tlsconfig"
+)
+
+// Mode is strict (a certificate is required) or permissive (optional mTLS).
+type Mode string
+
+// Modes.
+const (
+	Strict     Mode = "strict"
+	Permissive Mode = "permissive"
+)
+
+// Protocol is what the inbound proxy understands of the traffic.
+type Protocol string
+
+// Protocols.
+const (
+	TCP  Protocol = "tcp"
+	HTTP Protocol = "http"
+)
+
+// PolicySource returns the current authorization policy.
+type PolicySource interface {
+	Policy() *authz.Policy
+}
+
+// InboundConfig configures an inbound proxy. Fields without a default are
+// required.
+type InboundConfig struct {
+	// Target is the plaintext service, host:port.
+	Target string
+	// SVID and Bundle supply the proxy's certificate and the trusted roots;
+	// they are asked again at every handshake, so rotations apply at once.
+	SVID   x509svid.Source
+	Bundle x509bundle.Source
+	// Policy authorizes peers.
+	Policy PolicySource
+	// Mode defaults to Strict; Protocol defaults to TCP.
+	Mode     Mode
+	Protocol Protocol
+	// TLS12 accepts TLS 1.2 besides TLS 1.3.
+	TLS12 bool
+	// PeerCheck, if set, runs on every verified client before authorization
+	// (revocation checks plug in here).
+	PeerCheck func(id spiffeid.ID, chain []*x509.Certificate) error
+	Limits    Limits
+	// Log receives one line per connection (tcp) or request (http) and per
+	// refused handshake; nil discards.
+	Log *slog.Logger
+	// Metrics and Migration may be nil.
+	Metrics   *Metrics
+	Migration *MigrationReport
+}
+
+// Inbound terminates mutual TLS and forwards to a plaintext target.
+type Inbound struct {
+	cfg    InboundConfig
+	log    *slog.Logger
+	tls    *tls.Config
+	active atomic.Int64
+
+	mu    sync.Mutex
+	conns map[net.Conn]*liveConn
+	wg    sync.WaitGroup
+}
+
+// liveConn is an open, authenticated connection.
+type liveConn struct {
+	conn   net.Conn
+	id     spiffeid.ID
+	serial string
+}
+
+// NewInbound checks cfg and builds the proxy; it starts nothing.
+func NewInbound(cfg InboundConfig) (*Inbound, error) {
+	if cfg.Target == "" {
+		return nil, errors.New("--target: required: the plaintext service's host:port")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Target); err != nil {
+		return nil, fmt.Errorf("--target %q: %w", cfg.Target, err)
+	}
+	if cfg.SVID == nil || cfg.Bundle == nil {
+		return nil, errors.New("proxy: no certificate source")
+	}
+	if cfg.Policy == nil {
+		return nil, errors.New("proxy: no authorization policy")
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = Strict
+	}
+	if cfg.Protocol == "" {
+		cfg.Protocol = TCP
+	}
+	switch cfg.Mode {
+	case Strict, Permissive:
+	default:
+		return nil, fmt.Errorf("--mode %q: use strict or permissive", cfg.Mode)
+	}
+	switch cfg.Protocol {
+	case TCP, HTTP:
+	default:
+		return nil, fmt.Errorf("--protocol %q: use tcp or http", cfg.Protocol)
+	}
+	cfg.Limits = cfg.Limits.withDefaults()
+	p := &Inbound{cfg: cfg, log: cfg.Log, conns: map[net.Conn]*liveConn{}}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	var opts []tlsconfig.Option
+	if cfg.TLS12 {
+		opts = append(opts, tlsconfig.WithTLS12())
+	}
+	if cfg.Mode == Permissive {
+		opts = append(opts, tlsconfig.WithOptionalClientCertificate())
+	}
+	if cfg.PeerCheck != nil {
+		opts = append(opts, tlsconfig.WithPeerCheck(cfg.PeerCheck))
+	}
+	authorize := p.authorizeConnection
+	if cfg.Protocol == HTTP {
+		// HTTP authorizes each request, so that a refusal is a 403 with a
+		// reason rather than a reset; the handshake checks trust only.
+		authorize = tlsconfig.AuthorizeAny()
+		opts = append(opts, tlsconfig.WithNextProtos("h2", "http/1.1"))
+	}
+	p.tls = tlsconfig.ServerConfig(cfg.SVID, cfg.Bundle, authorize, opts...)
+	return p, nil
+}
+
+func (p *Inbound) authorizeConnection(id spiffeid.ID, chain []*x509.Certificate) error {
+	return p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: identity.Roles(chain[0])})
+}
+
+// TLSConfig returns the server TLS configuration the proxy uses.
+func (p *Inbound) TLSConfig() *tls.Config { return p.tls }
+
+// Active returns the number of open connections.
+func (p *Inbound) Active() int64 { return p.active.Load() }
+
+// Serve accepts connections on ln (plain TCP) until ctx is done, then stops
+// accepting and drains live connections for up to Limits.DrainTimeout.
+func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
+	if p.cfg.Protocol == HTTP {
+		return p.serveHTTP(ctx, ln)
+	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return p.drain()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		if !p.admit(c) {
+			continue
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer p.release()
+			p.handleTCP(ctx, c)
+		}()
+	}
+}
+
+// admit enforces MaxConnections.
+func (p *Inbound) admit(c net.Conn) bool {
+	if p.active.Add(1) > int64(p.cfg.Limits.MaxConnections) {
+		p.active.Add(-1)
+		c.Close()
+		p.cfg.Metrics.conn("refused_limit")
+		p.log.Warn("connection refused", "remote", peerString(c), "reason", "connection limit", "limit", p.cfg.Limits.MaxConnections)
+		return false
+	}
+	if p.cfg.Metrics != nil {
+		p.cfg.Metrics.active.Inc()
+	}
+	return true
+}
+
+func (p *Inbound) release() {
+	p.active.Add(-1)
+	if p.cfg.Metrics != nil {
+		p.cfg.Metrics.active.Dec()
+	}
+}
+
+// drain waits for live connections, then cuts what is left.
+func (p *Inbound) drain() error {
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(p.cfg.Limits.DrainTimeout):
+		p.mu.Lock()
+		for c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		<-done
+	}
+	return nil
+}
+
+// handshake runs the server side of TLS on c, with the handshake timeout,
+// sniffing plaintext first in permissive mode. It returns the TLS conn (nil
+// for plaintext) and the connection to relay.
+func (p *Inbound) handshake(ctx context.Context, c net.Conn) (*tls.Conn, net.Conn, error) {
+	if p.cfg.Mode == Permissive {
+		sc, isTLS, err := sniff(c, p.cfg.Limits.HandshakeTimeout)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !isTLS {
+			return nil, sc, nil
+		}
+		c = sc
+	}
+	tc := tls.Server(c, p.tls)
+	hctx, cancel := context.WithTimeout(ctx, p.cfg.Limits.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return nil, nil, err
+	}
+	return tc, tc, nil
+}
+
+func (p *Inbound) refused(c net.Conn, err error) {
+	label, words := reason(err)
+	p.cfg.Metrics.handshake("refused", label)
+	p.cfg.Metrics.conn("refused")
+	attrs := []any{"remote", peerString(c), "reason", label, "detail", words}
+	var pe *tlsconfig.PeerError
+	if errors.As(err, &pe) && !pe.ID.IsZero() {
+		attrs = append(attrs, "peer_id", pe.ID.String())
+	}
+	if pe != nil && pe.Cert != nil {
+		attrs = append(attrs, "serial", fmt.Sprintf("%x", pe.Cert.SerialNumber))
+	}
+	p.log.Warn("handshake refused", attrs...)
+}
+
+func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) {
+	start := time.Now()
+	tc, relay, err := p.handshake(ctx, c)
+	if err != nil {
+		p.refused(c, err)
+		c.Close()
+		return
+	}
+	lc := &liveConn{conn: relay}
+	if tc != nil {
+		p.cfg.Metrics.handshake("ok", "")
+		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+			lc.id, _ = tlsconfig.PeerID(cs)
+			lc.serial = fmt.Sprintf("%x", cs.PeerCertificates[0].SerialNumber)
+		} else {
+			p.cfg.Migration.Record(c.RemoteAddr(), "no-certificate")
+		}
+	} else {
+		p.cfg.Migration.Record(c.RemoteAddr(), "plaintext")
+	}
+	d := net.Dialer{Timeout: p.cfg.Limits.DialTimeout}
+	target, err := d.DialContext(ctx, "tcp", p.cfg.Target)
+	if err != nil {
+		p.cfg.Metrics.conn("target_unreachable")
+		p.log.Error("target unreachable", "remote", peerString(c), "peer_id", idString(lc.id), "target", p.cfg.Target, "error", err.Error())
+		relay.Close()
+		return
+	}
+	p.track(relay, lc)
+	defer p.untrack(relay)
+	p.cfg.Metrics.conn("ok")
+	in, out := pipe(relay, target, p.cfg.Limits.IdleTimeout)
+	if p.cfg.Metrics != nil {
+		p.cfg.Metrics.bytes.WithLabelValues("to_target").Add(float64(in))
+		p.cfg.Metrics.bytes.WithLabelValues("to_peer").Add(float64(out))
+	}
+	p.log.Info("connection", "remote", peerString(c), "peer_id", idString(lc.id), "serial", lc.serial,
+		"mtls", tc != nil && !lc.id.IsZero(), "bytes_to_target", in, "bytes_to_peer", out, "duration_ms", time.Since(start).Milliseconds())
+}
+
+func (p *Inbound) track(c net.Conn, lc *liveConn) {
+	p.mu.Lock()
+	p.conns[c] = lc
+	p.mu.Unlock()
+}
+
+func (p *Inbound) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// CloseConnections closes every live connection whose peer certificate
+// matches: the hook revocation uses. It returns how many it closed.
+func (p *Inbound) CloseConnections(match func(id spiffeid.ID, serial string) bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for c, lc := range p.conns {
+		if !lc.id.IsZero() && match(lc.id, lc.serial) {
+			c.Close()
+			n++
+		}
+	}
+	return n
+}
+
+func idString(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}

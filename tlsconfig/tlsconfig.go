@@ -1,0 +1,371 @@
+// Package tlsconfig builds crypto/tls configurations for mutual TLS between
+// SPIFFE identities: the certificate comes from a rotating source, peers are
+// verified against a trust bundle and authorized by SPIFFE ID.
+//
+// Sources are go-spiffe's interfaces, so the same code runs on an identity
+// directory (identity.DirSource), on mutual's agent, or on any SPIFFE
+// Workload API (go-spiffe's workloadapi.X509Source):
+//
+//	src, _ := identity.NewDirSource("/etc/mutual/web")
+//	go src.Run(ctx, 0, nil)
+//	srv := &http.Server{TLSConfig: tlsconfig.ServerConfig(src, src,
+//		tlsconfig.AuthorizeMatch("spiffe://example.org/ns/prod/*"))}
+//
+// Every verification failure is a *PeerError whose Reason says, in words,
+// what was wrong with the peer's certificate. No configuration made here
+// skips verification: clients verify the server's chain and name with
+// crypto/tls, then its SPIFFE ID.
+package tlsconfig
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// Reason names why a peer certificate was refused.
+type Reason string
+
+// Reasons for refusing a peer.
+const (
+	ReasonNoCertificate    Reason = "no certificate"
+	ReasonUnknownAuthority Reason = "unknown authority"
+	ReasonExpired          Reason = "expired"
+	ReasonNotYetValid      Reason = "not yet valid"
+	ReasonNoSPIFFEID       Reason = "no SPIFFE ID"
+	ReasonWrongUsage       Reason = "wrong key usage"
+	ReasonNotAuthorized    Reason = "not authorized"
+	ReasonRevoked          Reason = "revoked"
+	ReasonBadCertificate   Reason = "bad certificate"
+)
+
+// PeerError is a refused peer certificate, with the evidence.
+type PeerError struct {
+	Reason Reason
+	// ID is the peer's SPIFFE ID when it could be read.
+	ID spiffeid.ID
+	// Cert is the peer's leaf certificate, when there was one.
+	Cert *x509.Certificate
+	Err  error
+}
+
+func (e *PeerError) Error() string {
+	who := "the peer"
+	if !e.ID.IsZero() {
+		who = e.ID.String()
+	}
+	switch e.Reason {
+	case ReasonNoCertificate:
+		return "the peer presented no certificate"
+	case ReasonExpired:
+		return fmt.Sprintf("the certificate of %s expired at %s", who, e.Cert.NotAfter.UTC().Format(time.RFC3339))
+	case ReasonNotYetValid:
+		return fmt.Sprintf("the certificate of %s is not valid before %s (is a clock wrong?)", who, e.Cert.NotBefore.UTC().Format(time.RFC3339))
+	case ReasonNotAuthorized:
+		return fmt.Sprintf("%s is not authorized: %v", who, e.Err)
+	}
+	if e.Err != nil {
+		return fmt.Sprintf("the certificate of %s: %s: %v", who, e.Reason, e.Err)
+	}
+	return fmt.Sprintf("the certificate of %s: %s", who, e.Reason)
+}
+
+// Unwrap returns the cause.
+func (e *PeerError) Unwrap() error { return e.Err }
+
+// Authorizer decides whether a verified peer may connect. chain is the
+// verified chain, leaf first.
+type Authorizer func(id spiffeid.ID, chain []*x509.Certificate) error
+
+// AuthorizeAny allows every peer whose certificate verifies.
+func AuthorizeAny() Authorizer {
+	return func(spiffeid.ID, []*x509.Certificate) error { return nil }
+}
+
+// AuthorizeID allows the listed identities only.
+func AuthorizeID(ids ...spiffeid.ID) Authorizer {
+	return func(id spiffeid.ID, _ []*x509.Certificate) error {
+		for _, want := range ids {
+			if id == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s is not one of the allowed identities", id)
+	}
+}
+
+// AuthorizeMemberOf allows any identity of the trust domain.
+func AuthorizeMemberOf(td spiffeid.TrustDomain) Authorizer {
+	return func(id spiffeid.ID, _ []*x509.Certificate) error {
+		if id.MemberOf(td) {
+			return nil
+		}
+		return fmt.Errorf("%s is not in trust domain %s", id, td.Name())
+	}
+}
+
+// Option adjusts a configuration.
+type Option func(*options)
+
+type options struct {
+	minVersion   uint16
+	optionalPeer bool
+	now          func() time.Time
+	check        func(id spiffeid.ID, chain []*x509.Certificate) error
+	nextProtos   []string
+	td           spiffeid.TrustDomain
+}
+
+// WithTLS12 accepts TLS 1.2 (AEAD suites only) besides the default TLS 1.3.
+func WithTLS12() Option { return func(o *options) { o.minVersion = tls.VersionTLS12 } }
+
+// WithOptionalClientCertificate lets clients connect without a certificate
+// (servers only): the migration mode of "optional mTLS". A client that does
+// present one is verified and authorized as usual.
+func WithOptionalClientCertificate() Option { return func(o *options) { o.optionalPeer = true } }
+
+// WithClock sets the time used to check validity; the default is time.Now.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithPeerCheck adds a check run on every verified peer before
+// authorization, such as a revocation lookup. Its error refuses the peer.
+func WithPeerCheck(f func(id spiffeid.ID, chain []*x509.Certificate) error) Option {
+	return func(o *options) { o.check = f }
+}
+
+// WithNextProtos sets the ALPN protocols (e.g. "h2", "http/1.1").
+func WithNextProtos(p ...string) Option { return func(o *options) { o.nextProtos = p } }
+
+// WithTrustDomain verifies peers against this trust domain's bundle (clients
+// only); the default is the client's own trust domain.
+func WithTrustDomain(td spiffeid.TrustDomain) Option { return func(o *options) { o.td = td } }
+
+func build(opts []Option) *options {
+	o := &options{minVersion: tls.VersionTLS13, now: time.Now}
+	for _, f := range opts {
+		f(o)
+	}
+	return o
+}
+
+// modern AEAD suites for TLS 1.2; TLS 1.3 suites are not configurable.
+var suites12 = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// certCache turns SVIDs into tls.Certificates once per SVID.
+type certCache struct {
+	mu   sync.Mutex
+	leaf *x509.Certificate
+	cert *tls.Certificate
+}
+
+func (c *certCache) get(src x509svid.Source) (*tls.Certificate, error) {
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		return nil, fmt.Errorf("no certificate to present: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leaf == svid.Certificates[0] {
+		return c.cert, nil
+	}
+	tc := &tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
+	for _, x := range svid.Certificates {
+		tc.Certificate = append(tc.Certificate, x.Raw)
+	}
+	c.leaf, c.cert = svid.Certificates[0], tc
+	return tc, nil
+}
+
+// ServerConfig returns a server configuration that presents svid's current
+// certificate, requires a client certificate (unless
+// WithOptionalClientCertificate), verifies it against bundle for the
+// client's trust domain, and authorizes its SPIFFE ID.
+func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Authorizer, opts ...Option) *tls.Config {
+	o := build(opts)
+	cache := &certCache{}
+	cfg := &tls.Config{
+		MinVersion: o.minVersion,
+		NextProtos: o.nextProtos,
+		ClientAuth: tls.RequireAnyClientCert,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cache.get(svid)
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				if o.optionalPeer {
+					return nil
+				}
+				return &PeerError{Reason: ReasonNoCertificate}
+			}
+			return verifyAndAuthorize(cs.PeerCertificates, bundle, x509.ExtKeyUsageClientAuth, o, authorize)
+		},
+	}
+	if o.minVersion < tls.VersionTLS13 {
+		cfg.CipherSuites = suites12
+	}
+	if o.optionalPeer {
+		cfg.ClientAuth = tls.RequestClientCert
+	}
+	return cfg
+}
+
+// ClientConfig returns a client configuration that presents svid's current
+// certificate and accepts a server only if crypto/tls verifies its chain
+// against the bundle and its name against serverName, and authorize accepts
+// its SPIFFE ID. The roots are read when ClientConfig is called: make a new
+// configuration per connection (or when the bundle changes) to follow
+// rotations of the bundle; the client certificate always follows svid.
+func ClientConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Authorizer, serverName string, opts ...Option) (*tls.Config, error) {
+	o := build(opts)
+	td := o.td
+	if td.IsZero() {
+		s, err := svid.GetX509SVID()
+		if err != nil {
+			return nil, err
+		}
+		td = s.ID.TrustDomain()
+	}
+	b, err := bundle.GetX509BundleForTrustDomain(td)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	for _, r := range b.X509Authorities() {
+		pool.AddCert(r)
+	}
+	if serverName == "" {
+		return nil, errors.New("tlsconfig: a server name is required: the server's certificate must carry it as a DNS or IP SAN")
+	}
+	cache := &certCache{}
+	cfg := &tls.Config{
+		MinVersion: o.minVersion,
+		NextProtos: o.nextProtos,
+		RootCAs:    pool,
+		ServerName: serverName,
+		Time:       o.now,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return cache.get(svid)
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			// crypto/tls has verified the chain, validity, serverAuth and the name.
+			leaf := cs.PeerCertificates[0]
+			id, err := x509svid.IDFromCert(leaf)
+			if err != nil {
+				return &PeerError{Reason: ReasonNoSPIFFEID, Cert: leaf, Err: err}
+			}
+			var chain []*x509.Certificate
+			if len(cs.VerifiedChains) > 0 {
+				chain = cs.VerifiedChains[0]
+			}
+			if o.check != nil {
+				if err := o.check(id, chain); err != nil {
+					return asPeerError(err, id, leaf)
+				}
+			}
+			if err := authorize(id, chain); err != nil {
+				return &PeerError{Reason: ReasonNotAuthorized, ID: id, Cert: leaf, Err: err}
+			}
+			return nil
+		},
+	}
+	if o.minVersion < tls.VersionTLS13 {
+		cfg.CipherSuites = suites12
+	}
+	return cfg, nil
+}
+
+func asPeerError(err error, id spiffeid.ID, leaf *x509.Certificate) error {
+	var pe *PeerError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return &PeerError{Reason: ReasonBadCertificate, ID: id, Cert: leaf, Err: err}
+}
+
+func verifyAndAuthorize(certs []*x509.Certificate, bundle x509bundle.Source, usage x509.ExtKeyUsage, o *options, authorize Authorizer) error {
+	id, chains, err := VerifyPeer(certs, bundle, usage, o.now())
+	if err != nil {
+		return err
+	}
+	if o.check != nil {
+		if err := o.check(id, chains[0]); err != nil {
+			return asPeerError(err, id, certs[0])
+		}
+	}
+	if err := authorize(id, chains[0]); err != nil {
+		return &PeerError{Reason: ReasonNotAuthorized, ID: id, Cert: certs[0], Err: err}
+	}
+	return nil
+}
+
+// VerifyPeer verifies a peer's certificates (leaf first) as an X509-SVID
+// for usage at time now: one SPIFFE ID, not a CA, a chain to the bundle of
+// the ID's trust domain. It returns the ID and the verified chains, or a
+// *PeerError.
+func VerifyPeer(certs []*x509.Certificate, bundle x509bundle.Source, usage x509.ExtKeyUsage, now time.Time) (spiffeid.ID, [][]*x509.Certificate, error) {
+	if len(certs) == 0 {
+		return spiffeid.ID{}, nil, &PeerError{Reason: ReasonNoCertificate}
+	}
+	leaf := certs[0]
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		return spiffeid.ID{}, nil, &PeerError{Reason: ReasonNoSPIFFEID, Cert: leaf, Err: err}
+	}
+	if leaf.IsCA {
+		return id, nil, &PeerError{Reason: ReasonBadCertificate, ID: id, Cert: leaf, Err: errors.New("a CA certificate cannot be a peer identity")}
+	}
+	b, err := bundle.GetX509BundleForTrustDomain(id.TrustDomain())
+	if err != nil {
+		return id, nil, &PeerError{Reason: ReasonUnknownAuthority, ID: id, Cert: leaf, Err: err}
+	}
+	roots := x509.NewCertPool()
+	for _, r := range b.X509Authorities() {
+		roots.AddCert(r)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage}})
+	if err != nil {
+		return id, nil, classify(err, id, leaf, now)
+	}
+	return id, chains, nil
+}
+
+func classify(err error, id spiffeid.ID, leaf *x509.Certificate, now time.Time) error {
+	var ce x509.CertificateInvalidError
+	var ua x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &ce) && ce.Reason == x509.Expired:
+		if now.Before(ce.Cert.NotBefore) {
+			return &PeerError{Reason: ReasonNotYetValid, ID: id, Cert: ce.Cert, Err: err}
+		}
+		return &PeerError{Reason: ReasonExpired, ID: id, Cert: ce.Cert, Err: err}
+	case errors.As(err, &ce) && ce.Reason == x509.IncompatibleUsage:
+		return &PeerError{Reason: ReasonWrongUsage, ID: id, Cert: leaf, Err: err}
+	case errors.As(err, &ua):
+		return &PeerError{Reason: ReasonUnknownAuthority, ID: id, Cert: leaf, Err: err}
+	}
+	return &PeerError{Reason: ReasonBadCertificate, ID: id, Cert: leaf, Err: err}
+}
+
+// PeerID returns the SPIFFE ID of a connection's verified peer.
+func PeerID(cs tls.ConnectionState) (spiffeid.ID, bool) {
+	if len(cs.PeerCertificates) == 0 {
+		return spiffeid.ID{}, false
+	}
+	id, err := x509svid.IDFromCert(cs.PeerCertificates[0])
+	return id, err == nil
+}
