@@ -22,6 +22,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +70,9 @@ func (e *PeerError) Error() string {
 	case ReasonNotYetValid:
 		return fmt.Sprintf("the certificate of %s is not valid before %s (is a clock wrong?)", who, e.Cert.NotBefore.UTC().Format(time.RFC3339))
 	case ReasonNotAuthorized:
+		if e.Err != nil && strings.Contains(e.Err.Error(), who) {
+			return e.Err.Error()
+		}
 		return fmt.Sprintf("%s is not authorized: %v", who, e.Err)
 	}
 	if e.Err != nil {
@@ -97,7 +101,11 @@ func AuthorizeID(ids ...spiffeid.ID) Authorizer {
 				return nil
 			}
 		}
-		return fmt.Errorf("%s is not one of the allowed identities", id)
+		names := make([]string, len(ids))
+		for i, want := range ids {
+			names[i] = want.String()
+		}
+		return fmt.Errorf("%s is not authorized: only %s may connect", id, strings.Join(names, ", "))
 	}
 }
 

@@ -1,0 +1,126 @@
+package tlsconfig_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/tlsconfig"
+)
+
+// newIdentityDir makes a CA (as `mutual ca init` does) and writes an
+// identity for id into a directory, as `mutual cert request` would.
+func newIdentityDir(dir string, ca *pki.CA, id string) string {
+	sid := spiffeid.RequireFromString(id)
+	key, _ := pki.GenerateKey(pki.KeyECDSAP256, nil)
+	cert, err := ca.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, DNSNames: []string{"localhost"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	out := filepath.Join(dir, sid.Path()[1:])
+	idn := &identity.Identity{ID: sid, Chain: []*x509.Certificate{cert, ca.Issuer.Cert}, Key: key, Roots: ca.Roots}
+	if err := idn.Save(out); err != nil {
+		log.Fatal(err)
+	}
+	return out
+}
+
+func newCA(dir string) *pki.CA {
+	caDir := filepath.Join(dir, "ca")
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	if _, err := pki.Init(pki.InitOptions{Dir: caDir, TrustDomain: td, Passphrase: []byte("example"), Iterations: 1000}); err != nil {
+		log.Fatal(err)
+	}
+	ca, err := pki.LoadCA(caDir, []byte("example"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return ca
+}
+
+// A server that accepts only callers under /ns/prod/ and a client that
+// accepts only the expected server, both following identity directories.
+func Example() {
+	dir, _ := os.MkdirTemp("", "tlsconfig-example")
+	defer os.RemoveAll(dir)
+	ca := newCA(dir)
+	serverSrc, err := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/db"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	clientSrc, err := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/web"))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsconfig.ServerConfig(serverSrc, serverSrc, tlsconfig.AuthorizeMemberOf(td)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tc := c.(*tls.Conn)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		id, _ := tlsconfig.PeerID(tc.ConnectionState())
+		fmt.Fprintf(c, "hello %s\n", id)
+	}()
+
+	cfg, err := tlsconfig.ClientConfig(clientSrc, clientSrc,
+		tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/ns/prod/db")), "localhost")
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	server, _ := tlsconfig.PeerID(conn.ConnectionState())
+	fmt.Println("connected to", server)
+	reply, _ := io.ReadAll(conn)
+	fmt.Print(string(reply))
+	// Output:
+	// connected to spiffe://example.org/ns/prod/db
+	// hello spiffe://example.org/ns/prod/web
+}
+
+// A client whose server is not the one it expects gets a *PeerError saying so.
+func ExampleAuthorizeID() {
+	dir, _ := os.MkdirTemp("", "tlsconfig-example")
+	defer os.RemoveAll(dir)
+	ca := newCA(dir)
+	serverSrc, _ := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/dev/db"))
+	clientSrc, _ := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/web"))
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	ln, _ := tls.Listen("tcp", "127.0.0.1:0", tlsconfig.ServerConfig(serverSrc, serverSrc, tlsconfig.AuthorizeMemberOf(td)))
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	cfg, _ := tlsconfig.ClientConfig(clientSrc, clientSrc,
+		tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/ns/prod/db")), "localhost")
+	_, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+	fmt.Println(err)
+	// Output:
+	// spiffe://example.org/ns/dev/db is not authorized: only spiffe://example.org/ns/prod/db may connect
+}
