@@ -1301,10 +1301,10 @@ func TestE2EDev(t *testing.T) {
 
 	out := filepath.Join(t.TempDir(), "web")
 	enrolled := mustMutual(t, "cert", "request", "--token", tok, "--out", out)
-	if first, _, _ := strings.Cut(enrolled, "\n"); first != "Enrolled spiffe://dev.mutual.test/demo/web" {
-		t.Errorf("cert request printed %q first, want \"Enrolled spiffe://dev.mutual.test/demo/web\"", first)
+	if first, _, _ := strings.Cut(enrolled, "\n"); first != "Enrolled spiffe://dev.mutual.test/ns/dev/hello" {
+		t.Errorf("cert request printed %q first, want \"Enrolled spiffe://dev.mutual.test/ns/dev/hello\"", first)
 	}
-	if c := leafOf(t, filepath.Join(out, "cert.pem")); len(c.URIs) != 1 || c.URIs[0].String() != "spiffe://dev.mutual.test/demo/web" {
+	if c := leafOf(t, filepath.Join(out, "cert.pem")); len(c.URIs) != 1 || c.URIs[0].String() != "spiffe://dev.mutual.test/ns/dev/hello" {
 		t.Errorf("dev certificate URIs %v", c.URIs)
 	}
 
@@ -1316,9 +1316,9 @@ func TestE2EDev(t *testing.T) {
 		t.Errorf("mutual dev did not print its admin identity directory:\n%s", printed())
 	} else {
 		l := certList{}
-		mustMutualJSON(t, &l, "cert", "list", "--identity-dir", m[1], "--identity", "spiffe://dev.mutual.test/demo/web", "--json")
+		mustMutualJSON(t, &l, "cert", "list", "--identity-dir", m[1], "--identity", "spiffe://dev.mutual.test/ns/dev/hello", "--json")
 		if len(l.Certificates) != 2 {
-			t.Errorf("cert list of the dev CA: %d certificates for demo/web, want 2 (enrolled, renewed)", len(l.Certificates))
+			t.Errorf("cert list of the dev CA: %d certificates for ns/dev/hello, want 2 (enrolled, renewed)", len(l.Certificates))
 		}
 	}
 

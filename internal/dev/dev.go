@@ -37,8 +37,10 @@ type Options struct {
 	Command string
 	// Log receives the service's structured events; nil discards.
 	Log *slog.Logger
-	// Ready, if set, is called once the service listens (tests use it).
-	Ready func(*server.Service)
+	// Ready, if set, is called once the service and the demo run (tests use it).
+	Ready func(*server.Service, *Demo)
+	// NoDemo skips the proxies demo.
+	NoDemo bool
 }
 
 // PassphraseFile is where a dev CA keeps its generated passphrase.
@@ -95,12 +97,12 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 		return err
 	}
 	admin, _ := spiffeid.FromSegments(svc.Authority.Policy.TrustDomain, "admin", "dev")
-	demoID := "spiffe://" + TrustDomain + "/demo/web"
+	demoID := "spiffe://" + TrustDomain + "/ns/dev/hello"
 	tok, _, err := svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: demoID, DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}})
 	if err != nil {
 		return err
 	}
-	workDir := filepath.Join(dir, "demo-web")
+	workDir := filepath.Join(dir, "hello")
 	m := o.Command
 	fmt.Fprintf(out, `mutual dev: the whole system on loopback (Ctrl-C stops it)
 
@@ -126,10 +128,36 @@ then renew it over mTLS, list what was issued, make more tokens:
 		demoID, m, tok, workDir,
 		m, workDir, m, adminDir, m, adminDir, TrustDomain, m, workDir,
 		filepath.Join(dir, pki.BundleFile), filepath.Join(dir, pki.IntermediateCertFile), filepath.Join(workDir, "cert.pem"))
-	if o.Ready != nil {
-		o.Ready(svc)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- svc.Run(runCtx) }()
+	var demo *Demo
+	if !o.NoDemo {
+		log := o.Log
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		demo, err = startDemo(runCtx, svc, admin, filepath.Join(dir, "demo"), log, out)
+		if err != nil {
+			fmt.Fprintf(out, "Demo failed: %v\n\n", err)
+		} else {
+			fmt.Fprintf(out, `Try it yourself:
+  curl http://%s/                      # as demo/web, through its outbound proxy
+  curl --cacert %s --cert %s --key %s https://%s/   # as demo/intruder: 403
+
+`, demo.WebOutbound, filepath.Join(dir, pki.BundleFile), filepath.Join(demo.Dir, "intruder", "cert.pem"), filepath.Join(demo.Dir, "intruder", "key.pem"), demo.APIProxy)
+		}
 	}
-	err = svc.Run(ctx)
+	if o.Ready != nil {
+		o.Ready(svc, demo)
+	}
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		cancel()
+		err = <-errc
+	}
 	fmt.Fprintln(out, "mutual dev: stopped")
 	return err
 }

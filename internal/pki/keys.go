@@ -125,9 +125,9 @@ func ParsePrivateKey(data, passphrase []byte) (crypto.Signer, error) {
 			if len(passphrase) == 0 {
 				return nil, errors.New("the key is encrypted and no passphrase was given")
 			}
-			k, _, err = pkcs8.ParsePrivateKey(block.Bytes, passphrase)
+			k, err = decryptPKCS8(block.Bytes, passphrase)
 			if err != nil {
-				return nil, fmt.Errorf("%w (or the key file is damaged: %v)", ErrWrongPassphrase, err)
+				return nil, err
 			}
 		case "PRIVATE KEY":
 			k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
@@ -147,6 +147,22 @@ func ParsePrivateKey(data, passphrase []byte) (crypto.Signer, error) {
 		}
 		return s, nil
 	}
+}
+
+// decryptPKCS8 decrypts an ENCRYPTED PRIVATE KEY block. The pkcs8 package
+// panics on some damaged parameters (an IV or ciphertext of the wrong
+// length); that must be an error, not a crash of the CA.
+func decryptPKCS8(der, passphrase []byte) (k any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			k, err = nil, fmt.Errorf("the encrypted key is damaged: %v", r)
+		}
+	}()
+	k, _, err = pkcs8.ParsePrivateKey(der, passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("%w (or the key file is damaged: %v)", ErrWrongPassphrase, err)
+	}
+	return k, nil
 }
 
 // KeyDescription names a public key in words: "ECDSA P-256", "RSA 3072".

@@ -21,7 +21,7 @@ func EncodeCertificates(certs ...*x509.Certificate) []byte {
 // skipping other block types. It fails when there is none or one is corrupt.
 func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
-	for n := 1; ; n++ {
+	for {
 		var block *pem.Block
 		block, data = pem.Decode(data)
 		if block == nil {
@@ -32,7 +32,7 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d in the PEM data: %w", n, err)
+			return nil, fmt.Errorf("certificate %d in the PEM data: %w", len(certs)+1, err)
 		}
 		certs = append(certs, c)
 	}

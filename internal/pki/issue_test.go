@@ -1,0 +1,291 @@
+package pki_test
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/pki"
+)
+
+// newIssuer makes a CA and returns its loaded issuer.
+func newIssuer(t *testing.T) (*testCA, *pki.Issuer) {
+	t.Helper()
+	ca := initCA(t, pki.KeyECDSAP256)
+	loaded, err := pki.LoadCA(ca.dir, []byte(testPassphrase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, loaded.Issuer
+}
+
+func verifyLeaf(ca *testCA, leaf *x509.Certificate, at time.Time, usage x509.ExtKeyUsage) error {
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.res.Root)
+	inters := x509.NewCertPool()
+	inters.AddCert(ca.res.Intermediate)
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{usage}})
+	return err
+}
+
+func TestIssue(t *testing.T) {
+	ca, is := newIssuer(t)
+	key := testKey(t, pki.KeyEd25519)
+	id := spiffeid.RequireFromString("spiffe://example.org/ns/prod/web")
+	now := ca.now.Add(time.Hour)
+	leaf, err := is.Issue(pki.Leaf{
+		ID: id, PublicKey: key.Public(), TTL: 2 * time.Hour, Now: now,
+		DNSNames:    []string{"web.example.org", "web"},
+		IPAddresses: []net.IP{net.ParseIP("10.0.0.1")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leaf.CheckSignatureFrom(ca.res.Intermediate); err != nil {
+		t.Errorf("leaf not signed by the intermediate: %v", err)
+	}
+	if !pki.PublicKeysEqual(leaf.PublicKey, key.Public()) {
+		t.Error("leaf certifies another key")
+	}
+	if s := leaf.SerialNumber; s.Sign() <= 0 || s.BitLen() > 128 {
+		t.Errorf("serial %x is not a positive 128-bit number", s)
+	}
+	checkValidity(t, "leaf", leaf, now, 2*time.Hour)
+	if leaf.KeyUsage != x509.KeyUsageDigitalSignature {
+		t.Errorf("KeyUsage = %b, want digitalSignature only", leaf.KeyUsage)
+	}
+	if want := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}; !slices.Equal(leaf.ExtKeyUsage, want) || len(leaf.UnknownExtKeyUsage) != 0 {
+		t.Errorf("ExtKeyUsage = %v (unknown %v), want serverAuth and clientAuth", leaf.ExtKeyUsage, leaf.UnknownExtKeyUsage)
+	}
+	if leaf.IsCA || !leaf.BasicConstraintsValid {
+		t.Errorf("IsCA %v, BasicConstraintsValid %v; want a leaf that says it is not a CA", leaf.IsCA, leaf.BasicConstraintsValid)
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != id.String() {
+		t.Errorf("URIs = %v, want exactly %s", leaf.URIs, id)
+	}
+	if !slices.Equal(leaf.DNSNames, []string{"web.example.org", "web"}) || len(leaf.IPAddresses) != 1 || !leaf.IPAddresses[0].Equal(net.ParseIP("10.0.0.1")) {
+		t.Errorf("names DNS %q, IP %v", leaf.DNSNames, leaf.IPAddresses)
+	}
+	if leaf.Subject.CommonName != "web.example.org" || !slices.Equal(leaf.Subject.Organization, []string{"example.org"}) {
+		t.Errorf("Subject = %v, want CN the first DNS name, O the trust domain", leaf.Subject)
+	}
+	if len(leaf.EmailAddresses) != 0 || len(leaf.PermittedURIDomains) != 0 {
+		t.Error("leaf carries names or constraints nobody asked for")
+	}
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if err := verifyLeaf(ca, leaf, now, usage); err != nil {
+			t.Errorf("leaf does not verify for %v: %v", usage, err)
+		}
+	}
+	// Back-dating lets a peer whose clock is a little behind accept it at once.
+	if err := verifyLeaf(ca, leaf, now.Add(-59*time.Second), x509.ExtKeyUsageClientAuth); err != nil {
+		t.Errorf("leaf is not valid 59s before its issue: %v", err)
+	}
+	var inv x509.CertificateInvalidError
+	if err := verifyLeaf(ca, leaf, now.Add(2*time.Hour+time.Second), x509.ExtKeyUsageClientAuth); !errors.As(err, &inv) || inv.Reason != x509.Expired {
+		t.Errorf("leaf after its lifetime: %v, want Expired", err)
+	}
+}
+
+func TestIssueWithoutNames(t *testing.T) {
+	ca, is := newIssuer(t)
+	leaf, err := is.Issue(pki.Leaf{ID: spiffeid.RequireFromString("spiffe://example.org/batch"), PublicKey: testKey(t, pki.KeyECDSAP256).Public(), TTL: time.Hour, Now: ca.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Subject.CommonName != "" || len(leaf.DNSNames) != 0 || len(leaf.IPAddresses) != 0 {
+		t.Errorf("leaf without names has CN %q, DNS %q, IP %v", leaf.Subject.CommonName, leaf.DNSNames, leaf.IPAddresses)
+	}
+	if err := verifyLeaf(ca, leaf, ca.now, x509.ExtKeyUsageClientAuth); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestIssueSerials(t *testing.T) {
+	ca, is := newIssuer(t)
+	pub := testKey(t, pki.KeyECDSAP256).Public()
+	id := spiffeid.RequireFromString("spiffe://example.org/web")
+	seen := map[string]bool{}
+	longest := 0
+	const n = 16
+	for range n {
+		c, err := is.Issue(pki.Leaf{ID: id, PublicKey: pub, TTL: time.Hour, Now: ca.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := c.SerialNumber
+		if s.Sign() <= 0 || s.BitLen() > 128 {
+			t.Errorf("serial %x is not a positive 128-bit number", s)
+		}
+		seen[s.String()] = true
+		longest = max(longest, s.BitLen())
+	}
+	if len(seen) != n {
+		t.Errorf("%d certificates share %d serials", n, len(seen))
+	}
+	// The chance that 16 random 128-bit serials all fit in 120 bits is 2^-128.
+	if longest <= 120 {
+		t.Errorf("the longest of %d serials has %d bits: they are not 128 random bits", n, longest)
+	}
+}
+
+// constReader returns b forever.
+type constReader byte
+
+func (c constReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(c)
+	}
+	return len(p), nil
+}
+
+func TestNewSerial(t *testing.T) {
+	allOnes := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 128), big.NewInt(1))
+	tests := []struct {
+		name string
+		r    io.Reader
+		want *big.Int
+	}{
+		{"128 bits", constReader(0xff), allOnes},
+		{"zero is skipped", io.MultiReader(bytes.NewReader(make([]byte, 16)), constReader(0x01)), new(big.Int).SetBytes(bytes.Repeat([]byte{1}, 16))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := pki.NewSerial(tt.r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Cmp(tt.want) != 0 {
+				t.Errorf("NewSerial = %x, want %x", got, tt.want)
+			}
+		})
+	}
+	t.Run("short randomness", func(t *testing.T) {
+		if _, err := pki.NewSerial(bytes.NewReader(make([]byte, 15))); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("err = %v, want io.ErrUnexpectedEOF", err)
+		}
+	})
+	t.Run("crypto/rand", func(t *testing.T) {
+		a, err := pki.NewSerial(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := pki.NewSerial(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Cmp(b) == 0 {
+			t.Error("two random serials are equal")
+		}
+	})
+}
+
+func TestIssueInjectedRand(t *testing.T) {
+	ca, is := newIssuer(t)
+	is.Rand = constReader(0xff)
+	c, err := is.Issue(pki.Leaf{ID: spiffeid.RequireFromString("spiffe://example.org/web"), PublicKey: testKey(t, pki.KeyECDSAP256).Public(), TTL: time.Hour, Now: ca.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SerialNumber.BitLen() != 128 || c.SerialNumber.Cmp(new(big.Int).SetBytes(bytes.Repeat([]byte{0xff}, 16))) != 0 {
+		t.Errorf("serial %x, want 16 bytes of ff from the injected source", c.SerialNumber)
+	}
+}
+
+func TestIssueNow(t *testing.T) {
+	_, is := newIssuer(t)
+	before := time.Now().Truncate(time.Second)
+	c, err := is.Issue(pki.Leaf{ID: spiffeid.RequireFromString("spiffe://example.org/web"), PublicKey: testKey(t, pki.KeyECDSAP256).Public(), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	if nb := c.NotBefore.Add(pki.ClockSkew); nb.Before(before) || nb.After(after) {
+		t.Errorf("with no Now, NotBefore+1m = %v, want the time of issue (%v to %v)", nb, before, after)
+	}
+}
+
+func TestIssueCutToIssuerLifetime(t *testing.T) {
+	ca, is := newIssuer(t)
+	end := ca.res.Intermediate.NotAfter
+	c, err := is.Issue(pki.Leaf{ID: spiffeid.RequireFromString("spiffe://example.org/web"), PublicKey: testKey(t, pki.KeyECDSAP256).Public(), TTL: 24 * time.Hour, Now: end.Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.NotAfter.Equal(end) {
+		t.Errorf("NotAfter = %v, want the intermediate's %v", c.NotAfter, end)
+	}
+}
+
+func TestIssueRefuses(t *testing.T) {
+	ca, is := newIssuer(t)
+	pub := testKey(t, pki.KeyECDSAP256).Public()
+	id := spiffeid.RequireFromString("spiffe://example.org/web")
+	x25519, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		leaf pki.Leaf
+		// names is a piece of the message that points at the fault.
+		names string
+	}{
+		{"no identity", pki.Leaf{PublicKey: pub, TTL: time.Hour, Now: ca.now}, "SPIFFE ID"},
+		{"zero lifetime", pki.Leaf{ID: id, PublicKey: pub, Now: ca.now}, "lifetime"},
+		{"negative lifetime", pki.Leaf{ID: id, PublicKey: pub, TTL: -time.Hour, Now: ca.now}, "lifetime"},
+		{"issuer expired", pki.Leaf{ID: id, PublicKey: pub, TTL: time.Hour, Now: ca.res.Intermediate.NotAfter}, "expired"},
+		{"key that cannot sign", pki.Leaf{ID: id, PublicKey: x25519.PublicKey(), TTL: time.Hour, Now: ca.now}, id.String()},
+		{"no key", pki.Leaf{ID: id, TTL: time.Hour, Now: ca.now}, id.String()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := is.Issue(tt.leaf)
+			if err == nil {
+				t.Fatalf("Issue made a certificate: %v", c.Subject)
+			}
+			if !strings.Contains(err.Error(), tt.names) {
+				t.Errorf("error %q does not name %q", err, tt.names)
+			}
+		})
+	}
+}
+
+func TestIssueExtra(t *testing.T) {
+	ca, is := newIssuer(t)
+	c, err := is.Issue(pki.Leaf{
+		ID: spiffeid.RequireFromString("spiffe://example.org/web"), PublicKey: testKey(t, pki.KeyECDSAP256).Public(), TTL: time.Hour, Now: ca.now,
+		Extra: func(c *x509.Certificate) { c.CRLDistributionPoints = []string{"https://ca.example.org/crl"} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.CRLDistributionPoints, []string{"https://ca.example.org/crl"}) {
+		t.Errorf("CRLDistributionPoints = %q, want what Extra set", c.CRLDistributionPoints)
+	}
+}
+
+// TestNameConstraint: the intermediate cannot vouch for another trust
+// domain, even if it signs such a certificate.
+func TestNameConstraint(t *testing.T) {
+	ca, is := newIssuer(t)
+	c, err := is.Issue(pki.Leaf{ID: spiffeid.RequireFromString("spiffe://evil.example/web"), PublicKey: testKey(t, pki.KeyECDSAP256).Public(), TTL: time.Hour, Now: ca.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv x509.CertificateInvalidError
+	if err := verifyLeaf(ca, c, ca.now, x509.ExtKeyUsageClientAuth); !errors.As(err, &inv) || inv.Reason != x509.CANotAuthorizedForThisName {
+		t.Errorf("leaf in another trust domain: %v, want CANotAuthorizedForThisName", err)
+	}
+}
