@@ -369,7 +369,7 @@ func LoadCA(dir string, passphrase []byte) (*CA, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s holds no CA (no %s): run `mutual ca init --dir %s` first", dir, ConfigFile, dir)
+			return nil, fmt.Errorf("%s holds no CA (no %s): run `mutual ca init --dir %s` first: %w", dir, ConfigFile, dir, err)
 		}
 		return nil, err
 	}

@@ -124,7 +124,7 @@ func Parse(s string) (*Token, error) {
 	}
 	for _, u := range w.CA {
 		pu, err := url.Parse(u)
-		if err != nil || pu.Scheme != "https" || pu.Host == "" {
+		if err != nil || pu.Scheme != "https" || pu.Hostname() == "" || pu.User != nil || pu.RawQuery != "" || pu.Fragment != "" {
 			return nil, fmt.Errorf("%w: CA address %q is not an https URL", ErrMalformed, u)
 		}
 		t.CAURLs = append(t.CAURLs, u)
