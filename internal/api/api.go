@@ -13,6 +13,11 @@
 //	GET  /v1/tokens           TokenList (admin)
 //	GET  /v1/certificates     CertificateList (admin; ?spiffe_id=, ?valid=true)
 //	POST /v1/revoke           RevokeRequest → RevokeResponse (admin)
+//	POST /v1/entries          EntryRequest → Entry (admin)
+//	GET  /v1/entries          EntryList (admin)
+//	DELETE /v1/entries/{id}   (admin)
+//	GET  /v1/node/entries     EntryList: the entries granted to the calling node (node mTLS)
+//	POST /v1/node/svid        NodeSVIDRequest → IssueResponse (node mTLS)
 //
 // Errors are a 4xx or 5xx status with an Error body.
 package api
@@ -99,6 +104,7 @@ type TokenRequest struct {
 	CertTTL     Duration `json:"cert_ttl,omitempty"`
 	DNSNames    []string `json:"dns_names,omitempty"`
 	IPAddresses []string `json:"ip_addresses,omitempty"`
+	Roles       []string `json:"roles,omitempty"`
 }
 
 // TokenResponse carries a new join token; the secret is shown only here.
@@ -197,4 +203,38 @@ func Decode[T any](r io.Reader, v *T) error {
 		return errors.New("request body has data after the JSON object")
 	}
 	return nil
+}
+
+// EntryRequest asks for a registration entry.
+type EntryRequest struct {
+	SPIFFEID  string   `json:"spiffe_id"`
+	Nodes     []string `json:"nodes"`
+	Selectors []string `json:"selectors"`
+	CertTTL   Duration `json:"cert_ttl,omitempty"`
+	DNSNames  []string `json:"dns_names,omitempty"`
+	Roles     []string `json:"roles,omitempty"`
+}
+
+// Entry is a registration entry.
+type Entry struct {
+	ID        string    `json:"id"`
+	SPIFFEID  string    `json:"spiffe_id"`
+	Nodes     []string  `json:"nodes"`
+	Selectors []string  `json:"selectors"`
+	CertTTL   Duration  `json:"cert_ttl,omitempty"`
+	DNSNames  []string  `json:"dns_names,omitempty"`
+	Roles     []string  `json:"roles,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+}
+
+// EntryList is the answer to GET /v1/entries and GET /v1/node/entries.
+type EntryList struct {
+	Entries []Entry `json:"entries"`
+}
+
+// NodeSVIDRequest asks, as a node, for the identity of one entry.
+type NodeSVIDRequest struct {
+	EntryID string `json:"entry_id"`
+	CSR     string `json:"csr"`
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/store"
@@ -36,6 +37,10 @@ type Store interface {
 	ListCertificates(ctx context.Context, f store.CertificateFilter) ([]store.Certificate, error)
 	RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (store.Revocation, error)
 	RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]store.Revocation, error)
+	CreateEntry(ctx context.Context, e store.Entry) error
+	GetEntry(ctx context.Context, id string) (store.Entry, error)
+	ListEntries(ctx context.Context) ([]store.Entry, error)
+	DeleteEntry(ctx context.Context, id string) error
 }
 
 // Authority issues, renews and revokes certificates under one policy.
@@ -109,6 +114,8 @@ type TokenRequest struct {
 	// DNSNames and IPAddresses may be put in the certificate.
 	DNSNames    []string
 	IPAddresses []string
+	// Roles are carried by the certificate (mutual's roles extension).
+	Roles []string
 }
 
 // CreateToken makes a single-use join token for r, stores its hash and
@@ -139,6 +146,9 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 		}
 		ips = append(ips, ip)
 	}
+	if err := checkRoles(r.Roles); err != nil {
+		return "", store.Token{}, err
+	}
 	if err := a.Policy.CheckTokenGrant(policy.Grant{ID: id, TTL: r.CertTTL}, r.TTL); err != nil {
 		return "", store.Token{}, classify(err)
 	}
@@ -150,7 +160,7 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 	rec := store.Token{
 		ID: t.ID, SecretHash: t.SecretHash(), SPIFFEID: id.String(),
 		DNSNames: dns, IPAddresses: ipStrings(ips), CertTTL: r.CertTTL,
-		CreatedAt: now, ExpiresAt: now.Add(r.TTL), CreatedBy: by.String(),
+		CreatedAt: now, ExpiresAt: now.Add(r.TTL), CreatedBy: by.String(), Roles: r.Roles,
 	}
 	if err := a.Store.CreateToken(ctx, rec); err != nil {
 		return "", store.Token{}, classify(err)
@@ -196,11 +206,11 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	if err != nil {
 		return nil, classify(err)
 	}
-	grant := policy.Grant{ID: id, DNSNames: rec.DNSNames, TTL: rec.CertTTL}
+	grant := policy.Grant{ID: id, DNSNames: rec.DNSNames, TTL: rec.CertTTL, Roles: rec.Roles}
 	for _, s := range rec.IPAddresses {
 		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
 	}
-	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID)
+	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID, "")
 }
 
 // Renew issues a fresh certificate for the identity of peer, a certificate
@@ -212,8 +222,8 @@ func (a *Authority) Renew(ctx context.Context, peer *x509.Certificate, csrPEM []
 		return nil, err
 	}
 	lifetime := peer.NotAfter.Sub(peer.NotBefore) - pki.ClockSkew
-	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL)}
-	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+SerialString(peer.SerialNumber), "")
+	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL), Roles: identity.Roles(peer)}
+	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+SerialString(peer.SerialNumber), "", "")
 }
 
 // CheckPeer returns the SPIFFE ID of a verified client certificate if this
@@ -245,7 +255,7 @@ func (a *Authority) CheckPeer(ctx context.Context, peer *x509.Certificate) (spif
 	return id, nil
 }
 
-func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy, tokenID string) (*Issued, error) {
+func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy, tokenID, nodeID string) (*Issued, error) {
 	csr, err := pki.ParseCSR(csrPEM)
 	if err != nil {
 		return nil, newErr(KindInvalid, string(policy.CodeBadCSR), err, "the CSR cannot be read (%v): send a PEM CERTIFICATE REQUEST", err)
@@ -260,10 +270,18 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	}
 	// Build and sign.
 	now := a.now()
-	cert, err := a.Issuer.Issue(pki.Leaf{
+	leaf := pki.Leaf{
 		ID: grant.ID, PublicKey: csr.PublicKey, DNSNames: grant.DNSNames,
 		IPAddresses: grant.IPAddresses, TTL: lifetime, Now: now,
-	})
+	}
+	if len(grant.Roles) > 0 {
+		ext, err := identity.RolesExtension(grant.Roles)
+		if err != nil {
+			return nil, newErr(KindInvalid, "bad_role", err, "%v", err)
+		}
+		leaf.Extra = func(c *x509.Certificate) { c.ExtraExtensions = append(c.ExtraExtensions, ext) }
+	}
+	cert, err := a.Issuer.Issue(leaf)
 	if err != nil {
 		return nil, newErr(KindUnavailable, "sign_failed", err, "sign: %v", err)
 	}
@@ -271,7 +289,7 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	rec := store.Certificate{
 		Serial: SerialString(cert.SerialNumber), SPIFFEID: grant.ID.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
-		DER: cert.Raw, RequestedBy: requestedBy,
+		DER: cert.Raw, RequestedBy: requestedBy, NodeID: nodeID,
 	}
 	if err := a.Store.RecordIssuance(ctx, rec, tokenID, now); err != nil {
 		return nil, classify(err)

@@ -67,6 +67,7 @@ type tokenCreateOptions struct {
 	certTTL  time.Duration
 	dns      []string
 	ips      []string
+	roles    []string
 	json     bool
 }
 
@@ -97,7 +98,7 @@ over a channel you trust; it expires after --ttl.`,
 			}
 			resp, err := cl.CreateToken(cmd.Context(), api.TokenRequest{
 				SPIFFEID: o.identity, TTL: api.Duration(o.ttl), CertTTL: api.Duration(o.certTTL),
-				DNSNames: o.dns, IPAddresses: o.ips,
+				DNSNames: o.dns, IPAddresses: o.ips, Roles: o.roles,
 			})
 			if err != nil {
 				return err
@@ -116,6 +117,7 @@ over a channel you trust; it expires after --ttl.`,
 	f.DurationVar(&o.certTTL, "cert-ttl", 0, "lifetime of the certificate it yields (default: the CA's policy, 1h)")
 	f.StringSliceVar(&o.dns, "dns", nil, "DNS name to put in the certificate (repeatable)")
 	f.StringSliceVar(&o.ips, "ip", nil, "IP address to put in the certificate (repeatable)")
+	f.StringSliceVar(&o.roles, "role", nil, "role the certificate carries, for authorization policies (repeatable)")
 	f.BoolVar(&o.json, "json", false, "print the token and its details as JSON")
 	return c
 }

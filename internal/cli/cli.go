@@ -43,6 +43,8 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		inspectCmd(e),
 		devCmd(e),
 		proxyCmd(e),
+		entryCmd(e),
+		agentCmd(e),
 	)
 	return root.ExecuteContext(ctx)
 }

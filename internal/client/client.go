@@ -226,3 +226,32 @@ func (c *Client) Revoke(ctx context.Context, req api.RevokeRequest) (*api.Revoke
 	var out api.RevokeResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/revoke", req, &out)
 }
+
+// CreateEntry makes a registration entry (admin).
+func (c *Client) CreateEntry(ctx context.Context, req api.EntryRequest) (*api.Entry, error) {
+	var out api.Entry
+	return &out, c.do(ctx, http.MethodPost, "/v1/entries", req, &out)
+}
+
+// ListEntries lists registration entries (admin).
+func (c *Client) ListEntries(ctx context.Context) (*api.EntryList, error) {
+	var out api.EntryList
+	return &out, c.do(ctx, http.MethodGet, "/v1/entries", nil, &out)
+}
+
+// DeleteEntry removes a registration entry (admin).
+func (c *Client) DeleteEntry(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/entries/"+url.PathEscape(id), nil, nil)
+}
+
+// NodeEntries lists the entries granted to the calling node.
+func (c *Client) NodeEntries(ctx context.Context) (*api.EntryList, error) {
+	var out api.EntryList
+	return &out, c.do(ctx, http.MethodGet, "/v1/node/entries", nil, &out)
+}
+
+// NodeSVID obtains, as a node, the identity of one entry for a workload.
+func (c *Client) NodeSVID(ctx context.Context, req api.NodeSVIDRequest) (*api.IssueResponse, error) {
+	var out api.IssueResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/node/svid", req, &out)
+}

@@ -70,6 +70,8 @@ type Grant struct {
 	IPAddresses []net.IP
 	// TTL is the lifetime granted; zero means the policy default.
 	TTL time.Duration
+	// Roles are carried in the certificate's roles extension.
+	Roles []string
 }
 
 // CheckIdentity accepts a SPIFFE ID the CA may issue: in its trust domain and

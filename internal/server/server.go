@@ -75,6 +75,11 @@ func New(cfg Config) *Server {
 	s.route("GET /v1/tokens", "tokens_list", s.admin(s.listTokens))
 	s.route("GET /v1/certificates", "certificates_list", s.admin(s.listCertificates))
 	s.route("POST /v1/revoke", "revoke", s.admin(s.revoke))
+	s.route("POST /v1/entries", "entries_create", s.admin(s.createEntry))
+	s.route("GET /v1/entries", "entries_list", s.admin(s.listEntries))
+	s.route("DELETE /v1/entries/{id}", "entries_delete", s.admin(s.deleteEntry))
+	s.route("GET /v1/node/entries", "node_entries", s.nodeEntries)
+	s.route("POST /v1/node/svid", "node_svid", s.nodeSVID)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint "+r.Method+" "+r.URL.Path+"; the API lives under /v1/")
 	})
@@ -324,7 +329,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, by spiffeid
 	}
 	tok, rec, err := s.cfg.Authority.CreateToken(r.Context(), by, ca.TokenRequest{
 		ID: req.SPIFFEID, TTL: time.Duration(req.TTL), CertTTL: time.Duration(req.CertTTL),
-		DNSNames: req.DNSNames, IPAddresses: req.IPAddresses,
+		DNSNames: req.DNSNames, IPAddresses: req.IPAddresses, Roles: req.Roles,
 	})
 	if err != nil {
 		return 0, err
@@ -401,4 +406,77 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, by spiffeid.ID) 
 		out.Revoked = append(out.Revoked, api.Revoked{Serial: rv.Serial, SPIFFEID: rv.SPIFFEID, AlreadyRevoked: rv.AlreadyRevoked})
 	}
 	return ok(w, out)
+}
+
+func entryInfo(e store.Entry) api.Entry {
+	return api.Entry{ID: e.ID, SPIFFEID: e.SPIFFEID, Nodes: e.Nodes, Selectors: e.Selectors, CertTTL: api.Duration(e.CertTTL),
+		DNSNames: e.DNSNames, Roles: e.Roles, CreatedAt: e.CreatedAt, CreatedBy: e.CreatedBy}
+}
+
+func (s *Server) createEntry(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error) {
+	var req api.EntryRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return 0, badRequest{err}
+	}
+	e, err := s.cfg.Authority.CreateEntry(r.Context(), by, ca.EntryRequest{ID: req.SPIFFEID, Nodes: req.Nodes, Selectors: req.Selectors,
+		CertTTL: time.Duration(req.CertTTL), DNSNames: req.DNSNames, Roles: req.Roles})
+	if err != nil {
+		return 0, err
+	}
+	return ok(w, entryInfo(e))
+}
+
+func (s *Server) listEntries(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) (int, error) {
+	es, err := s.cfg.Authority.ListEntries(r.Context())
+	if err != nil {
+		return 0, err
+	}
+	out := api.EntryList{Entries: []api.Entry{}}
+	for _, e := range es {
+		out.Entries = append(out.Entries, entryInfo(e))
+	}
+	return ok(w, out)
+}
+
+func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error) {
+	if err := s.cfg.Authority.DeleteEntry(r.Context(), by, r.PathValue("id")); err != nil {
+		return 0, err
+	}
+	return ok(w, map[string]string{"deleted": r.PathValue("id")})
+}
+
+func (s *Server) nodeEntries(w http.ResponseWriter, r *http.Request) (int, error) {
+	p := peer(r)
+	if p == nil {
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "node_required", Msg: "this endpoint needs a node's client certificate (spiffe://TD/node/NAME)"}
+	}
+	_, es, err := s.cfg.Authority.EntriesForNode(r.Context(), p)
+	if err != nil {
+		return 0, err
+	}
+	out := api.EntryList{Entries: []api.Entry{}}
+	for _, e := range es {
+		out.Entries = append(out.Entries, entryInfo(e))
+	}
+	return ok(w, out)
+}
+
+func (s *Server) nodeSVID(w http.ResponseWriter, r *http.Request) (int, error) {
+	p := peer(r)
+	if p == nil {
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "node_required", Msg: "this endpoint needs a node's client certificate (spiffe://TD/node/NAME)"}
+	}
+	var req api.NodeSVIDRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return 0, badRequest{err}
+	}
+	if req.EntryID == "" || req.CSR == "" {
+		return 0, badRequest{errors.New(`both "entry_id" and "csr" are required`)}
+	}
+	is, err := s.cfg.Authority.IssueForNode(r.Context(), p, req.EntryID, []byte(req.CSR))
+	if err != nil {
+		return 0, err
+	}
+	s.metrics.issued.WithLabelValues("node").Inc()
+	return ok(w, issueResponse(is))
 }

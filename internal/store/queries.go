@@ -47,20 +47,20 @@ func parseList(s string) []string {
 	return v
 }
 
-const tokenColumns = "id, secret_hash, spiffe_id, dns_names, ip_addresses, cert_ttl_us, created_at_us, expires_at_us, created_by, used_at_us, used_serial"
+const tokenColumns = "id, secret_hash, spiffe_id, dns_names, ip_addresses, cert_ttl_us, created_at_us, expires_at_us, created_by, used_at_us, used_serial, roles"
 
 type scanner interface{ Scan(...any) error }
 
 func scanToken(s scanner) (Token, error) {
 	var t Token
-	var dns, ips string
+	var dns, ips, roles string
 	var ttl, created, expires int64
 	var used sql.NullInt64
 	var usedSerial sql.NullString
-	if err := s.Scan(&t.ID, &t.SecretHash, &t.SPIFFEID, &dns, &ips, &ttl, &created, &expires, &t.CreatedBy, &used, &usedSerial); err != nil {
+	if err := s.Scan(&t.ID, &t.SecretHash, &t.SPIFFEID, &dns, &ips, &ttl, &created, &expires, &t.CreatedBy, &used, &usedSerial, &roles); err != nil {
 		return t, err
 	}
-	t.DNSNames, t.IPAddresses = parseList(dns), parseList(ips)
+	t.DNSNames, t.IPAddresses, t.Roles = parseList(dns), parseList(ips), parseList(roles)
 	t.CertTTL = time.Duration(ttl) * time.Microsecond
 	t.CreatedAt, t.ExpiresAt, t.UsedAt = fromUS(created), fromUS(expires), nullUS(used)
 	t.UsedSerial = usedSerial.String
@@ -70,9 +70,9 @@ func scanToken(s scanner) (Token, error) {
 // CreateToken stores a new join token.
 func (db *DB) CreateToken(ctx context.Context, t Token) error {
 	_, err := db.writer.ExecContext(ctx, db.q.rebind(`INSERT INTO tokens (`+tokenColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`),
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)`),
 		t.ID, t.SecretHash, t.SPIFFEID, jsonList(t.DNSNames), jsonList(t.IPAddresses),
-		t.CertTTL.Microseconds(), toUS(t.CreatedAt), toUS(t.ExpiresAt), t.CreatedBy)
+		t.CertTTL.Microseconds(), toUS(t.CreatedAt), toUS(t.ExpiresAt), t.CreatedBy, jsonList(t.Roles))
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("token %s: %w", t.ID, ErrAlreadyExists)
@@ -115,15 +115,17 @@ func (db *DB) ListTokens(ctx context.Context, limit int) ([]Token, error) {
 	return out, rows.Err()
 }
 
-const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason"
+const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason, node_id"
 
 func scanCert(s scanner) (Certificate, error) {
 	var c Certificate
 	var nb, na, ia int64
 	var rev, reason sql.NullInt64
-	if err := s.Scan(&c.Serial, &c.SPIFFEID, &nb, &na, &ia, &c.DER, &c.RequestedBy, &rev, &reason); err != nil {
+	var node sql.NullString
+	if err := s.Scan(&c.Serial, &c.SPIFFEID, &nb, &na, &ia, &c.DER, &c.RequestedBy, &rev, &reason, &node); err != nil {
 		return c, err
 	}
+	c.NodeID = node.String
 	c.NotBefore, c.NotAfter, c.IssuedAt, c.RevokedAt = fromUS(nb), fromUS(na), fromUS(ia), nullUS(rev)
 	c.RevocationReason = int(reason.Int64)
 	return c, nil
@@ -181,8 +183,8 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, c Certificate, tokenID s
 		}
 	}
 	if _, err := tx.ExecContext(ctx, db.q.rebind(`INSERT INTO certificates (`+certColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)`),
-		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy); err != nil {
+		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)`),
+		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy, nullString(c.NodeID)); err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
 		}
@@ -316,3 +318,5 @@ func isUniqueViolation(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "UNIQUE constraint failed") || strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "duplicate key value")
 }
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

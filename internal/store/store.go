@@ -53,6 +53,7 @@ type Token struct {
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
 	CreatedBy   string
+	Roles       []string
 	// UsedAt is zero while the token is unused.
 	UsedAt     time.Time
 	UsedSerial string
@@ -67,8 +68,11 @@ type Certificate struct {
 	NotAfter  time.Time
 	IssuedAt  time.Time
 	DER       []byte
-	// RequestedBy says who asked: "token:ID" or "renew:SERIAL".
+	// RequestedBy says who asked: "token:ID", "renew:SERIAL" or
+	// "entry:ID" (a workload certificate obtained by a node).
 	RequestedBy string
+	// NodeID is the node a workload certificate was obtained through, if any.
+	NodeID string
 	// RevokedAt is zero while the certificate is not revoked.
 	RevokedAt        time.Time
 	RevocationReason int

@@ -1,0 +1,556 @@
+// Package agent is mutual's node agent. It holds the node's identity,
+// learns from the CA which workload identities its node may hand out
+// (registration entries), obtains and rotates a certificate for each, and
+// serves them to local processes over the SPIFFE Workload API, identifying
+// each caller by its Unix credentials. Everything it holds lives under its
+// state directory, so that a restart while the CA is down still serves.
+package agent
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/selector"
+)
+
+// Layout of the state directory.
+const (
+	nodeDir     = "node"
+	svidsDir    = "svids"
+	entriesFile = "entries.json"
+)
+
+// Config configures an agent. Zero values are the documented defaults.
+type Config struct {
+	// StateDir keeps the node identity, the entries and every workload
+	// certificate (required).
+	StateDir string
+	// Token enrolls the node on first start; ignored once enrolled.
+	Token string
+	// Socket is the Workload API's Unix socket path (required).
+	Socket string
+	// Writes keep identity directories current for programs that read files.
+	Writes []WriteSpec
+	// SyncInterval is how often entries are fetched; default 5s.
+	SyncInterval time.Duration
+	// Log receives structured events; nil discards.
+	Log *slog.Logger
+	// Registry receives the agent's metrics; nil makes a private one.
+	Registry *prometheus.Registry
+}
+
+// svid is one workload certificate the agent holds.
+type svid struct {
+	entry api.Entry
+	sels  []selector.Selector
+	id    *identity.Identity
+	// renewAt is when to rotate; retryAt and failures drive backoff.
+	renewAt  time.Time
+	retryAt  time.Time
+	failures int
+	warned   bool
+}
+
+// Agent is a node agent. Build it with New, then call Run.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	att     *attestor
+	ln      net.Listener
+
+	mu       sync.RWMutex
+	node     *identity.Identity
+	caURLs   []string
+	svids    map[string]*svid // by entry ID
+	changed  chan struct{}    // closed and replaced at every change
+	nodeNext time.Time
+	nodeFail int
+	lastSync time.Time
+	synced   bool
+}
+
+// New loads the agent's state (enrolling the node with cfg.Token on first
+// start) and binds the Workload API socket. It starts no goroutine.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("--dir: required: the agent's state directory")
+	}
+	if cfg.Socket == "" {
+		return nil, errors.New("--socket: required: the Workload API socket path")
+	}
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = 5 * time.Second
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, att: newAttestor(), svids: map[string]*svid{}, changed: make(chan struct{})}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	a.metrics = newMetrics(reg)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--dir %s: %w", cfg.StateDir, err)
+	}
+	if err := a.loadOrEnroll(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.loadState(); err != nil {
+		return nil, err
+	}
+	for i := range cfg.Writes {
+		if err := cfg.Writes[i].resolve(); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := listenSocket(cfg.Socket)
+	if err != nil {
+		return nil, err
+	}
+	a.ln = ln
+	return a, nil
+}
+
+// listenSocket binds the Unix socket, removing a stale socket file but
+// refusing one another process still serves.
+func listenSocket(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("--socket %s: %w", path, err)
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("--socket %s: the path exists and is not a socket; choose another path", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("--socket %s: another process (an agent already running?) serves this socket", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("--socket %s: %w", path, err)
+	}
+	// Any local process may call; what it gets is decided by attestation.
+	if err := os.Chmod(path, 0o666); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// Close releases the socket.
+func (a *Agent) Close() error {
+	if a.ln != nil {
+		a.ln.Close()
+		os.Remove(a.cfg.Socket)
+	}
+	return nil
+}
+
+// NodeID returns the node's SPIFFE ID.
+func (a *Agent) NodeID() spiffeid.ID {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.node.ID
+}
+
+func (a *Agent) loadOrEnroll(ctx context.Context) error {
+	dir := filepath.Join(a.cfg.StateDir, nodeDir)
+	if _, err := os.Stat(filepath.Join(dir, identity.CertFile)); err == nil {
+		id, err := identity.Load(dir)
+		if err != nil {
+			return fmt.Errorf("the agent's state is damaged (%v): move %s away and enroll again with --token", err, a.cfg.StateDir)
+		}
+		if time.Now().After(id.Leaf().NotAfter) {
+			if a.cfg.Token == "" {
+				return fmt.Errorf("the node certificate of %s expired at %s: enroll again with --token (a new join token for %s)", id.ID, id.Leaf().NotAfter.Format(time.RFC3339), id.ID)
+			}
+		} else {
+			if a.cfg.Token != "" {
+				a.log.Info("already enrolled; --token ignored", "node_id", id.ID.String())
+			}
+			urls, err := client.LoadCAURLs(dir)
+			if err != nil || len(urls) == 0 {
+				return fmt.Errorf("the agent's state is damaged (no CA address in %s): enroll again with --token", dir)
+			}
+			a.node, a.caURLs = id, urls
+			return nil
+		}
+	}
+	if a.cfg.Token == "" {
+		return errors.New("--token: required on first start: a join token for this node's identity (spiffe://TD/node/NAME)")
+	}
+	enr, err := client.RequestIdentity(ctx, a.cfg.Token, pki.KeyECDSAP256, 0)
+	if err != nil {
+		return fmt.Errorf("enroll the node: %w", err)
+	}
+	if !strings.HasPrefix(enr.Identity.ID.Path(), "/node/") {
+		return fmt.Errorf("the join token is for %s, not a node identity: create it with --identity spiffe://%s/node/NAME", enr.Identity.ID, enr.Identity.ID.TrustDomain().Name())
+	}
+	if err := enr.Identity.Save(dir); err != nil {
+		return err
+	}
+	if err := client.SaveCAURLs(dir, enr.CAURLs); err != nil {
+		return err
+	}
+	a.node, a.caURLs = enr.Identity, enr.CAURLs
+	a.log.Info("node enrolled", "node_id", enr.Identity.ID.String(), "not_after", enr.Identity.Leaf().NotAfter)
+	return nil
+}
+
+// loadState reads the cached entries and workload certificates, so that the
+// agent serves before it reaches the CA.
+func (a *Agent) loadState() error {
+	b, err := os.ReadFile(filepath.Join(a.cfg.StateDir, entriesFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var list api.EntryList
+	if err := json.Unmarshal(b, &list); err != nil {
+		return fmt.Errorf("the agent's state is damaged (%s: %v): delete that file and the agent will fetch the entries again", filepath.Join(a.cfg.StateDir, entriesFile), err)
+	}
+	for _, e := range list.Entries {
+		sels, err := selector.ParseAll(e.Selectors)
+		if err != nil {
+			continue
+		}
+		s := &svid{entry: e, sels: sels}
+		if id, err := identity.Load(a.svidDir(e.ID)); err == nil && id.ID.String() == e.SPIFFEID {
+			s.id = id
+			s.renewAt = renewTime(id.Leaf())
+		}
+		a.svids[e.ID] = s
+	}
+	a.log.Info("state loaded", "entries", len(a.svids))
+	return nil
+}
+
+func (a *Agent) svidDir(entryID string) string {
+	return filepath.Join(a.cfg.StateDir, svidsDir, entryID)
+}
+
+// renewTime is half the certificate's life, with ±5% jitter so that a fleet
+// does not renew at once.
+func renewTime(c *x509.Certificate) time.Time {
+	life := c.NotAfter.Sub(c.NotBefore)
+	jitter := time.Duration((rand.Float64() - 0.5) * 0.1 * float64(life))
+	return c.NotBefore.Add(life/2 + jitter)
+}
+
+// backoff is 1s, 2s, 4s... capped at a minute.
+func backoff(failures int) time.Duration {
+	d := time.Second << min(failures, 6)
+	return min(d, time.Minute)
+}
+
+func (a *Agent) notify() {
+	a.mu.Lock()
+	close(a.changed)
+	a.changed = make(chan struct{})
+	a.mu.Unlock()
+}
+
+// Run serves the Workload API and keeps the node identity, the entries and
+// every workload certificate current until ctx is done.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv := a.grpcServer()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(a.ln) }()
+	for i := range a.cfg.Writes {
+		go a.runWriter(ctx, &a.cfg.Writes[i])
+	}
+	a.tick(ctx)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			stopped := make(chan struct{})
+			go func() { srv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(2 * time.Second):
+				srv.Stop()
+			}
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("workload API: %w", err)
+		case <-t.C:
+			a.tick(ctx)
+		}
+	}
+}
+
+// tick does whatever is due: node renewal, entry sync, workload rotations.
+func (a *Agent) tick(ctx context.Context) {
+	now := time.Now()
+	a.renewNodeIfDue(ctx, now)
+	if now.Sub(a.lastSync) >= a.cfg.SyncInterval {
+		a.lastSync = now
+		if err := a.sync(ctx); err != nil {
+			a.metrics.syncs.WithLabelValues("error").Inc()
+			a.log.Warn("cannot reach the CA to sync entries; serving what is held", "error", err.Error())
+		} else {
+			a.metrics.syncs.WithLabelValues("ok").Inc()
+		}
+	}
+	a.rotateDue(ctx, now)
+}
+
+func (a *Agent) nodeClient() (*client.Client, error) {
+	a.mu.RLock()
+	node, urls := a.node, a.caURLs
+	a.mu.RUnlock()
+	tc := node.TLSCertificate()
+	return client.New(urls, node.Roots, &tc)
+}
+
+func (a *Agent) renewNodeIfDue(ctx context.Context, now time.Time) {
+	a.mu.RLock()
+	leaf := a.node.Leaf()
+	a.mu.RUnlock()
+	if a.nodeNext.IsZero() {
+		a.nodeNext = renewTime(leaf)
+	}
+	if now.Before(a.nodeNext) {
+		return
+	}
+	a.mu.RLock()
+	cur, urls := a.node, a.caURLs
+	a.mu.RUnlock()
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	next, err := client.RenewIdentity(cctx, cur, urls, "", 0)
+	if err == nil {
+		err = next.Save(filepath.Join(a.cfg.StateDir, nodeDir))
+	}
+	if err != nil {
+		a.nodeFail++
+		a.nodeNext = now.Add(backoff(a.nodeFail))
+		a.metrics.rotations.WithLabelValues("node", "error").Inc()
+		a.log.Warn("node renewal failed; will retry", "node_id", cur.ID.String(), "retry_in", backoff(a.nodeFail).String(), "error", err.Error())
+		return
+	}
+	a.mu.Lock()
+	a.node = next
+	a.mu.Unlock()
+	a.nodeFail = 0
+	a.nodeNext = renewTime(next.Leaf())
+	a.metrics.rotations.WithLabelValues("node", "ok").Inc()
+	a.log.Info("node renewed", "node_id", next.ID.String(), "not_after", next.Leaf().NotAfter)
+}
+
+// sync fetches the node's entries, records them, and drops certificates of
+// entries that are gone.
+func (a *Agent) sync(ctx context.Context) error {
+	cl, err := a.nodeClient()
+	if err != nil {
+		return err
+	}
+	defer cl.CloseIdleConnections()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := cl.NodeEntries(cctx)
+	if err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(list, "", "  ")
+	if err := atomicfile.WriteFile(filepath.Join(a.cfg.StateDir, entriesFile), b, 0o600); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	changed := false
+	a.mu.Lock()
+	for _, e := range list.Entries {
+		seen[e.ID] = true
+		sels, err := selector.ParseAll(e.Selectors)
+		if err != nil {
+			a.log.Warn("entry with bad selectors ignored", "entry_id", e.ID, "error", err.Error())
+			continue
+		}
+		s, ok := a.svids[e.ID]
+		if !ok {
+			a.svids[e.ID] = &svid{entry: e, sels: sels}
+			changed = true
+			continue
+		}
+		if !sameEntry(s.entry, e) {
+			// The grant changed (names, roles, lifetime): rotate now.
+			s.entry, s.sels, s.renewAt = e, sels, time.Time{}
+			changed = true
+		}
+	}
+	for id := range a.svids {
+		if !seen[id] {
+			delete(a.svids, id)
+			os.RemoveAll(a.svidDir(id))
+			changed = true
+		}
+	}
+	a.synced = true
+	a.mu.Unlock()
+	a.metrics.svids.Set(float64(len(seen)))
+	if changed {
+		a.notify()
+	}
+	return nil
+}
+
+func sameEntry(x, y api.Entry) bool {
+	j1, _ := json.Marshal(x)
+	j2, _ := json.Marshal(y)
+	return string(j1) == string(j2)
+}
+
+// rotateDue obtains certificates for entries that have none and rotates
+// those past their renewal time, backing off on failure.
+func (a *Agent) rotateDue(ctx context.Context, now time.Time) {
+	a.mu.Lock()
+	var due []*svid
+	for _, s := range a.svids {
+		if (s.id == nil || !now.Before(s.renewAt)) && !now.Before(s.retryAt) {
+			due = append(due, s)
+		}
+		if s.id != nil {
+			a.metrics.expiry.WithLabelValues(s.entry.SPIFFEID).Set(float64(s.id.Leaf().NotAfter.Unix()))
+			leaf := s.id.Leaf()
+			low := now.After(leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 4))
+			if low && !s.warned {
+				s.warned = true
+				a.log.Warn("workload certificate has less than a quarter of its life left", "spiffe_id", s.entry.SPIFFEID, "not_after", leaf.NotAfter)
+			}
+			v := 0.0
+			if low {
+				v = 1
+			}
+			a.metrics.expiring.WithLabelValues(s.entry.SPIFFEID).Set(v)
+		}
+	}
+	a.mu.Unlock()
+	sort.Slice(due, func(i, j int) bool { return due[i].entry.ID < due[j].entry.ID })
+	if len(due) == 0 {
+		return
+	}
+	cl, err := a.nodeClient()
+	if err != nil {
+		return
+	}
+	defer cl.CloseIdleConnections()
+	for _, s := range due {
+		if err := a.obtain(ctx, cl, s); err != nil {
+			a.mu.Lock()
+			s.failures++
+			s.retryAt = now.Add(backoff(s.failures))
+			a.mu.Unlock()
+			a.metrics.rotations.WithLabelValues("workload", "error").Inc()
+			a.log.Warn("cannot obtain workload certificate; will retry", "spiffe_id", s.entry.SPIFFEID, "entry_id", s.entry.ID, "retry_in", backoff(s.failures).String(), "error", err.Error())
+			continue
+		}
+		a.metrics.rotations.WithLabelValues("workload", "ok").Inc()
+	}
+	a.notify()
+}
+
+func (a *Agent) obtain(ctx context.Context, cl *client.Client, s *svid) error {
+	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
+	if err != nil {
+		return err
+	}
+	csr, err := x509.CreateCertificateRequest(crand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	resp, err := cl.NodeSVID(cctx, api.NodeSVIDRequest{EntryID: s.entry.ID, CSR: string(pki.EncodeCSR(csr))})
+	if err != nil {
+		return err
+	}
+	chain, err := pki.ParseCertificates([]byte(resp.ChainPEM))
+	if err != nil {
+		return err
+	}
+	roots, err := pki.ParseCertificates([]byte(resp.RootsPEM))
+	if err != nil {
+		return err
+	}
+	if !pki.PublicKeysEqual(chain[0].PublicKey, key.Public()) {
+		return errors.New("the CA returned a certificate for another key")
+	}
+	id, err := spiffeid.FromString(resp.SPIFFEID)
+	if err != nil {
+		return err
+	}
+	idn := &identity.Identity{ID: id, Chain: chain, Key: key, Roots: roots}
+	if err := idn.Save(a.svidDir(s.entry.ID)); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	s.id, s.renewAt, s.failures, s.retryAt, s.warned = idn, renewTime(chain[0]), 0, time.Time{}, false
+	a.mu.Unlock()
+	a.log.Info("workload certificate obtained", "spiffe_id", resp.SPIFFEID, "entry_id", s.entry.ID, "serial", resp.Serial, "not_after", resp.NotAfter)
+	return nil
+}
+
+// match returns the identities the workload is entitled to, in entry order.
+func (a *Agent) match(w selector.Workload) (ids []*identity.Identity, entries int) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	keys := make([]string, 0, len(a.svids))
+	for k := range a.svids {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		s := a.svids[k]
+		if selector.MatchAll(s.sels, w) {
+			entries++
+			if s.id != nil && time.Now().Before(s.id.Leaf().NotAfter) {
+				ids = append(ids, s.id)
+			}
+		}
+	}
+	return ids, entries
+}
+
+func (a *Agent) changes() <-chan struct{} {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.changed
+}
+
+// roots returns the trust bundle of the node's trust domain.
+func (a *Agent) roots() (spiffeid.TrustDomain, []*x509.Certificate) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.node.ID.TrustDomain(), a.node.Roots
+}

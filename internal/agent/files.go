@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/selector"
+)
+
+// WriteSpec keeps an identity directory current for a program that reads
+// files: --write ID=DIR[,owner=USER][,mode=0640][,reload=CMD].
+//
+// The identity is the one an entry grants to a workload running as the
+// owner (default: the agent's own user): selectors on uid, gid and user
+// name apply; path and hash selectors cannot match a file.
+type WriteSpec struct {
+	ID     spiffeid.ID
+	Dir    string
+	Owner  string
+	Mode   os.FileMode
+	Reload string
+
+	uid, gid int
+	wl       selector.Workload
+}
+
+// ParseWriteSpec reads the --write flag's value.
+func ParseWriteSpec(s string) (WriteSpec, error) {
+	id, rest, ok := strings.Cut(s, "=")
+	if !ok {
+		return WriteSpec{}, fmt.Errorf("--write %q: write ID=DIR[,owner=USER][,mode=0640][,reload=CMD]", s)
+	}
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return WriteSpec{}, fmt.Errorf("--write %q: %w", s, err)
+	}
+	w := WriteSpec{ID: sid, Mode: 0o600}
+	parts := strings.Split(rest, ",")
+	w.Dir = parts[0]
+	if !filepath.IsAbs(w.Dir) {
+		return WriteSpec{}, fmt.Errorf("--write %q: the directory must be an absolute path", s)
+	}
+	for i := 1; i < len(parts); i++ {
+		k, v, _ := strings.Cut(parts[i], "=")
+		switch k {
+		case "owner":
+			w.Owner = v
+		case "mode":
+			m, err := strconv.ParseUint(v, 8, 32)
+			if err != nil || m&^0o777 != 0 || m&0o077 > 0o040 {
+				return WriteSpec{}, fmt.Errorf("--write %q: mode %q must be octal, owner-writable at most and group-readable at most (0600 or 0640)", s, v)
+			}
+			w.Mode = os.FileMode(m)
+		case "reload":
+			// The command may contain commas: it takes the rest.
+			w.Reload = strings.Join(append([]string{v}, parts[i+1:]...), ",")
+			i = len(parts)
+		default:
+			return WriteSpec{}, fmt.Errorf("--write %q: unknown option %q (owner, mode, reload)", s, k)
+		}
+	}
+	return w, nil
+}
+
+func (w *WriteSpec) resolve() error {
+	w.uid, w.gid = os.Getuid(), os.Getgid()
+	if w.Owner != "" {
+		u, err := user.Lookup(w.Owner)
+		if err != nil {
+			return fmt.Errorf("--write %s: owner: %w", w.ID, err)
+		}
+		w.uid, _ = strconv.Atoi(u.Uid)
+		w.gid, _ = strconv.Atoi(u.Gid)
+	}
+	w.wl = selector.Workload{UID: uint32(w.uid), GID: uint32(w.gid)}
+	if u, err := user.LookupId(strconv.Itoa(w.uid)); err == nil {
+		w.wl.User = u.Username
+	}
+	return nil
+}
+
+// runWriter writes the identity at start (from what the agent holds) and
+// after every change.
+func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
+	var last string
+	for {
+		changed := a.changes()
+		ids, _ := a.match(w.wl)
+		for _, id := range ids {
+			if id.ID != w.ID {
+				continue
+			}
+			serial := fmt.Sprintf("%x", id.Leaf().SerialNumber)
+			if serial == last {
+				break
+			}
+			if err := a.write(ctx, w, id); err != nil {
+				a.metrics.writes.WithLabelValues("error").Inc()
+				a.log.Error("cannot write identity files", "spiffe_id", w.ID.String(), "dir", w.Dir, "error", err.Error())
+			} else {
+				a.metrics.writes.WithLabelValues("ok").Inc()
+				last = serial
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+func (a *Agent) write(ctx context.Context, w *WriteSpec, id *identity.Identity) error {
+	if err := os.MkdirAll(w.Dir, 0o755); err != nil {
+		return err
+	}
+	keyPEM, err := pki.MarshalPrivateKey(id.Key, nil, 0)
+	if err != nil {
+		return err
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{identity.BundleFile, pki.EncodeCertificates(id.Roots...), 0o644},
+		{identity.KeyFile, keyPEM, w.Mode},
+		{identity.CertFile, pki.EncodeCertificates(id.Chain...), 0o644},
+	}
+	for _, f := range files {
+		p := filepath.Join(w.Dir, f.name)
+		if err := atomicfile.WriteFile(p, f.data, f.mode); err != nil {
+			return err
+		}
+		if os.Geteuid() == 0 {
+			if err := os.Chown(p, w.uid, w.gid); err != nil {
+				return err
+			}
+		}
+	}
+	a.log.Info("identity files written", "spiffe_id", w.ID.String(), "dir", w.Dir, "serial", fmt.Sprintf("%x", id.Leaf().SerialNumber))
+	if w.Reload == "" {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, "/bin/sh", "-c", w.Reload).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("reload command %q: %w: %s", w.Reload, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+

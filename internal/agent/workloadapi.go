@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	workload "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/selector"
+)
+
+// securityHeader must be present on every Workload API call (SPIFFE
+// Workload API specification, section 4), so that a browser or another
+// proxy cannot be tricked into calling the agent.
+const securityHeader = "workload.spiffe.io"
+
+func (a *Agent) grpcServer() *grpc.Server {
+	s := grpc.NewServer(grpc.Creds(peerCreds{}))
+	workload.RegisterSpiffeWorkloadAPIServer(s, &workloadAPI{a: a})
+	return s
+}
+
+type workloadAPI struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+	a *Agent
+}
+
+// caller checks the security header and attests the calling process.
+func (w *workloadAPI) caller(ctx context.Context) (selector.Workload, error) {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok || len(md.Get(securityHeader)) != 1 || md.Get(securityHeader)[0] != "true" {
+		w.a.metrics.requests.WithLabelValues("missing_header").Inc()
+		return selector.Workload{}, status.Error(codes.InvalidArgument, "security header missing from request")
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return selector.Workload{}, status.Error(codes.Internal, "no peer information")
+	}
+	info, ok := p.AuthInfo.(callerInfo)
+	if !ok || info.err != nil || info.cred == nil {
+		w.a.log.Error("cannot read the caller's credentials", "error", errString(info.err))
+		return selector.Workload{}, status.Error(codes.Internal, "cannot identify the caller")
+	}
+	return w.a.att.attest(info.cred), nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no credentials"
+	}
+	return err.Error()
+}
+
+func (w *workloadAPI) denied(wl selector.Workload) error {
+	w.a.metrics.requests.WithLabelValues("denied").Inc()
+	w.a.log.Warn("workload API caller matches no entry", "pid", wl.PID, "uid", wl.UID, "gid", wl.GID, "user", wl.User, "path", wl.Path, "sha256", wl.SHA256)
+	return status.Error(codes.PermissionDenied, "no identity issued")
+}
+
+func chainDER(certs []*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, c.Raw...)
+	}
+	return out
+}
+
+func (w *workloadAPI) svidResponse(ids []*identity.Identity) (*workload.X509SVIDResponse, error) {
+	resp := &workload.X509SVIDResponse{}
+	for _, id := range ids {
+		key, err := x509.MarshalPKCS8PrivateKey(id.Key)
+		if err != nil {
+			return nil, err
+		}
+		resp.Svids = append(resp.Svids, &workload.X509SVID{
+			SpiffeId:    id.ID.String(),
+			X509Svid:    chainDER(id.Chain),
+			X509SvidKey: key,
+			Bundle:      chainDER(id.Roots),
+		})
+	}
+	return resp, nil
+}
+
+// FetchX509SVID streams the caller's identities and every rotation.
+func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	ctx := stream.Context()
+	wl, err := w.caller(ctx)
+	if err != nil {
+		return err
+	}
+	var last *workload.X509SVIDResponse
+	for {
+		changed := w.a.changes()
+		ids, entries := w.a.match(wl)
+		if entries == 0 {
+			return w.denied(wl)
+		}
+		if len(ids) > 0 {
+			resp, err := w.svidResponse(ids)
+			if err != nil {
+				return status.Error(codes.Internal, err.Error())
+			}
+			if last == nil || !sameSVIDs(last, resp) {
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
+				if last == nil {
+					w.a.metrics.requests.WithLabelValues("ok").Inc()
+					w.a.log.Info("workload API: identity served", "pid", wl.PID, "uid", wl.UID, "path", wl.Path, "spiffe_id", ids[0].ID.String())
+				}
+				last = resp
+			}
+		}
+		// With matching entries but no certificate yet (just registered),
+		// wait: the certificate comes at the next rotation pass.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func sameSVIDs(x, y *workload.X509SVIDResponse) bool {
+	if len(x.Svids) != len(y.Svids) {
+		return false
+	}
+	for i := range x.Svids {
+		if string(x.Svids[i].X509Svid) != string(y.Svids[i].X509Svid) || string(x.Svids[i].Bundle) != string(y.Svids[i].Bundle) {
+			return false
+		}
+	}
+	return true
+}
+
+// FetchX509Bundles streams the trust bundle to any caller with at least one
+// entry.
+func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
+	ctx := stream.Context()
+	wl, err := w.caller(ctx)
+	if err != nil {
+		return err
+	}
+	var last string
+	for {
+		changed := w.a.changes()
+		if _, entries := w.a.match(wl); entries == 0 {
+			return w.denied(wl)
+		}
+		td, roots := w.a.roots()
+		der := chainDER(roots)
+		if string(der) != last {
+			if err := stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{td.IDString(): der}}); err != nil {
+				return err
+			}
+			last = string(der)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}

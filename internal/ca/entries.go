@@ -1,0 +1,181 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/policy"
+	"github.com/mutual-tls/mutual/internal/selector"
+	"github.com/mutual-tls/mutual/internal/store"
+)
+
+// EntryRequest asks for a registration entry.
+type EntryRequest struct {
+	// ID is the identity granted.
+	ID string
+	// Nodes are node IDs or patterns (spiffe://td/node/*) whose workloads may
+	// obtain it.
+	Nodes []string
+	// Selectors must all match the calling workload.
+	Selectors []string
+	// CertTTL is the certificate lifetime; zero means the policy default.
+	CertTTL  time.Duration
+	DNSNames []string
+	Roles    []string
+}
+
+func checkRoles(roles []string) error {
+	for _, r := range roles {
+		if r == "" || len(r) > 64 || strings.ContainsAny(r, " \t\n,") {
+			return newErr(KindInvalid, "bad_role", nil, "role %q: a role is one word of at most 64 characters", r)
+		}
+	}
+	return nil
+}
+
+// CreateEntry validates and stores a registration entry.
+func (a *Authority) CreateEntry(ctx context.Context, by spiffeid.ID, r EntryRequest) (store.Entry, error) {
+	id, err := a.Policy.ParseID(r.ID)
+	if err != nil {
+		return store.Entry{}, classify(err)
+	}
+	if strings.HasPrefix(id.Path(), "/node/") || strings.HasPrefix(id.Path(), "/admin/") {
+		return store.Entry{}, newErr(KindInvalid, "bad_identity", nil, "%s: entries grant workload identities; /node/ and /admin/ identities come from tokens and `ca admin`", id)
+	}
+	if len(r.Nodes) == 0 {
+		return store.Entry{}, newErr(KindInvalid, "bad_node", nil, "an entry needs at least one node (spiffe://%s/node/NAME, or a pattern such as spiffe://%s/node/*)", a.Policy.TrustDomain.Name(), a.Policy.TrustDomain.Name())
+	}
+	for _, n := range r.Nodes {
+		p, err := authz.ParsePattern(n)
+		if err != nil {
+			return store.Entry{}, newErr(KindInvalid, "bad_node", err, "node %v", err)
+		}
+		if !strings.HasPrefix(n, "spiffe://"+a.Policy.TrustDomain.Name()+"/node/") {
+			return store.Entry{}, newErr(KindInvalid, "bad_node", nil, "node %s: nodes are spiffe://%s/node/NAME", p, a.Policy.TrustDomain.Name())
+		}
+	}
+	if _, err := selector.ParseAll(r.Selectors); err != nil {
+		return store.Entry{}, newErr(KindInvalid, "bad_selector", err, "%v", err)
+	}
+	for _, n := range r.DNSNames {
+		if err := pki.CheckDNSName(n); err != nil {
+			return store.Entry{}, newErr(KindInvalid, "bad_name", err, "%v", err)
+		}
+	}
+	if err := checkRoles(r.Roles); err != nil {
+		return store.Entry{}, err
+	}
+	if r.CertTTL < 0 || r.CertTTL > a.Policy.MaxTTL {
+		return store.Entry{}, newErr(KindInvalid, string(policy.CodeLifetime), nil, "a certificate lifetime of %s is outside the policy's (0, %s]", r.CertTTL, a.Policy.MaxTTL)
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return store.Entry{}, err
+	}
+	e := store.Entry{
+		ID: hex.EncodeToString(b[:]), SPIFFEID: id.String(), Nodes: r.Nodes, Selectors: r.Selectors,
+		CertTTL: r.CertTTL, DNSNames: r.DNSNames, Roles: r.Roles, CreatedAt: a.now(), CreatedBy: by.String(),
+	}
+	if err := a.Store.CreateEntry(ctx, e); err != nil {
+		return store.Entry{}, classify(err)
+	}
+	a.log().Info("entry created", "entry_id", e.ID, "spiffe_id", e.SPIFFEID, "nodes", strings.Join(e.Nodes, ","), "selectors", strings.Join(e.Selectors, ","), "by", by.String())
+	return e, nil
+}
+
+// ListEntries returns every entry.
+func (a *Authority) ListEntries(ctx context.Context) ([]store.Entry, error) {
+	es, err := a.Store.ListEntries(ctx)
+	return es, classify(err)
+}
+
+// DeleteEntry removes an entry.
+func (a *Authority) DeleteEntry(ctx context.Context, by spiffeid.ID, id string) error {
+	if err := a.Store.DeleteEntry(ctx, id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return newErr(KindNotFound, "not_found", err, "no entry %s", id)
+		}
+		return classify(err)
+	}
+	a.log().Info("entry deleted", "entry_id", id, "by", by.String())
+	return nil
+}
+
+// nodeOf checks that a verified client certificate is a current node
+// identity of this CA.
+func (a *Authority) nodeOf(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, error) {
+	id, err := a.CheckPeer(ctx, peer)
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	if !strings.HasPrefix(id.Path(), "/node/") {
+		return spiffeid.ID{}, newErr(KindForbidden, "node_required", nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, a.Policy.TrustDomain.Name())
+	}
+	return id, nil
+}
+
+func entryGrants(e store.Entry, node spiffeid.ID) bool {
+	for _, n := range e.Nodes {
+		if p, err := authz.ParsePattern(n); err == nil && p.Match(node) {
+			return true
+		}
+	}
+	return false
+}
+
+// EntriesForNode returns the entries that grant identities to workloads on
+// the node authenticated by peer.
+func (a *Authority) EntriesForNode(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, []store.Entry, error) {
+	node, err := a.nodeOf(ctx, peer)
+	if err != nil {
+		return spiffeid.ID{}, nil, err
+	}
+	all, err := a.Store.ListEntries(ctx)
+	if err != nil {
+		return node, nil, classify(err)
+	}
+	var out []store.Entry
+	for _, e := range all {
+		if entryGrants(e, node) {
+			out = append(out, e)
+		}
+	}
+	return node, out, nil
+}
+
+// IssueForNode issues the identity of entryID to a workload on the node
+// authenticated by peer. Whatever the node claims, the CA checks that the
+// entry exists and grants its identity to this node.
+func (a *Authority) IssueForNode(ctx context.Context, peer *x509.Certificate, entryID string, csrPEM []byte) (*Issued, error) {
+	node, err := a.nodeOf(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	e, err := a.Store.GetEntry(ctx, entryID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, newErr(KindForbidden, "entry_not_granted", nil, "no entry %s grants an identity to %s", entryID, node)
+	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	if !entryGrants(e, node) {
+		a.log().Warn("node asked for an identity not granted to it", "node_id", node.String(), "entry_id", e.ID, "spiffe_id", e.SPIFFEID)
+		return nil, newErr(KindForbidden, "entry_not_granted", nil, "entry %s (%s) does not grant its identity to %s", e.ID, e.SPIFFEID, node)
+	}
+	id, err := spiffeid.FromString(e.SPIFFEID)
+	if err != nil {
+		return nil, classify(err)
+	}
+	grant := policy.Grant{ID: id, DNSNames: e.DNSNames, TTL: e.CertTTL, Roles: e.Roles}
+	return a.issue(ctx, grant, csrPEM, 0, fmt.Sprintf("entry:%s", e.ID), "", node.String())
+}

@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/mutual-tls/mutual/internal/agent"
+)
+
+// DefaultSocket is the Workload API socket unless --socket says otherwise.
+const DefaultSocket = "unix:///run/mutual/agent.sock"
+
+type agentOptions struct {
+	dir       string
+	token     string
+	tokenFile string
+	socket    string
+	metrics   string
+	writes    []string
+	sync      time.Duration
+}
+
+func agentCmd(e *env) *cobra.Command {
+	var o agentOptions
+	c := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: serve workload identities over the SPIFFE Workload API and as files",
+		Long: `Run the node agent. On first start it enrolls the node with --token (a join token
+for spiffe://TD/node/NAME); afterwards it renews the node identity itself.
+
+It fetches the registration entries granted to its node, obtains a certificate
+for each (a key made here, never sent), rotates them at half their lifetime, and
+serves them on the SPIFFE Workload API socket to the local processes whose Unix
+credentials (uid, gid, user, executable path and hash) match the entry's
+selectors. Unmodified go-spiffe clients work.
+
+Everything lives under --dir (keys 0600), so a restart during a CA outage still
+serves. --write keeps an identity directory current for programs that read files:
+
+  --write spiffe://TD/ns/prod/web=/etc/web/tls,owner=www-data,mode=0640,reload='nginx -s reload'`,
+		Example: `  mutual agent --dir /var/lib/mutual/agent --token "$NODE_TOKEN" --socket unix:///run/mutual/agent.sock`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dir == "" {
+				return flagError("dir", "required: the agent's state directory")
+			}
+			sock, ok := strings.CutPrefix(o.socket, "unix://")
+			if !ok || !strings.HasPrefix(sock, "/") {
+				return flagError("socket", "%q: use unix:///absolute/path.sock", o.socket)
+			}
+			tok := o.token
+			if o.tokenFile != "" {
+				b, err := os.ReadFile(o.tokenFile)
+				if err != nil {
+					return flagError("token-file", "%v", err)
+				}
+				tok = strings.TrimSpace(string(b))
+			}
+			if tok == "" {
+				tok = os.Getenv("MUTUAL_TOKEN")
+			}
+			var writes []agent.WriteSpec
+			for _, w := range o.writes {
+				ws, err := agent.ParseWriteSpec(w)
+				if err != nil {
+					return err
+				}
+				writes = append(writes, ws)
+			}
+			log := e.logger(slog.LevelInfo).With("component", "agent")
+			reg := prometheus.NewRegistry()
+			a, err := agent.New(cmd.Context(), agent.Config{StateDir: o.dir, Token: tok, Socket: sock, Writes: writes, SyncInterval: o.sync, Log: log, Registry: reg})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			attrs := []any{"node_id", a.NodeID().String(), "socket", o.socket}
+			if o.metrics != "" {
+				mln, err := net.Listen("tcp", o.metrics)
+				if err != nil {
+					return flagError("metrics", "%v", err)
+				}
+				mux := http.NewServeMux()
+				mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+				ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+				go ms.Serve(mln)
+				defer ms.Close()
+				attrs = append(attrs, "metrics", fmt.Sprintf("http://%s/metrics", mln.Addr()))
+			}
+			log.Info("agent running", attrs...)
+			err = a.Run(cmd.Context())
+			log.Info("agent stopped")
+			return err
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "state directory (required)")
+	f.StringVar(&o.token, "token", "", "join token for the node identity, on first start (or $MUTUAL_TOKEN)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token")
+	f.StringVar(&o.socket, "socket", DefaultSocket, "Workload API socket")
+	f.StringVar(&o.metrics, "metrics", "", "address for Prometheus /metrics (off when empty)")
+	f.StringArrayVar(&o.writes, "write", nil, "ID=DIR[,owner=USER][,mode=0640][,reload=CMD]: keep an identity directory current (repeatable)")
+	f.DurationVar(&o.sync, "sync-interval", 5*time.Second, "how often to fetch registration entries")
+	return c
+}
