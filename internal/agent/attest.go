@@ -62,7 +62,7 @@ func (peerCreds) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{SecurityProtocol: "peercred"}
 }
 func (p peerCreds) Clone() credentials.TransportCredentials { return p }
-func (peerCreds) OverrideServerName(string) error       { return nil }
+func (peerCreds) OverrideServerName(string) error           { return nil }
 
 // attestor turns peer credentials into a selector.Workload, reading
 // /proc/PID/exe for the executable's path and hash.

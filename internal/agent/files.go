@@ -163,4 +163,3 @@ func (a *Agent) write(ctx context.Context, w *WriteSpec, id *identity.Identity) 
 	}
 	return nil
 }
-
