@@ -129,6 +129,7 @@ type options struct {
 	check        func(id spiffeid.ID, chain []*x509.Certificate) error
 	nextProtos   []string
 	td           spiffeid.TrustDomain
+	staple       func(leaf *x509.Certificate) []byte
 }
 
 // WithTLS12 accepts TLS 1.2 (AEAD suites only) besides the default TLS 1.3.
@@ -146,6 +147,12 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 // authorization, such as a revocation lookup. Its error refuses the peer.
 func WithPeerCheck(f func(id spiffeid.ID, chain []*x509.Certificate) error) Option {
 	return func(o *options) { o.check = f }
+}
+
+// WithOCSPStaple staples the OCSP response staple(leaf) returns (nil for
+// none) to the certificate the server presents.
+func WithOCSPStaple(staple func(leaf *x509.Certificate) []byte) Option {
+	return func(o *options) { o.staple = staple }
 }
 
 // WithNextProtos sets the ALPN protocols (e.g. "h2", "http/1.1").
@@ -172,12 +179,34 @@ var suites12 = []uint16{
 
 // certCache turns SVIDs into tls.Certificates once per SVID.
 type certCache struct {
-	mu   sync.Mutex
-	leaf *x509.Certificate
-	cert *tls.Certificate
+	mu     sync.Mutex
+	leaf   *x509.Certificate
+	cert   *tls.Certificate
+	inter  []*x509.Certificate
+	staple func(*x509.Certificate) []byte
+}
+
+// intermediates returns the intermediates of the certificate last served.
+func (c *certCache) intermediates() []*x509.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inter
 }
 
 func (c *certCache) get(src x509svid.Source) (*tls.Certificate, error) {
+	tc, err := c.getCert(src)
+	if err != nil || c.staple == nil {
+		return tc, err
+	}
+	if st := c.staple(tc.Leaf); st != nil {
+		cp := *tc
+		cp.OCSPStaple = st
+		return &cp, nil
+	}
+	return tc, nil
+}
+
+func (c *certCache) getCert(src x509svid.Source) (*tls.Certificate, error) {
 	svid, err := src.GetX509SVID()
 	if err != nil {
 		return nil, fmt.Errorf("no certificate to present: %w", err)
@@ -191,7 +220,7 @@ func (c *certCache) get(src x509svid.Source) (*tls.Certificate, error) {
 	for _, x := range svid.Certificates {
 		tc.Certificate = append(tc.Certificate, x.Raw)
 	}
-	c.leaf, c.cert = svid.Certificates[0], tc
+	c.leaf, c.cert, c.inter = svid.Certificates[0], tc, svid.Certificates[1:]
 	return tc, nil
 }
 
@@ -201,7 +230,7 @@ func (c *certCache) get(src x509svid.Source) (*tls.Certificate, error) {
 // client's trust domain, and authorizes its SPIFFE ID.
 func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Authorizer, opts ...Option) *tls.Config {
 	o := build(opts)
-	cache := &certCache{}
+	cache := &certCache{staple: o.staple}
 	cfg := &tls.Config{
 		MinVersion: o.minVersion,
 		NextProtos: o.nextProtos,
@@ -216,7 +245,9 @@ func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Auth
 				}
 				return &PeerError{Reason: ReasonNoCertificate}
 			}
-			return verifyAndAuthorize(cs.PeerCertificates, bundle, x509.ExtKeyUsageClientAuth, o, authorize)
+			// Our own intermediates help clients that send only their leaf
+			// (openssl s_client -cert, curl): they are this CA's anyway.
+			return verifyAndAuthorize(cs.PeerCertificates, cache.intermediates(), bundle, x509.ExtKeyUsageClientAuth, o, authorize)
 		},
 	}
 	if o.minVersion < tls.VersionTLS13 {
@@ -301,8 +332,8 @@ func asPeerError(err error, id spiffeid.ID, leaf *x509.Certificate) error {
 	return &PeerError{Reason: ReasonBadCertificate, ID: id, Cert: leaf, Err: err}
 }
 
-func verifyAndAuthorize(certs []*x509.Certificate, bundle x509bundle.Source, usage x509.ExtKeyUsage, o *options, authorize Authorizer) error {
-	id, chains, err := VerifyPeer(certs, bundle, usage, o.now())
+func verifyAndAuthorize(certs, extraIntermediates []*x509.Certificate, bundle x509bundle.Source, usage x509.ExtKeyUsage, o *options, authorize Authorizer) error {
+	id, chains, err := verifyPeer(certs, extraIntermediates, bundle, usage, o.now())
 	if err != nil {
 		return err
 	}
@@ -322,6 +353,10 @@ func verifyAndAuthorize(certs []*x509.Certificate, bundle x509bundle.Source, usa
 // the ID's trust domain. It returns the ID and the verified chains, or a
 // *PeerError.
 func VerifyPeer(certs []*x509.Certificate, bundle x509bundle.Source, usage x509.ExtKeyUsage, now time.Time) (spiffeid.ID, [][]*x509.Certificate, error) {
+	return verifyPeer(certs, nil, bundle, usage, now)
+}
+
+func verifyPeer(certs, extraIntermediates []*x509.Certificate, bundle x509bundle.Source, usage x509.ExtKeyUsage, now time.Time) (spiffeid.ID, [][]*x509.Certificate, error) {
 	if len(certs) == 0 {
 		return spiffeid.ID{}, nil, &PeerError{Reason: ReasonNoCertificate}
 	}
@@ -343,6 +378,9 @@ func VerifyPeer(certs []*x509.Certificate, bundle x509bundle.Source, usage x509.
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	for _, c := range extraIntermediates {
 		inter.AddCert(c)
 	}
 	chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage}})

@@ -18,6 +18,9 @@
 //	DELETE /v1/entries/{id}   (admin)
 //	GET  /v1/node/entries     EntryList: the entries granted to the calling node (node mTLS)
 //	POST /v1/node/svid        NodeSVIDRequest → IssueResponse (node mTLS)
+//	GET  /v1/revocations      push feed: JSON lines after ?since=SEQ (any valid mTLS identity)
+//	GET  /crl/{issuer}.crl    the issuing CA's CRL, DER (.pem for PEM)
+//	POST /ocsp, GET /ocsp/{b64} OCSP (RFC 6960)
 //
 // Errors are a 4xx or 5xx status with an Error body.
 package api
@@ -156,6 +159,8 @@ type CertificateList struct {
 type RevokeRequest struct {
 	Serial   string `json:"serial,omitempty"`
 	SPIFFEID string `json:"spiffe_id,omitempty"`
+	// Node revokes a node identity and every certificate obtained through it.
+	Node string `json:"node,omitempty"`
 	// Reason is an RFC 5280 reason name ("keyCompromise"); empty means unspecified.
 	Reason string `json:"reason,omitempty"`
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,7 @@ type Store interface {
 	ListCertificates(ctx context.Context, f store.CertificateFilter) ([]store.Certificate, error)
 	RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (store.Revocation, error)
 	RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]store.Revocation, error)
+	RevokeNode(ctx context.Context, nodeID string, reason int, at time.Time) ([]store.Revocation, error)
 	CreateEntry(ctx context.Context, e store.Entry) error
 	GetEntry(ctx context.Context, id string) (store.Entry, error)
 	ListEntries(ctx context.Context) ([]store.Entry, error)
@@ -60,6 +62,11 @@ type Authority struct {
 	Rand io.Reader
 	// Log receives one line per issuance, refusal and revocation; nil discards.
 	Log *slog.Logger
+	// CRLURL and OCSPURL, when set, are written into every leaf (CRL
+	// distribution point, authority information access).
+	CRLURL, OCSPURL string
+	// OnRevoke, if set, hears of every certificate newly revoked here.
+	OnRevoke func(serial string)
 }
 
 func (a *Authority) now() time.Time {
@@ -274,12 +281,22 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 		ID: grant.ID, PublicKey: csr.PublicKey, DNSNames: grant.DNSNames,
 		IPAddresses: grant.IPAddresses, TTL: lifetime, Now: now,
 	}
+	var roles []pkix.Extension
 	if len(grant.Roles) > 0 {
 		ext, err := identity.RolesExtension(grant.Roles)
 		if err != nil {
 			return nil, newErr(KindInvalid, "bad_role", err, "%v", err)
 		}
-		leaf.Extra = func(c *x509.Certificate) { c.ExtraExtensions = append(c.ExtraExtensions, ext) }
+		roles = append(roles, ext)
+	}
+	leaf.Extra = func(c *x509.Certificate) {
+		c.ExtraExtensions = append(c.ExtraExtensions, roles...)
+		if a.CRLURL != "" {
+			c.CRLDistributionPoints = []string{a.CRLURL}
+		}
+		if a.OCSPURL != "" {
+			c.OCSPServer = []string{a.OCSPURL}
+		}
 	}
 	cert, err := a.Issuer.Issue(leaf)
 	if err != nil {
@@ -303,6 +320,8 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 type RevokeRequest struct {
 	Serial string
 	ID     string
+	// Node revokes a node and every workload certificate obtained through it.
+	Node   string
 	Reason int
 }
 
@@ -311,9 +330,16 @@ type RevokeRequest struct {
 func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest) ([]store.Revocation, error) {
 	now := a.now()
 	var out []store.Revocation
+	n := 0
+	for _, v := range []string{r.Serial, r.ID, r.Node} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, newErr(KindInvalid, "bad_request", nil, "name exactly one of a serial, an identity or a node to revoke")
+	}
 	switch {
-	case r.Serial != "" && r.ID != "":
-		return nil, newErr(KindInvalid, "bad_request", nil, "name a serial or an identity to revoke, not both")
 	case r.Serial != "":
 		serial, err := NormalizeSerial(r.Serial)
 		if err != nil {
@@ -327,24 +353,37 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 			return nil, classify(err)
 		}
 		out = []store.Revocation{rev}
-	case r.ID != "":
-		id, err := spiffeid.FromString(r.ID)
-		if err != nil {
-			return nil, newErr(KindInvalid, string(policy.CodeBadIdentity), err, "%q is not a SPIFFE ID: %v", r.ID, err)
+	default:
+		raw, what := r.ID, "identity"
+		if r.Node != "" {
+			raw, what = r.Node, "node"
 		}
-		revs, err := a.Store.RevokeIdentity(ctx, id.String(), r.Reason, now)
+		id, err := spiffeid.FromString(raw)
+		if err != nil {
+			return nil, newErr(KindInvalid, string(policy.CodeBadIdentity), err, "%q is not a SPIFFE ID: %v", raw, err)
+		}
+		var revs []store.Revocation
+		if r.Node != "" {
+			if !strings.HasPrefix(id.Path(), "/node/") {
+				return nil, newErr(KindInvalid, "bad_node", nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, id.TrustDomain().Name())
+			}
+			revs, err = a.Store.RevokeNode(ctx, id.String(), r.Reason, now)
+		} else {
+			revs, err = a.Store.RevokeIdentity(ctx, id.String(), r.Reason, now)
+		}
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, newErr(KindNotFound, "not_found", err, "this CA holds no unexpired certificate of %s", id)
+			return nil, newErr(KindNotFound, "not_found", err, "this CA holds no unexpired certificate of %s %s", what, id)
 		}
 		if err != nil {
 			return nil, classify(err)
 		}
 		out = revs
-	default:
-		return nil, newErr(KindInvalid, "bad_request", nil, "name a serial or an identity to revoke")
 	}
 	for _, rev := range out {
 		a.log().Info("certificate revoked", "serial", rev.Serial, "spiffe_id", rev.SPIFFEID, "reason", ReasonName(r.Reason), "already", rev.AlreadyRevoked, "by", by.String())
+		if !rev.AlreadyRevoked && a.OnRevoke != nil {
+			a.OnRevoke(rev.Serial)
+		}
 	}
 	return out, nil
 }

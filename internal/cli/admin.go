@@ -166,6 +166,7 @@ type revokeOptions struct {
 	adminFlags
 	serial   string
 	identity string
+	node     string
 	reason   string
 	json     bool
 }
@@ -174,16 +175,24 @@ func certRevokeCmd(e *env) *cobra.Command {
 	var o revokeOptions
 	c := &cobra.Command{
 		Use:   "revoke",
-		Short: "Revoke a certificate by serial, or every unexpired certificate of an identity (admin)",
-		Long: `Revoke a certificate by --serial, or every unexpired certificate of --identity.
+		Short: "Revoke a certificate by serial, an identity, or a node and its workloads (admin)",
+		Long: `Revoke a certificate by --serial, every unexpired certificate of --identity, or a
+--node with every workload certificate obtained through it. Subscribed proxies
+and agents learn of it at once (push feed); the CRL and OCSP answers change too.
 A revoked certificate can no longer renew. Revoking twice is harmless.
 Reasons are RFC 5280's: unspecified, keyCompromise, cACompromise, affiliationChanged,
 superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.`,
 		Example: `  mutual cert revoke --server https://127.0.0.1:8443 --identity-dir ca/admin --serial 3a0f... --reason keyCompromise`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if (o.serial == "") == (o.identity == "") {
-				return flagError("serial", "give exactly one of --serial or --identity")
+			n := 0
+			for _, v := range []string{o.serial, o.identity, o.node} {
+				if v != "" {
+					n++
+				}
+			}
+			if n != 1 {
+				return flagError("serial", "give exactly one of --serial, --identity or --node")
 			}
 			if _, err := ca.ParseReason(o.reason); err != nil {
 				return flagError("reason", "%v", err)
@@ -197,7 +206,7 @@ superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aAComprom
 			if err != nil {
 				return err
 			}
-			resp, err := cl.Revoke(cmd.Context(), api.RevokeRequest{Serial: o.serial, SPIFFEID: o.identity, Reason: o.reason})
+			resp, err := cl.Revoke(cmd.Context(), api.RevokeRequest{Serial: o.serial, SPIFFEID: o.identity, Node: o.node, Reason: o.reason})
 			if err != nil {
 				return err
 			}
@@ -218,6 +227,7 @@ superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aAComprom
 	f := c.Flags()
 	f.StringVar(&o.serial, "serial", "", "serial number to revoke (hex; colons allowed)")
 	f.StringVar(&o.identity, "identity", "", "SPIFFE ID whose unexpired certificates to revoke")
+	f.StringVar(&o.node, "node", "", "node ID to revoke, with every workload certificate obtained through it")
 	f.StringVar(&o.reason, "reason", "unspecified", "RFC 5280 revocation reason")
 	f.BoolVar(&o.json, "json", false, "print as JSON")
 	return c

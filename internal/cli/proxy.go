@@ -14,12 +14,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/revocation"
 )
 
 func proxyCmd(e *env) *cobra.Command {
@@ -95,6 +99,31 @@ func (s *sourceFlags) open(ctx context.Context, log *slog.Logger, m *proxy.Metri
 	return nil, nil, nil, flagError("identity-dir", "required: --identity-dir DIR or --workload-api unix:///PATH")
 }
 
+// revocationFlags point the proxy at the CA's revocation feed and CRL.
+type revocationFlags struct {
+	ca          []string
+	crlInterval time.Duration
+}
+
+func (r *revocationFlags) register(c *cobra.Command) {
+	c.Flags().StringSliceVar(&r.ca, "ca", nil, "CA URL for revocation (push feed, CRL fallback, OCSP staple); default: the identity directory's mutual.json")
+	c.Flags().DurationVar(&r.crlInterval, "crl-interval", 30*time.Second, "how often to fetch the CRL while the push feed is down")
+}
+
+// watcher builds the revocation watcher, or nil (with a warning) when no CA
+// address is known.
+func (r *revocationFlags) watcher(src certSource, identityDir string, log *slog.Logger) *revocation.Watcher {
+	urls := r.ca
+	if len(urls) == 0 && identityDir != "" {
+		urls, _ = client.LoadCAURLs(identityDir)
+	}
+	if len(urls) == 0 {
+		log.Warn("no CA address (--ca): revoked certificates are not refused until they expire")
+		return nil
+	}
+	return &revocation.Watcher{CAURLs: urls, Source: src, CRLInterval: r.crlInterval, Log: log}
+}
+
 // limitFlags are the production limits.
 type limitFlags struct{ l proxy.Limits }
 
@@ -121,6 +150,7 @@ func isLoopback(addr string) bool {
 type inboundOptions struct {
 	sourceFlags
 	limitFlags
+	revocationFlags
 	listen, target string
 	allow          []string
 	policy         string
@@ -187,13 +217,28 @@ spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.`,
 			}
 			defer closeSrc()
 			mig := proxy.NewMigrationReport()
-			p, err := proxy.NewInbound(proxy.InboundConfig{
+			cfg := proxy.InboundConfig{
 				Target: o.target, SVID: src, Bundle: src, Policy: pol,
 				Mode: proxy.Mode(o.mode), Protocol: proxy.Protocol(o.protocol), TLS12: o.tls12,
 				Limits: o.l, Log: log, Metrics: m, Migration: mig,
-			})
+			}
+			w := o.watcher(src, o.identityDir, log)
+			var stapler *revocation.Stapler
+			if w != nil {
+				cfg.PeerCheck = w.Check
+				stapler = &revocation.Stapler{Source: src, Log: log}
+				cfg.Staple = stapler.Staple
+			}
+			p, err := proxy.NewInbound(cfg)
 			if err != nil {
 				return err
+			}
+			if w != nil {
+				w.OnRevoke = func(e revocation.Event) {
+					n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
+					log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", ca.ReasonName(e.Reason), "connections_closed", n)
+				}
+				runSrc = alsoRun(runSrc, w.Run, stapler.Run)
 			}
 			ln, err := net.Listen("tcp", o.listen)
 			if err != nil {
@@ -206,6 +251,7 @@ spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.`,
 	}
 	o.sourceFlags.register(c)
 	o.limitFlags.register(c)
+	o.revocationFlags.register(c)
 	f := c.Flags()
 	f.StringVar(&o.listen, "listen", "", "address to accept mTLS on (required)")
 	f.StringVar(&o.target, "target", "", "plaintext service host:port (required; loopback unless --unsafe-target)")
@@ -222,6 +268,7 @@ spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.`,
 type outboundOptions struct {
 	sourceFlags
 	limitFlags
+	revocationFlags
 	listen, target string
 	expect         []string
 	serverName     string
@@ -272,12 +319,24 @@ host) as a DNS or IP SAN, and whose SPIFFE ID matches an --expect pattern.`,
 				return err
 			}
 			defer closeSrc()
-			p, err := proxy.NewOutbound(proxy.OutboundConfig{
+			cfg := proxy.OutboundConfig{
 				Target: o.target, ServerName: o.serverName, Expect: pats, SVID: src, Bundle: src,
 				TLS12: o.tls12, Limits: o.l, Log: log, Metrics: m,
-			})
+			}
+			w := o.watcher(src, o.identityDir, log)
+			if w != nil {
+				cfg.PeerCheck = w.Check
+			}
+			p, err := proxy.NewOutbound(cfg)
 			if err != nil {
 				return err
+			}
+			if w != nil {
+				w.OnRevoke = func(e revocation.Event) {
+					n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
+					log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", ca.ReasonName(e.Reason), "connections_closed", n)
+				}
+				runSrc = alsoRun(runSrc, w.Run)
 			}
 			ln, err := net.Listen("tcp", o.listen)
 			if err != nil {
@@ -289,6 +348,7 @@ host) as a DNS or IP SAN, and whose SPIFFE ID matches an --expect pattern.`,
 	}
 	o.sourceFlags.register(c)
 	o.limitFlags.register(c)
+	o.revocationFlags.register(c)
 	f := c.Flags()
 	f.StringVar(&o.listen, "listen", "", "loopback address for plaintext clients (required)")
 	f.StringVar(&o.target, "target", "", "mTLS server host:port (required)")
@@ -298,6 +358,17 @@ host) as a DNS or IP SAN, and whose SPIFFE ID matches an --expect pattern.`,
 	f.StringVar(&o.metrics, "metrics", "", "address for /metrics (off when empty)")
 	f.BoolVar(&o.unsafeListen, "unsafe-listen", false, "allow a non-loopback --listen")
 	return c
+}
+
+// alsoRun combines run functions: the first runs in the caller's goroutine
+// (as runProxy expects), the others alongside.
+func alsoRun(first func(context.Context) error, more ...func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for _, f := range more {
+			go f(ctx)
+		}
+		return first(ctx)
+	}
 }
 
 // runProxy runs the proxy, its certificate source, its policy file and its

@@ -16,6 +16,8 @@ type serverOptions struct {
 	store          string
 	metrics        string
 	urls           []string
+	httpListen     string
+	httpURL        string
 	debug          bool
 }
 
@@ -47,13 +49,16 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 			log := e.logger(level)
 			svc, err := server.Open(cmd.Context(), server.Options{
 				Dir: o.dir, Passphrase: pass, Listen: o.listen, StoreURL: o.store,
-				MetricsListen: o.metrics, URLs: o.urls, Log: log,
+				MetricsListen: o.metrics, URLs: o.urls, Log: log, HTTPListen: o.httpListen, HTTPURL: o.httpURL,
 			})
 			if err != nil {
 				return err
 			}
 			defer svc.Close()
 			attrs := []any{"url", svc.URL, "store", svc.Store.Kind(), "trust_domain", svc.Authority.Policy.TrustDomain.Name()}
+			if h := svc.HTTPAddr(); h != nil {
+				attrs = append(attrs, "crl_ocsp", "http://"+h.String())
+			}
 			if m := svc.MetricsAddr(); m != nil {
 				attrs = append(attrs, "metrics", fmt.Sprintf("http://%s/metrics", m))
 			}
@@ -70,6 +75,8 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 	f.StringVar(&o.store, "store", "", "sqlite:PATH or postgres://... (default sqlite:DIR/mutual.db)")
 	f.StringVar(&o.metrics, "metrics", "", "address for Prometheus /metrics (off when empty)")
 	f.StringSliceVar(&o.urls, "url", nil, "public https URL of this CA, written into join tokens (repeatable; default from --listen)")
+	f.StringVar(&o.httpListen, "http-listen", "", "also serve the CRL and OCSP over plain HTTP here; certificates then point at it")
+	f.StringVar(&o.httpURL, "http-url", "", "public base URL of --http-listen (default http://ADDR)")
 	f.BoolVar(&o.debug, "debug", false, "log at debug level (TLS handshake errors included)")
 	return c
 }

@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	default:
 		pass = []byte(strings.TrimSpace(string(pass)))
 	}
-	svc, err := server.Open(ctx, server.Options{Dir: dir, Passphrase: pass, Listen: o.Listen, Log: o.Log, MetricsListen: "127.0.0.1:0"})
+	svc, err := server.Open(ctx, server.Options{Dir: dir, Passphrase: pass, Listen: o.Listen, Log: o.Log, MetricsListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0"})
 	if err != nil {
 		return err
 	}

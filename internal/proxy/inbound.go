@@ -67,7 +67,10 @@ type InboundConfig struct {
 	// PeerCheck, if set, runs on every verified client before authorization
 	// (revocation checks plug in here).
 	PeerCheck func(id spiffeid.ID, chain []*x509.Certificate) error
-	Limits    Limits
+	// Staple, if set, returns an OCSP response to staple to the proxy's
+	// certificate.
+	Staple func(leaf *x509.Certificate) []byte
+	Limits Limits
 	// Log receives one line per connection (tcp) or request (http) and per
 	// refused handshake; nil discards.
 	Log *slog.Logger
@@ -139,6 +142,9 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	}
 	if cfg.PeerCheck != nil {
 		opts = append(opts, tlsconfig.WithPeerCheck(cfg.PeerCheck))
+	}
+	if cfg.Staple != nil {
+		opts = append(opts, tlsconfig.WithOCSPStaple(cfg.Staple))
 	}
 	authorize := p.authorizeConnection
 	if cfg.Protocol == HTTP {

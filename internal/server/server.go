@@ -6,11 +6,18 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/pem"
+	"io"
+	"net/url"
+	"strconv"
+
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"golang.org/x/crypto/ocsp"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +31,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -45,6 +53,10 @@ type Config struct {
 	Log *slog.Logger
 	// Registry receives the server's metrics; nil makes a private one.
 	Registry *prometheus.Registry
+	// CRL, OCSP and Hub serve revocation; nil leaves their routes out.
+	CRL  *revocation.CRL
+	OCSP *revocation.Responder
+	Hub  *revocation.Hub
 }
 
 // Server serves the CA API.
@@ -80,6 +92,11 @@ func New(cfg Config) *Server {
 	s.route("DELETE /v1/entries/{id}", "entries_delete", s.admin(s.deleteEntry))
 	s.route("GET /v1/node/entries", "node_entries", s.nodeEntries)
 	s.route("POST /v1/node/svid", "node_svid", s.nodeSVID)
+	s.route("GET /v1/revocations", "revocation_feed", s.feed)
+	rh := s.RevocationHandler()
+	s.mux.Handle("GET /crl/{name}", rh)
+	s.mux.Handle("POST /ocsp", rh)
+	s.mux.Handle("GET /ocsp/{req...}", rh)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint "+r.Method+" "+r.URL.Path+"; the API lives under /v1/")
 	})
@@ -394,7 +411,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, by spiffeid.ID) 
 	if err != nil {
 		return 0, badRequest{err}
 	}
-	revs, err := s.cfg.Authority.Revoke(r.Context(), by, ca.RevokeRequest{Serial: req.Serial, ID: req.SPIFFEID, Reason: reason})
+	revs, err := s.cfg.Authority.Revoke(r.Context(), by, ca.RevokeRequest{Serial: req.Serial, ID: req.SPIFFEID, Node: req.Node, Reason: reason})
 	if err != nil {
 		return 0, err
 	}
@@ -479,4 +496,78 @@ func (s *Server) nodeSVID(w http.ResponseWriter, r *http.Request) (int, error) {
 	}
 	s.metrics.issued.WithLabelValues("node").Inc()
 	return ok(w, issueResponse(is))
+}
+
+// feed streams revocations to any caller with a valid, unrevoked certificate
+// of this CA.
+func (s *Server) feed(w http.ResponseWriter, r *http.Request) (int, error) {
+	p := peer(r)
+	if p == nil {
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "client_certificate_required",
+			Msg: "the revocation feed needs a client certificate of this trust domain"}
+	}
+	if _, err := s.cfg.Authority.CheckPeer(r.Context(), p); err != nil {
+		return 0, err
+	}
+	if s.cfg.Hub == nil {
+		return 0, &ca.Error{Kind: ca.KindUnavailable, Code: "no_feed", Msg: "this server has no revocation feed"}
+	}
+	s.cfg.Hub.ServeFeed(w, r)
+	return http.StatusOK, nil
+}
+
+// RevocationHandler serves the CRL and OCSP: signed data that needs no
+// TLS, so it may also be served on a plain HTTP listener.
+func (s *Server) RevocationHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /crl/{name}", func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		name := r.PathValue("name")
+		want := revocation.IssuerKeyID(s.cfg.Authority.Issuer.Cert)
+		base, ext, _ := strings.Cut(name, ".")
+		if s.cfg.CRL == nil || base != want || (ext != "crl" && ext != "pem") {
+			writeError(w, http.StatusNotFound, "not_found", "no CRL "+name+": this CA publishes /crl/"+want+".crl (DER) and .pem")
+			s.metrics.observe("crl", http.StatusNotFound, time.Since(start))
+			return
+		}
+		der, seq, err := s.cfg.CRL.Current(r.Context())
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the CRL cannot be built now: "+err.Error())
+			s.metrics.observe("crl", http.StatusServiceUnavailable, time.Since(start))
+			return
+		}
+		w.Header().Set("X-Mutual-Revocation-Seq", strconv.FormatInt(seq, 10))
+		w.Header().Set("Cache-Control", "max-age=60")
+		if ext == "pem" {
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			pem.Encode(w, &pem.Block{Type: "X509 CRL", Bytes: der})
+		} else {
+			w.Header().Set("Content-Type", "application/pkix-crl")
+			w.Write(der)
+		}
+		s.metrics.observe("crl", http.StatusOK, time.Since(start))
+	})
+	ocspHandler := func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		var req []byte
+		if r.Method == http.MethodPost {
+			req, _ = io.ReadAll(io.LimitReader(r.Body, 16<<10))
+		} else {
+			raw := r.PathValue("req")
+			if u, err := url.PathUnescape(raw); err == nil {
+				raw = u
+			}
+			req, _ = base64.StdEncoding.DecodeString(raw)
+		}
+		resp := ocsp.MalformedRequestErrorResponse
+		if s.cfg.OCSP != nil {
+			resp = s.cfg.OCSP.Respond(r.Context(), req)
+		}
+		w.Header().Set("Content-Type", "application/ocsp-response")
+		w.Write(resp)
+		s.metrics.observe("ocsp", http.StatusOK, time.Since(start))
+	}
+	mux.HandleFunc("POST /ocsp", ocspHandler)
+	mux.HandleFunc("GET /ocsp/{req...}", ocspHandler)
+	return mux
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
+	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -44,6 +46,13 @@ type Options struct {
 	// tokens; empty means https://LISTEN (or the first SAN of the server
 	// certificate when listening on all interfaces).
 	URLs []string
+	// HTTPListen, when set, serves the CRL and OCSP over plain HTTP there
+	// (signed data; clients such as openssl expect http:// URLs), and
+	// certificates point at it.
+	HTTPListen string
+	// HTTPURL is the public base URL of HTTPListen; empty means
+	// http://HTTPListen.
+	HTTPURL string
 	// Log receives structured events; nil discards.
 	Log *slog.Logger
 }
@@ -60,6 +69,10 @@ type Service struct {
 
 	log       *slog.Logger
 	ln, mln   net.Listener
+	hln       net.Listener
+	crl       *revocation.CRL
+	ocsp      *revocation.Responder
+	hub       *revocation.Hub
 	caDir     *pki.CA
 	serverTLS atomic.Pointer[tls.Certificate]
 }
@@ -133,6 +146,30 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	}
 	s.Authority.URLs = o.URLs
 	s.URL = o.URLs[0]
+
+	// Revocation: CRL, OCSP, push feed; leaves point at the CRL and OCSP.
+	s.crl = &revocation.CRL{Issuer: c.Issuer, Store: db}
+	if s.ocsp, err = revocation.NewResponder(c.Issuer, db, nil); err != nil {
+		return fail(err)
+	}
+	s.hub = &revocation.Hub{Store: db, Log: log, OnEvent: func(e revocation.Event) { s.ocsp.Invalidate(e.Serial) }}
+	revBase := s.URL
+	if o.HTTPListen != "" {
+		if s.hln, err = net.Listen("tcp", o.HTTPListen); err != nil {
+			return fail(fmt.Errorf("--http-listen %s: %w", o.HTTPListen, err))
+		}
+		revBase = o.HTTPURL
+		if revBase == "" {
+			revBase = "http://" + s.hln.Addr().String()
+		}
+	}
+	revBase = strings.TrimRight(revBase, "/")
+	s.Authority.CRLURL = revBase + "/crl/" + revocation.IssuerKeyID(c.Issuer.Cert) + ".crl"
+	s.Authority.OCSPURL = revBase + "/ocsp"
+	s.Authority.OnRevoke = func(serial string) {
+		s.ocsp.Invalidate(serial)
+		s.hub.Poke()
+	}
 	// Let the operator's tools find this CA without --server.
 	adminDir := filepath.Join(o.Dir, pki.AdminDir)
 	if !recordsURL(adminDir, s.URL) {
@@ -145,6 +182,9 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 		Certificate: func() *tls.Certificate { return s.serverTLS.Load() },
 		Store:       db,
 		Log:         log,
+		CRL:         s.crl,
+		OCSP:        s.ocsp,
+		Hub:         s.hub,
 	})
 	return s, nil
 }
@@ -166,6 +206,14 @@ func (s *Service) defaultURL() string {
 
 // Addr is the API listener's address.
 func (s *Service) Addr() net.Addr { return s.ln.Addr() }
+
+// HTTPAddr is the plain-HTTP CRL/OCSP listener's address, or nil.
+func (s *Service) HTTPAddr() net.Addr {
+	if s.hln == nil {
+		return nil
+	}
+	return s.hln.Addr()
+}
 
 // MetricsAddr is the metrics listener's address, or nil.
 func (s *Service) MetricsAddr() net.Addr {
@@ -218,9 +266,16 @@ func (s *Service) loadServerCert(ctx context.Context) error {
 func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
-	n := 1
+	errc := make(chan error, 5)
+	n := 2
 	go func() { errc <- s.Server.Serve(ctx, s.ln) }()
+	go func() { errc <- s.hub.Run(ctx) }()
+	if s.hln != nil {
+		n++
+		go func() {
+			errc <- serve(ctx, &http.Server{Handler: s.Server.RevocationHandler(), ReadHeaderTimeout: 10 * time.Second}, s.hln)
+		}()
+	}
 	if s.mln != nil {
 		n++
 		go func() { errc <- s.Server.ServeMetrics(ctx, s.mln) }()
@@ -237,6 +292,9 @@ func (s *Service) Run(ctx context.Context) error {
 			case <-t.C:
 				if err := s.loadServerCert(ctx); err != nil {
 					s.log.Error("CA service TLS certificate", "error", err.Error())
+				}
+				if err := s.ocsp.Maintain(); err != nil {
+					s.log.Error("OCSP responder certificate", "error", err.Error())
 				}
 			}
 		}
@@ -259,6 +317,9 @@ func (s *Service) Close() error {
 	}
 	if s.mln != nil {
 		s.mln.Close()
+	}
+	if s.hln != nil {
+		s.hln.Close()
 	}
 	return s.Store.Close()
 }

@@ -237,7 +237,7 @@ func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Cert
 	return out, rows.Err()
 }
 
-// Revocation is one certificate revoked by Revoke.
+// Revocation is one certificate a revocation touched.
 type Revocation struct {
 	Serial   string
 	SPIFFEID string
@@ -246,72 +246,173 @@ type Revocation struct {
 	AlreadyRevoked bool
 }
 
-// RevokeSerial revokes one certificate. Revoking twice is harmless: the first
-// time and reason stand. An unknown serial yields ErrNotFound.
-func (db *DB) RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (Revocation, error) {
+// RevocationEvent is one entry of the revocation log, in commit order.
+type RevocationEvent struct {
+	Seq       int64
+	Serial    string
+	SPIFFEID  string
+	NodeID    string
+	Reason    int
+	RevokedAt time.Time
+	NotAfter  time.Time
+}
+
+// revokeWhere revokes, in one transaction, the unexpired certificates
+// selected by cond (a SQL condition with "?" arguments), recording an event
+// for each one newly revoked.
+func (db *DB) revokeWhere(ctx context.Context, what, cond string, args []any, reason int, at time.Time, includeExpired bool) ([]Revocation, error) {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return Revocation{}, fmt.Errorf("revoke %s: %w", serial, err)
+		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}
 	defer tx.Rollback()
-	c, err := scanCert(tx.QueryRowContext(ctx, db.q.rebind("SELECT "+certColumns+" FROM certificates WHERE serial = ?"), serial))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Revocation{}, fmt.Errorf("certificate %s: %w", serial, ErrNotFound)
+	if db.kind == "postgres" {
+		// One revocation at a time across replicas: event order is commit order.
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294004)"); err != nil {
+			return nil, fmt.Errorf("revoke %s: %w", what, err)
+		}
 	}
+	q := "SELECT serial, spiffe_id, node_id, revoked_at_us, not_after_us FROM certificates WHERE (" + cond + ")"
+	qargs := append([]any{}, args...)
+	if !includeExpired {
+		q += " AND not_after_us > ?"
+		qargs = append(qargs, toUS(at))
+	}
+	rows, err := tx.QueryContext(ctx, db.q.rebind(q+" ORDER BY issued_at_us, serial"), qargs...)
 	if err != nil {
-		return Revocation{}, fmt.Errorf("revoke %s: %w", serial, err)
+		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}
-	r := Revocation{Serial: serial, SPIFFEID: c.SPIFFEID, AlreadyRevoked: c.Revoked()}
-	if !r.AlreadyRevoked {
+	type cand struct {
+		Revocation
+		node     sql.NullString
+		notAfter int64
+	}
+	var cands []cand
+	for rows.Next() {
+		var c cand
+		var rev sql.NullInt64
+		if err := rows.Scan(&c.Serial, &c.SPIFFEID, &c.node, &rev, &c.notAfter); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("revoke %s: %w", what, err)
+		}
+		c.AlreadyRevoked = rev.Valid
+		cands = append(cands, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", what, err)
+	}
+	if len(cands) == 0 {
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	out := make([]Revocation, 0, len(cands))
+	for _, c := range cands {
+		out = append(out, c.Revocation)
+		if c.AlreadyRevoked {
+			continue
+		}
 		if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE certificates SET revoked_at_us = ?, revocation_reason = ? WHERE serial = ? AND revoked_at_us IS NULL"),
-			toUS(at), reason, serial); err != nil {
-			return Revocation{}, fmt.Errorf("revoke %s: %w", serial, err)
+			toUS(at), reason, c.Serial); err != nil {
+			return nil, fmt.Errorf("revoke %s: %w", c.Serial, err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q.rebind(`INSERT INTO revocation_events (serial, spiffe_id, node_id, reason, revoked_at_us, not_after_us)
+			VALUES (?, ?, ?, ?, ?, ?)`), c.Serial, c.SPIFFEID, c.node, reason, toUS(at), c.notAfter); err != nil {
+			return nil, fmt.Errorf("revoke %s: %w", c.Serial, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return Revocation{}, fmt.Errorf("revoke %s: %w", serial, err)
+		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}
-	return r, nil
+	return out, nil
+}
+
+// RevokeSerial revokes one certificate, expired or not. Revoking twice is
+// harmless: the first time and reason stand. An unknown serial yields
+// ErrNotFound.
+func (db *DB) RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (Revocation, error) {
+	revs, err := db.revokeWhere(ctx, "certificate "+serial, "serial = ?", []any{serial}, reason, at, true)
+	if err != nil {
+		return Revocation{}, err
+	}
+	return revs[0], nil
 }
 
 // RevokeIdentity revokes every certificate of spiffeID still unexpired at
 // at, in one transaction, and returns them (those revoked before included,
 // marked AlreadyRevoked). No such certificate yields ErrNotFound.
 func (db *DB) RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]Revocation, error) {
-	tx, err := db.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+	return db.revokeWhere(ctx, "no unexpired certificate of "+spiffeID, "spiffe_id = ?", []any{spiffeID}, reason, at, false)
+}
+
+// RevokeNode revokes a node: its own unexpired certificates and every
+// unexpired workload certificate obtained through it, in one transaction.
+func (db *DB) RevokeNode(ctx context.Context, nodeID string, reason int, at time.Time) ([]Revocation, error) {
+	return db.revokeWhere(ctx, "no unexpired certificate of or through "+nodeID, "spiffe_id = ? OR node_id = ?", []any{nodeID, nodeID}, reason, at, false)
+}
+
+// RevocationsSince returns up to limit events after seq, in order.
+func (db *DB) RevocationsSince(ctx context.Context, seq int64, limit int) ([]RevocationEvent, error) {
+	if limit <= 0 {
+		limit = 1000
 	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, db.q.rebind("SELECT serial, revoked_at_us FROM certificates WHERE spiffe_id = ? AND not_after_us > ? ORDER BY issued_at_us"), spiffeID, toUS(at))
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind(`SELECT seq, serial, spiffe_id, node_id, reason, revoked_at_us, not_after_us
+		FROM revocation_events WHERE seq > ? ORDER BY seq LIMIT ?`), seq, limit)
 	if err != nil {
-		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+		return nil, fmt.Errorf("read revocations: %w", err)
 	}
-	var out []Revocation
+	defer rows.Close()
+	var out []RevocationEvent
 	for rows.Next() {
-		var serial string
-		var rev sql.NullInt64
-		if err := rows.Scan(&serial, &rev); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+		var e RevocationEvent
+		var node sql.NullString
+		var rev, na int64
+		if err := rows.Scan(&e.Seq, &e.Serial, &e.SPIFFEID, &node, &e.Reason, &rev, &na); err != nil {
+			return nil, fmt.Errorf("read revocations: %w", err)
 		}
-		out = append(out, Revocation{Serial: serial, SPIFFEID: spiffeID, AlreadyRevoked: rev.Valid})
+		e.NodeID, e.RevokedAt, e.NotAfter = node.String, fromUS(rev), fromUS(na)
+		out = append(out, e)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+	return out, rows.Err()
+}
+
+// LastRevocationSeq returns the sequence number of the newest revocation,
+// or 0.
+func (db *DB) LastRevocationSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := db.reader.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM revocation_events").Scan(&seq); err != nil {
+		return 0, fmt.Errorf("read revocations: %w", err)
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no unexpired certificate of %s: %w", spiffeID, ErrNotFound)
+	return seq, nil
+}
+
+// RevokedEntry is one line of a CRL.
+type RevokedEntry struct {
+	Serial    string
+	RevokedAt time.Time
+	Reason    int
+}
+
+// RevokedUnexpired lists the certificates revoked and not yet expired at
+// now: what a CRL must carry.
+func (db *DB) RevokedUnexpired(ctx context.Context, now time.Time) ([]RevokedEntry, error) {
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind(`SELECT serial, revoked_at_us, revocation_reason FROM certificates
+		WHERE revoked_at_us IS NOT NULL AND not_after_us > ? ORDER BY revoked_at_us, serial`), toUS(now))
+	if err != nil {
+		return nil, fmt.Errorf("read revoked certificates: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE certificates SET revoked_at_us = ?, revocation_reason = ? WHERE spiffe_id = ? AND not_after_us > ? AND revoked_at_us IS NULL"),
-		toUS(at), reason, spiffeID, toUS(at)); err != nil {
-		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
+	defer rows.Close()
+	var out []RevokedEntry
+	for rows.Next() {
+		var e RevokedEntry
+		var rev int64
+		var reason sql.NullInt64
+		if err := rows.Scan(&e.Serial, &rev, &reason); err != nil {
+			return nil, fmt.Errorf("read revoked certificates: %w", err)
+		}
+		e.RevokedAt, e.Reason = fromUS(rev), int(reason.Int64)
+		out = append(out, e)
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("revoke %s: %w", spiffeID, err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 func isUniqueViolation(err error) bool {
