@@ -307,4 +307,3 @@ func (w *Watcher) fetchCRLFrom(ctx context.Context, hc *http.Client, u string, i
 	w.mu.Unlock()
 	return nil
 }
-
