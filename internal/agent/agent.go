@@ -31,6 +31,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/selector"
 )
 
@@ -288,6 +289,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	for i := range a.cfg.Writes {
 		go a.runWriter(ctx, &a.cfg.Writes[i])
 	}
+	a.mu.RLock()
+	urls := a.caURLs
+	a.mu.RUnlock()
+	w := &revocation.Watcher{CAURLs: urls, Source: nodeSource{a}, OnRevoke: a.onRevoke, Log: a.log.With("component", "revocation")}
+	go w.Run(ctx)
 	a.tick(ctx)
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
@@ -554,3 +560,5 @@ func (a *Agent) roots() (spiffeid.TrustDomain, []*x509.Certificate) {
 	defer a.mu.RUnlock()
 	return a.node.ID.TrustDomain(), a.node.Roots
 }
+
+var timeZero time.Time
