@@ -98,6 +98,8 @@ type IssueResponse struct {
 	RootsPEM  string    `json:"roots_pem"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
+	// LogIndex is the certificate's index in the issuance log.
+	LogIndex int64 `json:"log_index"`
 }
 
 // TokenRequest asks for a join token.

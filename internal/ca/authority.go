@@ -26,6 +26,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/token"
+	"github.com/mutual-tls/mutual/internal/translog"
 )
 
 // Store is what the Authority needs from its state; *store.DB provides it.
@@ -33,7 +34,7 @@ type Store interface {
 	CreateToken(ctx context.Context, t store.Token) error
 	GetToken(ctx context.Context, id string) (store.Token, error)
 	ListTokens(ctx context.Context, limit int) ([]store.Token, error)
-	RecordIssuance(ctx context.Context, c store.Certificate, tokenID string, now time.Time) error
+	RecordIssuance(ctx context.Context, c *store.Certificate, tokenID string, now time.Time) error
 	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.CertificateFilter) ([]store.Certificate, error)
 	RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (store.Revocation, error)
@@ -93,6 +94,8 @@ type Issued struct {
 	// Chain is Cert followed by the intermediates.
 	Chain []*x509.Certificate
 	Roots []*x509.Certificate
+	// LogIndex is the certificate's index in the issuance log.
+	LogIndex int64
 }
 
 // SerialString is the canonical form of a serial: lower-case hex, no colons.
@@ -303,16 +306,19 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 		return nil, newErr(KindUnavailable, "sign_failed", err, "sign: %v", err)
 	}
 	// Store (and consume the token) in one transaction; only then answer.
-	rec := store.Certificate{
+	rec := &store.Certificate{
 		Serial: SerialString(cert.SerialNumber), SPIFFEID: grant.ID.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
 		DER: cert.Raw, RequestedBy: requestedBy, NodeID: nodeID,
+		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: nodeID, IssuedAt: now.UTC()}.Marshal(),
 	}
+	// Store, consume the token and append to the log in one transaction:
+	// no certificate leaves without its log entry.
 	if err := a.Store.RecordIssuance(ctx, rec, tokenID, now); err != nil {
 		return nil, classify(err)
 	}
-	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy)
-	return &Issued{ID: grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots}, nil
+	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy, "log_index", rec.LogIndex)
+	return &Issued{ID: grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}, nil
 }
 
 // RevokeRequest names what to revoke: one serial, or every unexpired
@@ -413,9 +419,11 @@ func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requeste
 	if err != nil {
 		return fmt.Errorf("import %s: %w", SerialString(cert.SerialNumber), err)
 	}
-	err = a.Store.RecordIssuance(ctx, store.Certificate{
+	issued := cert.NotBefore.Add(pki.ClockSkew)
+	err = a.Store.RecordIssuance(ctx, &store.Certificate{
 		Serial: SerialString(cert.SerialNumber), SPIFFEID: id.String(), NotBefore: cert.NotBefore,
-		NotAfter: cert.NotAfter, IssuedAt: cert.NotBefore.Add(pki.ClockSkew), DER: cert.Raw, RequestedBy: requestedBy,
+		NotAfter: cert.NotAfter, IssuedAt: issued, DER: cert.Raw, RequestedBy: requestedBy,
+		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, IssuedAt: issued.UTC()}.Marshal(),
 	}, "", a.now())
 	if errors.Is(err, store.ErrAlreadyExists) {
 		return nil

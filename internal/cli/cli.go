@@ -45,6 +45,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		proxyCmd(e),
 		entryCmd(e),
 		agentCmd(e),
+		logCmd(e),
 	)
 	return root.ExecuteContext(ctx)
 }

@@ -37,6 +37,8 @@ var initFiles = map[string]fs.FileMode{
 	"admin/cert.pem":         0o644,
 	"admin/key.pem":          0o600,
 	"admin/bundle.pem":       0o644,
+	pki.LogKeyFile:           0o600,
+	pki.LogVerifierFile:      0o644,
 }
 
 func TestInit(t *testing.T) {

@@ -33,6 +33,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/store"
+	"github.com/mutual-tls/mutual/internal/translog"
 )
 
 // Pinger reports whether the store answers.
@@ -57,6 +58,8 @@ type Config struct {
 	CRL  *revocation.CRL
 	OCSP *revocation.Responder
 	Hub  *revocation.Hub
+	// IssuanceLog serves the issuance log under /log/; nil leaves it out.
+	IssuanceLog *translog.Server
 }
 
 // Server serves the CA API.
@@ -97,6 +100,8 @@ func New(cfg Config) *Server {
 	s.mux.Handle("GET /crl/{name}", rh)
 	s.mux.Handle("POST /ocsp", rh)
 	s.mux.Handle("GET /ocsp/{req...}", rh)
+	s.mux.Handle("GET /log/", rh)
+	s.mux.Handle("GET /v1/log/lookup", rh)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint "+r.Method+" "+r.URL.Path+"; the API lives under /v1/")
 	})
@@ -267,6 +272,7 @@ func issueResponse(is *ca.Issued) api.IssueResponse {
 		RootsPEM:  string(pki.EncodeCertificates(is.Roots...)),
 		NotBefore: is.Cert.NotBefore.UTC(),
 		NotAfter:  is.Cert.NotAfter.UTC(),
+		LogIndex:  is.LogIndex,
 	}
 }
 
@@ -516,8 +522,8 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) (int, error) {
 	return http.StatusOK, nil
 }
 
-// RevocationHandler serves the CRL and OCSP: signed data that needs no
-// TLS, so it may also be served on a plain HTTP listener.
+// RevocationHandler serves the CRL, OCSP and the issuance log: signed data
+// that needs no TLS, so it may also be served on a plain HTTP listener.
 func (s *Server) RevocationHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /crl/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -569,5 +575,10 @@ func (s *Server) RevocationHandler() http.Handler {
 	}
 	mux.HandleFunc("POST /ocsp", ocspHandler)
 	mux.HandleFunc("GET /ocsp/{req...}", ocspHandler)
+	if s.cfg.IssuanceLog != nil {
+		lh := s.cfg.IssuanceLog.Handler()
+		mux.Handle("GET /log/", lh)
+		mux.Handle("GET /v1/log/lookup", lh)
+	}
 	return mux
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/store"
+	"github.com/mutual-tls/mutual/internal/translog"
 )
 
 // DefaultListen is where the CA service listens unless told otherwise.
@@ -71,6 +72,7 @@ type Service struct {
 	ln, mln   net.Listener
 	hln       net.Listener
 	crl       *revocation.CRL
+	tlog      *translog.Server
 	ocsp      *revocation.Responder
 	hub       *revocation.Hub
 	caDir     *pki.CA
@@ -177,6 +179,11 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 			log.Warn("cannot record the CA's address for the admin identity", "error", err.Error())
 		}
 	}
+	signer, err := translog.LoadOrCreateKey(o.Dir, c.TrustDomain.Name(), o.Passphrase, 0)
+	if err != nil {
+		return fail(fmt.Errorf("the issuance log's key: %w", err))
+	}
+	s.tlog = &translog.Server{Store: db, Signer: signer, Log: log}
 	s.Server = New(Config{
 		Authority:   s.Authority,
 		Certificate: func() *tls.Certificate { return s.serverTLS.Load() },
@@ -185,6 +192,7 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 		CRL:         s.crl,
 		OCSP:        s.ocsp,
 		Hub:         s.hub,
+		IssuanceLog: s.tlog,
 	})
 	return s, nil
 }
@@ -270,6 +278,8 @@ func (s *Service) Run(ctx context.Context) error {
 	n := 2
 	go func() { errc <- s.Server.Serve(ctx, s.ln) }()
 	go func() { errc <- s.hub.Run(ctx) }()
+	n++
+	go func() { errc <- s.tlog.Run(ctx) }()
 	if s.hln != nil {
 		n++
 		go func() {

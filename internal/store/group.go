@@ -12,7 +12,7 @@ const maxBatch = 256
 
 type issueOp struct {
 	ctx     context.Context
-	cert    Certificate
+	cert    *Certificate
 	tokenID string
 	now     time.Time
 	err     error

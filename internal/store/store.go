@@ -73,6 +73,10 @@ type Certificate struct {
 	RequestedBy string
 	// NodeID is the node a workload certificate was obtained through, if any.
 	NodeID string
+	// LogEntry, when set, is appended to the issuance log in the same
+	// transaction; LogIndex is then its index (set by RecordIssuance).
+	LogEntry []byte
+	LogIndex int64
 	// RevokedAt is zero while the certificate is not revoked.
 	RevokedAt        time.Time
 	RevocationReason int

@@ -72,8 +72,8 @@ func token(id string, now time.Time) store.Token {
 	}
 }
 
-func cert(serial string, now time.Time) store.Certificate {
-	return store.Certificate{Serial: serial, SPIFFEID: "spiffe://example.org/web", NotBefore: now.Add(-time.Minute),
+func cert(serial string, now time.Time) *store.Certificate {
+	return &store.Certificate{Serial: serial, SPIFFEID: "spiffe://example.org/web", NotBefore: now.Add(-time.Minute),
 		NotAfter: now.Add(time.Hour), IssuedAt: now, DER: []byte{0x30, 0x03, 0x02, 0x01, 0x01}, RequestedBy: "token:t1"}
 }
 

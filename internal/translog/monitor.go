@@ -1,0 +1,265 @@
+package translog
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mutual-tls/mutual/internal/authz"
+)
+
+// Rules say what the monitor expects; anything else is an alert.
+//
+//	identities: ["spiffe://example.org/**"]   # default: the whole trust domain
+//	dns_suffixes: [".internal"]                # default: any name
+//	max_lifetime: 24h                          # default: 24h (the CA's default maximum)
+//	burst:
+//	  window: 1m
+//	  per_identity: 30
+//	  per_node: 500
+//	issuers: ["<hex key id of the intermediate>"]  # default: the first issuer seen
+type Rules struct {
+	Identities  []string      `yaml:"identities"`
+	DNSSuffixes []string      `yaml:"dns_suffixes"`
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+	Burst       struct {
+		Window      time.Duration `yaml:"window"`
+		PerIdentity int           `yaml:"per_identity"`
+		PerNode     int           `yaml:"per_node"`
+	} `yaml:"burst"`
+	Issuers []string `yaml:"issuers"`
+
+	patterns []authz.Pattern
+}
+
+// ParseRules reads a rules file; empty input gives the defaults.
+func ParseRules(data []byte) (*Rules, error) {
+	r := &Rules{}
+	if len(bytes.TrimSpace(data)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(r); err != nil {
+			return nil, fmt.Errorf("monitor rules: %w", err)
+		}
+	}
+	if r.MaxLifetime == 0 {
+		r.MaxLifetime = 24 * time.Hour
+	}
+	if r.Burst.Window == 0 {
+		r.Burst.Window = time.Minute
+	}
+	if r.Burst.PerIdentity == 0 {
+		r.Burst.PerIdentity = 30
+	}
+	if r.Burst.PerNode == 0 {
+		r.Burst.PerNode = 500
+	}
+	for _, s := range r.Identities {
+		p, err := authz.ParsePattern(s)
+		if err != nil {
+			return nil, fmt.Errorf("monitor rules: identities: %w", err)
+		}
+		r.patterns = append(r.patterns, p)
+	}
+	for i, s := range r.DNSSuffixes {
+		r.DNSSuffixes[i] = strings.ToLower(s)
+	}
+	for i, s := range r.Issuers {
+		b, err := hex.DecodeString(strings.ReplaceAll(s, ":", ""))
+		if err != nil || len(b) < 8 {
+			return nil, fmt.Errorf("monitor rules: issuer %q must be the hex Subject Key Identifier of an issuing CA (`mutual inspect` shows it)", s)
+		}
+		r.Issuers[i] = hex.EncodeToString(b)
+	}
+	return r, nil
+}
+
+// Alert is one thing the monitor did not expect.
+type Alert struct {
+	Rule     string
+	Index    int64
+	SPIFFEID string
+	Serial   string
+	Detail   string
+}
+
+// Grants explains identities: the monitor asks it (when set) whether the
+// token or entry an entry names granted that identity.
+type Grants interface {
+	// Explains returns "" when requestedBy granted id, else why not.
+	Explains(requestedBy, id string) string
+}
+
+// Monitor reads every new log entry and reports what the rules did not
+// expect.
+type Monitor struct {
+	Client *Client
+	Rules  *Rules
+	State  *State
+	Grants Grants
+	Log    *slog.Logger
+	// Alerts counts alerts by rule; nil is fine.
+	Alerts *prometheus.CounterVec
+
+	recent  map[string][]time.Time // identity or node → issue times in window
+	serials map[string]string      // serial → identity, for renewals seen
+}
+
+func (m *Monitor) alert(a Alert) {
+	if m.Alerts != nil {
+		m.Alerts.WithLabelValues(a.Rule).Inc()
+	}
+	m.Log.Warn("log monitor alert", "rule", a.Rule, "index", a.Index, "spiffe_id", a.SPIFFEID, "serial", a.Serial, "detail", a.Detail)
+}
+
+// Step fetches the latest checkpoint, checks it extends the last one seen,
+// and examines every entry since. It returns the alerts raised.
+func (m *Monitor) Step(ctx context.Context) ([]Alert, error) {
+	if m.recent == nil {
+		m.recent, m.serials = map[string][]time.Time{}, map[string]string{}
+	}
+	if m.Log == nil {
+		m.Log = slog.New(slog.DiscardHandler)
+	}
+	var alerts []Alert
+	raise := func(a Alert) { m.alert(a); alerts = append(alerts, a) }
+	cp, err := m.Client.Checkpoint(ctx)
+	if err != nil {
+		raise(Alert{Rule: "checkpoint_invalid", Detail: err.Error()})
+		return alerts, err
+	}
+	if m.State.Checkpoint != "" {
+		old, err := OpenCheckpoint([]byte(m.State.Checkpoint), m.Client.VerifierKey)
+		if err == nil {
+			if err := m.Client.CheckConsistency(ctx, old, cp); err != nil {
+				raise(Alert{Rule: "checkpoint_inconsistent", Detail: err.Error()})
+				return alerts, err
+			}
+		}
+	}
+	for m.State.Next < cp.Size {
+		end := min(cp.Size, m.State.Next+256)
+		entries, err := m.Client.Entries(ctx, cp, m.State.Next, end)
+		if err != nil {
+			raise(Alert{Rule: "entry_invalid", Index: m.State.Next, Detail: err.Error()})
+			return alerts, err
+		}
+		for i, raw := range entries {
+			for _, a := range m.check(m.State.Next+int64(i), raw) {
+				raise(a)
+			}
+		}
+		m.State.Next = end
+	}
+	m.State.Checkpoint = string(cp.Note)
+	return alerts, nil
+}
+
+func (m *Monitor) check(idx int64, raw []byte) []Alert {
+	var out []Alert
+	e, err := ParseEntry(raw)
+	if err != nil {
+		return []Alert{{Rule: "entry_invalid", Index: idx, Detail: err.Error()}}
+	}
+	c, err := e.Cert()
+	if err != nil {
+		return []Alert{{Rule: "entry_invalid", Index: idx, Detail: err.Error()}}
+	}
+	serial := fmt.Sprintf("%x", c.SerialNumber)
+	idStr := ""
+	id, err := x509svid.IDFromCert(c)
+	if err != nil {
+		out = append(out, Alert{Rule: "no_identity", Index: idx, Serial: serial, Detail: "the certificate carries no SPIFFE ID"})
+	} else {
+		idStr = id.String()
+		if len(m.Rules.patterns) > 0 && !slices.ContainsFunc(m.Rules.patterns, func(p authz.Pattern) bool { return p.Match(id) }) {
+			out = append(out, Alert{Rule: "unexpected_identity", Index: idx, SPIFFEID: idStr, Serial: serial, Detail: "no identities pattern of the rules matches it"})
+		}
+	}
+	a := func(rule, detail string) Alert {
+		return Alert{Rule: rule, Index: idx, SPIFFEID: idStr, Serial: serial, Detail: detail}
+	}
+	// Who asked: a token or entry must have granted this identity; a
+	// renewal keeps the identity of the certificate it renews.
+	switch {
+	case strings.HasPrefix(e.RequestedBy, "renew:"):
+		if prev, ok := m.serials[strings.TrimPrefix(e.RequestedBy, "renew:")]; ok && prev != idStr {
+			out = append(out, a("unexplained_identity", fmt.Sprintf("renewal of %s, which was %s", e.RequestedBy, prev)))
+		}
+	case strings.HasPrefix(e.RequestedBy, "token:"), strings.HasPrefix(e.RequestedBy, "entry:"):
+		if m.Grants != nil {
+			if why := m.Grants.Explains(e.RequestedBy, idStr); why != "" {
+				out = append(out, a("unexplained_identity", why))
+			}
+		}
+	case strings.HasPrefix(e.RequestedBy, "ca-"):
+		if !strings.Contains(idStr, "/admin/") && !strings.HasSuffix(idStr, "/mutual/server") {
+			out = append(out, a("unexplained_identity", "issued by "+e.RequestedBy+" but not an operator or server identity"))
+		}
+	default:
+		out = append(out, a("unexplained_identity", fmt.Sprintf("unknown requester %q", e.RequestedBy)))
+	}
+	m.serials[serial] = idStr
+	if len(m.serials) > 200_000 {
+		m.serials = map[string]string{}
+	}
+	if len(m.Rules.DNSSuffixes) > 0 {
+		for _, d := range c.DNSNames {
+			if !slices.ContainsFunc(m.Rules.DNSSuffixes, func(s string) bool { return strings.HasSuffix(strings.ToLower(d), s) || strings.ToLower(d) == strings.TrimPrefix(s, ".") }) {
+				out = append(out, a("dns_outside_suffixes", fmt.Sprintf("DNS name %q is outside %s", d, strings.Join(m.Rules.DNSSuffixes, ", "))))
+			}
+		}
+	}
+	// ca init's own certificates are long-lived by design.
+	if life := c.NotAfter.Sub(c.NotBefore); life > m.Rules.MaxLifetime+2*time.Minute && !strings.HasPrefix(e.RequestedBy, "ca-") {
+		out = append(out, a("lifetime_above_policy", fmt.Sprintf("lifetime %s exceeds %s", life.Round(time.Second), m.Rules.MaxLifetime)))
+	}
+	if a0, ok := m.issuer(c); !ok {
+		out = append(out, a("unknown_issuer", a0))
+	}
+	for key, limit := range map[string]int{"id:" + idStr: m.Rules.Burst.PerIdentity, "node:" + e.Node: m.Rules.Burst.PerNode} {
+		if key == "node:" {
+			continue
+		}
+		times := append(m.recent[key], e.IssuedAt)
+		cut := 0
+		for cut < len(times) && e.IssuedAt.Sub(times[cut]) > m.Rules.Burst.Window {
+			cut++
+		}
+		times = times[cut:]
+		m.recent[key] = times
+		if len(times) == limit+1 {
+			out = append(out, a("burst", fmt.Sprintf("%d issuances for %s within %s", len(times), strings.SplitN(key, ":", 2)[1], m.Rules.Burst.Window)))
+		}
+	}
+	return out
+}
+
+// issuer checks the certificate's issuer (by its Authority Key Identifier)
+// against the known issuing CAs: the rules' list, else the one learnt from
+// the first entry.
+func (m *Monitor) issuer(c *x509.Certificate) (string, bool) {
+	aki := hex.EncodeToString(c.AuthorityKeyId)
+	known := m.Rules.Issuers
+	if len(known) == 0 {
+		if len(m.State.Issuers) == 0 {
+			m.State.Issuers = []string{aki}
+			return "", true
+		}
+		known = m.State.Issuers
+	}
+	if slices.Contains(known, aki) {
+		return "", true
+	}
+	return fmt.Sprintf("issued by a CA key (key id %s, issuer %q) that is not the known intermediate (%s)", aki, c.Issuer.String(), strings.Join(known, ", ")), false
+}
