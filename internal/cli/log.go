@@ -382,4 +382,3 @@ Rules (YAML, every field optional):
 	f.BoolVar(&once, "once", false, "one pass, then exit (non-zero when there were alerts)")
 	return c
 }
-

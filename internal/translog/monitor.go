@@ -215,7 +215,9 @@ func (m *Monitor) check(idx int64, raw []byte) []Alert {
 	}
 	if len(m.Rules.DNSSuffixes) > 0 {
 		for _, d := range c.DNSNames {
-			if !slices.ContainsFunc(m.Rules.DNSSuffixes, func(s string) bool { return strings.HasSuffix(strings.ToLower(d), s) || strings.ToLower(d) == strings.TrimPrefix(s, ".") }) {
+			if !slices.ContainsFunc(m.Rules.DNSSuffixes, func(s string) bool {
+				return strings.HasSuffix(strings.ToLower(d), s) || strings.ToLower(d) == strings.TrimPrefix(s, ".")
+			}) {
 				out = append(out, a("dns_outside_suffixes", fmt.Sprintf("DNS name %q is outside %s", d, strings.Join(m.Rules.DNSSuffixes, ", "))))
 			}
 		}
