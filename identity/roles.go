@@ -22,9 +22,16 @@ func Roles(c *x509.Certificate) []string {
 	}
 	for _, ext := range c.Extensions {
 		if ext.Id.Equal(RolesOID) {
-			var roles []string
-			if rest, err := asn1.UnmarshalWithParams(ext.Value, &roles, "utf8"); err != nil || len(rest) > 0 {
+			var raw []asn1.RawValue
+			if rest, err := asn1.Unmarshal(ext.Value, &raw); err != nil || len(rest) > 0 {
 				return nil
+			}
+			roles := make([]string, 0, len(raw))
+			for _, v := range raw {
+				if v.Class != asn1.ClassUniversal || v.Tag != asn1.TagUTF8String {
+					return nil
+				}
+				roles = append(roles, string(v.Bytes))
 			}
 			return roles
 		}
@@ -34,7 +41,11 @@ func Roles(c *x509.Certificate) []string {
 
 // RolesExtension encodes roles as the roles extension.
 func RolesExtension(roles []string) (pkix.Extension, error) {
-	v, err := asn1.MarshalWithParams(roles, "utf8")
+	raw := make([]asn1.RawValue, len(roles))
+	for i, r := range roles {
+		raw[i] = asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagUTF8String, Bytes: []byte(r)}
+	}
+	v, err := asn1.Marshal(raw)
 	if err != nil {
 		return pkix.Extension{}, fmt.Errorf("encode roles: %w", err)
 	}

@@ -46,6 +46,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		entryCmd(e),
 		agentCmd(e),
 		logCmd(e),
+		diagnoseCmd(e),
 	)
 	return root.ExecuteContext(ctx)
 }

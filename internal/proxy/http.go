@@ -11,9 +11,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -36,6 +36,13 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			r.SetURL(target)
 			r.Out.Host = r.In.Host
 			r.SetXForwarded()
+			// Set the identity header last, on the outgoing request: the
+			// reverse proxy drops headers a client names in Connection, and
+			// a client must not be able to remove (or add) it.
+			r.Out.Header.Del(XFCCHeader)
+			if v, ok := r.In.Context().Value(xfccKey{}).(string); ok {
+				r.Out.Header.Set(XFCCHeader, v)
+			}
 		},
 		Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: p.cfg.Limits.DialTimeout}).DialContext,
@@ -58,22 +65,32 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetHTTP2(true)
 	hs.TLSConfig = p.tls
-	l := &handshakeListener{Listener: ln, p: p, ctx: ctx, out: make(chan acceptResult)}
+	l := &handshakeListener{Listener: ln, p: p, ctx: ctx, out: make(chan acceptResult), done: make(chan struct{})}
+	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stopAccept()
 	go l.run()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
+	var serveErr error
 	select {
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
+		if ctx.Err() == nil {
+			ln.Close()
+			<-l.done
+			return serveErr
+		}
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), p.cfg.Limits.DrainTimeout)
 	defer cancel()
-	err := hs.Shutdown(sctx)
-	if err != nil {
+	if err := hs.Shutdown(sctx); err != nil {
 		hs.Close()
 	}
-	<-errc
+	if serveErr == nil {
+		<-errc
+	}
+	// No handshake goroutine may start after this: wait for the accept loop.
+	<-l.done
 	p.wg.Wait()
 	return nil
 }
@@ -101,11 +118,11 @@ type handshakeListener struct {
 	p    *Inbound
 	ctx  context.Context
 	out  chan acceptResult
-	once sync.Once
-	done chan struct{}
+	done chan struct{} // closed when run returns
 }
 
 func (l *handshakeListener) run() {
+	defer close(l.done)
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -200,6 +217,13 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		// Never trust an identity header from the client.
 		r.Header.Del(XFCCHeader)
+		// Authorize the path the service will see: refuse dot segments and
+		// encoded separators rather than guess how the service resolves them.
+		if !canonicalPath(r.URL) {
+			http.Error(sw, "mutual proxy: bad request: the path is not canonical (dot segments or encoded separators)", http.StatusBadRequest)
+			p.finish(r, sw, "", "refused", "non-canonical path", start)
+			return
+		}
 		var peer string
 		outcome := "forwarded"
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
@@ -215,7 +239,7 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 				p.finish(r, sw, peer, outcome, err.Error(), start)
 				return
 			}
-			r.Header.Set(XFCCHeader, p.xfcc(leaf, peer))
+			r = r.WithContext(context.WithValue(r.Context(), xfccKey{}, p.xfcc(leaf, peer)))
 		} else {
 			kind := "no-certificate"
 			if r.TLS == nil {
@@ -243,6 +267,34 @@ func (p *Inbound) finish(r *http.Request, w *statusWriter, peer, outcome, reason
 	p.log.Info("request", attrs...)
 }
 
+type xfccKey struct{}
+
+// canonicalPath reports whether u's path has no dot segments and no
+// encoded "/", "." or "\\".
+func canonicalPath(u *url.URL) bool {
+	raw := strings.ToLower(u.RawPath)
+	if strings.Contains(raw, "%2f") || strings.Contains(raw, "%2e") || strings.Contains(raw, "%5c") {
+		return false
+	}
+	p := u.Path
+	if p == "" {
+		return true
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean == p && !strings.Contains(p, "\\")
+}
+
+// xfccValue quotes a value as Envoy does when it holds a separator.
+func xfccValue(v string) string {
+	if strings.ContainsAny(v, ",;=\"") {
+		return `"` + strings.ReplaceAll(v, `"`, `\"`) + `"`
+	}
+	return v
+}
+
 // xfcc formats the caller for the service as Envoy does:
 // By=<proxy's ID>;Hash=<SHA-256 of the client certificate>;Subject="...";URI=<client ID>;DNS=...
 func (p *Inbound) xfcc(c *x509.Certificate, peer string) string {
@@ -253,9 +305,9 @@ func (p *Inbound) xfcc(c *x509.Certificate, peer string) string {
 	sum := sha256.Sum256(c.Raw)
 	b.WriteString("Hash=" + hex.EncodeToString(sum[:]))
 	b.WriteString(";Subject=\"" + strings.ReplaceAll(c.Subject.String(), `"`, `\"`) + "\"")
-	b.WriteString(";URI=" + peer)
+	b.WriteString(";URI=" + xfccValue(peer))
 	for _, d := range c.DNSNames {
-		b.WriteString(";DNS=" + d)
+		b.WriteString(";DNS=" + xfccValue(d))
 	}
 	return b.String()
 }
