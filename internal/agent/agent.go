@@ -116,22 +116,26 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--dir %s: %w", cfg.StateDir, err)
 	}
-	if err := a.loadOrEnroll(ctx); err != nil {
-		return nil, err
-	}
-	if err := a.loadState(); err != nil {
-		return nil, err
-	}
 	for i := range cfg.Writes {
 		if err := cfg.Writes[i].resolve(); err != nil {
 			return nil, err
 		}
 	}
+	// Bind the socket first: a start that must fail should not spend the
+	// join token.
 	ln, err := listenSocket(cfg.Socket)
 	if err != nil {
 		return nil, err
 	}
 	a.ln = ln
+	if err := a.loadOrEnroll(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.loadState(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -260,12 +264,23 @@ func (a *Agent) svidDir(entryID string) string {
 // renewTime is half the certificate's life, with ±5% jitter so that a fleet
 // does not renew at once.
 func renewTime(c *x509.Certificate) time.Time {
-	life := c.NotAfter.Sub(c.NotBefore)
+	start, life := lifetime(c)
 	jitter := time.Duration((rand.Float64() - 0.5) * 0.1 * float64(life))
-	return c.NotBefore.Add(life/2 + jitter)
+	return start.Add(life/2 + jitter)
 }
 
-// backoff is 1s, 2s, 4s... capped at a minute.
+// lifetime returns when a certificate was issued and for how long: NotBefore
+// is back-dated by pki.ClockSkew, which is not part of its useful life.
+func lifetime(c *x509.Certificate) (time.Time, time.Duration) {
+	start := c.NotBefore.Add(pki.ClockSkew)
+	if start.After(c.NotAfter) {
+		start = c.NotBefore
+	}
+	return start, c.NotAfter.Sub(start)
+}
+
+// backoff is 2s, 4s, 8s... (failures counts the failed attempts so far),
+// capped at a minute.
 func backoff(failures int) time.Duration {
 	d := time.Second << min(failures, 6)
 	return min(d, time.Minute)
@@ -449,7 +464,8 @@ func (a *Agent) rotateDue(ctx context.Context, now time.Time) {
 		if s.id != nil {
 			a.metrics.expiry.WithLabelValues(s.entry.SPIFFEID).Set(float64(s.id.Leaf().NotAfter.Unix()))
 			leaf := s.id.Leaf()
-			low := now.After(leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 4))
+			_, life := lifetime(leaf)
+			low := now.After(leaf.NotAfter.Add(-life / 4))
 			if low && !s.warned {
 				s.warned = true
 				a.log.Warn("workload certificate has less than a quarter of its life left", "spiffe_id", s.entry.SPIFFEID, "not_after", leaf.NotAfter)

@@ -59,7 +59,7 @@ func ParseWriteSpec(s string) (WriteSpec, error) {
 			w.Owner = v
 		case "mode":
 			m, err := strconv.ParseUint(v, 8, 32)
-			if err != nil || m&^0o777 != 0 || m&0o077 > 0o040 {
+			if err != nil || m&^0o777 != 0 || m&0o037 != 0 {
 				return WriteSpec{}, fmt.Errorf("--write %q: mode %q must be octal, owner-writable at most and group-readable at most (0600 or 0640)", s, v)
 			}
 			w.Mode = os.FileMode(m)

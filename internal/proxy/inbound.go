@@ -264,8 +264,9 @@ func (p *Inbound) handshake(ctx context.Context, c net.Conn) (*tls.Conn, net.Con
 
 func (p *Inbound) refused(c net.Conn, err error) {
 	label, words := reason(err)
-	p.cfg.Metrics.handshake("refused", label)
-	p.cfg.Metrics.conn("refused")
+	// Log, then count: a counted refusal has always been logged.
+	defer p.cfg.Metrics.conn("refused")
+	defer p.cfg.Metrics.handshake("refused", label)
 	attrs := []any{"remote", peerString(c), "reason", label, "detail", words}
 	var pe *tlsconfig.PeerError
 	if errors.As(err, &pe) && !pe.ID.IsZero() {

@@ -48,11 +48,12 @@ type Hub struct {
 	OnEvent func(Event)
 	Log     *slog.Logger
 
-	mu   sync.Mutex
-	last int64
-	subs map[chan Event]struct{}
-	poke chan struct{}
-	once sync.Once
+	mu     sync.Mutex
+	last   int64
+	subs   map[chan Event]struct{}
+	closed bool
+	poke   chan struct{}
+	once   sync.Once
 }
 
 func (h *Hub) init() {
@@ -95,6 +96,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Unlock()
 	t := time.NewTicker(h.Poll)
 	defer t.Stop()
+	defer h.closeAll()
 	for {
 		select {
 		case <-ctx.Done():
@@ -129,11 +131,27 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 }
 
+// closeAll ends every subscription, so that streaming responses return and
+// the server can shut down; subscribers reconnect and resume.
+func (h *Hub) closeAll() {
+	h.mu.Lock()
+	for ch := range h.subs {
+		close(ch)
+		delete(h.subs, ch)
+	}
+	h.closed = true
+	h.mu.Unlock()
+}
+
 func (h *Hub) subscribe() (chan Event, int64) {
 	h.init()
 	ch := make(chan Event, 256)
 	h.mu.Lock()
-	h.subs[ch] = struct{}{}
+	if h.closed {
+		close(ch)
+	} else {
+		h.subs[ch] = struct{}{}
+	}
 	last := h.last
 	h.mu.Unlock()
 	return ch, last

@@ -1,0 +1,40 @@
+// Command testworkload is a workload used only by the agent's tests: it asks
+// the Workload API at -socket for its X.509-SVIDs with an unmodified go-spiffe
+// v2 client and prints what it got on one line, "id=SPIFFE_ID[,SPIFFE_ID...]"
+// (exit 0) or "error=MESSAGE" (exit 1). The tests run it as other users and
+// from other paths to check attestation.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// variant is set with -ldflags "-X main.variant=..." to build binaries that
+// differ only in their hash.
+var variant = "a"
+
+func main() {
+	socket := flag.String("socket", "", "Workload API socket path")
+	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for an answer")
+	flag.Parse()
+	fmt.Fprintf(os.Stderr, "testworkload variant %s pid %d uid %d\n", variant, os.Getpid(), os.Getuid())
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr("unix://"+*socket))
+	if err != nil {
+		fmt.Printf("error=%s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		os.Exit(1)
+	}
+	ids := make([]string, 0, len(svids))
+	for _, s := range svids {
+		ids = append(ids, s.ID.String())
+	}
+	fmt.Printf("id=%s\n", strings.Join(ids, ","))
+}

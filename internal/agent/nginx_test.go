@@ -1,0 +1,289 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/agent"
+)
+
+const nginxBin = "/usr/sbin/nginx"
+
+var aptOnce sync.Once
+
+// need makes sure a program from Debian's packages is installed, installing
+// pkg when root; without it the test fails in CI and is skipped elsewhere.
+func need(t *testing.T, bin, pkg string) string {
+	t.Helper()
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	var out []byte
+	var err error
+	if os.Geteuid() == 0 {
+		aptOnce.Do(func() {
+			exec.Command("apt-get", "update").Run()
+		})
+		cmd := exec.Command("apt-get", "install", "-y", "--no-install-recommends", pkg)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		out, err = cmd.CombinedOutput()
+		if _, serr := os.Stat(bin); serr == nil {
+			return bin
+		}
+	}
+	msg := fmt.Sprintf("%s is missing and cannot be installed (apt-get install %s: %v %s)", bin, pkg, err, bytes.TrimSpace(out))
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestNginxFromAgentFiles: nginx from Debian's packages serves mTLS from
+// the files the agent writes (--write ...,reload=nginx -s reload), curl
+// presents a workload certificate the agent wrote for another entry, and
+// across a rotation nginx serves the new certificate while curl keeps
+// getting 200.
+func TestNginxFromAgentFiles(t *testing.T) {
+	t.Parallel()
+	nginx := need(t, nginxBin, "nginx")
+	curl := need(t, "/usr/bin/curl", "curl")
+
+	e := startCA(t)
+	base := shortDir(t)
+	ngDir := filepath.Join(base, "nginx")
+	for _, d := range []string{"tmp", "logs"} {
+		if err := os.MkdirAll(filepath.Join(ngDir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tlsDir := filepath.Join(base, "nginx-tls")
+	curlDir := filepath.Join(base, "curl-tls")
+	conf := filepath.Join(ngDir, "nginx.conf")
+	errLog := filepath.Join(ngDir, "logs", "error.log")
+	port := freePort(t)
+	userLine := ""
+	if os.Geteuid() == 0 {
+		userLine = "user root;"
+	}
+	cfg := fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 1;
+%[1]s
+pid %[2]s/nginx.pid;
+error_log %[3]s info;
+events { worker_connections 64; }
+http {
+    access_log %[2]s/logs/access.log;
+    client_body_temp_path %[2]s/tmp/body;
+    proxy_temp_path %[2]s/tmp/proxy;
+    fastcgi_temp_path %[2]s/tmp/fastcgi;
+    uwsgi_temp_path %[2]s/tmp/uwsgi;
+    scgi_temp_path %[2]s/tmp/scgi;
+    server {
+        listen 127.0.0.1:%[4]d ssl;
+        server_name nginx.test;
+        ssl_certificate %[5]s/cert.pem;
+        ssl_certificate_key %[5]s/key.pem;
+        ssl_client_certificate %[5]s/bundle.pem;
+        ssl_verify_client on;
+        ssl_verify_depth 3;
+        location / {
+            default_type text/plain;
+            return 200 "verify=$ssl_client_verify serial=$ssl_client_serial\n";
+        }
+    }
+}
+`, userLine, ngDir, errLog, port, tlsDir)
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nginxCmd := func(args ...string) string {
+		return strings.Join(append([]string{nginx, "-e", errLog, "-p", ngDir, "-c", conf}, args...), " ")
+	}
+
+	nginxID := td + "/ns/prod/nginx"
+	curlID := td + "/ns/prod/curl"
+	uidSel := fmt.Sprintf("unix:uid:%d", os.Getuid())
+	e.entry(t, nginxID, td+"/node/web-1", 20*time.Second, []string{"nginx.test"}, uidSel)
+	e.entry(t, curlID, td+"/node/web-1", 0, nil, uidSel)
+	wNginx, err := agent.ParseWriteSpec(nginxID + "=" + tlsDir + ",mode=0600,reload=" + nginxCmd("-s", "reload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(wNginx.Reload, "-s reload") || wNginx.Mode != 0o600 || wNginx.Dir != tlsDir {
+		t.Fatalf("ParseWriteSpec: %+v", wNginx)
+	}
+	wCurl, err := agent.ParseWriteSpec(curlID + "=" + curlDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeAgent(t, e, "web-1", func(c *agent.Config) { c.Writes = []agent.WriteSpec{wNginx, wCurl} })
+
+	for _, d := range []string{tlsDir, curlDir} {
+		eventually(t, 45*time.Second, "identity files in "+d, func() error {
+			_, err := identity.Load(d)
+			return err
+		})
+	}
+	st, err := os.Stat(filepath.Join(tlsDir, identity.KeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %o, want 0600", st.Mode().Perm())
+	}
+
+	// nginx, in the foreground, stopped at the end.
+	var ngOut bytes.Buffer
+	ng := exec.Command(nginx, "-e", errLog, "-p", ngDir, "-c", conf)
+	ng.Stdout, ng.Stderr = &ngOut, &ngOut
+	ng.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := ng.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- ng.Wait() }()
+	t.Cleanup(func() {
+		ng.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-ng.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(errLog)
+			t.Logf("nginx output:\n%s\nnginx error.log:\n%s", ngOut.String(), b)
+		}
+	})
+
+	curlGet := func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, curl, "-sS", "--max-time", "10",
+			"--cacert", filepath.Join(curlDir, identity.BundleFile),
+			"--cert", filepath.Join(curlDir, identity.CertFile), "--key", filepath.Join(curlDir, identity.KeyFile),
+			"--resolve", fmt.Sprintf("nginx.test:%d:127.0.0.1", port),
+			"-w", "\nHTTP %{http_code}", fmt.Sprintf("https://nginx.test:%d/", port)).CombinedOutput()
+		s := strings.TrimSpace(string(out))
+		if err != nil {
+			return s, fmt.Errorf("curl: %v: %s", err, s)
+		}
+		if !strings.HasSuffix(s, "HTTP 200") || !strings.Contains(s, "verify=SUCCESS") {
+			return s, fmt.Errorf("curl: %s", s)
+		}
+		return s, nil
+	}
+	// servedSerial reads the certificate nginx presents, verified as curl does.
+	servedSerial := func() (string, error) {
+		bundle, err := os.ReadFile(filepath.Join(curlDir, identity.BundleFile))
+		if err != nil {
+			return "", err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(bundle)
+		cert, err := tls.LoadX509KeyPair(filepath.Join(curlDir, identity.CertFile), filepath.Join(curlDir, identity.KeyFile))
+		if err != nil {
+			return "", err
+		}
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		c, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{ServerName: "nginx.test", RootCAs: pool, Certificates: []tls.Certificate{cert}})
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		leaf := c.ConnectionState().PeerCertificates[0]
+		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != nginxID {
+			return "", fmt.Errorf("nginx serves %v, want %s", leaf.URIs, nginxID)
+		}
+		return serialOf(leaf), nil
+	}
+
+	eventually(t, 30*time.Second, "nginx answering curl with 200", func() error {
+		select {
+		case err := <-exited:
+			t.Fatalf("nginx exited: %v\n%s", err, ngOut.String())
+		default:
+		}
+		_, err := curlGet()
+		return err
+	})
+	s0, err := servedSerial()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A client without a certificate, or with one from another CA, is refused.
+	out, _ := exec.Command(curl, "-sS", "--max-time", "10", "--cacert", filepath.Join(curlDir, identity.BundleFile),
+		"--resolve", fmt.Sprintf("nginx.test:%d:127.0.0.1", port), "-w", "\nHTTP %{http_code}", fmt.Sprintf("https://nginx.test:%d/", port)).CombinedOutput()
+	if !strings.Contains(string(out), "HTTP 400") {
+		t.Errorf("curl without a client certificate: want nginx's 400, got %s", out)
+	}
+
+	// Across a rotation (20s certificates): nginx is reloaded with the new
+	// files, and every curl gets 200.
+	deadline := time.Now().Add(60 * time.Second)
+	calls := 0
+	for {
+		if _, err := curlGet(); err != nil {
+			t.Fatalf("curl failed during rotation (after %d good calls): %v", calls, err)
+		}
+		calls++
+		s, err := servedSerial()
+		if err != nil {
+			t.Fatalf("read nginx's certificate: %v", err)
+		}
+		if s != s0 {
+			t.Logf("nginx serves %s after %s, %d curl calls", s, s0, calls)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx still serves %s after 60s with 20s certificates", s0)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := curlGet(); err != nil {
+			t.Fatalf("curl after rotation: %v", err)
+		}
+	}
+	// What nginx serves is what the agent wrote (give a last reload time).
+	eventually(t, 30*time.Second, "nginx serving the certificate on disk", func() error {
+		id, err := identity.Load(tlsDir)
+		if err != nil {
+			return err
+		}
+		s, err := servedSerial()
+		if err != nil {
+			return err
+		}
+		if want := serialOf(id.Leaf()); s != want {
+			return fmt.Errorf("nginx serves %s, disk has %s", s, want)
+		}
+		return nil
+	})
+}
