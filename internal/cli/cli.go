@@ -47,6 +47,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		agentCmd(e),
 		logCmd(e),
 		diagnoseCmd(e),
+		auditCmd(e),
 	)
 	return root.ExecuteContext(ctx)
 }

@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mutual-tls/mutual/internal/audit"
+)
+
+func auditCmd(e *env) *cobra.Command {
+	var o audit.Options
+	var failOn string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "audit [HOST:PORT ...]",
+		Short: "Find the misconfigurations that undo mTLS; exit non-zero above a severity",
+		Long: `Audit a CA directory (--ca), a trust bundle (--bundle), a proxy's recorded
+configuration (--proxy-config, YAML: mode, tls12, ca, metrics, allow) and live
+endpoints (HOST:PORT), and report each finding with severity, evidence and fix:
+
+  bundle-public-root, bundle-foreign-ca   a bundle that trusts public web roots or unrelated CAs
+  revocation-off                          a proxy that follows no revocation feed or CRL
+  lifetime-above-policy, policy-lifetime  certificates that live too long
+  weak-key, weak-signature                RSA < 2048, small curves, SHA-1 or MD5
+  old-tls, weak-suites                    TLS below 1.2, CBC/RSA-kex/3DES suites
+  permissive-mode                         a proxy left in optional mTLS (worse when nobody needs it)
+  expiring, expired                       CA, server or admin certificates close to expiry
+  key-permissions, key-unencrypted        CA key files readable by others or not encrypted
+  root-key-online                         the root key on the online CA host
+  intermediate-unconstrained              an intermediate without name constraints
+
+Exits 1 when a finding is at --fail-on severity or above, so it can gate a deployment.`,
+		Example: `  mutual audit --ca ./ca --proxy-config proxy.yaml 127.0.0.1:8443 --fail-on medium`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			threshold, err := audit.ParseSeverity(failOn)
+			if err != nil {
+				return flagError("fail-on", "%v", err)
+			}
+			if o.CADir == "" && o.Bundle == "" && o.ProxyConfig == "" && len(args) == 0 {
+				return flagError("ca", "nothing to audit: give --ca, --bundle, --proxy-config or HOST:PORT")
+			}
+			o.Targets = args
+			r, err := audit.Run(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := e.printJSON(r); err != nil {
+					return err
+				}
+			} else {
+				if len(r.Findings) == 0 {
+					fmt.Fprintf(e.stdout, "no findings (checked: %v)\n", r.Checked)
+				} else {
+					tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+					for _, f := range r.Findings {
+						fmt.Fprintf(tw, "%s\t%s\t%s\n\t\tevidence: %s\n\t\tfix: %s\n", f.Severity, f.ID, f.Title, f.Evidence, f.Fix)
+					}
+					tw.Flush()
+				}
+			}
+			if len(r.Findings) > 0 && r.Worst() >= threshold {
+				return fmt.Errorf("%d finding(s), the worst %s (at or above --fail-on %s)", len(r.Findings), r.Worst(), threshold)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.CADir, "ca", "", "CA directory to audit")
+	f.StringVar(&o.Bundle, "bundle", "", "trust bundle used for client authentication (default: the CA's bundle.pem)")
+	f.StringVar(&o.ProxyConfig, "proxy-config", "", "YAML description of a deployed proxy (mode, tls12, ca, metrics, allow)")
+	f.DurationVar(&o.ExpiryWarning, "expiry-warning", 30*24*time.Hour, "flag CA, server and admin certificates expiring sooner")
+	f.StringVar(&failOn, "fail-on", "high", "exit 1 when a finding is at this severity or above")
+	f.BoolVar(&asJSON, "json", false, "print as JSON")
+	return c
+}
