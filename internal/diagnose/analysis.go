@@ -2,8 +2,8 @@ package diagnose
 
 import (
 	"bytes"
-	"crypto"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"

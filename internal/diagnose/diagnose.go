@@ -350,4 +350,3 @@ func (p *probe) httpProbe(tc *tls.Conn, o Options) {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	p.httpStatus, p.httpBody = resp.StatusCode, string(body)
 }
-
