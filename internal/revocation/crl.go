@@ -58,11 +58,17 @@ func (c *CRL) now() time.Time {
 // Current returns the DER CRL and the revocation sequence it includes,
 // rebuilding it when revocations changed or half its validity passed.
 func (c *CRL) Current(ctx context.Context) ([]byte, int64, error) {
+	now := c.now()
 	seq, err := c.Store.LastRevocationSeq(ctx)
 	if err != nil {
+		// The store is away: the last CRL stays good until its nextUpdate.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.der != nil && now.Before(c.expires) {
+			return c.der, c.seq, nil
+		}
 		return nil, 0, err
 	}
-	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.der != nil && seq == c.seq && now.Before(c.built.Add(CRLValidity/2)) {
@@ -70,6 +76,9 @@ func (c *CRL) Current(ctx context.Context) ([]byte, int64, error) {
 	}
 	revoked, err := c.Store.RevokedUnexpired(ctx, now)
 	if err != nil {
+		if c.der != nil && now.Before(c.expires) {
+			return c.der, c.seq, nil
+		}
 		return nil, 0, err
 	}
 	entries := make([]x509.RevocationListEntry, 0, len(revoked))

@@ -83,6 +83,10 @@ func New(cfg Config) *Server {
 	s.metrics = newMetrics(s.reg)
 	s.mux = http.NewServeMux()
 	s.route("GET /healthz", "healthz", s.healthz)
+	s.route("GET /readyz", "readyz", s.healthz)
+	s.route("GET /livez", "livez", func(w http.ResponseWriter, r *http.Request) (int, error) {
+		return ok(w, map[string]string{"status": "alive"})
+	})
 	s.route("GET /v1/bundle", "bundle", s.bundle)
 	s.route("POST /v1/enroll", "enroll", s.enroll)
 	s.route("POST /v1/renew", "renew", s.renew)
