@@ -49,7 +49,7 @@ func (l *logFlags) register(c *cobra.Command, withKey bool) {
 	f.StringVar(&l.server, "server", "", "CA URL (https://HOST:PORT, or the http:// CRL/OCSP listener) (required)")
 	f.StringVar(&l.bundle, "bundle", "", "roots to trust for an https --server (default: system roots)")
 	if withKey {
-		f.StringVar(&l.key, "key", "", "the log's verifier key (NAME+HASH+KEY, from CA_DIR/log.pub or `mutual log key`)")
+		f.StringVar(&l.key, "key", "", "the log's verifier key (NAME+HASH+KEY, from CA_DIR/log.pub or mutual log key)")
 		f.StringVar(&l.keyFile, "key-file", "", "file holding the log's verifier key (CA_DIR/log.pub)")
 		f.StringVar(&l.state, "state", "", "state file remembering the last checkpoint seen (default: ~/.mutual/log-state.json)")
 	}

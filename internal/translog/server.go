@@ -163,8 +163,7 @@ func (s *Server) tile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The tile must lie within the tree: its last leaf must exist.
-	last := (t.N*(1<<TileHeight) + int64(t.W)) << (uint(max(t.L, 0)) * TileHeight)
-	if last > size {
+	if !tileWithin(t, size) {
 		http.Error(w, "tile beyond the tree", http.StatusNotFound)
 		return
 	}
@@ -204,4 +203,23 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	json.NewEncoder(w).Encode(map[string]int64{"index": idx})
+}
+
+// tileWithin reports whether every leaf a tile covers exists in a tree of
+// size leaves, without overflowing on absurd levels.
+func tileWithin(t tlog.Tile, size int64) bool {
+	if t.N < 0 || t.W <= 0 || t.W > 1<<TileHeight {
+		return false
+	}
+	leaves := t.N<<TileHeight + int64(t.W)
+	if t.N > size>>TileHeight {
+		return false
+	}
+	for l := 0; l < t.L; l++ {
+		if leaves > size>>TileHeight {
+			return false
+		}
+		leaves <<= TileHeight
+	}
+	return leaves <= size
 }
