@@ -4,12 +4,15 @@
 package inspect
 
 import (
+	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +42,8 @@ type Certificate struct {
 	IsCA                bool      `json:"is_ca"`
 	MaxPathLen          *int      `json:"max_path_len,omitempty"`
 	PermittedURIDomains []string  `json:"permitted_uri_domains,omitempty"`
+	SubjectKeyID        string    `json:"subject_key_id,omitempty"`
+	AuthorityKeyID      string    `json:"authority_key_id,omitempty"`
 	CRL                 []string  `json:"crl,omitempty"`
 	OCSP                []string  `json:"ocsp,omitempty"`
 	SHA256              string    `json:"sha256"`
@@ -54,6 +59,53 @@ type Report struct {
 	Verified    *bool    `json:"verified,omitempty"`
 	VerifyError string   `json:"verify_error,omitempty"`
 	Problems    []string `json:"problems,omitempty"`
+}
+
+// Remote inspects the chain a TLS server at addr (HOST:PORT) presents. No
+// verification is skipped: the handshake is made with no trusted roots, and
+// the chain is read from the verification error it ends with. bundle, if
+// given, is then used to verify the chain for the host name.
+func Remote(ctx context.Context, addr, bundle string, now time.Time) (*Report, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a file, a directory or HOST:PORT", addr)
+	}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{RootCAs: x509.NewCertPool(), ServerName: host, MinVersion: tls.VersionTLS12}}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	var chain []*x509.Certificate
+	var ve *tls.CertificateVerificationError
+	switch {
+	case err == nil:
+		chain = c.(*tls.Conn).ConnectionState().PeerCertificates
+		c.Close()
+	case errors.As(err, &ve):
+		chain = ve.UnverifiedCertificates
+	default:
+		return nil, fmt.Errorf("%s: %w (mutual diagnose %s explains connection failures)", addr, err, addr)
+	}
+	r := &Report{Source: addr, Certificates: Describe(chain, now)}
+	if bundle != "" {
+		roots, err := pki.ReadCertificates(bundle)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		for _, c := range roots {
+			pool.AddCert(c)
+		}
+		inter := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+		_, verr := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: host, CurrentTime: now})
+		ok := verr == nil
+		r.Verified = &ok
+		if verr != nil {
+			r.VerifyError = verr.Error()
+			r.Problems = append(r.Problems, "the chain does not verify against the bundle for "+host+": "+verr.Error())
+		}
+	}
+	return r, nil
 }
 
 // Path inspects a PEM file or an identity directory. bundle, if not empty,
@@ -143,6 +195,8 @@ func Describe(chain []*x509.Certificate, now time.Time) []Certificate {
 		}
 		sum := sha256.Sum256(c.Raw)
 		d.SHA256 = hex.EncodeToString(sum[:])
+		d.SubjectKeyID = hex.EncodeToString(c.SubjectKeyId)
+		d.AuthorityKeyID = hex.EncodeToString(c.AuthorityKeyId)
 		switch {
 		case c.IsCA && c.CheckSignatureFrom(c) == nil:
 			d.Role = "root"
@@ -260,6 +314,8 @@ func (r *Report) WriteText(w io.Writer) {
 		line("CRL", strings.Join(c.CRL, ", "))
 		line("OCSP", strings.Join(c.OCSP, ", "))
 		line("serial", c.Serial)
+		line("key id", c.SubjectKeyID)
+		line("issuer key id", c.AuthorityKeyID)
 		line("SHA-256", c.SHA256)
 	}
 	fmt.Fprintln(w)
