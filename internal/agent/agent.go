@@ -352,7 +352,12 @@ func (a *Agent) nodeClient() (*client.Client, error) {
 	node, urls := a.node, a.caURLs
 	a.mu.RUnlock()
 	tc := node.TLSCertificate()
-	return client.New(urls, node.Roots, &tc)
+	cl, err := client.New(urls, node.Roots, &tc)
+	if err != nil {
+		return nil, err
+	}
+	cl.Retries = -1 // the agent backs off per item itself
+	return cl, nil
 }
 
 func (a *Agent) renewNodeIfDue(ctx context.Context, now time.Time) {

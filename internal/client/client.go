@@ -24,6 +24,10 @@ import (
 
 // Client calls one CA, reachable at one or more base URLs.
 type Client struct {
+	// Retries is how many more rounds over every address are made when all
+	// are unreachable or unavailable; zero means 3, negative means none.
+	Retries int
+
 	urls []string
 	http *http.Client
 }
@@ -85,7 +89,8 @@ func (e *APIError) Unavailable() bool {
 }
 
 // do sends a request to each CA address in turn until one answers with
-// something other than a network failure or a 503.
+// something other than a network failure or a 503; when all fail that way it
+// tries them all again, with backoff (0.5s, 1s, 2s), before giving up.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -95,21 +100,41 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	var errs []error
-	for _, base := range c.urls {
-		err := c.once(ctx, method, strings.TrimRight(base, "/")+path, body, out)
-		if err == nil {
-			return nil
+	for attempt := 0; ; attempt++ {
+		for _, base := range c.urls {
+			err := c.once(ctx, method, strings.TrimRight(base, "/")+path, body, out)
+			if err == nil {
+				return nil
+			}
+			var ae *APIError
+			if errors.As(err, &ae) && !ae.Unavailable() {
+				return err
+			}
+			if ctx.Err() != nil {
+				return err
+			}
+			errs = append(errs, err)
 		}
-		var ae *APIError
-		if errors.As(err, &ae) && !ae.Unavailable() {
-			return err
+		if attempt == c.retries() {
+			return errors.Join(errs...)
 		}
-		if ctx.Err() != nil {
-			return err
+		select {
+		case <-ctx.Done():
+			return errors.Join(errs...)
+		case <-time.After(500 * time.Millisecond << attempt):
 		}
-		errs = append(errs, err)
+		errs = errs[:0]
 	}
-	return errors.Join(errs...)
+}
+
+func (c *Client) retries() int {
+	if c.Retries < 0 {
+		return 0
+	}
+	if c.Retries == 0 {
+		return 3
+	}
+	return c.Retries
 }
 
 func (c *Client) once(ctx context.Context, method, u string, body []byte, out any) error {
