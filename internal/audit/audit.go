@@ -145,7 +145,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	if o.MaxLifetime == 0 {
+	if a.o.MaxLifetime == 0 {
 		a.o.MaxLifetime = 24 * time.Hour
 	}
 	if o.Bundle != "" {

@@ -227,42 +227,50 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 // the TLS layer has already verified. peer must be one this CA issued and has
 // not revoked; the new certificate keeps its identity and names.
 func (a *Authority) Renew(ctx context.Context, peer *x509.Certificate, csrPEM []byte, ttl time.Duration) (*Issued, error) {
-	id, err := a.CheckPeer(ctx, peer)
+	id, rec, err := a.peerRecord(ctx, peer)
 	if err != nil {
 		return nil, err
 	}
 	lifetime := peer.NotAfter.Sub(peer.NotBefore) - pki.ClockSkew
 	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL), Roles: identity.Roles(peer)}
-	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+SerialString(peer.SerialNumber), "", "")
+	// A renewed workload certificate stays tied to the node it came through,
+	// so that revoking the node takes it out too.
+	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+SerialString(peer.SerialNumber), "", rec.NodeID)
 }
 
 // CheckPeer returns the SPIFFE ID of a verified client certificate if this
 // CA issued it and it is neither revoked nor expired.
 func (a *Authority) CheckPeer(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, error) {
+	id, _, err := a.peerRecord(ctx, peer)
+	return id, err
+}
+
+// peerRecord is CheckPeer, also returning the stored record.
+func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, store.Certificate, error) {
 	id, err := x509svid.IDFromCert(peer)
 	if err != nil {
-		return spiffeid.ID{}, newErr(KindForbidden, "no_identity", err, "the client certificate carries no SPIFFE ID")
+		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, "no_identity", err, "the client certificate carries no SPIFFE ID")
 	}
 	if now := a.now(); now.After(peer.NotAfter) {
-		return spiffeid.ID{}, newErr(KindForbidden, "cert_expired", nil, "the client certificate of %s expired at %s; enroll again with a new join token", id, peer.NotAfter.Format(time.RFC3339))
+		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, "cert_expired", nil, "the client certificate of %s expired at %s; enroll again with a new join token", id, peer.NotAfter.Format(time.RFC3339))
 	}
 	serial := SerialString(peer.SerialNumber)
 	rec, err := a.Store.GetCertificate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
-		return spiffeid.ID{}, newErr(KindForbidden, "cert_unknown", nil, "the client certificate %s of %s is not in this CA's records", serial, id)
+		return spiffeid.ID{}, rec, newErr(KindForbidden, "cert_unknown", nil, "the client certificate %s of %s is not in this CA's records", serial, id)
 	}
 	if err != nil {
-		return spiffeid.ID{}, classify(err)
+		return spiffeid.ID{}, rec, classify(err)
 	}
 	if rec.Revoked() {
 		fix := "enroll again with a new join token"
 		if strings.HasPrefix(id.Path(), "/admin/") {
 			fix = "issue a new operator identity with `mutual ca admin`"
 		}
-		return spiffeid.ID{}, newErr(KindForbidden, "cert_revoked", nil, "the client certificate %s of %s was revoked at %s (%s); %s",
+		return spiffeid.ID{}, rec, newErr(KindForbidden, "cert_revoked", nil, "the client certificate %s of %s was revoked at %s (%s); %s",
 			serial, id, rec.RevokedAt.Format(time.RFC3339), ReasonName(rec.RevocationReason), fix)
 	}
-	return id, nil
+	return id, rec, nil
 }
 
 func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy, tokenID, nodeID string) (*Issued, error) {

@@ -22,10 +22,11 @@ import (
 // alertNames are the TLS alerts a server sends about a client certificate
 // or a handshake, as crypto/tls words them.
 var alertNames = []string{
-	"bad certificate", "unsupported certificate", "certificate revoked", "certificate expired",
-	"certificate unknown", "unknown certificate authority", "access denied", "certificate required",
+	"bad certificate", "unsupported certificate", "certificate revoked", "revoked certificate",
+	"certificate expired", "expired certificate", "certificate unknown", "unknown certificate",
+	"unknown certificate authority", "access denied", "certificate required",
 	"handshake failure", "protocol version not supported", "insufficient security", "illegal parameter",
-	"decrypt error", "internal error",
+	"decrypt error", "error decrypting message", "internal error",
 }
 
 func isAlert(err error) bool {
@@ -37,10 +38,14 @@ func isAlert(err error) bool {
 
 func alertOf(err error) string {
 	msg := err.Error()
+	best := ""
 	for _, a := range alertNames {
-		if strings.Contains(msg, "remote error: tls: "+a) {
-			return a
+		if strings.Contains(msg, "remote error: tls: "+a) && len(a) > len(best) {
+			best = a
 		}
+	}
+	if best != "" {
+		return best
 	}
 	if i := strings.Index(msg, "remote error: tls: "); i >= 0 {
 		return msg[i+len("remote error: tls: "):]
@@ -64,8 +69,8 @@ func classifyHandshakeError(ctx context.Context, r *Report, o Options, p *probe)
 	alert := alertOf(err)
 	switch alert {
 	case "protocol version not supported", "handshake failure", "insufficient security":
-		if p.requested && !p.sentCert {
-			break // a refused missing client certificate, below
+		if p.requested {
+			break // a refused (or missing) client certificate, below
 		}
 		versions := supportedVersions(ctx, o)
 		r.step("tls", false, "the server refused the handshake: %s (versions it accepts from us: %s)", alert, orNone(versions))
@@ -84,7 +89,16 @@ func classifyHandshakeError(ctx context.Context, r *Report, o Options, p *probe)
 	}
 	if alert != "" {
 		// The server objected during the handshake (TLS 1.2 sends its verdict on
-		// the client certificate here).
+		// the client certificate here): first what the request said and what
+		// is wrong locally.
+		if p.requested && p.sentCert {
+			for _, n := range p.acceptable {
+				r.AcceptableCAs = append(r.AcceptableCAs, rdnString(n))
+			}
+			if c := checkClient(ctx, r, o, p); c != nil {
+				return c
+			}
+		}
 		return serverRefusedDuring(r, o, p, alert)
 	}
 	var ne net.Error
@@ -358,7 +372,7 @@ func publicOf(k any) (crypto.PublicKey, bool) {
 
 // serverRefusedDuring explains an alert received during the handshake.
 func serverRefusedDuring(r *Report, o Options, p *probe, alert string) *Report {
-	if !p.sentCert && (alert == "certificate required" || alert == "bad certificate") {
+	if !p.sentCert && (alert == "certificate required" || alert == "bad certificate" || alert == "handshake failure") {
 		r.step("tls", false, "the server requires a client certificate (alert: %s)", alert)
 		return r.verdict(ClientCertRequired, "the server requires a client certificate and none was given",
 			"pass the client identity: --identity-dir DIR (or --cert, --key and --bundle)")
@@ -378,9 +392,19 @@ func serverRefused(r *Report, o Options, err error) *Report {
 		}
 	}
 	switch alert {
-	case "certificate expired":
+	case "bad certificate":
+		if clientVerifies(o) && len(r.AcceptableCAs) == 0 {
+			// A valid, unexpired certificate of a CA this client trusts,
+			// refused by a server that lists no CA names (as a mutual proxy,
+			// which verifies against its SPIFFE bundle): its policy. A mutual
+			// proxy in tcp mode refuses identities it does not allow at the
+			// handshake, with this alert.
+			return r.verdict(IdentityRefused, "the server refused a client certificate that is valid and from the trusted CA: most likely its policy does not allow this identity",
+				"ask the service owner to allow this identity (mutual proxy --allow or its policy file); the server's log names the reason")
+		}
+	case "certificate expired", "expired certificate":
 		return r.verdict(ClientCertExpired, "the server says the client certificate expired", "renew it (mutual cert renew), and check the clocks")
-	case "certificate revoked":
+	case "certificate revoked", "revoked certificate":
 		return r.verdict(ClientCertRevoked, "the server says the client certificate is revoked", "get a new identity: enroll again with a new join token")
 	case "unknown certificate authority":
 		return r.verdict(ClientCANotAccepted, "the server does not trust the CA that issued the client certificate", "use an identity from the server's CA, or add this CA's root to the server's client bundle")
@@ -391,4 +415,22 @@ func serverRefused(r *Report, o Options, err error) *Report {
 	}
 	return r.verdict(ClientCertRefused, fmt.Sprintf("the server refused the client certificate (%s): it may be revoked, from another trust domain, or not allowed by the server's policy", alert),
 		"check the server's log for the reason (a mutual proxy logs it in words), or run `mutual diagnose --listen` to see what a server sees of this certificate")
+}
+
+// clientVerifies reports whether the client's own chain verifies for client
+// authentication against the trusted roots.
+func clientVerifies(o Options) bool {
+	if len(o.ClientChain) == 0 || len(o.Roots) == 0 {
+		return false
+	}
+	roots := x509.NewCertPool()
+	for _, c := range o.Roots {
+		roots.AddCert(c)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range o.ClientChain[1:] {
+		inter.AddCert(c)
+	}
+	_, err := o.ClientChain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: o.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return err == nil
 }

@@ -298,6 +298,18 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) {
 	} else {
 		p.cfg.Migration.Record(c.RemoteAddr(), "plaintext")
 	}
+	// Track the connection before anything else, then check the peer again:
+	// a revocation that arrived since the handshake closes it.
+	p.track(relay, lc)
+	defer p.untrack(relay)
+	if tc != nil && p.cfg.PeerCheck != nil && !lc.id.IsZero() {
+		cs := tc.ConnectionState()
+		if err := p.cfg.PeerCheck(lc.id, cs.PeerCertificates); err != nil {
+			p.refused(c, err)
+			relay.Close()
+			return
+		}
+	}
 	d := net.Dialer{Timeout: p.cfg.Limits.DialTimeout}
 	target, err := d.DialContext(ctx, "tcp", p.cfg.Target)
 	if err != nil {
@@ -306,8 +318,6 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) {
 		relay.Close()
 		return
 	}
-	p.track(relay, lc)
-	defer p.untrack(relay)
 	p.cfg.Metrics.conn("ok")
 	in, out := pipe(relay, target, p.cfg.Limits.IdleTimeout)
 	if p.cfg.Metrics != nil {

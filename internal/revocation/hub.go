@@ -178,6 +178,12 @@ func (h *Hub) ServeFeed(w http.ResponseWriter, r *http.Request) {
 	if n, err := h.Store.LastRevocationSeq(r.Context()); err == nil && n > live {
 		live = n
 	}
+	// A long-lived stream: no read deadline, and a write deadline pushed
+	// forward before each line (the server's own timeouts would cut it).
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	extend := func() { rc.SetWriteDeadline(time.Now().Add(30 * time.Second)) }
+	extend()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Mutual-Revocation-Seq", strconv.FormatInt(live, 10))
@@ -198,6 +204,7 @@ func (h *Hub) ServeFeed(w http.ResponseWriter, r *http.Request) {
 			if se.Seq > live {
 				break
 			}
+			extend()
 			if err := enc.Encode(fromStore(se)); err != nil {
 				return
 			}
@@ -227,11 +234,13 @@ func (h *Hub) ServeFeed(w http.ResponseWriter, r *http.Request) {
 			if e.Seq <= sent {
 				continue
 			}
+			extend()
 			if err := enc.Encode(e); err != nil {
 				return
 			}
 			sent = e.Seq
 		case <-hb.C:
+			extend()
 			if err := enc.Encode(Event{Seq: sent, Heartbeat: true}); err != nil {
 				return
 			}

@@ -155,14 +155,24 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	failures := 0
 	for ctx.Err() == nil {
+		healthy := false
 		for _, base := range w.CAURLs {
-			err := w.follow(ctx, base)
+			connected, err := w.follow(ctx, base)
 			if ctx.Err() != nil {
 				return nil
 			}
 			if err != nil {
 				w.Log.Warn("revocation feed down; falling back to the CRL", "ca", base, "error", err.Error())
 			}
+			if connected {
+				healthy = true
+				break
+			}
+		}
+		if healthy {
+			// A stream that worked and broke: reconnect at once.
+			failures = 0
+			continue
 		}
 		failures++
 		// While the feed is down, the CRL keeps the set current.
@@ -187,11 +197,12 @@ func (w *Watcher) lastCRLTime() time.Time {
 	return w.lastCRL
 }
 
-// follow reads the feed from base until it breaks.
-func (w *Watcher) follow(ctx context.Context, base string) error {
+// follow reads the feed from base until it breaks; connected says whether
+// the stream was established.
+func (w *Watcher) follow(ctx context.Context, base string) (connected bool, err error) {
 	hc, err := w.client(base)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer hc.CloseIdleConnections()
 	w.mu.RLock()
@@ -202,12 +213,12 @@ func (w *Watcher) follow(ctx context.Context, base string) error {
 	req, _ := http.NewRequestWithContext(cctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/revocations?since="+strconv.FormatInt(since, 10), nil)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		return false, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	w.setFeed(true)
 	defer w.setFeed(false)
@@ -221,7 +232,7 @@ func (w *Watcher) follow(ctx context.Context, base string) error {
 		alive.Reset(45 * time.Second)
 		var e Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return fmt.Errorf("bad feed line: %w", err)
+			return true, fmt.Errorf("bad feed line: %w", err)
 		}
 		if e.Heartbeat {
 			w.mu.Lock()
@@ -234,9 +245,9 @@ func (w *Watcher) follow(ctx context.Context, base string) error {
 		w.add(e)
 	}
 	if err := sc.Err(); err != nil {
-		return err
+		return true, err
 	}
-	return io.ErrUnexpectedEOF
+	return true, io.ErrUnexpectedEOF
 }
 
 func (w *Watcher) setFeed(up bool) {

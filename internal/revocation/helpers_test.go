@@ -1,0 +1,344 @@
+package revocation_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/server"
+	"github.com/mutual-tls/mutual/internal/testca"
+)
+
+// caEnv is a running CA service on loopback, with the plain-HTTP CRL/OCSP
+// listener (so that certificates carry http:// URLs), and its operator.
+type caEnv struct {
+	ca    *testca.CA
+	svc   *server.Service
+	admin *client.Client
+	// httpBase is http://127.0.0.1:PORT, the CRL/OCSP listener.
+	httpBase string
+}
+
+// startCA runs a CA service on the store at storeURL ("" = SQLite in the CA
+// directory). It stops when the test ends (after anything the test
+// registered later, such as watchers subscribed to its feed).
+func startCA(t testing.TB, storeURL string) *caEnv {
+	t.Helper()
+	return startCAWith(t, testca.New(t), storeURL)
+}
+
+// startCAWith runs a CA service for the CA c (several may run for one CA:
+// replicas sharing a PostgreSQL store).
+func startCAWith(t testing.TB, c *testca.CA, storeURL string) *caEnv {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	svc, err := server.Open(ctx, server.Options{
+		Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
+		HTTPListen: "127.0.0.1:0", StoreURL: storeURL,
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	e := &caEnv{ca: c, svc: svc, httpBase: "http://" + svc.HTTPAddr().String()}
+	t.Cleanup(func() {
+		if e.admin != nil {
+			e.admin.CloseIdleConnections()
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("CA service Run: %v", err)
+		}
+		svc.Close()
+	})
+	adminID, err := identity.Load(c.AdminDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := adminID.TLSCertificate()
+	if e.admin, err = client.New([]string{svc.URL}, adminID.Roots, &tc); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// enroll obtains an identity for id from the CA with a join token, as
+// `mutual cert request` does.
+func (e *caEnv) enroll(t testing.TB, id string, req api.TokenRequest) *identity.Identity {
+	t.Helper()
+	req.SPIFFEID = id
+	tok, err := e.admin.CreateToken(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enr, err := client.RequestIdentity(context.Background(), tok.Token, pki.KeyECDSAP256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enr.Identity
+}
+
+// revoke revokes one certificate through the admin API.
+func (e *caEnv) revoke(t testing.TB, cert *x509.Certificate, reason string) *api.RevokeResponse {
+	t.Helper()
+	resp, err := e.admin.Revoke(context.Background(), api.RevokeRequest{Serial: serialOf(cert), Reason: reason})
+	if err != nil {
+		t.Fatalf("revoke %s: %v", serialOf(cert), err)
+	}
+	return resp
+}
+
+// crlURL and ocspURL are what issued certificates point at.
+func (e *caEnv) crlURL() string {
+	return e.httpBase + "/crl/" + revocation.IssuerKeyID(e.ca.Intermediate) + ".crl"
+}
+
+func (e *caEnv) ocspURL() string { return e.httpBase + "/ocsp" }
+
+// clientTLS is a TLS client configuration presenting id and trusting its roots.
+func clientTLS(id *identity.Identity, serverName string) *tls.Config {
+	tc := id.TLSCertificate()
+	return &tls.Config{Certificates: []tls.Certificate{tc}, RootCAs: id.RootPool(), ServerName: serverName, MinVersion: tls.VersionTLS12}
+}
+
+func serialOf(c *x509.Certificate) string { return ca.SerialString(c.SerialNumber) }
+
+// httpGet fetches u with a plain client and returns the status, headers and body.
+func httpGet(t testing.TB, u string) (int, http.Header, []byte) {
+	t.Helper()
+	hc := &http.Client{Timeout: 15 * time.Second}
+	resp, err := hc.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+// fetchCRL downloads and parses the DER CRL.
+func (e *caEnv) fetchCRL(t testing.TB) (*x509.RevocationList, []byte) {
+	t.Helper()
+	st, _, der := httpGet(t, e.crlURL())
+	if st != http.StatusOK {
+		t.Fatalf("GET %s: HTTP %d: %s", e.crlURL(), st, der)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("x509.ParseRevocationList: %v", err)
+	}
+	return crl, der
+}
+
+func crlHas(crl *x509.RevocationList, c *x509.Certificate) (x509.RevocationListEntry, bool) {
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+			return e, true
+		}
+	}
+	return x509.RevocationListEntry{}, false
+}
+
+// writePEM writes certificates as PEM into dir/name and returns the path.
+func writePEM(t testing.TB, dir, name string, certs ...*x509.Certificate) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pki.EncodeCertificates(certs...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeCRLPEM(t testing.TB, dir, name string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// openssl returns the path of the openssl binary: a failure under CI when it
+// is missing, a skip elsewhere.
+func openssl(t testing.TB) string {
+	t.Helper()
+	const bin = "/usr/bin/openssl"
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	if p, err := exec.LookPath("openssl"); err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("openssl not found; CI must install it")
+	}
+	t.Skip("openssl not found: install it to run this test (CI does)")
+	return ""
+}
+
+// runOpenSSL runs openssl with args and returns its combined output and
+// whether it exited 0.
+func runOpenSSL(t testing.TB, args ...string) (string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, openssl(t), args...).CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("openssl %s: %v", strings.Join(args, " "), err)
+	}
+	return string(out), err == nil
+}
+
+// eventually polls cond every 20ms until it holds or the safety timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// feedStream is an open subscription to /v1/revocations.
+type feedStream struct {
+	resp  *http.Response
+	lines chan []byte
+	errc  chan error
+}
+
+// feedClient is an HTTPS client for the CA's API presenting id (nil: no
+// client certificate) and trusting roots.
+func feedClient(roots []*x509.Certificate, id *identity.Identity) *http.Client {
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if id != nil {
+		cfg.Certificates = []tls.Certificate{id.TLSCertificate()}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+}
+
+// subscribe opens the feed from since; the stream is closed when the test ends.
+func (e *caEnv) subscribe(t testing.TB, hc *http.Client, since int64) (*feedStream, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/revocations?since=%d", e.svc.URL, since), nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	fs := &feedStream{resp: resp, lines: make(chan []byte, 1024), errc: make(chan error, 1)}
+	t.Cleanup(func() {
+		cancel()
+		resp.Body.Close()
+		hc.CloseIdleConnections()
+	})
+	if resp.StatusCode != http.StatusOK {
+		return fs, nil
+	}
+	go func() {
+		br := bufio.NewReader(resp.Body)
+		for {
+			line, err := br.ReadBytes('\n')
+			if len(bytes.TrimSpace(line)) > 0 {
+				fs.lines <- line
+			}
+			if err != nil {
+				fs.errc <- err
+				close(fs.lines)
+				return
+			}
+		}
+	}()
+	return fs, nil
+}
+
+// next reads one event from the stream (10 s safety timeout).
+func (fs *feedStream) next(t testing.TB) revocation.Event {
+	t.Helper()
+	select {
+	case line, ok := <-fs.lines:
+		if !ok {
+			t.Fatalf("feed ended: %v", <-fs.errc)
+		}
+		var ev revocation.Event
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("feed line %q: %v", line, err)
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no feed line within 10 s")
+	}
+	return revocation.Event{}
+}
+
+// untilHeartbeat reads events up to the next heartbeat and returns them and
+// the heartbeat.
+func (fs *feedStream) untilHeartbeat(t testing.TB) ([]revocation.Event, revocation.Event) {
+	t.Helper()
+	var evs []revocation.Event
+	for {
+		ev := fs.next(t)
+		if ev.Heartbeat {
+			return evs, ev
+		}
+		evs = append(evs, ev)
+	}
+}
+
+// csrPEM makes a certificate request with no names for a fresh key.
+func csrPEM(t testing.TB) string {
+	t.Helper()
+	k, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pki.EncodeCSR(der))
+}
+
+func writeRaw(t testing.TB, dir, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,319 @@
+package revocation_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha1"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/testca"
+)
+
+var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
+
+// TestGoParsesCRL: crypto/x509 parses the DER and PEM CRLs, their signature
+// verifies against the intermediate, and they list a revoked certificate with
+// its reason.
+func TestGoParsesCRL(t *testing.T) {
+	t.Parallel()
+	e := startCA(t, "")
+	leaf := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
+	e.revoke(t, leaf, "keyCompromise")
+
+	st, hdr, der := httpGet(t, e.crlURL())
+	if st != http.StatusOK || hdr.Get("Content-Type") != "application/pkix-crl" {
+		t.Fatalf("DER CRL: HTTP %d, Content-Type %q", st, hdr.Get("Content-Type"))
+	}
+	st, hdr, pemBody := httpGet(t, strings.TrimSuffix(e.crlURL(), ".crl")+".pem")
+	if st != http.StatusOK {
+		t.Fatalf("PEM CRL: HTTP %d", st)
+	}
+	block, rest := pem.Decode(pemBody)
+	if block == nil || block.Type != "X509 CRL" || len(bytes.TrimSpace(rest)) != 0 {
+		t.Fatalf("PEM CRL: not one X509 CRL block: %q", pemBody)
+	}
+	for name, raw := range map[string][]byte{"DER": der, "PEM": block.Bytes} {
+		crl, err := x509.ParseRevocationList(raw)
+		if err != nil {
+			t.Fatalf("%s: x509.ParseRevocationList: %v", name, err)
+		}
+		if err := crl.CheckSignatureFrom(e.ca.Intermediate); err != nil {
+			t.Fatalf("%s: signature does not verify against the intermediate: %v", name, err)
+		}
+		if err := crl.CheckSignatureFrom(e.ca.Root); err == nil {
+			t.Fatalf("%s: the CRL verifies against the root: it should be the intermediate's", name)
+		}
+		if !bytes.Equal(crl.RawIssuer, e.ca.Intermediate.RawSubject) {
+			t.Fatalf("%s: CRL issuer %s, want %s", name, crl.Issuer, e.ca.Intermediate.Subject)
+		}
+		if !bytes.Equal(crl.AuthorityKeyId, e.ca.Intermediate.SubjectKeyId) {
+			t.Fatalf("%s: authority key id %x, want %x", name, crl.AuthorityKeyId, e.ca.Intermediate.SubjectKeyId)
+		}
+		ent, ok := crlHas(crl, leaf)
+		if !ok || ent.ReasonCode != 1 || ent.RevocationTime.IsZero() {
+			t.Fatalf("%s: entry for %s: %+v (found %v), want keyCompromise (1)", name, serialOf(leaf), ent, ok)
+		}
+	}
+	if hdr.Get("X-Mutual-Revocation-Seq") == "" {
+		t.Fatal("the CRL carries no X-Mutual-Revocation-Seq header")
+	}
+	// Unknown CRL names are 404.
+	for _, p := range []string{"/crl/00.crl", "/crl/" + strings.TrimSuffix(strings.TrimPrefix(e.crlURL(), e.httpBase+"/crl/"), ".crl") + ".txt"} {
+		if st, _, _ := httpGet(t, e.httpBase+p); st != http.StatusNotFound {
+			t.Fatalf("GET %s: HTTP %d, want 404", p, st)
+		}
+	}
+}
+
+// ocspPost and ocspGet send a DER OCSP request to the responder.
+func ocspPost(t testing.TB, u string, req []byte) []byte {
+	t.Helper()
+	resp, err := http.Post(u, "application/ocsp-request", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/ocsp-response" {
+		t.Fatalf("POST %s: HTTP %d, Content-Type %q", u, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return b
+}
+
+// ocspGet sends the request the RFC 6960 (appendix A.1) way: the URL
+// encoding of the base64 of the DER.
+func ocspGet(t testing.TB, u string, req []byte) []byte {
+	t.Helper()
+	st, hdr, b := httpGet(t, u+"/"+url.PathEscape(base64.StdEncoding.EncodeToString(req)))
+	if st != http.StatusOK || hdr.Get("Content-Type") != "application/ocsp-response" {
+		t.Fatalf("GET %s: HTTP %d, Content-Type %q", u, st, hdr.Get("Content-Type"))
+	}
+	return b
+}
+
+// TestGoParsesOCSP: golang.org/x/crypto/ocsp parses good, revoked and
+// unknown answers, over GET and POST; the responder is a delegated one.
+func TestGoParsesOCSP(t *testing.T) {
+	t.Parallel()
+	e := startCA(t, "")
+	id := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	leaf, inter := id.Leaf(), id.Chain[1]
+	u := leaf.OCSPServer[0]
+	methods := map[string]func(testing.TB, string, []byte) []byte{"POST": ocspPost, "GET": ocspGet}
+
+	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
+		req, err := ocsp.CreateRequest(leaf, inter, &ocsp.RequestOptions{Hash: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m, send := range methods {
+			r, err := ocsp.ParseResponseForCert(send(t, u, req), leaf, inter)
+			if err != nil {
+				t.Fatalf("%s %v: %v", m, h, err)
+			}
+			if r.Status != ocsp.Good || r.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+				t.Fatalf("%s %v: status %d serial %x, want good for %x", m, h, r.Status, r.SerialNumber, leaf.SerialNumber)
+			}
+			if r.IssuerHash != h {
+				t.Fatalf("%s %v: answered with issuer hash %v", m, h, r.IssuerHash)
+			}
+			if !r.NextUpdate.After(time.Now()) || r.ThisUpdate.After(time.Now()) {
+				t.Fatalf("%s: validity %s – %s", m, r.ThisUpdate, r.NextUpdate)
+			}
+			checkResponder(t, r, inter)
+		}
+	}
+
+	// Revoked, with the time and the reason, over both methods.
+	before := time.Now().Add(-time.Second)
+	e.revoke(t, leaf, "keyCompromise")
+	req, _ := ocsp.CreateRequest(leaf, inter, nil)
+	for m, send := range methods {
+		r, err := ocsp.ParseResponseForCert(send(t, u, req), leaf, inter)
+		if err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		if r.Status != ocsp.Revoked || r.RevocationReason != ocsp.KeyCompromise || r.RevokedAt.Before(before.Truncate(time.Second)) {
+			t.Fatalf("%s after revoke: status %d reason %d at %s", m, r.Status, r.RevocationReason, r.RevokedAt)
+		}
+	}
+
+	// Unknown: this issuer, a serial it never issued.
+	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
+		unknown := unknownSerialRequest(t, inter, big.NewInt(0x5eed), h)
+		for m, send := range methods {
+			raw := send(t, u, unknown)
+			r, err := ocsp.ParseResponse(raw, inter)
+			if err != nil {
+				t.Fatalf("%s %v unknown serial: %v", m, h, err)
+			}
+			if r.Status != ocsp.Unknown || r.SerialNumber.Cmp(big.NewInt(0x5eed)) != 0 {
+				t.Fatalf("%s %v unknown serial: status %d serial %x", m, h, r.Status, r.SerialNumber)
+			}
+		}
+	}
+
+	// Another issuer: unauthorized.
+	other := testca.New(t)
+	foreign := other.Leaf(t, "spiffe://example.org/ns/prod/web")
+	freq, _ := ocsp.CreateRequest(foreign.Leaf(), foreign.Chain[1], nil)
+	for m, send := range methods {
+		raw := send(t, u, freq)
+		if !bytes.Equal(raw, ocsp.UnauthorizedErrorResponse) {
+			t.Fatalf("%s for another issuer: %x, want unauthorized", m, raw)
+		}
+		if _, err := ocsp.ParseResponse(raw, nil); !isResponseError(err, ocsp.Unauthorized) {
+			t.Fatalf("%s for another issuer: parsed as %v", m, err)
+		}
+	}
+	// The same name under another key is another issuer too.
+	keyHash := sha1.Sum([]byte("another key"))
+	spoofed := marshalRequest(t, crypto.SHA1, sha1Name(inter), keyHash[:], leaf.SerialNumber)
+	if raw := ocspPost(t, u, spoofed); !bytes.Equal(raw, ocsp.UnauthorizedErrorResponse) {
+		t.Fatalf("request with the issuer's name and another key: %x, want unauthorized", raw)
+	}
+
+	// Malformed: malformedRequest, over both methods.
+	for _, body := range [][]byte{nil, []byte("not DER"), {0x30, 0x03, 0x02, 0x01}, req[:len(req)/2]} {
+		for m, send := range methods {
+			if m == "GET" && len(body) == 0 {
+				continue
+			}
+			raw := send(t, u, body)
+			if !bytes.Equal(raw, ocsp.MalformedRequestErrorResponse) {
+				t.Fatalf("%s malformed %x: %x, want malformedRequest", m, body, raw)
+			}
+		}
+	}
+	if st, _, raw := httpGet(t, u+"/"); st != http.StatusOK || !bytes.Equal(raw, ocsp.MalformedRequestErrorResponse) {
+		t.Fatalf("GET with an empty request: HTTP %d %x", st, raw)
+	}
+	for _, p := range []string{"/!!!!", "/" + url.PathEscape("not base64 at all"), "/" + base64.URLEncoding.EncodeToString([]byte{0xfb, 0xff, 0xfe})} {
+		if st, _, raw := httpGet(t, u+p); st != http.StatusOK || !bytes.Equal(raw, ocsp.MalformedRequestErrorResponse) {
+			t.Fatalf("GET %s: HTTP %d %x, want malformedRequest", p, st, raw)
+		}
+	}
+}
+
+// TestOCSPGetEncodings: GET requests whose base64 holds '/', "//" and '+',
+// URL-encoded as RFC 6960 asks, or with single slashes and pluses left as
+// they are (as some clients send them), are answered.
+func TestOCSPGetEncodings(t *testing.T) {
+	t.Parallel()
+	e := startCA(t, "")
+	id := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	leaf, inter := id.Leaf(), id.Chain[1]
+	ask := func(n int64, path string) {
+		t.Helper()
+		st, _, raw := httpGet(t, leaf.OCSPServer[0]+"/"+path)
+		if st != http.StatusOK {
+			t.Fatalf("GET /ocsp/%s: HTTP %d", path, st)
+		}
+		r, err := ocsp.ParseResponse(raw, inter)
+		if err != nil || r.Status != ocsp.Unknown || r.SerialNumber.Int64() != n {
+			t.Fatalf("GET /ocsp/%s: %+v %v", path, r, err)
+		}
+	}
+	var rawDone, doubleDone bool
+	for n := int64(1); n < 1_000_000 && !(rawDone && doubleDone); n++ {
+		b64 := base64.StdEncoding.EncodeToString(unknownSerialRequest(t, inter, big.NewInt(n), crypto.SHA1))
+		switch {
+		case !doubleDone && strings.Contains(b64, "//"):
+			ask(n, url.PathEscape(b64))
+			doubleDone = true
+		case !rawDone && strings.Contains(b64, "/") && strings.Contains(b64, "+") && !strings.Contains(b64, "//"):
+			ask(n, b64)
+			ask(n, url.PathEscape(b64))
+			rawDone = true
+		}
+	}
+	if !rawDone || !doubleDone {
+		t.Fatal("no suitable serial found")
+	}
+}
+
+func isResponseError(err error, status ocsp.ResponseStatus) bool {
+	re, ok := err.(ocsp.ResponseError)
+	return ok && re.Status == status
+}
+
+// checkResponder: the answer is signed by a delegated responder certificate
+// issued by the intermediate, with the OCSPSigning usage and id-pkix-ocsp-nocheck.
+func checkResponder(t testing.TB, r *ocsp.Response, inter *x509.Certificate) {
+	t.Helper()
+	c := r.Certificate
+	if c == nil {
+		t.Fatal("the response carries no responder certificate")
+	}
+	if err := c.CheckSignatureFrom(inter); err != nil {
+		t.Fatalf("responder certificate not issued by the intermediate: %v", err)
+	}
+	if c.IsCA || bytes.Equal(c.Raw, inter.Raw) {
+		t.Fatal("the answer is signed by the CA itself, not by a delegated responder")
+	}
+	if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
+		t.Fatalf("responder certificate usages %v lack OCSPSigning", c.ExtKeyUsage)
+	}
+	found := false
+	for _, ext := range c.Extensions {
+		if ext.Id.Equal(oidOCSPNoCheck) {
+			found = true
+			if ext.Critical || !bytes.Equal(ext.Value, []byte{0x05, 0x00}) {
+				t.Fatalf("id-pkix-ocsp-nocheck: critical %v value %x, want a non-critical NULL", ext.Critical, ext.Value)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("responder certificate lacks id-pkix-ocsp-nocheck")
+	}
+	if c.NotAfter.After(inter.NotAfter) || time.Now().After(c.NotAfter) {
+		t.Fatalf("responder certificate valid until %s (intermediate until %s)", c.NotAfter, inter.NotAfter)
+	}
+}
+
+// unknownSerialRequest builds a request naming issuer and serial directly,
+// for a serial no certificate carries.
+func unknownSerialRequest(t testing.TB, issuer *x509.Certificate, serial *big.Int, h crypto.Hash) []byte {
+	t.Helper()
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(issuer.RawSubjectPublicKeyInfo, &spki); err != nil {
+		t.Fatal(err)
+	}
+	hn := h.New()
+	hn.Write(issuer.RawSubject)
+	hk := h.New()
+	hk.Write(spki.PublicKey.RightAlign())
+	return marshalRequest(t, h, hn.Sum(nil), hk.Sum(nil), serial)
+}
+
+func marshalRequest(t testing.TB, h crypto.Hash, nameHash, keyHash []byte, serial *big.Int) []byte {
+	t.Helper()
+	der, err := (&ocsp.Request{HashAlgorithm: h, IssuerNameHash: nameHash, IssuerKeyHash: keyHash, SerialNumber: serial}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func sha1Name(c *x509.Certificate) []byte {
+	s := sha1.Sum(c.RawSubject)
+	return s[:]
+}

@@ -1,0 +1,370 @@
+package revocation_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/store"
+	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/tlsconfig"
+)
+
+// clock is a settable time for the CRL builder and the responder.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// memCRLStore is a fixture: revoked certificates and a revocation seq.
+type memCRLStore struct {
+	mu      sync.Mutex
+	seq     int64
+	entries []store.RevokedEntry // with NotAfter kept alongside
+	expiry  []time.Time
+	fail    bool
+}
+
+func (m *memCRLStore) revoke(serial string, notAfter time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seq++
+	m.entries = append(m.entries, store.RevokedEntry{Serial: serial, RevokedAt: time.Now().Truncate(time.Second), Reason: 1})
+	m.expiry = append(m.expiry, notAfter)
+}
+
+func (m *memCRLStore) RevokedUnexpired(_ context.Context, now time.Time) ([]store.RevokedEntry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.RevokedEntry
+	for i, e := range m.entries {
+		if m.expiry[i].After(now) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (m *memCRLStore) LastRevocationSeq(context.Context) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail {
+		return 0, errors.New("database unreachable")
+	}
+	return m.seq, nil
+}
+
+// TestCRLCaching: the CRL is cached until a revocation or half its
+// validity, its number always grows (even when the clock steps back), its
+// nextUpdate never passes the issuer's expiry, and while the store is away
+// the last CRL is served until its nextUpdate.
+func TestCRLCaching(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := testca.New(t)
+	clk := &clock{t: time.Now()}
+	st := &memCRLStore{}
+	crl := &revocation.CRL{Issuer: c.Issuer, Store: st, Now: clk.Now}
+	parse := func() (*x509.RevocationList, int64) {
+		t.Helper()
+		der, seq, err := crl.Current(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.CheckSignatureFrom(c.Intermediate); err != nil {
+			t.Fatal(err)
+		}
+		return l, seq
+	}
+	first, _ := parse()
+	if got := first.NextUpdate.Sub(first.ThisUpdate); got > revocation.CRLValidity+2*time.Minute {
+		t.Fatalf("validity %s", got)
+	}
+	clk.Add(revocation.CRLValidity/2 - time.Second)
+	if same, _ := parse(); same.Number.Cmp(first.Number) != 0 {
+		t.Fatal("rebuilt before half its validity without a change")
+	}
+	clk.Add(2 * time.Second)
+	second, _ := parse()
+	if second.Number.Cmp(first.Number) <= 0 {
+		t.Fatalf("number %v after %v", second.Number, first.Number)
+	}
+	// The clock steps back: the number still grows.
+	st.revoke("abcdef", clk.Now().Add(time.Hour))
+	clk.Add(-time.Hour)
+	third, seq := parse()
+	if third.Number.Cmp(second.Number) <= 0 || seq != 1 || len(third.RevokedCertificateEntries) != 1 {
+		t.Fatalf("after a revocation with the clock stepped back: number %v (was %v), seq %d, %d entries", third.Number, second.Number, seq, len(third.RevokedCertificateEntries))
+	}
+	if third.RevokedCertificateEntries[0].SerialNumber.Cmp(big.NewInt(0xabcdef)) != 0 {
+		t.Fatalf("entry %x", third.RevokedCertificateEntries[0].SerialNumber)
+	}
+	// Close to the intermediate's expiry, nextUpdate stops there.
+	clk.Set(c.Intermediate.NotAfter.Add(-time.Minute))
+	st.revoke("01", c.Intermediate.NotAfter.Add(time.Hour))
+	late, _ := parse()
+	if late.NextUpdate.After(c.Intermediate.NotAfter) {
+		t.Fatalf("nextUpdate %s after the issuer's expiry %s", late.NextUpdate, c.Intermediate.NotAfter)
+	}
+	// The store is away: the last CRL is served until its nextUpdate, then
+	// nothing (never an empty CRL).
+	st.mu.Lock()
+	st.fail = true
+	st.mu.Unlock()
+	lastDER, _, _ := crl.Current(ctx)
+	clk.Set(late.NextUpdate.Add(-time.Second))
+	if der, seq, err := crl.Current(ctx); err != nil || string(der) != string(lastDER) || seq != 2 {
+		t.Fatalf("store away before nextUpdate: %d bytes, seq %d, %v; want the last CRL", len(der), seq, err)
+	}
+	clk.Set(late.NextUpdate.Add(time.Second))
+	if der, _, err := crl.Current(ctx); err == nil {
+		t.Fatalf("store away after nextUpdate: a %d-byte CRL was served", len(der))
+	}
+	fresh := &revocation.CRL{Issuer: c.Issuer, Store: st}
+	if _, _, err := fresh.Current(ctx); err == nil {
+		t.Fatal("a failing store gave a first CRL")
+	}
+}
+
+// TestResponderCacheAndRotation: answers are cached (same bytes) until a
+// revocation or half their validity; the delegated responder certificate
+// is rotated at half its life and answers are then signed by the new one.
+func TestResponderCacheAndRotation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := testca.New(t)
+	leaf := c.Leaf(t, "spiffe://example.org/ns/prod/web").Leaf()
+	clk := &clock{t: time.Now()}
+	st := &memStore{certs: map[string]store.Certificate{serialOf(leaf): {Serial: serialOf(leaf), NotAfter: leaf.NotAfter}}}
+	r, err := revocation.NewResponder(c.Issuer, st, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := ocsp.CreateRequest(leaf, c.Intermediate, nil)
+	ask := func() (*ocsp.Response, []byte) {
+		t.Helper()
+		raw := r.Respond(ctx, req)
+		resp, err := ocsp.ParseResponseForCert(raw, leaf, c.Intermediate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, raw
+	}
+	first, raw1 := ask()
+	if first.Status != ocsp.Good || first.Certificate.SerialNumber.Cmp(r.ResponderCert().SerialNumber) != 0 {
+		t.Fatalf("%+v", first)
+	}
+	if _, raw2 := ask(); string(raw2) != string(raw1) {
+		t.Fatal("a second answer was signed again instead of served from the cache")
+	}
+	// Revoked in the store: the cached answer stands until Invalidate.
+	st.mu.Lock()
+	rec := st.certs[serialOf(leaf)]
+	rec.RevokedAt, rec.RevocationReason = clk.Now().Truncate(time.Second), ocsp.Superseded
+	st.certs[serialOf(leaf)] = rec
+	st.mu.Unlock()
+	r.Invalidate(serialOf(leaf))
+	if resp, _ := ask(); resp.Status != ocsp.Revoked || resp.RevocationReason != ocsp.Superseded {
+		t.Fatalf("after Invalidate: %+v", resp)
+	}
+	// Past half the validity, the answer is signed anew.
+	_, before := ask()
+	clk.Add(revocation.OCSPValidity/2 + time.Second)
+	resp, after := ask()
+	if string(before) == string(after) || !resp.ThisUpdate.After(clk.Now().Add(-2*time.Minute)) {
+		t.Fatalf("answer not refreshed after half its validity: thisUpdate %s", resp.ThisUpdate)
+	}
+	// Rotation: nothing before half the responder certificate's life, a new
+	// certificate after.
+	old := r.ResponderCert()
+	if err := r.Maintain(); err != nil || r.ResponderCert() != old {
+		t.Fatalf("rotated early: %v", err)
+	}
+	clk.Set(old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore)/2 + time.Minute))
+	if err := r.Maintain(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := r.ResponderCert()
+	if fresh.SerialNumber.Cmp(old.SerialNumber) == 0 || !fresh.NotAfter.After(old.NotAfter) {
+		t.Fatal("Maintain did not rotate the responder certificate")
+	}
+	if resp, _ := ask(); resp.Certificate.SerialNumber.Cmp(fresh.SerialNumber) != 0 {
+		t.Fatal("answers after the rotation are still signed by the old responder certificate")
+	}
+}
+
+// crlServer serves, over plain HTTP, a CRL signed by signer and listing
+// serials, and no feed.
+func crlServer(t testing.TB, signer *testca.CA, serials ...*big.Int) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var entries []x509.RevocationListEntry
+	for _, s := range serials {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now(), ReasonCode: 1})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Minute),
+		NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, signer.Issuer.Cert, signer.Issuer.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetches atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/crl/") {
+			fetches.Add(1)
+			w.Header().Set("X-Mutual-Revocation-Seq", "7")
+			w.Write(der)
+			return
+		}
+		http.Error(w, "no feed here", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &fetches
+}
+
+// TestWatcherCRL: the watcher takes revocations from a CRL signed by its
+// issuing CA only, and its Check refuses them with the revoked reason.
+func TestWatcherCRL(t *testing.T) {
+	t.Parallel()
+	c := testca.New(t)
+	dir := filepath.Join(t.TempDir(), "id")
+	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	src, err := identity.NewDirSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := c.Leaf(t, "spiffe://example.org/ns/prod/victim")
+	run := func(w *revocation.Watcher) func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+
+	t.Run("signed by the issuing CA", func(t *testing.T) {
+		srv, fetches := crlServer(t, c, victim.Leaf().SerialNumber)
+		w := &revocation.Watcher{CAURLs: []string{srv.URL}, Source: src, CRLInterval: 100 * time.Millisecond}
+		stop := run(w)
+		defer stop()
+		eventually(t, 10*time.Second, "the CRL's revocation was not learnt", func() bool { return w.Revoked(serialOf(victim.Leaf())) })
+		err := w.Check(victim.ID, victim.Chain)
+		var pe *tlsconfig.PeerError
+		if !errors.As(err, &pe) || pe.Reason != tlsconfig.ReasonRevoked {
+			t.Fatalf("Check: %v, want a revoked PeerError", err)
+		}
+		if err := w.Check(src.Identity().ID, src.Identity().Chain); err != nil {
+			t.Fatalf("Check of a good certificate: %v", err)
+		}
+		if err := w.Check(victim.ID, nil); err != nil {
+			t.Fatalf("Check without a chain: %v", err)
+		}
+		// While the feed is down the CRL is fetched again.
+		eventually(t, 10*time.Second, "the CRL was not refetched while the feed was down", func() bool { return fetches.Load() >= 2 })
+	})
+	t.Run("signed by another CA", func(t *testing.T) {
+		other := testca.New(t)
+		srv, fetches := crlServer(t, other, victim.Leaf().SerialNumber)
+		w := &revocation.Watcher{CAURLs: []string{srv.URL}, Source: src, CRLInterval: 100 * time.Millisecond}
+		stop := run(w)
+		eventually(t, 10*time.Second, "the CRL was never fetched", func() bool { return fetches.Load() >= 2 })
+		stop()
+		if w.Revoked(serialOf(victim.Leaf())) {
+			t.Fatal("a CRL signed by another CA was believed")
+		}
+	})
+	t.Run("no CA address", func(t *testing.T) {
+		w := &revocation.Watcher{Source: src}
+		if err := w.Run(context.Background()); err == nil {
+			t.Fatal("Run without a CA address did not fail")
+		}
+	})
+}
+
+// TestWatcherForgetsExpired: revocations of certificates that have expired
+// anyway are forgotten as the set grows; live ones are kept.
+func TestWatcherForgetsExpired(t *testing.T) {
+	t.Parallel()
+	c := testca.New(t)
+	dir := filepath.Join(t.TempDir(), "id")
+	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	src, err := identity.NewDirSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body strings.Builder
+	past, future := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	for i := 1; i <= 300; i++ {
+		na := past
+		if i%10 == 0 {
+			na = future
+		}
+		fmt.Fprintf(&body, "{\"seq\":%d,\"serial\":\"%x\",\"not_after\":%q}\n", i, 0x1000+i, na)
+	}
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/revocations" {
+			http.NotFound(w, r)
+			return
+		}
+		if served.Add(1) == 1 {
+			w.Write([]byte(body.String()))
+			return
+		}
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	var told atomic.Int64
+	w := &revocation.Watcher{CAURLs: []string{srv.URL}, Source: src, CRLInterval: time.Millisecond, OnRevoke: func(revocation.Event) { told.Add(1) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	eventually(t, 10*time.Second, "the watcher did not come back for more", func() bool { return served.Load() >= 2 })
+	cancel()
+	<-done
+	if told.Load() != 300 {
+		t.Fatalf("told of %d revocations, want 300", told.Load())
+	}
+	for i := 1; i <= 300; i++ {
+		s := fmt.Sprintf("%x", 0x1000+i)
+		if i%10 == 0 && !w.Revoked(s) {
+			t.Fatalf("unexpired %s forgotten", s)
+		}
+		if i <= 256 && i%10 != 0 && w.Revoked(s) {
+			t.Fatalf("expired %s kept past the 256th entry", s)
+		}
+	}
+}
