@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -87,31 +88,52 @@ func (db *DB) commitBatch(batch []*issueOp) {
 		return
 	}
 	defer tx.Rollback()
+	lb := &logBatch{}
+	// A lone request needs no savepoint: its failure aborts the transaction.
+	savepoints := len(batch) > 1
 	ok := 0
 	for _, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			op.err = fmt.Errorf("record certificate %s: %w", op.cert.Serial, err)
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT issue"); err != nil {
+		if savepoints {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT issue"); err != nil {
+				fail(err)
+				return
+			}
+		}
+		err := db.recordIn(ctx, tx, lb, op.cert, op.tokenID, op.now)
+		var le logError
+		if errors.As(err, &le) {
+			// Half an append: abandon the whole batch.
+			op.err = err
 			fail(err)
 			return
 		}
-		if err := db.recordIn(ctx, tx, op.cert, op.tokenID, op.now); err != nil {
+		if err != nil {
 			op.err = err
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO issue"); err != nil {
-				fail(err)
-				return
+			if savepoints {
+				if _, err := tx.ExecContext(ctx, "ROLLBACK TO issue"); err != nil {
+					fail(err)
+					return
+				}
 			}
 		} else {
 			ok++
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE issue"); err != nil {
-			fail(err)
-			return
+		if savepoints {
+			if _, err := tx.ExecContext(ctx, "RELEASE issue"); err != nil {
+				fail(err)
+				return
+			}
 		}
 	}
 	if ok == 0 {
+		return
+	}
+	if err := db.flushLog(ctx, tx, lb); err != nil {
+		fail(err)
 		return
 	}
 	if err := tx.Commit(); err != nil {

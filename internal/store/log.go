@@ -11,20 +11,42 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
+// logBatch carries the log's state through one transaction that appends
+// several entries (group commit): the lock is taken once, the size read
+// once, and the hashes just written are reused rather than read back.
+type logBatch struct {
+	locked bool
+	known  bool
+	dirty  bool
+	size   int64
+	hashes map[int64]tlog.Hash
+}
+
+// logError marks a failure in the middle of a log append: the transaction
+// cannot be trusted any more and is abandoned as a whole.
+type logError struct{ error }
+
+func (e logError) Unwrap() error { return e.error }
+
 // appendLog appends data to the issuance log inside tx and returns its
 // index. On PostgreSQL an advisory lock serializes appends across replicas,
 // so the log has one order, that of the database.
-func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, data []byte) (int64, error) {
-	if db.kind == "postgres" {
+func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, lb *logBatch, data []byte) (int64, error) {
+	if !lb.locked && db.kind == "postgres" {
 		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294005)"); err != nil {
 			return 0, err
 		}
 	}
-	var n int64
-	if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&n); err != nil {
-		return 0, fmt.Errorf("read log size: %w", err)
+	lb.locked = true
+	if !lb.known {
+		if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
+			return 0, fmt.Errorf("read log size: %w", err)
+		}
+		lb.known = true
+		lb.hashes = map[int64]tlog.Hash{}
 	}
-	hashes, err := tlog.StoredHashes(n, data, txHashReader{ctx: ctx, db: db, tx: tx})
+	n := lb.size
+	hashes, err := tlog.StoredHashes(n, data, batchHashReader{txHashReader{ctx: ctx, db: db, tx: tx}, lb})
 	if err != nil {
 		return 0, fmt.Errorf("log hashes: %w", err)
 	}
@@ -32,15 +54,60 @@ func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, data []byte) (int64, er
 		return 0, fmt.Errorf("append log entry %d: %w", n, err)
 	}
 	base := tlog.StoredHashIndex(0, n)
+	marks := make([]string, len(hashes))
+	args := make([]any, 0, 2*len(hashes))
 	for i, h := range hashes {
-		if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?)"), base+int64(i), h[:]); err != nil {
-			return 0, fmt.Errorf("append log hash: %w", err)
+		marks[i] = "(?, ?)"
+		args = append(args, base+int64(i), h[:])
+		lb.hashes[base+int64(i)] = h
+	}
+	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+strings.Join(marks, ", ")), args...); err != nil {
+		return 0, fmt.Errorf("append log hashes: %w", err)
+	}
+	lb.size, lb.dirty = n+1, true
+	return n, nil
+}
+
+// flush records the log's new size.
+func (db *DB) flushLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	if !lb.dirty {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE log_state SET size = ? WHERE id = 1"), lb.size); err != nil {
+		return fmt.Errorf("grow log: %w", err)
+	}
+	return nil
+}
+
+// batchHashReader reads hashes written earlier in the batch from memory,
+// the rest from the database.
+type batchHashReader struct {
+	db txHashReader
+	lb *logBatch
+}
+
+func (r batchHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	var missing []int64
+	var pos []int
+	for i, id := range indexes {
+		if h, ok := r.lb.hashes[id]; ok {
+			out[i] = h
+		} else {
+			missing = append(missing, id)
+			pos = append(pos, i)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE log_state SET size = ? WHERE id = 1"), n+1); err != nil {
-		return 0, fmt.Errorf("grow log: %w", err)
+	if len(missing) > 0 {
+		hs, err := r.db.ReadHashes(missing)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range pos {
+			out[i] = hs[j]
+		}
 	}
-	return n, nil
+	return out, nil
 }
 
 // txHashReader reads stored hashes inside a transaction.

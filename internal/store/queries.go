@@ -136,30 +136,16 @@ func scanCert(s scanner) (Certificate, error) {
 // unexpired at now, or nothing is written and ErrNotFound, ErrTokenUsed or
 // ErrTokenExpired is returned.
 //
-// On SQLite, concurrent calls are committed together (group commit): one
-// transaction and one fsync for a batch, each call in its own savepoint so
-// that one refusal does not undo the others. The answer still comes only
-// after the commit.
+// Concurrent calls are committed together (group commit): one transaction,
+// one fsync and (on PostgreSQL) one hold of the log's lock for a batch, each
+// call in its own savepoint so that one refusal does not undo the others.
+// The answer still comes only after the commit.
 func (db *DB) RecordIssuance(ctx context.Context, c *Certificate, tokenID string, now time.Time) error {
-	if db.kind == "sqlite" {
-		return db.group.submit(ctx, db, &issueOp{ctx: ctx, cert: c, tokenID: tokenID, now: now})
-	}
-	tx, err := db.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
-	}
-	defer tx.Rollback()
-	if err := db.recordIn(ctx, tx, c, tokenID, now); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
-	}
-	return nil
+	return db.group.submit(ctx, db, &issueOp{ctx: ctx, cert: c, tokenID: tokenID, now: now})
 }
 
 // recordIn does RecordIssuance's writes inside tx.
-func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, c *Certificate, tokenID string, now time.Time) error {
+func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certificate, tokenID string, now time.Time) error {
 	if tokenID != "" {
 		res, err := tx.ExecContext(ctx, db.q.rebind(`UPDATE tokens SET used_at_us = ?, used_serial = ?
 			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`), toUS(now), c.Serial, tokenID, toUS(now))
@@ -182,29 +168,26 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, c *Certificate, tokenID 
 			}
 		}
 	}
-	var logIndex sql.NullInt64
-	if c.LogEntry != nil {
-		// Check the serial first: a duplicate must not reach the log.
-		var one int
-		err := tx.QueryRowContext(ctx, db.q.rebind("SELECT 1 FROM certificates WHERE serial = ?"), c.Serial).Scan(&one)
-		if err == nil {
-			return fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("record certificate %s: %w", c.Serial, err)
-		}
-		idx, err := db.appendLog(ctx, tx, c.LogEntry)
-		if err != nil {
-			return fmt.Errorf("record certificate %s: %w", c.Serial, err)
-		}
-		logIndex = sql.NullInt64{Int64: idx, Valid: true}
-	}
 	if _, err := tx.ExecContext(ctx, db.q.rebind(`INSERT INTO certificates (`+certColumns+`, log_index)
-		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)`),
-		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy, nullString(c.NodeID), logIndex); err != nil {
+		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)`),
+		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy, nullString(c.NodeID)); err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
 		}
 		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
+	}
+	// The log comes last, so that the lock it takes on PostgreSQL is held
+	// for as short a time as possible.
+	var logIndex sql.NullInt64
+	if c.LogEntry != nil {
+		idx, err := db.appendLog(ctx, tx, lb, c.LogEntry)
+		if err != nil {
+			return logError{fmt.Errorf("record certificate %s: %w", c.Serial, err)}
+		}
+		if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE certificates SET log_index = ? WHERE serial = ?"), idx, c.Serial); err != nil {
+			return logError{fmt.Errorf("record certificate %s: %w", c.Serial, err)}
+		}
+		logIndex = sql.NullInt64{Int64: idx, Valid: true}
 	}
 	c.LogIndex = logIndex.Int64
 	return nil
