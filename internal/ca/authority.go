@@ -206,6 +206,13 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	}
 	now := a.now()
 	if !rec.UsedAt.IsZero() {
+		// A retry of the request that used the token (its answer was lost in
+		// a failover) gets the same certificate: same token, and a CSR for
+		// the same key, signed by it. Anyone else is refused.
+		if is := a.replay(ctx, rec, csrPEM); is != nil {
+			a.log().Info("enrollment replayed", "token_id", t.ID, "serial", rec.UsedSerial)
+			return is, nil
+		}
 		return nil, classify(fmt.Errorf("token %s: %w at %s", t.ID, store.ErrTokenUsed, rec.UsedAt.Format(time.RFC3339)))
 	}
 	if !now.Before(rec.ExpiresAt) {
@@ -437,4 +444,29 @@ func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requeste
 		return nil
 	}
 	return err
+}
+
+// replay returns the certificate a used token yielded when csrPEM proves
+// possession of that certificate's key, or nil.
+func (a *Authority) replay(ctx context.Context, tok store.Token, csrPEM []byte) *Issued {
+	if tok.UsedSerial == "" {
+		return nil
+	}
+	csr, err := pki.ParseCSR(csrPEM)
+	if err != nil || csr.CheckSignature() != nil {
+		return nil
+	}
+	rec, err := a.Store.GetCertificate(ctx, tok.UsedSerial)
+	if err != nil || rec.Revoked() || a.now().After(rec.NotAfter) {
+		return nil
+	}
+	cert, err := x509.ParseCertificate(rec.DER)
+	if err != nil || !pki.PublicKeysEqual(cert.PublicKey, csr.PublicKey) {
+		return nil
+	}
+	id, err := x509svid.IDFromCert(cert)
+	if err != nil {
+		return nil
+	}
+	return &Issued{ID: id, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}
 }

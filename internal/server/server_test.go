@@ -544,3 +544,34 @@ func TestIssueAdmin(t *testing.T) {
 		t.Fatal("a name with a slash was accepted")
 	}
 }
+
+// TestEnrollReplay: a retry of an enrollment whose answer was lost (same
+// token, CSR for the same key) gets the same certificate; a request with
+// another key is refused as a reused token.
+func TestEnrollReplay(t *testing.T) {
+	ctx := context.Background()
+	c := testca.New(t)
+	e := start(t, c, "")
+	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	anon, _ := client.New([]string{e.svc.URL}, []*x509.Certificate{c.Root}, nil)
+	csr := csrPEM(t, nil)
+	first, err := anon.Enroll(ctx, api.EnrollRequest{Token: tok, CSR: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := anon.Enroll(ctx, api.EnrollRequest{Token: tok, CSR: csr})
+	if err != nil {
+		t.Fatalf("replayed enrollment: %v", err)
+	}
+	if again.Serial != first.Serial || again.ChainPEM != first.ChainPEM || again.LogIndex != first.LogIndex {
+		t.Fatalf("replay returned another certificate: %s vs %s", again.Serial, first.Serial)
+	}
+	_, err = anon.Enroll(ctx, api.EnrollRequest{Token: tok, CSR: csrPEM(t, nil)})
+	if st, code := apiCode(t, err); st != http.StatusUnauthorized || code != "token_used" {
+		t.Fatalf("another key with a used token: %d %s", st, code)
+	}
+	list, err := e.admin.ListCertificates(ctx, "spiffe://example.org/ns/prod/web", false)
+	if err != nil || len(list.Certificates) != 1 {
+		t.Fatalf("%d certificates stored, want 1 (%v)", len(list.Certificates), err)
+	}
+}

@@ -117,15 +117,18 @@ func (db *DB) ListTokens(ctx context.Context, limit int) ([]Token, error) {
 
 const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason, node_id"
 
+// certSelect also reads the log index.
+const certSelect = certColumns + ", log_index"
+
 func scanCert(s scanner) (Certificate, error) {
 	var c Certificate
 	var nb, na, ia int64
-	var rev, reason sql.NullInt64
+	var rev, reason, logIndex sql.NullInt64
 	var node sql.NullString
-	if err := s.Scan(&c.Serial, &c.SPIFFEID, &nb, &na, &ia, &c.DER, &c.RequestedBy, &rev, &reason, &node); err != nil {
+	if err := s.Scan(&c.Serial, &c.SPIFFEID, &nb, &na, &ia, &c.DER, &c.RequestedBy, &rev, &reason, &node, &logIndex); err != nil {
 		return c, err
 	}
-	c.NodeID = node.String
+	c.NodeID, c.LogIndex = node.String, logIndex.Int64
 	c.NotBefore, c.NotAfter, c.IssuedAt, c.RevokedAt = fromUS(nb), fromUS(na), fromUS(ia), nullUS(rev)
 	c.RevocationReason = int(reason.Int64)
 	return c, nil
@@ -195,7 +198,7 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 
 // GetCertificate returns the certificate with the hex serial, or ErrNotFound.
 func (db *DB) GetCertificate(ctx context.Context, serial string) (Certificate, error) {
-	c, err := scanCert(db.reader.QueryRowContext(ctx, db.q.rebind("SELECT "+certColumns+" FROM certificates WHERE serial = ?"), serial))
+	c, err := scanCert(db.reader.QueryRowContext(ctx, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE serial = ?"), serial))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, fmt.Errorf("certificate %s: %w", serial, ErrNotFound)
 	}
@@ -220,7 +223,7 @@ func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Cert
 		f.Limit = 1000
 	}
 	args = append(args, f.Limit)
-	rows, err := db.reader.QueryContext(ctx, db.q.rebind("SELECT "+certColumns+" FROM certificates WHERE "+
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE "+
 		strings.Join(where, " AND ")+" ORDER BY issued_at_us DESC LIMIT ?"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list certificates: %w", err)
