@@ -98,6 +98,9 @@ type Issued struct {
 	LogIndex int64
 }
 
+// MaxNames bounds the DNS names and IP addresses one certificate carries.
+const MaxNames = 100
+
 // SerialString is the canonical form of a serial: lower-case hex, no colons.
 func SerialString(n *big.Int) string { return fmt.Sprintf("%x", n) }
 
@@ -137,6 +140,9 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 	}
 	if r.TTL == 0 {
 		r.TTL = 15 * time.Minute
+	}
+	if len(r.DNSNames)+len(r.IPAddresses) > MaxNames {
+		return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%d names: a certificate may carry at most %d DNS names and IP addresses", len(r.DNSNames)+len(r.IPAddresses), MaxNames)
 	}
 	var dns []string
 	for _, n := range r.DNSNames {
@@ -326,6 +332,9 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
 		DER: cert.Raw, RequestedBy: requestedBy, NodeID: nodeID,
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: nodeID, IssuedAt: now.UTC()}.Marshal(),
+	}
+	if len(rec.LogEntry) > translog.MaxEntrySize {
+		return nil, newErr(KindInvalid, "too_large", nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
 	}
 	// Store, consume the token and append to the log in one transaction:
 	// no certificate leaves without its log entry.

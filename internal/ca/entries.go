@@ -67,6 +67,9 @@ func (a *Authority) CreateEntry(ctx context.Context, by spiffeid.ID, r EntryRequ
 	if _, err := selector.ParseAll(r.Selectors); err != nil {
 		return store.Entry{}, newErr(KindInvalid, "bad_selector", err, "%v", err)
 	}
+	if len(r.DNSNames) > MaxNames {
+		return store.Entry{}, newErr(KindInvalid, "bad_name", nil, "%d DNS names: a certificate may carry at most %d", len(r.DNSNames), MaxNames)
+	}
 	for _, n := range r.DNSNames {
 		if err := pki.CheckDNSName(n); err != nil {
 			return store.Entry{}, newErr(KindInvalid, "bad_name", err, "%v", err)

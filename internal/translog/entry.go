@@ -12,6 +12,10 @@ import (
 	"time"
 )
 
+// MaxEntrySize is the largest entry the log takes: C2SP entry bundles
+// prefix each entry with a 16-bit length.
+const MaxEntrySize = 65535
+
 // Entry is what the log records for one certificate.
 type Entry struct {
 	// Version is 1.

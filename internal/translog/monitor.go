@@ -155,7 +155,7 @@ func (m *Monitor) Step(ctx context.Context) ([]Alert, error) {
 			return alerts, err
 		}
 		for i, raw := range entries {
-			for _, a := range m.check(m.State.Next+int64(i), raw) {
+			for _, a := range m.check(ctx, cp, m.State.Next+int64(i), raw) {
 				raise(a)
 			}
 		}
@@ -165,7 +165,7 @@ func (m *Monitor) Step(ctx context.Context) ([]Alert, error) {
 	return alerts, nil
 }
 
-func (m *Monitor) check(idx int64, raw []byte) []Alert {
+func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []byte) []Alert {
 	var out []Alert
 	e, err := ParseEntry(raw)
 	if err != nil {
@@ -193,7 +193,20 @@ func (m *Monitor) check(idx int64, raw []byte) []Alert {
 	// renewal keeps the identity of the certificate it renews.
 	switch {
 	case strings.HasPrefix(e.RequestedBy, "renew:"):
-		if prev, ok := m.serials[strings.TrimPrefix(e.RequestedBy, "renew:")]; ok && prev != idStr {
+		renewed := strings.TrimPrefix(e.RequestedBy, "renew:")
+		prev, ok := m.serials[renewed]
+		if !ok {
+			// Not seen in this run: find the renewed certificate in the log
+			// itself (authenticated against the tree); it must be there,
+			// earlier than this entry.
+			var why string
+			prev, why = m.lookupRenewed(ctx, cp, renewed, idx)
+			if why != "" {
+				out = append(out, a("unexplained_identity", why))
+				break
+			}
+		}
+		if prev != idStr {
 			out = append(out, a("unexplained_identity", fmt.Sprintf("renewal of %s, which was %s", e.RequestedBy, prev)))
 		}
 	case strings.HasPrefix(e.RequestedBy, "token:"), strings.HasPrefix(e.RequestedBy, "entry:"):
@@ -264,4 +277,33 @@ func (m *Monitor) issuer(c *x509.Certificate) (string, bool) {
 		return "", true
 	}
 	return fmt.Sprintf("issued by a CA key (key id %s, issuer %q) that is not the known intermediate (%s)", aki, c.Issuer.String(), strings.Join(known, ", ")), false
+}
+
+// lookupRenewed finds the identity of the certificate a renewal names, in
+// the log before index before.
+func (m *Monitor) lookupRenewed(ctx context.Context, cp *Checkpoint, serial string, before int64) (string, string) {
+	at, err := m.Client.Lookup(ctx, serial)
+	if err != nil {
+		return "", fmt.Sprintf("renewal of certificate %s, which is not in the log", serial)
+	}
+	if at >= before {
+		return "", fmt.Sprintf("renewal of certificate %s, which the log records only later (entry %d)", serial, at)
+	}
+	raw, err := m.Client.Entries(ctx, cp, at, at+1)
+	if err != nil {
+		return "", fmt.Sprintf("renewal of certificate %s: its entry %d cannot be read: %v", serial, at, err)
+	}
+	e, err := ParseEntry(raw[0])
+	if err != nil {
+		return "", fmt.Sprintf("renewal of certificate %s: entry %d: %v", serial, at, err)
+	}
+	c, err := e.Cert()
+	if err != nil || fmt.Sprintf("%x", c.SerialNumber) != serial {
+		return "", fmt.Sprintf("renewal of certificate %s, but log entry %d holds another certificate", serial, at)
+	}
+	id, err := x509svid.IDFromCert(c)
+	if err != nil {
+		return "", fmt.Sprintf("renewal of certificate %s, which carries no SPIFFE ID", serial)
+	}
+	return id.String(), ""
 }

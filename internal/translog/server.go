@@ -176,6 +176,10 @@ func (s *Server) tile(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, e := range entries {
+			if len(e) > MaxEntrySize {
+				http.Error(w, "an entry of this tile exceeds the entry size limit", http.StatusInternalServerError)
+				return
+			}
 			data = binary.BigEndian.AppendUint16(data, uint16(len(e)))
 			data = append(data, e...)
 		}
