@@ -3,14 +3,10 @@ package cli
 import (
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/internal/agent"
@@ -57,16 +53,9 @@ serves. --write keeps an identity directory current for programs that read files
 			if !ok || !strings.HasPrefix(sock, "/") {
 				return flagError("socket", "%q: use unix:///absolute/path.sock", o.socket)
 			}
-			tok := o.token
-			if o.tokenFile != "" {
-				b, err := os.ReadFile(o.tokenFile)
-				if err != nil {
-					return flagError("token-file", "%v", err)
-				}
-				tok = strings.TrimSpace(string(b))
-			}
-			if tok == "" {
-				tok = os.Getenv("MUTUAL_TOKEN")
+			tok, err := readToken(o.token, o.tokenFile)
+			if err != nil {
+				return err
 			}
 			var writes []agent.WriteSpec
 			for _, w := range o.writes {
@@ -85,16 +74,12 @@ serves. --write keeps an identity directory current for programs that read files
 			defer a.Close()
 			attrs := []any{"node_id", a.NodeID().String(), "socket", o.socket}
 			if o.metrics != "" {
-				mln, err := net.Listen("tcp", o.metrics)
+				stop, bound, err := serveMetrics(o.metrics, reg, nil)
 				if err != nil {
-					return flagError("metrics", "%v", err)
+					return err
 				}
-				mux := http.NewServeMux()
-				mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-				ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-				go ms.Serve(mln)
-				defer ms.Close()
-				attrs = append(attrs, "metrics", fmt.Sprintf("http://%s/metrics", mln.Addr()))
+				defer stop()
+				attrs = append(attrs, "metrics", fmt.Sprintf("http://%s/metrics", bound))
 			}
 			log.Info("agent running", attrs...)
 			err = a.Run(cmd.Context())

@@ -44,16 +44,9 @@ mutual.json (where to renew).`,
 		Example: `  mutual cert request --token "$TOKEN" --out ./web`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tok := o.token
-			if o.tokenFile != "" {
-				b, err := os.ReadFile(o.tokenFile)
-				if err != nil {
-					return flagError("token-file", "%v", err)
-				}
-				tok = strings.TrimSpace(string(b))
-			}
-			if tok == "" {
-				tok = os.Getenv("MUTUAL_TOKEN")
+			tok, err := readToken(o.token, o.tokenFile)
+			if err != nil {
+				return err
 			}
 			if tok == "" {
 				return flagError("token", "required: the join token from `mutual token create` (or --token-file, or $MUTUAL_TOKEN)")

@@ -9,10 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 )
 
@@ -123,4 +127,37 @@ func relative(t, now time.Time) string {
 		return "in " + humanDuration(t.Sub(now))
 	}
 	return humanDuration(now.Sub(t)) + " ago"
+}
+
+// serveMetrics serves reg (and extra handlers) on addr until the returned
+// stop function is called; it returns the address actually bound.
+func serveMetrics(addr string, reg *prometheus.Registry, extra map[string]http.Handler) (stop func(), bound string, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", flagError("metrics", "%v", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	for path, h := range extra {
+		mux.Handle("GET "+path, h)
+	}
+	ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go ms.Serve(ln)
+	return func() { ms.Close() }, ln.Addr().String(), nil
+}
+
+// readToken takes a join token from the flag, else the file, else
+// $MUTUAL_TOKEN.
+func readToken(token, tokenFile string) (string, error) {
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return "", flagError("token-file", "%v", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if token != "" {
+		return token, nil
+	}
+	return os.Getenv("MUTUAL_TOKEN"), nil
 }

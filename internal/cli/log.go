@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -321,15 +319,11 @@ Rules (YAML, every field optional):
 			size := prometheus.NewGauge(prometheus.GaugeOpts{Name: "mutual_log_monitor_entries_checked", Help: "Entries examined so far (the next index)."})
 			reg.MustRegister(alerts, size)
 			if metrics != "" {
-				mln, err := net.Listen("tcp", metrics)
+				stop, _, err := serveMetrics(metrics, reg, nil)
 				if err != nil {
-					return flagError("metrics", "%v", err)
+					return err
 				}
-				mux := http.NewServeMux()
-				mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-				ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-				go ms.Serve(mln)
-				defer ms.Close()
+				defer stop()
 			}
 			m := &translog.Monitor{Client: cl, Rules: rules, State: st, Log: log, Alerts: alerts}
 			ctx := cmd.Context()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -234,10 +233,7 @@ spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.`,
 				return err
 			}
 			if w != nil {
-				w.OnRevoke = func(e revocation.Event) {
-					n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
-					log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", ca.ReasonName(e.Reason), "connections_closed", n)
-				}
+				w.OnRevoke = closeRevoked(p, log)
 				runSrc = alsoRun(runSrc, w.Run, stapler.Run)
 			}
 			ln, err := net.Listen("tcp", o.listen)
@@ -332,10 +328,7 @@ host) as a DNS or IP SAN, and whose SPIFFE ID matches an --expect pattern.`,
 				return err
 			}
 			if w != nil {
-				w.OnRevoke = func(e revocation.Event) {
-					n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
-					log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", ca.ReasonName(e.Reason), "connections_closed", n)
-				}
+				w.OnRevoke = closeRevoked(p, log)
 				runSrc = alsoRun(runSrc, w.Run)
 			}
 			ln, err := net.Listen("tcp", o.listen)
@@ -360,6 +353,17 @@ host) as a DNS or IP SAN, and whose SPIFFE ID matches an --expect pattern.`,
 	return c
 }
 
+// closeRevoked closes a proxy's live connections authenticated with a
+// certificate just revoked, and logs it.
+func closeRevoked(p interface {
+	CloseConnections(func(spiffeid.ID, string) bool) int
+}, log *slog.Logger) func(revocation.Event) {
+	return func(e revocation.Event) {
+		n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
+		log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", ca.ReasonName(e.Reason), "connections_closed", n)
+	}
+}
+
 // alsoRun combines run functions: the first runs in the caller's goroutine
 // (as runProxy expects), the others alongside.
 func alsoRun(first func(context.Context) error, more ...func(context.Context) error) func(context.Context) error {
@@ -382,19 +386,12 @@ func runProxy(ctx context.Context, log *slog.Logger, metricsAddr string, reg *pr
 		go pf.Run(ctx, time.Second)
 	}
 	if metricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		for path, h := range extra {
-			mux.Handle("GET "+path, h)
-		}
-		mln, err := net.Listen("tcp", metricsAddr)
+		stop, bound, err := serveMetrics(metricsAddr, reg, extra)
 		if err != nil {
-			return flagError("metrics", "%v", err)
+			return err
 		}
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go ms.Serve(mln)
-		defer ms.Close()
-		attrs = append(attrs, "metrics", "http://"+mln.Addr().String()+"/metrics")
+		defer stop()
+		attrs = append(attrs, "metrics", "http://"+bound+"/metrics")
 	}
 	log.Info("proxy listening", attrs...)
 	err := serve(ctx)
