@@ -11,7 +11,7 @@
 //	POST /v1/renew            RenewRequest → IssueResponse (mTLS, current certificate)
 //	POST /v1/tokens           TokenRequest → TokenResponse (admin)
 //	GET  /v1/tokens           TokenList (admin)
-//	GET  /v1/certificates     CertificateList (admin; ?spiffe_id=, ?valid=true)
+//	GET  /v1/certificates     CertificateList (admin; ?spiffe_id=, ?valid=true, ?limit=N (default 1000), ?pem=true)
 //	POST /v1/revoke           RevokeRequest → RevokeResponse (admin)
 //	POST /v1/entries          EntryRequest → Entry (admin)
 //	GET  /v1/entries          EntryList (admin)

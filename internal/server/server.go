@@ -388,6 +388,13 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 	if v := r.URL.Query().Get("valid"); v == "true" || v == "1" {
 		f.ValidAt = time.Now()
 	}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 100_000 {
+			return 0, badRequest{errors.New("limit must be a number from 1 to 100000")}
+		}
+		f.Limit = n
+	}
 	withPEM := r.URL.Query().Get("pem") == "true"
 	cs, err := s.cfg.Authority.ListCertificates(r.Context(), f)
 	if err != nil {
