@@ -6,7 +6,11 @@ package proxy_test
 // machine hits both alike, and reports both sides and their ratio as custom
 // metrics; ns/op is suppressed because one op is run on each side.
 //
-//	go test -run '^$' -bench . -benchtime 3s ./internal/proxy
+//	go test -run '^$' -bench Inbound -benchtime 2s ./internal/proxy
+//	go test -run '^$' -bench IdleConnMemory -benchtime 1x -v ./internal/proxy
+//
+// docs/benchmarks.md has the results and how to profile each side (every
+// goroutine carries a pprof label side=proxy|bare|target|client).
 //
 // The clients run in this process, on the same cores as the servers, and
 // pay the same cost against both, so a ratio here understates the proxy's
@@ -141,9 +145,9 @@ func benchListen(tb testing.TB) net.Listener {
 	return ln
 }
 
-// benchConnServer runs handle on every connection accepted on ln (wrapped in TLS
-// when cfg is not nil) until cleanup, which closes the listener and every
-// open connection.
+// benchConnServer serves raw connections: benchServeConns runs handle on
+// every connection it accepts (wrapped in TLS when cfg is not nil) until
+// cleanup, which closes the listener and every open connection.
 type benchConnServer struct {
 	addr   string
 	active atomic.Int64

@@ -66,6 +66,8 @@ func reason(err error) (label, words string) {
 		return "not TLS", "the client did not speak TLS (first bytes were not a TLS handshake)"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "handshake timeout", "the client did not finish the TLS handshake in time"
+	case errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "unexpected"):
+		return "closed before TLS", "the client closed the connection before sending anything (a probe or a port check)"
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
 		return "client went away", "the client closed the connection during the handshake"
 	case errors.As(err, &ae):
@@ -125,6 +127,11 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 const maxRecord = 16 << 10
 
 // copyHalf copies src to dst until EOF, then half-closes dst's write side.
+//
+// A plain TCP source is waited on without a buffer, then read into a pooled
+// one. A TLS source (which may hold decrypted bytes already) is read into a
+// 1 KiB buffer while idle; when that fills, the rest of the record is read
+// into a pooled buffer behind it and the whole is written at once.
 func copyHalf(dst, src net.Conn, last *atomic.Int64) int64 {
 	var n int64
 	plain := readableWaiter(src)
@@ -146,6 +153,16 @@ func copyHalf(dst, src net.Conn, last *atomic.Int64) int64 {
 			buf = small
 		}
 		k, err := src.Read(buf)
+		if plain == nil && !big && k == len(small) && err == nil {
+			// More of this record is waiting inside crypto/tls: read it
+			// behind what we have, and write once.
+			bp = bufPool.Get().(*[]byte)
+			buf = *bp
+			copy(buf, small)
+			var k2 int
+			k2, err = src.Read(buf[len(small):])
+			k += k2
+		}
 		if k > 0 {
 			last.Store(time.Now().UnixNano())
 			w, werr := dst.Write(buf[:k])
@@ -166,10 +183,10 @@ func copyHalf(dst, src net.Conn, last *atomic.Int64) int64 {
 			return n
 		}
 		if plain == nil {
-			// TLS: a full small buffer or a full record means more is
-			// likely buffered inside crypto/tls; otherwise go back to the
-			// small buffer before blocking.
-			big = k == len(buf) || k >= maxRecord
+			// TLS: a full record means more is likely buffered inside
+			// crypto/tls; otherwise go back to the small buffer before
+			// blocking.
+			big = k >= maxRecord
 		}
 	}
 }

@@ -89,6 +89,9 @@ type Inbound struct {
 	mu    sync.Mutex
 	conns map[net.Conn]*liveConn
 	wg    sync.WaitGroup
+
+	xfccs sync.Map // *x509.Certificate → X-Forwarded-Client-Cert value
+	xfccN atomic.Int64
 }
 
 // liveConn is an open, authenticated connection.
@@ -274,6 +277,11 @@ func (p *Inbound) refused(c net.Conn, err error) {
 	}
 	if pe != nil && pe.Cert != nil {
 		attrs = append(attrs, "serial", fmt.Sprintf("%x", pe.Cert.SerialNumber))
+	}
+	if label == "closed before TLS" {
+		// Load-balancer health checks and port scans: not worth a warning.
+		p.log.Debug("handshake refused", attrs...)
+		return
 	}
 	p.log.Warn("handshake refused", attrs...)
 }
