@@ -98,7 +98,7 @@ func (db *DB) commitBatch(batch []*issueOp) {
 			continue
 		}
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, "SAVEPOINT issue"); err != nil {
+			if _, err := db.txExec(ctx, tx, "SAVEPOINT issue"); err != nil {
 				fail(err)
 				return
 			}
@@ -114,7 +114,7 @@ func (db *DB) commitBatch(batch []*issueOp) {
 		if err != nil {
 			op.err = err
 			if savepoints {
-				if _, err := tx.ExecContext(ctx, "ROLLBACK TO issue"); err != nil {
+				if _, err := db.txExec(ctx, tx, "ROLLBACK TO issue"); err != nil {
 					fail(err)
 					return
 				}
@@ -123,7 +123,7 @@ func (db *DB) commitBatch(batch []*issueOp) {
 			ok++
 		}
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, "RELEASE issue"); err != nil {
+			if _, err := db.txExec(ctx, tx, "RELEASE issue"); err != nil {
 				fail(err)
 				return
 			}

@@ -50,7 +50,7 @@ func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, lb *logBatch, data []by
 	if err != nil {
 		return 0, fmt.Errorf("log hashes: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_entries (idx, data) VALUES (?, ?)"), n, data); err != nil {
+	if _, err := db.txExec(ctx, tx, db.q.rebind("INSERT INTO log_entries (idx, data) VALUES (?, ?)"), n, data); err != nil {
 		return 0, fmt.Errorf("append log entry %d: %w", n, err)
 	}
 	base := tlog.StoredHashIndex(0, n)
@@ -61,7 +61,7 @@ func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, lb *logBatch, data []by
 		args = append(args, base+int64(i), h[:])
 		lb.hashes[base+int64(i)] = h
 	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+strings.Join(marks, ", ")), args...); err != nil {
+	if _, err := db.txExec(ctx, tx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+strings.Join(marks, ", ")), args...); err != nil {
 		return 0, fmt.Errorf("append log hashes: %w", err)
 	}
 	lb.size, lb.dirty = n+1, true

@@ -171,7 +171,7 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 			}
 		}
 	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind(`INSERT INTO certificates (`+certColumns+`, log_index)
+	if _, err := db.txExec(ctx, tx, db.q.rebind(`INSERT INTO certificates (`+certColumns+`, log_index)
 		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)`),
 		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy, nullString(c.NodeID)); err != nil {
 		if isUniqueViolation(err) {
@@ -187,7 +187,7 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 		if err != nil {
 			return logError{fmt.Errorf("record certificate %s: %w", c.Serial, err)}
 		}
-		if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE certificates SET log_index = ? WHERE serial = ?"), idx, c.Serial); err != nil {
+		if _, err := db.txExec(ctx, tx, db.q.rebind("UPDATE certificates SET log_index = ? WHERE serial = ?"), idx, c.Serial); err != nil {
 			return logError{fmt.Errorf("record certificate %s: %w", c.Serial, err)}
 		}
 		logIndex = sql.NullInt64{Int64: idx, Valid: true}
@@ -198,7 +198,11 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 
 // GetCertificate returns the certificate with the hex serial, or ErrNotFound.
 func (db *DB) GetCertificate(ctx context.Context, serial string) (Certificate, error) {
-	c, err := scanCert(db.reader.QueryRowContext(ctx, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE serial = ?"), serial))
+	st, err := db.prepared(ctx, db.reader, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE serial = ?"))
+	if err != nil {
+		return Certificate{}, fmt.Errorf("read certificate %s: %w", serial, err)
+	}
+	c, err := scanCert(st.QueryRowContext(ctx, serial))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, fmt.Errorf("certificate %s: %w", serial, ErrNotFound)
 	}

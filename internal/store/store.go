@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -102,6 +103,7 @@ type DB struct {
 	reader *sql.DB
 	q      queries
 	group  groupCommit
+	stmts  sync.Map // query → *sql.Stmt, prepared once per pool
 }
 
 //go:embed migrations
@@ -160,6 +162,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
+	db.prepareHot(ctx)
 	return db, nil
 }
 
@@ -176,6 +179,7 @@ func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
 		p.Close()
 		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
 	}
+	db.prepareHot(ctx)
 	return db, nil
 }
 
@@ -196,6 +200,7 @@ func (db *DB) Kind() string { return db.kind }
 
 // Close releases the store's connections.
 func (db *DB) Close() error {
+	db.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 	if db.reader == db.writer {
 		return db.writer.Close()
 	}
@@ -288,4 +293,53 @@ func nullUS(n sql.NullInt64) time.Time {
 		return time.Time{}
 	}
 	return fromUS(n.Int64)
+}
+
+// prepared returns a statement for query on pool, prepared once: the hot
+// issuance path would otherwise parse its SQL on every call.
+func (db *DB) prepared(ctx context.Context, pool *sql.DB, query string) (*sql.Stmt, error) {
+	key := fmt.Sprintf("%p|%s", pool, query)
+	if st, ok := db.stmts.Load(key); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := pool.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := db.stmts.LoadOrStore(key, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// txExec runs query inside tx, with the statement prepared at Open when it
+// is one of the hot ones (preparing later would need a second connection,
+// and SQLite's writer pool has one).
+func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	if st, ok := db.stmts.Load(fmt.Sprintf("%p|%s", db.writer, query)); ok {
+		return tx.StmtContext(ctx, st.(*sql.Stmt)).ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, query, args...)
+}
+
+// hotWrites are prepared once at Open.
+func (db *DB) hotWrites() []string {
+	return []string{
+		db.q.rebind(`INSERT INTO certificates (` + certColumns + `, log_index)
+		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)`),
+		db.q.rebind("UPDATE certificates SET log_index = ? WHERE serial = ?"),
+		db.q.rebind("INSERT INTO log_entries (idx, data) VALUES (?, ?)"),
+		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?)"),
+		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?), (?, ?)"),
+		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?), (?, ?), (?, ?)"),
+		"SAVEPOINT issue", "ROLLBACK TO issue", "RELEASE issue",
+	}
+}
+
+// prepareHot prepares the hot statements; a failure only costs speed.
+func (db *DB) prepareHot(ctx context.Context) {
+	for _, q := range db.hotWrites() {
+		db.prepared(ctx, db.writer, q)
+	}
 }
