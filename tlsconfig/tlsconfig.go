@@ -18,6 +18,7 @@
 package tlsconfig
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -130,6 +131,7 @@ type options struct {
 	nextProtos   []string
 	td           spiffeid.TrustDomain
 	staple       func(leaf *x509.Certificate) []byte
+	verified     *chainCache
 }
 
 // WithTLS12 accepts TLS 1.2 (AEAD suites only) besides the default TLS 1.3.
@@ -163,7 +165,7 @@ func WithNextProtos(p ...string) Option { return func(o *options) { o.nextProtos
 func WithTrustDomain(td spiffeid.TrustDomain) Option { return func(o *options) { o.td = td } }
 
 func build(opts []Option) *options {
-	o := &options{minVersion: tls.VersionTLS13, now: time.Now}
+	o := &options{minVersion: tls.VersionTLS13, now: time.Now, verified: &chainCache{}}
 	for _, f := range opts {
 		f(o)
 	}
@@ -333,7 +335,8 @@ func asPeerError(err error, id spiffeid.ID, leaf *x509.Certificate) error {
 }
 
 func verifyAndAuthorize(certs, extraIntermediates []*x509.Certificate, bundle x509bundle.Source, usage x509.ExtKeyUsage, o *options, authorize Authorizer) error {
-	id, chains, err := verifyPeer(certs, extraIntermediates, bundle, usage, o.now())
+	now := o.now()
+	id, chains, err := o.verified.verify(certs, extraIntermediates, bundle, usage, now)
 	if err != nil {
 		return err
 	}
@@ -414,4 +417,76 @@ func PeerID(cs tls.ConnectionState) (spiffeid.ID, bool) {
 	}
 	id, err := x509svid.IDFromCert(cs.PeerCertificates[0])
 	return id, err == nil
+}
+
+// chainCache remembers, for a short while, that a presented chain verified
+// against a given set of roots, so that a client opening many connections
+// with one certificate costs two signature checks once, not per handshake.
+// Revocation checks and authorization still run on every handshake; an
+// entry lives at most chainCacheTTL and never past the chain's validity.
+type chainCache struct {
+	mu      sync.Mutex
+	entries map[[32]byte]chainEntry
+}
+
+type chainEntry struct {
+	id       spiffeid.ID
+	chains   [][]*x509.Certificate
+	notAfter time.Time
+	from     time.Time
+}
+
+const (
+	chainCacheTTL  = time.Minute
+	chainCacheSize = 4096
+)
+
+func (c *chainCache) verify(certs, extra []*x509.Certificate, bundle x509bundle.Source, usage x509.ExtKeyUsage, now time.Time) (spiffeid.ID, [][]*x509.Certificate, error) {
+	if c == nil || len(certs) == 0 {
+		return verifyPeer(certs, extra, bundle, usage, now)
+	}
+	id, err := x509svid.IDFromCert(certs[0])
+	if err != nil {
+		return verifyPeer(certs, extra, bundle, usage, now)
+	}
+	b, err := bundle.GetX509BundleForTrustDomain(id.TrustDomain())
+	if err != nil {
+		return verifyPeer(certs, extra, bundle, usage, now)
+	}
+	// The key covers everything the verdict depends on: the presented chain,
+	// the extra intermediates, the roots, and the usage.
+	h := sha256.New()
+	fmt.Fprintf(h, "%d|", usage)
+	for _, group := range [][]*x509.Certificate{certs, extra, b.X509Authorities()} {
+		for _, x := range group {
+			sum := sha256.Sum256(x.Raw)
+			h.Write(sum[:])
+		}
+		h.Write([]byte{'|'})
+	}
+	var key [32]byte
+	copy(key[:], h.Sum(nil))
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok && !now.Before(e.from) && now.Before(e.notAfter) {
+		return e.id, e.chains, nil
+	}
+	vid, chains, err := verifyPeer(certs, extra, bundle, usage, now)
+	if err != nil {
+		return vid, chains, err
+	}
+	e = chainEntry{id: vid, chains: chains, from: now, notAfter: now.Add(chainCacheTTL)}
+	for _, x := range chains[0] {
+		if x.NotAfter.Before(e.notAfter) {
+			e.notAfter = x.NotAfter
+		}
+	}
+	c.mu.Lock()
+	if c.entries == nil || len(c.entries) >= chainCacheSize {
+		c.entries = map[[32]byte]chainEntry{}
+	}
+	c.entries[key] = e
+	c.mu.Unlock()
+	return vid, chains, nil
 }
