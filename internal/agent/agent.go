@@ -264,20 +264,12 @@ func (a *Agent) svidDir(entryID string) string {
 // renewTime is half the certificate's life, with ±5% jitter so that a fleet
 // does not renew at once.
 func renewTime(c *x509.Certificate) time.Time {
-	start, life := lifetime(c)
+	start, life := pki.Lifetime(c)
 	jitter := time.Duration((rand.Float64() - 0.5) * 0.1 * float64(life))
 	return start.Add(life/2 + jitter)
 }
 
-// lifetime returns when a certificate was issued and for how long: NotBefore
-// is back-dated by pki.ClockSkew, which is not part of its useful life.
-func lifetime(c *x509.Certificate) (time.Time, time.Duration) {
-	start := c.NotBefore.Add(pki.ClockSkew)
-	if start.After(c.NotAfter) {
-		start = c.NotBefore
-	}
-	return start, c.NotAfter.Sub(start)
-}
+
 
 // backoff is 2s, 4s, 8s... (failures counts the failed attempts so far),
 // capped at a minute.
@@ -469,7 +461,7 @@ func (a *Agent) rotateDue(ctx context.Context, now time.Time) {
 		if s.id != nil {
 			a.metrics.expiry.WithLabelValues(s.entry.SPIFFEID).Set(float64(s.id.Leaf().NotAfter.Unix()))
 			leaf := s.id.Leaf()
-			_, life := lifetime(leaf)
+			_, life := pki.Lifetime(leaf)
 			low := now.After(leaf.NotAfter.Add(-life / 4))
 			if low && !s.warned {
 				s.warned = true
@@ -582,4 +574,3 @@ func (a *Agent) roots() (spiffeid.TrustDomain, []*x509.Certificate) {
 	return a.node.ID.TrustDomain(), a.node.Roots
 }
 
-var timeZero time.Time

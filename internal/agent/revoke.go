@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -42,7 +43,7 @@ func (a *Agent) onRevoke(e revocation.Event) {
 	hit := false
 	for id, s := range a.svids {
 		if s.id != nil && fmt.Sprintf("%x", s.id.Leaf().SerialNumber) == e.Serial {
-			s.id, s.renewAt, s.retryAt, s.failures = nil, timeZero, timeZero, 0
+			s.id, s.renewAt, s.retryAt, s.failures = nil, time.Time{}, time.Time{}, 0
 			os.RemoveAll(a.svidDir(id))
 			hit = true
 		}

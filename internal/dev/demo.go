@@ -183,8 +183,8 @@ func renewLoop(ctx context.Context, dir string, log *slog.Logger) {
 		if err != nil {
 			return
 		}
-		leaf := id.Leaf()
-		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2))
+		issued, life := pki.Lifetime(id.Leaf())
+		wait := time.Until(issued.Add(life / 2))
 		select {
 		case <-ctx.Done():
 			return

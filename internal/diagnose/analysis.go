@@ -10,8 +10,10 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -77,7 +79,7 @@ func classifyHandshakeError(ctx context.Context, r *Report, o Options, p *probe)
 		return r.verdict(ProtocolMismatch, fmt.Sprintf("no TLS version or cipher suite in common with the server (%s)", alert),
 			"mutual speaks TLS 1.3 and TLS 1.2 with AEAD suites; enable one of those on the server (or --tls12 on a mutual proxy)")
 	}
-	if errors.Is(err, errEOFish) || strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "connection reset") {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		if p.requested && !p.sentCert {
 			r.step("tls", false, "the server asked for a client certificate and closed the connection when none came")
 			return r.verdict(ClientCertRequired, "the server requires a client certificate and none was given",
@@ -109,8 +111,6 @@ func classifyHandshakeError(ctx context.Context, r *Report, o Options, p *probe)
 	r.step("tls", false, "handshake failed: %v", err)
 	return r.verdict(ProtocolMismatch, "the TLS handshake failed: "+err.Error(), "check the server's TLS configuration")
 }
-
-var errEOFish = errors.New("eof")
 
 func printable(b []byte) string {
 	var sb strings.Builder

@@ -115,3 +115,14 @@ func (is *Issuer) Issue(l Leaf) (*x509.Certificate, error) {
 	}
 	return x509.ParseCertificate(der)
 }
+
+// Lifetime returns when a certificate was issued and for how long it is
+// useful: NotBefore is back-dated by ClockSkew, which is not part of its
+// life. Renewal at half-life counts from here.
+func Lifetime(c *x509.Certificate) (issued time.Time, life time.Duration) {
+	issued = c.NotBefore.Add(ClockSkew)
+	if issued.After(c.NotAfter) {
+		issued = c.NotBefore
+	}
+	return issued, c.NotAfter.Sub(issued)
+}

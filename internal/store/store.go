@@ -103,7 +103,7 @@ type DB struct {
 	reader *sql.DB
 	q      queries
 	group  groupCommit
-	stmts  sync.Map // query → *sql.Stmt, prepared once per pool
+	stmts  sync.Map // stmtKey → *sql.Stmt, prepared once per pool
 }
 
 //go:embed migrations
@@ -295,10 +295,16 @@ func nullUS(n sql.NullInt64) time.Time {
 	return fromUS(n.Int64)
 }
 
+// stmtKey names a prepared statement: the same query is prepared once per pool.
+type stmtKey struct {
+	pool  *sql.DB
+	query string
+}
+
 // prepared returns a statement for query on pool, prepared once: the hot
 // issuance path would otherwise parse its SQL on every call.
 func (db *DB) prepared(ctx context.Context, pool *sql.DB, query string) (*sql.Stmt, error) {
-	key := fmt.Sprintf("%p|%s", pool, query)
+	key := stmtKey{pool, query}
 	if st, ok := db.stmts.Load(key); ok {
 		return st.(*sql.Stmt), nil
 	}
@@ -317,7 +323,7 @@ func (db *DB) prepared(ctx context.Context, pool *sql.DB, query string) (*sql.St
 // is one of the hot ones (preparing later would need a second connection,
 // and SQLite's writer pool has one).
 func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
-	if st, ok := db.stmts.Load(fmt.Sprintf("%p|%s", db.writer, query)); ok {
+	if st, ok := db.stmts.Load(stmtKey{db.writer, query}); ok {
 		return tx.StmtContext(ctx, st.(*sql.Stmt)).ExecContext(ctx, args...)
 	}
 	return tx.ExecContext(ctx, query, args...)
