@@ -269,8 +269,6 @@ func renewTime(c *x509.Certificate) time.Time {
 	return start.Add(life/2 + jitter)
 }
 
-
-
 // backoff is 2s, 4s, 8s... (failures counts the failed attempts so far),
 // capped at a minute.
 func backoff(failures int) time.Duration {
@@ -573,4 +571,3 @@ func (a *Agent) roots() (spiffeid.TrustDomain, []*x509.Certificate) {
 	defer a.mu.RUnlock()
 	return a.node.ID.TrustDomain(), a.node.Roots
 }
-

@@ -121,20 +121,11 @@ trustworthy as the connection you fetched it over.`,
 			if err != nil {
 				return err
 			}
-			req, _ := http.NewRequestWithContext(cmd.Context(), http.MethodGet, strings.TrimRight(l.server, "/")+"/log/key", nil)
-			resp, err := cl.HTTP.Do(req)
+			key, err := cl.ServerKey(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer resp.Body.Close()
-			var b strings.Builder
-			buf := make([]byte, 1024)
-			n, _ := resp.Body.Read(buf)
-			b.Write(buf[:n])
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: HTTP %d", l.server, resp.StatusCode)
-			}
-			fmt.Fprintln(e.stdout, strings.TrimSpace(b.String()))
+			fmt.Fprintln(e.stdout, key)
 			return nil
 		},
 	}

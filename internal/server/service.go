@@ -4,14 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,8 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/revocation"
@@ -174,8 +173,8 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	}
 	// Let the operator's tools find this CA without --server.
 	adminDir := filepath.Join(o.Dir, pki.AdminDir)
-	if !recordsURL(adminDir, s.URL) {
-		if err := writeCAURLs(adminDir, o.URLs); err != nil {
+	if known, _ := client.LoadCAURLs(adminDir); !slices.Contains(known, s.URL) {
+		if err := client.SaveCAURLs(adminDir, o.URLs); err != nil {
 			log.Warn("cannot record the CA's address for the admin identity", "error", err.Error())
 		}
 	}
@@ -368,31 +367,4 @@ func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, na
 		return nil, err
 	}
 	return &identity.Identity{ID: id, Chain: []*x509.Certificate{cert, c.Issuer.Cert}, Key: key, Roots: c.Roots}, nil
-}
-
-// writeCAURLs records where an identity directory renews, in the format of
-// package client (mutual.json).
-func writeCAURLs(dir string, urls []string) error {
-	b, _ := json.MarshalIndent(map[string][]string{"ca_urls": urls}, "", "  ")
-	return atomicfile.WriteFile(filepath.Join(dir, "mutual.json"), append(b, '\n'), 0o644)
-}
-
-// recordsURL reports whether dir's mutual.json already lists url.
-func recordsURL(dir, url string) bool {
-	b, err := os.ReadFile(filepath.Join(dir, "mutual.json"))
-	if err != nil {
-		return false
-	}
-	var f struct {
-		CAURLs []string `json:"ca_urls"`
-	}
-	if json.Unmarshal(b, &f) != nil {
-		return false
-	}
-	for _, u := range f.CAURLs {
-		if u == url {
-			return true
-		}
-	}
-	return false
 }

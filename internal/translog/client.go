@@ -54,6 +54,16 @@ func (c *Client) get(ctx context.Context, path string) ([]byte, error) {
 	return b, nil
 }
 
+// ServerKey fetches the verifier key the server publishes. It is only as
+// trustworthy as the connection: prefer the copy ca init wrote (log.pub).
+func (c *Client) ServerKey(ctx context.Context) (string, error) {
+	b, err := c.get(ctx, "/log/key")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
 // Checkpoint fetches and verifies the latest checkpoint.
 func (c *Client) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 	b, err := c.get(ctx, "/log/checkpoint")
