@@ -330,7 +330,15 @@ func TestInboundShutdownHTTP(t *testing.T) {
 	}
 	r.stopped = true
 	r.cancel()
-	time.Sleep(200 * time.Millisecond) // let shutdown start; not a timing assertion
+	// Wait until shutdown has begun: the listener refuses new connections.
+	eventually(t, "the listener closed", func() bool {
+		c, err := net.DialTimeout("tcp", r.addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
 	select {
 	case err := <-r.done:
 		t.Fatalf("Serve returned (%v) with a request in flight", err)

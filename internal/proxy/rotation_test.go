@@ -112,7 +112,13 @@ func TestRotationUnderLoad(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("rotation %d not picked up by the source", i)
 		}
-		time.Sleep(30 * time.Millisecond) // let traffic run on this identity
+		// Let traffic run on this identity: wait until a fresh connection
+		// has been served with it.
+		eventually(t, "traffic on certificate "+last, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return serials[last] > 0
+		})
 	}
 	// Fresh connections end up on the last certificate.
 	eventually(t, "the last certificate served", func() bool {
