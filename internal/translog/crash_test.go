@@ -263,10 +263,11 @@ func TestCrashConsistency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	failedBefore := transient.Load()
 	srv.kill(t)
 	atKill := got.n.Load()
 	t.Logf("SIGKILL after %d certificates received (early checkpoint %d, last before the kill %d)", atKill, early.Size, preKill.Size)
-	time.Sleep(200 * time.Millisecond) // clients hit a dead server
+	waitFor(t, "clients hitting the dead server", func() bool { return transient.Load() > failedBefore })
 
 	srv = startServerProc(t, c, passFile, listen, httpListen)
 	waitFor(t, "100 more certificates after the restart", func() bool { return got.n.Load() >= atKill+100 })
