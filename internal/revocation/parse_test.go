@@ -213,38 +213,120 @@ func TestGoParsesOCSP(t *testing.T) {
 // TestOCSPGetEncodings: GET requests whose base64 holds '/', "//" and '+',
 // URL-encoded as RFC 6960 asks, or with single slashes and pluses left as
 // they are (as some clients send them), are answered.
+//
+// The requests are built so that they hold those characters whatever the
+// CA's key: the serial carries a 3-byte group aligned on a base64 quantum
+// that encodes as "////" or "+/+/". For the unescaped form the rest must hold
+// no "//" (a path with one is cleaned by the HTTP server), which the issuer
+// hashes decide; the test then tries each hash algorithm and three
+// alignments (a requestorName of 0 to 2 extra bytes), twelve independent
+// draws that all fail with a probability below 1e-20.
 func TestOCSPGetEncodings(t *testing.T) {
 	t.Parallel()
 	e := startCA(t, "")
 	id := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	leaf, inter := id.Leaf(), id.Chain[1]
-	ask := func(n int64, path string) {
+	ask := func(serial *big.Int, path string) {
 		t.Helper()
 		st, _, raw := httpGet(t, leaf.OCSPServer[0]+"/"+path)
 		if st != http.StatusOK {
 			t.Fatalf("GET /ocsp/%s: HTTP %d", path, st)
 		}
 		r, err := ocsp.ParseResponse(raw, inter)
-		if err != nil || r.Status != ocsp.Unknown || r.SerialNumber.Int64() != n {
+		if err != nil || r.Status != ocsp.Unknown || r.SerialNumber.Cmp(serial) != 0 {
 			t.Fatalf("GET /ocsp/%s: %+v %v", path, r, err)
 		}
 	}
-	var rawDone, doubleDone bool
-	for n := int64(1); n < 1_000_000 && !(rawDone && doubleDone); n++ {
-		b64 := base64.StdEncoding.EncodeToString(unknownSerialRequest(t, inter, big.NewInt(n), crypto.SHA1))
-		switch {
-		case !doubleDone && strings.Contains(b64, "//"):
-			ask(n, url.PathEscape(b64))
-			doubleDone = true
-		case !rawDone && strings.Contains(b64, "/") && strings.Contains(b64, "+") && !strings.Contains(b64, "//"):
-			ask(n, b64)
-			ask(n, url.PathEscape(b64))
-			rawDone = true
+
+	// "////": always holds "//", sent URL-encoded.
+	der, serial := craftedRequest(t, inter, crypto.SHA1, 0, [3]byte{0xff, 0xff, 0xff})
+	b64 := base64.StdEncoding.EncodeToString(der)
+	if !strings.Contains(b64, "//") {
+		t.Fatalf("crafted request %s lacks //", b64)
+	}
+	ask(serial, url.PathEscape(b64))
+
+	// "+/+/": single slashes and pluses, sent both raw and URL-encoded.
+	var tried []string
+	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512} {
+		for pad := 0; pad < 3; pad++ {
+			der, serial := craftedRequest(t, inter, h, pad, [3]byte{0xfb, 0xff, 0xbf})
+			b64 := base64.StdEncoding.EncodeToString(der)
+			if !strings.Contains(b64, "+/+/") {
+				t.Fatalf("crafted request %s lacks +/+/", b64)
+			}
+			if strings.Contains(b64, "//") {
+				tried = append(tried, b64)
+				continue
+			}
+			ask(serial, b64)
+			ask(serial, url.PathEscape(b64))
+			return
 		}
 	}
-	if !rawDone || !doubleDone {
-		t.Fatal("no suitable serial found")
+	t.Fatalf("every request had // in its issuer hashes: %q", tried)
+}
+
+// craftedRequest builds an OCSP request for issuer whose serial places group
+// on a base64 quantum boundary, with zero bytes around it, so that its
+// encoding holds the four characters group encodes to. pad lengthens a
+// requestorName to move the issuer hashes against the quanta.
+func craftedRequest(t testing.TB, issuer *x509.Certificate, h crypto.Hash, pad int, group [3]byte) ([]byte, *big.Int) {
+	t.Helper()
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
 	}
+	if _, err := asn1.Unmarshal(issuer.RawSubjectPublicKeyInfo, &spki); err != nil {
+		t.Fatal(err)
+	}
+	hn, hk := h.New(), h.New()
+	hn.Write(issuer.RawSubject)
+	hk.Write(spki.PublicKey.RightAlign())
+	oid := map[crypto.Hash]asn1.ObjectIdentifier{
+		crypto.SHA1:   {1, 3, 14, 3, 2, 26},
+		crypto.SHA256: {2, 16, 840, 1, 101, 3, 4, 2, 1},
+		crypto.SHA384: {2, 16, 840, 1, 101, 3, 4, 2, 2},
+		crypto.SHA512: {2, 16, 840, 1, 101, 3, 4, 2, 3},
+	}[h]
+	type certID struct {
+		HashAlgorithm pkix.AlgorithmIdentifier
+		NameHash      []byte
+		IssuerKeyHash []byte
+		SerialNumber  *big.Int
+	}
+	type request struct{ Cert certID }
+	type tbsRequest struct {
+		RequestorName pkix.RDNSequence `asn1:"explicit,tag:1,optional"`
+		RequestList   []request
+	}
+	type ocspRequest struct{ TBSRequest tbsRequest }
+	var name pkix.RDNSequence
+	if pad > 0 {
+		name = pkix.Name{CommonName: strings.Repeat("x", pad)}.ToRDNSequence()
+	}
+	// The serial is the last field: 0x01, then eight zero bytes into which
+	// group goes at the first quantum boundary with two serial bytes before it.
+	content := make([]byte, 9)
+	content[0] = 0x01
+	build := func() []byte {
+		der, err := asn1.Marshal(ocspRequest{tbsRequest{name, []request{{certID{
+			pkix.AlgorithmIdentifier{Algorithm: oid, Parameters: asn1.NullRawValue},
+			hn.Sum(nil), hk.Sum(nil), new(big.Int).SetBytes(content)}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	n := len(build())
+	start := n - len(content)
+	g := (start + 2 + 2) / 3 * 3
+	copy(content[g-start:], group[:])
+	der := build()
+	if len(der) != n || !bytes.Equal(der[g:g+3], group[:]) {
+		t.Fatalf("crafted request: group not at %d in %x", g, der)
+	}
+	return der, new(big.Int).SetBytes(content)
 }
 
 func isResponseError(err error, status ocsp.ResponseStatus) bool {
