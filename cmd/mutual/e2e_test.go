@@ -21,9 +21,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/mutual-tls/mutual/internal/testport"
 	"io/fs"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -215,16 +215,11 @@ func initCA(t *testing.T, trustDomain string, extra ...string) (caDir, passFile 
 	return caDir, passFile
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// freeAddr returns a loopback address reserved for t that a child binds
+// later (see testport).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return testport.Addr(t)
 }
 
 // lockedBuffer collects a subprocess's output while the test reads it.

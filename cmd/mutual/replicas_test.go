@@ -49,6 +49,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testport"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
 
@@ -71,12 +72,7 @@ func repMustMutual(tb testing.TB, args ...string) string {
 
 func repFreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testport.Addr(tb)
 }
 
 // repStartProc starts cmd; it is killed when the test ends if still running.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
+	"github.com/mutual-tls/mutual/internal/testport"
 )
 
 const nginxBin = "/usr/sbin/nginx"
@@ -52,14 +53,10 @@ func need(t *testing.T, bin, pkg string) string {
 	return ""
 }
 
+// freePort is a port reserved for t that nginx binds later (see testport).
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testport.Port(t)
 }
 
 // TestNginxFromAgentFiles: nginx from Debian's packages serves mTLS from

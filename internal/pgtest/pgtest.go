@@ -12,7 +12,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/mutual-tls/mutual/internal/testport"
 )
 
 // Server is a running PostgreSQL server.
@@ -100,19 +100,10 @@ func Start(t testing.TB) *Server {
 		}
 	}
 	s.run(t, filepath.Join(bin, "initdb"), "-D", s.data, "-U", "mutual", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C")
-	s.Port = freePort(t)
+	s.Port = testport.Port(t)
 	s.URL = fmt.Sprintf("postgres://mutual@127.0.0.1:%d/postgres?sslmode=disable", s.Port)
 	s.Start(t)
 	return s
-}
-
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (s *Server) run(t testing.TB, name string, args ...string) {
