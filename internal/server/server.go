@@ -341,7 +341,7 @@ func (s *Server) admin(h adminHandler) handler {
 		if err != nil {
 			return 0, err
 		}
-		if !strings.HasPrefix(id.Path(), "/admin/") {
+		if pki.KindOf(id) != pki.KindAdmin {
 			return 0, &ca.Error{Kind: ca.KindForbidden, Code: "admin_required",
 				Msg: id.String() + " is not an admin: this endpoint needs a client certificate for spiffe://" + td + "/admin/NAME"}
 		}

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/ca"
@@ -342,7 +341,7 @@ func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, na
 	if err != nil {
 		return nil, err
 	}
-	id, err := spiffeid.FromSegments(c.TrustDomain, "admin", name)
+	id, err := pki.AdminID(c.TrustDomain, name)
 	if err != nil {
 		return nil, fmt.Errorf("--name %q: %w", name, err)
 	}
