@@ -277,6 +277,9 @@ func issueResponse(is *ca.Issued) api.IssueResponse {
 		NotBefore: is.Cert.NotBefore.UTC(),
 		NotAfter:  is.Cert.NotAfter.UTC(),
 		LogIndex:  is.LogIndex,
+		// The CA's clock, so a client whose clock is off checks the
+		// answer against the time the CA issued it at.
+		ServerTime: time.Now().UTC(),
 	}
 }
 
