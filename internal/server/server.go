@@ -251,7 +251,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (int, error) {
 	defer cancel()
 	if err := s.cfg.Store.Ping(ctx); err != nil {
 		s.metrics.storeUp.Set(0)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		// The details (database user, host, port) are for the log, not
+		// for anonymous callers.
+		s.log.Warn("health check: the store is unavailable", "route", r.URL.Path, "error", err.Error())
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "the CA's store is unavailable; the CA's log says why"})
 		return http.StatusServiceUnavailable, nil
 	}
 	s.metrics.storeUp.Set(1)
