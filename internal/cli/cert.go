@@ -84,7 +84,7 @@ mutual.json (where to renew).`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.token, "token", "", "join token (or $MUTUAL_TOKEN)")
+	f.StringVar(&o.token, "token", "", "join token; other users see it in the process list, so prefer --token-file or $MUTUAL_TOKEN")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token")
 	f.StringVar(&o.out, "out", "", "identity directory to write (required)")
 	f.StringVar(&o.keyType, "key-type", "ecdsa-p256", "key type: ecdsa-p256, ecdsa-p384, ed25519 or rsa-3072")

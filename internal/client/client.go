@@ -39,6 +39,8 @@ type Client struct {
 	serverID spiffeid.ID
 	now      func() time.Time
 	tls      *tls.Config
+	// leaf is the client certificate's, when there is one.
+	leaf *x509.Certificate
 }
 
 // Option adjusts a Client made by New.
@@ -90,6 +92,7 @@ func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate, opts .
 				return nil, fmt.Errorf("client certificate: %w", err)
 			}
 			c.serverID = pki.ServerID(id.TrustDomain())
+			c.leaf = leaf
 		}
 	}
 	for _, o := range opts {
@@ -190,8 +193,19 @@ type answerTime struct {
 	server, local time.Time
 }
 
-// doTimed is do, also noting in at (when not nil) the answer's times.
+// doTimed is do, also noting in at (when not nil) the answer's times. When
+// the CA refuses the client certificate it asks the CA's clock, to say so
+// when the cause is a clock that is off.
 func (c *Client) doTimed(ctx context.Context, method, path string, in, out any, at *answerTime) error {
+	err := c.doRounds(ctx, method, path, in, out, at)
+	if err != nil && c.leaf != nil {
+		err = c.explainRefusal(ctx, c.leaf, err)
+	}
+	return err
+}
+
+// doRounds makes the attempts of doTimed.
+func (c *Client) doRounds(ctx context.Context, method, path string, in, out any, at *answerTime) error {
 	var body []byte
 	if in != nil {
 		var err error

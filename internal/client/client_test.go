@@ -295,4 +295,15 @@ func TestRenewAtCAWithClockBehindSaysSo(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
+	// The same for an admin command.
+	atc := e.adminID.TLSCertificate()
+	admin, err := client.New([]string{"https://" + ln.Addr().String()}, e.adminID.Roots, &atc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.Retries = -1
+	_, err = admin.ListTokens(ctx)
+	if err == nil || !strings.Contains(err.Error(), "seconds ahead of the CA's") {
+		t.Errorf("admin call at a CA whose clock is behind: %v, want the clock difference named", err)
+	}
 }

@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -281,7 +284,7 @@ func RenewIdentityWith(ctx context.Context, cur *identity.Identity, urls []strin
 	}
 	resp, localAt, err := c.issue(ctx, "/v1/renew", api.RenewRequest{CSR: string(csr), TTL: api.Duration(o.TTL)})
 	if err != nil {
-		return nil, c.explainRefusal(ctx, leaf, err)
+		return nil, err
 	}
 	id, offset, warning, err := checkIssued(resp, key, cur.Roots, localAt)
 	if err != nil {
@@ -290,13 +293,21 @@ func RenewIdentityWith(ctx context.Context, cur *identity.Identity, urls []strin
 	return &Renewal{Identity: id, ClockOffset: offset, Warning: warning}, nil
 }
 
-// explainRefusal adds to a refused renewal the reason when it is the CA's
-// clock: the CA judges our certificate by its own time, and a CA whose
+// explainRefusal adds to a refused request with a client certificate (a
+// renewal, an admin or node call) the reason when it is the CA's clock: the CA judges our certificate by its own time, and a CA whose
 // clock is off refuses a good certificate as expired or not yet valid (over
 // TLS, often only as a broken connection).
 func (c *Client) explainRefusal(ctx context.Context, leaf *x509.Certificate, err error) error {
 	var ae *APIError
-	if errors.As(err, &ae) && ae.Code != "cert_expired" {
+	var nc *NotCAError
+	switch {
+	case errors.As(err, &nc) || ctx.Err() != nil:
+		return err
+	case errors.As(err, &ae):
+		if ae.Code != "cert_expired" {
+			return err
+		}
+	case !refusedInHandshake(err):
 		return err
 	}
 	caNow, localAt, terr := c.ServerTime(ctx)
@@ -316,6 +327,19 @@ func (c *Client) explainRefusal(ctx context.Context, leaf *x509.Certificate, err
 			err, DescribeOffset(off), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return fmt.Errorf("%w (%s)", err, DescribeOffset(off))
+}
+
+// refusedInHandshake reports whether err is how a TLS server's refusal of
+// our certificate reaches us: a remote alert about a certificate ("bad",
+// "expired", "unknown", "required"; crypto/tls exposes remote alerts over
+// TCP only as a net.OpError "remote error"), or, when the refusal raced our
+// request, a broken or reset connection.
+func refusedInHandshake(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return strings.Contains(op.Err.Error(), "certificate")
+	}
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // DescribeOffset says in words how this machine's clock compares with the
