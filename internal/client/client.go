@@ -353,7 +353,8 @@ func (c *Client) issue(ctx context.Context, path string, req any) (*api.IssueRes
 	var out api.IssueResponse
 	var at answerTime
 	if err := c.doTimed(ctx, http.MethodPost, path, req, &out, &at); err != nil {
-		return nil, time.Time{}, err
+		// An empty answer, not nil, as callers of Enroll and Renew expect.
+		return &out, time.Time{}, err
 	}
 	if out.ServerTime.IsZero() {
 		out.ServerTime = at.server
