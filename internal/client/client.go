@@ -121,6 +121,7 @@ type NotCAError struct {
 	Want spiffeid.ID
 }
 
+// Error says what the server presented and what the CA would have.
 func (e *NotCAError) Error() string {
 	want := e.Want.String()
 	if e.Want.IsZero() {

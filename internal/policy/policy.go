@@ -99,6 +99,7 @@ const (
 	ViaRenewal
 )
 
+// String names the way of granting in refusals: "a join token".
 func (v Via) String() string {
 	switch v {
 	case ViaToken:
