@@ -223,6 +223,17 @@ func TestEnrollAnswerLostKeepsTheKey(t *testing.T) {
 	if _, err := os.Stat(kept); !os.IsNotExist(err) {
 		t.Errorf("the kept key is still there after Done: %v", err)
 	}
+	// Someone else with the used token gets token_used, and no key is
+	// left behind for a refusal.
+	other := filepath.Join(t.TempDir(), "other")
+	_, err = client.RequestIdentityWith(ctx, tok, client.RequestOptions{KeepKeyIn: other})
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Code != "token_used" {
+		t.Fatalf("a used token with another key: %v, want token_used", err)
+	}
+	if _, err := os.Stat(client.PendingKeyFile(other, parsed.ID)); !os.IsNotExist(err) {
+		t.Errorf("a key was left behind after a refusal: %v", err)
+	}
 }
 
 // TestRenewWithClockAheadStillRenews: by a clock three hours ahead, the

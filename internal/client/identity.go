@@ -170,6 +170,10 @@ func RequestIdentityWith(ctx context.Context, tokenString string, o RequestOptio
 			var ae *APIError
 			if !errors.As(err, &ae) || ae.Unavailable() {
 				err = fmt.Errorf("%w (the key is kept in %s: run the same command again with the same token to get the certificate the CA may have issued)", err, pending)
+			} else {
+				// A refusal: no certificate exists for this key, and the
+				// token will not give one to it.
+				os.Remove(pending)
 			}
 		}
 		return nil, err
