@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -213,7 +212,7 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("enroll the node: %w", err)
 	}
-	if !strings.HasPrefix(enr.Identity.ID.Path(), "/node/") {
+	if pki.KindOf(enr.Identity.ID) != pki.KindNode {
 		return fmt.Errorf("the join token is for %s, not a node identity: create it with --identity spiffe://%s/node/NAME", enr.Identity.ID, enr.Identity.ID.TrustDomain().Name())
 	}
 	if err := enr.Identity.Save(dir); err != nil {

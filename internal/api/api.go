@@ -100,6 +100,10 @@ type IssueResponse struct {
 	NotAfter  time.Time `json:"not_after"`
 	// LogIndex is the certificate's index in the issuance log.
 	LogIndex int64 `json:"log_index"`
+	// ServerTime is the CA's clock when it answered: clients check the
+	// certificate against it, not against their own clock, and say how far
+	// apart the two are (zero from older CAs: use the HTTP Date header).
+	ServerTime time.Time `json:"server_time,omitzero"`
 }
 
 // TokenRequest asks for a join token.

@@ -229,7 +229,7 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	if err != nil {
 		return nil, classify(err)
 	}
-	grant := policy.Grant{ID: id, DNSNames: rec.DNSNames, TTL: rec.CertTTL, Roles: rec.Roles}
+	grant := policy.Grant{ID: id, DNSNames: rec.DNSNames, TTL: rec.CertTTL, Roles: rec.Roles, Via: policy.ViaToken}
 	for _, s := range rec.IPAddresses {
 		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
 	}
@@ -245,7 +245,7 @@ func (a *Authority) Renew(ctx context.Context, peer *x509.Certificate, csrPEM []
 		return nil, err
 	}
 	lifetime := peer.NotAfter.Sub(peer.NotBefore) - pki.ClockSkew
-	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL), Roles: identity.Roles(peer)}
+	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL), Roles: identity.Roles(peer), Via: policy.ViaRenewal}
 	// A renewed workload certificate stays tied to the node it came through,
 	// so that revoking the node takes it out too.
 	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+SerialString(peer.SerialNumber), "", rec.NodeID)
@@ -277,7 +277,7 @@ func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spi
 	}
 	if rec.Revoked() {
 		fix := "enroll again with a new join token"
-		if strings.HasPrefix(id.Path(), "/admin/") {
+		if pki.KindOf(id) == pki.KindAdmin {
 			fix = "issue a new operator identity with `mutual ca admin`"
 		}
 		return spiffeid.ID{}, rec, newErr(KindForbidden, "cert_revoked", nil, "the client certificate %s of %s was revoked at %s (%s); %s",
@@ -394,7 +394,7 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		}
 		var revs []store.Revocation
 		if r.Node != "" {
-			if !strings.HasPrefix(id.Path(), "/node/") {
+			if pki.KindOf(id) != pki.KindNode {
 				return nil, newErr(KindInvalid, "bad_node", nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, id.TrustDomain().Name())
 			}
 			revs, err = a.Store.RevokeNode(ctx, id.String(), r.Reason, now)

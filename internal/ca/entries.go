@@ -49,8 +49,8 @@ func (a *Authority) CreateEntry(ctx context.Context, by spiffeid.ID, r EntryRequ
 	if err != nil {
 		return store.Entry{}, classify(err)
 	}
-	if strings.HasPrefix(id.Path(), "/node/") || strings.HasPrefix(id.Path(), "/admin/") {
-		return store.Entry{}, newErr(KindInvalid, "bad_identity", nil, "%s: entries grant workload identities; /node/ and /admin/ identities come from tokens and `ca admin`", id)
+	if err := a.Policy.CheckGrantable(id, policy.ViaEntry); err != nil {
+		return store.Entry{}, classify(err)
 	}
 	if len(r.Nodes) == 0 {
 		return store.Entry{}, newErr(KindInvalid, "bad_node", nil, "an entry needs at least one node (spiffe://%s/node/NAME, or a pattern such as spiffe://%s/node/*)", a.Policy.TrustDomain.Name(), a.Policy.TrustDomain.Name())
@@ -121,7 +121,7 @@ func (a *Authority) nodeOf(ctx context.Context, peer *x509.Certificate) (spiffei
 	if err != nil {
 		return spiffeid.ID{}, err
 	}
-	if !strings.HasPrefix(id.Path(), "/node/") {
+	if pki.KindOf(id) != pki.KindNode {
 		return spiffeid.ID{}, newErr(KindForbidden, "node_required", nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, a.Policy.TrustDomain.Name())
 	}
 	return id, nil

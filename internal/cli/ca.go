@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,9 +28,9 @@ type caAdminOptions struct {
 	passphraseFile string
 	name           string
 	out            string
-	store          string
-	ttl            time.Duration
-	json           bool
+	storeFlags
+	ttl  time.Duration
+	json bool
 }
 
 func caAdminCmd(e *env) *cobra.Command {
@@ -63,7 +64,11 @@ and written as an identity directory. Works while the server runs.`,
 			if err != nil {
 				return err
 			}
-			id, err := server.IssueAdmin(cmd.Context(), o.dir, pass, o.store, o.name, o.ttl)
+			storeURL, err := o.storeFlags.url(e.logger(slog.LevelWarn))
+			if err != nil {
+				return err
+			}
+			id, err := server.IssueAdmin(cmd.Context(), o.dir, pass, storeURL, o.name, o.ttl)
 			if err != nil {
 				return err
 			}
@@ -78,7 +83,7 @@ and written as an identity directory. Works while the server runs.`,
 	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
 	f.StringVar(&o.name, "name", "", "operator name (required)")
 	f.StringVar(&o.out, "out", "", "identity directory to write (required)")
-	f.StringVar(&o.store, "store", "", "the server's --store (default sqlite:DIR/mutual.db)")
+	o.storeFlags.register(c, "the server's --store (default sqlite:DIR/mutual.db)")
 	f.DurationVar(&o.ttl, "ttl", pki.DefaultAdminTTL, "certificate lifetime")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return c

@@ -61,7 +61,10 @@ mutual.json (where to renew).`,
 			if err != nil {
 				return flagError("key-type", "%v", err)
 			}
-			enr, err := client.RequestIdentity(cmd.Context(), tok, kt, o.ttl)
+			// The key is kept in --out until the identity is saved, so that
+			// a re-run after a lost or refused answer gets the certificate
+			// the CA issued instead of "token used".
+			enr, err := client.RequestIdentityWith(cmd.Context(), tok, client.RequestOptions{KeyType: kt, TTL: o.ttl, KeepKeyIn: o.out})
 			if err != nil {
 				return err
 			}
@@ -71,11 +74,17 @@ mutual.json (where to renew).`,
 			if err := client.SaveCAURLs(o.out, enr.CAURLs); err != nil {
 				return err
 			}
+			if err := enr.Done(); err != nil {
+				return err
+			}
+			if enr.Warning != "" {
+				fmt.Fprintf(e.stderr, "warning: %s\n", enr.Warning)
+			}
 			return printIssued(e, o.json, "Enrolled", o.out, enr.Identity)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.token, "token", "", "join token (or $MUTUAL_TOKEN)")
+	f.StringVar(&o.token, "token", "", "join token; other users see it in the process list, so prefer --token-file or $MUTUAL_TOKEN")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token")
 	f.StringVar(&o.out, "out", "", "identity directory to write (required)")
 	f.StringVar(&o.keyType, "key-type", "ecdsa-p256", "key type: ecdsa-p256, ecdsa-p384, ed25519 or rsa-3072")
@@ -126,13 +135,17 @@ A revoked or expired certificate cannot renew; enroll again with a new token.`,
 					return flagError("server", "required: %s has no %s; give the CA's URL", o.dir, client.ServersFile)
 				}
 			}
-			next, err := client.RenewIdentity(cmd.Context(), cur, urls, kt, o.ttl)
+			ren, err := client.RenewIdentityWith(cmd.Context(), cur, urls, client.RenewOptions{KeyType: kt, TTL: o.ttl})
 			var ee *identity.ExpiredError
 			if errors.As(err, &ee) {
-				return fmt.Errorf("the certificate in %s expired at %s and can no longer renew: enroll again with a new join token", o.dir, ee.NotAfter.Format(time.RFC3339))
+				return fmt.Errorf("the certificate in %s expired at %s and can no longer renew: enroll again with a new join token: %w", o.dir, ee.NotAfter.Format(time.RFC3339), err)
 			}
 			if err != nil {
 				return err
+			}
+			next := ren.Identity
+			if ren.Warning != "" {
+				fmt.Fprintf(e.stderr, "warning: %s\n", ren.Warning)
 			}
 			if err := next.Save(o.dir); err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -160,4 +161,65 @@ func readToken(token, tokenFile string) (string, error) {
 		return token, nil
 	}
 	return os.Getenv("MUTUAL_TOKEN"), nil
+}
+
+// storeFlags are the flags that name the CA's store. A PostgreSQL password
+// does not belong in argv, which every local user can read: --store-file
+// and $MUTUAL_STORE keep it out, and so do PGPASSWORD and PGPASSFILE, which
+// the PostgreSQL driver reads.
+type storeFlags struct {
+	store     string
+	storeFile string
+}
+
+func (s *storeFlags) register(c *cobra.Command, what string) {
+	c.Flags().StringVar(&s.store, "store", "", what+" (or --store-file, or $MUTUAL_STORE; keep passwords out of it: use PGPASSWORD or PGPASSFILE)")
+	c.Flags().StringVar(&s.storeFile, "store-file", "", "file holding the --store URL, for one that carries a password")
+}
+
+// url returns the store URL from --store-file, else --store, else
+// $MUTUAL_STORE ("" for the default), warning on log when a password was
+// given on the command line.
+func (s *storeFlags) url(log *slog.Logger) (string, error) {
+	if s.storeFile != "" {
+		if s.store != "" {
+			return "", flagError("store-file", "give --store or --store-file, not both")
+		}
+		b, err := os.ReadFile(s.storeFile)
+		if err != nil {
+			return "", flagError("store-file", "%v", err)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", flagError("store-file", "%s is empty: write the store URL in it", s.storeFile)
+		}
+		return v, nil
+	}
+	if s.store != "" {
+		if storeHasPassword(s.store) {
+			log.Warn("--store carries a database password, which every user of this machine can read in the process list; move it to --store-file, $MUTUAL_STORE, PGPASSWORD or PGPASSFILE",
+				"flag", "store")
+		}
+		return s.store, nil
+	}
+	return os.Getenv("MUTUAL_STORE"), nil
+}
+
+// storeHasPassword reports whether a store URL or PostgreSQL keyword/value
+// DSN carries a password.
+func storeHasPassword(s string) bool {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return true
+		}
+	}
+	if u, err := url.Parse(s); err == nil && u.Query().Has("password") {
+		return true
+	}
+	for _, f := range strings.Fields(s) {
+		if strings.HasPrefix(strings.ToLower(f), "password=") {
+			return true
+		}
+	}
+	return false
 }

@@ -13,12 +13,12 @@ type serverOptions struct {
 	dir            string
 	passphraseFile string
 	listen         string
-	store          string
-	metrics        string
-	urls           []string
-	httpListen     string
-	httpURL        string
-	debug          bool
+	storeFlags
+	metrics    string
+	urls       []string
+	httpListen string
+	httpURL    string
+	debug      bool
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -30,7 +30,9 @@ func serverCmd(e *env) *cobra.Command {
 
 The API is HTTPS and JSON under /v1/; admin endpoints need the operator's client
 certificate (DIR/admin). State lives in --store: sqlite:PATH (default DIR/mutual.db)
-or postgres://USER@HOST/DB shared by several replicas. Prometheus metrics are
+or postgres://USER@HOST/DB shared by several replicas; give a password through
+PGPASSWORD or PGPASSFILE, or the whole URL through --store-file or $MUTUAL_STORE,
+never on the command line. Prometheus metrics are
 served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 		Example: `  mutual server --dir ./ca --passphrase-file pass --metrics 127.0.0.1:9090`,
 		Args:    cobra.NoArgs,
@@ -47,8 +49,12 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 				level = slog.LevelDebug
 			}
 			log := e.logger(level)
+			storeURL, err := o.storeFlags.url(log)
+			if err != nil {
+				return err
+			}
 			svc, err := server.Open(cmd.Context(), server.Options{
-				Dir: o.dir, Passphrase: pass, Listen: o.listen, StoreURL: o.store,
+				Dir: o.dir, Passphrase: pass, Listen: o.listen, StoreURL: storeURL,
 				MetricsListen: o.metrics, URLs: o.urls, Log: log, HTTPListen: o.httpListen, HTTPURL: o.httpURL,
 			})
 			if err != nil {
@@ -72,7 +78,7 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 	f.StringVar(&o.dir, "dir", "", "CA directory made by mutual ca init (required)")
 	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
 	f.StringVar(&o.listen, "listen", server.DefaultListen, "address of the HTTPS API")
-	f.StringVar(&o.store, "store", "", "sqlite:PATH or postgres://... (default sqlite:DIR/mutual.db)")
+	o.storeFlags.register(c, "sqlite:PATH or postgres://USER@HOST/DB (default sqlite:DIR/mutual.db)")
 	f.StringVar(&o.metrics, "metrics", "", "address for Prometheus /metrics (off when empty)")
 	f.StringSliceVar(&o.urls, "url", nil, "public https URL of this CA, written into join tokens (repeatable; default from --listen)")
 	f.StringVar(&o.httpListen, "http-listen", "", "also serve the CRL and OCSP over plain HTTP here; certificates then point at it")

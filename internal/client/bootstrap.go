@@ -11,6 +11,9 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
@@ -21,12 +24,20 @@ import (
 // It needs no verification bypass: a handshake with an empty root pool fails
 // verification, and the certificates the server presented come back in the
 // error; the CA service sends its root with its chain. The root is then
-// checked: its fingerprint, that it is a self-signed CA, and that the
-// server's chain verifies to it for caURL's host name.
+// checked: its fingerprint, that it is a self-signed CA, that the server's
+// chain verifies to it for caURL's host name, and that the server presents
+// the CA service's own identity (spiffe://TD/mutual/server), not merely a
+// certificate for the host name.
 func FetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.Certificate, error) {
+	root, _, err := fetchRoot(ctx, caURL, fingerprint)
+	return root, err
+}
+
+// fetchRoot is FetchRoot, also returning the CA server's identity.
+func fetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.Certificate, spiffeid.ID, error) {
 	u, err := url.Parse(caURL)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("CA address %q is not a URL", caURL)
+		return nil, spiffeid.ID{}, fmt.Errorf("CA address %q is not a URL", caURL)
 	}
 	host := u.Host
 	if u.Port() == "" {
@@ -39,11 +50,11 @@ func FetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.C
 	conn, err := d.DialContext(ctx, "tcp", host)
 	if err == nil {
 		conn.Close()
-		return nil, fmt.Errorf("%s: a handshake with no trusted roots succeeded, which cannot happen with a mutual CA", caURL)
+		return nil, spiffeid.ID{}, fmt.Errorf("%s: a handshake with no trusted roots succeeded, which cannot happen with a mutual CA", caURL)
 	}
 	var ve *tls.CertificateVerificationError
 	if !errors.As(err, &ve) {
-		return nil, fmt.Errorf("%s: %w", caURL, err)
+		return nil, spiffeid.ID{}, fmt.Errorf("%s: %w", caURL, err)
 	}
 	presented := ve.UnverifiedCertificates
 	var root *x509.Certificate
@@ -53,11 +64,11 @@ func FetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.C
 		}
 	}
 	if root == nil {
-		return nil, fmt.Errorf("%s did not present a root certificate with fingerprint %s: the token belongs to another CA, or something is intercepting the connection",
+		return nil, spiffeid.ID{}, fmt.Errorf("%s did not present a root certificate with fingerprint %s: the token belongs to another CA, or something is intercepting the connection",
 			caURL, hex.EncodeToString(fingerprint[:]))
 	}
 	if !root.IsCA || root.CheckSignatureFrom(root) != nil {
-		return nil, fmt.Errorf("%s: the certificate with the token's fingerprint is not a self-signed CA", caURL)
+		return nil, spiffeid.ID{}, fmt.Errorf("%s: the certificate with the token's fingerprint is not a self-signed CA", caURL)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
@@ -66,7 +77,11 @@ func FetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.C
 		inter.AddCert(c)
 	}
 	if _, err := presented[0].Verify(x509.VerifyOptions{DNSName: u.Hostname(), Roots: pool, Intermediates: inter}); err != nil {
-		return nil, fmt.Errorf("%s: the server's certificate does not verify against the pinned root: %w", caURL, err)
+		return nil, spiffeid.ID{}, fmt.Errorf("%s: the server's certificate does not verify against the pinned root: %w", caURL, err)
 	}
-	return root, nil
+	id, err := x509svid.IDFromCert(presented[0])
+	if err != nil || pki.KindOf(id) != pki.KindServer {
+		return nil, spiffeid.ID{}, fmt.Errorf("%s: %w", caURL, &NotCAError{Got: id})
+	}
+	return root, id, nil
 }

@@ -19,7 +19,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 // Client calls one CA, reachable at one or more base URLs.
@@ -30,11 +34,37 @@ type Client struct {
 
 	urls []string
 	http *http.Client
+	// serverID is the CA's identity; zero accepts any trust domain's
+	// spiffe://TD/mutual/server.
+	serverID spiffeid.ID
+	now      func() time.Time
+	tls      *tls.Config
+	// leaf is the client certificate's, when there is one.
+	leaf *x509.Certificate
 }
+
+// Option adjusts a Client made by New.
+type Option func(*Client)
+
+// WithServerID makes the client accept only a CA that presents exactly id
+// (spiffe://TD/mutual/server, see pki.ServerID).
+func WithServerID(id spiffeid.ID) Option { return func(c *Client) { c.serverID = id } }
+
+// WithClock makes the client read the time from now instead of time.Now, to
+// test what a client whose clock is off does.
+func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
 
 // New makes a client that trusts roots and, when cert is not nil, presents it
 // as its TLS client certificate.
-func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate) (*Client, error) {
+//
+// The CA is accepted only by its own identity: a server certificate that
+// verifies to roots for the address's host name is not enough, since any
+// workload may be granted that host name. The server must present
+// spiffe://TD/mutual/server, where TD is the trust domain of cert (or of
+// WithServerID); without either, the server must present the CA server
+// identity of the trust domain its chain to roots allows (the intermediate
+// is constrained to one).
+func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate, opts ...Option) (*Client, error) {
 	if len(urls) == 0 {
 		return nil, errors.New("no CA address: pass --server https://HOST:PORT")
 	}
@@ -48,9 +78,25 @@ func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate) (*Clie
 	for _, r := range roots {
 		pool.AddCert(r)
 	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c := &Client{urls: urls, now: time.Now}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, VerifyConnection: c.verifyServer}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
+		if len(cert.Certificate) > 0 {
+			leaf, err := x509.ParseCertificate(cert.Certificate[0])
+			if err != nil {
+				return nil, fmt.Errorf("client certificate: %w", err)
+			}
+			id, err := x509svid.IDFromCert(leaf)
+			if err != nil {
+				return nil, fmt.Errorf("client certificate: %w", err)
+			}
+			c.serverID = pki.ServerID(id.TrustDomain())
+			c.leaf = leaf
+		}
+	}
+	for _, o := range opts {
+		o(c)
 	}
 	tr := &http.Transport{
 		TLSClientConfig:     cfg,
@@ -60,7 +106,54 @@ func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate) (*Clie
 		TLSHandshakeTimeout: 10 * time.Second,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}
-	return &Client{urls: urls, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
+	c.http = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	c.tls = cfg
+	return c, nil
+}
+
+// NotCAError is a server that verified under the trusted roots but is not
+// the CA service: it presented another identity. Nothing is sent to it.
+type NotCAError struct {
+	// Got is the identity the server presented (zero when none).
+	Got spiffeid.ID
+	// Want is the CA's identity, or zero when any trust domain's
+	// spiffe://TD/mutual/server was acceptable.
+	Want spiffeid.ID
+}
+
+// Error says what the server presented and what the CA would have.
+func (e *NotCAError) Error() string {
+	want := e.Want.String()
+	if e.Want.IsZero() {
+		want = "spiffe://TD/mutual/server"
+	}
+	got := "no SPIFFE ID"
+	if !e.Got.IsZero() {
+		got = e.Got.String()
+	}
+	return fmt.Sprintf("the server presents %s, not the CA's identity %s: something other than the CA answers at this address (a workload granted the CA's host name?); nothing was sent to it", got, want)
+}
+
+// verifyServer runs after the chain and host name verified: it accepts only
+// the CA server's own identity.
+func (c *Client) verifyServer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return &NotCAError{Want: c.serverID}
+	}
+	id, err := x509svid.IDFromCert(cs.PeerCertificates[0])
+	if err != nil {
+		return &NotCAError{Want: c.serverID}
+	}
+	if c.serverID.IsZero() {
+		if pki.KindOf(id) != pki.KindServer {
+			return &NotCAError{Got: id}
+		}
+		return nil
+	}
+	if id != c.serverID {
+		return &NotCAError{Got: id, Want: c.serverID}
+	}
+	return nil
 }
 
 // URLs returns the CA addresses the client uses.
@@ -92,6 +185,28 @@ func (e *APIError) Unavailable() bool {
 // something other than a network failure or a 503; when all fail that way it
 // tries them all again, with backoff (0.5s, 1s, 2s), before giving up.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return c.doTimed(ctx, method, path, in, out, nil)
+}
+
+// answerTime is when an answer was sent by the CA's clock (its Date header)
+// and received by ours.
+type answerTime struct {
+	server, local time.Time
+}
+
+// doTimed is do, also noting in at (when not nil) the answer's times. When
+// the CA refuses the client certificate it asks the CA's clock, to say so
+// when the cause is a clock that is off.
+func (c *Client) doTimed(ctx context.Context, method, path string, in, out any, at *answerTime) error {
+	err := c.doRounds(ctx, method, path, in, out, at)
+	if err != nil && c.leaf != nil {
+		err = c.explainRefusal(ctx, c.leaf, err)
+	}
+	return err
+}
+
+// doRounds makes the attempts of doTimed.
+func (c *Client) doRounds(ctx context.Context, method, path string, in, out any, at *answerTime) error {
 	var body []byte
 	if in != nil {
 		var err error
@@ -101,8 +216,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	var errs []error
 	for attempt := 0; ; attempt++ {
+		transient := false
 		for _, base := range c.urls {
-			err := c.once(ctx, method, strings.TrimRight(base, "/")+path, body, out)
+			err := c.once(ctx, method, strings.TrimRight(base, "/")+path, body, out, at)
 			if err == nil {
 				return nil
 			}
@@ -113,9 +229,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			if ctx.Err() != nil {
 				return err
 			}
+			// Another address may be the real CA; waiting will not make
+			// an impostor one.
+			var nc *NotCAError
+			transient = transient || !errors.As(err, &nc)
 			errs = append(errs, err)
 		}
-		if attempt == c.retries() {
+		if attempt == c.retries() || !transient {
 			return errors.Join(errs...)
 		}
 		select {
@@ -137,7 +257,7 @@ func (c *Client) retries() int {
 	return c.Retries
 }
 
-func (c *Client) once(ctx context.Context, method, u string, body []byte, out any) error {
+func (c *Client) once(ctx context.Context, method, u string, body []byte, out any, at *answerTime) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -154,6 +274,10 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 		return explainTransport(u, err)
 	}
 	defer resp.Body.Close()
+	if at != nil {
+		at.local = c.now()
+		at.server, _ = http.ParseTime(resp.Header.Get("Date"))
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
 		return fmt.Errorf("%s: read answer: %w", u, err)
@@ -183,6 +307,10 @@ func explainTransport(u string, err error) error {
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("%s: connection refused: is the CA service running at that address? (%w)", u, err)
 	}
+	var nc *NotCAError
+	if errors.As(err, &nc) {
+		return fmt.Errorf("%s: %w", u, nc)
+	}
 	var ce *tls.CertificateVerificationError
 	var ue x509.UnknownAuthorityError
 	var he x509.HostnameError
@@ -205,16 +333,59 @@ func (c *Client) Bundle(ctx context.Context) (*api.BundleResponse, error) {
 	return &out, c.do(ctx, http.MethodGet, "/v1/bundle", nil, &out)
 }
 
-// Enroll exchanges a join token and a CSR for a certificate.
+// Enroll exchanges a join token and a CSR for a certificate. The answer's
+// ServerTime is the CA's clock (from the HTTP Date header for a CA that
+// does not say it).
 func (c *Client) Enroll(ctx context.Context, req api.EnrollRequest) (*api.IssueResponse, error) {
-	var out api.IssueResponse
-	return &out, c.do(ctx, http.MethodPost, "/v1/enroll", req, &out)
+	out, _, err := c.issue(ctx, "/v1/enroll", req)
+	return out, err
 }
 
-// Renew asks for a new certificate for the client certificate's identity.
+// Renew asks for a new certificate for the client certificate's identity;
+// ServerTime as for Enroll.
 func (c *Client) Renew(ctx context.Context, req api.RenewRequest) (*api.IssueResponse, error) {
+	out, _, err := c.issue(ctx, "/v1/renew", req)
+	return out, err
+}
+
+// issue posts an issuing request and returns the answer with the CA's
+// clock in ServerTime, and the local clock when the answer arrived.
+func (c *Client) issue(ctx context.Context, path string, req any) (*api.IssueResponse, time.Time, error) {
 	var out api.IssueResponse
-	return &out, c.do(ctx, http.MethodPost, "/v1/renew", req, &out)
+	var at answerTime
+	if err := c.doTimed(ctx, http.MethodPost, path, req, &out, &at); err != nil {
+		// An empty answer, not nil, as callers of Enroll and Renew expect.
+		return &out, time.Time{}, err
+	}
+	if out.ServerTime.IsZero() {
+		out.ServerTime = at.server
+	}
+	return &out, at.local, nil
+}
+
+// ServerTime asks the CA for its clock (the Date header of an anonymous
+// request) and returns it with the local clock at the answer; its
+// precision is a second.
+//
+// It asks without the client certificate, since a CA whose clock is off
+// refuses that certificate in the handshake.
+func (c *Client) ServerTime(ctx context.Context) (server, local time.Time, err error) {
+	cfg := c.tls.Clone()
+	cfg.Certificates = nil
+	anon := &Client{urls: c.urls, now: c.now, serverID: c.serverID, Retries: -1}
+	cfg.VerifyConnection = anon.verifyServer
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
+	defer tr.CloseIdleConnections()
+	anon.http = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var at answerTime
+	if err := anon.doTimed(ctx, http.MethodGet, "/livez", nil, nil, &at); err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	if at.server.IsZero() {
+		return time.Time{}, time.Time{}, errors.New("the CA's answer carries no Date header")
+	}
+	return at.server, at.local, nil
 }
 
 // CreateToken makes a join token (admin).

@@ -9,10 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/identity"
@@ -66,20 +71,79 @@ type Enrollment struct {
 	Identity *identity.Identity
 	// CAURLs are where the identity renews.
 	CAURLs []string
+	// ClockOffset is how far the CA's clock was ahead of ours when it
+	// answered (negative: behind).
+	ClockOffset time.Duration
+	// Warning, when not empty, says in one sentence why the certificate
+	// may not work here although the CA issued it correctly: this
+	// machine's clock is off.
+	Warning string
+	// pendingKey is the file that kept the key while the request was in
+	// flight; Done removes it.
+	pendingKey string
+}
+
+// Done removes the key kept for a retry of the enrollment (RequestOptions.
+// KeepKeyIn): call it once the identity is saved.
+func (e *Enrollment) Done() error {
+	if e.pendingKey == "" {
+		return nil
+	}
+	if err := os.Remove(e.pendingKey); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// RequestOptions configure RequestIdentityWith. Zero values are defaults.
+type RequestOptions struct {
+	// KeyType of the key made; empty means ECDSA P-256.
+	KeyType pki.KeyType
+	// TTL asks for a shorter lifetime than the token grants; zero: the grant's.
+	TTL time.Duration
+	// KeepKeyIn, when set, is a directory where the key is kept (0600,
+	// .pending-TOKENID.key) from before the token is sent until Done: a
+	// re-run with the same token after a lost or refused answer uses the
+	// same key, and the CA answers it the certificate it already issued
+	// instead of refusing a used token.
+	KeepKeyIn string
+	// Now is this machine's clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// PendingKeyFile is where RequestOptions.KeepKeyIn keeps the key of an
+// enrollment with token id tokenID.
+func PendingKeyFile(dir, tokenID string) string {
+	return filepath.Join(dir, ".pending-"+tokenID+".key")
 }
 
 // RequestIdentity enrolls with a join token: it pins the CA's root by the
 // token's fingerprint, makes a key of keyType locally, and returns the
 // identity the CA issued, checked against the pinned root.
 func RequestIdentity(ctx context.Context, tokenString string, keyType pki.KeyType, ttl time.Duration) (*Enrollment, error) {
+	return RequestIdentityWith(ctx, tokenString, RequestOptions{KeyType: keyType, TTL: ttl})
+}
+
+// RequestIdentityWith is RequestIdentity with options. The answer is checked
+// against the CA's clock (it says its time), so a machine whose clock is
+// off still gets the certificate its token paid for; Enrollment.Warning then
+// says by how much the clocks differ.
+func RequestIdentityWith(ctx context.Context, tokenString string, o RequestOptions) (*Enrollment, error) {
+	if o.KeyType == "" {
+		o.KeyType = pki.KeyECDSAP256
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	t, err := token.Parse(tokenString)
 	if err != nil {
 		return nil, err
 	}
 	var root *x509.Certificate
+	var serverID spiffeid.ID
 	var errs []error
 	for _, u := range t.CAURLs {
-		if root, err = FetchRoot(ctx, u, t.RootFingerprint); err == nil {
+		if root, serverID, err = fetchRoot(ctx, u, t.RootFingerprint); err == nil {
 			break
 		}
 		errs = append(errs, err)
@@ -87,7 +151,7 @@ func RequestIdentity(ctx context.Context, tokenString string, keyType pki.KeyTyp
 	if root == nil {
 		return nil, errors.Join(errs...)
 	}
-	key, err := pki.GenerateKey(keyType, nil)
+	key, pending, err := enrollmentKey(o, t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -95,30 +159,124 @@ func RequestIdentity(ctx context.Context, tokenString string, keyType pki.KeyTyp
 	if err != nil {
 		return nil, err
 	}
-	c, err := New(t.CAURLs, []*x509.Certificate{root}, nil)
+	c, err := New(t.CAURLs, []*x509.Certificate{root}, nil, WithServerID(serverID), WithClock(o.Now))
 	if err != nil {
 		return nil, err
 	}
 	defer c.CloseIdleConnections()
-	resp, err := c.Enroll(ctx, api.EnrollRequest{Token: tokenString, CSR: string(csr), TTL: api.Duration(ttl)})
+	resp, localAt, err := c.issue(ctx, "/v1/enroll", api.EnrollRequest{Token: tokenString, CSR: string(csr), TTL: api.Duration(o.TTL)})
+	if err != nil {
+		if pending != "" {
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Unavailable() {
+				err = fmt.Errorf("%w (the key is kept in %s: run the same command again with the same token to get the certificate the CA may have issued)", err, pending)
+			} else {
+				// A refusal: no certificate exists for this key, and the
+				// token will not give one to it.
+				os.Remove(pending)
+			}
+		}
+		return nil, err
+	}
+	id, offset, warning, err := checkIssued(resp, key, []*x509.Certificate{root}, localAt)
 	if err != nil {
 		return nil, err
 	}
-	id, err := checkIssued(resp, key, []*x509.Certificate{root})
-	if err != nil {
-		return nil, err
+	return &Enrollment{Identity: id, CAURLs: t.CAURLs, ClockOffset: offset, Warning: warning, pendingKey: pending}, nil
+}
+
+// enrollmentKey makes the key of an enrollment, or takes the one kept by an
+// earlier run with the same token; with o.KeepKeyIn it is written before
+// the token is sent.
+func enrollmentKey(o RequestOptions, tokenID string) (crypto.Signer, string, error) {
+	if o.KeepKeyIn == "" {
+		key, err := pki.GenerateKey(o.KeyType, nil)
+		return key, "", err
 	}
-	return &Enrollment{Identity: id, CAURLs: t.CAURLs}, nil
+	path := PendingKeyFile(o.KeepKeyIn, tokenID)
+	if b, err := os.ReadFile(path); err == nil {
+		key, err := pki.ParsePrivateKey(b, nil)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s, the key kept by an earlier run with this token: %w; remove it to start over", path, err)
+		}
+		return key, path, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, "", err
+	}
+	key, err := pki.GenerateKey(o.KeyType, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	pemKey, err := pki.MarshalPrivateKey(key, nil, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.MkdirAll(o.KeepKeyIn, 0o700); err != nil {
+		return nil, "", err
+	}
+	if err := atomicfile.WriteFile(path, pemKey, 0o600); err != nil {
+		return nil, "", fmt.Errorf("keep the key for a retry: %w", err)
+	}
+	return key, path, nil
+}
+
+// RenewOptions configure RenewIdentityWith. Zero values are defaults.
+type RenewOptions struct {
+	// KeyType of the new key; empty means the same type as the current key.
+	KeyType pki.KeyType
+	// TTL asks for a shorter lifetime; zero: as the current certificate.
+	TTL time.Duration
+	// Now is this machine's clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Renewal is the outcome of RenewIdentityWith.
+type Renewal struct {
+	Identity *identity.Identity
+	// ClockOffset and Warning are as in Enrollment.
+	ClockOffset time.Duration
+	Warning     string
 }
 
 // RenewIdentity renews cur over mTLS at the CA addresses given, with a fresh
 // key of keyType (empty: the same type as the current key).
 func RenewIdentity(ctx context.Context, cur *identity.Identity, urls []string, keyType pki.KeyType, ttl time.Duration) (*identity.Identity, error) {
-	if now := time.Now(); now.After(cur.Leaf().NotAfter) {
-		return nil, &identity.ExpiredError{Path: cur.ID.String(), NotAfter: cur.Leaf().NotAfter}
+	r, err := RenewIdentityWith(ctx, cur, urls, RenewOptions{KeyType: keyType, TTL: ttl})
+	if err != nil {
+		return nil, err
 	}
+	return r.Identity, nil
+}
+
+// RenewIdentityWith is RenewIdentity with options. The current certificate
+// is judged expired by the CA's clock, not only ours: when this machine's
+// clock says expired but the CA's does not, the renewal goes ahead and the
+// Warning says why; when the CA refuses the certificate because its own
+// clock is off, the error says by how much.
+func RenewIdentityWith(ctx context.Context, cur *identity.Identity, urls []string, o RenewOptions) (*Renewal, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	keyType := o.KeyType
 	if keyType == "" {
 		keyType = keyTypeOf(cur.Key)
+	}
+	tc := cur.TLSCertificate()
+	c, err := New(urls, cur.Roots, &tc, WithClock(o.Now))
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseIdleConnections()
+	leaf := cur.Leaf()
+	if now := o.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		// Expired (or not yet valid) by our clock: ask the CA's.
+		caNow, localAt, terr := c.ServerTime(ctx)
+		if terr != nil || caNow.After(leaf.NotAfter) {
+			if terr == nil && caNow.Sub(localAt).Abs() > pki.ClockSkew {
+				return nil, fmt.Errorf("%w (and %s)", &identity.ExpiredError{Path: cur.ID.String(), NotAfter: leaf.NotAfter}, DescribeOffset(caNow.Sub(localAt)))
+			}
+			return nil, &identity.ExpiredError{Path: cur.ID.String(), NotAfter: leaf.NotAfter}
+		}
 	}
 	key, err := pki.GenerateKey(keyType, nil)
 	if err != nil {
@@ -128,17 +286,78 @@ func RenewIdentity(ctx context.Context, cur *identity.Identity, urls []string, k
 	if err != nil {
 		return nil, err
 	}
-	tc := cur.TLSCertificate()
-	c, err := New(urls, cur.Roots, &tc)
+	resp, localAt, err := c.issue(ctx, "/v1/renew", api.RenewRequest{CSR: string(csr), TTL: api.Duration(o.TTL)})
 	if err != nil {
 		return nil, err
 	}
-	defer c.CloseIdleConnections()
-	resp, err := c.Renew(ctx, api.RenewRequest{CSR: string(csr), TTL: api.Duration(ttl)})
+	id, offset, warning, err := checkIssued(resp, key, cur.Roots, localAt)
 	if err != nil {
 		return nil, err
 	}
-	return checkIssued(resp, key, cur.Roots)
+	return &Renewal{Identity: id, ClockOffset: offset, Warning: warning}, nil
+}
+
+// explainRefusal adds to a refused request with a client certificate (a
+// renewal, an admin or node call) the reason when it is the CA's clock: the CA judges our certificate by its own time, and a CA whose
+// clock is off refuses a good certificate as expired or not yet valid (over
+// TLS, often only as a broken connection).
+func (c *Client) explainRefusal(ctx context.Context, leaf *x509.Certificate, err error) error {
+	var ae *APIError
+	var nc *NotCAError
+	switch {
+	case errors.As(err, &nc) || ctx.Err() != nil:
+		return err
+	case errors.As(err, &ae):
+		if ae.Code != "cert_expired" {
+			return err
+		}
+	case !refusedInHandshake(err):
+		return err
+	}
+	caNow, localAt, terr := c.ServerTime(ctx)
+	if terr != nil {
+		return err
+	}
+	off := caNow.Sub(localAt)
+	if off.Abs() <= pki.ClockSkew {
+		return err
+	}
+	switch {
+	case caNow.Before(leaf.NotBefore):
+		return fmt.Errorf("%w: %s, so by the CA's clock this certificate is not valid until %s; fix the clock that is wrong (NTP) and retry",
+			err, DescribeOffset(off), leaf.NotBefore.UTC().Format(time.RFC3339))
+	case caNow.After(leaf.NotAfter):
+		return fmt.Errorf("%w: %s, so by the CA's clock this certificate expired at %s; fix the clock that is wrong (NTP), or enroll again with a new token",
+			err, DescribeOffset(off), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return fmt.Errorf("%w (%s)", err, DescribeOffset(off))
+}
+
+// refusedInHandshake reports whether err is how a TLS server's refusal of
+// our certificate reaches us: a remote alert about a certificate ("bad",
+// "expired", "unknown", "required"; crypto/tls exposes remote alerts over
+// TCP only as a net.OpError "remote error"), or, when the refusal raced our
+// request, a broken or reset connection.
+func refusedInHandshake(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return strings.Contains(op.Err.Error(), "certificate")
+	}
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// DescribeOffset says in words how this machine's clock compares with the
+// CA's, given the CA's clock minus ours: "your clock is 7200 seconds behind
+// the CA's".
+func DescribeOffset(off time.Duration) string {
+	secs := int64(math.Round(off.Seconds()))
+	switch {
+	case secs > 0:
+		return fmt.Sprintf("your clock is %d seconds behind the CA's", secs)
+	case secs < 0:
+		return fmt.Sprintf("your clock is %d seconds ahead of the CA's", -secs)
+	}
+	return "your clock agrees with the CA's"
 }
 
 func keyTypeOf(k crypto.Signer) pki.KeyType {
@@ -154,18 +373,27 @@ func keyTypeOf(k crypto.Signer) pki.KeyType {
 }
 
 // checkIssued verifies what the CA returned before anything is written: the
-// chain parses, holds our key, and verifies to the trusted roots.
-func checkIssued(resp *api.IssueResponse, key crypto.Signer, trusted []*x509.Certificate) (*identity.Identity, error) {
+// chain parses, holds our key, and verifies to the trusted roots at the
+// CA's time (resp.ServerTime; our clock, localAt, when the CA gave none).
+// It returns how far the CA's clock is ahead of ours and, when the
+// certificate is not valid by our clock or the clocks differ by more than
+// pki.ClockSkew, a warning that says so.
+func checkIssued(resp *api.IssueResponse, key crypto.Signer, trusted []*x509.Certificate, localAt time.Time) (*identity.Identity, time.Duration, string, error) {
+	at := resp.ServerTime
+	if at.IsZero() {
+		at = localAt
+	}
+	offset := at.Sub(localAt)
 	chain, err := pki.ParseCertificates([]byte(resp.ChainPEM))
 	if err != nil {
-		return nil, fmt.Errorf("the CA's answer: chain: %w", err)
+		return nil, 0, "", fmt.Errorf("the CA's answer: chain: %w", err)
 	}
 	roots, err := pki.ParseCertificates([]byte(resp.RootsPEM))
 	if err != nil {
-		return nil, fmt.Errorf("the CA's answer: roots: %w", err)
+		return nil, 0, "", fmt.Errorf("the CA's answer: roots: %w", err)
 	}
 	if !pki.PublicKeysEqual(chain[0].PublicKey, key.Public()) {
-		return nil, errors.New("the CA returned a certificate for another key")
+		return nil, 0, "", errors.New("the CA returned a certificate for another key")
 	}
 	pool := x509.NewCertPool()
 	for _, r := range trusted {
@@ -175,12 +403,24 @@ func checkIssued(resp *api.IssueResponse, key crypto.Signer, trusted []*x509.Cer
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("the certificate the CA returned does not verify against the trusted roots: %w", err)
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: at}); err != nil {
+		return nil, 0, "", fmt.Errorf("the certificate the CA returned does not verify against the trusted roots at the CA's time %s: %w", at.UTC().Format(time.RFC3339), err)
 	}
 	sid, err := x509svid.IDFromCert(chain[0])
 	if err != nil {
-		return nil, fmt.Errorf("the certificate the CA returned has no SPIFFE ID: %w", err)
+		return nil, 0, "", fmt.Errorf("the certificate the CA returned has no SPIFFE ID: %w", err)
 	}
-	return &identity.Identity{ID: sid, Chain: chain, Key: key, Roots: roots}, nil
+	leaf := chain[0]
+	var warning string
+	switch {
+	case localAt.Before(leaf.NotBefore):
+		warning = fmt.Sprintf("%s: by this machine's clock the certificate is not valid until %s; programs here that check it will refuse it until the clock is fixed (NTP)",
+			DescribeOffset(offset), leaf.NotBefore.UTC().Format(time.RFC3339))
+	case localAt.After(leaf.NotAfter):
+		warning = fmt.Sprintf("%s: by this machine's clock the certificate already expired at %s; programs here that check it will refuse it until the clock is fixed (NTP)",
+			DescribeOffset(offset), leaf.NotAfter.UTC().Format(time.RFC3339))
+	case offset.Abs() > pki.ClockSkew:
+		warning = DescribeOffset(offset) + "; fix the clock that is wrong (NTP) before certificates stop working"
+	}
+	return &identity.Identity{ID: sid, Chain: chain, Key: key, Roots: roots}, offset, warning, nil
 }

@@ -164,11 +164,11 @@ func Init(o InitOptions) (*InitResult, error) {
 	if o.Now != nil {
 		now = o.Now()
 	}
-	adminID, err := spiffeid.FromSegments(o.TrustDomain, "admin", o.AdminName)
+	adminID, err := AdminID(o.TrustDomain, o.AdminName)
 	if err != nil {
 		return nil, fmt.Errorf("admin name %q: %w", o.AdminName, err)
 	}
-	serverID, _ := spiffeid.FromSegments(o.TrustDomain, "mutual", "server")
+	serverID := ServerID(o.TrustDomain)
 	dns, ips, err := SplitSANs(o.SANs)
 	if err != nil {
 		return nil, err

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 // Code names the rule a refused request broke, for programs (the API's
@@ -35,6 +37,9 @@ const (
 	CodeNameNotGranted     Code = "name_not_granted"
 	CodeLifetime           Code = "lifetime"
 	CodeBadIdentity        Code = "bad_identity"
+	// CodeReservedIdentity refuses an identity that this way of granting
+	// may not give: the CA's own ID, an operator or node through an entry...
+	CodeReservedIdentity Code = "reserved_identity"
 )
 
 // RefusedError is a request the policy turned down, with the rule and a
@@ -72,6 +77,68 @@ type Grant struct {
 	TTL time.Duration
 	// Roles are carried in the certificate's roles extension.
 	Roles []string
+	// Via says how the identity was granted; the zero value is the most
+	// restrictive, a registration entry.
+	Via Via
+}
+
+// Via is how an identity is granted to a requester.
+type Via int
+
+// The ways of granting an identity.
+const (
+	// ViaEntry: a registration entry, through a node agent. Workload (and
+	// partner) identities only.
+	ViaEntry Via = iota
+	// ViaToken: a join token. Workloads and nodes; never an operator (they
+	// come from `mutual ca admin`) nor the CA's own ID.
+	ViaToken
+	// ViaRenewal: the certificate being renewed, which already holds the
+	// identity. Anything but the CA's own ID (the CA service renews its
+	// certificate itself).
+	ViaRenewal
+)
+
+// String names the way of granting in refusals: "a join token".
+func (v Via) String() string {
+	switch v {
+	case ViaToken:
+		return "a join token"
+	case ViaRenewal:
+		return "renewal"
+	}
+	return "a registration entry"
+}
+
+// CheckGrantable refuses an identity that cannot be granted the way via
+// says, by its kind (pki.KindOf): the CA server's ID and the other names
+// reserved under /mutual/ never; operators (/admin/) only by renewal of an
+// operator certificate; nodes (/node/) by a token or renewal, never by an
+// entry. This is what stops a workload from posing as the CA or an operator.
+func (p *Policy) CheckGrantable(id spiffeid.ID, via Via) error {
+	k := pki.KindOf(id)
+	ok := false
+	switch k {
+	case pki.KindWorkload, pki.KindPartner:
+		ok = true
+	case pki.KindNode:
+		ok = via == ViaToken || via == ViaRenewal
+	case pki.KindAdmin:
+		ok = via == ViaRenewal
+	}
+	if ok {
+		return nil
+	}
+	fix := "choose a workload identity such as spiffe://" + p.TrustDomain.Name() + "/ns/prod/web"
+	switch k {
+	case pki.KindAdmin:
+		fix = "operator identities are issued by `mutual ca admin` on the CA's machine"
+	case pki.KindNode:
+		fix = "node identities are granted by a join token (`mutual token create --identity " + id.String() + "`)"
+	case pki.KindServer, pki.KindReserved:
+		fix = "that name is reserved for the CA service itself; " + fix
+	}
+	return refuse(CodeReservedIdentity, "%s is a %s identity, which cannot be granted through %s: %s", id, k, via, fix)
 }
 
 // CheckIdentity accepts a SPIFFE ID the CA may issue: in its trust domain and
@@ -126,6 +193,9 @@ func (p *Policy) CheckTokenGrant(g Grant, tokenTTL time.Duration) error {
 	if err := p.CheckIdentity(g.ID); err != nil {
 		return err
 	}
+	if err := p.CheckGrantable(g.ID, ViaToken); err != nil {
+		return err
+	}
 	if tokenTTL <= 0 {
 		return refuse(CodeLifetime, "a token lifetime must be positive")
 	}
@@ -146,10 +216,18 @@ var (
 	oidKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}
 )
 
-// CheckCSR accepts a certificate request for grant g: its signature must
-// verify, its key must be strong, it must not ask for CA rights, and any
+// CheckCSR accepts a certificate request for grant g: the grant's identity
+// must be one its way of granting may give (CheckGrantable, checked again at
+// issuance for grants stored before a rule existed), the CSR's signature
+// must verify, its key must be strong, it must not ask for CA rights, and any
 // identity or name it lists must be one the grant gives.
 func (p *Policy) CheckCSR(csr *x509.CertificateRequest, g Grant) error {
+	if err := p.CheckIdentity(g.ID); err != nil {
+		return err
+	}
+	if err := p.CheckGrantable(g.ID, g.Via); err != nil {
+		return err
+	}
 	if err := csr.CheckSignature(); err != nil {
 		return refuse(CodeCSRSignature, "the CSR's signature does not verify (%v): sign the request with the key it contains", err)
 	}

@@ -504,3 +504,46 @@ func FuzzCheckCSR(f *testing.F) {
 		}
 	})
 }
+
+// TestReservedIdentitiesCannotBeGranted: the CA's own ID (which clients
+// accept as the CA) and operators cannot come out of a token or an entry,
+// nodes not out of an entry; neither at token creation nor at issuance (a
+// grant stored before the rule existed is refused when it is used).
+func TestReservedIdentitiesCannotBeGranted(t *testing.T) {
+	p := testPolicy()
+	csr := makeCSR(t, "", x509.CertificateRequest{})
+	tests := []struct {
+		id      string
+		allowed []policy.Via
+	}{
+		{"spiffe://example.org/mutual/server", nil},
+		{"spiffe://example.org/mutual/other", nil},
+		{"spiffe://example.org/admin/mallory", []policy.Via{policy.ViaRenewal}},
+		{"spiffe://example.org/admin", nil},
+		{"spiffe://example.org/node/web-1", []policy.Via{policy.ViaToken, policy.ViaRenewal}},
+		{"spiffe://example.org/ns/admin/x", []policy.Via{policy.ViaEntry, policy.ViaToken, policy.ViaRenewal}},
+		{"spiffe://example.org/ns/prod/web", []policy.Via{policy.ViaEntry, policy.ViaToken, policy.ViaRenewal}},
+	}
+	for _, tt := range tests {
+		id := spiffeid.RequireFromString(tt.id)
+		for _, via := range []policy.Via{policy.ViaEntry, policy.ViaToken, policy.ViaRenewal} {
+			want := false
+			for _, a := range tt.allowed {
+				want = want || a == via
+			}
+			err := p.CheckGrantable(id, via)
+			issueErr := p.CheckCSR(csr, policy.Grant{ID: id, Via: via})
+			if want {
+				if err != nil || issueErr != nil {
+					t.Errorf("%s through %s refused: %v / %v", id, via, err, issueErr)
+				}
+				continue
+			}
+			wantRefused(t, err, policy.CodeReservedIdentity)
+			wantRefused(t, issueErr, policy.CodeReservedIdentity)
+			if via == policy.ViaToken {
+				wantRefused(t, p.CheckTokenGrant(policy.Grant{ID: id}, time.Hour), policy.CodeReservedIdentity)
+			}
+		}
+	}
+}

@@ -251,7 +251,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (int, error) {
 	defer cancel()
 	if err := s.cfg.Store.Ping(ctx); err != nil {
 		s.metrics.storeUp.Set(0)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		// The details (database user, host, port) are for the log, not
+		// for anonymous callers.
+		s.log.Warn("health check: the store is unavailable", "route", r.URL.Path, "error", err.Error())
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "the CA's store is unavailable; the CA's log says why"})
 		return http.StatusServiceUnavailable, nil
 	}
 	s.metrics.storeUp.Set(1)
@@ -277,6 +280,9 @@ func issueResponse(is *ca.Issued) api.IssueResponse {
 		NotBefore: is.Cert.NotBefore.UTC(),
 		NotAfter:  is.Cert.NotAfter.UTC(),
 		LogIndex:  is.LogIndex,
+		// The CA's clock, so a client whose clock is off checks the
+		// answer against the time the CA issued it at.
+		ServerTime: time.Now().UTC(),
 	}
 }
 
@@ -341,7 +347,7 @@ func (s *Server) admin(h adminHandler) handler {
 		if err != nil {
 			return 0, err
 		}
-		if !strings.HasPrefix(id.Path(), "/admin/") {
+		if pki.KindOf(id) != pki.KindAdmin {
 			return 0, &ca.Error{Kind: ca.KindForbidden, Code: "admin_required",
 				Msg: id.String() + " is not an admin: this endpoint needs a client certificate for spiffe://" + td + "/admin/NAME"}
 		}

@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
@@ -171,12 +169,22 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 		s.ocsp.Invalidate(serial)
 		s.hub.Poke()
 	}
-	// Let the operator's tools find this CA without --server.
+	// Let the operator's tools find this CA without --server: on the
+	// first start only. The file is the operator's once it exists (they
+	// may point it at a load balancer or at several replicas); a replica
+	// started with another --url must not rewrite it.
 	adminDir := filepath.Join(o.Dir, pki.AdminDir)
-	if known, _ := client.LoadCAURLs(adminDir); !slices.Contains(known, s.URL) {
+	known, err := client.LoadCAURLs(adminDir)
+	switch {
+	case err != nil:
+		log.Warn("cannot read the CA addresses recorded for the admin identity; left as is", "file", filepath.Join(adminDir, client.ServersFile), "error", err.Error())
+	case known == nil:
 		if err := client.SaveCAURLs(adminDir, o.URLs); err != nil {
 			log.Warn("cannot record the CA's address for the admin identity", "error", err.Error())
 		}
+	case !slices.Contains(known, s.URL):
+		log.Info("the admin identity's CA addresses do not include this server's; left as the operator wrote them (admin commands take --server)",
+			"file", filepath.Join(adminDir, client.ServersFile), "recorded", strings.Join(known, ","), "url", s.URL)
 	}
 	signer, err := translog.LoadOrCreateKey(o.Dir, c.TrustDomain.Name(), o.Passphrase, 0)
 	if err != nil {
@@ -342,7 +350,7 @@ func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, na
 	if err != nil {
 		return nil, err
 	}
-	id, err := spiffeid.FromSegments(c.TrustDomain, "admin", name)
+	id, err := pki.AdminID(c.TrustDomain, name)
 	if err != nil {
 		return nil, fmt.Errorf("--name %q: %w", name, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 // Rules say what the monitor expects; anything else is an alert.
@@ -210,13 +211,19 @@ func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []by
 			out = append(out, a("unexplained_identity", fmt.Sprintf("renewal of %s, which was %s", e.RequestedBy, prev)))
 		}
 	case strings.HasPrefix(e.RequestedBy, "token:"), strings.HasPrefix(e.RequestedBy, "entry:"):
+		// The CA's own ID and operators are never granted by a token or
+		// an entry, nodes never by an entry (policy.CheckGrantable).
+		byToken := strings.HasPrefix(e.RequestedBy, "token:")
+		if k := pki.KindOf(id); k == pki.KindAdmin || k == pki.KindServer || k == pki.KindReserved || (k == pki.KindNode && !byToken) {
+			out = append(out, a("reserved_identity", fmt.Sprintf("a %s identity issued through %s, which may not grant it", k, e.RequestedBy)))
+		}
 		if m.Grants != nil {
 			if why := m.Grants.Explains(e.RequestedBy, idStr); why != "" {
 				out = append(out, a("unexplained_identity", why))
 			}
 		}
 	case strings.HasPrefix(e.RequestedBy, "ca-"):
-		if !strings.Contains(idStr, "/admin/") && !strings.HasSuffix(idStr, "/mutual/server") {
+		if k := pki.KindOf(id); idStr == "" || (k != pki.KindAdmin && k != pki.KindServer) {
 			out = append(out, a("unexplained_identity", "issued by "+e.RequestedBy+" but not an operator or server identity"))
 		}
 	default:

@@ -253,6 +253,25 @@ func TestMonitorRules(t *testing.T) {
 			t.Errorf("alert at #%d %s, want the crafted entry #%d %s", alerts[0].Index, alerts[0].Serial, idx, serialOf(forged))
 		}
 	})
+	// A workload whose path merely contains /admin/ is no operator: ca init
+	// and ca admin never issue it, so the monitor must not excuse it.
+	t.Run("unexplained_identity/ns_admin_is_not_an_operator", func(t *testing.T) {
+		e.craft(t, e.ca.Leaf(t, "spiffe://example.org/ns/admin/x").Leaf(), "ca-admin", "")
+		alerts := me.step(t)
+		expect(t, alerts, "unexplained_identity")
+	})
+	// An operator identity that came out of an entry (or the CA's own ID
+	// out of a token) is an attack on the trust boundary, even when the
+	// entry named it.
+	t.Run("reserved_identity/entry_grants_operator", func(t *testing.T) {
+		const admin = "spiffe://example.org/admin/mallory"
+		me.grants.mu.Lock()
+		me.grants.entries["E-admin"] = admin
+		me.grants.mu.Unlock()
+		e.craft(t, e.ca.Leaf(t, admin).Leaf(), "entry:E-admin", "spiffe://example.org/node/n9")
+		alerts := me.step(t)
+		expect(t, alerts, "reserved_identity")
+	})
 	t.Run("unknown_issuer", func(t *testing.T) {
 		other := testca.New(t)
 		base := e.enroll(t, "spiffe://example.org/ns/prod/foreign", api.TokenRequest{})
@@ -330,7 +349,7 @@ func TestMonitorRules(t *testing.T) {
 	})
 
 	for rule, want := range map[string]float64{
-		"unexpected_identity": 1, "unexplained_identity": 2, "unknown_issuer": 1, "lifetime_above_policy": 1,
+		"unexpected_identity": 1, "unexplained_identity": 3, "reserved_identity": 1, "unknown_issuer": 1, "lifetime_above_policy": 1,
 		"dns_outside_suffixes": 1, "burst": 2, "entry_invalid": 1, "checkpoint_inconsistent": 1,
 	} {
 		if got := me.count(rule); got != want {

@@ -1,0 +1,87 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pgtest"
+	"github.com/mutual-tls/mutual/internal/server"
+	"github.com/mutual-tls/mutual/internal/testca"
+)
+
+// TestServerLeavesOperatorsAdminURLsAlone: the first start records the CA's
+// address for the admin identity; a later start with another --url (a
+// replica, a restart on another address) leaves the operator's file as it is.
+func TestServerLeavesOperatorsAdminURLsAlone(t *testing.T) {
+	c := testca.New(t)
+	e := start(t, c, "")
+	first, err := client.LoadCAURLs(c.AdminDir)
+	if err != nil || !slices.Equal(first, []string{e.svc.URL}) {
+		t.Fatalf("first start recorded %v (%v), want [%s]", first, err, e.svc.URL)
+	}
+	// The operator points the file at their load balancer.
+	lb := []string{"https://ca.example.internal:8443"}
+	if err := client.SaveCAURLs(c.AdminDir, lb); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(c.AdminDir, client.ServersFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	svc, err := server.Open(ctx, server.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
+		URLs: []string{"https://127.0.0.1:1/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Close()
+	after, err := os.ReadFile(filepath.Join(c.AdminDir, client.ServersFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Fatalf("a start with another --url rewrote %s:\n%s\nwas:\n%s", client.ServersFile, after, before)
+	}
+}
+
+// TestReadyzHidesStoreDetails: with PostgreSQL down, the anonymous /readyz
+// and /healthz say "unavailable" without the database's user, host, port or
+// name.
+func TestReadyzHidesStoreDetails(t *testing.T) {
+	pg := pgtest.Start(t)
+	c := testca.New(t)
+	dbURL := pg.NewDatabase(t)
+	e := start(t, c, dbURL)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: rootPool(c)}}}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg.Stop(t)
+	defer pg.Start(t)
+	for _, path := range []string{"/readyz", "/healthz"} {
+		resp, err := hc.Get(e.svc.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("%s with the store down: %d %s", path, resp.StatusCode, body)
+		}
+		for _, secret := range []string{u.User.Username(), u.Port(), strings.TrimPrefix(u.Path, "/"), "127.0.0.1"} {
+			if strings.Contains(string(body), secret) {
+				t.Errorf("%s tells an anonymous caller %q: %s", path, secret, body)
+			}
+		}
+	}
+}
