@@ -32,7 +32,8 @@ const escapeRounds = 8
 // --identity` or `--node` runs. Once the revocation has answered, every
 // certificate of that identity or node the CA ever returned must be on the
 // CRL and revoked in OCSP, and no renewal or node request may succeed, with
-// any of them. Before the fix the check "not revoked" was a read before the
+// any of them. The same holds for `cert revoke --serial` and every renewal
+// descending from that serial. Before the fix the check "not revoked" was a read before the
 // issuing transaction, and a renewal committed just after the revocation
 // escaped it and renewed forever.
 func TestRenewingConcurrentlyCannotEscapeRevocation(t *testing.T) {
@@ -45,6 +46,7 @@ func TestRenewingConcurrentlyCannotEscapeRevocation(t *testing.T) {
 			for round := range escapeRounds {
 				e.raceIdentityRevocation(t, round)
 				e.raceNodeRevocation(t, round)
+				e.raceSerialRevocation(t, round)
 				if t.Failed() {
 					return
 				}
@@ -108,7 +110,7 @@ func (r *escapeRace) renewChain(ctx context.Context, cur *identity.Identity) {
 			}
 			r.add(next)
 			if after {
-				r.fail("ESCAPE: renewal of %s (%s) started after the revocation answered and was issued %s", serialOf(cur.Leaf()), cur.ID, serialOf(next.Leaf()))
+				r.fail("ESCAPE: renewal of %s (%s) started after the revocation (or entry deletion) answered and was issued %s", serialOf(cur.Leaf()), cur.ID, serialOf(next.Leaf()))
 				return
 			}
 			cur = next
@@ -182,6 +184,16 @@ func obtainSVID(ctx context.Context, cl *client.Client, node *identity.Identity,
 // marks the moment the revocation answered.
 func (r *escapeRace) revokeMidway(t *testing.T, req api.RevokeRequest, racers int) {
 	t.Helper()
+	r.midway(t, racers, fmt.Sprintf("revoke %+v", req), func() error {
+		_, err := r.e.admin.Revoke(context.Background(), req)
+		return err
+	})
+}
+
+// midway waits until the racers have had some success, then runs act and
+// marks the moment it answered.
+func (r *escapeRace) midway(t *testing.T, racers int, what string, act func() error) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for r.ok.Load() < int64(2*racers) {
 		if time.Now().After(deadline) {
@@ -190,8 +202,8 @@ func (r *escapeRace) revokeMidway(t *testing.T, req api.RevokeRequest, racers in
 		time.Sleep(time.Millisecond)
 	}
 	r.started.Store(true)
-	if _, err := r.e.admin.Revoke(context.Background(), req); err != nil {
-		t.Fatalf("revoke %+v: %v", req, err)
+	if err := act(); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 	r.revoked.Store(true)
 }
@@ -290,4 +302,83 @@ func (e *caEnv) raceNodeRevocation(t *testing.T, round int) {
 	r.renewChain(ctx, workloads[1])
 	r.revokeMidway(t, api.RevokeRequest{Node: nodeName}, racers)
 	r.check(t, fmt.Sprintf("round %d, revoke --node %s", round, nodeName), entry.ID)
+}
+
+// raceSerialRevocation: chains of renewals descending from one certificate
+// race `cert revoke --serial` of it: its whole lineage must be revoked.
+func (e *caEnv) raceSerialRevocation(t *testing.T, round int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := fmt.Sprintf("spiffe://example.org/race/serial-%d", round)
+	first := e.enroll(t, id, api.TokenRequest{})
+	r := &escapeRace{e: e}
+	r.issued = append(r.issued, first)
+	const racers = 4
+	for range racers {
+		r.renewChain(ctx, first)
+	}
+	r.revokeMidway(t, api.RevokeRequest{Serial: serialOf(first.Leaf())}, racers)
+	r.check(t, fmt.Sprintf("round %d, revoke --serial %s", round, serialOf(first.Leaf())), "")
+}
+
+// TestDeletedEntryStopsRenewal: a workload certificate obtained through a
+// node (as the agent does, POST /v1/node/svid) renews itself over
+// /v1/renew while its entry grants it; once the entry is deleted, that
+// certificate and its renewals are refused, even when another entry grants
+// the same identity to another node, and even for renewals that were under
+// way while the entry was deleted.
+func TestDeletedEntryStopsRenewal(t *testing.T) {
+	for name, storeURL := range map[string]func(t *testing.T) string{
+		"sqlite":   func(*testing.T) string { return "" },
+		"postgres": func(t *testing.T) string { return pgtest.Start(t).NewDatabase(t) },
+	} {
+		t.Run(name, func(t *testing.T) { deletedEntryStopsRenewal(t, startCA(t, storeURL(t))) })
+	}
+}
+
+func deletedEntryStopsRenewal(t *testing.T, e *caEnv) {
+	ctx := context.Background()
+	const node, wlName = "spiffe://example.org/node/entry-test", "spiffe://example.org/ns/prod/entry-test"
+	nodeID := e.enroll(t, node, api.TokenRequest{})
+	entry, err := e.admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: wlName, Nodes: []string{node}, Selectors: []string{"unix:uid:1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another entry grants the same identity elsewhere: it must not keep
+	// this node's certificates alive.
+	if _, err := e.admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: wlName, Nodes: []string{"spiffe://example.org/node/elsewhere"}, Selectors: []string{"unix:uid:1000"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl := nodeClient(e, nodeID)
+	defer cl.CloseIdleConnections()
+	svid, err := obtainSVID(ctx, cl, nodeID, entry.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := client.RenewIdentity(ctx, svid, []string{e.svc.URL}, "", 0)
+	if err != nil {
+		t.Fatalf("while its entry grants it, the workload certificate must renew: %v", err)
+	}
+
+	r := &escapeRace{e: e}
+	const racers = 4
+	for range racers {
+		r.renewChain(context.Background(), renewed)
+	}
+	r.midway(t, racers, "delete entry "+entry.ID, func() error { return e.admin.DeleteEntry(ctx, entry.ID) })
+	r.wg.Wait()
+	for _, f := range r.failures {
+		t.Error(f)
+	}
+	for _, id := range append([]*identity.Identity{svid, renewed}, r.issued...) {
+		_, err := client.RenewIdentity(ctx, id, []string{e.svc.URL}, "", 0)
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || ae.Code != "entry_not_granted" {
+			t.Errorf("ESCAPE: %s (%s) after its entry was deleted: renewal answered %v, want 403 entry_not_granted", serialOf(id.Leaf()), id.ID, err)
+		}
+	}
+	if _, err := obtainSVID(ctx, cl, nodeID, entry.ID); err == nil {
+		t.Error("the node still obtains the identity of a deleted entry")
+	}
 }
