@@ -351,10 +351,11 @@ func (db *DB) revokeWhere(ctx context.Context, what, cond string, args []any, re
 	return out, nil
 }
 
-// lineage selects the certificates renewed from the serial given as its
-// argument, directly or through other renewals.
+// lineage selects the certificate whose serial is its argument and those
+// renewed from it, directly or through other renewals (one set, so that
+// the serial index serves it).
 const lineage = `serial IN (WITH RECURSIVE lineage(s) AS (
-		SELECT serial FROM certificates WHERE renewed_from = ?
+		SELECT serial FROM certificates WHERE serial = ?
 		UNION SELECT c.serial FROM certificates c JOIN lineage l ON c.renewed_from = l.s)
 	SELECT s FROM lineage)`
 
@@ -365,8 +366,8 @@ const lineage = `serial IN (WITH RECURSIVE lineage(s) AS (
 // Revoking twice is harmless: the first time and reason stand. An unknown
 // serial yields ErrNotFound.
 func (db *DB) RevokeLineage(ctx context.Context, serial string, reason int, at time.Time) ([]Revocation, error) {
-	revs, err := db.revokeWhere(ctx, "certificate "+serial, "serial = ? OR (not_after_us > ? AND "+lineage+")",
-		[]any{serial, toUS(at), serial}, reason, at, true, nil)
+	revs, err := db.revokeWhere(ctx, "certificate "+serial, lineage+" AND (serial = ? OR not_after_us > ?)",
+		[]any{serial, serial, toUS(at)}, reason, at, true, nil)
 	if err != nil {
 		return nil, err
 	}
