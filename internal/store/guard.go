@@ -60,6 +60,25 @@ func (db *DB) lockRevocation(ctx context.Context, tx *sql.Tx) error {
 	return err
 }
 
+// checkIssuanceQuery reads, in one round trip, everything IssueCheck needs.
+const checkIssuanceQuery = `SELECT
+		(SELECT MAX(revoked_at_us) FROM revoked_identities WHERE spiffe_id = ?),
+		(SELECT MAX(revoked_at_us) FROM revoked_nodes WHERE node_id = ? OR node_id = ?),
+		p.serial, p.spiffe_id, p.issued_at_us, p.revoked_at_us,
+		(SELECT MAX(revoked_at_us) FROM revoked_identities WHERE spiffe_id = p.spiffe_id),
+		(SELECT MAX(revoked_at_us) FROM revoked_nodes WHERE node_id = p.spiffe_id OR node_id = p.node_id),
+		(SELECT id FROM entries WHERE id = ?),
+		(SELECT spiffe_id FROM entries WHERE id = ?)
+		FROM (SELECT 1 AS one) o LEFT JOIN certificates p ON p.serial = ?`
+
+// txQueryRow is txExec for a query of one row.
+func (db *DB) txQueryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
+	if st, ok := db.stmts.Load(stmtKey{db.writer, query}); ok {
+		return tx.StmtContext(ctx, st.(*sql.Stmt)).QueryRowContext(ctx, args...)
+	}
+	return tx.QueryRowContext(ctx, query, args...)
+}
+
 // checkIssuance verifies c.Check inside tx, in one round trip.
 func (db *DB) checkIssuance(ctx context.Context, tx *sql.Tx, c *Certificate) error {
 	var (
@@ -70,15 +89,7 @@ func (db *DB) checkIssuance(ctx context.Context, tx *sql.Tx, c *Certificate) err
 		entryID           sql.NullString
 		entryFor          sql.NullString
 	)
-	err := tx.QueryRowContext(ctx, db.q.rebind(`SELECT
-		(SELECT MAX(revoked_at_us) FROM revoked_identities WHERE spiffe_id = ?),
-		(SELECT MAX(revoked_at_us) FROM revoked_nodes WHERE node_id = ? OR node_id = ?),
-		p.serial, p.spiffe_id, p.issued_at_us, p.revoked_at_us,
-		(SELECT MAX(revoked_at_us) FROM revoked_identities WHERE spiffe_id = p.spiffe_id),
-		(SELECT MAX(revoked_at_us) FROM revoked_nodes WHERE node_id = p.spiffe_id OR node_id = p.node_id),
-		(SELECT id FROM entries WHERE id = ?),
-		(SELECT spiffe_id FROM entries WHERE id = ?)
-		FROM (SELECT 1 AS one) o LEFT JOIN certificates p ON p.serial = ?`),
+	err := db.txQueryRow(ctx, tx, db.q.rebind(checkIssuanceQuery),
 		c.SPIFFEID, c.SPIFFEID, nullString(c.NodeID), nullString(c.EntryID), nullString(c.EntryID), c.Check.Presented,
 	).Scan(&idRev, &nodeRev, &pSerial, &pID, &pIssued, &pRevoked, &pIDRev, &pNodeRev, &entryID, &entryFor)
 	if err != nil {
