@@ -37,7 +37,7 @@ type Store interface {
 	RecordIssuance(ctx context.Context, c *store.Certificate, tokenID string, now time.Time) error
 	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.CertificateFilter) ([]store.Certificate, error)
-	RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (store.Revocation, error)
+	RevokeLineage(ctx context.Context, serial string, reason int, at time.Time) ([]store.Revocation, error)
 	RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]store.Revocation, error)
 	RevokeNode(ctx context.Context, nodeID string, reason int, at time.Time) ([]store.Revocation, error)
 	CreateEntry(ctx context.Context, e store.Entry) error
@@ -233,22 +233,62 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	for _, s := range rec.IPAddresses {
 		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
 	}
-	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID, "")
+	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID, origin{})
 }
 
 // Renew issues a fresh certificate for the identity of peer, a certificate
 // the TLS layer has already verified. peer must be one this CA issued and has
-// not revoked; the new certificate keeps its identity and names.
+// not revoked; the new certificate keeps its identity and names. A workload
+// certificate granted by a registration entry renews only while that entry
+// exists and grants it to its node.
+//
+// That peer, its identity and its node are not revoked is checked again
+// inside the issuing transaction, ordered against revocations: a
+// revocation that has answered success is never overtaken by a renewal.
 func (a *Authority) Renew(ctx context.Context, peer *x509.Certificate, csrPEM []byte, ttl time.Duration) (*Issued, error) {
 	id, rec, err := a.peerRecord(ctx, peer)
 	if err != nil {
 		return nil, err
 	}
+	if rec.EntryID != "" {
+		if err := a.entryStillGrants(ctx, rec); err != nil {
+			return nil, err
+		}
+	}
 	lifetime := peer.NotAfter.Sub(peer.NotBefore) - pki.ClockSkew
 	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL), Roles: identity.Roles(peer), Via: policy.ViaRenewal}
 	// A renewed workload certificate stays tied to the node it came through,
-	// so that revoking the node takes it out too.
-	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+SerialString(peer.SerialNumber), "", rec.NodeID)
+	// so that revoking the node takes it out too, and to its entry.
+	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+rec.Serial, "", origin{
+		node: rec.NodeID, renewedFrom: rec.Serial, entry: rec.EntryID, presented: rec.Serial,
+	})
+}
+
+// entryStillGrants refuses the renewal of an entry-issued certificate whose
+// entry was deleted or no longer grants its identity to its node.
+func (a *Authority) entryStillGrants(ctx context.Context, rec store.Certificate) error {
+	e, err := a.Store.GetEntry(ctx, rec.EntryID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return classify(err)
+	}
+	node, nerr := spiffeid.FromString(rec.NodeID)
+	if err != nil || nerr != nil || e.SPIFFEID != rec.SPIFFEID || !entryGrants(e, node) {
+		a.log().Warn("renewal refused: entry withdrawn", "serial", rec.Serial, "spiffe_id", rec.SPIFFEID, "entry_id", rec.EntryID, "node_id", rec.NodeID)
+		return newErr(KindForbidden, "entry_not_granted", store.ErrNotGranted,
+			"certificate %s of %s was granted by registration entry %s, which no longer exists or no longer grants it to %s: it cannot renew; the workload's agent obtains its identity while an entry grants one",
+			rec.Serial, rec.SPIFFEID, rec.EntryID, rec.NodeID)
+	}
+	return nil
+}
+
+// origin is where a certificate comes from: what issue records with it and
+// checks inside the issuing transaction.
+type origin struct {
+	// node is the node a workload certificate is obtained through.
+	node string
+	// renewedFrom is the serial renewed; entry the registration entry that
+	// granted the identity; presented the serial that authenticated the request.
+	renewedFrom, entry, presented string
 }
 
 // CheckPeer returns the SPIFFE ID of a verified client certificate if this
@@ -286,7 +326,7 @@ func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spi
 	return id, rec, nil
 }
 
-func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy, tokenID, nodeID string) (*Issued, error) {
+func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy, tokenID string, from origin) (*Issued, error) {
 	csr, err := pki.ParseCSR(csrPEM)
 	if err != nil {
 		return nil, newErr(KindInvalid, string(policy.CodeBadCSR), err, "the CSR cannot be read (%v): send a PEM CERTIFICATE REQUEST", err)
@@ -330,8 +370,9 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	rec := &store.Certificate{
 		Serial: SerialString(cert.SerialNumber), SPIFFEID: grant.ID.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
-		DER: cert.Raw, RequestedBy: requestedBy, NodeID: nodeID,
-		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: nodeID, IssuedAt: now.UTC()}.Marshal(),
+		DER: cert.Raw, RequestedBy: requestedBy, NodeID: from.node, RenewedFrom: from.renewedFrom, EntryID: from.entry,
+		Check:    &store.IssueCheck{Presented: from.presented},
+		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: from.node, IssuedAt: now.UTC()}.Marshal(),
 	}
 	if len(rec.LogEntry) > translog.MaxEntrySize {
 		return nil, newErr(KindInvalid, "too_large", nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
@@ -339,14 +380,18 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	// Store, consume the token and append to the log in one transaction:
 	// no certificate leaves without its log entry.
 	if err := a.Store.RecordIssuance(ctx, rec, tokenID, now); err != nil {
+		if errors.Is(err, store.ErrRevoked) || errors.Is(err, store.ErrNotGranted) {
+			a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy, "reason", err.Error())
+		}
 		return nil, classify(err)
 	}
 	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy, "log_index", rec.LogIndex)
 	return &Issued{ID: grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}, nil
 }
 
-// RevokeRequest names what to revoke: one serial, or every unexpired
-// certificate of one identity.
+// RevokeRequest names what to revoke: one serial (and every unexpired
+// certificate renewed from it), every unexpired certificate of one
+// identity, or a node.
 type RevokeRequest struct {
 	Serial string
 	ID     string
@@ -356,7 +401,11 @@ type RevokeRequest struct {
 }
 
 // Revoke marks certificates revoked; revoking twice is harmless. A revoked
-// certificate can no longer renew.
+// certificate can no longer renew. Revocations are ordered against
+// issuances in the store: once Revoke has returned, no certificate of what
+// it named (serial and its renewals, identity, or node and the workload
+// certificates obtained through it) issued before it is valid or renewable,
+// including those whose issuance was under way while it ran.
 func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest) ([]store.Revocation, error) {
 	now := a.now()
 	var out []store.Revocation
@@ -375,14 +424,14 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		if err != nil {
 			return nil, err
 		}
-		rev, err := a.Store.RevokeSerial(ctx, serial, r.Reason, now)
+		revs, err := a.Store.RevokeLineage(ctx, serial, r.Reason, now)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, newErr(KindNotFound, "not_found", err, "certificate %s was not issued by this CA", serial)
 		}
 		if err != nil {
 			return nil, classify(err)
 		}
-		out = []store.Revocation{rev}
+		out = revs
 	default:
 		raw, what := r.ID, "identity"
 		if r.Node != "" {

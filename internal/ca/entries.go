@@ -158,7 +158,9 @@ func (a *Authority) EntriesForNode(ctx context.Context, peer *x509.Certificate) 
 
 // IssueForNode issues the identity of entryID to a workload on the node
 // authenticated by peer. Whatever the node claims, the CA checks that the
-// entry exists and grants its identity to this node.
+// entry exists and grants its identity to this node; that the entry still
+// exists and that the node is not revoked is checked again inside the
+// issuing transaction.
 func (a *Authority) IssueForNode(ctx context.Context, peer *x509.Certificate, entryID string, csrPEM []byte) (*Issued, error) {
 	node, err := a.nodeOf(ctx, peer)
 	if err != nil {
@@ -180,5 +182,7 @@ func (a *Authority) IssueForNode(ctx context.Context, peer *x509.Certificate, en
 		return nil, classify(err)
 	}
 	grant := policy.Grant{ID: id, DNSNames: e.DNSNames, TTL: e.CertTTL, Roles: e.Roles}
-	return a.issue(ctx, grant, csrPEM, 0, fmt.Sprintf("entry:%s", e.ID), "", node.String())
+	return a.issue(ctx, grant, csrPEM, 0, fmt.Sprintf("entry:%s", e.ID), "", origin{
+		node: node.String(), entry: e.ID, presented: SerialString(peer.SerialNumber),
+	})
 }

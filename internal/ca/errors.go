@@ -64,6 +64,10 @@ func classify(err error) error {
 		return newErr(KindUnauthenticated, "token_used", err, "the join token was already used (%v); ask an operator for a new one", err)
 	case errors.Is(err, store.ErrTokenExpired):
 		return newErr(KindUnauthenticated, "token_expired", err, "the join token has expired (%v); ask an operator for a new one", err)
+	case errors.Is(err, store.ErrRevoked):
+		return newErr(KindForbidden, "cert_revoked", err, "refused: %v; enroll again with a new join token", err)
+	case errors.Is(err, store.ErrNotGranted):
+		return newErr(KindForbidden, "entry_not_granted", err, "refused: %v", err)
 	case errors.Is(err, store.ErrNotFound):
 		return newErr(KindNotFound, "not_found", err, "%v", err)
 	}

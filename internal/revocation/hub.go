@@ -3,6 +3,7 @@ package revocation
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -37,6 +38,15 @@ func fromStore(e store.RevocationEvent) Event {
 	return Event{Seq: e.Seq, Serial: e.Serial, SPIFFEID: e.SPIFFEID, NodeID: e.NodeID, Reason: e.Reason, RevokedAt: e.RevokedAt, NotAfter: e.NotAfter}
 }
 
+// Default bounds on the feed streams a CA holds open.
+const (
+	// DefaultMaxStreams is the default bound on all feed streams at once.
+	DefaultMaxStreams = 4096
+	// DefaultMaxStreamsPerPeer is the default bound on the streams of one
+	// peer identity (one SPIFFE ID, however many certificates it holds).
+	DefaultMaxStreamsPerPeer = 64
+)
+
 // Hub follows the store's revocation log (written by any replica) and
 // pushes each new event to every subscriber. Local revocations call Poke so
 // that they go out at once; others are seen at the next poll.
@@ -47,18 +57,87 @@ type Hub struct {
 	// OnEvent, if set, hears of every new event (the OCSP cache uses it).
 	OnEvent func(Event)
 	Log     *slog.Logger
+	// MaxStreams bounds the streams open at once, whoever holds them
+	// (Admit); zero means DefaultMaxStreams.
+	MaxStreams int
+	// MaxStreamsPerPeer bounds the streams one peer identity holds open at
+	// once (Admit); zero means DefaultMaxStreamsPerPeer.
+	MaxStreamsPerPeer int
 
-	mu     sync.Mutex
-	last   int64
-	subs   map[chan Event]struct{}
-	closed bool
-	poke   chan struct{}
-	once   sync.Once
+	mu      sync.Mutex
+	last    int64
+	subs    map[chan *Event]struct{}
+	closed  bool
+	poke    chan struct{}
+	once    sync.Once
+	streams int
+	perPeer map[string]int
+}
+
+// StreamLimitError is Admit's refusal: a bound on feed streams is reached.
+type StreamLimitError struct {
+	// Peer is the identity refused.
+	Peer string
+	// PerPeer is true when Peer holds its own limit of streams, false when
+	// the CA holds its limit of all streams.
+	PerPeer bool
+	// Limit is the bound reached.
+	Limit int
+}
+
+func (e *StreamLimitError) Error() string {
+	if e.PerPeer {
+		return fmt.Sprintf("%s already holds %d revocation feed streams, the most one identity may hold open on this CA: close the streams it does not need (one per process is enough) or raise the CA's --feed-max-streams-per-identity", e.Peer, e.Limit)
+	}
+	return fmt.Sprintf("this CA already serves %d revocation feed streams, its limit: retry later, or raise the CA's --feed-max-streams", e.Limit)
+}
+
+// Admit counts one more feed stream for peer (an authenticated identity)
+// and returns the function that releases it, or a *StreamLimitError when
+// peer already holds MaxStreamsPerPeer streams or the hub MaxStreams.
+func (h *Hub) Admit(peer string) (release func(), err error) {
+	h.init()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.perPeer[peer] >= h.MaxStreamsPerPeer {
+		return nil, &StreamLimitError{Peer: peer, PerPeer: true, Limit: h.MaxStreamsPerPeer}
+	}
+	if h.streams >= h.MaxStreams {
+		return nil, &StreamLimitError{Peer: peer, Limit: h.MaxStreams}
+	}
+	h.streams++
+	h.perPeer[peer]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			h.streams--
+			if h.perPeer[peer]--; h.perPeer[peer] <= 0 {
+				delete(h.perPeer, peer)
+			}
+			h.mu.Unlock()
+		})
+	}, nil
+}
+
+// Streams returns the number of streams admitted and not yet released.
+func (h *Hub) Streams() int {
+	h.init()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.streams
 }
 
 func (h *Hub) init() {
 	h.once.Do(func() {
-		h.subs = map[chan Event]struct{}{}
+		h.subs = map[chan *Event]struct{}{}
+		h.perPeer = map[string]int{}
+		if h.MaxStreams <= 0 {
+			h.MaxStreams = DefaultMaxStreams
+		}
+		if h.MaxStreamsPerPeer <= 0 {
+			h.MaxStreamsPerPeer = DefaultMaxStreamsPerPeer
+		}
 		h.poke = make(chan struct{}, 1)
 		if h.Poll <= 0 {
 			h.Poll = 200 * time.Millisecond
@@ -116,9 +195,11 @@ func (h *Hub) Run(ctx context.Context) error {
 			}
 			h.mu.Lock()
 			h.last = last
+			// One copy shared by every subscriber (read only): a buffered
+			// subscription costs a pointer per event, not an Event.
 			for ch := range h.subs {
 				select {
-				case ch <- e:
+				case ch <- &e:
 				default:
 					// A subscriber that cannot keep up is cut; it resumes
 					// from its last seq.
@@ -143,9 +224,9 @@ func (h *Hub) closeAll() {
 	h.mu.Unlock()
 }
 
-func (h *Hub) subscribe() (chan Event, int64) {
+func (h *Hub) subscribe() (chan *Event, int64) {
 	h.init()
-	ch := make(chan Event, 256)
+	ch := make(chan *Event, 256)
 	h.mu.Lock()
 	if h.closed {
 		close(ch)
@@ -157,7 +238,7 @@ func (h *Hub) subscribe() (chan Event, int64) {
 	return ch, last
 }
 
-func (h *Hub) unsubscribe(ch chan Event) {
+func (h *Hub) unsubscribe(ch chan *Event) {
 	h.mu.Lock()
 	if _, ok := h.subs[ch]; ok {
 		delete(h.subs, ch)
@@ -168,7 +249,7 @@ func (h *Hub) unsubscribe(ch chan Event) {
 
 // ServeFeed streams revocations after ?since=SEQ as JSON lines, then every
 // new one as it is committed, with a heartbeat every 15 seconds. The caller
-// must be authenticated by the HTTP layer.
+// must be authenticated by the HTTP layer, and counted with Admit.
 func (h *Hub) ServeFeed(w http.ResponseWriter, r *http.Request) {
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	ch, live := h.subscribe()

@@ -15,6 +15,7 @@ type metrics struct {
 	tokens      prometheus.Counter
 	revocations prometheus.Counter
 	storeUp     prometheus.Gauge
+	feedRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -42,7 +43,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mutual_ca_store_up", Help: "1 when the last health check reached the store.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.issued, m.refused, m.tokens, m.revocations, m.storeUp)
+	m.feedRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mutual_ca_feed_streams_refused_total", Help: "Revocation feed streams refused, by the limit reached (identity or total).",
+	}, []string{"limit"})
+	m.feedRefused.WithLabelValues("identity")
+	m.feedRefused.WithLabelValues("total")
+	reg.MustRegister(m.requests, m.duration, m.issued, m.refused, m.tokens, m.revocations, m.storeUp, m.feedRefused)
 	return m
 }
 

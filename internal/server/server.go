@@ -81,6 +81,11 @@ func New(cfg Config) *Server {
 		s.reg = prometheus.NewRegistry()
 	}
 	s.metrics = newMetrics(s.reg)
+	if hub := cfg.Hub; hub != nil {
+		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mutual_ca_feed_streams", Help: "Revocation feed streams open now.",
+		}, func() float64 { return float64(hub.Streams()) }))
+	}
 	s.mux = http.NewServeMux()
 	s.route("GET /healthz", "healthz", s.healthz)
 	s.route("GET /readyz", "readyz", s.healthz)
@@ -522,19 +527,38 @@ func (s *Server) nodeSVID(w http.ResponseWriter, r *http.Request) (int, error) {
 }
 
 // feed streams revocations to any caller with a valid, unrevoked certificate
-// of this CA.
+// of this CA, within the hub's bounds on streams per identity (429) and in
+// all (503).
 func (s *Server) feed(w http.ResponseWriter, r *http.Request) (int, error) {
 	p := peer(r)
 	if p == nil {
 		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "client_certificate_required",
 			Msg: "the revocation feed needs a client certificate of this trust domain"}
 	}
-	if _, err := s.cfg.Authority.CheckPeer(r.Context(), p); err != nil {
+	id, err := s.cfg.Authority.CheckPeer(r.Context(), p)
+	if err != nil {
 		return 0, err
 	}
 	if s.cfg.Hub == nil {
 		return 0, &ca.Error{Kind: ca.KindUnavailable, Code: "no_feed", Msg: "this server has no revocation feed"}
 	}
+	release, err := s.cfg.Hub.Admit(id.String())
+	var le *revocation.StreamLimitError
+	if errors.As(err, &le) {
+		status, code, limit := http.StatusServiceUnavailable, "feed_full", "total"
+		if le.PerPeer {
+			status, code, limit = http.StatusTooManyRequests, "feed_streams_per_identity", "identity"
+		}
+		s.metrics.feedRefused.WithLabelValues(limit).Inc()
+		s.log.Warn("revocation feed stream refused", "spiffe_id", id.String(), "remote", r.RemoteAddr, "limit", limit, "max", le.Limit)
+		w.Header().Set("Retry-After", "10")
+		writeError(w, status, code, le.Error())
+		return status, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	s.cfg.Hub.ServeFeed(w, r)
 	return http.StatusOK, nil
 }

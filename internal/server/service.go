@@ -53,6 +53,14 @@ type Options struct {
 	HTTPURL string
 	// Log receives structured events; nil discards.
 	Log *slog.Logger
+	// FeedMaxStreams bounds the revocation feed streams open at once; zero
+	// means revocation.DefaultMaxStreams. Beyond it a stream is refused
+	// with 503.
+	FeedMaxStreams int
+	// FeedMaxStreamsPerIdentity bounds the feed streams one SPIFFE ID holds
+	// open at once; zero means revocation.DefaultMaxStreamsPerPeer. Beyond
+	// it a stream is refused with 429.
+	FeedMaxStreamsPerIdentity int
 }
 
 // Service is a running CA: store, authority, API and metrics listeners.
@@ -151,7 +159,11 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	if s.ocsp, err = revocation.NewResponder(c.Issuer, db, nil); err != nil {
 		return fail(err)
 	}
-	s.hub = &revocation.Hub{Store: db, Log: log, OnEvent: func(e revocation.Event) { s.ocsp.Invalidate(e.Serial) }}
+	if o.FeedMaxStreams < 0 || o.FeedMaxStreamsPerIdentity < 0 {
+		return fail(errors.New("--feed-max-streams and --feed-max-streams-per-identity must be positive (0 means the default)"))
+	}
+	s.hub = &revocation.Hub{Store: db, Log: log, OnEvent: func(e revocation.Event) { s.ocsp.Invalidate(e.Serial) },
+		MaxStreams: o.FeedMaxStreams, MaxStreamsPerPeer: o.FeedMaxStreamsPerIdentity}
 	revBase := s.URL
 	if o.HTTPListen != "" {
 		if s.hln, err = net.Listen("tcp", o.HTTPListen); err != nil {

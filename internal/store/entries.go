@@ -85,14 +85,27 @@ func (db *DB) ListEntries(ctx context.Context) ([]Entry, error) {
 
 // DeleteEntry removes an entry; an unknown id yields ErrNotFound.
 // Certificates already issued under it stay valid until they expire or are
-// revoked.
+// revoked, but can no longer renew: once DeleteEntry has returned, no
+// issuance under way can still use the entry (it is ordered against
+// issuances as revocations are, see IssueCheck).
 func (db *DB) DeleteEntry(ctx context.Context, id string) error {
-	res, err := db.writer.ExecContext(ctx, db.q.rebind("DELETE FROM entries WHERE id = ?"), id)
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete entry %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	if err := db.lockRevocation(ctx, tx); err != nil {
+		return fmt.Errorf("delete entry %s: %w", id, err)
+	}
+	res, err := tx.ExecContext(ctx, db.q.rebind("DELETE FROM entries WHERE id = ?"), id)
 	if err != nil {
 		return fmt.Errorf("delete entry %s: %w", id, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("entry %s: %w", id, ErrNotFound)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("delete entry %s: %w", id, err)
 	}
 	return nil
 }

@@ -88,6 +88,11 @@ func (db *DB) commitBatch(batch []*issueOp) {
 		return
 	}
 	defer tx.Rollback()
+	// Ordered against revocations (PostgreSQL; see IssueCheck).
+	if err := db.lockAgainstRevocation(ctx, tx); err != nil {
+		fail(err)
+		return
+	}
 	lb := &logBatch{}
 	// A lone request needs no savepoint: its failure aborts the transaction.
 	savepoints := len(batch) > 1

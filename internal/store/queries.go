@@ -115,7 +115,11 @@ func (db *DB) ListTokens(ctx context.Context, limit int) ([]Token, error) {
 	return out, rows.Err()
 }
 
-const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason, node_id"
+const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason, node_id, renewed_from, entry_id"
+
+// insertCertificate stores a new certificate (not revoked, log index to come).
+const insertCertificate = `INSERT INTO certificates (` + certColumns + `, log_index)
+		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, NULL)`
 
 // certSelect also reads the log index.
 const certSelect = certColumns + ", log_index"
@@ -124,11 +128,11 @@ func scanCert(s scanner) (Certificate, error) {
 	var c Certificate
 	var nb, na, ia int64
 	var rev, reason, logIndex sql.NullInt64
-	var node sql.NullString
-	if err := s.Scan(&c.Serial, &c.SPIFFEID, &nb, &na, &ia, &c.DER, &c.RequestedBy, &rev, &reason, &node, &logIndex); err != nil {
+	var node, parent, entry sql.NullString
+	if err := s.Scan(&c.Serial, &c.SPIFFEID, &nb, &na, &ia, &c.DER, &c.RequestedBy, &rev, &reason, &node, &parent, &entry, &logIndex); err != nil {
 		return c, err
 	}
-	c.NodeID, c.LogIndex = node.String, logIndex.Int64
+	c.NodeID, c.RenewedFrom, c.EntryID, c.LogIndex = node.String, parent.String, entry.String, logIndex.Int64
 	c.NotBefore, c.NotAfter, c.IssuedAt, c.RevokedAt = fromUS(nb), fromUS(na), fromUS(ia), nullUS(rev)
 	c.RevocationReason = int(reason.Int64)
 	return c, nil
@@ -171,9 +175,14 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 			}
 		}
 	}
-	if _, err := db.txExec(ctx, tx, db.q.rebind(`INSERT INTO certificates (`+certColumns+`, log_index)
-		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)`),
-		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy, nullString(c.NodeID)); err != nil {
+	if c.Check != nil {
+		if err := db.checkIssuance(ctx, tx, c); err != nil {
+			return err
+		}
+	}
+	if _, err := db.txExec(ctx, tx, db.q.rebind(insertCertificate),
+		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy,
+		nullString(c.NodeID), nullString(c.RenewedFrom), nullString(c.EntryID)); err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
 		}
@@ -266,18 +275,22 @@ type RevocationEvent struct {
 
 // revokeWhere revokes, in one transaction, the unexpired certificates
 // selected by cond (a SQL condition with "?" arguments), recording an event
-// for each one newly revoked.
-func (db *DB) revokeWhere(ctx context.Context, what, cond string, args []any, reason int, at time.Time, includeExpired bool) ([]Revocation, error) {
+// for each one newly revoked; then state, when set, records more in the
+// same transaction.
+//
+// On PostgreSQL the transaction holds the revocation lock exclusively: one
+// revocation at a time across replicas (event order is commit order), and
+// no issuance between its list of certificates and its commit (issuing
+// transactions share the lock, see IssueCheck). On SQLite the one writer
+// connection gives the same order.
+func (db *DB) revokeWhere(ctx context.Context, what, cond string, args []any, reason int, at time.Time, includeExpired bool, state func(*sql.Tx) error) ([]Revocation, error) {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}
 	defer tx.Rollback()
-	if db.kind == "postgres" {
-		// One revocation at a time across replicas: event order is commit order.
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294004)"); err != nil {
-			return nil, fmt.Errorf("revoke %s: %w", what, err)
-		}
+	if err := db.lockRevocation(ctx, tx); err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}
 	q := "SELECT serial, spiffe_id, node_id, revoked_at_us, not_after_us FROM certificates WHERE (" + cond + ")"
 	qargs := append([]any{}, args...)
@@ -327,17 +340,52 @@ func (db *DB) revokeWhere(ctx context.Context, what, cond string, args []any, re
 			return nil, fmt.Errorf("revoke %s: %w", c.Serial, err)
 		}
 	}
+	if state != nil {
+		if err := state(tx); err != nil {
+			return nil, err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}
 	return out, nil
 }
 
-// RevokeSerial revokes one certificate, expired or not. Revoking twice is
-// harmless: the first time and reason stand. An unknown serial yields
-// ErrNotFound.
+// lineage selects the certificate whose serial is its argument and those
+// renewed from it, directly or through other renewals (one set, so that
+// the serial index serves it).
+const lineage = `serial IN (WITH RECURSIVE lineage(s) AS (
+		SELECT serial FROM certificates WHERE serial = ?
+		UNION SELECT c.serial FROM certificates c JOIN lineage l ON c.renewed_from = l.s)
+	SELECT s FROM lineage)`
+
+// RevokeLineage revokes one certificate, expired or not, and every
+// unexpired certificate renewed from it (directly or through other
+// renewals), in one transaction: a renewal that committed just before the
+// revocation is revoked with its parent. The named certificate comes first.
+// Revoking twice is harmless: the first time and reason stand. An unknown
+// serial yields ErrNotFound.
+func (db *DB) RevokeLineage(ctx context.Context, serial string, reason int, at time.Time) ([]Revocation, error) {
+	revs, err := db.revokeWhere(ctx, "certificate "+serial, lineage+" AND (serial = ? OR not_after_us > ?)",
+		[]any{serial, serial, toUS(at)}, reason, at, true, nil)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range revs {
+		if r.Serial == serial {
+			revs[0], revs[i] = revs[i], revs[0]
+			break
+		}
+	}
+	if revs[0].Serial != serial {
+		return nil, fmt.Errorf("certificate %s: %w", serial, ErrNotFound)
+	}
+	return revs, nil
+}
+
+// RevokeSerial is RevokeLineage, answering for the named certificate only.
 func (db *DB) RevokeSerial(ctx context.Context, serial string, reason int, at time.Time) (Revocation, error) {
-	revs, err := db.revokeWhere(ctx, "certificate "+serial, "serial = ?", []any{serial}, reason, at, true)
+	revs, err := db.RevokeLineage(ctx, serial, reason, at)
 	if err != nil {
 		return Revocation{}, err
 	}
@@ -346,15 +394,25 @@ func (db *DB) RevokeSerial(ctx context.Context, serial string, reason int, at ti
 
 // RevokeIdentity revokes every certificate of spiffeID still unexpired at
 // at, in one transaction, and returns them (those revoked before included,
-// marked AlreadyRevoked). No such certificate yields ErrNotFound.
+// marked AlreadyRevoked). No such certificate yields ErrNotFound. The
+// revocation is also kept as state: a certificate of spiffeID issued at or
+// before at can no longer renew, whatever its own record says.
 func (db *DB) RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]Revocation, error) {
-	return db.revokeWhere(ctx, "no unexpired certificate of "+spiffeID, "spiffe_id = ?", []any{spiffeID}, reason, at, false)
+	return db.revokeWhere(ctx, "no unexpired certificate of "+spiffeID, "spiffe_id = ?", []any{spiffeID}, reason, at, false,
+		func(tx *sql.Tx) error {
+			return db.recordRevokedState(ctx, tx, "revoked_identities", "spiffe_id", spiffeID, reason, at)
+		})
 }
 
 // RevokeNode revokes a node: its own unexpired certificates and every
 // unexpired workload certificate obtained through it, in one transaction.
+// The revocation is also kept as state: a certificate of or through the
+// node issued at or before at can no longer renew or obtain anything.
 func (db *DB) RevokeNode(ctx context.Context, nodeID string, reason int, at time.Time) ([]Revocation, error) {
-	return db.revokeWhere(ctx, "no unexpired certificate of or through "+nodeID, "spiffe_id = ? OR node_id = ?", []any{nodeID, nodeID}, reason, at, false)
+	return db.revokeWhere(ctx, "no unexpired certificate of or through "+nodeID, "spiffe_id = ? OR node_id = ?", []any{nodeID, nodeID}, reason, at, false,
+		func(tx *sql.Tx) error {
+			return db.recordRevokedState(ctx, tx, "revoked_nodes", "node_id", nodeID, reason, at)
+		})
 }
 
 // RevocationsSince returns up to limit events after seq, in order.

@@ -74,6 +74,16 @@ type Certificate struct {
 	RequestedBy string
 	// NodeID is the node a workload certificate was obtained through, if any.
 	NodeID string
+	// RenewedFrom is the serial of the certificate this one renewed, or "".
+	// Revoking a serial also revokes every unexpired certificate renewed
+	// from it, directly or through other renewals.
+	RenewedFrom string
+	// EntryID is the registration entry that granted a workload
+	// certificate, kept through its renewals, or "".
+	EntryID string
+	// Check, when set, is verified by RecordIssuance inside the issuing
+	// transaction (not stored).
+	Check *IssueCheck
 	// LogEntry, when set, is appended to the issuance log in the same
 	// transaction; LogIndex is then its index (set by RecordIssuance).
 	LogEntry []byte
@@ -332,14 +342,14 @@ func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any)
 // hotWrites are prepared once at Open.
 func (db *DB) hotWrites() []string {
 	return []string{
-		db.q.rebind(`INSERT INTO certificates (` + certColumns + `, log_index)
-		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)`),
+		db.q.rebind(insertCertificate),
 		db.q.rebind("UPDATE certificates SET log_index = ? WHERE serial = ?"),
 		db.q.rebind("INSERT INTO log_entries (idx, data) VALUES (?, ?)"),
 		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?)"),
 		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?), (?, ?)"),
 		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?), (?, ?), (?, ?)"),
 		"SAVEPOINT issue", "ROLLBACK TO issue", "RELEASE issue",
+		db.q.rebind(checkIssuanceQuery),
 	}
 }
 
