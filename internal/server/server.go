@@ -36,9 +36,12 @@ import (
 	"github.com/mutual-tls/mutual/internal/translog"
 )
 
-// Pinger reports whether the store answers.
-type Pinger interface {
+// StoreHealth reports whether the store answers (Ping) and whether it can
+// record an issuance now (Health: a real write, on PostgreSQL under the
+// issuance log's lock taken within a bound).
+type StoreHealth interface {
 	Ping(ctx context.Context) error
+	Health(ctx context.Context) error
 }
 
 // Config builds a Server. Every field is required unless it says otherwise.
@@ -48,8 +51,8 @@ type Config struct {
 	// intermediate, root: the root lets a join-token holder find the root it
 	// pins by fingerprint).
 	Certificate func() *tls.Certificate
-	// Store is pinged by /healthz.
-	Store Pinger
+	// Store is checked by /healthz and /readyz.
+	Store StoreHealth
 	// Log receives one line per request error; nil discards.
 	Log *slog.Logger
 	// Registry receives the server's metrics; nil makes a private one.
@@ -246,12 +249,24 @@ func ok(w http.ResponseWriter, v any) (int, error) {
 	return http.StatusOK, nil
 }
 
+// healthz answers /healthz and /readyz: 200 only when this replica can
+// issue now (the store takes a real write, and on PostgreSQL this replica
+// takes the issuance log's lock within a bound); otherwise 503 with the
+// reason, "damaged" when retrying cannot help.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (int, error) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	if err := s.cfg.Store.Ping(ctx); err != nil {
+	err := s.cfg.Store.Ping(ctx)
+	if err == nil {
+		err = s.cfg.Store.Health(ctx)
+	}
+	if err != nil {
 		s.metrics.storeUp.Set(0)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		status := "unavailable"
+		if errors.Is(err, store.ErrDamaged) {
+			status = "damaged"
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "error": err.Error()})
 		return http.StatusServiceUnavailable, nil
 	}
 	s.metrics.storeUp.Set(1)
