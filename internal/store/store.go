@@ -187,7 +187,7 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 	db := &DB{kind: "sqlite", writer: w, reader: r, q: newQueries(false), name: "sqlite:" + path, file: fi}
 	damaged := func(err error) error {
 		if isCorruption(err) || errors.Is(err, ErrDamaged) {
-			return fmt.Errorf("store sqlite:%s is damaged (%v): the CA will not start on it; stop it, restore the file from backup and start again: %w",
+			return fmt.Errorf("store sqlite:%s is damaged (%v): the CA will not start on it: restore the file from backup, then start the CA again: %w",
 				path, err, ErrDamaged)
 		}
 		return fmt.Errorf("store sqlite:%s: %w", path, err)
