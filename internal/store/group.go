@@ -96,7 +96,10 @@ func (db *DB) commitBatch(batch []*issueOp) {
 	// would let two replicas racing for one token each hold what the other
 	// waits for, and PostgreSQL would abort a whole batch as a deadlock.
 	if db.kind == "postgres" {
-		if err := db.lockLog(ctx, tx, lb); err != nil {
+		db.health.lockWait.Store(time.Now().UnixNano())
+		err := db.lockLog(ctx, tx, lb)
+		db.health.lockWait.Store(0)
+		if err != nil {
 			fail(err)
 			return
 		}

@@ -31,11 +31,11 @@ type Options struct {
 // bounded stall, and its transaction is ended by the server.
 var pgSessionDefaults = map[string]string{
 	// A lock wait (the log's advisory lock, a token row) fails after this.
-	"lock_timeout": "5000",
+	"lock_timeout": "3000",
 	// A session that stops talking in the middle of a transaction (a
 	// SIGSTOPped or paused replica holding the log lock) is terminated and
 	// its locks freed.
-	"idle_in_transaction_session_timeout": "10000",
+	"idle_in_transaction_session_timeout": "5000",
 	// No single statement runs longer than this.
 	"statement_timeout": "60000",
 }
@@ -90,6 +90,7 @@ type health struct {
 	damaged  atomic.Pointer[error] // sticky: set once corruption is seen
 	lastOK   atomic.Int64          // unix nanoseconds of the last committed batch
 	lastErr  atomic.Pointer[error] // the last batch failure, cleared by a commit
+	lockWait atomic.Int64          // unix nanoseconds since a batch waits for the log lock, or 0
 	probeMu  sync.Mutex
 	probeAt  time.Time
 	probeErr error
@@ -158,6 +159,12 @@ func (db *DB) batchDone(err error) {
 func (db *DB) Health(ctx context.Context) error {
 	if err := db.Damaged(); err != nil {
 		return err
+	}
+	if since := db.health.lockWait.Load(); since != 0 {
+		if d := time.Since(time.Unix(0, since)); d > time.Second {
+			return fmt.Errorf("store %s cannot record an issuance: waiting %s for the issuance log's lock, which another replica holds "+
+				"(if it is frozen, PostgreSQL ends its transaction after idle_in_transaction_session_timeout)", db.kind, d.Round(time.Millisecond))
+		}
 	}
 	if time.Since(time.Unix(0, db.health.lastOK.Load())) < time.Second && db.health.lastErr.Load() == nil {
 		return nil

@@ -315,7 +315,7 @@ func (db *DB) migrate(ctx context.Context) error {
 	if db.kind == "postgres" {
 		// Replicas starting together take turns, however long another's
 		// migration takes.
-		if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0"); err != nil {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294003)"); err != nil {
