@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -341,18 +342,19 @@ type sqliteCA struct {
 	dir      string
 	passFile string
 	listen   string
+	metrics  string
 	p        *proc
 }
 
 func newSQLiteCA(t *testing.T) *sqliteCA {
 	dir, pass := repInitCA(t)
-	return &sqliteCA{t: t, dir: dir, passFile: pass, listen: repFreeAddr(t)}
+	return &sqliteCA{t: t, dir: dir, passFile: pass, listen: repFreeAddr(t), metrics: repFreeAddr(t)}
 }
 
 func (s *sqliteCA) db() string { return filepath.Join(s.dir, pki.DatabaseFile) }
 
 func (s *sqliteCA) cmd() *exec.Cmd {
-	cmd := exec.Command(mutualBin, "server", "--dir", s.dir, "--passphrase-file", s.passFile, "--listen", s.listen)
+	cmd := exec.Command(mutualBin, "server", "--dir", s.dir, "--passphrase-file", s.passFile, "--listen", s.listen, "--metrics", s.metrics)
 	cmd.Env = cmdEnv()
 	return cmd
 }
@@ -590,5 +592,40 @@ func TestServerRefusesDamagedSQLiteStore(t *testing.T) {
 
 	copyFile(t, backup, s.db())
 	s.start()
+	s.stop()
+}
+
+// TestCertListPagesThroughEverything: `cert list --json` lists every
+// certificate, however many pages the API needs, each once; and the
+// server's metrics listener carries the Go runtime and process metrics.
+func TestCertListPagesThroughEverything(t *testing.T) {
+	s := newSQLiteCA(t)
+	s.start()
+	s.issue(t, 7) // and the two `ca init` made: 9
+	var all api.CertificateList
+	mustMutualJSON(t, &all, "cert", "list", "--server", "https://"+s.listen, "--identity-dir", filepath.Join(s.dir, "admin"), "--json", "--page-size", "2")
+	seen := map[string]bool{}
+	for _, ci := range all.Certificates {
+		if seen[ci.Serial] {
+			t.Errorf("serial %s listed twice", ci.Serial)
+		}
+		seen[ci.Serial] = true
+	}
+	if len(seen) != 9 {
+		t.Errorf("cert list --page-size 2 listed %d certificates, want all 9", len(seen))
+	}
+	t.Logf("cert list --page-size 2: %d certificates over 5 pages", len(seen))
+
+	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"go_goroutines ", "go_memstats_heap_alloc_bytes ", "process_resident_memory_bytes ", "process_open_fds ", "mutual_ca_store_up "} {
+		if !strings.Contains(string(body), "\n"+m) {
+			t.Errorf("GET /metrics has no %s", strings.TrimSpace(m))
+		}
+	}
 	s.stop()
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/url"
 	"strconv"
@@ -410,6 +411,17 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 		}
 		f.Limit = n
 	}
+	if v := r.URL.Query().Get("after"); v != "" {
+		c, err := store.ParseCursor(v)
+		if err != nil {
+			return 0, badRequest{fmt.Errorf("after: %w", err)}
+		}
+		f.After = c
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = 1000
+	}
 	withPEM := r.URL.Query().Get("pem") == "true"
 	cs, err := s.cfg.Authority.ListCertificates(r.Context(), f)
 	if err != nil {
@@ -430,6 +442,9 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 			}
 		}
 		out.Certificates = append(out.Certificates, ci)
+	}
+	if len(cs) == limit {
+		out.Next = cs[len(cs)-1].Cursor().String()
 	}
 	return ok(w, out)
 }

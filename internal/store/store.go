@@ -94,6 +94,36 @@ type CertificateFilter struct {
 	ValidAt time.Time
 	// Limit caps the number of rows; zero means 1000.
 	Limit int
+	// After, when set, continues a listing after the certificate it names
+	// (a cursor from Certificate.Cursor): older ones only.
+	After Cursor
+}
+
+// Cursor is a position in the newest-first order of ListCertificates.
+type Cursor struct {
+	IssuedAt time.Time
+	Serial   string
+}
+
+// Cursor returns the position just after c in ListCertificates' order.
+func (c *Certificate) Cursor() Cursor { return Cursor{IssuedAt: c.IssuedAt, Serial: c.Serial} }
+
+// String encodes the cursor for an API query: "MICROSECONDS.SERIAL".
+func (c Cursor) String() string {
+	if c.Serial == "" {
+		return ""
+	}
+	return strconv.FormatInt(toUS(c.IssuedAt), 10) + "." + c.Serial
+}
+
+// ParseCursor reads a cursor made by Cursor.String.
+func ParseCursor(s string) (Cursor, error) {
+	us, serial, ok := strings.Cut(s, ".")
+	n, err := strconv.ParseInt(us, 10, 64)
+	if !ok || err != nil || serial == "" {
+		return Cursor{}, fmt.Errorf("cursor %q: want the \"next\" value of the previous page", s)
+	}
+	return Cursor{IssuedAt: fromUS(n), Serial: serial}, nil
 }
 
 // DB is a store on SQLite or PostgreSQL.
