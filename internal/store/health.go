@@ -70,17 +70,17 @@ func statIdentity(path string) (*fileIdentity, error) {
 // file now has its name.
 func (fi *fileIdentity) check() error {
 	var st syscall.Stat_t
-	if err := syscall.Fstat(int(fi.f.Fd()), &st); err == nil && st.Nlink == 0 {
-		return fmt.Errorf("store sqlite:%s was deleted while the CA was running; writes since then are lost when it stops: "+
-			"stop the CA and restore the file from backup: %w", fi.path, ErrDamaged)
-	}
 	if err := syscall.Stat(fi.path, &st); err != nil {
-		return fmt.Errorf("store sqlite:%s is gone (%v) while the CA was running: stop the CA and restore the file from backup: %w",
-			fi.path, err, ErrDamaged)
+		return fmt.Errorf("store sqlite:%s was deleted while the CA was running (%v); writes since then are lost when it stops: "+
+			"stop the CA and restore the file from backup: %w", fi.path, err, ErrDamaged)
 	}
 	if uint64(st.Dev) != fi.dev || st.Ino != fi.ino {
 		return fmt.Errorf("store sqlite:%s was replaced by another file while the CA was running: "+
 			"stop the CA, then restart it on the file that holds its log: %w", fi.path, ErrDamaged)
+	}
+	if err := syscall.Fstat(int(fi.f.Fd()), &st); err == nil && st.Nlink == 0 {
+		return fmt.Errorf("store sqlite:%s was deleted while the CA was running; writes since then are lost when it stops: "+
+			"stop the CA and restore the file from backup: %w", fi.path, ErrDamaged)
 	}
 	return nil
 }
@@ -186,8 +186,8 @@ func (db *DB) Health(ctx context.Context) error {
 	return err
 }
 
-// probeWrite commits a write that changes nothing, through the path an
-// issuance takes.
+// probeWrite commits a write that leaves the data as it was, through the
+// path an issuance takes.
 func (db *DB) probeWrite(ctx context.Context) error {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
@@ -203,8 +203,12 @@ func (db *DB) probeWrite(ctx context.Context) error {
 				"PostgreSQL ends its transaction after idle_in_transaction_session_timeout): %w", healthProbeLockTimeout, err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE log_state SET size = size WHERE id = 1"); err != nil {
-		return err
+	// Two updates that cancel out: SQLite skips a write of identical bytes,
+	// so one "SET size = size" would commit nothing and prove nothing.
+	for range 2 {
+		if _, err := tx.ExecContext(ctx, "UPDATE log_state SET size = -size - 1 WHERE id = 1"); err != nil {
+			return err
+		}
 	}
 	if db.file != nil {
 		if err := db.file.check(); err != nil {
