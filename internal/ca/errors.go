@@ -69,7 +69,7 @@ func classify(err error) error {
 		return newErr(KindUnauthenticated, "token_expired", err, "the join token has expired (%v); ask an operator for a new one", err)
 	case errors.Is(err, store.ErrNotFound):
 		return newErr(KindNotFound, "not_found", err, "%v", err)
-	case errors.Is(err, store.ErrDamaged):
+	case store.IsDamage(err):
 		return newErr(KindDamaged, "store_damaged", err, "the CA's store is damaged (%v); the operator must restore it from backup", err)
 	}
 	return newErr(KindUnavailable, "store_unavailable", err, "the CA's store is unavailable (%v); retry later", err)

@@ -117,6 +117,11 @@ func isCorruption(err error) bool {
 	return false
 }
 
+// IsDamage reports whether err means the store is damaged (ErrDamaged, or
+// a database error that says its file or pages are corrupt): an answer
+// that must say "restore from backup", never "retry".
+func IsDamage(err error) bool { return errors.Is(err, ErrDamaged) || isCorruption(err) }
+
 // noteError records err from a write or read; corruption makes the store
 // damaged for good. It returns err, wrapped with ErrDamaged when it is.
 func (db *DB) noteError(err error) error {
