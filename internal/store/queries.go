@@ -179,8 +179,8 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 		}
 		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
 	}
-	// The log comes last, so that the lock it takes on PostgreSQL is held
-	// for as short a time as possible.
+	// On PostgreSQL the batch already holds the log's lock (commitBatch
+	// takes it before any token row, so replicas lock in one order).
 	var logIndex sql.NullInt64
 	if c.LogEntry != nil {
 		idx, err := db.appendLog(ctx, tx, lb, c.LogEntry)
