@@ -159,6 +159,9 @@ type CertificateInfo struct {
 // CertificateList is the answer to GET /v1/certificates.
 type CertificateList struct {
 	Certificates []CertificateInfo `json:"certificates"`
+	// Next, when set, is where the next page starts: pass it as ?after=.
+	// It is set when the page is full (more may follow).
+	Next string `json:"next,omitempty"`
 }
 
 // RevokeRequest names a serial or an identity to revoke.

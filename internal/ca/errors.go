@@ -24,6 +24,9 @@ const (
 	KindNotFound
 	// KindUnavailable: the CA cannot serve right now (its store is down); retry.
 	KindUnavailable
+	// KindDamaged: the CA's store is damaged or was replaced; retrying does
+	// not help, the operator restores it from backup.
+	KindDamaged
 )
 
 // Error is a failure of an Authority operation.
@@ -70,6 +73,8 @@ func classify(err error) error {
 		return newErr(KindForbidden, "entry_not_granted", err, "refused: %v", err)
 	case errors.Is(err, store.ErrNotFound):
 		return newErr(KindNotFound, "not_found", err, "%v", err)
+	case store.IsDamage(err):
+		return newErr(KindDamaged, "store_damaged", err, "the CA's store is damaged (%v); the operator must restore it from backup", err)
 	}
 	return newErr(KindUnavailable, "store_unavailable", err, "the CA's store is unavailable (%v); retry later", err)
 }

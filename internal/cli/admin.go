@@ -237,6 +237,7 @@ func certListCmd(e *env) *cobra.Command {
 	var o adminFlags
 	var id string
 	var valid, asJSON bool
+	var pageSize int
 	c := &cobra.Command{
 		Use:   "list",
 		Short: "List issued certificates, newest first (admin)",
@@ -246,8 +247,16 @@ func certListCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := cl.ListCertificates(cmd.Context(), id, valid)
-			if err != nil {
+			if pageSize < 1 || pageSize > 100_000 {
+				return flagError("page-size", "must be from 1 to 100000")
+			}
+			// Every page: a listing that silently stopped at the
+			// server's page size would hide certificates.
+			list := &api.CertificateList{Certificates: []api.CertificateInfo{}}
+			if err := cl.ListAllCertificates(cmd.Context(), id, valid, pageSize, func(p *api.CertificateList) error {
+				list.Certificates = append(list.Certificates, p.Certificates...)
+				return nil
+			}); err != nil {
 				return err
 			}
 			if asJSON {
@@ -260,6 +269,7 @@ func certListCmd(e *env) *cobra.Command {
 	c.Flags().StringVar(&id, "identity", "", "only this SPIFFE ID")
 	c.Flags().BoolVar(&valid, "valid", false, "only unexpired certificates")
 	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	c.Flags().IntVar(&pageSize, "page-size", 1000, "certificates fetched per request (every page is listed)")
 	return c
 }
 

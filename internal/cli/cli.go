@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+
+	"github.com/mutual-tls/mutual/internal/server"
 )
 
 // Run executes the mutual command line with args (without the program name).
@@ -137,6 +139,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, extra map[string]http.H
 	if err != nil {
 		return nil, "", flagError("metrics", "%v", err)
 	}
+	server.RegisterRuntime(reg) // go_* and process_*
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	for path, h := range extra {

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -415,6 +416,39 @@ func (c *Client) ListCertificates(ctx context.Context, spiffeID string, validOnl
 	}
 	var out api.CertificateList
 	return &out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// ListAllCertificates lists every issued certificate matching spiffeID and
+// validOnly (admin), newest first, page after page of pageSize (0: the
+// server's default), calling page for each.
+func (c *Client) ListAllCertificates(ctx context.Context, spiffeID string, validOnly bool, pageSize int, page func(*api.CertificateList) error) error {
+	after := ""
+	for {
+		q := url.Values{}
+		if spiffeID != "" {
+			q.Set("spiffe_id", spiffeID)
+		}
+		if validOnly {
+			q.Set("valid", "true")
+		}
+		if pageSize > 0 {
+			q.Set("limit", strconv.Itoa(pageSize))
+		}
+		if after != "" {
+			q.Set("after", after)
+		}
+		var out api.CertificateList
+		if err := c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Encode(), nil, &out); err != nil {
+			return err
+		}
+		if err := page(&out); err != nil {
+			return err
+		}
+		if out.Next == "" || len(out.Certificates) == 0 {
+			return nil
+		}
+		after = out.Next
+	}
 }
 
 // Revoke revokes a serial or an identity (admin).

@@ -171,3 +171,6 @@ func (s *Server) NewDatabase(t testing.TB) string {
 	}
 	return fmt.Sprintf("postgres://mutual@127.0.0.1:%d/%s?sslmode=disable", s.Port, name)
 }
+
+// LogFile is the server's log (where PostgreSQL reports deadlocks).
+func (s *Server) LogFile() string { return filepath.Join(s.base, "server.log") }

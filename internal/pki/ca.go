@@ -37,6 +37,9 @@ const (
 	// LogVerifierFile its note verifier key, for auditors.
 	LogKeyFile      = "log/key.pem"
 	LogVerifierFile = "log.pub"
+	// LogCheckpointFile is the last checkpoint the CA saw in its store, kept
+	// beside the keys so the CA refuses a store that does not hold its log.
+	LogCheckpointFile = "log/checkpoint.json"
 )
 
 // LogOrigin names a trust domain's issuance log: the first line of its

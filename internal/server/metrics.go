@@ -1,10 +1,12 @@
 package server
 
 import (
+	"errors"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 type metrics struct {
@@ -40,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mutual_ca_revocations_total", Help: "Certificates newly revoked.",
 		}),
 		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mutual_ca_store_up", Help: "1 when the last health check reached the store.",
+			Name: "mutual_ca_store_up", Help: "1 when the last health check could write to the store.",
 		}),
 	}
 	m.feedRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -49,10 +51,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.feedRefused.WithLabelValues("identity")
 	m.feedRefused.WithLabelValues("total")
 	reg.MustRegister(m.requests, m.duration, m.issued, m.refused, m.tokens, m.revocations, m.storeUp, m.feedRefused)
+	RegisterRuntime(reg)
 	return m
 }
 
 func (m *metrics) observe(route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// RegisterRuntime adds the Go runtime (go_*) and process (process_*)
+// collectors to reg, unless it has them already.
+func RegisterRuntime(reg prometheus.Registerer) {
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		var are prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
+			panic(err)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/url"
 	"strconv"
@@ -36,9 +37,12 @@ import (
 	"github.com/mutual-tls/mutual/internal/translog"
 )
 
-// Pinger reports whether the store answers.
-type Pinger interface {
+// StoreHealth reports whether the store answers (Ping) and whether it can
+// record an issuance now (Health: a real write, on PostgreSQL under the
+// issuance log's lock taken within a bound).
+type StoreHealth interface {
 	Ping(ctx context.Context) error
+	Health(ctx context.Context) error
 }
 
 // Config builds a Server. Every field is required unless it says otherwise.
@@ -48,8 +52,8 @@ type Config struct {
 	// intermediate, root: the root lets a join-token holder find the root it
 	// pins by fingerprint).
 	Certificate func() *tls.Certificate
-	// Store is pinged by /healthz.
-	Store Pinger
+	// Store is checked by /healthz and /readyz.
+	Store StoreHealth
 	// Log receives one line per request error; nil discards.
 	Log *slog.Logger
 	// Registry receives the server's metrics; nil makes a private one.
@@ -251,15 +255,28 @@ func ok(w http.ResponseWriter, v any) (int, error) {
 	return http.StatusOK, nil
 }
 
+// healthz answers /healthz and /readyz: 200 only when this replica can
+// issue now (the store takes a real write, and on PostgreSQL this replica
+// takes the issuance log's lock within a bound); otherwise 503 with the
+// reason, "damaged" when retrying cannot help.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (int, error) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	if err := s.cfg.Store.Ping(ctx); err != nil {
+	err := s.cfg.Store.Ping(ctx)
+	if err == nil {
+		err = s.cfg.Store.Health(ctx)
+	}
+	if err != nil {
 		s.metrics.storeUp.Set(0)
-		// The details (database user, host, port) are for the log, not
-		// for anonymous callers.
-		s.log.Warn("health check: the store is unavailable", "route", r.URL.Path, "error", err.Error())
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "the CA's store is unavailable; the CA's log says why"})
+		// The details (database user, host, port) are for the log, not for
+		// anonymous callers; a damaged store says so, since retrying cannot
+		// help and the operator must restore it.
+		s.log.Warn("health check: the store cannot record an issuance", "route", r.URL.Path, "error", err.Error())
+		status, msg := "unavailable", "the CA cannot record an issuance now (store unreachable, or the issuance log's lock held by another replica); the CA's log says why"
+		if errors.Is(err, store.ErrDamaged) {
+			status, msg = "damaged", err.Error()
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "error": msg})
 		return http.StatusServiceUnavailable, nil
 	}
 	s.metrics.storeUp.Set(1)
@@ -406,6 +423,17 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 		}
 		f.Limit = n
 	}
+	if v := r.URL.Query().Get("after"); v != "" {
+		c, err := store.ParseCursor(v)
+		if err != nil {
+			return 0, badRequest{fmt.Errorf("after: %w", err)}
+		}
+		f.After = c
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = 1000
+	}
 	withPEM := r.URL.Query().Get("pem") == "true"
 	cs, err := s.cfg.Authority.ListCertificates(r.Context(), f)
 	if err != nil {
@@ -426,6 +454,9 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 			}
 		}
 		out.Certificates = append(out.Certificates, ci)
+	}
+	if len(cs) == limit {
+		out.Next = cs[len(cs)-1].Cursor().String()
 	}
 	return ok(w, out)
 }

@@ -104,7 +104,7 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	if o.Listen == "" {
 		o.Listen = DefaultListen
 	}
-	db, err := store.Open(ctx, o.StoreURL)
+	db, err := openStore(ctx, o.Dir, o.StoreURL)
 	if err != nil {
 		return nil, err
 	}
@@ -310,6 +310,8 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { errc <- s.Server.ServeMetrics(ctx, s.mln) }()
 	}
 	n++
+	go func() { errc <- s.watchStore(ctx) }()
+	n++
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
@@ -337,6 +339,45 @@ func (s *Service) Run(ctx context.Context) error {
 		cancel()
 	}
 	return first
+}
+
+// watchStore records the log's latest checkpoint beside the keys as it
+// grows, and says once, loudly, when the store is found damaged, deleted
+// or replaced (health checks then answer 503 with the same message).
+func (s *Service) watchStore(ctx context.Context) error {
+	w, err := readWitness(s.Dir)
+	if err != nil {
+		s.log.Error("issuance log checkpoint", "error", err.Error())
+	}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	warned := false
+	save := func(ctx context.Context) {
+		if err := s.Store.Damaged(); err != nil {
+			if !warned {
+				s.log.Error("the store is damaged: this CA cannot issue; stop it and restore the store from backup", "error", err.Error())
+				warned = true
+			}
+			return
+		}
+		next, err := saveWitness(ctx, s.Dir, s.Store, w)
+		if err != nil {
+			s.log.Warn("cannot record the issuance log's checkpoint beside the keys", "error", err.Error())
+			return
+		}
+		w = next
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			save(fctx)
+			cancel()
+			return nil
+		case <-t.C:
+			save(ctx)
+		}
+	}
 }
 
 // Close releases the listeners and the store.
@@ -369,7 +410,7 @@ func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, na
 	if storeURL == "" {
 		storeURL = "sqlite:" + filepath.Join(dir, pki.DatabaseFile)
 	}
-	db, err := store.Open(ctx, storeURL)
+	db, err := openStore(ctx, dir, storeURL)
 	if err != nil {
 		return nil, err
 	}

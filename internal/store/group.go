@@ -76,6 +76,8 @@ func (db *DB) commitBatch(batch []*issueOp) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	fail := func(err error) {
+		err = db.noteError(err)
+		db.batchDone(err)
 		for _, op := range batch {
 			if op.err == nil {
 				op.err = fmt.Errorf("record certificate %s: %w", op.cert.Serial, err)
@@ -94,6 +96,19 @@ func (db *DB) commitBatch(batch []*issueOp) {
 		return
 	}
 	lb := &logBatch{}
+	// Locks are taken in one order on every replica: the log's lock first,
+	// then token rows. Taking a token row first and the log lock after
+	// would let two replicas racing for one token each hold what the other
+	// waits for, and PostgreSQL would abort a whole batch as a deadlock.
+	if db.kind == "postgres" {
+		db.health.lockWait.Store(time.Now().UnixNano())
+		err := db.lockLog(ctx, tx, lb)
+		db.health.lockWait.Store(0)
+		if err != nil {
+			fail(err)
+			return
+		}
+	}
 	// A lone request needs no savepoint: its failure aborts the transaction.
 	savepoints := len(batch) > 1
 	ok := 0
@@ -141,7 +156,17 @@ func (db *DB) commitBatch(batch []*issueOp) {
 		fail(err)
 		return
 	}
+	// A SQLite file deleted or replaced under the CA would take this
+	// commit and lose it: refuse instead.
+	if db.file != nil {
+		if err := db.Damaged(); err != nil {
+			fail(err)
+			return
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		fail(err)
+		return
 	}
+	db.batchDone(nil)
 }

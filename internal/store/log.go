@@ -32,12 +32,9 @@ func (e logError) Unwrap() error { return e.error }
 // index. On PostgreSQL an advisory lock serializes appends across replicas,
 // so the log has one order, that of the database.
 func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, lb *logBatch, data []byte) (int64, error) {
-	if !lb.locked && db.kind == "postgres" {
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294005)"); err != nil {
-			return 0, err
-		}
+	if err := db.lockLog(ctx, tx, lb); err != nil {
+		return 0, err
 	}
-	lb.locked = true
 	if !lb.known {
 		if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
 			return 0, fmt.Errorf("read log size: %w", err)
@@ -66,6 +63,23 @@ func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, lb *logBatch, data []by
 	}
 	lb.size, lb.dirty = n+1, true
 	return n, nil
+}
+
+// lockLog takes the log's lock for the rest of tx, once. The wait is
+// bounded by the session's lock_timeout: a replica that holds the lock and
+// stopped (SIGSTOP, a VM pause) costs the others a bounded stall, until
+// PostgreSQL ends its transaction (idle_in_transaction_session_timeout).
+func (db *DB) lockLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	if lb.locked {
+		return nil
+	}
+	if db.kind == "postgres" {
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294005)"); err != nil {
+			return fmt.Errorf("take the issuance log's lock: %w", err)
+		}
+	}
+	lb.locked = true
+	return nil
 }
 
 // flush records the log's new size.

@@ -188,8 +188,8 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 		}
 		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
 	}
-	// The log comes last, so that the lock it takes on PostgreSQL is held
-	// for as short a time as possible.
+	// On PostgreSQL the batch already holds the log's lock (commitBatch
+	// takes it before any token row, so replicas lock in one order).
 	var logIndex sql.NullInt64
 	if c.LogEntry != nil {
 		idx, err := db.appendLog(ctx, tx, lb, c.LogEntry)
@@ -232,12 +232,17 @@ func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Cert
 		where = append(where, "not_after_us > ?")
 		args = append(args, toUS(f.ValidAt))
 	}
+	if f.After.Serial != "" {
+		at := toUS(f.After.IssuedAt)
+		where = append(where, "(issued_at_us < ? OR (issued_at_us = ? AND serial < ?))")
+		args = append(args, at, at, f.After.Serial)
+	}
 	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
 	args = append(args, f.Limit)
 	rows, err := db.reader.QueryContext(ctx, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE "+
-		strings.Join(where, " AND ")+" ORDER BY issued_at_us DESC LIMIT ?"), args...)
+		strings.Join(where, " AND ")+" ORDER BY issued_at_us DESC, serial DESC LIMIT ?"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list certificates: %w", err)
 	}

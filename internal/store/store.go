@@ -104,6 +104,36 @@ type CertificateFilter struct {
 	ValidAt time.Time
 	// Limit caps the number of rows; zero means 1000.
 	Limit int
+	// After, when set, continues a listing after the certificate it names
+	// (a cursor from Certificate.Cursor): older ones only.
+	After Cursor
+}
+
+// Cursor is a position in the newest-first order of ListCertificates.
+type Cursor struct {
+	IssuedAt time.Time
+	Serial   string
+}
+
+// Cursor returns the position just after c in ListCertificates' order.
+func (c *Certificate) Cursor() Cursor { return Cursor{IssuedAt: c.IssuedAt, Serial: c.Serial} }
+
+// String encodes the cursor for an API query: "MICROSECONDS.SERIAL".
+func (c Cursor) String() string {
+	if c.Serial == "" {
+		return ""
+	}
+	return strconv.FormatInt(toUS(c.IssuedAt), 10) + "." + c.Serial
+}
+
+// ParseCursor reads a cursor made by Cursor.String.
+func ParseCursor(s string) (Cursor, error) {
+	us, serial, ok := strings.Cut(s, ".")
+	n, err := strconv.ParseInt(us, 10, 64)
+	if !ok || err != nil || serial == "" {
+		return Cursor{}, fmt.Errorf("cursor %q: want the \"next\" value of the previous page", s)
+	}
+	return Cursor{IssuedAt: fromUS(n), Serial: serial}, nil
 }
 
 // DB is a store on SQLite or PostgreSQL.
@@ -114,6 +144,9 @@ type DB struct {
 	q      queries
 	group  groupCommit
 	stmts  sync.Map // stmtKey → *sql.Stmt, prepared once per pool
+	name   string   // the store as the operator named it, password hidden
+	file   *fileIdentity
+	health health
 }
 
 //go:embed migrations
@@ -121,23 +154,28 @@ var migrations embed.FS
 
 // Open connects to the store named by rawURL and brings its schema up to
 // date: "sqlite:PATH" (or a bare path) for the embedded store, or
-// "postgres://..." / "postgresql://...".
+// "postgres://..." / "postgresql://...". A missing SQLite file is created.
 func Open(ctx context.Context, rawURL string) (*DB, error) {
+	return OpenWith(ctx, rawURL, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, rawURL string, o Options) (*DB, error) {
 	switch {
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
 		return openPostgres(ctx, rawURL)
 	case strings.HasPrefix(rawURL, "sqlite:"):
-		return openSQLite(ctx, strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//"))
+		return openSQLite(ctx, strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//"), o)
 	case strings.Contains(rawURL, "://"):
 		return nil, fmt.Errorf("store %q: unsupported scheme; use sqlite:PATH or postgres://USER@HOST/DB", redact(rawURL))
 	case rawURL == "":
 		return nil, errors.New("no store given: use sqlite:PATH or postgres://USER@HOST/DB")
 	default:
-		return openSQLite(ctx, rawURL)
+		return openSQLite(ctx, rawURL, o)
 	}
 }
 
-func openSQLite(ctx context.Context, path string) (*DB, error) {
+func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("store sqlite: no file path given (sqlite:/var/lib/mutual/mutual.db)")
 	}
@@ -146,15 +184,33 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 			return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 		}
 	}
+	if o.MustExist {
+		st, err := os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("store sqlite:%s does not exist, but this CA has issued certificates before: "+
+				"restore the file from backup (a fresh store would lose every certificate, token and revocation and fork the issuance log): %w", path, ErrDamaged)
+		case err != nil:
+			return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+		case st.Size() == 0:
+			return nil, fmt.Errorf("store sqlite:%s is empty, but this CA has issued certificates before: "+
+				"restore the file from backup (a fresh store would lose every certificate, token and revocation and fork the issuance log): %w", path, ErrDamaged)
+		}
+	}
 	// A fresh file is created 0600: it holds token hashes and every certificate.
 	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
 		f.Close()
 	} else {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
+	fi, err := statIdentity(path)
+	if err != nil {
+		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
 	w, err := sql.Open("sqlite", dsn)
 	if err != nil {
+		fi.f.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	// One writer connection: SQLite takes one writer at a time anyway, and
@@ -164,33 +220,66 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	r, err := sql.Open("sqlite", dsn+"&mode=ro")
 	if err != nil {
 		w.Close()
+		fi.f.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	r.SetMaxOpenConns(8)
-	db := &DB{kind: "sqlite", writer: w, reader: r, q: newQueries(false)}
+	db := &DB{kind: "sqlite", writer: w, reader: r, q: newQueries(false), name: "sqlite:" + path, file: fi}
+	damaged := func(err error) error {
+		if isCorruption(err) || errors.Is(err, ErrDamaged) {
+			return fmt.Errorf("store sqlite:%s is damaged (%v): the CA will not start on it: restore the file from backup, then start the CA again: %w",
+				path, err, ErrDamaged)
+		}
+		return fmt.Errorf("store sqlite:%s: %w", path, err)
+	}
+	if err := checkIntegrity(ctx, w); err != nil {
+		db.closeConns()
+		return nil, damaged(err)
+	}
 	if err := db.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
+		db.closeConns()
+		return nil, damaged(err)
 	}
 	db.prepareHot(ctx)
 	return db, nil
 }
 
 func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
-	p, err := sql.Open("pgx", rawURL)
+	dsn, err := withSessionDefaults(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
+	}
+	p, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
 	}
 	p.SetMaxOpenConns(16)
 	p.SetMaxIdleConns(16)
 	p.SetConnMaxLifetime(30 * time.Minute)
-	db := &DB{kind: "postgres", writer: p, reader: p, q: newQueries(true)}
+	db := &DB{kind: "postgres", writer: p, reader: p, q: newQueries(true), name: redact(rawURL)}
 	if err := db.migrate(ctx); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
 	}
 	db.prepareHot(ctx)
 	return db, nil
+}
+
+// withSessionDefaults adds pgSessionDefaults to a PostgreSQL URL as
+// run-time parameters, keeping any the operator set.
+func withSessionDefaults(rawURL string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	for k, v := range pgSessionDefaults {
+		if !q.Has(k) {
+			q.Set(k, v)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // redact hides a password in a database URL.
@@ -208,8 +297,20 @@ func redact(raw string) string {
 // Kind returns "sqlite" or "postgres".
 func (db *DB) Kind() string { return db.kind }
 
+// closeConns closes the pools without folding the WAL back.
+func (db *DB) closeConns() {
+	db.reader.Close()
+	db.writer.Close()
+	if db.file != nil {
+		db.file.f.Close()
+	}
+}
+
 // Close releases the store's connections.
 func (db *DB) Close() error {
+	if db.file != nil {
+		defer db.file.f.Close()
+	}
 	db.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 	if db.reader == db.writer {
 		return db.writer.Close()
@@ -226,11 +327,15 @@ func (db *DB) Close() error {
 	return err
 }
 
-// Ping checks that the store answers.
+// Ping checks that the store answers a read and is not known damaged;
+// Health checks that it can write.
 func (db *DB) Ping(ctx context.Context) error {
+	if err := db.Damaged(); err != nil {
+		return err
+	}
 	var one int
 	if err := db.reader.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-		return fmt.Errorf("store %s unavailable: %w", db.kind, err)
+		return fmt.Errorf("store %s unavailable: %w", db.kind, db.noteError(err))
 	}
 	return nil
 }
@@ -248,7 +353,11 @@ func (db *DB) migrate(ctx context.Context) error {
 	}
 	defer tx.Rollback()
 	if db.kind == "postgres" {
-		// Replicas starting together take turns.
+		// Replicas starting together take turns, however long another's
+		// migration takes.
+		if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294003)"); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
