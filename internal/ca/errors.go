@@ -76,5 +76,7 @@ func classify(err error) error {
 	case store.IsDamage(err):
 		return newErr(KindDamaged, "store_damaged", err, "the CA's store is damaged (%v); the operator must restore it from backup", err)
 	}
-	return newErr(KindUnavailable, "store_unavailable", err, "the CA's store is unavailable (%v); retry later", err)
+	// The cause (a database address, user, port) goes to the CA's log, not
+	// into an answer that anonymous callers read.
+	return newErr(KindUnavailable, "store_unavailable", err, "the CA's store is unavailable; retry later (the CA's log says why)")
 }

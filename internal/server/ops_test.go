@@ -1,8 +1,11 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -12,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/server"
@@ -66,8 +70,24 @@ func TestReadyzHidesStoreDetails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	pg.Stop(t)
 	defer pg.Start(t)
+	// An anonymous enrollment that reaches the store says "retry later"
+	// without its address either.
+	req, _ := json.Marshal(api.EnrollRequest{Token: tok, CSR: csrPEM(t, &x509.CertificateRequest{})})
+	resp, err := hc.Post(e.svc.URL+"/v1/enroll", "application/json", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, secret := range []string{u.User.Username(), u.Port(), strings.TrimPrefix(u.Path, "/"), "127.0.0.1"} {
+		if strings.Contains(string(body), secret) {
+			t.Errorf("/v1/enroll with the store down tells an anonymous caller %q: HTTP %d %s", secret, resp.StatusCode, body)
+		}
+	}
+	t.Logf("/v1/enroll with the store down: HTTP %d %s", resp.StatusCode, strings.Join(strings.Fields(string(body)), " "))
 	for _, path := range []string{"/readyz", "/healthz"} {
 		resp, err := hc.Get(e.svc.URL + path)
 		if err != nil {

@@ -226,7 +226,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, route string, err 
 		}
 	}
 	if status >= 500 {
-		s.log.Error("request failed", "route", route, "remote", r.RemoteAddr, "status", status, "code", code, "error", err.Error())
+		attrs := []any{"route", route, "remote", r.RemoteAddr, "status", status, "code", code, "error", err.Error()}
+		if ce != nil && ce.Err != nil {
+			attrs = append(attrs, "cause", ce.Err.Error()) // what the anonymous answer leaves out
+		}
+		s.log.Error("request failed", attrs...)
 	} else {
 		s.metrics.refused.WithLabelValues(code).Inc()
 		s.log.Info("request refused", "route", route, "remote", r.RemoteAddr, "status", status, "code", code, "reason", err.Error())
