@@ -526,3 +526,32 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 		}
 	})
 }
+
+// TestSourceFromCertificate: the revocation source a proxy finds in its
+// own certificate: an https address is the CA's API (feed and CRL), a
+// plain http one the CRL alone.
+func TestSourceFromCertificate(t *testing.T) {
+	c := testca.New(t)
+	kid := revocation.IssuerKeyID(c.Issuer.Cert)
+	for _, tt := range []struct {
+		name      string
+		crl, ocsp []string
+		ca        string
+		crlURL    string
+	}{
+		{"https CRL", []string{"https://ca.example:8443/crl/" + kid + ".crl"}, nil, "https://ca.example:8443", ""},
+		{"http CRL", []string{"http://ca.example:8080/crl/" + kid + ".crl"}, []string{"http://ca.example:8080/ocsp"}, "", "http://ca.example:8080/crl/" + kid + ".crl"},
+		{"https OCSP only", nil, []string{"https://ca.example:8443/ocsp"}, "https://ca.example:8443", ""},
+		{"http OCSP only", nil, []string{"http://ca.example:8080/ocsp"}, "", "http://ca.example:8080/crl/" + kid + ".crl"},
+		{"ldap only", []string{"ldap://dir.example/cn=crl"}, nil, "", ""},
+		{"none", nil, nil, "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			leaf := &x509.Certificate{CRLDistributionPoints: tt.crl, OCSPServer: tt.ocsp}
+			cas, crl := revocation.SourceFromCertificate(leaf, c.Issuer.Cert)
+			if strings.Join(cas, ",") != tt.ca || crl != tt.crlURL {
+				t.Errorf("SourceFromCertificate = %q, %q; want %q, %q", cas, crl, tt.ca, tt.crlURL)
+			}
+		})
+	}
+}

@@ -452,3 +452,38 @@ var (
 	ErrStaleCRL    = errors.New("stale CRL")
 	ErrCRLRollback = errors.New("CRL rollback")
 )
+
+// SourceFromCertificate finds where to learn of revocations from a leaf
+// the CA issued (it names its CRL and OCSP addresses in every leaf): an
+// https address is the CA's API, which also serves the push feed; a plain
+// http one (the CA's --http-listen) serves the CRL only. It returns the CA
+// base URLs and the CRL URL, both empty when the leaf names neither.
+func SourceFromCertificate(leaf, issuer *x509.Certificate) (caURLs []string, crlURL string) {
+	for _, dp := range leaf.CRLDistributionPoints {
+		u, err := url.Parse(dp)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			continue
+		}
+		if u.Scheme == "https" {
+			if i := strings.LastIndex(u.Path, "/crl/"); i >= 0 {
+				base := *u
+				base.Path, base.RawQuery = u.Path[:i], ""
+				return []string{base.String()}, ""
+			}
+		}
+		return nil, dp
+	}
+	for _, o := range leaf.OCSPServer {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || !strings.HasSuffix(u.Path, "/ocsp") {
+			continue
+		}
+		base := *u
+		base.Path, base.RawQuery = strings.TrimSuffix(u.Path, "/ocsp"), ""
+		if u.Scheme == "https" {
+			return []string{base.String()}, ""
+		}
+		return nil, base.String() + "/crl/" + IssuerKeyID(issuer) + ".crl"
+	}
+	return nil, ""
+}
