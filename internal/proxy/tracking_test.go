@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
@@ -415,4 +417,102 @@ func TestTCPSilentBackend(t *testing.T) {
 		eventually(t, "BUG: a client that closed still counts against MaxConnections while the service stays silent", func() bool { return r.p.Active() == 0 })
 		openSilent(t, w, r, client, got)
 	})
+}
+
+// holdServerFinished relays TCP from a listener to target, holding back
+// the server's fifth encrypted record (its TLS 1.3 Finished, after
+// EncryptedExtensions, CertificateRequest, Certificate and
+// CertificateVerify) until release is closed.
+func holdServerFinished(t *testing.T, target string) (addr string, release chan struct{}) {
+	t.Helper()
+	release = make(chan struct{})
+	addr = serveTCP(t, func(c net.Conn) {
+		s, err := net.DialTimeout("tcp", target, 5*time.Second)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		go func() { io.Copy(s, c); s.Close() }()
+		encrypted := 0
+		hdr := make([]byte, 5)
+		for {
+			if _, err := io.ReadFull(s, hdr); err != nil {
+				return
+			}
+			body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+			if _, err := io.ReadFull(s, body); err != nil {
+				return
+			}
+			if hdr[0] == 23 {
+				encrypted++
+				if encrypted == 5 {
+					select {
+					case <-release:
+					case <-time.After(10 * time.Second):
+						return
+					}
+				}
+			}
+			if _, err := c.Write(append(hdr, body...)); err != nil {
+				return
+			}
+		}
+	})
+	return addr, release
+}
+
+// TestOutboundServerRevokedBeforeItsFinished attacks the outbound proxy's
+// window between checking the server's certificate and tracking the
+// tunnel: the server's Finished is held back until the proxy has checked
+// the certificate and the server has been revoked (which closes nothing
+// yet). The tunnel must not go live.
+func TestOutboundServerRevokedBeforeItsFinished(t *testing.T) {
+	w := newWorld(t)
+	in := inboundForOutbound(t, w, proxy.TCP, echoBackend(t))
+	relay, release := holdServerFinished(t, in.addr)
+	dir := t.TempDir()
+	if err := w.ca.Leaf(t, outID).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	src, err := identity.NewDirSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pat, err := authz.ParsePattern(proxyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := newRevoker()
+	o, err := proxy.NewOutbound(proxy.OutboundConfig{Target: relay, ServerName: "127.0.0.1", Expect: []authz.Pattern{pat}, SVID: src, Bundle: src,
+		PeerCheck: rv.check, Limits: proxy.Limits{DrainTimeout: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := tcpListen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var serial string
+	select {
+	case serial = <-rv.checked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the outbound proxy never checked the server's certificate")
+	}
+	if serial != fmt.Sprintf("%x", w.src.Identity().Leaf().SerialNumber) {
+		t.Fatalf("checked %s, not the server's certificate", serial)
+	}
+	rv.revoke(o, serial)
+	close(release)
+	rc := &rawConn{Conn: c, br: bufio.NewReader(c)}
+	if err := ping(rc, proxy.TCP); err == nil {
+		t.Fatal("BUG: a tunnel to a server revoked before its Finished relays through the outbound proxy")
+	}
 }
