@@ -206,7 +206,12 @@ SPIFFE ID) and authorize it before a byte reaches --target.
                       service in X-Forwarded-Client-Cert (Envoy's format)
 
 Patterns: spiffe://td/ns/prod/web, spiffe://td/ns/prod/* (one segment),
-spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.`,
+spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.
+
+Revocation is checked against --ca, else the identity directory's mutual.json,
+else the CRL or OCSP address in the proxy's own certificate; without any the
+proxy does not start unless --no-revocation. While the status cannot be known
+(CA unreachable past the last CRL's nextUpdate) every client is refused.`,
 		Example: `  mutual proxy inbound --listen :8443 --target 127.0.0.1:8080 --identity-dir /etc/mutual/web \
       --allow 'spiffe://example.org/ns/prod/*' --protocol http --metrics 127.0.0.1:9102`,
 		Args: cobra.NoArgs,
