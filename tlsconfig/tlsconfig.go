@@ -46,6 +46,9 @@ const (
 	ReasonNotAuthorized    Reason = "not authorized"
 	ReasonRevoked          Reason = "revoked"
 	ReasonBadCertificate   Reason = "bad certificate"
+	// ReasonRevocationUnknown: the revocation status could not be known
+	// (no current CRL and no live feed), and the check fails closed.
+	ReasonRevocationUnknown Reason = "revocation status unknown"
 )
 
 // PeerError is a refused peer certificate, with the evidence.

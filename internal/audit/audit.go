@@ -73,15 +73,17 @@ type Finding struct {
 //
 //	mode: permissive        # strict or permissive
 //	tls12: false
-//	ca: [https://ca:8443]   # revocation feed / CRL; empty means revocation off
+//	ca: [https://ca:8443]   # revocation feed / CRL; empty: mutual.json or the proxy's certificate
+//	no-revocation: false    # true: the proxy checks no revocation at all
 //	metrics: http://127.0.0.1:9102   # to read /migration
 //	allow: ["spiffe://example.org/ns/prod/*"]
 type ProxyConfig struct {
-	Mode    string   `yaml:"mode"`
-	TLS12   bool     `yaml:"tls12"`
-	CA      []string `yaml:"ca"`
-	Metrics string   `yaml:"metrics"`
-	Allow   []string `yaml:"allow"`
+	Mode         string   `yaml:"mode"`
+	TLS12        bool     `yaml:"tls12"`
+	CA           []string `yaml:"ca"`
+	NoRevocation bool     `yaml:"no-revocation"`
+	Metrics      string   `yaml:"metrics"`
+	Allow        []string `yaml:"allow"`
 }
 
 // Options say what to audit. Every part is optional.
@@ -363,10 +365,13 @@ func (a *auditor) proxy(ctx context.Context, path string) error {
 		return fmt.Errorf("--proxy-config %s: %w", path, err)
 	}
 	a.r.Checked = append(a.r.Checked, "proxy "+path)
-	if len(pc.CA) == 0 {
+	// Without --ca the proxy finds the CA in mutual.json or its own
+	// certificate, and refuses to start without one: only --no-revocation
+	// turns revocation off.
+	if pc.NoRevocation {
 		a.add("revocation-off", High, "the proxy does not check revocation",
-			path+": no ca address, so the proxy follows no revocation feed or CRL",
-			"run the proxy with --ca https://CA:PORT (or an identity directory whose mutual.json names the CA)")
+			path+": no-revocation: true, so the proxy follows no revocation feed or CRL and accepts revoked certificates until they expire",
+			"drop --no-revocation and run the proxy with --ca https://CA:PORT (or an identity directory whose mutual.json names the CA)")
 	}
 	for _, p := range pc.Allow {
 		if strings.HasSuffix(p, "/**") && strings.Count(strings.TrimPrefix(p, "spiffe://"), "/") == 1 {

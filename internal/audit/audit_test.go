@@ -84,10 +84,18 @@ func auditCorpus() []auditCase {
 		{
 			name: "revocation-off",
 			setup: func(t *testing.T) audit.Options {
-				return audit.Options{ProxyConfig: proxyYAML(t, "mode: strict\nallow: [\"spiffe://example.org/ns/prod/web\"]\n")}
+				return audit.Options{ProxyConfig: proxyYAML(t, "mode: strict\nno-revocation: true\nallow: [\"spiffe://example.org/ns/prod/web\"]\n")}
 			},
 			want:     []string{"revocation-off:high"},
-			evidence: map[string][]string{"revocation-off": {"proxy.yaml", "no ca address"}},
+			evidence: map[string][]string{"revocation-off": {"proxy.yaml", "no-revocation"}},
+		},
+		{
+			// No ca: the proxy takes the CA from mutual.json or its own
+			// certificate, or does not start; not a finding.
+			name: "revocation from the certificate",
+			setup: func(t *testing.T) audit.Options {
+				return audit.Options{ProxyConfig: proxyYAML(t, "mode: strict\nallow: [\"spiffe://example.org/ns/prod/web\"]\n")}
+			},
 		},
 		{
 			name: "allow-whole-domain",

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -100,27 +101,54 @@ func (s *sourceFlags) open(ctx context.Context, log *slog.Logger, m *proxy.Metri
 
 // revocationFlags point the proxy at the CA's revocation feed and CRL.
 type revocationFlags struct {
-	ca          []string
-	crlInterval time.Duration
+	ca           []string
+	crlInterval  time.Duration
+	noRevocation bool
 }
 
 func (r *revocationFlags) register(c *cobra.Command) {
-	c.Flags().StringSliceVar(&r.ca, "ca", nil, "CA URL for revocation (push feed, CRL fallback, OCSP staple); default: the identity directory's mutual.json")
-	c.Flags().DurationVar(&r.crlInterval, "crl-interval", 30*time.Second, "how often to fetch the CRL while the push feed is down")
+	c.Flags().StringSliceVar(&r.ca, "ca", nil, "CA URL for revocation (push feed, CRL fallback); default: the identity directory's mutual.json, else the CRL or OCSP address in the proxy's own certificate")
+	c.Flags().DurationVar(&r.crlInterval, "crl-interval", 30*time.Second, "how often to fetch the CRL while the push feed is down (or when only a CRL is known)")
+	c.Flags().BoolVar(&r.noRevocation, "no-revocation", false, "run without any revocation check: revoked certificates are accepted until they expire (mutual audit reports it)")
 }
 
-// watcher builds the revocation watcher, or nil (with a warning) when no CA
-// address is known.
-func (r *revocationFlags) watcher(src certSource, identityDir string, log *slog.Logger) *revocation.Watcher {
-	urls := r.ca
-	if len(urls) == 0 && identityDir != "" {
-		urls, _ = client.LoadCAURLs(identityDir)
+// watcher builds the revocation watcher from the first source found: --ca,
+// the identity directory's mutual.json, or the CRL distribution point or
+// OCSP address in the proxy's own certificate. Without one the proxy does
+// not start, unless --no-revocation says so (then it returns nil).
+func (r *revocationFlags) watcher(src certSource, identityDir string, log *slog.Logger) (*revocation.Watcher, error) {
+	if r.noRevocation {
+		if len(r.ca) > 0 {
+			return nil, flagError("no-revocation", "give --ca or --no-revocation, not both")
+		}
+		log.Warn("revocation checks are off (--no-revocation): revoked certificates are accepted until they expire")
+		return nil, nil
 	}
-	if len(urls) == 0 {
-		log.Warn("no CA address (--ca): revoked certificates are not refused until they expire")
-		return nil
+	w := &revocation.Watcher{CAURLs: r.ca, Source: src, CRLInterval: r.crlInterval, Log: log}
+	from := "--ca"
+	if len(w.CAURLs) == 0 && identityDir != "" {
+		urls, err := client.LoadCAURLs(identityDir)
+		if err != nil {
+			return nil, flagError("identity-dir", "%v", err)
+		}
+		w.CAURLs, from = urls, filepath.Join(identityDir, client.ServersFile)
 	}
-	return &revocation.Watcher{CAURLs: urls, Source: src, CRLInterval: r.crlInterval, Log: log}
+	if len(w.CAURLs) == 0 {
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			return nil, fmt.Errorf("the proxy's certificate: %w", err)
+		}
+		if len(svid.Certificates) > 1 {
+			w.CAURLs, w.CRLURL = revocation.SourceFromCertificate(svid.Certificates[0], svid.Certificates[1])
+		}
+		from = "the proxy's certificate"
+	}
+	if len(w.CAURLs) == 0 && w.CRLURL == "" {
+		return nil, flagError("ca", "no revocation source: no --ca, no %s in the identity directory, and the proxy's certificate names no CRL or OCSP address; "+
+			"give --ca https://CA:PORT, or --no-revocation to accept revoked certificates until they expire", client.ServersFile)
+	}
+	log.Info("revocation source", "from", from, "ca", strings.Join(w.CAURLs, ","), "crl", w.CRLURL)
+	return w, nil
 }
 
 // limitFlags are the production limits.
@@ -131,7 +159,8 @@ func (f *limitFlags) register(c *cobra.Command) {
 	fl.DurationVar(&f.l.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed for a TLS handshake")
 	fl.DurationVar(&f.l.IdleTimeout, "idle-timeout", 5*time.Minute, "close connections idle this long")
 	fl.IntVar(&f.l.MaxConnections, "max-connections", 10000, "refuse connections past this many")
-	fl.DurationVar(&f.l.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, wait this long for live connections")
+	fl.DurationVar(&f.l.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, wait this long for live connections, then close them (both legs)")
+	fl.DurationVar(&f.l.HalfCloseTimeout, "half-close-timeout", 30*time.Second, "tcp mode: once one side has finished sending, close the connection after this long with no traffic")
 }
 
 func isLoopback(addr string) bool {
@@ -177,7 +206,12 @@ SPIFFE ID) and authorize it before a byte reaches --target.
                       service in X-Forwarded-Client-Cert (Envoy's format)
 
 Patterns: spiffe://td/ns/prod/web, spiffe://td/ns/prod/* (one segment),
-spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.`,
+spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.
+
+Revocation is checked against --ca, else the identity directory's mutual.json,
+else the CRL or OCSP address in the proxy's own certificate; without any the
+proxy does not start unless --no-revocation. While the status cannot be known
+(CA unreachable past the last CRL's nextUpdate) every client is refused.`,
 		Example: `  mutual proxy inbound --listen :8443 --target 127.0.0.1:8080 --identity-dir /etc/mutual/web \
       --allow 'spiffe://example.org/ns/prod/*' --protocol http --metrics 127.0.0.1:9102`,
 		Args: cobra.NoArgs,
@@ -221,11 +255,14 @@ spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.`,
 				Mode: proxy.Mode(o.mode), Protocol: proxy.Protocol(o.protocol), TLS12: o.tls12,
 				Limits: o.l, Log: log, Metrics: m, Migration: mig,
 			}
-			w := o.watcher(src, o.identityDir, log)
+			w, err := o.watcher(src, o.identityDir, log)
+			if err != nil {
+				return err
+			}
 			var stapler *revocation.Stapler
 			if w != nil {
 				cfg.PeerCheck = w.Check
-				stapler = &revocation.Stapler{Source: src, Log: log}
+				stapler = &revocation.Stapler{Source: src, Revoked: w.Revoked, Log: log}
 				cfg.Staple = stapler.Staple
 			}
 			p, err := proxy.NewInbound(cfg)
@@ -233,7 +270,11 @@ spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.`,
 				return err
 			}
 			if w != nil {
-				w.OnRevoke = closeRevoked(p, log)
+				closeConns := closeRevoked(p, log)
+				w.OnRevoke = func(e revocation.Event) {
+					closeConns(e)
+					stapler.Revoke(e)
+				}
 				runSrc = alsoRun(runSrc, w.Run, stapler.Run)
 			}
 			ln, err := net.Listen("tcp", o.listen)
@@ -319,7 +360,10 @@ host) as a DNS or IP SAN, and whose SPIFFE ID matches an --expect pattern.`,
 				Target: o.target, ServerName: o.serverName, Expect: pats, SVID: src, Bundle: src,
 				TLS12: o.tls12, Limits: o.l, Log: log, Metrics: m,
 			}
-			w := o.watcher(src, o.identityDir, log)
+			w, err := o.watcher(src, o.identityDir, log)
+			if err != nil {
+				return err
+			}
 			if w != nil {
 				cfg.PeerCheck = w.Check
 			}

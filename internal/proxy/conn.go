@@ -31,6 +31,12 @@ type Limits struct {
 	DrainTimeout time.Duration
 	// DialTimeout bounds connecting to the target; default 5s.
 	DialTimeout time.Duration
+	// HalfCloseTimeout closes a tcp-mode connection when one side has
+	// finished sending (EOF) and nothing has moved either way for this
+	// long, so that a client that closed and left does not stay counted
+	// against MaxConnections while a silent service holds the other leg;
+	// default 30s (never longer than IdleTimeout).
+	HalfCloseTimeout time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -48,6 +54,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.DialTimeout <= 0 {
 		l.DialTimeout = 5 * time.Second
+	}
+	if l.HalfCloseTimeout <= 0 {
+		l.HalfCloseTimeout = 30 * time.Second
 	}
 	return l
 }
@@ -84,33 +93,70 @@ func reason(err error) (label, words string) {
 }
 
 // pipe relays bytes both ways between a and b until both directions end,
-// respecting half-close, and closes both. idle closes the pair when no byte
-// moves either way for that long. It returns the bytes copied a→b and b→a.
+// respecting half-close, and closes both. It returns the bytes copied a→b
+// and b→a.
+//
+// A direction that ends with anything but a clean EOF (a reset, a closed
+// connection, a failed write) closes both legs at once: the other side
+// would otherwise wait on a peer that will never speak again. No byte
+// moving either way for lim.IdleTimeout closes the pair; once one side has
+// finished sending (half-close), lim.HalfCloseTimeout of silence does.
 // An idle pair holds no relay buffer on its plaintext side and a 1 KiB one
 // on its TLS side.
-func pipe(a, b net.Conn, idle time.Duration) (ab, ba int64) {
+func pipe(a, b net.Conn, lim Limits) (ab, ba int64) {
 	var last atomic.Int64
+	var half atomic.Bool
 	last.Store(time.Now().UnixNano())
-	var timer *time.Timer
+	limit := func() time.Duration {
+		if half.Load() && lim.HalfCloseTimeout > 0 && lim.HalfCloseTimeout < lim.IdleTimeout {
+			return lim.HalfCloseTimeout
+		}
+		return lim.IdleTimeout
+	}
 	var mu sync.Mutex
 	closed := false
-	timer = time.AfterFunc(idle, func() {
+	mu.Lock()
+	var timer *time.Timer
+	timer = time.AfterFunc(lim.IdleTimeout, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if closed {
 			return
 		}
+		l := limit()
 		since := time.Since(time.Unix(0, last.Load()))
-		if since >= idle {
+		if since >= l {
 			a.Close()
 			b.Close()
 			return
 		}
-		timer.Reset(idle - since)
+		timer.Reset(l - since)
 	})
+	mu.Unlock()
+	ended := func(clean bool) {
+		if !clean {
+			a.Close()
+			b.Close()
+			return
+		}
+		half.Store(true)
+		mu.Lock()
+		if !closed {
+			// Measure the silence against the half-close bound from now on.
+			timer.Reset(0)
+		}
+		mu.Unlock()
+	}
 	done := make(chan struct{})
-	go func() { ba = copyHalf(a, b, &last); close(done) }()
-	ab = copyHalf(b, a, &last)
+	go func() {
+		var clean bool
+		ba, clean = copyHalf(a, b, &last)
+		ended(clean)
+		close(done)
+	}()
+	var clean bool
+	ab, clean = copyHalf(b, a, &last)
+	ended(clean)
 	<-done
 	mu.Lock()
 	closed = true
@@ -126,14 +172,15 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 const maxRecord = 16 << 10
 
-// copyHalf copies src to dst until EOF, then half-closes dst's write side.
+// copyHalf copies src to dst until EOF, then half-closes dst's write side
+// and reports clean. Any other end (a read error, a failed write) reports
+// !clean and leaves closing to the caller.
 //
 // A plain TCP source is waited on without a buffer, then read into a pooled
 // one. A TLS source (which may hold decrypted bytes already) is read into a
 // 1 KiB buffer while idle; when that fills, the rest of the record is read
 // into a pooled buffer behind it and the whole is written at once.
-func copyHalf(dst, src net.Conn, last *atomic.Int64) int64 {
-	var n int64
+func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
 	plain := readableWaiter(src)
 	var small []byte
 	big := plain != nil
@@ -171,16 +218,18 @@ func copyHalf(dst, src net.Conn, last *atomic.Int64) int64 {
 				if bp != nil {
 					bufPool.Put(bp)
 				}
-				closeRead(src)
-				return n
+				return n, false
 			}
 		}
 		if bp != nil {
 			bufPool.Put(bp)
 		}
 		if err != nil {
+			if err != io.EOF {
+				return n, false
+			}
 			closeWrite(dst)
-			return n
+			return n, true
 		}
 		if plain == nil {
 			// TLS: a full record means more is likely buffered inside
@@ -235,15 +284,6 @@ func closeWrite(c net.Conn) {
 		closeWrite(c.Conn)
 	default:
 		c.Close()
-	}
-}
-
-func closeRead(c net.Conn) {
-	switch c := c.(type) {
-	case *net.TCPConn:
-		c.CloseRead()
-	case *sniffedConn:
-		closeRead(c.Conn)
 	}
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -14,6 +15,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -56,7 +59,8 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 		},
 	}
 	hs := &http.Server{
-		Handler:           p.httpHandler(rp),
+		Handler:           p.trackUpgrades(p.httpHandler(rp)),
+		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 		ReadHeaderTimeout: p.cfg.Limits.HandshakeTimeout,
 		IdleTimeout:       p.cfg.Limits.IdleTimeout,
 		ErrorLog:          nil,
@@ -82,7 +86,8 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 		}
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), p.cfg.Limits.DrainTimeout)
+	deadline := time.Now().Add(p.cfg.Limits.DrainTimeout)
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
 		hs.Close()
@@ -92,17 +97,158 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 	}
 	// No handshake goroutine may start after this: wait for the accept loop.
 	<-l.done
-	p.wg.Wait()
+	// Shutdown neither waits for nor closes upgraded (hijacked)
+	// connections: they drain like tcp ones, within the same deadline.
+	p.drainUntil(deadline)
 	return nil
 }
 
+// connState releases a connection when http.Server is done with it. A
+// hijacked connection (a 101 Switching Protocols tunnel) stays tracked and
+// counted: trackUpgrades releases it when the tunnel ends.
 func (p *Inbound) connState(c net.Conn, st http.ConnState) {
-	switch st {
-	case http.StateClosed, http.StateHijacked:
+	if st == http.StateClosed {
 		p.untrack(c)
 		p.release()
 		p.wg.Done()
 	}
+}
+
+type connKey struct{}
+
+// trackUpgrades keeps a connection that a request upgrades (WebSocket and
+// other 101 Switching Protocols tunnels) under the proxy's control: it stays
+// tracked, so revocation and the drain close it, and counted against
+// MaxConnections until the tunnel ends; closing it also ends the request,
+// so the reverse proxy closes the tunnel's leg to the service; and
+// IdleTimeout of silence both ways closes it.
+func (p *Inbound) trackUpgrades(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Only a request asking to switch protocols can be hijacked by the
+		// reverse proxy; others pay nothing here.
+		c, _ := r.Context().Value(connKey{}).(net.Conn)
+		if c == nil || r.ProtoMajor != 1 || len(r.Header["Upgrade"]) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		hw := &hijackWriter{ResponseWriter: w, p: p, conn: c, cancel: cancel}
+		next.ServeHTTP(hw, r.WithContext(ctx))
+		if hw.tunnel != nil {
+			hw.tunnel.stop()
+			c.Close()
+			p.untrack(c)
+			p.release()
+			p.wg.Done()
+		}
+	})
+}
+
+// hijackWriter hands the reverse proxy an upgraded connection that the
+// proxy still tracks, and watches it for idleness.
+type hijackWriter struct {
+	http.ResponseWriter
+	p      *Inbound
+	conn   net.Conn
+	cancel context.CancelFunc
+	tunnel *idleConn
+}
+
+// Hijack takes the connection over from http.Server for a protocol switch.
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.p.mu.Lock()
+	lc := w.p.conns[w.conn]
+	w.p.mu.Unlock()
+	w.tunnel = newIdleConn(c, w.p.cfg.Limits.IdleTimeout, func() {
+		if lc != nil {
+			lc.close()
+		} else {
+			c.Close()
+		}
+	})
+	// Closing the connection (revocation, drain, idleness) ends the
+	// request, and the reverse proxy then closes its leg to the service.
+	if lc == nil || !lc.attach(w.cancel) {
+		w.cancel()
+		c.Close()
+	}
+	return w.tunnel, brw, nil
+}
+
+func (w *hijackWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// idleConn is an upgraded connection that closes itself (through onIdle)
+// when nothing has been read from or written to it for idle.
+type idleConn struct {
+	net.Conn
+	last  atomic.Int64
+	timer *time.Timer
+	mu    sync.Mutex
+	done  bool
+}
+
+func newIdleConn(c net.Conn, idle time.Duration, onIdle func()) *idleConn {
+	ic := &idleConn{Conn: c}
+	ic.last.Store(time.Now().UnixNano())
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	ic.timer = time.AfterFunc(idle, func() {
+		ic.mu.Lock()
+		if ic.done {
+			ic.mu.Unlock()
+			return
+		}
+		since := time.Since(time.Unix(0, ic.last.Load()))
+		if since < idle {
+			ic.timer.Reset(idle - since)
+			ic.mu.Unlock()
+			return
+		}
+		ic.done = true
+		ic.mu.Unlock()
+		onIdle()
+	})
+	return ic
+}
+
+func (ic *idleConn) Read(b []byte) (int, error) {
+	n, err := ic.Conn.Read(b)
+	if n > 0 {
+		ic.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+func (ic *idleConn) Write(b []byte) (int, error) {
+	n, err := ic.Conn.Write(b)
+	if n > 0 {
+		ic.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// CloseWrite passes the service's EOF on to the client.
+func (ic *idleConn) CloseWrite() error {
+	closeWrite(ic.Conn)
+	return nil
+}
+
+func (ic *idleConn) stop() {
+	ic.mu.Lock()
+	ic.done = true
+	ic.timer.Stop()
+	ic.mu.Unlock()
 }
 
 type acceptResult struct {
@@ -160,6 +306,19 @@ func (l *handshakeListener) run() {
 				}
 			}
 			l.p.track(relay, lc)
+			// Check the peer again now that a revocation would find the
+			// connection: one learnt while the client held back the end of
+			// its handshake is not lost (as in tcp mode).
+			if tc != nil && l.p.cfg.PeerCheck != nil && !lc.id.IsZero() {
+				if err := l.p.cfg.PeerCheck(lc.id, tc.ConnectionState().PeerCertificates); err != nil {
+					l.p.refused(c, err)
+					relay.Close()
+					l.p.untrack(relay)
+					l.p.release()
+					l.p.wg.Done()
+					return
+				}
+			}
 			l.p.cfg.Metrics.conn("ok")
 			select {
 			case l.out <- acceptResult{c: relay}:

@@ -94,11 +94,45 @@ type Inbound struct {
 	xfccN atomic.Int64
 }
 
-// liveConn is an open, authenticated connection.
+// liveConn is an open connection and every leg that closes with it: the
+// connection to the target in tcp mode, the upgraded tunnel's request in
+// http mode.
 type liveConn struct {
 	conn   net.Conn
 	id     spiffeid.ID
 	serial string
+
+	mu     sync.Mutex
+	closed bool
+	legs   []func()
+}
+
+// attach adds a leg that closes with the connection. It reports false, and
+// closes the leg at once, when the connection has been closed already (a
+// revocation or the drain got there first).
+func (lc *liveConn) attach(closeLeg func()) bool {
+	lc.mu.Lock()
+	if lc.closed {
+		lc.mu.Unlock()
+		closeLeg()
+		return false
+	}
+	lc.legs = append(lc.legs, closeLeg)
+	lc.mu.Unlock()
+	return true
+}
+
+// close closes the connection and every leg attached to it.
+func (lc *liveConn) close() {
+	lc.mu.Lock()
+	lc.closed = true
+	legs := lc.legs
+	lc.legs = nil
+	lc.mu.Unlock()
+	lc.conn.Close()
+	for _, f := range legs {
+		f()
+	}
 }
 
 // NewInbound checks cfg and builds the proxy; it starts nothing.
@@ -227,19 +261,35 @@ func (p *Inbound) release() {
 
 // drain waits for live connections, then cuts what is left.
 func (p *Inbound) drain() error {
+	p.drainUntil(time.Now().Add(p.cfg.Limits.DrainTimeout))
+	return nil
+}
+
+// drainUntil waits for live connections until deadline, then closes every
+// one left, with all its legs, and waits for their handlers to end.
+func (p *Inbound) drainUntil(deadline time.Time) {
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
 	select {
 	case <-done:
-	case <-time.After(p.cfg.Limits.DrainTimeout):
-		p.mu.Lock()
-		for c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		<-done
+		return
+	case <-t.C:
 	}
-	return nil
+	p.mu.Lock()
+	left := make([]*liveConn, 0, len(p.conns))
+	for _, lc := range p.conns {
+		left = append(left, lc)
+	}
+	p.mu.Unlock()
+	if len(left) > 0 {
+		p.log.Warn("drain timeout: closing connections still open", "connections", len(left), "drain_timeout", p.cfg.Limits.DrainTimeout.String())
+	}
+	for _, lc := range left {
+		lc.close()
+	}
+	<-done
 }
 
 // handshake runs the server side of TLS on c, with the handshake timeout,
@@ -326,8 +376,14 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) {
 		relay.Close()
 		return
 	}
+	// From here closing the connection (revocation, drain) closes both
+	// legs; if it was closed while we dialled, it never goes live.
+	if !lc.attach(func() { target.Close() }) {
+		p.log.Info("connection closed before it reached the target", "remote", peerString(c), "peer_id", idString(lc.id), "serial", lc.serial)
+		return
+	}
 	p.cfg.Metrics.conn("ok")
-	in, out := pipe(relay, target, p.cfg.Limits.IdleTimeout)
+	in, out := pipe(relay, target, p.cfg.Limits)
 	if p.cfg.Metrics != nil {
 		p.cfg.Metrics.bytes.WithLabelValues("to_target").Add(float64(in))
 		p.cfg.Metrics.bytes.WithLabelValues("to_peer").Add(float64(out))
@@ -349,18 +405,21 @@ func (p *Inbound) untrack(c net.Conn) {
 }
 
 // CloseConnections closes every live connection whose peer certificate
-// matches: the hook revocation uses. It returns how many it closed.
+// matches, with both its legs: the hook revocation uses. It returns how
+// many it closed.
 func (p *Inbound) CloseConnections(match func(id spiffeid.ID, serial string) bool) int {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for c, lc := range p.conns {
+	var hit []*liveConn
+	for _, lc := range p.conns {
 		if !lc.id.IsZero() && match(lc.id, lc.serial) {
-			c.Close()
-			n++
+			hit = append(hit, lc)
 		}
 	}
-	return n
+	p.mu.Unlock()
+	for _, lc := range hit {
+		lc.close()
+	}
+	return len(hit)
 }
 
 func idString(id spiffeid.ID) string {

@@ -568,6 +568,11 @@ func TestInboundHalfClose(t *testing.T) {
 			for _, n := range sizes {
 				data := make([]byte, n)
 				rand.Read(data)
+				if tt.plaintext && n > 0 && data[0] == 0x16 {
+					// A first byte of 0x16 is a TLS handshake to the
+					// permissive proxy's sniffer (1 run in 256 failed).
+					data[0] = 'p'
+				}
 				got, err := halfCloseRoundTrip(r.addr, w, tt.id, tt.plaintext, data)
 				if err != nil {
 					t.Fatalf("%d bytes: %v", n, err)

@@ -159,7 +159,23 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	lc := &liveConn{conn: tc, id: id, serial: fmt.Sprintf("%x", tc.ConnectionState().PeerCertificates[0].SerialNumber)}
 	o.in.track(tc, lc)
 	defer o.in.untrack(tc)
-	out, in := pipe(c, tc, o.cfg.Limits.IdleTimeout)
+	// Check the server again now that a revocation would find the
+	// connection: one learnt during the handshake is not lost.
+	if o.cfg.PeerCheck != nil {
+		if err := o.cfg.PeerCheck(id, tc.ConnectionState().PeerCertificates); err != nil {
+			label, words := reason(err)
+			o.cfg.Metrics.handshake("refused", label)
+			o.log.Warn("server refused", "remote", peerString(c), "target", o.cfg.Target, "peer_id", id.String(), "reason", label, "detail", words)
+			tc.Close()
+			c.Close()
+			return
+		}
+	}
+	// Closing the tunnel (revocation, drain) closes the client's leg too.
+	if !lc.attach(func() { c.Close() }) {
+		return
+	}
+	out, in := pipe(c, tc, o.cfg.Limits)
 	if o.cfg.Metrics != nil {
 		o.cfg.Metrics.bytes.WithLabelValues("to_target").Add(float64(out))
 		o.cfg.Metrics.bytes.WithLabelValues("to_peer").Add(float64(in))

@@ -368,3 +368,190 @@ func TestWatcherForgetsExpired(t *testing.T) {
 		}
 	}
 }
+
+// signedCRL is a CRL signed by c's issuing CA with the given number and
+// nextUpdate, revoking serials.
+func signedCRL(t testing.TB, c *testca.CA, number int64, next time.Time, serials ...*big.Int) []byte {
+	t.Helper()
+	var entries []x509.RevocationListEntry
+	for _, s := range serials {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now().Add(-time.Minute), ReasonCode: 1})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: next.Add(-time.Hour),
+		NextUpdate: next, RevokedCertificateEntries: entries}, c.Issuer.Cert, c.Issuer.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// crlReplayer serves, as the CA's CRL endpoint, whatever signed CRL the
+// test (the attacker) sets; the feed is always down. fetched counts CRL
+// requests.
+type crlReplayer struct {
+	srv     *httptest.Server
+	mu      sync.Mutex
+	der     []byte
+	fetched atomic.Int64
+}
+
+func newCRLReplayer(t testing.TB) *crlReplayer {
+	r := &crlReplayer{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !strings.HasPrefix(req.URL.Path, "/crl/") {
+			http.Error(w, "no feed here", http.StatusServiceUnavailable)
+			return
+		}
+		r.mu.Lock()
+		der := r.der
+		r.mu.Unlock()
+		r.fetched.Add(1)
+		if der == nil {
+			http.Error(w, "CA down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write(der)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *crlReplayer) serve(der []byte) {
+	r.mu.Lock()
+	r.der = der
+	r.mu.Unlock()
+}
+
+// fetchedMore waits until the watcher has fetched the CRL n more times.
+func (r *crlReplayer) fetchedMore(t testing.TB, n int64) {
+	t.Helper()
+	base := r.fetched.Load()
+	eventually(t, 10*time.Second, "the watcher stopped fetching the CRL", func() bool { return r.fetched.Load() >= base+n })
+}
+
+// TestWatcherRefusesStaleAndReplayedCRLs attacks the watcher's CRL
+// fallback as someone who can answer for the CA's CRL endpoint (a plain
+// HTTP listener): with correctly signed CRLs that are past their
+// nextUpdate, or older (lower numbered) than one already seen. Neither may
+// be believed to be current, and once the last good CRL passes its
+// nextUpdate with no fresh one, Check refuses every peer (fails closed).
+func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
+	t.Parallel()
+	c := testca.New(t)
+	dir := filepath.Join(t.TempDir(), "id")
+	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	src, err := identity.NewDirSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, victim := c.Leaf(t, "spiffe://example.org/ns/prod/good"), c.Leaf(t, "spiffe://example.org/ns/prod/victim")
+	start := func(t *testing.T, r *crlReplayer) *revocation.Watcher {
+		w := &revocation.Watcher{CAURLs: []string{r.srv.URL}, Source: src, CRLInterval: 20 * time.Millisecond}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return w
+	}
+	unknown := func(t *testing.T, w *revocation.Watcher, what string) {
+		t.Helper()
+		err := w.Check(good.ID, good.Chain)
+		var pe *tlsconfig.PeerError
+		if !errors.As(err, &pe) || pe.Reason != tlsconfig.ReasonRevocationUnknown || !errors.Is(err, revocation.ErrStale) {
+			t.Fatalf("BUG: %s: Check of a good certificate = %v; want it refused as revocation status unknown", what, err)
+		}
+	}
+
+	t.Run("no CRL yet", func(t *testing.T) {
+		r := newCRLReplayer(t)
+		w := start(t, r)
+		r.fetchedMore(t, 2)
+		unknown(t, w, "before any CRL")
+	})
+
+	t.Run("stale CRL", func(t *testing.T) {
+		r := newCRLReplayer(t)
+		r.serve(signedCRL(t, c, 5, time.Now().Add(-time.Minute)))
+		w := start(t, r)
+		r.fetchedMore(t, 2)
+		if w.CRLNumber() != nil {
+			t.Fatalf("BUG: a CRL past its nextUpdate was accepted (number %v)", w.CRLNumber())
+		}
+		unknown(t, w, "only a stale CRL served")
+	})
+
+	t.Run("expires without a fresh one", func(t *testing.T) {
+		r := newCRLReplayer(t)
+		next := time.Now().Add(time.Second)
+		r.serve(signedCRL(t, c, 7, next))
+		w := start(t, r)
+		eventually(t, 10*time.Second, "the fresh CRL was not accepted", func() bool { return w.CRLNumber() != nil })
+		if err := w.Check(good.ID, good.Chain); err != nil {
+			t.Fatalf("Check with a current CRL: %v", err)
+		}
+		// The CA stops answering; the same CRL keeps being served by a
+		// cache until it expires.
+		eventually(t, 10*time.Second, "the CRL never expired", func() bool { return time.Now().After(next) })
+		r.fetchedMore(t, 2)
+		unknown(t, w, "the last CRL expired")
+	})
+
+	t.Run("rollback", func(t *testing.T) {
+		r := newCRLReplayer(t)
+		next := time.Now().Add(2 * time.Second)
+		r.serve(signedCRL(t, c, 100, next, victim.Leaf().SerialNumber))
+		w := start(t, r)
+		eventually(t, 10*time.Second, "CRL 100 was not accepted", func() bool { return w.CRLNumber() != nil })
+		// The attacker now replays CRL 99: correctly signed, valid for an
+		// hour, and without the victim.
+		r.serve(signedCRL(t, c, 99, time.Now().Add(time.Hour)))
+		r.fetchedMore(t, 3)
+		if n := w.CRLNumber(); n.Int64() != 100 {
+			t.Fatalf("BUG: the watcher went back to CRL number %v", n)
+		}
+		if !w.Revoked(serialOf(victim.Leaf())) {
+			t.Fatal("BUG: the victim's revocation was forgotten")
+		}
+		// CRL 99's hour of validity must not keep the watcher current.
+		eventually(t, 10*time.Second, "CRL 100 never expired", func() bool { return time.Now().After(next) })
+		r.fetchedMore(t, 2)
+		unknown(t, w, "only an older CRL served after the newest expired")
+		// A newer CRL is taken again.
+		r.serve(signedCRL(t, c, 101, time.Now().Add(time.Hour)))
+		eventually(t, 10*time.Second, "CRL 101 was not accepted", func() bool { n := w.CRLNumber(); return n != nil && n.Int64() == 101 })
+		if err := w.Check(good.ID, good.Chain); err != nil {
+			t.Fatalf("Check with a current CRL: %v", err)
+		}
+	})
+}
+
+// TestSourceFromCertificate: the revocation source a proxy finds in its
+// own certificate: an https address is the CA's API (feed and CRL), a
+// plain http one the CRL alone.
+func TestSourceFromCertificate(t *testing.T) {
+	c := testca.New(t)
+	kid := revocation.IssuerKeyID(c.Issuer.Cert)
+	for _, tt := range []struct {
+		name      string
+		crl, ocsp []string
+		ca        string
+		crlURL    string
+	}{
+		{"https CRL", []string{"https://ca.example:8443/crl/" + kid + ".crl"}, nil, "https://ca.example:8443", ""},
+		{"http CRL", []string{"http://ca.example:8080/crl/" + kid + ".crl"}, []string{"http://ca.example:8080/ocsp"}, "", "http://ca.example:8080/crl/" + kid + ".crl"},
+		{"https OCSP only", nil, []string{"https://ca.example:8443/ocsp"}, "https://ca.example:8443", ""},
+		{"http OCSP only", nil, []string{"http://ca.example:8080/ocsp"}, "", "http://ca.example:8080/crl/" + kid + ".crl"},
+		{"ldap only", []string{"ldap://dir.example/cn=crl"}, nil, "", ""},
+		{"none", nil, nil, "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			leaf := &x509.Certificate{CRLDistributionPoints: tt.crl, OCSPServer: tt.ocsp}
+			cas, crl := revocation.SourceFromCertificate(leaf, c.Issuer.Cert)
+			if strings.Join(cas, ",") != tt.ca || crl != tt.crlURL {
+				t.Errorf("SourceFromCertificate = %q, %q; want %q, %q", cas, crl, tt.ca, tt.crlURL)
+			}
+		})
+	}
+}

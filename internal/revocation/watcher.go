@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -33,23 +34,43 @@ type Source interface {
 // Watcher keeps a set of revoked serials current: it follows the CA's push
 // feed and, while the feed is down, refetches the CRL. Proxies and agents
 // ask it about peers (Check) and hear of each revocation (OnRevoke).
+//
+// The watcher fails closed: Check refuses every peer while it cannot know
+// the revocation status, that is while the feed is down and it holds no
+// CRL whose nextUpdate is still ahead (at start, before the first CRL or
+// feed connection, and once the last CRL has passed its nextUpdate without
+// a fresh one). It accepts a CRL only when signed by the issuing CA, not
+// past its nextUpdate, and not numbered below one it has seen (a replayed
+// older CRL).
 type Watcher struct {
 	// CAURLs are the CA's https base URLs, tried in order.
 	CAURLs []string
+	// CRLURL, if set, is a CRL distribution point (as a certificate names
+	// it) fetched when no CA URL serves the CRL. A watcher with a CRLURL
+	// and no CAURLs follows that CRL alone, every CRLInterval.
+	CRLURL string
 	Source Source
 	// CRLInterval is how often the CRL is fetched while the feed is down;
 	// default 30s.
 	CRLInterval time.Duration
+	// FeedValidity is how long what the feed said stays good after the
+	// feed was last heard from, as a CRL fetched at that moment would;
+	// default CRLValidity.
+	FeedValidity time.Duration
 	// OnRevoke, if set, is called for each newly learnt revocation.
 	OnRevoke func(Event)
 	Log      *slog.Logger
 
-	mu       sync.RWMutex
-	revoked  map[string]Event
-	seq      int64
-	feedUp   bool
-	lastCRL  time.Time
-	initOnce sync.Once
+	mu      sync.RWMutex
+	revoked map[string]Event
+	seq     int64
+	feedUp  bool
+	lastCRL time.Time
+	// crlNumber is the highest CRL number accepted; knownUntil is when
+	// the status learnt so far stops being current.
+	crlNumber  *big.Int
+	knownUntil time.Time
+	initOnce   sync.Once
 }
 
 func (w *Watcher) init() {
@@ -57,6 +78,9 @@ func (w *Watcher) init() {
 		w.revoked = map[string]Event{}
 		if w.CRLInterval <= 0 {
 			w.CRLInterval = 30 * time.Second
+		}
+		if w.FeedValidity <= 0 {
+			w.FeedValidity = CRLValidity
 		}
 		if w.Log == nil {
 			w.Log = slog.New(slog.DiscardHandler)
@@ -73,7 +97,8 @@ func (w *Watcher) Revoked(serial string) bool {
 	return ok
 }
 
-// Check is a tlsconfig peer check: it refuses a revoked certificate.
+// Check is a tlsconfig peer check: it refuses a revoked certificate, and
+// every certificate while the revocation status is not current.
 func (w *Watcher) Check(id spiffeid.ID, chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return nil
@@ -82,7 +107,50 @@ func (w *Watcher) Check(id spiffeid.ID, chain []*x509.Certificate) error {
 	if w.Revoked(serial) {
 		return &tlsconfig.PeerError{Reason: tlsconfig.ReasonRevoked, ID: id, Cert: chain[0], Err: fmt.Errorf("certificate %s is revoked", serial)}
 	}
+	if err := w.Current(); err != nil {
+		return &tlsconfig.PeerError{Reason: tlsconfig.ReasonRevocationUnknown, ID: id, Cert: chain[0], Err: err}
+	}
 	return nil
+}
+
+// ErrStale is why Current fails: neither the feed nor a CRL vouches for
+// the revocation status now.
+var ErrStale = errors.New("revocation status unknown")
+
+// Current reports whether the watcher knows the revocation status now: the
+// feed is connected, or the last feed contact or CRL is still within its
+// validity. Otherwise it returns an error wrapping ErrStale that says since
+// when.
+func (w *Watcher) Current() error {
+	w.init()
+	w.mu.RLock()
+	up, until := w.feedUp, w.knownUntil
+	w.mu.RUnlock()
+	if up || time.Now().Before(until) {
+		return nil
+	}
+	if until.IsZero() {
+		return fmt.Errorf("%w: no CRL fetched and no feed connected yet: is the CA reachable?", ErrStale)
+	}
+	return fmt.Errorf("%w: the feed is down and the last CRL expired at %s with no fresh one since: is the CA reachable?", ErrStale, until.UTC().Format(time.RFC3339))
+}
+
+// extend moves knownUntil forward to t; the caller holds w.mu.
+func (w *Watcher) extend(t time.Time) {
+	if t.After(w.knownUntil) {
+		w.knownUntil = t
+	}
+}
+
+// CRLNumber returns the number of the newest CRL accepted, nil before the
+// first.
+func (w *Watcher) CRLNumber() *big.Int {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.crlNumber == nil {
+		return nil
+	}
+	return new(big.Int).Set(w.crlNumber)
 }
 
 // FeedUp reports whether the push feed is connected.
@@ -147,11 +215,14 @@ func caClient(src Source, caURL string) (*http.Client, error) {
 // whenever the feed has been down for CRLInterval.
 func (w *Watcher) Run(ctx context.Context) error {
 	w.init()
-	if len(w.CAURLs) == 0 {
-		return errors.New("revocation watcher: no CA address")
+	if len(w.CAURLs) == 0 && w.CRLURL == "" {
+		return errors.New("revocation watcher: no CA address and no CRL distribution point")
 	}
 	if err := w.fetchCRL(ctx); err != nil {
 		w.Log.Warn("revocation: cannot fetch the CRL; will retry", "error", err.Error())
+	}
+	if len(w.CAURLs) == 0 {
+		return w.followCRL(ctx)
 	}
 	failures := 0
 	for ctx.Err() == nil {
@@ -191,6 +262,23 @@ func (w *Watcher) Run(ctx context.Context) error {
 	return nil
 }
 
+// followCRL refetches the CRL every CRLInterval until ctx is done: the
+// watcher's only source when it knows no CA address.
+func (w *Watcher) followCRL(ctx context.Context) error {
+	t := time.NewTicker(w.CRLInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := w.fetchCRL(ctx); err != nil {
+			w.Log.Warn("revocation: cannot fetch the CRL", "crl", w.CRLURL, "error", err.Error())
+		}
+	}
+}
+
 func (w *Watcher) lastCRLTime() time.Time {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -221,7 +309,13 @@ func (w *Watcher) follow(ctx context.Context, base string) (connected bool, err 
 		return false, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	w.setFeed(true)
-	defer w.setFeed(false)
+	defer func() {
+		// What the feed said holds as long as a CRL fetched now would.
+		w.mu.Lock()
+		w.extend(time.Now().Add(w.FeedValidity))
+		w.mu.Unlock()
+		w.setFeed(false)
+	}()
 	w.Log.Info("revocation feed connected", "ca", base, "since", since)
 	// A heartbeat comes every 15 seconds: silence for 45 means a dead link.
 	alive := time.AfterFunc(45*time.Second, cancel)
@@ -230,6 +324,9 @@ func (w *Watcher) follow(ctx context.Context, base string) (connected bool, err 
 	sc.Buffer(make([]byte, 4096), 64<<10)
 	for sc.Scan() {
 		alive.Reset(45 * time.Second)
+		w.mu.Lock()
+		w.extend(time.Now().Add(w.FeedValidity))
+		w.mu.Unlock()
 		var e Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return true, fmt.Errorf("bad feed line: %w", err)
@@ -280,6 +377,18 @@ func (w *Watcher) fetchCRL(ctx context.Context) error {
 		}
 		errs = append(errs, err)
 	}
+	if w.CRLURL != "" {
+		hc, err := w.client(w.CRLURL)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		err = w.fetchCRLFrom(ctx, hc, w.CRLURL, issuer)
+		hc.CloseIdleConnections()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -306,15 +415,75 @@ func (w *Watcher) fetchCRLFrom(ctx context.Context, hc *http.Client, u string, i
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return fmt.Errorf("%s: the CRL is not signed by the issuing CA: %w", u, err)
 	}
+	now := time.Now()
+	if crl.NextUpdate.IsZero() || !now.Before(crl.NextUpdate) {
+		return fmt.Errorf("%s: %w: its nextUpdate (%s) has passed: the CA is not refreshing it, or an old CRL is being replayed",
+			u, ErrStaleCRL, crl.NextUpdate.UTC().Format(time.RFC3339))
+	}
+	if crl.Number == nil {
+		return fmt.Errorf("%s: the CRL has no CRL number (RFC 5280 requires one), so a replayed older CRL could not be told apart", u)
+	}
+	w.mu.RLock()
+	have := w.crlNumber
+	w.mu.RUnlock()
+	if have != nil && crl.Number.Cmp(have) < 0 {
+		return fmt.Errorf("%s: %w: CRL number %s is below %s, already seen: an older CRL is being replayed (or a CA replica's clock is behind)",
+			u, ErrCRLRollback, crl.Number, have)
+	}
 	seq, _ := strconv.ParseInt(resp.Header.Get("X-Mutual-Revocation-Seq"), 10, 64)
 	for _, e := range crl.RevokedCertificateEntries {
 		w.add(Event{Serial: fmt.Sprintf("%x", e.SerialNumber), Reason: e.ReasonCode, RevokedAt: e.RevocationTime})
 	}
 	w.mu.Lock()
+	if w.crlNumber == nil || crl.Number.Cmp(w.crlNumber) > 0 {
+		w.crlNumber = new(big.Int).Set(crl.Number)
+	}
+	w.extend(crl.NextUpdate)
 	if seq > w.seq {
 		w.seq = seq
 	}
-	w.lastCRL = time.Now()
+	w.lastCRL = now
 	w.mu.Unlock()
 	return nil
+}
+
+// Errors for CRLs the watcher refuses.
+var (
+	ErrStaleCRL    = errors.New("stale CRL")
+	ErrCRLRollback = errors.New("CRL rollback")
+)
+
+// SourceFromCertificate finds where to learn of revocations from a leaf
+// the CA issued (it names its CRL and OCSP addresses in every leaf): an
+// https address is the CA's API, which also serves the push feed; a plain
+// http one (the CA's --http-listen) serves the CRL only. It returns the CA
+// base URLs and the CRL URL, both empty when the leaf names neither.
+func SourceFromCertificate(leaf, issuer *x509.Certificate) (caURLs []string, crlURL string) {
+	for _, dp := range leaf.CRLDistributionPoints {
+		u, err := url.Parse(dp)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			continue
+		}
+		if u.Scheme == "https" {
+			if i := strings.LastIndex(u.Path, "/crl/"); i >= 0 {
+				base := *u
+				base.Path, base.RawQuery = u.Path[:i], ""
+				return []string{base.String()}, ""
+			}
+		}
+		return nil, dp
+	}
+	for _, o := range leaf.OCSPServer {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || !strings.HasSuffix(u.Path, "/ocsp") {
+			continue
+		}
+		base := *u
+		base.Path, base.RawQuery = strings.TrimSuffix(u.Path, "/ocsp"), ""
+		if u.Scheme == "https" {
+			return []string{base.String()}, ""
+		}
+		return nil, base.String() + "/crl/" + IssuerKeyID(issuer) + ".crl"
+	}
+	return nil, ""
 }
