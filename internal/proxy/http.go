@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -216,14 +215,25 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		// Never trust an identity header from the client.
-		r.Header.Del(XFCCHeader)
-		// Authorize the path the service will see: refuse dot segments and
-		// encoded separators rather than guess how the service resolves them.
-		if !canonicalPath(r.URL) {
-			http.Error(sw, "mutual proxy: bad request: the path is not canonical (dot segments or encoded separators)", http.StatusBadRequest)
-			p.finish(r, sw, "", "refused", "non-canonical path", start)
-			return
+		// Never trust an identity header from the client, in any spelling
+		// a service could read as it.
+		scrubHeaders(r.Header)
+		// Authorize the path the service will see: refuse paths that
+		// servers read in different ways rather than guess which way this
+		// one does. What passes is forwarded as sent.
+		reqPath := r.URL.Path
+		if escaped := r.URL.EscapedPath(); escaped != "" {
+			var err error
+			if reqPath, err = authz.CheckPath(escaped); err != nil {
+				var pe *authz.PathError
+				reason := err.Error()
+				if errors.As(err, &pe) {
+					reason = pe.Reason
+				}
+				http.Error(sw, "mutual proxy: bad request: "+err.Error(), http.StatusBadRequest)
+				p.finish(r, sw, "", "refused", reason, start)
+				return
+			}
 		}
 		var peer string
 		outcome := "forwarded"
@@ -232,7 +242,7 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 			id, err := x509svid.IDFromCert(leaf)
 			if err == nil {
 				peer = id.String()
-				err = p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: identity.Roles(leaf), Method: r.Method, Path: r.URL.Path})
+				err = p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: identity.Roles(leaf), Method: r.Method, Path: reqPath})
 			}
 			if err != nil {
 				outcome = "denied"
@@ -292,22 +302,43 @@ func (p *Inbound) xfccCached(leaf *x509.Certificate, peer string) string {
 	return v
 }
 
-// canonicalPath reports whether u's path has no dot segments and no
-// encoded "/", "." or "\\".
-func canonicalPath(u *url.URL) bool {
-	raw := strings.ToLower(u.RawPath)
-	if strings.Contains(raw, "%2f") || strings.Contains(raw, "%2e") || strings.Contains(raw, "%5c") {
-		return false
+// proxyHeaders are the headers the proxy writes for the service; a
+// client's copy under another spelling must not reach it.
+var proxyHeaders = map[string]string{
+	"x-forwarded-client-cert": XFCCHeader,
+	"x-forwarded-for":         "X-Forwarded-For",
+	"x-forwarded-host":        "X-Forwarded-Host",
+	"x-forwarded-proto":       "X-Forwarded-Proto",
+	"forwarded":               "Forwarded",
+}
+
+// scrubHeaders removes from a client's request every spelling of the
+// identity header (X_Forwarded_Client_Cert, x-forwarded_client-cert...:
+// CGI, WSGI and PHP backends fold case and read '_' as '-'), and the other
+// spellings of the X-Forwarded-* headers the reverse proxy sets.
+func scrubHeaders(h http.Header) {
+	for k := range h {
+		canon, ok := proxyHeaders[foldHeaderName(k)]
+		if ok && (canon == XFCCHeader || k != canon) {
+			delete(h, k)
+		}
 	}
-	p := u.Path
-	if p == "" {
-		return true
+}
+
+// foldHeaderName lower-cases k and maps every byte but a letter or a digit
+// to '-', so that all names a backend may take for one header fold alike.
+func foldHeaderName(k string) string {
+	b := []byte(k)
+	for i, c := range b {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			b[i] = c + 'a' - 'A'
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		default:
+			b[i] = '-'
+		}
 	}
-	clean := path.Clean(p)
-	if strings.HasSuffix(p, "/") && clean != "/" {
-		clean += "/"
-	}
-	return clean == p && !strings.Contains(p, "\\")
+	return string(b)
 }
 
 // xfccValue quotes a value as Envoy does when it holds a separator.
