@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -17,10 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
-
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/h2guard/h2attack"
 	"github.com/mutual-tls/mutual/internal/proxy"
 )
 
@@ -241,9 +238,12 @@ func TestInboundPathConfusionRefused(t *testing.T) {
 			}
 		})
 		t.Run("http2"+target, func(t *testing.T) {
-			h := dialH2(t, r.addr, w.clientTLS(reader))
+			h, err := h2attack.Dial(r.addr, w.clientTLS(reader))
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer h.Close()
-			status, err := h.get(target)
+			status, err := h.Get(target)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -298,106 +298,6 @@ func TestInboundPathRuleSegmentBoundary(t *testing.T) {
 		res := doRequest(c, "GET", "https://"+r.addr+tt.path, nil)
 		if res.err != nil || res.code != tt.want {
 			t.Errorf("GET %s = %d %q, %v; want %d", tt.path, res.code, res.body, res.err, tt.want)
-		}
-	}
-}
-
-// h2Client speaks HTTP/2 frame by frame over a real TLS connection, so a
-// test can send what a well-behaved client never would.
-type h2Client struct {
-	c    *tls.Conn
-	mu   sync.Mutex // guards writes
-	fr   *http2.Framer
-	hbuf bytes.Buffer
-	enc  *hpack.Encoder
-	next uint32
-}
-
-func dialH2(t testing.TB, addr string, cfg *tls.Config) *h2Client {
-	t.Helper()
-	cfg = cfg.Clone()
-	cfg.NextProtos = []string{"h2"}
-	c, err := tls.Dial("tcp", addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
-		c.Close()
-		t.Fatalf("negotiated %q, want h2", p)
-	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	h := &h2Client{c: c, fr: http2.NewFramer(c, c), next: 1}
-	h.enc = hpack.NewEncoder(&h.hbuf)
-	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	h.fr.MaxHeaderListSize = 1 << 20
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
-func (h *h2Client) Close() error { return h.c.Close() }
-
-// headerBlock encodes a GET for path.
-func (h *h2Client) headerBlock(path string, extra ...string) []byte {
-	h.hbuf.Reset()
-	fields := append([]string{":method", "GET", ":scheme", "https", ":authority", "backend", ":path", path}, extra...)
-	for i := 0; i+1 < len(fields); i += 2 {
-		h.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	return append([]byte(nil), h.hbuf.Bytes()...)
-}
-
-// open starts a stream with a GET for path and returns its ID; with end,
-// the request is complete.
-func (h *h2Client) open(path string, end bool) (uint32, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	id := h.next
-	h.next += 2
-	return id, h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.headerBlock(path), EndStream: end, EndHeaders: true})
-}
-
-func (h *h2Client) reset(id uint32) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.fr.WriteRSTStream(id, http2.ErrCodeCancel)
-}
-
-// get sends one GET and reads frames until its response status arrives.
-func (h *h2Client) get(path string) (string, error) {
-	id, err := h.open(path, true)
-	if err != nil {
-		return "", err
-	}
-	for {
-		f, err := h.fr.ReadFrame()
-		if err != nil {
-			return "", err
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				h.mu.Lock()
-				err = h.fr.WriteSettingsAck()
-				h.mu.Unlock()
-				if err != nil {
-					return "", err
-				}
-			}
-		case *http2.MetaHeadersFrame:
-			if f.StreamID == id {
-				return f.PseudoValue("status"), nil
-			}
-		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				return "", fmt.Errorf("stream %d reset: %v", id, f.ErrCode)
-			}
-		case *http2.GoAwayFrame:
-			return "", fmt.Errorf("GOAWAY %v", f.ErrCode)
 		}
 	}
 }

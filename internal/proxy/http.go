@@ -13,36 +13,19 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/h2guard"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
 // XFCCHeader carries the verified caller to the service, in the format of
 // Envoy's x-forwarded-client-cert.
 const XFCCHeader = "X-Forwarded-Client-Cert"
-
-// HTTP/2 limits of the inbound proxy in http mode. With MaxConnections they
-// bound what one client can make the proxy (and the service) hold.
-const (
-	// HTTP2MaxConcurrentStreams is how many requests one HTTP/2 connection
-	// may have in flight; the server refuses streams past it.
-	HTTP2MaxConcurrentStreams = 250
-	// HTTP2MaxCancelledStreams: a connection whose client has cancelled
-	// more requests than this while they ran, and more than half of all its
-	// requests, is closed (rapid reset, CVE-2023-44487: Go's server bounds
-	// the handlers running at once, not how fast a client can start and
-	// cancel them, and each one can cost the service a request).
-	HTTP2MaxCancelledStreams = 100
-	// MaxHeaderBytes bounds a request's header block (names, values, and
-	// the CONTINUATION frames that carry them in HTTP/2).
-	MaxHeaderBytes = 64 << 10
-)
 
 // serveHTTP is Serve for HTTP mode: each request is authorized by identity,
 // method and path; the caller's identity reaches the service in XFCCHeader.
@@ -76,22 +59,10 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 		Handler:           p.httpHandler(rp),
 		ReadHeaderTimeout: p.cfg.Limits.HandshakeTimeout,
 		IdleTimeout:       p.cfg.Limits.IdleTimeout,
-		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          nil,
 		ConnState:         p.connState,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connStatsKey{}, &connStats{conn: c})
-		},
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:      HTTP2MaxConcurrentStreams,
-			MaxDecoderHeaderTableSize: 4096,
-			MaxEncoderHeaderTableSize: 4096,
-			// A peer that stops answering is found and its streams freed.
-			SendPingTimeout:  time.Minute,
-			PingTimeout:      15 * time.Second,
-			WriteByteTimeout: p.cfg.Limits.IdleTimeout,
-		},
 	}
+	h2guard.Configure(hs, h2guard.Options{Log: p.log, WriteByteTimeout: p.cfg.Limits.IdleTimeout})
 	hs.Protocols = new(http.Protocols)
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetHTTP2(true)
@@ -291,36 +262,7 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(sw, r)
 		p.finish(r, sw, peer, outcome, "", start)
-		p.countCancel(r)
 	})
-}
-
-// connStats counts one connection's HTTP/2 requests and those its client
-// cancelled while they ran.
-type connStats struct {
-	conn              net.Conn
-	requests, cancels atomic.Int64
-	closed            atomic.Bool
-}
-
-type connStatsKey struct{}
-
-// countCancel closes an HTTP/2 connection whose client cancels most of its
-// requests once they have started (see HTTP2MaxCancelledStreams).
-func (p *Inbound) countCancel(r *http.Request) {
-	cs, ok := r.Context().Value(connStatsKey{}).(*connStats)
-	if !ok || r.ProtoMajor != 2 {
-		return
-	}
-	n := cs.requests.Add(1)
-	if r.Context().Err() == nil {
-		return
-	}
-	if c := cs.cancels.Add(1); c > HTTP2MaxCancelledStreams && c*2 > n && cs.closed.CompareAndSwap(false, true) {
-		p.log.Warn("connection closed", "remote", r.RemoteAddr, "reason", "rapid reset: the client cancelled most of its HTTP/2 requests",
-			"cancelled", c, "requests", n)
-		cs.conn.Close()
-	}
 }
 
 func (p *Inbound) finish(r *http.Request, w *statusWriter, peer, outcome, reason string, start time.Time) {
