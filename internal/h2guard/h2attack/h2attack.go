@@ -77,8 +77,15 @@ func (h *Client) Close() error { return h.c.Close() }
 // called); Err then says how it ended.
 func (h *Client) Done() <-chan struct{} { return h.done }
 
-// Err is the read error that ended the connection; call after Done.
-func (h *Client) Err() error { return h.err }
+// Err is the read error that ended the connection, nil while it is open.
+func (h *Client) Err() error {
+	select {
+	case <-h.done:
+		return h.err
+	default:
+		return nil
+	}
+}
 
 // GoAway is the GOAWAY frame the server sent, if any.
 func (h *Client) GoAway() *http2.GoAwayFrame { return h.goAway.Load() }
