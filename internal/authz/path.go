@@ -39,58 +39,89 @@ func CheckPath(escaped string) (string, error) {
 	if !strings.HasPrefix(escaped, "/") {
 		return refuse("it does not start with /")
 	}
-	lower := strings.ToLower(escaped)
-	for _, enc := range []struct{ seq, what string }{
-		{"%2f", "an encoded / (%2f)"},
-		{"%5c", `an encoded \ (%5c)`},
-		{"%2e", "an encoded . (%2e)"},
-	} {
-		if strings.Contains(lower, enc.seq) {
-			return refuse("it holds " + enc.what + ", which some servers decode before resolving the path and others after")
+	for i := 0; i+2 < len(escaped); i++ {
+		if escaped[i] != '%' || escaped[i+1] != '2' && escaped[i+1] != '5' {
+			continue
 		}
+		var what string
+		switch strings.ToLower(escaped[i+1 : i+3]) {
+		case "2f":
+			what = "an encoded / (%2f)"
+		case "5c":
+			what = `an encoded \ (%5c)`
+		case "2e":
+			what = "an encoded . (%2e)"
+		default:
+			continue
+		}
+		return refuse("it holds " + what + ", which some servers decode before resolving the path and others after")
 	}
-	p, err := url.PathUnescape(escaped)
-	if err != nil {
-		return refuse("it is not validly percent-encoded")
+	p := escaped
+	if strings.IndexByte(escaped, '%') >= 0 {
+		var err error
+		if p, err = url.PathUnescape(escaped); err != nil {
+			return refuse("it is not validly percent-encoded")
+		}
 	}
 	if reason := judgePath(p); reason != "" {
 		return refuse(reason)
 	}
-	if folded := norm.NFKC.String(p); folded != p {
-		if reason := judgePath(folded); reason != "" {
-			return refuse("after Unicode folding (NFKC), which some servers apply, " + reason)
+	if !isASCII(p) {
+		if folded := norm.NFKC.String(p); folded != p {
+			if reason := judgePath(folded); reason != "" {
+				return refuse("after Unicode folding (NFKC), which some servers apply, " + reason)
+			}
 		}
 	}
 	return p, nil
 }
 
-// judgePath returns why the decoded path p is ambiguous, or "".
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// judgePath returns why the decoded path p (which starts with '/') is
+// ambiguous, or "". One pass, no allocation: it runs on every request.
 func judgePath(p string) string {
 	if !utf8.ValidString(p) {
 		return "it is not valid UTF-8 once decoded (overlong forms such as %c0%ae smuggle a '.')"
 	}
-	for _, r := range p {
-		if r < 0x20 || r == 0x7f {
+	seg, stem := 0, 0 // bytes in the current segment, and before its first ';'
+	params, dotsOnly := false, true
+	for i := 1; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			switch {
+			case seg == 0 && i < len(p):
+				return "it holds an empty segment (//)"
+			case stem == 0 && params:
+				return "it holds a segment that is only ;parameters, which some servers drop"
+			case stem > 0 && dotsOnly:
+				return "it holds dot segments (. or .., also with ;parameters or trailing spaces), which servers resolve in different ways"
+			}
+			seg, stem, params, dotsOnly = 0, 0, false, true
+			continue
+		}
+		switch c := p[i]; {
+		case c < 0x20 || c == 0x7f:
 			return "it holds a control character"
+		case c == '\\':
+			return `it holds a backslash, which some servers read as /`
+		case c == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]):
+			return "it is percent-encoded twice (%25 then hex), so a server that decodes again reads another path"
+		case c == ';':
+			params = true
+		case !params:
+			stem++
+			if c != '.' && c != ' ' {
+				dotsOnly = false
+			}
 		}
-	}
-	if strings.ContainsRune(p, '\\') {
-		return `it holds a backslash, which some servers read as /`
-	}
-	if hasPercentHex(p) {
-		return "it is percent-encoded twice (%25 then hex), so a server that decodes again reads another path"
-	}
-	segs := strings.Split(p, "/")[1:]
-	for i, seg := range segs {
-		stem, _, params := strings.Cut(seg, ";")
-		switch {
-		case seg == "" && i < len(segs)-1:
-			return "it holds an empty segment (//)"
-		case stem == "" && params:
-			return "it holds a segment that is only ;parameters, which some servers drop"
-		case stem != "" && strings.Trim(stem, ". ") == "":
-			return "it holds dot segments (. or .., also with ;parameters or trailing spaces), which servers resolve in different ways"
-		}
+		seg++
 	}
 	return ""
 }
