@@ -304,15 +304,9 @@ func (p *Inbound) xfccCached(leaf *x509.Certificate, peer string) string {
 	return v
 }
 
-// proxyHeaders are the headers the proxy writes for the service; a
-// client's copy under another spelling must not reach it.
-var proxyHeaders = map[string]string{
-	"x-forwarded-client-cert": XFCCHeader,
-	"x-forwarded-for":         "X-Forwarded-For",
-	"x-forwarded-host":        "X-Forwarded-Host",
-	"x-forwarded-proto":       "X-Forwarded-Proto",
-	"forwarded":               "Forwarded",
-}
+// proxyHeaders are the headers the proxy writes for the service, folded by
+// foldHeaderName; a client's copy under another spelling must not reach it.
+var proxyHeaders = []string{XFCCHeader, "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
 
 // scrubHeaders removes from a client's request every spelling of the
 // identity header (X_Forwarded_Client_Cert, x-forwarded_client-cert...:
@@ -320,27 +314,34 @@ var proxyHeaders = map[string]string{
 // spellings of the X-Forwarded-* headers the reverse proxy sets.
 func scrubHeaders(h http.Header) {
 	for k := range h {
-		canon, ok := proxyHeaders[foldHeaderName(k)]
-		if ok && (canon == XFCCHeader || k != canon) {
-			delete(h, k)
+		for _, canon := range proxyHeaders {
+			if len(k) == len(canon) && foldedEqual(k, canon) && (canon == XFCCHeader || k != canon) {
+				delete(h, k)
+			}
 		}
 	}
 }
 
-// foldHeaderName lower-cases k and maps every byte but a letter or a digit
-// to '-', so that all names a backend may take for one header fold alike.
-func foldHeaderName(k string) string {
-	b := []byte(k)
-	for i, c := range b {
-		switch {
-		case 'A' <= c && c <= 'Z':
-			b[i] = c + 'a' - 'A'
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-		default:
-			b[i] = '-'
+// foldedEqual reports whether header names a and b (of equal length) are
+// the same once case is folded and every byte but a letter or a digit is
+// taken for '-', as backends that rename headers may do.
+func foldedEqual(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		if fold(a[i]) != fold(b[i]) {
+			return false
 		}
 	}
-	return string(b)
+	return true
+}
+
+func fold(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		return c
+	}
+	return '-'
 }
 
 // xfccValue quotes a value as Envoy does when it holds a separator.
