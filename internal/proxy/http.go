@@ -304,8 +304,8 @@ func (p *Inbound) xfccCached(leaf *x509.Certificate, peer string) string {
 	return v
 }
 
-// proxyHeaders are the headers the proxy writes for the service, folded by
-// foldHeaderName; a client's copy under another spelling must not reach it.
+// proxyHeaders are the headers the proxy writes for the service; a
+// client's copy under another spelling (see foldedEqual) must not reach it.
 var proxyHeaders = []string{XFCCHeader, "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
 
 // scrubHeaders removes from a client's request every spelling of the
