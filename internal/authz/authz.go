@@ -1,5 +1,5 @@
 // Package authz decides whether a peer may talk to a service: by SPIFFE ID
-// pattern, by role, and for HTTP by method and path prefix. Policies come
+// pattern, by role, and for HTTP by method and path. Policies come
 // from --allow flags and a YAML file that reloads on change.
 //
 // # Patterns
@@ -20,8 +20,21 @@
 // A request is allowed when any rule matches. A rule matches when the peer's
 // identity matches one of its ids (if any are listed), the peer holds one of
 // its roles (if any), and, for HTTP, the method is listed (if any) and the
-// path starts with one of its prefixes (if any). A rule must list ids or
-// roles, so that no rule allows everyone by accident.
+// path matches one of its paths (if any). A rule must list ids or roles, so
+// that no rule allows everyone by accident.
+//
+// # Paths
+//
+// Paths match whole segments of the decoded request path:
+//
+//	/metrics    /metrics and everything below /metrics/ (not /metrics-admin)
+//	/reports/   everything below /reports/ (not /reports itself)
+//	/metrics*   any path that starts with /metrics: a raw prefix, on purpose
+//
+// A path rule is written decoded and canonical: no dot or empty segments, no
+// ';', '?', '#', '\' or percent-encoding, '*' only at the end. Requests are
+// judged by CheckPath first, which refuses paths that servers read in
+// different ways.
 package authz
 
 import (
@@ -111,7 +124,8 @@ type Policy struct {
 	Rules []Rule
 }
 
-// Request is what is being authorized. Method and Path are empty outside HTTP.
+// Request is what is being authorized. Method and Path are empty outside
+// HTTP; Path is decoded, as CheckPath returns it.
 type Request struct {
 	ID     spiffeid.ID
 	Roles  []string
@@ -177,7 +191,7 @@ func (r *Rule) matches(req Request) bool {
 	if len(r.Methods) > 0 && !slices.Contains(r.Methods, req.Method) {
 		return false
 	}
-	if len(r.Paths) > 0 && !slices.ContainsFunc(r.Paths, func(p string) bool { return strings.HasPrefix(req.Path, p) }) {
+	if len(r.Paths) > 0 && !slices.ContainsFunc(r.Paths, func(p string) bool { return pathMatches(p, req.Path) }) {
 		return false
 	}
 	return true
@@ -239,8 +253,8 @@ func Parse(data []byte) (*Policy, error) {
 			r.Methods = append(r.Methods, m)
 		}
 		for _, pth := range fr.Paths {
-			if !strings.HasPrefix(pth, "/") {
-				return nil, fmt.Errorf("policy rule %d: path prefix %q must start with /", n, pth)
+			if reason := checkPathRule(pth); reason != "" {
+				return nil, fmt.Errorf("policy rule %d: path %q: %s", n, pth, reason)
 			}
 		}
 		for _, role := range fr.Roles {

@@ -1,10 +1,16 @@
 package authz_test
 
 import (
+	"errors"
+	"net/url"
+	"path"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/mutual-tls/mutual/internal/authz"
 )
@@ -129,4 +135,103 @@ func FuzzParsePattern(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzCheckPath: CheckPath never panics, refuses with a *PathError, and a
+// path it accepts reads the same to every kind of server: decoding it again,
+// dropping ;parameters (Tomcat, Jetty), taking \ for / (Windows), folding
+// Unicode (NFKC) or resolving dot segments adds no segment and leaves none
+// to resolve. A rule that allows the path allows it with its parameters
+// dropped, and a rule without a final * or / matches on a segment boundary.
+func FuzzCheckPath(f *testing.F) {
+	for _, p := range pathAttacks {
+		f.Add(p, "/public")
+	}
+	for _, s := range [][2]string{
+		{"/public/a;v=1/b", "/public"},
+		{"/metrics-secret-admin", "/metrics"},
+		{"/metrics/cpu", "/metrics"},
+		{"/reports/q1", "/reports/"},
+		{"/metricsx;a", "/metrics*"},
+		{"/caf%C3%A9/x", "/café"},
+		{"/public/100%25.txt", "/public/"},
+		{"*", "/"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, escaped, rule string) {
+		p, err := authz.CheckPath(escaped)
+		if err != nil {
+			var pe *authz.PathError
+			if !errors.As(err, &pe) || pe.Path != escaped || pe.Reason == "" {
+				t.Fatalf("CheckPath(%q): %v (%T) is not a *PathError with a reason", escaped, err, err)
+			}
+			return
+		}
+		if p == "*" {
+			if escaped != "*" {
+				t.Fatalf("CheckPath(%q) = *", escaped)
+			}
+			return
+		}
+		if !strings.HasPrefix(p, "/") || !utf8.ValidString(p) {
+			t.Fatalf("CheckPath(%q) = %q: not an absolute UTF-8 path", escaped, p)
+		}
+		for _, r := range p {
+			if r < 0x20 || r == 0x7f {
+				t.Fatalf("CheckPath(%q) = %q holds a control character", escaped, p)
+			}
+		}
+		if again, err := url.PathUnescape(p); err == nil && again != p {
+			t.Fatalf("CheckPath(%q) = %q, which decodes again to %q", escaped, p, again)
+		}
+		if strings.Contains(p, `\`) {
+			t.Fatalf("CheckPath(%q) = %q holds a backslash", escaped, p)
+		}
+		stripped := stripParams(p)
+		for name, reading := range map[string]string{
+			"literal":                 p,
+			"without parameters":      stripped,
+			"NFKC":                    norm.NFKC.String(p),
+			"NFKC without parameters": stripParams(norm.NFKC.String(p)),
+		} {
+			if c := cleanKeepSlash(reading); c != reading {
+				t.Fatalf("CheckPath(%q) = %q, which a server reading it %s resolves to %q", escaped, p, name, c)
+			}
+		}
+		pol, err := authz.Parse([]byte(`rules: [{roles: [r], paths: [` + strconv.Quote(rule) + `]}]`))
+		if err != nil {
+			return
+		}
+		allowed := func(p string) bool {
+			return pol.Allow(authz.Request{ID: spiffeid.RequireFromString("spiffe://example.org/a"), Roles: []string{"r"}, Method: "GET", Path: p}) == nil
+		}
+		if !allowed(p) {
+			return
+		}
+		if !allowed(stripped) {
+			t.Fatalf("rule %q allows %q but not %q, which servers that drop ;parameters read", rule, p, stripped)
+		}
+		if !strings.HasSuffix(rule, "*") && !strings.HasSuffix(rule, "/") && p != rule && !strings.HasPrefix(p, rule+"/") {
+			t.Fatalf("rule %q allows %q across a segment boundary", rule, p)
+		}
+	})
+}
+
+// stripParams drops ";..." from every segment, as Tomcat and Jetty do.
+func stripParams(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i], _, _ = strings.Cut(s, ";")
+	}
+	return strings.Join(segs, "/")
+}
+
+// cleanKeepSlash resolves dot and empty segments, keeping a final slash.
+func cleanKeepSlash(p string) string {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }

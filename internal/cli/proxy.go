@@ -201,7 +201,8 @@ SPIFFE ID) and authorize it before a byte reaches --target.
                       (TLS or plaintext) get through and are listed at /migration
                       on the metrics listener; a client with a certificate is
                       verified and authorized exactly as in strict mode
-  --protocol http     per-request authorization (method, path prefix), refusals
+  --protocol http     per-request authorization (method, path by segments),
+                      ambiguous paths (/a/..;/b, %252e...) are 400, refusals
                       are 403 with a reason, the caller's identity reaches the
                       service in X-Forwarded-Client-Cert (Envoy's format)
 

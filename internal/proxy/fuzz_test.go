@@ -269,6 +269,7 @@ func FuzzHTTPHeaders(f *testing.F) {
 	f.Add("X-FORWARDED-CLIENT-CERT", "URI="+adminID, "URI=a")
 	f.Add("X-Forwarded-Client-Cert ", "URI="+adminID, "x")
 	f.Add("X_Forwarded_Client_Cert", "URI="+adminID, "x")
+	f.Add("x-forwarded_client.cert", "URI="+adminID, "x")
 	f.Add("Transfer-Encoding", "chunked", "x")
 	f.Add("X-Other", "a\r\nX-Forwarded-Client-Cert: URI="+adminID, "x")
 	f.Add("X-Other", "a\r\n X-Forwarded-Client-Cert: URI="+adminID, "x")
@@ -283,6 +284,12 @@ func FuzzHTTPHeaders(f *testing.F) {
 		if len(s.XFCC) != 1 || s.XFCC[0] != want {
 			t.Fatalf("headers %q: %q and %s: %q: the service saw %s %q; want only %q",
 				name, value, proxy.XFCCHeader, xfcc, proxy.XFCCHeader, s.XFCC, want)
+		}
+		// Nor under a spelling a CGI or WSGI backend reads as it.
+		for k, v := range s.Header {
+			if k != proxy.XFCCHeader && normalHeader(k) == "x-forwarded-client-cert" {
+				t.Fatalf("header %q: %q reached the service as %s: %q", name, value, k, v)
+			}
 		}
 	})
 }

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/h2guard"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -66,6 +66,7 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          nil,
 		ConnState:         p.connState,
 	}
+	h2guard.Configure(hs, h2guard.Options{Log: p.log, WriteByteTimeout: p.cfg.Limits.IdleTimeout})
 	hs.Protocols = new(http.Protocols)
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetHTTP2(true)
@@ -375,14 +376,25 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		// Never trust an identity header from the client.
-		r.Header.Del(XFCCHeader)
-		// Authorize the path the service will see: refuse dot segments and
-		// encoded separators rather than guess how the service resolves them.
-		if !canonicalPath(r.URL) {
-			http.Error(sw, "mutual proxy: bad request: the path is not canonical (dot segments or encoded separators)", http.StatusBadRequest)
-			p.finish(r, sw, "", "refused", "non-canonical path", start)
-			return
+		// Never trust an identity header from the client, in any spelling
+		// a service could read as it.
+		scrubHeaders(r.Header)
+		// Authorize the path the service will see: refuse paths that
+		// servers read in different ways rather than guess which way this
+		// one does. What passes is forwarded as sent.
+		reqPath := r.URL.Path
+		if escaped := r.URL.EscapedPath(); escaped != "" {
+			var err error
+			if reqPath, err = authz.CheckPath(escaped); err != nil {
+				var pe *authz.PathError
+				reason := err.Error()
+				if errors.As(err, &pe) {
+					reason = pe.Reason
+				}
+				http.Error(sw, "mutual proxy: bad request: "+err.Error(), http.StatusBadRequest)
+				p.finish(r, sw, "", "refused", reason, start)
+				return
+			}
 		}
 		var peer string
 		outcome := "forwarded"
@@ -391,7 +403,7 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 			id, err := x509svid.IDFromCert(leaf)
 			if err == nil {
 				peer = id.String()
-				err = p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: identity.Roles(leaf), Method: r.Method, Path: r.URL.Path})
+				err = p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: identity.Roles(leaf), Method: r.Method, Path: reqPath})
 			}
 			if err != nil {
 				outcome = "denied"
@@ -451,22 +463,44 @@ func (p *Inbound) xfccCached(leaf *x509.Certificate, peer string) string {
 	return v
 }
 
-// canonicalPath reports whether u's path has no dot segments and no
-// encoded "/", "." or "\\".
-func canonicalPath(u *url.URL) bool {
-	raw := strings.ToLower(u.RawPath)
-	if strings.Contains(raw, "%2f") || strings.Contains(raw, "%2e") || strings.Contains(raw, "%5c") {
-		return false
+// proxyHeaders are the headers the proxy writes for the service; a
+// client's copy under another spelling (see foldedEqual) must not reach it.
+var proxyHeaders = []string{XFCCHeader, "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
+
+// scrubHeaders removes from a client's request every spelling of the
+// identity header (X_Forwarded_Client_Cert, x-forwarded_client-cert...:
+// CGI, WSGI and PHP backends fold case and read '_' as '-'), and the other
+// spellings of the X-Forwarded-* headers the reverse proxy sets.
+func scrubHeaders(h http.Header) {
+	for k := range h {
+		for _, canon := range proxyHeaders {
+			if len(k) == len(canon) && foldedEqual(k, canon) && (canon == XFCCHeader || k != canon) {
+				delete(h, k)
+			}
+		}
 	}
-	p := u.Path
-	if p == "" {
-		return true
+}
+
+// foldedEqual reports whether header names a and b (of equal length) are
+// the same once case is folded and every byte but a letter or a digit is
+// taken for '-', as backends that rename headers may do.
+func foldedEqual(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		if fold(a[i]) != fold(b[i]) {
+			return false
+		}
 	}
-	clean := path.Clean(p)
-	if strings.HasSuffix(p, "/") && clean != "/" {
-		clean += "/"
+	return true
+}
+
+func fold(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		return c
 	}
-	return clean == p && !strings.Contains(p, "\\")
+	return '-'
 }
 
 // xfccValue quotes a value as Envoy does when it holds a separator.

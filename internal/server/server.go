@@ -31,6 +31,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/h2guard"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/store"
@@ -163,6 +164,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	// Bound what one HTTP/2 client can make the CA do (rapid reset,
+	// CONTINUATION floods, idle streams).
+	h2guard.Configure(hs, h2guard.Options{Log: s.log})
 	return serve(ctx, hs, tls.NewListener(ln, hs.TLSConfig))
 }
 
