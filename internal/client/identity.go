@@ -337,13 +337,19 @@ func (c *Client) explainRefusal(ctx context.Context, leaf *x509.Certificate, err
 // our certificate reaches us: a remote alert about a certificate ("bad",
 // "expired", "unknown", "required"; crypto/tls exposes remote alerts over
 // TCP only as a net.OpError "remote error"), or, when the refusal raced our
-// request, a broken or reset connection.
+// request, a broken or reset connection. Over HTTP/2 the alert can also
+// arrive while the transport reads the server's preface, and net/http then
+// reports only that the connection "could not be established", dropping the
+// alert (which one a request sees depends on timing); that counts too, since
+// asking the CA's clock costs one anonymous request and adds words only when
+// the clocks disagree.
 func refusedInHandshake(err error) bool {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "remote error" {
 		return strings.Contains(op.Err.Error(), "certificate")
 	}
-	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(err.Error(), "http2: client conn could not be established")
 }
 
 // DescribeOffset says in words how this machine's clock compares with the
