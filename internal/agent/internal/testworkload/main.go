@@ -26,7 +26,13 @@ func main() {
 	sleep := flag.Duration("sleep", 0, "only sleep this long (what a victim binary does when an attacker executes it)")
 	attack := flag.String("attack", "", "attack mode (see attack.go): fork-exec, write-exec, ping-exec, child")
 	victim := flag.String("victim", "", "the binary the attacker executes")
+	swap := flag.String("swap", "", "swap symbolic links to -target into this directory, forever (the --write owner attack)")
+	target := flag.String("target", "", "what the swapped links point to")
 	flag.Parse()
+	if *swap != "" {
+		runSwapper(*swap, *target)
+		return
+	}
 	if *sleep > 0 {
 		time.Sleep(*sleep)
 		return
