@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	crand "crypto/rand"
 	"crypto/x509"
 	"encoding/json"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
@@ -512,22 +514,11 @@ func (a *Agent) obtain(ctx context.Context, cl *client.Client, s *svid) error {
 	if err != nil {
 		return err
 	}
-	chain, err := pki.ParseCertificates([]byte(resp.ChainPEM))
+	idn, err := a.checkSVID(resp, key, s.entry)
 	if err != nil {
 		return err
 	}
-	roots, err := pki.ParseCertificates([]byte(resp.RootsPEM))
-	if err != nil {
-		return err
-	}
-	if !pki.PublicKeysEqual(chain[0].PublicKey, key.Public()) {
-		return errors.New("the CA returned a certificate for another key")
-	}
-	id, err := spiffeid.FromString(resp.SPIFFEID)
-	if err != nil {
-		return err
-	}
-	idn := &identity.Identity{ID: id, Chain: chain, Key: key, Roots: roots}
+	chain := idn.Chain
 	if err := idn.Save(a.svidDir(s.entry.ID)); err != nil {
 		return err
 	}
@@ -536,6 +527,45 @@ func (a *Agent) obtain(ctx context.Context, cl *client.Client, s *svid) error {
 	a.mu.Unlock()
 	a.log.Info("workload certificate obtained", "spiffe_id", resp.SPIFFEID, "entry_id", s.entry.ID, "serial", resp.Serial, "not_after", resp.NotAfter)
 	return nil
+}
+
+// checkSVID verifies what the CA answered before the agent keeps or serves
+// it: the chain verifies to the node's trust bundle, the leaf holds key and
+// carries exactly the SPIFFE ID the entry grants. The bundle served with it
+// is the node's, never one taken from the answer.
+func (a *Agent) checkSVID(resp *api.IssueResponse, key crypto.Signer, e api.Entry) (*identity.Identity, error) {
+	chain, err := pki.ParseCertificates([]byte(resp.ChainPEM))
+	if err != nil {
+		return nil, fmt.Errorf("the CA's answer for entry %s: chain: %w", e.ID, err)
+	}
+	leaf := chain[0]
+	if !pki.PublicKeysEqual(leaf.PublicKey, key.Public()) {
+		return nil, fmt.Errorf("the CA's answer for entry %s: a certificate for another key", e.ID)
+	}
+	a.mu.RLock()
+	roots := a.node.Roots
+	a.mu.RUnlock()
+	pool, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, fmt.Errorf("the certificate the CA returned for entry %s does not verify against the node's trust bundle: %w", e.ID, err)
+	}
+	if leaf.IsCA {
+		return nil, fmt.Errorf("the CA returned a CA certificate for entry %s", e.ID)
+	}
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("the certificate the CA returned for entry %s: %w", e.ID, err)
+	}
+	if id.String() != e.SPIFFEID || resp.SPIFFEID != e.SPIFFEID {
+		return nil, fmt.Errorf("the CA returned a certificate for %s (answer says %q), but entry %s grants %s", id, resp.SPIFFEID, e.ID, e.SPIFFEID)
+	}
+	return &identity.Identity{ID: id, Chain: chain, Key: key, Roots: roots}, nil
 }
 
 // match returns the identities the workload is entitled to, in entry order.
