@@ -128,6 +128,9 @@ func TestAgentRefusesForgedSVIDAnswer(t *testing.T) {
 		f.setMode(mode)
 		before := f.count(mode)
 		eventually(t, 60*time.Second, "two forged answers ("+mode+")", func() error {
+			if _, err := os.Stat(svidDir); err == nil {
+				t.Fatalf("%s: the agent kept the forged certificate in %s", mode, svidDir)
+			}
 			if n := f.count(mode); n < before+2 {
 				return fmt.Errorf("%d answers", n-before)
 			}
