@@ -165,3 +165,38 @@ func pool(certs []*x509.Certificate) *x509.CertPool {
 	}
 	return p
 }
+
+// TestAgentHandsOutRevocationSources: what the agent hands a proxy lets it
+// find a revocation source (issue 12, item 6): the SVIDs it serves carry
+// the CA's CRL distribution point and OCSP address, and every identity
+// directory it writes holds mutual.json with the CA's address.
+func TestAgentHandsOutRevocationSources(t *testing.T) {
+	t.Parallel()
+	e := startCA(t)
+	id := td + "/ns/prod/proxy"
+	e.entry(t, id, td+"/node/n1", 0, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	dir := filepath.Join(shortDir(t), "tls")
+	ws, err := agent.ParseWriteSpec(id + "=" + dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := nodeAgent(t, e, "n1", func(c *agent.Config) { c.Writes = []agent.WriteSpec{ws} })
+	s, err := source(t, ra.sock, id).GetX509SVID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := s.Certificates[0]
+	if len(leaf.CRLDistributionPoints) == 0 || len(leaf.OCSPServer) == 0 {
+		t.Errorf("the served SVID carries CRL %v and OCSP %v: a proxy fed by the agent cannot check revocation", leaf.CRLDistributionPoints, leaf.OCSPServer)
+	}
+	eventually(t, 30*time.Second, "mutual.json in the written directory", func() error {
+		urls, err := client.LoadCAURLs(dir)
+		if err != nil {
+			return err
+		}
+		if len(urls) != 1 || urls[0] != e.url {
+			return fmt.Errorf("mutual.json holds %v, want [%s]", urls, e.url)
+		}
+		return nil
+	})
+}
