@@ -51,6 +51,10 @@ type Config struct {
 	StateDir string
 	// Token enrolls the node on first start; ignored once enrolled.
 	Token string
+	// TokenFile, if set, is read again whenever the node certificate has
+	// expired (a CA outage longer than its lifetime): a new join token for
+	// the same node written there re-enrolls the node without a restart.
+	TokenFile string
 	// Socket is the Workload API's Unix socket path (required).
 	Socket string
 	// Writes keep identity directories current for programs that read files.
@@ -90,8 +94,14 @@ type Agent struct {
 	changed  chan struct{}    // closed and replaced at every change
 	nodeNext time.Time
 	nodeFail int
-	lastSync time.Time
-	synced   bool
+	// nodeWarned: the "renewal failing" warning was logged for this node
+	// certificate; expiredSaid: the "expired" error was logged; badToken:
+	// the last token from TokenFile the CA refused (not tried again).
+	nodeWarned  bool
+	expiredSaid bool
+	badToken    string
+	lastSync    time.Time
+	synced      bool
 }
 
 // New loads the agent's state (enrolling the node with cfg.Token on first
@@ -356,6 +366,22 @@ func (a *Agent) renewNodeIfDue(ctx context.Context, now time.Time) {
 	a.mu.RLock()
 	leaf := a.node.Leaf()
 	a.mu.RUnlock()
+	_, life := pki.Lifetime(leaf)
+	low := !now.Before(leaf.NotAfter.Add(-life / 4))
+	a.metrics.nodeExpiry.Set(float64(leaf.NotAfter.Unix()))
+	if low {
+		a.metrics.nodeExpiring.Set(1)
+	} else {
+		a.metrics.nodeExpiring.Set(0)
+	}
+	if !now.Before(leaf.NotAfter) {
+		a.nodeExpired(ctx, now, leaf)
+		return
+	}
+	if low && a.nodeFail > 0 && !a.nodeWarned {
+		a.nodeWarned = true
+		a.log.Warn("node certificate has less than a quarter of its life left and renewal is failing: when it expires the agent can no longer renew any identity; "+a.recovery(), "node_id", a.NodeID().String(), "not_after", leaf.NotAfter, "failures", a.nodeFail)
+	}
 	if a.nodeNext.IsZero() {
 		a.nodeNext = renewTime(leaf)
 	}
@@ -378,13 +404,96 @@ func (a *Agent) renewNodeIfDue(ctx context.Context, now time.Time) {
 		a.log.Warn("node renewal failed; will retry", "node_id", cur.ID.String(), "retry_in", backoff(a.nodeFail).String(), "error", err.Error())
 		return
 	}
+	a.nodeRenewed(next, "node renewed")
+}
+
+// recovery says what the operator does about an expired node certificate.
+func (a *Agent) recovery() string {
+	if a.cfg.TokenFile != "" {
+		return fmt.Sprintf("to recover, write a new join token for this node (mutual token create --identity %s) to %s", a.node.ID, a.cfg.TokenFile)
+	}
+	return fmt.Sprintf("to recover, restart the agent with --token-file holding a new join token for this node (mutual token create --identity %s)", a.node.ID)
+}
+
+// nodeRenewed installs a new node identity.
+func (a *Agent) nodeRenewed(next *identity.Identity, msg string) {
 	a.mu.Lock()
 	a.node = next
 	a.mu.Unlock()
-	a.nodeFail = 0
+	a.nodeFail, a.nodeWarned, a.expiredSaid = 0, false, false
 	a.nodeNext = renewTime(next.Leaf())
 	a.metrics.rotations.WithLabelValues("node", "ok").Inc()
-	a.log.Info("node renewed", "node_id", next.ID.String(), "not_after", next.Leaf().NotAfter)
+	a.metrics.nodeExpiry.Set(float64(next.Leaf().NotAfter.Unix()))
+	a.metrics.nodeExpiring.Set(0)
+	a.log.Info(msg, "node_id", next.ID.String(), "not_after", next.Leaf().NotAfter)
+}
+
+// nodeExpired handles a node certificate past its NotAfter: nothing can be
+// renewed with it. With TokenFile, a new token found there re-enrolls the
+// same node; otherwise the operator is told, once, what to do.
+func (a *Agent) nodeExpired(ctx context.Context, now time.Time, leaf *x509.Certificate) {
+	a.mu.RLock()
+	nodeID := a.node.ID
+	a.mu.RUnlock()
+	if !a.expiredSaid {
+		a.expiredSaid = true
+		a.log.Error("node certificate expired: the agent can no longer renew or obtain workload identities; "+a.recovery(), "node_id", nodeID.String(), "not_after", leaf.NotAfter)
+	}
+	if a.cfg.TokenFile == "" || now.Before(a.nodeNext) {
+		return
+	}
+	b, err := os.ReadFile(a.cfg.TokenFile)
+	tok := strings.TrimSpace(string(b))
+	if err != nil || tok == "" || tok == a.badToken {
+		a.nodeNext = now.Add(time.Second)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	enr, err := client.RequestIdentity(cctx, tok, keyTypeOf(a), 0)
+	if err == nil && enr.Identity.ID != nodeID {
+		err = fmt.Errorf("the token in %s is for %s, not this node (%s): create one with --identity %s", a.cfg.TokenFile, enr.Identity.ID, nodeID, nodeID)
+	}
+	if err == nil {
+		dir := filepath.Join(a.cfg.StateDir, nodeDir)
+		if err = enr.Identity.Save(dir); err == nil {
+			err = client.SaveCAURLs(dir, enr.CAURLs)
+		}
+	}
+	if err != nil {
+		var ae *client.APIError
+		if errors.As(err, &ae) && !ae.Unavailable() || enr != nil {
+			a.badToken = tok // refused for good: wait for another token
+		}
+		a.nodeFail++
+		a.nodeNext = now.Add(backoff(a.nodeFail))
+		a.metrics.rotations.WithLabelValues("node", "error").Inc()
+		a.log.Error("cannot re-enroll the node with the token in "+a.cfg.TokenFile, "node_id", nodeID.String(), "retry_in", backoff(a.nodeFail).String(), "error", err.Error())
+		return
+	}
+	a.badToken = tok // single use: never presented again
+	a.mu.Lock()
+	a.caURLs = enr.CAURLs
+	for _, s := range a.svids {
+		s.retryAt, s.failures = time.Time{}, 0
+	}
+	a.mu.Unlock()
+	a.nodeRenewed(enr.Identity, "node re-enrolled with a new join token after its certificate expired")
+}
+
+// keyTypeOf is the node key's type, kept across re-enrollment.
+func keyTypeOf(a *Agent) pki.KeyType {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	switch pki.KeyDescription(a.node.Key.Public()) {
+	case "ECDSA P-384":
+		return pki.KeyECDSAP384
+	case "Ed25519":
+		return pki.KeyEd25519
+	case "RSA 3072":
+		return pki.KeyRSA3072
+	}
+	return pki.KeyECDSAP256
 }
 
 // sync fetches the node's entries, records them, and drops certificates of
@@ -568,8 +677,10 @@ func (a *Agent) checkSVID(resp *api.IssueResponse, key crypto.Signer, e api.Entr
 	return &identity.Identity{ID: id, Chain: chain, Key: key, Roots: roots}, nil
 }
 
-// match returns the identities the workload is entitled to, in entry order.
-func (a *Agent) match(w selector.Workload) (ids []*identity.Identity, entries int) {
+// match returns the identities the workload is entitled to, in entry order,
+// the number of entries it matches, and how many of those hold a
+// certificate that has expired (renewal failed for its whole life).
+func (a *Agent) match(w selector.Workload) (ids []*identity.Identity, entries, expired int) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	keys := make([]string, 0, len(a.svids))
@@ -577,16 +688,21 @@ func (a *Agent) match(w selector.Workload) (ids []*identity.Identity, entries in
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	now := time.Now()
 	for _, k := range keys {
 		s := a.svids[k]
 		if selector.MatchAll(s.sels, w) {
 			entries++
-			if s.id != nil && time.Now().Before(s.id.Leaf().NotAfter) {
+			switch {
+			case s.id == nil:
+			case now.Before(s.id.Leaf().NotAfter):
 				ids = append(ids, s.id)
+			default:
+				expired++
 			}
 		}
 	}
-	return ids, entries
+	return ids, entries, expired
 }
 
 func (a *Agent) changes() <-chan struct{} {

@@ -104,7 +104,7 @@ func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
 	var last string
 	for {
 		changed := a.changes()
-		ids, _ := a.match(w.wl)
+		ids, _, _ := a.match(w.wl)
 		for _, id := range ids {
 			if id.ID != w.ID {
 				continue

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -113,9 +114,17 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 			return status.Errorf(codes.PermissionDenied, "no identity issued: %v: PID %d also wrote on the connection", errNotBound, pid)
 		}
 		changed := w.a.changes()
-		ids, entries := w.a.match(wl)
+		ids, entries, expired := w.a.match(wl)
 		if entries == 0 {
 			return w.denied(wl)
+		}
+		if len(ids) == 0 && expired > 0 {
+			// What the caller holds (or would get) has expired and the agent
+			// could not renew it: say so, rather than keep it waiting or
+			// let it use an expired certificate.
+			w.a.metrics.requests.WithLabelValues("expired").Inc()
+			w.a.log.Warn("workload API: the caller's identity expired and could not be renewed", "pid", wl.PID, "uid", wl.UID, "path", wl.Path)
+			return status.Error(codes.Unavailable, "the identity for this workload expired and the agent could not renew it (the CA is unreachable or the node certificate expired); the agent's log says why")
 		}
 		if len(ids) > 0 {
 			resp, err := w.svidResponse(ids)
@@ -134,11 +143,31 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 			}
 		}
 		// With matching entries but no certificate yet (just registered),
-		// wait: the certificate comes at the next rotation pass.
+		// wait: the certificate comes at the next rotation pass. Wake up
+		// too when a certificate sent expires.
+		var expiry <-chan time.Time
+		var timer *time.Timer
+		if len(ids) > 0 {
+			first := ids[0].Leaf().NotAfter
+			for _, id := range ids[1:] {
+				if na := id.Leaf().NotAfter; na.Before(first) {
+					first = na
+				}
+			}
+			timer = time.NewTimer(time.Until(first) + time.Millisecond)
+			expiry = timer.C
+		}
 		select {
 		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
 			return nil
 		case <-changed:
+		case <-expiry:
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }
@@ -166,7 +195,7 @@ func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream gr
 	var last string
 	for {
 		changed := w.a.changes()
-		if _, entries := w.a.match(wl); entries == 0 {
+		if _, entries, _ := w.a.match(wl); entries == 0 {
 			return w.denied(wl)
 		}
 		td, roots := w.a.roots()
