@@ -375,7 +375,7 @@ func (a *Agent) renewNodeIfDue(ctx context.Context, now time.Time) {
 		a.metrics.nodeExpiring.Set(0)
 	}
 	if !now.Before(leaf.NotAfter) {
-		a.nodeExpired(ctx, now, leaf)
+		a.reenrollIfExpired(ctx, now, leaf)
 		return
 	}
 	if low && a.nodeFail > 0 && !a.nodeWarned {
@@ -407,6 +407,14 @@ func (a *Agent) renewNodeIfDue(ctx context.Context, now time.Time) {
 	a.nodeRenewed(next, "node renewed")
 }
 
+// nodeExpired reports whether the node certificate is past its NotAfter
+// (nothing new can be obtained until the node is enrolled again).
+func (a *Agent) nodeExpired() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return !time.Now().Before(a.node.Leaf().NotAfter)
+}
+
 // recovery says what the operator does about an expired node certificate.
 func (a *Agent) recovery() string {
 	if a.cfg.TokenFile != "" {
@@ -428,10 +436,10 @@ func (a *Agent) nodeRenewed(next *identity.Identity, msg string) {
 	a.log.Info(msg, "node_id", next.ID.String(), "not_after", next.Leaf().NotAfter)
 }
 
-// nodeExpired handles a node certificate past its NotAfter: nothing can be
+// reenrollIfExpired handles a node certificate past its NotAfter: nothing can be
 // renewed with it. With TokenFile, a new token found there re-enrolls the
 // same node; otherwise the operator is told, once, what to do.
-func (a *Agent) nodeExpired(ctx context.Context, now time.Time, leaf *x509.Certificate) {
+func (a *Agent) reenrollIfExpired(ctx context.Context, now time.Time, leaf *x509.Certificate) {
 	a.mu.RLock()
 	nodeID := a.node.ID
 	a.mu.RUnlock()

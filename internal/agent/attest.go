@@ -208,7 +208,16 @@ func (c *peerConn) alive() error {
 // a process other than the caller wrote marks the connection as shared;
 // the caller's answer to the PING binds it.
 func (c *peerConn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
 	n, oobn, _, _, err := c.UnixConn.ReadMsgUnix(b, c.oob)
+	// ReadMsgUnix is recvmsg: -1 with an error, 0 and no error at the end
+	// of the stream. Read must say 0 and io.EOF.
+	n, oobn = max(n, 0), max(oobn, 0)
+	if n == 0 && err == nil {
+		err = io.EOF
+	}
 	var pid int32
 	if oobn > 0 {
 		pid = writerPID(c.oob[:oobn])

@@ -118,7 +118,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 		if entries == 0 {
 			return w.denied(wl)
 		}
-		if len(ids) == 0 && expired > 0 {
+		if len(ids) == 0 && (expired > 0 || w.a.nodeExpired()) {
 			// What the caller holds (or would get) has expired and the agent
 			// could not renew it: say so, rather than keep it waiting or
 			// let it use an expired certificate.
