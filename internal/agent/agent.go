@@ -458,7 +458,7 @@ func (a *Agent) reenrollIfExpired(ctx context.Context, now time.Time, leaf *x509
 	}
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	enr, err := client.RequestIdentity(cctx, tok, keyTypeOf(a), 0)
+	enr, err := client.RequestIdentity(cctx, tok, pki.KeyECDSAP256, 0) // as at first enrollment
 	if err == nil && enr.Identity.ID != nodeID {
 		err = fmt.Errorf("the token in %s is for %s, not this node (%s): create one with --identity %s", a.cfg.TokenFile, enr.Identity.ID, nodeID, nodeID)
 	}
@@ -487,21 +487,6 @@ func (a *Agent) reenrollIfExpired(ctx context.Context, now time.Time, leaf *x509
 	}
 	a.mu.Unlock()
 	a.nodeRenewed(enr.Identity, "node re-enrolled with a new join token after its certificate expired")
-}
-
-// keyTypeOf is the node key's type, kept across re-enrollment.
-func keyTypeOf(a *Agent) pki.KeyType {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	switch pki.KeyDescription(a.node.Key.Public()) {
-	case "ECDSA P-384":
-		return pki.KeyECDSAP384
-	case "Ed25519":
-		return pki.KeyEd25519
-	case "RSA 3072":
-		return pki.KeyRSA3072
-	}
-	return pki.KeyECDSAP256
 }
 
 // sync fetches the node's entries, records them, and drops certificates of
