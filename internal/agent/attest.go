@@ -124,9 +124,9 @@ func (p peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, 
 			return
 		}
 		pc.cred = *cred
-		// The kernel's pidfd for the peer names the process that connected
-		// even if it has exited since; pidfd_open is the fallback for
-		// kernels before 6.5.
+		// A pidfd pins the process: a PID reused later cannot pass for
+		// it. The kernel's own pidfd of the peer (Linux 6.5) first,
+		// pidfd_open of the PID otherwise.
 		if pfd, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
 			pc.pidfd = pfd
 		} else if pfd, err := unix.PidfdOpen(int(cred.Pid), 0); err == nil {

@@ -48,7 +48,7 @@ join token for the same node to --token-file: the agent re-enrolls without a
 restart. --write keeps an identity directory current for programs that read files:
 
   --write spiffe://TD/ns/prod/web=/etc/web/tls,owner=www-data,mode=0640,reload='nginx -s reload'`,
-		Example: `  mutual agent --dir /var/lib/mutual/agent --token "$NODE_TOKEN" --socket unix:///run/mutual/agent.sock`,
+		Example: `  mutual agent --dir /var/lib/mutual/agent --token-file /etc/mutual/node-token --socket unix:///run/mutual/agent.sock`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.dir == "" {
