@@ -202,9 +202,17 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("the agent's state is damaged (%v): move %s away and enroll again with --token", err, a.cfg.StateDir)
 		}
-		if time.Now().After(id.Leaf().NotAfter) {
+		if !time.Now().Before(id.Leaf().NotAfter) {
+			urls, _ := client.LoadCAURLs(dir)
+			if a.cfg.TokenFile != "" && len(urls) > 0 {
+				// Start, and re-enroll from the token file as soon as it
+				// holds a token the CA takes (see reenrollIfExpired):
+				// the socket answers meanwhile.
+				a.node, a.caURLs = id, urls
+				return nil
+			}
 			if a.cfg.Token == "" {
-				return fmt.Errorf("the node certificate of %s expired at %s: enroll again with --token (a new join token for %s)", id.ID, id.Leaf().NotAfter.Format(time.RFC3339), id.ID)
+				return fmt.Errorf("the node certificate of %s expired at %s: enroll again with --token-file (a new join token for %s)", id.ID, id.Leaf().NotAfter.Format(time.RFC3339), id.ID)
 			}
 		} else {
 			if a.cfg.Token != "" {
