@@ -41,9 +41,9 @@ import (
 // requires that the answer, and every labelled byte on the connection, was
 // written by the pinned process. That process therefore ran code speaking
 // this connection after S1. Then snapshot S2 is taken: same start time
-// (no PID reuse), same executable as S1 (no exec in between), the pidfd
-// still alive; the executable is hashed through the descriptor S2 opened,
-// never by path. A process in another mount namespace has no path or hash
+// (no PID reuse), same executable as S1 (no exec in between); the path is
+// read and the executable hashed through the process's own exe link, never
+// by path; then snapshot S3 must match S2, and the pidfd is still alive. A process in another mount namespace has no path or hash
 // (its paths name other files): path and sha256 selectors do not match it.
 
 // bindTimeout bounds the wait for the caller's answer to the agent's PING.
@@ -407,16 +407,18 @@ func (a *attestor) attest(ctx context.Context, c *peerConn) (w selector.Workload
 		path, _ = os.Readlink(dir + "/exe")
 		sum, herr = a.hashExe(dir+"/exe", s2)
 	}
-	// Whatever was read must be of the pinned process, unchanged since S1.
+	// The path and hash were read between S2 and S3: whatever was read must
+	// be of the pinned process, running the same executable as at S1.
+	s3 := snapshot(a.procRoot, c.cred.Pid)
 	if err := c.alive(); err != nil {
 		return w, "", fmt.Errorf("%w: %v", errNotBound, err)
 	}
 	switch {
-	case c.s1.statErr != nil || s2.statErr != nil || c.s1.start != s2.start:
+	case c.s1.statErr != nil || s2.statErr != nil || s3.statErr != nil || c.s1.start != s2.start || s2.start != s3.start:
 		return w, "", fmt.Errorf("%w: PID %d is no longer the process that connected", errNotBound, c.cred.Pid)
-	case c.s1.exeErr != nil || s2.exeErr != nil:
+	case c.s1.exeErr != nil || s2.exeErr != nil || s3.exeErr != nil:
 		note = "executable unreadable"
-	case c.s1.dev != s2.dev || c.s1.ino != s2.ino:
+	case c.s1.dev != s2.dev || c.s1.ino != s2.ino || s2.dev != s3.dev || s2.ino != s3.ino:
 		return w, "", fmt.Errorf("%w: PID %d executed another program after it connected", errNotBound, c.cred.Pid)
 	case s2.mntNS == "" || s2.mntNS != a.selfNS || c.s1.mntNS != s2.mntNS:
 		note = "caller in another mount namespace: path and sha256 selectors do not apply"
