@@ -30,6 +30,7 @@ import (
 const (
 	dataLink      = "..data"
 	versionPrefix = ".mutual-"
+	linkPrefix    = ".tmp-link-"
 )
 
 // dirFile is one file of an identity directory.
@@ -195,8 +196,11 @@ func writeIdentityDir(dir string, uid, gid int, files []dirFile) error {
 	// Earlier sets (and any left by a crash) are no longer reachable.
 	if d, err := os.ReadDir(dir); err == nil {
 		for _, e := range d {
-			if n := e.Name(); strings.HasPrefix(n, versionPrefix) && n != version {
+			switch n := e.Name(); {
+			case strings.HasPrefix(n, versionPrefix) && n != version:
 				removeVersion(dir, n)
+			case strings.HasPrefix(n, linkPrefix):
+				unix.Unlinkat(dfd, n, 0) // left by a crash between symlink and rename
 			}
 		}
 	}
@@ -228,7 +232,7 @@ func writeAt(dfd int, f dirFile, uid, gid int) error {
 
 // replaceSymlink points name in dfd at target, atomically.
 func replaceSymlink(dfd int, target, name string) error {
-	tmp := randomName(".tmp-link-")
+	tmp := randomName(linkPrefix)
 	if err := unix.Symlinkat(target, dfd, tmp); err != nil {
 		return err
 	}
