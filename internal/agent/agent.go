@@ -128,7 +128,13 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--dir %s: %w", cfg.StateDir, err)
 	}
+	dirs := map[string]bool{}
 	for i := range cfg.Writes {
+		d := filepath.Clean(cfg.Writes[i].Dir)
+		if dirs[d] {
+			return nil, fmt.Errorf("--write: two identity directories at %s: give each its own directory", d)
+		}
+		dirs[d] = true
 		if err := cfg.Writes[i].resolve(); err != nil {
 			return nil, err
 		}
