@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	crand "crypto/rand"
 	"crypto/x509"
 	"encoding/json"
@@ -19,11 +20,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
@@ -48,6 +51,10 @@ type Config struct {
 	StateDir string
 	// Token enrolls the node on first start; ignored once enrolled.
 	Token string
+	// TokenFile, if set, is read again whenever the node certificate has
+	// expired (a CA outage longer than its lifetime): a new join token for
+	// the same node written there re-enrolls the node without a restart.
+	TokenFile string
 	// Socket is the Workload API's Unix socket path (required).
 	Socket string
 	// Writes keep identity directories current for programs that read files.
@@ -87,8 +94,14 @@ type Agent struct {
 	changed  chan struct{}    // closed and replaced at every change
 	nodeNext time.Time
 	nodeFail int
-	lastSync time.Time
-	synced   bool
+	// nodeWarned: the "renewal failing" warning was logged for this node
+	// certificate; expiredSaid: the "expired" error was logged; badToken:
+	// the last token from TokenFile the CA refused (not tried again).
+	nodeWarned  bool
+	expiredSaid bool
+	badToken    string
+	lastSync    time.Time
+	synced      bool
 }
 
 // New loads the agent's state (enrolling the node with cfg.Token on first
@@ -115,7 +128,13 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--dir %s: %w", cfg.StateDir, err)
 	}
+	dirs := map[string]bool{}
 	for i := range cfg.Writes {
+		d := filepath.Clean(cfg.Writes[i].Dir)
+		if dirs[d] {
+			return nil, fmt.Errorf("--write: two identity directories at %s: give each its own directory", d)
+		}
+		dirs[d] = true
 		if err := cfg.Writes[i].resolve(); err != nil {
 			return nil, err
 		}
@@ -189,9 +208,17 @@ func (a *Agent) loadOrEnroll(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("the agent's state is damaged (%v): move %s away and enroll again with --token", err, a.cfg.StateDir)
 		}
-		if time.Now().After(id.Leaf().NotAfter) {
+		if !time.Now().Before(id.Leaf().NotAfter) {
+			urls, _ := client.LoadCAURLs(dir)
+			if a.cfg.TokenFile != "" && len(urls) > 0 {
+				// Start, and re-enroll from the token file as soon as it
+				// holds a token the CA takes (see reenrollIfExpired):
+				// the socket answers meanwhile.
+				a.node, a.caURLs = id, urls
+				return nil
+			}
 			if a.cfg.Token == "" {
-				return fmt.Errorf("the node certificate of %s expired at %s: enroll again with --token (a new join token for %s)", id.ID, id.Leaf().NotAfter.Format(time.RFC3339), id.ID)
+				return fmt.Errorf("the node certificate of %s expired at %s: enroll again with --token-file (a new join token for %s)", id.ID, id.Leaf().NotAfter.Format(time.RFC3339), id.ID)
 			}
 		} else {
 			if a.cfg.Token != "" {
@@ -353,6 +380,22 @@ func (a *Agent) renewNodeIfDue(ctx context.Context, now time.Time) {
 	a.mu.RLock()
 	leaf := a.node.Leaf()
 	a.mu.RUnlock()
+	_, life := pki.Lifetime(leaf)
+	low := !now.Before(leaf.NotAfter.Add(-life / 4))
+	a.metrics.nodeExpiry.Set(float64(leaf.NotAfter.Unix()))
+	if low {
+		a.metrics.nodeExpiring.Set(1)
+	} else {
+		a.metrics.nodeExpiring.Set(0)
+	}
+	if !now.Before(leaf.NotAfter) {
+		a.reenrollIfExpired(ctx, now, leaf)
+		return
+	}
+	if low && a.nodeFail > 0 && !a.nodeWarned {
+		a.nodeWarned = true
+		a.log.Warn("node certificate has less than a quarter of its life left and renewal is failing: when it expires the agent can no longer renew any identity; "+a.recovery(), "node_id", a.NodeID().String(), "not_after", leaf.NotAfter, "failures", a.nodeFail)
+	}
 	if a.nodeNext.IsZero() {
 		a.nodeNext = renewTime(leaf)
 	}
@@ -375,13 +418,89 @@ func (a *Agent) renewNodeIfDue(ctx context.Context, now time.Time) {
 		a.log.Warn("node renewal failed; will retry", "node_id", cur.ID.String(), "retry_in", backoff(a.nodeFail).String(), "error", err.Error())
 		return
 	}
+	a.nodeRenewed(next, "node renewed")
+}
+
+// nodeExpired reports whether the node certificate is past its NotAfter
+// (nothing new can be obtained until the node is enrolled again).
+func (a *Agent) nodeExpired() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return !time.Now().Before(a.node.Leaf().NotAfter)
+}
+
+// recovery says what the operator does about an expired node certificate.
+func (a *Agent) recovery() string {
+	if a.cfg.TokenFile != "" {
+		return fmt.Sprintf("to recover, write a new join token for this node (mutual token create --identity %s) to %s", a.node.ID, a.cfg.TokenFile)
+	}
+	return fmt.Sprintf("to recover, restart the agent with --token-file holding a new join token for this node (mutual token create --identity %s)", a.node.ID)
+}
+
+// nodeRenewed installs a new node identity.
+func (a *Agent) nodeRenewed(next *identity.Identity, msg string) {
 	a.mu.Lock()
 	a.node = next
 	a.mu.Unlock()
-	a.nodeFail = 0
+	a.nodeFail, a.nodeWarned, a.expiredSaid = 0, false, false
 	a.nodeNext = renewTime(next.Leaf())
 	a.metrics.rotations.WithLabelValues("node", "ok").Inc()
-	a.log.Info("node renewed", "node_id", next.ID.String(), "not_after", next.Leaf().NotAfter)
+	a.metrics.nodeExpiry.Set(float64(next.Leaf().NotAfter.Unix()))
+	a.metrics.nodeExpiring.Set(0)
+	a.log.Info(msg, "node_id", next.ID.String(), "not_after", next.Leaf().NotAfter)
+}
+
+// reenrollIfExpired handles a node certificate past its NotAfter: nothing can be
+// renewed with it. With TokenFile, a new token found there re-enrolls the
+// same node; otherwise the operator is told, once, what to do.
+func (a *Agent) reenrollIfExpired(ctx context.Context, now time.Time, leaf *x509.Certificate) {
+	a.mu.RLock()
+	nodeID := a.node.ID
+	a.mu.RUnlock()
+	if !a.expiredSaid {
+		a.expiredSaid = true
+		a.log.Error("node certificate expired: the agent can no longer renew or obtain workload identities; "+a.recovery(), "node_id", nodeID.String(), "not_after", leaf.NotAfter)
+	}
+	if a.cfg.TokenFile == "" || now.Before(a.nodeNext) {
+		return
+	}
+	b, err := os.ReadFile(a.cfg.TokenFile)
+	tok := strings.TrimSpace(string(b))
+	if err != nil || tok == "" || tok == a.badToken {
+		a.nodeNext = now.Add(time.Second)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	enr, err := client.RequestIdentity(cctx, tok, pki.KeyECDSAP256, 0) // as at first enrollment
+	if err == nil && enr.Identity.ID != nodeID {
+		err = fmt.Errorf("the token in %s is for %s, not this node (%s): create one with --identity %s", a.cfg.TokenFile, enr.Identity.ID, nodeID, nodeID)
+	}
+	if err == nil {
+		dir := filepath.Join(a.cfg.StateDir, nodeDir)
+		if err = enr.Identity.Save(dir); err == nil {
+			err = client.SaveCAURLs(dir, enr.CAURLs)
+		}
+	}
+	if err != nil {
+		var ae *client.APIError
+		if errors.As(err, &ae) && !ae.Unavailable() || enr != nil {
+			a.badToken = tok // refused for good: wait for another token
+		}
+		a.nodeFail++
+		a.nodeNext = now.Add(backoff(a.nodeFail))
+		a.metrics.rotations.WithLabelValues("node", "error").Inc()
+		a.log.Error("cannot re-enroll the node with the token in "+a.cfg.TokenFile, "node_id", nodeID.String(), "retry_in", backoff(a.nodeFail).String(), "error", err.Error())
+		return
+	}
+	a.badToken = tok // single use: never presented again
+	a.mu.Lock()
+	a.caURLs = enr.CAURLs
+	for _, s := range a.svids {
+		s.retryAt, s.failures = time.Time{}, 0
+	}
+	a.mu.Unlock()
+	a.nodeRenewed(enr.Identity, "node re-enrolled with a new join token after its certificate expired")
 }
 
 // sync fetches the node's entries, records them, and drops certificates of
@@ -511,22 +630,11 @@ func (a *Agent) obtain(ctx context.Context, cl *client.Client, s *svid) error {
 	if err != nil {
 		return err
 	}
-	chain, err := pki.ParseCertificates([]byte(resp.ChainPEM))
+	idn, err := a.checkSVID(resp, key, s.entry)
 	if err != nil {
 		return err
 	}
-	roots, err := pki.ParseCertificates([]byte(resp.RootsPEM))
-	if err != nil {
-		return err
-	}
-	if !pki.PublicKeysEqual(chain[0].PublicKey, key.Public()) {
-		return errors.New("the CA returned a certificate for another key")
-	}
-	id, err := spiffeid.FromString(resp.SPIFFEID)
-	if err != nil {
-		return err
-	}
-	idn := &identity.Identity{ID: id, Chain: chain, Key: key, Roots: roots}
+	chain := idn.Chain
 	if err := idn.Save(a.svidDir(s.entry.ID)); err != nil {
 		return err
 	}
@@ -537,8 +645,49 @@ func (a *Agent) obtain(ctx context.Context, cl *client.Client, s *svid) error {
 	return nil
 }
 
-// match returns the identities the workload is entitled to, in entry order.
-func (a *Agent) match(w selector.Workload) (ids []*identity.Identity, entries int) {
+// checkSVID verifies what the CA answered before the agent keeps or serves
+// it: the chain verifies to the node's trust bundle, the leaf holds key and
+// carries exactly the SPIFFE ID the entry grants. The bundle served with it
+// is the node's, never one taken from the answer.
+func (a *Agent) checkSVID(resp *api.IssueResponse, key crypto.Signer, e api.Entry) (*identity.Identity, error) {
+	chain, err := pki.ParseCertificates([]byte(resp.ChainPEM))
+	if err != nil {
+		return nil, fmt.Errorf("the CA's answer for entry %s: chain: %w", e.ID, err)
+	}
+	leaf := chain[0]
+	if !pki.PublicKeysEqual(leaf.PublicKey, key.Public()) {
+		return nil, fmt.Errorf("the CA's answer for entry %s: a certificate for another key", e.ID)
+	}
+	a.mu.RLock()
+	roots := a.node.Roots
+	a.mu.RUnlock()
+	pool, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, fmt.Errorf("the certificate the CA returned for entry %s does not verify against the node's trust bundle: %w", e.ID, err)
+	}
+	if leaf.IsCA {
+		return nil, fmt.Errorf("the CA returned a CA certificate for entry %s", e.ID)
+	}
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("the certificate the CA returned for entry %s: %w", e.ID, err)
+	}
+	if id.String() != e.SPIFFEID || resp.SPIFFEID != e.SPIFFEID {
+		return nil, fmt.Errorf("the CA returned a certificate for %s (answer says %q), but entry %s grants %s", id, resp.SPIFFEID, e.ID, e.SPIFFEID)
+	}
+	return &identity.Identity{ID: id, Chain: chain, Key: key, Roots: roots}, nil
+}
+
+// match returns the identities the workload is entitled to, in entry order,
+// the number of entries it matches, and how many of those hold a
+// certificate that has expired (renewal failed for its whole life).
+func (a *Agent) match(w selector.Workload) (ids []*identity.Identity, entries, expired int) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	keys := make([]string, 0, len(a.svids))
@@ -546,16 +695,21 @@ func (a *Agent) match(w selector.Workload) (ids []*identity.Identity, entries in
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	now := time.Now()
 	for _, k := range keys {
 		s := a.svids[k]
 		if selector.MatchAll(s.sels, w) {
 			entries++
-			if s.id != nil && time.Now().Before(s.id.Leaf().NotAfter) {
+			switch {
+			case s.id == nil:
+			case now.Before(s.id.Leaf().NotAfter):
 				ids = append(ids, s.id)
+			default:
+				expired++
 			}
 		}
 	}
-	return ids, entries
+	return ids, entries, expired
 }
 
 func (a *Agent) changes() <-chan struct{} {

@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sys/unix"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/selector"
 )
@@ -88,6 +89,12 @@ func (w *WriteSpec) resolve() error {
 	if u, err := user.LookupId(strconv.Itoa(w.uid)); err == nil {
 		w.wl.User = u.Username
 	}
+	// Refuse an unsafe directory at start, not at the first rotation.
+	fd, err := openWriteDir(w.Dir, w.uid)
+	if err != nil {
+		return err
+	}
+	unix.Close(fd)
 	return nil
 }
 
@@ -97,7 +104,7 @@ func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
 	var last string
 	for {
 		changed := a.changes()
-		ids, _ := a.match(w.wl)
+		ids, _, _ := a.match(w.wl)
 		for _, id := range ids {
 			if id.ID != w.ID {
 				continue
@@ -124,32 +131,23 @@ func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
 }
 
 func (a *Agent) write(ctx context.Context, w *WriteSpec, id *identity.Identity) error {
-	if err := os.MkdirAll(w.Dir, 0o755); err != nil {
-		return err
-	}
 	keyPEM, err := pki.MarshalPrivateKey(id.Key, nil, 0)
 	if err != nil {
 		return err
 	}
-	files := []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
+	a.mu.RLock()
+	urls := a.caURLs
+	a.mu.RUnlock()
+	// mutual.json tells a consumer (mutual proxy --identity-dir) where the
+	// CA is, so that it can check revocation.
+	files := []dirFile{
 		{identity.BundleFile, pki.EncodeCertificates(id.Roots...), 0o644},
 		{identity.KeyFile, keyPEM, w.Mode},
 		{identity.CertFile, pki.EncodeCertificates(id.Chain...), 0o644},
+		{client.ServersFile, client.MarshalCAURLs(urls), 0o644},
 	}
-	for _, f := range files {
-		p := filepath.Join(w.Dir, f.name)
-		if err := atomicfile.WriteFile(p, f.data, f.mode); err != nil {
-			return err
-		}
-		if os.Geteuid() == 0 {
-			if err := os.Chown(p, w.uid, w.gid); err != nil {
-				return err
-			}
-		}
+	if err := writeIdentityDir(w.Dir, w.uid, w.gid, files); err != nil {
+		return err
 	}
 	a.log.Info("identity files written", "spiffe_id", w.ID.String(), "dir", w.Dir, "serial", fmt.Sprintf("%x", id.Leaf().SerialNumber))
 	if w.Reload == "" {
@@ -157,7 +155,11 @@ func (a *Agent) write(ctx context.Context, w *WriteSpec, id *identity.Identity) 
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(cctx, "/bin/sh", "-c", w.Reload).CombinedOutput()
+	// umask 077: whatever the command builds from the key (a combined
+	// PEM, a keystore) is readable by its owner only, whatever the
+	// agent's own umask.
+	cmd := exec.CommandContext(cctx, "/bin/sh", "-c", "umask 077\n"+w.Reload)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("reload command %q: %w: %s", w.Reload, err, strings.TrimSpace(string(out)))
 	}

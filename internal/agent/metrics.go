@@ -10,6 +10,9 @@ type metrics struct {
 	syncs     *prometheus.CounterVec
 	requests  *prometheus.CounterVec
 	writes    *prometheus.CounterVec
+
+	nodeExpiry   prometheus.Gauge
+	nodeExpiring prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,6 +31,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mutual_agent_file_writes_total",
 			Help: "Identity directories written for --write, by result."}, []string{"result"}),
 	}
-	reg.MustRegister(m.svids, m.expiry, m.expiring, m.rotations, m.syncs, m.requests, m.writes)
+	m.nodeExpiry = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mutual_agent_node_expiry_timestamp_seconds",
+		Help: "NotAfter of the node certificate."})
+	m.nodeExpiring = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mutual_agent_node_expiring",
+		Help: "1 when the node certificate has less than a quarter of its life left (renewal is failing); past NotAfter the node must be enrolled again."})
+	reg.MustRegister(m.svids, m.expiry, m.expiring, m.rotations, m.syncs, m.requests, m.writes, m.nodeExpiry, m.nodeExpiring)
 	return m
 }

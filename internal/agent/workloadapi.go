@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -22,7 +23,7 @@ import (
 const securityHeader = "workload.spiffe.io"
 
 func (a *Agent) grpcServer() *grpc.Server {
-	s := grpc.NewServer(grpc.Creds(peerCreds{}))
+	s := grpc.NewServer(grpc.Creds(peerCreds{procRoot: a.att.procRoot}))
 	workload.RegisterSpiffeWorkloadAPIServer(s, &workloadAPI{a: a})
 	return s
 }
@@ -33,22 +34,31 @@ type workloadAPI struct {
 }
 
 // caller checks the security header and attests the calling process.
-func (w *workloadAPI) caller(ctx context.Context) (selector.Workload, error) {
+func (w *workloadAPI) caller(ctx context.Context) (selector.Workload, *peerConn, error) {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok || len(md.Get(securityHeader)) != 1 || md.Get(securityHeader)[0] != "true" {
 		w.a.metrics.requests.WithLabelValues("missing_header").Inc()
-		return selector.Workload{}, status.Error(codes.InvalidArgument, "security header missing from request")
+		return selector.Workload{}, nil, status.Error(codes.InvalidArgument, "security header missing from request")
 	}
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return selector.Workload{}, status.Error(codes.Internal, "no peer information")
+		return selector.Workload{}, nil, status.Error(codes.Internal, "no peer information")
 	}
 	info, ok := p.AuthInfo.(callerInfo)
-	if !ok || info.err != nil || info.cred == nil {
+	if !ok || info.err != nil || info.conn == nil {
 		w.a.log.Error("cannot read the caller's credentials", "error", errString(info.err))
-		return selector.Workload{}, status.Error(codes.Internal, "cannot identify the caller")
+		return selector.Workload{}, nil, status.Error(codes.Internal, "cannot identify the caller")
 	}
-	return w.a.att.attest(info.cred), nil
+	wl, note, err := w.a.att.attest(ctx, info.conn)
+	if err != nil {
+		w.a.metrics.requests.WithLabelValues("unbound").Inc()
+		w.a.log.Warn("workload API request refused: it cannot be tied to the calling process", "pid", info.conn.cred.Pid, "uid", info.conn.cred.Uid, "error", err.Error())
+		return selector.Workload{}, nil, status.Error(codes.PermissionDenied, "no identity issued: "+err.Error())
+	}
+	if note != "" {
+		w.a.log.Info("workload API caller attested without path and sha256", "pid", wl.PID, "uid", wl.UID, "reason", note)
+	}
+	return wl, info.conn, nil
 }
 
 func errString(err error) string {
@@ -92,16 +102,29 @@ func (w *workloadAPI) svidResponse(ids []*identity.Identity) (*workload.X509SVID
 // FetchX509SVID streams the caller's identities and every rotation.
 func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	ctx := stream.Context()
-	wl, err := w.caller(ctx)
+	wl, conn, err := w.caller(ctx)
 	if err != nil {
 		return err
 	}
 	var last *workload.X509SVIDResponse
 	for {
+		if pid := conn.foreignPID(); pid != 0 {
+			// Another process wrote on the connection since: it is no
+			// longer the caller's alone.
+			return status.Errorf(codes.PermissionDenied, "no identity issued: %v: PID %d also wrote on the connection", errNotBound, pid)
+		}
 		changed := w.a.changes()
-		ids, entries := w.a.match(wl)
+		ids, entries, expired := w.a.match(wl)
 		if entries == 0 {
 			return w.denied(wl)
+		}
+		if len(ids) == 0 && (expired > 0 || w.a.nodeExpired()) {
+			// What the caller holds (or would get) has expired and the agent
+			// could not renew it: say so, rather than keep it waiting or
+			// let it use an expired certificate.
+			w.a.metrics.requests.WithLabelValues("expired").Inc()
+			w.a.log.Warn("workload API: the caller's identity expired and could not be renewed", "pid", wl.PID, "uid", wl.UID, "path", wl.Path)
+			return status.Error(codes.Unavailable, "the identity for this workload expired and the agent could not renew it (the CA is unreachable or the node certificate expired); the agent's log says why")
 		}
 		if len(ids) > 0 {
 			resp, err := w.svidResponse(ids)
@@ -120,11 +143,31 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 			}
 		}
 		// With matching entries but no certificate yet (just registered),
-		// wait: the certificate comes at the next rotation pass.
+		// wait: the certificate comes at the next rotation pass. Wake up
+		// too when a certificate sent expires.
+		var expiry <-chan time.Time
+		var timer *time.Timer
+		if len(ids) > 0 {
+			first := ids[0].Leaf().NotAfter
+			for _, id := range ids[1:] {
+				if na := id.Leaf().NotAfter; na.Before(first) {
+					first = na
+				}
+			}
+			timer = time.NewTimer(time.Until(first) + time.Millisecond)
+			expiry = timer.C
+		}
 		select {
 		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
 			return nil
 		case <-changed:
+		case <-expiry:
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }
@@ -145,14 +188,14 @@ func sameSVIDs(x, y *workload.X509SVIDResponse) bool {
 // entry.
 func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	ctx := stream.Context()
-	wl, err := w.caller(ctx)
+	wl, _, err := w.caller(ctx)
 	if err != nil {
 		return err
 	}
 	var last string
 	for {
 		changed := w.a.changes()
-		if _, entries := w.a.match(wl); entries == 0 {
+		if _, entries, _ := w.a.match(wl); entries == 0 {
 			return w.denied(wl)
 		}
 		td, roots := w.a.roots()

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -40,10 +42,13 @@ credentials (uid, gid, user, executable path and hash) match the entry's
 selectors. Unmodified go-spiffe clients work.
 
 Everything lives under --dir (keys 0600), so a restart during a CA outage still
-serves. --write keeps an identity directory current for programs that read files:
+serves. If the node certificate expires during a CA outage (a WARN line and
+mutual_agent_node_expiring=1 come at three quarters of its life), write a new
+join token for the same node to --token-file: the agent re-enrolls without a
+restart. --write keeps an identity directory current for programs that read files:
 
   --write spiffe://TD/ns/prod/web=/etc/web/tls,owner=www-data,mode=0640,reload='nginx -s reload'`,
-		Example: `  mutual agent --dir /var/lib/mutual/agent --token "$NODE_TOKEN" --socket unix:///run/mutual/agent.sock`,
+		Example: `  mutual agent --dir /var/lib/mutual/agent --token-file /etc/mutual/node-token --socket unix:///run/mutual/agent.sock`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.dir == "" {
@@ -53,7 +58,13 @@ serves. --write keeps an identity directory current for programs that read files
 			if !ok || !strings.HasPrefix(sock, "/") {
 				return flagError("socket", "%q: use unix:///absolute/path.sock", o.socket)
 			}
-			tok, err := readToken(o.token, o.tokenFile)
+			// --token-file may be empty or missing once enrolled: the agent
+			// reads it again if the node certificate ever expires.
+			tokenFile := o.tokenFile
+			if _, err := os.Stat(tokenFile); tokenFile != "" && errors.Is(err, os.ErrNotExist) {
+				tokenFile = ""
+			}
+			tok, err := readToken(o.token, tokenFile)
 			if err != nil {
 				return err
 			}
@@ -67,7 +78,7 @@ serves. --write keeps an identity directory current for programs that read files
 			}
 			log := e.logger(slog.LevelInfo).With("component", "agent")
 			reg := prometheus.NewRegistry()
-			a, err := agent.New(cmd.Context(), agent.Config{StateDir: o.dir, Token: tok, Socket: sock, Writes: writes, SyncInterval: o.sync, Log: log, Registry: reg})
+			a, err := agent.New(cmd.Context(), agent.Config{StateDir: o.dir, Token: tok, TokenFile: o.tokenFile, Socket: sock, Writes: writes, SyncInterval: o.sync, Log: log, Registry: reg})
 			if err != nil {
 				return err
 			}
@@ -90,7 +101,7 @@ serves. --write keeps an identity directory current for programs that read files
 	f := c.Flags()
 	f.StringVar(&o.dir, "dir", "", "state directory (required)")
 	f.StringVar(&o.token, "token", "", "join token for the node identity, on first start (or $MUTUAL_TOKEN)")
-	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token; read again while the node certificate is expired, to re-enroll (recommended over --token)")
 	f.StringVar(&o.socket, "socket", DefaultSocket, "Workload API socket")
 	f.StringVar(&o.metrics, "metrics", "", "address for Prometheus /metrics (off when empty)")
 	f.StringArrayVar(&o.writes, "write", nil, "ID=DIR[,owner=USER][,mode=0640][,reload=CMD]: keep an identity directory current (repeatable)")

@@ -36,8 +36,14 @@ type serversFile struct {
 
 // SaveCAURLs records in dir where the identity renews.
 func SaveCAURLs(dir string, urls []string) error {
+	return atomicfile.WriteFile(filepath.Join(dir, ServersFile), MarshalCAURLs(urls), 0o644)
+}
+
+// MarshalCAURLs is the content of ServersFile for urls, for writers that
+// put it in place themselves (the agent's --write).
+func MarshalCAURLs(urls []string) []byte {
 	b, _ := json.MarshalIndent(serversFile{CAURLs: urls}, "", "  ")
-	return atomicfile.WriteFile(filepath.Join(dir, ServersFile), append(b, '\n'), 0o644)
+	return append(b, '\n')
 }
 
 // LoadCAURLs reads the CA addresses recorded in dir; none is not an error.

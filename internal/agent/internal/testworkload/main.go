@@ -23,7 +23,24 @@ var variant = "a"
 func main() {
 	socket := flag.String("socket", "", "Workload API socket path")
 	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for an answer")
+	sleep := flag.Duration("sleep", 0, "only sleep this long (what a victim binary does when an attacker executes it)")
+	attack := flag.String("attack", "", "attack mode (see attack.go): fork-exec, write-exec, ping-exec, child")
+	victim := flag.String("victim", "", "the binary the attacker executes")
+	swap := flag.String("swap", "", "swap symbolic links to -target into this directory, forever (the --write owner attack)")
+	target := flag.String("target", "", "what the swapped links point to")
 	flag.Parse()
+	if *swap != "" {
+		runSwapper(*swap, *target)
+		return
+	}
+	if *sleep > 0 {
+		time.Sleep(*sleep)
+		return
+	}
+	if *attack != "" {
+		runAttack(*attack, *socket, *victim, *timeout)
+		return
+	}
 	fmt.Fprintf(os.Stderr, "testworkload variant %s pid %d uid %d\n", variant, os.Getpid(), os.Getuid())
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

@@ -1,0 +1,261 @@
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// How --write puts an identity directory in place, for a user other than
+// the agent's (issue 12, item 2; DESIGN "Agent ↔ local processes").
+//
+// The directory DIR and every directory above it are checked first: no
+// user other than root, the agent's own and (for DIR itself) the owner may
+// be able to write them, so no one else can swap a name the agent uses.
+// DIR is then opened once and everything happens relative to that
+// descriptor. A new set of files is written into a fresh hidden directory
+// DIR/.mutual-<random>/, each file created exclusively, given its owner and
+// mode on its open descriptor (fchown, fchmod) before a byte is written, and
+// synced. The set becomes visible at once by renaming a symbolic link
+// DIR/..data to it; DIR/cert.pem, key.pem, bundle.pem and mutual.json are
+// symbolic links through ..data, so a reader sees the old set or the new,
+// never a mix, and nothing is ever chowned or chmodded by path.
+
+const (
+	dataLink      = "..data"
+	versionPrefix = ".mutual-"
+	linkPrefix    = ".tmp-link-"
+)
+
+// dirFile is one file of an identity directory.
+type dirFile struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+// unsafeDirError says why a write directory cannot be trusted.
+type unsafeDirError struct {
+	Dir, Reason string
+}
+
+func (e *unsafeDirError) Error() string {
+	return fmt.Sprintf("--write directory %s is not safe: %s; make it and every directory above it owned by root and not writable by group or others (the directory itself may belong to the owner)", e.Dir, e.Reason)
+}
+
+// checkDir checks st, the directory path: owned by root, the agent, or
+// (when mayOwn) the owner uid; writable by no one else.
+func checkDir(path string, st *unix.Stat_t, owner int, mayOwn bool) error {
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return &unsafeDirError{path, "not a directory"}
+	}
+	self := uint32(os.Geteuid())
+	switch {
+	case st.Uid == 0 || st.Uid == self:
+	case mayOwn && st.Uid == uint32(owner):
+	default:
+		return &unsafeDirError{path, fmt.Sprintf("owned by uid %d", st.Uid)}
+	}
+	sticky := st.Mode&unix.S_ISVTX != 0
+	if st.Mode&0o002 != 0 && !(sticky && !mayOwn) {
+		return &unsafeDirError{path, "writable by every user"}
+	}
+	if st.Mode&0o020 != 0 && st.Gid != 0 && !(sticky && !mayOwn) {
+		return &unsafeDirError{path, fmt.Sprintf("writable by group %d", st.Gid)}
+	}
+	return nil
+}
+
+// openWriteDir creates dir if missing (0755, the agent's), checks it and
+// the directories above it, and opens it.
+func openWriteDir(dir string, owner int) (int, error) {
+	// The directories that exist are checked before anything is created
+	// under them.
+	existing := filepath.Clean(dir)
+	for {
+		if _, err := os.Lstat(existing); err == nil || existing == "/" {
+			break
+		}
+		existing = filepath.Dir(existing)
+	}
+	if err := checkAncestors(dir, existing, owner, existing == filepath.Clean(dir)); err != nil {
+		return -1, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return -1, fmt.Errorf("--write directory %s: %w", dir, err)
+	}
+	if err := checkAncestors(dir, dir, owner, true); err != nil {
+		return -1, err
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("--write directory %s: %w", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("--write directory %s: %w", dir, err)
+	}
+	if err := checkDir(dir, &st, owner, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// checkAncestors checks the directories above p (with symbolic links
+// resolved), and p itself when self (as the write directory, which may
+// belong to the owner).
+func checkAncestors(dir, p string, owner int, self bool) error {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return fmt.Errorf("--write directory %s: %w", dir, err)
+	}
+	if self {
+		var st unix.Stat_t
+		if err := unix.Lstat(real, &st); err != nil {
+			return fmt.Errorf("--write directory %s: %w", dir, err)
+		}
+		if err := checkDir(real, &st, owner, true); err != nil {
+			return err
+		}
+		real = filepath.Dir(real)
+	}
+	for q := real; ; q = filepath.Dir(q) {
+		var st unix.Stat_t
+		if err := unix.Lstat(q, &st); err != nil {
+			return fmt.Errorf("--write directory %s: %s: %w", dir, q, err)
+		}
+		if err := checkDir(q, &st, owner, false); err != nil {
+			return err
+		}
+		if q == "/" {
+			return nil
+		}
+	}
+}
+
+func randomName(prefix string) string {
+	var b [8]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// writeIdentityDir puts files into dir as one set, each owned by uid:gid
+// (when the agent runs as root) with its mode.
+func writeIdentityDir(dir string, uid, gid int, files []dirFile) error {
+	dfd, err := openWriteDir(dir, uid)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	version := randomName(versionPrefix)
+	if err := unix.Mkdirat(dfd, version, 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			removeVersion(dir, version)
+		}
+	}()
+	vfd, err := unix.Openat(dfd, version, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
+	}
+	defer unix.Close(vfd)
+	for _, f := range files {
+		if err := writeAt(vfd, f, uid, gid); err != nil {
+			return fmt.Errorf("write %s: %w", filepath.Join(dir, version, f.name), err)
+		}
+	}
+	if err := unix.Fsync(vfd); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
+	}
+	// The switch: one rename makes the whole set current.
+	if err := replaceSymlink(dfd, version, dataLink); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir, dataLink), err)
+	}
+	done = true
+	for _, f := range files {
+		target := dataLink + "/" + f.name
+		if cur, err := readlinkat(dfd, f.name); err == nil && cur == target {
+			continue
+		}
+		if err := replaceSymlink(dfd, target, f.name); err != nil {
+			return fmt.Errorf("write %s: %w", filepath.Join(dir, f.name), err)
+		}
+	}
+	unix.Fsync(dfd)
+	// Earlier sets (and any left by a crash) are no longer reachable.
+	if d, err := os.ReadDir(dir); err == nil {
+		for _, e := range d {
+			switch n := e.Name(); {
+			case strings.HasPrefix(n, versionPrefix) && n != version:
+				removeVersion(dir, n)
+			case strings.HasPrefix(n, linkPrefix):
+				unix.Unlinkat(dfd, n, 0) // left by a crash between symlink and rename
+			}
+		}
+	}
+	return nil
+}
+
+// writeAt creates f in the directory dfd: exclusively, never through a
+// link, owner and mode set on the descriptor before the data is written.
+func writeAt(dfd int, f dirFile, uid, gid int) error {
+	fd, err := unix.Openat(dfd, f.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	file := os.NewFile(uintptr(fd), f.name)
+	defer file.Close()
+	if os.Geteuid() == 0 {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return err
+		}
+	}
+	if err := unix.Fchmod(fd, uint32(f.mode.Perm())); err != nil {
+		return err
+	}
+	if _, err := file.Write(f.data); err != nil {
+		return err
+	}
+	return file.Sync()
+}
+
+// replaceSymlink points name in dfd at target, atomically.
+func replaceSymlink(dfd int, target, name string) error {
+	tmp := randomName(linkPrefix)
+	if err := unix.Symlinkat(target, dfd, tmp); err != nil {
+		return err
+	}
+	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
+		unix.Unlinkat(dfd, tmp, 0)
+		return err
+	}
+	return nil
+}
+
+func readlinkat(dfd int, name string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(dfd, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// removeVersion removes an old set (os.RemoveAll unlinks a symbolic link
+// rather than following it, and descends with openat).
+func removeVersion(dir, name string) {
+	if err := os.RemoveAll(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return
+	}
+}
