@@ -17,6 +17,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -491,11 +492,10 @@ func (l *repLoad) record(tokenID string, id *identity.Identity) {
 
 // enrollVia enrolls with tok at urls in that order (RequestIdentity takes
 // the order the token carries; this spreads enrollments too).
-func (l *repLoad) enrollVia(ctx context.Context, urls []string, tok string) (*identity.Identity, error) {
-	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	if err != nil {
-		return nil, err
-	}
+// The caller keeps key across its retries of one token, as a client must:
+// the CA answers a retry with the same key the certificate an earlier
+// attempt paid the token for, whose answer may have been lost.
+func (l *repLoad) enrollVia(ctx context.Context, urls []string, tok string, key crypto.Signer) (*identity.Identity, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
 		return nil, err
@@ -535,6 +535,7 @@ func (l *repLoad) enrollVia(ctx context.Context, urls []string, tok string) (*id
 // of its clients.
 func (l *repLoad) worker(w int, order []int) {
 	admin := l.c.adminClient(l.t, order)
+	pending := l.t.TempDir()
 	l.wg.Add(1)
 	l.live.Add(1)
 	go func() {
@@ -558,16 +559,25 @@ func (l *repLoad) worker(w int, order []int) {
 				l.hardFailure("worker %d: token create: %v", w, err)
 				return
 			}
+			// Every retry of this token uses the same key (RequestIdentity
+			// keeps it in pending, as `cert request` does), so an answer
+			// lost in a failover is answered again, not refused.
 			var cur *identity.Identity
-			err := l.retry("enroll", func(ctx context.Context) error {
+			key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
+			if err != nil {
+				l.hardFailure("worker %d: key: %v", w, err)
+				return
+			}
+			err = l.retry("enroll", func(ctx context.Context) error {
 				if iter%2 == 0 {
-					enr, err := client.RequestIdentity(ctx, tok.Token, pki.KeyECDSAP256, 0)
+					enr, err := client.RequestIdentityWith(ctx, tok.Token, client.RequestOptions{KeepKeyIn: pending})
 					if err == nil {
 						cur = enr.Identity
+						err = enr.Done()
 					}
 					return err
 				}
-				id, err := l.enrollVia(ctx, urls, tok.Token)
+				id, err := l.enrollVia(ctx, urls, tok.Token, key)
 				cur = id
 				return err
 			})
@@ -1502,7 +1512,11 @@ func BenchmarkReplicas(b *testing.B) {
 			}
 			admin.CloseIdleConnections()
 			l := &repLoad{c: c}
-			id, err := l.enrollVia(ctx, c.urlsIn(order), tok.Token)
+			key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			id, err := l.enrollVia(ctx, c.urlsIn(order), tok.Token, key)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -32,6 +32,13 @@ type Client struct {
 	// Retries is how many more rounds over every address are made when all
 	// are unreachable or unavailable; zero means 3, negative means none.
 	Retries int
+	// AttemptTimeout bounds how long one address may take to answer while
+	// another remains to be tried, so that a frozen replica costs a bounded
+	// stall instead of the caller's whole deadline; zero means 10 s,
+	// negative means no bound. With a single address only ctx bounds it.
+	// An enrollment cut off this way is safe to send elsewhere: the same
+	// CSR is answered the certificate the token already paid for.
+	AttemptTimeout time.Duration
 
 	urls []string
 	http *http.Client
@@ -219,7 +226,12 @@ func (c *Client) doRounds(ctx context.Context, method, path string, in, out any,
 	for attempt := 0; ; attempt++ {
 		transient := false
 		for _, base := range c.urls {
-			err := c.once(ctx, method, strings.TrimRight(base, "/")+path, body, out, at)
+			actx, cancel := ctx, context.CancelFunc(func() {})
+			if d := c.attemptTimeout(); d > 0 && len(c.urls) > 1 {
+				actx, cancel = context.WithTimeout(ctx, d)
+			}
+			err := c.once(actx, method, strings.TrimRight(base, "/")+path, body, out, at)
+			cancel()
 			if err == nil {
 				return nil
 			}
@@ -246,6 +258,13 @@ func (c *Client) doRounds(ctx context.Context, method, path string, in, out any,
 		}
 		errs = errs[:0]
 	}
+}
+
+func (c *Client) attemptTimeout() time.Duration {
+	if c.AttemptTimeout == 0 {
+		return 10 * time.Second
+	}
+	return c.AttemptTimeout
 }
 
 func (c *Client) retries() int {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -316,5 +317,49 @@ func TestRenewAtCAWithClockBehindSaysSo(t *testing.T) {
 	_, err = admin.ListTokens(ctx)
 	if err == nil || !strings.Contains(err.Error(), "seconds ahead of the CA's") {
 		t.Errorf("admin call at a CA whose clock is behind: %v, want the clock difference named", err)
+	}
+}
+
+// TestFrozenAddressCostsABoundedStall: the first address accepts TCP
+// connections and never answers (a replica stopped with SIGSTOP: the
+// kernel still accepts); the client gives it AttemptTimeout, then asks the
+// next address, well within the caller's deadline.
+func TestFrozenAddressCostsABoundedStall(t *testing.T) {
+	e := start(t)
+	frozen, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer frozen.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var held []net.Conn // read nothing, answer nothing
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := frozen.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	atc := e.adminID.TLSCertificate()
+	admin, err := client.New([]string{"https://" + frozen.Addr().String(), e.svc.URL}, e.adminID.Roots, &atc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.CloseIdleConnections()
+	admin.AttemptTimeout = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := admin.ListTokens(ctx); err != nil {
+		t.Fatalf("with the first address frozen: %v; want the answer of the second", err)
 	}
 }
