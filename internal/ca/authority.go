@@ -233,7 +233,7 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	for _, s := range rec.IPAddresses {
 		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
 	}
-	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID, origin{})
+	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID, origin{tokenCreated: rec.CreatedAt})
 }
 
 // Renew issues a fresh certificate for the identity of peer, a certificate
@@ -289,6 +289,8 @@ type origin struct {
 	// renewedFrom is the serial renewed; entry the registration entry that
 	// granted the identity; presented the serial that authenticated the request.
 	renewedFrom, entry, presented string
+	// tokenCreated is when the join token paying for an enrollment was made.
+	tokenCreated time.Time
 }
 
 // CheckPeer returns the SPIFFE ID of a verified client certificate if this
@@ -371,7 +373,7 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 		Serial: SerialString(cert.SerialNumber), SPIFFEID: grant.ID.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
 		DER: cert.Raw, RequestedBy: requestedBy, NodeID: from.node, RenewedFrom: from.renewedFrom, EntryID: from.entry,
-		Check:    &store.IssueCheck{Presented: from.presented},
+		Check:    &store.IssueCheck{Presented: from.presented, TokenCreated: from.tokenCreated},
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: from.node, IssuedAt: now.UTC()}.Marshal(),
 	}
 	if len(rec.LogEntry) > translog.MaxEntrySize {

@@ -34,6 +34,11 @@ type IssueCheck struct {
 	// Presented is the serial of the certificate that authenticated the
 	// request: the one renewed, or the node's for a workload certificate.
 	Presented string
+	// TokenCreated, for an enrollment, is when its join token was made: a
+	// token made at or before a revocation of its identity (or node) no
+	// longer enrolls, so that revoking an identity also ends the tokens
+	// already handed out for it.
+	TokenCreated time.Time
 }
 
 // lockAgainstRevocation shares, for the rest of tx, the PostgreSQL advisory
@@ -105,6 +110,14 @@ func (db *DB) checkIssuance(ctx context.Context, tx *sql.Tx, c *Certificate) err
 			node = c.SPIFFEID
 		}
 		return fmt.Errorf("node %s was revoked at %s, while this request was under way: %w", node, fromUS(nodeRev.Int64).Format(time.RFC3339Nano), ErrRevoked)
+	}
+	if tc := c.Check.TokenCreated; !tc.IsZero() {
+		switch created := toUS(tc); {
+		case idRev.Valid && idRev.Int64 >= created:
+			return fmt.Errorf("the join token was made before identity %s was revoked at %s; ask an operator for a new token: %w", c.SPIFFEID, fromUS(idRev.Int64).Format(time.RFC3339Nano), ErrRevoked)
+		case nodeRev.Valid && nodeRev.Int64 >= created:
+			return fmt.Errorf("the join token was made before node %s was revoked at %s; ask an operator for a new token: %w", c.SPIFFEID, fromUS(nodeRev.Int64).Format(time.RFC3339Nano), ErrRevoked)
+		}
 	}
 	if p := c.Check.Presented; p != "" {
 		switch {
