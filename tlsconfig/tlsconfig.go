@@ -13,8 +13,9 @@
 //
 // Every verification failure is a *PeerError whose Reason says, in words,
 // what was wrong with the peer's certificate. No configuration made here
-// skips verification: clients verify the server's chain and name with
-// crypto/tls, then its SPIFFE ID.
+// skips verification: clients verify the server's chain against the bundle
+// and authorize its SPIFFE ID, as the X.509-SVID specification says, and
+// check a DNS or IP name only when asked to (ClientConfig's serverName).
 package tlsconfig
 
 import (
@@ -46,6 +47,9 @@ const (
 	ReasonNotAuthorized    Reason = "not authorized"
 	ReasonRevoked          Reason = "revoked"
 	ReasonBadCertificate   Reason = "bad certificate"
+	// ReasonNameMismatch: a client asked for a server name (DNS or IP)
+	// and the server's certificate does not carry it.
+	ReasonNameMismatch Reason = "name mismatch"
 	// ReasonRevocationUnknown: the revocation status could not be known
 	// (no current CRL and no live feed), and the check fails closed.
 	ReasonRevocationUnknown Reason = "revocation status unknown"
@@ -265,11 +269,21 @@ func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Auth
 }
 
 // ClientConfig returns a client configuration that presents svid's current
-// certificate and accepts a server only if crypto/tls verifies its chain
-// against the bundle and its name against serverName, and authorize accepts
-// its SPIFFE ID. The roots are read when ClientConfig is called: make a new
-// configuration per connection (or when the bundle changes) to follow
-// rotations of the bundle; the client certificate always follows svid.
+// certificate and accepts a server as SPIFFE peers do: its chain must verify
+// against the bundle of the trust domain (the client's own, or
+// WithTrustDomain's) with extended key usage serverAuth, at the current
+// time, it must pass WithPeerCheck's check (revocation), and authorize must
+// accept its SPIFFE ID. The server's certificate needs no DNS or IP name:
+// the SPIFFE ID is the server's identity, so authorize should name the
+// server exactly (AuthorizeID), not a whole trust domain.
+//
+// serverName, when not empty, is checked in addition: the server's
+// certificate must carry it as a DNS or IP SAN, as in web PKI. It is also
+// sent as SNI. Leave it empty to authenticate by SPIFFE ID alone (the
+// dialled host is then sent as SNI by tls.Dial, as usual).
+//
+// The bundle is read at every handshake, so a configuration follows
+// rotations of both the bundle and the client certificate.
 func ClientConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Authorizer, serverName string, opts ...Option) (*tls.Config, error) {
 	o := build(opts)
 	td := o.td
@@ -280,53 +294,77 @@ func ClientConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Auth
 		}
 		td = s.ID.TrustDomain()
 	}
-	b, err := bundle.GetX509BundleForTrustDomain(td)
-	if err != nil {
+	if _, err := bundle.GetX509BundleForTrustDomain(td); err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	for _, r := range b.X509Authorities() {
-		pool.AddCert(r)
-	}
-	if serverName == "" {
-		return nil, errors.New("tlsconfig: a server name is required: the server's certificate must carry it as a DNS or IP SAN")
+	if authorize == nil {
+		return nil, errors.New("tlsconfig: an Authorizer is required: it decides which SPIFFE ID the server must have")
 	}
 	cache := &certCache{}
 	cfg := &tls.Config{
 		MinVersion: o.minVersion,
 		NextProtos: o.nextProtos,
-		RootCAs:    pool,
 		ServerName: serverName,
 		Time:       o.now,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return cache.get(svid)
 		},
+		// crypto/tls cannot verify a chain without also requiring the
+		// server's certificate to name the dialled host, which SPIFFE
+		// servers need not do (X.509-SVID: the SPIFFE ID is the identity).
+		// Its built-in verification is therefore turned off here, in this
+		// one audited place, and VerifyConnection does all of it instead:
+		// a certificate is required, the chain must verify to the bundle
+		// with serverAuth at the current time, serverName (when set) must be
+		// named, the peer check (revocation) and authorize must pass.
+		// VerifyConnection runs on every handshake, resumed ones included,
+		// and its error aborts the handshake; TestClientConfigRefuses proves
+		// that no certificate, a foreign chain, an expired or client-only
+		// certificate, a wrong ID or a missing name is refused.
+		InsecureSkipVerify: true, //nolint:gosec // full SPIFFE verification in VerifyConnection
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			// crypto/tls has verified the chain, validity, serverAuth and the name.
-			leaf := cs.PeerCertificates[0]
-			id, err := x509svid.IDFromCert(leaf)
-			if err != nil {
-				return &PeerError{Reason: ReasonNoSPIFFEID, Cert: leaf, Err: err}
-			}
-			var chain []*x509.Certificate
-			if len(cs.VerifiedChains) > 0 {
-				chain = cs.VerifiedChains[0]
-			}
-			if o.check != nil {
-				if err := o.check(id, chain); err != nil {
-					return asPeerError(err, id, leaf)
-				}
-			}
-			if err := authorize(id, chain); err != nil {
-				return &PeerError{Reason: ReasonNotAuthorized, ID: id, Cert: leaf, Err: err}
-			}
-			return nil
+			return verifyServer(cs.PeerCertificates, td, bundle, serverName, o, authorize)
 		},
 	}
 	if o.minVersion < tls.VersionTLS13 {
 		cfg.CipherSuites = suites12
 	}
 	return cfg, nil
+}
+
+// verifyServer is the whole verification of a server by a client.
+func verifyServer(certs []*x509.Certificate, td spiffeid.TrustDomain, bundle x509bundle.Source, serverName string, o *options, authorize Authorizer) error {
+	if len(certs) == 0 {
+		return &PeerError{Reason: ReasonNoCertificate}
+	}
+	leaf := certs[0]
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		return &PeerError{Reason: ReasonNoSPIFFEID, Cert: leaf, Err: err}
+	}
+	if !id.MemberOf(td) {
+		return &PeerError{Reason: ReasonUnknownAuthority, ID: id, Cert: leaf,
+			Err: fmt.Errorf("the server is in trust domain %s, but this client verifies servers against the bundle of %s only", id.TrustDomain().Name(), td.Name())}
+	}
+	id, chains, err := o.verified.verify(certs, nil, bundle, x509.ExtKeyUsageServerAuth, o.now())
+	if err != nil {
+		return err
+	}
+	if serverName != "" {
+		if err := leaf.VerifyHostname(serverName); err != nil {
+			return &PeerError{Reason: ReasonNameMismatch, ID: id, Cert: leaf,
+				Err: fmt.Errorf("%w (a server name was asked for, so it must be in the certificate besides the SPIFFE ID; leave it out to authenticate the server by SPIFFE ID alone)", err)}
+		}
+	}
+	if o.check != nil {
+		if err := o.check(id, chains[0]); err != nil {
+			return asPeerError(err, id, leaf)
+		}
+	}
+	if err := authorize(id, chains[0]); err != nil {
+		return &PeerError{Reason: ReasonNotAuthorized, ID: id, Cert: leaf, Err: err}
+	}
+	return nil
 }
 
 func asPeerError(err error, id spiffeid.ID, leaf *x509.Certificate) error {
