@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -135,6 +136,31 @@ func TestClientConfigAuthenticatesBySPIFFEID(t *testing.T) {
 			t.Fatalf("dial: %v", err)
 		}
 	})
+	t.Run("federated server: its own trust domain's bundle, named by the authorizer", func(t *testing.T) {
+		fed := testca.New(t, testca.WithTrustDomain("spire.example"))
+		fedID := "spiffe://spire.example/ns/prod/db"
+		addr := serveCert(t, fed.Leaf(t, fedID).TLSCertificate())
+		set := x509bundle.NewSet(
+			x509bundle.FromX509Authorities(ca.TrustDomain, []*x509.Certificate{ca.Root}),
+			x509bundle.FromX509Authorities(fed.TrustDomain, []*x509.Certificate{fed.Root}))
+		want := tlsconfig.AuthorizeID(spiffeid.RequireFromString(fedID))
+		cfg, err := tlsconfig.ClientConfig(clientSource(client), set, want, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dialWith(addr, cfg); err != nil {
+			t.Fatalf("federated server: %v", err)
+		}
+		pinned, err := tlsconfig.ClientConfig(clientSource(client), set, want, "", tlsconfig.WithTrustDomain(ca.TrustDomain))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = dialWith(addr, pinned)
+		var pe *tlsconfig.PeerError
+		if !errors.As(err, &pe) || pe.Reason != tlsconfig.ReasonUnknownAuthority {
+			t.Fatalf("federated server with WithTrustDomain(example.org) = %v; want refused", err)
+		}
+	})
 	t.Run("bundle rotation followed without a new configuration", func(t *testing.T) {
 		other := testca.New(t)
 		bundle.set(other.Root)
@@ -152,8 +178,8 @@ func TestClientConfigRefuses(t *testing.T) {
 	ca := testca.New(t)
 	evil := testca.New(t) // same trust domain name, another root
 	client := ca.Leaf(t, webID)
-	bundle := &swapBundle{}
-	bundle.set(ca.Root)
+	otherTD := testca.New(t, testca.WithTrustDomain("other.org"))
+	bundle := x509bundle.NewSet(x509bundle.FromX509Authorities(ca.TrustDomain, []*x509.Certificate{ca.Root}))
 	authz := tlsconfig.AuthorizeID(spiffeid.RequireFromString(dbID))
 	cfg, err := tlsconfig.ClientConfig(clientSource(client), bundle, authz, "")
 	if err != nil {
@@ -173,7 +199,7 @@ func TestClientConfigRefuses(t *testing.T) {
 		{"not yet valid", ca.Leaf(t, dbID, testca.NotYetValid()), tlsconfig.ReasonNotYetValid},
 		{"clientAuth only", issue(t, ca, dbID, func(x *x509.Certificate) { x.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth} }), tlsconfig.ReasonWrongUsage},
 		{"no SPIFFE ID", issue(t, ca, dbID, func(x *x509.Certificate) { x.URIs = nil; x.DNSNames = []string{"db.example.org"} }), tlsconfig.ReasonNoSPIFFEID},
-		{"another trust domain", ca.Leaf(t, "spiffe://other.org/ns/prod/db"), tlsconfig.ReasonUnknownAuthority},
+		{"another trust domain, no bundle for it", otherTD.Leaf(t, "spiffe://other.org/ns/prod/db"), tlsconfig.ReasonUnknownAuthority},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := serveCert(t, tt.server.TLSCertificate())

@@ -167,8 +167,11 @@ func WithOCSPStaple(staple func(leaf *x509.Certificate) []byte) Option {
 // WithNextProtos sets the ALPN protocols (e.g. "h2", "http/1.1").
 func WithNextProtos(p ...string) Option { return func(o *options) { o.nextProtos = p } }
 
-// WithTrustDomain verifies peers against this trust domain's bundle (clients
-// only); the default is the client's own trust domain.
+// WithTrustDomain accepts servers of this trust domain only, verified
+// against its bundle (clients only). By default a server is verified
+// against the bundle of its own trust domain, as go-spiffe does, so a
+// bundle source that holds federated bundles reaches federated servers (the
+// Authorizer must still name them).
 func WithTrustDomain(td spiffeid.TrustDomain) Option { return func(o *options) { o.td = td } }
 
 func build(opts []Option) *options {
@@ -270,8 +273,9 @@ func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Auth
 
 // ClientConfig returns a client configuration that presents svid's current
 // certificate and accepts a server as SPIFFE peers do: its chain must verify
-// against the bundle of the trust domain (the client's own, or
-// WithTrustDomain's) with extended key usage serverAuth, at the current
+// against the bundle of the server's trust domain (from bundle: a server of
+// a trust domain it holds no bundle for is refused; WithTrustDomain admits
+// one trust domain only) with extended key usage serverAuth, at the current
 // time, it must pass WithPeerCheck's check (revocation), and authorize must
 // accept its SPIFFE ID. The server's certificate needs no DNS or IP name:
 // the SPIFFE ID is the server's identity, so authorize should name the
@@ -286,16 +290,11 @@ func ServerConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Auth
 // rotations of both the bundle and the client certificate.
 func ClientConfig(svid x509svid.Source, bundle x509bundle.Source, authorize Authorizer, serverName string, opts ...Option) (*tls.Config, error) {
 	o := build(opts)
-	td := o.td
-	if td.IsZero() {
-		s, err := svid.GetX509SVID()
-		if err != nil {
+	td := o.td // zero: each server is verified against its own trust domain's bundle
+	if !td.IsZero() {
+		if _, err := bundle.GetX509BundleForTrustDomain(td); err != nil {
 			return nil, err
 		}
-		td = s.ID.TrustDomain()
-	}
-	if _, err := bundle.GetX509BundleForTrustDomain(td); err != nil {
-		return nil, err
 	}
 	if authorize == nil {
 		return nil, errors.New("tlsconfig: an Authorizer is required: it decides which SPIFFE ID the server must have")
@@ -342,7 +341,7 @@ func verifyServer(certs []*x509.Certificate, td spiffeid.TrustDomain, bundle x50
 	if err != nil {
 		return &PeerError{Reason: ReasonNoSPIFFEID, Cert: leaf, Err: err}
 	}
-	if !id.MemberOf(td) {
+	if !td.IsZero() && !id.MemberOf(td) {
 		return &PeerError{Reason: ReasonUnknownAuthority, ID: id, Cert: leaf,
 			Err: fmt.Errorf("the server is in trust domain %s, but this client verifies servers against the bundle of %s only", id.TrustDomain().Name(), td.Name())}
 	}
