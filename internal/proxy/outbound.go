@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,10 +24,13 @@ import (
 type OutboundConfig struct {
 	// Target is the mTLS server, host:port.
 	Target string
-	// ServerName is checked against the server certificate's DNS or IP SANs;
-	// empty means Target's host.
+	// ServerName, when set, must also be in the server certificate as a DNS
+	// or IP SAN (and is sent as SNI). Empty (the default): the server is
+	// authenticated by its chain and SPIFFE ID alone, as SPIFFE peers are,
+	// and its certificate needs no name.
 	ServerName string
 	// Expect lists the SPIFFE ID patterns the server must match (required).
+	// It is what authenticates the server: name it exactly.
 	Expect []authz.Pattern
 	SVID   x509svid.Source
 	Bundle x509bundle.Source
@@ -50,8 +54,7 @@ type Outbound struct {
 
 // NewOutbound checks cfg and builds the proxy; it starts nothing.
 func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
-	host, _, err := net.SplitHostPort(cfg.Target)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(cfg.Target); err != nil {
 		return nil, fmt.Errorf("--target %q: %w", cfg.Target, err)
 	}
 	if len(cfg.Expect) == 0 {
@@ -60,16 +63,33 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 	if cfg.SVID == nil || cfg.Bundle == nil {
 		return nil, errors.New("proxy: no certificate source")
 	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = host
-	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	o := &Outbound{cfg: cfg, log: cfg.Log, sessions: tls.NewLRUClientSessionCache(64)}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ServerName == "" {
+		for _, p := range cfg.Expect {
+			if BroadExpectation(p) {
+				o.log.Warn("--expect accepts a whole namespace of the trust domain as the server, and no --server-name is checked: any such workload (or node) certificate would be accepted as "+cfg.Target,
+					"expect", p.String(), "fix", "--expect the server's exact SPIFFE ID")
+			}
+		}
+	}
 	o.in = &Inbound{cfg: InboundConfig{Limits: cfg.Limits, Metrics: cfg.Metrics}, log: o.log, conns: map[net.Conn]*liveConn{}}
 	return o, nil
+}
+
+// BroadExpectation reports whether p, as an outbound proxy's --expect,
+// leaves the top of the trust domain open: spiffe://td/** (every identity,
+// nodes and admins included), spiffe://td/* or any pattern whose first
+// segment is a wildcard. Without a --server-name, such a pattern accepts a
+// whole class of unrelated workloads as the server.
+func BroadExpectation(p authz.Pattern) bool {
+	rest := strings.TrimPrefix(p.String(), "spiffe://")
+	_, path, _ := strings.Cut(rest, "/")
+	first, _, _ := strings.Cut(path, "/")
+	return first == "*" || first == "**"
 }
 
 // expectation authorizes the server's identity.
