@@ -321,9 +321,12 @@ func proxyOutboundCmd(e *env) *cobra.Command {
 		Use:   "outbound",
 		Short: "Let a plaintext client reach an mTLS service: listen on loopback, originate mutual TLS",
 		Long: `Accept plaintext connections on --listen (loopback) and relay each over mutual TLS to
---target, presenting this proxy's identity. The server must present a certificate
-that verifies against the bundle, carries --server-name (default: the target's
-host) as a DNS or IP SAN, and whose SPIFFE ID matches an --expect pattern.`,
+--target, presenting this proxy's identity. The server is authenticated as SPIFFE
+peers are: its certificate must verify against the bundle (of the server's trust
+domain) and its SPIFFE ID must match an --expect pattern; it needs no DNS or IP
+name, so --target may be any address. Give the server's exact SPIFFE ID: a pattern
+such as spiffe://example.org/** would accept any workload as the server.
+--server-name, when given, must also be in the certificate as a DNS or IP SAN.`,
 		Example: `  mutual proxy outbound --listen 127.0.0.1:9000 --target db.internal:8443 \
       --identity-dir /etc/mutual/web --expect spiffe://example.org/ns/prod/db`,
 		Args: cobra.NoArgs,
@@ -391,7 +394,7 @@ host) as a DNS or IP SAN, and whose SPIFFE ID matches an --expect pattern.`,
 	f.StringVar(&o.listen, "listen", "", "loopback address for plaintext clients (required)")
 	f.StringVar(&o.target, "target", "", "mTLS server host:port (required)")
 	f.StringSliceVar(&o.expect, "expect", nil, "SPIFFE ID or pattern the server must match (repeatable, required)")
-	f.StringVar(&o.serverName, "server-name", "", "name to verify in the server certificate (default: the target's host)")
+	f.StringVar(&o.serverName, "server-name", "", "also require this DNS or IP name in the server certificate, and send it as SNI (default: none; the SPIFFE ID authenticates the server)")
 	f.BoolVar(&o.tls12, "tls12", false, "also allow TLS 1.2")
 	f.StringVar(&o.metrics, "metrics", "", "address for /metrics (off when empty)")
 	f.BoolVar(&o.unsafeListen, "unsafe-listen", false, "allow a non-loopback --listen")
