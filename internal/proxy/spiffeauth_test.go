@@ -253,4 +253,3 @@ func TestOutboundReachesGoSPIFFEServer(t *testing.T) {
 		}
 	})
 }
-
