@@ -27,7 +27,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/proxy"
 )
 
 // Severity orders findings.
@@ -77,6 +79,12 @@ type Finding struct {
 //	no-revocation: false    # true: the proxy checks no revocation at all
 //	metrics: http://127.0.0.1:9102   # to read /migration
 //	allow: ["spiffe://example.org/ns/prod/*"]
+//
+// An outbound proxy is written down with its --expect and --server-name:
+//
+//	direction: outbound     # inbound (default) or outbound
+//	expect: ["spiffe://example.org/ns/prod/db"]
+//	server-name: ""         # empty: the server is authenticated by SPIFFE ID alone
 type ProxyConfig struct {
 	Mode         string   `yaml:"mode"`
 	TLS12        bool     `yaml:"tls12"`
@@ -84,6 +92,9 @@ type ProxyConfig struct {
 	NoRevocation bool     `yaml:"no-revocation"`
 	Metrics      string   `yaml:"metrics"`
 	Allow        []string `yaml:"allow"`
+	Direction    string   `yaml:"direction"`
+	Expect       []string `yaml:"expect"`
+	ServerName   string   `yaml:"server-name"`
 }
 
 // Options say what to audit. Every part is optional.
@@ -373,6 +384,16 @@ func (a *auditor) proxy(ctx context.Context, path string) error {
 			path+": no-revocation: true, so the proxy follows no revocation feed or CRL and accepts revoked certificates until they expire",
 			"drop --no-revocation and run the proxy with --ca https://CA:PORT (or an identity directory whose mutual.json names the CA)")
 	}
+	switch pc.Direction {
+	case "", "inbound":
+		if len(pc.Expect) > 0 || pc.ServerName != "" {
+			a.outbound(path, pc)
+		}
+	case "outbound":
+		a.outbound(path, pc)
+	default:
+		return fmt.Errorf("--proxy-config %s: direction %q: write inbound or outbound", path, pc.Direction)
+	}
 	for _, p := range pc.Allow {
 		if strings.HasSuffix(p, "/**") && strings.Count(strings.TrimPrefix(p, "spiffe://"), "/") == 1 {
 			a.add("allow-whole-domain", Low, "the proxy allows the whole trust domain", fmt.Sprintf("%s: allow %s", path, p),
@@ -399,6 +420,46 @@ func (a *auditor) proxy(ctx context.Context, path string) error {
 		a.add("permissive-mode", sev, "the proxy is in permissive mode (optional mTLS)", evidence, fix)
 	}
 	return nil
+}
+
+// outbound checks an outbound proxy's expectation of its server. The
+// outbound proxy authenticates the server by chain and SPIFFE ID alone
+// (X.509-SVID), checking a host name only with --server-name: so --expect
+// is all that stands between the client and any other workload of the
+// trust domain.
+func (a *auditor) outbound(path string, pc ProxyConfig) {
+	if len(pc.Expect) == 0 {
+		a.add("outbound-expect-broad", High, "the outbound proxy names no server identity",
+			path+": direction outbound without expect: the server's SPIFFE ID is not checked (the proxy refuses to start like this)",
+			"set expect to the server's exact SPIFFE ID, e.g. expect: [\"spiffe://TRUST-DOMAIN/ns/prod/db\"]")
+		return
+	}
+	for _, s := range pc.Expect {
+		p, err := authz.ParsePattern(s)
+		if err != nil {
+			a.add("outbound-expect-invalid", Medium, "the outbound proxy's expect pattern is invalid", fmt.Sprintf("%s: expect %s: %v", path, s, err),
+				"write the server's exact SPIFFE ID")
+			continue
+		}
+		if !proxy.BroadExpectation(p) {
+			continue
+		}
+		whole := strings.HasSuffix(s, "/**") && strings.Count(strings.TrimPrefix(s, "spiffe://"), "/") == 1
+		what := "any workload whose ID has this shape"
+		sev := Medium
+		if whole {
+			what, sev = "any identity of the trust domain, node agents and admins included,", High
+		}
+		if pc.ServerName != "" {
+			a.add("outbound-expect-broad", Low, "the outbound proxy's expect is broad; only the server name narrows it",
+				fmt.Sprintf("%s: expect %s with server-name %s: %s that also carries the name %s is accepted as the server", path, s, pc.ServerName, what, pc.ServerName),
+				"expect the server's exact SPIFFE ID")
+			continue
+		}
+		a.add("outbound-expect-broad", sev, "the outbound proxy would accept another workload as its server",
+			fmt.Sprintf("%s: expect %s and no server-name: %s presenting a certificate of the CA is accepted as the server; the server's certificate needs no host name, so its SPIFFE ID is the only check", path, s, what),
+			"expect the server's exact SPIFFE ID (e.g. spiffe://TRUST-DOMAIN/ns/prod/db)")
+	}
 }
 
 func migrationSources(ctx context.Context, base string, timeout time.Duration) (int, error) {

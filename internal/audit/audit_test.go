@@ -106,6 +106,47 @@ func auditCorpus() []auditCase {
 			evidence: map[string][]string{"allow-whole-domain": {"spiffe://example.org/**"}},
 		},
 		{
+			// Issue 25: the outbound proxy authenticates its server by
+			// SPIFFE ID alone, so --expect must name it.
+			name: "outbound-expect-broad/whole trust domain",
+			setup: func(t *testing.T) audit.Options {
+				return audit.Options{ProxyConfig: proxyYAML(t, "direction: outbound\nca: [\"https://127.0.0.1:8443\"]\nexpect: [\"spiffe://example.org/**\"]\n")}
+			},
+			want:     []string{"outbound-expect-broad:high"},
+			evidence: map[string][]string{"outbound-expect-broad": {"spiffe://example.org/**", "no server-name", "node agents"}},
+		},
+		{
+			name: "outbound-expect-broad/one segment at the root",
+			setup: func(t *testing.T) audit.Options {
+				return audit.Options{ProxyConfig: proxyYAML(t, "direction: outbound\nca: [\"https://127.0.0.1:8443\"]\nexpect: [\"spiffe://example.org/*\"]\n")}
+			},
+			want:     []string{"outbound-expect-broad:medium"},
+			evidence: map[string][]string{"outbound-expect-broad": {"spiffe://example.org/*", "no server-name"}},
+		},
+		{
+			name: "outbound-expect-broad/missing",
+			setup: func(t *testing.T) audit.Options {
+				return audit.Options{ProxyConfig: proxyYAML(t, "direction: outbound\nca: [\"https://127.0.0.1:8443\"]\n")}
+			},
+			want:     []string{"outbound-expect-broad:high"},
+			evidence: map[string][]string{"outbound-expect-broad": {"without expect"}},
+		},
+		{
+			name: "outbound-expect-broad/narrowed by a server name",
+			setup: func(t *testing.T) audit.Options {
+				return audit.Options{ProxyConfig: proxyYAML(t, "direction: outbound\nca: [\"https://127.0.0.1:8443\"]\nexpect: [\"spiffe://example.org/**\"]\nserver-name: db.internal\n")}
+			},
+			want:     []string{"outbound-expect-broad:low"},
+			evidence: map[string][]string{"outbound-expect-broad": {"db.internal"}},
+		},
+		{
+			// The documented outbound setup: the exact ID, no name needed.
+			name: "outbound exact expect",
+			setup: func(t *testing.T) audit.Options {
+				return audit.Options{ProxyConfig: proxyYAML(t, "direction: outbound\nca: [\"https://127.0.0.1:8443\"]\nexpect: [\"spiffe://example.org/ns/prod/db\", \"spiffe://example.org/ns/prod/*\"]\n")}
+			},
+		},
+		{
 			// Permissive, and the migration report of the running proxy
 			// shows nobody without a certificate: it should be strict.
 			name: "permissive-mode/nobody without a certificate",

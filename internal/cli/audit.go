@@ -18,7 +18,8 @@ func auditCmd(e *env) *cobra.Command {
 		Use:   "audit [HOST:PORT ...]",
 		Short: "Find the misconfigurations that undo mTLS; exit non-zero above a severity",
 		Long: `Audit a CA directory (--ca), a trust bundle (--bundle), a proxy's recorded
-configuration (--proxy-config, YAML: mode, tls12, ca, metrics, allow) and live
+configuration (--proxy-config, YAML: mode, tls12, ca, metrics, allow; for an
+outbound proxy direction: outbound, expect, server-name) and live
 endpoints (HOST:PORT), and report each finding with severity, evidence and fix:
 
   bundle-public-root, bundle-foreign-ca   a bundle that trusts public web roots or unrelated CAs
@@ -27,6 +28,7 @@ endpoints (HOST:PORT), and report each finding with severity, evidence and fix:
   weak-key, weak-signature                RSA < 2048, small curves, SHA-1 or MD5
   old-tls, weak-suites                    TLS below 1.2, CBC/RSA-kex/3DES suites
   permissive-mode                         a proxy left in optional mTLS (worse when nobody needs it)
+  outbound-expect-broad                   an outbound proxy whose expect would accept other workloads as its server
   expiring, expired                       CA, server or admin certificates close to expiry
   key-permissions, key-unencrypted        CA key files readable by others or not encrypted
   root-key-online                         the root key on the online CA host
@@ -71,7 +73,7 @@ Exits 1 when a finding is at --fail-on severity or above, so it can gate a deplo
 	f := c.Flags()
 	f.StringVar(&o.CADir, "ca", "", "CA directory to audit")
 	f.StringVar(&o.Bundle, "bundle", "", "trust bundle used for client authentication (default: the CA's bundle.pem)")
-	f.StringVar(&o.ProxyConfig, "proxy-config", "", "YAML description of a deployed proxy (mode, tls12, ca, metrics, allow)")
+	f.StringVar(&o.ProxyConfig, "proxy-config", "", "YAML description of a deployed proxy (mode, tls12, ca, metrics, allow; direction, expect, server-name for outbound)")
 	f.DurationVar(&o.ExpiryWarning, "expiry-warning", 30*24*time.Hour, "flag CA, server and admin certificates expiring sooner")
 	f.StringVar(&failOn, "fail-on", "high", "exit 1 when a finding is at this severity or above")
 	f.BoolVar(&asJSON, "json", false, "print as JSON")
