@@ -124,7 +124,7 @@ wrong with its certificate (curl and openssl see the answer; so does stdout).`,
 	f.StringVar(&o.keyFile, "key", "", "client private key (PEM)")
 	f.StringVar(&o.bundle, "bundle", "", "trusted roots (PEM; default: the identity's bundle.pem, else the system's)")
 	f.StringVar(&o.expect, "expect", "", "SPIFFE ID or pattern the server must have")
-	f.StringVar(&o.serverName, "server-name", "", "name to verify in the server's certificate (default: HOST)")
+	f.StringVar(&o.serverName, "server-name", "", "DNS or IP name the server's certificate must carry (default: HOST, required only without --expect: SPIFFE clients authenticate the server by its ID)")
 	f.StringVar(&o.listen, "listen", "", "run a one-off server here that explains each client's certificate")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "time allowed for each network step")
 	f.BoolVar(&o.noRevoke, "no-revocation", false, "skip the OCSP check of the client certificate")

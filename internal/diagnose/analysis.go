@@ -215,14 +215,30 @@ func checkServer(r *Report, o Options, chain []*x509.Certificate) *Report {
 		return r.verdict(ServerUnknownCA, "the server's chain does not verify: "+err.Error(), "check the server's certificate and the trusted roots")
 	}
 	// The name, checked separately so that a chain problem is reported first.
+	// SPIFFE clients (mutual proxy outbound, tlsconfig, go-spiffe) do not
+	// check it: the SPIFFE ID authenticates the server. It is a failure
+	// only when asked for (--server-name) or when no --expect says which
+	// SPIFFE ID the server must have, as for curl and browsers.
 	if err := leaf.VerifyHostname(o.ServerName); err != nil {
-		if !containsStep(r, "server chain") {
-			r.step("server chain", false, "the certificate is for %s, not %q", namesOf(leaf), o.ServerName)
+		if o.nameOptional {
+			r.step("server chain", true, "verifies to a trusted root")
+			r.step("server name", true, "the certificate does not name %q (%s): not needed, SPIFFE clients such as mutual proxy outbound authenticate the server by its SPIFFE ID (--expect); clients that check host names (curl, browsers, --server-name) would refuse it",
+				o.ServerName, hostNamesOf(leaf))
+		} else {
+			if !containsStep(r, "server chain") {
+				r.step("server chain", false, "the certificate is for %s, not %q", namesOf(leaf), o.ServerName)
+			}
+			fix := "connect by a name the certificate carries (--server-name), or reissue it with that name (mutual token create --dns NAME / --ip IP) for clients that check host names (curl, browsers)"
+			if o.Expect == nil {
+				fix += "; mutual proxy outbound and tlsconfig clients need no name: they authenticate the server by its SPIFFE ID, so diagnose with --expect SPIFFE-ID to check what they check"
+			} else {
+				fix += "; or drop --server-name: with --expect, mutual proxy outbound and tlsconfig clients authenticate the server by its SPIFFE ID alone"
+			}
+			return r.verdict(NameMismatch, fmt.Sprintf("the server's certificate does not name %q (%s)", o.ServerName, hostNamesOf(leaf)), fix)
 		}
-		return r.verdict(NameMismatch, fmt.Sprintf("the server's certificate does not name %q (it names %s)", o.ServerName, namesOf(leaf)),
-			"connect by a name the certificate carries (--server-name), or reissue it with that name (mutual token create --dns NAME / --ip IP)")
+	} else {
+		r.step("server chain", true, "verifies to a trusted root, valid for %q", o.ServerName)
 	}
-	r.step("server chain", true, "verifies to a trusted root, valid for %q", o.ServerName)
 	if o.Expect != nil {
 		id, err := x509svid.IDFromCert(leaf)
 		if err != nil || !o.Expect.Match(id) {
@@ -265,6 +281,26 @@ func namesOf(c *x509.Certificate) string {
 		return "no names at all"
 	}
 	return strings.Join(n, ", ")
+}
+
+// hostNamesOf says which DNS and IP names c carries, and its SPIFFE ID.
+func hostNamesOf(c *x509.Certificate) string {
+	var n []string
+	n = append(n, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		n = append(n, ip.String())
+	}
+	var uris []string
+	for _, u := range c.URIs {
+		uris = append(uris, u.String())
+	}
+	switch {
+	case len(n) == 0 && len(uris) == 0:
+		return "it names nothing at all"
+	case len(n) == 0:
+		return "it has no DNS or IP names, only the SPIFFE ID " + strings.Join(uris, ", ")
+	}
+	return "it names " + strings.Join(append(n, uris...), ", ")
 }
 
 func rdnString(der []byte) string {

@@ -62,7 +62,11 @@ const (
 type Options struct {
 	// Addr is host:port.
 	Addr string
-	// ServerName is the name to verify; empty means Addr's host.
+	// ServerName is the DNS or IP name the server's certificate must carry.
+	// Empty means Addr's host, checked only when Expect is nil: with Expect
+	// set, the server is judged as mutual's clients (proxy outbound,
+	// tlsconfig) and other SPIFFE clients judge it, by chain and SPIFFE ID,
+	// and a certificate without the name is fine (the report says so).
 	ServerName string
 	// Roots are the trusted roots; nil means the system's.
 	Roots []*x509.Certificate
@@ -72,6 +76,9 @@ type Options struct {
 	ClientKey   any
 	// Expect, when set, is the SPIFFE ID pattern the server must match.
 	Expect *authz.Pattern
+	// nameOptional: ServerName was not asked for and Expect is set, so a
+	// missing name is reported but is no failure.
+	nameOptional bool
 	// Timeout bounds each network step; default 5s.
 	Timeout time.Duration
 	// Now is the clock; nil means time.Now.
@@ -144,6 +151,7 @@ func Run(ctx context.Context, o Options) *Report {
 	}
 	if o.ServerName == "" {
 		o.ServerName = host
+		o.nameOptional = o.Expect != nil
 	}
 
 	// 1. DNS.

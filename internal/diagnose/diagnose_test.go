@@ -231,6 +231,49 @@ func corpus() []corpusCase {
 			want: diagnose.NameMismatch, explain: []string{"db.internal", "localhost"}, fix: []string{"--server-name"},
 		},
 		{
+			// Issue 25: SPIFFE clients authenticate the server by its ID; a
+			// certificate without the dialled name is no failure with --expect.
+			name: "no name needed/--expect the exact ID",
+			setup: func(t *testing.T, f *fixture) diagnose.Options {
+				nameless := f.a.Leaf(t, apiID)
+				o := f.opts(serveTLS(t, tlsConfig(nameless.TLSCertificate(), tls.VersionTLS12, 0, tls.NoClientCert, nil), nil))
+				p, err := authz.ParsePattern(apiID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				o.Expect = &p
+				return o
+			},
+			want: diagnose.OK, explain: []string{"works"}, fix: []string{"nothing"},
+			check: func(t *testing.T, o diagnose.Options, r *diagnose.Report) {
+				if !hasStep(r, "server name", true, "SPIFFE ID") {
+					t.Errorf("no step explains that the name is not needed: %+v", r.Steps)
+				}
+			},
+		},
+		{
+			name: "name mismatch/no name, no --expect",
+			setup: func(t *testing.T, f *fixture) diagnose.Options {
+				nameless := f.a.Leaf(t, apiID)
+				return f.opts(serveTLS(t, tlsConfig(nameless.TLSCertificate(), tls.VersionTLS12, 0, tls.NoClientCert, nil), nil))
+			},
+			want: diagnose.NameMismatch, explain: []string{`"127.0.0.1"`, apiID}, fix: []string{"--expect", "SPIFFE ID", "--dns"},
+		},
+		{
+			name: "name mismatch/--server-name asked for with --expect",
+			setup: func(t *testing.T, f *fixture) diagnose.Options {
+				nameless := f.a.Leaf(t, apiID)
+				o := f.opts(serveTLS(t, tlsConfig(nameless.TLSCertificate(), tls.VersionTLS12, 0, tls.NoClientCert, nil), nil))
+				p, err := authz.ParsePattern(apiID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				o.Expect, o.ServerName = &p, "api.internal"
+				return o
+			},
+			want: diagnose.NameMismatch, explain: []string{"api.internal", "no DNS or IP names", apiID}, fix: []string{"drop --server-name"},
+		},
+		{
 			name: "SPIFFE ID mismatch",
 			setup: func(t *testing.T, f *fixture) diagnose.Options {
 				o := f.opts(serveTLS(t, tlsConfig(f.server.TLSCertificate(), tls.VersionTLS12, 0, tls.NoClientCert, nil), nil))
