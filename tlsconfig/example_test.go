@@ -3,6 +3,7 @@ package tlsconfig_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -18,11 +19,13 @@ import (
 )
 
 // newIdentityDir makes a CA (as `mutual ca init` does) and writes an
-// identity for id into a directory, as `mutual cert request` would.
-func newIdentityDir(dir string, ca *pki.CA, id string) string {
+// identity for id into a directory, as `mutual cert request` would with a
+// plain join token: the certificate carries the SPIFFE ID and dnsNames
+// (none unless given).
+func newIdentityDir(dir string, ca *pki.CA, id string, dnsNames ...string) string {
 	sid := spiffeid.RequireFromString(id)
 	key, _ := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	cert, err := ca.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, DNSNames: []string{"localhost"}})
+	cert, err := ca.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, DNSNames: dnsNames})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -47,8 +50,10 @@ func newCA(dir string) *pki.CA {
 	return ca
 }
 
-// A server that accepts only callers under /ns/prod/ and a client that
+// A server that accepts only callers of its trust domain and a client that
 // accepts only the expected server, both following identity directories.
+// The server's certificate names no host: the client authenticates it by
+// its chain and SPIFFE ID, whatever address it dials.
 func Example() {
 	dir, _ := os.MkdirTemp("", "tlsconfig-example")
 	defer os.RemoveAll(dir)
@@ -83,7 +88,7 @@ func Example() {
 	}()
 
 	cfg, err := tlsconfig.ClientConfig(clientSrc, clientSrc,
-		tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/ns/prod/db")), "localhost")
+		tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/ns/prod/db")), "")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -118,9 +123,51 @@ func ExampleAuthorizeID() {
 		}
 	}()
 	cfg, _ := tlsconfig.ClientConfig(clientSrc, clientSrc,
-		tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/ns/prod/db")), "localhost")
+		tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/ns/prod/db")), "")
 	_, err := tls.Dial("tcp", ln.Addr().String(), cfg)
 	fmt.Println(err)
 	// Output:
 	// spiffe://example.org/ns/dev/db is not authorized: only spiffe://example.org/ns/prod/db may connect
+}
+
+// A client that also wants a host name (as web PKI does) passes it as
+// serverName: the server's certificate must then carry it besides the
+// expected SPIFFE ID.
+func ExampleClientConfig_serverName() {
+	dir, _ := os.MkdirTemp("", "tlsconfig-example")
+	defer os.RemoveAll(dir)
+	ca := newCA(dir)
+	serverSrc, _ := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/db", "db.internal"))
+	clientSrc, _ := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/web"))
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	ln, _ := tls.Listen("tcp", "127.0.0.1:0", tlsconfig.ServerConfig(serverSrc, serverSrc, tlsconfig.AuthorizeMemberOf(td)))
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	db := tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/ns/prod/db"))
+	for _, name := range []string{"db.internal", "cache.internal"} {
+		cfg, _ := tlsconfig.ClientConfig(clientSrc, clientSrc, db, name)
+		conn, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		var pe *tlsconfig.PeerError
+		switch {
+		case err == nil:
+			fmt.Println(name+":", "connected")
+			conn.Close()
+		case errors.As(err, &pe):
+			fmt.Println(name+":", pe.Reason)
+		default:
+			fmt.Println(name+":", err)
+		}
+	}
+	// Output:
+	// db.internal: connected
+	// cache.internal: name mismatch
 }

@@ -128,7 +128,7 @@ func startDemo(ctx context.Context, svc *server.Service, admin spiffeid.ID, dir 
 
 	expectAPI, _ := authz.ParsePattern("spiffe://" + td + "/demo/api")
 	outb, err := proxy.NewOutbound(proxy.OutboundConfig{
-		Target: inLn.Addr().String(), ServerName: "localhost", Expect: []authz.Pattern{expectAPI}, SVID: web, Bundle: web,
+		Target: inLn.Addr().String(), Expect: []authz.Pattern{expectAPI}, SVID: web, Bundle: web,
 		Log: log.With("proxy", "demo-web-outbound"),
 	})
 	if err != nil {
