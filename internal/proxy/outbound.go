@@ -46,6 +46,7 @@ type OutboundConfig struct {
 // over mutual TLS to a server whose SPIFFE ID matches the expectation.
 type Outbound struct {
 	cfg      OutboundConfig
+	tlsCfg   *tls.Config // follows rotations of the certificate and bundle
 	sessions tls.ClientSessionCache
 	log      *slog.Logger
 	wg       sync.WaitGroup
@@ -77,6 +78,19 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		}
 	}
 	o.in = &Inbound{cfg: InboundConfig{Limits: cfg.Limits, Metrics: cfg.Metrics}, log: o.log, conns: map[net.Conn]*liveConn{}}
+	var opts []tlsconfig.Option
+	if cfg.TLS12 {
+		opts = append(opts, tlsconfig.WithTLS12())
+	}
+	if cfg.PeerCheck != nil {
+		opts = append(opts, tlsconfig.WithPeerCheck(cfg.PeerCheck))
+	}
+	tc, err := tlsconfig.ClientConfig(cfg.SVID, cfg.Bundle, o.expectation(), cfg.ServerName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	tc.ClientSessionCache = o.sessions
+	o.tlsCfg = tc
 	return o, nil
 }
 
@@ -136,19 +150,7 @@ func (o *Outbound) Serve(ctx context.Context, ln net.Listener) error {
 // Dial opens one mutual TLS connection to the target, verified and
 // authorized.
 func (o *Outbound) Dial(ctx context.Context) (*tls.Conn, error) {
-	var opts []tlsconfig.Option
-	if o.cfg.TLS12 {
-		opts = append(opts, tlsconfig.WithTLS12())
-	}
-	if o.cfg.PeerCheck != nil {
-		opts = append(opts, tlsconfig.WithPeerCheck(o.cfg.PeerCheck))
-	}
-	cfg, err := tlsconfig.ClientConfig(o.cfg.SVID, o.cfg.Bundle, o.expectation(), o.cfg.ServerName, opts...)
-	if err != nil {
-		return nil, err
-	}
-	cfg.ClientSessionCache = o.sessions
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: o.cfg.Limits.DialTimeout}, Config: cfg}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: o.cfg.Limits.DialTimeout}, Config: o.tlsCfg}
 	hctx, cancel := context.WithTimeout(ctx, o.cfg.Limits.HandshakeTimeout)
 	defer cancel()
 	c, err := d.DialContext(hctx, "tcp", o.cfg.Target)
