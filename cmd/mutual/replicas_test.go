@@ -46,7 +46,6 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -473,7 +472,7 @@ func (l *repLoad) hardFailure(format string, a ...any) {
 
 func (l *repLoad) record(tokenID string, id *identity.Identity) {
 	leaf := id.Leaf()
-	serial := ca.SerialString(leaf.SerialNumber)
+	serial := pki.FormatSerial(leaf.SerialNumber)
 	l.mu.Lock()
 	if _, dup := l.received[serial]; dup {
 		l.hard = append(l.hard, "serial "+serial+" was received twice")
@@ -779,7 +778,7 @@ func (c *repCluster) audit(t *testing.T, l *repLoad, first *translog.Checkpoint,
 			t.Errorf("log entry %d: %v", i, err)
 			continue
 		}
-		s := ca.SerialString(cert.SerialNumber)
+		s := pki.FormatSerial(cert.SerialNumber)
 		if prev, dup := inLog[s]; dup {
 			t.Errorf("serial %s is in the log twice: entries %d and %d", s, prev, i)
 		}
@@ -970,7 +969,7 @@ func TestReplicasDatabaseRestart(t *testing.T) {
 		"revoke": func() error {
 			cl := c.adminClient(t, []int{2})
 			cl.Retries = -1
-			_, err := cl.Revoke(ctx, api.RevokeRequest{Serial: ca.SerialString(probe.Identity.Leaf().SerialNumber)})
+			_, err := cl.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(probe.Identity.Leaf().SerialNumber)})
 			return err
 		},
 	}
@@ -1020,7 +1019,7 @@ func TestReplicasDatabaseRestart(t *testing.T) {
 		t.Fatalf("the token refused during the outage, after it: %v", err)
 	}
 	for tok, id := range map[string]*identity.Identity{probeTok.ID: after.Identity, renTok.ID: probe.Identity} {
-		s := ca.SerialString(id.Leaf().SerialNumber)
+		s := pki.FormatSerial(id.Leaf().SerialNumber)
 		l.received[s], l.tokens[tok] = id.Leaf(), s
 	}
 	c.audit(t, l, first, []int{0, 1, 2})
@@ -1058,7 +1057,7 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	caller := enr.Identity
-	callerSerial := ca.SerialString(caller.Leaf().SerialNumber)
+	callerSerial := pki.FormatSerial(caller.Leaf().SerialNumber)
 
 	// A small echo server behind the proxy.
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
@@ -1202,7 +1201,7 @@ func TestReplicasRevocationFeed(t *testing.T) {
 	// The log verifies after it all.
 	lr := newRepLoad(t, c)
 	lr.received[callerSerial] = caller.Leaf()
-	lr.received[ca.SerialString(leafOf(t, filepath.Join(proxyDir, "cert.pem")).SerialNumber)] = leafOf(t, filepath.Join(proxyDir, "cert.pem"))
+	lr.received[pki.FormatSerial(leafOf(t, filepath.Join(proxyDir, "cert.pem")).SerialNumber)] = leafOf(t, filepath.Join(proxyDir, "cert.pem"))
 	lr.tokens[callerTok.ID] = callerSerial
 	c.audit(t, lr, first, []int{0, 1, 2})
 	c.stopAll(t)

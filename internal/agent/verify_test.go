@@ -82,7 +82,7 @@ func (f *forgingCA) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		json.NewEncoder(w).Encode(api.IssueResponse{
 			SPIFFEID: f.entry.SPIFFEID, // the answer claims what was asked
-			Serial:   fmt.Sprintf("%x", cert.SerialNumber),
+			Serial:   pki.FormatSerial(cert.SerialNumber),
 			ChainPEM: string(pki.EncodeCertificates(cert, issuer.Intermediate)),
 			RootsPEM: string(pki.EncodeCertificates(issuer.Root)),
 			NotAfter: cert.NotAfter,

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"strings"
 	"time"
@@ -101,19 +100,16 @@ type Issued struct {
 // MaxNames bounds the DNS names and IP addresses one certificate carries.
 const MaxNames = 100
 
-// SerialString is the canonical form of a serial: lower-case hex, no colons.
-func SerialString(n *big.Int) string { return fmt.Sprintf("%x", n) }
-
 // NormalizeSerial accepts a serial as openssl or a browser prints it
-// ("3A:0F:...", "0x3a0f...") and returns the canonical form.
+// ("3A:0F:...", "0x3a0f...") and returns the canonical form (pki.FormatSerial).
 func NormalizeSerial(s string) (string, error) {
-	clean := strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s)))
-	clean = strings.TrimPrefix(clean, "0x")
-	n, ok := new(big.Int).SetString(clean, 16)
-	if !ok || n.Sign() <= 0 || len(clean) > 64 {
+	// More than 64 hex digits as typed (leading zeros count) is refused.
+	digits := strings.TrimPrefix(strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s))), "0x")
+	n, err := pki.ParseSerial(s)
+	if err != nil || n.Sign() <= 0 || len(digits) > 64 {
 		return "", newErr(KindInvalid, "bad_serial", nil, "%q is not a certificate serial number (hex digits, colons allowed)", s)
 	}
-	return SerialString(n), nil
+	return pki.FormatSerial(n), nil
 }
 
 // TokenRequest asks for a join token.
@@ -307,7 +303,7 @@ func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spi
 	if now := a.now(); now.After(peer.NotAfter) {
 		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, "cert_expired", nil, "the client certificate of %s expired at %s; enroll again with a new join token", id, peer.NotAfter.Format(time.RFC3339))
 	}
-	serial := SerialString(peer.SerialNumber)
+	serial := pki.FormatSerial(peer.SerialNumber)
 	rec, err := a.Store.GetCertificate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
 		return spiffeid.ID{}, rec, newErr(KindForbidden, "cert_unknown", nil, "the client certificate %s of %s is not in this CA's records", serial, id)
@@ -368,7 +364,7 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	}
 	// Store (and consume the token) in one transaction; only then answer.
 	rec := &store.Certificate{
-		Serial: SerialString(cert.SerialNumber), SPIFFEID: grant.ID.String(),
+		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: grant.ID.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
 		DER: cert.Raw, RequestedBy: requestedBy, NodeID: from.node, RenewedFrom: from.renewedFrom, EntryID: from.entry,
 		Check:    &store.IssueCheck{Presented: from.presented},
@@ -486,15 +482,15 @@ func ipStrings(ips []net.IP) []string {
 // revoked like any other. Importing twice is harmless.
 func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requestedBy string) error {
 	if err := cert.CheckSignatureFrom(a.Issuer.Cert); err != nil {
-		return fmt.Errorf("import %s: not signed by this CA's intermediate: %w", SerialString(cert.SerialNumber), err)
+		return fmt.Errorf("import %s: not signed by this CA's intermediate: %w", pki.FormatSerial(cert.SerialNumber), err)
 	}
 	id, err := x509svid.IDFromCert(cert)
 	if err != nil {
-		return fmt.Errorf("import %s: %w", SerialString(cert.SerialNumber), err)
+		return fmt.Errorf("import %s: %w", pki.FormatSerial(cert.SerialNumber), err)
 	}
 	issued := cert.NotBefore.Add(pki.ClockSkew)
 	err = a.Store.RecordIssuance(ctx, &store.Certificate{
-		Serial: SerialString(cert.SerialNumber), SPIFFEID: id.String(), NotBefore: cert.NotBefore,
+		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: id.String(), NotBefore: cert.NotBefore,
 		NotAfter: cert.NotAfter, IssuedAt: issued, DER: cert.Raw, RequestedBy: requestedBy,
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, IssuedAt: issued.UTC()}.Marshal(),
 	}, "", a.now())

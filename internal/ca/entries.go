@@ -183,6 +183,6 @@ func (a *Authority) IssueForNode(ctx context.Context, peer *x509.Certificate, en
 	}
 	grant := policy.Grant{ID: id, DNSNames: e.DNSNames, TTL: e.CertTTL, Roles: e.Roles}
 	return a.issue(ctx, grant, csrPEM, 0, fmt.Sprintf("entry:%s", e.ID), "", origin{
-		node: node.String(), entry: e.ID, presented: SerialString(peer.SerialNumber),
+		node: node.String(), entry: e.ID, presented: pki.FormatSerial(peer.SerialNumber),
 	})
 }

@@ -338,8 +338,8 @@ func checkClient(ctx context.Context, r *Report, o Options, p *probe) *Report {
 		case err != nil:
 			r.step("client revocation", true, "not checked: %v", err)
 		case revoked:
-			r.step("client revocation", false, "the CA says %s (serial %x) is revoked", describeLeaf(leaf), leaf.SerialNumber)
-			return r.verdict(ClientCertRevoked, fmt.Sprintf("the client certificate (serial %x) is revoked", leaf.SerialNumber),
+			r.step("client revocation", false, "the CA says %s (serial %s) is revoked", describeLeaf(leaf), pki.FormatSerial(leaf.SerialNumber))
+			return r.verdict(ClientCertRevoked, fmt.Sprintf("the client certificate (serial %s) is revoked", pki.FormatSerial(leaf.SerialNumber)),
 				"get a new identity: enroll again with a new join token (a revoked certificate cannot renew)")
 		default:
 			r.step("client revocation", true, "the CA says the certificate is good")

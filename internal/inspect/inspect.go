@@ -188,7 +188,7 @@ func Describe(chain []*x509.Certificate, now time.Time) []Certificate {
 	for i, c := range chain {
 		d := Certificate{
 			Subject: c.Subject.String(), Issuer: c.Issuer.String(),
-			DNSNames: c.DNSNames, Serial: fmt.Sprintf("%x", c.SerialNumber),
+			DNSNames: c.DNSNames, Serial: pki.FormatSerial(c.SerialNumber),
 			NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(), Validity: validity(c, now),
 			Key: pki.KeyDescription(c.PublicKey), KeyUsage: keyUsage(c.KeyUsage), ExtKeyUsage: extKeyUsage(c.ExtKeyUsage),
 			IsCA: c.IsCA, PermittedURIDomains: c.PermittedURIDomains, CRL: c.CRLDistributionPoints, OCSP: c.OCSPServer,

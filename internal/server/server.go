@@ -304,7 +304,7 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) (int, error) {
 func issueResponse(is *ca.Issued) api.IssueResponse {
 	return api.IssueResponse{
 		SPIFFEID:  is.ID.String(),
-		Serial:    ca.SerialString(is.Cert.SerialNumber),
+		Serial:    pki.FormatSerial(is.Cert.SerialNumber),
 		ChainPEM:  string(pki.EncodeCertificates(is.Chain...)),
 		RootsPEM:  string(pki.EncodeCertificates(is.Roots...)),
 		NotBefore: is.Cert.NotBefore.UTC(),

@@ -277,7 +277,7 @@ func (s *Service) loadServerCert(ctx context.Context) error {
 		if err := s.Authority.Import(ctx, cert, "ca-server"); err != nil {
 			return err
 		}
-		s.log.Info("renewed the CA service's TLS certificate", "serial", ca.SerialString(cert.SerialNumber), "not_after", cert.NotAfter)
+		s.log.Info("renewed the CA service's TLS certificate", "serial", pki.FormatSerial(cert.SerialNumber), "not_after", cert.NotAfter)
 	}
 	tc := id.TLSCertificate()
 	tc.Certificate = [][]byte{id.Chain[0].Raw, s.caDir.Issuer.Cert.Raw}

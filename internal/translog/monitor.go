@@ -176,7 +176,7 @@ func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []by
 	if err != nil {
 		return []Alert{{Rule: "entry_invalid", Index: idx, Detail: err.Error()}}
 	}
-	serial := fmt.Sprintf("%x", c.SerialNumber)
+	serial := pki.FormatSerial(c.SerialNumber)
 	idStr := ""
 	id, err := x509svid.IDFromCert(c)
 	if err != nil {
@@ -305,7 +305,7 @@ func (m *Monitor) lookupRenewed(ctx context.Context, cp *Checkpoint, serial stri
 		return "", fmt.Sprintf("renewal of certificate %s: entry %d: %v", serial, at, err)
 	}
 	c, err := e.Cert()
-	if err != nil || fmt.Sprintf("%x", c.SerialNumber) != serial {
+	if err != nil || pki.FormatSerial(c.SerialNumber) != serial {
 		return "", fmt.Sprintf("renewal of certificate %s, but log entry %d holds another certificate", serial, at)
 	}
 	id, err := x509svid.IDFromCert(c)

@@ -177,7 +177,7 @@ func (e *caEnv) craft(t testing.TB, cert *x509.Certificate, requestedBy, node st
 	}
 	now := time.Now()
 	rec := &store.Certificate{
-		Serial: fmt.Sprintf("%x", cert.SerialNumber), SPIFFEID: id.String(),
+		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: id.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
 		DER: cert.Raw, RequestedBy: requestedBy, NodeID: node,
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: node, IssuedAt: now.UTC()}.Marshal(),
@@ -188,7 +188,7 @@ func (e *caEnv) craft(t testing.TB, cert *x509.Certificate, requestedBy, node st
 	return rec.LogIndex
 }
 
-func serialOf(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }
+func serialOf(c *x509.Certificate) string { return pki.FormatSerial(c.SerialNumber) }
 
 // TestMonitorQuietOnNormalTraffic: enrollments and renewals within the
 // rules raise nothing, with strict rules and with the defaults.
