@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -198,8 +199,12 @@ func (s *Server) tile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
-	serial := strings.ToLower(strings.ReplaceAll(r.URL.Query().Get("serial"), ":", ""))
-	idx, err := s.Store.LogIndexOf(r.Context(), strings.TrimLeft(serial, "0"))
+	serial := r.URL.Query().Get("serial")
+	n, err := pki.ParseSerial(serial)
+	var idx int64
+	if err == nil {
+		idx, err = s.Store.LogIndexOf(r.Context(), pki.FormatSerial(n))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
 		w.WriteHeader(http.StatusNotFound)
