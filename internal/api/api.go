@@ -22,7 +22,8 @@
 //	GET  /crl/{issuer}.crl    the issuing CA's CRL, DER (.pem for PEM)
 //	POST /ocsp, GET /ocsp/{b64} OCSP (RFC 6960)
 //
-// Errors are a 4xx or 5xx status with an Error body.
+// Errors are a 4xx or 5xx status with an Error body whose code is one of the
+// Code* constants.
 package api
 
 import (

@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/store"
@@ -107,7 +108,7 @@ func NormalizeSerial(s string) (string, error) {
 	digits := strings.TrimPrefix(strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s))), "0x")
 	n, err := pki.ParseSerial(s)
 	if err != nil || n.Sign() <= 0 || len(digits) > 64 {
-		return "", newErr(KindInvalid, "bad_serial", nil, "%q is not a certificate serial number (hex digits, colons allowed)", s)
+		return "", newErr(KindInvalid, api.CodeBadSerial, nil, "%q is not a certificate serial number (hex digits, colons allowed)", s)
 	}
 	return pki.FormatSerial(n), nil
 }
@@ -138,15 +139,15 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 		r.TTL = 15 * time.Minute
 	}
 	if len(r.DNSNames)+len(r.IPAddresses) > MaxNames {
-		return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%d names: a certificate may carry at most %d DNS names and IP addresses", len(r.DNSNames)+len(r.IPAddresses), MaxNames)
+		return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%d names: a certificate may carry at most %d DNS names and IP addresses", len(r.DNSNames)+len(r.IPAddresses), MaxNames)
 	}
 	var dns []string
 	for _, n := range r.DNSNames {
 		if net.ParseIP(n) != nil {
-			return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%q is an IP address: pass it as an IP address (--ip), not a DNS name", n)
+			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%q is an IP address: pass it as an IP address (--ip), not a DNS name", n)
 		}
 		if err := pki.CheckDNSName(n); err != nil {
-			return "", store.Token{}, newErr(KindInvalid, "bad_name", err, "%v", err)
+			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, err, "%v", err)
 		}
 		dns = append(dns, strings.ToLower(n))
 	}
@@ -154,7 +155,7 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 	for _, s := range r.IPAddresses {
 		ip := net.ParseIP(s)
 		if ip == nil {
-			return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%q is not an IP address", s)
+			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%q is not an IP address", s)
 		}
 		ips = append(ips, ip)
 	}
@@ -166,7 +167,7 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 	}
 	t, err := token.New(a.Rand, a.URLs, a.RootFingerprint())
 	if err != nil {
-		return "", store.Token{}, newErr(KindUnavailable, "internal", err, "make token: %v", err)
+		return "", store.Token{}, newErr(KindUnavailable, api.CodeInternal, err, "make token: %v", err)
 	}
 	now := a.now()
 	rec := store.Token{
@@ -194,14 +195,14 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	// Authenticate.
 	t, err := token.Parse(tokenString)
 	if err != nil {
-		return nil, newErr(KindUnauthenticated, "token_malformed", err, "%v", err)
+		return nil, newErr(KindUnauthenticated, api.CodeTokenMalformed, err, "%v", err)
 	}
 	if fp := a.RootFingerprint(); subtle.ConstantTimeCompare(fp[:], t.RootFingerprint[:]) != 1 {
-		return nil, newErr(KindUnauthenticated, "token_wrong_ca", nil, "the join token was made for another CA (its root fingerprint differs from this CA's)")
+		return nil, newErr(KindUnauthenticated, api.CodeTokenWrongCA, nil, "the join token was made for another CA (its root fingerprint differs from this CA's)")
 	}
 	rec, err := a.Store.GetToken(ctx, t.ID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !t.SecretMatches(rec.SecretHash)) {
-		return nil, newErr(KindUnauthenticated, "token_unknown", nil, "the join token %s is not known to this CA; ask an operator for a new one", t.ID)
+		return nil, newErr(KindUnauthenticated, api.CodeTokenUnknown, nil, "the join token %s is not known to this CA; ask an operator for a new one", t.ID)
 	}
 	if err != nil {
 		return nil, classify(err)
@@ -270,7 +271,7 @@ func (a *Authority) entryStillGrants(ctx context.Context, rec store.Certificate)
 	node, nerr := spiffeid.FromString(rec.NodeID)
 	if err != nil || nerr != nil || e.SPIFFEID != rec.SPIFFEID || !entryGrants(e, node) {
 		a.log().Warn("renewal refused: entry withdrawn", "serial", rec.Serial, "spiffe_id", rec.SPIFFEID, "entry_id", rec.EntryID, "node_id", rec.NodeID)
-		return newErr(KindForbidden, "entry_not_granted", store.ErrNotGranted,
+		return newErr(KindForbidden, api.CodeEntryNotGranted, store.ErrNotGranted,
 			"certificate %s of %s was granted by registration entry %s, which no longer exists or no longer grants it to %s: it cannot renew; the workload's agent obtains its identity while an entry grants one",
 			rec.Serial, rec.SPIFFEID, rec.EntryID, rec.NodeID)
 	}
@@ -298,15 +299,15 @@ func (a *Authority) CheckPeer(ctx context.Context, peer *x509.Certificate) (spif
 func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, store.Certificate, error) {
 	id, err := x509svid.IDFromCert(peer)
 	if err != nil {
-		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, "no_identity", err, "the client certificate carries no SPIFFE ID")
+		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, api.CodeNoIdentity, err, "the client certificate carries no SPIFFE ID")
 	}
 	if now := a.now(); now.After(peer.NotAfter) {
-		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, "cert_expired", nil, "the client certificate of %s expired at %s; enroll again with a new join token", id, peer.NotAfter.Format(time.RFC3339))
+		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, api.CodeCertExpired, nil, "the client certificate of %s expired at %s; enroll again with a new join token", id, peer.NotAfter.Format(time.RFC3339))
 	}
 	serial := pki.FormatSerial(peer.SerialNumber)
 	rec, err := a.Store.GetCertificate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
-		return spiffeid.ID{}, rec, newErr(KindForbidden, "cert_unknown", nil, "the client certificate %s of %s is not in this CA's records", serial, id)
+		return spiffeid.ID{}, rec, newErr(KindForbidden, api.CodeCertUnknown, nil, "the client certificate %s of %s is not in this CA's records", serial, id)
 	}
 	if err != nil {
 		return spiffeid.ID{}, rec, classify(err)
@@ -316,7 +317,7 @@ func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spi
 		if pki.KindOf(id) == pki.KindAdmin {
 			fix = "issue a new operator identity with `mutual ca admin`"
 		}
-		return spiffeid.ID{}, rec, newErr(KindForbidden, "cert_revoked", nil, "the client certificate %s of %s was revoked at %s (%s); %s",
+		return spiffeid.ID{}, rec, newErr(KindForbidden, api.CodeCertRevoked, nil, "the client certificate %s of %s was revoked at %s (%s); %s",
 			serial, id, rec.RevokedAt.Format(time.RFC3339), ReasonName(rec.RevocationReason), fix)
 	}
 	return id, rec, nil
@@ -345,7 +346,7 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	if len(grant.Roles) > 0 {
 		ext, err := identity.RolesExtension(grant.Roles)
 		if err != nil {
-			return nil, newErr(KindInvalid, "bad_role", err, "%v", err)
+			return nil, newErr(KindInvalid, api.CodeBadRole, err, "%v", err)
 		}
 		roles = append(roles, ext)
 	}
@@ -360,7 +361,7 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	}
 	cert, err := a.Issuer.Issue(leaf)
 	if err != nil {
-		return nil, newErr(KindUnavailable, "sign_failed", err, "sign: %v", err)
+		return nil, newErr(KindUnavailable, api.CodeSignFailed, err, "sign: %v", err)
 	}
 	// Store (and consume the token) in one transaction; only then answer.
 	rec := &store.Certificate{
@@ -371,7 +372,7 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: from.node, IssuedAt: now.UTC()}.Marshal(),
 	}
 	if len(rec.LogEntry) > translog.MaxEntrySize {
-		return nil, newErr(KindInvalid, "too_large", nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
+		return nil, newErr(KindInvalid, api.CodeTooLarge, nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
 	}
 	// Store, consume the token and append to the log in one transaction:
 	// no certificate leaves without its log entry.
@@ -412,7 +413,7 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		}
 	}
 	if n != 1 {
-		return nil, newErr(KindInvalid, "bad_request", nil, "name exactly one of a serial, an identity or a node to revoke")
+		return nil, newErr(KindInvalid, api.CodeBadRequest, nil, "name exactly one of a serial, an identity or a node to revoke")
 	}
 	switch {
 	case r.Serial != "":
@@ -422,7 +423,7 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		}
 		revs, err := a.Store.RevokeLineage(ctx, serial, r.Reason, now)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, newErr(KindNotFound, "not_found", err, "certificate %s was not issued by this CA", serial)
+			return nil, newErr(KindNotFound, api.CodeNotFound, err, "certificate %s was not issued by this CA", serial)
 		}
 		if err != nil {
 			return nil, classify(err)
@@ -440,14 +441,14 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		var revs []store.Revocation
 		if r.Node != "" {
 			if pki.KindOf(id) != pki.KindNode {
-				return nil, newErr(KindInvalid, "bad_node", nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, id.TrustDomain().Name())
+				return nil, newErr(KindInvalid, api.CodeBadNode, nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, id.TrustDomain().Name())
 			}
 			revs, err = a.Store.RevokeNode(ctx, id.String(), r.Reason, now)
 		} else {
 			revs, err = a.Store.RevokeIdentity(ctx, id.String(), r.Reason, now)
 		}
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, newErr(KindNotFound, "not_found", err, "this CA holds no unexpired certificate of %s %s", what, id)
+			return nil, newErr(KindNotFound, api.CodeNotFound, err, "this CA holds no unexpired certificate of %s %s", what, id)
 		}
 		if err != nil {
 			return nil, classify(err)

@@ -174,7 +174,8 @@ func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 type APIError struct {
 	URL    string
 	Status int
-	// Code is the CA's machine-readable reason ("token_used", ...).
+	// Code is the CA's machine-readable reason, one of the api.Code*
+	// constants (api.CodeTokenUsed, ...).
 	Code    string
 	Message string
 }

@@ -314,7 +314,7 @@ func (c *Client) explainRefusal(ctx context.Context, leaf *x509.Certificate, err
 	case errors.As(err, &nc) || ctx.Err() != nil:
 		return err
 	case errors.As(err, &ae):
-		if ae.Code != "cert_expired" {
+		if ae.Code != api.CodeCertExpired {
 			return err
 		}
 	case !refusedInHandshake(err):

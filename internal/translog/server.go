@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
 )
@@ -208,7 +209,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
 		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]string{"error": "no certificate " + serial + " in the log", "code": "not_found"})
+		json.NewEncoder(w).Encode(map[string]string{"error": "no certificate " + serial + " in the log", "code": api.CodeNotFound})
 		return
 	}
 	json.NewEncoder(w).Encode(map[string]int64{"index": idx})
