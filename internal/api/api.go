@@ -46,7 +46,9 @@ type Error struct {
 	Code string `json:"code"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("1h30m").
+// Duration is a time.Duration written as a Go duration string ("1h30m"). It is
+// the one such type: the CA's settings file (pki.Duration is an alias) and the
+// API bodies both use it.
 type Duration time.Duration
 
 // MarshalJSON implements json.Marshaler.
