@@ -250,11 +250,7 @@ func (c *repCluster) urlsIn(order []int) []string {
 }
 
 func (c *repCluster) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, r := range c.roots {
-		p.AddCert(r)
-	}
-	return p
+	return pki.CertPool(c.roots)
 }
 
 // httpClient trusts the CA's roots and presents cert if not nil.
@@ -512,11 +508,7 @@ func (l *repLoad) enrollVia(ctx context.Context, urls []string, tok string, key 
 	if err != nil {
 		return nil, err
 	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: l.c.pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := pki.VerifyChain(chain, l.c.roots, time.Time{}, x509.ExtKeyUsageAny); err != nil {
 		return nil, fmt.Errorf("enrolled certificate does not verify: %w", err)
 	}
 	if !pki.PublicKeysEqual(chain[0].PublicKey, key.Public()) {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,11 +59,7 @@ func (l *logFlags) httpClient() (*http.Client, error) {
 		if err != nil {
 			return nil, flagError("bundle", "%v", err)
 		}
-		pool := x509.NewCertPool()
-		for _, r := range roots {
-			pool.AddCert(r)
-		}
-		cfg.RootCAs = pool
+		cfg.RootCAs = pki.CertPool(roots)
 	}
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
 }

@@ -423,14 +423,6 @@ func clientVerifies(o Options) bool {
 	if len(o.ClientChain) == 0 || len(o.Roots) == 0 {
 		return false
 	}
-	roots := x509.NewCertPool()
-	for _, c := range o.Roots {
-		roots.AddCert(c)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range o.ClientChain[1:] {
-		inter.AddCert(c)
-	}
-	_, err := o.ClientChain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: o.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	_, err := pki.VerifyChain(o.ClientChain, o.Roots, o.Now(), x509.ExtKeyUsageClientAuth)
 	return err == nil
 }

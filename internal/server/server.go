@@ -132,10 +132,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // with AEAD suites at least, client certificates verified against the CA's
 // roots when given.
 func (s *Server) TLSConfig() *tls.Config {
-	pool := x509.NewCertPool()
-	for _, r := range s.cfg.Authority.Roots {
-		pool.AddCert(r)
-	}
+	pool := pki.CertPool(s.cfg.Authority.Roots)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{
