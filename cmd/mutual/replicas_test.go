@@ -779,7 +779,7 @@ func (c *repCluster) audit(t *testing.T, l *repLoad, first *translog.Checkpoint,
 		switch {
 		case !ok:
 			t.Errorf("log entry %d (%s) is not in the store", i, s)
-		case ci.RequestedBy != e.RequestedBy:
+		case ci.RequestedBy != string(e.RequestedBy):
 			t.Errorf("log entry %d (%s): requested by %q, the store says %q", i, s, e.RequestedBy, ci.RequestedBy)
 		}
 	}

@@ -230,7 +230,7 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	for _, s := range rec.IPAddresses {
 		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
 	}
-	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID, origin{})
+	return a.issue(ctx, grant, csrPEM, ttl, translog.TokenRequester(t.ID), t.ID, origin{})
 }
 
 // Renew issues a fresh certificate for the identity of peer, a certificate
@@ -256,7 +256,7 @@ func (a *Authority) Renew(ctx context.Context, peer *x509.Certificate, csrPEM []
 	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL), Roles: identity.Roles(peer), Via: policy.ViaRenewal}
 	// A renewed workload certificate stays tied to the node it came through,
 	// so that revoking the node takes it out too, and to its entry.
-	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+rec.Serial, "", origin{
+	return a.issue(ctx, grant, csrPEM, ttl, translog.RenewalRequester(rec.Serial), "", origin{
 		node: rec.NodeID, renewedFrom: rec.Serial, entry: rec.EntryID, presented: rec.Serial,
 	})
 }
@@ -323,13 +323,13 @@ func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spi
 	return id, rec, nil
 }
 
-func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy, tokenID string, from origin) (*Issued, error) {
+func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy translog.Requester, tokenID string, from origin) (*Issued, error) {
 	csr, err := pki.ParseCSR(csrPEM)
 	if err != nil {
 		return nil, newErr(KindInvalid, string(policy.CodeBadCSR), err, "the CSR cannot be read (%v): send a PEM CERTIFICATE REQUEST", err)
 	}
 	if err := a.Policy.CheckCSR(csr, grant); err != nil {
-		a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy, "reason", err.Error())
+		a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy.String(), "reason", err.Error())
 		return nil, classify(err)
 	}
 	lifetime, err := a.Policy.Lifetime(ttl, grant)
@@ -367,7 +367,7 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	rec := &store.Certificate{
 		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: grant.ID.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
-		DER: cert.Raw, RequestedBy: requestedBy, NodeID: from.node, RenewedFrom: from.renewedFrom, EntryID: from.entry,
+		DER: cert.Raw, RequestedBy: requestedBy.String(), NodeID: from.node, RenewedFrom: from.renewedFrom, EntryID: from.entry,
 		Check:    &store.IssueCheck{Presented: from.presented},
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: from.node, IssuedAt: now.UTC()}.Marshal(),
 	}
@@ -378,11 +378,11 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	// no certificate leaves without its log entry.
 	if err := a.Store.RecordIssuance(ctx, rec, tokenID, now); err != nil {
 		if errors.Is(err, store.ErrRevoked) || errors.Is(err, store.ErrNotGranted) {
-			a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy, "reason", err.Error())
+			a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy.String(), "reason", err.Error())
 		}
 		return nil, classify(err)
 	}
-	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy, "log_index", rec.LogIndex)
+	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy.String(), "log_index", rec.LogIndex)
 	return &Issued{ID: grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}, nil
 }
 
@@ -481,7 +481,7 @@ func ipStrings(ips []net.IP) []string {
 // Import records a certificate this CA signed outside the API (the admin and
 // server certificates of `ca init`), so that it can authenticate and be
 // revoked like any other. Importing twice is harmless.
-func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requestedBy string) error {
+func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requestedBy translog.Requester) error {
 	if err := cert.CheckSignatureFrom(a.Issuer.Cert); err != nil {
 		return fmt.Errorf("import %s: not signed by this CA's intermediate: %w", pki.FormatSerial(cert.SerialNumber), err)
 	}
@@ -492,7 +492,7 @@ func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requeste
 	issued := cert.NotBefore.Add(pki.ClockSkew)
 	err = a.Store.RecordIssuance(ctx, &store.Certificate{
 		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: id.String(), NotBefore: cert.NotBefore,
-		NotAfter: cert.NotAfter, IssuedAt: issued, DER: cert.Raw, RequestedBy: requestedBy,
+		NotAfter: cert.NotAfter, IssuedAt: issued, DER: cert.Raw, RequestedBy: requestedBy.String(),
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, IssuedAt: issued.UTC()}.Marshal(),
 	}, "", a.now())
 	if errors.Is(err, store.ErrAlreadyExists) {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/selector"
 	"github.com/mutual-tls/mutual/internal/store"
+	"github.com/mutual-tls/mutual/internal/translog"
 )
 
 // EntryRequest asks for a registration entry.
@@ -183,7 +183,7 @@ func (a *Authority) IssueForNode(ctx context.Context, peer *x509.Certificate, en
 		return nil, classify(err)
 	}
 	grant := policy.Grant{ID: id, DNSNames: e.DNSNames, TTL: e.CertTTL, Roles: e.Roles}
-	return a.issue(ctx, grant, csrPEM, 0, fmt.Sprintf("entry:%s", e.ID), "", origin{
+	return a.issue(ctx, grant, csrPEM, 0, translog.EntryRequester(e.ID), "", origin{
 		node: node.String(), entry: e.ID, presented: pki.FormatSerial(peer.SerialNumber),
 	})
 }

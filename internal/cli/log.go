@@ -173,7 +173,7 @@ authenticated against the tree, and proven included in the checkpoint.`,
 					return err
 				}
 				out["certificate_index"] = idx
-				out["requested_by"] = entry.RequestedBy
+				out["requested_by"] = entry.RequestedBy.String()
 			}
 			st.Checkpoint = string(cp.Note)
 			if err := st.Save(statePath); err != nil {
@@ -204,15 +204,14 @@ type adminGrants struct {
 	entries map[string]string
 }
 
-func (g *adminGrants) Explains(requestedBy, id string) string {
-	kind, key, _ := strings.Cut(requestedBy, ":")
+func (g *adminGrants) Explains(requestedBy translog.Requester, id string) string {
 	var granted string
 	var ok bool
-	switch kind {
-	case "token":
-		granted, ok = g.tokens[key]
-	case "entry":
-		granted, ok = g.entries[key]
+	switch requestedBy.Kind() {
+	case translog.RequestedByToken:
+		granted, ok = g.tokens[requestedBy.Ref()]
+	case translog.RequestedByEntry:
+		granted, ok = g.entries[requestedBy.Ref()]
 	}
 	switch {
 	case !ok:
