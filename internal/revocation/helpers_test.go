@@ -237,11 +237,7 @@ type feedStream struct {
 // feedClient is an HTTPS client for the CA's API presenting id (nil: no
 // client certificate) and trusting roots.
 func feedClient(roots []*x509.Certificate, id *identity.Identity) *http.Client {
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: pki.CertPool(roots), MinVersion: tls.VersionTLS12}
 	if id != nil {
 		cfg.Certificates = []tls.Certificate{id.TLSCertificate()}
 	}
