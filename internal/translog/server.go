@@ -204,7 +204,8 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 	n, err := pki.ParseSerial(serial)
 	var idx int64
 	if err == nil {
-		idx, err = s.Store.LogIndexOf(r.Context(), pki.FormatSerial(n))
+		serial = pki.FormatSerial(n)
+		idx, err = s.Store.LogIndexOf(r.Context(), serial)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
