@@ -63,11 +63,7 @@ func (i *Identity) TLSCertificate() tls.Certificate {
 
 // RootPool returns the trusted roots as a pool.
 func (i *Identity) RootPool() *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, r := range i.Roots {
-		p.AddCert(r)
-	}
-	return p
+	return pki.CertPool(i.Roots)
 }
 
 // ExpiredError reports a certificate used outside its validity period.

@@ -46,7 +46,6 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -251,11 +250,7 @@ func (c *repCluster) urlsIn(order []int) []string {
 }
 
 func (c *repCluster) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, r := range c.roots {
-		p.AddCert(r)
-	}
-	return p
+	return pki.CertPool(c.roots)
 }
 
 // httpClient trusts the CA's roots and presents cert if not nil.
@@ -473,7 +468,7 @@ func (l *repLoad) hardFailure(format string, a ...any) {
 
 func (l *repLoad) record(tokenID string, id *identity.Identity) {
 	leaf := id.Leaf()
-	serial := ca.SerialString(leaf.SerialNumber)
+	serial := pki.FormatSerial(leaf.SerialNumber)
 	l.mu.Lock()
 	if _, dup := l.received[serial]; dup {
 		l.hard = append(l.hard, "serial "+serial+" was received twice")
@@ -513,11 +508,7 @@ func (l *repLoad) enrollVia(ctx context.Context, urls []string, tok string, key 
 	if err != nil {
 		return nil, err
 	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: l.c.pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := pki.VerifyChain(chain, l.c.roots, time.Time{}, x509.ExtKeyUsageAny); err != nil {
 		return nil, fmt.Errorf("enrolled certificate does not verify: %w", err)
 	}
 	if !pki.PublicKeysEqual(chain[0].PublicKey, key.Public()) {
@@ -779,7 +770,7 @@ func (c *repCluster) audit(t *testing.T, l *repLoad, first *translog.Checkpoint,
 			t.Errorf("log entry %d: %v", i, err)
 			continue
 		}
-		s := ca.SerialString(cert.SerialNumber)
+		s := pki.FormatSerial(cert.SerialNumber)
 		if prev, dup := inLog[s]; dup {
 			t.Errorf("serial %s is in the log twice: entries %d and %d", s, prev, i)
 		}
@@ -788,7 +779,7 @@ func (c *repCluster) audit(t *testing.T, l *repLoad, first *translog.Checkpoint,
 		switch {
 		case !ok:
 			t.Errorf("log entry %d (%s) is not in the store", i, s)
-		case ci.RequestedBy != e.RequestedBy:
+		case ci.RequestedBy != string(e.RequestedBy):
 			t.Errorf("log entry %d (%s): requested by %q, the store says %q", i, s, e.RequestedBy, ci.RequestedBy)
 		}
 	}
@@ -970,7 +961,7 @@ func TestReplicasDatabaseRestart(t *testing.T) {
 		"revoke": func() error {
 			cl := c.adminClient(t, []int{2})
 			cl.Retries = -1
-			_, err := cl.Revoke(ctx, api.RevokeRequest{Serial: ca.SerialString(probe.Identity.Leaf().SerialNumber)})
+			_, err := cl.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(probe.Identity.Leaf().SerialNumber)})
 			return err
 		},
 	}
@@ -1020,7 +1011,7 @@ func TestReplicasDatabaseRestart(t *testing.T) {
 		t.Fatalf("the token refused during the outage, after it: %v", err)
 	}
 	for tok, id := range map[string]*identity.Identity{probeTok.ID: after.Identity, renTok.ID: probe.Identity} {
-		s := ca.SerialString(id.Leaf().SerialNumber)
+		s := pki.FormatSerial(id.Leaf().SerialNumber)
 		l.received[s], l.tokens[tok] = id.Leaf(), s
 	}
 	c.audit(t, l, first, []int{0, 1, 2})
@@ -1058,7 +1049,7 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	caller := enr.Identity
-	callerSerial := ca.SerialString(caller.Leaf().SerialNumber)
+	callerSerial := pki.FormatSerial(caller.Leaf().SerialNumber)
 
 	// A small echo server behind the proxy.
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
@@ -1202,7 +1193,7 @@ func TestReplicasRevocationFeed(t *testing.T) {
 	// The log verifies after it all.
 	lr := newRepLoad(t, c)
 	lr.received[callerSerial] = caller.Leaf()
-	lr.received[ca.SerialString(leafOf(t, filepath.Join(proxyDir, "cert.pem")).SerialNumber)] = leafOf(t, filepath.Join(proxyDir, "cert.pem"))
+	lr.received[pki.FormatSerial(leafOf(t, filepath.Join(proxyDir, "cert.pem")).SerialNumber)] = leafOf(t, filepath.Join(proxyDir, "cert.pem"))
 	lr.tokens[callerTok.ID] = callerSerial
 	c.audit(t, lr, first, []int{0, 1, 2})
 	c.stopAll(t)

@@ -661,14 +661,7 @@ func (a *Agent) checkSVID(resp *api.IssueResponse, key crypto.Signer, e api.Entr
 	a.mu.RLock()
 	roots := a.node.Roots
 	a.mu.RUnlock()
-	pool, inter := x509.NewCertPool(), x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := pki.VerifyChain(chain, roots, time.Time{}, x509.ExtKeyUsageAny); err != nil {
 		return nil, fmt.Errorf("the certificate the CA returned for entry %s does not verify against the node's trust bundle: %w", e.ID, err)
 	}
 	if leaf.IsCA {

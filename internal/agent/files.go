@@ -109,7 +109,7 @@ func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
 			if id.ID != w.ID {
 				continue
 			}
-			serial := fmt.Sprintf("%x", id.Leaf().SerialNumber)
+			serial := pki.FormatSerial(id.Leaf().SerialNumber)
 			if serial == last {
 				break
 			}
@@ -149,7 +149,7 @@ func (a *Agent) write(ctx context.Context, w *WriteSpec, id *identity.Identity) 
 	if err := writeIdentityDir(w.Dir, w.uid, w.gid, files); err != nil {
 		return err
 	}
-	a.log.Info("identity files written", "spiffe_id", w.ID.String(), "dir", w.Dir, "serial", fmt.Sprintf("%x", id.Leaf().SerialNumber))
+	a.log.Info("identity files written", "spiffe_id", w.ID.String(), "dir", w.Dir, "serial", pki.FormatSerial(id.Leaf().SerialNumber))
 	if w.Reload == "" {
 		return nil
 	}

@@ -313,7 +313,7 @@ func eventually(t testing.TB, limit time.Duration, what string, f func() error) 
 	}
 }
 
-func serialOf(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }
+func serialOf(c *x509.Certificate) string { return pki.FormatSerial(c.SerialNumber) }
 
 // wantAPIError checks the CA's status and code.
 func wantAPIError(t testing.TB, what string, err error, status int, code string) {

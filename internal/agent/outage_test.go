@@ -14,7 +14,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
-	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 // fetchOnce asks the agent for the caller's SVIDs with go-spiffe's one-shot
@@ -112,7 +112,7 @@ func TestCAOutage(t *testing.T) {
 	}
 	found := false
 	for _, c := range list.Certificates {
-		found = found || c.Serial == ca.SerialString(s.Certificates[0].SerialNumber)
+		found = found || c.Serial == pki.FormatSerial(s.Certificates[0].SerialNumber)
 	}
 	if !found {
 		t.Errorf("the CA's list of %s certificates does not show the rotated serial %s", id, serialOf(s.Certificates[0]))

@@ -9,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 )
 
@@ -35,14 +36,14 @@ func (n nodeSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 // next pass obtain a new one, if the entry still grants it.
 func (a *Agent) onRevoke(e revocation.Event) {
 	a.mu.Lock()
-	if a.node != nil && fmt.Sprintf("%x", a.node.Leaf().SerialNumber) == e.Serial {
+	if a.node != nil && pki.FormatSerial(a.node.Leaf().SerialNumber) == e.Serial {
 		a.mu.Unlock()
 		a.log.Error("this node's certificate was revoked: it can no longer renew or obtain identities; enroll again with a new token", "node_id", e.SPIFFEID, "serial", e.Serial)
 		return
 	}
 	hit := false
 	for id, s := range a.svids {
-		if s.id != nil && fmt.Sprintf("%x", s.id.Leaf().SerialNumber) == e.Serial {
+		if s.id != nil && pki.FormatSerial(s.id.Leaf().SerialNumber) == e.Serial {
 			s.id, s.renewAt, s.retryAt, s.failures = nil, time.Time{}, time.Time{}, 0
 			os.RemoveAll(a.svidDir(id))
 			hit = true

@@ -82,7 +82,7 @@ func (f *forgingCA) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		json.NewEncoder(w).Encode(api.IssueResponse{
 			SPIFFEID: f.entry.SPIFFEID, // the answer claims what was asked
-			Serial:   fmt.Sprintf("%x", cert.SerialNumber),
+			Serial:   pki.FormatSerial(cert.SerialNumber),
 			ChainPEM: string(pki.EncodeCertificates(cert, issuer.Intermediate)),
 			RootsPEM: string(pki.EncodeCertificates(issuer.Root)),
 			NotAfter: cert.NotAfter,
@@ -153,17 +153,9 @@ func TestAgentRefusesForgedSVIDAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Certificates[0].Verify(x509.VerifyOptions{Roots: serverID.RootPool(), Intermediates: pool(s.Certificates[1:]), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := pki.VerifyChain(s.Certificates, serverID.Roots, time.Time{}, x509.ExtKeyUsageAny); err != nil {
 		t.Fatalf("the served SVID does not verify: %v", err)
 	}
-}
-
-func pool(certs []*x509.Certificate) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range certs {
-		p.AddCert(c)
-	}
-	return p
 }
 
 // TestAgentHandsOutRevocationSources: what the agent hands a proxy lets it

@@ -22,7 +22,8 @@
 //	GET  /crl/{issuer}.crl    the issuing CA's CRL, DER (.pem for PEM)
 //	POST /ocsp, GET /ocsp/{b64} OCSP (RFC 6960)
 //
-// Errors are a 4xx or 5xx status with an Error body.
+// Errors are a 4xx or 5xx status with an Error body whose code is one of the
+// Code* constants.
 package api
 
 import (
@@ -45,7 +46,9 @@ type Error struct {
 	Code string `json:"code"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("1h30m").
+// Duration is a time.Duration written as a Go duration string ("1h30m"). It is
+// the one such type: the CA's settings file (pki.Duration is an alias) and the
+// API bodies both use it.
 type Duration time.Duration
 
 // MarshalJSON implements json.Marshaler.

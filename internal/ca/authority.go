@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"strings"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/store"
@@ -101,19 +101,16 @@ type Issued struct {
 // MaxNames bounds the DNS names and IP addresses one certificate carries.
 const MaxNames = 100
 
-// SerialString is the canonical form of a serial: lower-case hex, no colons.
-func SerialString(n *big.Int) string { return fmt.Sprintf("%x", n) }
-
 // NormalizeSerial accepts a serial as openssl or a browser prints it
-// ("3A:0F:...", "0x3a0f...") and returns the canonical form.
+// ("3A:0F:...", "0x3a0f...") and returns the canonical form (pki.FormatSerial).
 func NormalizeSerial(s string) (string, error) {
-	clean := strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s)))
-	clean = strings.TrimPrefix(clean, "0x")
-	n, ok := new(big.Int).SetString(clean, 16)
-	if !ok || n.Sign() <= 0 || len(clean) > 64 {
-		return "", newErr(KindInvalid, "bad_serial", nil, "%q is not a certificate serial number (hex digits, colons allowed)", s)
+	// More than 64 hex digits as typed (leading zeros count) is refused.
+	digits := strings.TrimPrefix(strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s))), "0x")
+	n, err := pki.ParseSerial(s)
+	if err != nil || n.Sign() <= 0 || len(digits) > 64 {
+		return "", newErr(KindInvalid, api.CodeBadSerial, nil, "%q is not a certificate serial number (hex digits, colons allowed)", s)
 	}
-	return SerialString(n), nil
+	return pki.FormatSerial(n), nil
 }
 
 // TokenRequest asks for a join token.
@@ -142,15 +139,15 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 		r.TTL = 15 * time.Minute
 	}
 	if len(r.DNSNames)+len(r.IPAddresses) > MaxNames {
-		return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%d names: a certificate may carry at most %d DNS names and IP addresses", len(r.DNSNames)+len(r.IPAddresses), MaxNames)
+		return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%d names: a certificate may carry at most %d DNS names and IP addresses", len(r.DNSNames)+len(r.IPAddresses), MaxNames)
 	}
 	var dns []string
 	for _, n := range r.DNSNames {
 		if net.ParseIP(n) != nil {
-			return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%q is an IP address: pass it as an IP address (--ip), not a DNS name", n)
+			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%q is an IP address: pass it as an IP address (--ip), not a DNS name", n)
 		}
 		if err := pki.CheckDNSName(n); err != nil {
-			return "", store.Token{}, newErr(KindInvalid, "bad_name", err, "%v", err)
+			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, err, "%v", err)
 		}
 		dns = append(dns, strings.ToLower(n))
 	}
@@ -158,7 +155,7 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 	for _, s := range r.IPAddresses {
 		ip := net.ParseIP(s)
 		if ip == nil {
-			return "", store.Token{}, newErr(KindInvalid, "bad_name", nil, "%q is not an IP address", s)
+			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%q is not an IP address", s)
 		}
 		ips = append(ips, ip)
 	}
@@ -170,7 +167,7 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 	}
 	t, err := token.New(a.Rand, a.URLs, a.RootFingerprint())
 	if err != nil {
-		return "", store.Token{}, newErr(KindUnavailable, "internal", err, "make token: %v", err)
+		return "", store.Token{}, newErr(KindUnavailable, api.CodeInternal, err, "make token: %v", err)
 	}
 	now := a.now()
 	rec := store.Token{
@@ -198,14 +195,14 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	// Authenticate.
 	t, err := token.Parse(tokenString)
 	if err != nil {
-		return nil, newErr(KindUnauthenticated, "token_malformed", err, "%v", err)
+		return nil, newErr(KindUnauthenticated, api.CodeTokenMalformed, err, "%v", err)
 	}
 	if fp := a.RootFingerprint(); subtle.ConstantTimeCompare(fp[:], t.RootFingerprint[:]) != 1 {
-		return nil, newErr(KindUnauthenticated, "token_wrong_ca", nil, "the join token was made for another CA (its root fingerprint differs from this CA's)")
+		return nil, newErr(KindUnauthenticated, api.CodeTokenWrongCA, nil, "the join token was made for another CA (its root fingerprint differs from this CA's)")
 	}
 	rec, err := a.Store.GetToken(ctx, t.ID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !t.SecretMatches(rec.SecretHash)) {
-		return nil, newErr(KindUnauthenticated, "token_unknown", nil, "the join token %s is not known to this CA; ask an operator for a new one", t.ID)
+		return nil, newErr(KindUnauthenticated, api.CodeTokenUnknown, nil, "the join token %s is not known to this CA; ask an operator for a new one", t.ID)
 	}
 	if err != nil {
 		return nil, classify(err)
@@ -233,7 +230,7 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	for _, s := range rec.IPAddresses {
 		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
 	}
-	return a.issue(ctx, grant, csrPEM, ttl, "token:"+t.ID, t.ID, origin{tokenCreated: rec.CreatedAt})
+	return a.issue(ctx, grant, csrPEM, ttl, translog.TokenRequester(t.ID), t.ID, origin{tokenCreated: rec.CreatedAt})
 }
 
 // Renew issues a fresh certificate for the identity of peer, a certificate
@@ -259,7 +256,7 @@ func (a *Authority) Renew(ctx context.Context, peer *x509.Certificate, csrPEM []
 	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL), Roles: identity.Roles(peer), Via: policy.ViaRenewal}
 	// A renewed workload certificate stays tied to the node it came through,
 	// so that revoking the node takes it out too, and to its entry.
-	return a.issue(ctx, grant, csrPEM, ttl, "renew:"+rec.Serial, "", origin{
+	return a.issue(ctx, grant, csrPEM, ttl, translog.RenewalRequester(rec.Serial), "", origin{
 		node: rec.NodeID, renewedFrom: rec.Serial, entry: rec.EntryID, presented: rec.Serial,
 	})
 }
@@ -274,7 +271,7 @@ func (a *Authority) entryStillGrants(ctx context.Context, rec store.Certificate)
 	node, nerr := spiffeid.FromString(rec.NodeID)
 	if err != nil || nerr != nil || e.SPIFFEID != rec.SPIFFEID || !entryGrants(e, node) {
 		a.log().Warn("renewal refused: entry withdrawn", "serial", rec.Serial, "spiffe_id", rec.SPIFFEID, "entry_id", rec.EntryID, "node_id", rec.NodeID)
-		return newErr(KindForbidden, "entry_not_granted", store.ErrNotGranted,
+		return newErr(KindForbidden, api.CodeEntryNotGranted, store.ErrNotGranted,
 			"certificate %s of %s was granted by registration entry %s, which no longer exists or no longer grants it to %s: it cannot renew; the workload's agent obtains its identity while an entry grants one",
 			rec.Serial, rec.SPIFFEID, rec.EntryID, rec.NodeID)
 	}
@@ -304,15 +301,15 @@ func (a *Authority) CheckPeer(ctx context.Context, peer *x509.Certificate) (spif
 func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, store.Certificate, error) {
 	id, err := x509svid.IDFromCert(peer)
 	if err != nil {
-		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, "no_identity", err, "the client certificate carries no SPIFFE ID")
+		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, api.CodeNoIdentity, err, "the client certificate carries no SPIFFE ID")
 	}
 	if now := a.now(); now.After(peer.NotAfter) {
-		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, "cert_expired", nil, "the client certificate of %s expired at %s; enroll again with a new join token", id, peer.NotAfter.Format(time.RFC3339))
+		return spiffeid.ID{}, store.Certificate{}, newErr(KindForbidden, api.CodeCertExpired, nil, "the client certificate of %s expired at %s; enroll again with a new join token", id, peer.NotAfter.Format(time.RFC3339))
 	}
-	serial := SerialString(peer.SerialNumber)
+	serial := pki.FormatSerial(peer.SerialNumber)
 	rec, err := a.Store.GetCertificate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
-		return spiffeid.ID{}, rec, newErr(KindForbidden, "cert_unknown", nil, "the client certificate %s of %s is not in this CA's records", serial, id)
+		return spiffeid.ID{}, rec, newErr(KindForbidden, api.CodeCertUnknown, nil, "the client certificate %s of %s is not in this CA's records", serial, id)
 	}
 	if err != nil {
 		return spiffeid.ID{}, rec, classify(err)
@@ -322,19 +319,19 @@ func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spi
 		if pki.KindOf(id) == pki.KindAdmin {
 			fix = "issue a new operator identity with `mutual ca admin`"
 		}
-		return spiffeid.ID{}, rec, newErr(KindForbidden, "cert_revoked", nil, "the client certificate %s of %s was revoked at %s (%s); %s",
+		return spiffeid.ID{}, rec, newErr(KindForbidden, api.CodeCertRevoked, nil, "the client certificate %s of %s was revoked at %s (%s); %s",
 			serial, id, rec.RevokedAt.Format(time.RFC3339), ReasonName(rec.RevocationReason), fix)
 	}
 	return id, rec, nil
 }
 
-func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy, tokenID string, from origin) (*Issued, error) {
+func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy translog.Requester, tokenID string, from origin) (*Issued, error) {
 	csr, err := pki.ParseCSR(csrPEM)
 	if err != nil {
 		return nil, newErr(KindInvalid, string(policy.CodeBadCSR), err, "the CSR cannot be read (%v): send a PEM CERTIFICATE REQUEST", err)
 	}
 	if err := a.Policy.CheckCSR(csr, grant); err != nil {
-		a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy, "reason", err.Error())
+		a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy.String(), "reason", err.Error())
 		return nil, classify(err)
 	}
 	lifetime, err := a.Policy.Lifetime(ttl, grant)
@@ -351,7 +348,7 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	if len(grant.Roles) > 0 {
 		ext, err := identity.RolesExtension(grant.Roles)
 		if err != nil {
-			return nil, newErr(KindInvalid, "bad_role", err, "%v", err)
+			return nil, newErr(KindInvalid, api.CodeBadRole, err, "%v", err)
 		}
 		roles = append(roles, ext)
 	}
@@ -366,28 +363,28 @@ func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte
 	}
 	cert, err := a.Issuer.Issue(leaf)
 	if err != nil {
-		return nil, newErr(KindUnavailable, "sign_failed", err, "sign: %v", err)
+		return nil, newErr(KindUnavailable, api.CodeSignFailed, err, "sign: %v", err)
 	}
 	// Store (and consume the token) in one transaction; only then answer.
 	rec := &store.Certificate{
-		Serial: SerialString(cert.SerialNumber), SPIFFEID: grant.ID.String(),
+		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: grant.ID.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
-		DER: cert.Raw, RequestedBy: requestedBy, NodeID: from.node, RenewedFrom: from.renewedFrom, EntryID: from.entry,
+		DER: cert.Raw, RequestedBy: requestedBy.String(), NodeID: from.node, RenewedFrom: from.renewedFrom, EntryID: from.entry,
 		Check:    &store.IssueCheck{Presented: from.presented, TokenCreated: from.tokenCreated},
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: from.node, IssuedAt: now.UTC()}.Marshal(),
 	}
 	if len(rec.LogEntry) > translog.MaxEntrySize {
-		return nil, newErr(KindInvalid, "too_large", nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
+		return nil, newErr(KindInvalid, api.CodeTooLarge, nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
 	}
 	// Store, consume the token and append to the log in one transaction:
 	// no certificate leaves without its log entry.
 	if err := a.Store.RecordIssuance(ctx, rec, tokenID, now); err != nil {
 		if errors.Is(err, store.ErrRevoked) || errors.Is(err, store.ErrNotGranted) {
-			a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy, "reason", err.Error())
+			a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy.String(), "reason", err.Error())
 		}
 		return nil, classify(err)
 	}
-	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy, "log_index", rec.LogIndex)
+	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy.String(), "log_index", rec.LogIndex)
 	return &Issued{ID: grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}, nil
 }
 
@@ -418,7 +415,7 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		}
 	}
 	if n != 1 {
-		return nil, newErr(KindInvalid, "bad_request", nil, "name exactly one of a serial, an identity or a node to revoke")
+		return nil, newErr(KindInvalid, api.CodeBadRequest, nil, "name exactly one of a serial, an identity or a node to revoke")
 	}
 	switch {
 	case r.Serial != "":
@@ -428,7 +425,7 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		}
 		revs, err := a.Store.RevokeLineage(ctx, serial, r.Reason, now)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, newErr(KindNotFound, "not_found", err, "certificate %s was not issued by this CA", serial)
+			return nil, newErr(KindNotFound, api.CodeNotFound, err, "certificate %s was not issued by this CA", serial)
 		}
 		if err != nil {
 			return nil, classify(err)
@@ -446,14 +443,14 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		var revs []store.Revocation
 		if r.Node != "" {
 			if pki.KindOf(id) != pki.KindNode {
-				return nil, newErr(KindInvalid, "bad_node", nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, id.TrustDomain().Name())
+				return nil, newErr(KindInvalid, api.CodeBadNode, nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, id.TrustDomain().Name())
 			}
 			revs, err = a.Store.RevokeNode(ctx, id.String(), r.Reason, now)
 		} else {
 			revs, err = a.Store.RevokeIdentity(ctx, id.String(), r.Reason, now)
 		}
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, newErr(KindNotFound, "not_found", err, "this CA holds no unexpired certificate of %s %s", what, id)
+			return nil, newErr(KindNotFound, api.CodeNotFound, err, "this CA holds no unexpired certificate of %s %s", what, id)
 		}
 		if err != nil {
 			return nil, classify(err)
@@ -486,18 +483,18 @@ func ipStrings(ips []net.IP) []string {
 // Import records a certificate this CA signed outside the API (the admin and
 // server certificates of `ca init`), so that it can authenticate and be
 // revoked like any other. Importing twice is harmless.
-func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requestedBy string) error {
+func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requestedBy translog.Requester) error {
 	if err := cert.CheckSignatureFrom(a.Issuer.Cert); err != nil {
-		return fmt.Errorf("import %s: not signed by this CA's intermediate: %w", SerialString(cert.SerialNumber), err)
+		return fmt.Errorf("import %s: not signed by this CA's intermediate: %w", pki.FormatSerial(cert.SerialNumber), err)
 	}
 	id, err := x509svid.IDFromCert(cert)
 	if err != nil {
-		return fmt.Errorf("import %s: %w", SerialString(cert.SerialNumber), err)
+		return fmt.Errorf("import %s: %w", pki.FormatSerial(cert.SerialNumber), err)
 	}
 	issued := cert.NotBefore.Add(pki.ClockSkew)
 	err = a.Store.RecordIssuance(ctx, &store.Certificate{
-		Serial: SerialString(cert.SerialNumber), SPIFFEID: id.String(), NotBefore: cert.NotBefore,
-		NotAfter: cert.NotAfter, IssuedAt: issued, DER: cert.Raw, RequestedBy: requestedBy,
+		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: id.String(), NotBefore: cert.NotBefore,
+		NotAfter: cert.NotAfter, IssuedAt: issued, DER: cert.Raw, RequestedBy: requestedBy.String(),
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, IssuedAt: issued.UTC()}.Marshal(),
 	}, "", a.now())
 	if errors.Is(err, store.ErrAlreadyExists) {

@@ -6,17 +6,18 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/selector"
 	"github.com/mutual-tls/mutual/internal/store"
+	"github.com/mutual-tls/mutual/internal/translog"
 )
 
 // EntryRequest asks for a registration entry.
@@ -37,7 +38,7 @@ type EntryRequest struct {
 func checkRoles(roles []string) error {
 	for _, r := range roles {
 		if r == "" || len(r) > 64 || strings.ContainsAny(r, " \t\n,") {
-			return newErr(KindInvalid, "bad_role", nil, "role %q: a role is one word of at most 64 characters", r)
+			return newErr(KindInvalid, api.CodeBadRole, nil, "role %q: a role is one word of at most 64 characters", r)
 		}
 	}
 	return nil
@@ -53,26 +54,26 @@ func (a *Authority) CreateEntry(ctx context.Context, by spiffeid.ID, r EntryRequ
 		return store.Entry{}, classify(err)
 	}
 	if len(r.Nodes) == 0 {
-		return store.Entry{}, newErr(KindInvalid, "bad_node", nil, "an entry needs at least one node (spiffe://%s/node/NAME, or a pattern such as spiffe://%s/node/*)", a.Policy.TrustDomain.Name(), a.Policy.TrustDomain.Name())
+		return store.Entry{}, newErr(KindInvalid, api.CodeBadNode, nil, "an entry needs at least one node (spiffe://%s/node/NAME, or a pattern such as spiffe://%s/node/*)", a.Policy.TrustDomain.Name(), a.Policy.TrustDomain.Name())
 	}
 	for _, n := range r.Nodes {
 		p, err := authz.ParsePattern(n)
 		if err != nil {
-			return store.Entry{}, newErr(KindInvalid, "bad_node", err, "node %v", err)
+			return store.Entry{}, newErr(KindInvalid, api.CodeBadNode, err, "node %v", err)
 		}
 		if !strings.HasPrefix(n, "spiffe://"+a.Policy.TrustDomain.Name()+"/node/") {
-			return store.Entry{}, newErr(KindInvalid, "bad_node", nil, "node %s: nodes are spiffe://%s/node/NAME", p, a.Policy.TrustDomain.Name())
+			return store.Entry{}, newErr(KindInvalid, api.CodeBadNode, nil, "node %s: nodes are spiffe://%s/node/NAME", p, a.Policy.TrustDomain.Name())
 		}
 	}
 	if _, err := selector.ParseAll(r.Selectors); err != nil {
-		return store.Entry{}, newErr(KindInvalid, "bad_selector", err, "%v", err)
+		return store.Entry{}, newErr(KindInvalid, api.CodeBadSelector, err, "%v", err)
 	}
 	if len(r.DNSNames) > MaxNames {
-		return store.Entry{}, newErr(KindInvalid, "bad_name", nil, "%d DNS names: a certificate may carry at most %d", len(r.DNSNames), MaxNames)
+		return store.Entry{}, newErr(KindInvalid, api.CodeBadName, nil, "%d DNS names: a certificate may carry at most %d", len(r.DNSNames), MaxNames)
 	}
 	for _, n := range r.DNSNames {
 		if err := pki.CheckDNSName(n); err != nil {
-			return store.Entry{}, newErr(KindInvalid, "bad_name", err, "%v", err)
+			return store.Entry{}, newErr(KindInvalid, api.CodeBadName, err, "%v", err)
 		}
 	}
 	if err := checkRoles(r.Roles); err != nil {
@@ -106,7 +107,7 @@ func (a *Authority) ListEntries(ctx context.Context) ([]store.Entry, error) {
 func (a *Authority) DeleteEntry(ctx context.Context, by spiffeid.ID, id string) error {
 	if err := a.Store.DeleteEntry(ctx, id); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return newErr(KindNotFound, "not_found", err, "no entry %s", id)
+			return newErr(KindNotFound, api.CodeNotFound, err, "no entry %s", id)
 		}
 		return classify(err)
 	}
@@ -122,7 +123,7 @@ func (a *Authority) nodeOf(ctx context.Context, peer *x509.Certificate) (spiffei
 		return spiffeid.ID{}, err
 	}
 	if pki.KindOf(id) != pki.KindNode {
-		return spiffeid.ID{}, newErr(KindForbidden, "node_required", nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, a.Policy.TrustDomain.Name())
+		return spiffeid.ID{}, newErr(KindForbidden, api.CodeNodeRequired, nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, a.Policy.TrustDomain.Name())
 	}
 	return id, nil
 }
@@ -168,21 +169,21 @@ func (a *Authority) IssueForNode(ctx context.Context, peer *x509.Certificate, en
 	}
 	e, err := a.Store.GetEntry(ctx, entryID)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, newErr(KindForbidden, "entry_not_granted", nil, "no entry %s grants an identity to %s", entryID, node)
+		return nil, newErr(KindForbidden, api.CodeEntryNotGranted, nil, "no entry %s grants an identity to %s", entryID, node)
 	}
 	if err != nil {
 		return nil, classify(err)
 	}
 	if !entryGrants(e, node) {
 		a.log().Warn("node asked for an identity not granted to it", "node_id", node.String(), "entry_id", e.ID, "spiffe_id", e.SPIFFEID)
-		return nil, newErr(KindForbidden, "entry_not_granted", nil, "entry %s (%s) does not grant its identity to %s", e.ID, e.SPIFFEID, node)
+		return nil, newErr(KindForbidden, api.CodeEntryNotGranted, nil, "entry %s (%s) does not grant its identity to %s", e.ID, e.SPIFFEID, node)
 	}
 	id, err := spiffeid.FromString(e.SPIFFEID)
 	if err != nil {
 		return nil, classify(err)
 	}
 	grant := policy.Grant{ID: id, DNSNames: e.DNSNames, TTL: e.CertTTL, Roles: e.Roles}
-	return a.issue(ctx, grant, csrPEM, 0, fmt.Sprintf("entry:%s", e.ID), "", origin{
-		node: node.String(), entry: e.ID, presented: SerialString(peer.SerialNumber),
+	return a.issue(ctx, grant, csrPEM, 0, translog.EntryRequester(e.ID), "", origin{
+		node: node.String(), entry: e.ID, presented: pki.FormatSerial(peer.SerialNumber),
 	})
 }

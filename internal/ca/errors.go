@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/store"
 )
@@ -32,7 +33,8 @@ const (
 // Error is a failure of an Authority operation.
 type Error struct {
 	Kind Kind
-	// Code is a stable machine-readable name ("token_used", "weak_key", ...).
+	// Code is a stable machine-readable name, one of the api.Code* constants
+	// (api.CodeTokenUsed, api.CodeWeakKey, ...).
 	Code string
 	// Msg says what went wrong and how to fix it, in one sentence.
 	Msg string
@@ -64,19 +66,19 @@ func classify(err error) error {
 	}
 	switch {
 	case errors.Is(err, store.ErrTokenUsed):
-		return newErr(KindUnauthenticated, "token_used", err, "the join token was already used (%v); ask an operator for a new one", err)
+		return newErr(KindUnauthenticated, api.CodeTokenUsed, err, "the join token was already used (%v); ask an operator for a new one", err)
 	case errors.Is(err, store.ErrTokenExpired):
-		return newErr(KindUnauthenticated, "token_expired", err, "the join token has expired (%v); ask an operator for a new one", err)
+		return newErr(KindUnauthenticated, api.CodeTokenExpired, err, "the join token has expired (%v); ask an operator for a new one", err)
 	case errors.Is(err, store.ErrRevoked):
-		return newErr(KindForbidden, "cert_revoked", err, "refused: %v; enroll again with a new join token", err)
+		return newErr(KindForbidden, api.CodeCertRevoked, err, "refused: %v; enroll again with a new join token", err)
 	case errors.Is(err, store.ErrNotGranted):
-		return newErr(KindForbidden, "entry_not_granted", err, "refused: %v", err)
+		return newErr(KindForbidden, api.CodeEntryNotGranted, err, "refused: %v", err)
 	case errors.Is(err, store.ErrNotFound):
-		return newErr(KindNotFound, "not_found", err, "%v", err)
+		return newErr(KindNotFound, api.CodeNotFound, err, "%v", err)
 	case store.IsDamage(err):
-		return newErr(KindDamaged, "store_damaged", err, "the CA's store is damaged (%v); the operator must restore it from backup", err)
+		return newErr(KindDamaged, api.CodeStoreDamaged, err, "the CA's store is damaged (%v); the operator must restore it from backup", err)
 	}
 	// The cause (a database address, user, port) goes to the CA's log, not
 	// into an answer that anonymous callers read.
-	return newErr(KindUnavailable, "store_unavailable", err, "the CA's store is unavailable; retry later (the CA's log says why)")
+	return newErr(KindUnavailable, api.CodeStoreUnavailable, err, "the CA's store is unavailable; retry later (the CA's log says why)")
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 )
@@ -171,12 +170,12 @@ func printIssued(e *env, asJSON bool, verb, dir string, id *identity.Identity) e
 	leaf := id.Leaf()
 	if asJSON {
 		return e.printJSON(map[string]any{
-			"dir": dir, "spiffe_id": id.ID.String(), "serial": ca.SerialString(leaf.SerialNumber),
+			"dir": dir, "spiffe_id": id.ID.String(), "serial": pki.FormatSerial(leaf.SerialNumber),
 			"not_before": leaf.NotBefore.UTC(), "not_after": leaf.NotAfter.UTC(), "dns_names": leaf.DNSNames,
 		})
 	}
 	fmt.Fprintf(e.stdout, "%s %s\n  serial   %s\n  expires  %s (%s)\n  files    %s\n", verb, id.ID,
-		ca.SerialString(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), relative(leaf.NotAfter, time.Now()),
+		pki.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), relative(leaf.NotAfter, time.Now()),
 		strings.Join([]string{filepath.Join(dir, identity.CertFile), filepath.Join(dir, identity.KeyFile), filepath.Join(dir, identity.BundleFile)}, " "))
 	return nil
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,11 +59,7 @@ func (l *logFlags) httpClient() (*http.Client, error) {
 		if err != nil {
 			return nil, flagError("bundle", "%v", err)
 		}
-		pool := x509.NewCertPool()
-		for _, r := range roots {
-			pool.AddCert(r)
-		}
-		cfg.RootCAs = pool
+		cfg.RootCAs = pki.CertPool(roots)
 	}
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
 }
@@ -178,7 +173,7 @@ authenticated against the tree, and proven included in the checkpoint.`,
 					return err
 				}
 				out["certificate_index"] = idx
-				out["requested_by"] = entry.RequestedBy
+				out["requested_by"] = entry.RequestedBy.String()
 			}
 			st.Checkpoint = string(cp.Note)
 			if err := st.Save(statePath); err != nil {
@@ -209,15 +204,14 @@ type adminGrants struct {
 	entries map[string]string
 }
 
-func (g *adminGrants) Explains(requestedBy, id string) string {
-	kind, key, _ := strings.Cut(requestedBy, ":")
+func (g *adminGrants) Explains(requestedBy translog.Requester, id string) string {
 	var granted string
 	var ok bool
-	switch kind {
-	case "token":
-		granted, ok = g.tokens[key]
-	case "entry":
-		granted, ok = g.entries[key]
+	switch requestedBy.Kind() {
+	case translog.RequestedByToken:
+		granted, ok = g.tokens[requestedBy.Ref()]
+	case translog.RequestedByEntry:
+		granted, ok = g.entries[requestedBy.Ref()]
 	}
 	switch {
 	case !ok:

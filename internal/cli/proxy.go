@@ -22,6 +22,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/revocation"
 )
@@ -72,7 +73,7 @@ func (s *sourceFlags) open(ctx context.Context, log *slog.Logger, m *proxy.Metri
 					case <-src.Changed():
 						id := src.Identity()
 						m.ObserveCertificate(id.Leaf())
-						log.Info("identity reloaded", "dir", s.identityDir, "spiffe_id", id.ID.String(), "serial", fmt.Sprintf("%x", id.Leaf().SerialNumber), "not_after", id.Leaf().NotAfter)
+						log.Info("identity reloaded", "dir", s.identityDir, "spiffe_id", id.ID.String(), "serial", pki.FormatSerial(id.Leaf().SerialNumber), "not_after", id.Leaf().NotAfter)
 					}
 				}
 			}()

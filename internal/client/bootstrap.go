@@ -70,13 +70,11 @@ func fetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.C
 	if !root.IsCA || root.CheckSignatureFrom(root) != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("%s: the certificate with the token's fingerprint is not a self-signed CA", caURL)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(root)
-	inter := x509.NewCertPool()
-	for _, c := range presented[1:] {
-		inter.AddCert(c)
+	err = presented[0].VerifyHostname(u.Hostname())
+	if err == nil {
+		_, err = pki.VerifyChain(presented, []*x509.Certificate{root}, time.Time{})
 	}
-	if _, err := presented[0].Verify(x509.VerifyOptions{DNSName: u.Hostname(), Roots: pool, Intermediates: inter}); err != nil {
+	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("%s: the server's certificate does not verify against the pinned root: %w", caURL, err)
 	}
 	id, err := x509svid.IDFromCert(presented[0])

@@ -82,10 +82,7 @@ func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate, opts .
 			return nil, fmt.Errorf("CA address %q is not an https URL (https://HOST:PORT)", u)
 		}
 	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
+	pool := pki.CertPool(roots)
 	c := &Client{urls: urls, now: time.Now}
 	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, VerifyConnection: c.verifyServer}
 	if cert != nil {
@@ -174,7 +171,8 @@ func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 type APIError struct {
 	URL    string
 	Status int
-	// Code is the CA's machine-readable reason ("token_used", ...).
+	// Code is the CA's machine-readable reason, one of the api.Code*
+	// constants (api.CodeTokenUsed, ...).
 	Code    string
 	Message string
 }

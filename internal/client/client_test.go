@@ -16,7 +16,6 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
@@ -212,7 +211,7 @@ func TestEnrollAnswerLostKeepsTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("re-run after the lost answer: %v", err)
 	}
-	if got := ca.SerialString(enr.Identity.Leaf().SerialNumber); got != issued.UsedSerial {
+	if got := pki.FormatSerial(enr.Identity.Leaf().SerialNumber); got != issued.UsedSerial {
 		t.Errorf("re-run got serial %s, want the one issued before, %s", got, issued.UsedSerial)
 	}
 	if err := enr.Identity.Save(dir); err != nil {

@@ -314,7 +314,7 @@ func (c *Client) explainRefusal(ctx context.Context, leaf *x509.Certificate, err
 	case errors.As(err, &nc) || ctx.Err() != nil:
 		return err
 	case errors.As(err, &ae):
-		if ae.Code != "cert_expired" {
+		if ae.Code != api.CodeCertExpired {
 			return err
 		}
 	case !refusedInHandshake(err):
@@ -407,15 +407,7 @@ func checkIssued(resp *api.IssueResponse, key crypto.Signer, trusted []*x509.Cer
 	if !pki.PublicKeysEqual(chain[0].PublicKey, key.Public()) {
 		return nil, 0, "", errors.New("the CA returned a certificate for another key")
 	}
-	pool := x509.NewCertPool()
-	for _, r := range trusted {
-		pool.AddCert(r)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: at}); err != nil {
+	if _, err := pki.VerifyChain(chain, trusted, at, x509.ExtKeyUsageAny); err != nil {
 		return nil, 0, "", fmt.Errorf("the certificate the CA returned does not verify against the trusted roots at the CA's time %s: %w", at.UTC().Format(time.RFC3339), err)
 	}
 	sid, err := x509svid.IDFromCert(chain[0])

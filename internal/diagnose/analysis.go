@@ -374,8 +374,8 @@ func checkClient(ctx context.Context, r *Report, o Options, p *probe) *Report {
 		case err != nil:
 			r.step("client revocation", true, "not checked: %v", err)
 		case revoked:
-			r.step("client revocation", false, "the CA says %s (serial %x) is revoked", describeLeaf(leaf), leaf.SerialNumber)
-			return r.verdict(ClientCertRevoked, fmt.Sprintf("the client certificate (serial %x) is revoked", leaf.SerialNumber),
+			r.step("client revocation", false, "the CA says %s (serial %s) is revoked", describeLeaf(leaf), pki.FormatSerial(leaf.SerialNumber))
+			return r.verdict(ClientCertRevoked, fmt.Sprintf("the client certificate (serial %s) is revoked", pki.FormatSerial(leaf.SerialNumber)),
 				"get a new identity: enroll again with a new join token (a revoked certificate cannot renew)")
 		default:
 			r.step("client revocation", true, "the CA says the certificate is good")
@@ -459,14 +459,6 @@ func clientVerifies(o Options) bool {
 	if len(o.ClientChain) == 0 || len(o.Roots) == 0 {
 		return false
 	}
-	roots := x509.NewCertPool()
-	for _, c := range o.Roots {
-		roots.AddCert(c)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range o.ClientChain[1:] {
-		inter.AddCert(c)
-	}
-	_, err := o.ClientChain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: o.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	_, err := pki.VerifyChain(o.ClientChain, o.Roots, o.Now(), x509.ExtKeyUsageClientAuth)
 	return err == nil
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/authz"
-	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/diagnose"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -301,8 +300,8 @@ func corpus() []corpusCase {
 			},
 			want: diagnose.ClientCertRevoked, explain: []string{"revoked", "serial"}, fix: []string{"enroll again"},
 			check: func(t *testing.T, o diagnose.Options, r *diagnose.Report) {
-				if !strings.Contains(r.Explanation, ca.SerialString(o.ClientChain[0].SerialNumber)) {
-					t.Errorf("the explanation does not name the serial %s: %q", ca.SerialString(o.ClientChain[0].SerialNumber), r.Explanation)
+				if !strings.Contains(r.Explanation, pki.FormatSerial(o.ClientChain[0].SerialNumber)) {
+					t.Errorf("the explanation does not name the serial %s: %q", pki.FormatSerial(o.ClientChain[0].SerialNumber), r.Explanation)
 				}
 			},
 		},
@@ -631,7 +630,7 @@ func revokedSetup(t *testing.T, revoke bool) diagnose.Options {
 		t.Fatalf("the enrolled certificate names OCSP %v, want the CA's http listener %s", leaf.OCSPServer, svc.HTTPAddr())
 	}
 	if revoke {
-		if _, err := admin.Revoke(ctx, api.RevokeRequest{Serial: ca.SerialString(leaf.SerialNumber), Reason: "keyCompromise"}); err != nil {
+		if _, err := admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(leaf.SerialNumber), Reason: "keyCompromise"}); err != nil {
 			t.Fatal(err)
 		}
 	}

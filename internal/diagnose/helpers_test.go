@@ -167,13 +167,7 @@ func leafOnly(id *identity.Identity) tls.Certificate {
 	return c
 }
 
-func pool(certs ...*x509.Certificate) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range certs {
-		p.AddCert(c)
-	}
-	return p
-}
+func pool(certs ...*x509.Certificate) *x509.CertPool { return pki.CertPool(certs) }
 
 // alertRewriter rewrites the plaintext TLS 1.2 alert record "bad
 // certificate" the server sends into another alert: crypto/tls can only

@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -57,11 +58,7 @@ func OCSPRevoked(roots []*x509.Certificate) func(ctx context.Context, leaf, issu
 		}
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if roots != nil {
-			pool := x509.NewCertPool()
-			for _, r := range roots {
-				pool.AddCert(r)
-			}
-			cfg.RootCAs = pool
+			cfg.RootCAs = pki.CertPool(roots)
 		}
 		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 		hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, leaf.OCSPServer[0], bytes.NewReader(req))

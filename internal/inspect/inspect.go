@@ -89,15 +89,10 @@ func Remote(ctx context.Context, addr, bundle string, now time.Time) (*Report, e
 		if err != nil {
 			return nil, err
 		}
-		pool := x509.NewCertPool()
-		for _, c := range roots {
-			pool.AddCert(c)
+		verr := chain[0].VerifyHostname(host)
+		if verr == nil {
+			_, verr = pki.VerifyChain(chain, roots, now)
 		}
-		inter := x509.NewCertPool()
-		for _, c := range chain[1:] {
-			inter.AddCert(c)
-		}
-		_, verr := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: host, CurrentTime: now})
 		ok := verr == nil
 		r.Verified = &ok
 		if verr != nil {
@@ -170,15 +165,7 @@ func Path(path, bundle string, now time.Time) (*Report, error) {
 }
 
 func verify(chain, roots []*x509.Certificate, now time.Time) (bool, error) {
-	pool := x509.NewCertPool()
-	for _, c := range roots {
-		pool.AddCert(c)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	_, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	_, err := pki.VerifyChain(chain, roots, now, x509.ExtKeyUsageAny)
 	return err == nil, err
 }
 
@@ -188,7 +175,7 @@ func Describe(chain []*x509.Certificate, now time.Time) []Certificate {
 	for i, c := range chain {
 		d := Certificate{
 			Subject: c.Subject.String(), Issuer: c.Issuer.String(),
-			DNSNames: c.DNSNames, Serial: fmt.Sprintf("%x", c.SerialNumber),
+			DNSNames: c.DNSNames, Serial: pki.FormatSerial(c.SerialNumber),
 			NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(), Validity: validity(c, now),
 			Key: pki.KeyDescription(c.PublicKey), KeyUsage: keyUsage(c.KeyUsage), ExtKeyUsage: extKeyUsage(c.ExtKeyUsage),
 			IsCA: c.IsCA, PermittedURIDomains: c.PermittedURIDomains, CRL: c.CRLDistributionPoints, OCSP: c.OCSPServer,

@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/atomicfile"
 )
 
@@ -59,25 +60,9 @@ const (
 	DefaultAdminTTL = 30 * 24 * time.Hour
 )
 
-// Duration is a time.Duration that reads and writes JSON as "1h30m".
-type Duration time.Duration
-
-// MarshalJSON implements json.Marshaler.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"1h\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a time.Duration that reads and writes JSON as "1h30m"; it is
+// api.Duration, so ca.json and the API spell a lifetime the same way.
+type Duration = api.Duration
 
 // Config is the CA's settings file, DIR/ca.json. Operators may edit Policy.
 type Config struct {

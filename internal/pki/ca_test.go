@@ -200,8 +200,6 @@ func checkKeys(t *testing.T, ca *testCA) {
 // without a passphrase).
 func checkLeaves(t *testing.T, ca *testCA) {
 	t.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.res.Root)
 	for _, l := range []struct {
 		dir  string
 		id   spiffeid.ID
@@ -234,10 +232,8 @@ func checkLeaves(t *testing.T, ca *testCA) {
 				t.Errorf("%s leaf IP %d = %v, want %s", l.dir, i, leaf.IPAddresses[i], ip)
 			}
 		}
-		inters := x509.NewCertPool()
-		inters.AddCert(chain[1])
 		for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: ca.now, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			if _, err := pki.VerifyChain(chain, []*x509.Certificate{ca.res.Root}, ca.now, usage); err != nil {
 				t.Errorf("%s leaf does not verify for usage %v: %v", l.dir, usage, err)
 			}
 		}

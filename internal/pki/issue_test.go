@@ -31,11 +31,7 @@ func newIssuer(t *testing.T) (*testCA, *pki.Issuer) {
 }
 
 func verifyLeaf(ca *testCA, leaf *x509.Certificate, at time.Time, usage x509.ExtKeyUsage) error {
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.res.Root)
-	inters := x509.NewCertPool()
-	inters.AddCert(ca.res.Intermediate)
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{usage}})
+	_, err := pki.VerifyChain([]*x509.Certificate{leaf, ca.res.Intermediate}, []*x509.Certificate{ca.res.Root}, at, usage)
 	return err
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
@@ -26,20 +27,21 @@ import (
 // "code" field) and tests.
 type Code string
 
-// Refusal codes.
+// Refusal codes; their spelling is owned by package api, which lists every
+// code the CA API answers with.
 const (
-	CodeBadCSR             Code = "bad_csr"
-	CodeCSRSignature       Code = "csr_signature"
-	CodeWeakKey            Code = "weak_key"
-	CodeCARequested        Code = "ca_requested"
-	CodeForeignTrustDomain Code = "foreign_trust_domain"
-	CodeIdentityMismatch   Code = "identity_mismatch"
-	CodeNameNotGranted     Code = "name_not_granted"
-	CodeLifetime           Code = "lifetime"
-	CodeBadIdentity        Code = "bad_identity"
+	CodeBadCSR             Code = api.CodeBadCSR
+	CodeCSRSignature       Code = api.CodeCSRSignature
+	CodeWeakKey            Code = api.CodeWeakKey
+	CodeCARequested        Code = api.CodeCARequested
+	CodeForeignTrustDomain Code = api.CodeForeignTrustDomain
+	CodeIdentityMismatch   Code = api.CodeIdentityMismatch
+	CodeNameNotGranted     Code = api.CodeNameNotGranted
+	CodeLifetime           Code = api.CodeLifetime
+	CodeBadIdentity        Code = api.CodeBadIdentity
 	// CodeReservedIdentity refuses an identity that this way of granting
 	// may not give: the CA's own ID, an operator or node through an entry...
-	CodeReservedIdentity Code = "reserved_identity"
+	CodeReservedIdentity Code = api.CodeReservedIdentity
 )
 
 // RefusedError is a request the policy turned down, with the rule and a

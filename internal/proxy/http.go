@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -23,6 +22,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/h2guard"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -303,7 +303,7 @@ func (l *handshakeListener) run() {
 				l.p.cfg.Metrics.handshake("ok", "")
 				if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
 					lc.id, _ = tlsconfig.PeerID(cs)
-					lc.serial = fmt.Sprintf("%x", cs.PeerCertificates[0].SerialNumber)
+					lc.serial = pki.FormatSerial(cs.PeerCertificates[0].SerialNumber)
 				}
 			}
 			l.p.track(relay, lc)

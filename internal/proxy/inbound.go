@@ -22,6 +22,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -326,7 +327,7 @@ func (p *Inbound) refused(c net.Conn, err error) {
 		attrs = append(attrs, "peer_id", pe.ID.String())
 	}
 	if pe != nil && pe.Cert != nil {
-		attrs = append(attrs, "serial", fmt.Sprintf("%x", pe.Cert.SerialNumber))
+		attrs = append(attrs, "serial", pki.FormatSerial(pe.Cert.SerialNumber))
 	}
 	if label == "closed before TLS" {
 		// Load-balancer health checks and port scans: not worth a warning.
@@ -349,7 +350,7 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) {
 		p.cfg.Metrics.handshake("ok", "")
 		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
 			lc.id, _ = tlsconfig.PeerID(cs)
-			lc.serial = fmt.Sprintf("%x", cs.PeerCertificates[0].SerialNumber)
+			lc.serial = pki.FormatSerial(cs.PeerCertificates[0].SerialNumber)
 		} else {
 			p.cfg.Migration.Record(c.RemoteAddr(), "no-certificate")
 		}

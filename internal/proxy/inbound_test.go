@@ -126,7 +126,7 @@ func TestInboundAuthorization(t *testing.T) {
 						attrs := map[string]any{"reason": reason}
 						if pc.id != nil {
 							attrs["peer_id"] = pc.id.ID.String()
-							attrs["serial"] = fmt.Sprintf("%x", pc.id.Leaf().SerialNumber)
+							attrs["serial"] = pki.FormatSerial(pc.id.Leaf().SerialNumber)
 						}
 						if !r.logs.hasLog("handshake refused", attrs) {
 							t.Errorf("no log line \"handshake refused\" with %v in:\n%s", attrs, r.logs)
@@ -676,7 +676,7 @@ func TestInboundCloseConnections(t *testing.T) {
 				return rc
 			}
 			a, b, anon := open(revoked), open(kept), open(nil)
-			serial := fmt.Sprintf("%x", revoked.Leaf().SerialNumber)
+			serial := pki.FormatSerial(revoked.Leaf().SerialNumber)
 			n := r.p.CloseConnections(func(_ spiffeid.ID, s string) bool { return s == serial })
 			if n != 1 {
 				t.Errorf("CloseConnections closed %d, want 1", n)

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -178,7 +179,7 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	o.cfg.Metrics.handshake("ok", "")
 	o.cfg.Metrics.conn("ok")
 	id, _ := tlsconfig.PeerID(tc.ConnectionState())
-	lc := &liveConn{conn: tc, id: id, serial: fmt.Sprintf("%x", tc.ConnectionState().PeerCertificates[0].SerialNumber)}
+	lc := &liveConn{conn: tc, id: id, serial: pki.FormatSerial(tc.ConnectionState().PeerCertificates[0].SerialNumber)}
 	o.in.track(tc, lc)
 	defer o.in.untrack(tc)
 	// Check the server again now that a revocation would find the

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
@@ -48,7 +49,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	saw := func(cs *tls.ConnectionState) {
 		mu.Lock()
 		defer mu.Unlock()
-		serials[fmt.Sprintf("%x", cs.PeerCertificates[0].SerialNumber)]++
+		serials[pki.FormatSerial(cs.PeerCertificates[0].SerialNumber)]++
 	}
 
 	stop := make(chan struct{})
@@ -106,7 +107,7 @@ func TestRotationUnderLoad(t *testing.T) {
 		if err := id.Save(w.dir); err != nil {
 			t.Fatal(err)
 		}
-		last = fmt.Sprintf("%x", id.Leaf().SerialNumber)
+		last = pki.FormatSerial(id.Leaf().SerialNumber)
 		select {
 		case <-changed:
 		case <-time.After(10 * time.Second):

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
@@ -38,7 +39,7 @@ func newRevoker() *revoker {
 }
 
 func (rv *revoker) check(id spiffeid.ID, chain []*x509.Certificate) error {
-	s := fmt.Sprintf("%x", chain[0].SerialNumber)
+	s := pki.FormatSerial(chain[0].SerialNumber)
 	rv.mu.Lock()
 	bad := rv.revoked[s]
 	rv.mu.Unlock()
@@ -62,7 +63,7 @@ func (rv *revoker) revoke(p interface {
 	return p.CloseConnections(func(_ spiffeid.ID, s string) bool { return s == serial })
 }
 
-func serialHex(id *identity.Identity) string { return fmt.Sprintf("%x", id.Leaf().SerialNumber) }
+func serialHex(id *identity.Identity) string { return pki.FormatSerial(id.Leaf().SerialNumber) }
 
 // tunnelBackend is an HTTP service that switches every request asking for
 // it to a raw tunnel (as a WebSocket server does) and echoes in it. ended
@@ -506,7 +507,7 @@ func TestOutboundServerRevokedBeforeItsFinished(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the outbound proxy never checked the server's certificate")
 	}
-	if serial != fmt.Sprintf("%x", w.src.Identity().Leaf().SerialNumber) {
+	if serial != pki.FormatSerial(w.src.Identity().Leaf().SerialNumber) {
 		t.Fatalf("checked %s, not the server's certificate", serial)
 	}
 	rv.revoke(o, serial)

@@ -83,8 +83,8 @@ func (c *CRL) Current(ctx context.Context) ([]byte, int64, error) {
 	}
 	entries := make([]x509.RevocationListEntry, 0, len(revoked))
 	for _, r := range revoked {
-		n, ok := new(big.Int).SetString(r.Serial, 16)
-		if !ok {
+		n, err := pki.ParseSerial(r.Serial)
+		if err != nil {
 			continue
 		}
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt, ReasonCode: r.Reason})

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
@@ -106,7 +107,7 @@ func FuzzOCSPRequest(f *testing.F) {
 					t.Fatalf("a request about this issuer was answered unauthorized")
 				}
 			case ocsp.TryLater:
-				if fmt.Sprintf("%x", parsed.SerialNumber) != "dead" {
+				if pki.FormatSerial(parsed.SerialNumber) != "dead" {
 					t.Fatalf("tryLater for %x", parsed.SerialNumber)
 				}
 			default:

@@ -22,7 +22,6 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
@@ -124,7 +123,7 @@ func clientTLS(id *identity.Identity, serverName string) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{tc}, RootCAs: id.RootPool(), ServerName: serverName, MinVersion: tls.VersionTLS12}
 }
 
-func serialOf(c *x509.Certificate) string { return ca.SerialString(c.SerialNumber) }
+func serialOf(c *x509.Certificate) string { return pki.FormatSerial(c.SerialNumber) }
 
 // httpGet fetches u with a plain client and returns the status, headers and body.
 func httpGet(t testing.TB, u string) (int, http.Header, []byte) {
@@ -238,11 +237,7 @@ type feedStream struct {
 // feedClient is an HTTPS client for the CA's API presenting id (nil: no
 // client certificate) and trusting roots.
 func feedClient(roots []*x509.Certificate, id *identity.Identity) *http.Client {
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: pki.CertPool(roots), MinVersion: tls.VersionTLS12}
 	if id != nil {
 		cfg.Certificates = []tls.Certificate{id.TLSCertificate()}
 	}

@@ -161,7 +161,7 @@ func (r *Responder) Respond(ctx context.Context, reqDER []byte) []byte {
 	if !ok1 || !ok2 || !bytes.Equal(nh, req.IssuerNameHash) || !bytes.Equal(kh, req.IssuerKeyHash) {
 		return ocsp.UnauthorizedErrorResponse
 	}
-	serial := fmt.Sprintf("%x", req.SerialNumber)
+	serial := pki.FormatSerial(req.SerialNumber)
 	now := r.now()
 	key := cacheKey(serial, req.HashAlgorithm)
 	r.mu.RLock()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ocsp"
+
+	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 // Stapler keeps a current OCSP response for the certificate a server
@@ -63,7 +65,7 @@ func (s *Stapler) Staple(leaf *x509.Certificate) []byte {
 	if leaf == nil {
 		return nil
 	}
-	serial := fmt.Sprintf("%x", leaf.SerialNumber)
+	serial := pki.FormatSerial(leaf.SerialNumber)
 	s.mu.RLock()
 	held, resp, status := s.serial, s.resp, s.status
 	s.mu.RUnlock()
@@ -114,11 +116,11 @@ func (s *Stapler) Run(ctx context.Context) error {
 		if err == nil && len(svid.Certificates) > 1 {
 			leaf := svid.Certificates[0]
 			s.mu.RLock()
-			due := s.serial != fmt.Sprintf("%x", leaf.SerialNumber) || time.Now().After(s.next)
+			due := s.serial != pki.FormatSerial(leaf.SerialNumber) || time.Now().After(s.next)
 			s.mu.RUnlock()
 			if due && len(leaf.OCSPServer) > 0 {
 				if err := s.refresh(ctx, leaf, svid.Certificates[1]); err != nil {
-					s.Log.Warn("OCSP staple: cannot refresh", "serial", fmt.Sprintf("%x", leaf.SerialNumber), "error", err.Error())
+					s.Log.Warn("OCSP staple: cannot refresh", "serial", pki.FormatSerial(leaf.SerialNumber), "error", err.Error())
 					retry := 30 * time.Second
 					if errors.Is(err, errGoodForRevoked) {
 						retry = time.Second
@@ -167,7 +169,7 @@ func (s *Stapler) refresh(ctx context.Context, leaf, issuer *x509.Certificate) e
 	if err != nil {
 		return err
 	}
-	serial := fmt.Sprintf("%x", leaf.SerialNumber)
+	serial := pki.FormatSerial(leaf.SerialNumber)
 	if parsed.Status == ocsp.Good && s.Revoked != nil && s.Revoked(serial) {
 		return errGoodForRevoked
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -103,7 +104,7 @@ func (w *Watcher) Check(id spiffeid.ID, chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return nil
 	}
-	serial := fmt.Sprintf("%x", chain[0].SerialNumber)
+	serial := pki.FormatSerial(chain[0].SerialNumber)
 	if w.Revoked(serial) {
 		return &tlsconfig.PeerError{Reason: tlsconfig.ReasonRevoked, ID: id, Cert: chain[0], Err: fmt.Errorf("certificate %s is revoked", serial)}
 	}
@@ -432,7 +433,7 @@ func (w *Watcher) fetchCRLFrom(ctx context.Context, hc *http.Client, u string, i
 	}
 	seq, _ := strconv.ParseInt(resp.Header.Get("X-Mutual-Revocation-Seq"), 10, 64)
 	for _, e := range crl.RevokedCertificateEntries {
-		w.add(Event{Serial: fmt.Sprintf("%x", e.SerialNumber), Reason: e.ReasonCode, RevokedAt: e.RevocationTime})
+		w.add(Event{Serial: pki.FormatSerial(e.SerialNumber), Reason: e.ReasonCode, RevokedAt: e.RevocationTime})
 	}
 	w.mu.Lock()
 	if w.crlNumber == nil || crl.Number.Cmp(w.crlNumber) > 0 {

@@ -117,7 +117,7 @@ func New(cfg Config) *Server {
 	s.mux.Handle("GET /log/", rh)
 	s.mux.Handle("GET /v1/log/lookup", rh)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint "+r.Method+" "+r.URL.Path+"; the API lives under /v1/")
+		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such endpoint "+r.Method+" "+r.URL.Path+"; the API lives under /v1/")
 	})
 	return s
 }
@@ -132,10 +132,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // with AEAD suites at least, client certificates verified against the CA's
 // roots when given.
 func (s *Server) TLSConfig() *tls.Config {
-	pool := x509.NewCertPool()
-	for _, r := range s.cfg.Authority.Roots {
-		pool.AddCert(r)
-	}
+	pool := pki.CertPool(s.cfg.Authority.Roots)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{
@@ -207,12 +204,12 @@ func (s *Server) route(pattern, name string, h handler) {
 
 // fail writes err as a JSON error and returns the status it chose.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, route string, err error) int {
-	status, code := http.StatusInternalServerError, "internal"
+	status, code := http.StatusInternalServerError, api.CodeInternal
 	var ce *ca.Error
 	var be badRequest
 	switch {
 	case errors.As(err, &be):
-		status, code = http.StatusBadRequest, "bad_request"
+		status, code = http.StatusBadRequest, api.CodeBadRequest
 	case errors.As(err, &ce):
 		code = ce.Code
 		switch ce.Kind {
@@ -304,7 +301,7 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) (int, error) {
 func issueResponse(is *ca.Issued) api.IssueResponse {
 	return api.IssueResponse{
 		SPIFFEID:  is.ID.String(),
-		Serial:    ca.SerialString(is.Cert.SerialNumber),
+		Serial:    pki.FormatSerial(is.Cert.SerialNumber),
 		ChainPEM:  string(pki.EncodeCertificates(is.Chain...)),
 		RootsPEM:  string(pki.EncodeCertificates(is.Roots...)),
 		NotBefore: is.Cert.NotBefore.UTC(),
@@ -343,7 +340,7 @@ func peer(r *http.Request) *x509.Certificate {
 func (s *Server) renew(w http.ResponseWriter, r *http.Request) (int, error) {
 	p := peer(r)
 	if p == nil {
-		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "client_certificate_required",
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: api.CodeClientCertificateRequired,
 			Msg: "renewal needs the current certificate as the TLS client certificate; after expiry, enroll again with a join token"}
 	}
 	var req api.RenewRequest
@@ -370,7 +367,7 @@ func (s *Server) admin(h adminHandler) handler {
 		p := peer(r)
 		td := s.cfg.Authority.Policy.TrustDomain.Name()
 		if p == nil {
-			return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "admin_required",
+			return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: api.CodeAdminRequired,
 				Msg: "this endpoint needs an admin client certificate (spiffe://" + td + "/admin/NAME): pass --identity-dir DIR/admin"}
 		}
 		id, err := s.cfg.Authority.CheckPeer(r.Context(), p)
@@ -378,7 +375,7 @@ func (s *Server) admin(h adminHandler) handler {
 			return 0, err
 		}
 		if pki.KindOf(id) != pki.KindAdmin {
-			return 0, &ca.Error{Kind: ca.KindForbidden, Code: "admin_required",
+			return 0, &ca.Error{Kind: ca.KindForbidden, Code: api.CodeAdminRequired,
 				Msg: id.String() + " is not an admin: this endpoint needs a client certificate for spiffe://" + td + "/admin/NAME"}
 		}
 		return h(w, r, id)
@@ -532,7 +529,7 @@ func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request, by spiffeid
 func (s *Server) nodeEntries(w http.ResponseWriter, r *http.Request) (int, error) {
 	p := peer(r)
 	if p == nil {
-		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "node_required", Msg: "this endpoint needs a node's client certificate (spiffe://TD/node/NAME)"}
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: api.CodeNodeRequired, Msg: "this endpoint needs a node's client certificate (spiffe://TD/node/NAME)"}
 	}
 	_, es, err := s.cfg.Authority.EntriesForNode(r.Context(), p)
 	if err != nil {
@@ -548,7 +545,7 @@ func (s *Server) nodeEntries(w http.ResponseWriter, r *http.Request) (int, error
 func (s *Server) nodeSVID(w http.ResponseWriter, r *http.Request) (int, error) {
 	p := peer(r)
 	if p == nil {
-		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "node_required", Msg: "this endpoint needs a node's client certificate (spiffe://TD/node/NAME)"}
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: api.CodeNodeRequired, Msg: "this endpoint needs a node's client certificate (spiffe://TD/node/NAME)"}
 	}
 	var req api.NodeSVIDRequest
 	if err := api.Decode(r.Body, &req); err != nil {
@@ -571,7 +568,7 @@ func (s *Server) nodeSVID(w http.ResponseWriter, r *http.Request) (int, error) {
 func (s *Server) feed(w http.ResponseWriter, r *http.Request) (int, error) {
 	p := peer(r)
 	if p == nil {
-		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: "client_certificate_required",
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: api.CodeClientCertificateRequired,
 			Msg: "the revocation feed needs a client certificate of this trust domain"}
 	}
 	id, err := s.cfg.Authority.CheckPeer(r.Context(), p)
@@ -579,14 +576,14 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, err
 	}
 	if s.cfg.Hub == nil {
-		return 0, &ca.Error{Kind: ca.KindUnavailable, Code: "no_feed", Msg: "this server has no revocation feed"}
+		return 0, &ca.Error{Kind: ca.KindUnavailable, Code: api.CodeNoFeed, Msg: "this server has no revocation feed"}
 	}
 	release, err := s.cfg.Hub.Admit(id.String())
 	var le *revocation.StreamLimitError
 	if errors.As(err, &le) {
-		status, code, limit := http.StatusServiceUnavailable, "feed_full", "total"
+		status, code, limit := http.StatusServiceUnavailable, api.CodeFeedFull, "total"
 		if le.PerPeer {
-			status, code, limit = http.StatusTooManyRequests, "feed_streams_per_identity", "identity"
+			status, code, limit = http.StatusTooManyRequests, api.CodeFeedStreamsPerIdentity, "identity"
 		}
 		s.metrics.feedRefused.WithLabelValues(limit).Inc()
 		s.log.Warn("revocation feed stream refused", "spiffe_id", id.String(), "remote", r.RemoteAddr, "limit", limit, "max", le.Limit)
@@ -612,13 +609,13 @@ func (s *Server) RevocationHandler() http.Handler {
 		want := revocation.IssuerKeyID(s.cfg.Authority.Issuer.Cert)
 		base, ext, _ := strings.Cut(name, ".")
 		if s.cfg.CRL == nil || base != want || (ext != "crl" && ext != "pem") {
-			writeError(w, http.StatusNotFound, "not_found", "no CRL "+name+": this CA publishes /crl/"+want+".crl (DER) and .pem")
+			writeError(w, http.StatusNotFound, api.CodeNotFound, "no CRL "+name+": this CA publishes /crl/"+want+".crl (DER) and .pem")
 			s.metrics.observe("crl", http.StatusNotFound, time.Since(start))
 			return
 		}
 		der, seq, err := s.cfg.CRL.Current(r.Context())
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the CRL cannot be built now: "+err.Error())
+			writeError(w, http.StatusServiceUnavailable, api.CodeStoreUnavailable, "the CRL cannot be built now: "+err.Error())
 			s.metrics.observe("crl", http.StatusServiceUnavailable, time.Since(start))
 			return
 		}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -144,7 +143,7 @@ func TestLifecycle(t *testing.T) {
 			}
 
 			// Revoke the renewed certificate; it can no longer renew.
-			rev, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: ca.SerialString(next.Leaf().SerialNumber), Reason: "keyCompromise"})
+			rev, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(next.Leaf().SerialNumber), Reason: "keyCompromise"})
 			if err != nil || len(rev.Revoked) != 1 {
 				t.Fatalf("revoke: %+v %v", rev, err)
 			}
@@ -153,7 +152,7 @@ func TestLifecycle(t *testing.T) {
 				t.Fatalf("renew after revoke: %d %s", st, code)
 			}
 			// Revoking again is harmless.
-			rev, err = e.admin.Revoke(ctx, api.RevokeRequest{Serial: ca.SerialString(next.Leaf().SerialNumber)})
+			rev, err = e.admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(next.Leaf().SerialNumber)})
 			if err != nil || !rev.Revoked[0].AlreadyRevoked {
 				t.Fatalf("revoke twice: %+v %v", rev, err)
 			}
@@ -198,11 +197,7 @@ func TestLifecycle(t *testing.T) {
 
 func verifyChain(t *testing.T, id *identity.Identity) {
 	t.Helper()
-	inter := x509.NewCertPool()
-	for _, c := range id.Chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := id.Leaf().Verify(x509.VerifyOptions{Roots: id.RootPool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := pki.VerifyChain(id.Chain, id.Roots, time.Time{}, x509.ExtKeyUsageClientAuth); err != nil {
 		t.Fatalf("issued chain does not verify with crypto/x509: %v", err)
 	}
 }
@@ -256,7 +251,7 @@ func TestAdminRequired(t *testing.T) {
 	})
 	t.Run("revoked admin", func(t *testing.T) {
 		adminID, _ := identity.Load(c.AdminDir)
-		if _, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: ca.SerialString(adminID.Leaf().SerialNumber)}); err != nil {
+		if _, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(adminID.Leaf().SerialNumber)}); err != nil {
 			t.Fatal(err)
 		}
 		_, err := e.admin.ListTokens(ctx)

@@ -134,7 +134,7 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 			log.Warn("not importing identity", "dir", d, "error", err.Error())
 			continue
 		}
-		if err := s.Authority.Import(ctx, id.Leaf(), "ca-init"); err != nil {
+		if err := s.Authority.Import(ctx, id.Leaf(), translog.CARequester("init")); err != nil {
 			return fail(fmt.Errorf("import %s: %w", d, err))
 		}
 	}
@@ -274,10 +274,10 @@ func (s *Service) loadServerCert(ctx context.Context) error {
 		if err := id.Save(dir); err != nil {
 			return fmt.Errorf("renew the CA service's TLS certificate: %w", err)
 		}
-		if err := s.Authority.Import(ctx, cert, "ca-server"); err != nil {
+		if err := s.Authority.Import(ctx, cert, translog.CARequester("server")); err != nil {
 			return err
 		}
-		s.log.Info("renewed the CA service's TLS certificate", "serial", ca.SerialString(cert.SerialNumber), "not_after", cert.NotAfter)
+		s.log.Info("renewed the CA service's TLS certificate", "serial", pki.FormatSerial(cert.SerialNumber), "not_after", cert.NotAfter)
 	}
 	tc := id.TLSCertificate()
 	tc.Certificate = [][]byte{id.Chain[0].Raw, s.caDir.Issuer.Cert.Raw}
@@ -424,7 +424,7 @@ func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, na
 		return nil, err
 	}
 	a := &ca.Authority{Issuer: c.Issuer, Roots: c.Roots, Store: db}
-	if err := a.Import(ctx, cert, "ca-admin"); err != nil {
+	if err := a.Import(ctx, cert, translog.CARequester("admin")); err != nil {
 		return nil, err
 	}
 	return &identity.Identity{ID: id, Chain: []*x509.Certificate{cert, c.Issuer.Cert}, Key: key, Roots: c.Roots}, nil

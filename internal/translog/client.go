@@ -18,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 // Client reads and verifies a log over HTTP. Nothing it returns is trusted
@@ -184,7 +185,7 @@ func (c *Client) Lookup(ctx context.Context, serial string) (int64, error) {
 // index, fetches the entry (authenticated against the tree), and checks
 // that the entry holds exactly this certificate. It returns the entry.
 func (c *Client) ProveCertificate(ctx context.Context, cp *Checkpoint, cert *x509.Certificate) (int64, *Entry, error) {
-	idx, err := c.Lookup(ctx, fmt.Sprintf("%x", cert.SerialNumber))
+	idx, err := c.Lookup(ctx, pki.FormatSerial(cert.SerialNumber))
 	if err != nil {
 		return 0, nil, fmt.Errorf("certificate %x: %w (%v)", cert.SerialNumber, ErrNotInLog, err)
 	}

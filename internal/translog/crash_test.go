@@ -292,7 +292,7 @@ func TestCrashConsistency(t *testing.T) {
 		for _, cert := range pending {
 			if _, entry, err := cl.ProveCertificate(ctx, final, cert); err != nil {
 				still, lastErr = append(still, cert), err
-			} else if !strings.HasPrefix(entry.RequestedBy, "token:") && !strings.HasPrefix(entry.RequestedBy, "renew:") {
+			} else if k := entry.RequestedBy.Kind(); k != translog.RequestedByToken && k != translog.RequestedByRenewal {
 				t.Errorf("entry of %x requested by %q", cert.SerialNumber, entry.RequestedBy)
 			}
 		}

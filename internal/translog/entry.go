@@ -22,9 +22,9 @@ type Entry struct {
 	Version int `json:"v"`
 	// Certificate is the DER certificate.
 	Certificate []byte `json:"cert"`
-	// RequestedBy says who asked: "token:ID", "renew:SERIAL", "entry:ID",
-	// "ca-init".
-	RequestedBy string `json:"requested_by"`
+	// RequestedBy says who asked (a JSON string: "token:ID", "renew:SERIAL",
+	// "entry:ID", "ca-init", ...).
+	RequestedBy Requester `json:"requested_by"`
 	// Node is the node a workload certificate was obtained through.
 	Node     string    `json:"node,omitempty"`
 	IssuedAt time.Time `json:"issued_at"`

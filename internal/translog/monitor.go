@@ -97,8 +97,9 @@ type Alert struct {
 // Grants explains identities: the monitor asks it (when set) whether the
 // token or entry an entry names granted that identity.
 type Grants interface {
-	// Explains returns "" when requestedBy granted id, else why not.
-	Explains(requestedBy, id string) string
+	// Explains returns "" when requestedBy (a token or an entry) granted
+	// id, else why not.
+	Explains(requestedBy Requester, id string) string
 }
 
 // Monitor reads every new log entry and reports what the rules did not
@@ -176,7 +177,7 @@ func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []by
 	if err != nil {
 		return []Alert{{Rule: "entry_invalid", Index: idx, Detail: err.Error()}}
 	}
-	serial := fmt.Sprintf("%x", c.SerialNumber)
+	serial := pki.FormatSerial(c.SerialNumber)
 	idStr := ""
 	id, err := x509svid.IDFromCert(c)
 	if err != nil {
@@ -192,9 +193,9 @@ func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []by
 	}
 	// Who asked: a token or entry must have granted this identity; a
 	// renewal keeps the identity of the certificate it renews.
-	switch {
-	case strings.HasPrefix(e.RequestedBy, "renew:"):
-		renewed := strings.TrimPrefix(e.RequestedBy, "renew:")
+	switch by := e.RequestedBy; by.Kind() {
+	case RequestedByRenewal:
+		renewed := by.Ref()
 		prev, ok := m.serials[renewed]
 		if !ok {
 			// Not seen in this run: find the renewed certificate in the log
@@ -208,26 +209,26 @@ func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []by
 			}
 		}
 		if prev != idStr {
-			out = append(out, a("unexplained_identity", fmt.Sprintf("renewal of %s, which was %s", e.RequestedBy, prev)))
+			out = append(out, a("unexplained_identity", fmt.Sprintf("renewal of %s, which was %s", by, prev)))
 		}
-	case strings.HasPrefix(e.RequestedBy, "token:"), strings.HasPrefix(e.RequestedBy, "entry:"):
+	case RequestedByToken, RequestedByEntry:
 		// The CA's own ID and operators are never granted by a token or
 		// an entry, nodes never by an entry (policy.CheckGrantable).
-		byToken := strings.HasPrefix(e.RequestedBy, "token:")
+		byToken := by.Kind() == RequestedByToken
 		if k := pki.KindOf(id); k == pki.KindAdmin || k == pki.KindServer || k == pki.KindReserved || (k == pki.KindNode && !byToken) {
-			out = append(out, a("reserved_identity", fmt.Sprintf("a %s identity issued through %s, which may not grant it", k, e.RequestedBy)))
+			out = append(out, a("reserved_identity", fmt.Sprintf("a %s identity issued through %s, which may not grant it", k, by)))
 		}
 		if m.Grants != nil {
-			if why := m.Grants.Explains(e.RequestedBy, idStr); why != "" {
+			if why := m.Grants.Explains(by, idStr); why != "" {
 				out = append(out, a("unexplained_identity", why))
 			}
 		}
-	case strings.HasPrefix(e.RequestedBy, "ca-"):
+	case RequestedByCA:
 		if k := pki.KindOf(id); idStr == "" || (k != pki.KindAdmin && k != pki.KindServer) {
-			out = append(out, a("unexplained_identity", "issued by "+e.RequestedBy+" but not an operator or server identity"))
+			out = append(out, a("unexplained_identity", "issued by "+by.String()+" but not an operator or server identity"))
 		}
 	default:
-		out = append(out, a("unexplained_identity", fmt.Sprintf("unknown requester %q", e.RequestedBy)))
+		out = append(out, a("unexplained_identity", fmt.Sprintf("unknown requester %q", by.String())))
 	}
 	m.serials[serial] = idStr
 	if len(m.serials) > 200_000 {
@@ -243,7 +244,7 @@ func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []by
 		}
 	}
 	// ca init's own certificates are long-lived by design.
-	if life := c.NotAfter.Sub(c.NotBefore); life > m.Rules.MaxLifetime+2*time.Minute && !strings.HasPrefix(e.RequestedBy, "ca-") {
+	if life := c.NotAfter.Sub(c.NotBefore); life > m.Rules.MaxLifetime+2*time.Minute && e.RequestedBy.Kind() != RequestedByCA {
 		out = append(out, a("lifetime_above_policy", fmt.Sprintf("lifetime %s exceeds %s", life.Round(time.Second), m.Rules.MaxLifetime)))
 	}
 	if a0, ok := m.issuer(c); !ok {
@@ -305,7 +306,7 @@ func (m *Monitor) lookupRenewed(ctx context.Context, cp *Checkpoint, serial stri
 		return "", fmt.Sprintf("renewal of certificate %s: entry %d: %v", serial, at, err)
 	}
 	c, err := e.Cert()
-	if err != nil || fmt.Sprintf("%x", c.SerialNumber) != serial {
+	if err != nil || pki.FormatSerial(c.SerialNumber) != serial {
 		return "", fmt.Sprintf("renewal of certificate %s, but log entry %d holds another certificate", serial, at)
 	}
 	id, err := x509svid.IDFromCert(c)

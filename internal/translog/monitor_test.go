@@ -62,18 +62,17 @@ func (g *testGrants) refresh(t testing.TB, e *caEnv) {
 	}
 }
 
-func (g *testGrants) Explains(requestedBy, id string) string {
+func (g *testGrants) Explains(requestedBy translog.Requester, id string) string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	kind, key, _ := strings.Cut(requestedBy, ":")
 	m := g.tokens
-	if kind == "entry" {
+	if requestedBy.Kind() == translog.RequestedByEntry {
 		m = g.entries
 	}
-	granted, ok := m[key]
+	granted, ok := m[requestedBy.Ref()]
 	switch {
 	case !ok:
-		return requestedBy + " is unknown to the CA"
+		return requestedBy.String() + " is unknown to the CA"
 	case granted != id:
 		return fmt.Sprintf("%s granted %s, not %s", requestedBy, granted, id)
 	}
@@ -177,10 +176,10 @@ func (e *caEnv) craft(t testing.TB, cert *x509.Certificate, requestedBy, node st
 	}
 	now := time.Now()
 	rec := &store.Certificate{
-		Serial: fmt.Sprintf("%x", cert.SerialNumber), SPIFFEID: id.String(),
+		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: id.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
 		DER: cert.Raw, RequestedBy: requestedBy, NodeID: node,
-		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: node, IssuedAt: now.UTC()}.Marshal(),
+		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: translog.Requester(requestedBy), Node: node, IssuedAt: now.UTC()}.Marshal(),
 	}
 	if err := e.svc.Store.RecordIssuance(context.Background(), rec, "", now); err != nil {
 		t.Fatal(err)
@@ -188,7 +187,7 @@ func (e *caEnv) craft(t testing.TB, cert *x509.Certificate, requestedBy, node st
 	return rec.LogIndex
 }
 
-func serialOf(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }
+func serialOf(c *x509.Certificate) string { return pki.FormatSerial(c.SerialNumber) }
 
 // TestMonitorQuietOnNormalTraffic: enrollments and renewals within the
 // rules raise nothing, with strict rules and with the defaults.

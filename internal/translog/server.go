@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -198,12 +200,17 @@ func (s *Server) tile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
-	serial := strings.ToLower(strings.ReplaceAll(r.URL.Query().Get("serial"), ":", ""))
-	idx, err := s.Store.LogIndexOf(r.Context(), strings.TrimLeft(serial, "0"))
+	serial := r.URL.Query().Get("serial")
+	n, err := pki.ParseSerial(serial)
+	var idx int64
+	if err == nil {
+		serial = pki.FormatSerial(n)
+		idx, err = s.Store.LogIndexOf(r.Context(), serial)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
 		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]string{"error": "no certificate " + serial + " in the log", "code": "not_found"})
+		json.NewEncoder(w).Encode(map[string]string{"error": "no certificate " + serial + " in the log", "code": api.CodeNotFound})
 		return
 	}
 	json.NewEncoder(w).Encode(map[string]int64{"index": idx})

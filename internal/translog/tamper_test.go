@@ -150,7 +150,7 @@ func (e *caEnv) serveNote(t testing.TB, signed []byte) {
 // entryIndex is the index the store gives cert.
 func (e *caEnv) entryIndex(t testing.TB, cert *x509.Certificate) int64 {
 	t.Helper()
-	idx, err := e.svc.Store.LogIndexOf(context.Background(), fmt.Sprintf("%x", cert.SerialNumber))
+	idx, err := e.svc.Store.LogIndexOf(context.Background(), pki.FormatSerial(cert.SerialNumber))
 	if err != nil {
 		t.Fatal(err)
 	}
