@@ -130,6 +130,27 @@ func ExampleAuthorizeID() {
 	// spiffe://example.org/ns/dev/db is not authorized: only spiffe://example.org/ns/prod/db may connect
 }
 
+// AuthorizeMatch takes the patterns mutual's proxy policies use: "*" is one
+// path segment, a final "**" any depth below.
+func ExampleAuthorizeMatch() {
+	allow, err := tlsconfig.AuthorizeMatch("spiffe://example.org/ns/prod/*")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, id := range []string{"spiffe://example.org/ns/prod/web", "spiffe://example.org/ns/prod/web/debug", "spiffe://example.org/ns/dev/web"} {
+		err := allow(spiffeid.RequireFromString(id), nil)
+		fmt.Println(id, err == nil)
+	}
+	_, err = tlsconfig.AuthorizeMatch("spiffe://example.org/ns/pr*d")
+	fmt.Println(err)
+	// Output:
+	// spiffe://example.org/ns/prod/web true
+	// spiffe://example.org/ns/prod/web/debug false
+	// spiffe://example.org/ns/dev/web false
+	// tlsconfig: pattern "spiffe://example.org/ns/pr*d": segment "pr*d": use a whole segment, * or **
+}
+
 // A client that also wants a host name (as web PKI does) passes it as
 // serverName: the server's certificate must then carry it besides the
 // expected SPIFFE ID.

@@ -8,8 +8,9 @@
 //
 //	src, _ := identity.NewDirSource("/etc/mutual/web")
 //	go src.Run(ctx, 0, nil)
-//	srv := &http.Server{TLSConfig: tlsconfig.ServerConfig(src, src,
-//		tlsconfig.AuthorizeMatch("spiffe://example.org/ns/prod/*"))}
+//	allow, err := tlsconfig.AuthorizeMatch("spiffe://example.org/ns/prod/*")
+//	if err != nil { ... }
+//	srv := &http.Server{TLSConfig: tlsconfig.ServerConfig(src, src, allow)}
 //
 // Every verification failure is a *PeerError whose Reason says, in words,
 // what was wrong with the peer's certificate. No configuration made here
@@ -31,6 +32,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/mutual-tls/mutual/internal/authz"
 )
 
 // Reason names why a peer certificate was refused.
@@ -115,6 +118,33 @@ func AuthorizeID(ids ...spiffeid.ID) Authorizer {
 		}
 		return fmt.Errorf("%s is not authorized: only %s may connect", id, strings.Join(names, ", "))
 	}
+}
+
+// AuthorizeMatch allows identities that match one of patterns, written as
+// in mutual's proxy policies: a whole path segment, "*" for exactly one
+// segment, or a final "**" for one or more, such as
+// "spiffe://example.org/ns/prod/*". A pattern that cannot be read is an
+// error naming it.
+func AuthorizeMatch(patterns ...string) (Authorizer, error) {
+	if len(patterns) == 0 {
+		return nil, errors.New("tlsconfig: AuthorizeMatch needs at least one pattern (spiffe://TD/path, * for one segment, ** at the end for any depth)")
+	}
+	ps := make([]authz.Pattern, len(patterns))
+	for i, s := range patterns {
+		p, err := authz.ParsePattern(s)
+		if err != nil {
+			return nil, fmt.Errorf("tlsconfig: %w", err)
+		}
+		ps[i] = p
+	}
+	return func(id spiffeid.ID, _ []*x509.Certificate) error {
+		for _, p := range ps {
+			if p.Match(id) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s is not authorized: it matches none of %s", id, strings.Join(patterns, ", "))
+	}, nil
 }
 
 // AuthorizeMemberOf allows any identity of the trust domain.
