@@ -114,9 +114,9 @@ func (db *DB) checkIssuance(ctx context.Context, tx *sql.Tx, c *Certificate) err
 	if tc := c.Check.TokenCreated; !tc.IsZero() {
 		switch created := toUS(tc); {
 		case idRev.Valid && idRev.Int64 >= created:
-			return fmt.Errorf("the join token was made before identity %s was revoked at %s; ask an operator for a new token: %w", c.SPIFFEID, fromUS(idRev.Int64).Format(time.RFC3339Nano), ErrRevoked)
+			return fmt.Errorf("the join token was made before identity %s was revoked at %s: %w", c.SPIFFEID, fromUS(idRev.Int64).Format(time.RFC3339Nano), ErrRevoked)
 		case nodeRev.Valid && nodeRev.Int64 >= created:
-			return fmt.Errorf("the join token was made before node %s was revoked at %s; ask an operator for a new token: %w", c.SPIFFEID, fromUS(nodeRev.Int64).Format(time.RFC3339Nano), ErrRevoked)
+			return fmt.Errorf("the join token was made before node %s was revoked at %s: %w", c.SPIFFEID, fromUS(nodeRev.Int64).Format(time.RFC3339Nano), ErrRevoked)
 		}
 	}
 	if p := c.Check.Presented; p != "" {
