@@ -144,25 +144,16 @@ func (h *Hub) Poke() {
 	}
 }
 
-// Run follows the store until ctx is done.
+// Run follows the store until ctx is done, then ends every subscription.
 func (h *Hub) Run(ctx context.Context) error {
 	h.init()
-	last, err := h.Store.LastRevocationSeq(ctx)
-	for err != nil {
-		h.Log.Warn("revocation feed: store unavailable", "error", err.Error())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-		last, err = h.Store.LastRevocationSeq(ctx)
+	defer h.closeAll()
+	last, ok := h.start(ctx)
+	if !ok {
+		return nil
 	}
-	h.mu.Lock()
-	h.last = last
-	h.mu.Unlock()
 	t := time.NewTicker(h.Poll)
 	defer t.Stop()
-	defer h.closeAll()
 	for {
 		select {
 		case <-ctx.Done():
@@ -177,24 +168,49 @@ func (h *Hub) Run(ctx context.Context) error {
 		for _, se := range evs {
 			e := eventFromStore(se)
 			last = e.Seq
-			if h.OnEvent != nil {
-				h.OnEvent(e)
-			}
+			h.publish(&e)
+		}
+	}
+}
+
+// start learns where the store's revocation log ends, retrying every
+// second while the store is unavailable; ok is false when ctx ended first.
+func (h *Hub) start(ctx context.Context) (last int64, ok bool) {
+	for {
+		seq, err := h.Store.LastRevocationSeq(ctx)
+		if err == nil {
 			h.mu.Lock()
-			h.last = last
-			// One copy shared by every subscriber (read only): a buffered
-			// subscription costs a pointer per event, not an Event.
-			for ch := range h.subs {
-				select {
-				case ch <- &e:
-				default:
-					// A subscriber that cannot keep up is cut; it resumes
-					// from its last seq.
-					close(ch)
-					delete(h.subs, ch)
-				}
-			}
+			h.last = seq
 			h.mu.Unlock()
+			return seq, true
+		}
+		h.Log.Warn("revocation feed: store unavailable", "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// publish tells OnEvent and every subscriber of e. One copy is shared by
+// every subscriber (read only): a buffered subscription costs a pointer
+// per event, not an Event.
+func (h *Hub) publish(e *revocation.Event) {
+	if h.OnEvent != nil {
+		h.OnEvent(*e)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = e.Seq
+	for ch := range h.subs {
+		select {
+		case ch <- e:
+		default:
+			// A subscriber that cannot keep up is cut; it resumes from its
+			// last seq.
+			close(ch)
+			delete(h.subs, ch)
 		}
 	}
 }
