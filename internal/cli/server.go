@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 	"github.com/mutual-tls/mutual/internal/server"
 )
 
@@ -88,7 +88,7 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 	f.StringVar(&o.httpListen, "http-listen", "", "also serve the CRL and OCSP over plain HTTP here; certificates then point at it")
 	f.StringVar(&o.httpURL, "http-url", "", "public base URL of --http-listen (default http://ADDR)")
 	f.BoolVar(&o.debug, "debug", false, "log at debug level (TLS handshake errors included)")
-	f.IntVar(&o.feedMax, "feed-max-streams", revocation.DefaultMaxStreams, "most revocation feed streams open at once; more are refused with 503")
-	f.IntVar(&o.feedMaxPerID, "feed-max-streams-per-identity", revocation.DefaultMaxStreamsPerPeer, "most revocation feed streams one SPIFFE ID may hold open; more are refused with 429")
+	f.IntVar(&o.feedMax, "feed-max-streams", publish.DefaultMaxStreams, "most revocation feed streams open at once; more are refused with 503")
+	f.IntVar(&o.feedMaxPerID, "feed-max-streams-per-identity", publish.DefaultMaxStreamsPerPeer, "most revocation feed streams one SPIFFE ID may hold open; more are refused with 429")
 	return c
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/h2guard"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
@@ -60,9 +61,9 @@ type Config struct {
 	// Registry receives the server's metrics; nil makes a private one.
 	Registry *prometheus.Registry
 	// CRL, OCSP and Hub serve revocation; nil leaves their routes out.
-	CRL  *revocation.CRL
-	OCSP *revocation.Responder
-	Hub  *revocation.Hub
+	CRL  *publish.CRL
+	OCSP *publish.Responder
+	Hub  *publish.Hub
 	// IssuanceLog serves the issuance log under /log/; nil leaves it out.
 	IssuanceLog *translog.Server
 }
@@ -579,7 +580,7 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, &ca.Error{Kind: ca.KindUnavailable, Code: api.CodeNoFeed, Msg: "this server has no revocation feed"}
 	}
 	release, err := s.cfg.Hub.Admit(id.String())
-	var le *revocation.StreamLimitError
+	var le *publish.StreamLimitError
 	if errors.As(err, &le) {
 		status, code, limit := http.StatusServiceUnavailable, api.CodeFeedFull, "total"
 		if le.PerPeer {

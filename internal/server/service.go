@@ -21,6 +21,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
@@ -54,11 +55,11 @@ type Options struct {
 	// Log receives structured events; nil discards.
 	Log *slog.Logger
 	// FeedMaxStreams bounds the revocation feed streams open at once; zero
-	// means revocation.DefaultMaxStreams. Beyond it a stream is refused
+	// means publish.DefaultMaxStreams. Beyond it a stream is refused
 	// with 503.
 	FeedMaxStreams int
 	// FeedMaxStreamsPerIdentity bounds the feed streams one SPIFFE ID holds
-	// open at once; zero means revocation.DefaultMaxStreamsPerPeer. Beyond
+	// open at once; zero means publish.DefaultMaxStreamsPerPeer. Beyond
 	// it a stream is refused with 429.
 	FeedMaxStreamsPerIdentity int
 }
@@ -76,10 +77,10 @@ type Service struct {
 	log       *slog.Logger
 	ln, mln   net.Listener
 	hln       net.Listener
-	crl       *revocation.CRL
+	crl       *publish.CRL
 	tlog      *translog.Server
-	ocsp      *revocation.Responder
-	hub       *revocation.Hub
+	ocsp      *publish.Responder
+	hub       *publish.Hub
 	caDir     *pki.CA
 	serverTLS atomic.Pointer[tls.Certificate]
 }
@@ -155,14 +156,14 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	s.URL = o.URLs[0]
 
 	// Revocation: CRL, OCSP, push feed; leaves point at the CRL and OCSP.
-	s.crl = &revocation.CRL{Issuer: c.Issuer, Store: db}
-	if s.ocsp, err = revocation.NewResponder(c.Issuer, db, nil); err != nil {
+	s.crl = &publish.CRL{Issuer: c.Issuer, Store: db}
+	if s.ocsp, err = publish.NewResponder(c.Issuer, db, nil); err != nil {
 		return fail(err)
 	}
 	if o.FeedMaxStreams < 0 || o.FeedMaxStreamsPerIdentity < 0 {
 		return fail(errors.New("--feed-max-streams and --feed-max-streams-per-identity must be positive (0 means the default)"))
 	}
-	s.hub = &revocation.Hub{Store: db, Log: log, OnEvent: func(e revocation.Event) { s.ocsp.Invalidate(e.Serial) },
+	s.hub = &publish.Hub{Store: db, Log: log, OnEvent: func(e revocation.Event) { s.ocsp.Invalidate(e.Serial) },
 		MaxStreams: o.FeedMaxStreams, MaxStreamsPerPeer: o.FeedMaxStreamsPerIdentity}
 	revBase := s.URL
 	if o.HTTPListen != "" {

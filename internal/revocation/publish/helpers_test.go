@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"bufio"
@@ -255,24 +255,34 @@ func (e *caEnv) subscribe(t testing.TB, hc *http.Client, since int64) (*feedStre
 		return nil, err
 	}
 	fs := &feedStream{resp: resp, lines: make(chan []byte, 1024), errc: make(chan error, 1)}
+	read := make(chan struct{})
 	t.Cleanup(func() {
 		cancel()
 		resp.Body.Close()
+		<-read
 		hc.CloseIdleConnections()
 	})
 	if resp.StatusCode != http.StatusOK {
+		close(read)
 		return fs, nil
 	}
+	// The reader ends when the body does (at the latest when the test
+	// ends and the cleanup above closes it), and the cleanup waits for it.
 	go func() {
+		defer close(read)
+		defer close(fs.lines)
 		br := bufio.NewReader(resp.Body)
 		for {
 			line, err := br.ReadBytes('\n')
 			if len(bytes.TrimSpace(line)) > 0 {
-				fs.lines <- line
+				select {
+				case fs.lines <- line:
+				case <-ctx.Done():
+					return
+				}
 			}
 			if err != nil {
 				fs.errc <- err
-				close(fs.lines)
 				return
 			}
 		}
