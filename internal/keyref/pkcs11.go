@@ -4,6 +4,7 @@ package keyref
 
 import (
 	"crypto"
+	"crypto/dsa"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -92,10 +93,12 @@ func (t *token) find(u PKCS11URI) (crypto.Signer, error) {
 	default:
 		return nil, fmt.Errorf("%s matches %d key pairs; add id= to the URI to pick one", u.Where(), len(pairs))
 	}
-	switch pairs[0].Public().(type) {
+	switch pub := pairs[0].Public().(type) {
 	case *ecdsa.PublicKey, *rsa.PublicKey:
+	case *dsa.PublicKey:
+		return nil, fmt.Errorf("%s is a DSA key; mutual signs with ECDSA or RSA token keys: generate an ECDSA P-256 key pair and point object= at it", u.Where())
 	default:
-		return nil, fmt.Errorf("%s is a %s key; mutual signs with ECDSA or RSA token keys: generate one of those", u.Where(), pki.KeyDescription(pairs[0].Public()))
+		return nil, fmt.Errorf("%s is a %s key; mutual signs with ECDSA or RSA token keys: generate an ECDSA P-256 key pair and point object= at it", u.Where(), pki.KeyDescription(pub))
 	}
 	return &tokenSigner{key: pairs[0], where: u.Where()}, nil
 }

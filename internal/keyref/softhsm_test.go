@@ -5,6 +5,7 @@ package keyref
 import (
 	"context"
 	"crypto"
+	"crypto/dsa"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
@@ -173,13 +174,7 @@ func assertNonExtractable(t *testing.T, kr *Keyring, s crypto.Signer) {
 	if !ok {
 		t.Fatalf("a token key is a %T", s)
 	}
-	kr.mu.Lock()
-	var c11 *crypto11.Context
-	for _, tk := range kr.tokens {
-		c11 = tk.ctx
-	}
-	kr.mu.Unlock()
-	attrs, err := c11.GetAttributes(ts.key, []crypto11.AttributeType{crypto11.CkaExtractable, crypto11.CkaSensitive, crypto11.CkaToken})
+	attrs, err := tokenContext(t, kr).GetAttributes(ts.key, []crypto11.AttributeType{crypto11.CkaExtractable, crypto11.CkaSensitive, crypto11.CkaToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +187,20 @@ func assertNonExtractable(t *testing.T, kr *Keyring, s crypto.Signer) {
 			t.Errorf("attribute %v = %v", a, v.Value)
 		}
 	}
+}
+
+// tokenContext returns the crypto11 context of the one token kr has open.
+func tokenContext(t *testing.T, kr *Keyring) *crypto11.Context {
+	t.Helper()
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	if len(kr.tokens) != 1 {
+		t.Fatalf("the keyring has %d tokens open, want 1", len(kr.tokens))
+	}
+	for _, tk := range kr.tokens {
+		return tk.ctx
+	}
+	return nil
 }
 
 func TestTokenSignsCertificates(t *testing.T) {
@@ -296,6 +305,15 @@ func TestTokenRefusals(t *testing.T) {
 	if _, err := kr.Generate(ctx, tok.ref(t, "taken"), pki.KeyECDSAP256); err != nil {
 		t.Fatal(err)
 	}
+	// A DSA key pair, which crypto11 finds but mutual cannot sign
+	// certificates with.
+	var params dsa.Parameters
+	if err := dsa.GenerateParameters(&params, rand.Reader, dsa.L1024N160); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokenContext(t, kr).GenerateDSAKeyPairWithLabel([]byte{0xd5}, []byte("dsa"), &params); err != nil {
+		t.Fatal(err)
+	}
 	parse := func(s string) Ref {
 		r, err := Parse(s)
 		if err != nil {
@@ -316,6 +334,8 @@ func TestTokenRefusals(t *testing.T) {
 			ErrNotFound, []string{`token "mutual-test" id 42`}},
 		{"missing token", func() error { _, err := kr.Signer(ctx, parse("pkcs11:token=elsewhere;object=taken"+q)); return err },
 			nil, []string{`token "elsewhere"`, "no such token", "token="}},
+		{"wrong key type", func() error { _, err := kr.Signer(ctx, tok.ref(t, "dsa")); return err },
+			nil, []string{`object "dsa"`, "is a DSA key", "generate an ECDSA P-256 key pair"}},
 		{"label taken", func() error { _, err := kr.Generate(ctx, tok.ref(t, "taken"), pki.KeyECDSAP256); return err },
 			ErrExists, []string{`object "taken"`, "another object="}},
 		{"ed25519 in a token", func() error { _, err := kr.Generate(ctx, tok.ref(t, "ed"), pki.KeyEd25519); return err },
@@ -394,16 +414,29 @@ func TestTokenConcurrentSigning(t *testing.T) {
 }
 
 // BenchmarkSign compares one ECDSA P-256 signature with a file key (in
-// memory) against one made inside SoftHSM2.
+// memory) against one made inside SoftHSM2, one at a time and from
+// GOMAXPROCS goroutines at once (-parallel sub-benchmarks).
 func BenchmarkSign(b *testing.B) {
 	digest := sha256.Sum256([]byte("mutual"))
 	bench := func(b *testing.B, s crypto.Signer) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
-				b.Fatal(err)
+		b.Run("serial", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
+		})
+		b.Run("parallel", func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 	b.Run("file", func(b *testing.B) {
 		k, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
