@@ -37,8 +37,10 @@ type Options struct {
 	// Passphrase decrypts encrypted PEM key files; nil means file keys must
 	// be unencrypted.
 	Passphrase []byte
-	// MaxSessions bounds the sessions open on each token; 0 means the
-	// library's default (1024, lowered to what the token allows).
+	// MaxSessions bounds the sessions open on each token, and so the
+	// signatures it makes at once; 0 means the library's default (1024,
+	// lowered to what the token allows), below 0 means 0, and 1 is raised to 2 (one session
+	// stays logged in, the others sign).
 	MaxSessions int
 }
 
@@ -148,7 +150,14 @@ func (k *Keyring) token(u PKCS11URI) (*token, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := openToken(u, pin, k.opts.MaxSessions)
+	sessions := k.opts.MaxSessions
+	switch {
+	case sessions < 0:
+		sessions = 0
+	case sessions == 1:
+		sessions = 2 // crypto11 keeps one logged in and signs on the others
+	}
+	t, err := openToken(u, pin, sessions)
 	if err != nil {
 		return nil, err
 	}

@@ -141,23 +141,11 @@ func parsePKCS11(rest string) (*PKCS11URI, error) {
 	path, query, _ := strings.Cut(rest, "?")
 	u := &PKCS11URI{}
 	seen := map[string]bool{}
-	for _, part := range splitNonEmpty(path, ";") {
-		name, value, err := attr(part, seen)
-		if err != nil {
-			return nil, err
-		}
-		if err := u.setPath(name, value); err != nil {
-			return nil, err
-		}
+	if err := eachAttr(path, ";", seen, u.setPath); err != nil {
+		return nil, err
 	}
-	for _, part := range splitNonEmpty(query, "&") {
-		name, value, err := attr(part, seen)
-		if err != nil {
-			return nil, err
-		}
-		if err := u.setQuery(name, value); err != nil {
-			return nil, err
-		}
+	if err := eachAttr(query, "&", seen, u.setQuery); err != nil {
+		return nil, err
 	}
 	if err := u.check(); err != nil {
 		return nil, err
@@ -165,14 +153,21 @@ func parsePKCS11(rest string) (*PKCS11URI, error) {
 	return u, nil
 }
 
-func splitNonEmpty(s, sep string) []string {
-	var out []string
-	for _, p := range strings.Split(s, sep) {
-		if p != "" {
-			out = append(out, p)
+// eachAttr calls set with every name=value in s, separated by sep.
+func eachAttr(s, sep string, seen map[string]bool, set func(name, value string) error) error {
+	for _, part := range strings.Split(s, sep) {
+		if part == "" {
+			continue
+		}
+		name, value, err := attr(part, seen)
+		if err != nil {
+			return err
+		}
+		if err := set(name, value); err != nil {
+			return err
 		}
 	}
-	return out
+	return nil
 }
 
 // attr splits name=value and percent-decodes the value; an attribute may

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ThalesGroup/crypto11"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/internal/pki"
 )
@@ -229,16 +230,9 @@ func TestTokenSignsCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "leaf"}, DNSNames: []string{"leaf.example"},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, rootCert, leafKey.Public(), root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(leafDER)
+	// The CA's own issuance path, with the token key as the issuer's key.
+	is := &pki.Issuer{Cert: rootCert, Key: root}
+	leaf, err := is.Issue(pki.Leaf{ID: spiffeid.RequireFromString("spiffe://example.org/web"), PublicKey: leafKey.Public(), DNSNames: []string{"leaf.example"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +375,7 @@ func TestTokenRefusals(t *testing.T) {
 func TestTokenConcurrentSigning(t *testing.T) {
 	tok := newSoftToken(t)
 	ctx := context.Background()
-	kr := newKeyring(t, Options{MaxSessions: 8})
+	kr := newKeyring(t, Options{MaxSessions: 1}) // raised to 2: 32 goroutines share one signing session
 	s, err := kr.Generate(ctx, tok.ref(t, "busy"), pki.KeyECDSAP256)
 	if err != nil {
 		t.Fatal(err)
@@ -410,6 +404,14 @@ func TestTokenConcurrentSigning(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+
+	if err := kr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("after close"))
+	if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); err == nil || !strings.Contains(err.Error(), `token "mutual-test" object "busy"`) {
+		t.Errorf("signing after Close gave %v, want an error naming the key", err)
 	}
 }
 
