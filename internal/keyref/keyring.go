@@ -21,6 +21,10 @@ var ErrNeedsCgo = errors.New("PKCS#11 keys need the cgo build of mutual (this on
 // ErrWrongPIN reports that the token refused the PIN.
 var ErrWrongPIN = errors.New("the token refused the PIN")
 
+// ErrNoToken reports that the module has no token matching the URI's token,
+// serial or slot-id.
+var ErrNoToken = errors.New("no such token")
+
 // ErrNotFound reports that no key pair in the token matches the URI.
 var ErrNotFound = errors.New("no such key pair in the token")
 

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,4 +96,37 @@ func TestKeyringRefusals(t *testing.T) {
 	if _, err := kr.Signer(ctx, tr); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Errorf("a closed keyring gave %v", err)
 	}
+}
+
+func ExampleKeyring_Signer() {
+	dir, err := os.MkdirTemp("", "keyref-example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	key, _ := pki.GenerateKey(pki.KeyECDSAP256, nil)
+	pemKey, _ := pki.MarshalPrivateKey(key, []byte("passphrase"), 1000)
+	path := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(path, pemKey, 0o600); err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	// The same call opens a pkcs11: URI; the caller does not care where
+	// the key lives.
+	ref, err := Parse("file:" + path)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	kr := NewKeyring(Options{Passphrase: []byte("passphrase")})
+	defer kr.Close()
+	signer, err := kr.Signer(context.Background(), ref)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(pki.KeyDescription(signer.Public()), "in a token:", ref.InToken())
+	// Output: ECDSA P-256 in a token: false
 }

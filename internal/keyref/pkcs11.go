@@ -62,7 +62,7 @@ func classifyOpen(err error, u PKCS11URI, where string) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "could not find PKCS#11 token"):
-		return fmt.Errorf("%s: no such token in %s (%v); check token=, serial= or slot-id= against the module's tokens (softhsm2-util --show-slots for SoftHSM2)", where, u.ModulePath, err)
+		return fmt.Errorf("%s: %w in %s (%v); check token=, serial= or slot-id= against the module's tokens (softhsm2-util --show-slots for SoftHSM2)", where, ErrNoToken, u.ModulePath, err)
 	case strings.Contains(msg, "failed to create module context"):
 		return attrErr("module-path", fmt.Sprintf("%s did not load as a PKCS#11 library (%v)", u.ModulePath, err), "point module-path at the token vendor's PKCS#11 .so")
 	}

@@ -327,7 +327,7 @@ func TestTokenRefusals(t *testing.T) {
 		{"missing id", func() error { _, err := kr.Signer(ctx, parse("pkcs11:token=mutual-test;id=%42"+q)); return err },
 			ErrNotFound, []string{`token "mutual-test" id 42`}},
 		{"missing token", func() error { _, err := kr.Signer(ctx, parse("pkcs11:token=elsewhere;object=taken"+q)); return err },
-			nil, []string{`token "elsewhere"`, "no such token", "token="}},
+			ErrNoToken, []string{`token "elsewhere"`, "no such token", "token="}},
 		{"wrong key type", func() error { _, err := kr.Signer(ctx, tok.ref(t, "dsa")); return err },
 			nil, []string{`object "dsa"`, "is a DSA key", "generate an ECDSA P-256 key pair"}},
 		{"label taken", func() error { _, err := kr.Generate(ctx, tok.ref(t, "taken"), pki.KeyECDSAP256); return err },
