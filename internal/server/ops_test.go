@@ -16,9 +16,9 @@ import (
 	"testing"
 
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
@@ -42,7 +42,7 @@ func TestServerLeavesOperatorsAdminURLsAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	svc, err := server.Open(ctx, server.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
+	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
 		URLs: []string{"https://127.0.0.1:1/"}})
 	if err != nil {
 		t.Fatal(err)
