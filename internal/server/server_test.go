@@ -9,7 +9,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -467,15 +466,6 @@ func TestMetrics(t *testing.T) {
 	r2.Body.Close()
 	if r2.StatusCode != http.StatusNotFound {
 		t.Fatalf("API /metrics: %d", r2.StatusCode)
-	}
-}
-
-// TestWrongPassphrase: the server refuses to start and says why.
-func TestWrongPassphrase(t *testing.T) {
-	c := testca.New(t)
-	_, err := caservice.Open(context.Background(), caservice.Options{Dir: c.Dir, Passphrase: []byte("nope"), Listen: "127.0.0.1:0"})
-	if !errors.Is(err, pki.ErrWrongPassphrase) || !strings.Contains(err.Error(), filepath.Join("intermediate", "key.pem")) {
-		t.Fatalf("got %v", err)
 	}
 }
 
