@@ -1,7 +1,8 @@
 // Package server is the CA service's HTTPS edge: it terminates TLS (with
 // optional client certificates), decodes the JSON API of package api, calls
-// the Authority, and maps its failures to HTTP statuses. Metrics are served
-// on a separate listener.
+// the Authority (through the interface declared here, which *ca.Authority
+// provides), and maps its failures to HTTP statuses. Metrics are served on a
+// separate listener. Package caservice assembles and runs it.
 package server
 
 import (
