@@ -31,6 +31,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // testGrants explains identities by the CA's tokens (read through the admin
@@ -387,7 +388,7 @@ func TestMonitorCLI(t *testing.T) {
 	dir := t.TempDir()
 	rulesFile := filepath.Join(dir, "rules.yaml")
 	writeFile(t, rulesFile, strictRules)
-	args := []string{"log", "monitor", "--once", "--server", e.base, "--key-file", filepath.Join(e.ca.Dir, translog.VerifierFile),
+	args := []string{"log", "monitor", "--once", "--server", e.base, "--key-file", filepath.Join(e.ca.Dir, logkey.VerifierFile),
 		"--state", filepath.Join(dir, "state.json"), "--rules", rulesFile, "--issuer", filepath.Join(e.ca.Dir, "intermediate", "cert.pem")}
 	mustMutual(t, args...)
 	e.craft(t, e.ca.Leaf(t, "spiffe://example.org/ns/prod/long", testca.TTL(72*time.Hour)).Leaf(), "renew:"+serialOf(base.Leaf()), "")
