@@ -5,15 +5,18 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/translog"
 	"github.com/mutual-tls/mutual/internal/translog/monitor"
 )
@@ -179,16 +182,16 @@ type monitorOptions struct {
 	once                           bool
 }
 
-// config turns the flags into the monitor's configuration, serving its
-// metrics when --metrics asks; stop ends that.
-func (o *monitorOptions) config(e *env) (monitor.Config, func(), error) {
+// config turns the flags into the monitor's configuration, with a
+// listener for its metrics when --metrics asks (monitor.Run closes it).
+func (o *monitorOptions) config(e *env) (monitor.Config, error) {
 	cl, st, statePath, err := o.log.client(true)
 	if err != nil {
-		return monitor.Config{}, nil, err
+		return monitor.Config{}, err
 	}
 	rules, err := o.rules()
 	if err != nil {
-		return monitor.Config{}, nil, err
+		return monitor.Config{}, err
 	}
 	cfg := monitor.Config{
 		Client: cl, Rules: rules, State: st, StatePath: statePath, Interval: o.interval, Once: o.once,
@@ -197,15 +200,15 @@ func (o *monitorOptions) config(e *env) (monitor.Config, func(), error) {
 	if o.admin.identityDir != "" {
 		cfg.Admin = func() (monitor.AdminAPI, error) { return o.admin.client() }
 	}
-	stop := func() {}
 	if o.metrics != "" {
-		reg := prometheus.NewRegistry()
-		cfg.Registerer = reg
-		if stop, _, err = serveMetrics(o.metrics, reg, nil); err != nil {
-			return monitor.Config{}, nil, err
+		if cfg.MetricsListener, err = net.Listen("tcp", o.metrics); err != nil {
+			return monitor.Config{}, flagError("metrics", "%v", err)
 		}
+		reg := prometheus.NewRegistry()
+		server.RegisterRuntime(reg) // go_* and process_*, as every mutual /metrics
+		cfg.Registerer, cfg.MetricsHandler = reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	}
-	return cfg, stop, nil
+	return cfg, nil
 }
 
 // rules reads --rules and adds the --issuer's key.
@@ -258,11 +261,10 @@ Rules (YAML, every field optional):
       --identity-dir ca/admin --rules monitor.yaml --metrics 127.0.0.1:9105`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, stop, err := o.config(e)
+			cfg, err := o.config(e)
 			if err != nil {
 				return err
 			}
-			defer stop()
 			return monitor.Run(cmd.Context(), cfg)
 		},
 	}

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +51,12 @@ type Config struct {
 	// mutual_log_monitor_alerts_total{rule} and
 	// mutual_log_monitor_entries_checked.
 	Registerer prometheus.Registerer
+	// MetricsListener, when set, serves MetricsHandler at GET /metrics
+	// while Run runs; Run closes it before it returns.
+	MetricsListener net.Listener
+	// MetricsHandler is what MetricsListener serves (required with it),
+	// typically promhttp's handler of the registry behind Registerer.
+	MetricsHandler http.Handler
 	// After waits between passes; nil means time.After. Tests move time
 	// with it instead of sleeping.
 	After func(time.Duration) <-chan time.Time
@@ -74,14 +82,41 @@ type runner struct {
 
 // Run follows the log until ctx ends (returning nil), the log is found to
 // have forked or rolled back (translog.ErrFork, translog.ErrRollback), the
-// state cannot be saved, or after one pass with Config.Once. Other
-// failures of a pass are logged and the next pass tries again. Run starts
-// no goroutines.
+// state cannot be saved, the metrics listener fails, or after one pass
+// with Config.Once. Other failures of a pass are logged and the next pass
+// tries again. The only goroutine Run starts, the metrics server, has
+// ended when Run returns.
 func Run(ctx context.Context, cfg Config) error {
 	r, err := newRunner(cfg)
 	if err != nil {
+		if cfg.MetricsListener != nil {
+			cfg.MetricsListener.Close()
+		}
 		return err
 	}
+	if cfg.MetricsListener == nil {
+		return r.follow(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", cfg.MetricsHandler)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() {
+		served <- srv.Serve(cfg.MetricsListener)
+		cancel() // a metrics listener that failed ends the run
+	}()
+	err = r.follow(ctx)
+	srv.Close()
+	if serr := <-served; err == nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = fmt.Errorf("log monitor metrics on %s: %w", cfg.MetricsListener.Addr(), serr)
+	}
+	return err
+}
+
+// follow runs the passes: Run without the metrics server.
+func (r *runner) follow(ctx context.Context) error {
 	total := 0
 	for {
 		n, err := r.pass(ctx)
@@ -114,6 +149,8 @@ func newRunner(cfg Config) (*runner, error) {
 		return nil, errors.New("log monitor: no log client")
 	case cfg.State == nil || cfg.StatePath == "":
 		return nil, errors.New("log monitor: no state file to resume from and save to")
+	case cfg.MetricsListener != nil && cfg.MetricsHandler == nil:
+		return nil, errors.New("log monitor: a metrics listener and nothing to serve on it")
 	}
 	if cfg.Rules == nil {
 		rules, err := translog.ParseRules(nil)

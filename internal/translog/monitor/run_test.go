@@ -6,12 +6,17 @@ package monitor_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -165,12 +170,20 @@ func TestRunWithoutGrants(t *testing.T) {
 }
 
 // TestRunFollows: without Once, Run passes again each time its clock says
-// the interval is over, and returns nil when its context ends.
+// the interval is over, serves its metrics meanwhile, and returns nil when
+// its context ends, its metrics listener closed.
 func TestRunFollows(t *testing.T) {
 	f := newLog(t, nil)
 	cfg := f.config(t, filepath.Join(t.TempDir(), "state.json"))
 	cfg.Once = false
 	cfg.Interval = time.Hour
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Registerer, cfg.MetricsListener, cfg.MetricsHandler = reg, ln, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	metricsURL := "http://" + ln.Addr().String() + "/metrics"
 	waiting := make(chan time.Duration)
 	tick := make(chan time.Time)
 	cfg.After = func(d time.Duration) <-chan time.Time { waiting <- d; return tick }
@@ -202,6 +215,9 @@ func TestRunFollows(t *testing.T) {
 	if cfg.State.Next != 1 {
 		t.Errorf("after the interval, the monitor is at %d, want 1", cfg.State.Next)
 	}
+	if body := get(t, metricsURL); !strings.Contains(body, "mutual_log_monitor_entries_checked 1\n") {
+		t.Errorf("metrics after one entry checked:\n%s", body)
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -211,6 +227,24 @@ func TestRunFollows(t *testing.T) {
 	case <-time.After(safetyNet):
 		t.Fatal("Run did not return after its context ended")
 	}
+	if resp, err := http.Get(metricsURL); err == nil {
+		resp.Body.Close()
+		t.Error("the metrics listener still answers after Run returned")
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 // TestRunStopsOnRollback: a log smaller than the one seen before, under
