@@ -69,6 +69,7 @@ type AlertsError struct {
 	Count int
 }
 
+// Error says how many alerts there were and where they were reported.
 func (e *AlertsError) Error() string {
 	return fmt.Sprintf("%d alert(s): see the log lines above", e.Count)
 }
