@@ -2,7 +2,6 @@ package pki
 
 import (
 	"crypto"
-	"crypto/ed25519"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -17,10 +16,10 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // The layout of a CA directory written by Init.
@@ -34,23 +33,13 @@ const (
 	ServerDir            = "server"
 	AdminDir             = "admin"
 	DatabaseFile         = "mutual.db"
-	// LogKeyFile is the issuance log's own signing key (Ed25519, encrypted);
-	// LogVerifierFile its note verifier key, for auditors.
-	LogKeyFile      = "log/key.pem"
-	LogVerifierFile = "log.pub"
+	// The issuance log's own key and verifier key are logkey.KeyFile and
+	// logkey.VerifierFile.
+	//
 	// LogCheckpointFile is the last checkpoint the CA saw in its store, kept
 	// beside the keys so the CA refuses a store that does not hold its log.
 	LogCheckpointFile = "log/checkpoint.json"
 )
-
-// LogOrigin names a trust domain's issuance log: the first line of its
-// checkpoints and the name of its key.
-func LogOrigin(trustDomain string) string { return trustDomain + "/mutual-log" }
-
-// LogVerifierKey returns the note verifier key line for a log key.
-func LogVerifierKey(trustDomain string, pub ed25519.PublicKey) (string, error) {
-	return note.NewEd25519VerifierKey(LogOrigin(trustDomain), pub)
-}
 
 // Lifetimes of what Init makes.
 const (
@@ -205,7 +194,7 @@ func planInit(o InitOptions) (*initMaterial, error) {
 	if m.dns, m.ips, err = SplitSANs(o.SANs); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{ConfigFile, "root", "intermediate", BundleFile, ServerDir, AdminDir, "log", LogVerifierFile} {
+	for _, name := range []string{ConfigFile, "root", "intermediate", BundleFile, ServerDir, AdminDir, logkey.Dir, logkey.VerifierFile} {
 		if _, err := os.Lstat(filepath.Join(o.Dir, name)); err == nil {
 			return nil, fmt.Errorf("%s: %w (%s exists); choose another --dir or remove it first", o.Dir, ErrCAExists, name)
 		}
@@ -305,15 +294,9 @@ type caFile struct {
 // read them.
 func (m *initMaterial) files(o InitOptions) ([]caFile, error) {
 	td := o.TrustDomain.Name()
-	_, logKey, err := ed25519.GenerateKey(o.Rand)
-	if err != nil {
-		return nil, err
-	}
-	logKeyPEM, err := MarshalPrivateKey(logKey, o.Passphrase, o.Iterations)
-	if err != nil {
-		return nil, err
-	}
-	logVerifier, err := LogVerifierKey(td, logKey.Public().(ed25519.PublicKey))
+	logKey, err := logkey.Generate(o.Rand, td, func(k crypto.Signer) ([]byte, error) {
+		return MarshalPrivateKey(k, o.Passphrase, o.Iterations)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -343,8 +326,8 @@ func (m *initMaterial) files(o InitOptions) ([]caFile, error) {
 		{AdminDir + "/cert.pem", EncodeCertificates(m.adminCert, m.inter), 0o644},
 		{AdminDir + "/key.pem", adminKeyPEM, 0o600},
 		{AdminDir + "/bundle.pem", bundle, 0o644},
-		{LogKeyFile, logKeyPEM, 0o600},
-		{LogVerifierFile, []byte(logVerifier + "\n"), 0o644},
+		{logkey.KeyFile, logKey.PEM, 0o600},
+		{logkey.VerifierFile, []byte(logKey.Verifier + "\n"), 0o644},
 	}, nil
 }
 
@@ -369,7 +352,7 @@ func writeCADir(dir string, files []caFile) error {
 		}
 	}
 	var moved []string
-	for _, name := range []string{"root", "intermediate", ServerDir, AdminDir, "log", LogVerifierFile, BundleFile, ConfigFile} {
+	for _, name := range []string{"root", "intermediate", ServerDir, AdminDir, logkey.Dir, logkey.VerifierFile, BundleFile, ConfigFile} {
 		if err := os.Rename(filepath.Join(stage, name), filepath.Join(dir, name)); err != nil {
 			for _, m := range moved {
 				os.RemoveAll(filepath.Join(dir, m))

@@ -30,6 +30,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // safetyNet bounds every wait so that a hang fails the test instead of the
@@ -93,7 +94,7 @@ func startCA(t testing.TB, storeURL string) *caEnv {
 		}
 		svc.Close()
 	})
-	pub, err := os.ReadFile(filepath.Join(c.Dir, translog.VerifierFile))
+	pub, err := os.ReadFile(filepath.Join(c.Dir, logkey.VerifierFile))
 	if err != nil {
 		t.Fatalf("ca init must write the log's verifier key: %v", err)
 	}
