@@ -322,7 +322,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	srv := a.grpcServer()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := srv.Serve(a.ln); err != nil {
+		// Stopped before it served (ctx done at once) is not a failure.
+		if err := srv.Serve(a.ln); err != nil && ctx.Err() == nil {
 			return fmt.Errorf("workload API: %w", err)
 		}
 		return nil
@@ -362,7 +363,7 @@ func (a *Agent) followRevocations(ctx context.Context) {
 	a.mu.RUnlock()
 	w := &revocation.Watcher{CAURLs: urls, Source: nodeSource{a}, OnRevoke: a.onRevoke, Log: a.log.With("component", "revocation")}
 	if err := w.Run(ctx); err != nil {
-		a.log.Error("revocations are not followed: "+err.Error(), "node_id", a.NodeID().String())
+		a.log.Error("revocations are not followed", "node_id", a.NodeID().String(), "error", err.Error())
 	}
 }
 
