@@ -76,7 +76,14 @@ func issue(t *testing.T, ca *testca.CA, id string, edit func(*x509.Certificate))
 		t.Fatal(err)
 	}
 	sid := spiffeid.RequireFromString(id)
-	cert, err := ca.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(), Extra: edit})
+	tmpl, err := ca.Issuer.Template(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(tmpl)
+	}
+	cert, err := ca.Issuer.Sign(tmpl, key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,9 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
@@ -71,7 +71,7 @@ func newLogBuf(t testing.TB, name string) (*slog.Logger, *logBuf) {
 	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
 }
 
-// caEnv is a real CA service (server.Open + Run, SQLite store in the CA
+// caEnv is a real CA service (caservice.Open + Run, SQLite store in the CA
 // directory) on loopback that can be stopped and started again on the same
 // address and store, and its operator.
 type caEnv struct {
@@ -85,7 +85,7 @@ type caEnv struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan error
-	svc    *server.Service
+	svc    *caservice.Service
 }
 
 func startCA(t testing.TB) *caEnv {
@@ -115,11 +115,11 @@ func (e *caEnv) start() {
 		e.t.Fatal("CA already running")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var svc *server.Service
+	var svc *caservice.Service
 	var err error
 	// The port was just released; give the kernel a moment if needed.
 	for i := 0; i < 50; i++ {
-		svc, err = server.Open(ctx, server.Options{Dir: e.ca.Dir, Passphrase: []byte(testca.Passphrase), Listen: e.addr, Log: e.log})
+		svc, err = caservice.Open(ctx, caservice.Options{Dir: e.ca.Dir, Passphrase: []byte(testca.Passphrase), Listen: e.addr, Log: e.log})
 		if err == nil || !strings.Contains(err.Error(), "address already in use") {
 			break
 		}

@@ -12,10 +12,10 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
@@ -76,14 +76,14 @@ var testsslRank = map[string]int{"OK": 0, "INFO": 0, "LOW": 1, "MEDIUM": 2, "HIG
 // caService is a real CA service on loopback, with CRL and OCSP over plain
 // HTTP so that the certificates it issues name them.
 type caService struct {
-	svc   *server.Service
+	svc   *caservice.Service
 	admin *client.Client
 }
 
 func startCA(t *testing.T, c *testca.CA) *caService {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0"})
+	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0"})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

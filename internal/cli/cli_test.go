@@ -15,20 +15,20 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/token"
 )
 
 // startCA runs a real CA service on loopback; it returns it and the CA.
-func startCA(t *testing.T) (*testca.CA, *server.Service, *client.Client) {
+func startCA(t *testing.T) (*testca.CA, *caservice.Service, *client.Client) {
 	t.Helper()
 	c := testca.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
+	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

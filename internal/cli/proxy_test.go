@@ -126,14 +126,14 @@ func agentStyleDir(t *testing.T, c *testca.CA, id, crlURL string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var crl []string
+	if crlURL != "" {
+		crl = []string{crlURL}
+	}
 	sid := spiffeid.RequireFromString(id)
 	leaf, err := c.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		Extra: func(x *x509.Certificate) {
-			if crlURL != "" {
-				x.CRLDistributionPoints = []string{crlURL}
-			}
-		}})
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		CRLDistributionPoints: crl})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/token"
 )
@@ -21,7 +21,7 @@ import (
 // env is a real CA service on loopback and its operator.
 type env struct {
 	ca    *testca.CA
-	svc   *server.Service
+	svc   *caservice.Service
 	admin *client.Client
 	// adminID is the operator identity.
 	adminID *identity.Identity
@@ -31,7 +31,7 @@ func start(t testing.TB) *env {
 	t.Helper()
 	c := testca.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
+	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func leafWithRoles(t testing.TB, ca *testca.CA, id string, roles ...string) *ide
 	}
 	sid := mustID(t, id)
 	cert, err := ca.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(),
-		Extra: func(x *x509.Certificate) { x.ExtraExtensions = append(x.ExtraExtensions, ext) }})
+		Extensions: []pkix.Extension{ext}})
 	if err != nil {
 		t.Fatal(err)
 	}

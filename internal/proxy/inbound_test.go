@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -757,7 +758,7 @@ func TestRolesExtension(t *testing.T) {
 			t.Errorf("RolesExtension(%q) = %x, want SEQUENCE OF UTF8String %x", roles, ext.Value, want)
 		}
 		cert, err := ca.Issuer.Issue(pki.Leaf{ID: mustID(t, auditorID), PublicKey: ca.Root.PublicKey, TTL: time.Hour,
-			Extra: func(x *x509.Certificate) { x.ExtraExtensions = append(x.ExtraExtensions, ext) }})
+			Extensions: []pkix.Extension{ext}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -63,7 +63,7 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	}
 	sid := spiffeid.RequireFromString(proxyID)
 	leaf, err := c.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(),
-		Extra: func(x *x509.Certificate) { x.OCSPServer = []string{srv.URL} }})
+		OCSPServers: []string{srv.URL}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,10 +22,10 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
@@ -33,7 +33,7 @@ import (
 // listener (so that certificates carry http:// URLs), and its operator.
 type caEnv struct {
 	ca    *testca.CA
-	svc   *server.Service
+	svc   *caservice.Service
 	admin *client.Client
 	// httpBase is http://127.0.0.1:PORT, the CRL/OCSP listener.
 	httpBase string
@@ -52,7 +52,7 @@ func startCA(t testing.TB, storeURL string) *caEnv {
 func startCAWith(t testing.TB, c *testca.CA, storeURL string) *caEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{
+	svc, err := caservice.Open(ctx, caservice.Options{
 		Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
 		HTTPListen: "127.0.0.1:0", StoreURL: storeURL,
 	})
