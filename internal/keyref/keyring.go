@@ -89,6 +89,16 @@ func (k *Keyring) Signer(ctx context.Context, r Ref) (crypto.Signer, error) {
 	return t.find(u)
 }
 
+// Open parses ref and opens the existing key it names: Signer for callers
+// that hold the reference as a string (a config file, a flag).
+func (k *Keyring) Open(ctx context.Context, ref string) (crypto.Signer, error) {
+	r, err := Parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	return k.Signer(ctx, r)
+}
+
 // Generate makes a new key pair of type kt inside the token r names, labelled
 // with the URI's object (required) and id (random when the URI has none). The
 // private key is non-extractable and sensitive: it never exists outside the

@@ -57,6 +57,13 @@ func TestFileKey(t *testing.T) {
 		t.Fatal("the file key's signature does not verify")
 	}
 
+	if opened, err := NewKeyring(Options{Passphrase: []byte("correct horse")}).Open(ctx, path); err != nil || !pki.PublicKeysEqual(opened.Public(), k.Public()) {
+		t.Errorf("Open(%s) = %v", path, err)
+	}
+	var ae *AttrError
+	if _, err := NewKeyring(Options{}).Open(ctx, "pkcs11:token=t;object=k?module-path=/m.so&pin-value=1"); !errors.As(err, &ae) || ae.Attr != "pin-value" {
+		t.Errorf("Open with pin-value gave %v", err)
+	}
 	if _, err := NewKeyring(Options{Passphrase: []byte("wrong")}).Signer(ctx, r); !errors.Is(err, pki.ErrWrongPassphrase) || !strings.Contains(err.Error(), path) {
 		t.Errorf("a wrong passphrase gave %v, want pki.ErrWrongPassphrase naming %s", err, path)
 	}
