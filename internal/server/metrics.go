@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mutual-tls/mutual/internal/buildinfo"
 )
 
 type metrics struct {
@@ -61,8 +63,9 @@ func (m *metrics) observe(route string, status int, d time.Duration) {
 }
 
 // RegisterRuntime adds the Go runtime (go_*) and process (process_*)
-// collectors to reg, unless it has them already.
+// collectors and mutual_build_info to reg, unless it has them already.
 func RegisterRuntime(reg prometheus.Registerer) {
+	buildinfo.Register(reg)
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
