@@ -16,12 +16,11 @@ import (
 // Unknown stands for a field the build did not record.
 const Unknown = "unknown"
 
-// date is the build date and commit the VCS revision, set by the package
-// build with -ldflags "-X github.com/mutual-tls/mutual/internal/buildinfo.date=..."
-// (Go's build information records the commit time, not the build time; the
-// commit stands in only where Go recorded no VCS revision, e.g. a git
-// worktree built with -buildvcs=false).
-var date, commit string
+// date (the build date), commit and version are set by the package build
+// (packaging/build-deb.sh) with -ldflags "-X .../internal/buildinfo.date=...".
+// Go's build information has no build time, no version for a binary built
+// from a work tree, and no commit under -buildvcs=false. Each, when set, wins.
+var date, commit, version string
 
 // Info identifies one build.
 type Info struct {
@@ -47,14 +46,8 @@ func Read() Info {
 
 func fromBuildInfo(bi *debug.BuildInfo, ok bool) Info {
 	in := Info{Version: "devel", Commit: Unknown, CommitTime: Unknown, BuildDate: Unknown, GoVersion: runtime.Version()}
-	if date != "" {
-		in.BuildDate = date
-	}
-	if commit != "" {
-		in.Commit = commit
-	}
 	if !ok || bi == nil {
-		return in
+		return stamped(in)
 	}
 	if v := bi.Main.Version; v != "" && v != "(devel)" {
 		in.Version = v
@@ -73,11 +66,22 @@ func fromBuildInfo(bi *debug.BuildInfo, ok bool) Info {
 			dirty = s.Value == "true"
 		}
 	}
-	if in.Commit == Unknown {
-		dirty = false
-	}
-	if dirty {
+	if dirty && in.Commit != Unknown {
 		in.Commit += "-dirty"
+	}
+	return stamped(in)
+}
+
+// stamped applies what the package build set with -ldflags.
+func stamped(in Info) Info {
+	if version != "" {
+		in.Version = version
+	}
+	if commit != "" {
+		in.Commit = commit
+	}
+	if date != "" {
+		in.BuildDate = date
 	}
 	return in
 }
