@@ -96,9 +96,9 @@ Start with "mutual dev" to see the whole system on loopback.`,
 // Main runs mutual as a process and returns its exit code. SIGINT and
 // SIGTERM cancel the command's context: daemons drain and stop, as before.
 // SIGHUP never kills a daemon (server, agent, proxy, log monitor): it is
-// logged and otherwise ignored, since what a daemon can reload (identity
-// directories, policy files, the agent's token file) it already re-reads
-// within seconds of a change. Other commands keep the default, so closing
+// logged and otherwise ignored, since what a daemon can reload it already
+// follows: identity directories and policy files are re-read within a
+// second of a change, and the agent reads its token file when it needs one. Other commands keep the default, so closing
 // a terminal still ends them.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -114,7 +114,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				case <-ctx.Done():
 					return
 				case <-hup:
-					log.Info("SIGHUP received: still running; identity directories, policy files and token files are re-read when they change, so there is nothing more to reload (SIGTERM stops)")
+					log.Info("SIGHUP received: still running, nothing to reload (identity directories and policy files are re-read when they change; SIGTERM stops)")
 				}
 			}
 		}()
