@@ -148,14 +148,24 @@ func TestServerSurvivesSIGHUP(t *testing.T) {
 }
 
 // TestProxySurvivesSIGHUP: a proxy keeps serving, and keeps the mTLS
-// connection it carried before SIGHUP, after SIGHUP.
+// connection it carried before SIGHUP, after SIGHUP; its /metrics says
+// which build it is.
 func TestProxySurvivesSIGHUP(t *testing.T) {
 	c := testca.New(t)
 	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", "")
-	listen := testport.Addr(t)
+	listen, metrics := testport.Addr(t), testport.Addr(t)
 	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", echo(t), "--listen", listen,
-		"--allow", "spiffe://example.org/ns/prod/*", "--no-revocation")
+		"--allow", "spiffe://example.org/ns/prod/*", "--no-revocation", "--metrics", metrics)
 	p.waitLog(t, `"msg":"proxy listening"`)
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "mutual_build_info{") {
+		t.Errorf("the proxy's /metrics has no mutual_build_info:\n%s", body)
+	}
 
 	pool := x509.NewCertPool()
 	pool.AddCert(c.Root)
