@@ -32,7 +32,9 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 pkg=github.com/mutual-tls/mutual/internal/buildinfo
 ldflags="-s -w -X $pkg.date=$(date -u +%Y-%m-%dT%H:%M:%SZ) -X $pkg.version=$MUTUAL_VERSION"
-if [ -n "$commit" ]; then ldflags="$ldflags -X $pkg.commit=$commit"; fi
+if [ -n "$commit" ]; then
+	ldflags="$ldflags -X $pkg.commit=$commit -X $pkg.commitTime=$(git log -1 --format=%cI | sed 's/+00:00$/Z/')"
+fi
 go build -trimpath -ldflags "$ldflags" -o "$stage/mutual" ./cmd/mutual
 go run ./packaging/gendocs -out "$stage"
 gzip -9n "$stage"/man/*.1

@@ -16,11 +16,12 @@ import (
 // Unknown stands for a field the build did not record.
 const Unknown = "unknown"
 
-// date (the build date), commit and version are set by the package build
-// (packaging/build-deb.sh) with -ldflags "-X .../internal/buildinfo.date=...".
+// date (the build date), commit, commitTime and version are set by the
+// package build (packaging/build-deb.sh) with
+// -ldflags "-X .../internal/buildinfo.date=...".
 // Go's build information has no build time, no version for a binary built
 // from a work tree, and no commit under -buildvcs=false. Each, when set, wins.
-var date, commit, version string
+var date, commit, commitTime, version string
 
 // Info identifies one build.
 type Info struct {
@@ -79,6 +80,9 @@ func stamped(in Info) Info {
 	}
 	if commit != "" {
 		in.Commit = commit
+	}
+	if commitTime != "" {
+		in.CommitTime = commitTime
 	}
 	if date != "" {
 		in.BuildDate = date
