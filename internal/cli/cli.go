@@ -12,17 +12,42 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/mutual-tls/mutual/internal/buildinfo"
 	"github.com/mutual-tls/mutual/internal/metricsserver"
 )
 
 // Run executes the mutual command line with args (without the program name).
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	root := newRoot(&env{stdin: stdin, stdout: stdout, stderr: stderr})
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root.ExecuteContext(ctx)
+}
+
+// Command returns mutual's command tree, for generating man pages and
+// completions at package build time.
+func Command() *cobra.Command {
+	return newRoot(&env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr})
+}
+
+// daemonAnnotation marks the commands that run as services: they ignore
+// SIGHUP (see Main).
+const daemonAnnotation = "mutual.daemon"
+
+// daemons are the service commands, by path under the root.
+var daemons = [][]string{{"server"}, {"agent"}, {"proxy", "inbound"}, {"proxy", "outbound"}, {"log", "monitor"}}
+
+func newRoot(e *env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mutual",
 		Short: "mutual: your own CA and mutual TLS for every service, node and partner",
@@ -31,15 +56,12 @@ short-lived certificates for every service, enrolled with single-use join tokens
 renewed over mTLS, revocable at once.
 
 Start with "mutual dev" to see the whole system on loopback.`,
+		Version:       buildinfo.Read().String(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.SetArgs(args)
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	root.AddCommand(
 		caCmd(e),
 		serverCmd(e),
@@ -53,8 +75,60 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		logCmd(e),
 		diagnoseCmd(e),
 		auditCmd(e),
+		versionCmd(e),
+		completionCmd(e),
 	)
-	return root.ExecuteContext(ctx)
+	for _, path := range daemons {
+		c, rest, err := root.Find(path)
+		if err != nil || len(rest) != 0 || c == root {
+			panic(fmt.Sprintf("daemon command %q is not in the command tree", strings.Join(path, " ")))
+		}
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[daemonAnnotation] = "true"
+	}
+	return root
+}
+
+// Main runs mutual as a process and returns its exit code. SIGINT and
+// SIGTERM cancel the command's context: daemons drain and stop, as before.
+// SIGHUP never kills a daemon (server, agent, proxy, log monitor): it is
+// logged and otherwise ignored, since what a daemon can reload it already
+// follows: identity directories and policy files are re-read within a
+// second of a change, and the agent reads its token file when it needs one. Other commands keep the default, so closing
+// a terminal still ends them.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if isDaemon(args) {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		log := slog.New(slog.NewJSONHandler(stderr, nil))
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					log.Info("SIGHUP received: still running, nothing to reload (identity directories and policy files are re-read when they change; SIGTERM stops)")
+				}
+			}
+		}()
+	}
+	if err := Run(ctx, args, stdin, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "mutual: "+OneLine(err))
+		return 1
+	}
+	return 0
+}
+
+// isDaemon reports whether args name a service command.
+func isDaemon(args []string) bool {
+	root := newRoot(&env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard})
+	c, _, err := root.Find(args)
+	return err == nil && c.Annotations[daemonAnnotation] == "true"
 }
 
 // env carries the process's streams to the subcommands.
