@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -17,11 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/internal/buildinfo"
-	"github.com/mutual-tls/mutual/internal/metricsserver"
 )
 
 // Run executes the mutual command line with args (without the program name).
@@ -202,17 +199,6 @@ func relative(t, now time.Time) string {
 		return "in " + humanDuration(t.Sub(now))
 	}
 	return humanDuration(now.Sub(t)) + " ago"
-}
-
-// serveMetrics serves reg (and extra handlers) on addr until the returned
-// stop function is called; it returns the address actually bound.
-func serveMetrics(addr string, reg *prometheus.Registry, extra map[string]http.Handler) (stop func(), bound string, err error) {
-	ms, err := metricsserver.Listen(addr, reg, extra)
-	if err != nil {
-		return nil, "", err
-	}
-	go ms.Serve()
-	return func() { ms.Close() }, ms.Addr(), nil
 }
 
 // readToken takes a join token from the flag, else the file, else
