@@ -80,10 +80,10 @@ type CA struct {
 // instance is one run of the service, from start to stop.
 type instance struct {
 	url, addr, httpAddr, metricsAddr string
-	store                      *store.DB
-	cancel                     context.CancelFunc
-	done                       chan error
-	close                      func() error
+	store                            *store.DB
+	cancel                           context.CancelFunc
+	done                             chan error
+	close                            func() error
 }
 
 // StartCA runs a CA service as o says on 127.0.0.1 until the end of the
