@@ -6,6 +6,7 @@ package testca
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"net"
 	"path/filepath"
 	"testing"
@@ -108,6 +109,13 @@ func IP(ips ...string) LeafOption {
 		for _, s := range ips {
 			c.leaf.IPAddresses = append(c.leaf.IPAddresses, net.ParseIP(s))
 		}
+	}
+}
+
+// Extension adds a certificate extension (roles, or a malformed one).
+func Extension(ext pkix.Extension) LeafOption {
+	return func(c *leafConfig) {
+		c.extra = append(c.extra, func(x *x509.Certificate) { x.ExtraExtensions = append(x.ExtraExtensions, ext) })
 	}
 }
 

@@ -6,7 +6,9 @@
 package testnet
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -139,4 +141,65 @@ func RoundTrip(addr string, cfg *tls.Config, msg string) (string, error) {
 	buf := make([]byte, len(msg))
 	n, err := io.ReadFull(c, buf)
 	return string(buf[:n]), err
+}
+
+// stopTimeout bounds how long a server started by Run may take to return
+// once its context is cancelled.
+const stopTimeout = 30 * time.Second
+
+// Server is a server started by Run.
+type Server struct {
+	// Addr is the address it listens on.
+	Addr string
+
+	cancel  context.CancelFunc
+	done    chan error
+	mu      sync.Mutex
+	stopped bool
+	err     error
+}
+
+// Run runs serve (a proxy's Serve, say) on a fresh loopback listener until
+// Stop or the end of the test, when it fails t if serve returned an error
+// other than net.ErrClosed or took longer than 30s to return.
+func Run(t testing.TB, serve func(context.Context, net.Listener) error) *Server {
+	t.Helper()
+	ln := Listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Addr: ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- serve(ctx, ln) }()
+	t.Cleanup(func() {
+		s.mu.Lock()
+		stopped := s.stopped
+		s.mu.Unlock()
+		if stopped {
+			return
+		}
+		if err := s.Stop(t); err != nil {
+			t.Errorf("testnet: the server on %s: %v", s.Addr, err)
+		}
+	})
+	return s
+}
+
+// Stop cancels the server's context and returns what serve returned (nil
+// for net.ErrClosed). Calling it again returns the same.
+func (s *Server) Stop(t testing.TB) error {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return s.err
+	}
+	s.stopped = true
+	s.cancel()
+	select {
+	case err := <-s.done:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			s.err = err
+		}
+	case <-time.After(stopTimeout):
+		t.Fatalf("testnet: the server on %s did not return %s after its context was cancelled", s.Addr, stopTimeout)
+	}
+	return s.err
 }
