@@ -759,11 +759,7 @@ func TestRolesExtension(t *testing.T) {
 		if want := rolesExtension(t, roles).Value; !bytes.Equal(ext.Value, want) {
 			t.Errorf("RolesExtension(%q) = %x, want SEQUENCE OF UTF8String %x", roles, ext.Value, want)
 		}
-		cert, err := ca.Issuer.Issue(pki.Leaf{ID: mustID(t, auditorID), PublicKey: ca.Root.PublicKey, TTL: time.Hour,
-			Extra: func(x *x509.Certificate) { x.ExtraExtensions = append(x.ExtraExtensions, ext) }})
-		if err != nil {
-			t.Fatal(err)
-		}
+		cert := ca.Leaf(t, auditorID, testca.Extension(ext)).Leaf()
 		if got := identity.Roles(cert); strings.Join(got, "|") != strings.Join(roles, "|") {
 			t.Errorf("Roles = %q, want %q", got, roles)
 		}

@@ -114,9 +114,13 @@ func IP(ips ...string) LeafOption {
 
 // Extension adds a certificate extension (roles, or a malformed one).
 func Extension(ext pkix.Extension) LeafOption {
-	return func(c *leafConfig) {
-		c.extra = append(c.extra, func(x *x509.Certificate) { x.ExtraExtensions = append(x.ExtraExtensions, ext) })
-	}
+	return Edit(func(x *x509.Certificate) { x.ExtraExtensions = append(x.ExtraExtensions, ext) })
+}
+
+// Edit changes the certificate template before it is signed, for a defect
+// no other option names (no SPIFFE ID, a usage missing).
+func Edit(f func(*x509.Certificate)) LeafOption {
+	return func(c *leafConfig) { c.extra = append(c.extra, f) }
 }
 
 // TTL sets the lifetime.

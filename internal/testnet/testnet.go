@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -202,4 +203,16 @@ func (s *Server) Stop(t testing.TB) error {
 		t.Fatalf("testnet: the server on %s did not return %s after its context was cancelled", s.Addr, stopTimeout)
 	}
 	return s.err
+}
+
+// ServeHTTPS runs an HTTPS server with cfg and h on loopback until the end
+// of the test and returns its URL ("https://127.0.0.1:PORT").
+func ServeHTTPS(t testing.TB, cfg *tls.Config, h http.Handler) string {
+	t.Helper()
+	ln := Listen(t)
+	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: handshakeTimeout}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return "https://" + ln.Addr().String()
 }
