@@ -67,59 +67,40 @@ type relay struct {
 
 func startRelay(t testing.TB, target string, cut func() bool) *relay {
 	t.Helper()
-	ln := testnet.Listen(t)
-	r := &relay{URL: "https://" + ln.Addr().String(), cut: cut}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		r.closeAll()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	r := &relay{cut: cut}
+	r.URL = "https://" + testnet.Serve(t, func(c net.Conn) {
+		if r.broken.Load() {
+			return
+		}
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		r.mu.Lock()
+		r.conns = append(r.conns, c, s)
+		r.mu.Unlock()
+		up := make(chan struct{})
+		go func() { defer close(up); io.Copy(s, c); s.Close() }()
+		defer func() { c.Close(); <-up }()
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
+			n, err := s.Read(buf)
+			if n > 0 {
+				if r.broken.Load() || r.cut() {
+					r.broken.Store(true)
+					r.closeAll()
+					return
+				}
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
 			if err != nil {
 				return
 			}
-			if r.broken.Load() {
-				c.Close()
-				continue
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns = append(r.conns, c, s)
-			r.mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); io.Copy(s, c); s.Close() }()
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 {
-						if r.broken.Load() || r.cut() {
-							r.broken.Store(true)
-							r.closeAll()
-							return
-						}
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return r
 }
 

@@ -13,8 +13,14 @@ import (
 // the test.
 const Deadline = 60 * time.Second
 
-// interval is how often a condition is polled.
-const interval = 10 * time.Millisecond
+// A condition is polled at once, then after firstInterval, each wait half
+// as long again as the one before up to maxInterval: quick conditions are
+// seen quickly, and costly ones (a subprocess, a handshake) are not run in
+// a tight loop.
+const (
+	firstInterval = 10 * time.Millisecond
+	maxInterval   = 250 * time.Millisecond
+)
 
 // Eventually polls cond until it returns true; it fails t with msg when
 // Deadline passes first. cond runs on the test's goroutine, so it may call
@@ -34,8 +40,9 @@ func Eventually(t testing.TB, cond func() bool, msg string) {
 func EventuallyNil(t testing.TB, f func() error, msg string) {
 	t.Helper()
 	deadline := time.Now().Add(Deadline)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+	wait := firstInterval
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	for {
 		err := f()
 		if err == nil {
@@ -47,7 +54,9 @@ func EventuallyNil(t testing.TB, f func() error, msg string) {
 			}
 			t.Fatalf("waited %s for %s: %v", Deadline, msg, err)
 		}
-		<-tick.C
+		<-timer.C
+		wait = min(wait*3/2, maxInterval)
+		timer.Reset(wait)
 	}
 }
 
