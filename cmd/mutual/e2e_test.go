@@ -21,7 +21,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/mutual-tls/mutual/internal/testport"
 	"io/fs"
 	"math/big"
 	"net/http"
@@ -35,6 +34,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testport"
 )
 
 // mutualBin is the binary TestMain built.
@@ -222,35 +224,17 @@ func freeAddr(t *testing.T) string {
 	return testport.Addr(t)
 }
 
-// lockedBuffer collects a subprocess's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // proc is a long-running subprocess (a CA service, mutual dev).
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testlog.Buffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // Wait's result, once done is closed
 }
 
 func startProc(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
-	p := &proc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &testlog.Buffer{}, done: make(chan struct{})}
 	if cmd.Stderr == nil {
 		cmd.Stderr = p.stderr
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // logLockHolder names the application (mutual-replica-N) whose session
@@ -120,19 +121,17 @@ func TestReplicasFrozenLogLockHolder(t *testing.T) {
 	l.waitIssued(t, 20, "before the freeze")
 
 	// SIGSTOP replica 0 until it is caught holding the log's lock.
-	caught := false
-	for attempt := 0; attempt < 500 && !caught; attempt++ {
+	testwait.Eventually(t, func() bool {
+		if logLockHolder(t, watch) != "mutual-replica-0" {
+			return false
+		}
 		c.signal(t, 0, syscall.SIGSTOP)
 		if logLockHolder(t, watch) == "mutual-replica-0" {
-			caught = true
-			break
+			return true
 		}
-		c.signal(t, 0, syscall.SIGCONT)
-		time.Sleep(10 * time.Millisecond) // let it take the lock again
-	}
-	if !caught {
-		t.Fatalf("replica 0 never held the log's lock at a SIGSTOP in 500 tries (it renewed %d certificates)", r0issued.Load())
-	}
+		c.signal(t, 0, syscall.SIGCONT) // it let go just before the stop
+		return false
+	}, "a SIGSTOP to catch replica 0 holding the issuance log's lock")
 	close(stopR0)
 	frozenAt := l.issued.Load()
 	l.setPhase("replica 0 frozen holding the log lock")
@@ -140,18 +139,17 @@ func TestReplicasFrozenLogLockHolder(t *testing.T) {
 
 	// While the frozen replica holds the lock, a replica that cannot take
 	// it says so on /readyz (once its batches have waited a moment).
-	for seen := false; !seen; {
+	testwait.Eventually(t, func() bool {
 		st, _, body := c.get(t, 1, "/readyz", nil)
 		switch {
 		case st == http.StatusServiceUnavailable:
 			t.Logf("replica 1 while frozen replica 0 holds the lock: /readyz 503: %s", strings.Join(strings.Fields(string(body)), " "))
-			seen = true
+			return true
 		case logLockHolder(t, watch) != "mutual-replica-0":
 			t.Fatalf("replica 1 answered /readyz %d for as long as frozen replica 0 held the issuance log's lock: %s", st, body)
-		default:
-			time.Sleep(50 * time.Millisecond)
 		}
-	}
+		return false
+	}, "replica 1 to say on /readyz that it cannot take the log's lock")
 
 	// The others go on: PostgreSQL ends the frozen session's transaction
 	// and the lock is free again.
@@ -435,20 +433,13 @@ func (s *sqliteCA) waitCheckpointFile(size int64) {
 	t := s.t
 	t.Helper()
 	path := filepath.Join(s.dir, pki.LogCheckpointFile)
-	deadline := time.Now().Add(safetyNet)
-	for {
+	testwait.Eventually(t, func() bool {
 		var w struct {
 			Size int64 `json:"size"`
 		}
 		b, err := os.ReadFile(path)
-		if err == nil && json.Unmarshal(b, &w) == nil && w.Size >= size {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint of %d entries in %s after %s (%v)", size, path, safetyNet, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && json.Unmarshal(b, &w) == nil && w.Size >= size
+	}, fmt.Sprintf("a checkpoint of %d entries in %s", size, path))
 }
 
 func (s *sqliteCA) stop() {
@@ -544,13 +535,8 @@ func TestServerNoticesSQLiteStoreDeletedWhileRunning(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Code != "store_damaged" {
 		t.Errorf("issuing with the store deleted: %v; want store_damaged", err)
 	}
-	deadline := time.Now().Add(safetyNet)
-	for !strings.Contains(s.p.stderr.String(), "restore the store from backup") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server's log does not say the store is damaged after %s:\n%s", safetyNet, s.p.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.Eventually(t, func() bool { return s.p.stderr.Contains("restore the store from backup") },
+		"the server's log to say the store is damaged")
 	s.stop()
 }
 

@@ -49,7 +49,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
 
@@ -78,7 +80,7 @@ func repFreeAddr(tb testing.TB) string {
 // repStartProc starts cmd; it is killed when the test ends if still running.
 func repStartProc(tb testing.TB, cmd *exec.Cmd) *proc {
 	tb.Helper()
-	p := &proc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &testlog.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start %s: %v", strings.Join(cmd.Args, " "), err)
@@ -200,25 +202,21 @@ func (c *repCluster) waitReady(tb testing.TB, i int) {
 	tb.Helper()
 	hc := c.httpClient(nil)
 	defer hc.CloseIdleConnections()
-	deadline := time.Now().Add(safetyNet)
-	for {
+	testwait.EventuallyNil(tb, func() error {
 		p := c.reps[i]
 		if p.exited() {
 			tb.Fatalf("replica %d exited before it was ready: %v; stderr:\n%s", i, p.err, p.stderr)
 		}
 		resp, err := hc.Get(c.urls[i] + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("replica %d: GET /readyz not 200 after %s (last: %v); stderr:\n%s", i, safetyNet, err, p.stderr)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP %d; stderr:\n%s", resp.StatusCode, p.stderr)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}, fmt.Sprintf("replica %d to answer GET /readyz with 200", i))
 }
 
 // kill sends SIGKILL to replica i: no graceful anything.
@@ -281,20 +279,18 @@ func (c *repCluster) logClient(i int) *translog.Client {
 func (c *repCluster) checkpoint(tb testing.TB, i int, minSize int64) *translog.Checkpoint {
 	tb.Helper()
 	lc := c.logClient(i)
-	deadline := time.Now().Add(safetyNet)
-	for {
-		cp, err := lc.Checkpoint(context.Background())
-		if err == nil && cp.Size >= minSize {
-			return cp
+	var cp *translog.Checkpoint
+	testwait.EventuallyNil(tb, func() error {
+		var err error
+		if cp, err = lc.Checkpoint(context.Background()); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			if err == nil {
-				err = fmt.Errorf("size %d", cp.Size)
-			}
-			tb.Fatalf("replica %d: no checkpoint of at least %d entries after %s: %v", i, minSize, safetyNet, err)
+		if cp.Size < minSize {
+			return fmt.Errorf("size %d", cp.Size)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}, fmt.Sprintf("replica %d to have a checkpoint of at least %d entries", i, minSize))
+	return cp
 }
 
 // replicaOf says which replica issued cert: each one's certificates point
@@ -1075,16 +1071,12 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		"--identity-dir", proxyDir, "--allow", callerID, "--mode", "strict", "--protocol", "tcp", "--ca", c.urls[replicaB])
 	cmd.Env = cmdEnv()
 	px := repStartProc(t, cmd)
-	deadline := time.Now().Add(safetyNet)
-	for !strings.Contains(px.stderr.String(), "revocation feed connected") || !strings.Contains(px.stderr.String(), "proxy listening") {
+	testwait.Eventually(t, func() bool {
 		if px.exited() {
 			t.Fatalf("the proxy exited: %v\n%s", px.err, px.stderr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the proxy did not connect to the revocation feed of replica B within %s:\n%s", safetyNet, px.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return px.stderr.Contains("revocation feed connected") && px.stderr.Contains("proxy listening")
+	}, "the proxy to listen and connect to the revocation feed of replica B")
 	if !strings.Contains(px.stderr.String(), c.urls[replicaB]) {
 		t.Errorf("the proxy's feed is not replica B's (%s):\n%s", c.urls[replicaB], px.stderr)
 	}
@@ -1147,7 +1139,7 @@ func TestReplicasRevocationFeed(t *testing.T) {
 
 	// A new handshake is refused.
 	refused := false
-	deadline = time.Now().Add(safetyNet)
+	deadline := time.Now().Add(safetyNet)
 	for attempt := 1; !refused; attempt++ {
 		conn, err := tls.Dial("tcp", proxyAddr, tlsCfg)
 		if err == nil {
@@ -1165,19 +1157,11 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The proxy says why, naming the serial.
-	deadline = time.Now().Add(safetyNet)
-	for {
+	testwait.Eventually(t, func() bool {
 		log := px.stderr.String()
-		if strings.Contains(log, `"msg":"certificate revoked"`) && strings.Contains(log, `"connections_closed":1`) &&
-			strings.Contains(log, `"msg":"handshake refused"`) && strings.Contains(log, `"reason":"revoked"`) && strings.Contains(log, callerSerial) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("the proxy's log does not show the revocation of %s closing the connection and refusing the handshake:\n%s", callerSerial, log)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Contains(log, `"msg":"certificate revoked"`) && strings.Contains(log, `"connections_closed":1`) &&
+			strings.Contains(log, `"msg":"handshake refused"`) && strings.Contains(log, `"reason":"revoked"`) && strings.Contains(log, callerSerial)
+	}, "the proxy's log to show the revocation of "+callerSerial+" closing the connection and refusing the handshake")
 	// Every replica records the revocation.
 	for i := range c.urls {
 		l, err := c.adminClient(t, []int{i}).ListCertificates(ctx, callerID, false)
