@@ -387,14 +387,7 @@ func auditCorpus() []auditCase {
 			setup: func(t *testing.T) audit.Options {
 				c := newOfflineCA(t)
 				p := filepath.Join(c.Dir, pki.IntermediateKeyFile)
-				b, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				k, err := pki.ParsePrivateKey(b, []byte(testca.Passphrase))
-				if err != nil {
-					t.Fatal(err)
-				}
+				k := c.Key(t, pki.IntermediateKeyFile)
 				plain, err := pki.MarshalPrivateKey(k, nil, 0)
 				if err != nil {
 					t.Fatal(err)

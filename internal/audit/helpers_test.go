@@ -43,16 +43,8 @@ type offlineCA struct {
 func newOfflineCA(t testing.TB, opts ...testca.Option) *offlineCA {
 	t.Helper()
 	c := testca.New(t, opts...)
-	p := filepath.Join(c.Dir, pki.RootKeyFile)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := pki.ParsePrivateKey(b, []byte(testca.Passphrase))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(p); err != nil {
+	k := c.Key(t, pki.RootKeyFile)
+	if err := os.Remove(filepath.Join(c.Dir, pki.RootKeyFile)); err != nil {
 		t.Fatal(err)
 	}
 	return &offlineCA{CA: c, rootKey: k}

@@ -168,10 +168,7 @@ func TestInboundMaxConnections(t *testing.T) {
 	client := w.ca.Leaf(t, webID)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := testnet.Echo(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Limits: proxy.Limits{MaxConnections: 3}})
 			open := func() (*rawConn, error) {
 				c, err := tls.Dial("tcp", r.addr, w.clientTLS(client, "http/1.1"))
@@ -238,33 +235,13 @@ func TestInboundShutdownTCP(t *testing.T) {
 	if err := ping(rc, proxy.TCP); err != nil {
 		t.Fatal(err)
 	}
-	r.stopped = true
-	r.cancel()
-	// No longer accepting.
-	testwait.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", r.addr)
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	}, "listener closed")
-	select {
-	case err := <-r.done:
-		t.Fatalf("Serve returned (%v) while a connection was live", err)
-	default:
-	}
+	r.beginStop(t)
+	r.stillServing(t, "while a connection was live")
 	if err := ping(rc, proxy.TCP); err != nil {
 		t.Fatalf("the live connection broke at shutdown: %v", err)
 	}
 	c.Close()
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Serve = %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve did not return after the last connection ended")
-	}
+	r.returned(t, "after the last connection ended")
 }
 
 // TestInboundShutdownDrainTimeout: a connection that does not end is cut
@@ -273,10 +250,7 @@ func TestInboundShutdownDrainTimeout(t *testing.T) {
 	w := newWorld(t)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := testnet.Echo(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Limits: proxy.Limits{DrainTimeout: 300 * time.Millisecond}})
 			c, err := tls.Dial("tcp", r.addr, w.clientTLS(w.ca.Leaf(t, webID), "http/1.1"))
 			if err != nil {
@@ -330,35 +304,14 @@ func TestInboundShutdownHTTP(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request did not reach the backend")
 	}
-	r.stopped = true
-	r.cancel()
-	// Wait until shutdown has begun: the listener refuses new connections.
-	testwait.Eventually(t, func() bool {
-		c, err := net.DialTimeout("tcp", r.addr, time.Second)
-		if err != nil {
-			return true
-		}
-		c.Close()
-		return false
-	}, "the listener closed")
-	select {
-	case err := <-r.done:
-		t.Fatalf("Serve returned (%v) with a request in flight", err)
-	default:
-	}
+	r.beginStop(t)
+	r.stillServing(t, "with a request in flight")
 	close(release)
 	res := <-got
 	if res.err != nil || res.code != 200 || res.body != "finished" {
 		t.Errorf("in-flight request = %d %q, %v", res.code, res.body, res.err)
 	}
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Serve = %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve did not return after the request completed")
-	}
+	r.returned(t, "after the request completed")
 }
 
 // TestInboundShutdownReturnsNil: Serve ends without an error when its

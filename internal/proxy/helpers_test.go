@@ -27,6 +27,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // Identities used across the tests.
@@ -192,6 +193,46 @@ func (r *proxyRun) stop(t testing.TB) error {
 	}
 }
 
+// beginStop cancels the proxy's context and waits until its listener
+// refuses connections, without waiting for Serve to return.
+func (r *proxyRun) beginStop(t testing.TB) {
+	t.Helper()
+	r.stopped = true
+	r.cancel()
+	testwait.Eventually(t, func() bool {
+		c, err := net.DialTimeout("tcp", r.addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	}, "the proxy's listener to close")
+}
+
+// stillServing fails t if Serve has returned.
+func (r *proxyRun) stillServing(t testing.TB, when string) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		t.Fatalf("Serve returned (%v) %s", err, when)
+	default:
+	}
+}
+
+// returned waits for Serve to return after beginStop and checks that it
+// returned no error.
+func (r *proxyRun) returned(t testing.TB, when string) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return " + when)
+	}
+}
+
 // collectBackend reads until EOF, then sends everything back and closes:
 // it only answers once the client has half-closed.
 func collectBackend(t testing.TB) string {
@@ -223,6 +264,15 @@ func httpBackend(t testing.TB) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
+}
+
+// backendFor is a backend for protocol: an echo service for tcp, the JSON
+// HTTP backend for http.
+func backendFor(t testing.TB, protocol proxy.Protocol) string {
+	if protocol == proxy.HTTP {
+		return httpBackend(t)
+	}
+	return testnet.Echo(t)
 }
 
 // httpClient talks to the proxy over TLS with cfg, HTTP/2 when the server

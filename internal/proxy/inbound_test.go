@@ -659,10 +659,7 @@ func TestInboundCloseConnections(t *testing.T) {
 	w := newWorld(t)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := testnet.Echo(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Mode: proxy.Permissive})
 			revoked, kept := w.ca.Leaf(t, webID), w.ca.Leaf(t, stagingID)
 			open := func(id *identity.Identity) *rawConn {

@@ -30,10 +30,7 @@ func TestInboundIdleTimeout(t *testing.T) {
 	client := w.ca.Leaf(t, webID)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := testnet.Echo(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Limits: proxy.Limits{IdleTimeout: 300 * time.Millisecond}})
 			c, err := tls.Dial("tcp", r.addr, w.clientTLS(client, "http/1.1"))
 			if err != nil {
@@ -110,10 +107,7 @@ func TestInboundPeerCheck(t *testing.T) {
 		for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 			for _, mode := range []proxy.Mode{proxy.Strict, proxy.Permissive} {
 				t.Run(tt.name+"/"+string(protocol)+"/"+string(mode), func(t *testing.T) {
-					target := testnet.Echo(t)
-					if protocol == proxy.HTTP {
-						target = httpBackend(t)
-					}
+					target := backendFor(t, protocol)
 					r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Mode: mode, PeerCheck: tt.check})
 					ok := func(id *identity.Identity) bool {
 						if protocol == proxy.TCP {

@@ -248,10 +248,7 @@ func TestHeldBackFinishedAfterRevocation(t *testing.T) {
 	w := newWorld(t)
 	for _, protocol := range []proxy.Protocol{proxy.HTTP, proxy.TCP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := testnet.Echo(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			rv := newRevoker()
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, PeerCheck: rv.check})
 			client := w.ca.Leaf(t, webID)

@@ -5,9 +5,11 @@
 package testca
 
 import (
+	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -68,6 +70,21 @@ func New(t testing.TB, opts ...Option) *CA {
 		Dir: o.Dir, TrustDomain: o.TrustDomain, Root: res.Root, Intermediate: res.Intermediate, Issuer: loaded.Issuer,
 		AdminDir: filepath.Join(o.Dir, pki.AdminDir), ServerDir: filepath.Join(o.Dir, pki.ServerDir),
 	}
+}
+
+// Key reads and decrypts the CA key stored at name in the CA directory
+// (pki.RootKeyFile, pki.IntermediateKeyFile).
+func (ca *CA) Key(t testing.TB, name string) crypto.Signer {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(ca.Dir, name))
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	k, err := pki.ParsePrivateKey(b, []byte(Passphrase))
+	if err != nil {
+		t.Fatalf("testca: %s: %v", name, err)
+	}
+	return k
 }
 
 // LeafOption is a property or defect of a leaf certificate.
