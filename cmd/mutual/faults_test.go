@@ -9,8 +9,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
-	"crypto/x509"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -32,6 +30,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
@@ -205,15 +204,8 @@ func TestReplicasTokenRace(t *testing.T) {
 		return cl
 	}
 	newCSR := func() (crypto.Signer, string) {
-		key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return key, string(pki.EncodeCSR(der))
+		key := testca.NewKey(t)
+		return key, testca.CSR(t, key)
 	}
 
 	// Unrelated renewals, four per replica at any time, so that the race's

@@ -49,6 +49,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testport"
 	"github.com/mutual-tls/mutual/internal/testwait"
@@ -920,9 +921,7 @@ func TestReplicasDatabaseRestart(t *testing.T) {
 	}
 	// A refusal is clean: 503, store_unavailable, Retry-After; as a raw
 	// request and as the client library sees it.
-	key, _ := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	body, _ := json.Marshal(api.EnrollRequest{Token: probeTok.Token, CSR: string(pki.EncodeCSR(der))})
+	body, _ := json.Marshal(api.EnrollRequest{Token: probeTok.Token, CSR: testca.CSR(t, nil)})
 	hc := c.httpClient(nil)
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Post(c.urls[1]+"/v1/enroll", "application/json", bytes.NewReader(body))
@@ -1458,15 +1457,7 @@ func BenchmarkReplicas(b *testing.B) {
 	// Pre-generated CSRs: the clients' key generation is not measured.
 	csrs := make([]string, 256)
 	for i := range csrs {
-		key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-		if err != nil {
-			b.Fatal(err)
-		}
-		csrs[i] = string(pki.EncodeCSR(der))
+		csrs[i] = testca.CSR(b, nil)
 	}
 
 	for _, n := range []int{1, 2, 3} {

@@ -2,11 +2,9 @@ package agent_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,27 +193,4 @@ func copyFile(t testing.TB, src, dst string) {
 	if err := os.WriteFile(dst, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// csrPEM makes a key and a PEM CSR for hand-made node requests; uris
-// become URI SANs (a node asking for an identity by name).
-func csrPEM(t testing.TB, uris ...string) string {
-	t.Helper()
-	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.CertificateRequest{}
-	for _, u := range uris {
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pki.EncodeCSR(der))
 }

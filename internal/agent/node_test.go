@@ -16,6 +16,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testenv"
 )
 
@@ -61,7 +62,7 @@ func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 	ca, cb := clientAs(t, e, nodeA), clientAs(t, e, nodeB)
 
 	// Node a is granted it (the control).
-	got, err := ca.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	got, err := ca.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	if err != nil {
 		t.Fatalf("node a, its own entry: %v", err)
 	}
@@ -70,18 +71,18 @@ func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 	}
 
 	// Node b is refused, however it asks.
-	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	wantAPIError(t, "node b asks for a's entry", err, http.StatusForbidden, "entry_not_granted")
-	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t, secret)})
+	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil, secret)})
 	wantAPIError(t, "node b asks for a's entry with a CSR naming its identity", err, http.StatusForbidden, "entry_not_granted")
-	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: "0000000000000000", CSR: csrPEM(t, secret)})
+	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: "0000000000000000", CSR: testca.CSR(t, nil, secret)})
 	wantAPIError(t, "node b asks for an entry that does not exist", err, http.StatusForbidden, "entry_not_granted")
 	// A shared entry cannot be stretched to another identity by the CSR.
-	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: shared.ID, CSR: csrPEM(t, secret)})
+	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: shared.ID, CSR: testca.CSR(t, nil, secret)})
 	if err == nil {
 		t.Fatal("node b obtained a's identity by naming it in the CSR of a shared entry")
 	}
-	if got, err := cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: shared.ID, CSR: csrPEM(t)}); err != nil || got.SPIFFEID != shared.SPIFFEID {
+	if got, err := cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: shared.ID, CSR: testca.CSR(t, nil)}); err != nil || got.SPIFFEID != shared.SPIFFEID {
 		t.Fatalf("node b, shared entry: %+v %v", got, err)
 	}
 
@@ -104,7 +105,7 @@ func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 		}
 		return resp.StatusCode, ae
 	}
-	body, _ := json.Marshal(api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t, secret)})
+	body, _ := json.Marshal(api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil, secret)})
 	if st, ae := raw(nodeB, string(body)); st != http.StatusForbidden || ae.Code != "entry_not_granted" {
 		t.Errorf("raw request from b: HTTP %d %+v", st, ae)
 	}
@@ -135,22 +136,22 @@ func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 	// A workload certificate is not a node.
 	web := enroll(t, e, td+"/ns/prod/web")
 	cw := clientAs(t, e, web)
-	_, err = cw.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = cw.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	wantAPIError(t, "a workload certificate calls /v1/node/svid", err, http.StatusForbidden, "node_required")
 	_, err = cw.NodeEntries(ctx)
 	wantAPIError(t, "a workload certificate calls /v1/node/entries", err, http.StatusForbidden, "node_required")
 	// Neither is the operator.
-	_, err = e.Admin.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = e.Admin.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	wantAPIError(t, "the admin calls /v1/node/svid", err, http.StatusForbidden, "node_required")
 	// Nor a caller without a certificate.
-	_, err = clientAs(t, e, nil).NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = clientAs(t, e, nil).NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	wantAPIError(t, "no client certificate", err, http.StatusUnauthorized, "node_required")
 
 	// A revoked node is refused too.
 	if _, err := e.Admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: td + "/node/a"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = ca.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = ca.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	if err == nil {
 		t.Fatal("a revoked node still obtains workload certificates")
 	}

@@ -6,9 +6,11 @@ package testca
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -87,6 +89,38 @@ func (ca *CA) Key(t testing.TB, name string) crypto.Signer {
 	return k
 }
 
+// NewKey makes a fresh ECDSA P-256 key, as clients do.
+func NewKey(t testing.TB) crypto.Signer {
+	t.Helper()
+	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return key
+}
+
+// CSR is a PEM certificate request signed by key (a fresh key when nil)
+// with uris as URI SANs (none: the CA takes the identity from the grant).
+func CSR(t testing.TB, key crypto.Signer, uris ...string) string {
+	t.Helper()
+	if key == nil {
+		key = NewKey(t)
+	}
+	tmpl := &x509.CertificateRequest{}
+	for _, u := range uris {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatalf("testca: %v", err)
+		}
+		tmpl.URIs = append(tmpl.URIs, pu)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return string(pki.EncodeCSR(der))
+}
+
 // LeafOption is a property or defect of a leaf certificate.
 type LeafOption func(*leafConfig)
 
@@ -158,10 +192,7 @@ func (ca *CA) Leaf(t testing.TB, id string, opts ...LeafOption) *identity.Identi
 	for _, f := range opts {
 		f(c)
 	}
-	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := NewKey(t)
 	c.leaf.PublicKey = key.Public()
 	c.leaf.Extra = func(x *x509.Certificate) {
 		for _, f := range c.extra {
