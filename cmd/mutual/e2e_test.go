@@ -91,7 +91,7 @@ func cmdEnv(extra ...string) []string {
 
 // run runs a program to completion and returns what it printed and its exit
 // code; it fails the test only if the program cannot be run at all.
-func run(t *testing.T, env []string, name string, args ...string) result {
+func run(t testing.TB, env []string, name string, args ...string) result {
 	t.Helper()
 	r, err := runE(env, name, args...)
 	if err != nil {
@@ -124,14 +124,14 @@ func runE(env []string, name string, args ...string) (result, error) {
 	return r, nil
 }
 
-func mutual(t *testing.T, args ...string) result {
+func mutual(t testing.TB, args ...string) result {
 	t.Helper()
 	return run(t, cmdEnv(), mutualBin, args...)
 }
 
 // mustMutual runs mutual and fails the test unless it exits 0; it returns
 // the standard output.
-func mustMutual(t *testing.T, args ...string) string {
+func mustMutual(t testing.TB, args ...string) string {
 	t.Helper()
 	r := mutual(t, args...)
 	if r.code != 0 {
@@ -219,12 +219,13 @@ func initCA(t *testing.T, trustDomain string, extra ...string) (caDir, passFile 
 
 // freeAddr returns a loopback address reserved for t that a child binds
 // later (see testport).
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	return testport.Addr(t)
 }
 
-// proc is a long-running subprocess (a CA service, mutual dev).
+// proc is a long-running subprocess (a CA service, a replica, mutual dev);
+// it is killed when the test ends if still running.
 type proc struct {
 	cmd    *exec.Cmd
 	stderr *testlog.Buffer
@@ -232,7 +233,7 @@ type proc struct {
 	err    error         // Wait's result, once done is closed
 }
 
-func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+func startProc(t testing.TB, cmd *exec.Cmd) *proc {
 	t.Helper()
 	p := &proc{cmd: cmd, stderr: &testlog.Buffer{}, done: make(chan struct{})}
 	if cmd.Stderr == nil {
@@ -246,9 +247,7 @@ func startProc(t *testing.T, cmd *exec.Cmd) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
+		if !p.exited() {
 			cmd.Process.Kill()
 			<-p.done
 		}

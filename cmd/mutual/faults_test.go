@@ -338,7 +338,7 @@ type sqliteCA struct {
 
 func newSQLiteCA(t *testing.T) *sqliteCA {
 	dir, pass := repInitCA(t)
-	return &sqliteCA{t: t, dir: dir, passFile: pass, listen: repFreeAddr(t), metrics: repFreeAddr(t)}
+	return &sqliteCA{t: t, dir: dir, passFile: pass, listen: freeAddr(t), metrics: freeAddr(t)}
 }
 
 func (s *sqliteCA) db() string { return filepath.Join(s.dir, pki.DatabaseFile) }
@@ -353,7 +353,7 @@ func (s *sqliteCA) cmd() *exec.Cmd {
 func (s *sqliteCA) start() {
 	t := s.t
 	t.Helper()
-	s.p = repStartProc(t, s.cmd())
+	s.p = startProc(t, s.cmd())
 	c := &repCluster{urls: []string{"https://" + s.listen}, reps: []*proc{s.p}}
 	admin, err := identity.Load(filepath.Join(s.dir, "admin"))
 	if err != nil {
@@ -368,7 +368,7 @@ func (s *sqliteCA) start() {
 func (s *sqliteCA) refused(what string, want ...string) string {
 	t := s.t
 	t.Helper()
-	p := repStartProc(t, s.cmd())
+	p := startProc(t, s.cmd())
 	select {
 	case <-p.done:
 	case <-time.After(safetyNet):

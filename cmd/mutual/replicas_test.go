@@ -50,8 +50,6 @@ import (
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
-	"github.com/mutual-tls/mutual/internal/testlog"
-	"github.com/mutual-tls/mutual/internal/testport"
 	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
@@ -59,45 +57,7 @@ import (
 const repTD = "example.org"
 
 // ---------------------------------------------------------------------------
-// Processes (testing.TB versions of the e2e helpers, for the benchmark too)
-
-func repMustMutual(tb testing.TB, args ...string) string {
-	tb.Helper()
-	r, err := runE(cmdEnv(), mutualBin, args...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if r.code != 0 {
-		tb.Fatalf("mutual %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
-	}
-	return r.stdout
-}
-
-func repFreeAddr(tb testing.TB) string {
-	tb.Helper()
-	return testport.Addr(tb)
-}
-
-// repStartProc starts cmd; it is killed when the test ends if still running.
-func repStartProc(tb testing.TB, cmd *exec.Cmd) *proc {
-	tb.Helper()
-	p := &proc{cmd: cmd, stderr: &testlog.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start %s: %v", strings.Join(cmd.Args, " "), err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(func() {
-		if !p.exited() {
-			cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
+// Processes (the e2e helpers take testing.TB, for the benchmark too)
 
 // repTerminate sends SIGTERM and checks that the process exits 0.
 func repTerminate(tb testing.TB, what string, p *proc) {
@@ -128,7 +88,7 @@ func repInitCA(tb testing.TB) (caDir, passFile string) {
 		tb.Fatal(err)
 	}
 	caDir = filepath.Join(tmp, "ca")
-	repMustMutual(tb, "ca", "init", "--dir", caDir, "--trust-domain", repTD, "--passphrase-file", passFile,
+	mustMutual(tb, "ca", "init", "--dir", caDir, "--trust-domain", repTD, "--passphrase-file", passFile,
 		"--san", "127.0.0.1", "--san", "localhost")
 	return caDir, passFile
 }
@@ -157,7 +117,7 @@ func newRepCluster(tb testing.TB, caDir, passFile, storeURL string, n int) *repC
 	tb.Helper()
 	c := &repCluster{tb: tb, caDir: caDir, passFile: passFile, store: storeURL, reps: make([]*proc, n)}
 	for range n {
-		a, h := repFreeAddr(tb), repFreeAddr(tb)
+		a, h := freeAddr(tb), freeAddr(tb)
 		c.apiAddrs = append(c.apiAddrs, a)
 		c.httpAddrs = append(c.httpAddrs, h)
 		c.urls = append(c.urls, "https://"+a)
@@ -195,7 +155,7 @@ func (c *repCluster) start(i int) {
 	}
 	cmd := exec.Command(mutualBin, args...)
 	cmd.Env = cmdEnv()
-	c.reps[i] = repStartProc(c.tb, cmd)
+	c.reps[i] = startProc(c.tb, cmd)
 }
 
 // waitReady polls GET /readyz of replica i until it answers 200.
@@ -1031,7 +991,7 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxyDir := filepath.Join(t.TempDir(), "proxy")
-	repMustMutual(t, "cert", "request", "--token", proxyTok.Token, "--out", proxyDir)
+	mustMutual(t, "cert", "request", "--token", proxyTok.Token, "--out", proxyDir)
 
 	// The caller's identity.
 	callerID := "spiffe://" + repTD + "/ns/prod/caller"
@@ -1065,11 +1025,11 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		}
 	}()
 
-	proxyAddr := repFreeAddr(t)
+	proxyAddr := freeAddr(t)
 	cmd := exec.Command(mutualBin, "proxy", "inbound", "--listen", proxyAddr, "--target", echo.Addr().String(),
 		"--identity-dir", proxyDir, "--allow", callerID, "--mode", "strict", "--protocol", "tcp", "--ca", c.urls[replicaB])
 	cmd.Env = cmdEnv()
-	px := repStartProc(t, cmd)
+	px := startProc(t, cmd)
 	testwait.Eventually(t, func() bool {
 		if px.exited() {
 			t.Fatalf("the proxy exited: %v\n%s", px.err, px.stderr)
