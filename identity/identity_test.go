@@ -277,10 +277,12 @@ func TestLoadNeedsOneSPIFFEID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := ca.Leaf(t, "spiffe://example.org/web")
-			cert, err := ca.Issuer.Issue(pki.Leaf{
-				ID: id.ID, PublicKey: id.Key.Public(), TTL: time.Hour,
-				Extra: func(c *x509.Certificate) { c.URIs = tt.uris },
-			})
+			tmpl, err := ca.Issuer.Template(pki.Leaf{ID: id.ID, PublicKey: id.Key.Public(), TTL: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl.URIs = tt.uris
+			cert, err := ca.Issuer.Sign(tmpl, id.Key.Public())
 			if err != nil {
 				t.Fatal(err)
 			}

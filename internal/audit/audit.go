@@ -30,6 +30,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // Severity orders findings.
@@ -209,7 +210,7 @@ func (a *auditor) ca() error {
 	for _, k := range []struct {
 		path      string
 		encrypted bool
-	}{{pki.RootKeyFile, true}, {pki.IntermediateKeyFile, true}, {pki.LogKeyFile, true}, {"server/key.pem", false}, {"admin/key.pem", false}} {
+	}{{pki.RootKeyFile, true}, {pki.IntermediateKeyFile, true}, {logkey.KeyFile, true}, {"server/key.pem", false}, {"admin/key.pem", false}} {
 		p := filepath.Join(dir, k.path)
 		st, err := os.Stat(p)
 		if err != nil {

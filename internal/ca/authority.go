@@ -6,6 +6,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -98,9 +99,6 @@ type Issued struct {
 	LogIndex int64
 }
 
-// MaxNames bounds the DNS names and IP addresses one certificate carries.
-const MaxNames = 100
-
 // NormalizeSerial accepts a serial as openssl or a browser prints it
 // ("3A:0F:...", "0x3a0f...") and returns the canonical form (pki.FormatSerial).
 func NormalizeSerial(s string) (string, error) {
@@ -117,7 +115,7 @@ func NormalizeSerial(s string) (string, error) {
 type TokenRequest struct {
 	// ID is the identity the token grants.
 	ID string
-	// TTL is how long the token stays usable; zero means 15 minutes.
+	// TTL is how long the token stays usable; zero means policy.DefaultTokenTTL.
 	TTL time.Duration
 	// CertTTL is the lifetime of the certificate it yields; zero means the policy default.
 	CertTTL time.Duration
@@ -136,31 +134,14 @@ func (a *Authority) CreateToken(ctx context.Context, by spiffeid.ID, r TokenRequ
 		return "", store.Token{}, classify(err)
 	}
 	if r.TTL == 0 {
-		r.TTL = 15 * time.Minute
+		r.TTL = policy.DefaultTokenTTL
 	}
-	if len(r.DNSNames)+len(r.IPAddresses) > MaxNames {
-		return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%d names: a certificate may carry at most %d DNS names and IP addresses", len(r.DNSNames)+len(r.IPAddresses), MaxNames)
+	dns, ips, err := policy.ParseNames(r.DNSNames, r.IPAddresses)
+	if err != nil {
+		return "", store.Token{}, classify(err)
 	}
-	var dns []string
-	for _, n := range r.DNSNames {
-		if net.ParseIP(n) != nil {
-			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%q is an IP address: pass it as an IP address (--ip), not a DNS name", n)
-		}
-		if err := pki.CheckDNSName(n); err != nil {
-			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, err, "%v", err)
-		}
-		dns = append(dns, strings.ToLower(n))
-	}
-	var ips []net.IP
-	for _, s := range r.IPAddresses {
-		ip := net.ParseIP(s)
-		if ip == nil {
-			return "", store.Token{}, newErr(KindInvalid, api.CodeBadName, nil, "%q is not an IP address", s)
-		}
-		ips = append(ips, ip)
-	}
-	if err := checkRoles(r.Roles); err != nil {
-		return "", store.Token{}, err
+	if err := policy.CheckRoles(r.Roles); err != nil {
+		return "", store.Token{}, classify(err)
 	}
 	if err := a.Policy.CheckTokenGrant(policy.Grant{ID: id, TTL: r.CertTTL}, r.TTL); err != nil {
 		return "", store.Token{}, classify(err)
@@ -230,7 +211,8 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	for _, s := range rec.IPAddresses {
 		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
 	}
-	return a.issue(ctx, grant, csrPEM, ttl, translog.TokenRequester(t.ID), t.ID, origin{tokenCreated: rec.CreatedAt})
+	return a.issue(ctx, issueRequest{grant: grant, csrPEM: csrPEM, ttl: ttl, requestedBy: translog.TokenRequester(t.ID),
+		tokenID: t.ID, origin: origin{tokenCreated: rec.CreatedAt}})
 }
 
 // Renew issues a fresh certificate for the identity of peer, a certificate
@@ -252,12 +234,12 @@ func (a *Authority) Renew(ctx context.Context, peer *x509.Certificate, csrPEM []
 			return nil, err
 		}
 	}
-	lifetime := peer.NotAfter.Sub(peer.NotBefore) - pki.ClockSkew
-	grant := policy.Grant{ID: id, DNSNames: peer.DNSNames, IPAddresses: peer.IPAddresses, TTL: min(lifetime, a.Policy.MaxTTL), Roles: identity.Roles(peer), Via: policy.ViaRenewal}
 	// A renewed workload certificate stays tied to the node it came through,
 	// so that revoking the node takes it out too, and to its entry.
-	return a.issue(ctx, grant, csrPEM, ttl, translog.RenewalRequester(rec.Serial), "", origin{
-		node: rec.NodeID, renewedFrom: rec.Serial, entry: rec.EntryID, presented: rec.Serial,
+	return a.issue(ctx, issueRequest{
+		grant: a.Policy.RenewalGrant(id, peer, identity.Roles(peer)), csrPEM: csrPEM, ttl: ttl,
+		requestedBy: translog.RenewalRequester(rec.Serial),
+		origin:      origin{node: rec.NodeID, renewedFrom: rec.Serial, entry: rec.EntryID, presented: rec.Serial},
 	})
 }
 
@@ -325,67 +307,107 @@ func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spi
 	return id, rec, nil
 }
 
-func (a *Authority) issue(ctx context.Context, grant policy.Grant, csrPEM []byte, ttl time.Duration, requestedBy translog.Requester, tokenID string, from origin) (*Issued, error) {
-	csr, err := pki.ParseCSR(csrPEM)
+// issueRequest is one issuance: what is granted, the CSR that proves
+// possession of the key, and what the certificate is recorded with.
+type issueRequest struct {
+	grant  policy.Grant
+	csrPEM []byte
+	// ttl is the lifetime asked for; zero means the grant's or the policy default.
+	ttl time.Duration
+	// requestedBy is who asked, as the issuance log records it.
+	requestedBy translog.Requester
+	// tokenID is the join token consumed in the issuing transaction, if any.
+	tokenID string
+	origin
+}
+
+// issue is the pipeline every certificate goes through: authorize the CSR
+// against policy, build and sign the leaf, then record it (and its log
+// entry, and the token it consumes) in one transaction, and only then answer.
+func (a *Authority) issue(ctx context.Context, r issueRequest) (*Issued, error) {
+	csr, lifetime, err := a.authorize(r)
 	if err != nil {
-		return nil, newErr(KindInvalid, string(policy.CodeBadCSR), err, "the CSR cannot be read (%v): send a PEM CERTIFICATE REQUEST", err)
+		return nil, err
 	}
-	if err := a.Policy.CheckCSR(csr, grant); err != nil {
-		a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy.String(), "reason", err.Error())
-		return nil, classify(err)
-	}
-	lifetime, err := a.Policy.Lifetime(ttl, grant)
-	if err != nil {
-		return nil, classify(err)
-	}
-	// Build and sign.
 	now := a.now()
+	cert, err := a.sign(r.grant, csr.PublicKey, lifetime, now)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := a.record(ctx, r, cert, now)
+	if err != nil {
+		return nil, err
+	}
+	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", r.requestedBy.String(), "log_index", rec.LogIndex)
+	return &Issued{ID: r.grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}, nil
+}
+
+// authorize reads the CSR, checks it against the grant and picks the lifetime.
+func (a *Authority) authorize(r issueRequest) (*x509.CertificateRequest, time.Duration, error) {
+	csr, err := pki.ParseCSR(r.csrPEM)
+	if err != nil {
+		return nil, 0, newErr(KindInvalid, string(policy.CodeBadCSR), err, "the CSR cannot be read (%v): send a PEM CERTIFICATE REQUEST", err)
+	}
+	if err := a.Policy.CheckCSR(csr, r.grant); err != nil {
+		a.log().Warn("request refused", "spiffe_id", r.grant.ID.String(), "requested_by", r.requestedBy.String(), "reason", err.Error())
+		return nil, 0, classify(err)
+	}
+	lifetime, err := a.Policy.Lifetime(r.ttl, r.grant)
+	if err != nil {
+		return nil, 0, classify(err)
+	}
+	return csr, lifetime, nil
+}
+
+// sign builds the leaf for grant (with its roles, and pointers to this CA's
+// CRL and OCSP) and signs it with the intermediate.
+func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
 	leaf := pki.Leaf{
-		ID: grant.ID, PublicKey: csr.PublicKey, DNSNames: grant.DNSNames,
+		ID: grant.ID, PublicKey: pub, DNSNames: grant.DNSNames,
 		IPAddresses: grant.IPAddresses, TTL: lifetime, Now: now,
 	}
-	var roles []pkix.Extension
 	if len(grant.Roles) > 0 {
 		ext, err := identity.RolesExtension(grant.Roles)
 		if err != nil {
 			return nil, newErr(KindInvalid, api.CodeBadRole, err, "%v", err)
 		}
-		roles = append(roles, ext)
+		leaf.Extensions = []pkix.Extension{ext}
 	}
-	leaf.Extra = func(c *x509.Certificate) {
-		c.ExtraExtensions = append(c.ExtraExtensions, roles...)
-		if a.CRLURL != "" {
-			c.CRLDistributionPoints = []string{a.CRLURL}
-		}
-		if a.OCSPURL != "" {
-			c.OCSPServer = []string{a.OCSPURL}
-		}
+	if a.CRLURL != "" {
+		leaf.CRLDistributionPoints = []string{a.CRLURL}
+	}
+	if a.OCSPURL != "" {
+		leaf.OCSPServers = []string{a.OCSPURL}
 	}
 	cert, err := a.Issuer.Issue(leaf)
 	if err != nil {
 		return nil, newErr(KindUnavailable, api.CodeSignFailed, err, "sign: %v", err)
 	}
-	// Store (and consume the token) in one transaction; only then answer.
+	return cert, nil
+}
+
+// record stores cert, consumes the request's token and appends the
+// certificate to the issuance log in one transaction, which also checks
+// that nothing the request came through was revoked meanwhile: no
+// certificate leaves without its log entry.
+func (a *Authority) record(ctx context.Context, r issueRequest, cert *x509.Certificate, now time.Time) (*store.Certificate, error) {
 	rec := &store.Certificate{
-		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: grant.ID.String(),
+		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: r.grant.ID.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
-		DER: cert.Raw, RequestedBy: requestedBy.String(), NodeID: from.node, RenewedFrom: from.renewedFrom, EntryID: from.entry,
-		Check:    &store.IssueCheck{Presented: from.presented, TokenCreated: from.tokenCreated},
-		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: requestedBy, Node: from.node, IssuedAt: now.UTC()}.Marshal(),
+		DER: cert.Raw, RequestedBy: r.requestedBy.String(), NodeID: r.node, RenewedFrom: r.renewedFrom, EntryID: r.entry,
+		Check:    &store.IssueCheck{Presented: r.presented, TokenCreated: r.tokenCreated},
+		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: r.requestedBy, Node: r.node, IssuedAt: now.UTC()}.Marshal(),
 	}
 	if len(rec.LogEntry) > translog.MaxEntrySize {
-		return nil, newErr(KindInvalid, api.CodeTooLarge, nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
+		return nil, newErr(KindInvalid, api.CodeTooLarge, nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", r.grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
 	}
-	// Store, consume the token and append to the log in one transaction:
-	// no certificate leaves without its log entry.
-	if err := a.Store.RecordIssuance(ctx, rec, tokenID, now); err != nil {
+	if err := a.Store.RecordIssuance(ctx, rec, r.tokenID, now); err != nil {
 		if errors.Is(err, store.ErrRevoked) || errors.Is(err, store.ErrNotGranted) {
-			a.log().Warn("request refused", "spiffe_id", grant.ID.String(), "requested_by", requestedBy.String(), "reason", err.Error())
+			a.log().Warn("request refused", "spiffe_id", r.grant.ID.String(), "requested_by", r.requestedBy.String(), "reason", err.Error())
 		}
 		return nil, classify(err)
 	}
-	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", requestedBy.String(), "log_index", rec.LogIndex)
-	return &Issued{ID: grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}, nil
+	return rec, nil
 }
 
 // RevokeRequest names what to revoke: one serial (and every unexpired
@@ -442,8 +464,8 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		}
 		var revs []store.Revocation
 		if r.Node != "" {
-			if pki.KindOf(id) != pki.KindNode {
-				return nil, newErr(KindInvalid, api.CodeBadNode, nil, "%s is not a node identity (spiffe://%s/node/NAME)", id, id.TrustDomain().Name())
+			if err := policy.CheckNodeID(id); err != nil {
+				return nil, classify(err)
 			}
 			revs, err = a.Store.RevokeNode(ctx, id.String(), r.Reason, now)
 		} else {

@@ -35,52 +35,17 @@ type EntryRequest struct {
 	Roles    []string
 }
 
-func checkRoles(roles []string) error {
-	for _, r := range roles {
-		if r == "" || len(r) > 64 || strings.ContainsAny(r, " \t\n,") {
-			return newErr(KindInvalid, api.CodeBadRole, nil, "role %q: a role is one word of at most 64 characters", r)
-		}
-	}
-	return nil
-}
-
 // CreateEntry validates and stores a registration entry.
 func (a *Authority) CreateEntry(ctx context.Context, by spiffeid.ID, r EntryRequest) (store.Entry, error) {
 	id, err := a.Policy.ParseID(r.ID)
 	if err != nil {
 		return store.Entry{}, classify(err)
 	}
-	if err := a.Policy.CheckGrantable(id, policy.ViaEntry); err != nil {
+	if err := a.Policy.CheckEntryGrant(policy.Grant{ID: id, DNSNames: r.DNSNames, TTL: r.CertTTL, Roles: r.Roles}, r.Nodes); err != nil {
 		return store.Entry{}, classify(err)
-	}
-	if len(r.Nodes) == 0 {
-		return store.Entry{}, newErr(KindInvalid, api.CodeBadNode, nil, "an entry needs at least one node (spiffe://%s/node/NAME, or a pattern such as spiffe://%s/node/*)", a.Policy.TrustDomain.Name(), a.Policy.TrustDomain.Name())
-	}
-	for _, n := range r.Nodes {
-		p, err := authz.ParsePattern(n)
-		if err != nil {
-			return store.Entry{}, newErr(KindInvalid, api.CodeBadNode, err, "node %v", err)
-		}
-		if !strings.HasPrefix(n, "spiffe://"+a.Policy.TrustDomain.Name()+"/node/") {
-			return store.Entry{}, newErr(KindInvalid, api.CodeBadNode, nil, "node %s: nodes are spiffe://%s/node/NAME", p, a.Policy.TrustDomain.Name())
-		}
 	}
 	if _, err := selector.ParseAll(r.Selectors); err != nil {
 		return store.Entry{}, newErr(KindInvalid, api.CodeBadSelector, err, "%v", err)
-	}
-	if len(r.DNSNames) > MaxNames {
-		return store.Entry{}, newErr(KindInvalid, api.CodeBadName, nil, "%d DNS names: a certificate may carry at most %d", len(r.DNSNames), MaxNames)
-	}
-	for _, n := range r.DNSNames {
-		if err := pki.CheckDNSName(n); err != nil {
-			return store.Entry{}, newErr(KindInvalid, api.CodeBadName, err, "%v", err)
-		}
-	}
-	if err := checkRoles(r.Roles); err != nil {
-		return store.Entry{}, err
-	}
-	if r.CertTTL < 0 || r.CertTTL > a.Policy.MaxTTL {
-		return store.Entry{}, newErr(KindInvalid, string(policy.CodeLifetime), nil, "a certificate lifetime of %s is outside the policy's (0, %s]", r.CertTTL, a.Policy.MaxTTL)
 	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -183,7 +148,6 @@ func (a *Authority) IssueForNode(ctx context.Context, peer *x509.Certificate, en
 		return nil, classify(err)
 	}
 	grant := policy.Grant{ID: id, DNSNames: e.DNSNames, TTL: e.CertTTL, Roles: e.Roles}
-	return a.issue(ctx, grant, csrPEM, 0, translog.EntryRequester(e.ID), "", origin{
-		node: node.String(), entry: e.ID, presented: pki.FormatSerial(peer.SerialNumber),
-	})
+	return a.issue(ctx, issueRequest{grant: grant, csrPEM: csrPEM, requestedBy: translog.EntryRequester(e.ID),
+		origin: origin{node: node.String(), entry: e.ID, presented: pki.FormatSerial(peer.SerialNumber)}})
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 )
 
 func caCmd(e *env) *cobra.Command {
@@ -68,7 +68,7 @@ and written as an identity directory. Works while the server runs.`,
 			if err != nil {
 				return err
 			}
-			id, err := server.IssueAdmin(cmd.Context(), o.dir, pass, storeURL, o.name, o.ttl)
+			id, err := caservice.IssueAdmin(cmd.Context(), o.dir, pass, storeURL, o.name, o.ttl)
 			if err != nil {
 				return err
 			}

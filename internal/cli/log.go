@@ -1,22 +1,24 @@
 package cli
 
 import (
-	"context"
-	"crypto/tls"
-	"errors"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/translog/monitor"
 )
 
 func logCmd(e *env) *cobra.Command {
@@ -52,25 +54,19 @@ func (l *logFlags) register(c *cobra.Command, withKey bool) {
 	}
 }
 
-func (l *logFlags) httpClient() (*http.Client, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if l.bundle != "" {
-		roots, err := pki.ReadCertificates(l.bundle)
-		if err != nil {
-			return nil, flagError("bundle", "%v", err)
-		}
-		cfg.RootCAs = pki.CertPool(roots)
-	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
-}
-
+// client makes the log client and loads the state the flags name. Without
+// needKey a missing verifier key is fine (mutual log key fetches it).
 func (l *logFlags) client(needKey bool) (*translog.Client, *translog.State, string, error) {
 	if l.server == "" {
 		return nil, nil, "", flagError("server", "required: the CA's URL")
 	}
-	hc, err := l.httpClient()
-	if err != nil {
-		return nil, nil, "", err
+	var roots *x509.CertPool
+	if l.bundle != "" {
+		certs, err := pki.ReadCertificates(l.bundle)
+		if err != nil {
+			return nil, nil, "", flagError("bundle", "%v", err)
+		}
+		roots = pki.CertPool(certs)
 	}
 	statePath := l.state
 	if statePath == "" {
@@ -89,17 +85,13 @@ func (l *logFlags) client(needKey bool) (*translog.Client, *translog.State, stri
 		}
 		key = strings.TrimSpace(string(b))
 	}
-	if key == "" {
-		key = st.VerifierKey
+	if err := st.UseKey(key); err != nil {
+		return nil, nil, "", flagError("key", "%v in %s; a log does not change its key: use another --state for another log", err, statePath)
 	}
-	if key == "" && needKey {
+	if st.VerifierKey == "" && needKey {
 		return nil, nil, "", flagError("key-file", "required: the log's verifier key (CA_DIR/log.pub), so that nothing depends on trusting the server")
 	}
-	if st.VerifierKey != "" && key != st.VerifierKey {
-		return nil, nil, "", flagError("key", "differs from the key in %s; a log does not change its key: use another --state for another log", statePath)
-	}
-	st.VerifierKey = key
-	return &translog.Client{Base: l.server, VerifierKey: key, HTTP: hc}, st, statePath, nil
+	return translog.NewClient(l.server, roots, st.VerifierKey), st, statePath, nil
 }
 
 func logKeyCmd(e *env) *cobra.Command {
@@ -147,47 +139,30 @@ authenticated against the tree, and proven included in the checkpoint.`,
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			cp, err := cl.Checkpoint(ctx)
-			if err != nil {
-				return fmt.Errorf("checkpoint: %w", err)
-			}
-			out := map[string]any{"tree_size": cp.Size, "root_hash": fmt.Sprintf("%x", cp.Hash[:])}
-			if st.Checkpoint != "" {
-				old, err := translog.OpenCheckpoint([]byte(st.Checkpoint), cl.VerifierKey)
-				if err != nil {
-					return fmt.Errorf("the checkpoint saved in %s: %w", statePath, err)
-				}
-				if err := cl.CheckConsistency(ctx, old, cp); err != nil {
-					return fmt.Errorf("consistency with the checkpoint seen before (%d entries): %w", old.Size, err)
-				}
-				out["consistent_with"] = old.Size
-			}
+			var cert *x509.Certificate
 			if certFile != "" {
 				certs, err := pki.ReadCertificates(certFile)
 				if err != nil {
 					return flagError("cert", "%v", err)
 				}
-				idx, entry, err := cl.ProveCertificate(ctx, cp, certs[0])
-				if err != nil {
-					return err
-				}
-				out["certificate_index"] = idx
-				out["requested_by"] = entry.RequestedBy.String()
+				cert = certs[0]
 			}
-			st.Checkpoint = string(cp.Note)
+			v, err := translog.Verify(cmd.Context(), cl, st, cert)
+			if err != nil {
+				return err
+			}
 			if err := st.Save(statePath); err != nil {
 				return err
 			}
 			if asJSON {
-				return e.printJSON(out)
+				return e.printJSON(v)
 			}
-			fmt.Fprintf(e.stdout, "checkpoint verified: %d entries, root %x\n", cp.Size, cp.Hash[:])
-			if v, ok := out["consistent_with"]; ok {
-				fmt.Fprintf(e.stdout, "consistent with the %d-entry checkpoint seen before\n", v)
+			fmt.Fprintf(e.stdout, "checkpoint verified: %d entries, root %s\n", v.TreeSize, v.RootHash)
+			if v.ConsistentWith != nil {
+				fmt.Fprintf(e.stdout, "consistent with the %d-entry checkpoint seen before\n", *v.ConsistentWith)
 			}
-			if v, ok := out["certificate_index"]; ok {
-				fmt.Fprintf(e.stdout, "%s is entry %d (requested by %s), included in the checkpoint\n", certFile, v, out["requested_by"])
+			if v.CertificateIndex != nil {
+				fmt.Fprintf(e.stdout, "%s is entry %d (requested by %s), included in the checkpoint\n", certFile, *v.CertificateIndex, v.RequestedBy)
 			}
 			return nil
 		},
@@ -198,60 +173,69 @@ authenticated against the tree, and proven included in the checkpoint.`,
 	return c
 }
 
-// adminGrants explains identities from the CA's tokens and entries.
-type adminGrants struct {
-	tokens  map[string]string
-	entries map[string]string
+// monitorOptions are the flags of mutual log monitor.
+type monitorOptions struct {
+	log                            logFlags
+	admin                          adminFlags
+	rulesFile, metrics, issuerFile string
+	interval                       time.Duration
+	once                           bool
 }
 
-func (g *adminGrants) Explains(requestedBy translog.Requester, id string) string {
-	var granted string
-	var ok bool
-	switch requestedBy.Kind() {
-	case translog.RequestedByToken:
-		granted, ok = g.tokens[requestedBy.Ref()]
-	case translog.RequestedByEntry:
-		granted, ok = g.entries[requestedBy.Ref()]
+// config turns the flags into the monitor's configuration, with a
+// listener for its metrics when --metrics asks (monitor.Run closes it).
+func (o *monitorOptions) config(e *env) (monitor.Config, error) {
+	cl, st, statePath, err := o.log.client(true)
+	if err != nil {
+		return monitor.Config{}, err
 	}
-	switch {
-	case !ok:
-		return fmt.Sprintf("%s is unknown to the CA", requestedBy)
-	case granted != id:
-		return fmt.Sprintf("%s granted %s, not %s", requestedBy, granted, id)
+	rules, err := o.rules()
+	if err != nil {
+		return monitor.Config{}, err
 	}
-	return ""
+	cfg := monitor.Config{
+		Client: cl, Rules: rules, State: st, StatePath: statePath, Interval: o.interval, Once: o.once,
+		Log: e.logger(slog.LevelInfo).With("component", "log-monitor"),
+	}
+	if o.admin.identityDir != "" {
+		cfg.Admin = func() (monitor.AdminAPI, error) { return o.admin.client() }
+	}
+	if o.metrics != "" {
+		if cfg.MetricsListener, err = net.Listen("tcp", o.metrics); err != nil {
+			return monitor.Config{}, flagError("metrics", "%v", err)
+		}
+		reg := prometheus.NewRegistry()
+		server.RegisterRuntime(reg) // go_* and process_*, as every mutual /metrics
+		cfg.Registerer, cfg.MetricsHandler = reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	}
+	return cfg, nil
 }
 
-func loadGrants(ctx context.Context, a *adminFlags) (*adminGrants, error) {
-	cl, err := a.client()
+// rules reads --rules and adds the --issuer's key.
+func (o *monitorOptions) rules() (*translog.Rules, error) {
+	var data []byte
+	if o.rulesFile != "" {
+		var err error
+		if data, err = os.ReadFile(o.rulesFile); err != nil {
+			return nil, flagError("rules", "%v", err)
+		}
+	}
+	rules, err := translog.ParseRules(data)
 	if err != nil {
-		return nil, err
+		return nil, flagError("rules", "%v", err)
 	}
-	defer cl.CloseIdleConnections()
-	g := &adminGrants{tokens: map[string]string{}, entries: map[string]string{}}
-	toks, err := cl.ListTokens(ctx)
-	if err != nil {
-		return nil, err
+	if o.issuerFile != "" {
+		certs, err := pki.ReadCertificates(o.issuerFile)
+		if err != nil {
+			return nil, flagError("issuer", "%v", err)
+		}
+		rules.Issuers = append(rules.Issuers, hex.EncodeToString(certs[0].SubjectKeyId))
 	}
-	for _, t := range toks.Tokens {
-		g.tokens[t.ID] = t.SPIFFEID
-	}
-	ents, err := cl.ListEntries(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, en := range ents.Entries {
-		g.entries[en.ID] = en.SPIFFEID
-	}
-	return g, nil
+	return rules, nil
 }
 
 func logMonitorCmd(e *env) *cobra.Command {
-	var l logFlags
-	var admin adminFlags
-	var rulesFile, metrics, issuerFile string
-	var interval time.Duration
-	var once bool
+	var o monitorOptions
 	c := &cobra.Command{
 		Use:   "monitor",
 		Short: "Follow the log and report entries that policy did not expect",
@@ -277,87 +261,21 @@ Rules (YAML, every field optional):
       --identity-dir ca/admin --rules monitor.yaml --metrics 127.0.0.1:9105`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, st, statePath, err := l.client(true)
+			cfg, err := o.config(e)
 			if err != nil {
 				return err
 			}
-			var data []byte
-			if rulesFile != "" {
-				if data, err = os.ReadFile(rulesFile); err != nil {
-					return flagError("rules", "%v", err)
-				}
-			}
-			rules, err := translog.ParseRules(data)
-			if err != nil {
-				return flagError("rules", "%v", err)
-			}
-			if issuerFile != "" {
-				certs, err := pki.ReadCertificates(issuerFile)
-				if err != nil {
-					return flagError("issuer", "%v", err)
-				}
-				rules.Issuers = append(rules.Issuers, fmt.Sprintf("%x", certs[0].SubjectKeyId))
-			}
-			log := e.logger(slog.LevelInfo).With("component", "log-monitor")
-			reg := prometheus.NewRegistry()
-			alerts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mutual_log_monitor_alerts_total", Help: "Log entries or checkpoints the rules did not expect, by rule."}, []string{"rule"})
-			size := prometheus.NewGauge(prometheus.GaugeOpts{Name: "mutual_log_monitor_entries_checked", Help: "Entries examined so far (the next index)."})
-			reg.MustRegister(alerts, size)
-			if metrics != "" {
-				stop, _, err := serveMetrics(metrics, reg, nil)
-				if err != nil {
-					return err
-				}
-				defer stop()
-			}
-			m := &translog.Monitor{Client: cl, Rules: rules, State: st, Log: log, Alerts: alerts}
-			ctx := cmd.Context()
-			total := 0
-			for {
-				if admin.identityDir != "" {
-					g, err := loadGrants(ctx, &admin)
-					if err != nil {
-						log.Warn("cannot read tokens and entries from the CA; identities are checked against the rules only", "error", err.Error())
-						m.Grants = nil
-					} else {
-						m.Grants = g
-					}
-				}
-				found, err := m.Step(ctx)
-				total += len(found)
-				size.Set(float64(st.Next))
-				if serr := st.Save(statePath); serr != nil {
-					return serr
-				}
-				if errors.Is(err, translog.ErrFork) || errors.Is(err, translog.ErrRollback) {
-					return err
-				}
-				if err != nil {
-					log.Warn("monitor step failed; retrying", "error", err.Error())
-				}
-				if once {
-					log.Info("monitor pass done", "next_index", st.Next, "alerts", total)
-					if total > 0 {
-						return fmt.Errorf("%d alert(s): see the log lines above", total)
-					}
-					return err
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(interval):
-				}
-			}
+			return monitor.Run(cmd.Context(), cfg)
 		},
 	}
-	l.register(c, true)
+	o.log.register(c, true)
 	f := c.Flags()
-	f.StringVar(&rulesFile, "rules", "", "YAML rules (defaults when empty)")
-	f.StringVar(&issuerFile, "issuer", "", "the known intermediate certificate (CA_DIR/intermediate/cert.pem); default: the first issuer seen")
-	f.StringVar(&admin.identityDir, "identity-dir", "", "an admin identity, to explain identities by the CA's tokens and entries")
-	f.StringSliceVar(&admin.server, "admin-server", nil, "CA URL for the admin API (default: the identity directory's mutual.json)")
-	f.StringVar(&metrics, "metrics", "", "address for Prometheus /metrics")
-	f.DurationVar(&interval, "interval", 5*time.Second, "time between passes")
-	f.BoolVar(&once, "once", false, "one pass, then exit (non-zero when there were alerts)")
+	f.StringVar(&o.rulesFile, "rules", "", "YAML rules (defaults when empty)")
+	f.StringVar(&o.issuerFile, "issuer", "", "the known intermediate certificate (CA_DIR/intermediate/cert.pem); default: the first issuer seen")
+	f.StringVar(&o.admin.identityDir, "identity-dir", "", "an admin identity, to explain identities by the CA's tokens and entries")
+	f.StringSliceVar(&o.admin.server, "admin-server", nil, "CA URL for the admin API (default: the identity directory's mutual.json)")
+	f.StringVar(&o.metrics, "metrics", "", "address for Prometheus /metrics")
+	f.DurationVar(&o.interval, "interval", 5*time.Second, "time between passes")
+	f.BoolVar(&o.once, "once", false, "one pass, then exit (non-zero when there were alerts)")
 	return c
 }

@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mutual-tls/mutual/internal/revocation"
-	"github.com/mutual-tls/mutual/internal/server"
+	"github.com/mutual-tls/mutual/internal/caservice"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 )
 
 type serverOptions struct {
@@ -56,7 +56,7 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 			if err != nil {
 				return err
 			}
-			svc, err := server.Open(cmd.Context(), server.Options{
+			svc, err := caservice.Open(cmd.Context(), caservice.Options{
 				Dir: o.dir, Passphrase: pass, Listen: o.listen, StoreURL: storeURL,
 				MetricsListen: o.metrics, URLs: o.urls, Log: log, HTTPListen: o.httpListen, HTTPURL: o.httpURL,
 				FeedMaxStreams: o.feedMax, FeedMaxStreamsPerIdentity: o.feedMaxPerID,
@@ -81,14 +81,14 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 	f := c.Flags()
 	f.StringVar(&o.dir, "dir", "", "CA directory made by mutual ca init (required)")
 	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
-	f.StringVar(&o.listen, "listen", server.DefaultListen, "address of the HTTPS API")
+	f.StringVar(&o.listen, "listen", caservice.DefaultListen, "address of the HTTPS API")
 	o.storeFlags.register(c, "sqlite:PATH or postgres://USER@HOST/DB (default sqlite:DIR/mutual.db)")
 	f.StringVar(&o.metrics, "metrics", "", "address for Prometheus /metrics (off when empty)")
 	f.StringSliceVar(&o.urls, "url", nil, "public https URL of this CA, written into join tokens (repeatable; default from --listen)")
 	f.StringVar(&o.httpListen, "http-listen", "", "also serve the CRL and OCSP over plain HTTP here; certificates then point at it")
 	f.StringVar(&o.httpURL, "http-url", "", "public base URL of --http-listen (default http://ADDR)")
 	f.BoolVar(&o.debug, "debug", false, "log at debug level (TLS handshake errors included)")
-	f.IntVar(&o.feedMax, "feed-max-streams", revocation.DefaultMaxStreams, "most revocation feed streams open at once; more are refused with 503")
-	f.IntVar(&o.feedMaxPerID, "feed-max-streams-per-identity", revocation.DefaultMaxStreamsPerPeer, "most revocation feed streams one SPIFFE ID may hold open; more are refused with 429")
+	f.IntVar(&o.feedMax, "feed-max-streams", publish.DefaultMaxStreams, "most revocation feed streams open at once; more are refused with 503")
+	f.IntVar(&o.feedMaxPerID, "feed-max-streams-per-identity", publish.DefaultMaxStreamsPerPeer, "most revocation feed streams one SPIFFE ID may hold open; more are refused with 429")
 	return c
 }

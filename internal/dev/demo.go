@@ -20,10 +20,10 @@ import (
 	"github.com/mutual-tls/mutual/internal/agent"
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -46,7 +46,7 @@ type Demo struct {
 // the service and both proxies (which take their identities from the agent
 // over the Workload API), and makes one allowed and one refused call. The
 // intruder enrolls with a join token: it is not a workload of this node.
-func startDemo(ctx context.Context, svc *server.Service, admin spiffeid.ID, dir string, log *slog.Logger, out io.Writer) (*Demo, error) {
+func startDemo(ctx context.Context, svc *caservice.Service, admin spiffeid.ID, dir string, log *slog.Logger, out io.Writer) (*Demo, error) {
 	td := svc.Authority.Policy.TrustDomain.Name()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -242,7 +242,7 @@ func workloadSource(ctx context.Context, sock, id string) (*workloadapi.X509Sour
 
 // enrollDir enrolls id with a join token into DIR/<last segment>, renewed in
 // the background, and follows it.
-func enrollDir(ctx context.Context, svc *server.Service, admin spiffeid.ID, dir, id string, log *slog.Logger) (*identity.DirSource, error) {
+func enrollDir(ctx context.Context, svc *caservice.Service, admin spiffeid.ID, dir, id string, log *slog.Logger) (*identity.DirSource, error) {
 	tok, _, err := svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: id})
 	if err != nil {
 		return nil, err

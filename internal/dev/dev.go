@@ -18,9 +18,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 )
 
 // TrustDomain is the trust domain of a dev CA.
@@ -38,7 +38,7 @@ type Options struct {
 	// Log receives the service's structured events; nil discards.
 	Log *slog.Logger
 	// Ready, if set, is called once the service and the demo run (tests use it).
-	Ready func(*server.Service, *Demo)
+	Ready func(*caservice.Service, *Demo)
 	// NoDemo skips the proxies demo.
 	NoDemo bool
 }
@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	default:
 		pass = []byte(strings.TrimSpace(string(pass)))
 	}
-	svc, err := server.Open(ctx, server.Options{Dir: dir, Passphrase: pass, Listen: o.Listen, Log: o.Log, MetricsListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0"})
+	svc, err := caservice.Open(ctx, caservice.Options{Dir: dir, Passphrase: pass, Listen: o.Listen, Log: o.Log, MetricsListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0"})
 	if err != nil {
 		return err
 	}

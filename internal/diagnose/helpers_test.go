@@ -152,8 +152,15 @@ func issue(t testing.TB, ca *testca.CA, id string, extra func(*x509.Certificate)
 		t.Fatal(err)
 	}
 	sid := spiffeid.RequireFromString(id)
-	cert, err := ca.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Extra: extra})
+	tmpl, err := ca.Issuer.Template(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if extra != nil {
+		extra(tmpl)
+	}
+	cert, err := ca.Issuer.Sign(tmpl, key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}

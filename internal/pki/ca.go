@@ -2,7 +2,6 @@ package pki
 
 import (
 	"crypto"
-	"crypto/ed25519"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -17,10 +16,10 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // The layout of a CA directory written by Init.
@@ -34,23 +33,13 @@ const (
 	ServerDir            = "server"
 	AdminDir             = "admin"
 	DatabaseFile         = "mutual.db"
-	// LogKeyFile is the issuance log's own signing key (Ed25519, encrypted);
-	// LogVerifierFile its note verifier key, for auditors.
-	LogKeyFile      = "log/key.pem"
-	LogVerifierFile = "log.pub"
+	// The issuance log's own key and verifier key are logkey.KeyFile and
+	// logkey.VerifierFile.
+	//
 	// LogCheckpointFile is the last checkpoint the CA saw in its store, kept
 	// beside the keys so the CA refuses a store that does not hold its log.
 	LogCheckpointFile = "log/checkpoint.json"
 )
-
-// LogOrigin names a trust domain's issuance log: the first line of its
-// checkpoints and the name of its key.
-func LogOrigin(trustDomain string) string { return trustDomain + "/mutual-log" }
-
-// LogVerifierKey returns the note verifier key line for a log key.
-func LogVerifierKey(trustDomain string, pub ed25519.PublicKey) (string, error) {
-	return note.NewEd25519VerifierKey(LogOrigin(trustDomain), pub)
-}
 
 // Lifetimes of what Init makes.
 const (
@@ -127,14 +116,43 @@ var ErrCAExists = errors.New("a CA already exists there")
 // and an operator identity. Nothing is written unless all of it succeeds, and
 // an existing CA is never overwritten.
 func Init(o InitOptions) (*InitResult, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m, err := planInit(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.makeRoot(o); err != nil {
+		return nil, err
+	}
+	if err := m.makeIntermediate(o); err != nil {
+		return nil, err
+	}
+	if err := m.issueIdentities(o); err != nil {
+		return nil, err
+	}
+	files, err := m.files(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeCADir(o.Dir, files); err != nil {
+		return nil, err
+	}
+	return &InitResult{Root: m.root, Intermediate: m.inter, AdminID: m.adminID, ServerID: m.serverID}, nil
+}
+
+// withDefaults checks o and fills in the documented defaults.
+func (o InitOptions) withDefaults() (InitOptions, error) {
 	if o.Dir == "" {
-		return nil, errors.New("no CA directory given")
+		return o, errors.New("no CA directory given")
 	}
 	if o.TrustDomain.IsZero() {
-		return nil, errors.New("no trust domain given")
+		return o, errors.New("no trust domain given")
 	}
 	if len(o.Passphrase) == 0 {
-		return nil, errors.New("an empty passphrase would leave the CA keys unencrypted")
+		return o, errors.New("an empty passphrase would leave the CA keys unencrypted")
 	}
 	if o.KeyType == "" {
 		o.KeyType = KeyECDSAP256
@@ -148,62 +166,86 @@ func Init(o InitOptions) (*InitResult, error) {
 	if len(o.SANs) == 0 {
 		o.SANs = []string{"localhost", "127.0.0.1"}
 	}
-	now := time.Now()
-	if o.Now != nil {
-		now = o.Now()
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	adminID, err := AdminID(o.TrustDomain, o.AdminName)
-	if err != nil {
+	return o, nil
+}
+
+// initMaterial is what Init makes, step by step, before writing any of it.
+type initMaterial struct {
+	now               time.Time
+	adminID, serverID spiffeid.ID
+	// dns and ips are the CA service certificate's names.
+	dns                                  []string
+	ips                                  []net.IP
+	root, inter, serverCert, adminCert   *x509.Certificate
+	rootKey, intKey, serverKey, adminKey crypto.Signer
+}
+
+// planInit names the identities Init makes and refuses a directory that
+// holds a CA already.
+func planInit(o InitOptions) (*initMaterial, error) {
+	m := &initMaterial{now: o.Now(), serverID: ServerID(o.TrustDomain)}
+	var err error
+	if m.adminID, err = AdminID(o.TrustDomain, o.AdminName); err != nil {
 		return nil, fmt.Errorf("admin name %q: %w", o.AdminName, err)
 	}
-	serverID := ServerID(o.TrustDomain)
-	dns, ips, err := SplitSANs(o.SANs)
-	if err != nil {
+	if m.dns, m.ips, err = SplitSANs(o.SANs); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{ConfigFile, "root", "intermediate", BundleFile, ServerDir, AdminDir, "log", LogVerifierFile} {
+	for _, name := range []string{ConfigFile, "root", "intermediate", BundleFile, ServerDir, AdminDir, logkey.Dir, logkey.VerifierFile} {
 		if _, err := os.Lstat(filepath.Join(o.Dir, name)); err == nil {
 			return nil, fmt.Errorf("%s: %w (%s exists); choose another --dir or remove it first", o.Dir, ErrCAExists, name)
 		}
 	}
+	return m, nil
+}
 
+// makeRoot generates the root key and its self-signed certificate.
+func (m *initMaterial) makeRoot(o InitOptions) error {
 	td := o.TrustDomain.Name()
-	rootKey, err := GenerateKey(o.KeyType, o.Rand)
-	if err != nil {
-		return nil, err
+	var err error
+	if m.rootKey, err = GenerateKey(o.KeyType, o.Rand); err != nil {
+		return err
 	}
-	rootSerial, err := NewSerial(o.Rand)
+	serial, err := NewSerial(o.Rand)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	rootTmpl := &x509.Certificate{
-		SerialNumber:          rootSerial,
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{td}, CommonName: td + " root CA"},
-		NotBefore:             now.Add(-ClockSkew),
-		NotAfter:              now.Add(RootTTL),
+		NotBefore:             m.now.Add(-ClockSkew),
+		NotAfter:              m.now.Add(RootTTL),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLen:            1,
 	}
-	root, err := createCert(o.Rand, rootTmpl, rootTmpl, rootKey.Public(), rootKey)
-	if err != nil {
-		return nil, fmt.Errorf("root certificate: %w", err)
+	if m.root, err = createCert(o.Rand, tmpl, tmpl, m.rootKey.Public(), m.rootKey); err != nil {
+		return fmt.Errorf("root certificate: %w", err)
 	}
+	return nil
+}
 
-	intKey, err := GenerateKey(o.KeyType, o.Rand)
-	if err != nil {
-		return nil, err
+// makeIntermediate generates the intermediate key and its certificate,
+// signed by the root: pathLen 0, URI names constrained to the trust domain.
+func (m *initMaterial) makeIntermediate(o InitOptions) error {
+	td := o.TrustDomain.Name()
+	var err error
+	if m.intKey, err = GenerateKey(o.KeyType, o.Rand); err != nil {
+		return err
 	}
-	intSerial, err := NewSerial(o.Rand)
+	serial, err := NewSerial(o.Rand)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	intTmpl := &x509.Certificate{
-		SerialNumber:                intSerial,
+	tmpl := &x509.Certificate{
+		SerialNumber:                serial,
 		Subject:                     pkix.Name{Organization: []string{td}, CommonName: td + " intermediate CA"},
-		NotBefore:                   now.Add(-ClockSkew),
-		NotAfter:                    now.Add(IntermediateTTL),
+		NotBefore:                   m.now.Add(-ClockSkew),
+		NotAfter:                    m.now.Add(IntermediateTTL),
 		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid:       true,
 		IsCA:                        true,
@@ -212,110 +254,114 @@ func Init(o InitOptions) (*InitResult, error) {
 		PermittedURIDomains:         []string{td},
 		PermittedDNSDomainsCritical: true,
 	}
-	inter, err := createCert(o.Rand, intTmpl, root, intKey.Public(), rootKey)
-	if err != nil {
-		return nil, fmt.Errorf("intermediate certificate: %w", err)
+	if m.inter, err = createCert(o.Rand, tmpl, m.root, m.intKey.Public(), m.rootKey); err != nil {
+		return fmt.Errorf("intermediate certificate: %w", err)
 	}
+	return nil
+}
 
-	issuer := &Issuer{Cert: inter, Key: intKey, Rand: o.Rand}
+// issueIdentities issues the CA service's TLS certificate and the
+// operator's from the intermediate, each with a fresh key.
+func (m *initMaterial) issueIdentities(o InitOptions) error {
+	issuer := &Issuer{Cert: m.inter, Key: m.intKey, Rand: o.Rand}
 	leaf := func(id spiffeid.ID, ttl time.Duration, dns []string, ips []net.IP) (*x509.Certificate, crypto.Signer, error) {
 		k, err := GenerateKey(o.KeyType, o.Rand)
 		if err != nil {
 			return nil, nil, err
 		}
-		c, err := issuer.Issue(Leaf{ID: id, PublicKey: k.Public(), TTL: ttl, Now: now, DNSNames: dns, IPAddresses: ips})
+		c, err := issuer.Issue(Leaf{ID: id, PublicKey: k.Public(), TTL: ttl, Now: m.now, DNSNames: dns, IPAddresses: ips})
 		return c, k, err
 	}
-	serverCert, serverKey, err := leaf(serverID, ServerTTL, dns, ips)
-	if err != nil {
-		return nil, fmt.Errorf("server certificate: %w", err)
+	var err error
+	if m.serverCert, m.serverKey, err = leaf(m.serverID, ServerTTL, m.dns, m.ips); err != nil {
+		return fmt.Errorf("server certificate: %w", err)
 	}
-	adminCert, adminKey, err := leaf(adminID, o.AdminTTL, nil, nil)
-	if err != nil {
-		return nil, fmt.Errorf("admin certificate: %w", err)
+	if m.adminCert, m.adminKey, err = leaf(m.adminID, o.AdminTTL, nil, nil); err != nil {
+		return fmt.Errorf("admin certificate: %w", err)
 	}
+	return nil
+}
 
-	_, logKey, err := ed25519.GenerateKey(o.Rand)
+// caFile is one file of a CA directory, relative to it.
+type caFile struct {
+	name string
+	data []byte
+	perm fs.FileMode
+}
+
+// files encodes what Init made, with a fresh issuance log key: CA keys
+// encrypted under the passphrase, the identities' keys as their owners
+// read them.
+func (m *initMaterial) files(o InitOptions) ([]caFile, error) {
+	td := o.TrustDomain.Name()
+	logKey, err := logkey.Generate(o.Rand, td, func(k crypto.Signer) ([]byte, error) {
+		return MarshalPrivateKey(k, o.Passphrase, o.Iterations)
+	})
 	if err != nil {
 		return nil, err
 	}
-	logKeyPEM, err := MarshalPrivateKey(logKey, o.Passphrase, o.Iterations)
-	if err != nil {
-		return nil, err
+	var keys [4][]byte
+	for i, k := range []struct {
+		key  crypto.Signer
+		pass []byte
+		iter int
+	}{{m.rootKey, o.Passphrase, o.Iterations}, {m.intKey, o.Passphrase, o.Iterations}, {m.serverKey, nil, 0}, {m.adminKey, nil, 0}} {
+		if keys[i], err = MarshalPrivateKey(k.key, k.pass, k.iter); err != nil {
+			return nil, err
+		}
 	}
-	logVerifier, err := LogVerifierKey(td, logKey.Public().(ed25519.PublicKey))
-	if err != nil {
-		return nil, err
-	}
-	rootKeyPEM, err := MarshalPrivateKey(rootKey, o.Passphrase, o.Iterations)
-	if err != nil {
-		return nil, err
-	}
-	intKeyPEM, err := MarshalPrivateKey(intKey, o.Passphrase, o.Iterations)
-	if err != nil {
-		return nil, err
-	}
-	serverKeyPEM, err := MarshalPrivateKey(serverKey, nil, 0)
-	if err != nil {
-		return nil, err
-	}
-	adminKeyPEM, err := MarshalPrivateKey(adminKey, nil, 0)
-	if err != nil {
-		return nil, err
-	}
-	cfg, _ := json.MarshalIndent(Config{TrustDomain: td, KeyType: o.KeyType, CreatedAt: now.UTC(), Policy: DefaultPolicy}, "", "  ")
-	bundle := EncodeCertificates(root)
-	files := []struct {
-		name string
-		data []byte
-		perm fs.FileMode
-	}{
+	rootKeyPEM, intKeyPEM, serverKeyPEM, adminKeyPEM := keys[0], keys[1], keys[2], keys[3]
+	cfg, _ := json.MarshalIndent(Config{TrustDomain: td, KeyType: o.KeyType, CreatedAt: m.now.UTC(), Policy: DefaultPolicy}, "", "  ")
+	bundle := EncodeCertificates(m.root)
+	return []caFile{
 		{ConfigFile, append(cfg, '\n'), 0o644},
 		{BundleFile, bundle, 0o644},
-		{RootCertFile, EncodeCertificates(root), 0o644},
+		{RootCertFile, EncodeCertificates(m.root), 0o644},
 		{RootKeyFile, rootKeyPEM, 0o600},
-		{IntermediateCertFile, EncodeCertificates(inter), 0o644},
+		{IntermediateCertFile, EncodeCertificates(m.inter), 0o644},
 		{IntermediateKeyFile, intKeyPEM, 0o600},
-		{ServerDir + "/cert.pem", EncodeCertificates(serverCert, inter), 0o644},
+		{ServerDir + "/cert.pem", EncodeCertificates(m.serverCert, m.inter), 0o644},
 		{ServerDir + "/key.pem", serverKeyPEM, 0o600},
 		{ServerDir + "/bundle.pem", bundle, 0o644},
-		{AdminDir + "/cert.pem", EncodeCertificates(adminCert, inter), 0o644},
+		{AdminDir + "/cert.pem", EncodeCertificates(m.adminCert, m.inter), 0o644},
 		{AdminDir + "/key.pem", adminKeyPEM, 0o600},
 		{AdminDir + "/bundle.pem", bundle, 0o644},
-		{LogKeyFile, logKeyPEM, 0o600},
-		{LogVerifierFile, []byte(logVerifier + "\n"), 0o644},
-	}
+		{logkey.KeyFile, logKey.PEM, 0o600},
+		{logkey.VerifierFile, []byte(logKey.Verifier + "\n"), 0o644},
+	}, nil
+}
 
-	// Write everything into a staging directory inside Dir, then move each
-	// top-level entry into place, so a failure leaves nothing half-written.
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", o.Dir, err)
+// writeCADir writes files into a staging directory inside dir, then moves
+// each top-level entry into place, so a failure leaves nothing half-written.
+func writeCADir(dir string, files []caFile) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	stage, err := os.MkdirTemp(o.Dir, ".init-*")
+	stage, err := os.MkdirTemp(dir, ".init-*")
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", o.Dir, err)
+		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	defer os.RemoveAll(stage)
 	for _, f := range files {
 		p := filepath.Join(stage, f.name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return nil, err
+			return err
 		}
 		if err := atomicfile.WriteFile(p, f.data, f.perm); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	var moved []string
-	for _, name := range []string{"root", "intermediate", ServerDir, AdminDir, "log", LogVerifierFile, BundleFile, ConfigFile} {
-		if err := os.Rename(filepath.Join(stage, name), filepath.Join(o.Dir, name)); err != nil {
+	for _, name := range []string{"root", "intermediate", ServerDir, AdminDir, logkey.Dir, logkey.VerifierFile, BundleFile, ConfigFile} {
+		if err := os.Rename(filepath.Join(stage, name), filepath.Join(dir, name)); err != nil {
 			for _, m := range moved {
-				os.RemoveAll(filepath.Join(o.Dir, m))
+				os.RemoveAll(filepath.Join(dir, m))
 			}
-			return nil, fmt.Errorf("create CA in %s: %w", o.Dir, err)
+			return fmt.Errorf("create CA in %s: %w", dir, err)
 		}
 		moved = append(moved, name)
 	}
-	return &InitResult{Root: root, Intermediate: inter, AdminID: adminID, ServerID: serverID}, nil
+	return nil
 }
 
 func createCert(r io.Reader, tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {

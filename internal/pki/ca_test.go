@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // The files Init writes, with their modes.
@@ -37,8 +38,8 @@ var initFiles = map[string]fs.FileMode{
 	"admin/cert.pem":         0o644,
 	"admin/key.pem":          0o600,
 	"admin/bundle.pem":       0o644,
-	pki.LogKeyFile:           0o600,
-	pki.LogVerifierFile:      0o644,
+	logkey.KeyFile:           0o600,
+	logkey.VerifierFile:      0o644,
 }
 
 func TestInit(t *testing.T) {

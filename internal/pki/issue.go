@@ -39,9 +39,12 @@ type Leaf struct {
 	// TTL is the lifetime counted from Now (NotBefore is back-dated by ClockSkew).
 	TTL time.Duration
 	Now time.Time
-	// Extra fills the template further before signing (e.g. CRL distribution
-	// points); it may be nil.
-	Extra func(*x509.Certificate)
+	// CRLDistributionPoints and OCSPServers, when set, tell relying
+	// parties where to check the certificate's revocation.
+	CRLDistributionPoints []string
+	OCSPServers           []string
+	// Extensions are added as they are (mutual's roles extension).
+	Extensions []pkix.Extension
 }
 
 // NewSerial returns a random positive 128-bit serial number.
@@ -65,6 +68,16 @@ func NewSerial(r io.Reader) (*big.Int, error) {
 // and clientAuth, the SPIFFE ID as its one URI SAN. The lifetime is cut to
 // the issuer's own NotAfter.
 func (is *Issuer) Issue(l Leaf) (*x509.Certificate, error) {
+	tmpl, err := is.Template(l)
+	if err != nil {
+		return nil, err
+	}
+	return is.Sign(tmpl, l.PublicKey)
+}
+
+// Template is the certificate Issue signs for l, with a fresh serial. Tests
+// that need a defective leaf change it and call Sign.
+func (is *Issuer) Template(l Leaf) (*x509.Certificate, error) {
 	if l.ID.IsZero() {
 		return nil, errors.New("issue: no SPIFFE ID")
 	}
@@ -98,20 +111,29 @@ func (is *Issuer) Issue(l Leaf) (*x509.Certificate, error) {
 		URIs:                  []*url.URL{u},
 		DNSNames:              l.DNSNames,
 		IPAddresses:           l.IPAddresses,
+		CRLDistributionPoints: l.CRLDistributionPoints,
+		OCSPServer:            l.OCSPServers,
+		ExtraExtensions:       l.Extensions,
 	}
 	if len(l.DNSNames) > 0 {
 		tmpl.Subject.CommonName = l.DNSNames[0]
 	}
-	if l.Extra != nil {
-		l.Extra(tmpl)
-	}
+	return tmpl, nil
+}
+
+// Sign signs tmpl for pub with the issuer's key.
+func (is *Issuer) Sign(tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
 	r := is.Rand
 	if r == nil {
 		r = rand.Reader
 	}
-	der, err := x509.CreateCertificate(r, tmpl, is.Cert, l.PublicKey, is.Key)
+	der, err := x509.CreateCertificate(r, tmpl, is.Cert, pub, is.Key)
 	if err != nil {
-		return nil, fmt.Errorf("sign certificate for %s: %w", l.ID, err)
+		name := "certificate"
+		if len(tmpl.URIs) > 0 {
+			name = tmpl.URIs[0].String()
+		}
+		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
 	}
 	return x509.ParseCertificate(der)
 }

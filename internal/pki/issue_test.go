@@ -5,6 +5,8 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"io"
 	"math/big"
@@ -258,17 +260,49 @@ func TestIssueRefuses(t *testing.T) {
 	}
 }
 
-func TestIssueExtra(t *testing.T) {
+// TestIssueTypedFields: what the CA adds to a leaf beyond its identity (where
+// to check revocation, its own extensions) arrives in the certificate.
+func TestIssueTypedFields(t *testing.T) {
 	ca, is := newIssuer(t)
+	ext := pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Value: []byte{0x05, 0x00}}
 	c, err := is.Issue(pki.Leaf{
 		ID: spiffeid.RequireFromString("spiffe://example.org/web"), PublicKey: testKey(t, pki.KeyECDSAP256).Public(), TTL: time.Hour, Now: ca.now,
-		Extra: func(c *x509.Certificate) { c.CRLDistributionPoints = []string{"https://ca.example.org/crl"} },
+		CRLDistributionPoints: []string{"https://ca.example.org/crl"}, OCSPServers: []string{"https://ca.example.org/ocsp"},
+		Extensions: []pkix.Extension{ext},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(c.CRLDistributionPoints, []string{"https://ca.example.org/crl"}) {
-		t.Errorf("CRLDistributionPoints = %q, want what Extra set", c.CRLDistributionPoints)
+		t.Errorf("CRLDistributionPoints = %q, want the Leaf's", c.CRLDistributionPoints)
+	}
+	if !slices.Equal(c.OCSPServer, []string{"https://ca.example.org/ocsp"}) {
+		t.Errorf("OCSPServer = %q, want the Leaf's", c.OCSPServer)
+	}
+	if !slices.ContainsFunc(c.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(ext.Id) && bytes.Equal(e.Value, ext.Value) }) {
+		t.Errorf("extension %v missing from the certificate", ext.Id)
+	}
+}
+
+// TestTemplateSign: a template changed between Template and Sign is signed
+// as changed (how tests make defective leaves).
+func TestTemplateSign(t *testing.T) {
+	ca, is := newIssuer(t)
+	key := testKey(t, pki.KeyECDSAP256)
+	tmpl, err := is.Template(pki.Leaf{ID: spiffeid.RequireFromString("spiffe://example.org/web"), PublicKey: key.Public(), TTL: time.Hour, Now: ca.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	c, err := is.Sign(tmpl, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) {
+		t.Errorf("ExtKeyUsage = %v, want serverAuth only", c.ExtKeyUsage)
+	}
+	if err := c.CheckSignatureFrom(ca.res.Intermediate); err != nil {
+		t.Errorf("not signed by the issuer: %v", err)
 	}
 }
 

@@ -42,6 +42,13 @@ const (
 	// CodeReservedIdentity refuses an identity that this way of granting
 	// may not give: the CA's own ID, an operator or node through an entry...
 	CodeReservedIdentity Code = api.CodeReservedIdentity
+	// CodeBadName refuses a malformed DNS name or IP address, or too many.
+	CodeBadName Code = api.CodeBadName
+	// CodeBadRole refuses a role that is not one short word.
+	CodeBadRole Code = api.CodeBadRole
+	// CodeBadNode refuses a node that is not spiffe://TD/node/NAME (or a
+	// pattern of it).
+	CodeBadNode Code = api.CodeBadNode
 )
 
 // RefusedError is a request the policy turned down, with the rule and a
@@ -204,11 +211,17 @@ func (p *Policy) CheckTokenGrant(g Grant, tokenTTL time.Duration) error {
 	if tokenTTL > p.MaxTokenTTL {
 		return refuse(CodeLifetime, "a token lifetime of %s exceeds the policy maximum of %s", tokenTTL, p.MaxTokenTTL)
 	}
-	if g.TTL > p.MaxTTL {
-		return refuse(CodeLifetime, "a certificate lifetime of %s exceeds the policy maximum of %s", g.TTL, p.MaxTTL)
+	return p.checkCertTTL(g.TTL)
+}
+
+// checkCertTTL accepts the certificate lifetime a token or an entry
+// grants: zero (the policy default) up to the policy maximum.
+func (p *Policy) checkCertTTL(ttl time.Duration) error {
+	if ttl > p.MaxTTL {
+		return refuse(CodeLifetime, "a certificate lifetime of %s exceeds the policy maximum of %s", ttl, p.MaxTTL)
 	}
-	if g.TTL < 0 {
-		return refuse(CodeLifetime, "a certificate lifetime of %s is negative", g.TTL)
+	if ttl < 0 {
+		return refuse(CodeLifetime, "a certificate lifetime of %s is negative", ttl)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -17,10 +16,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
@@ -67,7 +63,7 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	}
 	sid := spiffeid.RequireFromString(proxyID)
 	leaf, err := c.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(),
-		Extra: func(x *x509.Certificate) { x.OCSPServer = []string{srv.URL} }})
+		OCSPServers: []string{srv.URL}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,56 +126,4 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	// The true answer is stapled.
 	set(respond(ocsp.Revoked, time.Now()))
 	eventually(t, 10*time.Second, `the "revoked" answer was never stapled`, func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Revoked })
-}
-
-// TestProxyOwnRevokedCertificateStaple: a proxy wired as `mutual proxy
-// inbound` (watcher on the CA's feed, stapler) whose own certificate is
-// revoked stops stapling "good" as soon as its watcher learns it, and
-// staples the CA's "revoked" answer after.
-func TestProxyOwnRevokedCertificateStaple(t *testing.T) {
-	t.Parallel()
-	e := startCA(t, "")
-	src := e.proxyIdentity(t)
-	me := src.Identity()
-	w := &revocation.Watcher{CAURLs: []string{e.svc.URL}, Source: src}
-	st := &revocation.Stapler{Source: src, Revoked: w.Revoked}
-	w.OnRevoke = st.Revoke
-	pol, _ := authz.FromPatterns([]string{"spiffe://example.org/ns/prod/*"})
-	p, err := proxy.NewInbound(proxy.InboundConfig{Target: echoServer(t), SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol},
-		PeerCheck: w.Check, Staple: st.Staple, Limits: proxy.Limits{DrainTimeout: time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); w.Run(ctx) }()
-	go func() { defer wg.Done(); st.Run(ctx) }()
-	go func() { defer wg.Done(); p.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	eventually(t, 10*time.Second, "the watcher never connected to the feed", w.FeedUp)
-	eventually(t, 10*time.Second, "no staple fetched", func() bool { return st.Staple(me.Leaf()) != nil })
-
-	cl := e.enroll(t, "spiffe://example.org/ns/prod/client", api.TokenRequest{})
-	stapled := func() int {
-		pc, err := dialProxy(t, ln.Addr().String(), cl)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.conn.Close()
-		return stapleStatus(t, pc.conn.ConnectionState().OCSPResponse, me)
-	}
-	if got := stapled(); got != ocsp.Good {
-		t.Fatalf("staple before the revocation: %d, want good", got)
-	}
-	e.revoke(t, me.Leaf(), "keyCompromise")
-	eventually(t, 10*time.Second, "the watcher never learnt its own revocation", func() bool { return w.Revoked(serialOf(me.Leaf())) })
-	if got := stapled(); got == ocsp.Good {
-		t.Fatal(`BUG: the proxy still staples "good" for its own revoked certificate`)
-	}
-	eventually(t, 10*time.Second, `the CA's "revoked" answer was never stapled`, func() bool { return stapled() == ocsp.Revoked })
 }

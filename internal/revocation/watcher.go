@@ -299,7 +299,7 @@ func (w *Watcher) follow(ctx context.Context, base string) (connected bool, err 
 	w.mu.RUnlock()
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(cctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/revocations?since="+strconv.FormatInt(since, 10), nil)
+	req, _ := http.NewRequestWithContext(cctx, http.MethodGet, strings.TrimRight(base, "/")+FeedPath+"?since="+strconv.FormatInt(since, 10), nil)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return false, err
@@ -318,13 +318,14 @@ func (w *Watcher) follow(ctx context.Context, base string) (connected bool, err 
 		w.setFeed(false)
 	}()
 	w.Log.Info("revocation feed connected", "ca", base, "since", since)
-	// A heartbeat comes every 15 seconds: silence for 45 means a dead link.
-	alive := time.AfterFunc(45*time.Second, cancel)
+	// Silence for three heartbeats means a dead link.
+	const silence = 3 * HeartbeatInterval
+	alive := time.AfterFunc(silence, cancel)
 	defer alive.Stop()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 4096), 64<<10)
 	for sc.Scan() {
-		alive.Reset(45 * time.Second)
+		alive.Reset(silence)
 		w.mu.Lock()
 		w.extend(time.Now().Add(w.FeedValidity))
 		w.mu.Unlock()
@@ -371,7 +372,7 @@ func (w *Watcher) fetchCRL(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		err = w.fetchCRLFrom(ctx, hc, strings.TrimRight(base, "/")+"/crl/"+IssuerKeyID(issuer)+".crl", issuer)
+		err = w.fetchCRLFrom(ctx, hc, strings.TrimRight(base, "/")+crlPath(issuer), issuer)
 		hc.CloseIdleConnections()
 		if err == nil {
 			return nil
@@ -431,7 +432,7 @@ func (w *Watcher) fetchCRLFrom(ctx context.Context, hc *http.Client, u string, i
 		return fmt.Errorf("%s: %w: CRL number %s is below %s, already seen: an older CRL is being replayed (or a CA replica's clock is behind)",
 			u, ErrCRLRollback, crl.Number, have)
 	}
-	seq, _ := strconv.ParseInt(resp.Header.Get("X-Mutual-Revocation-Seq"), 10, 64)
+	seq, _ := strconv.ParseInt(resp.Header.Get(SeqHeader), 10, 64)
 	for _, e := range crl.RevokedCertificateEntries {
 		w.add(Event{Serial: pki.FormatSerial(e.SerialNumber), Reason: e.ReasonCode, RevokedAt: e.RevocationTime})
 	}
@@ -484,7 +485,7 @@ func SourceFromCertificate(leaf, issuer *x509.Certificate) (caURLs []string, crl
 		if u.Scheme == "https" {
 			return []string{base.String()}, ""
 		}
-		return nil, base.String() + "/crl/" + IssuerKeyID(issuer) + ".crl"
+		return nil, base.String() + crlPath(issuer)
 	}
 	return nil, ""
 }

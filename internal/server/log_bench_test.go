@@ -37,9 +37,9 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/translog"
@@ -59,7 +59,7 @@ var _ ca.Store = noLogStore{}
 
 // logBenchCA is a CA service (with or without the log) and a renewing client.
 type logBenchCA struct {
-	svc  *server.Service
+	svc  *caservice.Service
 	peer *identity.Identity
 	hc   *http.Client
 	csrs []string
@@ -71,7 +71,7 @@ func startLogBench(b *testing.B, withLog bool) *logBenchCA {
 	b.Helper()
 	c := testca.New(b)
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
+	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
 	if err != nil {
 		cancel()
 		b.Fatal(err)

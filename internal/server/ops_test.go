@@ -2,60 +2,19 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
-
-// TestServerLeavesOperatorsAdminURLsAlone: the first start records the CA's
-// address for the admin identity; a later start with another --url (a
-// replica, a restart on another address) leaves the operator's file as it is.
-func TestServerLeavesOperatorsAdminURLsAlone(t *testing.T) {
-	c := testca.New(t)
-	e := start(t, c, "")
-	first, err := client.LoadCAURLs(c.AdminDir)
-	if err != nil || !slices.Equal(first, []string{e.svc.URL}) {
-		t.Fatalf("first start recorded %v (%v), want [%s]", first, err, e.svc.URL)
-	}
-	// The operator points the file at their load balancer.
-	lb := []string{"https://ca.example.internal:8443"}
-	if err := client.SaveCAURLs(c.AdminDir, lb); err != nil {
-		t.Fatal(err)
-	}
-	before, err := os.ReadFile(filepath.Join(c.AdminDir, client.ServersFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	svc, err := server.Open(ctx, server.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
-		URLs: []string{"https://127.0.0.1:1/"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Close()
-	after, err := os.ReadFile(filepath.Join(c.AdminDir, client.ServersFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(after) != string(before) {
-		t.Fatalf("a start with another --url rewrote %s:\n%s\nwas:\n%s", client.ServersFile, after, before)
-	}
-}
 
 // TestReadyzHidesStoreDetails: with PostgreSQL down, the anonymous /readyz
 // and /healthz say "unavailable" without the database's user, host, port or

@@ -1,7 +1,8 @@
 // Package server is the CA service's HTTPS edge: it terminates TLS (with
 // optional client certificates), decodes the JSON API of package api, calls
-// the Authority, and maps its failures to HTTP statuses. Metrics are served
-// on a separate listener.
+// the Authority (through the interface declared here, which *ca.Authority
+// provides), and maps its failures to HTTP statuses. Metrics are served on a
+// separate listener. Package caservice assembles and runs it.
 package server
 
 import (
@@ -34,6 +35,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/h2guard"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
@@ -46,9 +48,48 @@ type StoreHealth interface {
 	Health(ctx context.Context) error
 }
 
+// Issuance is what the API asks of the certificate authority to issue:
+// enrollment with a join token, renewal and workload identities through a
+// node, and the check of a client certificate. *ca.Authority provides it.
+type Issuance interface {
+	CheckPeer(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, error)
+	Enroll(ctx context.Context, token string, csrPEM []byte, ttl time.Duration) (*ca.Issued, error)
+	Renew(ctx context.Context, peer *x509.Certificate, csrPEM []byte, ttl time.Duration) (*ca.Issued, error)
+	EntriesForNode(ctx context.Context, peer *x509.Certificate) (spiffeid.ID, []store.Entry, error)
+	IssueForNode(ctx context.Context, peer *x509.Certificate, entryID string, csrPEM []byte) (*ca.Issued, error)
+}
+
+// Administration is what the admin endpoints ask of the certificate
+// authority. *ca.Authority provides it.
+type Administration interface {
+	CreateToken(ctx context.Context, by spiffeid.ID, r ca.TokenRequest) (string, store.Token, error)
+	ListTokens(ctx context.Context) ([]store.Token, error)
+	ListCertificates(ctx context.Context, f store.CertificateFilter) ([]store.Certificate, error)
+	Revoke(ctx context.Context, by spiffeid.ID, r ca.RevokeRequest) ([]store.Revocation, error)
+	CreateEntry(ctx context.Context, by spiffeid.ID, r ca.EntryRequest) (store.Entry, error)
+	ListEntries(ctx context.Context) ([]store.Entry, error)
+	DeleteEntry(ctx context.Context, by spiffeid.ID, id string) error
+}
+
+// Authority is the certificate authority behind the API.
+type Authority interface {
+	Issuance
+	Administration
+}
+
 // Config builds a Server. Every field is required unless it says otherwise.
 type Config struct {
-	Authority *ca.Authority
+	// Authority answers the API's requests.
+	Authority Authority
+	// TrustDomain is the CA's trust domain, named in the bundle and in
+	// refusals.
+	TrustDomain spiffeid.TrustDomain
+	// Roots are the CA's trust anchors: served as the bundle, and the roots
+	// client certificates are verified against.
+	Roots []*x509.Certificate
+	// IssuerCert is the intermediate that signs leaves and the CRL; the
+	// CRL's name is derived from it.
+	IssuerCert *x509.Certificate
 	// Certificate returns the server's TLS certificate (chain: leaf,
 	// intermediate, root: the root lets a join-token holder find the root it
 	// pins by fingerprint).
@@ -60,9 +101,9 @@ type Config struct {
 	// Registry receives the server's metrics; nil makes a private one.
 	Registry *prometheus.Registry
 	// CRL, OCSP and Hub serve revocation; nil leaves their routes out.
-	CRL  *revocation.CRL
-	OCSP *revocation.Responder
-	Hub  *revocation.Hub
+	CRL  *publish.CRL
+	OCSP *publish.Responder
+	Hub  *publish.Hub
 	// IssuanceLog serves the issuance log under /log/; nil leaves it out.
 	IssuanceLog *translog.Server
 }
@@ -132,7 +173,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // with AEAD suites at least, client certificates verified against the CA's
 // roots when given.
 func (s *Server) TLSConfig() *tls.Config {
-	pool := pki.CertPool(s.cfg.Authority.Roots)
+	pool := pki.CertPool(s.cfg.Roots)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{
@@ -172,6 +213,12 @@ func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	return serve(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln)
+}
+
+// ServeRevocation serves RevocationHandler over plain HTTP on ln until ctx
+// is done.
+func (s *Server) ServeRevocation(ctx context.Context, ln net.Listener) error {
+	return serve(ctx, &http.Server{Handler: s.RevocationHandler(), ReadHeaderTimeout: 10 * time.Second}, ln)
 }
 
 func serve(ctx context.Context, hs *http.Server, ln net.Listener) error {
@@ -289,11 +336,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (int, error) {
 }
 
 func (s *Server) bundle(w http.ResponseWriter, r *http.Request) (int, error) {
-	a := s.cfg.Authority
-	fp := a.RootFingerprint()
+	fp := pki.Fingerprint(s.cfg.Roots[0])
 	return ok(w, api.BundleResponse{
-		TrustDomain:     a.Policy.TrustDomain.Name(),
-		RootsPEM:        string(pki.EncodeCertificates(a.Roots...)),
+		TrustDomain:     s.cfg.TrustDomain.Name(),
+		RootsPEM:        string(pki.EncodeCertificates(s.cfg.Roots...)),
 		RootFingerprint: hex.EncodeToString(fp[:]),
 	})
 }
@@ -365,7 +411,7 @@ type adminHandler func(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (
 func (s *Server) admin(h adminHandler) handler {
 	return func(w http.ResponseWriter, r *http.Request) (int, error) {
 		p := peer(r)
-		td := s.cfg.Authority.Policy.TrustDomain.Name()
+		td := s.cfg.TrustDomain.Name()
 		if p == nil {
 			return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: api.CodeAdminRequired,
 				Msg: "this endpoint needs an admin client certificate (spiffe://" + td + "/admin/NAME): pass --identity-dir DIR/admin"}
@@ -579,7 +625,7 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, &ca.Error{Kind: ca.KindUnavailable, Code: api.CodeNoFeed, Msg: "this server has no revocation feed"}
 	}
 	release, err := s.cfg.Hub.Admit(id.String())
-	var le *revocation.StreamLimitError
+	var le *publish.StreamLimitError
 	if errors.As(err, &le) {
 		status, code, limit := http.StatusServiceUnavailable, api.CodeFeedFull, "total"
 		if le.PerPeer {
@@ -606,7 +652,7 @@ func (s *Server) RevocationHandler() http.Handler {
 	mux.HandleFunc("GET /crl/{name}", func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		name := r.PathValue("name")
-		want := revocation.IssuerKeyID(s.cfg.Authority.Issuer.Cert)
+		want := revocation.IssuerKeyID(s.cfg.IssuerCert)
 		base, ext, _ := strings.Cut(name, ".")
 		if s.cfg.CRL == nil || base != want || (ext != "crl" && ext != "pem") {
 			writeError(w, http.StatusNotFound, api.CodeNotFound, "no CRL "+name+": this CA publishes /crl/"+want+".crl (DER) and .pem")

@@ -9,24 +9,23 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
 // env is a running CA service on loopback and its operator.
 type env struct {
 	ca    *testca.CA
-	svc   *server.Service
+	svc   *caservice.Service
 	admin *client.Client
 }
 
@@ -34,7 +33,7 @@ type env struct {
 func start(t testing.TB, c *testca.CA, storeURL string) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0", StoreURL: storeURL, MetricsListen: "127.0.0.1:0"})
+	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0", StoreURL: storeURL, MetricsListen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,15 +469,6 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestWrongPassphrase: the server refuses to start and says why.
-func TestWrongPassphrase(t *testing.T) {
-	c := testca.New(t)
-	_, err := server.Open(context.Background(), server.Options{Dir: c.Dir, Passphrase: []byte("nope"), Listen: "127.0.0.1:0"})
-	if !errors.Is(err, pki.ErrWrongPassphrase) || !strings.Contains(err.Error(), filepath.Join("intermediate", "key.pem")) {
-		t.Fatalf("got %v", err)
-	}
-}
-
 func rootPool(c *testca.CA) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(c.Root)
@@ -516,7 +506,7 @@ func TestIssueAdmin(t *testing.T) {
 	ctx := context.Background()
 	c := testca.New(t)
 	e := start(t, c, "")
-	alice, err := server.IssueAdmin(ctx, c.Dir, []byte(testca.Passphrase), "", "alice", time.Hour)
+	alice, err := caservice.IssueAdmin(ctx, c.Dir, []byte(testca.Passphrase), "", "alice", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +525,7 @@ func TestIssueAdmin(t *testing.T) {
 	if _, err := cl.ListTokens(ctx); err == nil {
 		t.Fatal("a revoked admin is still accepted")
 	}
-	if _, err := server.IssueAdmin(ctx, c.Dir, []byte(testca.Passphrase), "", "bad/name", time.Hour); err == nil {
+	if _, err := caservice.IssueAdmin(ctx, c.Dir, []byte(testca.Passphrase), "", "bad/name", time.Hour); err == nil {
 		t.Fatal("a name with a slash was accepted")
 	}
 }

@@ -194,12 +194,14 @@ func (ca *CA) Leaf(t testing.TB, id string, opts ...LeafOption) *identity.Identi
 	}
 	key := NewKey(t)
 	c.leaf.PublicKey = key.Public()
-	c.leaf.Extra = func(x *x509.Certificate) {
-		for _, f := range c.extra {
-			f(x)
-		}
+	tmpl, err := c.issuer.Template(c.leaf)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
 	}
-	cert, err := c.issuer.Issue(c.leaf)
+	for _, f := range c.extra {
+		f(tmpl)
+	}
+	cert, err := c.issuer.Sign(tmpl, c.leaf.PublicKey)
 	if err != nil {
 		t.Fatalf("testca: %v", err)
 	}

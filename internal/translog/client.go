@@ -108,6 +108,9 @@ func (c *Client) HashReader(ctx context.Context, cp *Checkpoint) tlog.HashReader
 // ErrNotInLog means an entry is not at the index claimed.
 var ErrNotInLog = errors.New("not in the log")
 
+// ErrTampered means an entry served does not hash into the signed tree.
+var ErrTampered = errors.New("the log was tampered with")
+
 // Entries fetches entries [start, end) of the tree of cp and checks each
 // against the tree: a tampered entry is refused.
 func (c *Client) Entries(ctx context.Context, cp *Checkpoint, start, end int64) ([][]byte, error) {
@@ -139,7 +142,7 @@ func (c *Client) Entries(ctx context.Context, cp *Checkpoint, start, end int64) 
 				return nil, fmt.Errorf("entry %d: %w", idx, err)
 			}
 			if tlog.RecordHash(bundle[j]) != hs[0] {
-				return nil, fmt.Errorf("entry %d does not match the tree: the log was tampered with", idx)
+				return nil, fmt.Errorf("entry %d does not match the tree: %w", idx, ErrTampered)
 			}
 			out = append(out, bundle[j])
 		}

@@ -33,6 +33,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testport"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // freeAddr is a loopback address reserved for t that a child binds later
@@ -181,7 +182,7 @@ func TestCrashConsistency(t *testing.T) {
 	listen, httpListen := freeAddr(t), freeAddr(t)
 	srv := startServerProc(t, c, passFile, listen, httpListen)
 	url := "https://" + listen
-	pub, err := os.ReadFile(filepath.Join(c.Dir, translog.VerifierFile))
+	pub, err := os.ReadFile(filepath.Join(c.Dir, logkey.VerifierFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestCrashConsistency(t *testing.T) {
 	waitFor(t, "60 certificates issued", func() bool { return got.n.Load() >= 60 })
 	early := waitCheckpoint(t, cl, 50)
 	st := filepath.Join(t.TempDir(), "state.json")
-	verify := []string{"log", "verify", "--server", cl.Base, "--key-file", filepath.Join(c.Dir, translog.VerifierFile), "--state", st}
+	verify := []string{"log", "verify", "--server", cl.Base, "--key-file", filepath.Join(c.Dir, logkey.VerifierFile), "--state", st}
 	mustMutual(t, verify...)
 
 	waitFor(t, "300 certificates issued", func() bool { return got.n.Load() >= 300 })

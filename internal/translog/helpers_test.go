@@ -1,7 +1,7 @@
 package translog_test
 
 // Shared set-up for the issuance log's tests: a real CA service on loopback
-// (server.Open + Run, embedded SQLite store, the plain-HTTP listener that
+// (caservice.Open + Run, embedded SQLite store, the plain-HTTP listener that
 // serves /log/), ways to issue many certificates quickly, direct access to
 // the store's file for tampering, and the real mutual binary.
 
@@ -25,11 +25,12 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // safetyNet bounds every wait so that a hang fails the test instead of the
@@ -47,7 +48,7 @@ func TestMain(m *testing.M) {
 // caEnv is a running CA service and what the tests need of it.
 type caEnv struct {
 	ca  *testca.CA
-	svc *server.Service
+	svc *caservice.Service
 	// base is the plain-HTTP listener (http://127.0.0.1:PORT), where the
 	// log is served as it would be to an auditor.
 	base string
@@ -67,7 +68,7 @@ func startCA(t testing.TB, storeURL string) *caEnv {
 	t.Helper()
 	c := testca.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{
+	svc, err := caservice.Open(ctx, caservice.Options{
 		Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
 		HTTPListen: "127.0.0.1:0", StoreURL: storeURL,
 	})
@@ -93,7 +94,7 @@ func startCA(t testing.TB, storeURL string) *caEnv {
 		}
 		svc.Close()
 	})
-	pub, err := os.ReadFile(filepath.Join(c.Dir, translog.VerifierFile))
+	pub, err := os.ReadFile(filepath.Join(c.Dir, logkey.VerifierFile))
 	if err != nil {
 		t.Fatalf("ca init must write the log's verifier key: %v", err)
 	}

@@ -1,6 +1,7 @@
 package translog
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -12,12 +13,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/pki"
-)
-
-// Files of the log's key in a CA directory: its own key, not the CA's.
-const (
-	KeyFile      = pki.LogKeyFile
-	VerifierFile = pki.LogVerifierFile
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // Signer signs checkpoints with an Ed25519 key (x/mod/sumdb/note).
@@ -51,40 +47,24 @@ func NewSigner(name string, key ed25519.PrivateKey) (*Signer, error) {
 	return &Signer{name: name, hash: v.KeyHash(), key: key, Verifier: vkey}, nil
 }
 
-// Origin is the log's name for a trust domain: the first line of every
-// checkpoint and the name of its key.
-func Origin(trustDomain string) string { return pki.LogOrigin(trustDomain) }
+// Errors of LoadOrCreateKey about a log key that is there but unusable.
+var (
+	// ErrNotEd25519 means the log key file holds a key of another kind.
+	ErrNotEd25519 = errors.New("the log key must be Ed25519")
+	// ErrVerifierMismatch means the verifier file is not the key's.
+	ErrVerifierMismatch = errors.New("the log's verifier key does not match its signing key")
+)
 
-// LoadOrCreateKey reads the log key of the CA in dir, creating it (encrypted
-// with the passphrase, and its verifier key beside the bundle) if the CA
-// has none yet.
+// LoadOrCreateKey reads the log key of the CA in dir (logkey.KeyFile),
+// creating it (encrypted with the passphrase, and its verifier key in
+// logkey.VerifierFile) if the CA has none yet. A wrong passphrase gives
+// an error wrapping pki.ErrWrongPassphrase.
 func LoadOrCreateKey(dir, trustDomain string, passphrase []byte, iterations int) (*Signer, error) {
-	path := filepath.Join(dir, KeyFile)
+	path := filepath.Join(dir, logkey.KeyFile)
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		_, priv, err := ed25519.GenerateKey(nil)
-		if err != nil {
-			return nil, err
-		}
-		pemKey, err := pki.MarshalPrivateKey(priv, passphrase, iterations)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, err
-		}
-		if err := atomicfile.WriteFile(path, pemKey, 0o600); err != nil {
-			return nil, err
-		}
-		s, err := NewSigner(Origin(trustDomain), priv)
-		if err != nil {
-			return nil, err
-		}
-		if err := atomicfile.WriteFile(filepath.Join(dir, VerifierFile), []byte(s.Verifier+"\n"), 0o644); err != nil {
-			return nil, err
-		}
-		return s, nil
+		return createKey(dir, trustDomain, passphrase, iterations)
 	case err != nil:
 		return nil, err
 	}
@@ -94,14 +74,36 @@ func LoadOrCreateKey(dir, trustDomain string, passphrase []byte, iterations int)
 	}
 	priv, ok := key.(ed25519.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("%s: the log key must be Ed25519", path)
+		return nil, fmt.Errorf("%s: %w, not %s", path, ErrNotEd25519, pki.KeyDescription(key.Public()))
 	}
-	s, err := NewSigner(Origin(trustDomain), priv)
+	s, err := NewSigner(logkey.Origin(trustDomain), priv)
 	if err != nil {
 		return nil, err
 	}
-	if pub, err := os.ReadFile(filepath.Join(dir, VerifierFile)); err == nil && strings.TrimSpace(string(pub)) != s.Verifier {
-		return nil, fmt.Errorf("%s does not match %s: restore the log key or the verifier key", filepath.Join(dir, VerifierFile), path)
+	vpath := filepath.Join(dir, logkey.VerifierFile)
+	if pub, err := os.ReadFile(vpath); err == nil && strings.TrimSpace(string(pub)) != s.Verifier {
+		return nil, fmt.Errorf("%s does not match %s: %w; restore the log key or the verifier key", vpath, path, ErrVerifierMismatch)
 	}
 	return s, nil
+}
+
+// createKey makes the log key of a CA that has none and writes its files.
+func createKey(dir, trustDomain string, passphrase []byte, iterations int) (*Signer, error) {
+	k, err := logkey.Generate(nil, trustDomain, func(k crypto.Signer) ([]byte, error) {
+		return pki.MarshalPrivateKey(k, passphrase, iterations)
+	})
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, logkey.KeyFile)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.WriteFile(path, k.PEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, logkey.VerifierFile), []byte(k.Verifier+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	return NewSigner(logkey.Origin(trustDomain), k.Private)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.yaml.in/yaml/v3"
 
@@ -167,102 +168,186 @@ func (m *Monitor) Step(ctx context.Context) ([]Alert, error) {
 	return alerts, nil
 }
 
+// examined is the log entry being checked, and how alerts about it name it.
+type examined struct {
+	idx    int64
+	entry  *Entry
+	cert   *x509.Certificate
+	id     spiffeid.ID // zero when the certificate carries none
+	idStr  string      // id, or "" when none
+	serial string
+}
+
+// alert is an alert about x under rule.
+func (x *examined) alert(rule, detail string) Alert {
+	return Alert{Rule: rule, Index: x.idx, SPIFFEID: x.idStr, Serial: x.serial, Detail: detail}
+}
+
+// check examines the entry at idx of the tree of cp, one rule after the
+// other, and returns what the rules did not expect.
 func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []byte) []Alert {
-	var out []Alert
-	e, err := ParseEntry(raw)
+	x, err := examine(idx, raw)
 	if err != nil {
 		return []Alert{{Rule: "entry_invalid", Index: idx, Detail: err.Error()}}
+	}
+	out := m.checkIdentity(x)
+	out = append(out, m.checkRequester(ctx, cp, x)...)
+	m.remember(x)
+	out = append(out, m.checkDNSNames(x)...)
+	out = append(out, m.checkLifetime(x)...)
+	out = append(out, m.checkIssuer(x)...)
+	return append(out, m.checkBurst(x)...)
+}
+
+// examine parses a log entry and its certificate.
+func examine(idx int64, raw []byte) (*examined, error) {
+	e, err := ParseEntry(raw)
+	if err != nil {
+		return nil, err
 	}
 	c, err := e.Cert()
 	if err != nil {
-		return []Alert{{Rule: "entry_invalid", Index: idx, Detail: err.Error()}}
+		return nil, err
 	}
-	serial := pki.FormatSerial(c.SerialNumber)
-	idStr := ""
-	id, err := x509svid.IDFromCert(c)
-	if err != nil {
-		out = append(out, Alert{Rule: "no_identity", Index: idx, Serial: serial, Detail: "the certificate carries no SPIFFE ID"})
-	} else {
-		idStr = id.String()
-		if len(m.Rules.patterns) > 0 && !slices.ContainsFunc(m.Rules.patterns, func(p authz.Pattern) bool { return p.Match(id) }) {
-			out = append(out, Alert{Rule: "unexpected_identity", Index: idx, SPIFFEID: idStr, Serial: serial, Detail: "no identities pattern of the rules matches it"})
-		}
+	x := &examined{idx: idx, entry: e, cert: c, serial: pki.FormatSerial(c.SerialNumber)}
+	if id, err := x509svid.IDFromCert(c); err == nil { // else zero: checkIdentity says so
+		x.id, x.idStr = id, id.String()
 	}
-	a := func(rule, detail string) Alert {
-		return Alert{Rule: rule, Index: idx, SPIFFEID: idStr, Serial: serial, Detail: detail}
+	return x, nil
+}
+
+// checkIdentity: the certificate names a SPIFFE ID that the rules'
+// identities patterns (when any) expect.
+func (m *Monitor) checkIdentity(x *examined) []Alert {
+	if x.id.IsZero() {
+		return []Alert{x.alert("no_identity", "the certificate carries no SPIFFE ID")}
 	}
-	// Who asked: a token or entry must have granted this identity; a
-	// renewal keeps the identity of the certificate it renews.
-	switch by := e.RequestedBy; by.Kind() {
+	if len(m.Rules.patterns) > 0 && !slices.ContainsFunc(m.Rules.patterns, func(p authz.Pattern) bool { return p.Match(x.id) }) {
+		return []Alert{x.alert("unexpected_identity", "no identities pattern of the rules matches it")}
+	}
+	return nil
+}
+
+// checkRequester: who asked explains the identity. A token or entry must
+// have granted it (and may never grant a reserved one); a renewal keeps
+// the identity of the certificate it renews; the CA itself makes only
+// operator and server identities.
+func (m *Monitor) checkRequester(ctx context.Context, cp *Checkpoint, x *examined) []Alert {
+	by := x.entry.RequestedBy
+	switch by.Kind() {
 	case RequestedByRenewal:
-		renewed := by.Ref()
-		prev, ok := m.serials[renewed]
-		if !ok {
-			// Not seen in this run: find the renewed certificate in the log
-			// itself (authenticated against the tree); it must be there,
-			// earlier than this entry.
-			var why string
-			prev, why = m.lookupRenewed(ctx, cp, renewed, idx)
-			if why != "" {
-				out = append(out, a("unexplained_identity", why))
-				break
-			}
-		}
-		if prev != idStr {
-			out = append(out, a("unexplained_identity", fmt.Sprintf("renewal of %s, which was %s", by, prev)))
+		prev, why := m.renewedIdentity(ctx, cp, by.Ref(), x.idx)
+		switch {
+		case why != "":
+			return []Alert{x.alert("unexplained_identity", why)}
+		case prev != x.idStr:
+			return []Alert{x.alert("unexplained_identity", fmt.Sprintf("renewal of %s, which was %s", by, prev))}
 		}
 	case RequestedByToken, RequestedByEntry:
+		var out []Alert
 		// The CA's own ID and operators are never granted by a token or
 		// an entry, nodes never by an entry (policy.CheckGrantable).
-		byToken := by.Kind() == RequestedByToken
-		if k := pki.KindOf(id); k == pki.KindAdmin || k == pki.KindServer || k == pki.KindReserved || (k == pki.KindNode && !byToken) {
-			out = append(out, a("reserved_identity", fmt.Sprintf("a %s identity issued through %s, which may not grant it", k, by)))
+		k := pki.KindOf(x.id)
+		if k == pki.KindAdmin || k == pki.KindServer || k == pki.KindReserved || (k == pki.KindNode && by.Kind() == RequestedByEntry) {
+			out = append(out, x.alert("reserved_identity", fmt.Sprintf("a %s identity issued through %s, which may not grant it", k, by)))
 		}
 		if m.Grants != nil {
-			if why := m.Grants.Explains(by, idStr); why != "" {
-				out = append(out, a("unexplained_identity", why))
+			if why := m.Grants.Explains(by, x.idStr); why != "" {
+				out = append(out, x.alert("unexplained_identity", why))
 			}
 		}
+		return out
 	case RequestedByCA:
-		if k := pki.KindOf(id); idStr == "" || (k != pki.KindAdmin && k != pki.KindServer) {
-			out = append(out, a("unexplained_identity", "issued by "+by.String()+" but not an operator or server identity"))
+		if k := pki.KindOf(x.id); x.idStr == "" || (k != pki.KindAdmin && k != pki.KindServer) {
+			return []Alert{x.alert("unexplained_identity", "issued by "+by.String()+" but not an operator or server identity")}
 		}
 	default:
-		out = append(out, a("unexplained_identity", fmt.Sprintf("unknown requester %q", by.String())))
+		return []Alert{x.alert("unexplained_identity", fmt.Sprintf("unknown requester %q", by.String()))}
 	}
-	m.serials[serial] = idStr
+	return nil
+}
+
+// renewedIdentity is the identity of the certificate with serial that a
+// renewal at index before names: remembered from this run, else found in
+// the log itself (authenticated against the tree), where it must be
+// earlier. why says what is wrong when it cannot be found.
+func (m *Monitor) renewedIdentity(ctx context.Context, cp *Checkpoint, serial string, before int64) (id, why string) {
+	if prev, ok := m.serials[serial]; ok {
+		return prev, ""
+	}
+	return m.lookupRenewed(ctx, cp, serial, before)
+}
+
+// remember keeps the identity of x's serial for the renewals that follow,
+// within a bound (forgotten ones are looked up in the log).
+func (m *Monitor) remember(x *examined) {
+	m.serials[x.serial] = x.idStr
 	if len(m.serials) > 200_000 {
 		m.serials = map[string]string{}
 	}
-	if len(m.Rules.DNSSuffixes) > 0 {
-		for _, d := range c.DNSNames {
-			if !slices.ContainsFunc(m.Rules.DNSSuffixes, func(s string) bool {
-				return strings.HasSuffix(strings.ToLower(d), s) || strings.ToLower(d) == strings.TrimPrefix(s, ".")
-			}) {
-				out = append(out, a("dns_outside_suffixes", fmt.Sprintf("DNS name %q is outside %s", d, strings.Join(m.Rules.DNSSuffixes, ", "))))
-			}
+}
+
+// checkDNSNames: every DNS name is under one of the rules' suffixes (when
+// any), or is a suffix itself without its leading dot.
+func (m *Monitor) checkDNSNames(x *examined) []Alert {
+	if len(m.Rules.DNSSuffixes) == 0 {
+		return nil
+	}
+	var out []Alert
+	for _, d := range x.cert.DNSNames {
+		name := strings.ToLower(d)
+		if !slices.ContainsFunc(m.Rules.DNSSuffixes, func(s string) bool {
+			return strings.HasSuffix(name, s) || name == strings.TrimPrefix(s, ".")
+		}) {
+			out = append(out, x.alert("dns_outside_suffixes", fmt.Sprintf("DNS name %q is outside %s", d, strings.Join(m.Rules.DNSSuffixes, ", "))))
 		}
 	}
-	// ca init's own certificates are long-lived by design.
-	if life := c.NotAfter.Sub(c.NotBefore); life > m.Rules.MaxLifetime+2*time.Minute && e.RequestedBy.Kind() != RequestedByCA {
-		out = append(out, a("lifetime_above_policy", fmt.Sprintf("lifetime %s exceeds %s", life.Round(time.Second), m.Rules.MaxLifetime)))
+	return out
+}
+
+// checkLifetime: the lifetime is within the rules' maximum (with two
+// minutes for the CA's backdating). ca init's own certificates are
+// long-lived by design.
+func (m *Monitor) checkLifetime(x *examined) []Alert {
+	life := x.cert.NotAfter.Sub(x.cert.NotBefore)
+	if life <= m.Rules.MaxLifetime+2*time.Minute || x.entry.RequestedBy.Kind() == RequestedByCA {
+		return nil
 	}
-	if a0, ok := m.issuer(c); !ok {
-		out = append(out, a("unknown_issuer", a0))
+	return []Alert{x.alert("lifetime_above_policy", fmt.Sprintf("lifetime %s exceeds %s", life.Round(time.Second), m.Rules.MaxLifetime))}
+}
+
+// checkIssuer: a known issuing CA signed the certificate.
+func (m *Monitor) checkIssuer(x *examined) []Alert {
+	if why, ok := m.issuer(x.cert); !ok {
+		return []Alert{x.alert("unknown_issuer", why)}
 	}
-	for key, limit := range map[string]int{"id:" + idStr: m.Rules.Burst.PerIdentity, "node:" + e.Node: m.Rules.Burst.PerNode} {
-		if key == "node:" {
-			continue
-		}
-		times := append(m.recent[key], e.IssuedAt)
+	return nil
+}
+
+// checkBurst: neither the identity nor the node it was obtained through
+// went over the rules' issuances per window. A burst is said once, when
+// the count first exceeds the limit.
+func (m *Monitor) checkBurst(x *examined) []Alert {
+	type counted struct {
+		key, name string
+		limit     int
+	}
+	keys := []counted{{"id:" + x.idStr, x.idStr, m.Rules.Burst.PerIdentity}}
+	if x.entry.Node != "" {
+		keys = append(keys, counted{"node:" + x.entry.Node, x.entry.Node, m.Rules.Burst.PerNode})
+	}
+	var out []Alert
+	at := x.entry.IssuedAt
+	for _, k := range keys {
+		times := append(m.recent[k.key], at)
 		cut := 0
-		for cut < len(times) && e.IssuedAt.Sub(times[cut]) > m.Rules.Burst.Window {
+		for cut < len(times) && at.Sub(times[cut]) > m.Rules.Burst.Window {
 			cut++
 		}
 		times = times[cut:]
-		m.recent[key] = times
-		if len(times) == limit+1 {
-			out = append(out, a("burst", fmt.Sprintf("%d issuances for %s within %s", len(times), strings.SplitN(key, ":", 2)[1], m.Rules.Burst.Window)))
+		m.recent[k.key] = times
+		if len(times) == k.limit+1 {
+			out = append(out, x.alert("burst", fmt.Sprintf("%d issuances for %s within %s", len(times), k.name, m.Rules.Burst.Window)))
 		}
 	}
 	return out

@@ -31,11 +31,14 @@ import (
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
+	"github.com/mutual-tls/mutual/internal/translog/monitor"
 )
 
-// testGrants explains identities by the CA's tokens (read through the admin
-// API, as `mutual log monitor --identity-dir` does) and by registration
-// entries the test declares; hidden tokens are unknown to it.
+// testGrants explains identities, as monitor.Grants does, by the CA's
+// tokens (read through the admin API, as `mutual log monitor
+// --identity-dir` does) and by registration entries the test declares;
+// hidden tokens are unknown to it.
 type testGrants struct {
 	mu      sync.Mutex
 	tokens  map[string]string
@@ -65,18 +68,7 @@ func (g *testGrants) refresh(t testing.TB, e *caEnv) {
 func (g *testGrants) Explains(requestedBy translog.Requester, id string) string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	m := g.tokens
-	if requestedBy.Kind() == translog.RequestedByEntry {
-		m = g.entries
-	}
-	granted, ok := m[requestedBy.Ref()]
-	switch {
-	case !ok:
-		return requestedBy.String() + " is unknown to the CA"
-	case granted != id:
-		return fmt.Sprintf("%s granted %s, not %s", requestedBy, granted, id)
-	}
-	return ""
+	return monitor.NewGrants(g.tokens, g.entries).Explains(requestedBy, id)
 }
 
 // strictRules expects the workloads under /ns/, the operator and the CA
@@ -387,7 +379,7 @@ func TestMonitorCLI(t *testing.T) {
 	dir := t.TempDir()
 	rulesFile := filepath.Join(dir, "rules.yaml")
 	writeFile(t, rulesFile, strictRules)
-	args := []string{"log", "monitor", "--once", "--server", e.base, "--key-file", filepath.Join(e.ca.Dir, translog.VerifierFile),
+	args := []string{"log", "monitor", "--once", "--server", e.base, "--key-file", filepath.Join(e.ca.Dir, logkey.VerifierFile),
 		"--state", filepath.Join(dir, "state.json"), "--rules", rulesFile, "--issuer", filepath.Join(e.ca.Dir, "intermediate", "cert.pem")}
 	mustMutual(t, args...)
 	e.craft(t, e.ca.Leaf(t, "spiffe://example.org/ns/prod/long", testca.TTL(72*time.Hour)).Leaf(), "renew:"+serialOf(base.Leaf()), "")

@@ -24,11 +24,12 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // verifyArgs are `mutual log verify`'s arguments for e with state file st.
 func (e *caEnv) verifyArgs(st string, extra ...string) []string {
-	return append([]string{"log", "verify", "--server", e.base, "--key-file", filepath.Join(e.ca.Dir, translog.VerifierFile), "--state", st}, extra...)
+	return append([]string{"log", "verify", "--server", e.base, "--key-file", filepath.Join(e.ca.Dir, logkey.VerifierFile), "--state", st}, extra...)
 }
 
 func writeCert(t *testing.T, cert *x509.Certificate) string {
@@ -185,10 +186,10 @@ func TestTamperEntry(t *testing.T) {
 	}
 
 	_, _, err = cl.ProveCertificate(ctx, cp, target)
-	if err == nil || !strings.Contains(err.Error(), "tampered") {
-		t.Errorf("ProveCertificate of a tampered entry: %v, want an error naming tampering", err)
+	if !errors.Is(err, translog.ErrTampered) {
+		t.Errorf("ProveCertificate of a tampered entry: %v, want ErrTampered", err)
 	}
-	if _, err := cl.Entries(ctx, cp, 0, cp.Size); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("entry %d does not match the tree", idx)) {
+	if _, err := cl.Entries(ctx, cp, 0, cp.Size); !errors.Is(err, translog.ErrTampered) || !strings.Contains(err.Error(), fmt.Sprintf("entry %d ", idx)) {
 		t.Errorf("Entries over a tampered entry: %v", err)
 	}
 
@@ -349,7 +350,7 @@ func TestTamperForeignOrTruncatedCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	impostor, err := translog.NewSigner(translog.Origin("example.org"), otherKey)
+	impostor, err := translog.NewSigner(logkey.Origin("example.org"), otherKey)
 	if err != nil {
 		t.Fatal(err)
 	}

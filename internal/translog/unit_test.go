@@ -23,6 +23,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 func TestLoadOrCreateKey(t *testing.T) {
@@ -35,11 +36,11 @@ func TestLoadOrCreateKey(t *testing.T) {
 	if s.Name() != "example.org/mutual-log" || !strings.HasPrefix(s.Verifier, "example.org/mutual-log+") {
 		t.Errorf("signer %q, verifier %q", s.Name(), s.Verifier)
 	}
-	pub, err := os.ReadFile(filepath.Join(dir, translog.VerifierFile))
+	pub, err := os.ReadFile(filepath.Join(dir, logkey.VerifierFile))
 	if err != nil || strings.TrimSpace(string(pub)) != s.Verifier {
 		t.Fatalf("verifier file %q, %v", pub, err)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, translog.KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dir, logkey.KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("key file: %v %v", fi, err)
 	}
 	// A checkpoint it signs verifies with the published key.
@@ -57,23 +58,23 @@ func TestLoadOrCreateKey(t *testing.T) {
 	if err != nil || again.Verifier != s.Verifier || again.KeyHash() != s.KeyHash() {
 		t.Fatalf("reloaded: %v %v", again, err)
 	}
-	if _, err := translog.LoadOrCreateKey(dir, "example.org", []byte("wrong"), 1000); err == nil {
-		t.Error("a wrong passphrase opened the log key")
+	if _, err := translog.LoadOrCreateKey(dir, "example.org", []byte("wrong"), 1000); !errors.Is(err, pki.ErrWrongPassphrase) {
+		t.Errorf("a wrong passphrase: %v, want ErrWrongPassphrase", err)
 	}
 	// A verifier file that does not match the key is refused.
 	_, other, _ := ed25519.GenerateKey(nil)
 	otherSigner, _ := translog.NewSigner("example.org/mutual-log", other)
-	os.WriteFile(filepath.Join(dir, translog.VerifierFile), []byte(otherSigner.Verifier+"\n"), 0o644)
-	if _, err := translog.LoadOrCreateKey(dir, "example.org", pass, 1000); err == nil || !strings.Contains(err.Error(), "does not match") {
+	os.WriteFile(filepath.Join(dir, logkey.VerifierFile), []byte(otherSigner.Verifier+"\n"), 0o644)
+	if _, err := translog.LoadOrCreateKey(dir, "example.org", pass, 1000); !errors.Is(err, translog.ErrVerifierMismatch) {
 		t.Errorf("mismatched verifier file: %v", err)
 	}
 	// A key that is not Ed25519 is refused.
 	k, _ := pki.GenerateKey(pki.KeyECDSAP256, nil)
 	pemKey, _ := pki.MarshalPrivateKey(k, pass, 1000)
 	dir2 := t.TempDir()
-	os.MkdirAll(filepath.Dir(filepath.Join(dir2, translog.KeyFile)), 0o700)
-	os.WriteFile(filepath.Join(dir2, translog.KeyFile), pemKey, 0o600)
-	if _, err := translog.LoadOrCreateKey(dir2, "example.org", pass, 1000); err == nil || !strings.Contains(err.Error(), "Ed25519") {
+	os.MkdirAll(filepath.Dir(filepath.Join(dir2, logkey.KeyFile)), 0o700)
+	os.WriteFile(filepath.Join(dir2, logkey.KeyFile), pemKey, 0o600)
+	if _, err := translog.LoadOrCreateKey(dir2, "example.org", pass, 1000); !errors.Is(err, translog.ErrNotEd25519) {
 		t.Errorf("an ECDSA log key: %v", err)
 	}
 	if _, err := translog.NewSigner("bad name with spaces", other); err == nil {

@@ -1,21 +1,16 @@
-// Package revocation makes revocation take effect everywhere within a
-// second: the CA side publishes a CRL (RFC 5280), answers OCSP (RFC 6960)
-// and pushes every revocation to subscribed proxies and agents; the client
-// side (Watcher) follows the feed, falls back to the CRL when the feed is
-// down, and tells its owner at once.
-package revocation
+package publish
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"math/big"
 	"sync"
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -25,11 +20,8 @@ type CRLStore interface {
 	LastRevocationSeq(ctx context.Context) (int64, error)
 }
 
-// CRLValidity is how long a CRL is valid (its nextUpdate); it is rebuilt
-// at half of that, and at once when a revocation happens.
-const CRLValidity = 10 * time.Minute
-
-// CRL builds and caches the issuing CA's certificate revocation list.
+// CRL builds and caches the issuing CA's certificate revocation list, valid
+// for revocation.CRLValidity.
 type CRL struct {
 	Issuer *pki.Issuer
 	Store  CRLStore
@@ -43,10 +35,6 @@ type CRL struct {
 	number  *big.Int
 	expires time.Time
 }
-
-// IssuerKeyID names the issuing CA in URLs: the hex SubjectKeyId of its
-// certificate.
-func IssuerKeyID(c *x509.Certificate) string { return hex.EncodeToString(c.SubjectKeyId) }
 
 func (c *CRL) now() time.Time {
 	if c.Now != nil {
@@ -71,7 +59,7 @@ func (c *CRL) Current(ctx context.Context) ([]byte, int64, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.der != nil && seq == c.seq && now.Before(c.built.Add(CRLValidity/2)) {
+	if c.der != nil && seq == c.seq && now.Before(c.built.Add(revocation.CRLValidity/2)) {
 		return c.der, c.seq, nil
 	}
 	revoked, err := c.Store.RevokedUnexpired(ctx, now)
@@ -95,7 +83,7 @@ func (c *CRL) Current(ctx context.Context) ([]byte, int64, error) {
 	if c.number != nil && number.Cmp(c.number) <= 0 {
 		number = new(big.Int).Add(c.number, big.NewInt(1))
 	}
-	next := now.Add(CRLValidity)
+	next := now.Add(revocation.CRLValidity)
 	if next.After(c.Issuer.Cert.NotAfter) {
 		next = c.Issuer.Cert.NotAfter
 	}

@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"bufio"
@@ -377,10 +377,12 @@ func newFeedCutter(t testing.TB, e *caEnv, src *identity.DirSource) *feedCutter 
 		t.Fatal(err)
 	}
 	hs := &http.Server{Handler: mux, ErrorLog: discardLogger()}
-	go hs.Serve(ln)
+	served := make(chan struct{})
+	go func() { defer close(served); hs.Serve(ln) }()
 	t.Cleanup(func() {
 		fc.cut()
 		hs.Close()
+		<-served
 		rp.Transport.(*http.Transport).CloseIdleConnections()
 	})
 	fc.url = "http://" + ln.Addr().String()
@@ -445,6 +447,71 @@ func TestProxyStaplesOCSP(t *testing.T) {
 		t.Fatalf("stapled response: %+v %v", r, err)
 	}
 	pc.conn.Close()
+}
+
+// stapleStatus parses a stapled response for me; -1 when there is none.
+func stapleStatus(t testing.TB, raw []byte, me *identity.Identity) int {
+	t.Helper()
+	if raw == nil {
+		return -1
+	}
+	r, err := ocsp.ParseResponseForCert(raw, me.Leaf(), me.Chain[1])
+	if err != nil {
+		t.Fatalf("stapled response: %v", err)
+	}
+	return r.Status
+}
+
+// TestProxyOwnRevokedCertificateStaple: a proxy wired as `mutual proxy
+// inbound` (watcher on the CA's feed, stapler) whose own certificate is
+// revoked stops stapling "good" as soon as its watcher learns it, and
+// staples the CA's "revoked" answer after.
+func TestProxyOwnRevokedCertificateStaple(t *testing.T) {
+	t.Parallel()
+	e := startCA(t, "")
+	src := e.proxyIdentity(t)
+	me := src.Identity()
+	w := &revocation.Watcher{CAURLs: []string{e.svc.URL}, Source: src}
+	st := &revocation.Stapler{Source: src, Revoked: w.Revoked}
+	w.OnRevoke = st.Revoke
+	pol, _ := authz.FromPatterns([]string{"spiffe://example.org/ns/prod/*"})
+	p, err := proxy.NewInbound(proxy.InboundConfig{Target: echoServer(t), SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol},
+		PeerCheck: w.Check, Staple: st.Staple, Limits: proxy.Limits{DrainTimeout: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); w.Run(ctx) }()
+	go func() { defer wg.Done(); st.Run(ctx) }()
+	go func() { defer wg.Done(); p.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	eventually(t, 10*time.Second, "the watcher never connected to the feed", w.FeedUp)
+	eventually(t, 10*time.Second, "no staple fetched", func() bool { return st.Staple(me.Leaf()) != nil })
+
+	cl := e.enroll(t, "spiffe://example.org/ns/prod/client", api.TokenRequest{})
+	stapled := func() int {
+		pc, err := dialProxy(t, ln.Addr().String(), cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.conn.Close()
+		return stapleStatus(t, pc.conn.ConnectionState().OCSPResponse, me)
+	}
+	if got := stapled(); got != ocsp.Good {
+		t.Fatalf("staple before the revocation: %d, want good", got)
+	}
+	e.revoke(t, me.Leaf(), "keyCompromise")
+	eventually(t, 10*time.Second, "the watcher never learnt its own revocation", func() bool { return w.Revoked(serialOf(me.Leaf())) })
+	if got := stapled(); got == ocsp.Good {
+		t.Fatal(`BUG: the proxy still staples "good" for its own revoked certificate`)
+	}
+	eventually(t, 10*time.Second, `the CA's "revoked" answer was never stapled`, func() bool { return stapled() == ocsp.Revoked })
 }
 
 // slowTarget is an echo backend whose accept queue can be held full, so

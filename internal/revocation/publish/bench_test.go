@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
@@ -349,7 +350,7 @@ func storeRevokeNode(t *testing.T, c *testca.CA, db *store.DB, name string) {
 	if _, err := db.RevokeSerial(ctx, serialOf(expiredWL), 1, now); err != nil {
 		t.Fatal(err)
 	}
-	crl := &revocation.CRL{Issuer: c.Issuer, Store: db}
+	crl := &publish.CRL{Issuer: c.Issuer, Store: db}
 	der, seq, err := crl.Current(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"bufio"
@@ -22,10 +22,10 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
@@ -33,7 +33,7 @@ import (
 // listener (so that certificates carry http:// URLs), and its operator.
 type caEnv struct {
 	ca    *testca.CA
-	svc   *server.Service
+	svc   *caservice.Service
 	admin *client.Client
 	// httpBase is http://127.0.0.1:PORT, the CRL/OCSP listener.
 	httpBase string
@@ -52,7 +52,7 @@ func startCA(t testing.TB, storeURL string) *caEnv {
 func startCAWith(t testing.TB, c *testca.CA, storeURL string) *caEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{
+	svc, err := caservice.Open(ctx, caservice.Options{
 		Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
 		HTTPListen: "127.0.0.1:0", StoreURL: storeURL,
 	})
@@ -255,24 +255,34 @@ func (e *caEnv) subscribe(t testing.TB, hc *http.Client, since int64) (*feedStre
 		return nil, err
 	}
 	fs := &feedStream{resp: resp, lines: make(chan []byte, 1024), errc: make(chan error, 1)}
+	read := make(chan struct{})
 	t.Cleanup(func() {
 		cancel()
 		resp.Body.Close()
+		<-read
 		hc.CloseIdleConnections()
 	})
 	if resp.StatusCode != http.StatusOK {
+		close(read)
 		return fs, nil
 	}
+	// The reader ends when the body does (at the latest when the test
+	// ends and the cleanup above closes it), and the cleanup waits for it.
 	go func() {
+		defer close(read)
+		defer close(fs.lines)
 		br := bufio.NewReader(resp.Body)
 		for {
 			line, err := br.ReadBytes('\n')
 			if len(bytes.TrimSpace(line)) > 0 {
-				fs.lines <- line
+				select {
+				case fs.lines <- line:
+				case <-ctx.Done():
+					return
+				}
 			}
 			if err != nil {
 				fs.errc <- err
-				close(fs.lines)
 				return
 			}
 		}

@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"bytes"
@@ -83,6 +83,9 @@ func TestOCSPMalformedOverHTTP(t *testing.T) {
 	}
 	var bodies [][]byte
 	seeds, _ := filepath.Glob("testdata/fuzz/FuzzOCSPRequest/*")
+	if len(seeds) == 0 {
+		t.Fatal("no seeds in testdata/fuzz/FuzzOCSPRequest: they belong beside FuzzOCSPRequest")
+	}
 	for _, p := range seeds {
 		b, err := os.ReadFile(p)
 		if err != nil {

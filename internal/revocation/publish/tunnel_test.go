@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"bufio"
@@ -127,9 +127,9 @@ func TestProxyClosesRevokedWebSocketTunnel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); w.Run(ctx) }()
-	go func() { served <- p.Serve(ctx, ln) }()
+	go func() { defer wg.Done(); served <- p.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	eventually(t, 10*time.Second, "the watcher never connected to the feed", w.FeedUp)
 

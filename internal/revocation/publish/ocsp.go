@@ -1,4 +1,4 @@
-package revocation
+package publish
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package revocation
+package publish
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -19,23 +20,9 @@ type EventStore interface {
 	LastRevocationSeq(ctx context.Context) (int64, error)
 }
 
-// Event is one revocation on the push feed (one JSON line).
-type Event struct {
-	Seq       int64     `json:"seq"`
-	Serial    string    `json:"serial,omitempty"`
-	SPIFFEID  string    `json:"spiffe_id,omitempty"`
-	NodeID    string    `json:"node_id,omitempty"`
-	Reason    int       `json:"reason,omitempty"`
-	RevokedAt time.Time `json:"revoked_at,omitzero"`
-	// NotAfter is when the revoked certificate expires anyway.
-	NotAfter time.Time `json:"not_after,omitzero"`
-	// Heartbeat lines carry only the latest seq; they let clients notice a
-	// dead connection.
-	Heartbeat bool `json:"heartbeat,omitempty"`
-}
-
-func fromStore(e store.RevocationEvent) Event {
-	return Event{Seq: e.Seq, Serial: e.Serial, SPIFFEID: e.SPIFFEID, NodeID: e.NodeID, Reason: e.Reason, RevokedAt: e.RevokedAt, NotAfter: e.NotAfter}
+// eventFromStore is how a stored revocation goes out on the feed.
+func eventFromStore(e store.RevocationEvent) revocation.Event {
+	return revocation.Event{Seq: e.Seq, Serial: e.Serial, SPIFFEID: e.SPIFFEID, NodeID: e.NodeID, Reason: e.Reason, RevokedAt: e.RevokedAt, NotAfter: e.NotAfter}
 }
 
 // Default bounds on the feed streams a CA holds open.
@@ -55,7 +42,7 @@ type Hub struct {
 	// Poll is how often the store is read; default 200ms.
 	Poll time.Duration
 	// OnEvent, if set, hears of every new event (the OCSP cache uses it).
-	OnEvent func(Event)
+	OnEvent func(revocation.Event)
 	Log     *slog.Logger
 	// MaxStreams bounds the streams open at once, whoever holds them
 	// (Admit); zero means DefaultMaxStreams.
@@ -66,7 +53,7 @@ type Hub struct {
 
 	mu      sync.Mutex
 	last    int64
-	subs    map[chan *Event]struct{}
+	subs    map[chan *revocation.Event]struct{}
 	closed  bool
 	poke    chan struct{}
 	once    sync.Once
@@ -130,7 +117,7 @@ func (h *Hub) Streams() int {
 
 func (h *Hub) init() {
 	h.once.Do(func() {
-		h.subs = map[chan *Event]struct{}{}
+		h.subs = map[chan *revocation.Event]struct{}{}
 		h.perPeer = map[string]int{}
 		if h.MaxStreams <= 0 {
 			h.MaxStreams = DefaultMaxStreams
@@ -157,25 +144,16 @@ func (h *Hub) Poke() {
 	}
 }
 
-// Run follows the store until ctx is done.
+// Run follows the store until ctx is done, then ends every subscription.
 func (h *Hub) Run(ctx context.Context) error {
 	h.init()
-	last, err := h.Store.LastRevocationSeq(ctx)
-	for err != nil {
-		h.Log.Warn("revocation feed: store unavailable", "error", err.Error())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-		last, err = h.Store.LastRevocationSeq(ctx)
+	defer h.closeAll()
+	last, ok := h.start(ctx)
+	if !ok {
+		return nil
 	}
-	h.mu.Lock()
-	h.last = last
-	h.mu.Unlock()
 	t := time.NewTicker(h.Poll)
 	defer t.Stop()
-	defer h.closeAll()
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,31 +161,56 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-h.poke:
 		}
-		evs, err := h.Store.RevocationsSince(ctx, last, 1000)
+		evs, err := h.Store.RevocationsSince(ctx, last, storePage)
 		if err != nil {
 			continue
 		}
 		for _, se := range evs {
-			e := fromStore(se)
+			e := eventFromStore(se)
 			last = e.Seq
-			if h.OnEvent != nil {
-				h.OnEvent(e)
-			}
+			h.publish(&e)
+		}
+	}
+}
+
+// start learns where the store's revocation log ends, retrying every
+// second while the store is unavailable; ok is false when ctx ended first.
+func (h *Hub) start(ctx context.Context) (last int64, ok bool) {
+	for {
+		seq, err := h.Store.LastRevocationSeq(ctx)
+		if err == nil {
 			h.mu.Lock()
-			h.last = last
-			// One copy shared by every subscriber (read only): a buffered
-			// subscription costs a pointer per event, not an Event.
-			for ch := range h.subs {
-				select {
-				case ch <- &e:
-				default:
-					// A subscriber that cannot keep up is cut; it resumes
-					// from its last seq.
-					close(ch)
-					delete(h.subs, ch)
-				}
-			}
+			h.last = seq
 			h.mu.Unlock()
+			return seq, true
+		}
+		h.Log.Warn("revocation feed: store unavailable", "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// publish tells OnEvent and every subscriber of e. One copy is shared by
+// every subscriber (read only): a buffered subscription costs a pointer
+// per event, not an Event.
+func (h *Hub) publish(e *revocation.Event) {
+	if h.OnEvent != nil {
+		h.OnEvent(*e)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = e.Seq
+	for ch := range h.subs {
+		select {
+		case ch <- e:
+		default:
+			// A subscriber that cannot keep up is cut; it resumes from its
+			// last seq.
+			close(ch)
+			delete(h.subs, ch)
 		}
 	}
 }
@@ -224,9 +227,9 @@ func (h *Hub) closeAll() {
 	h.mu.Unlock()
 }
 
-func (h *Hub) subscribe() (chan *Event, int64) {
+func (h *Hub) subscribe() (chan *revocation.Event, int64) {
 	h.init()
-	ch := make(chan *Event, 256)
+	ch := make(chan *revocation.Event, 256)
 	h.mu.Lock()
 	if h.closed {
 		close(ch)
@@ -238,7 +241,7 @@ func (h *Hub) subscribe() (chan *Event, int64) {
 	return ch, last
 }
 
-func (h *Hub) unsubscribe(ch chan *Event) {
+func (h *Hub) unsubscribe(ch chan *revocation.Event) {
 	h.mu.Lock()
 	if _, ok := h.subs[ch]; ok {
 		delete(h.subs, ch)
@@ -247,64 +250,115 @@ func (h *Hub) unsubscribe(ch chan *Event) {
 	h.mu.Unlock()
 }
 
+// storePage is how many events one read of the store returns at most.
+const storePage = 1000
+
 // ServeFeed streams revocations after ?since=SEQ as JSON lines, then every
-// new one as it is committed, with a heartbeat every 15 seconds. The caller
-// must be authenticated by the HTTP layer, and counted with Admit.
+// new one as it is committed, with a heartbeat every
+// revocation.HeartbeatInterval. The caller must be authenticated by the
+// HTTP layer, and counted with Admit.
 func (h *Hub) ServeFeed(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	ch, live := h.subscribe()
 	defer h.unsubscribe(ch)
 	// Replay from the store up to its newest event; what the hub delivers
 	// after that arrives on ch (duplicates are skipped by seq).
-	if n, err := h.Store.LastRevocationSeq(r.Context()); err == nil && n > live {
+	if n, err := h.Store.LastRevocationSeq(ctx); err == nil && n > live {
 		live = n
 	}
-	// A long-lived stream: no read deadline, and a write deadline pushed
-	// forward before each line (the server's own timeouts would cut it).
-	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Time{})
-	extend := func() { rc.SetWriteDeadline(time.Now().Add(30 * time.Second)) }
-	extend()
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Mutual-Revocation-Seq", strconv.FormatInt(live, 10))
-	enc := json.NewEncoder(w)
-	flusher, _ := w.(http.Flusher)
-	ctx := r.Context()
-	sent := since
-	// History up to what the hub had seen when we subscribed.
-	for sent < live {
-		evs, err := h.Store.RevocationsSince(ctx, sent, 1000)
+	s := startStream(w, since, live)
+	if err := h.replay(ctx, s, live); err != nil {
+		return
+	}
+	s.sent = max(s.sent, live)
+	if err := s.heartbeat(); err != nil {
+		return
+	}
+	s.flush()
+	s.follow(ctx, ch)
+}
+
+// replay writes the stored events after s.sent up to live, the newest the
+// hub had seen when the stream subscribed.
+func (h *Hub) replay(ctx context.Context, s *stream, live int64) error {
+	for s.sent < live {
+		evs, err := h.Store.RevocationsSince(ctx, s.sent, storePage)
 		if err != nil {
-			return
-		}
-		if len(evs) == 0 {
-			break
+			h.Log.Warn("revocation feed: cannot read the history from the store; the subscriber will reconnect", "error", err.Error())
+			return err
 		}
 		for _, se := range evs {
 			if se.Seq > live {
-				break
+				return nil
 			}
-			extend()
-			if err := enc.Encode(fromStore(se)); err != nil {
-				return
+			e := eventFromStore(se)
+			if err := s.send(&e); err != nil {
+				return err
 			}
-			sent = se.Seq
 		}
-		if evs[len(evs)-1].Seq > live || len(evs) < 1000 {
-			break
+		if len(evs) < storePage {
+			return nil
 		}
 	}
-	if sent < live {
-		sent = live
+	return nil
+}
+
+// stream is one open feed response: a JSON line per event, each written
+// under a fresh write deadline.
+type stream struct {
+	rc  *http.ResponseController
+	enc *json.Encoder
+	// sent is the seq of the last event written (or the subscriber's
+	// since).
+	sent int64
+}
+
+// startStream opens the feed response: headers, and deadlines fit for a
+// long-lived stream (the server's own timeouts would cut it).
+func startStream(w http.ResponseWriter, since, live int64) *stream {
+	s := &stream{rc: http.NewResponseController(w), enc: json.NewEncoder(w), sent: since}
+	s.rc.SetReadDeadline(time.Time{})
+	s.extend()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set(revocation.SeqHeader, strconv.FormatInt(live, 10))
+	return s
+}
+
+// extend pushes the write deadline forward for one more line.
+func (s *stream) extend() { s.rc.SetWriteDeadline(time.Now().Add(30 * time.Second)) }
+
+// send writes e unless the subscriber already has it.
+func (s *stream) send(e *revocation.Event) error {
+	if e.Seq <= s.sent {
+		return nil
 	}
-	enc.Encode(Event{Seq: sent, Heartbeat: true})
-	if flusher != nil {
-		flusher.Flush()
+	s.extend()
+	if err := s.enc.Encode(e); err != nil {
+		return err
 	}
-	hb := time.NewTicker(15 * time.Second)
+	s.sent = e.Seq
+	return nil
+}
+
+// heartbeat writes a line that carries only the seq reached.
+func (s *stream) heartbeat() error {
+	s.extend()
+	return s.enc.Encode(revocation.Event{Seq: s.sent, Heartbeat: true})
+}
+
+// flush sends what was written so far (where the writer can).
+func (s *stream) flush() { s.rc.Flush() }
+
+// follow writes each event the hub delivers on ch, and a heartbeat every
+// revocation.HeartbeatInterval, until the subscriber leaves, a write fails
+// or the hub closes ch.
+func (s *stream) follow(ctx context.Context, ch <-chan *revocation.Event) {
+	hb := time.NewTicker(revocation.HeartbeatInterval)
 	defer hb.Stop()
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return
@@ -312,22 +366,13 @@ func (h *Hub) ServeFeed(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			if e.Seq <= sent {
-				continue
-			}
-			extend()
-			if err := enc.Encode(e); err != nil {
-				return
-			}
-			sent = e.Seq
+			err = s.send(e)
 		case <-hb.C:
-			extend()
-			if err := enc.Encode(Event{Seq: sent, Heartbeat: true}); err != nil {
-				return
-			}
+			err = s.heartbeat()
 		}
-		if flusher != nil {
-			flusher.Flush()
+		if err != nil {
+			return
 		}
+		s.flush()
 	}
 }

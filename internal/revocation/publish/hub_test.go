@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -77,7 +78,7 @@ func TestHubPagesHistory(t *testing.T) {
 	t.Parallel()
 	st := &memEvents{}
 	st.add(2500)
-	h := &revocation.Hub{Store: st, Poll: 20 * time.Millisecond}
+	h := &publish.Hub{Store: st, Poll: 20 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()

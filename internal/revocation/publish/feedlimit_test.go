@@ -1,4 +1,4 @@
-package revocation_test
+package publish_test
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
@@ -65,7 +65,7 @@ func openStream(t *testing.T, url string, id *identity.Identity, tr *http.Transp
 func TestFeedStreamsAreBoundedPerIdentityAndInTotal(t *testing.T) {
 	c := testca.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{
+	svc, err := caservice.Open(ctx, caservice.Options{
 		Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
 		FeedMaxStreams: 5, FeedMaxStreamsPerIdentity: 3,
 	})
@@ -162,7 +162,7 @@ func TestFeedStreamsAreBoundedPerIdentityAndInTotal(t *testing.T) {
 	}
 }
 
-func metrics(t *testing.T, svc *server.Service) string {
+func metrics(t *testing.T, svc *caservice.Service) string {
 	t.Helper()
 	resp, err := http.Get("http://" + svc.MetricsAddr().String() + "/metrics")
 	if err != nil {

@@ -1,0 +1,48 @@
+package publish_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/revocation"
+)
+
+// TestWatcherFeedStaysUp: the push feed is a long-lived stream; a watcher
+// subscribed to a healthy CA must stay subscribed for longer than the CA's
+// HTTP timeouts (30 s), or every revocation made while it reconnects waits
+// for the reconnection (seconds, growing with each drop) instead of
+// arriving at once.
+func TestWatcherFeedStaysUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("watches the feed for 35 s")
+	}
+	t.Parallel()
+	e := startCA(t, "")
+	src := e.proxyIdentity(t)
+	w := &revocation.Watcher{CAURLs: []string{e.svc.URL}, Source: src}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	eventually(t, 10*time.Second, "the watcher never connected to the feed", w.FeedUp)
+	up := time.Now()
+	victim := e.enroll(t, "spiffe://example.org/ns/prod/victim", api.TokenRequest{}).Leaf()
+
+	for time.Since(up) < 35*time.Second {
+		if w.FeedUp() {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		down := time.Now()
+		t.Errorf("BUG: the revocation feed dropped %.1f s after the watcher subscribed, though the CA is healthy", down.Sub(up).Seconds())
+		// What that costs: a revocation made now.
+		e.revoke(t, victim, "keyCompromise")
+		eventually(t, 30*time.Second, "the watcher never learnt the revocation made while its feed was down", func() bool { return w.Revoked(serialOf(victim)) })
+		t.Logf("a revocation made while the feed was down was learnt after %d ms (feed back up: %v)", time.Since(down).Milliseconds(), w.FeedUp())
+		return
+	}
+}
