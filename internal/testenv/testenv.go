@@ -18,9 +18,9 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testlog"
@@ -115,7 +115,7 @@ func StartCA(t testing.TB, o Options) *CA {
 // that knows the service's wiring API.
 func start(o Options, listen, httpListen, metricsListen string) (*instance, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := server.Open(ctx, server.Options{
+	svc, err := caservice.Open(ctx, caservice.Options{
 		Dir: o.CA.Dir, Passphrase: []byte(testca.Passphrase), Listen: listen, StoreURL: o.StoreURL,
 		HTTPListen: httpListen, MetricsListen: metricsListen, Log: o.Log,
 		FeedMaxStreams: o.FeedMaxStreams, FeedMaxStreamsPerIdentity: o.FeedMaxStreamsPerIdentity,
