@@ -11,6 +11,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/mutual-tls/mutual/internal/watch"
 )
 
 // DirSource serves the identity in a directory and follows it as it is
@@ -105,20 +107,15 @@ func sameIdentity(a, b *Identity) bool {
 // is done. onError, if not nil, hears of reloads that failed; the last good
 // identity keeps being served.
 func (s *DirSource) Run(ctx context.Context, interval time.Duration, onError func(error)) error {
-	if interval <= 0 {
-		interval = time.Second
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if _, err := s.Reload(); err != nil && onError != nil {
-				onError(err)
-			}
-		}
+	return s.loop(interval, onError).Run(ctx)
+}
+
+// loop is Run's poll loop; tests set its Ticks.
+func (s *DirSource) loop(interval time.Duration, onError func(error)) watch.Loop {
+	return watch.Loop{
+		Reload:   func(context.Context) (bool, error) { return s.Reload() },
+		OnError:  onError,
+		Interval: interval,
 	}
 }
 

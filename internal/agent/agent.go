@@ -27,6 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
@@ -65,6 +67,9 @@ type Config struct {
 	Log *slog.Logger
 	// Registry receives the agent's metrics; nil makes a private one.
 	Registry *prometheus.Registry
+	// Metrics is the address the package-level Run serves the Registry's
+	// /metrics on; empty means none. New and Agent.Run ignore it.
+	Metrics string
 }
 
 // svid is one workload certificate the agent holds.
@@ -310,37 +315,68 @@ func (a *Agent) notify() {
 }
 
 // Run serves the Workload API and keeps the node identity, the entries and
-// every workload certificate current until ctx is done.
+// every workload certificate current until ctx is done. It returns once
+// everything it started (the Workload API server, the --write followers,
+// the revocation watcher, the renewal loop) has stopped.
 func (a *Agent) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	srv := a.grpcServer()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(a.ln) }()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		// Stopped before it served (ctx done at once) is not a failure.
+		if err := srv.Serve(a.ln); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("workload API: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		stopGracefully(srv, 2*time.Second)
+		return nil
+	})
 	for i := range a.cfg.Writes {
-		go a.runWriter(ctx, &a.cfg.Writes[i])
+		w := &a.cfg.Writes[i]
+		g.Go(func() error { a.runWriter(ctx, w); return nil })
 	}
+	g.Go(func() error { a.followRevocations(ctx); return nil })
+	g.Go(func() error { a.renewLoop(ctx); return nil })
+	return g.Wait()
+}
+
+// stopGracefully lets the Workload API's streams end for up to grace, then
+// closes them.
+func stopGracefully(srv *grpc.Server, grace time.Duration) {
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(grace):
+		srv.Stop()
+		<-stopped
+	}
+}
+
+// followRevocations follows the CA's revocation feed with the node's
+// identity until ctx is done.
+func (a *Agent) followRevocations(ctx context.Context) {
 	a.mu.RLock()
 	urls := a.caURLs
 	a.mu.RUnlock()
 	w := &revocation.Watcher{CAURLs: urls, Source: nodeSource{a}, OnRevoke: a.onRevoke, Log: a.log.With("component", "revocation")}
-	go w.Run(ctx)
+	if err := w.Run(ctx); err != nil {
+		a.log.Error("revocations are not followed", "node_id", a.NodeID().String(), "error", err.Error())
+	}
+}
+
+// renewLoop does whatever is due at start and every half second after,
+// until ctx is done.
+func (a *Agent) renewLoop(ctx context.Context) {
 	a.tick(ctx)
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			stopped := make(chan struct{})
-			go func() { srv.GracefulStop(); close(stopped) }()
-			select {
-			case <-stopped:
-			case <-time.After(2 * time.Second):
-				srv.Stop()
-			}
-			return nil
-		case err := <-errc:
-			return fmt.Errorf("workload API: %w", err)
+			return
 		case <-t.C:
 			a.tick(ctx)
 		}

@@ -2,13 +2,11 @@ package cli
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/internal/agent"
@@ -27,12 +25,7 @@ type agentOptions struct {
 	sync      time.Duration
 }
 
-func agentCmd(e *env) *cobra.Command {
-	var o agentOptions
-	c := &cobra.Command{
-		Use:   "agent",
-		Short: "Run the node agent: serve workload identities over the SPIFFE Workload API and as files",
-		Long: `Run the node agent. On first start it enrolls the node with --token (a join token
+const agentLong = `Run the node agent. On first start it enrolls the node with --token (a join token
 for spiffe://TD/node/NAME); afterwards it renews the node identity itself.
 
 It fetches the registration entries granted to its node, obtains a certificate
@@ -47,55 +40,22 @@ mutual_agent_node_expiring=1 come at three quarters of its life), write a new
 join token for the same node to --token-file: the agent re-enrolls without a
 restart. --write keeps an identity directory current for programs that read files:
 
-  --write spiffe://TD/ns/prod/web=/etc/web/tls,owner=www-data,mode=0640,reload='nginx -s reload'`,
+  --write spiffe://TD/ns/prod/web=/etc/web/tls,owner=www-data,mode=0640,reload='nginx -s reload'`
+
+func agentCmd(e *env) *cobra.Command {
+	var o agentOptions
+	c := &cobra.Command{
+		Use:     "agent",
+		Short:   "Run the node agent: serve workload identities over the SPIFFE Workload API and as files",
+		Long:    agentLong,
 		Example: `  mutual agent --dir /var/lib/mutual/agent --token-file /etc/mutual/node-token --socket unix:///run/mutual/agent.sock`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.dir == "" {
-				return flagError("dir", "required: the agent's state directory")
-			}
-			sock, ok := strings.CutPrefix(o.socket, "unix://")
-			if !ok || !strings.HasPrefix(sock, "/") {
-				return flagError("socket", "%q: use unix:///absolute/path.sock", o.socket)
-			}
-			// --token-file may be empty or missing once enrolled: the agent
-			// reads it again if the node certificate ever expires.
-			tokenFile := o.tokenFile
-			if _, err := os.Stat(tokenFile); tokenFile != "" && errors.Is(err, os.ErrNotExist) {
-				tokenFile = ""
-			}
-			tok, err := readToken(o.token, tokenFile)
+			cfg, err := o.config(e)
 			if err != nil {
 				return err
 			}
-			var writes []agent.WriteSpec
-			for _, w := range o.writes {
-				ws, err := agent.ParseWriteSpec(w)
-				if err != nil {
-					return err
-				}
-				writes = append(writes, ws)
-			}
-			log := e.logger(slog.LevelInfo).With("component", "agent")
-			reg := prometheus.NewRegistry()
-			a, err := agent.New(cmd.Context(), agent.Config{StateDir: o.dir, Token: tok, TokenFile: o.tokenFile, Socket: sock, Writes: writes, SyncInterval: o.sync, Log: log, Registry: reg})
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			attrs := []any{"node_id", a.NodeID().String(), "socket", o.socket}
-			if o.metrics != "" {
-				stop, bound, err := serveMetrics(o.metrics, reg, nil)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				attrs = append(attrs, "metrics", fmt.Sprintf("http://%s/metrics", bound))
-			}
-			log.Info("agent running", attrs...)
-			err = a.Run(cmd.Context())
-			log.Info("agent stopped")
-			return err
+			return agent.Run(cmd.Context(), cfg)
 		},
 	}
 	f := c.Flags()
@@ -107,4 +67,37 @@ restart. --write keeps an identity directory current for programs that read file
 	f.StringArrayVar(&o.writes, "write", nil, "ID=DIR[,owner=USER][,mode=0640][,reload=CMD]: keep an identity directory current (repeatable)")
 	f.DurationVar(&o.sync, "sync-interval", 5*time.Second, "how often to fetch registration entries")
 	return c
+}
+
+// config checks the agent's flags and turns them into its configuration.
+func (o *agentOptions) config(e *env) (agent.Config, error) {
+	if o.dir == "" {
+		return agent.Config{}, flagError("dir", "required: the agent's state directory")
+	}
+	sock, ok := strings.CutPrefix(o.socket, "unix://")
+	if !ok || !strings.HasPrefix(sock, "/") {
+		return agent.Config{}, flagError("socket", "%q: use unix:///absolute/path.sock", o.socket)
+	}
+	// --token-file may be empty or missing once enrolled: the agent reads
+	// it again if the node certificate ever expires.
+	tokenFile := o.tokenFile
+	if _, err := os.Stat(tokenFile); tokenFile != "" && errors.Is(err, os.ErrNotExist) {
+		tokenFile = ""
+	}
+	tok, err := readToken(o.token, tokenFile)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	var writes []agent.WriteSpec
+	for _, w := range o.writes {
+		ws, err := agent.ParseWriteSpec(w)
+		if err != nil {
+			return agent.Config{}, err
+		}
+		writes = append(writes, ws)
+	}
+	return agent.Config{
+		StateDir: o.dir, Token: tok, TokenFile: o.tokenFile, Socket: sock, Writes: writes, SyncInterval: o.sync,
+		Log: e.logger(slog.LevelInfo).With("component", "agent"), Metrics: o.metrics,
+	}, nil
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,10 +16,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/mutual-tls/mutual/internal/server"
+	"github.com/mutual-tls/mutual/internal/metricsserver"
 )
 
 // Run executes the mutual command line with args (without the program name).
@@ -135,19 +133,12 @@ func relative(t, now time.Time) string {
 // serveMetrics serves reg (and extra handlers) on addr until the returned
 // stop function is called; it returns the address actually bound.
 func serveMetrics(addr string, reg *prometheus.Registry, extra map[string]http.Handler) (stop func(), bound string, err error) {
-	ln, err := net.Listen("tcp", addr)
+	ms, err := metricsserver.Listen(addr, reg, extra)
 	if err != nil {
-		return nil, "", flagError("metrics", "%v", err)
+		return nil, "", err
 	}
-	server.RegisterRuntime(reg) // go_* and process_*
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	for path, h := range extra {
-		mux.Handle("GET "+path, h)
-	}
-	ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go ms.Serve(ln)
-	return func() { ms.Close() }, ln.Addr().String(), nil
+	go ms.Serve()
+	return func() { ms.Close() }, ms.Addr(), nil
 }
 
 // readToken takes a join token from the flag, else the file, else

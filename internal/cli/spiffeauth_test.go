@@ -49,7 +49,10 @@ func TestOutboundReachesServiceEnrolledWithoutNames(t *testing.T) {
 
 	inbound := func(idDir string) string {
 		listen := freeAddr(t)
-		startMutual(t, "proxy", "inbound", "--identity-dir", idDir, "--target", testnet.Echo(t), "--listen", listen, "--allow", webID).listening(t)
+		r := startMutual(t, "proxy", "inbound", "--identity-dir", idDir, "--target", testnet.Echo(t), "--listen", listen, "--allow", webID)
+		r.listening(t)
+		// Until the revocation status is known every peer is refused.
+		r.waitLog(t, `"msg":"revocation feed connected"`)
 		return listen
 	}
 	outbound := func(target string, extra ...string) (string, *running) {
@@ -57,6 +60,7 @@ func TestOutboundReachesServiceEnrolledWithoutNames(t *testing.T) {
 		args := append([]string{"proxy", "outbound", "--identity-dir", webDir, "--target", target, "--listen", listen}, extra...)
 		r := startMutual(t, args...)
 		r.listening(t)
+		r.waitLog(t, `"msg":"revocation feed connected"`)
 		return listen, r
 	}
 	db, cache := inbound(dbDir), inbound(cacheDir)

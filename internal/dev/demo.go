@@ -2,6 +2,7 @@ package dev
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
@@ -42,31 +44,120 @@ type Demo struct {
 	Allowed, Refused string
 }
 
+// parts runs the demo's long-lived parts under the errgroup of dev's Run:
+// each stops when ctx is done, and Run waits for all of them. A part that
+// fails is logged; the service and the other parts run on.
+type parts struct {
+	ctx context.Context
+	g   *errgroup.Group
+	log *slog.Logger
+}
+
+func (p *parts) run(name string, f func(context.Context) error) {
+	p.g.Go(func() error {
+		if err := f(p.ctx); err != nil && p.ctx.Err() == nil {
+			p.log.Warn("demo part stopped", "part", name, "error", err.Error())
+		}
+		return nil
+	})
+}
+
+// closeAtEnd calls c once ctx is done.
+func (p *parts) closeAtEnd(name string, c func() error) {
+	p.run(name, func(ctx context.Context) error { <-ctx.Done(); return c() })
+}
+
+// demoLimits are the demo proxies' limits: a Ctrl-C waits a second at most
+// for connections still open.
+var demoLimits = proxy.Limits{DrainTimeout: time.Second}
+
 // startDemo runs a node agent, registers the demo services on it, starts
 // the service and both proxies (which take their identities from the agent
 // over the Workload API), and makes one allowed and one refused call. The
 // intruder enrolls with a join token: it is not a workload of this node.
-func startDemo(ctx context.Context, svc *caservice.Service, admin spiffeid.ID, dir string, log *slog.Logger, out io.Writer) (*Demo, error) {
+func startDemo(p *parts, svc *caservice.Service, admin spiffeid.ID, dir string, out io.Writer) (*Demo, error) {
 	td := svc.Authority.Policy.TrustDomain.Name()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	// The node and its agent.
-	nodeTok, _, err := svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: "spiffe://" + td + "/node/dev"})
+	sock, err := startAgent(p, svc, admin, dir)
 	if err != nil {
 		return nil, err
+	}
+	api, err := workloadSource(p, sock, "spiffe://"+td+"/demo/api")
+	if err != nil {
+		return nil, err
+	}
+	web, err := workloadSource(p, sock, "spiffe://"+td+"/demo/web")
+	if err != nil {
+		return nil, err
+	}
+	intruder, err := enrollDir(p, svc, admin, dir, "spiffe://"+td+"/demo/intruder")
+	if err != nil {
+		return nil, err
+	}
+	backend, err := startBackend(p)
+	if err != nil {
+		return nil, err
+	}
+	apiProxy, err := startInbound(p, td, backend, api)
+	if err != nil {
+		return nil, err
+	}
+	webOutbound, err := startOutbound(p, td, apiProxy, web)
+	if err != nil {
+		return nil, err
+	}
+	d := &Demo{APIProxy: apiProxy, WebOutbound: webOutbound, Dir: dir, Socket: sock}
+	fmt.Fprintf(out, "Demo: a node agent serves the Workload API on unix://%s; api and web take their identities from it.\n", sock)
+	fmt.Fprintf(out, "Service api is behind an inbound proxy on %s that allows only spiffe://%s/demo/web:\n", d.APIProxy, td)
+
+	// 1. web calls api through its outbound proxy, in plaintext on loopback.
+	d.Allowed = call(&http.Client{Timeout: 10 * time.Second}, "http://"+d.WebOutbound+"/")
+	fmt.Fprintf(out, "  web      -> api: %s\n", d.Allowed)
+
+	// 2. intruder calls api directly over mTLS: verified, then refused.
+	cfg, err := tlsconfig.ClientConfig(intruder, intruder, tlsconfig.AuthorizeAny(), "localhost")
+	if err != nil {
+		return nil, err
+	}
+	ic := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}
+	d.Refused = call(ic, "https://"+d.APIProxy+"/")
+	fmt.Fprintf(out, "  intruder -> api: %s\n\n", d.Refused)
+	return d, nil
+}
+
+// startAgent enrolls the demo node, registers api and web as its
+// workloads, and runs its agent; it returns the Workload API socket.
+func startAgent(p *parts, svc *caservice.Service, admin spiffeid.ID, dir string) (string, error) {
+	td := svc.Authority.Policy.TrustDomain.Name()
+	nodeTok, _, err := svc.Authority.CreateToken(p.ctx, admin, ca.TokenRequest{ID: "spiffe://" + td + "/node/dev"})
+	if err != nil {
+		return "", err
 	}
 	sock := filepath.Join(dir, "agent.sock")
 	if len(sock) > 100 {
 		sock = filepath.Join(os.TempDir(), fmt.Sprintf("mutual-dev-%d.sock", os.Getpid()))
 	}
-	ag, err := agent.New(ctx, agent.Config{StateDir: filepath.Join(dir, "agent"), Token: nodeTok, Socket: sock, SyncInterval: time.Second, Log: log.With("component", "agent")})
+	ag, err := agent.New(p.ctx, agent.Config{StateDir: filepath.Join(dir, "agent"), Token: nodeTok, Socket: sock, SyncInterval: time.Second, Log: p.log.With("component", "agent")})
 	if err != nil {
-		return nil, fmt.Errorf("demo agent: %w", err)
+		return "", fmt.Errorf("demo agent: %w", err)
 	}
-	context.AfterFunc(ctx, func() { ag.Close() })
-	// Both demo services are this process: they are told apart by nothing
-	// but their entries' IDs, so each proxy asks for its own ID by hint.
+	if err := registerDemo(p.ctx, svc, admin, td); err != nil {
+		ag.Close()
+		return "", err
+	}
+	p.run("agent", func(ctx context.Context) error {
+		defer ag.Close()
+		return ag.Run(ctx)
+	})
+	return sock, nil
+}
+
+// registerDemo creates the entries of api and web on the demo node. Both
+// demo services are this process: they are told apart by nothing but their
+// entries' IDs, so each proxy asks for its own ID by hint.
+func registerDemo(ctx context.Context, svc *caservice.Service, admin spiffeid.ID, td string) error {
 	exe, _ := os.Executable()
 	sels := []string{fmt.Sprintf("unix:uid:%d", os.Getuid())}
 	if exe != "" {
@@ -78,30 +169,20 @@ func startDemo(ctx context.Context, svc *caservice.Service, admin spiffeid.ID, d
 			req.DNSNames = []string{"localhost"}
 		}
 		if _, err := svc.Authority.CreateEntry(ctx, admin, req); err != nil {
-			return nil, fmt.Errorf("demo entry %s: %w", name, err)
+			return fmt.Errorf("demo entry %s: %w", name, err)
 		}
 	}
-	go ag.Run(ctx)
-	api, err := workloadSource(ctx, sock, "spiffe://"+td+"/demo/api")
-	if err != nil {
-		return nil, err
-	}
-	web, err := workloadSource(ctx, sock, "spiffe://"+td+"/demo/web")
-	if err != nil {
-		return nil, err
-	}
-	intruder, err := enrollDir(ctx, svc, admin, dir, "spiffe://"+td+"/demo/intruder", log)
-	if err != nil {
-		return nil, err
-	}
+	return nil
+}
 
-	// The service: plaintext HTTP on loopback, greeting its caller by the
-	// identity the proxy vouches for.
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
+// startBackend runs the demo service: plaintext HTTP on loopback, greeting
+// its caller by the identity the proxy vouches for. It returns its address.
+func startBackend(p *parts) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	go (&http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hs := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		caller := "an anonymous caller"
 		for _, part := range strings.Split(r.Header.Get(proxy.XFCCHeader), ";") {
 			if v, ok := strings.CutPrefix(part, "URI="); ok {
@@ -109,70 +190,66 @@ func startDemo(ctx context.Context, svc *caservice.Service, admin spiffeid.ID, d
 			}
 		}
 		fmt.Fprintf(w, "hello %s, this is the api service\n", caller)
-	})}).Serve(backend)
-	context.AfterFunc(ctx, func() { backend.Close() })
+	})}
+	p.run("api service", func(context.Context) error {
+		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	p.closeAtEnd("api service", hs.Close)
+	return ln.Addr().String(), nil
+}
 
+// startInbound puts an inbound proxy allowing only demo/web in front of
+// backend; it returns the proxy's address.
+func startInbound(p *parts, td, backend string, api *workloadapi.X509Source) (string, error) {
 	allowWeb, _ := authz.FromPatterns([]string{"spiffe://" + td + "/demo/web"})
 	in, err := proxy.NewInbound(proxy.InboundConfig{
-		Target: backend.Addr().String(), SVID: api, Bundle: api, Policy: proxy.StaticPolicy{P: allowWeb},
-		Protocol: proxy.HTTP, Log: log.With("proxy", "demo-api"),
+		Target: backend, SVID: api, Bundle: api, Policy: proxy.StaticPolicy{P: allowWeb},
+		Protocol: proxy.HTTP, Limits: demoLimits, Log: p.log.With("proxy", "demo-api"),
 	})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	inLn, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	go in.Serve(ctx, inLn)
+	p.run("inbound proxy", func(ctx context.Context) error { return in.Serve(ctx, ln) })
+	return ln.Addr().String(), nil
+}
 
+// startOutbound runs web's outbound proxy to the api proxy at target,
+// expecting demo/api; it returns the proxy's address.
+func startOutbound(p *parts, td, target string, web *workloadapi.X509Source) (string, error) {
 	expectAPI, _ := authz.ParsePattern("spiffe://" + td + "/demo/api")
 	outb, err := proxy.NewOutbound(proxy.OutboundConfig{
-		Target: inLn.Addr().String(), Expect: []authz.Pattern{expectAPI}, SVID: web, Bundle: web,
-		Log: log.With("proxy", "demo-web-outbound"),
+		Target: target, Expect: []authz.Pattern{expectAPI}, SVID: web, Bundle: web,
+		Limits: demoLimits, Log: p.log.With("proxy", "demo-web-outbound"),
 	})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	outLn, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	go outb.Serve(ctx, outLn)
+	p.run("outbound proxy", func(ctx context.Context) error { return outb.Serve(ctx, ln) })
+	return ln.Addr().String(), nil
+}
 
-	d := &Demo{APIProxy: inLn.Addr().String(), WebOutbound: outLn.Addr().String(), Dir: dir, Socket: sock}
-	fmt.Fprintf(out, "Demo: a node agent serves the Workload API on unix://%s; api and web take their identities from it.\n", sock)
-	fmt.Fprintf(out, "Service api is behind an inbound proxy on %s that allows only spiffe://%s/demo/web:\n", d.APIProxy, td)
-
-	// 1. web calls api through its outbound proxy, in plaintext on loopback.
-	hc := &http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get("http://" + d.WebOutbound + "/")
+// call GETs url and says what came back: "STATUS BODY" or "failed: why".
+// It leaves no connection open behind it.
+func call(c *http.Client, url string) string {
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(url)
 	if err != nil {
-		d.Allowed = "failed: " + err.Error()
-	} else {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		d.Allowed = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		return "failed: " + err.Error()
 	}
-	fmt.Fprintf(out, "  web      -> api: %s\n", d.Allowed)
-
-	// 2. intruder calls api directly over mTLS: verified, then refused.
-	cfg, err := tlsconfig.ClientConfig(intruder, intruder, tlsconfig.AuthorizeAny(), "localhost")
-	if err != nil {
-		return nil, err
-	}
-	ic := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}
-	resp, err = ic.Get("https://" + d.APIProxy + "/")
-	if err != nil {
-		d.Refused = "failed: " + err.Error()
-	} else {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		d.Refused = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	ic.CloseIdleConnections()
-	fmt.Fprintf(out, "  intruder -> api: %s\n\n", d.Refused)
-	return d, nil
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
 }
 
 // renewLoop renews the identity in dir at half its lifetime, with retries,
@@ -209,9 +286,9 @@ func renewLoop(ctx context.Context, dir string, log *slog.Logger) {
 
 // workloadSource connects to the agent as a go-spiffe client would, picking
 // the SVID with the given ID.
-func workloadSource(ctx context.Context, sock, id string) (*workloadapi.X509Source, error) {
+func workloadSource(p *parts, sock, id string) (*workloadapi.X509Source, error) {
 	want := spiffeid.RequireFromString(id)
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	wctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
 	src, err := workloadapi.NewX509Source(wctx,
 		workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+sock)),
@@ -226,7 +303,7 @@ func workloadSource(ctx context.Context, sock, id string) (*workloadapi.X509Sour
 	if err != nil {
 		return nil, fmt.Errorf("demo: identity %s from the agent: %w", id, err)
 	}
-	context.AfterFunc(ctx, func() { src.Close() })
+	p.closeAtEnd("workload API source", src.Close)
 	// Wait until the agent holds this identity (entries sync every second).
 	for {
 		if s, err := src.GetX509SVID(); err == nil && s.ID == want {
@@ -242,7 +319,8 @@ func workloadSource(ctx context.Context, sock, id string) (*workloadapi.X509Sour
 
 // enrollDir enrolls id with a join token into DIR/<last segment>, renewed in
 // the background, and follows it.
-func enrollDir(ctx context.Context, svc *caservice.Service, admin spiffeid.ID, dir, id string, log *slog.Logger) (*identity.DirSource, error) {
+func enrollDir(p *parts, svc *caservice.Service, admin spiffeid.ID, dir, id string) (*identity.DirSource, error) {
+	ctx := p.ctx
 	tok, _, err := svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: id})
 	if err != nil {
 		return nil, err
@@ -258,11 +336,11 @@ func enrollDir(ctx context.Context, svc *caservice.Service, admin spiffeid.ID, d
 	if err := client.SaveCAURLs(d, enr.CAURLs); err != nil {
 		return nil, err
 	}
-	go renewLoop(ctx, d, log)
 	src, err := identity.NewDirSource(d)
 	if err != nil {
 		return nil, err
 	}
-	go src.Run(ctx, time.Second, nil)
+	p.run("renewal of "+d, func(ctx context.Context) error { renewLoop(ctx, d, p.log); return nil })
+	p.run("following "+d, func(ctx context.Context) error { return src.Run(ctx, time.Second, nil) })
 	return src, nil
 }

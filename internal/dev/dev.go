@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/caservice"
@@ -47,63 +48,99 @@ type Options struct {
 const PassphraseFile = "passphrase"
 
 // Run creates (or reuses) a dev CA, serves it, prints the next steps on out,
-// and returns when ctx is done.
+// and returns when ctx is done and everything it started has stopped.
 func Run(ctx context.Context, o Options, out io.Writer) error {
-	dir := o.Dir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "mutual-dev-*")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+	dir, cleanup, err := caDir(o.Dir)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:0"
 	}
 	if o.Command == "" {
 		o.Command = "mutual"
 	}
-	passPath := filepath.Join(dir, PassphraseFile)
-	pass, err := os.ReadFile(passPath)
-	fresh := errors.Is(err, os.ErrNotExist)
-	switch {
-	case fresh:
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
-		}
-		b := make([]byte, 24)
-		rand.Read(b)
-		pass = []byte(base64.RawURLEncoding.EncodeToString(b))
-		if err := os.WriteFile(passPath, append(pass, '\n'), 0o600); err != nil {
-			return err
-		}
-		td, _ := spiffeid.TrustDomainFromString(TrustDomain)
-		if _, err := pki.Init(pki.InitOptions{Dir: dir, TrustDomain: td, Passphrase: pass, AdminName: "dev"}); err != nil {
-			return fmt.Errorf("create the dev CA: %w", err)
-		}
-	case err != nil:
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	pass, err := ensureCA(dir)
+	if err != nil {
 		return err
-	default:
-		pass = []byte(strings.TrimSpace(string(pass)))
 	}
 	svc, err := caservice.Open(ctx, caservice.Options{Dir: dir, Passphrase: pass, Listen: o.Listen, Log: o.Log, MetricsListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0"})
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
-	adminDir := filepath.Join(dir, pki.AdminDir)
-	if err := client.SaveCAURLs(adminDir, []string{svc.URL}); err != nil {
-		return err
-	}
-	admin, _ := spiffeid.FromSegments(svc.Authority.Policy.TrustDomain, "admin", "dev")
-	demoID := "spiffe://" + TrustDomain + "/ns/dev/hello"
-	tok, _, err := svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: demoID, DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}})
+	admin, tok, err := adminAndToken(ctx, svc, dir)
 	if err != nil {
 		return err
 	}
-	workDir := filepath.Join(dir, "hello")
-	m := o.Command
+	printIntro(out, o, dir, svc, tok)
+	err = serve(ctx, o, svc, admin, dir, out)
+	fmt.Fprintln(out, "mutual dev: stopped")
+	return err
+}
+
+// caDir is the dev CA's directory: dir, or a temporary one that cleanup
+// removes.
+func caDir(dir string) (_ string, cleanup func(), _ error) {
+	if dir != "" {
+		return dir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", "mutual-dev-*")
+	if err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
+}
+
+// ensureCA returns the passphrase of the dev CA in dir, creating the CA
+// (and a random passphrase beside it) on first use.
+func ensureCA(dir string) ([]byte, error) {
+	passPath := filepath.Join(dir, PassphraseFile)
+	pass, err := os.ReadFile(passPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, err
+	default:
+		return []byte(strings.TrimSpace(string(pass))), nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 24)
+	rand.Read(b)
+	pass = []byte(base64.RawURLEncoding.EncodeToString(b))
+	if err := os.WriteFile(passPath, append(pass, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	td, _ := spiffeid.TrustDomainFromString(TrustDomain)
+	if _, err := pki.Init(pki.InitOptions{Dir: dir, TrustDomain: td, Passphrase: pass, AdminName: "dev"}); err != nil {
+		return nil, fmt.Errorf("create the dev CA: %w", err)
+	}
+	return pass, nil
+}
+
+// demoID is the identity of the token printed for the user.
+const demoID = "spiffe://" + TrustDomain + "/ns/dev/hello"
+
+// adminAndToken points the admin identity at the service and makes the
+// join token printed for the user.
+func adminAndToken(ctx context.Context, svc *caservice.Service, dir string) (spiffeid.ID, string, error) {
+	if err := client.SaveCAURLs(filepath.Join(dir, pki.AdminDir), []string{svc.URL}); err != nil {
+		return spiffeid.ID{}, "", err
+	}
+	admin, _ := spiffeid.FromSegments(svc.Authority.Policy.TrustDomain, "admin", "dev")
+	tok, _, err := svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: demoID, DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}})
+	return admin, tok, err
+}
+
+// printIntro says what runs and what to try next.
+func printIntro(out io.Writer, o Options, dir string, svc *caservice.Service, tok string) {
+	adminDir, workDir, m := filepath.Join(dir, pki.AdminDir), filepath.Join(dir, "hello"), o.Command
 	fmt.Fprintf(out, `mutual dev: the whole system on loopback (Ctrl-C stops it)
 
   trust domain   %s
@@ -128,17 +165,23 @@ then renew it over mTLS, list what was issued, make more tokens:
 		demoID, m, tok, workDir,
 		m, workDir, m, adminDir, m, adminDir, TrustDomain, m, workDir,
 		filepath.Join(dir, pki.BundleFile), filepath.Join(dir, pki.IntermediateCertFile), filepath.Join(workDir, "cert.pem"))
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- svc.Run(runCtx) }()
+}
+
+// serve runs the service and, unless o.NoDemo, the demo beside it, until
+// ctx is done or the service fails; it returns once all of it has stopped.
+// A demo that cannot start is reported on out and the service runs on.
+func serve(ctx context.Context, o Options, svc *caservice.Service, admin spiffeid.ID, dir string, out io.Writer) error {
+	g, ctx := errgroup.WithContext(ctx)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	g.Go(func() error {
+		defer stop() // the service's end is the demo's end
+		return svc.Run(ctx)
+	})
 	var demo *Demo
 	if !o.NoDemo {
-		log := o.Log
-		if log == nil {
-			log = slog.New(slog.DiscardHandler)
-		}
-		demo, err = startDemo(runCtx, svc, admin, filepath.Join(dir, "demo"), log, out)
+		var err error
+		demo, err = startDemo(&parts{ctx: ctx, g: g, log: o.Log}, svc, admin, filepath.Join(dir, "demo"), out)
 		if err != nil {
 			fmt.Fprintf(out, "Demo failed: %v\n\n", err)
 		} else {
@@ -152,14 +195,7 @@ then renew it over mTLS, list what was issued, make more tokens:
 	if o.Ready != nil {
 		o.Ready(svc, demo)
 	}
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		cancel()
-		err = <-errc
-	}
-	fmt.Fprintln(out, "mutual dev: stopped")
-	return err
+	return g.Wait()
 }
 
 func tempNote(dir string) string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/watch"
 )
 
 // StaticPolicy is a policy that never changes (from --allow flags).
@@ -68,25 +69,22 @@ func (f *PolicyFile) Reload() (bool, error) {
 
 // Run polls the file every interval (zero: one second) until ctx is done.
 func (f *PolicyFile) Run(ctx context.Context, interval time.Duration) error {
-	if interval <= 0 {
-		interval = time.Second
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			changed, err := f.Reload()
-			switch {
-			case err != nil:
-				f.metrics.PolicyReloaded(false)
-				f.log.Error("policy reload failed; keeping the last good policy", "file", f.path, "error", err.Error())
-			case changed:
-				f.metrics.PolicyReloaded(true)
-				f.log.Info("policy reloaded", "file", f.path, "rules", len(f.Policy().Rules))
-			}
-		}
+	return f.loop(interval).Run(ctx)
+}
+
+// loop is Run's poll loop: a reload that failed keeps the last good policy
+// and says why, one that changed the policy says so; tests set its Ticks.
+func (f *PolicyFile) loop(interval time.Duration) watch.Loop {
+	return watch.Loop{
+		Reload: func(context.Context) (bool, error) { return f.Reload() },
+		OnChange: func() {
+			f.metrics.PolicyReloaded(true)
+			f.log.Info("policy reloaded", "file", f.path, "rules", len(f.Policy().Rules))
+		},
+		OnError: func(err error) {
+			f.metrics.PolicyReloaded(false)
+			f.log.Error("policy reload failed; keeping the last good policy", "file", f.path, "error", err.Error())
+		},
+		Interval: interval,
 	}
 }

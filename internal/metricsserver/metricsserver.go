@@ -1,0 +1,87 @@
+// Package metricsserver serves a Prometheus registry as text on its own
+// listener, the way every long-running mutual command (agent, proxy,
+// monitor) exposes its metrics: GET /metrics, plus any read-only pages the
+// command adds (the proxy's /migration).
+package metricsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is a bound metrics listener. Listen makes one, Run (or Serve)
+// serves it.
+type Server struct {
+	ln net.Listener
+	hs *http.Server
+}
+
+// Listen binds addr for reg's /metrics and the extra GET handlers, by path.
+// It adds the Go runtime and process collectors to reg. It starts nothing.
+func Listen(addr string, reg *prometheus.Registry, extra map[string]http.Handler) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	RegisterRuntime(reg)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	for path, h := range extra {
+		mux.Handle("GET "+path, h)
+	}
+	return &Server{ln: ln, hs: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+}
+
+// Addr is the address bound, with the port chosen when addr asked for 0.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve serves until Close, then returns nil.
+func (s *Server) Serve() error {
+	if err := s.hs.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics listener %s: %w", s.Addr(), err)
+	}
+	return nil
+}
+
+// Run serves until ctx is done, then closes the listener and returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		s.Close()
+		return <-errc
+	}
+}
+
+// Close stops serving and releases the listener; it is also how a Server
+// that never ran is released.
+func (s *Server) Close() error {
+	s.hs.Close()
+	s.ln.Close()
+	return nil
+}
+
+// RegisterRuntime adds the Go runtime (go_*) and process (process_*)
+// collectors to reg, unless it has them already.
+func RegisterRuntime(reg prometheus.Registerer) {
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		var are prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
+			panic(err)
+		}
+	}
+}

@@ -1,0 +1,214 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/metricsserver"
+	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/revocation"
+)
+
+// Run starts the sidecar cfg describes, serves until ctx is done, drains,
+// and returns once every part it started has stopped. The parts beside the
+// proxy (certificate source, policy file, revocation, metrics) keep running
+// while it drains, so a connection revoked during the drain is still closed.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return s.run(ctx)
+}
+
+// sidecar is an opened sidecar: everything built and bound, nothing running.
+type sidecar struct {
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	m       *proxy.Metrics
+	src     certSource
+	parts   []func(context.Context) error // run beside the proxy
+	closers []func()
+	serve   func(context.Context, net.Listener) error
+	ln      net.Listener
+	extra   map[string]http.Handler // pages on the metrics listener
+	metrics *metricsserver.Server
+	attrs   []any // of "proxy listening"
+}
+
+// open builds and binds everything cfg asks for, in the order a user meets
+// their errors: policy, certificate, revocation, listener, metrics.
+func open(ctx context.Context, cfg Config) (_ *sidecar, err error) {
+	if (cfg.Inbound == nil) == (cfg.Outbound == nil) {
+		return nil, errors.New("sidecar: give exactly one of Inbound and Outbound")
+	}
+	s := &sidecar{reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if cfg.Inbound != nil {
+		err = s.openInbound(ctx, cfg)
+	} else {
+		err = s.openOutbound(ctx, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	s.closers = append(s.closers, func() { s.ln.Close() })
+	if cfg.Metrics != "" {
+		if s.metrics, err = metricsserver.Listen(cfg.Metrics, s.reg, s.extra); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, func() { s.metrics.Close() })
+		s.attrs = append(s.attrs, "metrics", "http://"+s.metrics.Addr()+"/metrics")
+	}
+	return s, nil
+}
+
+// logger is cfg.Log (or a discarding one) naming the proxy.
+func logger(cfg Config, direction string) *slog.Logger {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return log.With("proxy", direction, "listen", cfg.Listen)
+}
+
+func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
+	in := cfg.Inbound
+	s.log = logger(cfg, "inbound")
+	s.m = proxy.NewMetrics(s.reg, "inbound")
+	var pol proxy.PolicySource = proxy.StaticPolicy{P: in.Allow}
+	if in.PolicyFile != "" {
+		pf, err := proxy.LoadPolicyFile(in.PolicyFile, in.Allow, s.log, s.m)
+		if err != nil {
+			return err
+		}
+		pol = pf
+		s.parts = append(s.parts, func(ctx context.Context) error { return pf.Run(ctx, time.Second) })
+	}
+	if err := s.openSource(ctx, cfg.Source); err != nil {
+		return err
+	}
+	mig := proxy.NewMigrationReport()
+	pc := proxy.InboundConfig{
+		Target: in.Target, SVID: s.src, Bundle: s.src, Policy: pol,
+		Mode: in.Mode, Protocol: in.Protocol, TLS12: cfg.TLS12,
+		Limits: cfg.Limits, Log: s.log, Metrics: s.m, Migration: mig,
+	}
+	w, err := s.watcher(cfg)
+	if err != nil {
+		return err
+	}
+	var stapler *revocation.Stapler
+	if w != nil {
+		pc.PeerCheck = w.Check
+		stapler = &revocation.Stapler{Source: s.src, Revoked: w.Revoked, Log: s.log}
+		pc.Staple = stapler.Staple
+	}
+	p, err := proxy.NewInbound(pc)
+	if err != nil {
+		return err
+	}
+	if w != nil {
+		closeConns := closeRevoked(p, s.log)
+		w.OnRevoke = func(e revocation.Event) {
+			closeConns(e)
+			stapler.Revoke(e)
+		}
+		s.parts = append(s.parts, w.Run, stapler.Run)
+	}
+	s.serve = p.Serve
+	s.extra = map[string]http.Handler{"/migration": mig}
+	s.attrs = []any{"mode", string(in.Mode), "protocol", string(in.Protocol), "target", in.Target}
+	return nil
+}
+
+func (s *sidecar) openOutbound(ctx context.Context, cfg Config) error {
+	out := cfg.Outbound
+	s.log = logger(cfg, "outbound")
+	s.m = proxy.NewMetrics(s.reg, "outbound")
+	if err := s.openSource(ctx, cfg.Source); err != nil {
+		return err
+	}
+	pc := proxy.OutboundConfig{
+		Target: out.Target, ServerName: out.ServerName, Expect: out.Expect, SVID: s.src, Bundle: s.src,
+		TLS12: cfg.TLS12, Limits: cfg.Limits, Log: s.log, Metrics: s.m,
+	}
+	w, err := s.watcher(cfg)
+	if err != nil {
+		return err
+	}
+	if w != nil {
+		pc.PeerCheck = w.Check
+	}
+	p, err := proxy.NewOutbound(pc)
+	if err != nil {
+		return err
+	}
+	if w != nil {
+		w.OnRevoke = closeRevoked(p, s.log)
+		s.parts = append(s.parts, w.Run)
+	}
+	s.serve = p.Serve
+	s.attrs = []any{"target", out.Target, "expect", patterns(out.Expect)}
+	return nil
+}
+
+func patterns(ps []authz.Pattern) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// run runs the proxy and its parts. The proxy stops when ctx is done or a
+// part fails; the parts stop once the proxy has (drained included).
+func (s *sidecar) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	partCtx, stopParts := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopParts()
+	for _, part := range s.parts {
+		g.Go(func() error { return part(partCtx) })
+	}
+	if s.metrics != nil {
+		g.Go(func() error { return s.metrics.Run(partCtx) })
+	}
+	s.log.Info("proxy listening", s.attrs...)
+	g.Go(func() error {
+		defer stopParts()
+		if err := s.serve(ctx, s.ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	s.log.Info("proxy stopped")
+	return nil
+}
+
+// close releases what open bound, last first.
+func (s *sidecar) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}

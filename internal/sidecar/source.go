@@ -1,0 +1,132 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/watch"
+)
+
+// certSource is what the proxy needs of its certificate source.
+type certSource interface {
+	x509svid.Source
+	x509bundle.Source
+}
+
+// openSource opens the certificate source; an identity directory is
+// followed by a part, a Workload API source closed with the sidecar.
+func (s *sidecar) openSource(ctx context.Context, src Source) error {
+	switch {
+	case src.IdentityDir != "" && src.WorkloadAPI != "":
+		return errors.New("--identity-dir: give --identity-dir or --workload-api, not both")
+	case src.IdentityDir != "":
+		ds, err := identity.NewDirSource(src.IdentityDir)
+		if err != nil {
+			return fmt.Errorf("--identity-dir: %w", err)
+		}
+		s.m.ObserveCertificate(ds.Identity().Leaf())
+		s.src = ds
+		s.parts = append(s.parts, s.followDir(ds).Run)
+		return nil
+	case src.WorkloadAPI != "":
+		if !strings.HasPrefix(src.WorkloadAPI, "unix://") && !strings.HasPrefix(src.WorkloadAPI, "tcp://") {
+			return fmt.Errorf("--workload-api: %q: use unix:///path/to/socket", src.WorkloadAPI)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		ws, err := workloadapi.NewX509Source(wctx, workloadapi.WithClientOptions(workloadapi.WithAddr(src.WorkloadAPI)))
+		if err != nil {
+			return fmt.Errorf("--workload-api: no identity from %s: %w", src.WorkloadAPI, err)
+		}
+		s.closers = append(s.closers, func() { ws.Close() })
+		if svid, err := ws.GetX509SVID(); err == nil {
+			s.m.ObserveCertificate(svid.Certificates[0])
+		}
+		s.src = ws
+		return nil
+	}
+	return errors.New("--identity-dir: required: --identity-dir DIR or --workload-api unix:///PATH")
+}
+
+// followDir is the loop that follows the identity directory, keeping the
+// certificate metrics current and saying what it served.
+func (s *sidecar) followDir(ds *identity.DirSource) watch.Loop {
+	return watch.Loop{
+		Reload: func(context.Context) (bool, error) { return ds.Reload() },
+		OnChange: func() {
+			id := ds.Identity()
+			s.m.ObserveCertificate(id.Leaf())
+			s.log.Info("identity reloaded", "dir", ds.Dir(), "spiffe_id", id.ID.String(), "serial", pki.FormatSerial(id.Leaf().SerialNumber), "not_after", id.Leaf().NotAfter)
+		},
+		OnError: func(err error) {
+			s.log.Warn("identity reload failed; serving the last good one", "dir", ds.Dir(), "error", err.Error())
+		},
+	}
+}
+
+// watcher builds the revocation watcher from the first source found:
+// Revocation.CAURLs, the identity directory's mutual.json, or the CRL
+// distribution point or OCSP address in the proxy's own certificate.
+// Without one the proxy does not start, unless Revocation.Off says so
+// (then it returns nil).
+func (s *sidecar) watcher(cfg Config) (*revocation.Watcher, error) {
+	r := cfg.Revocation
+	if r.Off {
+		if len(r.CAURLs) > 0 {
+			return nil, errors.New("--no-revocation: give --ca or --no-revocation, not both")
+		}
+		s.log.Warn("revocation checks are off (--no-revocation): revoked certificates are accepted until they expire")
+		return nil, nil
+	}
+	w := &revocation.Watcher{CAURLs: r.CAURLs, Source: s.src, CRLInterval: r.CRLInterval, Log: s.log}
+	from := "--ca"
+	if dir := cfg.Source.IdentityDir; len(w.CAURLs) == 0 && dir != "" {
+		urls, err := client.LoadCAURLs(dir)
+		if err != nil {
+			return nil, fmt.Errorf("--identity-dir: %w", err)
+		}
+		w.CAURLs, from = urls, filepath.Join(dir, client.ServersFile)
+	}
+	if len(w.CAURLs) == 0 {
+		svid, err := s.src.GetX509SVID()
+		if err != nil {
+			return nil, fmt.Errorf("the proxy's certificate: %w", err)
+		}
+		if len(svid.Certificates) > 1 {
+			w.CAURLs, w.CRLURL = revocation.SourceFromCertificate(svid.Certificates[0], svid.Certificates[1])
+		}
+		from = "the proxy's certificate"
+	}
+	if len(w.CAURLs) == 0 && w.CRLURL == "" {
+		return nil, fmt.Errorf("--ca: no revocation source: no --ca, no %s in the identity directory, and the proxy's certificate names no CRL or OCSP address; "+
+			"give --ca https://CA:PORT, or --no-revocation to accept revoked certificates until they expire", client.ServersFile)
+	}
+	s.log.Info("revocation source", "from", from, "ca", strings.Join(w.CAURLs, ","), "crl", w.CRLURL)
+	return w, nil
+}
+
+// closeRevoked closes a proxy's live connections authenticated with a
+// certificate just revoked, and logs it.
+func closeRevoked(p interface {
+	CloseConnections(func(spiffeid.ID, string) bool) int
+}, log *slog.Logger) func(revocation.Event) {
+	return func(e revocation.Event) {
+		n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
+		log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", ca.ReasonName(e.Reason), "connections_closed", n)
+	}
+}
