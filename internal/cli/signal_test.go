@@ -19,6 +19,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testport"
 )
 
@@ -36,14 +37,14 @@ func TestMain(m *testing.M) {
 // process is `mutual ARGS` running as a child process.
 type process struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testlog.Buffer
 	exited chan struct{}
 	err    error
 }
 
 func startProcess(t *testing.T, args ...string) *process {
 	t.Helper()
-	p := &process{stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &process{stderr: &testlog.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(os.Args[0], args...)
 	p.cmd.Env = append(os.Environ(), asMutual+"=1")
 	p.cmd.Stderr = p.stderr
