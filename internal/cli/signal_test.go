@@ -20,6 +20,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testport"
 )
 
@@ -155,7 +156,7 @@ func TestProxySurvivesSIGHUP(t *testing.T) {
 	c := testca.New(t)
 	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", "")
 	listen, metrics := testport.Addr(t), testport.Addr(t)
-	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", echo(t), "--listen", listen,
+	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", testnet.Echo(t), "--listen", listen,
 		"--allow", "spiffe://example.org/ns/prod/*", "--no-revocation", "--metrics", metrics)
 	p.waitLog(t, `"msg":"proxy listening"`)
 	resp, err := http.Get("http://" + metrics + "/metrics")
