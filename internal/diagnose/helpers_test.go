@@ -193,15 +193,21 @@ func (a alertRewriter) Write(b []byte) (int, error) {
 // ca) in front of target, allowing allow, and returns its address.
 func runProxy(t testing.TB, server *identity.Identity, cfg proxy.InboundConfig, allow ...string) string {
 	t.Helper()
+	pol, err := authz.FromPatterns(allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runProxyPolicy(t, server, cfg, pol)
+}
+
+// runProxyPolicy runs a real mutual inbound proxy with the policy pol.
+func runProxyPolicy(t testing.TB, server *identity.Identity, cfg proxy.InboundConfig, pol *authz.Policy) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "proxy")
 	if err := server.Save(dir); err != nil {
 		t.Fatal(err)
 	}
 	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := authz.FromPatterns(allow)
 	if err != nil {
 		t.Fatal(err)
 	}
