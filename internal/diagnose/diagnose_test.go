@@ -538,8 +538,14 @@ func hasStep(r *diagnose.Report, name string, ok bool, detail string) bool {
 // diagnose names it: the exact class, an explanation and a fix that name
 // the thing that is wrong.
 func TestCorpus(t *testing.T) {
-	f := newFixture(t)
-	for _, c := range corpus() {
+	runCorpus(t, newFixture(t), corpus())
+}
+
+// runCorpus diagnoses each case's setup and checks the verdict, the words
+// of its explanation and fix, and that a failure has a failed step.
+func runCorpus(t *testing.T, f *fixture, cases []corpusCase) {
+	t.Helper()
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			o := c.setup(t, f)

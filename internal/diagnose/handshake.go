@@ -75,6 +75,10 @@ func (d *diagnosis) handshake(ctx context.Context) *Report {
 		r.step("tls", true, "handshake completed (probe without verification, for diagnosis only): %s, %s, %s", r.TLSVersion, r.CipherSuite, alpn)
 	}
 	if len(d.chain) == 0 {
+		if p.err != nil {
+			r.step("tls", false, "handshake failed: %v", p.err)
+			return r.verdict(ProtocolMismatch, "the TLS handshake failed: "+p.err.Error(), "check the server's TLS configuration")
+		}
 		r.step("server certificate", false, "the server sent no certificate")
 		return r.verdict(NotTLS, "the server presented no certificate", "configure the server's certificate")
 	}
@@ -109,6 +113,12 @@ func (d *diagnosis) classifyHandshakeError(ctx context.Context) *Report {
 		r.step("tls", false, "the server refused the handshake: %s (versions it accepts from us: %s)", alert, orNone(versions))
 		return r.verdict(ProtocolMismatch, fmt.Sprintf("no TLS version or cipher suite in common with the server (%s)", alert),
 			"mutual speaks TLS 1.3 and TLS 1.2 with AEAD suites; enable one of those on the server (or --tls12 on a mutual proxy)")
+	}
+	if len(p.peer) > 0 && strings.Contains(err.Error(), "invalid signature by the server certificate") {
+		// The server signed with a key that is not the first certificate's:
+		// its chain is misordered, or its key and certificate do not match.
+		r.step("tls", false, "the server's handshake signature does not verify with the first certificate it sent (probe without verification, for diagnosis only)")
+		return nil
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		if p.requested && !p.sentCert {

@@ -38,6 +38,12 @@ func (d *diagnosis) serverChain(ctx context.Context) *Report {
 	if v := d.chainHygiene(); v != nil {
 		return v
 	}
+	if d.p.err != nil {
+		// The chain is fine, yet the server's signature did not verify.
+		d.r.step("server key", false, "the server signs with a key that is not its certificate's")
+		return d.r.verdict(KeyMismatch, fmt.Sprintf("the server's private key does not match its certificate %s: no client can complete the handshake", describeLeaf(d.chain[0])),
+			"configure the server with the key written together with its certificate (key.pem beside cert.pem)")
+	}
 	d.compareWithoutSNI(ctx)
 	return nil
 }
@@ -148,8 +154,13 @@ func (d *diagnosis) explainServerChainError(err error) *Report {
 // nameConstraints: an intermediate issued a certificate outside the names
 // it is constrained to.
 func (d *diagnosis) nameConstraints(ce x509.CertificateInvalidError) *Report {
-	ca := ce.Cert
 	leaf := d.chain[0]
+	ca := ce.Cert
+	for _, c := range d.chain[1:] {
+		if ca == leaf && leaf.CheckSignatureFrom(c) == nil {
+			ca = c
+		}
+	}
 	d.r.step("server chain", false, "%q is constrained to %s, but issued %s (%s)", ca.Subject.String(), constraintsOf(ca), namesOf(leaf), ce.Detail)
 	return d.r.verdict(NameConstraints, fmt.Sprintf("the server's certificate names %s, outside what its issuing CA %q may certify (%s)", namesOf(leaf), ca.Subject.String(), constraintsOf(ca)),
 		"issue the server's certificate from a CA of its own trust domain (each mutual intermediate may only certify spiffe://<its trust domain>/...), or connect to the right server")

@@ -20,6 +20,11 @@ const mutualForbidden = "mutual proxy: forbidden: "
 // a close, an HTTP status.
 func (d *diagnosis) serverVerdict(ctx context.Context) *Report {
 	r, p := d.r, d.p
+	if p.closedEarly && p.state.NegotiatedProtocol == "" {
+		if v := d.h2Only(ctx); v != nil {
+			return v
+		}
+	}
 	switch {
 	case p.postAlert != nil:
 		return d.serverRefused(ctx, p.postAlert)
@@ -200,4 +205,18 @@ func (d *diagnosis) clientVerifies() bool {
 	}
 	_, err := pki.VerifyChain(o.ClientChain, o.Roots, o.Now(), x509.ExtKeyUsageClientAuth)
 	return err == nil
+}
+
+// h2Only: the server closed a connection that negotiated no application
+// protocol, and keeps one that negotiates h2 (as gRPC servers do, which
+// accept the TLS handshake of an HTTP/1.1 client and then drop it).
+func (d *diagnosis) h2Only(ctx context.Context) *Report {
+	p := d.probeAgain(ctx, variant{alpn: []string{"h2"}})
+	if p == nil || p.err != nil || p.state.NegotiatedProtocol != "h2" || p.closedEarly || p.postAlert != nil {
+		return nil
+	}
+	offered := strings.Join(d.alpn(), ", ")
+	d.r.step("alpn", false, "offering %s, no protocol was agreed and the server closed the connection; offering h2, it answers", offered)
+	return d.r.verdict(ALPNMismatch, fmt.Sprintf("the server speaks HTTP/2 only (it accepts h2): a client offering %s gets the handshake and is then dropped", offered),
+		"the server speaks HTTP/2 only: use an HTTP/2 client (curl --http2, a gRPC client, nginx grpc_pass), or enable HTTP/1.1 on the server")
 }
