@@ -110,7 +110,7 @@ func (d *diagnosis) readFiles(context.Context) *Report {
 
 func keyWords(k any) string {
 	if pub, ok := publicOf(k); ok {
-		return "a " + pki.KeyDescription(pub) + " key"
+		return "key " + pki.KeyDescription(pub)
 	}
 	return "no key"
 }
