@@ -40,8 +40,7 @@ func (d *diagnosis) clientCertificate(ctx context.Context) *Report {
 		if p.requested {
 			d.r.step("client certificate", false, "none given")
 			if p.postAlert != nil || p.closedEarly {
-				return d.r.verdict(ClientCertRequired, "the server requires a client certificate and none was given",
-					"pass the client identity: --identity-dir DIR (or --cert, --key and --bundle)")
+				return d.clientCertRequired()
 			}
 		}
 		return nil
@@ -174,4 +173,13 @@ func publicOf(k any) (crypto.PublicKey, bool) {
 		return s.Public(), true
 	}
 	return nil, false
+}
+
+func (d *diagnosis) clientCertRequired() *Report {
+	what := "none was given"
+	if len(d.o.ClientChain) > 0 && d.o.ClientKey == nil {
+		what = "a certificate was given without its private key"
+	}
+	return d.r.verdict(ClientCertRequired, "the server requires a client certificate and "+what,
+		"pass the client identity: --identity-dir DIR (or --cert, --key and --bundle)")
 }

@@ -93,69 +93,75 @@ func (d *diagnosis) classifyHandshakeError(ctx context.Context) *Report {
 	r, o, p := d.r, d.o, d.p
 	err := p.err
 	var rhe tls.RecordHeaderError
-	if errors.As(err, &rhe) {
-		r.step("tls", false, "the server answered with bytes that are not TLS (%q...)", printable(rhe.RecordHeader[:]))
-		hint := "the port serves plaintext: use http:// or the service's TLS port"
-		if bytes.HasPrefix(rhe.RecordHeader[:], []byte("HTTP")) {
-			hint = "the port serves plain HTTP: use http://, or put `mutual proxy inbound` in front of it"
-		}
-		return r.verdict(NotTLS, "the server does not speak TLS on "+o.Addr, hint)
-	}
+	var ne net.Error
 	alert := alertOf(err)
-	switch alert {
-	case "no application protocol":
+	switch {
+	case errors.As(err, &rhe):
+		return d.plaintextAnswer(rhe)
+	case alert == "no application protocol":
 		return d.alpnRefused(ctx)
-	case "protocol version not supported", "handshake failure", "insufficient security":
-		if p.requested {
-			break // a refused (or missing) client certificate, below
-		}
+	case !p.requested && (alert == "protocol version not supported" || alert == "handshake failure" || alert == "insufficient security"):
 		versions := d.supportedVersions(ctx)
 		r.step("tls", false, "the server refused the handshake: %s (versions it accepts from us: %s)", alert, orNone(versions))
 		return r.verdict(ProtocolMismatch, fmt.Sprintf("no TLS version or cipher suite in common with the server (%s)", alert),
 			"mutual speaks TLS 1.3 and TLS 1.2 with AEAD suites; enable one of those on the server (or --tls12 on a mutual proxy)")
-	}
-	if len(p.peer) > 0 && strings.Contains(err.Error(), "invalid signature by the server certificate") {
+	case len(p.peer) > 0 && strings.Contains(err.Error(), "invalid signature by the server certificate"):
 		// The server signed with a key that is not the first certificate's:
 		// its chain is misordered, or its key and certificate do not match.
 		r.step("tls", false, "the server's handshake signature does not verify with the first certificate it sent (probe without verification, for diagnosis only)")
 		return nil
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
-		if p.requested && !p.sentCert {
-			r.step("tls", false, "the server asked for a client certificate and closed the connection when none came")
-			return r.verdict(ClientCertRequired, "the server requires a client certificate and none was given",
-				"pass the client identity: --identity-dir DIR (or --cert, --key and --bundle)")
-		}
-		r.step("tls", false, "the server closed the connection during the handshake: %v", err)
-		return r.verdict(NotTLS, "the server closed the connection during the TLS handshake (it may not speak TLS on this port, or refuses this client's address)",
-			"check the port and the server's logs")
-	}
-	if alert != "" {
-		// The server objected during the handshake (TLS 1.2 sends its verdict on
-		// the client certificate here): first what the request said and what
-		// is wrong locally.
-		if p.requested && p.sentCert {
-			for _, n := range p.acceptable {
-				r.AcceptableCAs = append(r.AcceptableCAs, rdnString(n))
-			}
-			if v := d.checkClient(ctx); v != nil {
-				return v
-			}
-		}
-		if !p.sentCert && (alert == "certificate required" || alert == "bad certificate" || alert == "handshake failure") {
-			r.step("tls", false, "the server requires a client certificate (alert: %s)", alert)
-			return r.verdict(ClientCertRequired, "the server requires a client certificate and none was given",
-				"pass the client identity: --identity-dir DIR (or --cert, --key and --bundle)")
-		}
-		return d.serverRefused(ctx, p.err)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+		return d.closedDuringHandshake()
+	case alert != "":
+		return d.refusedDuringHandshake(ctx, alert)
+	case errors.As(err, &ne) && ne.Timeout():
 		r.step("tls", false, "the server did not complete the handshake within %s", o.Timeout)
 		return r.verdict(NotTLS, "the server accepted the connection but never answered the TLS handshake: it is probably not a TLS service", "check the port")
 	}
 	r.step("tls", false, "handshake failed: %v", err)
 	return r.verdict(ProtocolMismatch, "the TLS handshake failed: "+err.Error(), "check the server's TLS configuration")
+}
+
+// plaintextAnswer: the server answered the ClientHello with bytes that
+// are not TLS.
+func (d *diagnosis) plaintextAnswer(rhe tls.RecordHeaderError) *Report {
+	d.r.step("tls", false, "the server answered with bytes that are not TLS (%q...)", printable(rhe.RecordHeader[:]))
+	hint := "the port serves plaintext: use http:// or the service's TLS port"
+	if bytes.HasPrefix(rhe.RecordHeader[:], []byte("HTTP")) {
+		hint = "the port serves plain HTTP: use http://, or put `mutual proxy inbound` in front of it"
+	}
+	return d.r.verdict(NotTLS, "the server does not speak TLS on "+d.o.Addr, hint)
+}
+
+func (d *diagnosis) closedDuringHandshake() *Report {
+	r, p := d.r, d.p
+	if p.requested && !p.sentCert {
+		r.step("tls", false, "the server asked for a client certificate and closed the connection when none came")
+		return d.clientCertRequired()
+	}
+	r.step("tls", false, "the server closed the connection during the handshake: %v", p.err)
+	return r.verdict(NotTLS, "the server closed the connection during the TLS handshake (it may not speak TLS on this port, or refuses this client's address)",
+		"check the port and the server's logs")
+}
+
+// refusedDuringHandshake: the server objected during the handshake (TLS
+// 1.2 sends its verdict on the client certificate here): first what the
+// request said and what is wrong locally, then the alert.
+func (d *diagnosis) refusedDuringHandshake(ctx context.Context, alert string) *Report {
+	r, p := d.r, d.p
+	if p.requested && p.sentCert {
+		for _, n := range p.acceptable {
+			r.AcceptableCAs = append(r.AcceptableCAs, rdnString(n))
+		}
+		if v := d.checkClient(ctx); v != nil {
+			return v
+		}
+	}
+	if !p.sentCert && (alert == "certificate required" || alert == "bad certificate" || alert == "handshake failure") {
+		r.step("tls", false, "the server requires a client certificate (alert: %s)", alert)
+		return d.clientCertRequired()
+	}
+	return d.serverRefused(ctx, p.err)
 }
 
 // alpnRefused explains a no_application_protocol alert: it finds which of

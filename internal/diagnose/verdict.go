@@ -94,7 +94,7 @@ func (d *diagnosis) serverRefused(ctx context.Context, err error) *Report {
 		r.step("server verdict", false, "the server closed the connection right after the handshake")
 	}
 	if len(o.ClientChain) == 0 {
-		return r.verdict(ClientCertRequired, "the server requires a client certificate", "pass the client identity: --identity-dir DIR")
+		return d.clientCertRequired()
 	}
 	if v := d.localClient(); v != nil {
 		v.Explanation += fmt.Sprintf(" (the server: %s)", alert)
@@ -114,7 +114,7 @@ func (d *diagnosis) serverRefused(ctx context.Context, err error) *Report {
 	case "unknown certificate authority":
 		return d.unknownClientCA()
 	case "certificate required":
-		return r.verdict(ClientCertRequired, "the server requires a client certificate", "pass the client identity: --identity-dir DIR")
+		return d.clientCertRequired()
 	case "access denied":
 		return r.verdict(IdentityRefused, "the server authenticated the client but denies it access", "ask the service owner to allow this identity")
 	case "bad certificate", "":
