@@ -45,7 +45,7 @@ func accepted(p *probe) bool {
 	if p.err != nil || p.postAlert != nil || p.closedEarly {
 		return false
 	}
-	return p.http == nil || (p.http.status != http.StatusUnauthorized && p.http.status != http.StatusForbidden)
+	return p.http == nil || (p.http.status != http.StatusUnauthorized && p.http.status != http.StatusForbidden && !p.http.refusesCertificate())
 }
 
 // notRequested: a client identity was given, and the server never asked

@@ -3,6 +3,7 @@ package diagnose
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,6 +39,12 @@ func (d *diagnosis) serverVerdict(ctx context.Context) *Report {
 	a := p.http
 	body := strings.TrimSpace(a.body)
 	switch {
+	case a.refusesCertificate():
+		if !p.sentCert {
+			r.step("server verdict", false, "HTTP %d: the server wants a client certificate (%s)", a.status, a.nginxWords())
+			return d.clientCertRequired()
+		}
+		return d.serverRefused(ctx, &httpRefusal{status: a.status, words: a.nginxWords()})
 	case a.status == http.StatusForbidden && strings.HasPrefix(body, mutualForbidden):
 		reason := strings.TrimPrefix(body, mutualForbidden)
 		r.step("server verdict", false, "HTTP 403 from a mutual proxy: %s", reason)
@@ -87,10 +94,15 @@ func (d *diagnosis) path() string {
 func (d *diagnosis) serverRefused(ctx context.Context, err error) *Report {
 	r, o := d.r, d.o
 	alert := "it closed the connection"
-	if err != nil {
+	var hr *httpRefusal
+	switch {
+	case errors.As(err, &hr):
+		alert = hr.Error()
+		r.step("server verdict", false, "the server refused the client certificate: %s", alert)
+	case err != nil:
 		alert = "alert " + alertOf(err)
 		r.step("server verdict", false, "the server refused the client certificate: alert %q", alertOf(err))
-	} else {
+	default:
 		r.step("server verdict", false, "the server closed the connection right after the handshake")
 	}
 	if len(o.ClientChain) == 0 {
@@ -219,4 +231,32 @@ func (d *diagnosis) h2Only(ctx context.Context) *Report {
 	d.r.step("alpn", false, "offering %s, no protocol was agreed and the server closed the connection; offering h2, it answers", offered)
 	return d.r.verdict(ALPNMismatch, fmt.Sprintf("the server speaks HTTP/2 only (it accepts h2): a client offering %s gets the handshake and is then dropped", offered),
 		"the server speaks HTTP/2 only: use an HTTP/2 client (curl --http2, a gRPC client, nginx grpc_pass), or enable HTTP/1.1 on the server")
+}
+
+// httpRefusal is a refusal of the client certificate in an HTTP answer
+// after the handshake (nginx answers 400 instead of an alert).
+type httpRefusal struct {
+	status int
+	words  string
+}
+
+func (e *httpRefusal) Error() string { return fmt.Sprintf("HTTP %d %q", e.status, e.words) }
+
+// nginx's answers (400) when ssl_verify_client refuses a client.
+var nginxRefusals = []string{"No required SSL certificate was sent", "The SSL certificate error"}
+
+// refusesCertificate: the answer is an HTTP server's refusal of the client
+// certificate (nginx verifies after the handshake and answers 400).
+func (a *httpAnswer) refusesCertificate() bool { return a.nginxWords() != "" }
+
+func (a *httpAnswer) nginxWords() string {
+	if a.status != http.StatusBadRequest {
+		return ""
+	}
+	for _, w := range nginxRefusals {
+		if strings.Contains(a.body, w) {
+			return w
+		}
+	}
+	return ""
 }
