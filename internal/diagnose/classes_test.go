@@ -82,12 +82,16 @@ func expiredIntermediate(t testing.TB, ca *testca.CA) *x509.Certificate {
 // TestRevocation: class 1. Each certificate names a real CRL or OCSP
 // responder of its CA (or carries a stapled answer).
 func TestRevocation(t *testing.T) {
+	runCorpus(t, newFixture(t), revocationCases())
+}
+
+func revocationCases() []corpusCase {
 	serverWith := func(t *testing.T, f *fixture, id *identity.Identity, staple []byte) diagnose.Options {
 		cert := id.TLSCertificate()
 		cert.OCSPStaple = staple
 		return f.opts(serveTLS(t, tlsConfig(cert, tls.VersionTLS12, 0, tls.RequireAndVerifyClientCert, pool(f.a.Root)), nil))
 	}
-	runCorpus(t, newFixture(t), []corpusCase{
+	return []corpusCase{
 		{
 			name: "server revoked by CRL",
 			setup: func(t *testing.T, f *fixture) diagnose.Options {
@@ -205,12 +209,16 @@ func TestRevocation(t *testing.T) {
 			},
 			want: diagnose.ClockSkew, explain: []string{"future"}, fix: []string{"NTP"},
 		},
-	})
+	}
 }
 
 // TestTrust: class 2, on both sides.
 func TestTrust(t *testing.T) {
-	runCorpus(t, newFixture(t), []corpusCase{
+	runCorpus(t, newFixture(t), trustCases())
+}
+
+func trustCases() []corpusCase {
+	return []corpusCase{
 		{
 			name: "client of a foreign trust domain refused by a mutual proxy",
 			setup: func(t *testing.T, f *fixture) diagnose.Options {
@@ -322,7 +330,7 @@ func TestTrust(t *testing.T) {
 			},
 			want: diagnose.ServerUnknownCA, explain: []string{"does not trust", "--server-name"}, fix: []string{"bundle"},
 		},
-	})
+	}
 }
 
 // sniServer presents byName for SNI name and other otherwise.
@@ -381,7 +389,11 @@ func TestNames(t *testing.T) {
 // TestMutualTLS: class 4 (an accepted-CA list that excludes the client's
 // CA is in TestCorpus).
 func TestMutualTLS(t *testing.T) {
-	runCorpus(t, newFixture(t), []corpusCase{
+	runCorpus(t, newFixture(t), mutualTLSCases())
+}
+
+func mutualTLSCases() []corpusCase {
+	return []corpusCase{
 		{
 			name: "server never asks for a client certificate",
 			setup: func(t *testing.T, f *fixture) diagnose.Options {
@@ -417,11 +429,15 @@ func TestMutualTLS(t *testing.T) {
 			},
 			want: diagnose.PermissiveMode, explain: []string{"permissive"}, fix: []string{"--mode strict"},
 		},
-	})
+	}
 }
 
 // TestAuthorization: class 5 (tcp mode: TestRevocation's policy case).
 func TestAuthorization(t *testing.T) {
+	runCorpus(t, newFixture(t), authorizationCases())
+}
+
+func authorizationCases() []corpusCase {
 	refuseWith := func(status int, auth, body string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			if auth != "" {
@@ -438,7 +454,7 @@ func TestAuthorization(t *testing.T) {
 		pol := &authz.Policy{Rules: []authz.Rule{{IDs: []authz.Pattern{pat}, Methods: []string{"GET"}, Paths: []string{"/public/"}}}}
 		return runProxyPolicy(t, f.server, proxy.InboundConfig{Target: httpBackend(t), Protocol: proxy.HTTP}, pol)
 	}
-	runCorpus(t, newFixture(t), []corpusCase{
+	return []corpusCase{
 		{
 			name: "mutual proxy policy refuses the method and path",
 			setup: func(t *testing.T, f *fixture) diagnose.Options {
@@ -473,12 +489,16 @@ func TestAuthorization(t *testing.T) {
 			},
 			want: diagnose.HTTPUnauthorized, explain: []string{"401", "Bearer"}, fix: []string{"token"},
 		},
-	})
+	}
 }
 
 // TestTime: class 6 (the server's clock ahead of the client certificate
 // is in TestCorpus, an OCSP answer from the future in TestRevocation).
 func TestTime(t *testing.T) {
+	runCorpus(t, newFixture(t), timeCases())
+}
+
+func timeCases() []corpusCase {
 	// A server certificate issued by a CA whose clock, like the server's,
 	// runs two hours ahead of this machine.
 	ahead := func(t *testing.T, f *fixture, date time.Time) diagnose.Options {
@@ -496,7 +516,7 @@ func TestTime(t *testing.T) {
 			w.Header().Set("Date", date.UTC().Format(http.TimeFormat))
 		})))
 	}
-	runCorpus(t, newFixture(t), []corpusCase{
+	return []corpusCase{
 		{
 			name: "this machine's clock behind the server's and the CA's",
 			setup: func(t *testing.T, f *fixture) diagnose.Options {
@@ -516,11 +536,15 @@ func TestTime(t *testing.T) {
 			},
 			want: diagnose.ServerNotYetValid, explain: []string{"also by the server's own clock"}, fix: []string{"CA's clock"},
 		},
-	})
+	}
 }
 
 // TestProtocol: class 7 (versions and suites are in TestCorpus).
 func TestProtocol(t *testing.T) {
+	runCorpus(t, newFixture(t), protocolCases())
+}
+
+func protocolCases() []corpusCase {
 	// lb is a TLS-terminating load balancer that asks for no client
 	// certificate, in front of a service that wants one.
 	lb := func(t *testing.T, f *fixture, body string) string {
@@ -534,7 +558,7 @@ func TestProtocol(t *testing.T) {
 		cfg := tlsConfig(f.server.TLSCertificate(), tls.VersionTLS12, 0, tls.NoClientCert, nil)
 		return serveHTTPS(t, cfg, httputil.NewSingleHostReverseProxy(u))
 	}
-	runCorpus(t, newFixture(t), []corpusCase{
+	return []corpusCase{
 		{
 			name: "h2-only server, client offers http/1.1",
 			setup: func(t *testing.T, f *fixture) diagnose.Options {
@@ -562,7 +586,7 @@ func TestProtocol(t *testing.T) {
 			want: diagnose.Undecided, explain: []string{"never asked", "load balancer"}, fix: []string{"bypassing the load balancer"},
 			check: candidates(diagnose.ClientCertDropped, diagnose.IdentityRefused),
 		},
-	})
+	}
 }
 
 // TestLocalFiles: class 8, the client identity read from files.
