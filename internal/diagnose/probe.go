@@ -95,8 +95,29 @@ func (d *diagnosis) probeAgain(ctx context.Context, v variant) *probe {
 // runProbe does the unverified handshake (InsecureSkipVerify, labelled:
 // diagnosis only) and records what the server did.
 func (d *diagnosis) runProbe(ctx context.Context, conn net.Conn, v variant) *probe {
-	o := d.o
 	p := &probe{versionTried: v.version}
+	tc := tls.Client(conn, d.probeConfig(p, v))
+	defer tc.Close()
+	hctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
+	defer cancel()
+	if p.err = tc.HandshakeContext(hctx); p.err != nil {
+		return p
+	}
+	p.state = tc.ConnectionState()
+	switch {
+	case v.noHTTP:
+	case p.state.NegotiatedProtocol == "http/1.1" || p.state.NegotiatedProtocol == "h2":
+		p.httpProbe(tc, d.o)
+	default:
+		p.readVerdict(tc, d.o)
+	}
+	return p
+}
+
+// probeConfig is the probe's client configuration: it records in p what
+// the server sent and asked.
+func (d *diagnosis) probeConfig(p *probe, v variant) *tls.Config {
+	o := d.o
 	cfg := &tls.Config{
 		ServerName: o.ServerName,
 		// DIAGNOSE PROBE ONLY: verification is skipped so that the probe can
@@ -132,22 +153,7 @@ func (d *diagnosis) runProbe(ctx context.Context, conn net.Conn, v variant) *pro
 	if v.version != 0 {
 		cfg.MinVersion, cfg.MaxVersion = v.version, v.version
 	}
-	tc := tls.Client(conn, cfg)
-	defer tc.Close()
-	hctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	if p.err = tc.HandshakeContext(hctx); p.err != nil {
-		return p
-	}
-	p.state = tc.ConnectionState()
-	switch {
-	case v.noHTTP:
-	case p.state.NegotiatedProtocol == "http/1.1" || p.state.NegotiatedProtocol == "h2":
-		p.httpProbe(tc, o)
-	default:
-		p.readVerdict(tc, o)
-	}
-	return p
+	return cfg
 }
 
 // readVerdict waits briefly for what the server says after the handshake:
