@@ -15,6 +15,7 @@
 package auditlog
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -244,4 +245,32 @@ func (l *Log) Close() error {
 	err := errors.Join(l.hashes.Sync(), l.records.Close(), l.hashes.Close())
 	l.records, l.hashes = nil, nil
 	return err
+}
+
+// ReadAll calls f with each record of the log in dir, in order, reading
+// only: it may run while a service appends. A torn last record ends it.
+func ReadAll(dir string, f func(i int64, rec []byte) error) error {
+	file, err := os.Open(filepath.Join(dir, "records"))
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	defer file.Close()
+	r := bufio.NewReader(file)
+	var lb [4]byte
+	for i := int64(0); ; i++ {
+		if _, err := io.ReadFull(r, lb[:]); err != nil {
+			return nil
+		}
+		n := binary.BigEndian.Uint32(lb[:])
+		if n > MaxRecordSize {
+			return fmt.Errorf("audit log %s: record %d claims %d bytes", dir, i, n)
+		}
+		rec := make([]byte, n)
+		if _, err := io.ReadFull(r, rec); err != nil {
+			return nil
+		}
+		if err := f(i, rec); err != nil {
+			return err
+		}
+	}
 }

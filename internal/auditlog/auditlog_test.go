@@ -114,3 +114,23 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("record 5 = %q", rec)
 	}
 }
+
+// TestReadAll reads what was appended, without opening the log.
+func TestReadAll(t *testing.T) {
+	dir := t.TempDir()
+	l, err := auditlog.Open(dir, signer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 3 {
+		l.Append(fmt.Appendf(nil, "r%d", i))
+	}
+	var got []string
+	if err := auditlog.ReadAll(dir, func(i int64, rec []byte) error { got = append(got, string(rec)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[r0 r1 r2]" {
+		t.Fatalf("ReadAll = %v", got)
+	}
+}

@@ -56,6 +56,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		diagnoseCmd(e),
 		auditCmd(e),
 	)
+	root.AddCommand(sealCmds(e)...)
 	return root.ExecuteContext(ctx)
 }
 
