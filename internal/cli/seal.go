@@ -421,4 +421,3 @@ func keysLogCmd(e *env) *cobra.Command {
 	c.Flags().StringVar(&file, "file", "", "only the records of this file (its hex id, as in the records, or a prefix)")
 	return c
 }
-
