@@ -130,13 +130,14 @@ func (w *Writer) flush(last bool) error {
 // from chunks that authenticated, and io.EOF only after the final chunk
 // did: a truncated payload ends in ErrTruncated.
 type Reader struct {
-	aead cipher.AEAD
-	r    *bufio.Reader
-	buf  []byte
-	out  []byte
-	n    uint64
-	done bool
-	err  error
+	aead  cipher.AEAD
+	r     *bufio.Reader
+	buf   []byte
+	plain []byte
+	out   []byte
+	n     uint64
+	done  bool
+	err   error
 }
 
 // NewReader returns a Reader of the payload that follows h in r (r is
@@ -146,7 +147,7 @@ func NewReader(r io.Reader, h *Header, dataKey []byte) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{aead: aead, r: bufio.NewReaderSize(r, encChunkSize), buf: make([]byte, encChunkSize)}, nil
+	return &Reader{aead: aead, r: bufio.NewReaderSize(r, encChunkSize), buf: make([]byte, encChunkSize), plain: make([]byte, 0, ChunkSize)}, nil
 }
 
 // Read implements io.Reader.
@@ -187,7 +188,7 @@ func (r *Reader) next() ([]byte, error) {
 	if n < overhead {
 		return nil, fmt.Errorf("%w (chunk %d is %d bytes, shorter than its tag)", ErrTruncated, r.n, n)
 	}
-	out, err := r.aead.Open(chunk[:0:0], chunkNonce(r.n, last), chunk, nil)
+	out, err := r.aead.Open(r.plain[:0], chunkNonce(r.n, last), chunk, nil)
 	if err != nil {
 		return nil, r.explain(chunk, last)
 	}
@@ -203,7 +204,7 @@ func (r *Reader) next() ([]byte, error) {
 // final-chunk flag it says truncation (a non-final chunk at the end) or
 // appended data (a final chunk followed by more); else it was altered.
 func (r *Reader) explain(chunk []byte, last bool) error {
-	if _, err := r.aead.Open(nil, chunkNonce(r.n, !last), chunk, nil); err == nil {
+	if _, err := r.aead.Open(r.plain[:0], chunkNonce(r.n, !last), chunk, nil); err == nil {
 		if last {
 			return fmt.Errorf("%w (it ends after chunk %d)", ErrTruncated, r.n)
 		}
