@@ -346,7 +346,7 @@ func (o *keysServeOptions) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return flagError("listen", "%v", err)
 	}
-	srv := &http.Server{Handler: svc.Handler(), TLSConfig: svc.TLSConfig(src), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: svc.Handler(), TLSConfig: svc.TLSConfig(src), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	log.Info("key service listening", "url", "https://"+ln.Addr().String(), "spiffe_id", src.Identity().ID.String(), "kek", ring.Current().ID(), "audit", o.auditDir)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
