@@ -68,24 +68,31 @@ func TestSealCLI(t *testing.T) {
 	plainFile := filepath.Join(dirs, "secret.txt")
 	os.WriteFile(plainFile, []byte("the database password\n"), 0o600)
 	sealed := filepath.Join(dirs, "secret.sealed")
-	if out, err := run("seal", "--identity-dir", web, "--keys", keys, "--to", "spiffe://example.org/ns/prod/web", "--not-after", "1h", plainFile, "-o", sealed); err != nil {
-		t.Fatalf("seal: %v\n%s", err, out)
-	}
-	got := filepath.Join(dirs, "got.txt")
 	// The service refuses until its revocation feed is up: wait for that.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, err := run("unseal", "--identity-dir", web, "--keys", keys, sealed, "-o", got)
+		out, err := run("seal", "--identity-dir", web, "--keys", keys, "--to", "spiffe://example.org/ns/prod/web", "--not-after", "1h", plainFile, "-o", sealed)
 		if err == nil {
 			break
 		}
 		if !strings.Contains(err.Error(), "revocation status unknown") || time.Now().After(deadline) {
-			t.Fatalf("unseal as web: %v\n%s", err, out)
+			t.Fatalf("seal: %v\n%s", err, out)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	got := filepath.Join(dirs, "got.txt")
+	if out, err := run("unseal", "--identity-dir", web, "--keys", keys, sealed, "-o", got); err != nil {
+		t.Fatalf("unseal as web: %v\n%s", err, out)
+	}
 	if b, _ := os.ReadFile(got); string(b) != "the database password\n" {
 		t.Fatalf("unsealed %q", b)
+	}
+	rewrapped := filepath.Join(dirs, "rewrapped.sealed")
+	if out, err := run("seal", "--identity-dir", web, "--keys", keys, "--rewrap", sealed, "-o", rewrapped); err != nil {
+		t.Fatalf("seal --rewrap: %v\n%s", err, out)
+	}
+	if out, err := run("unseal", "--identity-dir", web, "--keys", keys, rewrapped); err != nil || out != "the database password\n" {
+		t.Fatalf("unseal of the rewrapped file: %q, %v", out, err)
 	}
 	refusedOut := filepath.Join(dirs, "refused.txt")
 	_, err := run("unseal", "--identity-dir", apiDir, "--keys", keys, sealed, "-o", refusedOut)
@@ -114,6 +121,7 @@ func TestSealCLI(t *testing.T) {
 		{[]string{"seal", "--identity-dir", web, "--keys", keys, "--to", "spiffe://example.org/web", "--not-after", "yesterday", plainFile}, "--not-after"},
 		{[]string{"seal", "--identity-dir", web, "--to", "spiffe://example.org/web", plainFile}, "--keys: required"},
 		{[]string{"unseal", "--keys", keys, sealed}, "--identity-dir: required"},
+		{[]string{"seal", "--identity-dir", web, "--keys", keys, "--rewrap", "--to", "spiffe://example.org/web", sealed}, "--rewrap"},
 		{[]string{"unseal", "--identity-dir", web, "--keys", keys, plainFile}, "not a sealed file"},
 		{[]string{"keys", "serve", "--identity-dir", keysDir, "--key-dir", dirs, "--passphrase-file", pass, "--no-revocation"}, "never runs without revocation"},
 	} {
