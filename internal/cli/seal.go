@@ -20,6 +20,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/auditlog"
 	"github.com/mutual-tls/mutual/internal/keyrelease"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/seal"
 )
 
@@ -132,6 +133,7 @@ type sealOptions struct {
 	roles    []string
 	notAfter string
 	rewrap   bool
+	toCert   string
 }
 
 func sealCmd(e *env) *cobra.Command {
@@ -149,6 +151,12 @@ key-encryption key (after a rotation), leaving the payload as it is.`,
   mutual seal --identity-dir id --keys https://keys:8444 --rewrap old.sealed -o new.sealed`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.toCert != "" {
+				if o.rewrap || cmd.Flags().Changed("keys") {
+					return flagError("to-cert", "an offline seal uses no key service: drop --keys and --rewrap")
+				}
+				return o.sealOffline(cmd.Context(), e, args)
+			}
 			p, err := o.policy(time.Now())
 			if err != nil {
 				return err
@@ -174,7 +182,34 @@ key-encryption key (after a rotation), leaving the payload as it is.`,
 	f.StringArrayVar(&o.roles, "role", nil, "role the caller must hold, one of those given (repeatable)")
 	f.StringVar(&o.notAfter, "not-after", "", "no unsealing after this time: RFC 3339 (2026-12-31T00:00:00Z) or a duration from now (720h)")
 	f.BoolVar(&o.rewrap, "rewrap", false, "rewrap a sealed file's data key under the current key (no --to)")
+	f.StringVar(&o.toCert, "to-cert", "", "OFFLINE, one-time handoff: seal to this certificate's key with HPKE, no key service; lost when that key rotates")
 	return c
+}
+
+// sealOffline seals to the key of the certificate in --to-cert: no key
+// service, no revocation, no audit; the policy names its SPIFFE ID.
+func (o *sealOptions) sealOffline(ctx context.Context, e *env, args []string) error {
+	data, err := os.ReadFile(o.toCert)
+	if err != nil {
+		return flagError("to-cert", "%v", err)
+	}
+	certs, err := pki.ParseCertificates(data)
+	if err != nil || len(certs) == 0 {
+		return flagError("to-cert", "%s: no PEM certificate (%v)", o.toCert, err)
+	}
+	if len(o.to) == 0 && len(certs[0].URIs) == 1 {
+		o.to = []string{certs[0].URIs[0].String()}
+	}
+	p, err := o.policy(time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "warning: sealed offline to the key of %s: only that key opens it, and the data is lost when it rotates\n", strings.Join(o.to, ", "))
+	in, out, commit, err := o.streams(e, args)
+	if err != nil {
+		return err
+	}
+	return commit(seal.Seal(ctx, out, in, p, seal.CertWrapper{Cert: certs[0]}))
 }
 
 // policy builds the policy from the flags.
@@ -229,6 +264,7 @@ func rewrap(ctx context.Context, dst io.Writer, src io.Reader, cl *keyrelease.Cl
 
 func unsealCmd(e *env) *cobra.Command {
 	o := &keyServiceFlags{}
+	var offline bool
 	c := &cobra.Command{
 		Use:   "unseal [IN]",
 		Short: "Decrypt sealed data, proving your identity to the key service",
@@ -239,19 +275,33 @@ before it: treat it as incomplete; with -o the file appears only when complete.`
 		Example: `  mutual unseal --identity-dir id --keys https://keys:8444 db.env.sealed -o db.env`,
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, done, err := o.client(cmd.Context())
-			if err != nil {
-				return err
+			var u seal.Unwrapper
+			if offline {
+				if o.identityDir == "" {
+					return flagError("identity-dir", "required with --offline: the identity whose key the file was sealed to")
+				}
+				id, err := identity.Load(o.identityDir)
+				if err != nil {
+					return flagError("identity-dir", "%v", err)
+				}
+				u = seal.KeyUnwrapper{Cert: id.Leaf(), Key: id.Key}
+			} else {
+				cl, done, err := o.client(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer done()
+				u = cl
 			}
-			defer done()
 			in, out, commit, err := o.streams(e, args)
 			if err != nil {
 				return err
 			}
-			return commit(seal.Unseal(cmd.Context(), out, in, cl))
+			return commit(seal.Unseal(cmd.Context(), out, in, u))
 		},
 	}
 	o.register(c)
+	c.Flags().BoolVar(&offline, "offline", false, "open a file sealed with --to-cert, with the key in --identity-dir (no key service)")
 	return c
 }
 

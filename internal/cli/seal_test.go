@@ -112,6 +112,18 @@ func TestSealCLI(t *testing.T) {
 		}
 	}
 
+	// Offline handoff to web's certificate key: no key service involved.
+	offline := filepath.Join(dirs, "offline.sealed")
+	if out, err := run("seal", "--to-cert", filepath.Join(web, "cert.pem"), plainFile, "-o", offline); err != nil || !strings.Contains(out, "lost when it rotates") {
+		t.Fatalf("seal --to-cert: %v\n%s", err, out)
+	}
+	if out, err := run("unseal", "--offline", "--identity-dir", web, offline); err != nil || !strings.HasPrefix(out, "the database password\n") {
+		t.Fatalf("unseal --offline as web: %q, %v", out, err)
+	}
+	if _, err := run("unseal", "--offline", "--identity-dir", apiDir, offline); err == nil || !strings.Contains(err.Error(), "another certificate's key") {
+		t.Fatalf("unseal --offline as api: %v, want a refusal", err)
+	}
+
 	for _, c := range []struct {
 		args []string
 		want string
