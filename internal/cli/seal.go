@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -362,7 +363,7 @@ func (o *keysServeOptions) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	log := e.logger(0)
+	log := e.logger(slog.LevelInfo)
 	src, err := identity.NewDirSource(o.identityDir)
 	if err != nil {
 		return flagError("identity-dir", "%v", err)
@@ -371,33 +372,17 @@ func (o *keysServeOptions) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	keys := keyrelease.FileKeys{Dir: o.keyDir, Passphrase: pass}
-	ring, err := keys.Load()
-	if err != nil {
-		return flagError("key-dir", "%v", err)
-	}
-	signer, err := keys.AuditSigner(src.Identity().ID.TrustDomain().Name())
-	if err != nil {
-		return flagError("key-dir", "%v", err)
-	}
-	if o.auditDir == "" {
-		o.auditDir = filepath.Join(o.keyDir, "audit")
-	}
-	audit, err := auditlog.Open(o.auditDir, signer)
-	if err != nil {
-		return flagError("audit-dir", "%v", err)
-	}
-	defer audit.Close()
-	svc, err := keyrelease.New(keyrelease.Config{Keys: ring, Bundle: src, Revocation: w, Audit: audit, Log: log})
+	svc, audit, err := o.service(src, w, pass, log)
 	if err != nil {
 		return err
 	}
+	defer audit.Close()
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return flagError("listen", "%v", err)
 	}
 	srv := &http.Server{Handler: svc.Handler(), TLSConfig: svc.TLSConfig(src), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
-	log.Info("key service listening", "url", "https://"+ln.Addr().String(), "spiffe_id", src.Identity().ID.String(), "kek", ring.Current().ID(), "audit", o.auditDir)
+	log.Info("key service listening", "url", "https://"+ln.Addr().String(), "spiffe_id", src.Identity().ID.String(), "audit", o.auditDir)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return src.Run(gctx, time.Second, nil) })
@@ -416,6 +401,33 @@ func (o *keysServeOptions) run(ctx context.Context, e *env) error {
 		return nil
 	}
 	return err
+}
+
+// service opens the keys and the audit log and assembles the service.
+func (o *keysServeOptions) service(src *identity.DirSource, rc keyrelease.RevocationChecker, pass []byte, log *slog.Logger) (*keyrelease.Service, *auditlog.Log, error) {
+	keys := keyrelease.FileKeys{Dir: o.keyDir, Passphrase: pass}
+	ring, err := keys.Load()
+	if err != nil {
+		return nil, nil, flagError("key-dir", "%v", err)
+	}
+	signer, err := keys.AuditSigner(src.Identity().ID.TrustDomain().Name())
+	if err != nil {
+		return nil, nil, flagError("key-dir", "%v", err)
+	}
+	if o.auditDir == "" {
+		o.auditDir = filepath.Join(o.keyDir, "audit")
+	}
+	audit, err := auditlog.Open(o.auditDir, signer)
+	if err != nil {
+		return nil, nil, flagError("audit-dir", "%v", err)
+	}
+	svc, err := keyrelease.New(keyrelease.Config{Keys: ring, Bundle: src, Revocation: rc, Audit: audit, Log: log})
+	if err != nil {
+		audit.Close()
+		return nil, nil, err
+	}
+	log.Info("key-encryption key", "current", ring.Current().ID(), "dir", o.keyDir)
+	return svc, audit, nil
 }
 
 func keysRotateCmd(e *env) *cobra.Command {
