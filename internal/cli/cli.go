@@ -75,6 +75,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		versionCmd(e),
 		completionCmd(e),
 	)
+	root.AddCommand(sealCmds(e)...)
 	for _, path := range daemons {
 		c, rest, err := root.Find(path)
 		if err != nil || len(rest) != 0 || c == root {
