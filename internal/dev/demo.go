@@ -252,10 +252,7 @@ func enrollDir(ctx context.Context, svc *server.Service, admin spiffeid.ID, dir,
 		return nil, fmt.Errorf("enroll %s: %w", id, err)
 	}
 	d := filepath.Join(dir, filepath.Base(id))
-	if err := enr.Identity.Save(d); err != nil {
-		return nil, err
-	}
-	if err := client.SaveCAURLs(d, enr.CAURLs); err != nil {
+	if err := identity.WriteDir(d, enr.Identity, identity.WriteOptions{CAURLs: enr.CAURLs}); err != nil {
 		return nil, err
 	}
 	go renewLoop(ctx, d, log)
