@@ -152,19 +152,13 @@ func supportedVersions(ctx context.Context, o Options) []string {
 func checkServer(r *Report, o Options, chain []*x509.Certificate) *Report {
 	now := o.Now()
 	leaf := chain[0]
-	roots := x509.NewCertPool()
-	if o.Roots != nil {
-		for _, c := range o.Roots {
-			roots.AddCert(c)
+	roots := pki.CertPool(o.Roots)
+	if o.Roots == nil {
+		if sys, err := x509.SystemCertPool(); err == nil {
+			roots = sys
 		}
-	} else if sys, err := x509.SystemCertPool(); err == nil {
-		roots = sys
 	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: pki.CertPool(chain[1:]), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	var ce x509.CertificateInvalidError
 	var ua x509.UnknownAuthorityError
 	var he x509.HostnameError

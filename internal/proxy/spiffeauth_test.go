@@ -134,7 +134,7 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 			t.Fatalf("Dial = %v; want not authorized", err)
 		}
 		eventually(t, "the refusal logged", func() bool {
-			return logs.hasLog("server refused", map[string]any{"reason": string(tlsconfig.ReasonNotAuthorized)})
+			return logs.hasLog("server refused", map[string]any{"reason": tlsconfig.ReasonNotAuthorized.String()})
 		})
 	})
 	t.Run("--server-name absent from the certificate: refused", func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 			t.Fatalf("Dial = %v; want a name mismatch", err)
 		}
 		eventually(t, "the refusal logged", func() bool {
-			return logs.hasLog("server refused", map[string]any{"reason": string(tlsconfig.ReasonNameMismatch)})
+			return logs.hasLog("server refused", map[string]any{"reason": tlsconfig.ReasonNameMismatch.String()})
 		})
 	})
 	t.Run("another root with the same ID: refused", func(t *testing.T) {
