@@ -1,7 +1,6 @@
 package tlsconfig_test
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"strings"
@@ -70,28 +69,20 @@ func TestAuthorizerSharedWithGoSPIFFE(t *testing.T) {
 		}
 	})
 	t.Run("ours in go-spiffe's server", func(t *testing.T) {
-		ln, err := tls.Listen("tcp", "127.0.0.1:0", spiffetls.MTLSServerConfig(dbSrc, bundle, tlsconfig.AuthorizeID(spiffeid.RequireFromString(webID)).SPIFFE()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.(*tls.Conn).Handshake()
-				c.Write([]byte("ok"))
-				c.Close()
-			}
-		}()
+		addr := serveTLS(t, spiffetls.MTLSServerConfig(dbSrc, bundle, tlsconfig.AuthorizeID(spiffeid.RequireFromString(webID)).SPIFFE()))
 		cfg, err := tlsconfig.ClientConfig(webSrc, bundle, tlsconfig.AuthorizeID(spiffeid.RequireFromString(dbID)), "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := dialWith(ln.Addr().String(), cfg); err != nil {
+		if _, err := dialWith(addr, cfg); err != nil {
 			t.Fatalf("go-spiffe server with our authorizer refused the right client: %v", err)
+		}
+		cfg, err = tlsconfig.ClientConfig(dbSrc, bundle, tlsconfig.AuthorizeID(spiffeid.RequireFromString(dbID)), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dialWith(addr, cfg); err == nil {
+			t.Fatal("go-spiffe server with our authorizer accepted a client it does not allow")
 		}
 	})
 }

@@ -29,8 +29,14 @@ const (
 // exactly the given chain (no verification of its own, so that only the
 // client decides) and writes "ok" after the handshake.
 func serveCert(t *testing.T, cert tls.Certificate) string {
+	return serveTLS(t, &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert})
+}
+
+// serveTLS runs a server with cfg on 127.0.0.1 that writes "ok" after each
+// handshake that succeeds.
+func serveTLS(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

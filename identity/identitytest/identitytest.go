@@ -53,15 +53,7 @@ func NewCA(td string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	root, err := sign(&x509.Certificate{
-		Subject:               pkix.Name{Organization: []string{td}, CommonName: td + " test root CA"},
-		NotBefore:             now.Add(-time.Minute),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}, nil, rootKey, rootKey)
+	root, err := sign(caTemplate(td, "root"), nil, rootKey, rootKey)
 	if err != nil {
 		return nil, err
 	}
@@ -69,16 +61,10 @@ func NewCA(td string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	inter, err := sign(&x509.Certificate{
-		Subject:               pkix.Name{Organization: []string{td}, CommonName: td + " test intermediate CA"},
-		NotBefore:             now.Add(-time.Minute),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		PermittedURIDomains:   []string{td},
-	}, root, key, rootKey)
+	it := caTemplate(td, "intermediate")
+	it.MaxPathLenZero = true
+	it.PermittedURIDomains = []string{td}
+	inter, err := sign(it, root, key, rootKey)
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +100,19 @@ func (ca *CA) Issue(id string, dnsNames ...string) (*identity.Identity, error) {
 		return nil, err
 	}
 	return &identity.Identity{ID: sid, Chain: []*x509.Certificate{leaf, ca.Intermediate}, Key: key, Roots: []*x509.Certificate{ca.Root}}, nil
+}
+
+// caTemplate is a day-long CA certificate named for td and its role.
+func caTemplate(td, role string) *x509.Certificate {
+	now := time.Now()
+	return &x509.Certificate{
+		Subject:               pkix.Name{Organization: []string{td}, CommonName: td + " test " + role + " CA"},
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
 }
 
 // sign issues template for key's public half, signed by parentKey as

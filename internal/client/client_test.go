@@ -34,6 +34,19 @@ func wantNotCA(t *testing.T, what string, err error) {
 	}
 }
 
+// impostorWithCANames enrolls spiffe://example.org/ns/evil with the CA's
+// default names (localhost, 127.0.0.1) and serves its certificate, valid
+// under the same root, as an impostor.
+func (e *env) impostorWithCANames(t *testing.T) *impostor {
+	t.Helper()
+	evil, err := client.RequestIdentity(context.Background(), e.token(t, "spiffe://example.org/ns/evil",
+		api.TokenRequest{DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startImpostor(t, evil.Identity)
+}
+
 // TestWorkloadWithCAHostNamePosingAsCA: a workload granted localhost and
 // 127.0.0.1 (the CA's default names) serves its own certificate, valid under
 // the same root, on a port. Enrollment, renewal and the admin client must
@@ -42,16 +55,11 @@ func wantNotCA(t *testing.T, what string, err error) {
 func TestWorkloadWithCAHostNamePosingAsCA(t *testing.T) {
 	ctx := context.Background()
 	e := start(t)
-	evil, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/evil",
-		api.TokenRequest{DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := startImpostor(t, evil.Identity)
+	im := e.impostorWithCANames(t)
 
 	// Enrollment with a token that points at the impostor.
 	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
-	_, err = client.RequestIdentity(ctx, withURLs(t, tok, im.URL), pki.KeyECDSAP256, 0)
+	_, err := client.RequestIdentity(ctx, withURLs(t, tok, im.URL), pki.KeyECDSAP256, 0)
 	wantNotCA(t, "enroll at the impostor", err)
 	// The impostor first in the list, the CA second: the CA gets it.
 	web, err := client.RequestIdentity(ctx, withURLs(t, tok, im.URL, e.svc.URL), pki.KeyECDSAP256, 0)
@@ -371,14 +379,9 @@ func TestFrozenAddressCostsABoundedStall(t *testing.T) {
 func TestHTTPClientAcceptsOnlyTheCA(t *testing.T) {
 	ctx := context.Background()
 	e := start(t)
-	evil, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/evil",
-		api.TokenRequest{DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := startImpostor(t, evil.Identity)
+	im := e.impostorWithCANames(t)
 
-	_, err = e.admin.HTTPClient().Get(im.URL + "/v1/log/checkpoint")
+	_, err := e.admin.HTTPClient().Get(im.URL + "/v1/log/checkpoint")
 	wantNotCA(t, "HTTPClient at the impostor", err)
 	if n := im.requests.Load(); n != 0 {
 		t.Fatalf("the impostor received %d requests", n)
