@@ -1,7 +1,7 @@
 // Package identity reads and writes identity directories, the unit in which
 // mutual hands out certificates: cert.pem (the leaf, then its intermediates),
-// key.pem (the leaf's PKCS#8 private key, mode 0600) and bundle.pem (the
-// trusted roots).
+// key.pem (the leaf's PKCS#8 private key, mode 0600), bundle.pem (the
+// trusted roots) and, optionally, mutual.json (where the identity renews).
 //
 // A directory written by `mutual cert request`, by the agent or by
 // `mutual ca init` can be loaded and turned into TLS material:
@@ -10,6 +10,11 @@
 //	if err != nil { ... }
 //	cert := id.TLSCertificate()
 //	roots := id.RootPool()
+//
+// WriteDir is the one writer: it puts the files in place as one set, so
+// that a reader never sees a new certificate beside an old key, and with
+// WriteOptions.Owner writes for another user safely. DirSource follows a
+// directory as it is rewritten.
 package identity
 
 import (
