@@ -69,6 +69,9 @@ type Authority struct {
 	CRLURL, OCSPURL string
 	// OnRevoke, if set, hears of every certificate newly revoked here.
 	OnRevoke func(serial string)
+	// OnFederationChange, if set, hears of every federation added or
+	// removed here.
+	OnFederationChange func()
 }
 
 func (a *Authority) now() time.Time {

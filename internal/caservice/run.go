@@ -45,6 +45,7 @@ func (s *Service) Run(ctx context.Context) error {
 		run(func(ctx context.Context) error { return s.Server.ServeMetrics(ctx, s.mln) })
 	}
 	run(s.watchStore)
+	run(s.fed.Run)
 	run(s.maintain)
 	return g.Wait()
 }

@@ -106,6 +106,12 @@ type Config struct {
 	Hub  *publish.Hub
 	// IssuanceLog serves the issuance log under /log/; nil leaves it out.
 	IssuanceLog *translog.Server
+	// SPIFFEBundle, when set, returns this trust domain's SPIFFE bundle
+	// (JSON), served at /v1/federation/bundle.
+	SPIFFEBundle func() []byte
+	// Federation, when set, serves the federation admin API and adds the
+	// federated bundles to /v1/bundle.
+	Federation Federation
 }
 
 // Server serves the CA API.
@@ -151,6 +157,7 @@ func New(cfg Config) *Server {
 	s.route("GET /v1/node/entries", "node_entries", s.nodeEntries)
 	s.route("POST /v1/node/svid", "node_svid", s.nodeSVID)
 	s.route("GET /v1/revocations", "revocation_feed", s.feed)
+	s.routeFederation()
 	rh := s.RevocationHandler()
 	s.mux.Handle("GET /crl/{name}", rh)
 	s.mux.Handle("POST /ocsp", rh)
@@ -337,10 +344,17 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (int, error) {
 
 func (s *Server) bundle(w http.ResponseWriter, r *http.Request) (int, error) {
 	fp := pki.Fingerprint(s.cfg.Roots[0])
+	// The local bundle is served even when the store cannot say which
+	// federated bundles it holds (bootstrap needs it); those are left out.
+	fed, err := s.federatedPEM(r.Context())
+	if err != nil {
+		s.log.Warn("bundle served without the federated bundles: the store did not answer", "error", err.Error())
+	}
 	return ok(w, api.BundleResponse{
-		TrustDomain:     s.cfg.TrustDomain.Name(),
-		RootsPEM:        string(pki.EncodeCertificates(s.cfg.Roots...)),
-		RootFingerprint: hex.EncodeToString(fp[:]),
+		TrustDomain:      s.cfg.TrustDomain.Name(),
+		RootsPEM:         string(pki.EncodeCertificates(s.cfg.Roots...)),
+		RootFingerprint:  hex.EncodeToString(fp[:]),
+		FederatedBundles: fed,
 	})
 }
 
