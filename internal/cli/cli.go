@@ -55,6 +55,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		logCmd(e),
 		diagnoseCmd(e),
 		auditCmd(e),
+		federationCmd(e),
 	)
 	return root.ExecuteContext(ctx)
 }
