@@ -1,0 +1,69 @@
+package proxy_test
+
+import (
+	"crypto/x509"
+	"fmt"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+
+	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testca"
+)
+
+// TestFederatedPeerNeedsARuleNamingIt: with a federated trust domain's
+// bundle trusted, its peer is verified against that bundle and admitted
+// only by a rule naming its ID; neither the local domain's patterns nor a
+// role its own CA wrote into its certificate admit it. A local peer with
+// the same role still is.
+func TestFederatedPeerNeedsARuleNamingIt(t *testing.T) {
+	w := newWorld(t)
+	partner := testca.New(t, testca.WithTrustDomain("partner.example"))
+	bundles := x509bundle.NewSet(
+		x509bundle.FromX509Authorities(w.ca.TrustDomain, []*x509.Certificate{w.ca.Root}),
+		x509bundle.FromX509Authorities(partner.TrustDomain, []*x509.Certificate{partner.Root}),
+	)
+	foreign := leafWithRoles(t, partner, "spiffe://partner.example/ns/prod/web", "auditor")
+	local := leafWithRoles(t, w.ca, auditorID, "auditor")
+	policy := func(yaml string) proxy.PolicySource {
+		p, err := authz.Parse([]byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return proxy.StaticPolicy{P: p}
+	}
+	for _, c := range []struct {
+		name, policy    string
+		foreignAdmitted bool
+	}{
+		{"local patterns only", "rules:\n  - ids: [\"spiffe://example.org/**\"]\n  - ids: [\"" + auditorID + "\"]\n", false},
+		{"a role the partner's CA wrote", "rules:\n  - roles: [auditor]\n", false},
+		{"a rule naming the foreign ID", "rules:\n  - ids: [\"spiffe://partner.example/ns/prod/*\"]\n  - roles: [auditor]\n", true},
+	} {
+		for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
+			t.Run(fmt.Sprintf("%s/%s", c.name, protocol), func(t *testing.T) {
+				target := echoBackend(t)
+				if protocol == proxy.HTTP {
+					target = httpBackend(t)
+				}
+				r := runInbound(t, w, proxy.InboundConfig{SVID: w.src, Bundle: bundles, Target: target, Protocol: protocol, Policy: policy(c.policy)})
+				admitted := func(id *identity.Identity) bool {
+					if protocol == proxy.TCP {
+						_, err := tcpRoundTrip(r.addr, w.clientTLS(id), "hello")
+						return err == nil
+					}
+					res := doRequest(httpClient(t, w.clientTLS(id)), "GET", "https://"+r.addr+"/x", nil)
+					return res.err == nil && res.code == 200
+				}
+				if got := admitted(foreign); got != c.foreignAdmitted {
+					t.Errorf("partner.example peer admitted = %v, want %v", got, c.foreignAdmitted)
+				}
+				if !admitted(local) {
+					t.Error("the local peer holding the auditor role was refused")
+				}
+			})
+		}
+	}
+}
