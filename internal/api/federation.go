@@ -66,3 +66,51 @@ type BundleChange struct {
 type BundleChangeList struct {
 	Changes []BundleChange `json:"changes"`
 }
+
+// Partnership endpoints (admin):
+//
+//	POST /v1/partners                PartnerRequest → Partner
+//	GET  /v1/partners                PartnerList
+//	GET  /v1/partners/{name}         PartnerDetail
+//	POST /v1/partners/{name}/tokens  PartnerTokenRequest → TokenResponse
+//	POST /v1/partners/{name}/end     RevokeResponse
+
+// PartnerRequest asks for a partnership.
+type PartnerRequest struct {
+	Name string `json:"name"`
+	// TrustDomain is the partner's federated trust domain, if any.
+	TrustDomain string    `json:"trust_domain,omitempty"`
+	Roles       []string  `json:"roles,omitempty"`
+	EndsAt      time.Time `json:"ends_at"`
+}
+
+// Partner is a partnership.
+type Partner struct {
+	Name        string     `json:"name"`
+	TrustDomain string     `json:"trust_domain,omitempty"`
+	Roles       []string   `json:"roles"`
+	EndsAt      time.Time  `json:"ends_at"`
+	CreatedAt   time.Time  `json:"created_at"`
+	CreatedBy   string     `json:"created_by"`
+	EndedAt     *time.Time `json:"ended_at,omitempty"`
+	EndedBy     string     `json:"ended_by,omitempty"`
+	// IDPrefix is where its identities live: spiffe://TD/partner/NAME/.
+	IDPrefix string `json:"id_prefix"`
+}
+
+// PartnerList lists partnerships.
+type PartnerList struct {
+	Partners []Partner `json:"partners"`
+}
+
+// PartnerDetail is a partnership and what it holds.
+type PartnerDetail struct {
+	Partner
+	Certificates []CertificateInfo `json:"certificates"`
+}
+
+// PartnerTokenRequest asks for a join token for spiffe://TD/partner/NAME/PATH.
+type PartnerTokenRequest struct {
+	Path string   `json:"path"`
+	TTL  Duration `json:"ttl,omitempty"`
+}

@@ -46,6 +46,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	run(s.watchStore)
 	run(s.fed.Run)
+	run(func(ctx context.Context) error { return s.endPartners(ctx, s.clock) })
 	run(s.maintain)
 	return g.Wait()
 }

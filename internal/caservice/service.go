@@ -75,8 +75,9 @@ type Options struct {
 	// open at once; zero means publish.DefaultMaxStreamsPerPeer. Beyond
 	// it a stream is refused with 429.
 	FeedMaxStreamsPerIdentity int
-	// FederationClock, when set, drives the federated bundles' refresh
-	// (tests step it); nil means the system's.
+	// FederationClock, when set, drives the federated bundles' refresh and
+	// the check for partnerships past their end (tests step it); nil means
+	// the system's.
 	FederationClock federation.Clock
 }
 
@@ -125,6 +126,7 @@ type Service struct {
 	caDir     *pki.CA
 	serverTLS atomic.Pointer[tls.Certificate]
 	fed       *federation.Refresher
+	clock     federation.Clock
 }
 
 // Open loads the CA, opens the store, binds the listeners and imports the
@@ -194,6 +196,7 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		IssuanceLog:  s.tlog,
 		SPIFFEBundle: func() []byte { return bundle },
 		Federation:   s.Authority,
+		Partners:     s.Authority,
 	})
 	return nil
 }

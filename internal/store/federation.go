@@ -200,27 +200,37 @@ func (db *DB) ListFederations(ctx context.Context) ([]Federation, error) {
 // did it and which keys went; an unknown one yields ErrNotFound.
 func (db *DB) DeleteFederation(ctx context.Context, trustDomain, by string, at time.Time) error {
 	return db.inFederationTx(ctx, "remove federation "+trustDomain, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.q.rebind("DELETE FROM federations WHERE trust_domain = ?"), trustDomain)
-		if err != nil {
-			return err
+		found, err := db.dropFederation(ctx, tx, trustDomain, by, at)
+		if err == nil && !found {
+			err = fmt.Errorf("federation with %s: %w", trustDomain, ErrNotFound)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("federation with %s: %w", trustDomain, ErrNotFound)
-		}
-		c := BundleChange{TrustDomain: trustDomain, At: at, By: by, Action: ActionFederationRemoved}
-		old, err := scanBundle(tx.QueryRowContext(ctx, db.q.rebind("SELECT "+bundleColumns+" FROM trust_bundles WHERE trust_domain = ?"), trustDomain))
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return err
-		default:
-			c.Sequence, c.Removed = old.Sequence, old.Fingerprints
-		}
-		if _, err := tx.ExecContext(ctx, db.q.rebind("DELETE FROM trust_bundles WHERE trust_domain = ?"), trustDomain); err != nil {
-			return err
-		}
-		return db.recordChange(ctx, tx, c)
+		return err
 	})
+}
+
+// dropFederation is DeleteFederation inside tx; it reports whether there
+// was a relationship.
+func (db *DB) dropFederation(ctx context.Context, tx *sql.Tx, trustDomain, by string, at time.Time) (bool, error) {
+	res, err := tx.ExecContext(ctx, db.q.rebind("DELETE FROM federations WHERE trust_domain = ?"), trustDomain)
+	if err != nil {
+		return false, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, nil
+	}
+	c := BundleChange{TrustDomain: trustDomain, At: at, By: by, Action: ActionFederationRemoved}
+	old, err := scanBundle(tx.QueryRowContext(ctx, db.q.rebind("SELECT "+bundleColumns+" FROM trust_bundles WHERE trust_domain = ?"), trustDomain))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return false, err
+	default:
+		c.Sequence, c.Removed = old.Sequence, old.Fingerprints
+	}
+	if _, err := tx.ExecContext(ctx, db.q.rebind("DELETE FROM trust_bundles WHERE trust_domain = ?"), trustDomain); err != nil {
+		return false, err
+	}
+	return true, db.recordChange(ctx, tx, c)
 }
 
 // RecordFederationAttempt notes the time and outcome ("" for success) of a
