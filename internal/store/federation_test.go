@@ -36,6 +36,7 @@ func TestFederationContract(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) { testFederation(t, open(t)) })
+		t.Run(name+"/partners", func(t *testing.T) { testEndPartner(t, open(t)) })
 	}
 }
 
@@ -120,5 +121,62 @@ func testFederation(t *testing.T, db *store.DB) {
 		cs[1].Action != store.ActionBundleUpdated || cs[1].Sequence != 5 || len(cs[1].Added) != 1 || cs[1].Added[0] != "b" ||
 		cs[2].Action != store.ActionFederationRemoved || len(cs[2].Removed) != 2 {
 		t.Errorf("changes = %+v", cs)
+	}
+}
+
+// testEndPartner: ending a partnership revokes the certificates under its
+// prefix only (a name that merely starts the same, or uses LIKE's
+// wildcards, is untouched), keeps their identities revoked, voids its
+// unused tokens and drops its federation; with no certificate it ends too.
+func testEndPartner(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	for _, p := range []store.Partner{{Name: "acme", TrustDomain: "acme.example"}, {Name: "acme2"}, {Name: "empty"}} {
+		p.EndsAt, p.CreatedAt, p.CreatedBy = at.Add(time.Hour), at, "op"
+		if err := db.CreatePartner(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.CreateFederation(ctx, store.Federation{TrustDomain: "acme.example", EndpointURL: "https://acme.example/b", Profile: "https_web", CreatedAt: at, CreatedBy: "op"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	issue := func(serial, id string) {
+		c := &store.Certificate{Serial: serial, SPIFFEID: id, NotBefore: at.Add(-time.Minute), NotAfter: at.Add(time.Hour), IssuedAt: at.Add(-time.Minute), DER: []byte(serial), RequestedBy: "test"}
+		if err := db.RecordIssuance(ctx, c, "", at.Add(-time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	issue("a1", "spiffe://td/partner/acme/x")
+	issue("a2", "spiffe://td/partner/acme2/x")
+	issue("a3", "spiffe://td/partner/acmeX/x")
+	if err := db.CreateToken(ctx, store.Token{ID: "t1", SecretHash: []byte("h"), SPIFFEID: "spiffe://td/partner/acme/y", CreatedAt: at, ExpiresAt: at.Add(time.Hour), CreatedBy: "op"}); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := db.EndPartner(ctx, "acme", "spiffe://td/partner/acme/", "op", 5, at)
+	if err != nil || len(revs) != 1 || revs[0].Serial != "a1" {
+		t.Fatalf("EndPartner = %+v, %v; want a1 only", revs, err)
+	}
+	for serial, want := range map[string]bool{"a1": true, "a2": false, "a3": false} {
+		if c, err := db.GetCertificate(ctx, serial); err != nil || c.Revoked() != want {
+			t.Errorf("%s revoked = %v (%v), want %v", serial, c.Revoked(), err, want)
+		}
+	}
+	if tok, err := db.GetToken(ctx, "t1"); err != nil || tok.ExpiresAt.After(tok.CreatedAt) {
+		t.Errorf("the partnership's unused token expires %v (%v), want void", tok.ExpiresAt, err)
+	}
+	if fs, err := db.ListFederations(ctx); err != nil || len(fs) != 0 {
+		t.Errorf("federations after the end: %+v (%v)", fs, err)
+	}
+	if _, err := db.EndPartner(ctx, "acme", "spiffe://td/partner/acme/", "op", 5, at); !errors.Is(err, store.ErrPartnershipEnded) {
+		t.Errorf("second EndPartner = %v, want ErrPartnershipEnded", err)
+	}
+	if _, err := db.EndPartner(ctx, "empty", "spiffe://td/partner/empty/", "op", 5, at); err != nil {
+		t.Errorf("EndPartner with no certificate = %v", err)
+	}
+	if p, err := db.GetPartner(ctx, "empty"); err != nil || !p.Ended() {
+		t.Errorf("partnership with no certificate after EndPartner: %+v (%v)", p, err)
+	}
+	if _, err := db.EndPartner(ctx, "nobody", "spiffe://td/partner/nobody/", "op", 5, at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("EndPartner of an unknown partnership = %v, want ErrNotFound", err)
 	}
 }
