@@ -56,6 +56,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		diagnoseCmd(e),
 		auditCmd(e),
 		federationCmd(e),
+		partnerCmd(e),
 	)
 	return root.ExecuteContext(ctx)
 }

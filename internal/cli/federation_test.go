@@ -47,3 +47,34 @@ func TestFederationCommands(t *testing.T) {
 		t.Errorf("second remove succeeded:\n%s", out)
 	}
 }
+
+// TestPartnerCommands: create a partnership, make a token under it, show,
+// list and end it; after the end no token is made.
+func TestPartnerCommands(t *testing.T) {
+	c, _, _ := startCA(t)
+	admin := []string{"--identity-dir", c.AdminDir}
+	mut := func(args ...string) (string, error) { return run(append(args, admin...)...) }
+	if out, err := mut("partner", "create", "acme", "--role", "reader", "--for", "24h"); err != nil || !strings.Contains(out, "spiffe://example.org/partner/acme/") {
+		t.Fatalf("partner create: %v\n%s", err, out)
+	}
+	out, err := mut("partner", "token", "acme", "--path", "billing", "--json")
+	var tok api.TokenResponse
+	if err != nil || json.Unmarshal([]byte(out), &tok) != nil || tok.SPIFFEID != "spiffe://example.org/partner/acme/billing" {
+		t.Fatalf("partner token: %v\n%s", err, out)
+	}
+	if out, err := mut("partner", "show", "acme"); err != nil || !strings.Contains(out, "active") {
+		t.Fatalf("partner show: %v\n%s", err, out)
+	}
+	if out, err := mut("partner", "end", "acme"); err != nil || !strings.Contains(out, "Ended partnership acme") {
+		t.Fatalf("partner end: %v\n%s", err, out)
+	}
+	if out, err := mut("partner", "list"); err != nil || !strings.Contains(out, "ended") {
+		t.Fatalf("partner list: %v\n%s", err, out)
+	}
+	if out, err := mut("partner", "token", "acme", "--path", "x"); err == nil {
+		t.Errorf("a token was made under an ended partnership:\n%s", out)
+	}
+	if out, err := mut("partner", "create", "late"); err == nil {
+		t.Errorf("partner create without an end succeeded:\n%s", out)
+	}
+}

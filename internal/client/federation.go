@@ -33,3 +33,33 @@ func (c *Client) BundleChanges(ctx context.Context, trustDomain string) (*api.Bu
 	var out api.BundleChangeList
 	return &out, c.do(ctx, http.MethodGet, "/v1/federations/changes?trust_domain="+url.QueryEscape(trustDomain), nil, &out)
 }
+
+// CreatePartner makes a partnership (admin).
+func (c *Client) CreatePartner(ctx context.Context, req api.PartnerRequest) (*api.Partner, error) {
+	var out api.Partner
+	return &out, c.do(ctx, http.MethodPost, "/v1/partners", req, &out)
+}
+
+// ListPartners lists partnerships (admin).
+func (c *Client) ListPartners(ctx context.Context) (*api.PartnerList, error) {
+	var out api.PartnerList
+	return &out, c.do(ctx, http.MethodGet, "/v1/partners", nil, &out)
+}
+
+// ShowPartner returns a partnership and the certificates issued under it (admin).
+func (c *Client) ShowPartner(ctx context.Context, name string) (*api.PartnerDetail, error) {
+	var out api.PartnerDetail
+	return &out, c.do(ctx, http.MethodGet, "/v1/partners/"+url.PathEscape(name), nil, &out)
+}
+
+// PartnerToken makes a join token for an identity of the partnership name (admin).
+func (c *Client) PartnerToken(ctx context.Context, name string, req api.PartnerTokenRequest) (*api.TokenResponse, error) {
+	var out api.TokenResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/partners/"+url.PathEscape(name)+"/tokens", req, &out)
+}
+
+// EndPartner ends the partnership name, revoking everything issued under it (admin).
+func (c *Client) EndPartner(ctx context.Context, name string) (*api.RevokeResponse, error) {
+	var out api.RevokeResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/partners/"+url.PathEscape(name)+"/end", struct{}{}, &out)
+}
