@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,54 +23,6 @@ import (
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
-
-// fakeClock is a clock the test steps: After fires once Advance has moved
-// the time past its deadline.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
-}
 
 // adminClient is an admin's API client of svc, the CA c runs.
 func adminClient(t *testing.T, c *testca.CA, svc *caservice.Service) *client.Client {
@@ -159,7 +110,7 @@ func TestBundleEndpointServesGoSPIFFE(t *testing.T) {
 func TestTwoCAsFederate(t *testing.T) {
 	ctx := context.Background()
 	ca, cb := testca.New(t, testca.WithTrustDomain("a.example")), testca.New(t, testca.WithTrustDomain("b.example"))
-	clockA, clockB := newFakeClock(), newFakeClock()
+	clockA, clockB := mfed.NewManualClock(time.Now()), mfed.NewManualClock(time.Now())
 	oa, ob := options(ca), options(cb)
 	oa.FederationClock, ob.FederationClock = clockA, clockB
 	svcA, _ := run(t, oa)
@@ -216,8 +167,9 @@ func TestTwoCAsFederate(t *testing.T) {
 	if err := stopB(); err != nil {
 		t.Fatal(err)
 	}
-	clockA.Advance(mfed.DefaultRefreshHint + time.Second)
+	// Time moves on, a refresh hint per look, until a's next fetch fails.
 	waitFor(t, "a noting that b's endpoint is down", func() (bool, string) {
+		clockA.Advance(mfed.DefaultRefreshHint)
 		l, err := adminA.ListFederations(ctx)
 		if err != nil || len(l.Federations) != 1 {
 			return false, errString(err)

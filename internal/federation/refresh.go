@@ -104,12 +104,12 @@ func (r *Refresher) Run(ctx context.Context) error {
 	wake := r.wakeCh()
 	r.next = map[string]time.Time{}
 	for {
-		wait := r.pass(ctx)
+		next := r.clock().Now().Add(r.pass(ctx))
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
-		case <-r.clock().After(wait):
+		case <-r.clock().After(next.Sub(r.clock().Now())):
 		}
 	}
 }

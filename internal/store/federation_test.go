@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,25 +15,9 @@ import (
 // bundles are stored with their audit trail, a rollback is refused, and
 // replicas storing the same bundle at once record one change.
 func TestFederationContract(t *testing.T) {
-	srv := pgtest.Start(t)
-	for name, open := range map[string]func(t *testing.T) *store.DB{
-		"sqlite": func(t *testing.T) *store.DB {
-			db, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "mutual.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			return db
-		},
-		"postgres": func(t *testing.T) *store.DB {
-			db, err := store.Open(context.Background(), srv.NewDatabase(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			return db
-		},
-	} {
+	pgServer = pgtest.Start(t)
+	defer func() { pgServer = nil }()
+	for name, open := range backends(t) {
 		t.Run(name, func(t *testing.T) { testFederation(t, open(t)) })
 		t.Run(name+"/partners", func(t *testing.T) { testEndPartner(t, open(t)) })
 	}
