@@ -44,7 +44,7 @@ type FederationRequest struct {
 	WebRootsPEM string
 }
 
-func badFederation(format string, a ...any) *Error {
+func invalidRequest(format string, a ...any) *Error {
 	return newErr(KindInvalid, api.CodeBadRequest, nil, format, a...)
 }
 
@@ -57,57 +57,66 @@ func (a *Authority) federationStore() (FederationStore, error) {
 	return fs, nil
 }
 
-// validate checks r and returns the relationship and its first bundle.
-func (a *Authority) validateFederation(r FederationRequest) (spiffeid.TrustDomain, store.Federation, *store.TrustBundle, error) {
+// validateFederation checks r and returns the relationship and its first
+// bundle (nil when none was given).
+func (a *Authority) validateFederation(r FederationRequest) (store.Federation, *store.TrustBundle, error) {
 	td, err := spiffeid.TrustDomainFromString(r.TrustDomain)
 	if err != nil || r.TrustDomain == "" {
-		return td, store.Federation{}, nil, badFederation("trust domain %q: %v (a name such as partner.example)", r.TrustDomain, err)
+		return store.Federation{}, nil, invalidRequest("trust domain %q: %v (a name such as partner.example)", r.TrustDomain, err)
 	}
 	if td == a.Policy.TrustDomain {
-		return td, store.Federation{}, nil, badFederation("%s is this CA's own trust domain: federate with another one", td)
+		return store.Federation{}, nil, invalidRequest("%s is this CA's own trust domain: federate with another one", td)
 	}
 	u, err := url.Parse(r.EndpointURL)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return td, store.Federation{}, nil, badFederation("bundle endpoint URL %q: want https://HOST[:PORT]/PATH", r.EndpointURL)
+		return store.Federation{}, nil, invalidRequest("bundle endpoint URL %q: want https://HOST[:PORT]/PATH", r.EndpointURL)
 	}
 	f := store.Federation{TrustDomain: td.Name(), EndpointURL: r.EndpointURL, Profile: r.Profile, WebRootsPEM: r.WebRootsPEM}
+	if f.EndpointSPIFFEID, err = checkProfile(td, r); err != nil {
+		return f, nil, err
+	}
+	if len(r.Bundle) == 0 {
+		return f, nil, nil
+	}
+	b, err := federation.Parse(td, r.Bundle)
+	if err != nil {
+		return f, nil, invalidRequest("%v", err)
+	}
+	if err := federation.Check(a.Policy.TrustDomain, a.Roots, b); err != nil {
+		return f, nil, invalidRequest("%v", err)
+	}
+	sb := federation.ToStore(b, "", a.now())
+	return f, &sb, nil
+}
+
+// checkProfile checks what r's profile needs and returns the endpoint's
+// SPIFFE ID (https_spiffe) or "".
+func checkProfile(td spiffeid.TrustDomain, r FederationRequest) (string, error) {
 	switch r.Profile {
 	case federation.ProfileSPIFFE:
 		id, err := spiffeid.FromString(r.EndpointSPIFFEID)
 		if err != nil {
-			return td, f, nil, badFederation("endpoint SPIFFE ID %q: %v (https_spiffe needs the ID the endpoint presents, spiffe://%s/...)", r.EndpointSPIFFEID, err, td)
+			return "", invalidRequest("endpoint SPIFFE ID %q: %v (https_spiffe needs the ID the endpoint presents, spiffe://%s/...)", r.EndpointSPIFFEID, err, td)
 		}
 		if id.TrustDomain() != td {
-			return td, f, nil, badFederation("endpoint SPIFFE ID %s is not in %s: the endpoint is authenticated by the bundle of the domain it serves", id, td)
+			return "", invalidRequest("endpoint SPIFFE ID %s is not in %s: the endpoint is authenticated by the bundle of the domain it serves", id, td)
 		}
 		if len(r.Bundle) == 0 {
-			return td, f, nil, badFederation("https_spiffe needs the bundle of %s exchanged once out of band (--bundle FILE) to authenticate its endpoint", td)
+			return "", invalidRequest("https_spiffe needs the bundle of %s exchanged once out of band (--bundle FILE) to authenticate its endpoint", td)
 		}
-		f.EndpointSPIFFEID = id.String()
+		return id.String(), nil
 	case federation.ProfileWeb:
 		if r.EndpointSPIFFEID != "" {
-			return td, f, nil, badFederation("an endpoint SPIFFE ID is for the https_spiffe profile only; https_web authenticates the endpoint by its host name")
+			return "", invalidRequest("an endpoint SPIFFE ID is for the https_spiffe profile only; https_web authenticates the endpoint by its host name")
 		}
 		if r.WebRootsPEM != "" {
 			if _, err := pki.ParseCertificates([]byte(r.WebRootsPEM)); err != nil {
-				return td, f, nil, badFederation("web roots: %v", err)
+				return "", invalidRequest("web roots: %v", err)
 			}
 		}
-	default:
-		return td, f, nil, badFederation("profile %q: want https_web or https_spiffe", r.Profile)
+		return "", nil
 	}
-	if len(r.Bundle) == 0 {
-		return td, f, nil, nil
-	}
-	b, err := federation.Parse(td, r.Bundle)
-	if err != nil {
-		return td, f, nil, badFederation("%v", err)
-	}
-	if err := federation.Check(a.Policy.TrustDomain, a.Roots, b); err != nil {
-		return td, f, nil, badFederation("%v", err)
-	}
-	sb := federation.ToStore(b, "", a.now())
-	return td, f, &sb, nil
+	return "", invalidRequest("profile %q: want https_web or https_spiffe", r.Profile)
 }
 
 // AddFederation validates and stores a relationship with a foreign trust
@@ -117,7 +126,7 @@ func (a *Authority) AddFederation(ctx context.Context, by spiffeid.ID, r Federat
 	if err != nil {
 		return store.Federation{}, err
 	}
-	_, f, initial, err := a.validateFederation(r)
+	f, initial, err := a.validateFederation(r)
 	if err != nil {
 		return store.Federation{}, err
 	}

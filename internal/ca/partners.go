@@ -66,9 +66,9 @@ func (a *Authority) CreatePartner(ctx context.Context, by spiffeid.ID, r Partner
 	now := a.now()
 	switch {
 	case !partnerName.MatchString(r.Name):
-		return store.Partner{}, badFederation("partner name %q: lower-case letters, digits and inner dashes (acme, acme-eu)", r.Name)
+		return store.Partner{}, invalidRequest("partner name %q: lower-case letters, digits and inner dashes (acme, acme-eu)", r.Name)
 	case !r.EndsAt.After(now):
-		return store.Partner{}, badFederation("a partnership needs an end in the future (--until), not %s", r.EndsAt.Format(time.RFC3339))
+		return store.Partner{}, invalidRequest("a partnership needs an end in the future (--until), not %s", r.EndsAt.Format(time.RFC3339))
 	}
 	if err := policy.CheckRoles(r.Roles); err != nil {
 		return store.Partner{}, classify(err)
@@ -76,7 +76,7 @@ func (a *Authority) CreatePartner(ctx context.Context, by spiffeid.ID, r Partner
 	if r.TrustDomain != "" {
 		td, err := spiffeid.TrustDomainFromString(r.TrustDomain)
 		if err != nil || td == a.Policy.TrustDomain {
-			return store.Partner{}, badFederation("--trust-domain %q: the partner's own trust domain (federated with `mutual federation add`)", r.TrustDomain)
+			return store.Partner{}, invalidRequest("--trust-domain %q: the partner's own trust domain (federated with `mutual federation add`)", r.TrustDomain)
 		}
 		r.TrustDomain = td.Name()
 	}
@@ -151,7 +151,7 @@ func (a *Authority) CreatePartnerToken(ctx context.Context, by spiffeid.ID, r Pa
 	}
 	path := strings.Trim(r.Path, "/")
 	if path == "" {
-		return "", store.Token{}, badFederation("--path: the identity under spiffe://%s/partner/%s/ to grant (svc, team/app)", a.Policy.TrustDomain.Name(), r.Partner)
+		return "", store.Token{}, invalidRequest("--path: the identity under spiffe://%s/partner/%s/ to grant (svc, team/app)", a.Policy.TrustDomain.Name(), r.Partner)
 	}
 	ttl := r.TTL
 	if ttl == 0 {
