@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"io"
 	"net"
 	"net/http"
@@ -182,6 +183,12 @@ type outboundRun struct {
 
 func runOutbound(t *testing.T, w *world, target string, expect ...string) *outboundRun {
 	t.Helper()
+	return runOutboundWith(t, w, target, nil, expect...)
+}
+
+// runOutboundWith is runOutbound trusting bundle (nil: the proxy's own).
+func runOutboundWith(t *testing.T, w *world, target string, bundle x509bundle.Source, expect ...string) *outboundRun {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "out")
 	if err := w.ca.Leaf(t, outID).Save(dir); err != nil {
 		t.Fatal(err)
@@ -198,7 +205,10 @@ func runOutbound(t *testing.T, w *world, target string, expect ...string) *outbo
 		}
 		pats = append(pats, p)
 	}
-	o, err := proxy.NewOutbound(proxy.OutboundConfig{Target: target, Expect: pats, SVID: src, Bundle: src, Limits: proxy.Limits{DrainTimeout: 2 * time.Second}})
+	if bundle == nil {
+		bundle = src
+	}
+	o, err := proxy.NewOutbound(proxy.OutboundConfig{Target: target, Expect: pats, SVID: src, Bundle: bundle, Limits: proxy.Limits{DrainTimeout: 2 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

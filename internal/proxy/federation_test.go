@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"crypto/x509"
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -65,5 +66,46 @@ func TestFederatedPeerNeedsARuleNamingIt(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestOutboundToAFederatedService: a local client reaches a service of a
+// federated trust domain through the outbound proxy once the proxy holds
+// that domain's bundle (and the partner's inbound proxy admits it by ID);
+// without the bundle it is refused.
+func TestOutboundToAFederatedService(t *testing.T) {
+	w := newWorld(t)
+	partner := testca.New(t, testca.WithTrustDomain("partner.example"))
+	const partnerSvc = "spiffe://partner.example/billing/api"
+	dir := filepath.Join(t.TempDir(), "partner-proxy")
+	if err := partner.Leaf(t, partnerSvc, testca.IP("127.0.0.1")).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	psrc, err := identity.NewDirSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := x509bundle.NewSet(
+		x509bundle.FromX509Authorities(w.ca.TrustDomain, []*x509.Certificate{w.ca.Root}),
+		x509bundle.FromX509Authorities(partner.TrustDomain, []*x509.Certificate{partner.Root}),
+	)
+	pol, err := authz.FromPatterns([]string{outID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := runInbound(t, w, proxy.InboundConfig{SVID: psrc, Bundle: both, Target: echoBackend(t), Policy: proxy.StaticPolicy{P: pol}})
+
+	for _, c := range []struct {
+		name   string
+		bundle x509bundle.Source
+		want   bool
+	}{{"with the partner's bundle", both, true}, {"with the local bundle only", nil, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			out := runOutboundWith(t, w, in.addr, c.bundle, partnerSvc)
+			got, err := tcpRoundTrip(out.addr, nil, "hello partner")
+			if ok := err == nil && got == "hello partner"; ok != c.want {
+				t.Errorf("round trip = %q, %v; want success %v", got, err, c.want)
+			}
+		})
 	}
 }
