@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	workload "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
-
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
