@@ -22,6 +22,7 @@ type PartnerStore interface {
 	GetPartner(ctx context.Context, name string) (store.Partner, error)
 	ListPartners(ctx context.Context) ([]store.Partner, error)
 	EndPartner(ctx context.Context, name, idPrefix, by string, reason int, at time.Time) ([]store.Revocation, error)
+	CertificatesUnder(ctx context.Context, idPrefix string, limit int) ([]store.Certificate, error)
 }
 
 // reasonPartnershipEnded is the CRL reason of certificates revoked when
@@ -101,7 +102,8 @@ func (a *Authority) ListPartners(ctx context.Context) ([]store.Partner, error) {
 	return out, classify(err)
 }
 
-// GetPartner returns one partnership and the certificates issued under it.
+// GetPartner returns one partnership and the certificates issued under it
+// (the newest 10,000).
 func (a *Authority) GetPartner(ctx context.Context, name string) (store.Partner, []store.Certificate, error) {
 	ps, err := a.partnerStore()
 	if err != nil {
@@ -114,15 +116,9 @@ func (a *Authority) GetPartner(ctx context.Context, name string) (store.Partner,
 	if err != nil {
 		return p, nil, classify(err)
 	}
-	all, err := a.Store.ListCertificates(ctx, store.CertificateFilter{Limit: 100_000})
+	certs, err := ps.CertificatesUnder(ctx, a.PartnerPrefix(name), 10_000)
 	if err != nil {
 		return p, nil, classify(err)
-	}
-	var certs []store.Certificate
-	for _, c := range all {
-		if strings.HasPrefix(c.SPIFFEID, a.PartnerPrefix(name)) {
-			certs = append(certs, c)
-		}
 	}
 	return p, certs, nil
 }

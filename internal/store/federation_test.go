@@ -135,6 +135,9 @@ func testEndPartner(t *testing.T, db *store.DB) {
 	if err := db.CreateToken(ctx, store.Token{ID: "t1", SecretHash: []byte("h"), SPIFFEID: "spiffe://td/partner/acme/y", CreatedAt: at, ExpiresAt: at.Add(time.Hour), CreatedBy: "op"}); err != nil {
 		t.Fatal(err)
 	}
+	if cs, err := db.CertificatesUnder(ctx, "spiffe://td/partner/acme/", 10); err != nil || len(cs) != 1 || cs[0].Serial != "a1" {
+		t.Errorf("CertificatesUnder acme = %+v, %v; want a1 only", cs, err)
+	}
 	revs, err := db.EndPartner(ctx, "acme", "spiffe://td/partner/acme/", "op", 5, at)
 	if err != nil || len(revs) != 1 || revs[0].Serial != "a1" {
 		t.Fatalf("EndPartner = %+v, %v; want a1 only", revs, err)

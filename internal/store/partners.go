@@ -196,3 +196,23 @@ func (db *DB) endPartnerState(ctx context.Context, tx *sql.Tx, p Partner, like, 
 	}
 	return nil
 }
+
+// CertificatesUnder returns the certificates whose SPIFFE ID starts with
+// idPrefix (a partnership's), newest first, at most limit of them.
+func (db *DB) CertificatesUnder(ctx context.Context, idPrefix string, limit int) ([]Certificate, error) {
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind(`SELECT `+certSelect+` FROM certificates WHERE spiffe_id LIKE ? ESCAPE '\'
+		ORDER BY issued_at_us DESC, serial DESC LIMIT ?`), likePrefix(idPrefix), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list certificates under %s: %w", idPrefix, err)
+	}
+	defer rows.Close()
+	var out []Certificate
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list certificates under %s: %w", idPrefix, err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
