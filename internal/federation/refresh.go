@@ -2,17 +2,20 @@ package federation
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	spiffetls "github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
@@ -202,30 +205,56 @@ func (r *Refresher) refresh(ctx context.Context, f store.Federation, now time.Ti
 	return interval, nil
 }
 
-// Fetch gets f's bundle from its endpoint with go-spiffe's
-// federation.FetchBundle, authenticated by f's profile: https_spiffe by
-// the endpoint's SPIFFE ID under held (the bundle of the endpoint's trust
-// domain, which must be the federated one), https_web by f's web roots or
-// the system's.
+// MaxBundleSize bounds a foreign bundle document.
+const MaxBundleSize = 1 << 20
+
+// Fetch gets f's bundle from its endpoint, authenticated by f's profile as
+// go-spiffe's federation.FetchBundle does (https_spiffe: the endpoint's
+// SPIFFE ID under held, the bundle of the federated domain; https_web: f's
+// web roots or the system's for the URL's host), within 30 seconds and
+// MaxBundleSize bytes, refusing an answer other than 200.
 func (r *Refresher) Fetch(ctx context.Context, f store.Federation, held *spiffebundle.Bundle) (*spiffebundle.Bundle, error) {
 	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
 	if err != nil {
 		return nil, err
 	}
-	opt, err := authOption(f, held)
+	tc, err := clientTLS(f, held)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	b, err := federation.FetchBundle(ctx, td, f.EndpointURL, opt)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.EndpointURL, http.NoBody)
+	if err != nil {
+		return nil, fmt.Errorf("federation with %s: endpoint URL: %w", td, err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetch the bundle of %s from %s (%s): %w", td, f.EndpointURL, f.Profile, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch the bundle of %s from %s: HTTP %s", td, f.EndpointURL, resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxBundleSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("fetch the bundle of %s from %s: %w", td, f.EndpointURL, err)
+	}
+	if len(data) > MaxBundleSize {
+		return nil, fmt.Errorf("%w: the bundle of %s from %s is larger than %d bytes", ErrRefused, td, f.EndpointURL, MaxBundleSize)
+	}
+	b, err := spiffebundle.Parse(td, data)
+	if err != nil {
+		return nil, fmt.Errorf("fetch the bundle of %s from %s: %w", td, f.EndpointURL, err)
 	}
 	return b, nil
 }
 
-func authOption(f store.Federation, held *spiffebundle.Bundle) (federation.FetchOption, error) {
+// clientTLS authenticates f's endpoint by its profile, as go-spiffe's
+// federation.WithSPIFFEAuth and WithWebPKIRoots do.
+func clientTLS(f store.Federation, held *spiffebundle.Bundle) (*tls.Config, error) {
 	switch f.Profile {
 	case ProfileSPIFFE:
 		id, err := spiffeid.FromString(f.EndpointSPIFFEID)
@@ -235,16 +264,17 @@ func authOption(f store.Federation, held *spiffebundle.Bundle) (federation.Fetch
 		if held == nil {
 			return nil, fmt.Errorf("federation with %s: no bundle held to authenticate %s by; add the relationship again with --bundle FILE", f.TrustDomain, id)
 		}
-		return federation.WithSPIFFEAuth(x509bundle.FromX509Authorities(held.TrustDomain(), held.X509Authorities()), id), nil
+		return spiffetls.TLSClientConfig(x509bundle.FromX509Authorities(held.TrustDomain(), held.X509Authorities()), spiffetls.AuthorizeID(id)), nil
 	case ProfileWeb:
-		if f.WebRootsPEM == "" {
-			return federation.WithWebPKIRoots(nil), nil
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if f.WebRootsPEM != "" {
+			roots, err := pki.ParseCertificates([]byte(f.WebRootsPEM))
+			if err != nil {
+				return nil, fmt.Errorf("federation with %s: web roots: %w", f.TrustDomain, err)
+			}
+			tc.RootCAs = pki.CertPool(roots)
 		}
-		roots, err := pki.ParseCertificates([]byte(f.WebRootsPEM))
-		if err != nil {
-			return nil, fmt.Errorf("federation with %s: web roots: %w", f.TrustDomain, err)
-		}
-		return federation.WithWebPKIRoots(pki.CertPool(roots)), nil
+		return tc, nil
 	}
 	return nil, fmt.Errorf("federation with %s: unknown profile %q (https_web or https_spiffe)", f.TrustDomain, f.Profile)
 }

@@ -1,6 +1,7 @@
 package federation_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -62,6 +63,10 @@ func newEndpoint(t *testing.T) *endpoint {
 		e.mu.Lock()
 		raw := e.raw
 		e.mu.Unlock()
+		if string(raw) == "404" {
+			http.NotFound(w, r)
+			return
+		}
 		if raw != nil {
 			w.Write(raw)
 			return
@@ -150,8 +155,10 @@ func TestRefreshKeepsLastGood(t *testing.T) {
 		{name: "empty", want: "no authorities", bundle: bundleOf(3)},
 		{name: "authority of another domain", want: "belongs to other.example", bundle: bundleOf(3, caNamed(t, "spiffe://other.example"))},
 		{name: "this CA's root", want: "own root", bundle: bundleOf(3, local.Root)},
-		{name: "malformed", want: "federation:", raw: []byte(`{"keys": [{"use": "x509-svid", "kty": "EC"`)},
+		{name: "malformed", want: "spiffebundle", raw: []byte(`{"keys": [{"use": "x509-svid", "kty": "EC"`)},
 		{name: "no sequence", want: "no spiffe_sequence", bundle: spiffebundle.FromX509Authorities(partner, []*x509.Certificate{p2.Root})},
+		{name: "oversize", want: "larger than", raw: append(bytes.Repeat([]byte(" "), federation.MaxBundleSize), '{')},
+		{name: "not found", want: "HTTP 404", raw: []byte("404")},
 		{name: "endpoint fails authentication", want: "certificate", bundle: bundleOf(3, p2.Root), web: string(pki.EncodeCertificates(p2.Root))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
