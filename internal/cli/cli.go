@@ -74,6 +74,8 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		auditCmd(e),
 		versionCmd(e),
 		completionCmd(e),
+		federationCmd(e),
+		partnerCmd(e),
 	)
 	root.AddCommand(sealCmds(e)...)
 	for _, path := range daemons {
