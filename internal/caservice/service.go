@@ -29,6 +29,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/keyref"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/revocation"
@@ -45,7 +46,8 @@ const DefaultListen = "127.0.0.1:8443"
 type Options struct {
 	// Dir is the CA directory made by `mutual ca init` (required).
 	Dir string
-	// Passphrase decrypts the intermediate key (required).
+	// Passphrase decrypts the CA key files: the log key, and the
+	// intermediate key unless ca.json names it in a token (required).
 	Passphrase []byte
 	// Listen is the API address; empty means DefaultListen. Port 0 picks a free port.
 	Listen string
@@ -119,6 +121,7 @@ type Service struct {
 	ocsp      *publish.Responder
 	hub       *publish.Hub
 	caDir     *pki.CA
+	keys      *keyref.Keyring
 	serverTLS atomic.Pointer[tls.Certificate]
 }
 
@@ -129,15 +132,16 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := pki.LoadCA(o.Dir, o.Passphrase)
+	c, keys, err := loadCA(ctx, o.Dir, o.Passphrase)
 	if err != nil {
 		return nil, err
 	}
 	db, err := openStore(ctx, o.Dir, o.StoreURL)
 	if err != nil {
+		keys.Close()
 		return nil, err
 	}
-	s := &Service{Store: db, Dir: o.Dir, log: o.Log, caDir: c, Authority: newAuthority(c, db, o.Log)}
+	s := &Service{Store: db, Dir: o.Dir, log: o.Log, caDir: c, keys: keys, Authority: newAuthority(c, db, o.Log)}
 	if err := s.assemble(ctx, o); err != nil {
 		s.Close()
 		return nil, err
@@ -324,12 +328,13 @@ func (s *Service) MetricsAddr() net.Addr {
 	return s.mln.Addr()
 }
 
-// Close releases the listeners and the store. Call it after Run returns.
+// Close releases the listeners, the store and the CA's keys (a token's
+// sessions). Call it after Run returns.
 func (s *Service) Close() error {
 	for _, ln := range []net.Listener{s.ln, s.mln, s.hln} {
 		if ln != nil {
 			ln.Close()
 		}
 	}
-	return s.Store.Close()
+	return errors.Join(s.Store.Close(), s.keys.Close())
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/caservice"
+	"github.com/mutual-tls/mutual/internal/keyref"
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
@@ -96,6 +97,8 @@ type caInitOptions struct {
 	sans           []string
 	keyType        string
 	adminName      string
+	rootKey        string
+	intKey         string
 	json           bool
 }
 
@@ -115,17 +118,29 @@ func caInitCmd(e *env) *cobra.Command {
   ca.json                                trust domain and issuance policy
 
 CA keys are PKCS#8 encrypted with the passphrase (openssl pkey reads them);
-every key file is mode 0600. An existing CA is never overwritten.`,
+every key file is mode 0600. An existing CA is never overwritten.
+
+--root-key and --intermediate-key instead make that key inside a PKCS#11
+token, named by an RFC 7512 pkcs11: URI (see docs/hsm.md): no key file is
+written and ca.json records the URI, which mutual server then signs through.`,
 		Example: `  openssl rand -base64 32 > pass && chmod 600 pass
-  mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass`,
+  mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass
+  mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass \
+    --intermediate-key 'pkcs11:token=mutual-ca;object=intermediate?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mutual/hsm-pin'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			td, pass, kt, err := o.validate()
 			if err != nil {
 				return err
 			}
-			res, err := pki.Init(pki.InitOptions{
-				Dir: o.dir, TrustDomain: td, Passphrase: pass, KeyType: kt, SANs: o.sans, AdminName: o.adminName,
+			keys := keyref.NewKeyring(keyref.Options{})
+			defer keys.Close()
+			newKey, err := keys.NewCAKey(pki.KeyRefs{Root: o.rootKey, Intermediate: o.intKey})
+			if err != nil {
+				return err
+			}
+			res, err := pki.InitContext(cmd.Context(), pki.InitOptions{
+				Dir: o.dir, TrustDomain: td, Passphrase: pass, KeyType: kt, SANs: o.sans, AdminName: o.adminName, NewKey: newKey,
 			})
 			if err != nil {
 				return err
@@ -138,6 +153,10 @@ every key file is mode 0600. An existing CA is never overwritten.`,
 					"intermediate_not_after": res.Intermediate.NotAfter,
 				})
 			}
+			rootKey := filepath.Join(o.dir, pki.RootKeyFile)
+			if o.rootKey != "" {
+				rootKey = "the root key's token"
+			}
 			fmt.Fprintf(e.stdout, `Created CA for trust domain %s in %s
   root fingerprint (SHA-256)  %s
   operator identity           %s in %s
@@ -147,7 +166,7 @@ Next:
   mutual server --dir %s --passphrase-file %s
   Move %s offline: the server never needs the root key.
 `, td.Name(), o.dir, hex.EncodeToString(fp[:]), res.AdminID, filepath.Join(o.dir, pki.AdminDir),
-				res.Intermediate.NotAfter.Format("2006-01-02"), o.dir, o.passphraseFile, filepath.Join(o.dir, pki.RootKeyFile))
+				res.Intermediate.NotAfter.Format("2006-01-02"), o.dir, o.passphraseFile, rootKey)
 			return nil
 		},
 	}
@@ -158,6 +177,8 @@ Next:
 	f.StringSliceVar(&o.sans, "san", nil, "DNS name or IP of the CA service (repeatable; default localhost and 127.0.0.1)")
 	f.StringVar(&o.keyType, "key-type", "ecdsa-p256", "key type: ecdsa-p256, ecdsa-p384, ed25519 or rsa-3072")
 	f.StringVar(&o.adminName, "admin-name", "operator", "name of the operator identity spiffe://TD/admin/NAME")
+	f.StringVar(&o.rootKey, "root-key", "", "make the root key in this PKCS#11 token object (pkcs11: URI) instead of root/key.pem")
+	f.StringVar(&o.intKey, "intermediate-key", "", "make the intermediate key in this PKCS#11 token object (pkcs11: URI) instead of intermediate/key.pem")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return c
 }
@@ -179,6 +200,18 @@ func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, e
 	}
 	if _, _, err := pki.SplitSANs(o.sans); err != nil {
 		return spiffeid.TrustDomain{}, nil, "", flagError("san", "%v", err)
+	}
+	for _, k := range []struct{ flag, ref string }{{"root-key", o.rootKey}, {"intermediate-key", o.intKey}} {
+		if k.ref == "" {
+			continue
+		}
+		r, err := keyref.Parse(k.ref)
+		if err != nil {
+			return spiffeid.TrustDomain{}, nil, "", flagError(k.flag, "%v", err)
+		}
+		if _, ok := r.PKCS11(); !ok {
+			return spiffeid.TrustDomain{}, nil, "", flagError(k.flag, "%q is not a pkcs11: URI; leave the flag out to keep the key in an encrypted file", k.ref)
+		}
 	}
 	pass, err := readPassphrase(o.passphraseFile)
 	if err != nil {
