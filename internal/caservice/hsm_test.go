@@ -126,8 +126,8 @@ func TestTokenHeldCAKeys(t *testing.T) {
 	if err := json.Unmarshal(raw, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if want := (pki.KeyRefs{Root: canonical(t, refs.Root), Intermediate: canonical(t, refs.Intermediate)}); cfg.Keys != want {
-		t.Fatalf("ca.json keys = %+v, want %+v", cfg.Keys, want)
+	if cfg.Keys.Root != canonical(t, refs.Root) || cfg.Keys.Intermediate != canonical(t, refs.Intermediate) {
+		t.Fatalf("ca.json keys = %+v, want %+v", cfg.Keys, refs)
 	}
 	o := caservice.Options{Dir: dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"}
 	for round := range 2 { // the second round is a restart

@@ -118,7 +118,7 @@ type Service struct {
 	ln, mln   net.Listener
 	hln       net.Listener
 	tlog      *translog.Server
-	ocsp      *publish.Responder
+	ocsp      publish.Responders
 	hub       *publish.Hub
 	caDir     *pki.CA
 	keys      *keyref.Keyring
@@ -151,6 +151,9 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 
 // assemble does the steps of Open that run with the store open.
 func (s *Service) assemble(ctx context.Context, o Options) error {
+	if err := s.reissueAfterRotation(ctx); err != nil {
+		return err
+	}
 	if err := s.loadServerCert(ctx); err != nil {
 		return err
 	}
@@ -184,6 +187,7 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		Store:       s.Store,
 		Log:         s.log,
 		CRL:         crl,
+		RetiredCRLs: retiredCRLs(s.caDir, s.Store),
 		OCSP:        s.ocsp,
 		Hub:         s.hub,
 		IssuanceLog: s.tlog,
@@ -215,6 +219,9 @@ func (s *Service) importInitIdentities(ctx context.Context) error {
 		if err != nil {
 			s.log.Warn("not importing identity", "dir", d, "error", err.Error())
 			continue
+		}
+		if !s.signedByCurrent(id.Leaf()) {
+			continue // issued before an intermediate rotation, and imported then
 		}
 		if err := s.Authority.Import(ctx, id.Leaf(), translog.CARequester("init")); err != nil {
 			return fmt.Errorf("import %s: %w", d, err)
@@ -248,7 +255,7 @@ func (s *Service) listen(o Options) error {
 func (s *Service) publishRevocations(o Options) (*publish.CRL, error) {
 	c, db := s.caDir, s.Store
 	crl := &publish.CRL{Issuer: c.Issuer, Store: db}
-	ocsp, err := publish.NewResponder(c.Issuer, db, nil)
+	ocsp, err := publish.NewResponders(append([]*pki.Issuer{c.Issuer}, c.Retired...), db)
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ import (
 
 func caCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "ca", Short: "Create and manage the certificate authority"}
-	c.AddCommand(caInitCmd(e), caAdminCmd(e))
+	c.AddCommand(caInitCmd(e), caAdminCmd(e), caRotateIntermediateCmd(e))
 	return c
 }
 
@@ -202,15 +202,8 @@ func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, e
 		return spiffeid.TrustDomain{}, nil, "", flagError("san", "%v", err)
 	}
 	for _, k := range []struct{ flag, ref string }{{"root-key", o.rootKey}, {"intermediate-key", o.intKey}} {
-		if k.ref == "" {
-			continue
-		}
-		r, err := keyref.Parse(k.ref)
-		if err != nil {
-			return spiffeid.TrustDomain{}, nil, "", flagError(k.flag, "%v", err)
-		}
-		if _, ok := r.PKCS11(); !ok {
-			return spiffeid.TrustDomain{}, nil, "", flagError(k.flag, "%q is not a pkcs11: URI; leave the flag out to keep the key in an encrypted file", k.ref)
+		if err := checkTokenKeyFlag(k.flag, k.ref); err != nil {
+			return spiffeid.TrustDomain{}, nil, "", err
 		}
 	}
 	pass, err := readPassphrase(o.passphraseFile)
@@ -218,4 +211,91 @@ func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, e
 		return spiffeid.TrustDomain{}, nil, "", err
 	}
 	return td, pass, kt, nil
+}
+
+type caRotateOptions struct {
+	dir            string
+	passphraseFile string
+	newKey         string
+	storeFlags
+	json bool
+}
+
+func caRotateIntermediateCmd(e *env) *cobra.Command {
+	var o caRotateOptions
+	c := &cobra.Command{
+		Use:   "rotate-intermediate",
+		Short: "Replace the issuing intermediate with a new one signed by the root",
+		Long: `Make a new intermediate key and certificate, signed by the root key (a file
+or a PKCS#11 token key named in ca.json: it must be reachable for this step),
+and make it the one that issues. The old intermediate moves to
+intermediate/retired/ and keeps signing its own CRL and OCSP answers until it
+expires, so every certificate it issued keeps verifying (the roots do not
+change) and can still be revoked. The new intermediate is recorded in the
+issuance log.
+
+Restart mutual server afterwards: it issues with the new intermediate from
+its next start (renewals move certificates over at their half-life).`,
+		Example: `  mutual ca rotate-intermediate --dir ./ca --passphrase-file pass
+  mutual ca rotate-intermediate --dir ./ca --passphrase-file pass \
+    --new-key 'pkcs11:token=mutual-ca;object=intermediate-2027?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mutual/hsm-pin'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dir == "" {
+				return flagError("dir", "required: the CA directory")
+			}
+			if err := checkTokenKeyFlag("new-key", o.newKey); err != nil {
+				return err
+			}
+			pass, err := readPassphrase(o.passphraseFile)
+			if err != nil {
+				return err
+			}
+			storeURL, err := o.storeFlags.url(e.logger(slog.LevelWarn))
+			if err != nil {
+				return err
+			}
+			rot, err := caservice.RotateIntermediate(cmd.Context(), caservice.RotateOptions{Dir: o.dir, Passphrase: pass, StoreURL: storeURL, NewKey: o.newKey})
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return e.printJSON(map[string]any{
+					"new_serial": pki.FormatSerial(rot.New.SerialNumber), "new_not_after": rot.New.NotAfter, "new_key": rot.KeyRef,
+					"old_serial": pki.FormatSerial(rot.Old.SerialNumber), "old_not_after": rot.Old.NotAfter,
+				})
+			}
+			fmt.Fprintf(e.stdout, `Rotated the intermediate of %s
+  new  %s  serial %s  expires %s
+  old  %s  serial %s  answers CRL and OCSP until %s
+
+Next: restart mutual server so that it issues with the new intermediate.
+`, o.dir, rot.New.Subject.CommonName, pki.FormatSerial(rot.New.SerialNumber), rot.New.NotAfter.Format("2006-01-02"),
+				rot.Old.Subject.CommonName, pki.FormatSerial(rot.Old.SerialNumber), rot.Old.NotAfter.Format("2006-01-02"))
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "CA directory (required)")
+	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
+	f.StringVar(&o.newKey, "new-key", "", "make the new intermediate key in this PKCS#11 token object (pkcs11: URI) instead of intermediate/key.pem")
+	o.storeFlags.register(c, "the server's --store (default sqlite:DIR/mutual.db)")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	return c
+}
+
+// checkTokenKeyFlag checks that a flag naming where to make a CA key is
+// empty (an encrypted file) or a valid pkcs11: URI.
+func checkTokenKeyFlag(flag, ref string) error {
+	if ref == "" {
+		return nil
+	}
+	r, err := keyref.Parse(ref)
+	if err != nil {
+		return flagError(flag, "%v", err)
+	}
+	if _, ok := r.PKCS11(); !ok {
+		return flagError(flag, "%q is not a pkcs11: URI; leave the flag out to keep the key in an encrypted file", ref)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -71,6 +72,10 @@ type Config struct {
 type KeyRefs struct {
 	Root         string `json:"root,omitempty"`
 	Intermediate string `json:"intermediate,omitempty"`
+	// Retired names the token keys of intermediates a rotation replaced, by
+	// their directory under RetiredDir; a retired intermediate not named
+	// here has its key in that directory's key.pem.
+	Retired map[string]string `json:"retired,omitempty"`
 }
 
 // KeyOpener opens a CA key by the reference recorded in ca.json.
@@ -300,11 +305,26 @@ func (m *initMaterial) makeIntermediate(ctx context.Context, o InitOptions) erro
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{
+	tmpl := intermediateTemplate(td, td+" intermediate CA", serial, m.now, m.root)
+	if m.inter, err = createCert(o.Rand, tmpl, m.root, m.intKey.Public(), m.rootKey); err != nil {
+		return fmt.Errorf("intermediate certificate: %w", err)
+	}
+	return nil
+}
+
+// intermediateTemplate is an intermediate of trust domain td valid from now
+// for IntermediateTTL (and no longer than root): pathLen 0, URI names
+// constrained to td.
+func intermediateTemplate(td, cn string, serial *big.Int, now time.Time, root *x509.Certificate) *x509.Certificate {
+	notAfter := now.Add(IntermediateTTL)
+	if notAfter.After(root.NotAfter) {
+		notAfter = root.NotAfter
+	}
+	return &x509.Certificate{
 		SerialNumber:                serial,
-		Subject:                     pkix.Name{Organization: []string{td}, CommonName: td + " intermediate CA"},
-		NotBefore:                   m.now.Add(-ClockSkew),
-		NotAfter:                    m.now.Add(IntermediateTTL),
+		Subject:                     pkix.Name{Organization: []string{td}, CommonName: cn},
+		NotBefore:                   now.Add(-ClockSkew),
+		NotAfter:                    notAfter,
 		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid:       true,
 		IsCA:                        true,
@@ -313,10 +333,6 @@ func (m *initMaterial) makeIntermediate(ctx context.Context, o InitOptions) erro
 		PermittedURIDomains:         []string{td},
 		PermittedDNSDomainsCritical: true,
 	}
-	if m.inter, err = createCert(o.Rand, tmpl, m.root, m.intKey.Public(), m.rootKey); err != nil {
-		return fmt.Errorf("intermediate certificate: %w", err)
-	}
-	return nil
 }
 
 // issueIdentities issues the CA service's TLS certificate and the
@@ -504,6 +520,9 @@ type CA struct {
 	Roots []*x509.Certificate
 	// Issuer signs with the intermediate key.
 	Issuer *Issuer
+	// Retired are the intermediates a rotation replaced that have not
+	// expired: they sign only their own CRL and OCSP answers.
+	Retired []*Issuer
 }
 
 // LoadCA reads the CA in dir, decrypting the intermediate key with
@@ -538,7 +557,11 @@ func LoadCAWith(ctx context.Context, dir string, passphrase []byte, keys KeyOpen
 	if !PublicKeysEqual(inters[0].PublicKey, key.Public()) {
 		return nil, fmt.Errorf("the intermediate key (%s) does not match the certificate %s", KeyLocation(dir, cfg, RoleIntermediate), filepath.Join(dir, IntermediateCertFile))
 	}
-	return &CA{Dir: dir, Config: cfg, TrustDomain: td, Roots: roots, Issuer: &Issuer{Cert: inters[0], Key: key}}, nil
+	retired, err := loadRetired(ctx, dir, cfg, passphrase, keys, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Dir: dir, Config: cfg, TrustDomain: td, Roots: roots, Issuer: &Issuer{Cert: inters[0], Key: key}, Retired: retired}, nil
 }
 
 // ReadConfig reads DIR/ca.json, filling in the default policy for what it

@@ -156,9 +156,7 @@ func (r *Responder) Respond(ctx context.Context, reqDER []byte) []byte {
 	if err != nil || req.SerialNumber == nil {
 		return ocsp.MalformedRequestErrorResponse
 	}
-	nh, ok1 := r.issuerNameHash[req.HashAlgorithm]
-	kh, ok2 := r.issuerKeyHash[req.HashAlgorithm]
-	if !ok1 || !ok2 || !bytes.Equal(nh, req.IssuerNameHash) || !bytes.Equal(kh, req.IssuerKeyHash) {
+	if !r.answersFor(req) {
 		return ocsp.UnauthorizedErrorResponse
 	}
 	serial := pki.FormatSerial(req.SerialNumber)
@@ -184,6 +182,13 @@ func (r *Responder) Respond(ctx context.Context, reqDER []byte) []byte {
 	}
 	r.mu.Unlock()
 	return der
+}
+
+// answersFor says whether req names this responder's issuer.
+func (r *Responder) answersFor(req *ocsp.Request) bool {
+	nh, ok1 := r.issuerNameHash[req.HashAlgorithm]
+	kh, ok2 := r.issuerKeyHash[req.HashAlgorithm]
+	return ok1 && ok2 && bytes.Equal(nh, req.IssuerNameHash) && bytes.Equal(kh, req.IssuerKeyHash)
 }
 
 func (r *Responder) sign(ctx context.Context, req *ocsp.Request, serial string, now time.Time) ([]byte, error) {

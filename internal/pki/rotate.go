@@ -1,0 +1,215 @@
+package pki
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mutual-tls/mutual/internal/atomicfile"
+)
+
+// RetiredDir holds the intermediates a rotation replaced, one directory per
+// certificate named by the hex of its subject key id, with cert.pem and, for
+// a file key, key.pem (encrypted). The CA keeps answering CRL and OCSP for
+// each until it expires, so certificates it issued verify and can be revoked
+// to the end of their lives.
+const RetiredDir = "intermediate/retired"
+
+// RotateOptions configures RotateIntermediate. Zero values are the
+// documented defaults.
+type RotateOptions struct {
+	// Dir is the CA directory (required).
+	Dir string
+	// Passphrase decrypts the root key file and encrypts a new intermediate
+	// key file.
+	Passphrase []byte
+	// Keys opens the root key when ca.json names it in a token; nil when it
+	// is a file.
+	Keys KeyOpener
+	// NewKey makes the new intermediate key outside the CA directory (as
+	// InitOptions.NewKey, asked for RoleIntermediate); nil, or a nil signer
+	// from it, means an encrypted file.
+	NewKey func(ctx context.Context, role string, t KeyType) (key crypto.Signer, ref string, err error)
+	// KeyType of the new key; empty means ca.json's key_type.
+	KeyType KeyType
+	// Iterations is the PBKDF2 work factor of a new key file; zero means
+	// PBKDF2Iterations.
+	Iterations int
+	// Now and Rand may be injected by tests; nil means time.Now and crypto/rand.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// Rotation tells what RotateIntermediate did.
+type Rotation struct {
+	// New is the intermediate that signs from now on; Old the one it
+	// replaced, kept under RetiredDir until it expires.
+	New, Old *x509.Certificate
+	// KeyRef is where the new key lives (a token reference), or "" for
+	// IntermediateKeyFile.
+	KeyRef string
+}
+
+// RotateIntermediate makes a new intermediate key and certificate, signed by
+// the root key (a file or a token key: it must be reachable for this step),
+// and makes it the CA's issuing intermediate; the old one moves under
+// RetiredDir. The roots and the bundle do not change, so every certificate
+// issued under the old intermediate keeps verifying until it expires. A
+// running CA picks the change up when restarted.
+func RotateIntermediate(ctx context.Context, o RotateOptions) (*Rotation, error) {
+	if o.Dir == "" {
+		return nil, errors.New("no CA directory given")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	cfg, td, err := ReadConfig(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if o.KeyType == "" {
+		o.KeyType = cfg.KeyType
+	}
+	roots, err := ReadCertificates(filepath.Join(o.Dir, RootCertFile))
+	if err != nil {
+		return nil, err
+	}
+	root := roots[0]
+	rootKey, err := OpenCAKey(ctx, o.Dir, cfg, RoleRoot, o.Passphrase, o.Keys)
+	if err != nil {
+		return nil, err
+	}
+	if !PublicKeysEqual(root.PublicKey, rootKey.Public()) {
+		return nil, fmt.Errorf("the root key (%s) does not match %s", KeyLocation(o.Dir, cfg, RoleRoot), filepath.Join(o.Dir, RootCertFile))
+	}
+	olds, err := ReadCertificates(filepath.Join(o.Dir, IntermediateCertFile))
+	if err != nil {
+		return nil, err
+	}
+	old := olds[0]
+	key, ref, err := newCAKey(ctx, InitOptions{NewKey: o.NewKey, KeyType: o.KeyType, Rand: o.Rand}, RoleIntermediate)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := NewSerial(o.Rand)
+	if err != nil {
+		return nil, err
+	}
+	now := o.Now()
+	cn := fmt.Sprintf("%s intermediate CA %s", td.Name(), now.UTC().Format("20060102T150405Z"))
+	inter, err := createCert(o.Rand, intermediateTemplate(td.Name(), cn, serial, now, root), root, key.Public(), rootKey)
+	if err != nil {
+		return nil, fmt.Errorf("intermediate certificate: %w", err)
+	}
+	if err := retire(o.Dir, &cfg, old); err != nil {
+		return nil, err
+	}
+	if err := install(o, &cfg, inter, key, ref); err != nil {
+		return nil, err
+	}
+	return &Rotation{New: inter, Old: old, KeyRef: ref}, nil
+}
+
+// retire copies the current intermediate (certificate, and key file or
+// reference) under RetiredDir and records it in cfg.
+func retire(dir string, cfg *Config, old *x509.Certificate) error {
+	rdir := filepath.Join(dir, RetiredDir, hex.EncodeToString(old.SubjectKeyId))
+	if err := os.MkdirAll(rdir, 0o700); err != nil {
+		return fmt.Errorf("retire the intermediate: %w", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(rdir, "cert.pem"), EncodeCertificates(old), 0o644); err != nil {
+		return fmt.Errorf("retire the intermediate: %w", err)
+	}
+	if cfg.Keys.Intermediate != "" {
+		if cfg.Keys.Retired == nil {
+			cfg.Keys.Retired = map[string]string{}
+		}
+		cfg.Keys.Retired[filepath.Base(rdir)] = cfg.Keys.Intermediate
+		return nil
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, IntermediateKeyFile))
+	if err != nil {
+		return fmt.Errorf("retire the intermediate: %w", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(rdir, "key.pem"), keyPEM, 0o600); err != nil {
+		return fmt.Errorf("retire the intermediate: %w", err)
+	}
+	return nil
+}
+
+// install makes inter, with its key (a file, or ref), the issuing
+// intermediate: key first, then certificate, then ca.json, each replaced
+// atomically.
+func install(o RotateOptions, cfg *Config, inter *x509.Certificate, key crypto.Signer, ref string) error {
+	keyPath := filepath.Join(o.Dir, IntermediateKeyFile)
+	if ref == "" {
+		keyPEM, err := MarshalPrivateKey(key, o.Passphrase, o.Iterations)
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+			return err
+		}
+	} else if err := os.Remove(keyPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(o.Dir, IntermediateCertFile), EncodeCertificates(inter), 0o644); err != nil {
+		return err
+	}
+	cfg.Keys.Intermediate = ref
+	return atomicfile.WriteFile(filepath.Join(o.Dir, ConfigFile), MarshalConfig(*cfg), 0o644)
+}
+
+// loadRetired opens the retired intermediates of the CA in dir that have
+// not expired at now, each able to sign its CRL and OCSP answers.
+func loadRetired(ctx context.Context, dir string, cfg Config, passphrase []byte, keys KeyOpener, now time.Time) ([]*Issuer, error) {
+	entries, err := os.ReadDir(filepath.Join(dir, RetiredDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*Issuer
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		rdir := filepath.Join(dir, RetiredDir, e.Name())
+		certs, err := ReadCertificates(filepath.Join(rdir, "cert.pem"))
+		if err != nil {
+			return nil, fmt.Errorf("retired intermediate: %w", err)
+		}
+		if now.After(certs[0].NotAfter) {
+			continue // nothing it issued is still valid
+		}
+		var key crypto.Signer
+		if ref := cfg.Keys.Retired[e.Name()]; ref != "" {
+			if keys == nil {
+				return nil, fmt.Errorf("the retired intermediate %s has its key at %s, and nothing here opens key references", rdir, ref)
+			}
+			key, err = keys.Open(ctx, ref)
+		} else {
+			var keyPEM []byte
+			if keyPEM, err = os.ReadFile(filepath.Join(rdir, "key.pem")); err == nil {
+				key, err = ParsePrivateKey(keyPEM, passphrase)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the retired intermediate %s (it still signs its CRL and OCSP answers until %s): %w", rdir, certs[0].NotAfter.Format(time.DateOnly), err)
+		}
+		if !PublicKeysEqual(certs[0].PublicKey, key.Public()) {
+			return nil, fmt.Errorf("the key of the retired intermediate %s does not match its cert.pem", rdir)
+		}
+		out = append(out, &Issuer{Cert: certs[0], Key: key})
+	}
+	return out, nil
+}
