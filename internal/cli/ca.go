@@ -20,7 +20,7 @@ import (
 
 func caCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "ca", Short: "Create and manage the certificate authority"}
-	c.AddCommand(caInitCmd(e), caAdminCmd(e), caRotateIntermediateCmd(e))
+	c.AddCommand(caInitCmd(e), caAdminCmd(e), caRotateIntermediateCmd(e), caRotateRootCmd(e), caWithdrawRootCmd(e))
 	return c
 }
 
@@ -263,7 +263,11 @@ its next start (renewals move certificates over at their half-life).`,
 				return e.printJSON(map[string]any{
 					"new_serial": pki.FormatSerial(rot.New.SerialNumber), "new_not_after": rot.New.NotAfter, "new_key": rot.KeyRef,
 					"old_serial": pki.FormatSerial(rot.Old.SerialNumber), "old_not_after": rot.Old.NotAfter,
+					"cross_signed": len(rot.CrossSigned),
 				})
+			}
+			if len(rot.CrossSigned) > 0 {
+				fmt.Fprintf(e.stdout, "Cross-signed the new intermediate with %d old root(s): %s\n", len(rot.CrossSigned), filepath.Join(o.dir, pki.CrossSignedFile))
 			}
 			fmt.Fprintf(e.stdout, `Rotated the intermediate of %s
   new  %s  serial %s  expires %s
@@ -298,4 +302,118 @@ func checkTokenKeyFlag(flag, ref string) error {
 		return flagError(flag, "%q is not a pkcs11: URI; leave the flag out to keep the key in an encrypted file", ref)
 	}
 	return nil
+}
+
+func caRotateRootCmd(e *env) *cobra.Command {
+	var o caRotateOptions
+	c := &cobra.Command{
+		Use:   "rotate-root",
+		Short: "Introduce a new root next to the old one (first step of a root rotation)",
+		Long: `Make a new root key and self-signed certificate and add the new root to every
+bundle in --dir, so that both roots are trusted during the overlap. The old
+root's certificate and key move to root/retired/ (destroy or archive the key
+once the rotation is over). Nothing issued changes yet.
+
+A root rotation, step by step:
+  1. mutual ca rotate-root          both roots trusted; restart mutual server,
+                                    and let agents and proxies pick up the bundle
+  2. mutual ca rotate-intermediate  issuance moves to an intermediate of the new
+                                    root, cross-signed by the old root
+                                    (intermediate/cross-signed.pem)
+  3. mutual ca withdraw-root        once every certificate of the old root has
+                                    expired (max_cert_ttl after step 2)`,
+		Example: `  mutual ca rotate-root --dir ./ca --passphrase-file pass`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dir == "" {
+				return flagError("dir", "required: the CA directory")
+			}
+			if err := checkTokenKeyFlag("new-key", o.newKey); err != nil {
+				return err
+			}
+			pass, err := readPassphrase(o.passphraseFile)
+			if err != nil {
+				return err
+			}
+			storeURL, err := o.storeFlags.url(e.logger(slog.LevelWarn))
+			if err != nil {
+				return err
+			}
+			rot, err := caservice.RotateRoot(cmd.Context(), caservice.RotateOptions{Dir: o.dir, Passphrase: pass, StoreURL: storeURL, NewKey: o.newKey})
+			if err != nil {
+				return err
+			}
+			newFP, oldFP := pki.Fingerprint(rot.New), pki.Fingerprint(rot.Old)
+			if o.json {
+				return e.printJSON(map[string]any{
+					"new_root_fingerprint": hex.EncodeToString(newFP[:]), "new_not_after": rot.New.NotAfter, "new_key": rot.KeyRef,
+					"old_root_fingerprint": hex.EncodeToString(oldFP[:]), "old_key": rot.OldKey,
+				})
+			}
+			fmt.Fprintf(e.stdout, `Introduced a new root in %s (both roots are now trusted)
+  new root fingerprint (SHA-256)  %s  expires %s
+  old root fingerprint (SHA-256)  %s  key left at %s
+
+Next: restart mutual server; once agents and proxies hold the new bundle,
+  mutual ca rotate-intermediate --dir %s --passphrase-file %s
+`, o.dir, hex.EncodeToString(newFP[:]), rot.New.NotAfter.Format("2006-01-02"), hex.EncodeToString(oldFP[:]), rot.OldKey, o.dir, o.passphraseFile)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "CA directory (required)")
+	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
+	f.StringVar(&o.newKey, "new-key", "", "make the new root key in this PKCS#11 token object (pkcs11: URI) instead of root/key.pem")
+	o.storeFlags.register(c, "the server's --store (default sqlite:DIR/mutual.db)")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	return c
+}
+
+func caWithdrawRootCmd(e *env) *cobra.Command {
+	var o caRotateOptions
+	c := &cobra.Command{
+		Use:   "withdraw-root",
+		Short: "End a root rotation: remove the old root from every bundle",
+		Long: `Remove every root but the current one from the bundles in --dir, ending the
+overlap of a root rotation. Refused while the issuing intermediate is still
+under the old root (run rotate-intermediate first) and until every
+certificate issued under the old root has expired. The operator identity in
+DIR/admin is reissued under the new root first. Restart mutual server
+afterwards.`,
+		Example: `  mutual ca withdraw-root --dir ./ca --passphrase-file pass`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dir == "" {
+				return flagError("dir", "required: the CA directory")
+			}
+			pass, err := readPassphrase(o.passphraseFile)
+			if err != nil {
+				return err
+			}
+			storeURL, err := o.storeFlags.url(e.logger(slog.LevelWarn))
+			if err != nil {
+				return err
+			}
+			withdrawn, err := caservice.WithdrawRoots(cmd.Context(), o.dir, pass, storeURL, time.Now())
+			if err != nil {
+				return err
+			}
+			var fps []string
+			for _, r := range withdrawn {
+				fp := pki.Fingerprint(r)
+				fps = append(fps, hex.EncodeToString(fp[:]))
+			}
+			if o.json {
+				return e.printJSON(map[string]any{"withdrawn_root_fingerprints": fps})
+			}
+			fmt.Fprintf(e.stdout, "Withdrew %d root(s) from the bundles of %s: %s\nNext: restart mutual server.\n", len(fps), o.dir, strings.Join(fps, ", "))
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "CA directory (required)")
+	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
+	o.storeFlags.register(c, "the server's --store (default sqlite:DIR/mutual.db)")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	return c
 }

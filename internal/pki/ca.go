@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -277,16 +278,7 @@ func (m *initMaterial) makeRoot(ctx context.Context, o InitOptions) error {
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{td}, CommonName: td + " root CA"},
-		NotBefore:             m.now.Add(-ClockSkew),
-		NotAfter:              m.now.Add(RootTTL),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            1,
-	}
+	tmpl := rootTemplate(td, td+" root CA", serial, m.now)
 	if m.root, err = createCert(o.Rand, tmpl, tmpl, m.rootKey.Public(), m.rootKey); err != nil {
 		return fmt.Errorf("root certificate: %w", err)
 	}
@@ -310,6 +302,21 @@ func (m *initMaterial) makeIntermediate(ctx context.Context, o InitOptions) erro
 		return fmt.Errorf("intermediate certificate: %w", err)
 	}
 	return nil
+}
+
+// rootTemplate is a self-signed root of trust domain td valid from now for
+// RootTTL.
+func rootTemplate(td, cn string, serial *big.Int, now time.Time) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{td}, CommonName: cn},
+		NotBefore:             now.Add(-ClockSkew),
+		NotAfter:              now.Add(RootTTL),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            1,
+	}
 }
 
 // intermediateTemplate is an intermediate of trust domain td valid from now
@@ -556,6 +563,11 @@ func LoadCAWith(ctx context.Context, dir string, passphrase []byte, keys KeyOpen
 	}
 	if !PublicKeysEqual(inters[0].PublicKey, key.Public()) {
 		return nil, fmt.Errorf("the intermediate key (%s) does not match the certificate %s", KeyLocation(dir, cfg, RoleIntermediate), filepath.Join(dir, IntermediateCertFile))
+	}
+	// The root that signed the issuing intermediate comes first: join
+	// tokens pin it, and clients check what they are issued against it.
+	if i := slices.IndexFunc(roots, func(r *x509.Certificate) bool { return inters[0].CheckSignatureFrom(r) == nil }); i > 0 {
+		roots[0], roots[i] = roots[i], roots[0]
 	}
 	retired, err := loadRetired(ctx, dir, cfg, passphrase, keys, time.Now())
 	if err != nil {

@@ -56,6 +56,9 @@ type Rotation struct {
 	// KeyRef is where the new key lives (a token reference), or "" for
 	// IntermediateKeyFile.
 	KeyRef string
+	// CrossSigned are New certified by the old roots of a root rotation in
+	// progress (CrossSignedFile); empty outside one.
+	CrossSigned []*x509.Certificate
 }
 
 // RotateIntermediate makes a new intermediate key and certificate, signed by
@@ -105,9 +108,14 @@ func RotateIntermediate(ctx context.Context, o RotateOptions) (*Rotation, error)
 	}
 	now := o.Now()
 	cn := fmt.Sprintf("%s intermediate CA %s", td.Name(), now.UTC().Format("20060102T150405Z"))
-	inter, err := createCert(o.Rand, intermediateTemplate(td.Name(), cn, serial, now, root), root, key.Public(), rootKey)
+	tmpl := intermediateTemplate(td.Name(), cn, serial, now, root)
+	inter, err := createCert(o.Rand, tmpl, root, key.Public(), rootKey)
 	if err != nil {
 		return nil, fmt.Errorf("intermediate certificate: %w", err)
+	}
+	cross, err := crossSign(ctx, o, cfg, root, inter, tmpl)
+	if err != nil {
+		return nil, err
 	}
 	if err := retire(o.Dir, &cfg, old); err != nil {
 		return nil, err
@@ -115,7 +123,66 @@ func RotateIntermediate(ctx context.Context, o RotateOptions) (*Rotation, error)
 	if err := install(o, &cfg, inter, key, ref); err != nil {
 		return nil, err
 	}
-	return &Rotation{New: inter, Old: old, KeyRef: ref}, nil
+	if len(cross) == 0 {
+		err = os.Remove(filepath.Join(o.Dir, CrossSignedFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	} else {
+		err = atomicfile.WriteFile(filepath.Join(o.Dir, CrossSignedFile), EncodeCertificates(cross...), 0o644)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Rotation{New: inter, Old: old, KeyRef: ref, CrossSigned: cross}, nil
+}
+
+// crossSign certifies inter's subject and key by each root of the bundle
+// other than root whose key a root rotation kept under RetiredRootsDir: the
+// overlap of a root rotation. Outside an overlap it makes nothing; an old
+// root whose key was moved away is skipped.
+func crossSign(ctx context.Context, o RotateOptions, cfg Config, root, inter, tmpl *x509.Certificate) ([]*x509.Certificate, error) {
+	bundle, err := ReadCertificates(filepath.Join(o.Dir, BundleFile))
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for _, old := range bundle {
+		if old.Equal(root) {
+			continue
+		}
+		skid := hex.EncodeToString(old.SubjectKeyId)
+		var key crypto.Signer
+		if ref := cfg.Keys.Retired[skid]; ref != "" && o.Keys != nil {
+			key, err = o.Keys.Open(ctx, ref)
+		} else {
+			var keyPEM []byte
+			keyPEM, err = os.ReadFile(filepath.Join(o.Dir, RetiredRootsDir, skid, "key.pem"))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err == nil {
+				key, err = ParsePrivateKey(keyPEM, o.Passphrase)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cross-sign the new intermediate with the old root %q: %w", old.Subject.CommonName, err)
+		}
+		t := *tmpl
+		if t.SerialNumber, err = NewSerial(o.Rand); err != nil {
+			return nil, err
+		}
+		t.SubjectKeyId = inter.SubjectKeyId
+		if old.NotAfter.Before(t.NotAfter) {
+			t.NotAfter = old.NotAfter
+		}
+		c, err := createCert(o.Rand, &t, old, inter.PublicKey, key)
+		if err != nil {
+			return nil, fmt.Errorf("cross-sign the new intermediate with the old root %q: %w", old.Subject.CommonName, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // retire copies the current intermediate (certificate, and key file or
