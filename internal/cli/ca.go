@@ -221,6 +221,38 @@ type caRotateOptions struct {
 	json bool
 }
 
+// register adds the flags of the rotation commands; --new-key only when
+// newKeyUsage says what it does.
+func (o *caRotateOptions) register(c *cobra.Command, newKeyUsage string) {
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "CA directory (required)")
+	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
+	if newKeyUsage != "" {
+		f.StringVar(&o.newKey, "new-key", "", newKeyUsage)
+	}
+	o.storeFlags.register(c, "the server's --store (default sqlite:DIR/mutual.db)")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+}
+
+// options checks the flags and reads the passphrase.
+func (o *caRotateOptions) options(e *env) (caservice.RotateOptions, error) {
+	if o.dir == "" {
+		return caservice.RotateOptions{}, flagError("dir", "required: the CA directory")
+	}
+	if err := checkTokenKeyFlag("new-key", o.newKey); err != nil {
+		return caservice.RotateOptions{}, err
+	}
+	pass, err := readPassphrase(o.passphraseFile)
+	if err != nil {
+		return caservice.RotateOptions{}, err
+	}
+	storeURL, err := o.storeFlags.url(e.logger(slog.LevelWarn))
+	if err != nil {
+		return caservice.RotateOptions{}, err
+	}
+	return caservice.RotateOptions{Dir: o.dir, Passphrase: pass, StoreURL: storeURL, NewKey: o.newKey}, nil
+}
+
 func caRotateIntermediateCmd(e *env) *cobra.Command {
 	var o caRotateOptions
 	c := &cobra.Command{
@@ -241,21 +273,11 @@ its next start (renewals move certificates over at their half-life).`,
     --new-key 'pkcs11:token=mutual-ca;object=intermediate-2027?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mutual/hsm-pin'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.dir == "" {
-				return flagError("dir", "required: the CA directory")
-			}
-			if err := checkTokenKeyFlag("new-key", o.newKey); err != nil {
-				return err
-			}
-			pass, err := readPassphrase(o.passphraseFile)
+			ro, err := o.options(e)
 			if err != nil {
 				return err
 			}
-			storeURL, err := o.storeFlags.url(e.logger(slog.LevelWarn))
-			if err != nil {
-				return err
-			}
-			rot, err := caservice.RotateIntermediate(cmd.Context(), caservice.RotateOptions{Dir: o.dir, Passphrase: pass, StoreURL: storeURL, NewKey: o.newKey})
+			rot, err := caservice.RotateIntermediate(cmd.Context(), ro)
 			if err != nil {
 				return err
 			}
@@ -279,12 +301,7 @@ Next: restart mutual server so that it issues with the new intermediate.
 			return nil
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&o.dir, "dir", "", "CA directory (required)")
-	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
-	f.StringVar(&o.newKey, "new-key", "", "make the new intermediate key in this PKCS#11 token object (pkcs11: URI) instead of intermediate/key.pem")
-	o.storeFlags.register(c, "the server's --store (default sqlite:DIR/mutual.db)")
-	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	o.register(c, "make the new intermediate key in this PKCS#11 token object (pkcs11: URI) instead of intermediate/key.pem")
 	return c
 }
 
@@ -325,21 +342,11 @@ A root rotation, step by step:
 		Example: `  mutual ca rotate-root --dir ./ca --passphrase-file pass`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.dir == "" {
-				return flagError("dir", "required: the CA directory")
-			}
-			if err := checkTokenKeyFlag("new-key", o.newKey); err != nil {
-				return err
-			}
-			pass, err := readPassphrase(o.passphraseFile)
+			ro, err := o.options(e)
 			if err != nil {
 				return err
 			}
-			storeURL, err := o.storeFlags.url(e.logger(slog.LevelWarn))
-			if err != nil {
-				return err
-			}
-			rot, err := caservice.RotateRoot(cmd.Context(), caservice.RotateOptions{Dir: o.dir, Passphrase: pass, StoreURL: storeURL, NewKey: o.newKey})
+			rot, err := caservice.RotateRoot(cmd.Context(), ro)
 			if err != nil {
 				return err
 			}
@@ -360,12 +367,7 @@ Next: restart mutual server; once agents and proxies hold the new bundle,
 			return nil
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&o.dir, "dir", "", "CA directory (required)")
-	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
-	f.StringVar(&o.newKey, "new-key", "", "make the new root key in this PKCS#11 token object (pkcs11: URI) instead of root/key.pem")
-	o.storeFlags.register(c, "the server's --store (default sqlite:DIR/mutual.db)")
-	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	o.register(c, "make the new root key in this PKCS#11 token object (pkcs11: URI) instead of root/key.pem")
 	return c
 }
 
@@ -383,18 +385,11 @@ afterwards.`,
 		Example: `  mutual ca withdraw-root --dir ./ca --passphrase-file pass`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.dir == "" {
-				return flagError("dir", "required: the CA directory")
-			}
-			pass, err := readPassphrase(o.passphraseFile)
+			ro, err := o.options(e)
 			if err != nil {
 				return err
 			}
-			storeURL, err := o.storeFlags.url(e.logger(slog.LevelWarn))
-			if err != nil {
-				return err
-			}
-			withdrawn, err := caservice.WithdrawRoots(cmd.Context(), o.dir, pass, storeURL, time.Now())
+			withdrawn, err := caservice.WithdrawRoots(cmd.Context(), ro.Dir, ro.Passphrase, ro.StoreURL, time.Now())
 			if err != nil {
 				return err
 			}
@@ -410,10 +405,6 @@ afterwards.`,
 			return nil
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&o.dir, "dir", "", "CA directory (required)")
-	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the CA keys' passphrase (required)")
-	o.storeFlags.register(c, "the server's --store (default sqlite:DIR/mutual.db)")
-	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	o.register(c, "")
 	return c
 }

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/mutual-tls/mutual/internal/atomicfile"
 )
 
@@ -68,31 +70,11 @@ type Rotation struct {
 // issued under the old intermediate keeps verifying until it expires. A
 // running CA picks the change up when restarted.
 func RotateIntermediate(ctx context.Context, o RotateOptions) (*Rotation, error) {
-	if o.Dir == "" {
-		return nil, errors.New("no CA directory given")
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	cfg, td, err := ReadConfig(o.Dir)
+	sr, err := openSigningRoot(ctx, &o)
 	if err != nil {
 		return nil, err
 	}
-	if o.KeyType == "" {
-		o.KeyType = cfg.KeyType
-	}
-	roots, err := ReadCertificates(filepath.Join(o.Dir, RootCertFile))
-	if err != nil {
-		return nil, err
-	}
-	root := roots[0]
-	rootKey, err := OpenCAKey(ctx, o.Dir, cfg, RoleRoot, o.Passphrase, o.Keys)
-	if err != nil {
-		return nil, err
-	}
-	if !PublicKeysEqual(root.PublicKey, rootKey.Public()) {
-		return nil, fmt.Errorf("the root key (%s) does not match %s", KeyLocation(o.Dir, cfg, RoleRoot), filepath.Join(o.Dir, RootCertFile))
-	}
+	cfg, td, root, rootKey := sr.cfg, sr.td, sr.cert, sr.key
 	olds, err := ReadCertificates(filepath.Join(o.Dir, IntermediateCertFile))
 	if err != nil {
 		return nil, err
@@ -117,7 +99,7 @@ func RotateIntermediate(ctx context.Context, o RotateOptions) (*Rotation, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := retire(o.Dir, &cfg, old); err != nil {
+	if _, err := retire(o.Dir, RetiredDir, &cfg, old, cfg.Keys.Intermediate, IntermediateKeyFile, false); err != nil {
 		return nil, err
 	}
 	if err := install(o, &cfg, inter, key, ref); err != nil {
@@ -185,31 +167,77 @@ func crossSign(ctx context.Context, o RotateOptions, cfg Config, root, inter, tm
 	return out, nil
 }
 
-// retire copies the current intermediate (certificate, and key file or
-// reference) under RetiredDir and records it in cfg.
-func retire(dir string, cfg *Config, old *x509.Certificate) error {
-	rdir := filepath.Join(dir, RetiredDir, hex.EncodeToString(old.SubjectKeyId))
+// signingRoot is the current root of a CA directory, ready to sign.
+type signingRoot struct {
+	cfg  Config
+	td   spiffeid.TrustDomain
+	cert *x509.Certificate
+	key  crypto.Signer
+}
+
+// openSigningRoot fills in o's defaults and opens the current root (its
+// certificate and key, checked to match) of the CA in o.Dir.
+func openSigningRoot(ctx context.Context, o *RotateOptions) (*signingRoot, error) {
+	if o.Dir == "" {
+		return nil, errors.New("no CA directory given")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	cfg, td, err := ReadConfig(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if o.KeyType == "" {
+		o.KeyType = cfg.KeyType
+	}
+	roots, err := ReadCertificates(filepath.Join(o.Dir, RootCertFile))
+	if err != nil {
+		return nil, err
+	}
+	key, err := OpenCAKey(ctx, o.Dir, cfg, RoleRoot, o.Passphrase, o.Keys)
+	if err != nil {
+		return nil, err
+	}
+	if !PublicKeysEqual(roots[0].PublicKey, key.Public()) {
+		return nil, fmt.Errorf("the root key (%s) does not match %s", KeyLocation(o.Dir, cfg, RoleRoot), filepath.Join(o.Dir, RootCertFile))
+	}
+	return &signingRoot{cfg: cfg, td: td, cert: roots[0], key: key}, nil
+}
+
+// retire keeps cert under dir/under/<its key id>/cert.pem with its key: a
+// token reference ref is recorded in cfg.Keys.Retired, else keyFile is
+// copied (or moved, when move) to key.pem beside it. It returns where the
+// key is now.
+func retire(dir, under string, cfg *Config, cert *x509.Certificate, ref, keyFile string, move bool) (string, error) {
+	rdir := filepath.Join(dir, under, hex.EncodeToString(cert.SubjectKeyId))
 	if err := os.MkdirAll(rdir, 0o700); err != nil {
-		return fmt.Errorf("retire the intermediate: %w", err)
+		return "", fmt.Errorf("retire %q: %w", cert.Subject.CommonName, err)
 	}
-	if err := atomicfile.WriteFile(filepath.Join(rdir, "cert.pem"), EncodeCertificates(old), 0o644); err != nil {
-		return fmt.Errorf("retire the intermediate: %w", err)
+	if err := atomicfile.WriteFile(filepath.Join(rdir, "cert.pem"), EncodeCertificates(cert), 0o644); err != nil {
+		return "", fmt.Errorf("retire %q: %w", cert.Subject.CommonName, err)
 	}
-	if cfg.Keys.Intermediate != "" {
+	if ref != "" {
 		if cfg.Keys.Retired == nil {
 			cfg.Keys.Retired = map[string]string{}
 		}
-		cfg.Keys.Retired[filepath.Base(rdir)] = cfg.Keys.Intermediate
-		return nil
+		cfg.Keys.Retired[filepath.Base(rdir)] = ref
+		return ref, nil
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, IntermediateKeyFile))
+	to, from := filepath.Join(rdir, "key.pem"), filepath.Join(dir, keyFile)
+	var err error
+	if move {
+		err = os.Rename(from, to)
+	} else {
+		var keyPEM []byte
+		if keyPEM, err = os.ReadFile(from); err == nil {
+			err = atomicfile.WriteFile(to, keyPEM, 0o600)
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("retire the intermediate: %w", err)
+		return "", fmt.Errorf("retire the key of %q: %w", cert.Subject.CommonName, err)
 	}
-	if err := atomicfile.WriteFile(filepath.Join(rdir, "key.pem"), keyPEM, 0o600); err != nil {
-		return fmt.Errorf("retire the intermediate: %w", err)
-	}
-	return nil
+	return to, nil
 }
 
 // install makes inter, with its key (a file, or ref), the issuing

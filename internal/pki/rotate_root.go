@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -55,31 +54,11 @@ type RootRotation struct {
 // The new root is not cross-signed itself: a root of ca init has pathLen 1,
 // so old root, new root, intermediate, leaf would be one CA too many.
 func RotateRoot(ctx context.Context, o RotateOptions) (*RootRotation, error) {
-	if o.Dir == "" {
-		return nil, errors.New("no CA directory given")
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	cfg, td, err := ReadConfig(o.Dir)
+	sr, err := openSigningRoot(ctx, &o)
 	if err != nil {
 		return nil, err
 	}
-	if o.KeyType == "" {
-		o.KeyType = cfg.KeyType
-	}
-	olds, err := ReadCertificates(filepath.Join(o.Dir, RootCertFile))
-	if err != nil {
-		return nil, err
-	}
-	old := olds[0]
-	oldKey, err := OpenCAKey(ctx, o.Dir, cfg, RoleRoot, o.Passphrase, o.Keys)
-	if err != nil {
-		return nil, err
-	}
-	if !PublicKeysEqual(old.PublicKey, oldKey.Public()) {
-		return nil, fmt.Errorf("the root key (%s) does not match %s", KeyLocation(o.Dir, cfg, RoleRoot), filepath.Join(o.Dir, RootCertFile))
-	}
+	cfg, td, old := sr.cfg, sr.td, sr.cert
 	key, ref, err := newCAKey(ctx, InitOptions{NewKey: o.NewKey, KeyType: o.KeyType, Rand: o.Rand}, RoleRoot)
 	if err != nil {
 		return nil, err
@@ -95,39 +74,16 @@ func RotateRoot(ctx context.Context, o RotateOptions) (*RootRotation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("root certificate: %w", err)
 	}
-	rot := &RootRotation{New: root, Old: old, KeyRef: ref, OldKey: KeyLocation(o.Dir, cfg, RoleRoot)}
-	if err := retireRoot(o.Dir, &cfg, rot); err != nil {
+	rot := &RootRotation{New: root, Old: old, KeyRef: ref}
+	// The old root's key stays reachable for RotateIntermediate to
+	// cross-sign with during the overlap.
+	if rot.OldKey, err = retire(o.Dir, RetiredRootsDir, &cfg, old, cfg.Keys.Root, RootKeyFile, true); err != nil {
 		return nil, err
 	}
 	if err := installRoot(o, &cfg, rot, key); err != nil {
 		return nil, err
 	}
 	return rot, nil
-}
-
-// retireRoot keeps the old root's certificate under RetiredRootsDir and
-// moves its key file there (a token key is recorded in cfg.Keys.Retired),
-// for RotateIntermediate to cross-sign with during the overlap.
-func retireRoot(dir string, cfg *Config, rot *RootRotation) error {
-	rdir := filepath.Join(dir, RetiredRootsDir, hex.EncodeToString(rot.Old.SubjectKeyId))
-	if err := os.MkdirAll(rdir, 0o700); err != nil {
-		return fmt.Errorf("retire the root: %w", err)
-	}
-	if err := atomicfile.WriteFile(filepath.Join(rdir, "cert.pem"), EncodeCertificates(rot.Old), 0o644); err != nil {
-		return fmt.Errorf("retire the root: %w", err)
-	}
-	if cfg.Keys.Root != "" {
-		if cfg.Keys.Retired == nil {
-			cfg.Keys.Retired = map[string]string{}
-		}
-		cfg.Keys.Retired[filepath.Base(rdir)] = cfg.Keys.Root
-		return nil
-	}
-	rot.OldKey = filepath.Join(rdir, "key.pem")
-	if err := os.Rename(filepath.Join(dir, RootKeyFile), rot.OldKey); err != nil {
-		return fmt.Errorf("retire the root key: %w", err)
-	}
-	return nil
 }
 
 // installRoot makes rot.New the root that signs intermediates and adds it
