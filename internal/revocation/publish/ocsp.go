@@ -159,6 +159,11 @@ func (r *Responder) Respond(ctx context.Context, reqDER []byte) []byte {
 	if !r.answersFor(req) {
 		return ocsp.UnauthorizedErrorResponse
 	}
+	return r.respond(ctx, req)
+}
+
+// respond answers a parsed request about this responder's issuer.
+func (r *Responder) respond(ctx context.Context, req *ocsp.Request) []byte {
 	serial := pki.FormatSerial(req.SerialNumber)
 	now := r.now()
 	key := cacheKey(serial, req.HashAlgorithm)

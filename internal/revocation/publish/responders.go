@@ -38,7 +38,7 @@ func (rs Responders) Respond(ctx context.Context, reqDER []byte) []byte {
 	}
 	for _, r := range rs {
 		if r.answersFor(req) {
-			return r.Respond(ctx, reqDER)
+			return r.respond(ctx, req)
 		}
 	}
 	return ocsp.UnauthorizedErrorResponse
