@@ -121,6 +121,23 @@ type Options struct {
 type Report struct {
 	Findings []Finding `json:"findings"`
 	Checked  []string  `json:"checked"`
+	// CAKeys says where each key of an audited CA directory lives.
+	CAKeys []CAKey `json:"ca_keys,omitempty"`
+}
+
+// CAKey is where one CA key lives, and the validity of its certificate.
+type CAKey struct {
+	// Role is "root", "intermediate" or "issuance log".
+	Role string `json:"role"`
+	// Store is "token" (a PKCS#11 token), "file-encrypted",
+	// "file-unencrypted" or "absent" (not on this host: a root kept offline).
+	Store string `json:"store"`
+	// Location is the pkcs11: URI or the file path.
+	Location string `json:"location"`
+	// NotBefore and NotAfter are the key's certificate's validity (zero for
+	// the issuance log key, which has none).
+	NotBefore time.Time `json:"not_before,omitzero"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
 }
 
 // Worst returns the highest severity found (Info when nothing was found).
@@ -230,11 +247,14 @@ func (a *auditor) ca() error {
 			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, pki.RootKeyFile)); err == nil {
-		a.add("root-key-online", High, "the root key is on the online CA host",
-			filepath.Join(dir, pki.RootKeyFile)+" exists",
-			"move it offline (encrypted media in a safe) and delete it here: the CA service never needs it")
+	retiredRoots, _ := filepath.Glob(filepath.Join(dir, pki.RetiredRootsDir, "*", "key.pem"))
+	for _, p := range append([]string{filepath.Join(dir, pki.RootKeyFile)}, retiredRoots...) {
+		if _, err := os.Stat(p); err == nil {
+			a.add("root-key-online", High, "a root key is on the online CA host", p+" exists",
+				"move it offline (encrypted media in a safe) and delete it here: the CA service never needs it")
+		}
 	}
+	a.locateKeys(dir, cfg)
 	// Certificates.
 	for _, f := range []string{pki.RootCertFile, pki.IntermediateCertFile, "server/cert.pem", "admin/cert.pem"} {
 		certs, err := pki.ReadCertificates(filepath.Join(dir, f))
@@ -253,6 +273,36 @@ func (a *auditor) ca() error {
 		a.certChecks(filepath.Join(dir, f), c, f == "server/cert.pem" || f == "admin/cert.pem")
 	}
 	return nil
+}
+
+// locateKeys records where the root, intermediate and log keys of the CA
+// in dir live.
+func (a *auditor) locateKeys(dir string, cfg pki.Config) {
+	for _, k := range []struct{ role, ref, file, cert string }{
+		{"root", cfg.Keys.Root, pki.RootKeyFile, pki.RootCertFile},
+		{"intermediate", cfg.Keys.Intermediate, pki.IntermediateKeyFile, pki.IntermediateCertFile},
+		{"issuance log", "", logkey.KeyFile, ""},
+	} {
+		key := CAKey{Role: k.role, Store: "token", Location: k.ref}
+		if k.ref == "" {
+			key.Location = filepath.Join(dir, k.file)
+			b, err := os.ReadFile(key.Location)
+			switch blk, _ := pem.Decode(b); {
+			case err != nil:
+				key.Store = "absent"
+			case blk != nil && blk.Type == "ENCRYPTED PRIVATE KEY":
+				key.Store = "file-encrypted"
+			default:
+				key.Store = "file-unencrypted"
+			}
+		}
+		if k.cert != "" {
+			if certs, err := pki.ReadCertificates(filepath.Join(dir, k.cert)); err == nil {
+				key.NotBefore, key.NotAfter = certs[0].NotBefore, certs[0].NotAfter
+			}
+		}
+		a.r.CAKeys = append(a.r.CAKeys, key)
+	}
 }
 
 // certChecks flags weak keys, SHA-1 and close expiries; leaf also checks the

@@ -19,10 +19,11 @@ import (
 // of a running service: the store is checked against the CA's log as Open
 // checks it.
 func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, name string, ttl time.Duration) (*identity.Identity, error) {
-	c, err := pki.LoadCA(dir, passphrase)
+	c, keys, err := loadCA(ctx, dir, passphrase)
 	if err != nil {
 		return nil, err
 	}
+	defer keys.Close()
 	id, err := pki.AdminID(c.TrustDomain, name)
 	if err != nil {
 		return nil, fmt.Errorf("--name %q: %w", name, err)

@@ -14,9 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	mfed "github.com/mutual-tls/mutual/internal/federation"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -25,20 +23,6 @@ import (
 )
 
 // adminClient is an admin's API client of svc, the CA c runs.
-func adminClient(t *testing.T, c *testca.CA, svc *caservice.Service) *client.Client {
-	t.Helper()
-	id, err := identity.Load(c.AdminDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := id.TLSCertificate()
-	cl, err := client.New([]string{svc.URL}, []*x509.Certificate{c.Root}, &tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl
-}
-
 // waitFor polls cond until it holds or 30 seconds pass.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
@@ -115,7 +99,7 @@ func TestTwoCAsFederate(t *testing.T) {
 	oa.FederationClock, ob.FederationClock = clockA, clockB
 	svcA, _ := run(t, oa)
 	svcB, stopB := run(t, ob)
-	adminA, adminB := adminClient(t, ca, svcA), adminClient(t, cb, svcB)
+	adminA, adminB := adminClient(t, svcA), adminClient(t, svcB)
 
 	if _, err := adminA.AddFederation(ctx, api.FederationRequest{TrustDomain: "b.example", EndpointURL: svcB.URL + mfed.EndpointPath,
 		Profile: mfed.ProfileSPIFFE, EndpointSPIFFEID: pki.ServerID(cb.TrustDomain).String(), Bundle: pemOf(cb.Root)}); err != nil {
@@ -206,7 +190,7 @@ func TestAddFederationRefusesBadInput(t *testing.T) {
 	ctx := context.Background()
 	ca := testca.New(t, testca.WithTrustDomain("a.example"))
 	svc, _ := run(t, options(ca))
-	admin := adminClient(t, ca, svc)
+	admin := adminClient(t, svc)
 	other := testca.New(t, testca.WithTrustDomain("b.example"))
 	for name, req := range map[string]api.FederationRequest{
 		"own trust domain":      {TrustDomain: "a.example", EndpointURL: "https://127.0.0.1:1/b", Profile: mfed.ProfileWeb},

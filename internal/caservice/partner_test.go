@@ -32,7 +32,7 @@ func TestEndingAPartnershipClosesItsConnections(t *testing.T) {
 	ctx := context.Background()
 	c := testca.New(t)
 	svc, _ := run(t, options(c))
-	admin := adminClient(t, c, svc)
+	admin := adminClient(t, svc)
 	if _, err := admin.CreatePartner(ctx, api.PartnerRequest{Name: "acme", Roles: []string{"reader"}, EndsAt: time.Now().Add(24 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/federation"
+	"github.com/mutual-tls/mutual/internal/keyref"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/revocation"
@@ -46,7 +47,8 @@ const DefaultListen = "127.0.0.1:8443"
 type Options struct {
 	// Dir is the CA directory made by `mutual ca init` (required).
 	Dir string
-	// Passphrase decrypts the intermediate key (required).
+	// Passphrase decrypts the CA key files: the log key, and the
+	// intermediate key unless ca.json names it in a token (required).
 	Passphrase []byte
 	// Listen is the API address; empty means DefaultListen. Port 0 picks a free port.
 	Listen string
@@ -121,9 +123,10 @@ type Service struct {
 	ln, mln   net.Listener
 	hln       net.Listener
 	tlog      *translog.Server
-	ocsp      *publish.Responder
+	ocsp      publish.Responders
 	hub       *publish.Hub
 	caDir     *pki.CA
+	keys      *keyref.Keyring
 	serverTLS atomic.Pointer[tls.Certificate]
 	fed       *federation.Refresher
 	clock     federation.Clock
@@ -136,15 +139,16 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := pki.LoadCA(o.Dir, o.Passphrase)
+	c, keys, err := loadCA(ctx, o.Dir, o.Passphrase)
 	if err != nil {
 		return nil, err
 	}
 	db, err := openStore(ctx, o.Dir, o.StoreURL)
 	if err != nil {
+		keys.Close()
 		return nil, err
 	}
-	s := &Service{Store: db, Dir: o.Dir, log: o.Log, caDir: c, Authority: newAuthority(c, db, o.Log)}
+	s := &Service{Store: db, Dir: o.Dir, log: o.Log, caDir: c, keys: keys, Authority: newAuthority(c, db, o.Log)}
 	if err := s.assemble(ctx, o); err != nil {
 		s.Close()
 		return nil, err
@@ -154,6 +158,9 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 
 // assemble does the steps of Open that run with the store open.
 func (s *Service) assemble(ctx context.Context, o Options) error {
+	if err := s.reissueAfterRotation(ctx); err != nil {
+		return err
+	}
 	if err := s.loadServerCert(ctx); err != nil {
 		return err
 	}
@@ -191,6 +198,7 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		Store:        s.Store,
 		Log:          s.log,
 		CRL:          crl,
+		RetiredCRLs:  retiredCRLs(s.caDir, s.Store),
 		OCSP:         s.ocsp,
 		Hub:          s.hub,
 		IssuanceLog:  s.tlog,
@@ -226,6 +234,9 @@ func (s *Service) importInitIdentities(ctx context.Context) error {
 			s.log.Warn("not importing identity", "dir", d, "error", err.Error())
 			continue
 		}
+		if !s.signedByCurrent(id.Leaf()) {
+			continue // issued before an intermediate rotation, and imported then
+		}
 		if err := s.Authority.Import(ctx, id.Leaf(), translog.CARequester("init")); err != nil {
 			return fmt.Errorf("import %s: %w", d, err)
 		}
@@ -258,7 +269,7 @@ func (s *Service) listen(o Options) error {
 func (s *Service) publishRevocations(o Options) (*publish.CRL, error) {
 	c, db := s.caDir, s.Store
 	crl := &publish.CRL{Issuer: c.Issuer, Store: db}
-	ocsp, err := publish.NewResponder(c.Issuer, db, nil)
+	ocsp, err := publish.NewResponders(append([]*pki.Issuer{c.Issuer}, c.Retired...), db)
 	if err != nil {
 		return nil, err
 	}
@@ -338,12 +349,13 @@ func (s *Service) MetricsAddr() net.Addr {
 	return s.mln.Addr()
 }
 
-// Close releases the listeners and the store. Call it after Run returns.
+// Close releases the listeners, the store and the CA's keys (a token's
+// sessions). Call it after Run returns.
 func (s *Service) Close() error {
 	for _, ln := range []net.Listener{s.ln, s.mln, s.hln} {
 		if ln != nil {
 			ln.Close()
 		}
 	}
-	return s.Store.Close()
+	return errors.Join(s.Store.Close(), s.keys.Close())
 }

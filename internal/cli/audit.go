@@ -54,6 +54,9 @@ Exits 1 when a finding is at --fail-on severity or above, so it can gate a deplo
 					return err
 				}
 			} else {
+				for _, k := range r.CAKeys {
+					fmt.Fprintf(e.stdout, "CA key %-13s %-16s %s%s\n", k.Role, k.Store, k.Location, keyValidity(k))
+				}
 				if len(r.Findings) == 0 {
 					fmt.Fprintf(e.stdout, "no findings (checked: %v)\n", r.Checked)
 				} else {
@@ -78,4 +81,12 @@ Exits 1 when a finding is at --fail-on severity or above, so it can gate a deplo
 	f.StringVar(&failOn, "fail-on", "high", "exit 1 when a finding is at this severity or above")
 	f.BoolVar(&asJSON, "json", false, "print as JSON")
 	return c
+}
+
+// keyValidity says how old a CA key's certificate is and when it expires.
+func keyValidity(k audit.CAKey) string {
+	if k.NotAfter.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf(" (certificate from %s, %d days old, expires %s)", k.NotBefore.Format(time.DateOnly), int(time.Since(k.NotBefore).Hours()/24), k.NotAfter.Format(time.DateOnly))
 }

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,63 +25,29 @@ import (
 	"github.com/ThalesGroup/crypto11"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mutual-tls/mutual/internal/keyref/softhsmtest"
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
-// softToken is a fresh SoftHSM2 token in a temporary directory, its user PIN
-// in a file.
+// softToken is a fresh SoftHSM2 token in a temporary directory, its user
+// PIN in a file.
 type softToken struct {
 	module, label, pinFile string
 }
 
-const testPIN = "1234"
+const testPIN = softhsmtest.PIN
 
-// newSoftToken makes a SoftHSM2 token for one test. SoftHSM2 missing skips
-// the test, except under CI=1 where it fails: .ci/run installs it.
+// newSoftToken makes a SoftHSM2 token for one test (softhsmtest.New).
 func newSoftToken(tb testing.TB) softToken {
 	tb.Helper()
-	util, err := exec.LookPath("softhsm2-util")
-	module := ""
-	for _, m := range []string{"/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "/usr/local/lib/softhsm/libsofthsm2.so"} {
-		if _, statErr := os.Stat(m); statErr == nil {
-			module = m
-			break
-		}
-	}
-	if err != nil || module == "" {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("SoftHSM2 is missing (softhsm2-util: %v, module: %q); .ci/run installs it with apt", err, module)
-		}
-		tb.Skip("SoftHSM2 is not installed (apt-get install softhsm2); skipping the PKCS#11 token tests")
-	}
-	dir := tb.TempDir()
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.Mkdir(tokens, 0o700); err != nil {
-		tb.Fatal(err)
-	}
-	conf := filepath.Join(dir, "softhsm2.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	// SoftHSM2 reads its configuration when the module is initialised,
-	// which each test's Keyring does afresh (and Close finalises).
-	tb.Setenv("SOFTHSM2_CONF", conf)
-	label := "mutual-test"
-	out, err := exec.Command(util, "--init-token", "--free", "--label", label, "--so-pin", "5678", "--pin", testPIN).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
-	}
-	pinFile := filepath.Join(dir, "pin")
-	if err := os.WriteFile(pinFile, []byte(testPIN+"\n"), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	return softToken{module: module, label: label, pinFile: pinFile}
+	t := softhsmtest.New(tb)
+	return softToken{module: t.Module, label: t.Label, pinFile: t.PINFile}
 }
 
-// ref names object in the token, with extra path attributes after it.
+// ref names object in the token.
 func (s softToken) ref(tb testing.TB, object string) Ref {
 	tb.Helper()
-	r, err := Parse(fmt.Sprintf("pkcs11:token=%s;object=%s?module-path=%s&pin-source=file:%s", s.label, object, s.module, s.pinFile))
+	r, err := Parse(softhsmtest.Token{Module: s.module, Label: s.label, PINFile: s.pinFile}.URI(object))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package pki
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -9,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,7 +63,33 @@ type Config struct {
 	KeyType     KeyType   `json:"key_type"`
 	CreatedAt   time.Time `json:"created_at"`
 	Policy      Policy    `json:"policy"`
+	// Keys names where the CA keys live when not in their default files.
+	Keys KeyRefs `json:"keys,omitzero"`
 }
+
+// KeyRefs names where the root and intermediate keys live: a key reference
+// (an RFC 7512 pkcs11: URI) that a KeyOpener opens. An empty field means the
+// passphrase-encrypted file RootKeyFile or IntermediateKeyFile.
+type KeyRefs struct {
+	Root         string `json:"root,omitempty"`
+	Intermediate string `json:"intermediate,omitempty"`
+	// Retired names the token keys of intermediates a rotation replaced, by
+	// their directory under RetiredDir; a retired intermediate not named
+	// here has its key in that directory's key.pem.
+	Retired map[string]string `json:"retired,omitempty"`
+}
+
+// KeyOpener opens a CA key by the reference recorded in ca.json.
+// *keyref.Keyring is one; pki does not import it.
+type KeyOpener interface {
+	Open(ctx context.Context, ref string) (crypto.Signer, error)
+}
+
+// The roles of the CA keys, as InitOptions.NewKey is asked for them.
+const (
+	RoleRoot         = "root"
+	RoleIntermediate = "intermediate"
+)
 
 // Policy holds the issuance limits an operator sets for the CA.
 type Policy struct {
@@ -97,6 +127,13 @@ type InitOptions struct {
 	AdminTTL time.Duration
 	// Iterations is the PBKDF2 work factor for CA keys; zero means PBKDF2Iterations.
 	Iterations int
+	// NewKey, when set, makes the key of role (RoleRoot or RoleIntermediate)
+	// outside the CA directory, typically inside a PKCS#11 token, and returns
+	// its signer and the reference that opens it again; Init then writes no
+	// key file for that role and records the reference in ca.json. A nil
+	// signer with no error means "a file key as usual" for that role. nil
+	// NewKey keeps every CA key in a passphrase-encrypted file.
+	NewKey func(ctx context.Context, role string, t KeyType) (key crypto.Signer, ref string, err error)
 	// Now and Rand may be injected by tests; nil means time.Now and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
@@ -116,6 +153,13 @@ var ErrCAExists = errors.New("a CA already exists there")
 // and an operator identity. Nothing is written unless all of it succeeds, and
 // an existing CA is never overwritten.
 func Init(o InitOptions) (*InitResult, error) {
+	return InitContext(context.Background(), o)
+}
+
+// InitContext is Init with a context for o.NewKey. A key NewKey made stays
+// where it was made if Init fails afterwards (a token keeps its object):
+// delete it or name another object before trying again.
+func InitContext(ctx context.Context, o InitOptions) (*InitResult, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
@@ -124,10 +168,10 @@ func Init(o InitOptions) (*InitResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := m.makeRoot(o); err != nil {
+	if err := m.makeRoot(ctx, o); err != nil {
 		return nil, err
 	}
-	if err := m.makeIntermediate(o); err != nil {
+	if err := m.makeIntermediate(ctx, o); err != nil {
 		return nil, err
 	}
 	if err := m.issueIdentities(o); err != nil {
@@ -181,6 +225,8 @@ type initMaterial struct {
 	ips                                  []net.IP
 	root, inter, serverCert, adminCert   *x509.Certificate
 	rootKey, intKey, serverKey, adminKey crypto.Signer
+	// keys names the CA keys NewKey made outside the directory.
+	keys KeyRefs
 }
 
 // planInit names the identities Init makes and refuses a directory that
@@ -202,27 +248,37 @@ func planInit(o InitOptions) (*initMaterial, error) {
 	return m, nil
 }
 
+// newCAKey makes the key of role: through o.NewKey when it takes the role,
+// else in memory, to be written encrypted.
+func newCAKey(ctx context.Context, o InitOptions, role string) (crypto.Signer, string, error) {
+	if o.NewKey != nil {
+		key, ref, err := o.NewKey(ctx, role, o.KeyType)
+		if err != nil {
+			return nil, "", fmt.Errorf("the %s key: %w", role, err)
+		}
+		if key != nil {
+			if ref == "" {
+				return nil, "", fmt.Errorf("the %s key was made outside the CA directory but no reference to it was given", role)
+			}
+			return key, ref, nil
+		}
+	}
+	key, err := GenerateKey(o.KeyType, o.Rand)
+	return key, "", err
+}
+
 // makeRoot generates the root key and its self-signed certificate.
-func (m *initMaterial) makeRoot(o InitOptions) error {
+func (m *initMaterial) makeRoot(ctx context.Context, o InitOptions) error {
 	td := o.TrustDomain.Name()
 	var err error
-	if m.rootKey, err = GenerateKey(o.KeyType, o.Rand); err != nil {
+	if m.rootKey, m.keys.Root, err = newCAKey(ctx, o, RoleRoot); err != nil {
 		return err
 	}
 	serial, err := NewSerial(o.Rand)
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{td}, CommonName: td + " root CA"},
-		NotBefore:             m.now.Add(-ClockSkew),
-		NotAfter:              m.now.Add(RootTTL),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            1,
-	}
+	tmpl := rootTemplate(td, td+" root CA", serial, m.now)
 	if m.root, err = createCert(o.Rand, tmpl, tmpl, m.rootKey.Public(), m.rootKey); err != nil {
 		return fmt.Errorf("root certificate: %w", err)
 	}
@@ -231,21 +287,51 @@ func (m *initMaterial) makeRoot(o InitOptions) error {
 
 // makeIntermediate generates the intermediate key and its certificate,
 // signed by the root: pathLen 0, URI names constrained to the trust domain.
-func (m *initMaterial) makeIntermediate(o InitOptions) error {
+func (m *initMaterial) makeIntermediate(ctx context.Context, o InitOptions) error {
 	td := o.TrustDomain.Name()
 	var err error
-	if m.intKey, err = GenerateKey(o.KeyType, o.Rand); err != nil {
+	if m.intKey, m.keys.Intermediate, err = newCAKey(ctx, o, RoleIntermediate); err != nil {
 		return err
 	}
 	serial, err := NewSerial(o.Rand)
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{
+	tmpl := intermediateTemplate(td, td+" intermediate CA", serial, m.now, m.root)
+	if m.inter, err = createCert(o.Rand, tmpl, m.root, m.intKey.Public(), m.rootKey); err != nil {
+		return fmt.Errorf("intermediate certificate: %w", err)
+	}
+	return nil
+}
+
+// rootTemplate is a self-signed root of trust domain td valid from now for
+// RootTTL.
+func rootTemplate(td, cn string, serial *big.Int, now time.Time) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{td}, CommonName: cn},
+		NotBefore:             now.Add(-ClockSkew),
+		NotAfter:              now.Add(RootTTL),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            1,
+	}
+}
+
+// intermediateTemplate is an intermediate of trust domain td valid from now
+// for IntermediateTTL (and no longer than root): pathLen 0, URI names
+// constrained to td.
+func intermediateTemplate(td, cn string, serial *big.Int, now time.Time, root *x509.Certificate) *x509.Certificate {
+	notAfter := now.Add(IntermediateTTL)
+	if notAfter.After(root.NotAfter) {
+		notAfter = root.NotAfter
+	}
+	return &x509.Certificate{
 		SerialNumber:                serial,
-		Subject:                     pkix.Name{Organization: []string{td}, CommonName: td + " intermediate CA"},
-		NotBefore:                   m.now.Add(-ClockSkew),
-		NotAfter:                    m.now.Add(IntermediateTTL),
+		Subject:                     pkix.Name{Organization: []string{td}, CommonName: cn},
+		NotBefore:                   now.Add(-ClockSkew),
+		NotAfter:                    notAfter,
 		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid:       true,
 		IsCA:                        true,
@@ -254,10 +340,6 @@ func (m *initMaterial) makeIntermediate(o InitOptions) error {
 		PermittedURIDomains:         []string{td},
 		PermittedDNSDomainsCritical: true,
 	}
-	if m.inter, err = createCert(o.Rand, tmpl, m.root, m.intKey.Public(), m.rootKey); err != nil {
-		return fmt.Errorf("intermediate certificate: %w", err)
-	}
-	return nil
 }
 
 // issueIdentities issues the CA service's TLS certificate and the
@@ -300,26 +382,21 @@ func (m *initMaterial) files(o InitOptions) ([]caFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	var keys [4][]byte
-	for i, k := range []struct {
-		key  crypto.Signer
-		pass []byte
-		iter int
-	}{{m.rootKey, o.Passphrase, o.Iterations}, {m.intKey, o.Passphrase, o.Iterations}, {m.serverKey, nil, 0}, {m.adminKey, nil, 0}} {
-		if keys[i], err = MarshalPrivateKey(k.key, k.pass, k.iter); err != nil {
-			return nil, err
-		}
+	serverKeyPEM, err := MarshalPrivateKey(m.serverKey, nil, 0)
+	if err != nil {
+		return nil, err
 	}
-	rootKeyPEM, intKeyPEM, serverKeyPEM, adminKeyPEM := keys[0], keys[1], keys[2], keys[3]
-	cfg, _ := json.MarshalIndent(Config{TrustDomain: td, KeyType: o.KeyType, CreatedAt: m.now.UTC(), Policy: DefaultPolicy}, "", "  ")
+	adminKeyPEM, err := MarshalPrivateKey(m.adminKey, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	cfg := MarshalConfig(Config{TrustDomain: td, KeyType: o.KeyType, CreatedAt: m.now.UTC(), Policy: DefaultPolicy, Keys: m.keys})
 	bundle := EncodeCertificates(m.root)
-	return []caFile{
-		{ConfigFile, append(cfg, '\n'), 0o644},
+	files := []caFile{
+		{ConfigFile, cfg, 0o644},
 		{BundleFile, bundle, 0o644},
 		{RootCertFile, EncodeCertificates(m.root), 0o644},
-		{RootKeyFile, rootKeyPEM, 0o600},
 		{IntermediateCertFile, EncodeCertificates(m.inter), 0o644},
-		{IntermediateKeyFile, intKeyPEM, 0o600},
 		{ServerDir + "/cert.pem", EncodeCertificates(m.serverCert, m.inter), 0o644},
 		{ServerDir + "/key.pem", serverKeyPEM, 0o600},
 		{ServerDir + "/bundle.pem", bundle, 0o644},
@@ -328,7 +405,33 @@ func (m *initMaterial) files(o InitOptions) ([]caFile, error) {
 		{AdminDir + "/bundle.pem", bundle, 0o644},
 		{logkey.KeyFile, logKey.PEM, 0o600},
 		{logkey.VerifierFile, []byte(logKey.Verifier + "\n"), 0o644},
-	}, nil
+	}
+	// A CA key NewKey made elsewhere has no file: ca.json names it.
+	for _, k := range []struct {
+		name, ref string
+		key       crypto.Signer
+	}{{RootKeyFile, m.keys.Root, m.rootKey}, {IntermediateKeyFile, m.keys.Intermediate, m.intKey}} {
+		if k.ref != "" {
+			continue
+		}
+		pemKey, err := MarshalPrivateKey(k.key, o.Passphrase, o.Iterations)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, caFile{k.name, pemKey, 0o600})
+	}
+	return files, nil
+}
+
+// MarshalConfig encodes cfg as ca.json holds it: indented, and a pkcs11:
+// URI's "&" left as it is.
+func MarshalConfig(cfg Config) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	enc.Encode(cfg) // a Config always encodes
+	return b.Bytes()
 }
 
 // writeCADir writes files into a staging directory inside dir, then moves
@@ -424,25 +527,72 @@ type CA struct {
 	Roots []*x509.Certificate
 	// Issuer signs with the intermediate key.
 	Issuer *Issuer
+	// Retired are the intermediates a rotation replaced that have not
+	// expired: they sign only their own CRL and OCSP answers.
+	Retired []*Issuer
 }
 
 // LoadCA reads the CA in dir, decrypting the intermediate key with
-// passphrase. The root key may be absent (moved offline).
+// passphrase. The root key may be absent (moved offline). A CA whose
+// intermediate key lives in a token (ca.json keys.intermediate) needs
+// LoadCAWith.
 func LoadCA(dir string, passphrase []byte) (*CA, error) {
+	return LoadCAWith(context.Background(), dir, passphrase, nil)
+}
+
+// LoadCAWith reads the CA in dir. The intermediate key is the file
+// IntermediateKeyFile, decrypted with passphrase, unless ca.json names it
+// (keys.intermediate), in which case keys opens it: a token key signs inside
+// its token. keys may be nil for a CA whose keys are all files.
+func LoadCAWith(ctx context.Context, dir string, passphrase []byte, keys KeyOpener) (*CA, error) {
+	cfg, td, err := ReadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := ReadCertificates(filepath.Join(dir, BundleFile))
+	if err != nil {
+		return nil, err
+	}
+	inters, err := ReadCertificates(filepath.Join(dir, IntermediateCertFile))
+	if err != nil {
+		return nil, err
+	}
+	key, err := OpenCAKey(ctx, dir, cfg, RoleIntermediate, passphrase, keys)
+	if err != nil {
+		return nil, err
+	}
+	if !PublicKeysEqual(inters[0].PublicKey, key.Public()) {
+		return nil, fmt.Errorf("the intermediate key (%s) does not match the certificate %s", KeyLocation(dir, cfg, RoleIntermediate), filepath.Join(dir, IntermediateCertFile))
+	}
+	// The root that signed the issuing intermediate comes first: join
+	// tokens pin it, and clients check what they are issued against it.
+	if i := slices.IndexFunc(roots, func(r *x509.Certificate) bool { return inters[0].CheckSignatureFrom(r) == nil }); i > 0 {
+		roots[0], roots[i] = roots[i], roots[0]
+	}
+	retired, err := loadRetired(ctx, dir, cfg, passphrase, keys, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Dir: dir, Config: cfg, TrustDomain: td, Roots: roots, Issuer: &Issuer{Cert: inters[0], Key: key}, Retired: retired}, nil
+}
+
+// ReadConfig reads DIR/ca.json, filling in the default policy for what it
+// leaves out.
+func ReadConfig(dir string) (Config, spiffeid.TrustDomain, error) {
+	var cfg Config
 	raw, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s holds no CA (no %s): run `mutual ca init --dir %s` first: %w", dir, ConfigFile, dir, err)
+			return cfg, spiffeid.TrustDomain{}, fmt.Errorf("%s holds no CA (no %s): run `mutual ca init --dir %s` first: %w", dir, ConfigFile, dir, err)
 		}
-		return nil, err
+		return cfg, spiffeid.TrustDomain{}, err
 	}
-	var cfg Config
 	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
+		return cfg, spiffeid.TrustDomain{}, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
 	}
 	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
 	if err != nil {
-		return nil, fmt.Errorf("%s: trust_domain: %w", filepath.Join(dir, ConfigFile), err)
+		return cfg, spiffeid.TrustDomain{}, fmt.Errorf("%s: trust_domain: %w", filepath.Join(dir, ConfigFile), err)
 	}
 	if cfg.Policy.DefaultTTL == 0 {
 		cfg.Policy.DefaultTTL = DefaultPolicy.DefaultTTL
@@ -453,27 +603,53 @@ func LoadCA(dir string, passphrase []byte) (*CA, error) {
 	if cfg.Policy.MaxTokenTTL == 0 {
 		cfg.Policy.MaxTokenTTL = DefaultPolicy.MaxTokenTTL
 	}
-	roots, err := ReadCertificates(filepath.Join(dir, BundleFile))
-	if err != nil {
-		return nil, err
+	return cfg, td, nil
+}
+
+// KeyLocation says where the key of role (RoleRoot or RoleIntermediate)
+// lives: the reference ca.json records, or its file in dir.
+func KeyLocation(dir string, cfg Config, role string) string {
+	ref, file := cfg.Keys.Root, RootKeyFile
+	if role == RoleIntermediate {
+		ref, file = cfg.Keys.Intermediate, IntermediateKeyFile
 	}
-	inters, err := ReadCertificates(filepath.Join(dir, IntermediateCertFile))
-	if err != nil {
-		return nil, err
+	if ref != "" {
+		return ref
 	}
-	keyPath := filepath.Join(dir, IntermediateKeyFile)
-	keyPEM, err := os.ReadFile(keyPath)
+	return filepath.Join(dir, file)
+}
+
+// OpenCAKey opens the key of role (RoleRoot or RoleIntermediate) of the CA
+// in dir: through keys when ca.json names it, else its encrypted file,
+// decrypted with passphrase.
+func OpenCAKey(ctx context.Context, dir string, cfg Config, role string, passphrase []byte, keys KeyOpener) (crypto.Signer, error) {
+	ref, file := cfg.Keys.Root, RootKeyFile
+	if role == RoleIntermediate {
+		ref, file = cfg.Keys.Intermediate, IntermediateKeyFile
+	}
+	if ref != "" {
+		if keys == nil {
+			return nil, fmt.Errorf("the %s key is %s (%s keys.%s), and nothing here opens key references", role, ref, filepath.Join(dir, ConfigFile), role)
+		}
+		key, err := keys.Open(ctx, ref)
+		if err != nil {
+			return nil, fmt.Errorf("the %s key: %w", role, err)
+		}
+		return key, nil
+	}
+	path := filepath.Join(dir, file)
+	keyPEM, err := os.ReadFile(path)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && role == RoleRoot {
+			return nil, fmt.Errorf("the root key %s is not there (moved offline?): bring it back for this step, then move it away again: %w", path, err)
+		}
 		return nil, err
 	}
 	key, err := ParsePrivateKey(keyPEM, passphrase)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyPath, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if !PublicKeysEqual(inters[0].PublicKey, key.Public()) {
-		return nil, fmt.Errorf("%s does not match the certificate %s", keyPath, filepath.Join(dir, IntermediateCertFile))
-	}
-	return &CA{Dir: dir, Config: cfg, TrustDomain: td, Roots: roots, Issuer: &Issuer{Cert: inters[0], Key: key}}, nil
+	return key, nil
 }
 
 // ReadCertificates reads every certificate in a PEM file.

@@ -77,6 +77,12 @@ type Authority interface {
 	Administration
 }
 
+// OCSPResponder answers DER OCSP requests (*publish.Responder, or
+// publish.Responders for several issuers).
+type OCSPResponder interface {
+	Respond(ctx context.Context, reqDER []byte) []byte
+}
+
 // Config builds a Server. Every field is required unless it says otherwise.
 type Config struct {
 	// Authority answers the API's requests.
@@ -102,8 +108,11 @@ type Config struct {
 	Registry *prometheus.Registry
 	// CRL, OCSP and Hub serve revocation; nil leaves their routes out.
 	CRL  *publish.CRL
-	OCSP *publish.Responder
+	OCSP OCSPResponder
 	Hub  *publish.Hub
+	// RetiredCRLs are the CRLs of intermediates a rotation retired, each
+	// served at /crl/ plus its issuer's key id; nil when none.
+	RetiredCRLs []*publish.CRL
 	// IssuanceLog serves the issuance log under /log/; nil leaves it out.
 	IssuanceLog *translog.Server
 	// SPIFFEBundle, when set, returns this trust domain's SPIFFE bundle
@@ -679,12 +688,21 @@ func (s *Server) RevocationHandler() http.Handler {
 		name := r.PathValue("name")
 		want := revocation.IssuerKeyID(s.cfg.IssuerCert)
 		base, ext, _ := strings.Cut(name, ".")
-		if s.cfg.CRL == nil || base != want || (ext != "crl" && ext != "pem") {
+		crl := s.cfg.CRL
+		if base != want {
+			crl = nil
+			for _, c := range s.cfg.RetiredCRLs {
+				if base == revocation.IssuerKeyID(c.Issuer.Cert) {
+					crl = c
+				}
+			}
+		}
+		if crl == nil || (ext != "crl" && ext != "pem") {
 			writeError(w, http.StatusNotFound, api.CodeNotFound, "no CRL "+name+": this CA publishes /crl/"+want+".crl (DER) and .pem")
 			s.metrics.observe("crl", http.StatusNotFound, time.Since(start))
 			return
 		}
-		der, seq, err := s.cfg.CRL.Current(r.Context())
+		der, seq, err := crl.Current(r.Context())
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, api.CodeStoreUnavailable, "the CRL cannot be built now: "+err.Error())
 			s.metrics.observe("crl", http.StatusServiceUnavailable, time.Since(start))

@@ -156,11 +156,14 @@ func (r *Responder) Respond(ctx context.Context, reqDER []byte) []byte {
 	if err != nil || req.SerialNumber == nil {
 		return ocsp.MalformedRequestErrorResponse
 	}
-	nh, ok1 := r.issuerNameHash[req.HashAlgorithm]
-	kh, ok2 := r.issuerKeyHash[req.HashAlgorithm]
-	if !ok1 || !ok2 || !bytes.Equal(nh, req.IssuerNameHash) || !bytes.Equal(kh, req.IssuerKeyHash) {
+	if !r.answersFor(req) {
 		return ocsp.UnauthorizedErrorResponse
 	}
+	return r.respond(ctx, req)
+}
+
+// respond answers a parsed request about this responder's issuer.
+func (r *Responder) respond(ctx context.Context, req *ocsp.Request) []byte {
 	serial := pki.FormatSerial(req.SerialNumber)
 	now := r.now()
 	key := cacheKey(serial, req.HashAlgorithm)
@@ -184,6 +187,13 @@ func (r *Responder) Respond(ctx context.Context, reqDER []byte) []byte {
 	}
 	r.mu.Unlock()
 	return der
+}
+
+// answersFor says whether req names this responder's issuer.
+func (r *Responder) answersFor(req *ocsp.Request) bool {
+	nh, ok1 := r.issuerNameHash[req.HashAlgorithm]
+	kh, ok2 := r.issuerKeyHash[req.HashAlgorithm]
+	return ok1 && ok2 && bytes.Equal(nh, req.IssuerNameHash) && bytes.Equal(kh, req.IssuerKeyHash)
 }
 
 func (r *Responder) sign(ctx context.Context, req *ocsp.Request, serial string, now time.Time) ([]byte, error) {

@@ -1,0 +1,66 @@
+package audit_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/audit"
+	"github.com/mutual-tls/mutual/internal/keyref"
+	"github.com/mutual-tls/mutual/internal/keyref/softhsmtest"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
+)
+
+// TestCAKeyLocations: the audit says where each CA key lives: a token
+// (by its URI), an encrypted file, or not on this host.
+func TestCAKeyLocations(t *testing.T) {
+	tok := softhsmtest.New(t)
+	kr := keyref.NewKeyring(keyref.Options{})
+	defer kr.Close()
+	newKey, err := kr.NewCAKey(pki.KeyRefs{Intermediate: tok.URI("intermediate")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "ca")
+	if _, err := pki.InitContext(context.Background(), pki.InitOptions{Dir: dir, TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"),
+		Passphrase: []byte("pass"), Iterations: 1000, NewKey: newKey}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := pki.ReadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := audit.Run(context.Background(), audit.Options{CADir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]audit.CAKey{
+		"root":         {Store: "file-encrypted", Location: filepath.Join(dir, pki.RootKeyFile)},
+		"intermediate": {Store: "token", Location: cfg.Keys.Intermediate},
+		"issuance log": {Store: "file-encrypted", Location: filepath.Join(dir, logkey.KeyFile)},
+	}
+	if len(r.CAKeys) != len(want) {
+		t.Fatalf("CAKeys %+v, want %d keys", r.CAKeys, len(want))
+	}
+	for _, k := range r.CAKeys {
+		w := want[k.Role]
+		if k.Store != w.Store || k.Location != w.Location {
+			t.Errorf("%s key: %s at %s, want %s at %s", k.Role, k.Store, k.Location, w.Store, w.Location)
+		}
+		if k.Role != "issuance log" && (k.NotAfter.IsZero() || !k.NotAfter.After(k.NotBefore)) {
+			t.Errorf("%s key: certificate validity %s..%s", k.Role, k.NotBefore, k.NotAfter)
+		}
+	}
+	// A root kept offline is absent here.
+	off := newOfflineCA(t)
+	r, err = audit.Run(context.Background(), audit.Options{CADir: off.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.CAKeys[0].Role != "root" || r.CAKeys[0].Store != "absent" {
+		t.Fatalf("offline root: %+v", r.CAKeys[0])
+	}
+}
