@@ -1,6 +1,7 @@
 package audit_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/audit"
+	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
@@ -202,6 +204,22 @@ func deployCorpus() []deployCase {
 			},
 			want:     []string{"bundle-unrelated-root:high"},
 			evidence: map[string][]string{"bundle-unrelated-root": {"example.org root CA"}},
+		},
+		{
+			// The CA directory's bundle.pem with a root besides the one
+			// that issued the intermediate.
+			name: "bundle-foreign-ca/extra root in the CA's bundle",
+			setup: func(t *testing.T) audit.Options {
+				c := newOfflineCA(t)
+				twin := testca.New(t)
+				if err := os.WriteFile(filepath.Join(c.Dir, pki.BundleFile), pki.EncodeCertificates(c.Root, twin.Root), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return audit.Options{CADir: c.Dir}
+			},
+			want:     []string{"bundle-foreign-ca:high"},
+			evidence: map[string][]string{"bundle-foreign-ca": {"bundle.pem", "example.org root CA", "is not the root of example.org"}},
+			fix:      map[string][]string{"bundle-foreign-ca": {"remove it"}},
 		},
 		{
 			name: "lifetime-above-policy/written directory",
@@ -408,6 +426,32 @@ func TestProxyFlags(t *testing.T) {
 	} {
 		if _, err := audit.ProxyFlags(c.args); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ProxyFlags(%q): %v, want an error saying %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestCLIDeployment: `mutual audit --etc DIR --identity-dir DIR --policy
+// FILE` prints each planted finding with its evidence and fix, and fails
+// at the default --fail-on high.
+func TestCLIDeployment(t *testing.T) {
+	c := newOfflineCA(t)
+	id := writeIdentity(t, proxyIdentity(t, c.CA))
+	if err := os.Chmod(filepath.Join(id, "key.pem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol := writeTemp(t, "policy.yaml", []byte("rules:\n  - ids: [\"spiffe://other.org/**\"]\n"))
+	etc := etcDir(t, map[string]string{"proxy-inbound-api.env": inboundArgs(id, "--allow spiffe://example.org/* --no-revocation")})
+	var out, errOut bytes.Buffer
+	err := cli.Run(context.Background(), []string{"audit", "--etc", etc, "--policy", pol, "--trust-domain", "example.org"}, strings.NewReader(""), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "--fail-on high") {
+		t.Fatalf("mutual audit: %v, want a failure at --fail-on high\n%s", err, out.String())
+	}
+	for _, w := range []string{
+		"revocation-off", "--no-revocation", "key-permissions", "chmod 600 " + filepath.Join(id, "key.pem"),
+		"allow-root-wildcard", "--allow spiffe://example.org/*", "allow-foreign-wildcard", "policy.yaml rule 1: ids spiffe://other.org/**",
+	} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("the output does not say %q:\n%s", w, out.String())
 		}
 	}
 }
