@@ -22,17 +22,6 @@ import (
 	"github.com/mutual-tls/mutual/internal/testenv"
 )
 
-// deployCase is one planted misconfiguration of a deployed host.
-type deployCase struct {
-	name  string
-	setup func(t *testing.T) audit.Options
-	// want is the exact set of findings, as "id:severity".
-	want []string
-	// evidence and fix are words the finding of that ID must show: the
-	// file, flag or rule at fault, and the remedy.
-	evidence, fix map[string][]string
-}
-
 // writeIdentity saves id as an identity directory, the way the agent and
 // `mutual request` write one (key 0600).
 func writeIdentity(t testing.TB, id *identity.Identity) string {
@@ -65,8 +54,11 @@ func inboundArgs(idDir, extra string) string {
 	return "--listen 0.0.0.0:8443 --target 127.0.0.1:8080 --identity-dir " + idDir + " --ca https://127.0.0.1:8443 " + extra
 }
 
-func deployCorpus() []deployCase {
-	return []deployCase{
+// deployCorpus plants one misconfiguration of a deployed host per case;
+// TestFindings runs them. evidence and fix name the file, flag or rule at
+// fault and the remedy.
+func deployCorpus() []auditCase {
+	return []auditCase{
 		{
 			name: "allow-root-wildcard/env file flag",
 			setup: func(t *testing.T) audit.Options {
@@ -247,41 +239,6 @@ func deployCorpus() []deployCase {
 			evidence: map[string][]string{"lifetime-above-policy": {"lists serial", webID, "12h", "policy maximum 1h0m0s"}},
 			fix:      map[string][]string{"lifetime-above-policy": {"mutual cert revoke", "--serial"}},
 		},
-	}
-}
-
-// TestDeploymentFindings plants one misconfiguration per case in real
-// files (env files, policy files, identity directories, a CA directory, a
-// running CA and proxy) and checks that exactly it is reported, naming the
-// file and flag or rule at fault and the fix.
-func TestDeploymentFindings(t *testing.T) {
-	for _, c := range deployCorpus() {
-		t.Run(c.name, func(t *testing.T) {
-			o := c.setup(t)
-			o.Timeout = 5 * time.Second
-			if o.SystemRoots == nil {
-				o.SystemRoots = []*x509.Certificate{}
-			}
-			r, err := audit.Run(context.Background(), o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := summary(r); !slices.Equal(got, c.want) {
-				t.Fatalf("findings %v, want %v\n%s", got, c.want, describe(r))
-			}
-			for _, f := range r.Findings {
-				for _, w := range c.evidence[f.ID] {
-					if !strings.Contains(f.Evidence, w) {
-						t.Errorf("%s: the evidence does not say %q: %q", f.ID, w, f.Evidence)
-					}
-				}
-				for _, w := range c.fix[f.ID] {
-					if !strings.Contains(f.Fix, w) {
-						t.Errorf("%s: the fix does not say %q: %q", f.ID, w, f.Fix)
-					}
-				}
-			}
-		})
 	}
 }
 
