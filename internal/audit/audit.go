@@ -80,6 +80,8 @@ type Finding struct {
 //	no-revocation: false    # true: the proxy checks no revocation at all
 //	metrics: http://127.0.0.1:9102   # to read /migration
 //	allow: ["spiffe://example.org/ns/prod/*"]
+//	policy: /etc/mutual/api-policy.yaml     # audited rule by rule
+//	identity-dir: /etc/mutual/api           # key modes, bundle, lifetime
 //
 // An outbound proxy is written down with its --expect and --server-name:
 //
