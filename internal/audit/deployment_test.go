@@ -252,6 +252,11 @@ func TestCleanDeployment(t *testing.T) {
 	ca := testenv.StartCA(t, testenv.Options{CA: c.CA})
 	web := ca.Enroll(t, webID, api.TokenRequest{})
 	webDir := writeIdentity(t, web)
+	// A key written 0640 for the workload's group (agent --write
+	// ...,mode=0640) is as intended.
+	if err := os.Chmod(filepath.Join(webDir, "key.pem"), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	strict := runProxy(t, proxyIdentity(t, c.CA), proxy.InboundConfig{})
 	apiDir := writeIdentity(t, proxyIdentity(t, c.CA))
 	pol := writeTemp(t, "policy.yaml", []byte("rules:\n  - ids: [\"spiffe://example.org/ns/prod/web\"]\n  - ids: [\"spiffe://partner.com/partner/example/billing\"]\n    methods: [GET]\n    paths: [/invoices/]\n"))

@@ -34,7 +34,7 @@ func (a *auditor) identityDir(dir string) error {
 	}
 	for _, e := range entries {
 		if e.Type().IsRegular() {
-			a.keyFileMode(filepath.Join(dir, e.Name()), "chown it to the user of the workload that reads it")
+			a.keyFileMode(filepath.Join(dir, e.Name()), 0o037, "0640 when a group must read it (agent --write ...,mode=0640); chown it to the workload's user")
 		}
 	}
 	a.certChecks(filepath.Join(dir, "cert.pem"), chain[0], true)
@@ -65,21 +65,23 @@ func (a *auditor) caKeyFiles(dir string) {
 		if err != nil || !d.Type().IsRegular() || filepath.Base(p) == pki.DatabaseFile {
 			return nil
 		}
-		a.keyFileMode(p, "")
+		a.keyFileMode(p, 0o077, "")
 		return nil
 	})
 }
 
-// keyFileMode flags a file holding a private key that others may read.
-// extra is added to the fix.
-func (a *auditor) keyFileMode(p, extra string) {
+// keyFileMode flags a file holding a private key whose mode has a bit of
+// forbidden set: 0o077 for CA keys (owner only); 0o037 for identity
+// directories, where the agent may write a key 0640 for a workload's
+// group, as identity.WriteDir allows. extra is added to the fix.
+func (a *auditor) keyFileMode(p string, forbidden os.FileMode, extra string) {
 	st, err := os.Stat(p)
-	if err != nil || st.Mode().Perm()&0o077 == 0 || st.Size() > 1<<20 || !holdsPrivateKey(p) {
+	if err != nil || st.Mode().Perm()&forbidden == 0 || st.Size() > 1<<20 || !holdsPrivateKey(p) {
 		return
 	}
 	fix := "chmod 600 " + p
 	if extra != "" {
-		fix += "; " + extra
+		fix += " (" + extra + ")"
 	}
 	a.addOnce("key-permissions", High, "a key file is readable by others",
 		fmt.Sprintf("%s has mode %04o", p, st.Mode().Perm()), fix)
