@@ -81,6 +81,8 @@ type Finding struct {
 //	no-revocation: false    # true: the proxy checks no revocation at all
 //	metrics: http://127.0.0.1:9102   # to read /migration
 //	allow: ["spiffe://example.org/ns/prod/*"]
+//	policy: /etc/mutual/api-policy.yaml     # audited rule by rule
+//	identity-dir: /etc/mutual/api           # key modes, bundle, lifetime
 //
 // An outbound proxy is written down with its --expect and --server-name:
 //
@@ -97,6 +99,10 @@ type ProxyConfig struct {
 	Direction    string   `yaml:"direction"`
 	Expect       []string `yaml:"expect"`
 	ServerName   string   `yaml:"server-name"`
+	// Policy is the proxy's --policy file, audited rule by rule.
+	Policy string `yaml:"policy"`
+	// IdentityDir is the proxy's --identity-dir: key modes, bundle, lifetime.
+	IdentityDir string `yaml:"identity-dir"`
 }
 
 // Options say what to audit. Every part is optional.
@@ -105,6 +111,9 @@ type Options struct {
 	ProxyConfig string
 	Bundle      string
 	Targets     []string
+	// Deployment fields (see deployment.go): EtcDir, PolicyFiles,
+	// IdentityDirs, CAURL, TrustDomain.
+	Deployment
 	// ExpiryWarning flags certificates expiring sooner; default 30 days.
 	ExpiryWarning time.Duration
 	// MaxLifetime is the policy maximum for leaves; default from the CA's
@@ -154,6 +163,8 @@ type auditor struct {
 	r   *Report
 	td  string
 	own []*x509.Certificate // the CA's roots
+	// dirs are the identity directories already audited (deployment.go).
+	dirs map[string]bool
 }
 
 func (a *auditor) add(id string, sev Severity, title, evidence, fix string) {
@@ -191,6 +202,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if err := a.proxy(ctx, o.ProxyConfig); err != nil {
 			return nil, err
 		}
+	}
+	if err := a.deployment(ctx); err != nil {
+		return nil, err
 	}
 	for _, t := range o.Targets {
 		a.target(ctx, t)
@@ -428,12 +442,19 @@ func (a *auditor) proxy(ctx context.Context, path string) error {
 		return fmt.Errorf("--proxy-config %s: %w", path, err)
 	}
 	a.r.Checked = append(a.r.Checked, "proxy "+path)
+	return a.proxyConfig(ctx, path, "", pc)
+}
+
+// proxyConfig checks one proxy's configuration; where names its source
+// (a file) and flag is how the source spells a flag ("" for YAML keys,
+// "--" for command-line flags).
+func (a *auditor) proxyConfig(ctx context.Context, path, flag string, pc ProxyConfig) error {
 	// Without --ca the proxy finds the CA in mutual.json or its own
 	// certificate, and refuses to start without one: only --no-revocation
 	// turns revocation off.
 	if pc.NoRevocation {
 		a.add("revocation-off", High, "the proxy does not check revocation",
-			path+": no-revocation: true, so the proxy follows no revocation feed or CRL and accepts revoked certificates until they expire",
+			path+": "+spell(flag, "no-revocation", "true")+", so the proxy follows no revocation feed or CRL and accepts revoked certificates until they expire",
 			"drop --no-revocation and run the proxy with --ca https://CA:PORT (or an identity directory whose mutual.json names the CA)")
 	}
 	switch pc.Direction {
@@ -446,14 +467,10 @@ func (a *auditor) proxy(ctx context.Context, path string) error {
 	default:
 		return fmt.Errorf("--proxy-config %s: direction %q: write inbound or outbound", path, pc.Direction)
 	}
-	for _, p := range pc.Allow {
-		if strings.HasSuffix(p, "/**") && strings.Count(strings.TrimPrefix(p, "spiffe://"), "/") == 1 {
-			a.add("allow-whole-domain", Low, "the proxy allows the whole trust domain", fmt.Sprintf("%s: allow %s", path, p),
-				"allow only the identities that call this service")
-		}
-	}
+	a.allowPatterns(path+": "+flag+"allow", pc.Allow, a.ownTrustDomain(pc))
+	a.proxyFiles(pc)
 	if pc.Mode == "permissive" {
-		sev, evidence := Low, path+": mode permissive"
+		sev, evidence := Low, path+": "+spell(flag, "mode", "permissive")
 		fix := "check GET /migration on the proxy's metrics listener, then switch to --mode strict"
 		if pc.Metrics != "" {
 			n, err := migrationSources(ctx, pc.Metrics, a.o.Timeout)

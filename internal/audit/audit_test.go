@@ -42,6 +42,8 @@ type auditCase struct {
 	want []string
 	// evidence are words each finding of that ID must show as evidence.
 	evidence map[string][]string
+	// fix are words its fix must show (the remedy, the file to change).
+	fix map[string][]string
 }
 
 // proxyYAML writes a proxy description for --proxy-config.
@@ -488,9 +490,11 @@ func reissueCAIdentities(t testing.TB, c *offlineCA, at time.Time) {
 }
 
 // TestFindings crafts one misconfiguration per finding and checks that the
-// audit reports exactly it, with its severity, evidence and a fix.
+// audit reports exactly it, with its severity, evidence and a fix. The
+// deployed-host cases (deployCorpus) plant theirs in env files, policy
+// files, identity directories and a running CA.
 func TestFindings(t *testing.T) {
-	for _, c := range auditCorpus() {
+	for _, c := range append(auditCorpus(), deployCorpus()...) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			o := c.setup(t)
@@ -509,6 +513,11 @@ func TestFindings(t *testing.T) {
 				for _, w := range c.evidence[f.ID] {
 					if !strings.Contains(f.Evidence, w) {
 						t.Errorf("%s: the evidence does not say %q: %q", f.ID, w, f.Evidence)
+					}
+				}
+				for _, w := range c.fix[f.ID] {
+					if !strings.Contains(f.Fix, w) {
+						t.Errorf("%s: the fix does not say %q: %q", f.ID, w, f.Fix)
 					}
 				}
 			}
