@@ -53,6 +53,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		logCmd(e),
 		diagnoseCmd(e),
 		auditCmd(e),
+		dashboardCmd(e),
 	)
 	return root.ExecuteContext(ctx)
 }

@@ -75,6 +75,7 @@ type Administration interface {
 type Authority interface {
 	Issuance
 	Administration
+	CertificateLookup
 }
 
 // Config builds a Server. Every field is required unless it says otherwise.
@@ -144,6 +145,7 @@ func New(cfg Config) *Server {
 	s.route("POST /v1/tokens", "tokens_create", s.admin(s.createToken))
 	s.route("GET /v1/tokens", "tokens_list", s.admin(s.listTokens))
 	s.route("GET /v1/certificates", "certificates_list", s.admin(s.listCertificates))
+	s.route("GET /v1/certificates/{serial}", "certificate", s.admin(s.certificate))
 	s.route("POST /v1/revoke", "revoke", s.admin(s.revoke))
 	s.route("POST /v1/entries", "entries_create", s.admin(s.createEntry))
 	s.route("GET /v1/entries", "entries_list", s.admin(s.listEntries))
@@ -492,19 +494,7 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 	}
 	out := api.CertificateList{Certificates: []api.CertificateInfo{}}
 	for _, c := range cs {
-		ci := api.CertificateInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
-			IssuedAt: c.IssuedAt, RequestedBy: c.RequestedBy}
-		if c.Revoked() {
-			t := c.RevokedAt
-			ci.RevokedAt = &t
-			ci.RevocationReason = ca.ReasonName(c.RevocationReason)
-		}
-		if withPEM {
-			if x, err := x509.ParseCertificate(c.DER); err == nil {
-				ci.CertificatePEM = string(pki.EncodeCertificates(x))
-			}
-		}
-		out.Certificates = append(out.Certificates, ci)
+		out.Certificates = append(out.Certificates, certificateInfo(c, withPEM))
 	}
 	if len(cs) == limit {
 		out.Next = cs[len(cs)-1].Cursor().String()

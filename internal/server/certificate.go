@@ -1,0 +1,48 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"net/http"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/store"
+)
+
+// CertificateLookup finds one issued certificate by serial, for
+// GET /v1/certificates/{serial}. *ca.Authority provides it.
+type CertificateLookup interface {
+	Certificate(ctx context.Context, serial string) (store.Certificate, error)
+}
+
+// certificate answers one certificate's record with its PEM (admin): what
+// an operator looks up by the serial a log line or a browser showed.
+func (s *Server) certificate(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) (int, error) {
+	c, err := s.cfg.Authority.Certificate(r.Context(), r.PathValue("serial"))
+	if err != nil {
+		return 0, err
+	}
+	return ok(w, certificateInfo(c, true))
+}
+
+// certificateInfo is the API's view of a stored certificate; withPEM adds
+// the certificate itself (never a key: the CA holds none of a leaf's).
+func certificateInfo(c store.Certificate, withPEM bool) api.CertificateInfo {
+	ci := api.CertificateInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+		IssuedAt: c.IssuedAt, RequestedBy: c.RequestedBy}
+	if c.Revoked() {
+		t := c.RevokedAt
+		ci.RevokedAt = &t
+		ci.RevocationReason = ca.ReasonName(c.RevocationReason)
+	}
+	if withPEM {
+		if x, err := x509.ParseCertificate(c.DER); err == nil {
+			ci.CertificatePEM = string(pki.EncodeCertificates(x))
+		}
+	}
+	return ci
+}
