@@ -147,7 +147,7 @@ func (e *NotLoopbackError) Error() string {
 // Listen binds addr, refusing an address beyond loopback unless tlsID (the
 // identity HTTPS is served with) is given.
 func Listen(addr string, tlsID *identity.Identity) (net.Listener, error) {
-	if tlsID == nil && !loopbackAddr(addr) {
+	if tlsID == nil && !loopback(addr) {
 		return nil, &NotLoopbackError{Addr: addr}
 	}
 	ln, err := net.Listen("tcp", addr)
@@ -155,19 +155,6 @@ func Listen(addr string, tlsID *identity.Identity) (net.Listener, error) {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
 	}
 	return ln, nil
-}
-
-// loopbackAddr reports whether HOST:PORT names only the loopback interface.
-func loopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Serve answers on ln until ctx is done. Without Config.TLS it refuses a
@@ -182,23 +169,23 @@ func (d *Dashboard) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 	}
 	if d.cfg.TLS == nil {
-		if !loopbackAddr(ln.Addr().String()) {
+		if !loopback(ln.Addr().String()) {
 			return &NotLoopbackError{Addr: ln.Addr().String()}
 		}
 	} else {
 		hs.TLSConfig = d.tlsConfig()
 		ln = tls.NewListener(ln, hs.TLSConfig)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	// Shut down gracefully when ctx ends, and return only once done.
+	shutdown := make(chan error, 1)
+	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		err := hs.Shutdown(sctx)
-		<-errc
-		return err
+		shutdown <- hs.Shutdown(sctx)
+	})
+	err := hs.Serve(ln)
+	if !stop() {
+		return <-shutdown
 	}
+	return err
 }

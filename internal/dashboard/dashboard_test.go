@@ -164,19 +164,12 @@ func TestMarkupIsText(t *testing.T) {
 func TestNonAdminRefusedByTheCA(t *testing.T) {
 	e := newEnv(t)
 	e.enroll(t, "spiffe://example.org/ns/prod/web")
-	tok, err := e.cl.CreateToken(context.Background(), api.TokenRequest{SPIFFEID: "spiffe://example.org/ns/prod/intruder"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	en, err := client.RequestIdentity(context.Background(), tok.Token, pki.KeyECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wl := clientAs(t, e.svc, en.Identity)
+	intruder := e.enrollIdentity(t, "spiffe://example.org/ns/prod/intruder")
+	wl := clientAs(t, e.svc, intruder)
 	if _, err := wl.CertificatesPage(context.Background(), "", false, 0, ""); !isStatus(err, http.StatusForbidden) {
 		t.Fatalf("the CA answered a workload's admin request: %v", err)
 	}
-	base := serve(t, dashboard.Config{CA: wl, Identity: en.Identity}, nil)
+	base := serve(t, dashboard.Config{CA: wl, Identity: intruder}, nil)
 	_, body, _ := get(t, browser(t), base+"/certificates")
 	if !strings.Contains(body, "is not an admin") || strings.Contains(body, "spiffe://example.org/ns/prod/web") {
 		t.Errorf("a non-admin dashboard's certificates page:\n%s", body)

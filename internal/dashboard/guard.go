@@ -42,7 +42,7 @@ func (d *Dashboard) guard(h http.Handler) http.Handler {
 		hd.Set("Cross-Origin-Opener-Policy", "same-origin")
 		hd.Set("Cross-Origin-Resource-Policy", "same-origin")
 		hd.Set("Cache-Control", "no-store")
-		if r.TLS == nil && !loopbackHost(r.Host) {
+		if r.TLS == nil && !loopback(r.Host) {
 			d.fail(w, r, http.StatusMisdirectedRequest, "Refused: the dashboard answers only to a loopback host name (127.0.0.1, [::1] or localhost), not "+r.Host+".")
 			return
 		}
@@ -104,9 +104,10 @@ func (d *Dashboard) csrfFor(r *http.Request) string {
 	return d.csrfToken(s)
 }
 
-// loopbackHost reports whether a Host header names loopback, so that a
-// page of another site that rebinds its DNS name to 127.0.0.1 is refused.
-func loopbackHost(hostport string) bool {
+// loopback reports whether HOST:PORT (or a Host header, port optional)
+// names only the loopback interface. On requests, it refuses a page of
+// another site that rebinds its DNS name to 127.0.0.1.
+func loopback(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h

@@ -109,6 +109,12 @@ func serve(t *testing.T, cfg dashboard.Config, tlsID *identity.Identity) string 
 // would, and returns its serial.
 func (e *env) enroll(t *testing.T, id string) string {
 	t.Helper()
+	return pki.FormatSerial(e.enrollIdentity(t, id).Leaf().SerialNumber)
+}
+
+// enrollIdentity is enroll, returning the identity.
+func (e *env) enrollIdentity(t *testing.T, id string) *identity.Identity {
+	t.Helper()
 	ctx := context.Background()
 	tok, err := e.cl.CreateToken(ctx, api.TokenRequest{SPIFFEID: id})
 	if err != nil {
@@ -118,7 +124,7 @@ func (e *env) enroll(t *testing.T, id string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pki.FormatSerial(en.Identity.Leaf().SerialNumber)
+	return en.Identity
 }
 
 // browser is an HTTP client with its own cookies, as one browser is.
