@@ -97,8 +97,8 @@ func caViews(role string, certs []*x509.Certificate, now time.Time) []caView {
 // liveCounts counts the live certificates by kind and charts their expiry.
 func (d *Dashboard) liveCounts(ctx context.Context, now time.Time, o *overviewData) {
 	counts := map[pki.Kind]int{}
-	o.Hours = newTimeline(now, time.Hour, 24, "15h")
-	o.Days = newTimeline(now, 24*time.Hour, 7, "Mon 2")
+	o.Hours = newTimeline(now, time.Hour, 24, "h", 3)
+	o.Days = newTimeline(now, 24*time.Hour, 7, "d", 1)
 	read, next, err := d.scan(ctx, "", true, "", liveScanMax, func(c api.CertificateInfo) error {
 		if c.RevokedAt != nil || now.After(c.NotAfter) {
 			return nil
@@ -147,17 +147,23 @@ func (d *Dashboard) recentRevocations(ctx context.Context, o *overviewData) {
 // timeline is a bar chart of expiries in consecutive buckets from now,
 // laid out for an SVG of chartWidth × chartHeight.
 type timeline struct {
-	start  time.Time
-	step   time.Duration
-	format string
-	Bars   []bar
+	start time.Time
+	step  time.Duration
+	// unit names step in labels ("h", "d"); every labelEvery-th bar is
+	// labelled.
+	unit       string
+	labelEvery int
+	Bars       []bar
 	Max    int
 	// Later counts expiries after the last bucket.
 	Later int
 }
 
 type bar struct {
+	// Label is the bucket's end from now ("≤3h"); Shown says it is drawn
+	// under the bar (the title always has it).
 	Label        string
+	Shown        bool
 	Count        int
 	X, Y, W, H   int
 	LabelX, TopY int
@@ -165,9 +171,8 @@ type bar struct {
 
 const chartWidth, chartHeight, chartBase = 720, 160, 130
 
-func newTimeline(now time.Time, step time.Duration, n int, format string) timeline {
-	t := timeline{start: now, step: step, format: format, Bars: make([]bar, n)}
-	return t
+func newTimeline(now time.Time, step time.Duration, n int, unit string, labelEvery int) timeline {
+	return timeline{start: now, step: step, unit: unit, labelEvery: labelEvery, Bars: make([]bar, n)}
 }
 
 func (t *timeline) add(at time.Time) {
@@ -190,7 +195,8 @@ func (t *timeline) layout() {
 	w := chartWidth / len(t.Bars)
 	for i := range t.Bars {
 		b := &t.Bars[i]
-		b.Label = t.start.Add(time.Duration(i) * t.step).UTC().Format(t.format)
+		b.Label = fmt.Sprintf("≤%d%s", i+1, t.unit)
+		b.Shown = (i+1)%t.labelEvery == 0
 		b.X, b.W = i*w+2, w-4
 		if t.Max > 0 {
 			b.H = b.Count * (chartBase - 20) / t.Max
