@@ -19,6 +19,13 @@ func (c *Client) Certificate(ctx context.Context, serial string) (*api.Certifica
 	return &out, c.do(ctx, http.MethodGet, "/v1/certificates/"+url.PathEscape(serial), nil, &out)
 }
 
+// Summary fetches the estate at a glance (admin): live certificates by
+// kind, identity and expiry, and the latest revocations.
+func (c *Client) Summary(ctx context.Context) (*api.Summary, error) {
+	var out api.Summary
+	return &out, c.do(ctx, http.MethodGet, "/v1/certificates/summary", nil, &out)
+}
+
 // Health is what the CA's /healthz answered: "ok", or why it cannot issue.
 type Health struct {
 	Status string `json:"status"`

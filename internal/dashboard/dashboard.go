@@ -47,6 +47,7 @@ var assets embed.FS
 // CA is what the dashboard asks of the CA's admin API; *client.Client
 // provides it.
 type CA interface {
+	Summary(ctx context.Context) (*api.Summary, error)
 	CertificatesPage(ctx context.Context, spiffeID string, validOnly bool, limit int, after string) (*api.CertificateList, error)
 	Certificate(ctx context.Context, serial string) (*api.CertificateInfo, error)
 	Revoke(ctx context.Context, req api.RevokeRequest) (*api.RevokeResponse, error)

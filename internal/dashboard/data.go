@@ -13,12 +13,7 @@ import (
 // by the CA.
 const (
 	// scanPage is the page size asked of the CA.
-	scanPage = 5000
-	// liveScanMax bounds the live certificates the overview counts.
-	liveScanMax = 100_000
-	// recentScanMax bounds the newest certificates searched for
-	// revocations (certificates are short-lived: the recent ones matter).
-	recentScanMax = 10_000
+	scanPage = 1000
 	// searchScanMax bounds what one certificates page filters through.
 	searchScanMax = 20_000
 	// rowsMax is the rows one certificates page shows.

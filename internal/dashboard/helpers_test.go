@@ -34,7 +34,7 @@ type env struct {
 }
 
 // startCA runs a CA service until the test ends.
-func startCA(t *testing.T) (*testca.CA, *caservice.Service) {
+func startCA(t testing.TB) (*testca.CA, *caservice.Service) {
 	t.Helper()
 	c := testca.New(t)
 	svc, err := caservice.Open(context.Background(), caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
@@ -53,7 +53,7 @@ func startCA(t *testing.T) (*testca.CA, *caservice.Service) {
 }
 
 // clientAs makes a CA client that presents id.
-func clientAs(t *testing.T, svc *caservice.Service, id *identity.Identity) *client.Client {
+func clientAs(t testing.TB, svc *caservice.Service, id *identity.Identity) *client.Client {
 	t.Helper()
 	tc := id.TLSCertificate()
 	cl, err := client.New([]string{svc.URL}, id.Roots, &tc)
@@ -64,7 +64,7 @@ func clientAs(t *testing.T, svc *caservice.Service, id *identity.Identity) *clie
 	return cl
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	c, svc := startCA(t)
 	admin, err := identity.Load(c.AdminDir)
@@ -78,7 +78,7 @@ func newEnv(t *testing.T) *env {
 
 // serve runs a dashboard on 127.0.0.1 until the test ends and returns its
 // base URL.
-func serve(t *testing.T, cfg dashboard.Config, tlsID *identity.Identity) string {
+func serve(t testing.TB, cfg dashboard.Config, tlsID *identity.Identity) string {
 	t.Helper()
 	cfg.TLS = tlsID
 	d, err := dashboard.New(cfg)

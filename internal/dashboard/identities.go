@@ -1,12 +1,8 @@
 package dashboard
 
 import (
-	"context"
 	"errors"
 	"net/http"
-	"slices"
-	"strings"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -18,20 +14,13 @@ import (
 // identitiesData lists the identities alive now, the registration entries
 // and the join tokens (never their secrets: the CA does not answer them).
 type identitiesData struct {
-	Live       []liveIdentity
+	Live       []api.IdentitySummary
 	LiveErr    string
 	Truncated  bool
 	Entries    []api.Entry
 	EntriesErr string
 	Tokens     []tokenRow
 	TokensErr  string
-}
-
-type liveIdentity struct {
-	SPIFFEID, Kind string
-	Certificates   int
-	// Latest is the newest certificate's.
-	Latest api.CertificateInfo
 }
 
 type tokenRow struct {
@@ -46,15 +35,12 @@ func (d *Dashboard) identities(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := d.cfg.Now()
 	var data identitiesData
-	live, truncated, err := d.liveByIdentity(ctx, now)
-	if err != nil {
+	if sum, err := d.cfg.CA.Summary(ctx); err != nil {
 		data.LiveErr = err.Error()
+	} else {
+		data.Live = sum.Identities
 	}
-	for _, l := range live {
-		data.Live = append(data.Live, *l)
-	}
-	slices.SortFunc(data.Live, func(a, b liveIdentity) int { return strings.Compare(a.SPIFFEID, b.SPIFFEID) })
-	data.Truncated = truncated || len(data.Live) > liveIdentitiesMax
+	data.Truncated = len(data.Live) > liveIdentitiesMax
 	data.Live = data.Live[:min(len(data.Live), liveIdentitiesMax)]
 	if es, err := d.cfg.CA.ListEntries(ctx); err != nil {
 		data.EntriesErr = err.Error()
@@ -78,37 +64,15 @@ func (d *Dashboard) identities(w http.ResponseWriter, r *http.Request) {
 	d.render(w, r, http.StatusOK, "identities", "Identities", data)
 }
 
-// liveByIdentity groups the live certificates by identity, newest first.
-func (d *Dashboard) liveByIdentity(ctx context.Context, now time.Time) (map[string]*liveIdentity, bool, error) {
-	live := map[string]*liveIdentity{}
-	_, next, err := d.scan(ctx, "", true, "", liveScanMax, func(c api.CertificateInfo) error {
-		if certState(c, now) != "valid" {
-			return nil
-		}
-		l := live[c.SPIFFEID]
-		if l == nil {
-			l = &liveIdentity{SPIFFEID: c.SPIFFEID, Kind: "unknown", Latest: c}
-			if id, err := spiffeid.FromString(c.SPIFFEID); err == nil {
-				l.Kind = pki.KindOf(id).String()
-			}
-			live[c.SPIFFEID] = l
-		}
-		l.Certificates++
-		return nil
-	})
-	return live, next != "", err
-}
-
 // nodesData lists the nodes with a live certificate and what they are
 // granted.
 type nodesData struct {
-	Nodes     []nodeRow
-	Err       string
-	Truncated bool
+	Nodes []nodeRow
+	Err   string
 }
 
 type nodeRow struct {
-	liveIdentity
+	api.IdentitySummary
 	// Entries are the registration entries that grant its workloads.
 	Entries []api.Entry
 }
@@ -116,8 +80,7 @@ type nodeRow struct {
 func (d *Dashboard) nodes(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var data nodesData
-	live, truncated, err := d.liveByIdentity(ctx, d.cfg.Now())
-	data.Truncated = truncated
+	sum, err := d.cfg.CA.Summary(ctx)
 	var entries []api.Entry
 	es, eerr := d.cfg.CA.ListEntries(ctx)
 	if eerr == nil {
@@ -126,20 +89,21 @@ func (d *Dashboard) nodes(w http.ResponseWriter, r *http.Request) {
 	if err = errors.Join(err, eerr); err != nil {
 		data.Err = err.Error()
 	}
-	for _, l := range live {
-		id, err := spiffeid.FromString(l.SPIFFEID)
-		if err != nil || pki.KindOf(id) != pki.KindNode {
-			continue
-		}
-		n := nodeRow{liveIdentity: *l}
-		for _, e := range entries {
-			if grants(e, id) {
-				n.Entries = append(n.Entries, e)
+	if sum != nil {
+		for _, l := range sum.Identities {
+			id, err := spiffeid.FromString(l.SPIFFEID)
+			if err != nil || pki.KindOf(id) != pki.KindNode {
+				continue
 			}
+			n := nodeRow{IdentitySummary: l}
+			for _, e := range entries {
+				if grants(e, id) {
+					n.Entries = append(n.Entries, e)
+				}
+			}
+			data.Nodes = append(data.Nodes, n)
 		}
-		data.Nodes = append(data.Nodes, n)
 	}
-	slices.SortFunc(data.Nodes, func(a, b nodeRow) int { return strings.Compare(a.SPIFFEID, b.SPIFFEID) })
 	d.render(w, r, http.StatusOK, "nodes", "Nodes", data)
 }
 

@@ -1,18 +1,16 @@
 package dashboard
 
 import (
-	"context"
+	"cmp"
 	"crypto/x509"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/client"
-	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 // overviewData is the estate at a glance.
@@ -20,17 +18,11 @@ type overviewData struct {
 	// Live counts unexpired, unrevoked certificates by kind.
 	Live      []kindCount
 	LiveTotal int
-	// LiveScanned is how many live certificates were read; Truncated says
-	// the count stopped at liveScanMax.
-	LiveScanned int
-	Truncated   bool
-	LiveErr     string
 	// Hours and Days chart when live certificates expire.
 	Hours, Days timeline
-	// Revocations are the latest among the newest RevScanned certificates.
+	// Revocations are the latest.
 	Revocations []api.CertificateInfo
-	RevScanned  int
-	RevErr      string
+	SummaryErr  string
 	Health      *client.Health
 	HealthErr   string
 	CRL         *crlView
@@ -65,8 +57,11 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := d.cfg.Now()
 	var o overviewData
-	d.liveCounts(ctx, now, &o)
-	d.recentRevocations(ctx, &o)
+	if sum, err := d.cfg.CA.Summary(ctx); err != nil {
+		o.SummaryErr = err.Error()
+	} else {
+		o.fromSummary(sum)
+	}
 	if h, err := d.cfg.CA.Health(ctx); err != nil {
 		o.HealthErr = err.Error()
 	} else {
@@ -94,68 +89,24 @@ func caViews(role string, certs []*x509.Certificate, now time.Time) []caView {
 	return out
 }
 
-// liveCounts counts the live certificates by kind and charts their expiry.
-func (d *Dashboard) liveCounts(ctx context.Context, now time.Time, o *overviewData) {
-	counts := map[pki.Kind]int{}
-	o.Hours = newTimeline(now, time.Hour, 24, "h", 3)
-	o.Days = newTimeline(now, 24*time.Hour, 7, "d", 1)
-	read, next, err := d.scan(ctx, "", true, "", liveScanMax, func(c api.CertificateInfo) error {
-		if c.RevokedAt != nil || now.After(c.NotAfter) {
-			return nil
-		}
-		kind := pki.KindReserved
-		if id, err := spiffeid.FromString(c.SPIFFEID); err == nil {
-			kind = pki.KindOf(id)
-		}
-		counts[kind]++
-		o.LiveTotal++
-		o.Hours.add(c.NotAfter)
-		o.Days.add(c.NotAfter)
-		return nil
-	})
-	o.LiveScanned, o.Truncated = read, next != ""
-	if err != nil {
-		o.LiveErr = err.Error()
+// fromSummary fills the counts, the charts and the revocations.
+func (o *overviewData) fromSummary(sum *api.Summary) {
+	for k, n := range sum.LiveByKind {
+		o.Live = append(o.Live, kindCount{Kind: k, Count: n})
+		o.LiveTotal += n
 	}
-	for k, n := range counts {
-		o.Live = append(o.Live, kindCount{Kind: k.String(), Count: n})
-	}
-	slices.SortFunc(o.Live, func(a, b kindCount) int { return b.Count - a.Count })
-	o.Hours.layout()
-	o.Days.layout()
-}
-
-// recentRevocations lists the latest revocations among the newest
-// certificates.
-func (d *Dashboard) recentRevocations(ctx context.Context, o *overviewData) {
-	read, _, err := d.scan(ctx, "", false, "", recentScanMax, func(c api.CertificateInfo) error {
-		if c.RevokedAt != nil {
-			o.Revocations = append(o.Revocations, c)
-		}
-		return nil
-	})
-	o.RevScanned = read
-	if err != nil {
-		o.RevErr = err.Error()
-	}
-	slices.SortFunc(o.Revocations, func(a, b api.CertificateInfo) int { return b.RevokedAt.Compare(*a.RevokedAt) })
-	if len(o.Revocations) > 10 {
-		o.Revocations = o.Revocations[:10]
-	}
+	slices.SortFunc(o.Live, func(a, b kindCount) int { return cmp.Or(b.Count-a.Count, strings.Compare(a.Kind, b.Kind)) })
+	o.Hours = newTimeline(sum.ExpiringHourly, "h", 3, o.LiveTotal)
+	o.Days = newTimeline(sum.ExpiringDaily, "d", 1, o.LiveTotal)
+	o.Revocations = sum.RecentRevocations
 }
 
 // timeline is a bar chart of expiries in consecutive buckets from now,
 // laid out for an SVG of chartWidth × chartHeight.
 type timeline struct {
-	start time.Time
-	step  time.Duration
-	// unit names step in labels ("h", "d"); every labelEvery-th bar is
-	// labelled.
-	unit       string
-	labelEvery int
-	Bars       []bar
-	Max    int
-	// Later counts expiries after the last bucket.
+	Bars []bar
+	Max  int
+	// Later counts live certificates expiring after the last bucket.
 	Later int
 }
 
@@ -169,48 +120,38 @@ type bar struct {
 	LabelX, TopY int
 }
 
-const chartWidth, chartHeight, chartBase = 720, 160, 130
+const chartWidth, chartBase = 720, 130
 
-func newTimeline(now time.Time, step time.Duration, n int, unit string, labelEvery int) timeline {
-	return timeline{start: now, step: step, unit: unit, labelEvery: labelEvery, Bars: make([]bar, n)}
-}
-
-func (t *timeline) add(at time.Time) {
-	i := int(at.Sub(t.start) / t.step)
-	if i < 0 {
-		i = 0
+// newTimeline lays out counts (bucket i: expiring within i+1 units), every
+// labelEvery-th bar labelled, of total live certificates.
+func newTimeline(counts []int, unit string, labelEvery, total int) timeline {
+	var t timeline
+	if len(counts) == 0 {
+		return t
 	}
-	if i >= len(t.Bars) {
-		t.Later++
-		return
+	t.Later = total
+	for _, n := range counts {
+		t.Max = max(t.Max, n)
+		t.Later -= n
 	}
-	t.Bars[i].Count++
-}
-
-// layout sizes the bars to the largest.
-func (t *timeline) layout() {
-	for _, b := range t.Bars {
-		t.Max = max(t.Max, b.Count)
-	}
-	w := chartWidth / len(t.Bars)
-	for i := range t.Bars {
-		b := &t.Bars[i]
-		b.Label = fmt.Sprintf("≤%d%s", i+1, t.unit)
-		b.Shown = (i+1)%t.labelEvery == 0
-		b.X, b.W = i*w+2, w-4
+	w := chartWidth / len(counts)
+	for i, n := range counts {
+		b := bar{Label: fmt.Sprintf("≤%d%s", i+1, unit), Shown: (i+1)%labelEvery == 0, Count: n, X: i*w + 2, W: w - 4}
 		if t.Max > 0 {
-			b.H = b.Count * (chartBase - 20) / t.Max
+			b.H = n * (chartBase - 20) / t.Max
 		}
-		if b.Count > 0 && b.H == 0 {
+		if n > 0 && b.H == 0 {
 			b.H = 1
 		}
 		b.Y = chartBase - b.H
 		b.LabelX = b.X + b.W/2
 		b.TopY = b.Y - 4
+		t.Bars = append(t.Bars, b)
 	}
+	return t
 }
 
-// String describes the timeline in words, for the chart's title.
+// String describes the timeline in words, for the chart's label.
 func (t timeline) String() string {
-	return fmt.Sprintf("%d buckets of %s from now, largest %d", len(t.Bars), t.step, t.Max)
+	return fmt.Sprintf("%d bars, largest %d", len(t.Bars), t.Max)
 }

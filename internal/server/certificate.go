@@ -14,9 +14,11 @@ import (
 )
 
 // CertificateLookup finds one issued certificate by serial, for
-// GET /v1/certificates/{serial}. *ca.Authority provides it.
+// GET /v1/certificates/{serial}, and summarizes the live ones, for
+// GET /v1/certificates/summary. *ca.Authority provides it.
 type CertificateLookup interface {
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
+	Summary(ctx context.Context) (*api.Summary, error)
 }
 
 // certificate answers one certificate's record with its PEM (admin): what
@@ -27,6 +29,16 @@ func (s *Server) certificate(w http.ResponseWriter, r *http.Request, _ spiffeid.
 		return 0, err
 	}
 	return ok(w, certificateInfo(c, true))
+}
+
+// summary answers the estate at a glance (admin): live certificates by
+// kind, by identity and by expiry, and the latest revocations.
+func (s *Server) summary(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) (int, error) {
+	sum, err := s.cfg.Authority.Summary(r.Context())
+	if err != nil {
+		return 0, err
+	}
+	return ok(w, sum)
 }
 
 // certificateInfo is the API's view of a stored certificate; withPEM adds
