@@ -62,7 +62,11 @@ func (d *Dashboard) certificates(w http.ResponseWriter, r *http.Request) {
 			data.Rows = append(data.Rows, row(*single, now))
 		}
 	default:
-		read, next, err := d.scan(ctx, spiffeID, data.Status == "valid" || data.Status == "expiring", q.Get("after"), searchScanMax, func(c api.CertificateInfo) error {
+		pageSize := rowsMax
+		if data.Status == "revoked" || data.Status == "expiring" {
+			pageSize = sparsePage
+		}
+		read, next, err := d.scan(ctx, spiffeID, data.Status == "valid" || data.Status == "expiring", q.Get("after"), pageSize, searchScanMax, func(c api.CertificateInfo) error {
 			if !keep(c) {
 				return nil
 			}

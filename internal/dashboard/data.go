@@ -12,8 +12,9 @@ import (
 // How much of the store a page reads: the listing is newest first, paged
 // by the CA.
 const (
-	// scanPage is the page size asked of the CA.
-	scanPage = 1000
+	// sparsePage is the page size asked of the CA when few rows match
+	// (the revoked and expiring filters): fewer, larger pages.
+	sparsePage = 5000
 	// searchScanMax bounds what one certificates page filters through.
 	searchScanMax = 20_000
 	// rowsMax is the rows one certificates page shows.
@@ -24,14 +25,14 @@ const (
 var errStop = errors.New("stop")
 
 // scan calls fn for each certificate matching spiffeID and validOnly,
-// newest first from the cursor after, until fn returns errStop, max were
-// read or the listing ends. It returns how many were read and the cursor
+// newest first from the cursor after, in pages of pageSize, until fn
+// returns errStop, max were read or the listing ends. It returns how many were read and the cursor
 // to continue from: after the certificate fn stopped at, else after the
 // last page read ("" at the end).
-func (d *Dashboard) scan(ctx context.Context, spiffeID string, validOnly bool, after string, max int, fn func(api.CertificateInfo) error) (read int, next string, err error) {
+func (d *Dashboard) scan(ctx context.Context, spiffeID string, validOnly bool, after string, pageSize, max int, fn func(api.CertificateInfo) error) (read int, next string, err error) {
 	next = after
 	for read < max {
-		n := min(scanPage, max-read)
+		n := min(pageSize, max-read)
 		page, err := d.cfg.CA.CertificatesPage(ctx, spiffeID, validOnly, n, next)
 		if err != nil {
 			return read, next, err

@@ -42,13 +42,15 @@ func (d *Dashboard) guard(h http.Handler) http.Handler {
 		hd.Set("Cross-Origin-Opener-Policy", "same-origin")
 		hd.Set("Cross-Origin-Resource-Policy", "same-origin")
 		hd.Set("Cache-Control", "no-store")
+		// Refusals before the caller is known say nothing of the
+		// operator or the CA: plain text, no page.
 		if r.TLS == nil && !loopback(r.Host) {
-			d.fail(w, r, http.StatusMisdirectedRequest, "Refused: the dashboard answers only to a loopback host name (127.0.0.1, [::1] or localhost), not "+r.Host+".")
+			d.refuse(w, r, http.StatusMisdirectedRequest, "Refused: the dashboard answers only to a loopback host name (127.0.0.1, [::1] or localhost).")
 			return
 		}
 		if r.TLS != nil {
 			if err := d.checkClient(r.Context(), r.TLS); err != nil {
-				d.fail(w, r, http.StatusForbidden, "Refused: "+err.Error())
+				d.refuse(w, r, http.StatusForbidden, "Refused: "+err.Error())
 				return
 			}
 		}
@@ -66,6 +68,12 @@ func (d *Dashboard) guard(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, session)))
 	})
+}
+
+// refuse answers a caller not yet known to be the operator, in plain text.
+func (d *Dashboard) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	d.log.Info("dashboard request refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "status", status, "reason", msg)
+	http.Error(w, msg, status)
 }
 
 type sessionKey struct{}

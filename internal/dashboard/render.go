@@ -65,7 +65,7 @@ func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, status int, n
 
 // fail renders an error page with msg, and logs it.
 func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	d.log.Info("dashboard request refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "status", status, "reason", msg)
+	d.log.Info("dashboard request failed", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "status", status, "reason", msg)
 	d.render(w, r, status, "error", http.StatusText(status), msg)
 }
 
