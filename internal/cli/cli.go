@@ -9,20 +9,42 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/mutual-tls/mutual/internal/metricsserver"
+	"github.com/mutual-tls/mutual/internal/buildinfo"
 )
 
 // Run executes the mutual command line with args (without the program name).
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	root := newRoot(&env{stdin: stdin, stdout: stdout, stderr: stderr})
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root.ExecuteContext(ctx)
+}
+
+// Command returns mutual's command tree, for generating man pages and
+// completions at package build time.
+func Command() *cobra.Command {
+	return newRoot(&env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr})
+}
+
+// daemonAnnotation marks the commands that run as services: they ignore
+// SIGHUP (see Main).
+const daemonAnnotation = "mutual.daemon"
+
+// daemons are the service commands, by path under the root.
+var daemons = [][]string{{"server"}, {"agent"}, {"proxy", "inbound"}, {"proxy", "outbound"}, {"log", "monitor"}}
+
+func newRoot(e *env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mutual",
 		Short: "mutual: your own CA and mutual TLS for every service, node and partner",
@@ -31,15 +53,12 @@ short-lived certificates for every service, enrolled with single-use join tokens
 renewed over mTLS, revocable at once.
 
 Start with "mutual dev" to see the whole system on loopback.`,
+		Version:       buildinfo.Read().String(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.SetArgs(args)
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	root.AddCommand(
 		caCmd(e),
 		serverCmd(e),
@@ -54,8 +73,63 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		diagnoseCmd(e),
 		auditCmd(e),
 		dashboardCmd(e),
+		versionCmd(e),
+		completionCmd(e),
+		federationCmd(e),
+		partnerCmd(e),
 	)
-	return root.ExecuteContext(ctx)
+	root.AddCommand(sealCmds(e)...)
+	for _, path := range daemons {
+		c, rest, err := root.Find(path)
+		if err != nil || len(rest) != 0 || c == root {
+			panic(fmt.Sprintf("daemon command %q is not in the command tree", strings.Join(path, " ")))
+		}
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[daemonAnnotation] = "true"
+	}
+	return root
+}
+
+// Main runs mutual as a process and returns its exit code. SIGINT and
+// SIGTERM cancel the command's context: daemons drain and stop, as before.
+// SIGHUP never kills a daemon (server, agent, proxy, log monitor): it is
+// logged and otherwise ignored, since what a daemon can reload it already
+// follows: identity directories and policy files are re-read within a
+// second of a change, and the agent reads its token file when it needs one. Other commands keep the default, so closing
+// a terminal still ends them.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if isDaemon(args) {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		log := slog.New(slog.NewJSONHandler(stderr, nil))
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					log.Info("SIGHUP received: still running, nothing to reload (identity directories and policy files are re-read when they change; SIGTERM stops)")
+				}
+			}
+		}()
+	}
+	if err := Run(ctx, args, stdin, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "mutual: "+OneLine(err))
+		return 1
+	}
+	return 0
+}
+
+// isDaemon reports whether args name a service command.
+func isDaemon(args []string) bool {
+	root := newRoot(&env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard})
+	c, _, err := root.Find(args)
+	return err == nil && c.Annotations[daemonAnnotation] == "true"
 }
 
 // env carries the process's streams to the subcommands.
@@ -129,17 +203,6 @@ func relative(t, now time.Time) string {
 		return "in " + humanDuration(t.Sub(now))
 	}
 	return humanDuration(now.Sub(t)) + " ago"
-}
-
-// serveMetrics serves reg (and extra handlers) on addr until the returned
-// stop function is called; it returns the address actually bound.
-func serveMetrics(addr string, reg *prometheus.Registry, extra map[string]http.Handler) (stop func(), bound string, err error) {
-	ms, err := metricsserver.Listen(addr, reg, extra)
-	if err != nil {
-		return nil, "", err
-	}
-	go ms.Serve()
-	return func() { ms.Close() }, ms.Addr(), nil
 }
 
 // readToken takes a join token from the flag, else the file, else

@@ -9,14 +9,16 @@ import (
 	"testing"
 
 	"github.com/mutual-tls/mutual/internal/cli"
+	"github.com/mutual-tls/mutual/internal/testenv"
 )
 
 // TestDashboardCommand: `mutual dashboard` refuses an address beyond
 // loopback without TLS, and on loopback serves the overview with the
 // admin identity until its context ends.
 func TestDashboardCommand(t *testing.T) {
-	c, svc, _ := startCA(t)
-	out, err := run("dashboard", "--identity-dir", c.AdminDir, "--server", svc.URL, "--listen", "0.0.0.0:0")
+	ca := testenv.StartCA(t, testenv.Options{})
+	c, url := ca.CA, ca.URL
+	out, err := run("dashboard", "--identity-dir", c.AdminDir, "--server", url, "--listen", "0.0.0.0:0")
 	if err == nil || !strings.Contains(err.Error(), "not a loopback address") || !strings.Contains(err.Error(), "--tls-identity-dir") {
 		t.Fatalf("listen on 0.0.0.0 without TLS: %v\n%s", err, out)
 	}
@@ -29,7 +31,7 @@ func TestDashboardCommand(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := cli.Run(ctx, []string{"dashboard", "--identity-dir", c.AdminDir, "--server", svc.URL, "--listen", "127.0.0.1:0"}, strings.NewReader(""), io.Discard, pw)
+		err := cli.Run(ctx, []string{"dashboard", "--identity-dir", c.AdminDir, "--server", url, "--listen", "127.0.0.1:0"}, strings.NewReader(""), io.Discard, pw)
 		pw.Close()
 		done <- err
 	}()

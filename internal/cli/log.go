@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/mutual-tls/mutual/internal/metricsserver"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/translog"
 	"github.com/mutual-tls/mutual/internal/translog/monitor"
 )
@@ -205,7 +205,7 @@ func (o *monitorOptions) config(e *env) (monitor.Config, error) {
 			return monitor.Config{}, flagError("metrics", "%v", err)
 		}
 		reg := prometheus.NewRegistry()
-		server.RegisterRuntime(reg) // go_* and process_*, as every mutual /metrics
+		metricsserver.RegisterRuntime(reg) // go_* and process_*, as every mutual /metrics
 		cfg.Registerer, cfg.MetricsHandler = reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	}
 	return cfg, nil

@@ -18,6 +18,7 @@ func (e *env) fill(b *testing.B, n int) {
 	b.Helper()
 	ctx := context.Background()
 	der := e.admin.Leaf().Raw
+	db := e.ca.Store(b)
 	now := time.Now()
 	work := make(chan int)
 	var wg sync.WaitGroup
@@ -33,12 +34,12 @@ func (e *env) fill(b *testing.B, n int) {
 				}
 				c := &store.Certificate{Serial: fmt.Sprintf("7%031x", i), SPIFFEID: id, DER: der, RequestedBy: "token:bench",
 					NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Duration(i%(7*24*60)) * time.Minute), IssuedAt: now.Add(-time.Duration(n-i) * time.Millisecond)}
-				if err := e.svc.Store.RecordIssuance(ctx, c, "", now); err != nil {
+				if err := db.RecordIssuance(ctx, c, "", now); err != nil {
 					errs <- err
 					return
 				}
 				if i%100 == 0 {
-					if _, err := e.svc.Store.RevokeSerial(ctx, c.Serial, 1, now); err != nil {
+					if _, err := db.RevokeSerial(ctx, c.Serial, 1, now); err != nil {
 						errs <- err
 						return
 					}

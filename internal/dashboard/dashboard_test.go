@@ -165,8 +165,8 @@ func TestMarkupIsText(t *testing.T) {
 func TestNonAdminRefusedByTheCA(t *testing.T) {
 	e := newEnv(t)
 	e.enroll(t, "spiffe://example.org/ns/prod/web")
-	intruder := e.enrollIdentity(t, "spiffe://example.org/ns/prod/intruder")
-	wl := clientAs(t, e.svc, intruder)
+	intruder := e.ca.Enroll(t, "spiffe://example.org/ns/prod/intruder", api.TokenRequest{})
+	wl := clientAs(t, e.ca.URL, intruder)
 	if _, err := wl.CertificatesPage(context.Background(), "", false, 0, ""); !isStatus(err, http.StatusForbidden) {
 		t.Fatalf("the CA answered a workload's admin request: %v", err)
 	}

@@ -14,18 +14,16 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/dashboard"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
 )
 
 // env is a real CA service and a dashboard in front of it, both on
 // 127.0.0.1, with the operator's admin identity.
 type env struct {
-	ca    *testca.CA
-	svc   *caservice.Service
+	ca    *testenv.CA
 	admin *identity.Identity
 	// cl is the admin's client of the CA, which the dashboard uses too.
 	cl *client.Client
@@ -33,46 +31,24 @@ type env struct {
 	base string
 }
 
-// startCA runs a CA service until the test ends.
-func startCA(t testing.TB) (*testca.CA, *caservice.Service) {
-	t.Helper()
-	c := testca.New(t)
-	svc, err := caservice.Open(context.Background(), caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		svc.Close()
-	})
-	return c, svc
-}
-
-// clientAs makes a CA client that presents id.
-func clientAs(t testing.TB, svc *caservice.Service, id *identity.Identity) *client.Client {
+// clientAs makes a client of the CA at url that presents id.
+func clientAs(t testing.TB, url string, id *identity.Identity) *client.Client {
 	t.Helper()
 	tc := id.TLSCertificate()
-	cl, err := client.New([]string{svc.URL}, id.Roots, &tc)
+	cl, err := client.New([]string{url}, id.Roots, &tc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl.Retries = -1
+	t.Cleanup(cl.CloseIdleConnections)
 	return cl
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	c, svc := startCA(t)
-	admin, err := identity.Load(c.AdminDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{ca: c, svc: svc, admin: admin, cl: clientAs(t, svc, admin)}
-	e.base = serve(t, dashboard.Config{CA: e.cl, Identity: admin}, nil)
+	c := testenv.StartCA(t, testenv.Options{})
+	e := &env{ca: c, admin: c.AdminID, cl: clientAs(t, c.URL, c.AdminID)}
+	e.base = serve(t, dashboard.Config{CA: e.cl, Identity: e.admin}, nil)
 	return e
 }
 
@@ -109,22 +85,7 @@ func serve(t testing.TB, cfg dashboard.Config, tlsID *identity.Identity) string 
 // would, and returns its serial.
 func (e *env) enroll(t *testing.T, id string) string {
 	t.Helper()
-	return pki.FormatSerial(e.enrollIdentity(t, id).Leaf().SerialNumber)
-}
-
-// enrollIdentity is enroll, returning the identity.
-func (e *env) enrollIdentity(t *testing.T, id string) *identity.Identity {
-	t.Helper()
-	ctx := context.Background()
-	tok, err := e.cl.CreateToken(ctx, api.TokenRequest{SPIFFEID: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	en, err := client.RequestIdentity(ctx, tok.Token, pki.KeyECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return en.Identity
+	return pki.FormatSerial(e.ca.Enroll(t, id, api.TokenRequest{}).Leaf().SerialNumber)
 }
 
 // browser is an HTTP client with its own cookies, as one browser is.

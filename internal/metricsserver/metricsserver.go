@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mutual-tls/mutual/internal/buildinfo"
 )
 
 // Server is a bound metrics listener. Listen makes one, Run (or Serve)
@@ -75,6 +77,7 @@ func (s *Server) Close() error {
 // RegisterRuntime adds the Go runtime (go_*) and process (process_*)
 // collectors to reg, unless it has them already.
 func RegisterRuntime(reg prometheus.Registerer) {
+	buildinfo.Register(reg)
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -2,14 +2,11 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
 	"net/http"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/ca"
-	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -39,22 +36,4 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) 
 		return 0, err
 	}
 	return ok(w, sum)
-}
-
-// certificateInfo is the API's view of a stored certificate; withPEM adds
-// the certificate itself (never a key: the CA holds none of a leaf's).
-func certificateInfo(c store.Certificate, withPEM bool) api.CertificateInfo {
-	ci := api.CertificateInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
-		IssuedAt: c.IssuedAt, RequestedBy: c.RequestedBy}
-	if c.Revoked() {
-		t := c.RevokedAt
-		ci.RevokedAt = &t
-		ci.RevocationReason = ca.ReasonName(c.RevocationReason)
-	}
-	if withPEM {
-		if x, err := x509.ParseCertificate(c.DER); err == nil {
-			ci.CertificatePEM = string(pki.EncodeCertificates(x))
-		}
-	}
-	return ci
 }

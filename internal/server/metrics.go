@@ -1,12 +1,12 @@
 package server
 
 import (
-	"errors"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mutual-tls/mutual/internal/metricsserver"
 )
 
 type metrics struct {
@@ -51,25 +51,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.feedRefused.WithLabelValues("identity")
 	m.feedRefused.WithLabelValues("total")
 	reg.MustRegister(m.requests, m.duration, m.issued, m.refused, m.tokens, m.revocations, m.storeUp, m.feedRefused)
-	RegisterRuntime(reg)
+	metricsserver.RegisterRuntime(reg)
 	return m
 }
 
 func (m *metrics) observe(route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(d.Seconds())
-}
-
-// RegisterRuntime adds the Go runtime (go_*) and process (process_*)
-// collectors to reg, unless it has them already.
-func RegisterRuntime(reg prometheus.Registerer) {
-	for _, c := range []prometheus.Collector{
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
-		var are prometheus.AlreadyRegisteredError
-		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
-			panic(err)
-		}
-	}
 }

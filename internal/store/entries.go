@@ -89,7 +89,7 @@ func (db *DB) ListEntries(ctx context.Context) ([]Entry, error) {
 // issuance under way can still use the entry (it is ordered against
 // issuances as revocations are, see IssueCheck).
 func (db *DB) DeleteEntry(ctx context.Context, id string) error {
-	tx, err := db.writer.BeginTx(ctx, nil)
+	tx, err := db.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("delete entry %s: %w", id, err)
 	}

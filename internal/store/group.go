@@ -84,7 +84,7 @@ func (db *DB) commitBatch(batch []*issueOp) {
 			}
 		}
 	}
-	tx, err := db.writer.BeginTx(ctx, nil)
+	tx, err := db.begin(ctx)
 	if err != nil {
 		fail(err)
 		return

@@ -194,7 +194,7 @@ func (db *DB) Health(ctx context.Context) error {
 // probeWrite commits a write that leaves the data as it was, through the
 // path an issuance takes.
 func (db *DB) probeWrite(ctx context.Context) error {
-	tx, err := db.writer.BeginTx(ctx, nil)
+	tx, err := db.begin(ctx)
 	if err != nil {
 		return err
 	}

@@ -207,11 +207,11 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 
 // GetCertificate returns the certificate with the hex serial, or ErrNotFound.
 func (db *DB) GetCertificate(ctx context.Context, serial string) (Certificate, error) {
-	st, err := db.prepared(ctx, db.reader, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE serial = ?"))
+	row, err := db.queryRowPrepared(ctx, db.reader, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE serial = ?"), serial)
 	if err != nil {
 		return Certificate{}, fmt.Errorf("read certificate %s: %w", serial, err)
 	}
-	c, err := scanCert(st.QueryRowContext(ctx, serial))
+	c, err := scanCert(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, fmt.Errorf("certificate %s: %w", serial, ErrNotFound)
 	}
@@ -289,7 +289,7 @@ type RevocationEvent struct {
 // transactions share the lock, see IssueCheck). On SQLite the one writer
 // connection gives the same order.
 func (db *DB) revokeWhere(ctx context.Context, what, cond string, args []any, reason int, at time.Time, includeExpired bool, state func(*sql.Tx) error) ([]Revocation, error) {
-	tx, err := db.writer.BeginTx(ctx, nil)
+	tx, err := db.begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}

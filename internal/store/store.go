@@ -145,6 +145,7 @@ type DB struct {
 	group  groupCommit
 	stmts  sync.Map // stmtKey → *sql.Stmt, prepared once per pool
 	name   string   // the store as the operator named it, password hidden
+	pooled bool     // PostgreSQL through a pooler (see pooler.go)
 	file   *fileIdentity
 	health health
 }
@@ -245,7 +246,20 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 }
 
 func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
+	db, err := openPostgresPool(ctx, rawURL, false)
+	if isPoolerRefusal(err) {
+		db, err = openPostgresPool(ctx, rawURL, true)
+	}
+	return db, err
+}
+
+// openPostgresPool opens the store directly, or through a pooler when
+// pooled (see pooler.go).
+func openPostgresPool(ctx context.Context, rawURL string, pooled bool) (*DB, error) {
 	dsn, err := withSessionDefaults(rawURL)
+	if pooled {
+		dsn, err = pooledDSN(rawURL)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
 	}
@@ -256,12 +270,14 @@ func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
 	p.SetMaxOpenConns(16)
 	p.SetMaxIdleConns(16)
 	p.SetConnMaxLifetime(30 * time.Minute)
-	db := &DB{kind: "postgres", writer: p, reader: p, q: newQueries(true), name: redact(rawURL)}
+	db := &DB{kind: "postgres", writer: p, reader: p, q: newQueries(true), name: redact(rawURL), pooled: pooled}
 	if err := db.migrate(ctx); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
 	}
-	db.prepareHot(ctx)
+	if !pooled {
+		db.prepareHot(ctx)
+	}
 	return db, nil
 }
 
@@ -347,7 +363,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
-	tx, err := db.writer.BeginTx(ctx, nil)
+	tx, err := db.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

@@ -1,0 +1,244 @@
+package cli_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mutual-tls/mutual/internal/cli"
+	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testport"
+)
+
+// asMutual makes this test binary run as `mutual` when a test starts it as
+// a child process (see startProcess): signals need a process of their own.
+const asMutual = "MUTUAL_CLI_TEST_AS_MUTUAL"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMutual) == "1" {
+		os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// process is `mutual ARGS` running as a child process.
+type process struct {
+	cmd    *exec.Cmd
+	stderr *testlog.Buffer
+	exited chan struct{}
+	err    error
+}
+
+func startProcess(t *testing.T, args ...string) *process {
+	t.Helper()
+	p := &process{stderr: &testlog.Buffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], args...)
+	p.cmd.Env = append(os.Environ(), asMutual+"=1")
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+	})
+	return p
+}
+
+// waitLog waits until the child's log holds s; it fails if the child exits.
+func (p *process) waitLog(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.stderr.String(), s) {
+		select {
+		case <-p.exited:
+			t.Fatalf("mutual exited (%v) before logging %q:\n%s", p.err, s, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mutual never logged %q:\n%s", s, p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hangUp sends SIGHUP and waits until the child logs that it got it.
+func (p *process) hangUp(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "SIGHUP received")
+	select {
+	case <-p.exited:
+		t.Fatalf("SIGHUP ended mutual (%v):\n%s", p.err, p.stderr)
+	default:
+	}
+}
+
+// terminate sends SIGTERM and expects a clean exit (the daemon drains).
+func (p *process) terminate(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			t.Errorf("after SIGTERM mutual exited with %v, want 0:\n%s", p.err, p.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("mutual did not stop 30 s after SIGTERM:\n%s", p.stderr)
+	}
+}
+
+// TestServerSurvivesSIGHUP: the CA keeps running and keeps its open
+// connections when it gets SIGHUP, shows which build it is on /metrics, and
+// stops cleanly on SIGTERM.
+func TestServerSurvivesSIGHUP(t *testing.T) {
+	c := testca.New(t)
+	pass := filepath.Join(t.TempDir(), "pass")
+	if err := os.WriteFile(pass, []byte(testca.Passphrase+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metrics := testport.Addr(t)
+	p := startProcess(t, "server", "--dir", c.Dir, "--passphrase-file", pass, "--listen", testport.Addr(t), "--metrics", metrics)
+	p.waitLog(t, "CA service listening")
+
+	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	get := func() (body string, reused bool) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+metrics+"/metrics", nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
+		}))
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("GET /metrics: %v\n%s", err, p.stderr)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b), reused
+	}
+	body, _ := get()
+	if !strings.Contains(body, "mutual_build_info{") {
+		t.Errorf("the CA's /metrics has no mutual_build_info:\n%s", body)
+	}
+	p.hangUp(t)
+	if _, reused := get(); !reused {
+		t.Error("the keep-alive connection opened before SIGHUP was not there after it")
+	}
+	p.terminate(t)
+}
+
+// TestProxySurvivesSIGHUP: a proxy keeps serving, and keeps the mTLS
+// connection it carried before SIGHUP, after SIGHUP; its /metrics says
+// which build it is.
+func TestProxySurvivesSIGHUP(t *testing.T) {
+	c := testca.New(t)
+	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", "")
+	listen, metrics := testport.Addr(t), testport.Addr(t)
+	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", testnet.Echo(t), "--listen", listen,
+		"--allow", "spiffe://example.org/ns/prod/*", "--no-revocation", "--metrics", metrics)
+	p.waitLog(t, `"msg":"proxy listening"`)
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "mutual_build_info{") {
+		t.Errorf("the proxy's /metrics has no mutual_build_info:\n%s", body)
+	}
+
+	pool := x509.NewCertPool()
+	pool.AddCert(c.Root)
+	tc := c.Leaf(t, "spiffe://example.org/ns/prod/client").TLSCertificate()
+	dial := func() *tls.Conn {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", listen,
+			&tls.Config{Certificates: []tls.Certificate{tc}, RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("dial the proxy: %v\n%s", err, p.stderr)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		return conn
+	}
+	echoes := func(conn *tls.Conn, msg string) {
+		t.Helper()
+		if _, err := io.WriteString(conn, msg); err != nil {
+			t.Fatalf("write through the proxy: %v", err)
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, b); err != nil || !bytes.Equal(b, []byte(msg)) {
+			t.Fatalf("read through the proxy: %q, %v\n%s", b, err, p.stderr)
+		}
+	}
+	before := dial()
+	defer before.Close()
+	echoes(before, "before")
+	p.hangUp(t)
+	echoes(before, "same connection after SIGHUP")
+	after := dial()
+	defer after.Close()
+	echoes(after, "new connection after SIGHUP")
+	before.Close() // SIGTERM drains: it waits for open connections
+	after.Close()
+	p.terminate(t)
+}
+
+// TestSIGHUPStillEndsCommandsThatAreNotDaemons: only service commands
+// ignore SIGHUP; an interactive one (`diagnose --listen`) still ends when
+// its terminal hangs up.
+func TestSIGHUPStillEndsCommandsThatAreNotDaemons(t *testing.T) {
+	c := testca.New(t)
+	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/diag", "")
+	listen := testport.Addr(t)
+	p := startProcess(t, "diagnose", "--listen", listen, "--identity-dir", dir)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", listen, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("diagnose never listened on %s:\n%s", listen, p.stderr)
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("diagnose exited: %v\n%s", p.err, p.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("diagnose --listen survived SIGHUP: only daemons should")
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGHUP {
+		t.Errorf("diagnose ended with %v, want killed by SIGHUP", p.err)
+	}
+}
