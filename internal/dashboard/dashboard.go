@@ -1,7 +1,7 @@
 // Package dashboard serves a web UI for operators: the estate at a glance
 // (live certificates, what expires soon, recent revocations, CA health),
 // certificates with search and revocation, identities and registration
-// entries, nodes, and the issuance log.
+// entries, nodes, the issuance log, partners and federation.
 //
 // It runs beside the operator, like `kubectl proxy`: it holds the operator's
 // admin identity and asks the CA through package client, which accepts the
@@ -56,6 +56,8 @@ type CA interface {
 	Health(ctx context.Context) (*client.Health, error)
 	CRL(ctx context.Context, issuer *x509.Certificate) (*x509.RevocationList, error)
 	LogCheckpoint(ctx context.Context) (checkpoint []byte, verifierKey string, err error)
+	ListFederations(ctx context.Context) (*api.FederationList, error)
+	ListPartners(ctx context.Context) (*api.PartnerList, error)
 }
 
 // Config builds a Dashboard. CA and Identity are required.
@@ -130,6 +132,7 @@ func (d *Dashboard) routes() http.Handler {
 	mux.HandleFunc("GET /identities", d.identities)
 	mux.HandleFunc("GET /nodes", d.nodes)
 	mux.HandleFunc("GET /log", d.issuanceLog)
+	mux.HandleFunc("GET /federation", d.federation)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, r, http.StatusNotFound, "No such page: "+r.URL.Path)
 	})

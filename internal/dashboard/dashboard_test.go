@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/client"
@@ -36,8 +37,17 @@ func TestPagesRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	other := testca.New(t, testca.WithTrustDomain("partner.example"))
+	if _, err := e.cl.AddFederation(context.Background(), api.FederationRequest{TrustDomain: "partner.example", EndpointURL: "https://127.0.0.1:1/bundle",
+		Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://partner.example/spire/server", Bundle: string(pki.EncodeCertificates(other.Root))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cl.CreatePartner(context.Background(), api.PartnerRequest{Name: "acme", Roles: []string{"billing"}, EndsAt: time.Now().Add(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	hc := browser(t)
 	for path, want := range map[string][]string{
+		"/federation":                  {"partner.example", "https://127.0.0.1:1/bundle", "1 key(s)", "acme", "spiffe://example.org/partner/acme/", "billing"},
 		"/":                            {"Live certificates", "workload", "node", "CA health", gone, "superseded", "<svg", "ok"},
 		"/certificates":                {web, gone, "spiffe://example.org/ns/prod/web"},
 		"/certificates?status=revoked": {gone},
