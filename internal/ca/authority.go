@@ -38,6 +38,8 @@ type Store interface {
 	RecordIssuance(ctx context.Context, c *store.Certificate, tokenID string, now time.Time) error
 	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.CertificateFilter) ([]store.Certificate, error)
+	ForEachLive(ctx context.Context, now time.Time, fn func(store.Live) error) error
+	RecentRevocations(ctx context.Context, limit int) ([]store.Certificate, error)
 	RevokeLineage(ctx context.Context, serial string, reason int, at time.Time) ([]store.Revocation, error)
 	RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]store.Revocation, error)
 	RevokeNode(ctx context.Context, nodeID string, reason int, at time.Time) ([]store.Revocation, error)

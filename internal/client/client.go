@@ -330,6 +330,10 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 	if out == nil {
 		return nil
 	}
+	if raw, isRaw := out.(*[]byte); isRaw {
+		*raw = data
+		return nil
+	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("%s: the CA's answer is not the expected JSON: %w", u, err)
 	}
@@ -438,21 +442,9 @@ func (c *Client) ListTokens(ctx context.Context) (*api.TokenList, error) {
 	return &out, c.do(ctx, http.MethodGet, "/v1/tokens", nil, &out)
 }
 
-// ListCertificates lists issued certificates (admin).
+// ListCertificates lists issued certificates (admin): the first page.
 func (c *Client) ListCertificates(ctx context.Context, spiffeID string, validOnly bool) (*api.CertificateList, error) {
-	q := url.Values{}
-	if spiffeID != "" {
-		q.Set("spiffe_id", spiffeID)
-	}
-	if validOnly {
-		q.Set("valid", "true")
-	}
-	path := "/v1/certificates"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
-	var out api.CertificateList
-	return &out, c.do(ctx, http.MethodGet, path, nil, &out)
+	return c.CertificatesPage(ctx, spiffeID, validOnly, 0, "")
 }
 
 // ListAllCertificates lists every issued certificate matching spiffeID and
@@ -461,24 +453,11 @@ func (c *Client) ListCertificates(ctx context.Context, spiffeID string, validOnl
 func (c *Client) ListAllCertificates(ctx context.Context, spiffeID string, validOnly bool, pageSize int, page func(*api.CertificateList) error) error {
 	after := ""
 	for {
-		q := url.Values{}
-		if spiffeID != "" {
-			q.Set("spiffe_id", spiffeID)
-		}
-		if validOnly {
-			q.Set("valid", "true")
-		}
-		if pageSize > 0 {
-			q.Set("limit", strconv.Itoa(pageSize))
-		}
-		if after != "" {
-			q.Set("after", after)
-		}
-		var out api.CertificateList
-		if err := c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Encode(), nil, &out); err != nil {
+		out, err := c.CertificatesPage(ctx, spiffeID, validOnly, pageSize, after)
+		if err != nil {
 			return err
 		}
-		if err := page(&out); err != nil {
+		if err := page(out); err != nil {
 			return err
 		}
 		if out.Next == "" || len(out.Certificates) == 0 {
@@ -486,6 +465,28 @@ func (c *Client) ListAllCertificates(ctx context.Context, spiffeID string, valid
 		}
 		after = out.Next
 	}
+}
+
+// CertificatesPage lists one page of issued certificates matching spiffeID
+// and validOnly (admin), newest first: at most limit (0: the server's
+// default) after the cursor after ("" for the first page). Its Next is the
+// cursor of the following page, "" at the end.
+func (c *Client) CertificatesPage(ctx context.Context, spiffeID string, validOnly bool, limit int, after string) (*api.CertificateList, error) {
+	q := url.Values{}
+	if spiffeID != "" {
+		q.Set("spiffe_id", spiffeID)
+	}
+	if validOnly {
+		q.Set("valid", "true")
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if after != "" {
+		q.Set("after", after)
+	}
+	var out api.CertificateList
+	return &out, c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Encode(), nil, &out)
 }
 
 // Revoke revokes a serial or an identity (admin).

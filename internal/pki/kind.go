@@ -94,3 +94,8 @@ func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
 func AdminID(td spiffeid.TrustDomain, name string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, adminSegment, name)
 }
+
+// NodeID is the node identity spiffe://TD/node/NAME.
+func NodeID(td spiffeid.TrustDomain, name string) (spiffeid.ID, error) {
+	return spiffeid.FromSegments(td, nodeSegment, name)
+}

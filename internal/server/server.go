@@ -75,6 +75,7 @@ type Administration interface {
 type Authority interface {
 	Issuance
 	Administration
+	CertificateLookup
 }
 
 // OCSPResponder answers DER OCSP requests (*publish.Responder, or
@@ -161,6 +162,8 @@ func New(cfg Config) *Server {
 	s.route("POST /v1/tokens", "tokens_create", s.admin(s.createToken))
 	s.route("GET /v1/tokens", "tokens_list", s.admin(s.listTokens))
 	s.route("GET /v1/certificates", "certificates_list", s.admin(s.listCertificates))
+	s.route("GET /v1/certificates/{serial}", "certificate", s.admin(s.certificate))
+	s.route("GET /v1/certificates/summary", "certificates_summary", s.admin(s.summary))
 	s.route("POST /v1/revoke", "revoke", s.admin(s.revoke))
 	s.route("POST /v1/entries", "entries_create", s.admin(s.createEntry))
 	s.route("GET /v1/entries", "entries_list", s.admin(s.listEntries))

@@ -1,0 +1,124 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testca"
+)
+
+// TestCertificateLookup: GET /v1/certificates/{serial} answers an admin one
+// certificate's record and PEM, by the serial in any common spelling, and
+// nothing to anyone else.
+func TestCertificateLookup(t *testing.T) {
+	ctx := context.Background()
+	c := testca.New(t)
+	e := start(t, c, "")
+	enr, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyECDSAP256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := enr.Identity.Leaf()
+	serial := pki.FormatSerial(leaf.SerialNumber)
+	colons := strings.ToUpper(leaf.SerialNumber.Text(16))
+	for i := len(colons) - 2; i > 0; i -= 2 {
+		colons = colons[:i] + ":" + colons[i:]
+	}
+	for _, spelling := range []string{serial, colons, "0x" + serial} {
+		got, err := e.admin.Certificate(ctx, spelling)
+		if err != nil {
+			t.Fatalf("%s: %v", spelling, err)
+		}
+		certs, err := pki.ParseCertificates([]byte(got.CertificatePEM))
+		if err != nil || len(certs) != 1 || !certs[0].Equal(leaf) || got.Serial != serial || got.SPIFFEID != "spiffe://example.org/ns/prod/web" || got.RevokedAt != nil {
+			t.Fatalf("%s: %+v (%v)", spelling, got, err)
+		}
+	}
+	if _, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: serial, Reason: "keyCompromise"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.admin.Certificate(ctx, serial); err != nil || got.RevokedAt == nil || got.RevocationReason != "keyCompromise" {
+		t.Fatalf("after revocation: %+v (%v)", got, err)
+	}
+	_, err = e.admin.Certificate(ctx, "0badc0ffee")
+	wantRefusal(t, "an unknown serial", err, http.StatusNotFound, api.CodeNotFound)
+	_, err = e.admin.Certificate(ctx, "not-hex")
+	wantRefusal(t, "a malformed serial", err, http.StatusBadRequest, api.CodeBadSerial)
+	_, err = workloadClient(t, e).Certificate(ctx, serial)
+	wantRefusal(t, "a workload's request", err, http.StatusForbidden, api.CodeAdminRequired)
+}
+
+// workloadClient enrolls a workload and returns its client of the CA.
+func workloadClient(t *testing.T, e *env) *client.Client {
+	t.Helper()
+	enr, err := client.RequestIdentity(context.Background(), e.token(t, "spiffe://example.org/ns/prod/api", api.TokenRequest{}), pki.KeyECDSAP256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wtc := enr.Identity.TLSCertificate()
+	cl, err := client.New([]string{e.svc.URL}, enr.Identity.Roots, &wtc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// wantRefusal checks that err is the CA's refusal with status and code.
+func wantRefusal(t *testing.T, what string, err error, status int, code string) {
+	t.Helper()
+	if st, c := apiCode(t, err); st != status || c != code {
+		t.Errorf("%s: %d %s, want %d %s (%v)", what, st, c, status, code, err)
+	}
+}
+
+// TestSummary: GET /v1/certificates/summary counts live certificates by
+// kind, identity and expiry, lists the latest revocation, and answers only
+// an admin.
+func TestSummary(t *testing.T) {
+	ctx := context.Background()
+	c := testca.New(t)
+	e := start(t, c, "")
+	var serials []string
+	for _, id := range []string{"spiffe://example.org/ns/prod/web", "spiffe://example.org/ns/prod/web", "spiffe://example.org/node/n1", "spiffe://example.org/ns/prod/old"} {
+		enr, err := client.RequestIdentity(ctx, e.token(t, id, api.TokenRequest{}), pki.KeyECDSAP256, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serials = append(serials, pki.FormatSerial(enr.Identity.Leaf().SerialNumber))
+	}
+	if _, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: serials[3], Reason: "superseded"}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := e.admin.Summary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.LiveByKind["workload"] != 2 || sum.LiveByKind["node"] != 1 {
+		t.Errorf("live by kind: %v", sum.LiveByKind)
+	}
+	if len(sum.ExpiringHourly) != 24 || sum.ExpiringHourly[0] != 3 || len(sum.ExpiringDaily) != 7 || sum.ExpiringDaily[0] < 3 {
+		t.Errorf("expiring: hourly %v, daily %v", sum.ExpiringHourly, sum.ExpiringDaily)
+	}
+	var web *api.IdentitySummary
+	for i, id := range sum.Identities {
+		if id.SPIFFEID == "spiffe://example.org/ns/prod/old" {
+			t.Errorf("a revoked identity is listed as live: %+v", id)
+		}
+		if id.SPIFFEID == "spiffe://example.org/ns/prod/web" {
+			web = &sum.Identities[i]
+		}
+	}
+	if web == nil || web.Certificates != 2 || web.Kind != "workload" || web.NewestSerial == "" {
+		t.Errorf("web's summary: %+v", web)
+	}
+	if len(sum.RecentRevocations) != 1 || sum.RecentRevocations[0].Serial != serials[3] || sum.RecentRevocations[0].RevocationReason != "superseded" {
+		t.Errorf("recent revocations: %+v", sum.RecentRevocations)
+	}
+	_, err = workloadClient(t, e).Summary(ctx)
+	wantRefusal(t, "a workload's request", err, http.StatusForbidden, api.CodeAdminRequired)
+}
