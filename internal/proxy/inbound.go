@@ -90,9 +90,6 @@ type Inbound struct {
 	mu    sync.Mutex
 	conns map[net.Conn]*liveConn
 	wg    sync.WaitGroup
-
-	xfccs sync.Map // *x509.Certificate → X-Forwarded-Client-Cert value
-	xfccN atomic.Int64
 }
 
 // liveConn is an open connection and every leg that closes with it: the
