@@ -243,6 +243,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		t.disabled = !o.servers[t.key]
 	}
 	nginxVersion, caddyVersion, haproxyVersion := "not run", "not run", "not run"
+	// startPeer writes a peer's configuration file and starts it; a peer
+	// whose binary is missing keeps an empty column.
+	startPeer := func(t *target, bin, conf, text string, args ...string) (err error) {
+		if bin == "" {
+			logf("%s not found (apt-get install -y %s): its column stays empty", t.key, t.key)
+			t.disabled = true
+			return nil
+		}
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			return err
+		}
+		t.proc, err = start(t.key, t.addr, bin, args...)
+		return err
+	}
 	launch := map[string]func(t *target) error{
 		"bare": func(t *target) (err error) {
 			t.proc, err = start("bare", bareAddr, self, "bare", "-listen", bareAddr, "-identity-dir", serverDir)
@@ -276,40 +290,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				"-p", o.work, "-c", conf, "-g", "daemon off;")
 			return err
 		},
-		"caddy": func(t *target) (err error) {
+		"caddy": func(t *target) error {
 			bin := findBin(o.caddy, "caddy")
-			if bin == "" {
-				logf("caddy not found (apt-get install -y caddy): its column stays empty")
-				t.disabled = true
-				return nil
-			}
 			caddyVersion = version(bin, "version")
 			conf := filepath.Join(o.work, "Caddyfile")
-			if err := os.WriteFile(conf, []byte(caddyConfig(o.work, caddyAddr, backendAddr)), 0o644); err != nil {
-				return err
-			}
-			t.proc, err = start("caddy", caddyAddr, bin, "run", "--adapter", "caddyfile", "--config", conf)
-			return err
+			return startPeer(t, bin, conf, caddyConfig(o.work, caddyAddr, backendAddr), "run", "--adapter", "caddyfile", "--config", conf)
 		},
-		"haproxy": func(t *target) (err error) {
+		"haproxy": func(t *target) error {
 			bin := findBin(o.haproxy, "haproxy")
-			if bin == "" {
-				logf("haproxy not found (apt-get install -y haproxy): its column stays empty")
-				t.disabled = true
-				return nil
-			}
 			haproxyVersion = version(bin, "-v")
 			crt, err := haproxyPEM(o.work)
 			if err != nil {
 				return err
 			}
 			conf := filepath.Join(o.work, "haproxy.cfg")
-			cfgText := haproxyConfig(haproxyAddr, backendAddr, crt, haproxyBundle(o.work), ncpu)
-			if err := os.WriteFile(conf, []byte(cfgText), 0o644); err != nil {
-				return err
-			}
-			t.proc, err = start("haproxy", haproxyAddr, bin, "-db", "-f", conf)
-			return err
+			return startPeer(t, bin, conf, haproxyConfig(haproxyAddr, backendAddr, crt, haproxyBundle(o.work), ncpu), "-db", "-f", conf)
 		},
 	}
 	for _, t := range targets {

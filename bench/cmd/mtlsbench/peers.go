@@ -116,8 +116,12 @@ func findBin(flagValue, name string) string {
 	return ""
 }
 
-// version returns the first line of bin's answer to args (its version).
+// version returns the first line of bin's answer to args (its version),
+// or "not run" when there is no bin.
 func version(bin string, args ...string) string {
+	if bin == "" {
+		return "not run"
+	}
 	out, _ := exec.Command(bin, args...).CombinedOutput()
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line
