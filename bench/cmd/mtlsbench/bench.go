@@ -22,6 +22,7 @@ import (
 type options struct {
 	mutual, nginx  string
 	caddy, haproxy string
+	caddyLog       bool
 	work           string
 	keep           bool
 	serverCPUs     string
@@ -63,6 +64,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.mutual, "mutual", "", "the mutual binary (go build ./cmd/mutual); required")
 	fs.StringVar(&o.nginx, "nginx", "", "the nginx binary (default: nginx on PATH or /usr/sbin/nginx; none: skip nginx)")
 	fs.StringVar(&o.caddy, "caddy", "", "the caddy binary (default: caddy on PATH; none: skip Caddy)")
+	fs.BoolVar(&o.caddyLog, "caddy-log", true, "Caddy writes an access-log line per request (as the proxy, nginx and HAProxy do); false: Caddy's default, no access log")
 	fs.StringVar(&o.haproxy, "haproxy", "", "the haproxy binary (default: haproxy on PATH or /usr/sbin; none: skip HAProxy)")
 	fs.StringVar(&o.work, "work", "", "directory for certificates, configurations and logs (default: a new temporary one, removed after)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory")
@@ -294,7 +296,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			bin := findBin(o.caddy, "caddy")
 			caddyVersion = version(bin, "version")
 			conf := filepath.Join(o.work, "Caddyfile")
-			return startPeer(t, bin, conf, caddyConfig(o.work, caddyAddr, backendAddr), "run", "--adapter", "caddyfile", "--config", conf)
+			return startPeer(t, bin, conf, caddyConfig(o.work, caddyAddr, backendAddr, o.caddyLog), "run", "--adapter", "caddyfile", "--config", conf)
 		},
 		"haproxy": func(t *target) error {
 			bin := findBin(o.haproxy, "haproxy")
