@@ -44,7 +44,10 @@ const (
 	HTTP Protocol = "http"
 )
 
-// PolicySource returns the current authorization policy.
+// PolicySource returns the current authorization policy. A change must come
+// as a new *authz.Policy, never by editing one in place: in http mode a
+// connection remembers that a policy allows its peer every request until
+// Policy returns another value.
 type PolicySource interface {
 	Policy() *authz.Policy
 }
