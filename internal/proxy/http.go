@@ -43,17 +43,7 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			// Set the identity header last, on the outgoing request: the
 			// reverse proxy drops headers a client names in Connection, and
 			// a client must not be able to remove (or add) it.
-			// The handler put it on the incoming request (after removing
-			// every client copy) only when it authorized a peer.
-			if v := r.In.Header[XFCCHeader]; len(v) == 1 {
-				if out := r.Out.Header[XFCCHeader]; len(out) == 1 {
-					out[0] = v[0] // Out's values are a copy of In's
-				} else {
-					r.Out.Header[XFCCHeader] = []string{v[0]}
-				}
-			} else {
-				r.Out.Header.Del(XFCCHeader)
-			}
+			forwardIdentity(r)
 		},
 		Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: p.cfg.Limits.DialTimeout}).DialContext,
@@ -112,6 +102,22 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 	// connections: they drain like tcp ones, within the same deadline.
 	p.drainUntil(deadline)
 	return nil
+}
+
+// forwardIdentity puts on the outgoing request the identity header that
+// the handler put on the incoming one (after removing every client copy)
+// when it authorized a peer, and removes it otherwise.
+func forwardIdentity(r *httputil.ProxyRequest) {
+	v := r.In.Header[XFCCHeader]
+	if len(v) != 1 {
+		r.Out.Header.Del(XFCCHeader)
+		return
+	}
+	if out := r.Out.Header[XFCCHeader]; len(out) == 1 {
+		out[0] = v[0] // Out's values are a copy of In's
+		return
+	}
+	r.Out.Header[XFCCHeader] = []string{v[0]}
 }
 
 // connState releases a connection when http.Server is done with it. A
