@@ -98,8 +98,11 @@ func guard(next http.Handler, log *slog.Logger) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(w, r)
+		if r.ProtoMajor != 2 {
+			return // HTTP/1 requests pay nothing more
+		}
 		cs, ok := r.Context().Value(connKey{}).(*connStats)
-		if !ok || r.ProtoMajor != 2 {
+		if !ok {
 			return
 		}
 		n := cs.requests.Add(1)

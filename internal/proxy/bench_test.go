@@ -820,3 +820,28 @@ func benchOpenIdle(proto, addr string, n int, cfg *tls.Config) ([]net.Conn, erro
 	}
 	return conns, nil
 }
+
+// BenchmarkInboundHTTPAllocs: one keep-alive request at a time through the
+// proxy in http mode, with -benchmem's allocations and bytes per request
+// (client, proxy and backend together; only the proxy's share changes
+// between versions of the proxy). CPU-independent, unlike the rates above.
+func BenchmarkInboundHTTPAllocs(b *testing.B) {
+	k := newBenchPKI(b)
+	backend := benchServeHTTP(b, "target", nil, benchHelloHandler())
+	paddr, _ := benchInbound(b, k, backend, proxy.HTTP)
+	h, err := benchDialHTTP(paddr, benchClientTLS(k.client))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.c.Close()
+	if err := h.get(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := h.get(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,16 +7,17 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/internal/authz"
@@ -41,10 +42,7 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			// Set the identity header last, on the outgoing request: the
 			// reverse proxy drops headers a client names in Connection, and
 			// a client must not be able to remove (or add) it.
-			r.Out.Header.Del(XFCCHeader)
-			if v, ok := r.In.Context().Value(xfccKey{}).(string); ok {
-				r.Out.Header.Set(XFCCHeader, v)
-			}
+			forwardIdentity(r)
 		},
 		Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: p.cfg.Limits.DialTimeout}).DialContext,
@@ -58,8 +56,10 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 		},
 	}
 	hs := &http.Server{
-		Handler:           p.trackUpgrades(p.httpHandler(rp)),
-		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
+		Handler: p.trackUpgrades(p.httpHandler(rp)),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, &httpConn{conn: c})
+		},
 		ReadHeaderTimeout: p.cfg.Limits.HandshakeTimeout,
 		IdleTimeout:       p.cfg.Limits.IdleTimeout,
 		ErrorLog:          nil,
@@ -103,6 +103,22 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// forwardIdentity puts on the outgoing request the identity header that
+// the handler put on the incoming one (after removing every client copy)
+// when it authorized a peer, and removes it otherwise.
+func forwardIdentity(r *httputil.ProxyRequest) {
+	v := r.In.Header[XFCCHeader]
+	if len(v) != 1 {
+		r.Out.Header.Del(XFCCHeader)
+		return
+	}
+	if out := r.Out.Header[XFCCHeader]; len(out) == 1 {
+		out[0] = v[0] // Out's values are a copy of In's
+		return
+	}
+	r.Out.Header[XFCCHeader] = []string{v[0]}
+}
+
 // connState releases a connection when http.Server is done with it. A
 // hijacked connection (a 101 Switching Protocols tunnel) stays tracked and
 // counted: trackUpgrades releases it when the tunnel ends.
@@ -116,6 +132,83 @@ func (p *Inbound) connState(c net.Conn, st http.ConnState) {
 
 type connKey struct{}
 
+// httpConn is what the http-mode proxy remembers about one client
+// connection across its requests (HTTP/1.1 keep-alive or HTTP/2 streams,
+// so every field is safe for concurrent use). It lives exactly as long as
+// the connection: revocation, which closes the connection, discards it.
+type httpConn struct {
+	conn net.Conn
+	// peer is the verified client, parsed from its certificate once (the
+	// certificate of a TLS connection never changes).
+	peer atomic.Pointer[peerInfo]
+	// allowAll is the policy under which a rule allows this peer every
+	// method and path; nil, or a policy other than the one in force (a
+	// reload installs a new *authz.Policy), means check each request.
+	allowAll atomic.Pointer[authz.Policy]
+}
+
+// peerInfo is a verified client as the proxy authorizes and announces it.
+type peerInfo struct {
+	cert  *x509.Certificate
+	id    spiffeid.ID
+	err   error // the certificate carries no valid SPIFFE ID
+	str   string
+	roles []string
+	// xfcc is the X-Forwarded-Client-Cert header's value, as the one
+	// element of a slice shared by all requests (read only).
+	xfcc []string
+}
+
+// connOf returns the proxy's record of the connection r arrived on, or nil.
+func connOf(r *http.Request) *httpConn {
+	hc, _ := r.Context().Value(connKey{}).(*httpConn)
+	return hc
+}
+
+// peerOf returns the verified client of r's connection, parsed once per
+// connection.
+func (p *Inbound) peerOf(hc *httpConn, leaf *x509.Certificate) *peerInfo {
+	if hc != nil {
+		if pi := hc.peer.Load(); pi != nil && pi.cert == leaf {
+			return pi
+		}
+	}
+	pi := &peerInfo{cert: leaf}
+	pi.id, pi.err = x509svid.IDFromCert(leaf)
+	if pi.err == nil {
+		pi.str = pi.id.String()
+		// Roles only from this trust domain's certificates: a federated
+		// CA could mint any role.
+		pi.roles = p.peerRoles(pi.id, leaf)
+		pi.xfcc = []string{p.xfcc(leaf, pi.str)}
+	}
+	if hc != nil {
+		hc.peer.Store(pi)
+	}
+	return pi
+}
+
+// authorize applies the policy in force to one request from pi. A peer that
+// a rule allows every method and path is remembered for the connection
+// until the policy changes; otherwise every request is matched against the
+// rules (method and path rules stay per request).
+func (p *Inbound) authorize(hc *httpConn, pi *peerInfo, method, path string) error {
+	if pi.err != nil {
+		return pi.err
+	}
+	pol := p.cfg.Policy.Policy()
+	if hc != nil && hc.allowAll.Load() == pol {
+		return nil
+	}
+	if err := pol.Allow(authz.Request{ID: pi.id, Roles: pi.roles, Method: method, Path: path}); err != nil {
+		return err
+	}
+	if hc != nil && pol.Allow(authz.Request{ID: pi.id, Roles: pi.roles}) == nil {
+		hc.allowAll.Store(pol)
+	}
+	return nil
+}
+
 // trackUpgrades keeps a connection that a request upgrades (WebSocket and
 // other 101 Switching Protocols tunnels) under the proxy's control: it stays
 // tracked, so revocation and the drain close it, and counted against
@@ -126,7 +219,10 @@ func (p *Inbound) trackUpgrades(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Only a request asking to switch protocols can be hijacked by the
 		// reverse proxy; others pay nothing here.
-		c, _ := r.Context().Value(connKey{}).(net.Conn)
+		var c net.Conn
+		if hc := connOf(r); hc != nil {
+			c = hc.conn
+		}
 		if c == nil || r.ProtoMajor != 1 || len(r.Header["Upgrade"]) == 0 {
 			next.ServeHTTP(w, r)
 			return
@@ -398,19 +494,17 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 		var peer string
 		outcome := "forwarded"
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			leaf := r.TLS.PeerCertificates[0]
-			id, err := x509svid.IDFromCert(leaf)
-			if err == nil {
-				peer = id.String()
-				err = p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: p.peerRoles(id, leaf), Method: r.Method, Path: reqPath})
-			}
-			if err != nil {
+			hc := connOf(r)
+			pi := p.peerOf(hc, r.TLS.PeerCertificates[0])
+			peer = pi.str
+			if err := p.authorize(hc, pi, r.Method, reqPath); err != nil {
 				outcome = "denied"
 				http.Error(sw, "mutual proxy: forbidden: "+err.Error(), http.StatusForbidden)
 				p.finish(r, sw, peer, outcome, err.Error(), start)
 				return
 			}
-			r = r.WithContext(context.WithValue(r.Context(), xfccKey{}, p.xfccCached(leaf, peer)))
+			// The reverse proxy's Rewrite moves it to the outgoing request.
+			r.Header[XFCCHeader] = pi.xfcc
 		} else {
 			kind := "no-certificate"
 			if r.TLS == nil {
@@ -429,37 +523,34 @@ func (p *Inbound) finish(r *http.Request, w *statusWriter, peer, outcome, reason
 		code = http.StatusOK
 	}
 	d := time.Since(start)
-	p.cfg.Metrics.request(strconv.Itoa(code), d)
-	attrs := []any{"remote", r.RemoteAddr, "peer_id", peer, "method", r.Method, "path", r.URL.Path, "proto", r.Proto,
-		"status", code, "outcome", outcome, "duration_ms", float64(d.Microseconds()) / 1000}
-	if reason != "" {
-		attrs = append(attrs, "reason", reason)
+	p.cfg.Metrics.request(code, d)
+	if !p.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
 	}
-	p.log.Info("request", attrs...)
+	attrs := [...]slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("peer_id", peer), slog.String("method", r.Method),
+		slog.String("path", r.URL.Path), slog.String("proto", r.Proto), slog.Int("status", code), slog.String("outcome", outcome),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("reason", reason)}
+	n := len(attrs)
+	if reason == "" {
+		n--
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs[:n]...)
 }
 
-type xfccKey struct{}
+// httpBufs holds the reverse proxy's copy buffers, as arrays so that
+// returning one allocates nothing.
+var httpBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
-// relayBuffers lends the reverse proxy the relay's pooled buffers instead
-// of a fresh 32 KiB per response.
+// relayBuffers lends the reverse proxy pooled buffers instead of a fresh
+// 32 KiB per response.
 type relayBuffers struct{}
 
-func (relayBuffers) Get() []byte  { return *(bufPool.Get().(*[]byte)) }
-func (relayBuffers) Put(b []byte) { bufPool.Put(&b) }
+func (relayBuffers) Get() []byte { return httpBufs.Get().(*[32 << 10]byte)[:] }
 
-// xfccCached computes the header once per client certificate (a connection
-// carries many requests) and remembers a bounded number of them.
-func (p *Inbound) xfccCached(leaf *x509.Certificate, peer string) string {
-	if v, ok := p.xfccs.Load(leaf); ok {
-		return v.(string)
+func (relayBuffers) Put(b []byte) {
+	if cap(b) >= 32<<10 {
+		httpBufs.Put((*[32 << 10]byte)(b[:32<<10]))
 	}
-	v := p.xfcc(leaf, peer)
-	if p.xfccN.Add(1) > 4096 {
-		p.xfccs.Clear()
-		p.xfccN.Store(0)
-	}
-	p.xfccs.Store(leaf, v)
-	return v
 }
 
 // proxyHeaders are the headers the proxy writes for the service; a

@@ -44,7 +44,10 @@ const (
 	HTTP Protocol = "http"
 )
 
-// PolicySource returns the current authorization policy.
+// PolicySource returns the current authorization policy. A change must come
+// as a new *authz.Policy, never by editing one in place: in http mode a
+// connection remembers that a policy allows its peer every request until
+// Policy returns another value.
 type PolicySource interface {
 	Policy() *authz.Policy
 }
@@ -90,9 +93,6 @@ type Inbound struct {
 	mu    sync.Mutex
 	conns map[net.Conn]*liveConn
 	wg    sync.WaitGroup
-
-	xfccs sync.Map // *x509.Certificate → X-Forwarded-Client-Cert value
-	xfccN atomic.Int64
 }
 
 // liveConn is an open connection and every leg that closes with it: the

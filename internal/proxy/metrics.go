@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"crypto/x509"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +16,7 @@ type Metrics struct {
 	handshakes  *prometheus.CounterVec
 	bytes       *prometheus.CounterVec
 	requests    *prometheus.HistogramVec
+	byCode      sync.Map // int status code → prometheus.Observer of requests
 	certExpiry  prometheus.Gauge
 	reloads     *prometheus.CounterVec
 }
@@ -81,8 +84,14 @@ func (m *Metrics) conn(outcome string) {
 	}
 }
 
-func (m *Metrics) request(code string, d time.Duration) {
-	if m != nil {
-		m.requests.WithLabelValues(code).Observe(d.Seconds())
+func (m *Metrics) request(code int, d time.Duration) {
+	if m == nil {
+		return
 	}
+	// One series per status code: look it up once, not per request.
+	o, ok := m.byCode.Load(code)
+	if !ok {
+		o, _ = m.byCode.LoadOrStore(code, m.requests.WithLabelValues(strconv.Itoa(code)))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }

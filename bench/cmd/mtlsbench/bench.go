@@ -20,25 +20,27 @@ import (
 
 // options are the flags of "mtlsbench run".
 type options struct {
-	mutual, nginx string
-	work          string
-	keep          bool
-	serverCPUs    string
-	duration      time.Duration
-	rounds        int
-	hsConc        int
-	kaConc        int
-	bulkMiB       int
-	bulkRuns      int
-	idleConns     int
-	rate          float64
-	curves        string
-	servers       map[string]bool
-	tests         map[string]bool
+	mutual, nginx  string
+	caddy, haproxy string
+	caddyLog       bool
+	work           string
+	keep           bool
+	serverCPUs     string
+	duration       time.Duration
+	rounds         int
+	hsConc         int
+	kaConc         int
+	bulkMiB        int
+	bulkRuns       int
+	idleConns      int
+	rate           float64
+	curves         string
+	servers        map[string]bool
+	tests          map[string]bool
 }
 
 var (
-	allServers = []string{"bare", "proxy-http", "proxy-tcp", "nginx"}
+	allServers = []string{"bare", "proxy-http", "proxy-tcp", "nginx", "caddy", "haproxy"}
 	allTests   = []string{"idle", "handshake", "keepalive", "latency", "bulk"}
 )
 
@@ -61,6 +63,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.mutual, "mutual", "", "the mutual binary (go build ./cmd/mutual); required")
 	fs.StringVar(&o.nginx, "nginx", "", "the nginx binary (default: nginx on PATH or /usr/sbin/nginx; none: skip nginx)")
+	fs.StringVar(&o.caddy, "caddy", "", "the caddy binary (default: caddy on PATH; none: skip Caddy)")
+	fs.BoolVar(&o.caddyLog, "caddy-log", true, "Caddy writes an access-log line per request (as the proxy, nginx and HAProxy do); false: Caddy's default, no access log")
+	fs.StringVar(&o.haproxy, "haproxy", "", "the haproxy binary (default: haproxy on PATH or /usr/sbin; none: skip HAProxy)")
 	fs.StringVar(&o.work, "work", "", "directory for certificates, configurations and logs (default: a new temporary one, removed after)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	fs.StringVar(&o.serverCPUs, "server-cpus", "", "CPU list (taskset -c) for the servers and the backend; empty: no pinning")
@@ -208,11 +213,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logf("started %s: pid %d, %s, log %s", name, p.cmd.Process.Pid, addr, logPath)
 		return p, p.waitReady(ctx, addr, logPath)
 	}
-	addrs, err := freeAddrs(5)
+	addrs, err := freeAddrs(7)
 	if err != nil {
 		return err
 	}
 	backendAddr, proxyHTTPAddr, proxyTCPAddr, bareAddr, nginxAddr := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]
+	caddyAddr, haproxyAddr := addrs[5], addrs[6]
 	if _, err := start("backend", backendAddr, self, "backend", "-listen", backendAddr); err != nil {
 		return err
 	}
@@ -228,6 +234,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{key: "proxy-http", name: "mutual proxy (http)", addr: proxyHTTPAddr},
 		{key: "proxy-tcp", name: "mutual proxy (tcp)", addr: proxyTCPAddr},
 		{key: "nginx", name: "nginx", addr: nginxAddr},
+		{key: "caddy", name: "Caddy", addr: caddyAddr},
+		{key: "haproxy", name: "HAProxy", addr: haproxyAddr},
 	}
 	byKey := map[string]*target{}
 	for _, t := range targets {
@@ -236,7 +244,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, t := range targets {
 		t.disabled = !o.servers[t.key]
 	}
-	nginxVersion := "not run"
+	nginxVersion, caddyVersion, haproxyVersion := "not run", "not run", "not run"
+	// startPeer writes a peer's configuration file and starts it; a peer
+	// whose binary is missing keeps an empty column.
+	startPeer := func(t *target, bin, conf, text string, args ...string) (err error) {
+		if bin == "" {
+			logf("%s not found (apt-get install -y %s): its column stays empty", t.key, t.key)
+			t.disabled = true
+			return nil
+		}
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			return err
+		}
+		t.proc, err = start(t.key, t.addr, bin, args...)
+		return err
+	}
 	launch := map[string]func(t *target) error{
 		"bare": func(t *target) (err error) {
 			t.proc, err = start("bare", bareAddr, self, "bare", "-listen", bareAddr, "-identity-dir", serverDir)
@@ -270,6 +292,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				"-p", o.work, "-c", conf, "-g", "daemon off;")
 			return err
 		},
+		"caddy": func(t *target) error {
+			bin := findBin(o.caddy, "caddy")
+			caddyVersion = version(bin, "version")
+			conf := filepath.Join(o.work, "Caddyfile")
+			return startPeer(t, bin, conf, caddyConfig(o.work, caddyAddr, backendAddr, o.caddyLog), "run", "--adapter", "caddyfile", "--config", conf)
+		},
+		"haproxy": func(t *target) error {
+			bin := findBin(o.haproxy, "haproxy")
+			haproxyVersion = version(bin, "-v")
+			crt, err := haproxyPEM(o.work)
+			if err != nil {
+				return err
+			}
+			conf := filepath.Join(o.work, "haproxy.cfg")
+			return startPeer(t, bin, conf, haproxyConfig(haproxyAddr, backendAddr, crt, haproxyBundle(o.work), ncpu), "-db", "-f", conf)
+		},
 	}
 	for _, t := range targets {
 		if t.disabled {
@@ -296,6 +334,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "- machine: %d CPUs (%s), %s, %s\n", machineCPUs(), cpuModel(), kernel(), runtime.Version())
 	fmt.Fprintf(stdout, "- pinning: %s\n", pin)
 	fmt.Fprintf(stdout, "- Go servers: GOMAXPROCS follows their affinity (%d); nginx %s: worker_processes %d\n", ncpu, nginxVersion, ncpu)
+	fmt.Fprintf(stdout, "- Caddy %s; HAProxy %s: nbthread %d\n", caddyVersion, haproxyVersion, ncpu)
 	fmt.Fprintf(stdout, "- TLS 1.3, ECDSA P-256 certificates (leaf + intermediate), key exchange %s, no resumption\n", curveName(o.curves))
 	fmt.Fprintf(stdout, "- server CPU = the server process(es) only (nginx: master + workers); the backend's is not counted\n\n")
 
@@ -405,7 +444,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rep := &report{o: o, ncpu: ncpu}
 	for _, mode := range []string{"proxy-http", "proxy-tcp"} {
 		if !byKey[mode].disabled {
-			rep.table(stdout, byKey[mode], byKey["bare"], byKey["nginx"])
+			rep.table(stdout, byKey[mode], byKey["bare"], byKey["nginx"], byKey["caddy"], byKey["haproxy"])
 		}
 	}
 	if o.keep {

@@ -1,15 +1,15 @@
-// Command mtlsbench measures mutual's inbound proxy on loopback against two
+// Command mtlsbench measures mutual's inbound proxy on loopback against
 // baselines in the same run: a bare crypto/tls server on the same
-// certificates, and nginx (from the system) configured for mutual TLS in
-// front of the same backend. It is the harness of DESIGN.md's "Budgets";
+// certificates, and nginx, Caddy and HAProxy (from the system) configured
+// for mutual TLS in front of the same backend. It is the harness of DESIGN.md's "Budgets";
 // bench/run.sh builds it and the mutual binary and runs it.
 //
 //	mtlsbench run -mutual ./mutual [-server-cpus 0] [-duration 5s] ...
 //
 // It starts, each as its own process: a tiny Go HTTP backend; `mutual proxy
 // inbound` twice in front of it (--protocol http and --protocol tcp); a bare
-// Go HTTPS server requiring and verifying client certificates; and nginx
-// with ssl_verify_client on, proxying to the backend. Then, as the load
+// Go HTTPS server requiring and verifying client certificates; and nginx,
+// Caddy and HAProxy requiring client certificates, proxying to the backend. Then, as the load
 // generator, it measures for each: idle memory per connection (RSS delta of
 // the server process), new full handshakes per second, keep-alive requests
 // per second with p50/p99 latency, and bulk upload throughput, with the

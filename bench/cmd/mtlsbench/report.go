@@ -109,15 +109,29 @@ func ratio(p, base *target, r row) string {
 }
 
 // table prints the comparison of one proxy mode, then the budgets.
-func (rep *report) table(w io.Writer, p, bare, nginx *target) {
+func (rep *report) table(w io.Writer, p, bare, nginx *target, peers ...*target) {
 	fmt.Fprintf(w, "### %s\n\n", p.name)
-	fmt.Fprintf(w, "| metric | %s | bare crypto/tls | nginx | proxy/bare | proxy/nginx |\n", p.name)
-	fmt.Fprintf(w, "| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	cols := append([]*target{bare, nginx}, peers...)
+	var head, rule, ratios strings.Builder
+	for _, t := range cols {
+		fmt.Fprintf(&head, " %s |", t.name)
+		fmt.Fprintf(&ratios, " proxy/%s |", t.key)
+		rule.WriteString(" ---: | ---: |")
+	}
+	fmt.Fprintf(w, "| metric | %s |%s%s\n", p.name, head.String(), ratios.String())
+	fmt.Fprintf(w, "| --- | ---: |%s\n", rule.String())
 	for _, r := range rep.rows() {
 		if !rep.o.tests[r.test] {
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.name, cell(p, r), cell(bare, r), cell(nginx, r), ratio(p, bare, r), ratio(p, nginx, r))
+		fmt.Fprintf(w, "| %s | %s |", r.name, cell(p, r))
+		for _, t := range cols {
+			fmt.Fprintf(w, " %s |", cell(t, r))
+		}
+		for _, t := range cols {
+			fmt.Fprintf(w, " %s |", ratio(p, t, r))
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
 	rep.budgets(w, p, bare, nginx)
