@@ -19,6 +19,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // stapleStatus parses a stapled response for me; -1 when there is none.
@@ -91,7 +92,7 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	askedMore := func(n int64) {
 		t.Helper()
 		base := asked.Load()
-		eventually(t, 15*time.Second, "the stapler stopped asking the responder", func() bool { return asked.Load() >= base+n })
+		testwait.Eventually(t, func() bool { return asked.Load() >= base+n }, "the stapler stopped asking the responder")
 	}
 
 	good := respond(ocsp.Good, time.Now().Add(-time.Minute))
@@ -102,7 +103,7 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); st.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 10*time.Second, "no staple fetched", func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Good })
+	testwait.Eventually(t, func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Good }, "no staple fetched")
 
 	// The proxy's certificate is revoked; the watcher tells the stapler.
 	serial := serialOf(leaf)
@@ -125,5 +126,5 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	}
 	// The true answer is stapled.
 	set(respond(ocsp.Revoked, time.Now()))
-	eventually(t, 10*time.Second, `the "revoked" answer was never stapled`, func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Revoked })
+	testwait.Eventually(t, func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Revoked }, `the "revoked" answer was never stapled`)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -80,7 +81,7 @@ func TestWatcherCRL(t *testing.T) {
 		w := &revocation.Watcher{CAURLs: []string{srv.URL}, Source: src, CRLInterval: 100 * time.Millisecond}
 		stop := run(w)
 		defer stop()
-		eventually(t, 10*time.Second, "the CRL's revocation was not learnt", func() bool { return w.Revoked(serialOf(victim.Leaf())) })
+		testwait.Eventually(t, func() bool { return w.Revoked(serialOf(victim.Leaf())) }, "the CRL's revocation was not learnt")
 		err := w.Check(victim.ID, victim.Chain)
 		var pe *tlsconfig.PeerError
 		if !errors.As(err, &pe) || pe.Reason != tlsconfig.ReasonRevoked {
@@ -93,14 +94,14 @@ func TestWatcherCRL(t *testing.T) {
 			t.Fatalf("Check without a chain: %v", err)
 		}
 		// While the feed is down the CRL is fetched again.
-		eventually(t, 10*time.Second, "the CRL was not refetched while the feed was down", func() bool { return fetches.Load() >= 2 })
+		testwait.Eventually(t, func() bool { return fetches.Load() >= 2 }, "the CRL was not refetched while the feed was down")
 	})
 	t.Run("signed by another CA", func(t *testing.T) {
 		other := testca.New(t)
 		srv, fetches := crlServer(t, other, victim.Leaf().SerialNumber)
 		w := &revocation.Watcher{CAURLs: []string{srv.URL}, Source: src, CRLInterval: 100 * time.Millisecond}
 		stop := run(w)
-		eventually(t, 10*time.Second, "the CRL was never fetched", func() bool { return fetches.Load() >= 2 })
+		testwait.Eventually(t, func() bool { return fetches.Load() >= 2 }, "the CRL was never fetched")
 		stop()
 		if w.Revoked(serialOf(victim.Leaf())) {
 			t.Fatal("a CRL signed by another CA was believed")
@@ -154,7 +155,7 @@ func TestWatcherForgetsExpired(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	eventually(t, 10*time.Second, "the watcher did not come back for more", func() bool { return served.Load() >= 2 })
+	testwait.Eventually(t, func() bool { return served.Load() >= 2 }, "the watcher did not come back for more")
 	cancel()
 	<-done
 	if told.Load() != 300 {
@@ -228,7 +229,7 @@ func (r *crlReplayer) serve(der []byte) {
 func (r *crlReplayer) fetchedMore(t testing.TB, n int64) {
 	t.Helper()
 	base := r.fetched.Load()
-	eventually(t, 10*time.Second, "the watcher stopped fetching the CRL", func() bool { return r.fetched.Load() >= base+n })
+	testwait.Eventually(t, func() bool { return r.fetched.Load() >= base+n }, "the watcher stopped fetching the CRL")
 }
 
 // TestWatcherRefusesStaleAndReplayedCRLs attacks the watcher's CRL
@@ -289,13 +290,13 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 		next := time.Now().Add(time.Second)
 		r.serve(signedCRL(t, c, 7, next))
 		w := start(t, r)
-		eventually(t, 10*time.Second, "the fresh CRL was not accepted", func() bool { return w.CRLNumber() != nil })
+		testwait.Eventually(t, func() bool { return w.CRLNumber() != nil }, "the fresh CRL was not accepted")
 		if err := w.Check(good.ID, good.Chain); err != nil {
 			t.Fatalf("Check with a current CRL: %v", err)
 		}
 		// The CA stops answering; the same CRL keeps being served by a
 		// cache until it expires.
-		eventually(t, 10*time.Second, "the CRL never expired", func() bool { return time.Now().After(next) })
+		testwait.Eventually(t, func() bool { return time.Now().After(next) }, "the CRL never expired")
 		r.fetchedMore(t, 2)
 		unknown(t, w, "the last CRL expired")
 	})
@@ -305,7 +306,7 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 		next := time.Now().Add(2 * time.Second)
 		r.serve(signedCRL(t, c, 100, next, victim.Leaf().SerialNumber))
 		w := start(t, r)
-		eventually(t, 10*time.Second, "CRL 100 was not accepted", func() bool { return w.CRLNumber() != nil })
+		testwait.Eventually(t, func() bool { return w.CRLNumber() != nil }, "CRL 100 was not accepted")
 		// The attacker now replays CRL 99: correctly signed, valid for an
 		// hour, and without the victim.
 		r.serve(signedCRL(t, c, 99, time.Now().Add(time.Hour)))
@@ -317,12 +318,12 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 			t.Fatal("BUG: the victim's revocation was forgotten")
 		}
 		// CRL 99's hour of validity must not keep the watcher current.
-		eventually(t, 10*time.Second, "CRL 100 never expired", func() bool { return time.Now().After(next) })
+		testwait.Eventually(t, func() bool { return time.Now().After(next) }, "CRL 100 never expired")
 		r.fetchedMore(t, 2)
 		unknown(t, w, "only an older CRL served after the newest expired")
 		// A newer CRL is taken again.
 		r.serve(signedCRL(t, c, 101, time.Now().Add(time.Hour)))
-		eventually(t, 10*time.Second, "CRL 101 was not accepted", func() bool { n := w.CRLNumber(); return n != nil && n.Int64() == 101 })
+		testwait.Eventually(t, func() bool { n := w.CRLNumber(); return n != nil && n.Int64() == 101 }, "CRL 101 was not accepted")
 		if err := w.Check(good.ID, good.Chain); err != nil {
 			t.Fatalf("Check with a current CRL: %v", err)
 		}
