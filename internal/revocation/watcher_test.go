@@ -19,6 +19,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testclock"
 	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
@@ -250,8 +251,12 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	good, victim := c.Leaf(t, "spiffe://example.org/ns/prod/good"), c.Leaf(t, "spiffe://example.org/ns/prod/victim")
+	// The watcher's clock starts at the real time and moves only when a
+	// test moves it past a CRL's nextUpdate.
+	clk := testclock.New(time.Now())
 	start := func(t *testing.T, r *crlReplayer) *revocation.Watcher {
-		w := &revocation.Watcher{CAURLs: []string{r.srv.URL}, Source: src, CRLInterval: 20 * time.Millisecond}
+		clk.Set(time.Now())
+		w := &revocation.Watcher{CAURLs: []string{r.srv.URL}, Source: src, CRLInterval: 20 * time.Millisecond, Now: clk.Now}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); w.Run(ctx) }()
@@ -287,7 +292,7 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 
 	t.Run("expires without a fresh one", func(t *testing.T) {
 		r := newCRLReplayer(t)
-		next := time.Now().Add(time.Second)
+		next := time.Now().Add(time.Hour)
 		r.serve(signedCRL(t, c, 7, next))
 		w := start(t, r)
 		testwait.Eventually(t, func() bool { return w.CRLNumber() != nil }, "the fresh CRL was not accepted")
@@ -296,20 +301,20 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 		}
 		// The CA stops answering; the same CRL keeps being served by a
 		// cache until it expires.
-		testwait.Eventually(t, func() bool { return time.Now().After(next) }, "the CRL never expired")
+		clk.Set(next.Add(time.Second))
 		r.fetchedMore(t, 2)
 		unknown(t, w, "the last CRL expired")
 	})
 
 	t.Run("rollback", func(t *testing.T) {
 		r := newCRLReplayer(t)
-		next := time.Now().Add(2 * time.Second)
+		next := time.Now().Add(time.Hour)
 		r.serve(signedCRL(t, c, 100, next, victim.Leaf().SerialNumber))
 		w := start(t, r)
 		testwait.Eventually(t, func() bool { return w.CRLNumber() != nil }, "CRL 100 was not accepted")
 		// The attacker now replays CRL 99: correctly signed, valid for an
-		// hour, and without the victim.
-		r.serve(signedCRL(t, c, 99, time.Now().Add(time.Hour)))
+		// hour past CRL 100, and without the victim.
+		r.serve(signedCRL(t, c, 99, next.Add(time.Hour)))
 		r.fetchedMore(t, 3)
 		if n := w.CRLNumber(); n.Int64() != 100 {
 			t.Fatalf("BUG: the watcher went back to CRL number %v", n)
@@ -318,11 +323,11 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 			t.Fatal("BUG: the victim's revocation was forgotten")
 		}
 		// CRL 99's hour of validity must not keep the watcher current.
-		testwait.Eventually(t, func() bool { return time.Now().After(next) }, "CRL 100 never expired")
+		clk.Set(next.Add(time.Second))
 		r.fetchedMore(t, 2)
 		unknown(t, w, "only an older CRL served after the newest expired")
 		// A newer CRL is taken again.
-		r.serve(signedCRL(t, c, 101, time.Now().Add(time.Hour)))
+		r.serve(signedCRL(t, c, 101, next.Add(2*time.Hour)))
 		testwait.Eventually(t, func() bool { n := w.CRLNumber(); return n != nil && n.Int64() == 101 }, "CRL 101 was not accepted")
 		if err := w.Check(good.ID, good.Chain); err != nil {
 			t.Fatalf("Check with a current CRL: %v", err)
@@ -356,5 +361,45 @@ func TestSourceFromCertificate(t *testing.T) {
 				t.Errorf("SourceFromCertificate = %q, %q; want %q, %q", cas, crl, tt.ca, tt.crlURL)
 			}
 		})
+	}
+}
+
+// TestWatcherFollowsCRLAlone: a watcher that knows only a CRL distribution
+// point fetches it at start and then once per tick of its loop, learning
+// the revocations it lists.
+func TestWatcherFollowsCRLAlone(t *testing.T) {
+	t.Parallel()
+	c := testca.New(t)
+	dir := filepath.Join(t.TempDir(), "id")
+	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	src, err := identity.NewDirSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := c.Leaf(t, "spiffe://example.org/ns/prod/victim")
+	srv, fetches := crlServer(t, c, victim.Leaf().SerialNumber)
+	w := &revocation.Watcher{CRLURL: srv.URL + "/crl/issuer.crl", Source: src}
+	ticks := make(chan time.Time)
+	revocation.SetCRLTicks(w, ticks)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	// An unbuffered send returns once the loop has finished the poll of the
+	// tick before: after three ticks, two polls are done.
+	for range 3 {
+		ticks <- time.Time{}
+	}
+	n := fetches.Load()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n < 3 {
+		t.Fatalf("the CRL was fetched %d times after two ticks' polls; want 3: at start and once per tick", n)
+	}
+	if !w.Revoked(serialOf(victim.Leaf())) {
+		t.Fatal("the CRL's revocation was not learnt")
 	}
 }
