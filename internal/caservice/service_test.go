@@ -101,7 +101,7 @@ func TestRunStopsEveryPart(t *testing.T) {
 func TestOpenRefusesAnotherStore(t *testing.T) {
 	c := testca.New(t)
 	runLogged(t, options(c))
-	if _, err := os.Stat(filepath.Join(c.Dir, pki.LogCheckpointFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(c.Dir, translog.CheckpointFile)); err != nil {
 		t.Fatalf("no checkpoint recorded beside the keys after a run: %v", err)
 	}
 	o := options(c)
