@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,14 +68,7 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 		t.Fatal(err)
 	}
 	me := &identity.Identity{ID: sid, Chain: []*x509.Certificate{leaf, c.Issuer.Cert}, Key: key, Roots: []*x509.Certificate{c.Root}}
-	dir := filepath.Join(t.TempDir(), "proxy")
-	if err := me.Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, me)
 	respond := func(status int, produced time.Time) []byte {
 		tmpl := ocsp.Response{Status: status, SerialNumber: leaf.SerialNumber, ThisUpdate: produced.Add(-time.Minute), NextUpdate: produced.Add(time.Hour)}
 		if status == ocsp.Revoked {

@@ -9,14 +9,12 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testclock"
@@ -56,14 +54,7 @@ func crlServer(t testing.TB, signer *testca.CA, serials ...*big.Int) (*httptest.
 func TestWatcherCRL(t *testing.T) {
 	t.Parallel()
 	c := testca.New(t)
-	dir := filepath.Join(t.TempDir(), "id")
-	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, nil)
 	victim := c.Leaf(t, "spiffe://example.org/ns/prod/victim")
 	run := func(w *revocation.Watcher) func() {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -121,14 +112,7 @@ func TestWatcherCRL(t *testing.T) {
 func TestWatcherForgetsExpired(t *testing.T) {
 	t.Parallel()
 	c := testca.New(t)
-	dir := filepath.Join(t.TempDir(), "id")
-	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, nil)
 	var body strings.Builder
 	past, future := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	for i := 1; i <= 300; i++ {
@@ -242,14 +226,7 @@ func (r *crlReplayer) fetchedMore(t testing.TB, n int64) {
 func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 	t.Parallel()
 	c := testca.New(t)
-	dir := filepath.Join(t.TempDir(), "id")
-	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, nil)
 	good, victim := c.Leaf(t, "spiffe://example.org/ns/prod/good"), c.Leaf(t, "spiffe://example.org/ns/prod/victim")
 	// The watcher's clock starts at the real time and moves only when a
 	// test moves it past a CRL's nextUpdate.
@@ -370,14 +347,7 @@ func TestSourceFromCertificate(t *testing.T) {
 func TestWatcherFollowsCRLAlone(t *testing.T) {
 	t.Parallel()
 	c := testca.New(t)
-	dir := filepath.Join(t.TempDir(), "id")
-	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, nil)
 	victim := c.Leaf(t, "spiffe://example.org/ns/prod/victim")
 	srv, fetches := crlServer(t, c, victim.Leaf().SerialNumber)
 	w := &revocation.Watcher{CRLURL: srv.URL + "/crl/issuer.crl", Source: src}
