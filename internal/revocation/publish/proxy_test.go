@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -33,6 +32,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testwait"
 )
@@ -106,16 +106,7 @@ func startGuarded(t testing.TB, src *identity.DirSource, target string, caURLs [
 // proxyIdentity enrolls the proxy from the CA and serves it from a directory.
 func (e *caEnv) proxyIdentity(t testing.TB) *identity.DirSource {
 	t.Helper()
-	id := e.Enroll(t, proxyID, api.TokenRequest{IPAddresses: []string{"127.0.0.1"}})
-	dir := filepath.Join(t.TempDir(), "proxy")
-	if err := id.Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src
+	return testca.DirSource(t, e.Enroll(t, proxyID, api.TokenRequest{IPAddresses: []string{"127.0.0.1"}}))
 }
 
 // peerConn is a client's live connection through the proxy.
