@@ -28,8 +28,13 @@ const (
 // exactly the given chain (no verification of its own, so that only the
 // client decides) and writes "ok" after the handshake.
 func serveCert(t *testing.T, cert tls.Certificate) string {
+	return serveTLS(t, &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert})
+}
+
+// serveTLS runs a server with cfg on 127.0.0.1 that writes "ok" after each
+// handshake that succeeds.
+func serveTLS(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert}
 	return testnet.ServeTLS(t, cfg, func(c *tls.Conn) { c.Write([]byte("ok")) })
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -332,5 +333,46 @@ func TestFrozenAddressCostsABoundedStall(t *testing.T) {
 	defer cancel()
 	if _, err := admin.ListTokens(ctx); err != nil {
 		t.Fatalf("with the first address frozen: %v; want the answer of the second", err)
+	}
+}
+
+// TestHTTPClientAcceptsOnlyTheCA: the HTTP client handed to other packages
+// (log tiles, revocation feed) verifies the CA as the API calls do: the
+// impostor with the CA's host name gets no request, the CA answers, and a
+// rotating certificate source is presented at each handshake.
+func TestHTTPClientAcceptsOnlyTheCA(t *testing.T) {
+	ctx := context.Background()
+	e := testenv.StartCA(t, testenv.Options{})
+	evil, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/evil",
+		api.TokenRequest{DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := startImpostor(t, evil.Identity)
+
+	_, err = e.Admin.HTTPClient().Get(im.URL + "/v1/log/checkpoint")
+	wantNotCA(t, "HTTPClient at the impostor", err)
+	if n := im.requests.Load(); n != 0 {
+		t.Fatalf("the impostor received %d requests", n)
+	}
+	resp, err := e.Admin.HTTPClient().Get(e.URL + "/livez")
+	if err != nil {
+		t.Fatalf("HTTPClient at the CA: %v", err)
+	}
+	resp.Body.Close()
+
+	var presented atomic.Int64
+	current := e.AdminID.TLSCertificate()
+	rotating, err := client.New([]string{e.URL}, e.AdminID.Roots, nil,
+		client.WithServerID(pki.ServerID(e.AdminID.ID.TrustDomain())),
+		client.WithCertificateSource(func() (*tls.Certificate, error) { presented.Add(1); return &current, nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rotating.ListTokens(ctx); err != nil {
+		t.Fatalf("admin call with the certificate from a source: %v", err)
+	}
+	if presented.Load() == 0 {
+		t.Fatal("the source was never asked for the certificate")
 	}
 }

@@ -126,7 +126,7 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 			t.Fatalf("Dial = %v; want not authorized", err)
 		}
 		testwait.Eventually(t, func() bool {
-			return logs.Has("server refused", map[string]any{"reason": string(tlsconfig.ReasonNotAuthorized)})
+			return logs.Has("server refused", map[string]any{"reason": tlsconfig.ReasonNotAuthorized.String()})
 		}, "the refusal logged")
 	})
 	t.Run("--server-name absent from the certificate: refused", func(t *testing.T) {
@@ -141,7 +141,7 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 			t.Fatalf("Dial = %v; want a name mismatch", err)
 		}
 		testwait.Eventually(t, func() bool {
-			return logs.Has("server refused", map[string]any{"reason": string(tlsconfig.ReasonNameMismatch)})
+			return logs.Has("server refused", map[string]any{"reason": tlsconfig.ReasonNameMismatch.String()})
 		}, "the refusal logged")
 	})
 	t.Run("another root with the same ID: refused", func(t *testing.T) {
