@@ -1,8 +1,8 @@
 package translog_test
 
 // Shared set-up for the issuance log's tests: a real CA service on loopback
-// (caservice.Open + Run, embedded SQLite store, the plain-HTTP listener that
-// serves /log/), ways to issue many certificates quickly, direct access to
+// (testenv: embedded SQLite store, the plain-HTTP listener that serves
+// /log/), ways to issue many certificates quickly, direct access to
 // the store's file for tampering, and the real mutual binary.
 
 import (
