@@ -32,6 +32,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testwait"
+	"github.com/mutual-tls/mutual/internal/translog"
 )
 
 // logLockHolder names the application (mutual-replica-N) whose session
@@ -424,7 +425,7 @@ func (s *sqliteCA) issue(t *testing.T, n int) {
 func (s *sqliteCA) waitCheckpointFile(size int64) {
 	t := s.t
 	t.Helper()
-	path := filepath.Join(s.dir, pki.LogCheckpointFile)
+	path := filepath.Join(s.dir, translog.CheckpointFile)
 	testwait.Eventually(t, func() bool {
 		var w struct {
 			Size int64 `json:"size"`

@@ -12,6 +12,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testenv"
@@ -56,12 +57,16 @@ func TestStartRefusesBadTokens(t *testing.T) {
 	if _, err := client.RequestIdentity(ctx, used, pki.KeyECDSAP256, 0); err != nil {
 		t.Fatal(err)
 	}
-	exp, err := e.Admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: td + "/node/late", TTL: api.Duration(time.Second)})
+	// A token made an hour ago by the service's authority, valid for a
+	// second: expired already, without waiting for it.
+	live := e.Authority(t)
+	past := &ca.Authority{Issuer: live.Issuer, Roots: live.Roots, Policy: live.Policy, Store: live.Store, URLs: live.URLs,
+		Now: func() time.Time { return time.Now().Add(-time.Hour) }}
+	expired, _, err := past.CreateToken(ctx, e.AdminID.ID, ca.TokenRequest{ID: td + "/node/late", TTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	workloadTok := e.Token(t, td+"/ns/prod/web", api.TokenRequest{})
-	testwait.Eventually(t, func() bool { return time.Now().After(exp.ExpiresAt) }, "the one-second token to expire")
 
 	cases := []struct {
 		name, token string
@@ -71,7 +76,7 @@ func TestStartRefusesBadTokens(t *testing.T) {
 		{"malformed", "not-a-token", nil},
 		{"unknown", unknown.String(), []string{"not known"}},
 		{"used", used, []string{"already used"}},
-		{"expired", exp.Token, []string{"expired"}},
+		{"expired", expired, []string{"expired"}},
 		{"another CA's fingerprint", foreign.String(), nil},
 		{"a workload identity", workloadTok, []string{"not a node identity"}},
 	}

@@ -307,7 +307,7 @@ func (a *Authority) peerRecord(ctx context.Context, peer *x509.Certificate) (spi
 			fix = "issue a new operator identity with `mutual ca admin`"
 		}
 		return spiffeid.ID{}, rec, newErr(KindForbidden, api.CodeCertRevoked, nil, "the client certificate %s of %s was revoked at %s (%s); %s",
-			serial, id, rec.RevokedAt.Format(time.RFC3339), ReasonName(rec.RevocationReason), fix)
+			serial, id, rec.RevokedAt.Format(time.RFC3339), pki.RevocationReasonName(rec.RevocationReason), fix)
 	}
 	return id, rec, nil
 }
@@ -488,7 +488,7 @@ func (a *Authority) Revoke(ctx context.Context, by spiffeid.ID, r RevokeRequest)
 		out = revs
 	}
 	for _, rev := range out {
-		a.log().Info("certificate revoked", "serial", rev.Serial, "spiffe_id", rev.SPIFFEID, "reason", ReasonName(r.Reason), "already", rev.AlreadyRevoked, "by", by.String())
+		a.log().Info("certificate revoked", "serial", rev.Serial, "spiffe_id", rev.SPIFFEID, "reason", pki.RevocationReasonName(r.Reason), "already", rev.AlreadyRevoked, "by", by.String())
 		if !rev.AlreadyRevoked && a.OnRevoke != nil {
 			a.OnRevoke(rev.Serial)
 		}

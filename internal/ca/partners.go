@@ -210,7 +210,7 @@ func (a *Authority) EndPartner(ctx context.Context, by spiffeid.ID, name string)
 	}
 	a.log().Info("partnership ended", "partner", name, "revoked", len(revs), "by", by.String())
 	for _, rev := range revs {
-		a.log().Info("certificate revoked", "serial", rev.Serial, "spiffe_id", rev.SPIFFEID, "reason", ReasonName(reasonPartnershipEnded), "already", rev.AlreadyRevoked, "by", by.String())
+		a.log().Info("certificate revoked", "serial", rev.Serial, "spiffe_id", rev.SPIFFEID, "reason", pki.RevocationReasonName(reasonPartnershipEnded), "already", rev.AlreadyRevoked, "by", by.String())
 		if !rev.AlreadyRevoked && a.OnRevoke != nil {
 			a.OnRevoke(rev.Serial)
 		}

@@ -61,7 +61,7 @@ func (a *Authority) Summary(ctx context.Context) (*api.Summary, error) {
 	for _, c := range revs {
 		s.RecentRevocations = append(s.RecentRevocations, api.CertificateInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID,
 			NotBefore: c.NotBefore, NotAfter: c.NotAfter, IssuedAt: c.IssuedAt, RequestedBy: c.RequestedBy,
-			RevokedAt: &c.RevokedAt, RevocationReason: ReasonName(c.RevocationReason)})
+			RevokedAt: &c.RevokedAt, RevocationReason: pki.RevocationReasonName(c.RevocationReason)})
 	}
 	return s, nil
 }

@@ -20,23 +20,19 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
-// adminClient is an admin's API client of svc, the CA c runs.
-// waitFor polls cond until it holds or 30 seconds pass.
+// waitFor polls cond until it holds (testwait's deadline); state says
+// what was seen last.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok, state := cond()
-		if ok {
-			return
+	testwait.EventuallyNil(t, func() error {
+		if ok, state := cond(); !ok {
+			return errors.New(state)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s, still not %s: %s", what, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	}, what)
 }
 
 func pemOf(c *x509.Certificate) string { return string(pki.EncodeCertificates(c)) }

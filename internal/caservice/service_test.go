@@ -17,6 +17,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
 
@@ -56,17 +57,13 @@ func run(t *testing.T, o caservice.Options) (svc *caservice.Service, stop func()
 func runLogged(t *testing.T, o caservice.Options) {
 	t.Helper()
 	svc, stop := run(t, o)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.EventuallyNil(t, func() error {
 		cp, err := svc.Store.LatestCheckpoint(context.Background())
-		if err == nil && cp.Size > 0 {
-			break
+		if err == nil && cp.Size == 0 {
+			err = errors.New("the checkpoint is empty")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint of the log after 30s (%v)", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	}, "a checkpoint of the log")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +101,7 @@ func TestRunStopsEveryPart(t *testing.T) {
 func TestOpenRefusesAnotherStore(t *testing.T) {
 	c := testca.New(t)
 	runLogged(t, options(c))
-	if _, err := os.Stat(filepath.Join(c.Dir, pki.LogCheckpointFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(c.Dir, translog.CheckpointFile)); err != nil {
 		t.Fatalf("no checkpoint recorded beside the keys after a run: %v", err)
 	}
 	o := options(c)

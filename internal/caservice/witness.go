@@ -12,12 +12,12 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mutual-tls/mutual/internal/atomicfile"
-	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
+	"github.com/mutual-tls/mutual/internal/translog"
 )
 
 // witness is the last checkpoint of the issuance log the CA saw in its
-// store, kept in the CA directory (pki.LogCheckpointFile). A store whose log
+// store, kept in the CA directory (translog.CheckpointFile). A store whose log
 // does not extend it is not this CA's store, or was reset: the CA refuses to
 // start on it rather than fork its log under the same key.
 type witness struct {
@@ -27,7 +27,7 @@ type witness struct {
 	Note string `json:"note,omitempty"`
 }
 
-func witnessPath(dir string) string { return filepath.Join(dir, pki.LogCheckpointFile) }
+func witnessPath(dir string) string { return filepath.Join(dir, translog.CheckpointFile) }
 
 // readWitness returns the CA's last checkpoint, or nil before the first.
 func readWitness(dir string) (*witness, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 // adminFlags are the flags every admin command shares.
@@ -194,7 +195,7 @@ superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aAComprom
 			if n != 1 {
 				return flagError("serial", "give exactly one of --serial, --identity or --node")
 			}
-			if _, err := ca.ParseReason(o.reason); err != nil {
+			if _, err := pki.ParseRevocationReason(o.reason); err != nil {
 				return flagError("reason", "%v", err)
 			}
 			if o.serial != "" {

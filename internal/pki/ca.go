@@ -38,11 +38,7 @@ const (
 	AdminDir             = "admin"
 	DatabaseFile         = "mutual.db"
 	// The issuance log's own key and verifier key are logkey.KeyFile and
-	// logkey.VerifierFile.
-	//
-	// LogCheckpointFile is the last checkpoint the CA saw in its store, kept
-	// beside the keys so the CA refuses a store that does not hold its log.
-	LogCheckpointFile = "log/checkpoint.json"
+	// logkey.VerifierFile, its last checkpoint translog.CheckpointFile.
 )
 
 // Lifetimes of what Init makes.

@@ -7,13 +7,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
@@ -23,14 +21,7 @@ import (
 // accepted, tells its owner once per serial, and reconnects.
 func FuzzFeedLine(f *testing.F) {
 	c := testca.New(f)
-	dir := filepath.Join(f.TempDir(), "id")
-	if err := c.Leaf(f, "spiffe://example.org/ns/prod/proxy").Save(dir); err != nil {
-		f.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		f.Fatal(err)
-	}
+	src := proxySource(f, c, nil)
 	line := func(e revocation.Event) []byte { b, _ := json.Marshal(e); return b }
 	now := time.Now().UTC().Truncate(time.Second)
 	f.Add(append(append(line(revocation.Event{Seq: 1, Serial: "ab", SPIFFEID: "spiffe://example.org/x", Reason: 1, RevokedAt: now, NotAfter: now.Add(time.Hour)}), '\n'),

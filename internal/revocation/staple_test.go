@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // stapleStatus parses a stapled response for me; -1 when there is none.
@@ -68,14 +68,7 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 		t.Fatal(err)
 	}
 	me := &identity.Identity{ID: sid, Chain: []*x509.Certificate{leaf, c.Issuer.Cert}, Key: key, Roots: []*x509.Certificate{c.Root}}
-	dir := filepath.Join(t.TempDir(), "proxy")
-	if err := me.Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, me)
 	respond := func(status int, produced time.Time) []byte {
 		tmpl := ocsp.Response{Status: status, SerialNumber: leaf.SerialNumber, ThisUpdate: produced.Add(-time.Minute), NextUpdate: produced.Add(time.Hour)}
 		if status == ocsp.Revoked {
@@ -91,7 +84,7 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	askedMore := func(n int64) {
 		t.Helper()
 		base := asked.Load()
-		eventually(t, 15*time.Second, "the stapler stopped asking the responder", func() bool { return asked.Load() >= base+n })
+		testwait.Eventually(t, func() bool { return asked.Load() >= base+n }, "the stapler stopped asking the responder")
 	}
 
 	good := respond(ocsp.Good, time.Now().Add(-time.Minute))
@@ -102,7 +95,7 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); st.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 10*time.Second, "no staple fetched", func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Good })
+	testwait.Eventually(t, func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Good }, "no staple fetched")
 
 	// The proxy's certificate is revoked; the watcher tells the stapler.
 	serial := serialOf(leaf)
@@ -125,5 +118,5 @@ func TestStaplerNeverStaplesGoodForRevoked(t *testing.T) {
 	}
 	// The true answer is stapled.
 	set(respond(ocsp.Revoked, time.Now()))
-	eventually(t, 10*time.Second, `the "revoked" answer was never stapled`, func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Revoked })
+	testwait.Eventually(t, func() bool { return stapleStatus(t, st.Staple(leaf), me) == ocsp.Revoked }, `the "revoked" answer was never stapled`)
 }

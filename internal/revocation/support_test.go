@@ -3,9 +3,10 @@ package revocation_test
 import (
 	"crypto/x509"
 	"testing"
-	"time"
 
+	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testca"
 )
 
 // proxyID is the identity the watchers and staplers under test hold.
@@ -13,14 +14,12 @@ const proxyID = "spiffe://example.org/ns/prod/proxy"
 
 func serialOf(c *x509.Certificate) string { return pki.FormatSerial(c.SerialNumber) }
 
-// eventually polls cond every 20ms until it holds or the safety timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// proxySource serves id, a leaf of c (proxyID when nil), from a directory,
+// as a proxy's watcher holds its identity.
+func proxySource(t testing.TB, c *testca.CA, id *identity.Identity) *identity.DirSource {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if id == nil {
+		id = c.Leaf(t, proxyID)
 	}
+	return testca.DirSource(t, id)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/watch"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -61,6 +62,12 @@ type Watcher struct {
 	// OnRevoke, if set, is called for each newly learnt revocation.
 	OnRevoke func(Event)
 	Log      *slog.Logger
+	// Now may be replaced by tests; nil means time.Now. It dates what the
+	// watcher knows (CRL validity, feed contact); its timers stay real.
+	Now func() time.Time
+	// crlTicks, if set, replaces the timer of a watcher that follows a CRL
+	// alone (tests send ticks instead of waiting).
+	crlTicks <-chan time.Time
 
 	mu      sync.RWMutex
 	revoked map[string]Event
@@ -87,6 +94,13 @@ func (w *Watcher) init() {
 			w.Log = slog.New(slog.DiscardHandler)
 		}
 	})
+}
+
+func (w *Watcher) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
 }
 
 // Revoked reports whether the serial (lower-case hex) is revoked.
@@ -127,7 +141,7 @@ func (w *Watcher) Current() error {
 	w.mu.RLock()
 	up, until := w.feedUp, w.knownUntil
 	w.mu.RUnlock()
-	if up || time.Now().Before(until) {
+	if up || w.now().Before(until) {
 		return nil
 	}
 	if until.IsZero() {
@@ -172,7 +186,7 @@ func (w *Watcher) add(e Event) {
 	}
 	// Forget what has expired anyway.
 	if len(w.revoked)%256 == 0 {
-		now := time.Now()
+		now := w.now()
 		for s, old := range w.revoked {
 			if !old.NotAfter.IsZero() && now.After(old.NotAfter) {
 				delete(w.revoked, s)
@@ -266,18 +280,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 // followCRL refetches the CRL every CRLInterval until ctx is done: the
 // watcher's only source when it knows no CA address.
 func (w *Watcher) followCRL(ctx context.Context) error {
-	t := time.NewTicker(w.CRLInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if err := w.fetchCRL(ctx); err != nil {
+	return watch.Loop{
+		Reload: func(ctx context.Context) (bool, error) { return true, w.fetchCRL(ctx) },
+		OnError: func(err error) {
 			w.Log.Warn("revocation: cannot fetch the CRL", "crl", w.CRLURL, "error", err.Error())
-		}
-	}
+		},
+		Interval: w.CRLInterval,
+		Ticks:    w.crlTicks,
+	}.Run(ctx)
 }
 
 func (w *Watcher) lastCRLTime() time.Time {
@@ -313,7 +323,7 @@ func (w *Watcher) follow(ctx context.Context, base string) (connected bool, err 
 	defer func() {
 		// What the feed said holds as long as a CRL fetched now would.
 		w.mu.Lock()
-		w.extend(time.Now().Add(w.FeedValidity))
+		w.extend(w.now().Add(w.FeedValidity))
 		w.mu.Unlock()
 		w.setFeed(false)
 	}()
@@ -327,7 +337,7 @@ func (w *Watcher) follow(ctx context.Context, base string) (connected bool, err 
 	for sc.Scan() {
 		alive.Reset(silence)
 		w.mu.Lock()
-		w.extend(time.Now().Add(w.FeedValidity))
+		w.extend(w.now().Add(w.FeedValidity))
 		w.mu.Unlock()
 		var e Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
@@ -417,7 +427,7 @@ func (w *Watcher) fetchCRLFrom(ctx context.Context, hc *http.Client, u string, i
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return fmt.Errorf("%s: the CRL is not signed by the issuing CA: %w", u, err)
 	}
-	now := time.Now()
+	now := w.now()
 	if crl.NextUpdate.IsZero() || !now.Before(crl.NextUpdate) {
 		return fmt.Errorf("%s: %w: its nextUpdate (%s) has passed: the CA is not refreshing it, or an old CRL is being replayed",
 			u, ErrStaleCRL, crl.NextUpdate.UTC().Format(time.RFC3339))
@@ -444,7 +454,7 @@ func (w *Watcher) fetchCRLFrom(ctx context.Context, hc *http.Client, u string, i
 	if seq > w.seq {
 		w.seq = seq
 	}
-	w.lastCRL = now
+	w.lastCRL = time.Now() // real time: it schedules the next fetch
 	w.mu.Unlock()
 	return nil
 }

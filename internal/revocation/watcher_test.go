@@ -9,16 +9,16 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testclock"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -54,14 +54,7 @@ func crlServer(t testing.TB, signer *testca.CA, serials ...*big.Int) (*httptest.
 func TestWatcherCRL(t *testing.T) {
 	t.Parallel()
 	c := testca.New(t)
-	dir := filepath.Join(t.TempDir(), "id")
-	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, nil)
 	victim := c.Leaf(t, "spiffe://example.org/ns/prod/victim")
 	run := func(w *revocation.Watcher) func() {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -80,7 +73,7 @@ func TestWatcherCRL(t *testing.T) {
 		w := &revocation.Watcher{CAURLs: []string{srv.URL}, Source: src, CRLInterval: 100 * time.Millisecond}
 		stop := run(w)
 		defer stop()
-		eventually(t, 10*time.Second, "the CRL's revocation was not learnt", func() bool { return w.Revoked(serialOf(victim.Leaf())) })
+		testwait.Eventually(t, func() bool { return w.Revoked(serialOf(victim.Leaf())) }, "the CRL's revocation was not learnt")
 		err := w.Check(victim.ID, victim.Chain)
 		var pe *tlsconfig.PeerError
 		if !errors.As(err, &pe) || pe.Reason != tlsconfig.ReasonRevoked {
@@ -93,14 +86,14 @@ func TestWatcherCRL(t *testing.T) {
 			t.Fatalf("Check without a chain: %v", err)
 		}
 		// While the feed is down the CRL is fetched again.
-		eventually(t, 10*time.Second, "the CRL was not refetched while the feed was down", func() bool { return fetches.Load() >= 2 })
+		testwait.Eventually(t, func() bool { return fetches.Load() >= 2 }, "the CRL was not refetched while the feed was down")
 	})
 	t.Run("signed by another CA", func(t *testing.T) {
 		other := testca.New(t)
 		srv, fetches := crlServer(t, other, victim.Leaf().SerialNumber)
 		w := &revocation.Watcher{CAURLs: []string{srv.URL}, Source: src, CRLInterval: 100 * time.Millisecond}
 		stop := run(w)
-		eventually(t, 10*time.Second, "the CRL was never fetched", func() bool { return fetches.Load() >= 2 })
+		testwait.Eventually(t, func() bool { return fetches.Load() >= 2 }, "the CRL was never fetched")
 		stop()
 		if w.Revoked(serialOf(victim.Leaf())) {
 			t.Fatal("a CRL signed by another CA was believed")
@@ -119,14 +112,7 @@ func TestWatcherCRL(t *testing.T) {
 func TestWatcherForgetsExpired(t *testing.T) {
 	t.Parallel()
 	c := testca.New(t)
-	dir := filepath.Join(t.TempDir(), "id")
-	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, nil)
 	var body strings.Builder
 	past, future := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	for i := 1; i <= 300; i++ {
@@ -154,7 +140,7 @@ func TestWatcherForgetsExpired(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	eventually(t, 10*time.Second, "the watcher did not come back for more", func() bool { return served.Load() >= 2 })
+	testwait.Eventually(t, func() bool { return served.Load() >= 2 }, "the watcher did not come back for more")
 	cancel()
 	<-done
 	if told.Load() != 300 {
@@ -228,7 +214,7 @@ func (r *crlReplayer) serve(der []byte) {
 func (r *crlReplayer) fetchedMore(t testing.TB, n int64) {
 	t.Helper()
 	base := r.fetched.Load()
-	eventually(t, 10*time.Second, "the watcher stopped fetching the CRL", func() bool { return r.fetched.Load() >= base+n })
+	testwait.Eventually(t, func() bool { return r.fetched.Load() >= base+n }, "the watcher stopped fetching the CRL")
 }
 
 // TestWatcherRefusesStaleAndReplayedCRLs attacks the watcher's CRL
@@ -240,17 +226,14 @@ func (r *crlReplayer) fetchedMore(t testing.TB, n int64) {
 func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 	t.Parallel()
 	c := testca.New(t)
-	dir := filepath.Join(t.TempDir(), "id")
-	if err := c.Leaf(t, proxyID).Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := proxySource(t, c, nil)
 	good, victim := c.Leaf(t, "spiffe://example.org/ns/prod/good"), c.Leaf(t, "spiffe://example.org/ns/prod/victim")
+	// The watcher's clock starts at the real time and moves only when a
+	// test moves it past a CRL's nextUpdate.
+	clk := testclock.New(time.Now())
 	start := func(t *testing.T, r *crlReplayer) *revocation.Watcher {
-		w := &revocation.Watcher{CAURLs: []string{r.srv.URL}, Source: src, CRLInterval: 20 * time.Millisecond}
+		clk.Set(time.Now())
+		w := &revocation.Watcher{CAURLs: []string{r.srv.URL}, Source: src, CRLInterval: 20 * time.Millisecond, Now: clk.Now}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); w.Run(ctx) }()
@@ -286,29 +269,29 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 
 	t.Run("expires without a fresh one", func(t *testing.T) {
 		r := newCRLReplayer(t)
-		next := time.Now().Add(time.Second)
+		next := time.Now().Add(time.Hour)
 		r.serve(signedCRL(t, c, 7, next))
 		w := start(t, r)
-		eventually(t, 10*time.Second, "the fresh CRL was not accepted", func() bool { return w.CRLNumber() != nil })
+		testwait.Eventually(t, func() bool { return w.CRLNumber() != nil }, "the fresh CRL was not accepted")
 		if err := w.Check(good.ID, good.Chain); err != nil {
 			t.Fatalf("Check with a current CRL: %v", err)
 		}
 		// The CA stops answering; the same CRL keeps being served by a
 		// cache until it expires.
-		eventually(t, 10*time.Second, "the CRL never expired", func() bool { return time.Now().After(next) })
+		clk.Set(next.Add(time.Second))
 		r.fetchedMore(t, 2)
 		unknown(t, w, "the last CRL expired")
 	})
 
 	t.Run("rollback", func(t *testing.T) {
 		r := newCRLReplayer(t)
-		next := time.Now().Add(2 * time.Second)
+		next := time.Now().Add(time.Hour)
 		r.serve(signedCRL(t, c, 100, next, victim.Leaf().SerialNumber))
 		w := start(t, r)
-		eventually(t, 10*time.Second, "CRL 100 was not accepted", func() bool { return w.CRLNumber() != nil })
+		testwait.Eventually(t, func() bool { return w.CRLNumber() != nil }, "CRL 100 was not accepted")
 		// The attacker now replays CRL 99: correctly signed, valid for an
-		// hour, and without the victim.
-		r.serve(signedCRL(t, c, 99, time.Now().Add(time.Hour)))
+		// hour past CRL 100, and without the victim.
+		r.serve(signedCRL(t, c, 99, next.Add(time.Hour)))
 		r.fetchedMore(t, 3)
 		if n := w.CRLNumber(); n.Int64() != 100 {
 			t.Fatalf("BUG: the watcher went back to CRL number %v", n)
@@ -317,12 +300,12 @@ func TestWatcherRefusesStaleAndReplayedCRLs(t *testing.T) {
 			t.Fatal("BUG: the victim's revocation was forgotten")
 		}
 		// CRL 99's hour of validity must not keep the watcher current.
-		eventually(t, 10*time.Second, "CRL 100 never expired", func() bool { return time.Now().After(next) })
+		clk.Set(next.Add(time.Second))
 		r.fetchedMore(t, 2)
 		unknown(t, w, "only an older CRL served after the newest expired")
 		// A newer CRL is taken again.
-		r.serve(signedCRL(t, c, 101, time.Now().Add(time.Hour)))
-		eventually(t, 10*time.Second, "CRL 101 was not accepted", func() bool { n := w.CRLNumber(); return n != nil && n.Int64() == 101 })
+		r.serve(signedCRL(t, c, 101, next.Add(2*time.Hour)))
+		testwait.Eventually(t, func() bool { n := w.CRLNumber(); return n != nil && n.Int64() == 101 }, "CRL 101 was not accepted")
 		if err := w.Check(good.ID, good.Chain); err != nil {
 			t.Fatalf("Check with a current CRL: %v", err)
 		}
@@ -355,5 +338,38 @@ func TestSourceFromCertificate(t *testing.T) {
 				t.Errorf("SourceFromCertificate = %q, %q; want %q, %q", cas, crl, tt.ca, tt.crlURL)
 			}
 		})
+	}
+}
+
+// TestWatcherFollowsCRLAlone: a watcher that knows only a CRL distribution
+// point fetches it at start and then once per tick of its loop, learning
+// the revocations it lists.
+func TestWatcherFollowsCRLAlone(t *testing.T) {
+	t.Parallel()
+	c := testca.New(t)
+	src := proxySource(t, c, nil)
+	victim := c.Leaf(t, "spiffe://example.org/ns/prod/victim")
+	srv, fetches := crlServer(t, c, victim.Leaf().SerialNumber)
+	w := &revocation.Watcher{CRLURL: srv.URL + "/crl/issuer.crl", Source: src}
+	ticks := make(chan time.Time)
+	revocation.SetCRLTicks(w, ticks)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	// An unbuffered send returns once the loop has finished the poll of the
+	// tick before: after three ticks, two polls are done.
+	for range 3 {
+		ticks <- time.Time{}
+	}
+	n := fetches.Load()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n < 3 {
+		t.Fatalf("the CRL was fetched %d times after two ticks' polls; want 3: at start and once per tick", n)
+	}
+	if !w.Revoked(serialOf(victim.Leaf())) {
+		t.Fatal("the CRL's revocation was not learnt")
 	}
 }

@@ -45,13 +45,14 @@ func BenchmarkIssuanceInProcess(b *testing.B) {
 		b.Fatal(err)
 	}
 	csrs := csrPool(b, 256)
+	auth := e.Authority(b)
 	var n atomic.Int64
 	b.ResetTimer()
 	b.SetParallelism(16) // many clients at once, as a CA sees them
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
-			if _, err := e.svc.Authority.Renew(ctx, enr.Identity.Leaf(), []byte(csrs[i%int64(len(csrs))]), 0); err != nil {
+			if _, err := auth.Renew(ctx, enr.Identity.Leaf(), []byte(csrs[i%int64(len(csrs))]), 0); err != nil {
 				b.Error(err)
 				return
 			}
@@ -88,7 +89,7 @@ func BenchmarkIssuanceHTTPS(b *testing.B) {
 		b.SetParallelism(16)
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				resp, err := hc.Get(e.svc.URL + "/v1/bundle")
+				resp, err := hc.Get(e.URL + "/v1/bundle")
 				if err != nil {
 					b.Error(err)
 					return
@@ -105,7 +106,7 @@ func BenchmarkIssuanceHTTPS(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				i := n.Add(1)
-				resp, err := hc.Post(e.svc.URL+"/v1/renew", "application/json", bytes.NewReader(bodies[i%int64(len(bodies))]))
+				resp, err := hc.Post(e.URL+"/v1/renew", "application/json", bytes.NewReader(bodies[i%int64(len(bodies))]))
 				if err != nil {
 					b.Error(err)
 					return
@@ -125,5 +126,5 @@ func BenchmarkIssuanceHTTPS(b *testing.B) {
 func startB(b *testing.B, c *testca.CA) *env { return start(b, c, "") }
 
 func (e *env) tokenB(b *testing.B, id string) string {
-	return e.token(b, id, api.TokenRequest{CertTTL: api.Duration(time.Hour)})
+	return e.Token(b, id, api.TokenRequest{CertTTL: api.Duration(time.Hour)})
 }

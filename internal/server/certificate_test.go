@@ -19,7 +19,7 @@ func TestCertificateLookup(t *testing.T) {
 	ctx := context.Background()
 	c := testca.New(t)
 	e := start(t, c, "")
-	enr, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyECDSAP256, 0)
+	enr, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestCertificateLookup(t *testing.T) {
 		colons = colons[:i] + ":" + colons[i:]
 	}
 	for _, spelling := range []string{serial, colons, "0x" + serial} {
-		got, err := e.admin.Certificate(ctx, spelling)
+		got, err := e.Admin.Certificate(ctx, spelling)
 		if err != nil {
 			t.Fatalf("%s: %v", spelling, err)
 		}
@@ -39,15 +39,15 @@ func TestCertificateLookup(t *testing.T) {
 			t.Fatalf("%s: %+v (%v)", spelling, got, err)
 		}
 	}
-	if _, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: serial, Reason: "keyCompromise"}); err != nil {
+	if _, err := e.Admin.Revoke(ctx, api.RevokeRequest{Serial: serial, Reason: "keyCompromise"}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.admin.Certificate(ctx, serial); err != nil || got.RevokedAt == nil || got.RevocationReason != "keyCompromise" {
+	if got, err := e.Admin.Certificate(ctx, serial); err != nil || got.RevokedAt == nil || got.RevocationReason != "keyCompromise" {
 		t.Fatalf("after revocation: %+v (%v)", got, err)
 	}
-	_, err = e.admin.Certificate(ctx, "0badc0ffee")
+	_, err = e.Admin.Certificate(ctx, "0badc0ffee")
 	wantRefusal(t, "an unknown serial", err, http.StatusNotFound, api.CodeNotFound)
-	_, err = e.admin.Certificate(ctx, "not-hex")
+	_, err = e.Admin.Certificate(ctx, "not-hex")
 	wantRefusal(t, "a malformed serial", err, http.StatusBadRequest, api.CodeBadSerial)
 	_, err = workloadClient(t, e).Certificate(ctx, serial)
 	wantRefusal(t, "a workload's request", err, http.StatusForbidden, api.CodeAdminRequired)
@@ -56,12 +56,12 @@ func TestCertificateLookup(t *testing.T) {
 // workloadClient enrolls a workload and returns its client of the CA.
 func workloadClient(t *testing.T, e *env) *client.Client {
 	t.Helper()
-	enr, err := client.RequestIdentity(context.Background(), e.token(t, "spiffe://example.org/ns/prod/api", api.TokenRequest{}), pki.KeyECDSAP256, 0)
+	enr, err := client.RequestIdentity(context.Background(), e.Token(t, "spiffe://example.org/ns/prod/api", api.TokenRequest{}), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wtc := enr.Identity.TLSCertificate()
-	cl, err := client.New([]string{e.svc.URL}, enr.Identity.Roots, &wtc)
+	cl, err := client.New([]string{e.URL}, enr.Identity.Roots, &wtc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,16 +85,16 @@ func TestSummary(t *testing.T) {
 	e := start(t, c, "")
 	var serials []string
 	for _, id := range []string{"spiffe://example.org/ns/prod/web", "spiffe://example.org/ns/prod/web", "spiffe://example.org/node/n1", "spiffe://example.org/ns/prod/old"} {
-		enr, err := client.RequestIdentity(ctx, e.token(t, id, api.TokenRequest{}), pki.KeyECDSAP256, 0)
+		enr, err := client.RequestIdentity(ctx, e.Token(t, id, api.TokenRequest{}), pki.KeyECDSAP256, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		serials = append(serials, pki.FormatSerial(enr.Identity.Leaf().SerialNumber))
 	}
-	if _, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: serials[3], Reason: "superseded"}); err != nil {
+	if _, err := e.Admin.Revoke(ctx, api.RevokeRequest{Serial: serials[3], Reason: "superseded"}); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := e.admin.Summary(ctx)
+	sum, err := e.Admin.Summary(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,16 +2,19 @@ package server_test
 
 import (
 	"crypto/tls"
+	"net/http"
 	"net/url"
 	"runtime"
 	"testing"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/mutual-tls/mutual/internal/h2guard"
 	"github.com/mutual-tls/mutual/internal/h2guard/h2attack"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // attackCA starts a CA and opens an anonymous HTTP/2 connection to its API,
@@ -19,11 +22,11 @@ import (
 func attackCA(t *testing.T) (*env, *h2attack.Client, string) {
 	t.Helper()
 	e := start(t, testca.New(t), "")
-	u, err := url.Parse(e.svc.URL)
+	u, err := url.Parse(e.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := h2attack.Dial(u.Host, &tls.Config{RootCAs: rootPool(e.ca)})
+	h, err := h2attack.Dial(u.Host, &tls.Config{RootCAs: rootPool(e.CA.CA)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +40,13 @@ func attackCA(t *testing.T) (*env, *h2attack.Client, string) {
 // handled is how many requests the CA's handlers have run for route.
 func handled(t *testing.T, e *env, route string) int {
 	t.Helper()
-	mfs, err := e.svc.Server.Registry().Gather()
+	resp, err := http.Get(e.MetricsURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,18 +71,6 @@ func labelIs(m *dto.Metric, name, value string) bool {
 		}
 	}
 	return false
-}
-
-// waitFor polls cond for up to 10s (a safety net, not a timing requirement).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestServerHTTP2RapidReset: CVE-2023-44487 against the CA. An anonymous
@@ -109,14 +106,14 @@ func TestServerHTTP2StreamFlood(t *testing.T) {
 	if h.Settle() {
 		t.Fatalf("the CA closed the connection: %v", h.Err())
 	}
-	waitFor(t, "the streams past the limit refused", func() bool { return h.Refusals.Load() >= extra })
+	testwait.Eventually(t, func() bool { return h.Refusals.Load() >= extra }, "the streams past the limit refused")
 	if got := h.Refusals.Load(); got != extra {
 		t.Errorf("the CA refused %d streams; want the %d past its limit", got, extra)
 	}
 	during := runtime.NumGoroutine()
 	h.Close()
 	// The CA's own goroutines (store, listeners) were started after before.
-	waitFor(t, "handler goroutines released", func() bool { return runtime.NumGoroutine() < during-h2guard.MaxConcurrentStreams })
+	testwait.Eventually(t, func() bool { return runtime.NumGoroutine() < during-h2guard.MaxConcurrentStreams }, "handler goroutines released")
 	t.Logf("goroutines: %d before the CA, %d with %d open streams, %d after", before, during, h2guard.MaxConcurrentStreams, runtime.NumGoroutine())
 }
 

@@ -29,13 +29,13 @@ func TestReadyzHidesStoreDetails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	tok := e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	pg.Stop(t)
 	defer pg.Start(t)
 	// An anonymous enrollment that reaches the store says "retry later"
 	// without its address either.
 	req, _ := json.Marshal(api.EnrollRequest{Token: tok, CSR: csrPEM(t, &x509.CertificateRequest{})})
-	resp, err := hc.Post(e.svc.URL+"/v1/enroll", "application/json", bytes.NewReader(req))
+	resp, err := hc.Post(e.URL+"/v1/enroll", "application/json", bytes.NewReader(req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestReadyzHidesStoreDetails(t *testing.T) {
 	}
 	t.Logf("/v1/enroll with the store down: HTTP %d %s", resp.StatusCode, strings.Join(strings.Fields(string(body)), " "))
 	for _, path := range []string{"/readyz", "/healthz"} {
-		resp, err := hc.Get(e.svc.URL + path)
+		resp, err := hc.Get(e.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}

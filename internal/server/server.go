@@ -535,7 +535,7 @@ func certificateInfo(c store.Certificate, withPEM bool) api.CertificateInfo {
 	if c.Revoked() {
 		t := c.RevokedAt
 		ci.RevokedAt = &t
-		ci.RevocationReason = ca.ReasonName(c.RevocationReason)
+		ci.RevocationReason = pki.RevocationReasonName(c.RevocationReason)
 	}
 	if withPEM {
 		if x, err := x509.ParseCertificate(c.DER); err == nil {
@@ -561,7 +561,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, by spiffeid.ID) 
 	if err := api.Decode(r.Body, &req); err != nil {
 		return 0, badRequest{err}
 	}
-	reason, err := ca.ParseReason(req.Reason)
+	reason, err := pki.ParseRevocationReason(req.Reason)
 	if err != nil {
 		return 0, badRequest{err}
 	}

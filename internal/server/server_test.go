@@ -20,46 +20,17 @@ import (
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
 )
 
-// env is a running CA service on loopback and its operator.
-type env struct {
-	ca    *testca.CA
-	svc   *caservice.Service
-	admin *client.Client
-}
+// env is a running CA service on loopback (testenv, with its metrics
+// listener) and its operator.
+type env struct{ *testenv.CA }
 
 // start runs a CA service for c on the store at storeURL ("" = SQLite in the CA dir).
 func start(t testing.TB, c *testca.CA, storeURL string) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0", StoreURL: storeURL, MetricsListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	var admin *client.Client
-	t.Cleanup(func() {
-		if admin != nil {
-			admin.CloseIdleConnections()
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		svc.Close()
-	})
-	adminID, err := identity.Load(c.AdminDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := adminID.TLSCertificate()
-	admin, err = client.New([]string{svc.URL}, adminID.Roots, &tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{ca: c, svc: svc, admin: admin}
+	return &env{testenv.StartCA(t, testenv.Options{CA: c, StoreURL: storeURL, Metrics: true})}
 }
 
 func stores(t *testing.T) map[string]func(t *testing.T) string {
@@ -84,16 +55,6 @@ func apiCode(t *testing.T, err error) (int, string) {
 	return ae.Status, ae.Code
 }
 
-func (e *env) token(t testing.TB, id string, req api.TokenRequest) string {
-	t.Helper()
-	req.SPIFFEID = id
-	resp, err := e.admin.CreateToken(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.Token
-}
-
 // TestLifecycle walks the foundation's whole flow against both stores:
 // init, serve, token, request, renew, revoke, renewal refused after
 // revocation, token reuse refused, admin API refused without an admin.
@@ -103,7 +64,7 @@ func TestLifecycle(t *testing.T) {
 			ctx := context.Background()
 			e := start(t, testca.New(t), storeURL(t))
 			const web = "spiffe://example.org/ns/prod/web"
-			tok := e.token(t, web, api.TokenRequest{DNSNames: []string{"web.internal"}, IPAddresses: []string{"127.0.0.1"}, CertTTL: api.Duration(2 * time.Hour)})
+			tok := e.Token(t, web, api.TokenRequest{DNSNames: []string{"web.internal"}, IPAddresses: []string{"127.0.0.1"}, CertTTL: api.Duration(2 * time.Hour)})
 
 			// Enroll: the root is pinned by the token's fingerprint alone.
 			enr, err := client.RequestIdentity(ctx, tok, pki.KeyECDSAP256, 0)
@@ -130,7 +91,7 @@ func TestLifecycle(t *testing.T) {
 			}
 
 			// Renew over mTLS: same identity and names, new key and serial.
-			next, err := client.RenewIdentity(ctx, id, []string{e.svc.URL}, "", 0)
+			next, err := client.RenewIdentity(ctx, id, []string{e.URL}, "", 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,39 +103,39 @@ func TestLifecycle(t *testing.T) {
 			}
 
 			// Revoke the renewed certificate; it can no longer renew.
-			rev, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(next.Leaf().SerialNumber), Reason: "keyCompromise"})
+			rev, err := e.Admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(next.Leaf().SerialNumber), Reason: "keyCompromise"})
 			if err != nil || len(rev.Revoked) != 1 {
 				t.Fatalf("revoke: %+v %v", rev, err)
 			}
-			_, err = client.RenewIdentity(ctx, next, []string{e.svc.URL}, "", 0)
+			_, err = client.RenewIdentity(ctx, next, []string{e.URL}, "", 0)
 			if st, code := apiCode(t, err); st != http.StatusForbidden || code != "cert_revoked" {
 				t.Fatalf("renew after revoke: %d %s", st, code)
 			}
 			// Revoking again is harmless.
-			rev, err = e.admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(next.Leaf().SerialNumber)})
+			rev, err = e.Admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(next.Leaf().SerialNumber)})
 			if err != nil || !rev.Revoked[0].AlreadyRevoked {
 				t.Fatalf("revoke twice: %+v %v", rev, err)
 			}
 			// The first certificate still renews, until its identity is revoked.
-			if _, err := client.RenewIdentity(ctx, id, []string{e.svc.URL}, "", 0); err != nil {
+			if _, err := client.RenewIdentity(ctx, id, []string{e.URL}, "", 0); err != nil {
 				t.Fatalf("the older certificate should still renew: %v", err)
 			}
-			rev, err = e.admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: web})
+			rev, err = e.Admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: web})
 			if err != nil || len(rev.Revoked) != 3 {
 				t.Fatalf("revoke identity: %+v %v", rev, err)
 			}
-			_, err = client.RenewIdentity(ctx, id, []string{e.svc.URL}, "", 0)
+			_, err = client.RenewIdentity(ctx, id, []string{e.URL}, "", 0)
 			if st, _ := apiCode(t, err); st != http.StatusForbidden {
 				t.Fatalf("renew after identity revoked: %d", st)
 			}
 			// Unknown serial.
-			_, err = e.admin.Revoke(ctx, api.RevokeRequest{Serial: "0123abcd"})
+			_, err = e.Admin.Revoke(ctx, api.RevokeRequest{Serial: "0123abcd"})
 			if st, _ := apiCode(t, err); st != http.StatusNotFound || !strings.Contains(err.Error(), "not issued by this CA") {
 				t.Fatalf("unknown serial: %v", err)
 			}
 
 			// The list shows what happened.
-			list, err := e.admin.ListCertificates(ctx, web, false)
+			list, err := e.Admin.ListCertificates(ctx, web, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,7 +147,7 @@ func TestLifecycle(t *testing.T) {
 					t.Errorf("%s not shown revoked", c.Serial)
 				}
 			}
-			toks, err := e.admin.ListTokens(ctx)
+			toks, err := e.Admin.ListTokens(ctx)
 			if err != nil || len(toks.Tokens) != 1 || toks.Tokens[0].UsedAt == nil {
 				t.Fatalf("tokens: %+v %v", toks, err)
 			}
@@ -206,17 +167,17 @@ func TestAdminRequired(t *testing.T) {
 	ctx := context.Background()
 	c := testca.New(t)
 	e := start(t, c, "")
-	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	tok := e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	enr, err := client.RequestIdentity(ctx, tok, pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	anon, _ := client.New([]string{e.svc.URL}, []*x509.Certificate{c.Root}, nil)
+	anon, _ := client.New([]string{e.URL}, []*x509.Certificate{c.Root}, nil)
 	wtc := enr.Identity.TLSCertificate()
-	workload, _ := client.New([]string{e.svc.URL}, []*x509.Certificate{c.Root}, &wtc)
+	workload, _ := client.New([]string{e.URL}, []*x509.Certificate{c.Root}, &wtc)
 	other := testca.New(t)
 	otc := other.Leaf(t, "spiffe://example.org/admin/intruder").TLSCertificate()
-	intruder, _ := client.New([]string{e.svc.URL}, []*x509.Certificate{c.Root}, &otc)
+	intruder, _ := client.New([]string{e.URL}, []*x509.Certificate{c.Root}, &otc)
 
 	for _, tc := range []struct {
 		name string
@@ -250,10 +211,10 @@ func TestAdminRequired(t *testing.T) {
 	})
 	t.Run("revoked admin", func(t *testing.T) {
 		adminID, _ := identity.Load(c.AdminDir)
-		if _, err := e.admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(adminID.Leaf().SerialNumber)}); err != nil {
+		if _, err := e.Admin.Revoke(ctx, api.RevokeRequest{Serial: pki.FormatSerial(adminID.Leaf().SerialNumber)}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := e.admin.ListTokens(ctx)
+		_, err := e.Admin.ListTokens(ctx)
 		if st, code := apiCode(t, err); st != http.StatusForbidden || code != "cert_revoked" {
 			t.Fatalf("revoked admin: %d %s", st, code)
 		}
@@ -267,7 +228,7 @@ func TestRefusals(t *testing.T) {
 	e := start(t, c, "")
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: rootPool(c)}}}
 	post := func(path, body string) (int, api.Error) {
-		resp, err := hc.Post(e.svc.URL+path, "application/json", strings.NewReader(body))
+		resp, err := hc.Post(e.URL+path, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +241,7 @@ func TestRefusals(t *testing.T) {
 		return resp.StatusCode, ae
 	}
 	goodCSR := csrPEM(t, nil)
-	tok := func() string { return e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}) }
+	tok := func() string { return e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}) }
 	enrollBody := func(token, csr string, extra string) string {
 		b, _ := json.Marshal(map[string]string{"token": token, "csr": csr})
 		s := string(b)
@@ -323,8 +284,8 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("expired token", func(t *testing.T) {
 		tk := tok()
-		e.svc.Authority.Now = func() time.Time { return time.Now().Add(time.Hour) }
-		defer func() { e.svc.Authority.Now = nil }()
+		e.Authority(t).Now = func() time.Time { return time.Now().Add(time.Hour) }
+		defer func() { e.Authority(t).Now = nil }()
 		st, ae := post("/v1/enroll", enrollBody(tk, goodCSR, ""))
 		if st != 401 || ae.Code != "token_expired" {
 			t.Fatalf("got %d %+v", st, ae)
@@ -350,11 +311,11 @@ func TestMTLSInterop(t *testing.T) {
 	ctx := context.Background()
 	c := testca.New(t)
 	e := start(t, c, "")
-	srvID, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/prod/db", api.TokenRequest{IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
+	srvID, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/prod/db", api.TokenRequest{IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cliID, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyEd25519, 0)
+	cliID, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyEd25519, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +367,7 @@ func TestStoreOutage(t *testing.T) {
 	pg := pgtest.Start(t)
 	c := testca.New(t)
 	e := start(t, c, pg.NewDatabase(t))
-	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	tok := e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: rootPool(c)}}}
 
 	pg.Stop(t)
@@ -414,7 +375,7 @@ func TestStoreOutage(t *testing.T) {
 	if st, code := apiCode(t, err); st != http.StatusServiceUnavailable || code != "store_unavailable" {
 		t.Fatalf("enroll with the store down: %d %s", st, code)
 	}
-	resp, err := hc.Get(e.svc.URL + "/healthz")
+	resp, err := hc.Get(e.URL + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +384,7 @@ func TestStoreOutage(t *testing.T) {
 		t.Fatalf("healthz with the store down: %d", resp.StatusCode)
 	}
 	// The bundle needs no store.
-	if _, err := e.admin.Bundle(ctx); err != nil {
+	if _, err := e.Admin.Bundle(ctx); err != nil {
 		t.Fatalf("bundle with the store down: %v", err)
 	}
 
@@ -432,7 +393,7 @@ func TestStoreOutage(t *testing.T) {
 	if _, err := client.RequestIdentity(ctx, tok, pki.KeyECDSAP256, 0); err != nil {
 		t.Fatalf("after the store came back: %v", err)
 	}
-	resp, err = hc.Get(e.svc.URL + "/healthz")
+	resp, err = hc.Get(e.URL + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,8 +406,8 @@ func TestStoreOutage(t *testing.T) {
 // TestMetrics: Prometheus text on its own listener.
 func TestMetrics(t *testing.T) {
 	e := start(t, testca.New(t), "")
-	e.token(t, "spiffe://example.org/x", api.TokenRequest{})
-	resp, err := http.Get("http://" + e.svc.MetricsAddr().String() + "/metrics")
+	e.Token(t, "spiffe://example.org/x", api.TokenRequest{})
+	resp, err := http.Get(e.MetricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,8 +419,8 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	// The API listener does not serve metrics.
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: rootPool(e.ca)}}}
-	r2, err := hc.Get(e.svc.URL + "/metrics")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: rootPool(e.CA.CA)}}}
+	r2, err := hc.Get(e.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +451,7 @@ func csrPEM(t *testing.T, tmpl *x509.CertificateRequest) string {
 
 // forgeToken makes a well-formed token for this CA that it never issued.
 func forgeToken(t *testing.T, e *env) string {
-	tok := e.token(t, "spiffe://example.org/forge", api.TokenRequest{})
+	tok := e.Token(t, "spiffe://example.org/forge", api.TokenRequest{})
 	// Flip the secret: same id and fingerprint, wrong secret.
 	parsed, err := tokenParse(tok)
 	if err != nil {
@@ -514,12 +475,12 @@ func TestIssueAdmin(t *testing.T) {
 		t.Fatalf("issued %s", alice.ID)
 	}
 	tc := alice.TLSCertificate()
-	cl, _ := client.New([]string{e.svc.URL}, alice.Roots, &tc)
+	cl, _ := client.New([]string{e.URL}, alice.Roots, &tc)
 	defer cl.CloseIdleConnections()
 	if _, err := cl.ListTokens(ctx); err != nil {
 		t.Fatalf("alice is not accepted as admin: %v", err)
 	}
-	if _, err := e.admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: alice.ID.String()}); err != nil {
+	if _, err := e.Admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: alice.ID.String()}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cl.ListTokens(ctx); err == nil {
@@ -537,8 +498,8 @@ func TestEnrollReplay(t *testing.T) {
 	ctx := context.Background()
 	c := testca.New(t)
 	e := start(t, c, "")
-	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
-	anon, _ := client.New([]string{e.svc.URL}, []*x509.Certificate{c.Root}, nil)
+	tok := e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	anon, _ := client.New([]string{e.URL}, []*x509.Certificate{c.Root}, nil)
 	csr := csrPEM(t, nil)
 	first, err := anon.Enroll(ctx, api.EnrollRequest{Token: tok, CSR: csr})
 	if err != nil {
@@ -555,7 +516,7 @@ func TestEnrollReplay(t *testing.T) {
 	if st, code := apiCode(t, err); st != http.StatusUnauthorized || code != "token_used" {
 		t.Fatalf("another key with a used token: %d %s", st, code)
 	}
-	list, err := e.admin.ListCertificates(ctx, "spiffe://example.org/ns/prod/web", false)
+	list, err := e.Admin.ListCertificates(ctx, "spiffe://example.org/ns/prod/web", false)
 	if err != nil || len(list.Certificates) != 1 {
 		t.Fatalf("%d certificates stored, want 1 (%v)", len(list.Certificates), err)
 	}

@@ -1,16 +1,10 @@
 package sidecar_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
+	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +13,10 @@ import (
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/sidecar"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -28,67 +25,31 @@ const (
 	webID = "spiffe://example.org/ns/prod/web"
 )
 
-// logBuffer collects JSON log lines written from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// find returns the first log line with msg, or nil.
-func (l *logBuffer) find(msg string) map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
-			return m
+// record returns the first log record with msg, or nil.
+func record(logs *testlog.Buffer, msg string) map[string]any {
+	for _, r := range logs.Records() {
+		if r["msg"] == msg {
+			return r
 		}
 	}
 	return nil
 }
 
-// wait returns the first log line with msg, failing t after 15 s without.
-func (l *logBuffer) wait(t *testing.T, msg string, done <-chan error) map[string]any {
+// waitRecord returns the first log record with msg once it is logged,
+// failing t if Run returns first.
+func waitRecord(t *testing.T, logs *testlog.Buffer, msg string, done <-chan error) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if m := l.find(msg); m != nil {
-			return m
-		}
+	var m map[string]any
+	testwait.Eventually(t, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("Run returned %v before logging %q", err, msg)
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q logged within 15s:\n%s", msg, l.b.String())
-		}
-	}
-}
-
-// echoServer answers every connection by echoing it, until the test ends.
-func echoServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().String()
+		m = record(logs, msg)
+		return m != nil
+	}, fmt.Sprintf("%q logged", msg))
+	return m
 }
 
 // TestInboundRunsAndStopsEverything: the sidecar serves an allowed caller,
@@ -105,20 +66,20 @@ func TestInboundRunsAndStopsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	log, logs := testlog.NewJSON(t, "sidecar")
 	listen := testport.Addr(t)
 	cfg := sidecar.Config{
 		Source:     sidecar.Source{IdentityDir: dir},
 		Revocation: sidecar.Revocation{Off: true},
 		Listen:     listen, Metrics: "127.0.0.1:0",
-		Log:     slog.New(slog.NewJSONHandler(logs, nil)),
-		Inbound: &sidecar.Inbound{Target: echoServer(t), Allow: allow, Mode: proxy.Strict, Protocol: proxy.TCP},
+		Log:     log,
+		Inbound: &sidecar.Inbound{Target: testnet.Echo(t), Allow: allow, Mode: proxy.Strict, Protocol: proxy.TCP},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- sidecar.Run(ctx, cfg) }()
-	listening := logs.wait(t, "proxy listening", done)
+	listening := waitRecord(t, logs, "proxy listening", done)
 	metricsURL, _ := listening["metrics"].(string)
 	if !strings.HasPrefix(metricsURL, "http://127.0.0.1:") {
 		t.Fatalf("proxy listening names metrics %q", metricsURL)
@@ -133,7 +94,9 @@ func TestInboundRunsAndStopsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roundTrip(t, listen, tc)
+	if got, err := testnet.RoundTrip(listen, tc, "ping"); err != nil || got != "ping" {
+		t.Fatalf("echo through the proxy: %q, %v", got, err)
+	}
 	for _, u := range []string{metricsURL, strings.TrimSuffix(metricsURL, "/metrics") + "/migration"} {
 		if code := get(t, u); code != http.StatusOK {
 			t.Fatalf("GET %s: %d", u, code)
@@ -145,7 +108,7 @@ func TestInboundRunsAndStopsEverything(t *testing.T) {
 	if err := next.Save(dir); err != nil {
 		t.Fatal(err)
 	}
-	logs.wait(t, "identity reloaded", done)
+	waitRecord(t, logs, "identity reloaded", done)
 
 	cancel()
 	select {
@@ -156,7 +119,7 @@ func TestInboundRunsAndStopsEverything(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return 30 s after its context was cancelled")
 	}
-	if logs.find("proxy stopped") == nil {
+	if record(logs, "proxy stopped") == nil {
 		t.Error("no \"proxy stopped\" logged")
 	}
 	if _, err := http.Get(metricsURL); err == nil {
@@ -170,23 +133,6 @@ func saveLeaf(t *testing.T, ca *testca.CA, id string) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func roundTrip(t *testing.T, addr string, tc *tls.Config) {
-	t.Helper()
-	c, err := tls.Dial("tcp", addr, tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 4)
-	if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping" {
-		t.Fatalf("echo through the proxy: %q, %v", b, err)
-	}
 }
 
 func get(t *testing.T, u string) int {
@@ -203,11 +149,7 @@ func get(t *testing.T, u string) int {
 func TestRunRefusesBadConfig(t *testing.T) {
 	ca := testca.New(t)
 	dir := saveLeaf(t, ca, apiID)
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
+	busy := testnet.Listen(t)
 	expect, err := authz.ParsePattern(webID)
 	if err != nil {
 		t.Fatal(err)

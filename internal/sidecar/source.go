@@ -15,7 +15,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
@@ -137,6 +136,6 @@ func closeRevoked(p interface {
 }, log *slog.Logger) func(revocation.Event) {
 	return func(e revocation.Event) {
 		n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
-		log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", ca.ReasonName(e.Reason), "connections_closed", n)
+		log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", pki.RevocationReasonName(e.Reason), "connections_closed", n)
 	}
 }

@@ -207,3 +207,18 @@ func (ca *CA) Leaf(t testing.TB, id string, opts ...LeafOption) *identity.Identi
 	}
 	return &identity.Identity{ID: sid, Chain: []*x509.Certificate{cert, c.issuer.Cert}, Key: key, Roots: []*x509.Certificate{ca.Root}}
 }
+
+// DirSource saves id in a fresh directory and serves it from there, as a
+// proxy or an agent holds its identity.
+func DirSource(t testing.TB, id *identity.Identity) *identity.DirSource {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "id")
+	if err := id.Save(dir); err != nil {
+		t.Fatalf("testca: save %s: %v", id.ID, err)
+	}
+	src, err := identity.NewDirSource(dir)
+	if err != nil {
+		t.Fatalf("testca: serve %s from %s: %v", id.ID, dir, err)
+	}
+	return src
+}

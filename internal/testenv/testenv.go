@@ -18,6 +18,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -81,6 +82,7 @@ type CA struct {
 type instance struct {
 	url, addr, httpAddr, metricsAddr string
 	store                            *store.DB
+	authority                        *ca.Authority
 	cancel                           context.CancelFunc
 	done                             chan error
 	close                            func() error
@@ -124,7 +126,7 @@ func start(o Options, listen, httpListen, metricsListen string) (*instance, erro
 		cancel()
 		return nil, err
 	}
-	in := &instance{url: svc.URL, addr: svc.Addr().String(), store: svc.Store, cancel: cancel, done: make(chan error, 1), close: svc.Close}
+	in := &instance{url: svc.URL, addr: svc.Addr().String(), store: svc.Store, authority: svc.Authority, cancel: cancel, done: make(chan error, 1), close: svc.Close}
 	if httpListen != "" {
 		in.httpAddr = svc.HTTPAddr().String()
 	}
@@ -210,6 +212,16 @@ func (c *CA) Store(t testing.TB) *store.DB {
 		t.Fatal("testenv: the CA service is stopped")
 	}
 	return c.running.store
+}
+
+// Authority is the running service's issuing authority, for tests that
+// issue in process (many certificates quickly, or beside the API).
+func (c *CA) Authority(t testing.TB) *ca.Authority {
+	t.Helper()
+	if c.running == nil {
+		t.Fatal("testenv: the CA service is stopped")
+	}
+	return c.running.authority
 }
 
 // Token creates a join token for id; req may set anything else.

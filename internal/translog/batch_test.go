@@ -41,7 +41,7 @@ func TestBatchedIssuanceWithRefusals(t *testing.T) {
 	for w := 0; w < workers; w++ {
 		for i := 0; i < rounds; i++ {
 			if (w+i)%4 == 2 {
-				dups[w*rounds+i] = e.ca.Leaf(t, "spiffe://example.org/ns/batch/dup").Leaf()
+				dups[w*rounds+i] = e.Leaf(t, "spiffe://example.org/ns/batch/dup").Leaf()
 			}
 		}
 	}
@@ -59,7 +59,7 @@ func TestBatchedIssuanceWithRefusals(t *testing.T) {
 				k := w*rounds + i
 				switch (w + i) % 4 {
 				case 0: // a valid renewal
-					is, err := e.svc.Authority.Renew(ctx, e.peer.Leaf(), csrs[k], 0)
+					is, err := e.Authority(t).Renew(ctx, e.peer.Leaf(), csrs[k], 0)
 					if err != nil {
 						errc <- err
 						continue
@@ -68,12 +68,12 @@ func TestBatchedIssuanceWithRefusals(t *testing.T) {
 					issued = append(issued, is.Cert)
 					mu.Unlock()
 				case 1: // a used token: refused, in the same batch as others
-					if _, err := e.svc.Authority.Enroll(ctx, used.Token, csrs[k], 0); err == nil {
+					if _, err := e.Authority(t).Enroll(ctx, used.Token, csrs[k], 0); err == nil {
 						errc <- errors.New("a used token enrolled")
 					}
 				case 2: // a duplicate serial, with an entry of its own: refused
 					dup, now := dups[k], time.Now()
-					err := e.svc.Store.RecordIssuance(ctx, &store.Certificate{
+					err := e.Store(t).RecordIssuance(ctx, &store.Certificate{
 						Serial: serialOf(existing[k%len(existing)]), SPIFFEID: "spiffe://example.org/ns/batch/dup",
 						NotBefore: dup.NotBefore, NotAfter: dup.NotAfter, IssuedAt: now, DER: dup.Raw, RequestedBy: "renew:1",
 						LogEntry: translog.Entry{Certificate: dup.Raw, RequestedBy: "renew:1", IssuedAt: now}.Marshal(),
@@ -82,7 +82,7 @@ func TestBatchedIssuanceWithRefusals(t *testing.T) {
 						errc <- fmt.Errorf("duplicate serial: %v, want ErrAlreadyExists", err)
 					}
 				case 3: // a fresh token: the first use issues, a second is refused
-					is, err := e.svc.Authority.Enroll(ctx, fresh[w].Token, csrs[k], 0)
+					is, err := e.Authority(t).Enroll(ctx, fresh[w].Token, csrs[k], 0)
 					mu.Lock()
 					if err == nil {
 						issued = append(issued, is.Cert)
@@ -104,7 +104,7 @@ func TestBatchedIssuanceWithRefusals(t *testing.T) {
 		}
 	}
 
-	a := newAuditor(t, e.base, e.verifierKey)
+	a := newAuditor(t, e.HTTPURL, e.verifierKey)
 	cp := a.waitCheckpoint(t, e.logSize(t))
 	entries, err := a.entries(cp)
 	if err != nil {
@@ -131,7 +131,7 @@ func TestBatchedIssuanceWithRefusals(t *testing.T) {
 			t.Errorf("entry %d logs a certificate whose recording was refused", i)
 		}
 	}
-	certs, err := e.svc.Store.ListCertificates(ctx, store.CertificateFilter{Limit: 100000})
+	certs, err := e.Store(t).ListCertificates(ctx, store.CertificateFilter{Limit: 100000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,14 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
+
+// CheckpointFile is where a CA directory keeps the last checkpoint the CA
+// saw in its store, beside the log's keys (logkey.Dir), so that the CA
+// refuses a store that does not hold its log.
+const CheckpointFile = logkey.Dir + "/checkpoint.json"
 
 // Checkpoint is a verified tree head: the C2SP checkpoint body
 //

@@ -6,7 +6,6 @@ package translog_test
 // appended to makes issuance fail cleanly: no certificate leaves unlogged.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -31,7 +30,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/internal/translog"
 	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
@@ -43,27 +44,10 @@ func freeAddr(t testing.TB) string {
 	return testport.Addr(t)
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // serverProc is a running `mutual server`.
 type serverProc struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testlog.Buffer
 	done   chan struct{}
 }
 
@@ -73,7 +57,7 @@ func startServerProc(t *testing.T, c *testca.CA, passFile, listen, httpListen st
 	t.Helper()
 	cmd := exec.Command(mutualBinary(t), "server", "--dir", c.Dir, "--passphrase-file", passFile, "--listen", listen, "--http-listen", httpListen)
 	cmd.Env = cmdEnv()
-	p := &serverProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &serverProc{cmd: cmd, stderr: &testlog.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -91,24 +75,20 @@ func startServerProc(t *testing.T, c *testca.CA, passFile, listen, httpListen st
 	pool.AddCert(c.Root)
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	defer hc.CloseIdleConnections()
-	deadline := time.Now().Add(safetyNet)
-	for {
+	testwait.Eventually(t, func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("mutual server exited before it served:\n%s", p.stderr)
 		default:
 		}
-		if resp, err := hc.Get("https://" + listen + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
+		resp, err := hc.Get("https://" + listen + "/healthz")
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mutual server not healthy after %s:\n%s", safetyNet, p.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "mutual server healthy at "+listen)
+	return p
 }
 
 func (p *serverProc) kill(t *testing.T) {
@@ -151,17 +131,6 @@ func (r *received) all() []*x509.Certificate {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]*x509.Certificate(nil), r.certs...)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(safetyNet)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s", what, safetyNet)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestCrashConsistency kills the CA service (SIGKILL, a real process) while
@@ -250,13 +219,13 @@ func TestCrashConsistency(t *testing.T) {
 	defer func() { stop.Store(true); wg.Wait() }()
 
 	// A verifier and the real `mutual log verify` see the log early on.
-	waitFor(t, "60 certificates issued", func() bool { return got.n.Load() >= 60 })
+	testwait.Eventually(t, func() bool { return got.n.Load() >= 60 }, "60 certificates issued")
 	early := waitCheckpoint(t, cl, 50)
 	st := filepath.Join(t.TempDir(), "state.json")
 	verify := []string{"log", "verify", "--server", cl.Base, "--key-file", filepath.Join(c.Dir, logkey.VerifierFile), "--state", st}
 	mustMutual(t, verify...)
 
-	waitFor(t, "300 certificates issued", func() bool { return got.n.Load() >= 300 })
+	testwait.Eventually(t, func() bool { return got.n.Load() >= 300 }, "300 certificates issued")
 	preKill, err := cl.Checkpoint(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -265,10 +234,10 @@ func TestCrashConsistency(t *testing.T) {
 	srv.kill(t)
 	atKill := got.n.Load()
 	t.Logf("SIGKILL after %d certificates received (early checkpoint %d, last before the kill %d)", atKill, early.Size, preKill.Size)
-	waitFor(t, "clients hitting the dead server", func() bool { return transient.Load() > failedBefore })
+	testwait.Eventually(t, func() bool { return transient.Load() > failedBefore }, "clients hitting the dead server")
 
 	srv = startServerProc(t, c, passFile, listen, httpListen)
-	waitFor(t, "100 more certificates after the restart", func() bool { return got.n.Load() >= atKill+100 })
+	testwait.Eventually(t, func() bool { return got.n.Load() >= atKill+100 }, "100 more certificates after the restart")
 	stop.Store(true)
 	wg.Wait()
 	close(unexpected)
@@ -283,13 +252,13 @@ func TestCrashConsistency(t *testing.T) {
 	ctx := context.Background()
 	pending := certs
 	var final *translog.Checkpoint
-	var lastErr error
-	deadline := time.Now().Add(safetyNet)
-	for len(pending) > 0 {
+	testwait.EventuallyNil(t, func() error {
+		var err error
 		if final, err = cl.Checkpoint(ctx); err != nil {
 			t.Fatal(err)
 		}
 		var still []*x509.Certificate
+		var lastErr error
 		for _, cert := range pending {
 			if _, entry, err := cl.ProveCertificate(ctx, final, cert); err != nil {
 				still, lastErr = append(still, cert), err
@@ -298,13 +267,11 @@ func TestCrashConsistency(t *testing.T) {
 			}
 		}
 		pending = still
-		if len(pending) > 0 && time.Now().After(deadline) {
-			t.Fatalf("%d of %d certificates received are not in the log of %d entries; last error: %v", len(pending), len(certs), final.Size, lastErr)
-		}
 		if len(pending) > 0 {
-			time.Sleep(200 * time.Millisecond)
+			return fmt.Errorf("%d of %d certificates received are not in the log of %d entries; last error: %w", len(pending), len(certs), final.Size, lastErr)
 		}
-	}
+		return nil
+	}, "every certificate received proven in the log")
 	// The tree after the restart extends what was seen before the crash,
 	// and every entry in it matches the tree.
 	for _, old := range []*translog.Checkpoint{early, preKill} {
@@ -372,7 +339,7 @@ func TestIssuanceFailsWhenLogAppendFails(t *testing.T) {
 	e := startCA(t, "")
 	tok := e.token(t, "spiffe://example.org/ns/prod/late", api.TokenRequest{})
 	before := e.logSize(t)
-	certsBefore, err := e.svc.Store.ListCertificates(ctx, store.CertificateFilter{Limit: 100000})
+	certsBefore, err := e.Store(t).ListCertificates(ctx, store.CertificateFilter{Limit: 100000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,20 +347,20 @@ func TestIssuanceFailsWhenLogAppendFails(t *testing.T) {
 
 	checkUnavailable(t, "enroll", e.enrollOnce(t, tok.Token))
 	checkUnavailable(t, "renew", e.renewOnce(t, e.peer))
-	if _, err := e.svc.Authority.Renew(ctx, e.peer.Leaf(), newCSR(t), 0); err == nil {
+	if _, err := e.Authority(t).Renew(ctx, e.peer.Leaf(), newCSR(t), 0); err == nil {
 		t.Error("in-process renewal succeeded although the log cannot be appended to")
 	}
 	if n := e.logSize(t); n != before {
 		t.Errorf("log grew from %d to %d", before, n)
 	}
-	certsAfter, err := e.svc.Store.ListCertificates(ctx, store.CertificateFilter{Limit: 100000})
+	certsAfter, err := e.Store(t).ListCertificates(ctx, store.CertificateFilter{Limit: 100000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(certsAfter) != len(certsBefore) {
 		t.Errorf("%d certificates stored while the log was down", len(certsAfter)-len(certsBefore))
 	}
-	rec, err := e.svc.Store.GetToken(ctx, tok.ID)
+	rec, err := e.Store(t).GetToken(ctx, tok.ID)
 	if err != nil || !rec.UsedAt.IsZero() {
 		t.Errorf("the token was consumed by a failed issuance: %+v %v", rec, err)
 	}
@@ -440,7 +407,7 @@ func TestIssuanceFailsWhenPostgresDown(t *testing.T) {
 	if _, _, err := cl.ProveCertificate(ctx, after, enr.Identity.Leaf()); err != nil {
 		t.Fatal(err)
 	}
-	certs, err := e.svc.Store.ListCertificates(ctx, store.CertificateFilter{Limit: 100000})
+	certs, err := e.Store(t).ListCertificates(ctx, store.CertificateFilter{Limit: 100000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +420,7 @@ func TestIssuanceFailsWhenPostgresDown(t *testing.T) {
 // and return only the error: the caller expects no certificate.
 func (e *caEnv) enrollOnce(t *testing.T, tok string) error {
 	t.Helper()
-	cl, err := client.New([]string{e.svc.URL}, []*x509.Certificate{e.ca.Root}, nil)
+	cl, err := client.New([]string{e.URL}, []*x509.Certificate{e.Root}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +436,7 @@ func (e *caEnv) enrollOnce(t *testing.T, tok string) error {
 func (e *caEnv) renewOnce(t *testing.T, id *identity.Identity) error {
 	t.Helper()
 	tc := id.TLSCertificate()
-	cl, err := client.New([]string{e.svc.URL}, id.Roots, &tc)
+	cl, err := client.New([]string{e.URL}, id.Roots, &tc)
 	if err != nil {
 		t.Fatal(err)
 	}

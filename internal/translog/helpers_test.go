@@ -1,8 +1,8 @@
 package translog_test
 
 // Shared set-up for the issuance log's tests: a real CA service on loopback
-// (caservice.Open + Run, embedded SQLite store, the plain-HTTP listener that
-// serves /log/), ways to issue many certificates quickly, direct access to
+// (testenv: embedded SQLite store, the plain-HTTP listener that serves
+// /log/), ways to issue many certificates quickly, direct access to
 // the store's file for tampering, and the real mutual binary.
 
 import (
@@ -25,10 +25,11 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/internal/translog"
 	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
@@ -45,16 +46,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// caEnv is a running CA service and what the tests need of it.
+// caEnv is a running CA service (testenv, with its plain-HTTP listener,
+// where the log is served as it would be to an auditor) and what the tests
+// need of it.
 type caEnv struct {
-	ca  *testca.CA
-	svc *caservice.Service
-	// base is the plain-HTTP listener (http://127.0.0.1:PORT), where the
-	// log is served as it would be to an auditor.
-	base string
+	*testenv.CA
 	// verifierKey is CA_DIR/log.pub, as ca init wrote it.
 	verifierKey string
-	admin       *client.Client
 	// peer is an enrolled identity that renew() renews, for bulk issuance.
 	peer *identity.Identity
 
@@ -66,48 +64,20 @@ type caEnv struct {
 // given, with its HTTP listener, and enrolls one identity for bulk renewals.
 func startCA(t testing.TB, storeURL string) *caEnv {
 	t.Helper()
-	c := testca.New(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := caservice.Open(ctx, caservice.Options{
-		Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
-		HTTPListen: "127.0.0.1:0", StoreURL: storeURL,
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	e := &caEnv{ca: c, svc: svc, base: "http://" + svc.HTTPAddr().String()}
+	e := &caEnv{CA: testenv.StartCA(t, testenv.Options{StoreURL: storeURL, HTTP: true})}
 	t.Cleanup(func() {
-		if e.admin != nil {
-			e.admin.CloseIdleConnections()
-		}
 		e.mu.Lock()
 		if e.db != nil {
 			e.db.Close()
 		}
 		e.mu.Unlock()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		svc.Close()
 	})
-	pub, err := os.ReadFile(filepath.Join(c.Dir, logkey.VerifierFile))
+	pub, err := os.ReadFile(filepath.Join(e.Dir, logkey.VerifierFile))
 	if err != nil {
 		t.Fatalf("ca init must write the log's verifier key: %v", err)
 	}
 	e.verifierKey = strings.TrimSpace(string(pub))
-	adminID, err := identity.Load(c.AdminDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := adminID.TLSCertificate()
-	if e.admin, err = client.New([]string{svc.URL}, adminID.Roots, &tc); err != nil {
-		t.Fatal(err)
-	}
-	e.peer = e.enroll(t, "spiffe://example.org/ns/bulk/peer", api.TokenRequest{})
+	e.peer = e.Enroll(t, "spiffe://example.org/ns/bulk/peer", api.TokenRequest{})
 	return e
 }
 
@@ -115,21 +85,11 @@ func startCA(t testing.TB, storeURL string) *caEnv {
 func (e *caEnv) token(t testing.TB, id string, req api.TokenRequest) *api.TokenResponse {
 	t.Helper()
 	req.SPIFFEID = id
-	resp, err := e.admin.CreateToken(context.Background(), req)
+	resp, err := e.Admin.CreateToken(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return resp
-}
-
-// enroll obtains an identity for id with a join token, as a workload would.
-func (e *caEnv) enroll(t testing.TB, id string, req api.TokenRequest) *identity.Identity {
-	t.Helper()
-	enr, err := client.RequestIdentity(context.Background(), e.token(t, id, req).Token, pki.KeyECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return enr.Identity
 }
 
 // enrollWithIndex enrolls through the API's Enroll call and returns the
@@ -137,7 +97,7 @@ func (e *caEnv) enroll(t testing.TB, id string, req api.TokenRequest) *identity.
 func (e *caEnv) enrollWithIndex(t testing.TB, id string) (*x509.Certificate, int64) {
 	t.Helper()
 	tok := e.token(t, id, api.TokenRequest{})
-	cl, err := client.New([]string{e.svc.URL}, []*x509.Certificate{e.ca.Root}, nil)
+	cl, err := client.New([]string{e.URL}, []*x509.Certificate{e.Root}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +116,7 @@ func (e *caEnv) enrollWithIndex(t testing.TB, id string) (*x509.Certificate, int
 // renew renews id once over mTLS.
 func (e *caEnv) renew(t testing.TB, id *identity.Identity) *identity.Identity {
 	t.Helper()
-	next, err := client.RenewIdentity(context.Background(), id, []string{e.svc.URL}, "", 0)
+	next, err := client.RenewIdentity(context.Background(), id, []string{e.URL}, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +154,7 @@ func (e *caEnv) issueMany(t testing.TB, n int) []*x509.Certificate {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < n; i += workers {
-				is, err := e.svc.Authority.Renew(context.Background(), e.peer.Leaf(), csrs[i], 0)
+				is, err := e.Authority(t).Renew(context.Background(), e.peer.Leaf(), csrs[i], 0)
 				if err != nil {
 					errs[i] = err
 					continue
@@ -212,13 +172,13 @@ func (e *caEnv) issueMany(t testing.TB, n int) []*x509.Certificate {
 
 // logClient is mutual's own log client for this CA, trusting only log.pub.
 func (e *caEnv) logClient() *translog.Client {
-	return &translog.Client{Base: e.base, VerifierKey: e.verifierKey}
+	return &translog.Client{Base: e.HTTPURL, VerifierKey: e.verifierKey}
 }
 
 // logSize is the number of entries the store holds.
 func (e *caEnv) logSize(t testing.TB) int64 {
 	t.Helper()
-	n, err := e.svc.Store.LogSize(context.Background())
+	n, err := e.Store(t).LogSize(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,17 +196,19 @@ func (e *caEnv) settle(t testing.TB) *translog.Checkpoint {
 // least size entries.
 func waitCheckpoint(t testing.TB, cl *translog.Client, size int64) *translog.Checkpoint {
 	t.Helper()
-	deadline := time.Now().Add(safetyNet)
-	for {
-		cp, err := cl.Checkpoint(context.Background())
-		if err == nil && cp.Size >= size {
-			return cp
+	var cp *translog.Checkpoint
+	testwait.EventuallyNil(t, func() error {
+		c, err := cl.Checkpoint(context.Background())
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint of %d entries after %s (last: %+v, %v)", size, safetyNet, cp, err)
+		if c.Size < size {
+			return fmt.Errorf("the checkpoint covers %d entries", c.Size)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		cp = c
+		return nil
+	}, fmt.Sprintf("a checkpoint of %d entries", size))
+	return cp
 }
 
 // sql opens the store's SQLite file directly, beside the running service
@@ -256,7 +218,7 @@ func (e *caEnv) sql(t testing.TB) *sql.DB {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.db == nil {
-		db, err := sql.Open("sqlite", "file:"+filepath.Join(e.ca.Dir, pki.DatabaseFile)+"?_pragma=busy_timeout(10000)")
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(e.Dir, pki.DatabaseFile)+"?_pragma=busy_timeout(10000)")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +240,7 @@ func (e *caEnv) exec(t testing.TB, q string, args ...any) int64 {
 // signer is the log's own key, loaded as the service loads it.
 func (e *caEnv) signer(t testing.TB) *translog.Signer {
 	t.Helper()
-	s, err := translog.LoadOrCreateKey(e.ca.Dir, e.ca.TrustDomain.Name(), []byte(testca.Passphrase), 0)
+	s, err := translog.LoadOrCreateKey(e.Dir, e.TrustDomain.Name(), []byte(testca.Passphrase), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

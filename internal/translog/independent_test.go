@@ -26,6 +26,8 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // auditor reads a log over HTTP and verifies it with x/mod only.
@@ -123,17 +125,19 @@ func (a *auditor) openCheckpoint(b []byte) (*auditedCheckpoint, error) {
 // waitCheckpoint polls until the checkpoint covers size entries.
 func (a *auditor) waitCheckpoint(t testing.TB, size int64) *auditedCheckpoint {
 	t.Helper()
-	deadline := time.Now().Add(safetyNet)
-	for {
-		cp, err := a.checkpoint()
-		if err == nil && cp.tree.N >= size {
-			return cp
+	var cp *auditedCheckpoint
+	testwait.EventuallyNil(t, func() error {
+		c, err := a.checkpoint()
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("auditor: no checkpoint of %d entries (last error: %v)", size, err)
+		if c.tree.N < size {
+			return fmt.Errorf("the checkpoint covers %d entries", c.tree.N)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		cp = c
+		return nil
+	}, fmt.Sprintf("auditor: a checkpoint of %d entries", size))
+	return cp
 }
 
 // c2spIndex writes a tile index as C2SP tlog-tiles does: decimal, in groups
@@ -294,7 +298,7 @@ func TestIndependentVerification(t *testing.T) {
 	target, claimed := e.enrollWithIndex(t, "spiffe://example.org/ns/prod/audited")
 	e.issueMany(t, 300)
 
-	a := newAuditor(t, e.base, e.verifierKey)
+	a := newAuditor(t, e.HTTPURL, e.verifierKey)
 	cp1 := a.waitCheckpoint(t, e.logSize(t))
 	if cp1.origin != "example.org/mutual-log" {
 		t.Errorf("origin %q", cp1.origin)

@@ -52,7 +52,7 @@ func newGrants() *testGrants {
 
 func (g *testGrants) refresh(t testing.TB, e *caEnv) {
 	t.Helper()
-	list, err := e.admin.ListTokens(context.Background())
+	list, err := e.Admin.ListTokens(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func (e *caEnv) craft(t testing.TB, cert *x509.Certificate, requestedBy, node st
 		DER: cert.Raw, RequestedBy: requestedBy, NodeID: node,
 		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: translog.Requester(requestedBy), Node: node, IssuedAt: now.UTC()}.Marshal(),
 	}
-	if err := e.svc.Store.RecordIssuance(context.Background(), rec, "", now); err != nil {
+	if err := e.Store(t).RecordIssuance(context.Background(), rec, "", now); err != nil {
 		t.Fatal(err)
 	}
 	return rec.LogIndex
@@ -187,10 +187,10 @@ func TestMonitorQuietOnNormalTraffic(t *testing.T) {
 	e := startCA(t, "")
 	strict := newMonitor(t, e, strictRules)
 	defaults := newMonitor(t, e, "")
-	web := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{DNSNames: []string{"web.internal"}})
+	web := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{DNSNames: []string{"web.internal"}})
 	web = e.renew(t, web)
 	e.renew(t, web)
-	apiID := e.enroll(t, "spiffe://example.org/ns/prod/api", api.TokenRequest{DNSNames: []string{"api.prod.internal"}, CertTTL: api.Duration(2 * time.Hour)})
+	apiID := e.Enroll(t, "spiffe://example.org/ns/prod/api", api.TokenRequest{DNSNames: []string{"api.prod.internal"}, CertTTL: api.Duration(2 * time.Hour)})
 	e.renew(t, apiID)
 	e.renew(t, e.peer)
 	for name, me := range map[string]*monitorEnv{"strict": strict, "defaults": defaults} {
@@ -198,7 +198,7 @@ func TestMonitorQuietOnNormalTraffic(t *testing.T) {
 		if size := e.logSize(t); me.m.State.Next != size {
 			t.Errorf("%s: monitor at %d, log of %d", name, me.m.State.Next, size)
 		}
-		if len(me.m.State.Issuers) != 1 || me.m.State.Issuers[0] != hex.EncodeToString(e.ca.Intermediate.SubjectKeyId) {
+		if len(me.m.State.Issuers) != 1 || me.m.State.Issuers[0] != hex.EncodeToString(e.Intermediate.SubjectKeyId) {
 			t.Errorf("%s: learnt issuers %v, want the intermediate's key id", name, me.m.State.Issuers)
 		}
 		expect(t, me.step(t), []string{}...) // nothing new: nothing said
@@ -209,11 +209,11 @@ func TestMonitorQuietOnNormalTraffic(t *testing.T) {
 // entry; normal traffic in between stays quiet.
 func TestMonitorRules(t *testing.T) {
 	e := startCA(t, "")
-	me := newMonitor(t, e, strictRules+fmt.Sprintf("issuers: [%q]\n", hex.EncodeToString(e.ca.Intermediate.SubjectKeyId)))
+	me := newMonitor(t, e, strictRules+fmt.Sprintf("issuers: [%q]\n", hex.EncodeToString(e.Intermediate.SubjectKeyId)))
 	expect(t, me.step(t))
 
 	t.Run("unexpected_identity", func(t *testing.T) {
-		e.enroll(t, "spiffe://example.org/rogue/x", api.TokenRequest{})
+		e.Enroll(t, "spiffe://example.org/rogue/x", api.TokenRequest{})
 		alerts := me.step(t)
 		expect(t, alerts, "unexpected_identity")
 		if len(alerts) == 1 && alerts[0].SPIFFEID != "spiffe://example.org/rogue/x" {
@@ -235,8 +235,8 @@ func TestMonitorRules(t *testing.T) {
 		}
 	})
 	t.Run("unexplained_identity/renewal_changes_identity", func(t *testing.T) {
-		victim := e.enroll(t, "spiffe://example.org/ns/prod/victim", api.TokenRequest{})
-		forged := e.ca.Leaf(t, "spiffe://example.org/ns/prod/payments").Leaf()
+		victim := e.Enroll(t, "spiffe://example.org/ns/prod/victim", api.TokenRequest{})
+		forged := e.Leaf(t, "spiffe://example.org/ns/prod/payments").Leaf()
 		idx := e.craft(t, forged, "renew:"+serialOf(victim.Leaf()), "")
 		alerts := me.step(t)
 		expect(t, alerts, "unexplained_identity")
@@ -247,7 +247,7 @@ func TestMonitorRules(t *testing.T) {
 	// A workload whose path merely contains /admin/ is no operator: ca init
 	// and ca admin never issue it, so the monitor must not excuse it.
 	t.Run("unexplained_identity/ns_admin_is_not_an_operator", func(t *testing.T) {
-		e.craft(t, e.ca.Leaf(t, "spiffe://example.org/ns/admin/x").Leaf(), "ca-admin", "")
+		e.craft(t, e.Leaf(t, "spiffe://example.org/ns/admin/x").Leaf(), "ca-admin", "")
 		alerts := me.step(t)
 		expect(t, alerts, "unexplained_identity")
 	})
@@ -259,23 +259,23 @@ func TestMonitorRules(t *testing.T) {
 		me.grants.mu.Lock()
 		me.grants.entries["E-admin"] = admin
 		me.grants.mu.Unlock()
-		e.craft(t, e.ca.Leaf(t, admin).Leaf(), "entry:E-admin", "spiffe://example.org/node/n9")
+		e.craft(t, e.Leaf(t, admin).Leaf(), "entry:E-admin", "spiffe://example.org/node/n9")
 		alerts := me.step(t)
 		expect(t, alerts, "reserved_identity")
 	})
 	t.Run("unknown_issuer", func(t *testing.T) {
 		other := testca.New(t)
-		base := e.enroll(t, "spiffe://example.org/ns/prod/foreign", api.TokenRequest{})
-		e.craft(t, e.ca.Leaf(t, "spiffe://example.org/ns/prod/foreign", testca.SignedBy(other)).Leaf(), "renew:"+serialOf(base.Leaf()), "")
+		base := e.Enroll(t, "spiffe://example.org/ns/prod/foreign", api.TokenRequest{})
+		e.craft(t, e.Leaf(t, "spiffe://example.org/ns/prod/foreign", testca.SignedBy(other)).Leaf(), "renew:"+serialOf(base.Leaf()), "")
 		expect(t, me.step(t), "unknown_issuer")
 	})
 	t.Run("lifetime_above_policy", func(t *testing.T) {
-		base := e.enroll(t, "spiffe://example.org/ns/prod/long", api.TokenRequest{})
-		e.craft(t, e.ca.Leaf(t, "spiffe://example.org/ns/prod/long", testca.TTL(72*time.Hour)).Leaf(), "renew:"+serialOf(base.Leaf()), "")
+		base := e.Enroll(t, "spiffe://example.org/ns/prod/long", api.TokenRequest{})
+		e.craft(t, e.Leaf(t, "spiffe://example.org/ns/prod/long", testca.TTL(72*time.Hour)).Leaf(), "renew:"+serialOf(base.Leaf()), "")
 		expect(t, me.step(t), "lifetime_above_policy")
 	})
 	t.Run("dns_outside_suffixes", func(t *testing.T) {
-		e.enroll(t, "spiffe://example.org/ns/prod/edge", api.TokenRequest{DNSNames: []string{"edge.internal", "edge.example.com"}})
+		e.Enroll(t, "spiffe://example.org/ns/prod/edge", api.TokenRequest{DNSNames: []string{"edge.internal", "edge.example.com"}})
 		alerts := me.step(t)
 		expect(t, alerts, "dns_outside_suffixes")
 		if len(alerts) == 1 && !strings.Contains(alerts[0].Detail, "edge.example.com") {
@@ -283,7 +283,7 @@ func TestMonitorRules(t *testing.T) {
 		}
 	})
 	t.Run("burst/per_identity", func(t *testing.T) {
-		id := e.enroll(t, "spiffe://example.org/ns/prod/busy", api.TokenRequest{})
+		id := e.Enroll(t, "spiffe://example.org/ns/prod/busy", api.TokenRequest{})
 		for i := 0; i < 2; i++ {
 			id = e.renew(t, id)
 		}
@@ -301,7 +301,7 @@ func TestMonitorRules(t *testing.T) {
 			me.grants.mu.Lock()
 			me.grants.entries[entry] = id
 			me.grants.mu.Unlock()
-			e.craft(t, e.ca.Leaf(t, id).Leaf(), "entry:"+entry, node)
+			e.craft(t, e.Leaf(t, id).Leaf(), "entry:"+entry, node)
 		}
 		alerts := me.step(t)
 		expect(t, alerts, "burst")
@@ -310,12 +310,12 @@ func TestMonitorRules(t *testing.T) {
 		}
 	})
 	t.Run("quiet_on_normal_traffic", func(t *testing.T) {
-		calm := e.enroll(t, "spiffe://example.org/ns/prod/calm", api.TokenRequest{DNSNames: []string{"calm.internal"}})
+		calm := e.Enroll(t, "spiffe://example.org/ns/prod/calm", api.TokenRequest{DNSNames: []string{"calm.internal"}})
 		e.renew(t, calm)
 		expect(t, me.step(t))
 	})
 	t.Run("entry_invalid", func(t *testing.T) {
-		e.enroll(t, "spiffe://example.org/ns/prod/tampered", api.TokenRequest{})
+		e.Enroll(t, "spiffe://example.org/ns/prod/tampered", api.TokenRequest{})
 		last := e.logSize(t) - 1
 		orig := e.readEntries(t)[last]
 		e.exec(t, "UPDATE log_entries SET data = ? WHERE idx = ?", []byte(`{"v":1}`), last)
@@ -329,7 +329,7 @@ func TestMonitorRules(t *testing.T) {
 	})
 	t.Run("checkpoint_inconsistent/rollback", func(t *testing.T) {
 		seen := e.settle(t)
-		e.enroll(t, "spiffe://example.org/ns/prod/later", api.TokenRequest{})
+		e.Enroll(t, "spiffe://example.org/ns/prod/later", api.TokenRequest{})
 		expect(t, me.step(t))
 		e.rollBack(t, seen.Size)
 		alerts, err := me.stepErr(t, false)
@@ -374,15 +374,15 @@ func TestMonitorFork(t *testing.T) {
 // crafted anomaly: it exits non-zero and names the rule in a JSON line.
 func TestMonitorCLI(t *testing.T) {
 	e := startCA(t, "")
-	base := e.enroll(t, "spiffe://example.org/ns/prod/long", api.TokenRequest{})
+	base := e.Enroll(t, "spiffe://example.org/ns/prod/long", api.TokenRequest{})
 	e.settle(t)
 	dir := t.TempDir()
 	rulesFile := filepath.Join(dir, "rules.yaml")
 	writeFile(t, rulesFile, strictRules)
-	args := []string{"log", "monitor", "--once", "--server", e.base, "--key-file", filepath.Join(e.ca.Dir, logkey.VerifierFile),
-		"--state", filepath.Join(dir, "state.json"), "--rules", rulesFile, "--issuer", filepath.Join(e.ca.Dir, "intermediate", "cert.pem")}
+	args := []string{"log", "monitor", "--once", "--server", e.HTTPURL, "--key-file", filepath.Join(e.Dir, logkey.VerifierFile),
+		"--state", filepath.Join(dir, "state.json"), "--rules", rulesFile, "--issuer", filepath.Join(e.Dir, "intermediate", "cert.pem")}
 	mustMutual(t, args...)
-	e.craft(t, e.ca.Leaf(t, "spiffe://example.org/ns/prod/long", testca.TTL(72*time.Hour)).Leaf(), "renew:"+serialOf(base.Leaf()), "")
+	e.craft(t, e.Leaf(t, "spiffe://example.org/ns/prod/long", testca.TTL(72*time.Hour)).Leaf(), "renew:"+serialOf(base.Leaf()), "")
 	e.settle(t)
 	r := runMutual(t, args...)
 	if r.code == 0 || !strings.Contains(r.stderr, `"rule":"lifetime_above_policy"`) {
@@ -399,7 +399,7 @@ func TestMonitorRenewalOfSerialNotInLog(t *testing.T) {
 	e := startCA(t, "")
 	me := newMonitor(t, e, strictRules)
 	expect(t, me.step(t))
-	ghost := e.ca.Leaf(t, "spiffe://example.org/ns/prod/ghost").Leaf()
+	ghost := e.Leaf(t, "spiffe://example.org/ns/prod/ghost").Leaf()
 	e.craft(t, ghost, "renew:"+strings.Repeat("ab", 16), "")
 	expect(t, me.step(t), "unexplained_identity")
 }
@@ -411,7 +411,7 @@ func TestMonitorRenewalOfSerialNotInLog(t *testing.T) {
 func TestMonitorRenewalAcrossRestart(t *testing.T) {
 	e := startCA(t, "")
 	first := newMonitor(t, e, strictRules)
-	victim := e.enroll(t, "spiffe://example.org/ns/prod/victim", api.TokenRequest{})
+	victim := e.Enroll(t, "spiffe://example.org/ns/prod/victim", api.TokenRequest{})
 	expect(t, first.step(t))
 	statePath := filepath.Join(t.TempDir(), "state.json")
 	if err := first.m.State.Save(statePath); err != nil {
@@ -424,7 +424,7 @@ func TestMonitorRenewalAcrossRestart(t *testing.T) {
 	}
 	second := newMonitor(t, e, strictRules)
 	second.m.State = st
-	e.craft(t, e.ca.Leaf(t, "spiffe://example.org/ns/prod/payments").Leaf(), "renew:"+serialOf(victim.Leaf()), "")
+	e.craft(t, e.Leaf(t, "spiffe://example.org/ns/prod/payments").Leaf(), "renew:"+serialOf(victim.Leaf()), "")
 	expect(t, second.step(t), "unexplained_identity")
 }
 

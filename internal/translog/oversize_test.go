@@ -21,14 +21,14 @@ import (
 func TestOversizedEntry(t *testing.T) {
 	ctx := context.Background()
 	e := startCA(t, "")
-	neighbour := e.enroll(t, "spiffe://example.org/ns/prod/neighbour", api.TokenRequest{})
+	neighbour := e.Enroll(t, "spiffe://example.org/ns/prod/neighbour", api.TokenRequest{})
 	label := strings.Repeat("a", 60)
 	var names []string
 	for i := 0; i < 240; i++ {
 		names = append(names, fmt.Sprintf("n%03d.%s.%s.%s.%s", i, label, label, label, label))
 	}
 	var big *client.Enrollment
-	tok, err := e.admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: "spiffe://example.org/ns/prod/big", DNSNames: names})
+	tok, err := e.Admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: "spiffe://example.org/ns/prod/big", DNSNames: names})
 	if err == nil {
 		big, err = clientRequest(tok.Token)
 	}
@@ -52,7 +52,7 @@ func TestOversizedEntry(t *testing.T) {
 			t.Errorf("the oversized certificate was returned but cannot be proven in the log: %v", err)
 		}
 	}
-	later := e.enroll(t, "spiffe://example.org/ns/prod/later", api.TokenRequest{})
+	later := e.Enroll(t, "spiffe://example.org/ns/prod/later", api.TokenRequest{})
 	cp = e.settle(t)
 	if _, _, err := cl.ProveCertificate(ctx, cp, later.Leaf()); err != nil {
 		t.Errorf("a certificate logged after the oversized one cannot be proven: %v", err)
@@ -61,7 +61,7 @@ func TestOversizedEntry(t *testing.T) {
 	if _, err := me.stepErr(t, true); err != nil {
 		t.Errorf("the monitor cannot get past the oversized entry: %v", err)
 	}
-	a := newAuditor(t, e.base, e.verifierKey)
+	a := newAuditor(t, e.HTTPURL, e.verifierKey)
 	if acp, err := a.checkpoint(); err != nil {
 		t.Fatal(err)
 	} else if _, err := a.entries(acp); err != nil {

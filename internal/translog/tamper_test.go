@@ -29,7 +29,7 @@ import (
 
 // verifyArgs are `mutual log verify`'s arguments for e with state file st.
 func (e *caEnv) verifyArgs(st string, extra ...string) []string {
-	return append([]string{"log", "verify", "--server", e.base, "--key-file", filepath.Join(e.ca.Dir, logkey.VerifierFile), "--state", st}, extra...)
+	return append([]string{"log", "verify", "--server", e.HTTPURL, "--key-file", filepath.Join(e.Dir, logkey.VerifierFile), "--state", st}, extra...)
 }
 
 func writeCert(t *testing.T, cert *x509.Certificate) string {
@@ -151,7 +151,7 @@ func (e *caEnv) serveNote(t testing.TB, signed []byte) {
 // entryIndex is the index the store gives cert.
 func (e *caEnv) entryIndex(t testing.TB, cert *x509.Certificate) int64 {
 	t.Helper()
-	idx, err := e.svc.Store.LogIndexOf(context.Background(), pki.FormatSerial(cert.SerialNumber))
+	idx, err := e.Store(t).LogIndexOf(context.Background(), pki.FormatSerial(cert.SerialNumber))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestTamperEntry(t *testing.T) {
 		t.Errorf("Entries over a tampered entry: %v", err)
 	}
 
-	a := newAuditor(t, e.base, e.verifierKey)
+	a := newAuditor(t, e.HTTPURL, e.verifierKey)
 	acp, err := a.checkpoint()
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +228,7 @@ func TestTamperTile(t *testing.T) {
 	if err == nil {
 		t.Error("ProveCertificate succeeded over a tampered tile")
 	}
-	a := newAuditor(t, e.base, e.verifierKey)
+	a := newAuditor(t, e.HTTPURL, e.verifierKey)
 	acp, err := a.checkpoint()
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +250,7 @@ func TestTamperRewriteHistory(t *testing.T) {
 	cl := e.logClient()
 	st := filepath.Join(t.TempDir(), "state.json")
 	mustMutual(t, e.verifyArgs(st)...)
-	a := newAuditor(t, e.base, e.verifierKey)
+	a := newAuditor(t, e.HTTPURL, e.verifierKey)
 	aHonest, err := a.checkpoint()
 	if err != nil {
 		t.Fatal(err)
@@ -407,7 +407,7 @@ func TestServerRefusesImpossibleTiles(t *testing.T) {
 	e := startCA(t, "")
 	e.issueMany(t, 300)
 	e.settle(t)
-	a := newAuditor(t, e.base, e.verifierKey)
+	a := newAuditor(t, e.HTTPURL, e.verifierKey)
 	for _, p := range []string{"tile/2/000.p/1", "tile/7/000.p/1", "tile/8/000.p/1", "tile/9/000.p/3", "tile/30/000.p/1", "tile/7/128.p/1"} {
 		_, err := a.get(p)
 		var se *httpStatusError

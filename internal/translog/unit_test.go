@@ -247,7 +247,7 @@ func TestLookupAndRun(t *testing.T) {
 	}
 	cp := e.settle(t)
 	// ProveCertificate of a certificate the log does not hold.
-	other := e.ca.Leaf(t, "spiffe://example.org/ns/prod/unlogged").Leaf()
+	other := e.Leaf(t, "spiffe://example.org/ns/prod/unlogged").Leaf()
 	if _, _, err := cl.ProveCertificate(context.Background(), cp, other); !errors.Is(err, translog.ErrNotInLog) {
 		t.Errorf("an unlogged certificate: %v, want ErrNotInLog", err)
 	}
@@ -262,7 +262,7 @@ func TestLookupAndRun(t *testing.T) {
 	// A second signer on the same store, as another replica runs one:
 	// both agree on the checkpoints, and Run stops with its context.
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &translog.Server{Store: e.svc.Store, Signer: e.signer(t), Interval: 20 * time.Millisecond}
+	srv := &translog.Server{Store: e.Store(t), Signer: e.signer(t), Interval: 20 * time.Millisecond}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	waitCheckpoint(t, cl, e.logSize(t))

@@ -26,7 +26,7 @@ func TestVerify(t *testing.T) {
 	if first.ConsistentWith != nil || first.CertificateIndex != nil || st.Checkpoint == "" {
 		t.Errorf("first verification: %+v (remembered %q); want only the checkpoint, remembered", first, st.Checkpoint)
 	}
-	web := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	web := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	cp := e.settle(t)
 	v, err := translog.Verify(ctx, e.logClient(), st, web.Leaf())
 	if err != nil {

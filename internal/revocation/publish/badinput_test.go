@@ -25,7 +25,7 @@ func TestRevokeBadInput(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := startCA(t, "")
-	e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	for _, tc := range []struct {
 		name   string
 		req    api.RevokeRequest
@@ -46,7 +46,7 @@ func TestRevokeBadInput(t *testing.T) {
 		{"unknown reason", api.RevokeRequest{SPIFFEID: "spiffe://example.org/ns/prod/web", Reason: "bored"}, 400, "bad_request", "unknown revocation reason"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.admin.Revoke(ctx, tc.req)
+			_, err := e.Admin.Revoke(ctx, tc.req)
 			var ae *client.APIError
 			if !errors.As(err, &ae) {
 				t.Fatalf("want an API error, got %v", err)
@@ -57,7 +57,7 @@ func TestRevokeBadInput(t *testing.T) {
 		})
 	}
 	// None of these revoked anything.
-	list, err := e.admin.ListCertificates(ctx, "", false)
+	list, err := e.Admin.ListCertificates(ctx, "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestRevokeBadInput(t *testing.T) {
 func TestOCSPMalformedOverHTTP(t *testing.T) {
 	t.Parallel()
 	e := startCA(t, "")
-	id := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	id := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	leaf, inter := id.Leaf(), id.Chain[1]
 	valid, err := ocsp.CreateRequest(leaf, inter, nil)
 	if err != nil {
@@ -156,7 +156,7 @@ func TestOCSPMalformedOverHTTP(t *testing.T) {
 			t.Fatalf("%v: %+v %v", h, r, err)
 		}
 	}
-	if st, _, _ := httpGet(t, e.httpBase+"/crl/x"); st != http.StatusNotFound {
+	if st, _, _ := httpGet(t, e.HTTPURL+"/crl/x"); st != http.StatusNotFound {
 		t.Fatalf("bad CRL name: HTTP %d", st)
 	}
 }

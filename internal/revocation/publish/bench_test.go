@@ -2,14 +2,15 @@ package publish_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 )
 
 // BenchmarkOCSP measures OCSP answers per second from one CA (DESIGN
@@ -21,23 +22,24 @@ func BenchmarkOCSP(b *testing.B) {
 	e := startCA(b, "")
 	var reqs [][]byte
 	for i := 0; i < 64; i++ {
-		id := e.enroll(b, "spiffe://example.org/ocsp/bench", api.TokenRequest{})
+		id := e.Enroll(b, "spiffe://example.org/ocsp/bench", api.TokenRequest{})
 		r, err := ocsp.CreateRequest(id.Leaf(), id.Chain[1], nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		reqs = append(reqs, r)
 	}
-	ocspURL := e.httpBase + "/ocsp"
-	// In process: the handler without the network (routing, cache, write).
-	b.Run("handler", func(b *testing.B) {
-		h := e.svc.Server.RevocationHandler()
+	ocspURL := e.HTTPURL + "/ocsp"
+	// In process: the responder without the network (cache, signing).
+	b.Run("responder", func(b *testing.B) {
+		r, err := publish.NewResponder(e.Issuer, e.Store(b), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
 		b.RunParallel(func(pb *testing.PB) {
 			i := 0
 			for pb.Next() {
-				w := httptest.NewRecorder()
-				h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/ocsp", bytes.NewReader(reqs[i%len(reqs)])))
-				if w.Body.Len() == 0 {
+				if len(r.Respond(context.Background(), reqs[i%len(reqs)])) == 0 {
 					b.Error("empty answer")
 					return
 				}
@@ -67,7 +69,7 @@ func BenchmarkOCSP(b *testing.B) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "answers/s")
 	})
 	b.Run("http-baseline-crl", func(b *testing.B) {
-		crlURL := e.svc.Authority.CRLURL
+		crlURL := e.crlURL()
 		b.SetParallelism(16)
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {

@@ -15,21 +15,8 @@ import (
 	"github.com/mutual-tls/mutual/internal/revocation/publish"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testclock"
 )
-
-// clock is a settable time for the CRL builder and the responder.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 // memCRLStore is a fixture: revoked certificates and a revocation seq.
 type memCRLStore struct {
@@ -77,7 +64,7 @@ func TestCRLCaching(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	c := testca.New(t)
-	clk := &clock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	st := &memCRLStore{}
 	crl := &publish.CRL{Issuer: c.Issuer, Store: st, Now: clk.Now}
 	parse := func() (*x509.RevocationList, int64) {
@@ -153,7 +140,7 @@ func TestResponderCacheAndRotation(t *testing.T) {
 	ctx := context.Background()
 	c := testca.New(t)
 	leaf := c.Leaf(t, "spiffe://example.org/ns/prod/web").Leaf()
-	clk := &clock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	st := &memStore{certs: map[string]store.Certificate{serialOf(leaf): {Serial: serialOf(leaf), NotAfter: leaf.NotAfter}}}
 	r, err := publish.NewResponder(c.Issuer, st, clk.Now)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // escapeRounds is how many times each race is run against one CA.
@@ -99,7 +100,7 @@ func (r *escapeRace) renewChain(ctx context.Context, cur *identity.Identity) {
 		defer r.wg.Done()
 		for ctx.Err() == nil {
 			after := r.revoked.Load()
-			next, err := client.RenewIdentity(ctx, cur, []string{r.e.svc.URL}, "", 0)
+			next, err := client.RenewIdentity(ctx, cur, []string{r.e.URL}, "", 0)
 			if err != nil {
 				if !r.started.Load() {
 					r.fail("renewal of %s refused before any revocation: %v", serialOf(cur.Leaf()), err)
@@ -147,7 +148,7 @@ func (r *escapeRace) nodeSVIDs(ctx context.Context, node *identity.Identity, ent
 
 func nodeClient(e *caEnv, node *identity.Identity) *client.Client {
 	tc := node.TLSCertificate()
-	cl, err := client.New([]string{e.svc.URL}, node.Roots, &tc)
+	cl, err := client.New([]string{e.URL}, node.Roots, &tc)
 	if err != nil {
 		panic(err)
 	}
@@ -185,7 +186,7 @@ func obtainSVID(ctx context.Context, cl *client.Client, node *identity.Identity,
 func (r *escapeRace) revokeMidway(t *testing.T, req api.RevokeRequest, racers int) {
 	t.Helper()
 	r.midway(t, racers, fmt.Sprintf("revoke %+v", req), func() error {
-		_, err := r.e.admin.Revoke(context.Background(), req)
+		_, err := r.e.Admin.Revoke(context.Background(), req)
 		return err
 	})
 }
@@ -194,13 +195,7 @@ func (r *escapeRace) revokeMidway(t *testing.T, req api.RevokeRequest, racers in
 // marks the moment it answered.
 func (r *escapeRace) midway(t *testing.T, racers int, what string, act func() error) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for r.ok.Load() < int64(2*racers) {
-		if time.Now().After(deadline) {
-			t.Fatalf("racers obtained only %d certificates in 30 s", r.ok.Load())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Eventually(t, func() bool { return r.ok.Load() >= int64(2*racers) }, "the racers obtained no certificates")
 	r.started.Store(true)
 	if err := act(); err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -218,7 +213,7 @@ func (r *escapeRace) check(t *testing.T, what string, entryID string) {
 		t.Errorf("%s: %s", what, f)
 	}
 	crl, _ := r.e.fetchCRL(t)
-	if err := crl.CheckSignatureFrom(r.e.ca.Intermediate); err != nil {
+	if err := crl.CheckSignatureFrom(r.e.Intermediate); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -227,15 +222,15 @@ func (r *escapeRace) check(t *testing.T, what string, entryID string) {
 		if _, ok := crlHas(crl, leaf); !ok {
 			t.Errorf("%s: ESCAPE: %s (%s, issued during the race) is not on the CRL after the revocation answered", what, serialOf(leaf), id.ID)
 		}
-		req, _ := ocsp.CreateRequest(leaf, r.e.ca.Intermediate, nil)
-		resp, err := ocsp.ParseResponseForCert(ocspPost(t, r.e.ocspURL(), req), leaf, r.e.ca.Intermediate)
+		req, _ := ocsp.CreateRequest(leaf, r.e.Intermediate, nil)
+		resp, err := ocsp.ParseResponseForCert(ocspPost(t, r.e.ocspURL(), req), leaf, r.e.Intermediate)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if resp.Status != ocsp.Revoked {
 			t.Errorf("%s: ESCAPE: OCSP says %d (not revoked) for %s (%s)", what, resp.Status, serialOf(leaf), id.ID)
 		}
-		if next, err := client.RenewIdentity(ctx, id, []string{r.e.svc.URL}, "", 0); err == nil {
+		if next, err := client.RenewIdentity(ctx, id, []string{r.e.URL}, "", 0); err == nil {
 			t.Errorf("%s: ESCAPE: %s (%s) still renews after the revocation: got %s", what, serialOf(leaf), id.ID, serialOf(next.Leaf()))
 		}
 		if entryID != "" && strings.HasPrefix(id.ID.Path(), "/node/") {
@@ -255,7 +250,7 @@ func (e *caEnv) raceIdentityRevocation(t *testing.T, round int) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	id := fmt.Sprintf("spiffe://example.org/race/identity-%d", round)
-	first := e.enroll(t, id, api.TokenRequest{})
+	first := e.Enroll(t, id, api.TokenRequest{})
 	r := &escapeRace{e: e}
 	r.issued = append(r.issued, first)
 	const racers = 6
@@ -275,8 +270,8 @@ func (e *caEnv) raceNodeRevocation(t *testing.T, round int) {
 	defer cancel()
 	nodeName := fmt.Sprintf("spiffe://example.org/node/race-%d", round)
 	wlName := fmt.Sprintf("spiffe://example.org/race/workload-%d", round)
-	node := e.enroll(t, nodeName, api.TokenRequest{})
-	entry, err := e.admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: wlName, Nodes: []string{nodeName}, Selectors: []string{"unix:uid:1000"}})
+	node := e.Enroll(t, nodeName, api.TokenRequest{})
+	entry, err := e.Admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: wlName, Nodes: []string{nodeName}, Selectors: []string{"unix:uid:1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +306,7 @@ func (e *caEnv) raceSerialRevocation(t *testing.T, round int) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	id := fmt.Sprintf("spiffe://example.org/race/serial-%d", round)
-	first := e.enroll(t, id, api.TokenRequest{})
+	first := e.Enroll(t, id, api.TokenRequest{})
 	r := &escapeRace{e: e}
 	r.issued = append(r.issued, first)
 	const racers = 4
@@ -340,14 +335,14 @@ func TestDeletedEntryStopsRenewal(t *testing.T) {
 func deletedEntryStopsRenewal(t *testing.T, e *caEnv) {
 	ctx := context.Background()
 	const node, wlName = "spiffe://example.org/node/entry-test", "spiffe://example.org/ns/prod/entry-test"
-	nodeID := e.enroll(t, node, api.TokenRequest{})
-	entry, err := e.admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: wlName, Nodes: []string{node}, Selectors: []string{"unix:uid:1000"}})
+	nodeID := e.Enroll(t, node, api.TokenRequest{})
+	entry, err := e.Admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: wlName, Nodes: []string{node}, Selectors: []string{"unix:uid:1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Another entry grants the same identity elsewhere: it must not keep
 	// this node's certificates alive.
-	if _, err := e.admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: wlName, Nodes: []string{"spiffe://example.org/node/elsewhere"}, Selectors: []string{"unix:uid:1000"}}); err != nil {
+	if _, err := e.Admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: wlName, Nodes: []string{"spiffe://example.org/node/elsewhere"}, Selectors: []string{"unix:uid:1000"}}); err != nil {
 		t.Fatal(err)
 	}
 	cl := nodeClient(e, nodeID)
@@ -356,7 +351,7 @@ func deletedEntryStopsRenewal(t *testing.T, e *caEnv) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	renewed, err := client.RenewIdentity(ctx, svid, []string{e.svc.URL}, "", 0)
+	renewed, err := client.RenewIdentity(ctx, svid, []string{e.URL}, "", 0)
 	if err != nil {
 		t.Fatalf("while its entry grants it, the workload certificate must renew: %v", err)
 	}
@@ -366,13 +361,13 @@ func deletedEntryStopsRenewal(t *testing.T, e *caEnv) {
 	for range racers {
 		r.renewChain(context.Background(), renewed)
 	}
-	r.midway(t, racers, "delete entry "+entry.ID, func() error { return e.admin.DeleteEntry(ctx, entry.ID) })
+	r.midway(t, racers, "delete entry "+entry.ID, func() error { return e.Admin.DeleteEntry(ctx, entry.ID) })
 	r.wg.Wait()
 	for _, f := range r.failures {
 		t.Error(f)
 	}
 	for _, id := range append([]*identity.Identity{svid, renewed}, r.issued...) {
-		_, err := client.RenewIdentity(ctx, id, []string{e.svc.URL}, "", 0)
+		_, err := client.RenewIdentity(ctx, id, []string{e.URL}, "", 0)
 		var ae *client.APIError
 		if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || ae.Code != "entry_not_granted" {
 			t.Errorf("ESCAPE: %s (%s) after its entry was deleted: renewal answered %v, want 403 entry_not_granted", serialOf(id.Leaf()), id.ID, err)

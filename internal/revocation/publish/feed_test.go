@@ -21,7 +21,7 @@ import (
 func TestFeedRefusesStrangers(t *testing.T) {
 	t.Parallel()
 	e := startCA(t, "")
-	roots := []*x509.Certificate{e.ca.Root}
+	roots := []*x509.Certificate{e.Root}
 
 	t.Run("no certificate", func(t *testing.T) {
 		fs, err := e.subscribe(t, feedClient(roots, nil), 0)
@@ -47,7 +47,7 @@ func TestFeedRefusesStrangers(t *testing.T) {
 		t.Logf("refused: %v", err)
 	})
 	t.Run("revoked certificate", func(t *testing.T) {
-		id := e.enroll(t, "spiffe://example.org/ns/prod/gone", api.TokenRequest{})
+		id := e.Enroll(t, "spiffe://example.org/ns/prod/gone", api.TokenRequest{})
 		e.revoke(t, id.Leaf(), "keyCompromise")
 		fs, err := e.subscribe(t, feedClient(roots, id), 0)
 		if err != nil {
@@ -60,7 +60,7 @@ func TestFeedRefusesStrangers(t *testing.T) {
 	})
 	t.Run("certificate this CA signed but never recorded", func(t *testing.T) {
 		// Signed by the right intermediate, but not in the CA's records.
-		ghost := e.ca.Leaf(t, "spiffe://example.org/ns/prod/ghost")
+		ghost := e.Leaf(t, "spiffe://example.org/ns/prod/ghost")
 		fs, err := e.subscribe(t, feedClient(roots, ghost), 0)
 		if err != nil {
 			t.Fatal(err)
@@ -80,14 +80,14 @@ func TestFeedReplayAndResume(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := startCA(t, "")
-	sub := e.enroll(t, "spiffe://example.org/ns/prod/proxy", api.TokenRequest{})
+	sub := e.Enroll(t, "spiffe://example.org/ns/prod/proxy", api.TokenRequest{})
 	hc := feedClient(sub.Roots, sub)
 
 	// Two revocations before anyone listens.
 	var serials []string // every serial revoked, in order
 	want := map[string]string{}
 	newCert := func(name string) *x509.Certificate {
-		l := e.enroll(t, "spiffe://example.org/ns/prod/"+name, api.TokenRequest{}).Leaf()
+		l := e.Enroll(t, "spiffe://example.org/ns/prod/"+name, api.TokenRequest{}).Leaf()
 		want[serialOf(l)] = "spiffe://example.org/ns/prod/" + name
 		return l
 	}
@@ -148,9 +148,9 @@ func TestFeedReplayAndResume(t *testing.T) {
 		missed = append(missed, serialOf(c))
 	}
 	g1 := newCert("g")
-	g2 := e.enroll(t, "spiffe://example.org/ns/prod/g", api.TokenRequest{}).Leaf()
+	g2 := e.Enroll(t, "spiffe://example.org/ns/prod/g", api.TokenRequest{}).Leaf()
 	want[serialOf(g2)] = want[serialOf(g1)]
-	r, err := e.admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: "spiffe://example.org/ns/prod/g", Reason: "affiliationChanged"})
+	r, err := e.Admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: "spiffe://example.org/ns/prod/g", Reason: "affiliationChanged"})
 	if err != nil || len(r.Revoked) != 2 {
 		t.Fatalf("revoke identity: %+v %v", r, err)
 	}

@@ -7,13 +7,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
-	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // openStream opens one feed stream as id over its own connection (or over
@@ -63,74 +62,48 @@ func openStream(t *testing.T, url string, id *identity.Identity, tr *http.Transp
 // most its limit (429, with any of its certificates), everyone together the
 // total (503), with JSON errors, a metric, and room again once streams close.
 func TestFeedStreamsAreBoundedPerIdentityAndInTotal(t *testing.T) {
-	c := testca.New(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := caservice.Open(ctx, caservice.Options{
-		Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
-		FeedMaxStreams: 5, FeedMaxStreamsPerIdentity: 3,
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	e := &caEnv{ca: c, svc: svc}
-	t.Cleanup(func() {
-		e.admin.CloseIdleConnections()
-		cancel()
-		<-done
-		svc.Close()
-	})
-	adminID, err := identity.Load(c.AdminDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := adminID.TLSCertificate()
-	if e.admin, err = client.New([]string{svc.URL}, adminID.Roots, &tc); err != nil {
-		t.Fatal(err)
-	}
-	a := e.enroll(t, "spiffe://example.org/ns/prod/greedy", api.TokenRequest{})
-	b := e.enroll(t, "spiffe://example.org/ns/prod/other", api.TokenRequest{})
+	e := testenv.StartCA(t, testenv.Options{Metrics: true, FeedMaxStreams: 5, FeedMaxStreamsPerIdentity: 3})
+	a := e.Enroll(t, "spiffe://example.org/ns/prod/greedy", api.TokenRequest{})
+	b := e.Enroll(t, "spiffe://example.org/ns/prod/other", api.TokenRequest{})
 
 	var closeA []func()
 	for i := range 3 {
-		st, ae, _, cl := openStream(t, svc.URL, a, nil)
+		st, ae, _, cl := openStream(t, e.URL, a, nil)
 		if st != http.StatusOK {
 			t.Fatalf("stream %d of %s refused within its limit: %d %+v", i+1, a.ID, st, ae)
 		}
 		closeA = append(closeA, cl)
 	}
-	st, ae, h, _ := openStream(t, svc.URL, a, nil)
+	st, ae, h, _ := openStream(t, e.URL, a, nil)
 	if st != http.StatusTooManyRequests || ae.Code != "feed_streams_per_identity" || !strings.Contains(ae.Error, "--feed-max-streams-per-identity") || h.Get("Retry-After") == "" {
 		t.Fatalf("4th stream of one identity: %d %+v (Retry-After %q), want 429 feed_streams_per_identity", st, ae, h.Get("Retry-After"))
 	}
 	// Another certificate of the same identity does not get around it.
-	a2, err := client.RenewIdentity(context.Background(), a, []string{svc.URL}, "", 0)
+	a2, err := client.RenewIdentity(context.Background(), a, []string{e.URL}, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, ae, _, _ := openStream(t, svc.URL, a2, nil); st != http.StatusTooManyRequests {
+	if st, ae, _, _ := openStream(t, e.URL, a2, nil); st != http.StatusTooManyRequests {
 		t.Fatalf("a renewed certificate of %s opened a 4th stream: %d %+v", a.ID, st, ae)
 	}
 
 	// Everyone together: 3 + 2 = 5, the total.
 	for i := range 2 {
-		if st, ae, _, _ := openStream(t, svc.URL, b, nil); st != http.StatusOK {
+		if st, ae, _, _ := openStream(t, e.URL, b, nil); st != http.StatusOK {
 			t.Fatalf("stream %d of %s refused below the total: %d %+v", i+1, b.ID, st, ae)
 		}
 	}
-	st, ae, h, _ = openStream(t, svc.URL, b, nil)
+	st, ae, h, _ = openStream(t, e.URL, b, nil)
 	if st != http.StatusServiceUnavailable || ae.Code != "feed_full" || h.Get("Retry-After") == "" {
 		t.Fatalf("stream beyond the total: %d %+v, want 503 feed_full", st, ae)
 	}
 
 	// Closing a stream makes room again.
 	closeA[0]()
-	eventually(t, 10*time.Second, "a closed stream was not released", func() bool {
-		return strings.Contains(metrics(t, svc), "\nmutual_ca_feed_streams 4\n")
-	})
-	st, ae, _, closeA[0] = openStream(t, svc.URL, a, nil)
+	testwait.Eventually(t, func() bool {
+		return strings.Contains(metrics(t, e), "\nmutual_ca_feed_streams 4\n")
+	}, "a closed stream was not released")
+	st, ae, _, closeA[0] = openStream(t, e.URL, a, nil)
 	if st != http.StatusOK {
 		t.Fatalf("after one of its streams closed, %s was refused another: %d %+v", a.ID, st, ae)
 	}
@@ -139,22 +112,22 @@ func TestFeedStreamsAreBoundedPerIdentityAndInTotal(t *testing.T) {
 	for _, cl := range closeA {
 		cl()
 	}
-	eventually(t, 10*time.Second, "the closed streams were not released", func() bool {
-		return strings.Contains(metrics(t, svc), "\nmutual_ca_feed_streams 2\n")
-	})
+	testwait.Eventually(t, func() bool {
+		return strings.Contains(metrics(t, e), "\nmutual_ca_feed_streams 2\n")
+	}, "the closed streams were not released")
 	cfg := clientTLS(a, "")
 	cfg.NextProtos = []string{"h2"}
 	h2 := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
 	for i := range 3 {
-		if st, ae, _, _ := openStream(t, svc.URL, a, h2); st != http.StatusOK {
+		if st, ae, _, _ := openStream(t, e.URL, a, h2); st != http.StatusOK {
 			t.Fatalf("HTTP/2 stream %d refused within the limit: %d %+v", i+1, st, ae)
 		}
 	}
-	if st, ae, _, _ := openStream(t, svc.URL, a, h2); st != http.StatusTooManyRequests {
+	if st, ae, _, _ := openStream(t, e.URL, a, h2); st != http.StatusTooManyRequests {
 		t.Fatalf("a 4th HTTP/2 stream of one identity on one connection: %d %+v, want 429", st, ae)
 	}
 
-	body := metrics(t, svc)
+	body := metrics(t, e)
 	for _, want := range []string{`mutual_ca_feed_streams_refused_total{limit="identity"} 3`, `mutual_ca_feed_streams_refused_total{limit="total"} 1`, "\nmutual_ca_feed_streams 5\n"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
@@ -162,9 +135,9 @@ func TestFeedStreamsAreBoundedPerIdentityAndInTotal(t *testing.T) {
 	}
 }
 
-func metrics(t *testing.T, svc *caservice.Service) string {
+func metrics(t *testing.T, e *testenv.CA) string {
 	t.Helper()
-	resp, err := http.Get("http://" + svc.MetricsAddr().String() + "/metrics")
+	resp, err := http.Get(e.MetricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

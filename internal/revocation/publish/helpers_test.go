@@ -22,88 +22,36 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/caservice"
-	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
 )
 
-// caEnv is a running CA service on loopback, with the plain-HTTP CRL/OCSP
-// listener (so that certificates carry http:// URLs), and its operator.
-type caEnv struct {
-	ca    *testca.CA
-	svc   *caservice.Service
-	admin *client.Client
-	// httpBase is http://127.0.0.1:PORT, the CRL/OCSP listener.
-	httpBase string
-}
+// caEnv is a running CA service on loopback (testenv), with the plain-HTTP
+// CRL/OCSP listener so that certificates carry http:// URLs, and its
+// operator.
+type caEnv struct{ *testenv.CA }
 
 // startCA runs a CA service on the store at storeURL ("" = SQLite in the CA
 // directory). It stops when the test ends (after anything the test
 // registered later, such as watchers subscribed to its feed).
 func startCA(t testing.TB, storeURL string) *caEnv {
 	t.Helper()
-	return startCAWith(t, testca.New(t), storeURL)
+	return startCAWith(t, nil, storeURL)
 }
 
 // startCAWith runs a CA service for the CA c (several may run for one CA:
-// replicas sharing a PostgreSQL store).
+// replicas sharing a PostgreSQL store); nil makes a fresh CA.
 func startCAWith(t testing.TB, c *testca.CA, storeURL string) *caEnv {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := caservice.Open(ctx, caservice.Options{
-		Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0",
-		HTTPListen: "127.0.0.1:0", StoreURL: storeURL,
-	})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	e := &caEnv{ca: c, svc: svc, httpBase: "http://" + svc.HTTPAddr().String()}
-	t.Cleanup(func() {
-		if e.admin != nil {
-			e.admin.CloseIdleConnections()
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("CA service Run: %v", err)
-		}
-		svc.Close()
-	})
-	adminID, err := identity.Load(c.AdminDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := adminID.TLSCertificate()
-	if e.admin, err = client.New([]string{svc.URL}, adminID.Roots, &tc); err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-// enroll obtains an identity for id from the CA with a join token, as
-// `mutual cert request` does.
-func (e *caEnv) enroll(t testing.TB, id string, req api.TokenRequest) *identity.Identity {
-	t.Helper()
-	req.SPIFFEID = id
-	tok, err := e.admin.CreateToken(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enr, err := client.RequestIdentity(context.Background(), tok.Token, pki.KeyECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return enr.Identity
+	return &caEnv{testenv.StartCA(t, testenv.Options{CA: c, StoreURL: storeURL, HTTP: true})}
 }
 
 // revoke revokes one certificate through the admin API.
 func (e *caEnv) revoke(t testing.TB, cert *x509.Certificate, reason string) *api.RevokeResponse {
 	t.Helper()
-	resp, err := e.admin.Revoke(context.Background(), api.RevokeRequest{Serial: serialOf(cert), Reason: reason})
+	resp, err := e.Admin.Revoke(context.Background(), api.RevokeRequest{Serial: serialOf(cert), Reason: reason})
 	if err != nil {
 		t.Fatalf("revoke %s: %v", serialOf(cert), err)
 	}
@@ -112,10 +60,10 @@ func (e *caEnv) revoke(t testing.TB, cert *x509.Certificate, reason string) *api
 
 // crlURL and ocspURL are what issued certificates point at.
 func (e *caEnv) crlURL() string {
-	return e.httpBase + "/crl/" + revocation.IssuerKeyID(e.ca.Intermediate) + ".crl"
+	return e.HTTPURL + "/crl/" + revocation.IssuerKeyID(e.Intermediate) + ".crl"
 }
 
-func (e *caEnv) ocspURL() string { return e.httpBase + "/ocsp" }
+func (e *caEnv) ocspURL() string { return e.HTTPURL + "/ocsp" }
 
 // clientTLS is a TLS client configuration presenting id and trusting its roots.
 func clientTLS(id *identity.Identity, serverName string) *tls.Config {
@@ -215,18 +163,6 @@ func runOpenSSL(t testing.TB, args ...string) (string, bool) {
 	return string(out), err == nil
 }
 
-// eventually polls cond every 20ms until it holds or the safety timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // feedStream is an open subscription to /v1/revocations.
 type feedStream struct {
 	resp  *http.Response
@@ -248,7 +184,7 @@ func feedClient(roots []*x509.Certificate, id *identity.Identity) *http.Client {
 func (e *caEnv) subscribe(t testing.TB, hc *http.Client, since int64) (*feedStream, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/revocations?since=%d", e.svc.URL, since), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/revocations?since=%d", e.URL, since), nil)
 	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()

@@ -43,13 +43,13 @@ type nodeWorld struct {
 func (e *caEnv) nodeWithWorkload(t testing.TB) *nodeWorld {
 	t.Helper()
 	ctx := context.Background()
-	n := &nodeWorld{node: e.enroll(t, nodeID, api.TokenRequest{})}
+	n := &nodeWorld{node: e.Enroll(t, nodeID, api.TokenRequest{})}
 	var err error
-	if n.entry, err = e.admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: workloadID, Nodes: []string{nodeID}, Selectors: []string{"unix:uid:1000"}}); err != nil {
+	if n.entry, err = e.Admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: workloadID, Nodes: []string{nodeID}, Selectors: []string{"unix:uid:1000"}}); err != nil {
 		t.Fatal(err)
 	}
 	tc := n.node.TLSCertificate()
-	if n.nodeCl, err = client.New([]string{e.svc.URL}, n.node.Roots, &tc); err != nil {
+	if n.nodeCl, err = client.New([]string{e.URL}, n.node.Roots, &tc); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.nodeCl.CloseIdleConnections)
@@ -82,15 +82,15 @@ func TestRevokeNode(t *testing.T) {
 	ctx := context.Background()
 	e := startCA(t, "")
 	n := e.nodeWithWorkload(t)
-	bystander := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
-	sub := e.enroll(t, "spiffe://example.org/ns/prod/proxy", api.TokenRequest{})
+	bystander := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
+	sub := e.Enroll(t, "spiffe://example.org/ns/prod/proxy", api.TokenRequest{})
 	fs, err := e.subscribe(t, feedClient(sub.Roots, sub), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, hb := fs.untilHeartbeat(t)
 
-	r, err := e.admin.Revoke(ctx, api.RevokeRequest{Node: nodeID, Reason: "keyCompromise"})
+	r, err := e.Admin.Revoke(ctx, api.RevokeRequest{Node: nodeID, Reason: "keyCompromise"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestRevokeNode(t *testing.T) {
 	}
 
 	// The list shows both revoked, the bystander not.
-	list, err := e.admin.ListCertificates(ctx, "", false)
+	list, err := e.Admin.ListCertificates(ctx, "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +129,8 @@ func TestRevokeNode(t *testing.T) {
 		cert *x509.Certificate
 		want int
 	}{{n.workload, ocsp.Revoked}, {n.node.Leaf(), ocsp.Revoked}, {bystander, ocsp.Good}} {
-		req, _ := ocsp.CreateRequest(tc.cert, e.ca.Intermediate, nil)
-		resp, err := ocsp.ParseResponseForCert(ocspPost(t, e.ocspURL(), req), tc.cert, e.ca.Intermediate)
+		req, _ := ocsp.CreateRequest(tc.cert, e.Intermediate, nil)
+		resp, err := ocsp.ParseResponseForCert(ocspPost(t, e.ocspURL(), req), tc.cert, e.Intermediate)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +161,7 @@ func TestRevokeNode(t *testing.T) {
 		t.Fatal("a revoked node still obtains workload certificates")
 	}
 	// Revoking the node again is harmless: already revoked, no new event.
-	r2, err := e.admin.Revoke(ctx, api.RevokeRequest{Node: nodeID})
+	r2, err := e.Admin.Revoke(ctx, api.RevokeRequest{Node: nodeID})
 	if err != nil || len(r2.Revoked) != 2 || !r2.Revoked[0].AlreadyRevoked || !r2.Revoked[1].AlreadyRevoked {
 		t.Fatalf("second node revocation: %+v %v", r2, err)
 	}
@@ -203,15 +203,15 @@ func TestRevokeNodeCoversRenewedWorkloadCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	wl := &identity.Identity{ID: wlID, Chain: chain, Key: key, Roots: n.node.Roots}
-	renewed, err := client.RenewIdentity(ctx, wl, []string{e.svc.URL}, "", 0)
+	renewed, err := client.RenewIdentity(ctx, wl, []string{e.URL}, "", 0)
 	if err != nil {
 		t.Fatalf("the workload certificate cannot renew: %v", err)
 	}
-	if _, err := e.admin.Revoke(ctx, api.RevokeRequest{Node: nodeID, Reason: "keyCompromise"}); err != nil {
+	if _, err := e.Admin.Revoke(ctx, api.RevokeRequest{Node: nodeID, Reason: "keyCompromise"}); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := ocsp.CreateRequest(renewed.Leaf(), e.ca.Intermediate, nil)
-	r, err := ocsp.ParseResponseForCert(ocspPost(t, e.ocspURL(), req), renewed.Leaf(), e.ca.Intermediate)
+	req, _ := ocsp.CreateRequest(renewed.Leaf(), e.Intermediate, nil)
+	r, err := ocsp.ParseResponseForCert(ocspPost(t, e.ocspURL(), req), renewed.Leaf(), e.Intermediate)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestRevokeNodeCoversRenewedWorkloadCertificates(t *testing.T) {
 		t.Errorf("BUG: the renewal %s of workload certificate %s (obtained through %s) is still good after the node was revoked",
 			serialOf(renewed.Leaf()), serialOf(chain[0]), nodeID)
 	}
-	if _, err := client.RenewIdentity(ctx, renewed, []string{e.svc.URL}, "", 0); err == nil {
+	if _, err := client.RenewIdentity(ctx, renewed, []string{e.URL}, "", 0); err == nil {
 		t.Errorf("BUG: after revoking %s, a descendant of its workload certificate still renews", nodeID)
 	}
 }

@@ -2,12 +2,15 @@ package publish_test
 
 import (
 	"context"
+	"crypto/x509"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/revocation/publish"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
@@ -17,15 +20,15 @@ func TestOpenSSLOCSP(t *testing.T) {
 	openssl(t)
 	t.Parallel()
 	e := startCA(t, "")
-	id := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	id := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	leaf := id.Leaf()
 	if len(leaf.OCSPServer) != 1 || leaf.OCSPServer[0] != e.ocspURL() {
 		t.Fatalf("the certificate names OCSP responders %v, want [%s]", leaf.OCSPServer, e.ocspURL())
 	}
 	dir := t.TempDir()
 	leafPEM := writePEM(t, dir, "leaf.pem", leaf)
-	interPEM := writePEM(t, dir, "intermediate.pem", e.ca.Intermediate)
-	bundlePEM := writePEM(t, dir, "bundle.pem", append(id.Roots, e.ca.Intermediate)...)
+	interPEM := writePEM(t, dir, "intermediate.pem", e.Intermediate)
+	bundlePEM := writePEM(t, dir, "bundle.pem", append(id.Roots, e.Intermediate)...)
 	ask := func() string {
 		t.Helper()
 		out, ok := runOpenSSL(t, "ocsp", "-issuer", interPEM, "-cert", leafPEM, "-url", leaf.OCSPServer[0], "-CAfile", bundlePEM)
@@ -52,8 +55,8 @@ func TestOpenSSLCRL(t *testing.T) {
 	openssl(t)
 	t.Parallel()
 	e := startCA(t, "")
-	bad := e.enroll(t, "spiffe://example.org/ns/prod/stolen", api.TokenRequest{}).Leaf()
-	good := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
+	bad := e.Enroll(t, "spiffe://example.org/ns/prod/stolen", api.TokenRequest{}).Leaf()
+	good := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
 	if len(bad.CRLDistributionPoints) != 1 || bad.CRLDistributionPoints[0] != e.crlURL() {
 		t.Fatalf("the certificate names CRL distribution points %v, want [%s]", bad.CRLDistributionPoints, e.crlURL())
 	}
@@ -65,7 +68,7 @@ func TestOpenSSLCRL(t *testing.T) {
 	}
 	dir := t.TempDir()
 	crlPEM := writeCRLPEM(t, dir, "crl.pem", der)
-	chainPEM := writePEM(t, dir, "chain.pem", e.ca.Root, e.ca.Intermediate)
+	chainPEM := writePEM(t, dir, "chain.pem", e.Root, e.Intermediate)
 	badPEM := writePEM(t, dir, "bad.pem", bad)
 	goodPEM := writePEM(t, dir, "good.pem", good)
 
@@ -108,10 +111,9 @@ func TestCRLNumberAndExpiry(t *testing.T) {
 		t.Fatalf("CRL number changed without a revocation: %v → %v", first.Number, again.Number)
 	}
 
-	// A certificate that expires in a few seconds, recorded by this CA.
-	short := testca.TTL(3 * time.Second)
-	brief := e.ca.Leaf(t, "spiffe://example.org/ns/prod/brief", short).Leaf()
-	if err := e.svc.Authority.Import(ctx, brief, "test"); err != nil {
+	// A certificate that expires in a minute, recorded by this CA.
+	brief := e.Leaf(t, "spiffe://example.org/ns/prod/brief", testca.TTL(time.Minute)).Leaf()
+	if err := (&ca.Authority{Issuer: e.Issuer, Store: e.Store(t)}).Import(ctx, brief, "test"); err != nil {
 		t.Fatal(err)
 	}
 	e.revoke(t, brief, "superseded")
@@ -123,11 +125,20 @@ func TestCRLNumberAndExpiry(t *testing.T) {
 		t.Fatalf("the CRL lacks %s (superseded): %+v", serialOf(brief), second.RevokedCertificateEntries)
 	}
 
-	// Once it has expired, the next CRL (after another change) drops it.
-	time.Sleep(time.Until(brief.NotAfter) + 200*time.Millisecond)
-	other := e.enroll(t, "spiffe://example.org/ns/prod/other", api.TokenRequest{}).Leaf()
+	// Once it has expired, the next CRL (after another change) drops it: the
+	// service's CRL builder over its store, with a clock past the expiry
+	// instead of a wait for it.
+	other := e.Enroll(t, "spiffe://example.org/ns/prod/other", api.TokenRequest{}).Leaf()
 	e.revoke(t, other, "")
-	third, _ := e.fetchCRL(t)
+	later := &publish.CRL{Issuer: e.Issuer, Store: e.Store(t), Now: func() time.Time { return brief.NotAfter.Add(time.Second) }}
+	der, _, err := later.Current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if third.Number.Cmp(second.Number) <= 0 {
 		t.Fatalf("CRL number did not grow: %v → %v", second.Number, third.Number)
 	}

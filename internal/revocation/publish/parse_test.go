@@ -32,7 +32,7 @@ var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
 func TestGoParsesCRL(t *testing.T) {
 	t.Parallel()
 	e := startCA(t, "")
-	leaf := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
+	leaf := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
 	e.revoke(t, leaf, "keyCompromise")
 
 	st, hdr, der := httpGet(t, e.crlURL())
@@ -52,17 +52,17 @@ func TestGoParsesCRL(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: x509.ParseRevocationList: %v", name, err)
 		}
-		if err := crl.CheckSignatureFrom(e.ca.Intermediate); err != nil {
+		if err := crl.CheckSignatureFrom(e.Intermediate); err != nil {
 			t.Fatalf("%s: signature does not verify against the intermediate: %v", name, err)
 		}
-		if err := crl.CheckSignatureFrom(e.ca.Root); err == nil {
+		if err := crl.CheckSignatureFrom(e.Root); err == nil {
 			t.Fatalf("%s: the CRL verifies against the root: it should be the intermediate's", name)
 		}
-		if !bytes.Equal(crl.RawIssuer, e.ca.Intermediate.RawSubject) {
-			t.Fatalf("%s: CRL issuer %s, want %s", name, crl.Issuer, e.ca.Intermediate.Subject)
+		if !bytes.Equal(crl.RawIssuer, e.Intermediate.RawSubject) {
+			t.Fatalf("%s: CRL issuer %s, want %s", name, crl.Issuer, e.Intermediate.Subject)
 		}
-		if !bytes.Equal(crl.AuthorityKeyId, e.ca.Intermediate.SubjectKeyId) {
-			t.Fatalf("%s: authority key id %x, want %x", name, crl.AuthorityKeyId, e.ca.Intermediate.SubjectKeyId)
+		if !bytes.Equal(crl.AuthorityKeyId, e.Intermediate.SubjectKeyId) {
+			t.Fatalf("%s: authority key id %x, want %x", name, crl.AuthorityKeyId, e.Intermediate.SubjectKeyId)
 		}
 		ent, ok := crlHas(crl, leaf)
 		if !ok || ent.ReasonCode != 1 || ent.RevocationTime.IsZero() {
@@ -73,8 +73,8 @@ func TestGoParsesCRL(t *testing.T) {
 		t.Fatal("the CRL carries no X-Mutual-Revocation-Seq header")
 	}
 	// Unknown CRL names are 404.
-	for _, p := range []string{"/crl/00.crl", "/crl/" + strings.TrimSuffix(strings.TrimPrefix(e.crlURL(), e.httpBase+"/crl/"), ".crl") + ".txt"} {
-		if st, _, _ := httpGet(t, e.httpBase+p); st != http.StatusNotFound {
+	for _, p := range []string{"/crl/00.crl", "/crl/" + strings.TrimSuffix(strings.TrimPrefix(e.crlURL(), e.HTTPURL+"/crl/"), ".crl") + ".txt"} {
+		if st, _, _ := httpGet(t, e.HTTPURL+p); st != http.StatusNotFound {
 			t.Fatalf("GET %s: HTTP %d, want 404", p, st)
 		}
 	}
@@ -111,7 +111,7 @@ func ocspGet(t testing.TB, u string, req []byte) []byte {
 func TestGoParsesOCSP(t *testing.T) {
 	t.Parallel()
 	e := startCA(t, "")
-	id := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	id := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	leaf, inter := id.Leaf(), id.Chain[1]
 	u := leaf.OCSPServer[0]
 	methods := map[string]func(testing.TB, string, []byte) []byte{"POST": ocspPost, "GET": ocspGet}
@@ -224,7 +224,7 @@ func TestGoParsesOCSP(t *testing.T) {
 func TestOCSPGetEncodings(t *testing.T) {
 	t.Parallel()
 	e := startCA(t, "")
-	id := e.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	id := e.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	leaf, inter := id.Leaf(), id.Chain[1]
 	ask := func(serial *big.Int, path string) {
 		t.Helper()

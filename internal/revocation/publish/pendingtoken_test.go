@@ -32,12 +32,12 @@ func TestRevokedIdentityEndsItsPendingTokens(t *testing.T) {
 				{"spiffe://example.org/ns/prod/web", func(id string) api.RevokeRequest { return api.RevokeRequest{SPIFFEID: id} }},
 				{"spiffe://example.org/node/n1", func(id string) api.RevokeRequest { return api.RevokeRequest{Node: id} }},
 			} {
-				e.enroll(t, tc.id, api.TokenRequest{})
-				pending, err := e.admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: tc.id})
+				e.Enroll(t, tc.id, api.TokenRequest{})
+				pending, err := e.Admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: tc.id})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := e.admin.Revoke(ctx, tc.req(tc.id)); err != nil {
+				if _, err := e.Admin.Revoke(ctx, tc.req(tc.id)); err != nil {
 					t.Fatalf("revoke %s: %v", tc.id, err)
 				}
 				_, err = client.RequestIdentity(ctx, pending.Token, pki.KeyECDSAP256, 0)
@@ -46,7 +46,7 @@ func TestRevokedIdentityEndsItsPendingTokens(t *testing.T) {
 					t.Fatalf("BUG: a token made before %s was revoked still enrolls: %v", tc.id, err)
 				}
 				t.Logf("%s: %v", tc.id, err)
-				fresh, err := e.admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: tc.id})
+				fresh, err := e.Admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: tc.id})
 				if err != nil {
 					t.Fatal(err)
 				}

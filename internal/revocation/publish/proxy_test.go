@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,11 +12,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,37 +32,12 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 const proxyID = "spiffe://example.org/ns/prod/proxy"
-
-// echoServer is the plaintext backend: it echoes what it reads.
-func echoServer(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
 
 // guarded is an inbound proxy whose revocation watcher closes the
 // connections of revoked certificates, wired as `mutual proxy inbound` does.
@@ -118,33 +95,18 @@ func startGuarded(t testing.TB, src *identity.DirSource, target string, caURLs [
 		n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
 		g.closed <- closedEvent{serial: e.Serial, at: time.Now(), n: n}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); w.Run(ctx) }()
-	go func() { defer wg.Done(); p.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	g.addr = testnet.Run(t, p.Serve).Addr
 	return g
 }
 
 // proxyIdentity enrolls the proxy from the CA and serves it from a directory.
 func (e *caEnv) proxyIdentity(t testing.TB) *identity.DirSource {
 	t.Helper()
-	id := e.enroll(t, proxyID, api.TokenRequest{IPAddresses: []string{"127.0.0.1"}})
-	dir := filepath.Join(t.TempDir(), "proxy")
-	if err := id.Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src
+	return testca.DirSource(t, e.Enroll(t, proxyID, api.TokenRequest{IPAddresses: []string{"127.0.0.1"}}))
 }
 
 // peerConn is a client's live connection through the proxy.
@@ -229,13 +191,13 @@ func TestProxyClosesRevokedConnections(t *testing.T) {
 	t.Parallel()
 	e := startCA(t, "")
 	src := e.proxyIdentity(t)
-	target := echoServer(t)
+	target := testnet.Echo(t)
 
 	t.Run("push feed", func(t *testing.T) {
-		g := startGuarded(t, src, target, []string{e.svc.URL}, 0)
-		eventually(t, 10*time.Second, "the watcher never connected to the feed", g.watcher.FeedUp)
-		a := e.enroll(t, "spiffe://example.org/ns/prod/client-a", api.TokenRequest{})
-		b := e.enroll(t, "spiffe://example.org/ns/prod/client-b", api.TokenRequest{})
+		g := startGuarded(t, src, target, []string{e.URL}, 0)
+		testwait.Eventually(t, g.watcher.FeedUp, "the watcher never connected to the feed")
+		a := e.Enroll(t, "spiffe://example.org/ns/prod/client-a", api.TokenRequest{})
+		b := e.Enroll(t, "spiffe://example.org/ns/prod/client-b", api.TokenRequest{})
 		ca, err := dialProxy(t, g.addr, a)
 		if err != nil {
 			t.Fatal(err)
@@ -266,7 +228,7 @@ func TestProxyClosesRevokedConnections(t *testing.T) {
 		// A few more trials, for the distribution.
 		var lat []time.Duration
 		for i := range 20 {
-			c := e.enroll(t, fmt.Sprintf("spiffe://example.org/ns/prod/trial-%d", i), api.TokenRequest{})
+			c := e.Enroll(t, fmt.Sprintf("spiffe://example.org/ns/prod/trial-%d", i), api.TokenRequest{})
 			cc, err := dialProxy(t, g.addr, c)
 			if err != nil {
 				t.Fatal(err)
@@ -286,9 +248,9 @@ func TestProxyClosesRevokedConnections(t *testing.T) {
 	t.Run("feed cut, CRL fallback", func(t *testing.T) {
 		cut := newFeedCutter(t, e, src)
 		g := startGuarded(t, src, target, []string{cut.url}, 500*time.Millisecond)
-		eventually(t, 10*time.Second, "the watcher never connected to the feed through the relay", g.watcher.FeedUp)
-		c := e.enroll(t, "spiffe://example.org/ns/prod/client-c", api.TokenRequest{})
-		d := e.enroll(t, "spiffe://example.org/ns/prod/client-d", api.TokenRequest{})
+		testwait.Eventually(t, g.watcher.FeedUp, "the watcher never connected to the feed through the relay")
+		c := e.Enroll(t, "spiffe://example.org/ns/prod/client-c", api.TokenRequest{})
+		d := e.Enroll(t, "spiffe://example.org/ns/prod/client-d", api.TokenRequest{})
 		cc, err := dialProxy(t, g.addr, c)
 		if err != nil {
 			t.Fatal(err)
@@ -299,7 +261,7 @@ func TestProxyClosesRevokedConnections(t *testing.T) {
 		}
 
 		cut.cut()
-		eventually(t, 10*time.Second, "the watcher still reports the feed up after the cut", func() bool { return !g.watcher.FeedUp() })
+		testwait.Eventually(t, func() bool { return !g.watcher.FeedUp() }, "the watcher still reports the feed up after the cut")
 		crlBefore := cut.crlFetches.Load()
 
 		start := time.Now()
@@ -342,7 +304,7 @@ type feedCutter struct {
 func newFeedCutter(t testing.TB, e *caEnv, src *identity.DirSource) *feedCutter {
 	t.Helper()
 	fc := &feedCutter{streams: map[*http.Request]context.CancelFunc{}}
-	up, _ := url.Parse(e.svc.URL)
+	up, _ := url.Parse(e.URL)
 	id := src.Identity()
 	rp := httputil.NewSingleHostReverseProxy(up)
 	rp.FlushInterval = -1
@@ -415,26 +377,21 @@ func TestProxyStaplesOCSP(t *testing.T) {
 	go func() { defer wg.Done(); st.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	me := src.Identity()
-	eventually(t, 10*time.Second, "no staple fetched", func() bool { return st.Staple(me.Leaf()) != nil })
-	if st.Staple(e.ca.Intermediate) != nil || st.Staple(nil) != nil {
+	testwait.Eventually(t, func() bool { return st.Staple(me.Leaf()) != nil }, "no staple fetched")
+	if st.Staple(e.Intermediate) != nil || st.Staple(nil) != nil {
 		t.Fatal("a staple is offered for another certificate")
 	}
 
 	pol, _ := authz.FromPatterns([]string{"spiffe://example.org/ns/prod/*"})
-	p, err := proxy.NewInbound(proxy.InboundConfig{Target: echoServer(t), SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol},
+	p, err := proxy.NewInbound(proxy.InboundConfig{Target: testnet.Echo(t), SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol},
 		Staple: st.Staple, Limits: proxy.Limits{DrainTimeout: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); p.Serve(ctx, ln) }()
+	addr := testnet.Run(t, p.Serve).Addr
 
-	cl := e.enroll(t, "spiffe://example.org/ns/prod/client", api.TokenRequest{})
-	pc, err := dialProxy(t, ln.Addr().String(), cl)
+	cl := e.Enroll(t, "spiffe://example.org/ns/prod/client", api.TokenRequest{})
+	pc, err := dialProxy(t, addr, cl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,32 +428,28 @@ func TestProxyOwnRevokedCertificateStaple(t *testing.T) {
 	e := startCA(t, "")
 	src := e.proxyIdentity(t)
 	me := src.Identity()
-	w := &revocation.Watcher{CAURLs: []string{e.svc.URL}, Source: src}
+	w := &revocation.Watcher{CAURLs: []string{e.URL}, Source: src}
 	st := &revocation.Stapler{Source: src, Revoked: w.Revoked}
 	w.OnRevoke = st.Revoke
 	pol, _ := authz.FromPatterns([]string{"spiffe://example.org/ns/prod/*"})
-	p, err := proxy.NewInbound(proxy.InboundConfig{Target: echoServer(t), SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol},
+	p, err := proxy.NewInbound(proxy.InboundConfig{Target: testnet.Echo(t), SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol},
 		PeerCheck: w.Check, Staple: st.Staple, Limits: proxy.Limits{DrainTimeout: time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2)
 	go func() { defer wg.Done(); w.Run(ctx) }()
 	go func() { defer wg.Done(); st.Run(ctx) }()
-	go func() { defer wg.Done(); p.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	eventually(t, 10*time.Second, "the watcher never connected to the feed", w.FeedUp)
-	eventually(t, 10*time.Second, "no staple fetched", func() bool { return st.Staple(me.Leaf()) != nil })
+	addr := testnet.Run(t, p.Serve).Addr
+	testwait.Eventually(t, w.FeedUp, "the watcher never connected to the feed")
+	testwait.Eventually(t, func() bool { return st.Staple(me.Leaf()) != nil }, "no staple fetched")
 
-	cl := e.enroll(t, "spiffe://example.org/ns/prod/client", api.TokenRequest{})
+	cl := e.Enroll(t, "spiffe://example.org/ns/prod/client", api.TokenRequest{})
 	stapled := func() int {
-		pc, err := dialProxy(t, ln.Addr().String(), cl)
+		pc, err := dialProxy(t, addr, cl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -507,11 +460,11 @@ func TestProxyOwnRevokedCertificateStaple(t *testing.T) {
 		t.Fatalf("staple before the revocation: %d, want good", got)
 	}
 	e.revoke(t, me.Leaf(), "keyCompromise")
-	eventually(t, 10*time.Second, "the watcher never learnt its own revocation", func() bool { return w.Revoked(serialOf(me.Leaf())) })
+	testwait.Eventually(t, func() bool { return w.Revoked(serialOf(me.Leaf())) }, "the watcher never learnt its own revocation")
 	if got := stapled(); got == ocsp.Good {
 		t.Fatal(`BUG: the proxy still staples "good" for its own revoked certificate`)
 	}
-	eventually(t, 10*time.Second, `the CA's "revoked" answer was never stapled`, func() bool { return stapled() == ocsp.Revoked })
+	testwait.Eventually(t, func() bool { return stapled() == ocsp.Revoked }, `the CA's "revoked" answer was never stapled`)
 }
 
 // slowTarget is an echo backend whose accept queue can be held full, so
@@ -552,25 +505,34 @@ func newSlowTarget(t testing.TB) *slowTarget {
 		t.Fatal(err)
 	}
 	var once sync.Once
-	var wg sync.WaitGroup
 	st.release = func() {
-		once.Do(func() {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					wg.Add(1)
-					go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
-				}
-			}()
-		})
+		once.Do(func() { testnet.ServeOn(t, ln, func(c net.Conn) { io.Copy(c, c) }) })
 	}
-	t.Cleanup(func() { ln.Close(); st.filler.Close(); wg.Wait() })
+	t.Cleanup(func() { ln.Close(); st.filler.Close() })
 	return st
+}
+
+// dialled reports whether a socket of this host is connecting to the
+// target (state SYN_SENT in /proc/net/tcp): a dial its full queue holds.
+func (st *slowTarget) dialled(t testing.TB) bool {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(st.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := ap.Addr().As4()
+	want := fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(ip[:]), ap.Port())
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		// sl local_address rem_address st ...; st 02 is SYN_SENT.
+		if f := strings.Fields(line); len(f) > 3 && f[2] == want && f[3] == "02" {
+			return true
+		}
+	}
+	return false
 }
 
 // TestProxyRevocationDuringTargetDial: a client completes its handshake,
@@ -583,18 +545,18 @@ func TestProxyRevocationDuringTargetDial(t *testing.T) {
 	e := startCA(t, "")
 	src := e.proxyIdentity(t)
 	target := newSlowTarget(t)
-	g := startGuarded(t, src, target.addr, []string{e.svc.URL}, 0)
-	eventually(t, 10*time.Second, "the watcher never connected to the feed", g.watcher.FeedUp)
-	c := e.enroll(t, "spiffe://example.org/ns/prod/client-late", api.TokenRequest{})
+	g := startGuarded(t, src, target.addr, []string{e.URL}, 0)
+	testwait.Eventually(t, g.watcher.FeedUp, "the watcher never connected to the feed")
+	c := e.Enroll(t, "spiffe://example.org/ns/prod/client-late", api.TokenRequest{})
 
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", g.addr, clientTLS(c, "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	// The proxy has (or is about to have) checked the certificate and is
-	// dialling the target, whose queue is full.
-	time.Sleep(300 * time.Millisecond)
+	// Once the proxy is dialling the target (whose queue is full), it has
+	// checked the certificate.
+	testwait.Eventually(t, func() bool { return target.dialled(t) }, "the proxy never dialled the target")
 	e.revoke(t, c.Leaf(), "keyCompromise")
 	ev := g.closedFor(t, serialOf(c.Leaf()))
 	t.Logf("the watcher learnt the revocation and closed %d connections while the proxy was dialling", ev.n)

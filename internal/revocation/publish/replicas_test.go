@@ -9,6 +9,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // TestReplicasShareRevocations: two CA services on one PostgreSQL
@@ -22,8 +23,8 @@ func TestReplicasShareRevocations(t *testing.T) {
 	a := startCAWith(t, c, url)
 	b := startCAWith(t, c, url)
 
-	leaf := a.enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
-	sub := b.enroll(t, "spiffe://example.org/ns/prod/proxy", api.TokenRequest{})
+	leaf := a.Enroll(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}).Leaf()
+	sub := b.Enroll(t, "spiffe://example.org/ns/prod/proxy", api.TokenRequest{})
 	req, _ := ocsp.CreateRequest(leaf, c.Intermediate, nil)
 	status := func(e *caEnv) int {
 		t.Helper()
@@ -47,7 +48,7 @@ func TestReplicasShareRevocations(t *testing.T) {
 	if status(a) != ocsp.Revoked {
 		t.Fatal("the replica that revoked still answers good")
 	}
-	eventually(t, 10*time.Second, "the other replica's OCSP never said revoked", func() bool { return status(b) == ocsp.Revoked })
+	testwait.Eventually(t, func() bool { return status(b) == ocsp.Revoked }, "the other replica's OCSP never said revoked")
 	t.Logf("the other replica's OCSP said revoked %d ms after the revocation", time.Since(start).Milliseconds())
 	ev := fs.next(t)
 	for ev.Heartbeat {

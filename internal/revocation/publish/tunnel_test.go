@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,8 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/revocation"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // upgradeEcho is an HTTP service that answers a WebSocket upgrade with 101
@@ -27,50 +27,17 @@ import (
 // service's side of a tunnel sees its end.
 func upgradeEcho(t *testing.T) (string, chan struct{}) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ended := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+	return testnet.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+			return
 		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil || !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-				io.Copy(c, br)
-				ended <- struct{}{}
-			}()
-		}
-	}()
-	return ln.Addr().String(), ended
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		io.Copy(c, br)
+		ended <- struct{}{}
+	}), ended
 }
 
 // openWebSocket upgrades a connection through the proxy at addr as id and
@@ -111,7 +78,7 @@ func TestProxyClosesRevokedWebSocketTunnel(t *testing.T) {
 	src := e.proxyIdentity(t)
 	backend, ended := upgradeEcho(t)
 	pol, _ := authz.FromPatterns([]string{"spiffe://example.org/ns/prod/*"})
-	w := &revocation.Watcher{CAURLs: []string{e.svc.URL}, Source: src}
+	w := &revocation.Watcher{CAURLs: []string{e.URL}, Source: src}
 	p, err := proxy.NewInbound(proxy.InboundConfig{Target: backend, SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol},
 		Protocol: proxy.HTTP, PeerCheck: w.Check, Limits: proxy.Limits{DrainTimeout: 500 * time.Millisecond}})
 	if err != nil {
@@ -120,22 +87,16 @@ func TestProxyClosesRevokedWebSocketTunnel(t *testing.T) {
 	w.OnRevoke = func(ev revocation.Event) {
 		p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == ev.Serial })
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); w.Run(ctx) }()
-	go func() { defer wg.Done(); served <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	eventually(t, 10*time.Second, "the watcher never connected to the feed", w.FeedUp)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	srv := testnet.Run(t, p.Serve)
+	testwait.Eventually(t, w.FeedUp, "the watcher never connected to the feed")
 
-	a := e.enroll(t, "spiffe://example.org/ns/prod/ws-a", api.TokenRequest{})
-	b := e.enroll(t, "spiffe://example.org/ns/prod/ws-b", api.TokenRequest{})
-	ta, tb := openWebSocket(t, ln.Addr().String(), a), openWebSocket(t, ln.Addr().String(), b)
+	a := e.Enroll(t, "spiffe://example.org/ns/prod/ws-a", api.TokenRequest{})
+	b := e.Enroll(t, "spiffe://example.org/ns/prod/ws-b", api.TokenRequest{})
+	ta, tb := openWebSocket(t, srv.Addr, a), openWebSocket(t, srv.Addr, b)
 	e.revoke(t, a.Leaf(), "keyCompromise")
 	ta.waitClosed(t)
 	select {
@@ -148,14 +109,8 @@ func TestProxyClosesRevokedWebSocketTunnel(t *testing.T) {
 	}
 
 	// Shutdown: the drain ends with the tunnel closed, not left behind.
-	cancel()
-	select {
-	case err := <-served:
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("Serve: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve did not return after the drain")
+	if err := srv.Stop(t); err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 	tb.waitClosed(t)
 	select {

@@ -1,4 +1,4 @@
-package ca
+package pki
 
 import (
 	"fmt"
@@ -19,10 +19,10 @@ var reasonNames = map[string]int{
 	"aACompromise":         10,
 }
 
-// ParseReason reads an RFC 5280 revocation reason by name ("keyCompromise",
+// ParseRevocationReason reads an RFC 5280 revocation reason by name ("keyCompromise",
 // "key-compromise" or "key_compromise", any case) or number. Empty means
 // unspecified.
-func ParseReason(s string) (int, error) {
+func ParseRevocationReason(s string) (int, error) {
 	if s == "" {
 		return 0, nil
 	}
@@ -42,8 +42,9 @@ func ParseReason(s string) (int, error) {
 	return 0, fmt.Errorf("unknown revocation reason %q: use one of unspecified, keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise", s)
 }
 
-// ReasonName returns the RFC 5280 name of a revocation reason code.
-func ReasonName(code int) string {
+// RevocationReasonName returns the RFC 5280 name of a revocation reason
+// code, or the number when it has none.
+func RevocationReasonName(code int) string {
 	for name, v := range reasonNames {
 		if v == code {
 			return name
