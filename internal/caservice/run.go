@@ -46,6 +46,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	run(s.watchStore)
 	run(s.maintain)
+	run(s.rotateJWTKeys)
 	return g.Wait()
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/jwtauthority"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/revocation"
@@ -120,6 +121,7 @@ type Service struct {
 	hub       *publish.Hub
 	caDir     *pki.CA
 	serverTLS atomic.Pointer[tls.Certificate]
+	jwtKeys   *jwtauthority.Authority
 }
 
 // Open loads the CA, opens the store, binds the listeners and imports the
@@ -171,6 +173,10 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		return fmt.Errorf("the issuance log's key: %w", err)
 	}
 	s.tlog = &translog.Server{Store: s.Store, Signer: signer, Log: s.log}
+	jwtIssuer, err := s.openJWT(o)
+	if err != nil {
+		return err
+	}
 	s.Server = server.New(server.Config{
 		Authority:   s.Authority,
 		TrustDomain: s.caDir.TrustDomain,
@@ -183,6 +189,7 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		OCSP:        s.ocsp,
 		Hub:         s.hub,
 		IssuanceLog: s.tlog,
+		JWT:         jwtIssuer,
 	})
 	return nil
 }

@@ -106,6 +106,9 @@ type Config struct {
 	Hub  *publish.Hub
 	// IssuanceLog serves the issuance log under /log/; nil leaves it out.
 	IssuanceLog *translog.Server
+	// JWT signs JWT-SVIDs and serves the SPIFFE bundle; nil leaves their
+	// routes out.
+	JWT JWTIssuance
 }
 
 // Server serves the CA API.
@@ -151,6 +154,7 @@ func New(cfg Config) *Server {
 	s.route("GET /v1/node/entries", "node_entries", s.nodeEntries)
 	s.route("POST /v1/node/svid", "node_svid", s.nodeSVID)
 	s.route("GET /v1/revocations", "revocation_feed", s.feed)
+	s.routeJWT()
 	rh := s.RevocationHandler()
 	s.mux.Handle("GET /crl/{name}", rh)
 	s.mux.Handle("POST /ocsp", rh)
