@@ -29,6 +29,23 @@ func wlClient(t *testing.T, sock string) *workloadapi.Client {
 	return c
 }
 
+// jwtSetup starts a CA, registers id for this process on node, runs
+// node's agent and waits for a first JWT-SVID for audience through a
+// go-spiffe client of it.
+func jwtSetup(t *testing.T, ctx context.Context, id, node, audience string) (*testenv.CA, *api.Entry, *runningAgent, *workloadapi.Client, *jwtsvid.SVID) {
+	t.Helper()
+	e := testenv.StartCA(t, testenv.Options{})
+	en := entry(t, e, id, td+"/node/"+node, time.Minute, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	ra := nodeAgent(t, e, node, nil)
+	c := wlClient(t, ra.sock)
+	var svid *jwtsvid.SVID
+	testwait.EventuallyNil(t, func() (err error) {
+		svid, err = c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: audience})
+		return err
+	}, "a JWT-SVID from the agent")
+	return e, en, ra, c, svid
+}
+
 // TestJWTSVIDWithGoSpiffe: an unmodified go-spiffe client fetches a
 // JWT-SVID for an audience and the JWT bundle from the agent, validates
 // the token against that bundle (and through ValidateJWTSVID), and a wrong
@@ -37,19 +54,10 @@ func wlClient(t *testing.T, sock string) *workloadapi.Client {
 // new JWT-SVID.
 func TestJWTSVIDWithGoSpiffe(t *testing.T) {
 	t.Parallel()
-	e := testenv.StartCA(t, testenv.Options{})
-	id := td + "/ns/test/jwt"
-	en := entry(t, e, id, td+"/node/j1", time.Minute, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
-	ra := nodeAgent(t, e, "j1", nil)
-	c := wlClient(t, ra.sock)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-
-	var svid *jwtsvid.SVID
-	testwait.EventuallyNil(t, func() (err error) {
-		svid, err = c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "billing"})
-		return err
-	}, "a JWT-SVID from the agent")
+	id := td + "/ns/test/jwt"
+	e, en, _, c, svid := jwtSetup(t, ctx, id, "j1", "billing")
 	if svid.ID.String() != id {
 		t.Fatalf("JWT-SVID for %s, want %s", svid.ID, id)
 	}
@@ -120,18 +128,10 @@ func TestJWTSVIDWithGoSpiffe(t *testing.T) {
 // next one is signed after the revocation.
 func TestJWTSVIDEntryDeletedOrIdentityRevoked(t *testing.T) {
 	t.Parallel()
-	e := testenv.StartCA(t, testenv.Options{})
-	id := td + "/ns/test/jwt2"
-	en := entry(t, e, id, td+"/node/j3", time.Minute, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
-	ra := nodeAgent(t, e, "j3", nil)
-	c := wlClient(t, ra.sock)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	var first *jwtsvid.SVID
-	testwait.EventuallyNil(t, func() (err error) {
-		first, err = c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "a"})
-		return err
-	}, "a JWT-SVID from the agent")
+	id := td + "/ns/test/jwt2"
+	e, en, ra, c, first := jwtSetup(t, ctx, id, "j3", "a")
 	// Wait for the agent's X.509-SVID, so the revocation has a certificate
 	// whose event reaches the agent.
 	source(t, ra.sock, id)
