@@ -173,7 +173,7 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		return fmt.Errorf("the issuance log's key: %w", err)
 	}
 	s.tlog = &translog.Server{Store: s.Store, Signer: signer, Log: s.log}
-	jwtIssuer, err := s.openJWT(o)
+	jwtIssuer, err := s.openJWT(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -1,20 +1,21 @@
 // Package jwtauthority holds the CA's JWT authority keys: ES256 keys that
-// sign JWT-SVIDs (SPIFFE JWT-SVID specification), each stored encrypted
-// like the CA's other keys under DIR/jwt/, rotated with overlap. The newest
-// key signs; a key replaced stays published for Overlap after its successor
-// was made, so that every token it signed keeps verifying until it expires.
+// sign JWT-SVIDs (SPIFFE JWT-SVID specification), kept in the CA's store
+// encrypted like its other keys, so that every replica signs and publishes
+// the same keys, and rotated with overlap. A new key is published at once
+// and signs once it is ActivateAfter old (every replica and agent has
+// fetched it by then); a key replaced stays published for Overlap after
+// its successor was made, so that every token it signed keeps verifying
+// until it expires.
 package jwtauthority
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -24,20 +25,15 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/store"
 )
-
-// Dir is the folder under the CA directory that holds the keys.
-const Dir = "jwt"
-
-// manifestFile lists the keys, oldest first, with when each was made.
-const manifestFile = "keys.json"
 
 // Defaults for Options.
 const (
-	DefaultRotateAfter = 30 * 24 * time.Hour
-	DefaultOverlap     = 48 * time.Hour
+	DefaultRotateAfter   = 30 * 24 * time.Hour
+	DefaultOverlap       = 48 * time.Hour
+	DefaultActivateAfter = 10 * time.Minute
 )
 
 // Options tune rotation. Zero values are the defaults.
@@ -47,78 +43,94 @@ type Options struct {
 	// Overlap is how long a replaced key stays published; it must exceed
 	// the longest JWT-SVID lifetime the policy allows.
 	Overlap time.Duration
+	// ActivateAfter is how long a new key is published before it signs.
+	ActivateAfter time.Duration
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
 
+// Store keeps the keys; *store.DB provides it.
+type Store interface {
+	ListJWTKeys(ctx context.Context) ([]store.JWTKey, error)
+	AddJWTKey(ctx context.Context, k store.JWTKey, notBefore time.Time) (bool, error)
+	DeleteJWTKey(ctx context.Context, kid string) error
+}
+
 type key struct {
-	ID      string    `json:"kid"`
-	Created time.Time `json:"created"`
+	ID      string
+	Created time.Time
 	signer  crypto.Signer
 }
 
 // Authority signs JWT-SVIDs and publishes the keys that verify them.
 type Authority struct {
-	dir        string
+	st         Store
 	passphrase []byte
 	opts       Options
 
 	mu   sync.RWMutex
-	keys []key // oldest first; the last one signs
+	keys []key // oldest first
 }
 
-// LoadOrCreate reads the JWT authority keys under caDir/jwt, making the
-// first one (encrypted with passphrase) if there is none, and rotates the
-// signing key if it is older than RotateAfter.
-func LoadOrCreate(caDir string, passphrase []byte, o Options) (*Authority, error) {
+// LoadOrCreate reads the JWT authority keys from st, making the first one
+// (encrypted with passphrase) if there is none, and rotates the signing
+// key if it is older than RotateAfter.
+func LoadOrCreate(ctx context.Context, st Store, passphrase []byte, o Options) (*Authority, error) {
 	if o.RotateAfter <= 0 {
 		o.RotateAfter = DefaultRotateAfter
 	}
 	if o.Overlap <= 0 {
 		o.Overlap = DefaultOverlap
 	}
+	if o.ActivateAfter <= 0 {
+		o.ActivateAfter = DefaultActivateAfter
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a := &Authority{dir: filepath.Join(caDir, Dir), passphrase: passphrase, opts: o}
-	b, err := os.ReadFile(filepath.Join(a.dir, manifestFile))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("the JWT authority keys: %w", err)
-	default:
-		if err := json.Unmarshal(b, &a.keys); err != nil {
-			return nil, fmt.Errorf("the JWT authority keys: %s is damaged (%w): restore it from a backup, or move %s away to start with a new key (JWT-SVIDs already issued stop verifying)", filepath.Join(a.dir, manifestFile), err, a.dir)
-		}
-		for i := range a.keys {
-			if err := a.load(&a.keys[i]); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if _, err := a.Rotate(); err != nil {
+	a := &Authority{st: st, passphrase: passphrase, opts: o}
+	if _, err := a.Rotate(ctx); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-func (a *Authority) keyPath(kid string) string { return filepath.Join(a.dir, kid+".key") }
-
-func (a *Authority) load(k *key) error {
-	path := a.keyPath(k.ID)
-	data, err := os.ReadFile(path)
+// reload reads the keys from the store, decrypting only those not held
+// yet, and reports whether the set changed.
+func (a *Authority) reload(ctx context.Context) (bool, error) {
+	stored, err := a.st.ListJWTKeys(ctx)
 	if err != nil {
-		return fmt.Errorf("the JWT authority key %s: %w", k.ID, err)
+		return false, fmt.Errorf("the JWT authority keys: %w", err)
 	}
-	s, err := pki.ParsePrivateKey(data, a.passphrase)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	a.mu.RLock()
+	held := map[string]crypto.Signer{}
+	for _, k := range a.keys {
+		held[k.ID] = k.signer
 	}
-	if _, ok := s.Public().(*ecdsa.PublicKey); !ok || keyID(s.Public()) != k.ID {
-		return fmt.Errorf("%s: not the P-256 key %s that %s names: restore the key file", path, k.ID, manifestFile)
+	a.mu.RUnlock()
+	keys := make([]key, 0, len(stored))
+	for _, sk := range stored {
+		signer, ok := held[sk.ID]
+		if !ok {
+			s, err := pki.ParsePrivateKey(sk.PEM, a.passphrase)
+			if err != nil {
+				return false, fmt.Errorf("the JWT authority key %s: %w", sk.ID, err)
+			}
+			if _, ok := s.Public().(*ecdsa.PublicKey); !ok || keyID(s.Public()) != sk.ID {
+				return false, fmt.Errorf("the JWT authority key %s in the store is not the P-256 key its kid names: the store is damaged", sk.ID)
+			}
+			signer = s
+		}
+		keys = append(keys, key{ID: sk.ID, Created: sk.Created, signer: signer})
 	}
-	k.signer = s
-	return nil
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := len(keys) != len(a.keys)
+	for i := 0; !changed && i < len(keys); i++ {
+		changed = keys[i].ID != a.keys[i].ID
+	}
+	a.keys = keys
+	return changed, nil
 }
 
 // keyID is the key's RFC 7638 thumbprint, base64url.
@@ -131,15 +143,19 @@ func keyID(pub crypto.PublicKey) string {
 	return base64.RawURLEncoding.EncodeToString(tp)
 }
 
-// Rotate makes a new signing key when there is none or the current one is
+// Rotate reads the keys from the store (those another replica made
+// included), makes a new signing key when there is none or the newest is
 // older than RotateAfter, and drops keys replaced more than Overlap ago.
 // It reports whether the published set changed.
-func (a *Authority) Rotate() (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+func (a *Authority) Rotate(ctx context.Context) (bool, error) {
+	changed, err := a.reload(ctx)
+	if err != nil {
+		return false, err
+	}
 	now := a.opts.Now()
+	a.mu.RLock()
 	keys := a.keys
-	changed := false
+	a.mu.RUnlock()
 	if len(keys) == 0 || !now.Before(keys[len(keys)-1].Created.Add(a.opts.RotateAfter)) {
 		s, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
 		if err != nil {
@@ -149,48 +165,22 @@ func (a *Authority) Rotate() (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		k := key{ID: keyID(s.Public()), Created: now.UTC(), signer: s}
-		if err := os.MkdirAll(a.dir, 0o700); err != nil {
+		// Another replica may have rotated meanwhile: the store adds
+		// this key only if none is younger than RotateAfter.
+		if _, err := a.st.AddJWTKey(ctx, store.JWTKey{ID: keyID(s.Public()), Created: now.UTC(), PEM: pemBytes}, now.Add(-a.opts.RotateAfter)); err != nil {
 			return false, err
 		}
-		if err := atomicfile.WriteFile(a.keyPath(k.ID), pemBytes, 0o600); err != nil {
-			return false, err
-		}
-		keys = append(append([]key(nil), keys...), k)
-		changed = true
 	}
-	// Keep a key while the one after it is younger than Overlap.
-	var kept []key
+	// Drop a key once the one after it is older than Overlap.
 	for i, k := range keys {
 		if i+1 < len(keys) && !now.Before(keys[i+1].Created.Add(a.opts.Overlap)) {
-			changed = true
-			continue
-		}
-		kept = append(kept, k)
-	}
-	if !changed {
-		return false, nil
-	}
-	b, _ := json.MarshalIndent(kept, "", "  ")
-	if err := atomicfile.WriteFile(filepath.Join(a.dir, manifestFile), b, 0o600); err != nil {
-		return false, fmt.Errorf("the JWT authority keys: %w", err)
-	}
-	for _, k := range keys {
-		if !contains(kept, k.ID) {
-			os.Remove(a.keyPath(k.ID))
+			if err := a.st.DeleteJWTKey(ctx, k.ID); err != nil {
+				return false, err
+			}
 		}
 	}
-	a.keys = kept
-	return true, nil
-}
-
-func contains(keys []key, kid string) bool {
-	for _, k := range keys {
-		if k.ID == kid {
-			return true
-		}
-	}
-	return false
+	again, err := a.reload(ctx)
+	return changed || again, err
 }
 
 // Claims are what a JWT-SVID asserts.
@@ -209,9 +199,10 @@ func (a *Authority) Sign(c Claims) (string, error) {
 	if len(c.Audience) == 0 {
 		return "", errors.New("a JWT-SVID needs at least one audience")
 	}
-	a.mu.RLock()
-	k := a.keys[len(a.keys)-1]
-	a.mu.RUnlock()
+	k, err := a.active()
+	if err != nil {
+		return "", err
+	}
 	opts := (&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), k.ID)
 	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: k.signer, KeyID: k.ID}}, opts)
 	if err != nil {
@@ -223,6 +214,23 @@ func (a *Authority) Sign(c Claims) (string, error) {
 		IssuedAt: jwt.NewNumericDate(c.IssuedAt),
 		Expiry:   jwt.NewNumericDate(c.Expiry),
 	}).Serialize()
+}
+
+// active is the key that signs now: the newest one at least
+// ActivateAfter old, else the oldest held.
+func (a *Authority) active() (key, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if len(a.keys) == 0 {
+		return key{}, errors.New("the CA holds no JWT authority key")
+	}
+	now := a.opts.Now()
+	for i := len(a.keys) - 1; i > 0; i-- {
+		if !now.Before(a.keys[i].Created.Add(a.opts.ActivateAfter)) {
+			return a.keys[i], nil
+		}
+	}
+	return a.keys[0], nil
 }
 
 // Published returns the public keys that verify JWT-SVIDs now, by key ID.

@@ -1,10 +1,9 @@
 package jwtauthority_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/mutual-tls/mutual/internal/jwtauthority"
+	"github.com/mutual-tls/mutual/internal/store"
 )
 
 var (
@@ -22,16 +22,23 @@ var (
 )
 
 // TestRotationKeepsOldTokensVerifyingDuringOverlap: after rotation the new
-// key signs, both keys are published, a token of the old key keeps
-// verifying during the overlap and stops once the old key is dropped; the
-// keys survive a reload from disk and are encrypted there.
+// key is published at once and signs once ActivateAfter has passed, both
+// keys are published, a token of the old key keeps verifying during the
+// overlap and stops once the old key is dropped; a second authority on the
+// same store (another replica) publishes and signs with the same keys; the
+// keys are encrypted in the store.
 func TestRotationKeepsOldTokensVerifyingDuringOverlap(t *testing.T) {
-	dir := t.TempDir()
+	ctx := context.Background()
+	db, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "mutual.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
 	pass := []byte("correct horse")
 	now := time.Now()
 	clock := func() time.Time { return now }
-	o := jwtauthority.Options{RotateAfter: time.Hour, Overlap: 30 * time.Minute, Now: clock}
-	a, err := jwtauthority.LoadOrCreate(dir, pass, o)
+	o := jwtauthority.Options{RotateAfter: time.Hour, Overlap: 30 * time.Minute, ActivateAfter: 5 * time.Minute, Now: clock}
+	a, err := jwtauthority.LoadOrCreate(ctx, db, pass, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,59 +58,58 @@ func TestRotationKeepsOldTokensVerifyingDuringOverlap(t *testing.T) {
 		t.Fatal("a token for svc validates for another audience")
 	}
 	// Not due yet: no rotation.
-	if changed, err := a.Rotate(); err != nil || changed {
+	if changed, err := a.Rotate(ctx); err != nil || changed {
 		t.Fatalf("rotation before RotateAfter: %v %v", changed, err)
 	}
-	// The key file is encrypted PKCS#8.
-	files, _ := filepath.Glob(filepath.Join(dir, jwtauthority.Dir, "*.key"))
-	if len(files) != 1 {
-		t.Fatalf("key files: %v", files)
+	stored, err := db.ListJWTKeys(ctx)
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("stored keys: %d %v", len(stored), err)
 	}
-	if b, _ := os.ReadFile(files[0]); !strings.Contains(string(b), "ENCRYPTED PRIVATE KEY") {
+	if !strings.Contains(string(stored[0].PEM), "ENCRYPTED PRIVATE KEY") {
 		t.Fatal("the JWT authority key is not encrypted at rest")
-	}
-	if _, err := exec.LookPath("openssl"); err == nil {
-		if out, err := exec.Command("openssl", "pkey", "-in", files[0], "-passin", "pass:"+string(pass), "-noout").CombinedOutput(); err != nil {
-			t.Fatalf("openssl pkey cannot read the key: %v\n%s", err, out)
-		}
 	}
 
 	now = now.Add(time.Hour) // due
-	if changed, err := a.Rotate(); err != nil || !changed {
+	if changed, err := a.Rotate(ctx); err != nil || !changed {
 		t.Fatalf("rotation after RotateAfter: %v %v", changed, err)
 	}
 	if ids := a.KeyIDs(); len(ids) != 2 {
 		t.Fatalf("during the overlap, published keys: %v, want both", ids)
 	}
-	// Reloaded from disk, the same keys; the new one signs.
-	b, err := jwtauthority.LoadOrCreate(dir, pass, o)
+	// Another replica on the same store: the same keys, no second rotation.
+	b, err := jwtauthority.LoadOrCreate(ctx, db, pass, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(b.KeyIDs(), ",") != strings.Join(a.KeyIDs(), ",") {
-		t.Fatalf("reloaded keys %v, want %v", b.KeyIDs(), a.KeyIDs())
+		t.Fatalf("the other replica's keys %v, want %v", b.KeyIDs(), a.KeyIDs())
 	}
+	// Not active yet: the old key still signs.
+	if kidOf(t, sign(b)) != kidOf(t, old) {
+		t.Fatal("a key signs before ActivateAfter")
+	}
+	now = now.Add(5 * time.Minute)
 	fresh := sign(b)
 	for name, tok := range map[string]string{"old": old, "new": fresh} {
-		if _, err := jwtsvid.ParseAndValidate(tok, b.Bundle(td), []string{"svc"}); err != nil {
+		if _, err := jwtsvid.ParseAndValidate(tok, a.Bundle(td), []string{"svc"}); err != nil {
 			t.Fatalf("the %s key's token during the overlap: %v", name, err)
 		}
 	}
-	if kidOf(t, old) == kidOf(t, fresh) {
-		t.Fatal("the new key does not sign after rotation")
+	if kidOf(t, old) == kidOf(t, fresh) || kidOf(t, sign(a)) != kidOf(t, fresh) {
+		t.Fatal("the new key does not sign, on both replicas, once active")
 	}
 
-	now = now.Add(30 * time.Minute) // overlap over
-	if changed, err := b.Rotate(); err != nil || !changed {
+	now = now.Add(25 * time.Minute) // overlap over
+	if changed, err := b.Rotate(ctx); err != nil || !changed {
 		t.Fatalf("dropping the old key: %v %v", changed, err)
 	}
-	if _, err := jwtsvid.ParseAndValidate(old, b.Bundle(td), []string{"svc"}); err == nil {
+	if changed, err := a.Rotate(ctx); err != nil || !changed || len(a.KeyIDs()) != 1 {
+		t.Fatalf("the other replica follows the drop: %v %v %v", changed, err, a.KeyIDs())
+	}
+	if _, err := jwtsvid.ParseAndValidate(old, a.Bundle(td), []string{"svc"}); err == nil {
 		t.Fatal("the old key's token still validates after the overlap")
 	}
-	if files, _ := filepath.Glob(filepath.Join(dir, jwtauthority.Dir, "*.key")); len(files) != 1 {
-		t.Fatalf("key files after the overlap: %v", files)
-	}
-	if _, err := jwtauthority.LoadOrCreate(dir, []byte("wrong"), o); err == nil {
+	if _, err := jwtauthority.LoadOrCreate(ctx, db, []byte("wrong"), o); err == nil {
 		t.Fatal("the keys load with a wrong passphrase")
 	}
 }
