@@ -153,22 +153,7 @@ func (s *sdsServer) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.Di
 	if err != nil {
 		return err
 	}
-	reqs := make(chan *discoveryv3.DiscoveryRequest)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case reqs <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	reqs, recvErr := receive(ctx, stream)
 	var (
 		names       []string
 		asked       bool // a request arrived: names are known
@@ -225,4 +210,27 @@ func (s *sdsServer) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.Di
 		}
 		lastVersion = resp.VersionInfo
 	}
+}
+
+// receive reads Envoy's requests into a channel. The reader ends with the
+// stream, which gRPC ends when StreamSecrets returns (Recv fails then);
+// nothing else can unblock Recv, so nothing waits for it.
+func receive(ctx context.Context, stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) (<-chan *discoveryv3.DiscoveryRequest, <-chan error) {
+	reqs := make(chan *discoveryv3.DiscoveryRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return reqs, recvErr
 }
