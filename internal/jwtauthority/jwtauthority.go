@@ -45,6 +45,9 @@ type Options struct {
 	Overlap time.Duration
 	// ActivateAfter is how long a new key is published before it signs.
 	ActivateAfter time.Duration
+	// Iterations is the PBKDF2 iteration count new keys are encrypted
+	// with; zero means pki.PBKDF2Iterations (tests lower it).
+	Iterations int
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -161,7 +164,7 @@ func (a *Authority) Rotate(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		pemBytes, err := pki.MarshalPrivateKey(s, a.passphrase, 0)
+		pemBytes, err := pki.MarshalPrivateKey(s, a.passphrase, a.opts.Iterations)
 		if err != nil {
 			return false, err
 		}

@@ -37,7 +37,7 @@ func TestRotationKeepsOldTokensVerifyingDuringOverlap(t *testing.T) {
 	pass := []byte("correct horse")
 	now := time.Now()
 	clock := func() time.Time { return now }
-	o := jwtauthority.Options{RotateAfter: time.Hour, Overlap: 30 * time.Minute, ActivateAfter: 5 * time.Minute, Now: clock}
+	o := jwtauthority.Options{RotateAfter: time.Hour, Overlap: 30 * time.Minute, ActivateAfter: 5 * time.Minute, Iterations: 1000, Now: clock}
 	a, err := jwtauthority.LoadOrCreate(ctx, db, pass, o)
 	if err != nil {
 		t.Fatal(err)
