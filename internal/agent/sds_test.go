@@ -91,6 +91,7 @@ func TestSDSStreamsAndPushesRotation(t *testing.T) {
 	id := td + "/ns/test/envoy"
 	entry(t, e, id, td+"/node/s1", 6*time.Second, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
 	ra := nodeAgent(t, e, "s1", nil)
+	source(t, ra.sock, id) // the agent has synced its entries: SDS must not deny
 	conn := dialAgent(t, ra.sock)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
