@@ -107,6 +107,7 @@ type Agent struct {
 	badToken    string
 	lastSync    time.Time
 	synced      bool
+	jwt         jwtState
 }
 
 // New loads the agent's state (enrolling the node with cfg.Token on first
@@ -338,6 +339,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { a.runWriter(ctx, w); return nil })
 	}
 	g.Go(func() error { a.followRevocations(ctx); return nil })
+	g.Go(func() error { a.followJWTBundle(ctx); return nil })
 	g.Go(func() error { a.renewLoop(ctx); return nil })
 	return g.Wait()
 }

@@ -35,6 +35,7 @@ func (n nodeSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 // onRevoke stops serving a revoked workload certificate at once and has the
 // next pass obtain a new one, if the entry still grants it.
 func (a *Agent) onRevoke(e revocation.Event) {
+	a.forgetJWT(e.SPIFFEID)
 	a.mu.Lock()
 	if a.node != nil && pki.FormatSerial(a.node.Leaf().SerialNumber) == e.Serial {
 		a.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	workload "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -28,7 +29,10 @@ const securityHeader = "workload.spiffe.io"
 
 func (a *Agent) grpcServer() *grpc.Server {
 	s := grpc.NewServer(grpc.Creds(peerCreds{procRoot: a.att.procRoot}))
-	workload.RegisterSpiffeWorkloadAPIServer(s, &workloadAPI{a: a})
+	w := &workloadAPI{a: a}
+	workload.RegisterSpiffeWorkloadAPIServer(s, w)
+	secretv3.RegisterSecretDiscoveryServiceServer(s, &sdsServer{w: w})
+	registerHealth(s)
 	return s
 }
 
@@ -121,6 +125,11 @@ func (w *workloadAPI) caller(ctx context.Context) (selector.Workload, *peerConn,
 		w.a.metrics.requests.WithLabelValues("missing_header").Inc()
 		return selector.Workload{}, nil, status.Error(codes.InvalidArgument, "security header missing from request")
 	}
+	return w.attestPeer(ctx)
+}
+
+// attestPeer attests the process that sent the request on ctx's connection.
+func (w *workloadAPI) attestPeer(ctx context.Context) (selector.Workload, *peerConn, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return selector.Workload{}, nil, status.Error(codes.Internal, "no peer information")

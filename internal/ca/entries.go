@@ -128,26 +128,36 @@ func (a *Authority) EntriesForNode(ctx context.Context, peer *x509.Certificate) 
 // exists and that the node is not revoked is checked again inside the
 // issuing transaction.
 func (a *Authority) IssueForNode(ctx context.Context, peer *x509.Certificate, entryID string, csrPEM []byte) (*Issued, error) {
-	node, err := a.nodeOf(ctx, peer)
+	node, e, grant, err := a.grantForNode(ctx, peer, entryID)
 	if err != nil {
 		return nil, err
 	}
+	return a.issue(ctx, issueRequest{grant: grant, csrPEM: csrPEM, requestedBy: translog.EntryRequester(e.ID),
+		origin: origin{node: node.String(), entry: e.ID, presented: pki.FormatSerial(peer.SerialNumber)}})
+}
+
+// grantForNode authenticates peer as a node and returns the grant of
+// entryID, refusing an entry that does not exist or does not grant its
+// identity to this node.
+func (a *Authority) grantForNode(ctx context.Context, peer *x509.Certificate, entryID string) (spiffeid.ID, store.Entry, policy.Grant, error) {
+	node, err := a.nodeOf(ctx, peer)
+	if err != nil {
+		return node, store.Entry{}, policy.Grant{}, err
+	}
 	e, err := a.Store.GetEntry(ctx, entryID)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, newErr(KindForbidden, api.CodeEntryNotGranted, nil, "no entry %s grants an identity to %s", entryID, node)
+		return node, e, policy.Grant{}, newErr(KindForbidden, api.CodeEntryNotGranted, nil, "no entry %s grants an identity to %s", entryID, node)
 	}
 	if err != nil {
-		return nil, classify(err)
+		return node, e, policy.Grant{}, classify(err)
 	}
 	if !entryGrants(e, node) {
 		a.log().Warn("node asked for an identity not granted to it", "node_id", node.String(), "entry_id", e.ID, "spiffe_id", e.SPIFFEID)
-		return nil, newErr(KindForbidden, api.CodeEntryNotGranted, nil, "entry %s (%s) does not grant its identity to %s", e.ID, e.SPIFFEID, node)
+		return node, e, policy.Grant{}, newErr(KindForbidden, api.CodeEntryNotGranted, nil, "entry %s (%s) does not grant its identity to %s", e.ID, e.SPIFFEID, node)
 	}
 	id, err := spiffeid.FromString(e.SPIFFEID)
 	if err != nil {
-		return nil, classify(err)
+		return node, e, policy.Grant{}, classify(err)
 	}
-	grant := policy.Grant{ID: id, DNSNames: e.DNSNames, TTL: e.CertTTL, Roles: e.Roles}
-	return a.issue(ctx, issueRequest{grant: grant, csrPEM: csrPEM, requestedBy: translog.EntryRequester(e.ID),
-		origin: origin{node: node.String(), entry: e.ID, presented: pki.FormatSerial(peer.SerialNumber)}})
+	return node, e, policy.Grant{ID: id, DNSNames: e.DNSNames, TTL: e.CertTTL, Roles: e.Roles}, nil
 }

@@ -49,6 +49,7 @@ func (s *Service) Run(ctx context.Context) error {
 	run(s.fed.Run)
 	run(func(ctx context.Context) error { return s.endPartners(ctx, s.clock) })
 	run(s.maintain)
+	run(s.rotateJWTKeys)
 	return g.Wait()
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/federation"
+	"github.com/mutual-tls/mutual/internal/jwtauthority"
 	"github.com/mutual-tls/mutual/internal/keyref"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
@@ -130,6 +131,7 @@ type Service struct {
 	serverTLS atomic.Pointer[tls.Certificate]
 	fed       *federation.Refresher
 	clock     federation.Clock
+	jwtKeys   *jwtauthority.Authority
 }
 
 // Open loads the CA, opens the store, binds the listeners and imports the
@@ -189,6 +191,10 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	jwtIssuer, err := s.openJWT(ctx, o)
+	if err != nil {
+		return err
+	}
 	s.Server = server.New(server.Config{
 		Authority:    s.Authority,
 		TrustDomain:  s.caDir.TrustDomain,
@@ -205,6 +211,7 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		SPIFFEBundle: func() []byte { return bundle },
 		Federation:   s.Authority,
 		Partners:     s.Authority,
+		JWT:          jwtIssuer,
 	})
 	return nil
 }

@@ -34,7 +34,7 @@ type commonFlags struct {
 func (f *commonFlags) register(c *cobra.Command) {
 	fl := c.Flags()
 	fl.StringVar(&f.source.IdentityDir, "identity-dir", "", "identity directory (cert.pem, key.pem, bundle.pem), followed as it is rewritten")
-	fl.StringVar(&f.source.WorkloadAPI, "workload-api", "", "SPIFFE Workload API socket, e.g. unix:///run/mutual/agent.sock")
+	fl.StringVar(&f.source.WorkloadAPI, "workload-api", "", "SPIFFE Workload API socket, e.g. unix:///run/mutual/agent.sock (default $SPIFFE_ENDPOINT_SOCKET when --identity-dir is not given)")
 	registerRevocation(c, &f.revocation)
 	fl.DurationVar(&f.limits.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed for a TLS handshake")
 	fl.DurationVar(&f.limits.IdleTimeout, "idle-timeout", 5*time.Minute, "close connections idle this long")
@@ -45,8 +45,10 @@ func (f *commonFlags) register(c *cobra.Command) {
 
 // config is the sidecar configuration the common flags describe.
 func (f *commonFlags) config(e *env, listen string) sidecar.Config {
+	src := f.source
+	src.WorkloadAPI = workloadAPIOrEnv(src.IdentityDir, src.WorkloadAPI)
 	return sidecar.Config{
-		Source: f.source, Revocation: f.revocation, Listen: listen, Metrics: f.metrics,
+		Source: src, Revocation: f.revocation, Listen: listen, Metrics: f.metrics,
 		Limits: f.limits, TLS12: f.tls12, Log: e.logger(slog.LevelInfo),
 	}
 }

@@ -41,7 +41,7 @@ type keyServiceFlags struct {
 func (k *keyServiceFlags) register(c *cobra.Command) {
 	f := c.Flags()
 	f.StringVar(&k.identityDir, "identity-dir", "", "identity directory (cert.pem, key.pem, bundle.pem) to prove who you are")
-	f.StringVar(&k.workloadAPI, "workload-api", "", "SPIFFE Workload API socket to take the identity from, e.g. unix:///run/mutual/agent.sock")
+	f.StringVar(&k.workloadAPI, "workload-api", "", "SPIFFE Workload API socket to take the identity from, e.g. unix:///run/mutual/agent.sock (default $SPIFFE_ENDPOINT_SOCKET when --identity-dir is not given)")
 	f.StringVar(&k.keys, "keys", os.Getenv("MUTUAL_KEYS"), "key service URL, https://HOST:PORT (default $MUTUAL_KEYS)")
 	f.StringVar(&k.keysID, "keys-id", "", "the key service's SPIFFE ID (default spiffe://TD"+keyrelease.ServerPath+" in your trust domain)")
 	f.StringVarP(&k.output, "output", "o", "", "write to this file (made only when complete) instead of stdout")
@@ -52,6 +52,7 @@ func (k *keyServiceFlags) client(ctx context.Context) (*keyrelease.Client, func(
 	if k.keys == "" {
 		return nil, nil, flagError("keys", "required: the key service's URL, https://HOST:PORT (or set $MUTUAL_KEYS)")
 	}
+	k.workloadAPI = workloadAPIOrEnv(k.identityDir, k.workloadAPI)
 	var src sidecar.CertSource
 	closeSrc := func() {}
 	switch {
@@ -72,7 +73,7 @@ func (k *keyServiceFlags) client(ctx context.Context) (*keyrelease.Client, func(
 		}
 		src, closeSrc = s, func() { s.Close() }
 	default:
-		return nil, nil, flagError("identity-dir", "required: --identity-dir DIR or --workload-api unix:///PATH, the identity that proves who you are")
+		return nil, nil, flagError("identity-dir", "required: --identity-dir DIR or --workload-api unix:///PATH (or $SPIFFE_ENDPOINT_SOCKET), the identity that proves who you are")
 	}
 	svid, err := src.GetX509SVID()
 	if err != nil {

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/internal/api"
@@ -38,11 +40,34 @@ func (s *Server) routeFederation() {
 }
 
 // spiffeBundle serves this trust domain's bundle in the SPIFFE bundle
-// format, to anyone: the bundle endpoint of both profiles.
+// format, to anyone: the bundle endpoint of both federation profiles
+// (/v1/federation/bundle) and the agents' view (/v1/bundle/spiffe). One
+// document: the roots (use x509-svid) with the stored sequence and refresh
+// hint, and the JWT authority keys (use jwt-svid) when the CA signs
+// JWT-SVIDs.
 func (s *Server) spiffeBundle(w http.ResponseWriter, r *http.Request) (int, error) {
+	var b *spiffebundle.Bundle
+	if s.cfg.SPIFFEBundle != nil {
+		parsed, err := spiffebundle.Parse(s.cfg.TrustDomain, s.cfg.SPIFFEBundle())
+		if err != nil {
+			return 0, fmt.Errorf("this trust domain's SPIFFE bundle: %w", err)
+		}
+		b = parsed
+	} else {
+		b = spiffebundle.New(s.cfg.TrustDomain)
+		b.SetX509Authorities(s.cfg.Roots)
+		b.SetRefreshHint(5 * time.Minute)
+	}
+	if s.cfg.JWT != nil {
+		b.SetJWTAuthorities(s.cfg.JWT.JWTBundle().JWTAuthorities())
+	}
+	out, err := b.Marshal()
+	if err != nil {
+		return 0, err
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Write(s.cfg.SPIFFEBundle())
+	w.Write(out)
 	return http.StatusOK, nil
 }
 

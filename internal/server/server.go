@@ -124,6 +124,9 @@ type Config struct {
 	Federation Federation
 	// Partners, when set, serves the partnership admin API.
 	Partners Partners
+	// JWT signs JWT-SVIDs and serves the SPIFFE bundle; nil leaves their
+	// routes out.
+	JWT JWTIssuance
 }
 
 // Server serves the CA API.
@@ -173,6 +176,7 @@ func New(cfg Config) *Server {
 	s.route("GET /v1/revocations", "revocation_feed", s.feed)
 	s.routeFederation()
 	s.routePartners()
+	s.routeJWT()
 	rh := s.RevocationHandler()
 	s.mux.Handle("GET /crl/{name}", rh)
 	s.mux.Handle("POST /ocsp", rh)
