@@ -84,6 +84,7 @@ Start with "mutual dev" to see the whole system on loopback.`,
 			c.Annotations = map[string]string{}
 		}
 		c.Annotations[daemonAnnotation] = "true"
+		addConfigFlag(c)
 	}
 	return root
 }
