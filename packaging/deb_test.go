@@ -84,23 +84,23 @@ func TestDebianPackage(t *testing.T) {
 	files := contents(t, deb)
 	want := map[string]entry{
 		"/usr/bin/mutual": {"-rwxr-xr-x", "root/root"},
-		"/lib/systemd/system/mutual-server.service":                {"-rw-r--r--", "root/root"},
-		"/lib/systemd/system/mutual-agent.service":                 {"-rw-r--r--", "root/root"},
-		"/lib/systemd/system/mutual-proxy-inbound@.service":        {"-rw-r--r--", "root/root"},
-		"/lib/systemd/system/mutual-proxy-outbound@.service":       {"-rw-r--r--", "root/root"},
-		"/usr/lib/sysusers.d/mutual.conf":                          {"-rw-r--r--", "root/root"},
-		"/etc/mutual":                                              {"drwxr-x---", "root/root"},
+		"/lib/systemd/system/mutual-server.service":                 {"-rw-r--r--", "root/root"},
+		"/lib/systemd/system/mutual-agent.service":                  {"-rw-r--r--", "root/root"},
+		"/lib/systemd/system/mutual-proxy-inbound@.service":         {"-rw-r--r--", "root/root"},
+		"/lib/systemd/system/mutual-proxy-outbound@.service":        {"-rw-r--r--", "root/root"},
+		"/usr/lib/sysusers.d/mutual.conf":                           {"-rw-r--r--", "root/root"},
+		"/etc/mutual":                                               {"drwxr-x---", "root/root"},
 		"/etc/mutual/server.yaml":                                   {"-rw-r-----", "root/root"},
 		"/etc/mutual/agent.yaml":                                    {"-rw-r-----", "root/root"},
-		"/var/lib/mutual":                                          {"drwxr-x---", "root/root"},
-		"/usr/share/man/man1/mutual.1.gz":                          {"-rw-r--r--", "root/root"},
-		"/usr/share/man/man1/mutual-server.1.gz":                   {"-rw-r--r--", "root/root"},
-		"/usr/share/man/man1/mutual-proxy-inbound.1.gz":            {"-rw-r--r--", "root/root"},
-		"/usr/share/bash-completion/completions/mutual":            {"-rw-r--r--", "root/root"},
-		"/usr/share/zsh/vendor-completions/_mutual":                {"-rw-r--r--", "root/root"},
-		"/usr/share/fish/vendor_completions.d/mutual.fish":         {"-rw-r--r--", "root/root"},
-		"/usr/share/doc/mutual/LICENSE":                            {"-rw-r--r--", "root/root"},
-		"/usr/share/doc/mutual/copyright":                          {"-rw-r--r--", "root/root"},
+		"/var/lib/mutual":                                           {"drwxr-x---", "root/root"},
+		"/usr/share/man/man1/mutual.1.gz":                           {"-rw-r--r--", "root/root"},
+		"/usr/share/man/man1/mutual-server.1.gz":                    {"-rw-r--r--", "root/root"},
+		"/usr/share/man/man1/mutual-proxy-inbound.1.gz":             {"-rw-r--r--", "root/root"},
+		"/usr/share/bash-completion/completions/mutual":             {"-rw-r--r--", "root/root"},
+		"/usr/share/zsh/vendor-completions/_mutual":                 {"-rw-r--r--", "root/root"},
+		"/usr/share/fish/vendor_completions.d/mutual.fish":          {"-rw-r--r--", "root/root"},
+		"/usr/share/doc/mutual/LICENSE":                             {"-rw-r--r--", "root/root"},
+		"/usr/share/doc/mutual/copyright":                           {"-rw-r--r--", "root/root"},
 		"/usr/share/doc/mutual/examples/proxy-inbound-example.yaml": {"-rw-r--r--", "root/root"},
 	}
 	for path, w := range want {
@@ -181,10 +181,10 @@ func installAndPurge(t *testing.T, deb string) {
 		t.Errorf("mutual user: %q", out)
 	}
 	for path, want := range map[string]string{
-		"/etc/mutual":            "750 root mutual",
+		"/etc/mutual":             "750 root mutual",
 		"/etc/mutual/server.yaml": "640 root mutual",
-		"/var/lib/mutual":        "750 mutual mutual",
-		"/usr/bin/mutual":        "755 root root",
+		"/var/lib/mutual":         "750 mutual mutual",
+		"/usr/bin/mutual":         "755 root root",
 	} {
 		if got := strings.TrimSpace(sh(t, "stat", "-c", "%a %U %G", path)); got != want {
 			t.Errorf("%s: %s, want %s", path, got, want)
