@@ -32,6 +32,8 @@ func sample(typ string) (yamlValue, want string) {
 		return "7", "7"
 	case "duration":
 		return "42s", "42s"
+	case "level":
+		return "warn", "warn"
 	case "stringSlice", "stringArray":
 		return "[a, \"b,c\"]", "a|b,c" // one element holds a comma
 	}

@@ -240,3 +240,77 @@ func TestSIGHUPStillEndsCommandsThatAreNotDaemons(t *testing.T) {
 		t.Errorf("diagnose ended with %v, want killed by SIGHUP", p.err)
 	}
 }
+
+// TestProxySIGHUPReloadsPolicy: with a poll interval of an hour, a changed
+// --policy file takes effect on SIGHUP alone, and the connection opened
+// under the old policy keeps working.
+func TestProxySIGHUPReloadsPolicy(t *testing.T) {
+	c := testca.New(t)
+	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", "")
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	writePolicy := func(ids ...string) {
+		t.Helper()
+		body := "rules:\n  - ids: [" + strings.Join(ids, ", ") + "]\n"
+		if err := os.WriteFile(policy, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePolicy("spiffe://example.org/ns/prod/old")
+	listen := testport.Addr(t)
+	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", echo(t), "--listen", listen,
+		"--policy", policy, "--poll-interval", "1h", "--no-revocation")
+	p.waitLog(t, `"msg":"proxy listening"`)
+
+	pool := x509.NewCertPool()
+	pool.AddCert(c.Root)
+	// echoAs connects as id and reports whether the proxy carried a message
+	// to the service and back.
+	dial := func(id string) *tls.Conn {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", listen, &tls.Config{
+			Certificates: []tls.Certificate{c.Leaf(t, id).TLSCertificate()}, RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("dial the proxy as %s: %v\n%s", id, err, p.stderr)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		return conn
+	}
+	echoes := func(conn *tls.Conn, msg string) error {
+		if _, err := io.WriteString(conn, msg); err != nil {
+			return err
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, b); err != nil {
+			return err
+		}
+		if string(b) != msg {
+			return errors.New("echo garbled: " + string(b))
+		}
+		return nil
+	}
+	old := dial("spiffe://example.org/ns/prod/old")
+	defer old.Close()
+	if err := echoes(old, "allowed"); err != nil {
+		t.Fatalf("the policy's identity is refused: %v\n%s", err, p.stderr)
+	}
+	refused := dial("spiffe://example.org/ns/prod/new")
+	if err := echoes(refused, "refused"); err == nil {
+		t.Fatalf("an identity outside the policy got through")
+	}
+	refused.Close()
+
+	writePolicy("spiffe://example.org/ns/prod/old", "spiffe://example.org/ns/prod/new")
+	p.hangUp(t)
+	p.waitLog(t, `"msg":"policy reloaded"`)
+	fresh := dial("spiffe://example.org/ns/prod/new")
+	defer fresh.Close()
+	if err := echoes(fresh, "allowed now"); err != nil {
+		t.Fatalf("after SIGHUP the new policy is not in effect: %v\n%s", err, p.stderr)
+	}
+	if err := echoes(old, "still here"); err != nil {
+		t.Fatalf("the connection opened before SIGHUP was dropped: %v", err)
+	}
+	old.Close()
+	fresh.Close()
+	p.terminate(t)
+}

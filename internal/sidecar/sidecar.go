@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -101,9 +100,11 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 			return err
 		}
 		pol = pf
-		s.parts = append(s.parts, func(ctx context.Context) error { return pf.Run(ctx, time.Second) })
+		l := pf.Loop(cfg.PollInterval)
+		l.Now = cfg.Reload
+		s.parts = append(s.parts, l.Run)
 	}
-	if err := s.openSource(ctx, cfg.Source); err != nil {
+	if err := s.openSource(ctx, cfg); err != nil {
 		return err
 	}
 	mig := proxy.NewMigrationReport()
@@ -144,7 +145,7 @@ func (s *sidecar) openOutbound(ctx context.Context, cfg Config) error {
 	out := cfg.Outbound
 	s.log = logger(cfg, "outbound")
 	s.m = proxy.NewMetrics(s.reg, "outbound")
-	if err := s.openSource(ctx, cfg.Source); err != nil {
+	if err := s.openSource(ctx, cfg); err != nil {
 		return err
 	}
 	pc := proxy.OutboundConfig{
