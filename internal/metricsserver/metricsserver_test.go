@@ -2,9 +2,11 @@ package metricsserver_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,5 +60,54 @@ func TestListenNamesTheFlag(t *testing.T) {
 	_, err := metricsserver.Listen("256.0.0.1:bad", prometheus.NewRegistry(), nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "--metrics: ") {
 		t.Fatalf("err = %v, want one naming --metrics", err)
+	}
+}
+
+// TestHealth: /livez is 200 whatever the state; /readyz follows ready, with
+// the reason in a 503, and the extra pages stay.
+func TestHealth(t *testing.T) {
+	var notReady atomic.Bool
+	notReady.Store(true)
+	pages := metricsserver.Health(func() error {
+		if notReady.Load() {
+			return errors.New("no identity yet:\nwaiting")
+		}
+		return nil
+	}, map[string]http.Handler{
+		"/migration": http.NotFoundHandler(),
+	})
+	s, err := metricsserver.Listen("127.0.0.1:0", prometheus.NewRegistry(), pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + s.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/livez"); code != 200 || body != "ok\n" {
+		t.Errorf("/livez not ready: %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != 503 || body != "not ready: no identity yet: waiting\n" {
+		t.Errorf("/readyz not ready: %d %q", code, body)
+	}
+	notReady.Store(false)
+	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+		t.Errorf("/readyz ready: %d %q", code, body)
+	}
+	if code, _ := get("/livez"); code != 200 {
+		t.Errorf("/livez ready: %d", code)
+	}
+	if code, _ := get("/migration"); code != 404 {
+		t.Errorf("the extra page is gone: %d", code)
 	}
 }
