@@ -148,8 +148,8 @@ func TestInboundSlowHandshake(t *testing.T) {
 						t.Errorf("slow client %d: %v", i, err)
 					}
 				}
-				labels := map[string]string{"outcome": "refused", "reason": "handshake timeout"}
-				eventually(t, "timeouts counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshakes_total", labels) == 2 })
+				labels := map[string]string{"reason": "handshake timeout"}
+				eventually(t, "timeouts counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 2 })
 				if !r.logs.hasLog("handshake refused", map[string]any{"reason": "handshake timeout"}) {
 					t.Errorf("no timeout logged:\n%s", r.logs)
 				}

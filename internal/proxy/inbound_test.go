@@ -120,9 +120,10 @@ func TestInboundAuthorization(t *testing.T) {
 					}
 					// Refusals at the handshake are counted and logged with the reason.
 					if want == refused || want == denied && protocol == proxy.TCP {
-						labels := map[string]string{"outcome": "refused", "reason": reason}
-						eventually(t, fmt.Sprintf("mutual_proxy_handshakes_total%v", labels), func() bool {
-							return metricValue(t, r.reg, "mutual_proxy_handshakes_total", labels) == 1
+						labels := map[string]string{"reason": reason}
+						eventually(t, fmt.Sprintf("mutual_proxy_handshake_refusals_total%v", labels), func() bool {
+							return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 &&
+								metricValue(t, r.reg, "mutual_proxy_handshakes_total", map[string]string{"outcome": "refused"}) == 1
 						})
 						attrs := map[string]any{"reason": reason}
 						if pc.id != nil {

@@ -127,8 +127,8 @@ func TestInboundPeerCheck(t *testing.T) {
 					if !ok(good) {
 						t.Error("another certificate of the same identity was refused")
 					}
-					labels := map[string]string{"outcome": "refused", "reason": tt.reason}
-					eventually(t, "refusal counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshakes_total", labels) == 1 })
+					labels := map[string]string{"reason": tt.reason}
+					eventually(t, "refusal counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 })
 				})
 			}
 		}
@@ -160,8 +160,8 @@ func TestInboundTLSVersions(t *testing.T) {
 				t.Fatalf("round trip = %q, %v; want ok=%v", got, err, tt.ok)
 			}
 			if !tt.ok {
-				labels := map[string]string{"outcome": "refused", "reason": "protocol mismatch"}
-				eventually(t, "refusal counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshakes_total", labels) == 1 })
+				labels := map[string]string{"reason": "protocol mismatch"}
+				eventually(t, "refusal counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 })
 			}
 		})
 	}
