@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -137,8 +138,12 @@ func TestServerSurvivesSIGHUP(t *testing.T) {
 		return string(b), reused
 	}
 	body, _ := get()
-	if !strings.Contains(body, "mutual_build_info{") {
-		t.Errorf("the CA's /metrics has no mutual_build_info:\n%s", body)
+	for _, want := range []string{"mutual_build_info{",
+		fmt.Sprintf("mutual_ca_intermediate_expiry_timestamp_seconds %g\n", float64(c.Intermediate.NotAfter.Unix())),
+		"mutual_ca_tls_certificate_expiry_timestamp_seconds "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the CA's /metrics has no %q:\n%s", want, body)
+		}
 	}
 	p.hangUp(t)
 	if _, reused := get(); !reused {

@@ -6,6 +6,7 @@ package metricsserver
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -102,6 +103,26 @@ func Health(ready func() error, extra map[string]http.Handler) map[string]http.H
 		pages[path] = h
 	}
 	return pages
+}
+
+// CertificateExpiry is a gauge named name of the NotAfter, in Unix
+// seconds, of the certificate cert returns, read at every scrape so that a
+// renewed certificate shows at once; no sample while cert returns nil.
+func CertificateExpiry(name, help string, cert func() *x509.Certificate) prometheus.Collector {
+	return certExpiry{desc: prometheus.NewDesc(name, help, nil, nil), cert: cert}
+}
+
+type certExpiry struct {
+	desc *prometheus.Desc
+	cert func() *x509.Certificate
+}
+
+func (c certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c certExpiry) Collect(ch chan<- prometheus.Metric) {
+	if cert := c.cert(); cert != nil {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(cert.NotAfter.Unix()))
+	}
 }
 
 // RegisterRuntime adds the Go runtime (go_*) and process (process_*)

@@ -2,12 +2,14 @@ package metricsserver_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -109,5 +111,35 @@ func TestHealth(t *testing.T) {
 	}
 	if code, _ := get("/migration"); code != 404 {
 		t.Errorf("the extra page is gone: %d", code)
+	}
+}
+
+// TestCertificateExpiry: the gauge follows the certificate at each scrape
+// and has no sample while there is none.
+func TestCertificateExpiry(t *testing.T) {
+	var cur atomic.Pointer[x509.Certificate]
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metricsserver.CertificateExpiry("mutual_test_expiry_timestamp_seconds", "test", cur.Load))
+	value := func() (float64, bool) {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "mutual_test_expiry_timestamp_seconds" && len(mf.GetMetric()) == 1 {
+				return mf.GetMetric()[0].GetGauge().GetValue(), true
+			}
+		}
+		return 0, false
+	}
+	if v, ok := value(); ok {
+		t.Errorf("a sample (%v) with no certificate", v)
+	}
+	for _, notAfter := range []time.Time{time.Unix(1700000000, 0), time.Unix(1800000000, 0)} {
+		cur.Store(&x509.Certificate{NotAfter: notAfter})
+		if v, ok := value(); !ok || v != float64(notAfter.Unix()) {
+			t.Errorf("expiry = %v (%v), want %d", v, ok, notAfter.Unix())
+		}
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/h2guard"
+	"github.com/mutual-tls/mutual/internal/metricsserver"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/revocation/publish"
@@ -127,6 +128,11 @@ func New(cfg Config) *Server {
 		s.reg = prometheus.NewRegistry()
 	}
 	s.metrics = newMetrics(s.reg)
+	s.reg.MustRegister(
+		metricsserver.CertificateExpiry("mutual_ca_intermediate_expiry_timestamp_seconds", "NotAfter of the intermediate that signs certificates.",
+			func() *x509.Certificate { return cfg.IssuerCert }),
+		metricsserver.CertificateExpiry("mutual_ca_tls_certificate_expiry_timestamp_seconds", "NotAfter of the CA service's own TLS certificate.",
+			s.tlsLeaf))
 	if hub := cfg.Hub; hub != nil {
 		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mutual_ca_feed_streams", Help: "Revocation feed streams open now.",
