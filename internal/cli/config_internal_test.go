@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,5 +204,45 @@ func TestPackagedConfigFiles(t *testing.T) {
 	}
 	if got, _ := c.Flags().GetStringSlice("allow"); len(got) != 1 || got[0] != "spiffe://example.org/ns/prod/*" {
 		t.Errorf("allow from the example: %q", got)
+	}
+}
+
+// TestLogLevel: every daemon takes --log-level (and log-level: in its
+// config file), which sets the level of its loggers; a bad one is refused.
+func TestLogLevel(t *testing.T) {
+	for _, path := range daemons {
+		e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}
+		root := newRoot(e)
+		c, _, err := root.Find(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.logger(slog.LevelInfo).Enabled(context.Background(), slog.LevelDebug) {
+			t.Fatalf("%q: debug enabled by default", path)
+		}
+		if err := c.Flags().Parse([]string{"--log-level", "debug"}); err != nil {
+			t.Fatalf("%q: %v", path, err)
+		}
+		if !e.logger(slog.LevelInfo).Enabled(context.Background(), slog.LevelDebug) {
+			t.Errorf("%q: --log-level debug did not enable debug", path)
+		}
+		if err := applyConfig(c, "l.yaml", []byte("log-level: error\n")); err != nil {
+			t.Fatal(err)
+		}
+		if !e.logger(slog.LevelInfo).Enabled(context.Background(), slog.LevelDebug) {
+			t.Errorf("%q: the config file overrode --log-level", path)
+		}
+		err = c.Flags().Parse([]string{"--log-level", "loud"})
+		if err == nil || !strings.Contains(err.Error(), "debug, info, warn or error") {
+			t.Errorf("%q: --log-level loud: %v", path, err)
+		}
+	}
+	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}
+	c, _, _ := newRoot(e).Find([]string{"agent"})
+	if err := applyConfig(c, "l.yaml", []byte("log-level: warn\n")); err != nil {
+		t.Fatal(err)
+	}
+	if e.logger(slog.LevelInfo).Enabled(context.Background(), slog.LevelInfo) {
+		t.Error("log-level: warn in the config file left info enabled")
 	}
 }
