@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
@@ -23,7 +24,8 @@ import (
 //
 // It needs no verification bypass: a handshake with an empty root pool fails
 // verification, and the certificates the server presented come back in the
-// error; the CA service sends its root with its chain. The root is then
+// error; the CA service adds its root to its chain for a client offering
+// api.BootstrapALPN. The root is then
 // checked: its fingerprint, that it is a self-signed CA, that the server's
 // chain verifies to it for caURL's host name, and that the server presents
 // the CA service's own identity (spiffe://TD/mutual/server), not merely a
@@ -45,7 +47,8 @@ func fetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.C
 	}
 	d := tls.Dialer{
 		NetDialer: &net.Dialer{Timeout: 5 * time.Second},
-		Config:    &tls.Config{RootCAs: x509.NewCertPool(), ServerName: u.Hostname(), MinVersion: tls.VersionTLS12},
+		Config: &tls.Config{RootCAs: x509.NewCertPool(), ServerName: u.Hostname(), MinVersion: tls.VersionTLS12,
+			NextProtos: []string{api.BootstrapALPN, "http/1.1"}},
 	}
 	conn, err := d.DialContext(ctx, "tcp", host)
 	if err == nil {
