@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testport"
@@ -247,8 +249,8 @@ func TestSIGHUPStillEndsCommandsThatAreNotDaemons(t *testing.T) {
 }
 
 // TestProxySIGHUPReloadsPolicy: with a poll interval of an hour, a changed
-// --policy file takes effect on SIGHUP alone, and the connection opened
-// under the old policy keeps working.
+// --policy file and a rewritten identity directory take effect on SIGHUP
+// alone, and the connection opened before keeps working.
 func TestProxySIGHUPReloadsPolicy(t *testing.T) {
 	c := testca.New(t)
 	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", "")
@@ -305,10 +307,18 @@ func TestProxySIGHUPReloadsPolicy(t *testing.T) {
 	refused.Close()
 
 	writePolicy("spiffe://example.org/ns/prod/old", "spiffe://example.org/ns/prod/new")
+	next := c.Leaf(t, "spiffe://example.org/ns/prod/proxy", testca.IP("127.0.0.1"))
+	if err := next.Save(dir); err != nil {
+		t.Fatal(err)
+	}
 	p.hangUp(t)
 	p.waitLog(t, `"msg":"policy reloaded"`)
+	p.waitLog(t, `"msg":"identity reloaded"`)
 	fresh := dial("spiffe://example.org/ns/prod/new")
 	defer fresh.Close()
+	if got := fresh.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(next.Leaf().SerialNumber) != 0 {
+		t.Errorf("after SIGHUP the proxy presents serial %x, want the new identity's %x", got, next.Leaf().SerialNumber)
+	}
 	if err := echoes(fresh, "allowed now"); err != nil {
 		t.Fatalf("after SIGHUP the new policy is not in effect: %v\n%s", err, p.stderr)
 	}
@@ -317,5 +327,48 @@ func TestProxySIGHUPReloadsPolicy(t *testing.T) {
 	}
 	old.Close()
 	fresh.Close()
+	p.terminate(t)
+}
+
+// TestAgentSurvivesSIGHUP: the agent keeps running on SIGHUP, its health
+// endpoints answering (ready: enrolled, revocation feed followed), and
+// stops cleanly on SIGTERM.
+func TestAgentSurvivesSIGHUP(t *testing.T) {
+	_, _, admin := startCA(t)
+	tok, err := admin.CreateToken(context.Background(), api.TokenRequest{SPIFFEID: "spiffe://example.org/node/hup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.MkdirTemp("", "hup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	metrics := testport.Addr(t)
+	p := startProcess(t, "agent", "--dir", filepath.Join(base, "state"), "--token", tok.Token,
+		"--socket", "unix://"+filepath.Join(base, "agent.sock"), "--metrics", metrics, "--sync-interval", "200ms")
+	p.waitLog(t, `"msg":"agent running"`)
+	ready := func() {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := http.Get("http://" + metrics + "/readyz")
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
+				err = errors.New(string(b))
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent's /readyz: %v\n%s", err, p.stderr)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	ready()
+	p.hangUp(t)
+	ready()
 	p.terminate(t)
 }
