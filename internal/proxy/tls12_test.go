@@ -53,26 +53,11 @@ func TestOutboundToTLS12OnlyServerSaysAddTLS12(t *testing.T) {
 // proxy's certificate.
 func goTLS12Server(t *testing.T, w *world) string {
 	t.Helper()
-	tc := w.src.Identity().TLSCertificate()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{tc}, MaxVersion: tls.VersionTLS12})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				c.(*tls.Conn).Handshake()
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	cfg := &tls.Config{Certificates: []tls.Certificate{w.src.Identity().TLSCertificate()}, MaxVersion: tls.VersionTLS12}
+	return serveTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		tls.Server(c, cfg).Handshake()
+	})
 }
 
 // opensslTLS12Server runs `openssl s_server -tls1_2` with the proxy's

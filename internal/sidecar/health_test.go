@@ -50,6 +50,25 @@ func dirWithCRL(t *testing.T, ca *testca.CA, id, crlURL string) string {
 	return dir
 }
 
+// runForHealth runs the sidecar cfg (its log and metrics set here) until
+// the test ends and returns its metrics listener's base URL.
+func runForHealth(t *testing.T, cfg sidecar.Config) string {
+	t.Helper()
+	logs := &logBuffer{}
+	cfg.Log, cfg.Listen, cfg.Metrics = slog.New(slog.NewJSONHandler(logs, nil)), testport.Addr(t), "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sidecar.Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	listening := logs.wait(t, "proxy listening", done)
+	return strings.TrimSuffix(listening["metrics"].(string), "/metrics")
+}
+
 // health answers GET path on a metrics base URL: status and body.
 func health(t *testing.T, base, path string) (int, string) {
 	t.Helper()
@@ -87,20 +106,11 @@ func TestHealthFollowsRevocationSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
-	cfg := sidecar.Config{
+	base := runForHealth(t, sidecar.Config{
 		Source:     sidecar.Source{IdentityDir: dir},
 		Revocation: sidecar.Revocation{CRLInterval: 50 * time.Millisecond},
-		Listen:     testport.Addr(t), Metrics: "127.0.0.1:0",
-		Log:     slog.New(slog.NewJSONHandler(logs, nil)),
-		Inbound: &sidecar.Inbound{Target: echoServer(t), Allow: allow, Mode: proxy.Strict, Protocol: proxy.TCP},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- sidecar.Run(ctx, cfg) }()
-	listening := logs.wait(t, "proxy listening", done)
-	base := strings.TrimSuffix(listening["metrics"].(string), "/metrics")
+		Inbound:    &sidecar.Inbound{Target: echoServer(t), Allow: allow, Mode: proxy.Strict, Protocol: proxy.TCP},
+	})
 
 	if code, body := health(t, base, "/livez"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/livez while the CA is unreachable: %d %q", code, body)
@@ -128,10 +138,6 @@ func TestHealthFollowsRevocationSource(t *testing.T) {
 	if code, _ := health(t, base, "/livez"); code != http.StatusOK {
 		t.Errorf("/livez when ready: %d", code)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
 }
 
 // TestHealthExpiredIdentity: a proxy whose certificate has expired (and
@@ -146,26 +152,14 @@ func TestHealthExpiredIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
-	cfg := sidecar.Config{
+	base := runForHealth(t, sidecar.Config{
 		Source: sidecar.Source{IdentityDir: dir}, Revocation: sidecar.Revocation{Off: true},
-		Listen: testport.Addr(t), Metrics: "127.0.0.1:0", Log: slog.New(slog.NewJSONHandler(logs, nil)),
 		Outbound: &sidecar.Outbound{Target: "127.0.0.1:1", Expect: []authz.Pattern{expect}},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- sidecar.Run(ctx, cfg) }()
-	listening := logs.wait(t, "proxy listening", done)
-	base := strings.TrimSuffix(listening["metrics"].(string), "/metrics")
+	})
 	if code, _ := health(t, base, "/livez"); code != http.StatusOK {
 		t.Errorf("/livez: %d", code)
 	}
 	if code, body := health(t, base, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "valid only from") {
 		t.Errorf("/readyz with an expired certificate: %d %q", code, body)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
 	}
 }
