@@ -8,37 +8,36 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/identity/identitytest"
 )
 
-// exampleCA makes a CA, as `mutual ca init` does, in a temporary directory
-// and returns that directory.
-func exampleCA() string {
+// exampleDir writes an identity for id into a temporary directory, as
+// `mutual cert request` does, and returns the directory.
+func exampleDir(id string) string {
+	ca, err := identitytest.NewCA("example.org")
+	if err != nil {
+		log.Fatal(err)
+	}
+	idn, err := ca.Issue(id)
+	if err != nil {
+		log.Fatal(err)
+	}
 	dir, err := os.MkdirTemp("", "mutual-example-")
 	if err != nil {
 		log.Fatal(err)
 	}
-	_, err = pki.Init(pki.InitOptions{
-		Dir:         filepath.Join(dir, "ca"),
-		TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"),
-		Passphrase:  []byte("example passphrase"),
-		Iterations:  1000, // cheap for the example; the default is pki.PBKDF2Iterations
-	})
-	if err != nil {
+	if err := identity.WriteDir(filepath.Join(dir, "web"), idn, identity.WriteOptions{CAURLs: []string{"https://ca.example.org:8443"}}); err != nil {
 		log.Fatal(err)
 	}
 	return dir
 }
 
 func ExampleLoad() {
-	dir := exampleCA()
+	dir := exampleDir("spiffe://example.org/ns/prod/web")
 	defer os.RemoveAll(dir)
 
-	// `mutual ca init` writes the operator's identity into DIR/admin.
-	id, err := identity.Load(filepath.Join(dir, "ca", "admin"))
+	id, err := identity.Load(filepath.Join(dir, "web"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -46,48 +45,59 @@ func ExampleLoad() {
 	fmt.Println("chain:", len(id.Chain), "certificates")
 	fmt.Println("roots:", id.Roots[0].Subject.CommonName)
 	// Output:
-	// spiffe://example.org/admin/operator
+	// spiffe://example.org/ns/prod/web
 	// chain: 2 certificates
-	// roots: example.org root CA
+	// roots: example.org test root CA
 }
 
-func ExampleIdentity_Save() {
-	dir := exampleCA()
+// WriteDir writes cert.pem, key.pem (mode 0600), bundle.pem and the CA's
+// addresses as one set: a reader sees the old files or the new, never a mix.
+func ExampleWriteDir() {
+	ca, err := identitytest.NewCA("example.org")
+	if err != nil {
+		log.Fatal(err)
+	}
+	id, err := ca.Issue("spiffe://example.org/ns/prod/web")
+	if err != nil {
+		log.Fatal(err)
+	}
+	dir, _ := os.MkdirTemp("", "mutual-example-")
 	defer os.RemoveAll(dir)
-	id, err := identity.Load(filepath.Join(dir, "ca", "admin"))
-	if err != nil {
-		log.Fatal(err)
-	}
 
-	// Save writes cert.pem, key.pem (mode 0600) and bundle.pem.
-	copyDir := filepath.Join(dir, "copy")
-	if err := id.Save(copyDir); err != nil {
+	web := filepath.Join(dir, "web")
+	if err := identity.WriteDir(web, id, identity.WriteOptions{CAURLs: []string{"https://ca.example.org:8443"}}); err != nil {
 		log.Fatal(err)
 	}
-	again, err := identity.Load(copyDir)
+	again, err := identity.Load(web)
 	if err != nil {
 		log.Fatal(err)
 	}
-	st, err := os.Stat(filepath.Join(copyDir, identity.KeyFile))
+	urls, err := identity.ReadCAURLs(web)
+	if err != nil {
+		log.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(web, identity.KeyFile))
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(again.ID)
 	fmt.Println(identity.KeyFile, st.Mode().Perm())
+	fmt.Println("renews at", urls[0])
 	// Output:
-	// spiffe://example.org/admin/operator
+	// spiffe://example.org/ns/prod/web
 	// key.pem -rw-------
+	// renews at https://ca.example.org:8443
 }
 
 func ExampleIdentity_TLSCertificate() {
-	dir := exampleCA()
+	dir := exampleDir("spiffe://example.org/ns/prod/web")
 	defer os.RemoveAll(dir)
-	id, err := identity.Load(filepath.Join(dir, "ca", "admin"))
+	id, err := identity.Load(filepath.Join(dir, "web"))
 	if err != nil {
 		log.Fatal(err)
 	}
 
-	// A client configuration for mutual TLS with the CA service.
+	// A client configuration presenting the identity and trusting its roots.
 	config := &tls.Config{
 		Certificates: []tls.Certificate{id.TLSCertificate()},
 		RootCAs:      id.RootPool(),
@@ -106,5 +116,38 @@ func ExampleIdentity_TLSCertificate() {
 	})
 	fmt.Println(leaf.URIs[0], "verifies:", err == nil)
 	// Output:
-	// spiffe://example.org/admin/operator verifies: true
+	// spiffe://example.org/ns/prod/web verifies: true
+}
+
+// A DirSource follows a directory as it is rewritten; Reload picks up a new
+// set (Run calls it on a timer).
+func ExampleDirSource() {
+	ca, err := identitytest.NewCA("example.org")
+	if err != nil {
+		log.Fatal(err)
+	}
+	dir, _ := os.MkdirTemp("", "mutual-example-")
+	defer os.RemoveAll(dir)
+	first, _ := ca.Issue("spiffe://example.org/ns/prod/web")
+	if err := first.Save(dir); err != nil {
+		log.Fatal(err)
+	}
+	src, err := identity.NewDirSource(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	renewed, _ := ca.Issue("spiffe://example.org/ns/prod/web")
+	if err := renewed.Save(dir); err != nil {
+		log.Fatal(err)
+	}
+	changed, err := src.Reload()
+	if err != nil {
+		log.Fatal(err)
+	}
+	svid, _ := src.GetX509SVID()
+	fmt.Println("changed:", changed)
+	fmt.Println("serves the renewed certificate:", svid.Certificates[0].Equal(renewed.Leaf()))
+	// Output:
+	// changed: true
+	// serves the renewed certificate: true
 }

@@ -1,7 +1,7 @@
 // Package identity reads and writes identity directories, the unit in which
 // mutual hands out certificates: cert.pem (the leaf, then its intermediates),
-// key.pem (the leaf's PKCS#8 private key, mode 0600) and bundle.pem (the
-// trusted roots).
+// key.pem (the leaf's PKCS#8 private key, mode 0600), bundle.pem (the
+// trusted roots) and, optionally, mutual.json (where the identity renews).
 //
 // A directory written by `mutual cert request`, by the agent or by
 // `mutual ca init` can be loaded and turned into TLS material:
@@ -10,13 +10,17 @@
 //	if err != nil { ... }
 //	cert := id.TLSCertificate()
 //	roots := id.RootPool()
+//
+// WriteDir is the one writer: it puts the files in place as one set, so
+// that a reader never sees a new certificate beside an old key, and with
+// WriteOptions.Owner writes for another user safely. DirSource follows a
+// directory as it is rewritten.
 package identity
 
 import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,7 +29,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
@@ -109,26 +112,4 @@ func Load(dir string) (*Identity, error) {
 		return nil, fmt.Errorf("identity %s: %s has no SPIFFE ID: %w", dir, certPath, err)
 	}
 	return &Identity{ID: id, Chain: chain, Key: key, Roots: roots}, nil
-}
-
-// Save writes the identity into dir (created 0700 when missing). Each file is
-// replaced atomically; the key is written 0600.
-func (i *Identity) Save(dir string) error {
-	if len(i.Chain) == 0 || i.Key == nil || len(i.Roots) == 0 {
-		return errors.New("save identity: chain, key and roots are required")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("save identity: %w", err)
-	}
-	keyPEM, err := pki.MarshalPrivateKey(i.Key, nil, 0)
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, BundleFile), pki.EncodeCertificates(i.Roots...), 0o644); err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, KeyFile), keyPEM, 0o600); err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(filepath.Join(dir, CertFile), pki.EncodeCertificates(i.Chain...), 0o644)
 }

@@ -67,8 +67,14 @@ func TestSaveLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 3 {
-		t.Errorf("Save left %d entries, want the 3 files", len(entries))
+	// The three names, the ..data link and the one set it points to.
+	if len(entries) != 5 {
+		t.Errorf("Save left %d entries, want the 3 files, ..data and one set", len(entries))
+	}
+	for _, name := range []string{identity.CertFile, identity.KeyFile, identity.BundleFile} {
+		if target, err := os.Readlink(filepath.Join(dir, name)); err != nil || target != "..data/"+name {
+			t.Errorf("%s is not a link through ..data (%q, %v): the set would not switch at once", name, target, err)
+		}
 	}
 
 	got, err := identity.Load(dir)

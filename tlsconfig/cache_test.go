@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -52,26 +53,9 @@ func TestVerifiedChainCache(t *testing.T) {
 	}
 	svid := staticSVID{&x509svid.SVID{ID: srvID.ID, Certificates: srvID.Chain, PrivateKey: srvID.Key}}
 	cfg := tlsconfig.ServerConfig(svid, bundle, tlsconfig.AuthorizeAny(), tlsconfig.WithPeerCheck(check))
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				c.(*tls.Conn).Handshake()
-				c.Write([]byte("x"))
-				c.Close()
-			}()
-		}
-	}()
+	addr := testnet.ServeTLS(t, cfg, func(c *tls.Conn) { c.Write([]byte("x")) })
 	dial := func() error {
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{
+		c, err := tls.Dial("tcp", addr, &tls.Config{
 			Certificates: []tls.Certificate{cliID.TLSCertificate()}, RootCAs: srvID.RootPool(), ServerName: "localhost",
 		})
 		if err != nil {

@@ -2,48 +2,38 @@ package tlsconfig_test
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/identity/identitytest"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
-// newIdentityDir makes a CA (as `mutual ca init` does) and writes an
-// identity for id into a directory, as `mutual cert request` would with a
-// plain join token: the certificate carries the SPIFFE ID and dnsNames
-// (none unless given).
-func newIdentityDir(dir string, ca *pki.CA, id string, dnsNames ...string) string {
-	sid := spiffeid.RequireFromString(id)
-	key, _ := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	cert, err := ca.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, DNSNames: dnsNames})
+// newIdentityDir writes an identity for id into a directory, as `mutual cert
+// request` would with a plain join token: the certificate carries the
+// SPIFFE ID and dnsNames (none unless given).
+func newIdentityDir(dir string, ca *identitytest.CA, id string, dnsNames ...string) string {
+	idn, err := ca.Issue(id, dnsNames...)
 	if err != nil {
 		log.Fatal(err)
 	}
-	out := filepath.Join(dir, sid.Path()[1:])
-	idn := &identity.Identity{ID: sid, Chain: []*x509.Certificate{cert, ca.Issuer.Cert}, Key: key, Roots: ca.Roots}
+	out := filepath.Join(dir, idn.ID.Path()[1:])
 	if err := idn.Save(out); err != nil {
 		log.Fatal(err)
 	}
 	return out
 }
 
-func newCA(dir string) *pki.CA {
-	caDir := filepath.Join(dir, "ca")
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	if _, err := pki.Init(pki.InitOptions{Dir: caDir, TrustDomain: td, Passphrase: []byte("example"), Iterations: 1000}); err != nil {
-		log.Fatal(err)
-	}
-	ca, err := pki.LoadCA(caDir, []byte("example"))
+// newCA makes a throwaway CA for example.org (`mutual ca init` makes real ones).
+func newCA() *identitytest.CA {
+	ca, err := identitytest.NewCA("example.org")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -57,7 +47,7 @@ func newCA(dir string) *pki.CA {
 func Example() {
 	dir, _ := os.MkdirTemp("", "tlsconfig-example")
 	defer os.RemoveAll(dir)
-	ca := newCA(dir)
+	ca := newCA()
 	serverSrc, err := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/db"))
 	if err != nil {
 		log.Fatal(err)
@@ -110,7 +100,7 @@ func Example() {
 func ExampleAuthorizeID() {
 	dir, _ := os.MkdirTemp("", "tlsconfig-example")
 	defer os.RemoveAll(dir)
-	ca := newCA(dir)
+	ca := newCA()
 	serverSrc, _ := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/dev/db"))
 	clientSrc, _ := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/web"))
 	td := spiffeid.RequireTrustDomainFromString("example.org")
@@ -157,7 +147,7 @@ func ExampleAuthorizeMatch() {
 func ExampleClientConfig_serverName() {
 	dir, _ := os.MkdirTemp("", "tlsconfig-example")
 	defer os.RemoveAll(dir)
-	ca := newCA(dir)
+	ca := newCA()
 	serverSrc, _ := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/db", "db.internal"))
 	clientSrc, _ := identity.NewDirSource(newIdentityDir(dir, ca, "spiffe://example.org/ns/prod/web"))
 	td := spiffeid.RequireTrustDomainFromString("example.org")

@@ -12,8 +12,8 @@
 //	if err != nil { ... }
 //	srv := &http.Server{TLSConfig: tlsconfig.ServerConfig(src, src, allow)}
 //
-// Every verification failure is a *PeerError whose Reason says, in words,
-// what was wrong with the peer's certificate. No configuration made here
+// Every verification failure is a *PeerError whose Reason says what was
+// wrong with the peer's certificate (a stable code; its String, in words). No configuration made here
 // skips verification: clients verify the server's chain against the bundle
 // and authorize its SPIFFE ID, as the X.509-SVID specification says, and
 // check a DNS or IP name only when asked to (ClientConfig's serverName).
@@ -31,32 +31,61 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	spiffetls "github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/pki"
 )
 
-// Reason names why a peer certificate was refused.
+// Reason names why a peer certificate was refused. Its value is a stable
+// code without spaces (such as "unknown_authority"), fit for a metric label
+// or a switch in another program; String gives the words for people
+// ("unknown authority").
 type Reason string
 
 // Reasons for refusing a peer.
 const (
-	ReasonNoCertificate    Reason = "no certificate"
-	ReasonUnknownAuthority Reason = "unknown authority"
+	ReasonNoCertificate    Reason = "no_certificate"
+	ReasonUnknownAuthority Reason = "unknown_authority"
 	ReasonExpired          Reason = "expired"
-	ReasonNotYetValid      Reason = "not yet valid"
-	ReasonNoSPIFFEID       Reason = "no SPIFFE ID"
-	ReasonWrongUsage       Reason = "wrong key usage"
-	ReasonNotAuthorized    Reason = "not authorized"
+	ReasonNotYetValid      Reason = "not_yet_valid"
+	ReasonNoSPIFFEID       Reason = "no_spiffe_id"
+	ReasonWrongUsage       Reason = "wrong_key_usage"
+	ReasonNotAuthorized    Reason = "not_authorized"
 	ReasonRevoked          Reason = "revoked"
-	ReasonBadCertificate   Reason = "bad certificate"
+	ReasonBadCertificate   Reason = "bad_certificate"
 	// ReasonNameMismatch: a client asked for a server name (DNS or IP)
 	// and the server's certificate does not carry it.
-	ReasonNameMismatch Reason = "name mismatch"
+	ReasonNameMismatch Reason = "name_mismatch"
 	// ReasonRevocationUnknown: the revocation status could not be known
 	// (no current CRL and no live feed), and the check fails closed.
-	ReasonRevocationUnknown Reason = "revocation status unknown"
+	ReasonRevocationUnknown Reason = "revocation_unknown"
 )
+
+// reasonWords are the Reasons in words.
+var reasonWords = map[Reason]string{
+	ReasonNoCertificate:     "no certificate",
+	ReasonUnknownAuthority:  "unknown authority",
+	ReasonExpired:           "expired",
+	ReasonNotYetValid:       "not yet valid",
+	ReasonNoSPIFFEID:        "no SPIFFE ID",
+	ReasonWrongUsage:        "wrong key usage",
+	ReasonNotAuthorized:     "not authorized",
+	ReasonRevoked:           "revoked",
+	ReasonBadCertificate:    "bad certificate",
+	ReasonNameMismatch:      "name mismatch",
+	ReasonRevocationUnknown: "revocation status unknown",
+}
+
+// String returns the reason in words, as logs and messages print it; a
+// Reason this package does not define is returned as it is.
+func (r Reason) String() string {
+	if w, ok := reasonWords[r]; ok {
+		return w
+	}
+	return string(r)
+}
 
 // PeerError is a refused peer certificate, with the evidence.
 type PeerError struct {
@@ -97,7 +126,31 @@ func (e *PeerError) Unwrap() error { return e.Err }
 
 // Authorizer decides whether a verified peer may connect. chain is the
 // verified chain, leaf first.
+//
+// go-spiffe's spiffetls/tlsconfig.Authorizer receives all verified chains
+// instead of one; SPIFFE and FromSPIFFE convert between the two, so one
+// authorizer serves both packages.
 type Authorizer func(id spiffeid.ID, chain []*x509.Certificate) error
+
+// SPIFFE returns a as a go-spiffe authorizer (for tlsconfig.MTLSServerConfig
+// and its kind), deciding on the first verified chain.
+func (a Authorizer) SPIFFE() spiffetls.Authorizer {
+	return func(id spiffeid.ID, chains [][]*x509.Certificate) error {
+		var chain []*x509.Certificate
+		if len(chains) > 0 {
+			chain = chains[0]
+		}
+		return a(id, chain)
+	}
+}
+
+// FromSPIFFE returns a go-spiffe authorizer (such as its AuthorizeOneOf) as
+// an Authorizer; it is given the one verified chain this package passes.
+func FromSPIFFE(a spiffetls.Authorizer) Authorizer {
+	return func(id spiffeid.ID, chain []*x509.Certificate) error {
+		return a(id, [][]*x509.Certificate{chain})
+	}
+}
 
 // AuthorizeAny allows every peer whose certificate verifies.
 func AuthorizeAny() Authorizer {
@@ -445,18 +498,11 @@ func verifyPeer(certs, extraIntermediates []*x509.Certificate, bundle x509bundle
 	if err != nil {
 		return id, nil, &PeerError{Reason: ReasonUnknownAuthority, ID: id, Cert: leaf, Err: err}
 	}
-	roots := x509.NewCertPool()
-	for _, r := range b.X509Authorities() {
-		roots.AddCert(r)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
+	inter := pki.CertPool(certs[1:])
 	for _, c := range extraIntermediates {
 		inter.AddCert(c)
 	}
-	chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage}})
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: pki.CertPool(b.X509Authorities()), Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage}})
 	if err != nil {
 		return id, nil, classify(err, id, leaf, now)
 	}

@@ -21,7 +21,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/mutual-tls/mutual/internal/testport"
 	"io/fs"
 	"math/big"
 	"net/http"
@@ -35,6 +34,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testport"
 )
 
 // mutualBin is the binary TestMain built.
@@ -89,7 +91,7 @@ func cmdEnv(extra ...string) []string {
 
 // run runs a program to completion and returns what it printed and its exit
 // code; it fails the test only if the program cannot be run at all.
-func run(t *testing.T, env []string, name string, args ...string) result {
+func run(t testing.TB, env []string, name string, args ...string) result {
 	t.Helper()
 	r, err := runE(env, name, args...)
 	if err != nil {
@@ -122,14 +124,14 @@ func runE(env []string, name string, args ...string) (result, error) {
 	return r, nil
 }
 
-func mutual(t *testing.T, args ...string) result {
+func mutual(t testing.TB, args ...string) result {
 	t.Helper()
 	return run(t, cmdEnv(), mutualBin, args...)
 }
 
 // mustMutual runs mutual and fails the test unless it exits 0; it returns
 // the standard output.
-func mustMutual(t *testing.T, args ...string) string {
+func mustMutual(t testing.TB, args ...string) string {
 	t.Helper()
 	r := mutual(t, args...)
 	if r.code != 0 {
@@ -217,40 +219,23 @@ func initCA(t *testing.T, trustDomain string, extra ...string) (caDir, passFile 
 
 // freeAddr returns a loopback address reserved for t that a child binds
 // later (see testport).
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	return testport.Addr(t)
 }
 
-// lockedBuffer collects a subprocess's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// proc is a long-running subprocess (a CA service, mutual dev).
+// proc is a long-running subprocess (a CA service, a replica, mutual dev);
+// it is killed when the test ends if still running.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testlog.Buffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // Wait's result, once done is closed
 }
 
-func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+func startProc(t testing.TB, cmd *exec.Cmd) *proc {
 	t.Helper()
-	p := &proc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &testlog.Buffer{}, done: make(chan struct{})}
 	if cmd.Stderr == nil {
 		cmd.Stderr = p.stderr
 	}
@@ -262,9 +247,7 @@ func startProc(t *testing.T, cmd *exec.Cmd) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
+		if !p.exited() {
 			cmd.Process.Kill()
 			<-p.done
 		}
@@ -545,6 +528,11 @@ func snapshot(t *testing.T, dir string) map[string]string {
 	m := map[string]string{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 { // identity directories are links through ..data to a set
+			target, err := os.Readlink(p)
+			m[p] = "-> " + target
 			return err
 		}
 		info, err := d.Info()

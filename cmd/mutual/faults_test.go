@@ -9,8 +9,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
-	"crypto/x509"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -32,6 +30,8 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // logLockHolder names the application (mutual-replica-N) whose session
@@ -120,19 +120,17 @@ func TestReplicasFrozenLogLockHolder(t *testing.T) {
 	l.waitIssued(t, 20, "before the freeze")
 
 	// SIGSTOP replica 0 until it is caught holding the log's lock.
-	caught := false
-	for attempt := 0; attempt < 500 && !caught; attempt++ {
+	testwait.Eventually(t, func() bool {
+		if logLockHolder(t, watch) != "mutual-replica-0" {
+			return false
+		}
 		c.signal(t, 0, syscall.SIGSTOP)
 		if logLockHolder(t, watch) == "mutual-replica-0" {
-			caught = true
-			break
+			return true
 		}
-		c.signal(t, 0, syscall.SIGCONT)
-		time.Sleep(10 * time.Millisecond) // let it take the lock again
-	}
-	if !caught {
-		t.Fatalf("replica 0 never held the log's lock at a SIGSTOP in 500 tries (it renewed %d certificates)", r0issued.Load())
-	}
+		c.signal(t, 0, syscall.SIGCONT) // it let go just before the stop
+		return false
+	}, "a SIGSTOP to catch replica 0 holding the issuance log's lock")
 	close(stopR0)
 	frozenAt := l.issued.Load()
 	l.setPhase("replica 0 frozen holding the log lock")
@@ -140,18 +138,17 @@ func TestReplicasFrozenLogLockHolder(t *testing.T) {
 
 	// While the frozen replica holds the lock, a replica that cannot take
 	// it says so on /readyz (once its batches have waited a moment).
-	for seen := false; !seen; {
+	testwait.Eventually(t, func() bool {
 		st, _, body := c.get(t, 1, "/readyz", nil)
 		switch {
 		case st == http.StatusServiceUnavailable:
 			t.Logf("replica 1 while frozen replica 0 holds the lock: /readyz 503: %s", strings.Join(strings.Fields(string(body)), " "))
-			seen = true
+			return true
 		case logLockHolder(t, watch) != "mutual-replica-0":
 			t.Fatalf("replica 1 answered /readyz %d for as long as frozen replica 0 held the issuance log's lock: %s", st, body)
-		default:
-			time.Sleep(50 * time.Millisecond)
 		}
-	}
+		return false
+	}, "replica 1 to say on /readyz that it cannot take the log's lock")
 
 	// The others go on: PostgreSQL ends the frozen session's transaction
 	// and the lock is free again.
@@ -207,15 +204,8 @@ func TestReplicasTokenRace(t *testing.T) {
 		return cl
 	}
 	newCSR := func() (crypto.Signer, string) {
-		key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return key, string(pki.EncodeCSR(der))
+		key := testca.NewKey(t)
+		return key, testca.CSR(t, key)
 	}
 
 	// Unrelated renewals, four per replica at any time, so that the race's
@@ -348,7 +338,7 @@ type sqliteCA struct {
 
 func newSQLiteCA(t *testing.T) *sqliteCA {
 	dir, pass := repInitCA(t)
-	return &sqliteCA{t: t, dir: dir, passFile: pass, listen: repFreeAddr(t), metrics: repFreeAddr(t)}
+	return &sqliteCA{t: t, dir: dir, passFile: pass, listen: freeAddr(t), metrics: freeAddr(t)}
 }
 
 func (s *sqliteCA) db() string { return filepath.Join(s.dir, pki.DatabaseFile) }
@@ -363,7 +353,7 @@ func (s *sqliteCA) cmd() *exec.Cmd {
 func (s *sqliteCA) start() {
 	t := s.t
 	t.Helper()
-	s.p = repStartProc(t, s.cmd())
+	s.p = startProc(t, s.cmd())
 	c := &repCluster{urls: []string{"https://" + s.listen}, reps: []*proc{s.p}}
 	admin, err := identity.Load(filepath.Join(s.dir, "admin"))
 	if err != nil {
@@ -378,7 +368,7 @@ func (s *sqliteCA) start() {
 func (s *sqliteCA) refused(what string, want ...string) string {
 	t := s.t
 	t.Helper()
-	p := repStartProc(t, s.cmd())
+	p := startProc(t, s.cmd())
 	select {
 	case <-p.done:
 	case <-time.After(safetyNet):
@@ -435,20 +425,13 @@ func (s *sqliteCA) waitCheckpointFile(size int64) {
 	t := s.t
 	t.Helper()
 	path := filepath.Join(s.dir, pki.LogCheckpointFile)
-	deadline := time.Now().Add(safetyNet)
-	for {
+	testwait.Eventually(t, func() bool {
 		var w struct {
 			Size int64 `json:"size"`
 		}
 		b, err := os.ReadFile(path)
-		if err == nil && json.Unmarshal(b, &w) == nil && w.Size >= size {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint of %d entries in %s after %s (%v)", size, path, safetyNet, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && json.Unmarshal(b, &w) == nil && w.Size >= size
+	}, fmt.Sprintf("a checkpoint of %d entries in %s", size, path))
 }
 
 func (s *sqliteCA) stop() {
@@ -544,13 +527,8 @@ func TestServerNoticesSQLiteStoreDeletedWhileRunning(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Code != "store_damaged" {
 		t.Errorf("issuing with the store deleted: %v; want store_damaged", err)
 	}
-	deadline := time.Now().Add(safetyNet)
-	for !strings.Contains(s.p.stderr.String(), "restore the store from backup") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server's log does not say the store is damaged after %s:\n%s", safetyNet, s.p.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.Eventually(t, func() bool { return s.p.stderr.Contains("restore the store from backup") },
+		"the server's log to say the store is damaged")
 	s.stop()
 }
 

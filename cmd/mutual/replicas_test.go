@@ -49,52 +49,15 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
 
 const repTD = "example.org"
 
 // ---------------------------------------------------------------------------
-// Processes (testing.TB versions of the e2e helpers, for the benchmark too)
-
-func repMustMutual(tb testing.TB, args ...string) string {
-	tb.Helper()
-	r, err := runE(cmdEnv(), mutualBin, args...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if r.code != 0 {
-		tb.Fatalf("mutual %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
-	}
-	return r.stdout
-}
-
-func repFreeAddr(tb testing.TB) string {
-	tb.Helper()
-	return testport.Addr(tb)
-}
-
-// repStartProc starts cmd; it is killed when the test ends if still running.
-func repStartProc(tb testing.TB, cmd *exec.Cmd) *proc {
-	tb.Helper()
-	p := &proc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start %s: %v", strings.Join(cmd.Args, " "), err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(func() {
-		if !p.exited() {
-			cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
+// Processes (the e2e helpers take testing.TB, for the benchmark too)
 
 // repTerminate sends SIGTERM and checks that the process exits 0.
 func repTerminate(tb testing.TB, what string, p *proc) {
@@ -125,7 +88,7 @@ func repInitCA(tb testing.TB) (caDir, passFile string) {
 		tb.Fatal(err)
 	}
 	caDir = filepath.Join(tmp, "ca")
-	repMustMutual(tb, "ca", "init", "--dir", caDir, "--trust-domain", repTD, "--passphrase-file", passFile,
+	mustMutual(tb, "ca", "init", "--dir", caDir, "--trust-domain", repTD, "--passphrase-file", passFile,
 		"--san", "127.0.0.1", "--san", "localhost")
 	return caDir, passFile
 }
@@ -154,7 +117,7 @@ func newRepCluster(tb testing.TB, caDir, passFile, storeURL string, n int) *repC
 	tb.Helper()
 	c := &repCluster{tb: tb, caDir: caDir, passFile: passFile, store: storeURL, reps: make([]*proc, n)}
 	for range n {
-		a, h := repFreeAddr(tb), repFreeAddr(tb)
+		a, h := freeAddr(tb), freeAddr(tb)
 		c.apiAddrs = append(c.apiAddrs, a)
 		c.httpAddrs = append(c.httpAddrs, h)
 		c.urls = append(c.urls, "https://"+a)
@@ -192,7 +155,7 @@ func (c *repCluster) start(i int) {
 	}
 	cmd := exec.Command(mutualBin, args...)
 	cmd.Env = cmdEnv()
-	c.reps[i] = repStartProc(c.tb, cmd)
+	c.reps[i] = startProc(c.tb, cmd)
 }
 
 // waitReady polls GET /readyz of replica i until it answers 200.
@@ -200,25 +163,21 @@ func (c *repCluster) waitReady(tb testing.TB, i int) {
 	tb.Helper()
 	hc := c.httpClient(nil)
 	defer hc.CloseIdleConnections()
-	deadline := time.Now().Add(safetyNet)
-	for {
+	testwait.EventuallyNil(tb, func() error {
 		p := c.reps[i]
 		if p.exited() {
 			tb.Fatalf("replica %d exited before it was ready: %v; stderr:\n%s", i, p.err, p.stderr)
 		}
 		resp, err := hc.Get(c.urls[i] + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("replica %d: GET /readyz not 200 after %s (last: %v); stderr:\n%s", i, safetyNet, err, p.stderr)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP %d; stderr:\n%s", resp.StatusCode, p.stderr)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}, fmt.Sprintf("replica %d to answer GET /readyz with 200", i))
 }
 
 // kill sends SIGKILL to replica i: no graceful anything.
@@ -281,20 +240,18 @@ func (c *repCluster) logClient(i int) *translog.Client {
 func (c *repCluster) checkpoint(tb testing.TB, i int, minSize int64) *translog.Checkpoint {
 	tb.Helper()
 	lc := c.logClient(i)
-	deadline := time.Now().Add(safetyNet)
-	for {
-		cp, err := lc.Checkpoint(context.Background())
-		if err == nil && cp.Size >= minSize {
-			return cp
+	var cp *translog.Checkpoint
+	testwait.EventuallyNil(tb, func() error {
+		var err error
+		if cp, err = lc.Checkpoint(context.Background()); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			if err == nil {
-				err = fmt.Errorf("size %d", cp.Size)
-			}
-			tb.Fatalf("replica %d: no checkpoint of at least %d entries after %s: %v", i, minSize, safetyNet, err)
+		if cp.Size < minSize {
+			return fmt.Errorf("size %d", cp.Size)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	}, fmt.Sprintf("replica %d to have a checkpoint of at least %d entries", i, minSize))
+	return cp
 }
 
 // replicaOf says which replica issued cert: each one's certificates point
@@ -924,9 +881,7 @@ func TestReplicasDatabaseRestart(t *testing.T) {
 	}
 	// A refusal is clean: 503, store_unavailable, Retry-After; as a raw
 	// request and as the client library sees it.
-	key, _ := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	body, _ := json.Marshal(api.EnrollRequest{Token: probeTok.Token, CSR: string(pki.EncodeCSR(der))})
+	body, _ := json.Marshal(api.EnrollRequest{Token: probeTok.Token, CSR: testca.CSR(t, nil)})
 	hc := c.httpClient(nil)
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Post(c.urls[1]+"/v1/enroll", "application/json", bytes.NewReader(body))
@@ -1036,7 +991,7 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxyDir := filepath.Join(t.TempDir(), "proxy")
-	repMustMutual(t, "cert", "request", "--token", proxyTok.Token, "--out", proxyDir)
+	mustMutual(t, "cert", "request", "--token", proxyTok.Token, "--out", proxyDir)
 
 	// The caller's identity.
 	callerID := "spiffe://" + repTD + "/ns/prod/caller"
@@ -1070,21 +1025,17 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		}
 	}()
 
-	proxyAddr := repFreeAddr(t)
+	proxyAddr := freeAddr(t)
 	cmd := exec.Command(mutualBin, "proxy", "inbound", "--listen", proxyAddr, "--target", echo.Addr().String(),
 		"--identity-dir", proxyDir, "--allow", callerID, "--mode", "strict", "--protocol", "tcp", "--ca", c.urls[replicaB])
 	cmd.Env = cmdEnv()
-	px := repStartProc(t, cmd)
-	deadline := time.Now().Add(safetyNet)
-	for !strings.Contains(px.stderr.String(), "revocation feed connected") || !strings.Contains(px.stderr.String(), "proxy listening") {
+	px := startProc(t, cmd)
+	testwait.Eventually(t, func() bool {
 		if px.exited() {
 			t.Fatalf("the proxy exited: %v\n%s", px.err, px.stderr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the proxy did not connect to the revocation feed of replica B within %s:\n%s", safetyNet, px.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return px.stderr.Contains("revocation feed connected") && px.stderr.Contains("proxy listening")
+	}, "the proxy to listen and connect to the revocation feed of replica B")
 	if !strings.Contains(px.stderr.String(), c.urls[replicaB]) {
 		t.Errorf("the proxy's feed is not replica B's (%s):\n%s", c.urls[replicaB], px.stderr)
 	}
@@ -1147,7 +1098,7 @@ func TestReplicasRevocationFeed(t *testing.T) {
 
 	// A new handshake is refused.
 	refused := false
-	deadline = time.Now().Add(safetyNet)
+	deadline := time.Now().Add(safetyNet)
 	for attempt := 1; !refused; attempt++ {
 		conn, err := tls.Dial("tcp", proxyAddr, tlsCfg)
 		if err == nil {
@@ -1165,19 +1116,11 @@ func TestReplicasRevocationFeed(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The proxy says why, naming the serial.
-	deadline = time.Now().Add(safetyNet)
-	for {
+	testwait.Eventually(t, func() bool {
 		log := px.stderr.String()
-		if strings.Contains(log, `"msg":"certificate revoked"`) && strings.Contains(log, `"connections_closed":1`) &&
-			strings.Contains(log, `"msg":"handshake refused"`) && strings.Contains(log, `"reason":"revoked"`) && strings.Contains(log, callerSerial) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("the proxy's log does not show the revocation of %s closing the connection and refusing the handshake:\n%s", callerSerial, log)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Contains(log, `"msg":"certificate revoked"`) && strings.Contains(log, `"connections_closed":1`) &&
+			strings.Contains(log, `"msg":"handshake refused"`) && strings.Contains(log, `"reason":"revoked"`) && strings.Contains(log, callerSerial)
+	}, "the proxy's log to show the revocation of "+callerSerial+" closing the connection and refusing the handshake")
 	// Every replica records the revocation.
 	for i := range c.urls {
 		l, err := c.adminClient(t, []int{i}).ListCertificates(ctx, callerID, false)
@@ -1474,15 +1417,7 @@ func BenchmarkReplicas(b *testing.B) {
 	// Pre-generated CSRs: the clients' key generation is not measured.
 	csrs := make([]string, 256)
 	for i := range csrs {
-		key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-		if err != nil {
-			b.Fatal(err)
-		}
-		csrs[i] = string(pki.EncodeCSR(der))
+		csrs[i] = testca.CSR(b, nil)
 	}
 
 	for _, n := range []int{1, 2, 3} {

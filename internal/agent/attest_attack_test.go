@@ -15,14 +15,17 @@ import (
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/agent"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // attackSetup runs a CA and an agent with two entries that select the
 // victim binary, one by path and one by hash, and builds the victim and an
 // attacker binary (different content, different path).
-func attackSetup(t *testing.T) (ra *runningAgent, victim, attacker string, agentLog *logBuf) {
+func attackSetup(t *testing.T) (ra *runningAgent, victim, attacker string, agentLog *testlog.Buffer) {
 	t.Helper()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	base := shortDir(t)
 	binDir := filepath.Join(base, "bin")
 	if err := os.Mkdir(binDir, 0o755); err != nil {
@@ -39,18 +42,18 @@ func attackSetup(t *testing.T) (ra *runningAgent, victim, attacker string, agent
 	node := td + "/node/n1"
 	byPath := td + "/ns/victim/by-path"
 	bySHA := td + "/ns/victim/by-sha256"
-	e.entry(t, byPath, node, 0, nil, "unix:path:"+victim)
-	e.entry(t, bySHA, node, 0, nil, "unix:sha256:"+sha256File(t, victim))
-	logger, agentLog := newLogBuf(t, "agent")
+	entry(t, e, byPath, node, 0, nil, "unix:path:"+victim)
+	entry(t, e, bySHA, node, 0, nil, "unix:sha256:"+sha256File(t, victim))
+	logger, agentLog := testlog.New(t, "agent")
 	ra = nodeAgent(t, e, "n1", func(c *agent.Config) { c.Log = logger })
 	// The victim itself gets both identities: the entries work.
 	want := "id=" + byPath + "," + bySHA
-	eventually(t, 45*time.Second, "the victim's identities", func() error {
+	testwait.EventuallyNil(t, func() error {
 		if got := runWorkload(t, victim, ra.sock, nil); got != want && got != "id="+bySHA+","+byPath {
 			return fmt.Errorf("the victim got %q, want %q", got, want)
 		}
 		return nil
-	})
+	}, "the victim's identities")
 	return ra, victim, attacker, agentLog
 }
 
@@ -163,10 +166,10 @@ func TestAttestationBindMountAttack(t *testing.T) {
 	if !strings.Contains(line, "PermissionDenied") {
 		t.Fatalf("want PermissionDenied, got %q; stderr:\n%s", line, stderr)
 	}
-	eventually(t, 5*time.Second, "the agent's log line", func() error {
+	testwait.EventuallyNil(t, func() error {
 		if !strings.Contains(agentLog.String(), "another mount namespace") {
 			return fmt.Errorf("no line names the mount namespace")
 		}
 		return nil
-	})
+	}, "the agent's log line")
 }

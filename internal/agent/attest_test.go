@@ -27,6 +27,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/mutual-tls/mutual/internal/agent"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // unprivileged is an existing user other than the test's, to run a
@@ -84,7 +87,7 @@ func sha256File(t *testing.T, path string) string {
 // agent's log names its uid and path).
 func TestAttestation(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	base := shortDir(t)
 	binDir := filepath.Join(base, "bin")
 	if err := os.Mkdir(binDir, 0o755); err != nil {
@@ -115,14 +118,14 @@ func TestAttestation(t *testing.T) {
 	other := td + "/ns/attest/other-user"
 	bySHA := td + "/ns/attest/by-sha256"
 	byPath := td + "/ns/attest/by-path"
-	e.entry(t, self, node, 0, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()), "unix:path:"+tw)
+	entry(t, e, self, node, 0, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()), "unix:path:"+tw)
 	u := unprivileged(t)
 	if u != nil {
-		e.entry(t, other, node, 0, nil, "unix:uid:"+u.Uid, "unix:gid:"+u.Gid, "unix:user:"+u.Username, "unix:path:"+tw)
+		entry(t, e, other, node, 0, nil, "unix:uid:"+u.Uid, "unix:gid:"+u.Gid, "unix:user:"+u.Username, "unix:path:"+tw)
 	}
-	e.entry(t, bySHA, node, 0, nil, "unix:sha256:"+hashSHA)
-	e.entry(t, byPath, node, 0, nil, "unix:path:"+twPath)
-	logger, agentLog := newLogBuf(t, "agent")
+	entry(t, e, bySHA, node, 0, nil, "unix:sha256:"+hashSHA)
+	entry(t, e, byPath, node, 0, nil, "unix:path:"+twPath)
+	logger, agentLog := testlog.New(t, "agent")
 	ra := nodeAgent(t, e, "n1", func(c *agent.Config) { c.Log = logger })
 
 	type tc struct {
@@ -143,12 +146,12 @@ func TestAttestation(t *testing.T) {
 	}
 	for _, c := range cases {
 		// The first run may come before the agent holds the certificate.
-		eventually(t, 45*time.Second, c.name, func() error {
+		testwait.EventuallyNil(t, func() error {
 			if got := runWorkload(t, c.bin, ra.sock, c.as); got != c.want {
 				return fmt.Errorf("%s: got %q, want %q", c.name, got, c.want)
 			}
 			return nil
-		})
+		}, c.name)
 	}
 
 	// Unregistered callers: the agent has synced (the cases above passed).
@@ -166,14 +169,14 @@ func TestAttestation(t *testing.T) {
 		if c.as != nil {
 			uid = c.as.Uid
 		}
-		eventually(t, 5*time.Second, "a log line naming the refused caller", func() error {
+		testwait.EventuallyNil(t, func() error {
 			for _, line := range strings.Split(agentLog.String(), "\n") {
 				if strings.Contains(line, "matches no entry") && strings.Contains(line, "uid="+uid+" ") && strings.Contains(line, "path="+twNone) {
 					return nil
 				}
 			}
 			return fmt.Errorf("no line with uid=%s path=%s", uid, twNone)
-		})
+		}, "a log line naming the refused caller")
 	}
 }
 
@@ -182,9 +185,9 @@ func TestAttestation(t *testing.T) {
 // retry it); the same request with the header reaches attestation.
 func TestWorkloadAPISecurityHeader(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	// An entry this test process does not match, so that attestation runs.
-	e.entry(t, td+"/ns/test/nobody-here", td+"/node/n1", 0, nil, "unix:path:/nonexistent/bin")
+	entry(t, e, td+"/ns/test/nobody-here", td+"/node/n1", 0, nil, "unix:path:/nonexistent/bin")
 	ra := nodeAgent(t, e, "n1", nil)
 
 	conn, err := grpc.NewClient("unix://"+ra.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -221,13 +224,13 @@ func TestWorkloadAPISecurityHeader(t *testing.T) {
 			t.Errorf("%s with workload.spiffe.io: false: want InvalidArgument, got %v", name, err)
 		}
 		// With the header the caller is attested: this process matches no entry.
-		eventually(t, 30*time.Second, name+" with the header", func() error {
+		testwait.EventuallyNil(t, func() error {
 			err := f(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"))
 			if status.Code(err) != codes.PermissionDenied {
 				return fmt.Errorf("want PermissionDenied, got %v", err)
 			}
 			return nil
-		})
+		}, name+" with the header")
 	}
 
 	// go-spiffe's one-shot fetch reports the refusal.

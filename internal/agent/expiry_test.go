@@ -22,6 +22,9 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
@@ -63,18 +66,18 @@ func logLineTime(log, s string) (time.Time, bool) {
 // identities again.
 func TestNodeExpiresDuringCAOutage(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	node := td + "/node/short"
 	id := td + "/ns/prod/outage"
-	e.entry(t, id, node, 12*time.Second, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
-	tok, err := e.admin.CreateToken(context.Background(), api.TokenRequest{SPIFFEID: node, CertTTL: api.Duration(24 * time.Second)})
+	entry(t, e, id, node, 12*time.Second, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	tok, err := e.Admin.CreateToken(context.Background(), api.TokenRequest{SPIFFEID: node, CertTTL: api.Duration(24 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := shortDir(t)
 	tokenFile := filepath.Join(base, "token")
 	reg := prometheus.NewRegistry()
-	logger, agentLog := newLogBuf(t, "agent")
+	logger, agentLog := testlog.New(t, "agent")
 	ra := runAgent(t, agent.Config{StateDir: filepath.Join(base, "state"), Token: tok.Token, TokenFile: tokenFile,
 		Socket: filepath.Join(base, "a.sock"), Log: logger, Registry: reg, SyncInterval: time.Second})
 	nodeID, err := identity.Load(filepath.Join(base, "state", "node"))
@@ -94,7 +97,7 @@ func TestNodeExpiresDuringCAOutage(t *testing.T) {
 	ctx = metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
 	var stream workload.SpiffeWorkloadAPI_FetchX509SVIDClient
 	var first *workload.X509SVIDResponse
-	eventually(t, 30*time.Second, "a first SVID on a stream", func() error {
+	testwait.EventuallyNil(t, func() error {
 		st, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
 		if err != nil {
 			return err
@@ -105,12 +108,12 @@ func TestNodeExpiresDuringCAOutage(t *testing.T) {
 		}
 		stream, first = st, r
 		return nil
-	})
+	}, "a first SVID on a stream")
 	held := fetchOnce(t, ra.sock, id)
 	svidNotAfter := held.Certificates[0].NotAfter
 
 	// The CA goes away for longer than the node certificate lives.
-	e.stop()
+	e.Stop(t)
 	// The stream ends with an error once what it holds expires (it may see
 	// nothing else before: renewals fail).
 	for {
@@ -139,30 +142,30 @@ func TestNodeExpiresDuringCAOutage(t *testing.T) {
 	}
 
 	// Long before the node expires: a WARN line and the gauge.
-	eventually(t, 30*time.Second, "the node-expiring warning", func() error {
+	testwait.EventuallyNil(t, func() error {
 		if _, ok := logLineTime(agentLog.String(), "node certificate has less than a quarter of its life left"); !ok {
 			return fmt.Errorf("no warning yet")
 		}
 		return nil
-	})
+	}, "the node-expiring warning")
 	if warned, _ := logLineTime(agentLog.String(), "node certificate has less than a quarter of its life left"); !warned.Before(nodeNotAfter) {
 		t.Errorf("the warning came at %s, not before the node certificate expired at %s", warned, nodeNotAfter)
 	}
 	if g := gauge(t, reg, "mutual_agent_node_expiring"); g != 1 && time.Now().Before(nodeNotAfter) {
 		t.Errorf("mutual_agent_node_expiring = %v, want 1", g)
 	}
-	eventually(t, 40*time.Second, "the node-expired error", func() error {
+	testwait.EventuallyNil(t, func() error {
 		if !strings.Contains(agentLog.String(), "node certificate expired") {
 			return fmt.Errorf("not yet")
 		}
 		return nil
-	})
+	}, "the node-expired error")
 	if g := gauge(t, reg, "mutual_agent_node_expiring"); g != 1 {
 		t.Errorf("mutual_agent_node_expiring = %v after expiry, want 1", g)
 	}
 
 	// The CA comes back: the expired node cannot renew by itself.
-	e.start()
+	e.Start(t)
 	fails := func() error {
 		fctx, fcancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer fcancel()
@@ -183,15 +186,15 @@ func TestNodeExpiresDuringCAOutage(t *testing.T) {
 	}
 
 	// The documented recovery: a new token for the node in --token-file.
-	if err := os.WriteFile(tokenFile, []byte(e.token(t, node)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(e.Token(t, node, api.TokenRequest{})+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "an identity after re-enrollment", func() error {
+	testwait.EventuallyNil(t, func() error {
 		if err := fails(); err != nil {
 			return err
 		}
 		return nil
-	})
+	}, "an identity after re-enrollment")
 	if !strings.Contains(agentLog.String(), "node re-enrolled") {
 		t.Errorf("the agent's log does not say the node re-enrolled")
 	}

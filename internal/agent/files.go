@@ -12,10 +12,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/sys/unix"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/selector"
 )
@@ -90,12 +88,17 @@ func (w *WriteSpec) resolve() error {
 		w.wl.User = u.Username
 	}
 	// Refuse an unsafe directory at start, not at the first rotation.
-	fd, err := openWriteDir(w.Dir, w.uid)
-	if err != nil {
-		return err
+	if err := identity.PrepareDir(w.Dir, w.options(nil)); err != nil {
+		return fmt.Errorf("--write: %w", err)
 	}
-	unix.Close(fd)
 	return nil
+}
+
+// options are how w's files are written (issue 12, item 2; DESIGN "Agent ↔
+// local processes"): for the owner (the agent's own user by default), the
+// directory checked, the files appearing as one set.
+func (w *WriteSpec) options(caURLs []string) identity.WriteOptions {
+	return identity.WriteOptions{CAURLs: caURLs, Owner: &identity.Owner{UID: w.uid, GID: w.gid}, KeyMode: w.Mode}
 }
 
 // runWriter writes the identity at start (from what the agent holds) and
@@ -131,23 +134,13 @@ func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
 }
 
 func (a *Agent) write(ctx context.Context, w *WriteSpec, id *identity.Identity) error {
-	keyPEM, err := pki.MarshalPrivateKey(id.Key, nil, 0)
-	if err != nil {
-		return err
-	}
 	a.mu.RLock()
 	urls := a.caURLs
 	a.mu.RUnlock()
 	// mutual.json tells a consumer (mutual proxy --identity-dir) where the
 	// CA is, so that it can check revocation.
-	files := []dirFile{
-		{identity.BundleFile, pki.EncodeCertificates(id.Roots...), 0o644},
-		{identity.KeyFile, keyPEM, w.Mode},
-		{identity.CertFile, pki.EncodeCertificates(id.Chain...), 0o644},
-		{client.ServersFile, client.MarshalCAURLs(urls), 0o644},
-	}
-	if err := writeIdentityDir(w.Dir, w.uid, w.gid, files); err != nil {
-		return err
+	if err := identity.WriteDir(w.Dir, id, w.options(urls)); err != nil {
+		return fmt.Errorf("--write: %w", err)
 	}
 	a.log.Info("identity files written", "spiffe_id", w.ID.String(), "dir", w.Dir, "serial", pki.FormatSerial(id.Leaf().SerialNumber))
 	if w.Reload == "" {

@@ -11,7 +11,11 @@ import (
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/agent"
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // runProcess runs the agent as `mutual agent` does (agent.Run) and returns
@@ -66,34 +70,35 @@ func readyz(t *testing.T, metrics string) (int, string) {
 // is alive but not ready and says the CA is unreachable; ready again once
 // the CA is back.
 func TestHealth(t *testing.T) {
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	base := shortDir(t)
+	logger, _ := testlog.New(t, "agent health")
 	cfg := agent.Config{
-		StateDir: filepath.Join(base, "state"), Token: e.token(t, td+"/node/health"),
+		StateDir: filepath.Join(base, "state"), Token: e.Token(t, td+"/node/health", api.TokenRequest{}),
 		Socket: filepath.Join(base, "agent.sock"), SyncInterval: time.Second,
-		Log: newLog(t, "agent health"), Metrics: testport.Addr(t),
+		Log: logger, Metrics: testport.Addr(t),
 	}
 	ready := func(want int, says string) {
 		t.Helper()
-		eventually(t, 30*time.Second, fmt.Sprintf("/readyz %d %q", want, says), func() error {
+		testwait.EventuallyNil(t, func() error {
 			code, body := readyz(t, cfg.Metrics)
 			if code != want || !strings.Contains(body, says) {
 				return fmt.Errorf("/readyz: %d %q", code, body)
 			}
 			return nil
-		})
+		}, fmt.Sprintf("/readyz %d %q", want, says))
 	}
 	stop := runProcess(t, cfg)
 	ready(http.StatusOK, "ready")
 	stop()
 
-	e.stop()
+	e.Stop(t)
 	cfg.Token = "" // enrolled: the state directory is enough
 	cfg.Registry = nil
 	stop = runProcess(t, cfg)
 	ready(http.StatusServiceUnavailable, "is the CA reachable?")
 
-	e.start()
+	e.Start(t)
 	ready(http.StatusOK, "ready")
 	stop()
 }

@@ -18,7 +18,9 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
+	"github.com/mutual-tls/mutual/internal/testenv"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 const nginxBin = "/usr/sbin/nginx"
@@ -69,7 +71,7 @@ func TestNginxFromAgentFiles(t *testing.T) {
 	nginx := need(t, nginxBin, "nginx")
 	curl := need(t, "/usr/bin/curl", "curl")
 
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	base := shortDir(t)
 	ngDir := filepath.Join(base, "nginx")
 	for _, d := range []string{"tmp", "logs"} {
@@ -125,8 +127,8 @@ http {
 	nginxID := td + "/ns/prod/nginx"
 	curlID := td + "/ns/prod/curl"
 	uidSel := fmt.Sprintf("unix:uid:%d", os.Getuid())
-	e.entry(t, nginxID, td+"/node/web-1", 20*time.Second, []string{"nginx.test"}, uidSel)
-	e.entry(t, curlID, td+"/node/web-1", 0, nil, uidSel)
+	entry(t, e, nginxID, td+"/node/web-1", 20*time.Second, []string{"nginx.test"}, uidSel)
+	entry(t, e, curlID, td+"/node/web-1", 0, nil, uidSel)
 	wNginx, err := agent.ParseWriteSpec(nginxID + "=" + tlsDir + ",mode=0600,reload=" + nginxCmd("-s", "reload"))
 	if err != nil {
 		t.Fatal(err)
@@ -141,10 +143,10 @@ http {
 	nodeAgent(t, e, "web-1", func(c *agent.Config) { c.Writes = []agent.WriteSpec{wNginx, wCurl} })
 
 	for _, d := range []string{tlsDir, curlDir} {
-		eventually(t, 45*time.Second, "identity files in "+d, func() error {
+		testwait.EventuallyNil(t, func() error {
 			_, err := identity.Load(d)
 			return err
-		})
+		}, "identity files in "+d)
 	}
 	st, err := os.Stat(filepath.Join(tlsDir, identity.KeyFile))
 	if err != nil {
@@ -220,7 +222,7 @@ http {
 		return serialOf(leaf), nil
 	}
 
-	eventually(t, 30*time.Second, "nginx answering curl with 200", func() error {
+	testwait.EventuallyNil(t, func() error {
 		select {
 		case err := <-exited:
 			t.Fatalf("nginx exited: %v\n%s", err, ngOut.String())
@@ -228,7 +230,7 @@ http {
 		}
 		_, err := curlGet()
 		return err
-	})
+	}, "nginx answering curl with 200")
 	s0, err := servedSerial()
 	if err != nil {
 		t.Fatal(err)
@@ -243,9 +245,8 @@ http {
 
 	// Across a rotation (20s certificates): nginx is reloaded with the new
 	// files, and every curl gets 200.
-	deadline := time.Now().Add(60 * time.Second)
 	calls := 0
-	for {
+	testwait.Eventually(t, func() bool {
 		if _, err := curlGet(); err != nil {
 			t.Fatalf("curl failed during rotation (after %d good calls): %v", calls, err)
 		}
@@ -254,22 +255,19 @@ http {
 		if err != nil {
 			t.Fatalf("read nginx's certificate: %v", err)
 		}
-		if s != s0 {
-			t.Logf("nginx serves %s after %s, %d curl calls", s, s0, calls)
-			break
+		if s == s0 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx still serves %s after 60s with 20s certificates", s0)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+		t.Logf("nginx serves %s after %s, %d curl calls", s, s0, calls)
+		return true
+	}, "nginx to serve a rotated certificate (20s certificates)")
 	for i := 0; i < 3; i++ {
 		if _, err := curlGet(); err != nil {
 			t.Fatalf("curl after rotation: %v", err)
 		}
 	}
 	// What nginx serves is what the agent wrote (give a last reload time).
-	eventually(t, 30*time.Second, "nginx serving the certificate on disk", func() error {
+	testwait.EventuallyNil(t, func() error {
 		id, err := identity.Load(tlsDir)
 		if err != nil {
 			return err
@@ -282,5 +280,5 @@ http {
 			return fmt.Errorf("nginx serves %s, disk has %s", s, want)
 		}
 		return nil
-	})
+	}, "nginx serving the certificate on disk")
 }

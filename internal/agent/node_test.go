@@ -16,26 +16,28 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
 )
 
 // enroll obtains an identity with a fresh join token for id.
-func enroll(t *testing.T, e *caEnv, id string) *identity.Identity {
+func enroll(t *testing.T, e *testenv.CA, id string) *identity.Identity {
 	t.Helper()
-	enr, err := client.RequestIdentity(context.Background(), e.token(t, id), pki.KeyECDSAP256, 0)
+	enr, err := client.RequestIdentity(context.Background(), e.Token(t, id, api.TokenRequest{}), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatalf("enroll %s: %v", id, err)
 	}
 	return enr.Identity
 }
 
-func clientAs(t *testing.T, e *caEnv, id *identity.Identity) *client.Client {
+func clientAs(t *testing.T, e *testenv.CA, id *identity.Identity) *client.Client {
 	t.Helper()
 	var cert *tls.Certificate
 	if id != nil {
 		tc := id.TLSCertificate()
 		cert = &tc
 	}
-	c, err := client.New([]string{e.url}, []*x509.Certificate{e.ca.Root}, cert)
+	c, err := client.New([]string{e.URL}, []*x509.Certificate{e.Root}, cert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,17 +52,17 @@ func clientAs(t *testing.T, e *caEnv, id *identity.Identity) *client.Client {
 // and a workload certificate cannot act as a node at all.
 func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	ctx := context.Background()
 	nodeA := enroll(t, e, td+"/node/a")
 	nodeB := enroll(t, e, td+"/node/b")
 	secret := td + "/ns/prod/only-on-a"
-	en := e.entry(t, secret, td+"/node/a", 0, nil, "unix:uid:0")
-	shared := e.entry(t, td+"/ns/prod/everywhere", td+"/node/*", 0, nil, "unix:uid:0")
+	en := entry(t, e, secret, td+"/node/a", 0, nil, "unix:uid:0")
+	shared := entry(t, e, td+"/ns/prod/everywhere", td+"/node/*", 0, nil, "unix:uid:0")
 	ca, cb := clientAs(t, e, nodeA), clientAs(t, e, nodeB)
 
 	// Node a is granted it (the control).
-	got, err := ca.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	got, err := ca.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	if err != nil {
 		t.Fatalf("node a, its own entry: %v", err)
 	}
@@ -69,18 +71,18 @@ func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 	}
 
 	// Node b is refused, however it asks.
-	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	wantAPIError(t, "node b asks for a's entry", err, http.StatusForbidden, "entry_not_granted")
-	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t, secret)})
+	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil, secret)})
 	wantAPIError(t, "node b asks for a's entry with a CSR naming its identity", err, http.StatusForbidden, "entry_not_granted")
-	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: "0000000000000000", CSR: csrPEM(t, secret)})
+	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: "0000000000000000", CSR: testca.CSR(t, nil, secret)})
 	wantAPIError(t, "node b asks for an entry that does not exist", err, http.StatusForbidden, "entry_not_granted")
 	// A shared entry cannot be stretched to another identity by the CSR.
-	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: shared.ID, CSR: csrPEM(t, secret)})
+	_, err = cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: shared.ID, CSR: testca.CSR(t, nil, secret)})
 	if err == nil {
 		t.Fatal("node b obtained a's identity by naming it in the CSR of a shared entry")
 	}
-	if got, err := cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: shared.ID, CSR: csrPEM(t)}); err != nil || got.SPIFFEID != shared.SPIFFEID {
+	if got, err := cb.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: shared.ID, CSR: testca.CSR(t, nil)}); err != nil || got.SPIFFEID != shared.SPIFFEID {
 		t.Fatalf("node b, shared entry: %+v %v", got, err)
 	}
 
@@ -90,7 +92,7 @@ func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 		cfg := &tls.Config{RootCAs: id.RootPool(), Certificates: []tls.Certificate{id.TLSCertificate()}, MinVersion: tls.VersionTLS12}
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
 		defer hc.CloseIdleConnections()
-		resp, err := hc.Post(e.url+"/v1/node/svid", "application/json", strings.NewReader(body))
+		resp, err := hc.Post(e.URL+"/v1/node/svid", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +105,7 @@ func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 		}
 		return resp.StatusCode, ae
 	}
-	body, _ := json.Marshal(api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t, secret)})
+	body, _ := json.Marshal(api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil, secret)})
 	if st, ae := raw(nodeB, string(body)); st != http.StatusForbidden || ae.Code != "entry_not_granted" {
 		t.Errorf("raw request from b: HTTP %d %+v", st, ae)
 	}
@@ -134,22 +136,22 @@ func TestNodeCannotObtainAnotherNodesIdentity(t *testing.T) {
 	// A workload certificate is not a node.
 	web := enroll(t, e, td+"/ns/prod/web")
 	cw := clientAs(t, e, web)
-	_, err = cw.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = cw.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	wantAPIError(t, "a workload certificate calls /v1/node/svid", err, http.StatusForbidden, "node_required")
 	_, err = cw.NodeEntries(ctx)
 	wantAPIError(t, "a workload certificate calls /v1/node/entries", err, http.StatusForbidden, "node_required")
 	// Neither is the operator.
-	_, err = e.admin.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = e.Admin.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	wantAPIError(t, "the admin calls /v1/node/svid", err, http.StatusForbidden, "node_required")
 	// Nor a caller without a certificate.
-	_, err = clientAs(t, e, nil).NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = clientAs(t, e, nil).NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	wantAPIError(t, "no client certificate", err, http.StatusUnauthorized, "node_required")
 
 	// A revoked node is refused too.
-	if _, err := e.admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: td + "/node/a"}); err != nil {
+	if _, err := e.Admin.Revoke(ctx, api.RevokeRequest{SPIFFEID: td + "/node/a"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = ca.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: csrPEM(t)})
+	_, err = ca.NodeSVID(ctx, api.NodeSVIDRequest{EntryID: en.ID, CSR: testca.CSR(t, nil)})
 	if err == nil {
 		t.Fatal("a revoked node still obtains workload certificates")
 	}

@@ -14,7 +14,11 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // fetchOnce asks the agent for the caller's SVIDs with go-spiffe's one-shot
@@ -49,23 +53,23 @@ func fetchOnce(t *testing.T, sock, want string) *x509svid.SVID {
 // the same address and store, rotation resumes without an operator.
 func TestCAOutage(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	id := td + "/ns/prod/outage"
-	en := e.entry(t, id, td+"/node/n1", 30*time.Second, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	en := entry(t, e, id, td+"/node/n1", 30*time.Second, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
 	base := shortDir(t)
 	stateDir := filepath.Join(base, "state")
-	logger, agentLog := newLogBuf(t, "agent 1")
-	a1 := runAgent(t, agent.Config{StateDir: stateDir, Token: e.token(t, td+"/node/n1"), Socket: filepath.Join(base, "a1.sock"), Log: logger, SyncInterval: time.Second})
+	logger, agentLog := testlog.New(t, "agent 1")
+	a1 := runAgent(t, agent.Config{StateDir: stateDir, Token: e.Token(t, td+"/node/n1", api.TokenRequest{}), Socket: filepath.Join(base, "a1.sock"), Log: logger, SyncInterval: time.Second})
 	src := source(t, a1.sock, id)
 
 	// The CA goes away.
-	e.stop()
-	eventually(t, 30*time.Second, "the agent noticing the outage", func() error {
+	e.Stop(t)
+	testwait.EventuallyNil(t, func() error {
 		if !strings.Contains(agentLog.String(), "cannot reach the CA") {
 			return fmt.Errorf("no such log line yet")
 		}
 		return nil
-	})
+	}, "the agent noticing the outage")
 	held := fetchOnce(t, a1.sock, id)
 	if s, err := src.GetX509SVID(); err != nil || s.ID.String() != id {
 		t.Fatalf("the connected client lost its SVID during the outage: %v", err)
@@ -92,9 +96,9 @@ func TestCAOutage(t *testing.T) {
 	src2 := source(t, a2.sock, id)
 
 	// The CA comes back on the same address and store: rotation resumes.
-	e.start()
+	e.Start(t)
 	first := serialOf(fromDisk.Certificates[0])
-	eventually(t, 75*time.Second, "a rotation after the CA came back", func() error {
+	testwait.EventuallyNil(t, func() error {
 		s, err := src2.GetX509SVID()
 		if err != nil {
 			return err
@@ -103,10 +107,10 @@ func TestCAOutage(t *testing.T) {
 			return fmt.Errorf("still %s", got)
 		}
 		return nil
-	})
+	}, "a rotation after the CA came back")
 	// And the new certificate is recorded by the CA.
 	s, _ := src2.GetX509SVID()
-	list, err := e.admin.ListCertificates(context.Background(), id, false)
+	list, err := e.Admin.ListCertificates(context.Background(), id, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/internal/token"
 )
 
@@ -39,27 +41,27 @@ func exists(p string) bool {
 // refusal at start, and no state is written (nor the socket bound).
 func TestStartRefusesBadTokens(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	ctx := context.Background()
 
-	unknown, err := token.New(nil, []string{e.url}, pki.Fingerprint(e.ca.Root))
+	unknown, err := token.New(nil, []string{e.URL}, pki.Fingerprint(e.Root))
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign, err := token.New(nil, []string{e.url}, [32]byte{1, 2, 3})
+	foreign, err := token.New(nil, []string{e.URL}, [32]byte{1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	used := e.token(t, td+"/node/used")
+	used := e.Token(t, td+"/node/used", api.TokenRequest{})
 	if _, err := client.RequestIdentity(ctx, used, pki.KeyECDSAP256, 0); err != nil {
 		t.Fatal(err)
 	}
-	exp, err := e.admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: td + "/node/late", TTL: api.Duration(time.Second)})
+	exp, err := e.Admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: td + "/node/late", TTL: api.Duration(time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	workloadTok := e.token(t, td+"/ns/prod/web")
-	time.Sleep(1500 * time.Millisecond) // let the short token expire
+	workloadTok := e.Token(t, td+"/ns/prod/web", api.TokenRequest{})
+	testwait.Eventually(t, func() bool { return time.Now().After(exp.ExpiresAt) }, "the one-second token to expire")
 
 	cases := []struct {
 		name, token string
@@ -93,11 +95,11 @@ func TestStartRefusesBadTokens(t *testing.T) {
 }
 
 // enrolled makes a state directory with an enrolled node and no running agent.
-func enrolled(t *testing.T, e *caEnv, name string) (state, sock string) {
+func enrolled(t *testing.T, e *testenv.CA, name string) (state, sock string) {
 	t.Helper()
 	base := shortDir(t)
 	state, sock = filepath.Join(base, "state"), filepath.Join(base, "agent.sock")
-	a, err := newAgent(t, agent.Config{StateDir: state, Token: e.token(t, td+"/node/"+name), Socket: sock})
+	a, err := newAgent(t, agent.Config{StateDir: state, Token: e.Token(t, td+"/node/"+name, api.TokenRequest{}), Socket: sock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,16 +117,16 @@ func enrolled(t *testing.T, e *caEnv, name string) (state, sock string) {
 // at start that says what to do, not a crash later.
 func TestStartRefusesCorruptState(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
-	e.entry(t, td+"/ns/prod/x", td+"/node/*", 0, nil, "unix:uid:0")
+	e := testenv.StartCA(t, testenv.Options{})
+	entry(t, e, td+"/ns/prod/x", td+"/node/*", 0, nil, "unix:uid:0")
 
 	// Entries cached by a run.
 	state, sock := enrolled(t, e, "n1")
 	ra := runAgent(t, agent.Config{StateDir: state, Socket: sock})
-	eventually(t, 30*time.Second, "entries cached", func() error {
+	testwait.EventuallyNil(t, func() error {
 		_, err := os.Stat(filepath.Join(state, "entries.json"))
 		return err
-	})
+	}, "entries cached")
 	ra.stop(t)
 
 	corrupt := func(rel, content string) func() {
@@ -161,7 +163,7 @@ func TestStartRefusesCorruptState(t *testing.T) {
 	restore()
 
 	// Another node's key next to this node's certificate.
-	other := e.ca.Leaf(t, td+"/node/other")
+	other := e.Leaf(t, td+"/node/other")
 	keyPEM, err := pki.MarshalPrivateKey(other.Key, nil, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +191,7 @@ func TestStartRefusesCorruptState(t *testing.T) {
 // stale socket file is replaced.
 func TestStartRefusesTakenSocket(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	state, sock := enrolled(t, e, "n1")
 
 	ln, err := net.Listen("unix", sock)
@@ -264,7 +266,7 @@ func TestStartRefusesTakenSocket(t *testing.T) {
 // error at start.
 func TestStartRefusesUnknownOwner(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	state, sock := enrolled(t, e, "n1")
 	w, err := agent.ParseWriteSpec(td + "/ns/prod/web=" + filepath.Join(t.TempDir(), "tls") + ",owner=no-such-user-here")
 	if err != nil {

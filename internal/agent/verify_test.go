@@ -22,6 +22,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // forgingCA answers the node API as the CA would (with the CA's own
@@ -101,13 +104,13 @@ func (f *forgingCA) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Then it answers honestly, and the workload gets its identity.
 func TestAgentRefusesForgedSVIDAnswer(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	state, sock := enrolled(t, e, "n1")
-	serverID, err := identity.Load(e.ca.ServerDir)
+	serverID, err := identity.Load(e.ServerDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &forgingCA{t: t, real: e.ca, other: testca.New(t), mode: "other-ca", calls: map[string]int{},
+	f := &forgingCA{t: t, real: e.CA, other: testca.New(t), mode: "other-ca", calls: map[string]int{},
 		entry: api.Entry{ID: "forged-entry", SPIFFEID: td + "/ns/prod/web", Nodes: []string{td + "/node/n1"}, Selectors: []string{fmt.Sprintf("unix:uid:%d", os.Getuid())}}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -120,14 +123,14 @@ func TestAgentRefusesForgedSVIDAnswer(t *testing.T) {
 	if err := client.SaveCAURLs(filepath.Join(state, "node"), []string{"https://" + ln.Addr().String()}); err != nil {
 		t.Fatal(err)
 	}
-	logger, agentLog := newLogBuf(t, "agent")
+	logger, agentLog := testlog.New(t, "agent")
 	ra := runAgent(t, agent.Config{StateDir: state, Socket: sock, Log: logger})
 
 	svidDir := filepath.Join(state, "svids", f.entry.ID)
 	for _, mode := range []string{"other-ca", "other-id"} {
 		f.setMode(mode)
 		before := f.count(mode)
-		eventually(t, 60*time.Second, "two forged answers ("+mode+")", func() error {
+		testwait.EventuallyNil(t, func() error {
 			if _, err := os.Stat(svidDir); err == nil {
 				t.Fatalf("%s: the agent kept the forged certificate in %s", mode, svidDir)
 			}
@@ -135,7 +138,7 @@ func TestAgentRefusesForgedSVIDAnswer(t *testing.T) {
 				return fmt.Errorf("%d answers", n-before)
 			}
 			return nil
-		})
+		}, "two forged answers ("+mode+")")
 		if _, err := os.Stat(svidDir); err == nil {
 			t.Fatalf("%s: the agent kept the forged certificate in %s", mode, svidDir)
 		}
@@ -164,9 +167,9 @@ func TestAgentRefusesForgedSVIDAnswer(t *testing.T) {
 // directory it writes holds mutual.json with the CA's address.
 func TestAgentHandsOutRevocationSources(t *testing.T) {
 	t.Parallel()
-	e := startCA(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	id := td + "/ns/prod/proxy"
-	e.entry(t, id, td+"/node/n1", 0, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	entry(t, e, id, td+"/node/n1", 0, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
 	dir := filepath.Join(shortDir(t), "tls")
 	ws, err := agent.ParseWriteSpec(id + "=" + dir)
 	if err != nil {
@@ -181,14 +184,14 @@ func TestAgentHandsOutRevocationSources(t *testing.T) {
 	if len(leaf.CRLDistributionPoints) == 0 || len(leaf.OCSPServer) == 0 {
 		t.Errorf("the served SVID carries CRL %v and OCSP %v: a proxy fed by the agent cannot check revocation", leaf.CRLDistributionPoints, leaf.OCSPServer)
 	}
-	eventually(t, 30*time.Second, "mutual.json in the written directory", func() error {
+	testwait.EventuallyNil(t, func() error {
 		urls, err := client.LoadCAURLs(dir)
 		if err != nil {
 			return err
 		}
-		if len(urls) != 1 || urls[0] != e.url {
-			return fmt.Errorf("mutual.json holds %v, want [%s]", urls, e.url)
+		if len(urls) != 1 || urls[0] != e.URL {
+			return fmt.Errorf("mutual.json holds %v, want [%s]", urls, e.URL)
 		}
 		return nil
-	})
+	}, "mutual.json in the written directory")
 }

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"maps"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -12,8 +14,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	workload "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/selector"
 )
 
@@ -30,7 +34,84 @@ func (a *Agent) grpcServer() *grpc.Server {
 
 type workloadAPI struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
-	a *Agent
+	a   *Agent
+	fed federatedCache
+}
+
+// federatedPoll is how often the agent asks the CA for the federated
+// bundles while Workload API streams are open (at most every
+// federatedPoll/2, however many streams there are).
+var federatedPoll = time.Minute
+
+// federatedCache holds the federated trust domains' bundles as the CA last
+// gave them: the last good answer stays while the CA is unreachable, and
+// no Workload API answer waits for the CA.
+type federatedCache struct {
+	mu       sync.Mutex
+	fetched  time.Time
+	fetching bool
+	bundles  map[string][]byte // trust domain ID ("spiffe://td") → DER roots
+	changed  chan struct{}     // closed and replaced when bundles change
+}
+
+// federated returns the federated bundles known now, and a channel closed
+// when they change; it starts a fetch from the CA when they are due.
+func (w *workloadAPI) federated() (map[string][]byte, <-chan struct{}) {
+	c := &w.fed
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.changed == nil {
+		c.changed = make(chan struct{})
+	}
+	if !c.fetching && (c.fetched.IsZero() || time.Since(c.fetched) >= federatedPoll/2) {
+		c.fetching = true
+		go w.refreshFederated()
+	}
+	return c.bundles, c.changed
+}
+
+// refreshFederated asks the CA for the federated bundles once, within 10
+// seconds, and wakes the streams when they changed.
+func (w *workloadAPI) refreshFederated() {
+	next, err := w.fetchFederated()
+	if err != nil {
+		w.a.log.Warn("federated bundles: the CA did not answer; serving the last ones known", "error", err.Error())
+	}
+	c := &w.fed
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fetching, c.fetched = false, time.Now()
+	if err == nil && !maps.EqualFunc(next, c.bundles, sameBytes) {
+		c.bundles = next
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+}
+
+func (w *workloadAPI) fetchFederated() (map[string][]byte, error) {
+	cl, err := w.a.nodeClient()
+	if err != nil {
+		return nil, err
+	}
+	defer cl.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cl.Bundle(ctx)
+	if err != nil {
+		return nil, err
+	}
+	own, _ := w.a.roots()
+	next := map[string][]byte{}
+	for name, rootsPEM := range resp.FederatedBundles {
+		td, err := spiffeid.TrustDomainFromString(name)
+		roots, perr := pki.ParseCertificates([]byte(rootsPEM))
+		if err != nil || perr != nil || td == own || len(roots) == 0 {
+			w.a.log.Warn("federated bundles: the CA sent an unusable bundle; left out", "trust_domain", name)
+			continue
+		}
+		next[td.IDString()] = chainDER(roots)
+	}
+	return next, nil
 }
 
 // caller checks the security header and attests the calling process.
@@ -114,6 +195,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 			return status.Errorf(codes.PermissionDenied, "no identity issued: %v: PID %d also wrote on the connection", errNotBound, pid)
 		}
 		changed := w.a.changes()
+		fed, fedChanged := w.federated()
 		ids, entries, expired := w.a.match(wl)
 		if entries == 0 {
 			return w.denied(wl)
@@ -131,6 +213,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 			if err != nil {
 				return status.Error(codes.Internal, err.Error())
 			}
+			resp.FederatedBundles = fed
 			if last == nil || !sameSVIDs(last, resp) {
 				if err := stream.Send(resp); err != nil {
 					return err
@@ -165,6 +248,8 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 			return nil
 		case <-changed:
 		case <-expiry:
+		case <-fedChanged:
+		case <-time.After(federatedPoll):
 		}
 		if timer != nil {
 			timer.Stop()
@@ -173,7 +258,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 }
 
 func sameSVIDs(x, y *workload.X509SVIDResponse) bool {
-	if len(x.Svids) != len(y.Svids) {
+	if len(x.Svids) != len(y.Svids) || !maps.EqualFunc(x.FederatedBundles, y.FederatedBundles, sameBytes) {
 		return false
 	}
 	for i := range x.Svids {
@@ -184,32 +269,41 @@ func sameSVIDs(x, y *workload.X509SVIDResponse) bool {
 	return true
 }
 
-// FetchX509Bundles streams the trust bundle to any caller with at least one
-// entry.
+func sameBytes(x, y []byte) bool { return string(x) == string(y) }
+
+// FetchX509Bundles streams the trust bundle, and those of the federated
+// trust domains, to any caller with at least one entry.
 func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	ctx := stream.Context()
 	wl, _, err := w.caller(ctx)
 	if err != nil {
 		return err
 	}
-	var last string
+	var last map[string][]byte
 	for {
 		changed := w.a.changes()
 		if _, entries, _ := w.a.match(wl); entries == 0 {
 			return w.denied(wl)
 		}
 		td, roots := w.a.roots()
-		der := chainDER(roots)
-		if string(der) != last {
-			if err := stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{td.IDString(): der}}); err != nil {
+		fed, fedChanged := w.federated()
+		bundles := maps.Clone(fed)
+		if bundles == nil {
+			bundles = map[string][]byte{}
+		}
+		bundles[td.IDString()] = chainDER(roots)
+		if last == nil || !maps.EqualFunc(bundles, last, sameBytes) {
+			if err := stream.Send(&workload.X509BundlesResponse{Bundles: bundles}); err != nil {
 				return err
 			}
-			last = string(der)
+			last = bundles
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		case <-fedChanged:
+		case <-time.After(federatedPoll):
 		}
 	}
 }

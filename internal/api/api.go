@@ -75,6 +75,8 @@ type BundleResponse struct {
 	RootsPEM string `json:"roots_pem"`
 	// RootFingerprint is the hex SHA-256 of the first root.
 	RootFingerprint string `json:"root_fingerprint"`
+	// FederatedBundles are the roots (PEM) of each federated trust domain, by name.
+	FederatedBundles map[string]string `json:"federated_bundles,omitempty"`
 }
 
 // EnrollRequest exchanges a join token and a CSR for a certificate.

@@ -30,6 +30,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/tlsprobe"
 	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
@@ -495,21 +496,12 @@ var weakSuites = []uint16{
 // accepted the protocol (no verification is skipped).
 func handshakeAccepted(ctx context.Context, addr string, minV, maxV uint16, suites []uint16, timeout time.Duration) (bool, []*x509.Certificate) {
 	host, _, _ := net.SplitHostPort(addr)
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: &tls.Config{
-		RootCAs: x509.NewCertPool(), ServerName: host, MinVersion: minV, MaxVersion: maxV, CipherSuites: suites,
-	}}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := d.DialContext(cctx, "tcp", addr)
-	if err == nil {
-		c.Close()
-		return true, nil
-	}
-	var ve *tls.CertificateVerificationError
-	if errors.As(err, &ve) {
-		return true, ve.UnverifiedCertificates
-	}
-	return false, nil
+	chain, err := tlsprobe.Chain(cctx, &net.Dialer{Timeout: timeout}, addr, &tls.Config{
+		ServerName: host, MinVersion: minV, MaxVersion: maxV, CipherSuites: suites,
+	})
+	return err == nil, chain
 }
 
 // target probes a live endpoint's TLS: old versions, weak suites, and its

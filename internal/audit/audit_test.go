@@ -25,6 +25,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testnet"
 )
 
 // publicRoot stands for a public web root: the audit is handed it as the
@@ -207,7 +208,7 @@ func auditCorpus() []auditCase {
 			setup: func(t *testing.T) audit.Options {
 				c := testca.New(t)
 				long := c.Leaf(t, proxyID, testca.IP("127.0.0.1"), testca.TTL(48*time.Hour))
-				addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{long.TLSCertificate()}, MinVersion: tls.VersionTLS13})
+				addr := testnet.ServeTLS(t, &tls.Config{Certificates: []tls.Certificate{long.TLSCertificate()}, MinVersion: tls.VersionTLS13}, nil)
 				return audit.Options{Targets: []string{addr}}
 			},
 			want:     []string{"lifetime-above-policy:medium"},
@@ -224,7 +225,7 @@ func auditCorpus() []auditCase {
 					cfg.Policy.MaxTTL, cfg.Policy.DefaultTTL = pki.Duration(30*time.Minute), pki.Duration(15*time.Minute)
 				})
 				leaf := c.Leaf(t, proxyID, testca.IP("127.0.0.1"), testca.TTL(time.Hour))
-				addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLSCertificate()}, MinVersion: tls.VersionTLS13})
+				addr := testnet.ServeTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLSCertificate()}, MinVersion: tls.VersionTLS13}, nil)
 				return audit.Options{CADir: c.Dir, Targets: []string{addr}, SystemRoots: []*x509.Certificate{}}
 			},
 			want:     []string{"lifetime-above-policy:medium"},
@@ -253,7 +254,7 @@ func auditCorpus() []auditCase {
 					t.Fatal(err)
 				}
 				cert := tls.Certificate{Certificate: [][]byte{der, c.Issuer.Cert.Raw}, PrivateKey: k}
-				addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+				addr := testnet.ServeTLS(t, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, nil)
 				return audit.Options{Targets: []string{addr}}
 			},
 			want:     []string{"weak-key:high"},
@@ -286,7 +287,7 @@ func auditCorpus() []auditCase {
 			setup: func(t *testing.T) audit.Options {
 				c := testca.New(t)
 				srv := c.Leaf(t, proxyID, testca.IP("127.0.0.1"))
-				addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{srv.TLSCertificate()}, MinVersion: tls.VersionTLS10})
+				addr := testnet.ServeTLS(t, &tls.Config{Certificates: []tls.Certificate{srv.TLSCertificate()}, MinVersion: tls.VersionTLS10}, nil)
 				return audit.Options{Targets: []string{addr}}
 			},
 			want:     []string{"old-tls:high", "weak-suites:medium"},
@@ -297,10 +298,10 @@ func auditCorpus() []auditCase {
 			setup: func(t *testing.T) audit.Options {
 				c := testca.New(t)
 				srv := c.Leaf(t, proxyID, testca.IP("127.0.0.1"))
-				addr := serveTLS(t, &tls.Config{
+				addr := testnet.ServeTLS(t, &tls.Config{
 					Certificates: []tls.Certificate{srv.TLSCertificate()}, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
 					CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA},
-				})
+				}, nil)
 				return audit.Options{Targets: []string{addr}}
 			},
 			want:     []string{"weak-suites:medium"},
@@ -313,7 +314,7 @@ func auditCorpus() []auditCase {
 			setup: func(t *testing.T) audit.Options {
 				c := testca.New(t)
 				srv := c.Leaf(t, proxyID, testca.IP("127.0.0.1"))
-				addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{srv.TLSCertificate()}})
+				addr := testnet.ServeTLS(t, &tls.Config{Certificates: []tls.Certificate{srv.TLSCertificate()}}, nil)
 				return audit.Options{Targets: []string{addr}}
 			},
 			want: []string{"weak-suites:medium"},
@@ -363,7 +364,7 @@ func auditCorpus() []auditCase {
 			setup: func(t *testing.T) audit.Options {
 				c := testca.New(t)
 				srv := c.Leaf(t, proxyID, testca.IP("127.0.0.1"), testca.DNS("expired.example"), testca.Expired())
-				addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{srv.TLSCertificate()}, MinVersion: tls.VersionTLS13})
+				addr := testnet.ServeTLS(t, &tls.Config{Certificates: []tls.Certificate{srv.TLSCertificate()}, MinVersion: tls.VersionTLS13}, nil)
 				return audit.Options{Targets: []string{addr}}
 			},
 			want:     []string{"expired:high"},
@@ -386,14 +387,7 @@ func auditCorpus() []auditCase {
 			setup: func(t *testing.T) audit.Options {
 				c := newOfflineCA(t)
 				p := filepath.Join(c.Dir, pki.IntermediateKeyFile)
-				b, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				k, err := pki.ParsePrivateKey(b, []byte(testca.Passphrase))
-				if err != nil {
-					t.Fatal(err)
-				}
+				k := c.Key(t, pki.IntermediateKeyFile)
 				plain, err := pki.MarshalPrivateKey(k, nil, 0)
 				if err != nil {
 					t.Fatal(err)

@@ -1,26 +1,20 @@
 package audit_test
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"errors"
-	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +24,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testnet"
 )
 
 const (
@@ -48,16 +43,8 @@ type offlineCA struct {
 func newOfflineCA(t testing.TB, opts ...testca.Option) *offlineCA {
 	t.Helper()
 	c := testca.New(t, opts...)
-	p := filepath.Join(c.Dir, pki.RootKeyFile)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := pki.ParsePrivateKey(b, []byte(testca.Passphrase))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(p); err != nil {
+	k := c.Key(t, pki.RootKeyFile)
+	if err := os.Remove(filepath.Join(c.Dir, pki.RootKeyFile)); err != nil {
 		t.Fatal(err)
 	}
 	return &offlineCA{CA: c, rootKey: k}
@@ -126,50 +113,6 @@ func ecKey(t testing.TB) crypto.Signer {
 	return k
 }
 
-// serveTLS runs a crypto/tls server with cfg on 127.0.0.1 until the end of
-// the test and returns its address.
-func serveTLS(t testing.TB, cfg *tls.Config) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				tc := tls.Server(c, cfg)
-				if tc.Handshake() == nil {
-					io.Copy(io.Discard, tc)
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
 // proxyRun is a real mutual inbound proxy on 127.0.0.1.
 type proxyRun struct {
 	addr string
@@ -201,7 +144,7 @@ func runProxy(t testing.TB, id *identity.Identity, cfg proxy.InboundConfig) *pro
 		t.Fatal(err)
 	}
 	if cfg.Target == "" {
-		cfg.Target = echoService(t)
+		cfg.Target = testnet.Echo(t)
 	}
 	cfg.SVID, cfg.Bundle, cfg.Policy = src, src, proxy.StaticPolicy{P: pol}
 	cfg.Migration = proxy.NewMigrationReport()
@@ -210,51 +153,12 @@ func runProxy(t testing.TB, id *identity.Identity, cfg proxy.InboundConfig) *pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, ln) }()
+	srv := testnet.Run(t, p.Serve)
 	mux := http.NewServeMux()
 	mux.Handle("/migration", cfg.Migration)
 	ms := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		ms.Close()
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, net.ErrClosed) {
-			t.Errorf("proxy Serve: %v", err)
-		}
-	})
-	return &proxyRun{addr: ln.Addr().String(), mig: cfg.Migration, metrics: ms.URL}
-}
-
-// echoService is a plaintext TCP service that echoes.
-func echoService(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
+	t.Cleanup(ms.Close)
+	return &proxyRun{addr: srv.Addr, mig: cfg.Migration, metrics: ms.URL}
 }
 
 // summary is the report's findings as sorted, distinct "id:severity".

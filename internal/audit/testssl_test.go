@@ -12,11 +12,10 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/caservice"
-	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
 )
 
 // testsslBinary finds Debian's testssl.sh (installed as testssl). Under CI,
@@ -73,62 +72,16 @@ type testsslFinding struct {
 
 var testsslRank = map[string]int{"OK": 0, "INFO": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3, "CRITICAL": 4, "WARN": 0, "DEBUG": 0}
 
-// caService is a real CA service on loopback, with CRL and OCSP over plain
-// HTTP so that the certificates it issues name them.
-type caService struct {
-	svc   *caservice.Service
-	admin *client.Client
-}
-
-func startCA(t *testing.T, c *testca.CA) *caService {
+// enrollProxy obtains an identity for id (for 127.0.0.1 and localhost)
+// from a real CA service the way a deployment does, and checks that it
+// names the CA's CRL and OCSP responder.
+func enrollProxy(t *testing.T, ca *testenv.CA, id string) *identity.Identity {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0"})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	s := &caService{svc: svc}
-	t.Cleanup(func() {
-		if s.admin != nil {
-			s.admin.CloseIdleConnections()
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("CA service: %v", err)
-		}
-		svc.Close()
-	})
-	adminID, err := identity.Load(c.AdminDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := adminID.TLSCertificate()
-	if s.admin, err = client.New([]string{svc.URL}, adminID.Roots, &tc); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// enroll obtains an identity for id (for 127.0.0.1 and localhost) the way
-// a deployment does: a join token, then enrollment.
-func (s *caService) enroll(t *testing.T, id string) *identity.Identity {
-	t.Helper()
-	ctx := context.Background()
-	tok, err := s.admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: id, DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enr, err := client.RequestIdentity(ctx, tok.Token, pki.KeyECDSAP256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l := enr.Identity.Leaf(); len(l.OCSPServer) == 0 || len(l.CRLDistributionPoints) == 0 {
+	idn := ca.Enroll(t, id, api.TokenRequest{DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}})
+	if l := idn.Leaf(); len(l.OCSPServer) == 0 || len(l.CRLDistributionPoints) == 0 {
 		t.Fatalf("the enrolled certificate names no OCSP responder or CRL: %v %v", l.OCSPServer, l.CRLDistributionPoints)
 	}
-	return enr.Identity
+	return idn
 }
 
 // TestTestssl runs testssl.sh against real mutual proxies (inbound, tcp,
@@ -146,14 +99,14 @@ func TestTestssl(t *testing.T) {
 	bin := testsslBinary(t)
 	c := testca.New(t)
 	root := writeTemp(t, "root.pem", pki.EncodeCertificates(c.Root))
-	svc := startCA(t, c)
+	svc := testenv.StartCA(t, testenv.Options{CA: c, HTTP: true})
 	for _, tc := range []struct {
 		name  string
 		tls12 bool
 	}{{"TLS1.3", false}, {"TLS1.2 allowed", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := runProxy(t, svc.enroll(t, proxyID), proxy.InboundConfig{TLS12: tc.tls12})
+			p := runProxy(t, enrollProxy(t, svc, proxyID), proxy.InboundConfig{TLS12: tc.tls12})
 			jsonFile := filepath.Join(t.TempDir(), "testssl.json")
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 			defer cancel()

@@ -9,6 +9,10 @@
 //	spiffe://example.org/ns/**         one or more segments below ns
 //	spiffe://example.org/**            anyone in the trust domain
 //
+// A pattern names one trust domain: a peer of a federated trust domain is
+// admitted only by a pattern naming that domain (and the inbound proxy does
+// not read roles from such a peer's certificate).
+//
 // # Policy file
 //
 //	rules:

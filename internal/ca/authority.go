@@ -69,6 +69,9 @@ type Authority struct {
 	CRLURL, OCSPURL string
 	// OnRevoke, if set, hears of every certificate newly revoked here.
 	OnRevoke func(serial string)
+	// OnFederationChange, if set, hears of every federation added or
+	// removed here.
+	OnFederationChange func()
 }
 
 func (a *Authority) now() time.Time {
@@ -330,6 +333,9 @@ func (a *Authority) issue(ctx context.Context, r issueRequest) (*Issued, error) 
 		return nil, err
 	}
 	now := a.now()
+	if lifetime, err = a.partnerLifetime(ctx, r.grant.ID, lifetime, now); err != nil {
+		return nil, err
+	}
 	cert, err := a.sign(r.grant, csr.PublicKey, lifetime, now)
 	if err != nil {
 		return nil, err

@@ -18,7 +18,8 @@ import (
 
 // Run serves the API (and metrics, and the plain-HTTP CRL and OCSP), runs the
 // revocation feed and the issuance log, records the log's checkpoint beside
-// the keys, and renews the service's own TLS certificate as it ages, until
+// the keys, refreshes the federated bundles, ends partnerships on their
+// date, and renews the service's own TLS certificate as it ages, until
 // ctx is done or one of them fails. It returns once all of them have
 // stopped, after a graceful shutdown, with the first failure.
 func (s *Service) Run(ctx context.Context) error {
@@ -45,6 +46,8 @@ func (s *Service) Run(ctx context.Context) error {
 		run(func(ctx context.Context) error { return s.Server.ServeMetrics(ctx, s.mln) })
 	}
 	run(s.watchStore)
+	run(s.fed.Run)
+	run(func(ctx context.Context) error { return s.endPartners(ctx, s.clock) })
 	run(s.maintain)
 	return g.Wait()
 }

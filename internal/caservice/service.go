@@ -29,6 +29,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/federation"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/policy"
 	"github.com/mutual-tls/mutual/internal/revocation"
@@ -74,6 +75,10 @@ type Options struct {
 	// open at once; zero means publish.DefaultMaxStreamsPerPeer. Beyond
 	// it a stream is refused with 429.
 	FeedMaxStreamsPerIdentity int
+	// FederationClock, when set, drives the federated bundles' refresh and
+	// the check for partnerships past their end (tests step it); nil means
+	// the system's.
+	FederationClock federation.Clock
 }
 
 // withDefaults checks o and fills in the documented defaults.
@@ -120,6 +125,8 @@ type Service struct {
 	hub       *publish.Hub
 	caDir     *pki.CA
 	serverTLS atomic.Pointer[tls.Certificate]
+	fed       *federation.Refresher
+	clock     federation.Clock
 }
 
 // Open loads the CA, opens the store, binds the listeners and imports the
@@ -171,18 +178,25 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		return fmt.Errorf("the issuance log's key: %w", err)
 	}
 	s.tlog = &translog.Server{Store: s.Store, Signer: signer, Log: s.log}
+	bundle, err := s.federate(ctx, o)
+	if err != nil {
+		return err
+	}
 	s.Server = server.New(server.Config{
-		Authority:   s.Authority,
-		TrustDomain: s.caDir.TrustDomain,
-		Roots:       s.caDir.Roots,
-		IssuerCert:  s.caDir.Issuer.Cert,
-		Certificate: func() *tls.Certificate { return s.serverTLS.Load() },
-		Store:       s.Store,
-		Log:         s.log,
-		CRL:         crl,
-		OCSP:        s.ocsp,
-		Hub:         s.hub,
-		IssuanceLog: s.tlog,
+		Authority:    s.Authority,
+		TrustDomain:  s.caDir.TrustDomain,
+		Roots:        s.caDir.Roots,
+		IssuerCert:   s.caDir.Issuer.Cert,
+		Certificate:  func() *tls.Certificate { return s.serverTLS.Load() },
+		Store:        s.Store,
+		Log:          s.log,
+		CRL:          crl,
+		OCSP:         s.ocsp,
+		Hub:          s.hub,
+		IssuanceLog:  s.tlog,
+		SPIFFEBundle: func() []byte { return bundle },
+		Federation:   s.Authority,
+		Partners:     s.Authority,
 	})
 	return nil
 }

@@ -67,10 +67,7 @@ mutual.json (where to renew).`,
 			if err != nil {
 				return err
 			}
-			if err := enr.Identity.Save(o.out); err != nil {
-				return err
-			}
-			if err := client.SaveCAURLs(o.out, enr.CAURLs); err != nil {
+			if err := identity.WriteDir(o.out, enr.Identity, identity.WriteOptions{CAURLs: enr.CAURLs}); err != nil {
 				return err
 			}
 			if err := enr.Done(); err != nil {
@@ -107,7 +104,7 @@ func certRenewCmd(e *env) *cobra.Command {
 		Use:   "renew",
 		Short: "Renew an identity over mTLS with a fresh key",
 		Long: `Renew the identity in --dir: a fresh key is made here, the current certificate
-authenticates the request over mTLS, and the files are replaced atomically.
+authenticates the request over mTLS, and the files are replaced as one set.
 A revoked or expired certificate cannot renew; enroll again with a new token.`,
 		Example: `  mutual cert renew --dir ./web`,
 		Args:    cobra.NoArgs,
@@ -127,11 +124,11 @@ A revoked or expired certificate cannot renew; enroll again with a new token.`,
 			}
 			urls := o.server
 			if len(urls) == 0 {
-				if urls, err = client.LoadCAURLs(o.dir); err != nil {
+				if urls, err = identity.ReadCAURLs(o.dir); err != nil {
 					return err
 				}
 				if len(urls) == 0 {
-					return flagError("server", "required: %s has no %s; give the CA's URL", o.dir, client.ServersFile)
+					return flagError("server", "required: %s has no %s; give the CA's URL", o.dir, identity.CAURLsFile)
 				}
 			}
 			ren, err := client.RenewIdentityWith(cmd.Context(), cur, urls, client.RenewOptions{KeyType: kt, TTL: o.ttl})
@@ -146,13 +143,8 @@ A revoked or expired certificate cannot renew; enroll again with a new token.`,
 			if ren.Warning != "" {
 				fmt.Fprintf(e.stderr, "warning: %s\n", ren.Warning)
 			}
-			if err := next.Save(o.dir); err != nil {
+			if err := identity.WriteDir(o.dir, next, identity.WriteOptions{CAURLs: urls}); err != nil {
 				return err
-			}
-			if len(o.server) > 0 {
-				if err := client.SaveCAURLs(o.dir, urls); err != nil {
-					return err
-				}
 			}
 			return printIssued(e, o.json, "Renewed", o.dir, next)
 		},

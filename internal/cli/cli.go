@@ -81,7 +81,10 @@ Start with "mutual dev" to see the whole system on loopback.`,
 		auditCmd(e),
 		versionCmd(e),
 		completionCmd(e),
+		federationCmd(e),
+		partnerCmd(e),
 	)
+	root.AddCommand(sealCmds(e)...)
 	for _, path := range daemons {
 		c, rest, err := root.Find(path)
 		if err != nil || len(rest) != 0 || c == root {

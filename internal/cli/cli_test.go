@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,44 +13,14 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/token"
 )
-
-// startCA runs a real CA service on loopback; it returns it and the CA.
-func startCA(t *testing.T) (*testca.CA, *caservice.Service, *client.Client) {
-	t.Helper()
-	c := testca.New(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	adminID, err := identity.Load(c.AdminDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := adminID.TLSCertificate()
-	admin, err := client.New([]string{svc.URL}, adminID.Roots, &tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		admin.CloseIdleConnections()
-		cancel()
-		<-done
-		svc.Close()
-	})
-	return c, svc, admin
-}
 
 func run(args ...string) (string, error) {
 	var out, errb bytes.Buffer
@@ -65,38 +35,22 @@ func run(args ...string) (string, error) {
 // the join token is not stolen and enrolls at the real CA afterwards.
 func TestCLIRefusesWorkloadPosingAsCA(t *testing.T) {
 	ctx := context.Background()
-	c, svc, admin := startCA(t)
-	mk := func(id string, req api.TokenRequest) string {
-		req.SPIFFEID = id
-		r, err := admin.CreateToken(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Token
-	}
+	c := testenv.StartCA(t, testenv.Options{})
+	mk := func(id string, req api.TokenRequest) string { return c.Token(t, id, req) }
 	evil, err := client.RequestIdentity(ctx, mk("spiffe://example.org/ns/evil", api.TokenRequest{DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The impostor presents the workload's chain and the root, as the CA does.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	tc := evil.Identity.TLSCertificate()
 	tc.Certificate = append(tc.Certificate, c.Root.Raw)
 	var hits atomic.Int64
-	fake := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	fakeURL := testnet.ServeHTTPS(t, &tls.Config{Certificates: []tls.Certificate{tc}, ClientAuth: tls.RequestClientCert},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			hits.Add(1)
 			io.Copy(io.Discard, r.Body)
 			w.Write([]byte(`{}`))
-		}),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{tc}, ClientAuth: tls.RequestClientCert},
-	}
-	go fake.ServeTLS(ln, "", "")
-	t.Cleanup(func() { fake.Close() })
-	fakeURL := "https://" + ln.Addr().String()
+		}))
 
 	dir := t.TempDir()
 	tok := mk("spiffe://example.org/ns/prod/web", api.TokenRequest{})
@@ -117,7 +71,7 @@ func TestCLIRefusesWorkloadPosingAsCA(t *testing.T) {
 		{"cert", "list", "--identity-dir", c.AdminDir, "--server", fakeURL},
 	} {
 		out, err := run(args...)
-		if err == nil || !strings.Contains(err.Error(), "not the CA's identity") {
+		if notCA := (*client.NotCAError)(nil); !errors.As(err, &notCA) {
 			t.Errorf("mutual %s: %v (%s), want refused as not the CA", strings.Join(args, " "), err, out)
 		}
 	}
@@ -129,13 +83,13 @@ func TestCLIRefusesWorkloadPosingAsCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := run("cert", "renew", "--dir", webDir, "--server", fakeURL)
-	if err == nil || !strings.Contains(err.Error(), "not the CA's identity") {
+	if notCA := (*client.NotCAError)(nil); !errors.As(err, &notCA) {
 		t.Errorf("cert renew at the impostor: %v (%s), want refused as not the CA", err, out)
 	}
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the impostor received %d requests", n)
 	}
-	if out, err := run("cert", "renew", "--dir", webDir, "--server", svc.URL); err != nil {
+	if out, err := run("cert", "renew", "--dir", webDir, "--server", c.URL); err != nil {
 		t.Fatalf("cert renew at the CA: %v\n%s", err, out)
 	}
 }

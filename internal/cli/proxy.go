@@ -37,9 +37,7 @@ func (f *commonFlags) register(c *cobra.Command) {
 	fl := c.Flags()
 	fl.StringVar(&f.source.IdentityDir, "identity-dir", "", "identity directory (cert.pem, key.pem, bundle.pem), followed as it is rewritten")
 	fl.StringVar(&f.source.WorkloadAPI, "workload-api", "", "SPIFFE Workload API socket, e.g. unix:///run/mutual/agent.sock")
-	fl.StringSliceVar(&f.revocation.CAURLs, "ca", nil, "CA URL for revocation (push feed, CRL fallback); default: the identity directory's mutual.json, else the CRL or OCSP address in the proxy's own certificate")
-	fl.DurationVar(&f.revocation.CRLInterval, "crl-interval", 30*time.Second, "how often to fetch the CRL while the push feed is down (or when only a CRL is known)")
-	fl.BoolVar(&f.revocation.Off, "no-revocation", false, "run without any revocation check: revoked certificates are accepted until they expire (mutual audit reports it)")
+	registerRevocation(c, &f.revocation)
 	fl.DurationVar(&f.limits.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed for a TLS handshake")
 	fl.DurationVar(&f.limits.IdleTimeout, "idle-timeout", 5*time.Minute, "close connections idle this long")
 	fl.IntVar(&f.limits.MaxConnections, "max-connections", 10000, "refuse connections past this many")
@@ -55,6 +53,15 @@ func (f *commonFlags) config(e *env, listen string) sidecar.Config {
 		Limits: f.limits, TLS12: f.tls12, Log: e.logger(slog.LevelInfo),
 		PollInterval: f.poll, Reload: e.reload,
 	}
+}
+
+// registerRevocation adds the flags that say where a service learns of
+// revoked certificates.
+func registerRevocation(c *cobra.Command, r *sidecar.Revocation) {
+	fl := c.Flags()
+	fl.StringSliceVar(&r.CAURLs, "ca", nil, "CA URL for revocation (push feed, CRL fallback); default: the identity directory's mutual.json, else the CRL or OCSP address in the service's own certificate")
+	fl.DurationVar(&r.CRLInterval, "crl-interval", 30*time.Second, "how often to fetch the CRL while the push feed is down (or when only a CRL is known)")
+	fl.BoolVar(&r.Off, "no-revocation", false, "run without any revocation check: revoked certificates are accepted until they expire (mutual audit reports it)")
 }
 
 func isLoopback(addr string) bool {

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -17,43 +16,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/cli"
-	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
-
-// lockedBuffer is a log sink safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // running is `mutual proxy ...` run in-process until the test ends.
 type running struct {
-	stderr *lockedBuffer
+	stderr *testlog.Buffer
 	done   chan error
 }
 
 func startMutual(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	r := &running{stderr: &testlog.Buffer{}, done: make(chan error, 1)}
 	go func() { r.done <- cli.Run(ctx, args, strings.NewReader(""), io.Discard, r.stderr) }()
 	t.Cleanup(func() {
 		cancel()
@@ -70,76 +52,38 @@ func startMutual(t *testing.T, args ...string) *running {
 // if the command ends first.
 func (r *running) listening(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(r.stderr.String(), `"msg":"proxy listening"`) {
+	r.waitLog(t, `"msg":"proxy listening"`)
+}
+
+// waitLog waits until the command's log holds s; it fails the test if the
+// command ends first.
+func (r *running) waitLog(t *testing.T, s string) {
+	t.Helper()
+	testwait.Eventually(t, func() bool {
 		select {
 		case err := <-r.done:
-			t.Fatalf("the proxy exited: %v\n%s", err, r.stderr)
+			t.Fatalf("mutual exited before its log said %s: %v\n%s", s, err, r.stderr)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the proxy never listened:\n%s", r.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return r.stderr.Contains(s)
+	}, "the log to say "+s)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func echo(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().String()
-}
+// freeAddr is a loopback address reserved for the test, which the command
+// binds later (see testport).
+func freeAddr(t *testing.T) string { return testport.Addr(t) }
 
 // agentStyleDir writes an identity directory as the agent writes it: the
 // certificate, key and bundle, and no mutual.json. The leaf carries a CRL
 // distribution point crlURL when it is not empty.
 func agentStyleDir(t *testing.T, c *testca.CA, id, crlURL string) string {
 	t.Helper()
-	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var crl []string
+	opts := []testca.LeafOption{testca.IP("127.0.0.1")}
 	if crlURL != "" {
-		crl = []string{crlURL}
-	}
-	sid := spiffeid.RequireFromString(id)
-	leaf, err := c.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		CRLDistributionPoints: crl})
-	if err != nil {
-		t.Fatal(err)
+		opts = append(opts, testca.Edit(func(x *x509.Certificate) { x.CRLDistributionPoints = []string{crlURL} }))
 	}
 	dir := filepath.Join(t.TempDir(), "id")
-	me := &identity.Identity{ID: sid, Chain: []*x509.Certificate{leaf, c.Issuer.Cert}, Key: key, Roots: []*x509.Certificate{c.Root}}
-	if err := me.Save(dir); err != nil {
+	if err := c.Leaf(t, id, opts...).Save(dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -152,9 +96,9 @@ func agentStyleDir(t *testing.T, c *testca.CA, id, crlURL string) string {
 func TestProxyRefusesToRunWithoutRevocation(t *testing.T) {
 	c := testca.New(t)
 	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", "")
-	target := echo(t)
+	target := testnet.Echo(t)
 	args := []string{"proxy", "inbound", "--identity-dir", dir, "--target", target, "--allow", "spiffe://example.org/ns/prod/*"}
-	var stderr lockedBuffer
+	var stderr testlog.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := cli.Run(ctx, append(args, "--listen", freeAddr(t)), strings.NewReader(""), io.Discard, &stderr)
@@ -209,7 +153,7 @@ func TestProxyFollowsCRLFromItsCertificate(t *testing.T) {
 	crlURL := srv.URL + "/crl/" + revocation.IssuerKeyID(c.Issuer.Cert) + ".crl"
 	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", crlURL)
 	listen := freeAddr(t)
-	r := startMutual(t, "proxy", "inbound", "--identity-dir", dir, "--target", echo(t), "--listen", listen,
+	r := startMutual(t, "proxy", "inbound", "--identity-dir", dir, "--target", testnet.Echo(t), "--listen", listen,
 		"--allow", "spiffe://example.org/ns/prod/*", "--crl-interval", "100ms")
 	r.listening(t)
 	if !strings.Contains(r.stderr.String(), crlURL) {
@@ -233,13 +177,7 @@ func TestProxyFollowsCRLFromItsCertificate(t *testing.T) {
 		_, err = io.ReadFull(conn, b)
 		return err == nil
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !works(good) {
-		if time.Now().After(deadline) {
-			t.Fatalf("a good client never got through:\n%s", r.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.Eventually(t, func() bool { return works(good) }, "a good client to get through")
 	if works(bad) {
 		t.Fatal("BUG: a client revoked on the CRL named in the proxy's certificate got through")
 	}
@@ -249,11 +187,5 @@ func TestProxyFollowsCRLFromItsCertificate(t *testing.T) {
 	mu.Lock()
 	revoked = append(revoked, later.Leaf().SerialNumber)
 	mu.Unlock()
-	deadline = time.Now().Add(10 * time.Second)
-	for works(later) {
-		if time.Now().After(deadline) {
-			t.Fatal("BUG: a client revoked on the CRL later was still accepted after 10 s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.Eventually(t, func() bool { return !works(later) }, "a client revoked on the CRL later to be refused")
 }

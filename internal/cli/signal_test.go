@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -22,6 +21,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testport"
 )
 
@@ -39,14 +41,14 @@ func TestMain(m *testing.M) {
 // process is `mutual ARGS` running as a child process.
 type process struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testlog.Buffer
 	exited chan struct{}
 	err    error
 }
 
 func startProcess(t *testing.T, args ...string) *process {
 	t.Helper()
-	p := &process{stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &process{stderr: &testlog.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(os.Args[0], args...)
 	p.cmd.Env = append(os.Environ(), asMutual+"=1")
 	p.cmd.Stderr = p.stderr
@@ -161,7 +163,7 @@ func TestProxySurvivesSIGHUP(t *testing.T) {
 	c := testca.New(t)
 	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", "")
 	listen, metrics := testport.Addr(t), testport.Addr(t)
-	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", echo(t), "--listen", listen,
+	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", testnet.Echo(t), "--listen", listen,
 		"--allow", "spiffe://example.org/ns/prod/*", "--no-revocation", "--metrics", metrics)
 	p.waitLog(t, `"msg":"proxy listening"`)
 	resp, err := http.Get("http://" + metrics + "/metrics")
@@ -264,7 +266,7 @@ func TestProxySIGHUPReloadsPolicy(t *testing.T) {
 	}
 	writePolicy("spiffe://example.org/ns/prod/old")
 	listen := testport.Addr(t)
-	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", echo(t), "--listen", listen,
+	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", testnet.Echo(t), "--listen", listen,
 		"--policy", policy, "--poll-interval", "1h", "--no-revocation")
 	p.waitLog(t, `"msg":"proxy listening"`)
 
@@ -334,18 +336,15 @@ func TestProxySIGHUPReloadsPolicy(t *testing.T) {
 // endpoints answering (ready: enrolled, revocation feed followed), and
 // stops cleanly on SIGTERM.
 func TestAgentSurvivesSIGHUP(t *testing.T) {
-	_, _, admin := startCA(t)
-	tok, err := admin.CreateToken(context.Background(), api.TokenRequest{SPIFFEID: "spiffe://example.org/node/hup"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := testenv.StartCA(t, testenv.Options{})
+	tok := e.Token(t, "spiffe://example.org/node/hup", api.TokenRequest{})
 	base, err := os.MkdirTemp("", "hup")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
 	metrics := testport.Addr(t)
-	p := startProcess(t, "agent", "--dir", filepath.Join(base, "state"), "--token", tok.Token,
+	p := startProcess(t, "agent", "--dir", filepath.Join(base, "state"), "--token", tok,
 		"--socket", "unix://"+filepath.Join(base, "agent.sock"), "--metrics", metrics, "--sync-interval", "200ms")
 	p.waitLog(t, `"msg":"agent running"`)
 	ready := func() {

@@ -2,32 +2,15 @@ package cli_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testnet"
 )
-
-// roundTrip writes msg to addr (plaintext) and reads it back.
-func roundTrip(addr, msg string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, msg); err != nil {
-		return "", err
-	}
-	b := make([]byte, len(msg))
-	n, err := io.ReadFull(c, b)
-	return string(b[:n]), err
-}
 
 // TestOutboundReachesServiceEnrolledWithoutNames is issue 25 as a new user
 // meets it: a service enrolled with a plain join token (no --dns, no --ip)
@@ -36,7 +19,7 @@ func roundTrip(addr, msg string) (string, error) {
 // the same address, or a --server-name its certificate lacks, is refused.
 func TestOutboundReachesServiceEnrolledWithoutNames(t *testing.T) {
 	ctx := context.Background()
-	_, _, admin := startCA(t)
+	admin := testenv.StartCA(t, testenv.Options{}).Admin
 	dir := t.TempDir()
 	enroll := func(id string) string {
 		t.Helper()
@@ -66,10 +49,10 @@ func TestOutboundReachesServiceEnrolledWithoutNames(t *testing.T) {
 
 	inbound := func(idDir string) string {
 		listen := freeAddr(t)
-		r := startMutual(t, "proxy", "inbound", "--identity-dir", idDir, "--target", echo(t), "--listen", listen, "--allow", webID)
+		r := startMutual(t, "proxy", "inbound", "--identity-dir", idDir, "--target", testnet.Echo(t), "--listen", listen, "--allow", webID)
 		r.listening(t)
 		// Until the revocation status is known every peer is refused.
-		waitLog(t, r, `"msg":"revocation feed connected"`)
+		r.waitLog(t, `"msg":"revocation feed connected"`)
 		return listen
 	}
 	outbound := func(target string, extra ...string) (string, *running) {
@@ -77,41 +60,29 @@ func TestOutboundReachesServiceEnrolledWithoutNames(t *testing.T) {
 		args := append([]string{"proxy", "outbound", "--identity-dir", webDir, "--target", target, "--listen", listen}, extra...)
 		r := startMutual(t, args...)
 		r.listening(t)
-		waitLog(t, r, `"msg":"revocation feed connected"`)
+		r.waitLog(t, `"msg":"revocation feed connected"`)
 		return listen, r
 	}
 	db, cache := inbound(dbDir), inbound(cacheDir)
 
 	t.Run("exact --expect, no names: works", func(t *testing.T) {
 		out, r := outbound(db, "--expect", dbID)
-		if got, err := roundTrip(out, "hello db"); err != nil || got != "hello db" {
+		if got, err := testnet.RoundTrip(out, nil, "hello db"); err != nil || got != "hello db" {
 			t.Fatalf("round trip = %q, %v\n%s", got, err, r.stderr)
 		}
 	})
 	t.Run("right chain, another ID: refused", func(t *testing.T) {
 		out, r := outbound(cache, "--expect", dbID)
-		if got, err := roundTrip(out, "x"); err == nil {
+		if got, err := testnet.RoundTrip(out, nil, "x"); err == nil {
 			t.Fatalf("round trip = %q; want refused", got)
 		}
-		waitLog(t, r, `"reason":"not authorized"`)
+		r.waitLog(t, `"reason":"not authorized"`)
 	})
 	t.Run("--server-name absent from the certificate: refused", func(t *testing.T) {
 		out, r := outbound(db, "--expect", dbID, "--server-name", "db.internal")
-		if got, err := roundTrip(out, "x"); err == nil {
+		if got, err := testnet.RoundTrip(out, nil, "x"); err == nil {
 			t.Fatalf("round trip = %q; want refused", got)
 		}
-		waitLog(t, r, `"reason":"name mismatch"`)
+		r.waitLog(t, `"reason":"name mismatch"`)
 	})
-}
-
-// waitLog waits until the command's log holds s.
-func waitLog(t *testing.T, r *running, s string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(r.stderr.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the log never said %s:\n%s", s, r.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

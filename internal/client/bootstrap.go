@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/tlsprobe"
 )
 
 // FetchRoot obtains the CA's root certificate from the server at caURL and
@@ -45,21 +45,11 @@ func fetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.C
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), "443")
 	}
-	d := tls.Dialer{
-		NetDialer: &net.Dialer{Timeout: 5 * time.Second},
-		Config: &tls.Config{RootCAs: x509.NewCertPool(), ServerName: u.Hostname(), MinVersion: tls.VersionTLS12,
-			NextProtos: []string{api.BootstrapALPN, "http/1.1"}},
-	}
-	conn, err := d.DialContext(ctx, "tcp", host)
-	if err == nil {
-		conn.Close()
-		return nil, spiffeid.ID{}, fmt.Errorf("%s: a handshake with no trusted roots succeeded, which cannot happen with a mutual CA", caURL)
-	}
-	var ve *tls.CertificateVerificationError
-	if !errors.As(err, &ve) {
+	presented, err := tlsprobe.Chain(ctx, nil, host, &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12,
+		NextProtos: []string{api.BootstrapALPN, "http/1.1"}})
+	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("%s: %w", caURL, err)
 	}
-	presented := ve.UnverifiedCertificates
 	var root *x509.Certificate
 	for _, c := range presented {
 		if pki.Fingerprint(c) == fingerprint {

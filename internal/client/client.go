@@ -62,6 +62,18 @@ func WithServerID(id spiffeid.ID) Option { return func(c *Client) { c.serverID =
 // test what a client whose clock is off does.
 func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
 
+// WithCertificateSource makes the client present, at each handshake, the
+// certificate get returns (an identity that rotates, such as a Workload API
+// source's) instead of New's fixed one. The CA must then present
+// spiffe://TD/mutual/server of the certificate's trust domain: pass
+// WithServerID too when that is known.
+func WithCertificateSource(get func() (*tls.Certificate, error)) Option {
+	return func(c *Client) {
+		c.tls.Certificates = nil
+		c.tls.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() }
+	}
+}
+
 // New makes a client that trusts roots and, when cert is not nil, presents it
 // as its TLS client certificate.
 //
@@ -100,6 +112,7 @@ func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate, opts .
 			c.leaf = leaf
 		}
 	}
+	c.tls = cfg
 	for _, o := range opts {
 		o(c)
 	}
@@ -112,7 +125,6 @@ func New(urls []string, roots []*x509.Certificate, cert *tls.Certificate, opts .
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}
 	c.http = &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	c.tls = cfg
 	return c, nil
 }
 
@@ -160,6 +172,14 @@ func (c *Client) verifyServer(cs tls.ConnectionState) error {
 	}
 	return nil
 }
+
+// HTTPClient returns the HTTP client the API calls use, for other requests
+// to the CA (the issuance log's checkpoints and tiles, the revocation feed,
+// the CRL): it trusts only the client's roots, presents its certificate,
+// and accepts the server only as the CA's own identity (a *NotCAError
+// otherwise, before anything is sent). It does not fail over between
+// addresses: the caller picks one of URLs.
+func (c *Client) HTTPClient() *http.Client { return c.http }
 
 // URLs returns the CA addresses the client uses.
 func (c *Client) URLs() []string { return c.urls }

@@ -5,12 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/token"
 )
 
@@ -40,8 +43,8 @@ func wantNotCA(t *testing.T, what string, err error) {
 // reaches it.
 func TestWorkloadWithCAHostNamePosingAsCA(t *testing.T) {
 	ctx := context.Background()
-	e := start(t)
-	evil, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/evil",
+	e := testenv.StartCA(t, testenv.Options{})
+	evil, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/evil",
 		api.TokenRequest{DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -49,11 +52,11 @@ func TestWorkloadWithCAHostNamePosingAsCA(t *testing.T) {
 	im := startImpostor(t, evil.Identity)
 
 	// Enrollment with a token that points at the impostor.
-	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	tok := e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	_, err = client.RequestIdentity(ctx, withURLs(t, tok, im.URL), pki.KeyECDSAP256, 0)
 	wantNotCA(t, "enroll at the impostor", err)
 	// The impostor first in the list, the CA second: the CA gets it.
-	web, err := client.RequestIdentity(ctx, withURLs(t, tok, im.URL, e.svc.URL), pki.KeyECDSAP256, 0)
+	web, err := client.RequestIdentity(ctx, withURLs(t, tok, im.URL, e.URL), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatalf("enroll with the impostor first and the CA second: %v", err)
 	}
@@ -63,8 +66,8 @@ func TestWorkloadWithCAHostNamePosingAsCA(t *testing.T) {
 	wantNotCA(t, "renew at the impostor", err)
 
 	// The admin client: no token is made and handed over.
-	tc := e.adminID.TLSCertificate()
-	admin, err := client.New([]string{im.URL}, e.adminID.Roots, &tc)
+	tc := e.AdminID.TLSCertificate()
+	admin, err := client.New([]string{im.URL}, e.AdminID.Roots, &tc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +77,7 @@ func TestWorkloadWithCAHostNamePosingAsCA(t *testing.T) {
 	wantNotCA(t, "admin list at the impostor", err)
 
 	// An anonymous client that knows only the roots.
-	anon, err := client.New([]string{im.URL}, []*x509.Certificate{e.ca.Root}, nil)
+	anon, err := client.New([]string{im.URL}, []*x509.Certificate{e.Root}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,10 +88,10 @@ func TestWorkloadWithCAHostNamePosingAsCA(t *testing.T) {
 		t.Fatalf("the impostor received %d requests", n)
 	}
 	// The real CA is still accepted by the same clients.
-	if _, err := client.RenewIdentity(ctx, web.Identity, []string{e.svc.URL}, "", 0); err != nil {
+	if _, err := client.RenewIdentity(ctx, web.Identity, []string{e.URL}, "", 0); err != nil {
 		t.Fatalf("renew at the CA: %v", err)
 	}
-	if _, err := e.admin.ListTokens(ctx); err != nil {
+	if _, err := e.Admin.ListTokens(ctx); err != nil {
 		t.Fatalf("admin call at the CA: %v", err)
 	}
 }
@@ -98,7 +101,7 @@ func TestWorkloadWithCAHostNamePosingAsCA(t *testing.T) {
 // entry; workload IDs that merely contain such words can.
 func TestReservedIdentitiesRefusedByTheCA(t *testing.T) {
 	ctx := context.Background()
-	e := start(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	code := func(err error) string {
 		var ae *client.APIError
 		if !errors.As(err, &ae) {
@@ -107,13 +110,13 @@ func TestReservedIdentitiesRefusedByTheCA(t *testing.T) {
 		return ae.Code
 	}
 	for _, id := range []string{"spiffe://example.org/mutual/server", "spiffe://example.org/admin/mallory", "spiffe://example.org/mutual/x"} {
-		_, err := e.admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: id, DNSNames: []string{"localhost"}})
+		_, err := e.Admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: id, DNSNames: []string{"localhost"}})
 		if err == nil || code(err) != "reserved_identity" {
 			t.Errorf("token for %s: %v, want reserved_identity", id, err)
 		}
 	}
 	for _, id := range []string{"spiffe://example.org/mutual/server", "spiffe://example.org/admin/mallory", "spiffe://example.org/node/n1"} {
-		_, err := e.admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: id, Nodes: []string{"spiffe://example.org/node/*"}, Selectors: []string{"unix:uid:1000"}})
+		_, err := e.Admin.CreateEntry(ctx, api.EntryRequest{SPIFFEID: id, Nodes: []string{"spiffe://example.org/node/*"}, Selectors: []string{"unix:uid:1000"}})
 		if err == nil || code(err) != "reserved_identity" {
 			t.Errorf("entry for %s: %v, want reserved_identity", id, err)
 		}
@@ -121,7 +124,7 @@ func TestReservedIdentitiesRefusedByTheCA(t *testing.T) {
 	// Nodes enroll with tokens; workloads may have such words deeper in
 	// their path.
 	for _, id := range []string{"spiffe://example.org/node/n1", "spiffe://example.org/ns/admin/x", "spiffe://example.org/ns/mutual/server"} {
-		if _, err := e.admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: id}); err != nil {
+		if _, err := e.Admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: id}); err != nil {
 			t.Errorf("token for %s: %v", id, err)
 		}
 	}
@@ -133,9 +136,9 @@ func TestReservedIdentitiesRefusedByTheCA(t *testing.T) {
 // far behind it is, instead of refusing it and burning the token.
 func TestEnrollWithClockBehindKeepsTheCertificate(t *testing.T) {
 	ctx := context.Background()
-	e := start(t)
+	e := testenv.StartCA(t, testenv.Options{})
 	behind := func() time.Time { return time.Now().Add(-3 * time.Hour) }
-	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	tok := e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	enr, err := client.RequestIdentityWith(ctx, tok, client.RequestOptions{Now: behind})
 	if err != nil {
 		t.Fatalf("enroll with the clock 3h behind: %v", err)
@@ -148,7 +151,7 @@ func TestEnrollWithClockBehindKeepsTheCertificate(t *testing.T) {
 	}
 	// And three hours ahead: the certificate has "expired" by our clock.
 	ahead := func() time.Time { return time.Now().Add(3 * time.Hour) }
-	enr, err = client.RequestIdentityWith(ctx, e.token(t, "spiffe://example.org/ns/prod/db", api.TokenRequest{}), client.RequestOptions{Now: ahead})
+	enr, err = client.RequestIdentityWith(ctx, e.Token(t, "spiffe://example.org/ns/prod/db", api.TokenRequest{}), client.RequestOptions{Now: ahead})
 	if err != nil {
 		t.Fatalf("enroll with the clock 3h ahead: %v", err)
 	}
@@ -156,7 +159,7 @@ func TestEnrollWithClockBehindKeepsTheCertificate(t *testing.T) {
 		t.Errorf("warning %q does not say the clock is ahead", enr.Warning)
 	}
 	// With a right clock, nothing to say.
-	enr, err = client.RequestIdentityWith(ctx, e.token(t, "spiffe://example.org/ns/prod/ok", api.TokenRequest{}), client.RequestOptions{})
+	enr, err = client.RequestIdentityWith(ctx, e.Token(t, "spiffe://example.org/ns/prod/ok", api.TokenRequest{}), client.RequestOptions{})
 	if err != nil || enr.Warning != "" {
 		t.Errorf("enroll with a right clock: %v, warning %q", err, enr.Warning)
 	}
@@ -168,8 +171,8 @@ func TestEnrollWithClockBehindKeepsTheCertificate(t *testing.T) {
 // of "token used".
 func TestEnrollAnswerLostKeepsTheKey(t *testing.T) {
 	ctx := context.Background()
-	e := start(t)
-	tok := e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
+	e := testenv.StartCA(t, testenv.Options{})
+	tok := e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{})
 	parsed, err := token.Parse(tok)
 	if err != nil {
 		t.Fatal(err)
@@ -177,10 +180,10 @@ func TestEnrollAnswerLostKeepsTheKey(t *testing.T) {
 	// Cut the link on the first bytes the CA sends after it recorded the
 	// issuance (which it does before answering).
 	used := func() bool {
-		rec, err := e.svc.Store.GetToken(ctx, parsed.ID)
+		rec, err := e.Store(t).GetToken(ctx, parsed.ID)
 		return err == nil && !rec.UsedAt.IsZero()
 	}
-	caAddr := strings.TrimPrefix(e.svc.URL, "https://")
+	caAddr := strings.TrimPrefix(e.URL, "https://")
 	r := startRelay(t, caAddr, used)
 	dir := filepath.Join(t.TempDir(), "web")
 	_, err = client.RequestIdentityWith(ctx, withURLs(t, tok, r.URL), client.RequestOptions{KeepKeyIn: dir})
@@ -201,7 +204,7 @@ func TestEnrollAnswerLostKeepsTheKey(t *testing.T) {
 	if !strings.Contains(err.Error(), kept) {
 		t.Errorf("error %q does not say where the key is kept", err)
 	}
-	issued, err := e.svc.Store.GetToken(ctx, parsed.ID)
+	issued, err := e.Store(t).GetToken(ctx, parsed.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,13 +244,13 @@ func TestEnrollAnswerLostKeepsTheKey(t *testing.T) {
 // CA's time instead of giving up, renews, and says the clock is ahead.
 func TestRenewWithClockAheadStillRenews(t *testing.T) {
 	ctx := context.Background()
-	e := start(t)
-	enr, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyECDSAP256, 0)
+	e := testenv.StartCA(t, testenv.Options{})
+	enr, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ahead := func() time.Time { return time.Now().Add(3 * time.Hour) }
-	r, err := client.RenewIdentityWith(ctx, enr.Identity, []string{e.svc.URL}, client.RenewOptions{Now: ahead})
+	r, err := client.RenewIdentityWith(ctx, enr.Identity, []string{e.URL}, client.RenewOptions{Now: ahead})
 	if err != nil {
 		t.Fatalf("renew with the clock 3h ahead: %v", err)
 	}
@@ -256,8 +259,8 @@ func TestRenewWithClockAheadStillRenews(t *testing.T) {
 	}
 	// A certificate that has expired by the CA's clock too is refused
 	// locally, as before.
-	expired := e.ca.Leaf(t, "spiffe://example.org/ns/prod/old", testca.Expired())
-	_, err = client.RenewIdentityWith(ctx, expired, []string{e.svc.URL}, client.RenewOptions{})
+	expired := e.Leaf(t, "spiffe://example.org/ns/prod/old", testca.Expired())
+	_, err = client.RenewIdentityWith(ctx, expired, []string{e.URL}, client.RenewOptions{})
 	var ee *identity.ExpiredError
 	if !errors.As(err, &ee) {
 		t.Errorf("renew an expired certificate: %v, want ExpiredError", err)
@@ -270,34 +273,26 @@ func TestRenewWithClockAheadStillRenews(t *testing.T) {
 // instead of "expired certificate" or "broken pipe".
 func TestRenewAtCAWithClockBehindSaysSo(t *testing.T) {
 	ctx := context.Background()
-	e := start(t)
-	enr, err := client.RequestIdentity(ctx, e.token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyECDSAP256, 0)
+	e := testenv.StartCA(t, testenv.Options{})
+	enr, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/prod/web", api.TokenRequest{}), pki.KeyECDSAP256, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The CA's own TLS identity and roots, served by a stack whose clock
 	// is two hours behind (the CA service has no clock to inject).
-	srvID, err := identity.Load(e.ca.ServerDir)
+	srvID, err := identity.Load(e.ServerDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	late := func() time.Time { return time.Now().Add(-2 * time.Hour) }
 	pool := x509.NewCertPool()
-	pool.AddCert(e.ca.Root)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	pool.AddCert(e.Root)
+	lateURL := testnet.ServeHTTPS(t, &tls.Config{Certificates: []tls.Certificate{srvID.TLSCertificate()}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool, Time: late},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Date", late().UTC().Format(http.TimeFormat))
 			w.Write([]byte(`{"status":"alive"}`))
-		}),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{srvID.TLSCertificate()}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool, Time: late},
-	}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	_, err = client.RenewIdentityWith(ctx, enr.Identity, []string{"https://" + ln.Addr().String()}, client.RenewOptions{})
+		}))
+	_, err = client.RenewIdentityWith(ctx, enr.Identity, []string{lateURL}, client.RenewOptions{})
 	if err == nil {
 		t.Fatal("renewal at a CA whose clock is behind succeeded")
 	}
@@ -307,8 +302,8 @@ func TestRenewAtCAWithClockBehindSaysSo(t *testing.T) {
 		}
 	}
 	// The same for an admin command.
-	atc := e.adminID.TLSCertificate()
-	admin, err := client.New([]string{"https://" + ln.Addr().String()}, e.adminID.Roots, &atc)
+	atc := e.AdminID.TLSCertificate()
+	admin, err := client.New([]string{lateURL}, e.AdminID.Roots, &atc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,33 +319,11 @@ func TestRenewAtCAWithClockBehindSaysSo(t *testing.T) {
 // kernel still accepts); the client gives it AttemptTimeout, then asks the
 // next address, well within the caller's deadline.
 func TestFrozenAddressCostsABoundedStall(t *testing.T) {
-	e := start(t)
-	frozen, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer frozen.Close()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var held []net.Conn // read nothing, answer nothing
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := frozen.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	atc := e.adminID.TLSCertificate()
-	admin, err := client.New([]string{"https://" + frozen.Addr().String(), e.svc.URL}, e.adminID.Roots, &atc)
+	e := testenv.StartCA(t, testenv.Options{})
+	// Accept, read, answer nothing.
+	frozen := testnet.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	atc := e.AdminID.TLSCertificate()
+	admin, err := client.New([]string{"https://" + frozen, e.URL}, e.AdminID.Roots, &atc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,5 +333,46 @@ func TestFrozenAddressCostsABoundedStall(t *testing.T) {
 	defer cancel()
 	if _, err := admin.ListTokens(ctx); err != nil {
 		t.Fatalf("with the first address frozen: %v; want the answer of the second", err)
+	}
+}
+
+// TestHTTPClientAcceptsOnlyTheCA: the HTTP client handed to other packages
+// (log tiles, revocation feed) verifies the CA as the API calls do: the
+// impostor with the CA's host name gets no request, the CA answers, and a
+// rotating certificate source is presented at each handshake.
+func TestHTTPClientAcceptsOnlyTheCA(t *testing.T) {
+	ctx := context.Background()
+	e := testenv.StartCA(t, testenv.Options{})
+	evil, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/evil",
+		api.TokenRequest{DNSNames: []string{"localhost"}, IPAddresses: []string{"127.0.0.1"}}), pki.KeyECDSAP256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := startImpostor(t, evil.Identity)
+
+	_, err = e.Admin.HTTPClient().Get(im.URL + "/v1/log/checkpoint")
+	wantNotCA(t, "HTTPClient at the impostor", err)
+	if n := im.requests.Load(); n != 0 {
+		t.Fatalf("the impostor received %d requests", n)
+	}
+	resp, err := e.Admin.HTTPClient().Get(e.URL + "/livez")
+	if err != nil {
+		t.Fatalf("HTTPClient at the CA: %v", err)
+	}
+	resp.Body.Close()
+
+	var presented atomic.Int64
+	current := e.AdminID.TLSCertificate()
+	rotating, err := client.New([]string{e.URL}, e.AdminID.Roots, nil,
+		client.WithServerID(pki.ServerID(e.AdminID.ID.TrustDomain())),
+		client.WithCertificateSource(func() (*tls.Certificate, error) { presented.Add(1); return &current, nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rotating.ListTokens(ctx); err != nil {
+		t.Fatalf("admin call with the certificate from a source: %v", err)
+	}
+	if presented.Load() == 0 {
+		t.Fatal("the source was never asked for the certificate")
 	}
 }

@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -11,62 +10,9 @@ import (
 	"testing"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/api"
-	"github.com/mutual-tls/mutual/internal/caservice"
-	"github.com/mutual-tls/mutual/internal/client"
-	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/token"
 )
-
-// env is a real CA service on loopback and its operator.
-type env struct {
-	ca    *testca.CA
-	svc   *caservice.Service
-	admin *client.Client
-	// adminID is the operator identity.
-	adminID *identity.Identity
-}
-
-func start(t testing.TB) *env {
-	t.Helper()
-	c := testca.New(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := caservice.Open(ctx, caservice.Options{Dir: c.Dir, Passphrase: []byte(testca.Passphrase), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	e := &env{ca: c, svc: svc}
-	t.Cleanup(func() {
-		if e.admin != nil {
-			e.admin.CloseIdleConnections()
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		svc.Close()
-	})
-	if e.adminID, err = identity.Load(c.AdminDir); err != nil {
-		t.Fatal(err)
-	}
-	tc := e.adminID.TLSCertificate()
-	if e.admin, err = client.New([]string{svc.URL}, e.adminID.Roots, &tc); err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-func (e *env) token(t testing.TB, id string, req api.TokenRequest) string {
-	t.Helper()
-	req.SPIFFEID = id
-	resp, err := e.admin.CreateToken(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.Token
-}
 
 // withURLs rewrites the CA addresses a token carries (they are not secret
 // and not authenticated: an attacker who holds an address gets the token
@@ -90,28 +36,20 @@ type impostor struct {
 
 func startImpostor(t testing.TB, id *identity.Identity) *impostor {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	tc := id.TLSCertificate()
 	// Present the root too, as the CA does, so that a client fetching the
 	// root by the token's fingerprint finds it.
 	for _, r := range id.Roots {
 		tc.Certificate = append(tc.Certificate, r.Raw)
 	}
-	im := &impostor{URL: "https://" + ln.Addr().String()}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	im := &impostor{}
+	im.URL = testnet.ServeHTTPS(t, &tls.Config{Certificates: []tls.Certificate{tc}, ClientAuth: tls.RequestClientCert},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			im.requests.Add(1)
 			io.Copy(io.Discard, r.Body)
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, `{"error":"stolen","code":"stolen"}`)
-		}),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{tc}, ClientAuth: tls.RequestClientCert},
-	}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
+		}))
 	return im
 }
 
@@ -129,62 +67,40 @@ type relay struct {
 
 func startRelay(t testing.TB, target string, cut func() bool) *relay {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{URL: "https://" + ln.Addr().String(), cut: cut}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		r.closeAll()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	r := &relay{cut: cut}
+	r.URL = "https://" + testnet.Serve(t, func(c net.Conn) {
+		if r.broken.Load() {
+			return
+		}
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		r.mu.Lock()
+		r.conns = append(r.conns, c, s)
+		r.mu.Unlock()
+		up := make(chan struct{})
+		go func() { defer close(up); io.Copy(s, c); s.Close() }()
+		defer func() { c.Close(); <-up }()
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
+			n, err := s.Read(buf)
+			if n > 0 {
+				if r.broken.Load() || r.cut() {
+					r.broken.Store(true)
+					r.closeAll()
+					return
+				}
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
 			if err != nil {
 				return
 			}
-			if r.broken.Load() {
-				c.Close()
-				continue
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns = append(r.conns, c, s)
-			r.mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); io.Copy(s, c); s.Close() }()
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 {
-						if r.broken.Load() || r.cut() {
-							r.broken.Store(true)
-							r.closeAll()
-							return
-						}
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return r
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -27,40 +26,17 @@ import (
 	"github.com/mutual-tls/mutual/internal/token"
 )
 
-// ServersFile, in an identity directory, remembers the CA addresses to renew at.
-const ServersFile = "mutual.json"
+// ServersFile, in an identity directory, remembers the CA addresses to
+// renew at: identity.CAURLsFile.
+const ServersFile = identity.CAURLsFile
 
-type serversFile struct {
-	CAURLs []string `json:"ca_urls"`
-}
+// SaveCAURLs records in dir where the identity renews: identity.WriteCAURLs.
+// Writers of a whole identity pass identity.WriteOptions.CAURLs instead.
+func SaveCAURLs(dir string, urls []string) error { return identity.WriteCAURLs(dir, urls) }
 
-// SaveCAURLs records in dir where the identity renews.
-func SaveCAURLs(dir string, urls []string) error {
-	return atomicfile.WriteFile(filepath.Join(dir, ServersFile), MarshalCAURLs(urls), 0o644)
-}
-
-// MarshalCAURLs is the content of ServersFile for urls, for writers that
-// put it in place themselves (the agent's --write).
-func MarshalCAURLs(urls []string) []byte {
-	b, _ := json.MarshalIndent(serversFile{CAURLs: urls}, "", "  ")
-	return append(b, '\n')
-}
-
-// LoadCAURLs reads the CA addresses recorded in dir; none is not an error.
-func LoadCAURLs(dir string) ([]string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, ServersFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var f serversFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ServersFile), err)
-	}
-	return f.CAURLs, nil
-}
+// LoadCAURLs reads the CA addresses recorded in dir; none is not an error:
+// identity.ReadCAURLs.
+func LoadCAURLs(dir string) ([]string, error) { return identity.ReadCAURLs(dir) }
 
 // newCSR makes a certificate request for key with no names: the CA takes
 // the identity from the grant.

@@ -330,10 +330,7 @@ func enrollDir(p *parts, svc *caservice.Service, admin spiffeid.ID, dir, id stri
 		return nil, fmt.Errorf("enroll %s: %w", id, err)
 	}
 	d := filepath.Join(dir, filepath.Base(id))
-	if err := enr.Identity.Save(d); err != nil {
-		return nil, err
-	}
-	if err := client.SaveCAURLs(d, enr.CAURLs); err != nil {
+	if err := identity.WriteDir(d, enr.Identity, identity.WriteOptions{CAURLs: enr.CAURLs}); err != nil {
 		return nil, err
 	}
 	src, err := identity.NewDirSource(d)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -200,15 +201,21 @@ func (a alertRewriter) Write(b []byte) (int, error) {
 // ca) in front of target, allowing allow, and returns its address.
 func runProxy(t testing.TB, server *identity.Identity, cfg proxy.InboundConfig, allow ...string) string {
 	t.Helper()
+	pol, err := authz.FromPatterns(allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runProxyPolicy(t, server, cfg, pol)
+}
+
+// runProxyPolicy runs a real mutual inbound proxy with the policy pol.
+func runProxyPolicy(t testing.TB, server *identity.Identity, cfg proxy.InboundConfig, pol *authz.Policy) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "proxy")
 	if err := server.Save(dir); err != nil {
 		t.Fatal(err)
 	}
 	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := authz.FromPatterns(allow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,4 +270,9 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// execCommand runs a real tool and returns its combined output.
+func execCommand(name string, args ...string) ([]byte, error) {
+	return exec.Command(name, args...).CombinedOutput()
 }

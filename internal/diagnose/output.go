@@ -2,7 +2,6 @@ package diagnose
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,12 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mutual-tls/mutual/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/crypto/ocsp"
-
-	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
 // WriteText prints the report for people.
@@ -42,42 +38,12 @@ func (r *Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "    [%d] %s %s (issuer %s; %s)\n", i, c.Role, name, c.Issuer, c.Validity)
 		}
 	}
-	fmt.Fprintf(w, "\nverdict: %s\n  %s\nfix:\n  %s\n", r.Verdict, r.Explanation, r.Fix)
-}
-
-// OCSPRevoked asks the OCSP responder named in leaf whether it is revoked.
-// roots verify an https responder; nil means the system's.
-func OCSPRevoked(roots []*x509.Certificate) func(ctx context.Context, leaf, issuer *x509.Certificate) (bool, error) {
-	return func(ctx context.Context, leaf, issuer *x509.Certificate) (bool, error) {
-		if len(leaf.OCSPServer) == 0 {
-			return false, errors.New("the certificate names no OCSP responder")
-		}
-		req, err := ocsp.CreateRequest(leaf, issuer, nil)
-		if err != nil {
-			return false, err
-		}
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if roots != nil {
-			cfg.RootCAs = pki.CertPool(roots)
-		}
-		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
-		hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, leaf.OCSPServer[0], bytes.NewReader(req))
-		hr.Header.Set("Content-Type", "application/ocsp-request")
-		resp, err := hc.Do(hr)
-		if err != nil {
-			return false, err
-		}
-		defer resp.Body.Close()
-		der, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if err != nil {
-			return false, err
-		}
-		r, err := ocsp.ParseResponseForCert(der, leaf, issuer)
-		if err != nil {
-			return false, err
-		}
-		return r.Status == ocsp.Revoked, nil
+	fmt.Fprintf(w, "\nverdict: %s\n  %s\n", r.Verdict, r.Explanation)
+	if len(r.Candidates) > 0 {
+		fmt.Fprintf(w, "candidates: %s\ntest that tells them apart:\n  %s\n", joinClasses(r.Candidates), r.Fix)
+		return
 	}
+	fmt.Fprintf(w, "fix:\n  %s\n", r.Fix)
 }
 
 // ExplainClient says, in words, what a server that trusts roots would think
@@ -115,6 +81,31 @@ type staticBundle struct{ pool []*x509.Certificate }
 
 func (s staticBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	return x509bundle.FromX509Authorities(td, s.pool), nil
+}
+
+// ListenAddr reads the server identity in f, listens on addr and runs
+// Listen: `mutual diagnose --listen`.
+func ListenAddr(ctx context.Context, addr string, f Files, out io.Writer) error {
+	id, err := LoadFiles(f)
+	if err != nil {
+		return err
+	}
+	if len(id.Chain) == 0 || id.Key == nil {
+		return errors.New("--listen needs a server identity (--identity-dir, or --cert and --key)")
+	}
+	if len(id.Roots) == 0 {
+		return errors.New("--listen needs the roots client certificates should chain to (--bundle, or bundle.pem in --identity-dir)")
+	}
+	cert := tls.Certificate{PrivateKey: id.Key, Leaf: id.Chain[0]}
+	for _, c := range id.Chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	fmt.Fprintf(out, "mutual diagnose: listening on %s; connect a client to see what is wrong with its certificate (Ctrl-C stops)\n", ln.Addr())
+	return Listen(ctx, ln, cert, id.Roots, out)
 }
 
 // Listen runs a one-off server on ln that tells each client what is wrong
@@ -170,4 +161,12 @@ func Listen(ctx context.Context, ln net.Listener, cert tls.Certificate, roots []
 			fmt.Fprintf(tc, "mutual diagnose: %s: %s\n", verdict, strings.TrimSpace(words))
 		}()
 	}
+}
+
+func joinClasses(cs []Class) string {
+	s := make([]string, len(cs))
+	for i, c := range cs {
+		s[i] = string(c)
+	}
+	return strings.Join(s, ", ")
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/tlsprobe"
 )
 
 // Certificate describes one certificate.
@@ -70,17 +71,8 @@ func Remote(ctx context.Context, addr, bundle string, now time.Time) (*Report, e
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a file, a directory or HOST:PORT", addr)
 	}
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{RootCAs: x509.NewCertPool(), ServerName: host, MinVersion: tls.VersionTLS12}}
-	c, err := d.DialContext(ctx, "tcp", addr)
-	var chain []*x509.Certificate
-	var ve *tls.CertificateVerificationError
-	switch {
-	case err == nil:
-		chain = c.(*tls.Conn).ConnectionState().PeerCertificates
-		c.Close()
-	case errors.As(err, &ve):
-		chain = ve.UnverifiedCertificates
-	default:
+	chain, err := tlsprobe.Chain(ctx, nil, addr, &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12})
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w (mutual diagnose %s explains connection failures)", addr, err, addr)
 	}
 	r := &Report{Source: addr, Certificates: Describe(chain, now)}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // closedByProxy reports whether the proxy ends c (EOF or reset) before the
@@ -50,7 +52,7 @@ func clientHelloPrefix(t *testing.T, n int) []byte {
 func TestInboundGarbage(t *testing.T) {
 	w := newWorld(t)
 	client := w.ca.Leaf(t, webID)
-	echo, web := echoBackend(t), httpBackend(t)
+	echo, web := testnet.Echo(t), httpBackend(t)
 	hello := clientHelloPrefix(t, 64)
 	inputs := []struct {
 		name string
@@ -91,7 +93,7 @@ func TestInboundGarbage(t *testing.T) {
 					c.Close()
 					// The proxy still serves a good client.
 					if protocol == proxy.TCP {
-						if got, err := tcpRoundTrip(r.addr, w.clientTLS(client), "ok"); err != nil || got != "ok" {
+						if got, err := testnet.RoundTrip(r.addr, w.clientTLS(client), "ok"); err != nil || got != "ok" {
 							t.Fatalf("after %s: round trip = %q, %v", in.name, got, err)
 						}
 					} else {
@@ -100,7 +102,7 @@ func TestInboundGarbage(t *testing.T) {
 						}
 					}
 				}
-				eventually(t, "connections released", func() bool { return r.p.Active() == 0 })
+				testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "connections released")
 				if n := metricValue(t, r.reg, "mutual_proxy_handshakes_total", map[string]string{"outcome": "refused"}); n == 0 {
 					t.Error("no refused handshake counted")
 				}
@@ -114,7 +116,7 @@ func TestInboundGarbage(t *testing.T) {
 func TestInboundSlowHandshake(t *testing.T) {
 	w := newWorld(t)
 	client := w.ca.Leaf(t, webID)
-	echo, web := echoBackend(t), httpBackend(t)
+	echo, web := testnet.Echo(t), httpBackend(t)
 	hello := clientHelloPrefix(t, 40)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		for _, mode := range []proxy.Mode{proxy.Strict, proxy.Permissive} {
@@ -137,7 +139,7 @@ func TestInboundSlowHandshake(t *testing.T) {
 				}
 				// Served while the slow ones hang.
 				if protocol == proxy.TCP {
-					if got, err := tcpRoundTrip(r.addr, w.clientTLS(client), "ok"); err != nil || got != "ok" {
+					if got, err := testnet.RoundTrip(r.addr, w.clientTLS(client), "ok"); err != nil || got != "ok" {
 						t.Fatalf("round trip = %q, %v", got, err)
 					}
 				} else if res := getOnce(w.clientTLS(client), "https://"+r.addr+"/"); res.err != nil || res.code != 200 {
@@ -149,11 +151,11 @@ func TestInboundSlowHandshake(t *testing.T) {
 					}
 				}
 				labels := map[string]string{"reason": "handshake timeout"}
-				eventually(t, "timeouts counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 2 })
-				if !r.logs.hasLog("handshake refused", map[string]any{"reason": "handshake timeout"}) {
+				testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 2 }, "timeouts counted")
+				if !r.logs.Has("handshake refused", map[string]any{"reason": "handshake timeout"}) {
 					t.Errorf("no timeout logged:\n%s", r.logs)
 				}
-				eventually(t, "connections released", func() bool { return r.p.Active() == 0 })
+				testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "connections released")
 			})
 		}
 	}
@@ -166,10 +168,7 @@ func TestInboundMaxConnections(t *testing.T) {
 	client := w.ca.Leaf(t, webID)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := echoBackend(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Limits: proxy.Limits{MaxConnections: 3}})
 			open := func() (*rawConn, error) {
 				c, err := tls.Dial("tcp", r.addr, w.clientTLS(client, "http/1.1"))
@@ -197,10 +196,10 @@ func TestInboundMaxConnections(t *testing.T) {
 				c.Close()
 				t.Fatal("a 4th connection was served past MaxConnections 3")
 			}
-			eventually(t, "refused_limit counted and logged", func() bool {
+			testwait.Eventually(t, func() bool {
 				return metricValue(t, r.reg, "mutual_proxy_connections_total", map[string]string{"outcome": "refused_limit"}) == 1 &&
-					r.logs.hasLog("connection refused", map[string]any{"reason": "connection limit", "limit": 3.0})
-			})
+					r.logs.Has("connection refused", map[string]any{"reason": "connection limit", "limit": 3.0})
+			}, "refused_limit counted and logged")
 			if r.p.Active() != 3 || metricValue(t, r.reg, "mutual_proxy_active_connections", nil) != 3 {
 				t.Errorf("active = %d (gauge %v), want 3", r.p.Active(), metricValue(t, r.reg, "mutual_proxy_active_connections", nil))
 			}
@@ -211,7 +210,7 @@ func TestInboundMaxConnections(t *testing.T) {
 				}
 			}
 			live[0].Close()
-			eventually(t, "room made", func() bool { return r.p.Active() == 2 })
+			testwait.Eventually(t, func() bool { return r.p.Active() == 2 }, "room made")
 			c, err := open()
 			if err != nil {
 				t.Fatalf("after closing one: %v", err)
@@ -225,7 +224,7 @@ func TestInboundMaxConnections(t *testing.T) {
 // live connection finish, and Serve returns when it has.
 func TestInboundShutdownTCP(t *testing.T) {
 	w := newWorld(t)
-	r := runInbound(t, w, proxy.InboundConfig{Target: echoBackend(t), Limits: proxy.Limits{DrainTimeout: time.Minute}})
+	r := runInbound(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Limits: proxy.Limits{DrainTimeout: time.Minute}})
 	c, err := tls.Dial("tcp", r.addr, w.clientTLS(w.ca.Leaf(t, webID)))
 	if err != nil {
 		t.Fatal(err)
@@ -236,33 +235,13 @@ func TestInboundShutdownTCP(t *testing.T) {
 	if err := ping(rc, proxy.TCP); err != nil {
 		t.Fatal(err)
 	}
-	r.stopped = true
-	r.cancel()
-	// No longer accepting.
-	eventually(t, "listener closed", func() bool {
-		c, err := net.Dial("tcp", r.addr)
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
-	select {
-	case err := <-r.done:
-		t.Fatalf("Serve returned (%v) while a connection was live", err)
-	default:
-	}
+	r.beginStop(t)
+	r.stillServing(t, "while a connection was live")
 	if err := ping(rc, proxy.TCP); err != nil {
 		t.Fatalf("the live connection broke at shutdown: %v", err)
 	}
 	c.Close()
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Serve = %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve did not return after the last connection ended")
-	}
+	r.returned(t, "after the last connection ended")
 }
 
 // TestInboundShutdownDrainTimeout: a connection that does not end is cut
@@ -271,10 +250,7 @@ func TestInboundShutdownDrainTimeout(t *testing.T) {
 	w := newWorld(t)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := echoBackend(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Limits: proxy.Limits{DrainTimeout: 300 * time.Millisecond}})
 			c, err := tls.Dial("tcp", r.addr, w.clientTLS(w.ca.Leaf(t, webID), "http/1.1"))
 			if err != nil {
@@ -328,35 +304,14 @@ func TestInboundShutdownHTTP(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request did not reach the backend")
 	}
-	r.stopped = true
-	r.cancel()
-	// Wait until shutdown has begun: the listener refuses new connections.
-	eventually(t, "the listener closed", func() bool {
-		c, err := net.DialTimeout("tcp", r.addr, time.Second)
-		if err != nil {
-			return true
-		}
-		c.Close()
-		return false
-	})
-	select {
-	case err := <-r.done:
-		t.Fatalf("Serve returned (%v) with a request in flight", err)
-	default:
-	}
+	r.beginStop(t)
+	r.stillServing(t, "with a request in flight")
 	close(release)
 	res := <-got
 	if res.err != nil || res.code != 200 || res.body != "finished" {
 		t.Errorf("in-flight request = %d %q, %v", res.code, res.body, res.err)
 	}
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Serve = %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve did not return after the request completed")
-	}
+	r.returned(t, "after the request completed")
 }
 
 // TestInboundShutdownReturnsNil: Serve ends without an error when its
@@ -378,7 +333,7 @@ func TestInboundShutdownReturnsNil(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ln := tcpListen(t)
+				ln := testnet.Listen(t)
 				ctx, cancel := context.WithCancel(context.Background())
 				if tt.early {
 					cancel()

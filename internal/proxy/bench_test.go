@@ -51,6 +51,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // benchPKI is one CA with a server identity (the proxy's and the bare
@@ -669,13 +670,7 @@ func benchHeapAndStacks() (heap, stacks uint64, goroutines int) {
 }
 
 func benchWaitZero(b *testing.B, active func() int64) {
-	deadline := time.Now().Add(10 * time.Second)
-	for active() != 0 {
-		if time.Now().After(deadline) {
-			b.Fatalf("%d connections still open after the clients closed", active())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Eventually(b, func() bool { return active() == 0 }, "every connection to close after the clients closed")
 }
 
 // benchIdleClients talks to the child process running TestBenchIdleClients.

@@ -278,7 +278,7 @@ func TestInboundPathConfusionRefused(t *testing.T) {
 	if got, want := be.requests(), []string{"/public", "/public/a;v=1/b", "/public/caf%C3%A9", "/public/100%25.txt"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("the backend received %q; want %q, as sent", got, want)
 	}
-	if !r.logs.hasLog("request", map[string]any{"outcome": "refused", "status": 400.0, "path": "/public/..;/admin"}) {
+	if !r.logs.Has("request", map[string]any{"outcome": "refused", "status": 400.0, "path": "/public/..;/admin"}) {
 		t.Errorf("no refused request log line for /public/..;/admin in:\n%s", r.logs)
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -128,7 +130,7 @@ func TestCurlThroughInboundHTTP(t *testing.T) {
 
 // lineBackend echoes one line and closes.
 func lineBackend(t *testing.T) string {
-	return serveTCP(t, func(c net.Conn) {
+	return testnet.Serve(t, func(c net.Conn) {
 		line, err := bufio.NewReader(c).ReadString('\n')
 		if err == nil {
 			io.WriteString(c, line)
@@ -168,9 +170,9 @@ func TestOpenSSLThroughInboundTCP(t *testing.T) {
 		if strings.Contains(out, "hello") {
 			t.Errorf("a client without a certificate got through: %q", out)
 		}
-		eventually(t, "refusal counted", func() bool {
+		testwait.Eventually(t, func() bool {
 			return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", map[string]string{"reason": "no certificate"}) == 1
-		})
+		}, "refusal counted")
 	})
 }
 
@@ -182,42 +184,7 @@ type outboundRun struct {
 
 func runOutbound(t *testing.T, w *world, target string, expect ...string) *outboundRun {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "out")
-	if err := w.ca.Leaf(t, outID).Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	src, err := identity.NewDirSource(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pats []authz.Pattern
-	for _, e := range expect {
-		p, err := authz.ParsePattern(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pats = append(pats, p)
-	}
-	o, err := proxy.NewOutbound(proxy.OutboundConfig{Target: target, Expect: pats, SVID: src, Bundle: src, Limits: proxy.Limits{DrainTimeout: 2 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := tcpListen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("outbound Serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("outbound Serve did not return")
-		}
-	})
-	return &outboundRun{addr: ln.Addr().String(), o: o}
+	return outboundWith(t, w, proxy.OutboundConfig{Target: target, Expect: patterns(t, expect...)}, nil)
 }
 
 // inboundForOutbound is an inbound http proxy that allows the outbound
@@ -283,16 +250,16 @@ func TestOutbound(t *testing.T) {
 	})
 	t.Run("server not allowed to inbound", func(t *testing.T) {
 		// The inbound proxy's policy does not list the outbound identity.
-		in := runInbound(t, w, proxy.InboundConfig{Target: echoBackend(t)})
+		in := runInbound(t, w, proxy.InboundConfig{Target: testnet.Echo(t)})
 		out := runOutbound(t, w, in.addr, proxyID)
-		if got, err := tcpRoundTrip(out.addr, nil, "x"); err == nil {
+		if got, err := testnet.RoundTrip(out.addr, nil, "x"); err == nil {
 			t.Errorf("round trip = %q; want refused by the inbound proxy", got)
 		}
 	})
 	t.Run("unexpected server", func(t *testing.T) {
-		in := inboundForOutbound(t, w, proxy.TCP, echoBackend(t))
+		in := inboundForOutbound(t, w, proxy.TCP, testnet.Echo(t))
 		out := runOutbound(t, w, in.addr, "spiffe://example.org/ns/prod/db", "spiffe://other.org/**")
-		if got, err := tcpRoundTrip(out.addr, nil, "x"); err == nil {
+		if got, err := testnet.RoundTrip(out.addr, nil, "x"); err == nil {
 			t.Errorf("round trip = %q; want refused", got)
 		}
 		_, err := out.o.Dial(context.Background())
@@ -302,7 +269,7 @@ func TestOutbound(t *testing.T) {
 		}
 	})
 	t.Run("server name mismatch", func(t *testing.T) {
-		in := inboundForOutbound(t, w, proxy.TCP, echoBackend(t))
+		in := inboundForOutbound(t, w, proxy.TCP, testnet.Echo(t))
 		pat, _ := authz.ParsePattern(proxyID)
 		// The proxy certificate names 127.0.0.1 and localhost only.
 		o, err := proxy.NewOutbound(proxy.OutboundConfig{Target: in.addr, ServerName: "db.example.org", Expect: []authz.Pattern{pat}, SVID: w.src, Bundle: w.src})

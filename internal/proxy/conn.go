@@ -70,7 +70,7 @@ func reason(err error) (label, words string) {
 	var ne net.Error
 	switch {
 	case errors.As(err, &pe):
-		return string(pe.Reason), pe.Error()
+		return pe.Reason.String(), pe.Error()
 	case errors.As(err, &re):
 		return "not TLS", "the client did not speak TLS (first bytes were not a TLS handshake)"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
@@ -87,7 +87,7 @@ func reason(err error) (label, words string) {
 	case strings.Contains(msg, "no application protocol"), strings.Contains(msg, "protocol version"), strings.Contains(msg, "no cipher suite"), strings.Contains(msg, "unsupported versions"):
 		return "protocol mismatch", "no TLS version or cipher suite in common: " + msg
 	case strings.Contains(msg, "client didn't provide a certificate"), strings.Contains(msg, "certificate required"):
-		return string(tlsconfig.ReasonNoCertificate), "the client presented no certificate (strict mode requires one)"
+		return tlsconfig.ReasonNoCertificate.String(), "the client presented no certificate (strict mode requires one)"
 	}
 	return "handshake error", msg
 }

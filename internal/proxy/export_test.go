@@ -12,3 +12,7 @@ func (f *PolicyFile) RunTicks(ctx context.Context, ticks <-chan time.Time) error
 	l.Ticks = ticks
 	return l.Run(ctx)
 }
+
+// SetNow replaces the report's clock, so that a test states the times it
+// records instead of sleeping for them to differ.
+func (r *MigrationReport) SetNow(now func() time.Time) { r.now = now }

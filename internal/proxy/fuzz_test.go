@@ -16,6 +16,8 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // pipeListener hands the server ends of net.Pipe connections to a proxy:
@@ -104,13 +106,7 @@ func runPipeProxy(t testing.TB, w *world, cfg proxy.InboundConfig) *pipeProxy {
 // released waits for the proxy to let go of every connection.
 func (pp *pipeProxy) released(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for pp.p.Active() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d connections still held after their clients left", pp.name, pp.p.Active())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Eventually(t, func() bool { return pp.p.Active() == 0 }, pp.name+": the proxy to release every connection after its clients left")
 }
 
 // FuzzHandshakeInput sends arbitrary first bytes to inbound proxies of
@@ -119,7 +115,7 @@ func (pp *pipeProxy) released(t testing.TB) {
 func FuzzHandshakeInput(f *testing.F) {
 	w := newWorld(f)
 	client := w.ca.Leaf(f, webID)
-	echo, web := echoBackend(f), httpBackend(f)
+	echo, web := testnet.Echo(f), httpBackend(f)
 	var proxies []*pipeProxy
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		for _, mode := range []proxy.Mode{proxy.Strict, proxy.Permissive} {

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,7 +15,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,9 +23,11 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
-	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // Identities used across the tests.
@@ -116,22 +116,11 @@ func rolesExtension(t testing.TB, roles []string) pkix.Extension {
 // leafWithRoles issues id with the roles extension.
 func leafWithRoles(t testing.TB, ca *testca.CA, id string, roles ...string) *identity.Identity {
 	t.Helper()
-	ext := rolesExtension(t, roles)
-	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sid := mustID(t, id)
-	cert, err := ca.Issuer.Issue(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour, Now: time.Now(),
-		Extensions: []pkix.Extension{ext}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := identity.Roles(cert)
-	if strings.Join(got, ",") != strings.Join(roles, ",") {
+	idn := ca.Leaf(t, id, testca.Extension(rolesExtension(t, roles)))
+	if got := identity.Roles(idn.Leaf()); strings.Join(got, ",") != strings.Join(roles, ",") {
 		t.Fatalf("issued roles %v, want %v", got, roles)
 	}
-	return &identity.Identity{ID: sid, Chain: []*x509.Certificate{cert, ca.Issuer.Cert}, Key: key, Roots: []*x509.Certificate{ca.Root}}
+	return idn
 }
 
 // proxyRun is a running inbound proxy.
@@ -142,7 +131,7 @@ type proxyRun struct {
 	done    chan error
 	reg     *prometheus.Registry
 	mig     *proxy.MigrationReport
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	stopped bool
 }
 
@@ -157,7 +146,7 @@ func runInbound(t testing.TB, w *world, cfg proxy.InboundConfig) *proxyRun {
 	if cfg.Policy == nil {
 		cfg.Policy = w.policy
 	}
-	r := &proxyRun{reg: prometheus.NewRegistry(), logs: &syncBuffer{}, done: make(chan error, 1)}
+	r := &proxyRun{reg: prometheus.NewRegistry(), logs: &testlog.Buffer{}, done: make(chan error, 1)}
 	if cfg.Metrics == nil {
 		cfg.Metrics = proxy.NewMetrics(r.reg, "inbound")
 	}
@@ -175,7 +164,7 @@ func runInbound(t testing.TB, w *world, cfg proxy.InboundConfig) *proxyRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := tcpListen(t)
+	ln := testnet.Listen(t)
 	r.p, r.addr = p, ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -204,62 +193,50 @@ func (r *proxyRun) stop(t testing.TB) error {
 	}
 }
 
-func tcpListen(t testing.TB) net.Listener {
+// beginStop cancels the proxy's context and waits until its listener
+// refuses connections, without waiting for Serve to return.
+func (r *proxyRun) beginStop(t testing.TB) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	r.stopped = true
+	r.cancel()
+	testwait.Eventually(t, func() bool {
+		c, err := net.DialTimeout("tcp", r.addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	}, "the proxy's listener to close")
+}
+
+// stillServing fails t if Serve has returned.
+func (r *proxyRun) stillServing(t testing.TB, when string) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		t.Fatalf("Serve returned (%v) %s", err, when)
+	default:
 	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
 }
 
-// serveTCP runs handle for every connection accepted on a fresh loopback
-// listener and returns its address.
-func serveTCP(t testing.TB, handle func(net.Conn)) string {
+// returned waits for Serve to return after beginStop and checks that it
+// returned no error.
+func (r *proxyRun) returned(t testing.TB, when string) {
 	t.Helper()
-	ln := tcpListen(t)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Serve = %v", err)
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
-// echoBackend echoes bytes as they arrive and closes at EOF.
-func echoBackend(t testing.TB) string {
-	return serveTCP(t, func(c net.Conn) { io.Copy(c, c) })
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return " + when)
+	}
 }
 
 // collectBackend reads until EOF, then sends everything back and closes:
 // it only answers once the client has half-closed.
 func collectBackend(t testing.TB) string {
-	return serveTCP(t, func(c net.Conn) {
+	return testnet.Serve(t, func(c net.Conn) {
 		b, err := io.ReadAll(c)
 		if err != nil {
 			return
@@ -287,6 +264,15 @@ func httpBackend(t testing.TB) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
+}
+
+// backendFor is a backend for protocol: an echo service for tcp, the JSON
+// HTTP backend for http.
+func backendFor(t testing.TB, protocol proxy.Protocol) string {
+	if protocol == proxy.HTTP {
+		return httpBackend(t)
+	}
+	return testnet.Echo(t)
 }
 
 // httpClient talks to the proxy over TLS with cfg, HTTP/2 when the server
@@ -327,79 +313,6 @@ func doRequest(c *http.Client, method, url string, hdr http.Header) result {
 	return r
 }
 
-// tcpRoundTrip connects to addr (TLS with cfg, or plain when cfg is nil),
-// writes msg and reads len(msg) bytes back.
-func tcpRoundTrip(addr string, cfg *tls.Config, msg string) (string, error) {
-	var c net.Conn
-	var err error
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	if cfg != nil {
-		c, err = tls.DialWithDialer(d, "tcp", addr, cfg)
-	} else {
-		c, err = d.Dial("tcp", addr)
-	}
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, msg); err != nil {
-		return "", err
-	}
-	buf := make([]byte, len(msg))
-	n, err := io.ReadFull(c, buf)
-	return string(buf[:n]), err
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lines returns the JSON log records.
-func (s *syncBuffer) lines() []map[string]any {
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.String()), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(l), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// hasLog reports whether a record has msg and every key/value of attrs.
-func (s *syncBuffer) hasLog(msg string, attrs map[string]any) bool {
-	for _, l := range s.lines() {
-		if l["msg"] != msg {
-			continue
-		}
-		ok := true
-		for k, v := range attrs {
-			if l[k] != v {
-				ok = false
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
-
 // metric returns the value of the counter or gauge name with labels, 0
 // when absent.
 func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
@@ -434,19 +347,6 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map
 		}
 	}
 	return 0
-}
-
-// eventually polls cond every 10ms for up to 10s (a safety net, not a
-// timing requirement).
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func mustID(t testing.TB, s string) spiffeid.ID {

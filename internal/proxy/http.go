@@ -19,7 +19,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/h2guard"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -403,7 +402,7 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 			id, err := x509svid.IDFromCert(leaf)
 			if err == nil {
 				peer = id.String()
-				err = p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: identity.Roles(leaf), Method: r.Method, Path: reqPath})
+				err = p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: p.peerRoles(id, leaf), Method: r.Method, Path: reqPath})
 			}
 			if err != nil {
 				outcome = "denied"

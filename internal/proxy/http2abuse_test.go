@@ -11,6 +11,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/h2guard"
 	"github.com/mutual-tls/mutual/internal/h2guard/h2attack"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // blockingBackend answers /ok at once and holds every other request until
@@ -69,7 +70,7 @@ func dialAttack(t *testing.T, addr string, w *world) *h2attack.Client {
 
 func requestLogs(r *proxyRun) int {
 	n := 0
-	for _, l := range r.logs.lines() {
+	for _, l := range r.logs.Records() {
 		if l["msg"] == "request" {
 			n++
 		}
@@ -107,7 +108,7 @@ func TestInboundHTTP2RapidReset(t *testing.T) {
 	if n := requestLogs(r); n > bound {
 		t.Errorf("the proxy ran its handler for %d of %d cancelled streams; want at most %d", n, sent, bound)
 	}
-	if !r.logs.hasLog("connection closed", map[string]any{"reason": "rapid reset: the client cancelled most of its HTTP/2 requests"}) {
+	if !r.logs.Has("connection closed", map[string]any{"reason": "rapid reset: the client cancelled most of its HTTP/2 requests"}) {
 		t.Errorf("no log line says why the connection was closed:\n%s", r.logs)
 	}
 	res := getOnce(w.clientTLS(w.ca.Leaf(t, webID)), "https://"+r.addr+"/ok")
@@ -135,21 +136,21 @@ func TestInboundHTTP2StreamFlood(t *testing.T) {
 	if h.Settle() {
 		t.Fatalf("the proxy closed the connection: %v", h.Err())
 	}
-	eventually(t, "the backend holds the allowed streams", func() bool { return be.now.Load() == h2guard.MaxConcurrentStreams })
+	testwait.Eventually(t, func() bool { return be.now.Load() == h2guard.MaxConcurrentStreams }, "the backend holds the allowed streams")
 	if got := h.Refusals.Load(); got != extra {
 		t.Errorf("the proxy refused %d streams; want the %d past its limit", got, extra)
 	}
 	during := runtime.NumGoroutine()
 	h.Close()
-	eventually(t, "the backend's requests end with the client", func() bool { return be.now.Load() == 0 })
-	eventually(t, "the proxy's connection count back to zero", func() bool {
+	testwait.Eventually(t, func() bool { return be.now.Load() == 0 }, "the backend's requests end with the client")
+	testwait.Eventually(t, func() bool {
 		return metricValue(t, r.reg, "mutual_proxy_active_connections", nil) == 0
-	})
+	}, "the proxy's connection count back to zero")
 	if peak := be.peak.Load(); peak > h2guard.MaxConcurrentStreams {
 		t.Errorf("the backend had %d requests at once from one connection; the limit is %d", peak, h2guard.MaxConcurrentStreams)
 	}
 	// Goroutines (handlers, relays to the backend) go back to what they were.
-	eventually(t, "goroutines released", func() bool { return runtime.NumGoroutine() <= before+10 })
+	testwait.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+10 }, "goroutines released")
 	t.Logf("goroutines: %d before, %d with %d open streams, %d after", before, during, h2guard.MaxConcurrentStreams, runtime.NumGoroutine())
 }
 

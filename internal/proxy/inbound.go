@@ -196,7 +196,20 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 }
 
 func (p *Inbound) authorizeConnection(id spiffeid.ID, chain []*x509.Certificate) error {
-	return p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: identity.Roles(chain[0])})
+	return p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: p.peerRoles(id, chain[0])})
+}
+
+// peerRoles returns the roles the peer's certificate carries when the peer
+// is of the proxy's own trust domain, and none for a peer of a federated
+// one: another domain's CA may write any extension, so its peers are
+// authorized only by rules that name their IDs (spiffe://partner.example/...),
+// never by a role.
+func (p *Inbound) peerRoles(id spiffeid.ID, leaf *x509.Certificate) []string {
+	own, err := p.cfg.SVID.GetX509SVID()
+	if err != nil || own.ID.TrustDomain() != id.TrustDomain() {
+		return nil
+	}
+	return identity.Roles(leaf)
 }
 
 // TLSConfig returns the server TLS configuration the proxy uses.

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -32,6 +31,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // outcome is what a client sees.
@@ -96,7 +98,7 @@ var spoofed = http.Header{
 func TestInboundAuthorization(t *testing.T) {
 	w := newWorld(t)
 	table := peers(t, w)
-	echo := echoBackend(t)
+	echo := testnet.Echo(t)
 	web := httpBackend(t)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		for _, mode := range []proxy.Mode{proxy.Strict, proxy.Permissive} {
@@ -121,23 +123,23 @@ func TestInboundAuthorization(t *testing.T) {
 					// Refusals at the handshake are counted and logged with the reason.
 					if want == refused || want == denied && protocol == proxy.TCP {
 						labels := map[string]string{"reason": reason}
-						eventually(t, fmt.Sprintf("mutual_proxy_handshake_refusals_total%v", labels), func() bool {
+						testwait.Eventually(t, func() bool {
 							return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 &&
 								metricValue(t, r.reg, "mutual_proxy_handshakes_total", map[string]string{"outcome": "refused"}) == 1
-						})
+						}, fmt.Sprintf("mutual_proxy_handshake_refusals_total%v", labels))
 						attrs := map[string]any{"reason": reason}
 						if pc.id != nil {
 							attrs["peer_id"] = pc.id.ID.String()
 							attrs["serial"] = pki.FormatSerial(pc.id.Leaf().SerialNumber)
 						}
-						if !r.logs.hasLog("handshake refused", attrs) {
+						if !r.logs.Has("handshake refused", attrs) {
 							t.Errorf("no log line \"handshake refused\" with %v in:\n%s", attrs, r.logs)
 						}
 					}
 					if want == forwarded && !pc.plaintext {
-						eventually(t, "a handshake counted ok", func() bool {
+						testwait.Eventually(t, func() bool {
 							return metricValue(t, r.reg, "mutual_proxy_handshakes_total", map[string]string{"outcome": "ok"}) == 1
-						})
+						}, "a handshake counted ok")
 					}
 					// Only permissive mode lets clients without certificates in, and reports them.
 					snap := r.mig.Snapshot()
@@ -161,7 +163,7 @@ func checkTCP(t *testing.T, w *world, r *proxyRun, pc peer, want outcome) {
 		cfg = w.clientTLS(pc.id)
 	}
 	const msg = "hello through the proxy\n"
-	got, err := tcpRoundTrip(r.addr, cfg, msg)
+	got, err := testnet.RoundTrip(r.addr, cfg, msg)
 	switch want {
 	case forwarded:
 		if err != nil || got != msg {
@@ -204,7 +206,7 @@ func checkHTTP(t *testing.T, w *world, r *proxyRun, pc peer, want outcome) {
 		if n := metricValue(t, r.reg, "mutual_proxy_request_duration_seconds", map[string]string{"code": "403"}); n != 1 {
 			t.Errorf("403 requests counted %v times, want 1", n)
 		}
-		if !r.logs.hasLog("request", map[string]any{"outcome": "denied", "peer_id": pc.id.ID.String(), "status": 403.0}) {
+		if !r.logs.Has("request", map[string]any{"outcome": "denied", "peer_id": pc.id.ID.String(), "status": 403.0}) {
 			t.Errorf("no denied request log line in:\n%s", r.logs)
 		}
 		return
@@ -238,7 +240,7 @@ func checkHTTP(t *testing.T, w *world, r *proxyRun, pc peer, want outcome) {
 	if strings.Contains(x, "evil") || strings.Contains(x, adminID) {
 		t.Errorf("the client's spoofed %s reached the backend: %q", proxy.XFCCHeader, x)
 	}
-	if !r.logs.hasLog("request", map[string]any{"outcome": "forwarded", "peer_id": pc.id.ID.String(), "status": 200.0, "proto": "HTTP/2.0"}) {
+	if !r.logs.Has("request", map[string]any{"outcome": "forwarded", "peer_id": pc.id.ID.String(), "status": 200.0, "proto": "HTTP/2.0"}) {
 		t.Errorf("no forwarded request log line in:\n%s", r.logs)
 	}
 }
@@ -408,7 +410,7 @@ func TestInboundPolicyFileTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := runInbound(t, w, proxy.InboundConfig{Target: echoBackend(t), Policy: pf})
+	r := runInbound(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Policy: pf})
 	for _, tt := range []struct {
 		name string
 		id   *identity.Identity
@@ -420,7 +422,7 @@ func TestInboundPolicyFileTCP(t *testing.T) {
 		{"method rule", w.ca.Leaf(t, webID), false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := tcpRoundTrip(r.addr, w.clientTLS(tt.id), "x")
+			got, err := testnet.RoundTrip(r.addr, w.clientTLS(tt.id), "x")
 			if (err == nil && got == "x") != tt.ok {
 				t.Errorf("round trip = %q, %v; want ok=%v", got, err, tt.ok)
 			}
@@ -436,7 +438,7 @@ func TestInboundPolicyReload(t *testing.T) {
 	writeFileAtomic(t, path, "rules:\n  - ids: [\""+webID+"\"]\n")
 	reg := prometheus.NewRegistry()
 	m := proxy.NewMetrics(reg, "inbound")
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	pf, err := proxy.LoadPolicyFile(path, nil, slogJSON(logs), m)
 	if err != nil {
 		t.Fatal(err)
@@ -473,27 +475,27 @@ func TestInboundPolicyReload(t *testing.T) {
 
 	// The new rule applies without a restart, on live connections too.
 	writeFileAtomic(t, path, "rules:\n  - ids: [\""+dbID+"\"]\n    methods: [GET]\n")
-	eventually(t, "db allowed after the reload", func() bool { return status(db) == 200 })
+	testwait.Eventually(t, func() bool { return status(db) == 200 }, "db allowed after the reload")
 	if status(web) != 403 {
 		t.Error("web still allowed after its rule was removed")
 	}
-	eventually(t, "reload counted", func() bool {
+	testwait.Eventually(t, func() bool {
 		return metricValue(t, reg, "mutual_proxy_policy_reloads_total", map[string]string{"result": "ok"}) >= 1
-	})
+	}, "reload counted")
 
 	// A broken file: the last good policy stays, the failure is counted and logged.
 	good := pf.Policy()
 	writeFileAtomic(t, path, "rules:\n  - ids: [\"spiffe://example.org/**/x\"]\n")
-	eventually(t, "failed reload counted", func() bool {
+	testwait.Eventually(t, func() bool {
 		return metricValue(t, reg, "mutual_proxy_policy_reloads_total", map[string]string{"result": "error"}) == 1
-	})
+	}, "failed reload counted")
 	if pf.Policy() != good {
 		t.Error("a broken file replaced the policy")
 	}
 	if status(db) != 200 || status(web) != 403 {
 		t.Error("a broken file changed what is allowed")
 	}
-	if !r.logs.hasLog("request", map[string]any{"status": 200.0}) || !logs.hasLog("policy reload failed; keeping the last good policy", map[string]any{"file": path}) {
+	if !r.logs.Has("request", map[string]any{"status": 200.0}) || !logs.Has("policy reload failed; keeping the last good policy", map[string]any{"file": path}) {
 		t.Errorf("no reload failure logged:\n%s", logs)
 	}
 	stopRun()
@@ -584,11 +586,11 @@ func TestInboundHalfClose(t *testing.T) {
 				}
 				total += int64(n)
 			}
-			eventually(t, "bytes counted", func() bool {
+			testwait.Eventually(t, func() bool {
 				return metricValue(t, r.reg, "mutual_proxy_bytes_total", map[string]string{"flow": "to_target"}) == float64(total) &&
 					metricValue(t, r.reg, "mutual_proxy_bytes_total", map[string]string{"flow": "to_peer"}) == float64(total)
-			})
-			eventually(t, "connections released", func() bool { return r.p.Active() == 0 })
+			}, "bytes counted")
+			testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "connections released")
 		})
 	}
 }
@@ -624,7 +626,7 @@ func halfCloseRoundTrip(addr string, w *world, id *identity.Identity, plaintext 
 // TestInboundFullDuplex streams both ways at once through an echo.
 func TestInboundFullDuplex(t *testing.T) {
 	w := newWorld(t)
-	r := runInbound(t, w, proxy.InboundConfig{Target: echoBackend(t)})
+	r := runInbound(t, w, proxy.InboundConfig{Target: testnet.Echo(t)})
 	c, err := tls.Dial("tcp", r.addr, w.clientTLS(w.ca.Leaf(t, webID)))
 	if err != nil {
 		t.Fatal(err)
@@ -658,10 +660,7 @@ func TestInboundCloseConnections(t *testing.T) {
 	w := newWorld(t)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := echoBackend(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Mode: proxy.Permissive})
 			revoked, kept := w.ca.Leaf(t, webID), w.ca.Leaf(t, stagingID)
 			open := func(id *identity.Identity) *rawConn {
@@ -758,11 +757,7 @@ func TestRolesExtension(t *testing.T) {
 		if want := rolesExtension(t, roles).Value; !bytes.Equal(ext.Value, want) {
 			t.Errorf("RolesExtension(%q) = %x, want SEQUENCE OF UTF8String %x", roles, ext.Value, want)
 		}
-		cert, err := ca.Issuer.Issue(pki.Leaf{ID: mustID(t, auditorID), PublicKey: ca.Root.PublicKey, TTL: time.Hour,
-			Extensions: []pkix.Extension{ext}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		cert := ca.Leaf(t, auditorID, testca.Extension(ext)).Leaf()
 		if got := identity.Roles(cert); strings.Join(got, "|") != strings.Join(roles, "|") {
 			t.Errorf("Roles = %q, want %q", got, roles)
 		}
@@ -893,7 +888,7 @@ func TestInboundXFCCFormat(t *testing.T) {
 func TestInboundLeafOnlyClient(t *testing.T) {
 	w := newWorld(t)
 	impostor := testca.New(t)
-	r := runInbound(t, w, proxy.InboundConfig{Target: echoBackend(t)})
+	r := runInbound(t, w, proxy.InboundConfig{Target: testnet.Echo(t)})
 	for _, tt := range []struct {
 		name string
 		id   *identity.Identity
@@ -905,7 +900,7 @@ func TestInboundLeafOnlyClient(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := w.clientTLS(nil)
 			cfg.Certificates = []tls.Certificate{{Certificate: [][]byte{tt.id.Leaf().Raw}, PrivateKey: tt.id.Key}}
-			got, err := tcpRoundTrip(r.addr, cfg, "x")
+			got, err := testnet.RoundTrip(r.addr, cfg, "x")
 			if (err == nil && got == "x") != tt.ok {
 				t.Errorf("round trip = %q, %v; want ok=%v", got, err, tt.ok)
 			}
@@ -917,7 +912,7 @@ func TestInboundLeafOnlyClient(t *testing.T) {
 // certificate, and follows the certificate it is asked for.
 func TestInboundOCSPStaple(t *testing.T) {
 	w := newWorld(t)
-	r := runInbound(t, w, proxy.InboundConfig{Target: echoBackend(t), Staple: func(leaf *x509.Certificate) []byte {
+	r := runInbound(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Staple: func(leaf *x509.Certificate) []byte {
 		return []byte("staple for " + leaf.SerialNumber.String())
 	}})
 	c, err := tls.Dial("tcp", r.addr, w.clientTLS(w.ca.Leaf(t, webID)))

@@ -19,6 +19,8 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -28,10 +30,7 @@ func TestInboundIdleTimeout(t *testing.T) {
 	client := w.ca.Leaf(t, webID)
 	for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := echoBackend(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Limits: proxy.Limits{IdleTimeout: 300 * time.Millisecond}})
 			c, err := tls.Dial("tcp", r.addr, w.clientTLS(client, "http/1.1"))
 			if err != nil {
@@ -46,7 +45,7 @@ func TestInboundIdleTimeout(t *testing.T) {
 			if err := closedByProxy(c); err != nil {
 				t.Fatalf("idle connection: %v", err)
 			}
-			eventually(t, "connection released", func() bool { return r.p.Active() == 0 })
+			testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "connection released")
 		})
 	}
 }
@@ -55,19 +54,19 @@ func TestInboundIdleTimeout(t *testing.T) {
 // answers 502; both say so in the log.
 func TestInboundTargetUnreachable(t *testing.T) {
 	w := newWorld(t)
-	ln := tcpListen(t)
+	ln := testnet.Listen(t)
 	dead := ln.Addr().String()
 	ln.Close() // nothing listens there now
 	client := w.ca.Leaf(t, webID)
 	t.Run("tcp", func(t *testing.T) {
 		r := runInbound(t, w, proxy.InboundConfig{Target: dead})
-		if got, err := tcpRoundTrip(r.addr, w.clientTLS(client), "x"); err == nil {
+		if got, err := testnet.RoundTrip(r.addr, w.clientTLS(client), "x"); err == nil {
 			t.Errorf("round trip = %q; want the connection closed", got)
 		}
-		eventually(t, "counted and logged", func() bool {
+		testwait.Eventually(t, func() bool {
 			return metricValue(t, r.reg, "mutual_proxy_connections_total", map[string]string{"outcome": "target_unreachable"}) == 1 &&
-				r.logs.hasLog("target unreachable", map[string]any{"peer_id": webID, "target": dead})
-		})
+				r.logs.Has("target unreachable", map[string]any{"peer_id": webID, "target": dead})
+		}, "counted and logged")
 	})
 	t.Run("http", func(t *testing.T) {
 		r := runInbound(t, w, proxy.InboundConfig{Target: dead, Protocol: proxy.HTTP})
@@ -75,7 +74,7 @@ func TestInboundTargetUnreachable(t *testing.T) {
 		if res.err != nil || res.code != http.StatusBadGateway || !strings.Contains(res.body, "unreachable") {
 			t.Errorf("request = %d %q, %v; want 502", res.code, res.body, res.err)
 		}
-		eventually(t, "logged", func() bool { return r.logs.hasLog("target unreachable", map[string]any{"target": dead}) })
+		testwait.Eventually(t, func() bool { return r.logs.Has("target unreachable", map[string]any{"target": dead}) }, "logged")
 	})
 }
 
@@ -108,14 +107,11 @@ func TestInboundPeerCheck(t *testing.T) {
 		for _, protocol := range []proxy.Protocol{proxy.TCP, proxy.HTTP} {
 			for _, mode := range []proxy.Mode{proxy.Strict, proxy.Permissive} {
 				t.Run(tt.name+"/"+string(protocol)+"/"+string(mode), func(t *testing.T) {
-					target := echoBackend(t)
-					if protocol == proxy.HTTP {
-						target = httpBackend(t)
-					}
+					target := backendFor(t, protocol)
 					r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, Mode: mode, PeerCheck: tt.check})
 					ok := func(id *identity.Identity) bool {
 						if protocol == proxy.TCP {
-							got, err := tcpRoundTrip(r.addr, w.clientTLS(id), "x")
+							got, err := testnet.RoundTrip(r.addr, w.clientTLS(id), "x")
 							return err == nil && got == "x"
 						}
 						res := getOnce(w.clientTLS(id), "https://"+r.addr+"/")
@@ -128,7 +124,7 @@ func TestInboundPeerCheck(t *testing.T) {
 						t.Error("another certificate of the same identity was refused")
 					}
 					labels := map[string]string{"reason": tt.reason}
-					eventually(t, "refusal counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 })
+					testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 }, "refusal counted")
 				})
 			}
 		}
@@ -139,7 +135,7 @@ func TestInboundPeerCheck(t *testing.T) {
 func TestInboundTLSVersions(t *testing.T) {
 	w := newWorld(t)
 	client := w.ca.Leaf(t, webID)
-	echo := echoBackend(t)
+	echo := testnet.Echo(t)
 	for _, tt := range []struct {
 		tls12  bool
 		client uint16
@@ -155,13 +151,13 @@ func TestInboundTLSVersions(t *testing.T) {
 			r := runInbound(t, w, proxy.InboundConfig{Target: echo, TLS12: tt.tls12})
 			cfg := w.clientTLS(client)
 			cfg.MinVersion, cfg.MaxVersion = tt.client, tt.client
-			got, err := tcpRoundTrip(r.addr, cfg, "x")
+			got, err := testnet.RoundTrip(r.addr, cfg, "x")
 			if (err == nil && got == "x") != tt.ok {
 				t.Fatalf("round trip = %q, %v; want ok=%v", got, err, tt.ok)
 			}
 			if !tt.ok {
 				labels := map[string]string{"reason": "protocol mismatch"}
-				eventually(t, "refusal counted", func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 })
+				testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 }, "refusal counted")
 			}
 		})
 	}
@@ -179,13 +175,15 @@ func TestMigrationReport(t *testing.T) {
 	nilReport.Record(&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1}, "plaintext") // no panic
 
 	m := proxy.NewMigrationReport()
+	clock := time.Now()
+	m.SetNow(func() time.Time { return clock })
 	a := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1000}
 	b := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 2000} // same host, other port
 	c := &net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 3000}
 	m.Record(a, "plaintext")
 	m.Record(b, "plaintext")
 	m.Record(a, "no-certificate")
-	time.Sleep(2 * time.Millisecond) // distinct LastSeen for the ordering check
+	clock = clock.Add(time.Second) // a later LastSeen for the ordering check
 	m.Record(c, "no-certificate")
 	snap := m.Snapshot()
 	if len(snap) != 3 {
@@ -277,7 +275,7 @@ func TestInboundStreaming(t *testing.T) {
 // cuts its tunnel to a matching server.
 func TestOutboundCloseConnections(t *testing.T) {
 	w := newWorld(t)
-	in := inboundForOutbound(t, w, proxy.TCP, echoBackend(t))
+	in := inboundForOutbound(t, w, proxy.TCP, testnet.Echo(t))
 	out := runOutbound(t, w, in.addr, proxyID)
 	c, err := net.Dial("tcp", out.addr)
 	if err != nil {

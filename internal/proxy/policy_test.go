@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testlog"
 )
 
 // TestPolicyFileRunTicks drives the policy file's poll loop tick by tick:
@@ -20,7 +21,7 @@ func TestPolicyFileRunTicks(t *testing.T) {
 	writeFileAtomic(t, path, "rules:\n  - ids: [\""+webID+"\"]\n")
 	reg := prometheus.NewRegistry()
 	m := proxy.NewMetrics(reg, "inbound")
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	pf, err := proxy.LoadPolicyFile(path, nil, slogJSON(logs), m)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // TestRotationUnderLoad: the proxy's identity directory is rewritten ~20
@@ -32,7 +34,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	defer func() { cancel(); <-srcDone }()
 
 	hp := runInbound(t, w, proxy.InboundConfig{Target: httpBackend(t), Protocol: proxy.HTTP})
-	tp := runInbound(t, w, proxy.InboundConfig{Target: echoBackend(t)})
+	tp := runInbound(t, w, proxy.InboundConfig{Target: testnet.Echo(t)})
 	client := w.ca.Leaf(t, webID)
 
 	var (
@@ -94,7 +96,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	// Fresh tcp-mode connections.
 	loop(func(i int) {
 		msg := fmt.Sprintf("message %d\n", i)
-		if got, err := tcpRoundTrip(tp.addr, w.clientTLS(client), msg); err != nil || got != msg {
+		if got, err := testnet.RoundTrip(tp.addr, w.clientTLS(client), msg); err != nil || got != msg {
 			fail("tcp %d: %q %v", i, got, err)
 		}
 	})
@@ -115,18 +117,18 @@ func TestRotationUnderLoad(t *testing.T) {
 		}
 		// Let traffic run on this identity: wait until a fresh connection
 		// has been served with it.
-		eventually(t, "traffic on certificate "+last, func() bool {
+		testwait.Eventually(t, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return serials[last] > 0
-		})
+		}, "traffic on certificate "+last)
 	}
 	// Fresh connections end up on the last certificate.
-	eventually(t, "the last certificate served", func() bool {
+	testwait.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return serials[last] > 0
-	})
+	}, "the last certificate served")
 	close(stop)
 	wg.Wait()
 

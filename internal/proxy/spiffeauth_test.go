@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,6 +20,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -43,7 +47,7 @@ func namelessInbound(t *testing.T, w *world, id string) *proxyRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return runInbound(t, w, proxy.InboundConfig{Target: echoBackend(t), Protocol: proxy.TCP, SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol}})
+	return runInbound(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Protocol: proxy.TCP, SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol}})
 }
 
 // outboundWith builds an outbound proxy with the outbound identity and cfg
@@ -70,19 +74,7 @@ func outboundWith(t *testing.T, w *world, cfg proxy.OutboundConfig, logs io.Writ
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := tcpListen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("outbound Serve did not return")
-		}
-	})
-	return &outboundRun{addr: ln.Addr().String(), o: o}
+	return &outboundRun{addr: testnet.Run(t, o.Serve).Addr, o: o}
 }
 
 func patterns(t *testing.T, ss ...string) []authz.Pattern {
@@ -109,7 +101,7 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 
 	t.Run("exact expect, no server name: works", func(t *testing.T) {
 		out := outboundWith(t, w, proxy.OutboundConfig{Target: in.addr, Expect: patterns(t, dbID)}, nil)
-		if got, err := tcpRoundTrip(out.addr, nil, "hello"); err != nil || got != "hello" {
+		if got, err := testnet.RoundTrip(out.addr, nil, "hello"); err != nil || got != "hello" {
 			t.Fatalf("round trip = %q, %v; want the echo", got, err)
 		}
 		tc, err := out.o.Dial(context.Background())
@@ -123,9 +115,9 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 	})
 	t.Run("right chain, another ID: refused", func(t *testing.T) {
 		other := namelessInbound(t, w, "spiffe://example.org/ns/prod/cache")
-		logs := &syncBuffer{}
+		logs := &testlog.Buffer{}
 		out := outboundWith(t, w, proxy.OutboundConfig{Target: other.addr, Expect: patterns(t, dbID)}, logs)
-		if got, err := tcpRoundTrip(out.addr, nil, "x"); err == nil {
+		if got, err := testnet.RoundTrip(out.addr, nil, "x"); err == nil {
 			t.Fatalf("round trip = %q; want refused", got)
 		}
 		_, err := out.o.Dial(context.Background())
@@ -133,14 +125,14 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 		if !errors.As(err, &pe) || pe.Reason != tlsconfig.ReasonNotAuthorized {
 			t.Fatalf("Dial = %v; want not authorized", err)
 		}
-		eventually(t, "the refusal logged", func() bool {
-			return logs.hasLog("server refused", map[string]any{"reason": string(tlsconfig.ReasonNotAuthorized)})
-		})
+		testwait.Eventually(t, func() bool {
+			return logs.Has("server refused", map[string]any{"reason": tlsconfig.ReasonNotAuthorized.String()})
+		}, "the refusal logged")
 	})
 	t.Run("--server-name absent from the certificate: refused", func(t *testing.T) {
-		logs := &syncBuffer{}
+		logs := &testlog.Buffer{}
 		out := outboundWith(t, w, proxy.OutboundConfig{Target: in.addr, ServerName: "db.example.org", Expect: patterns(t, dbID)}, logs)
-		if got, err := tcpRoundTrip(out.addr, nil, "x"); err == nil {
+		if got, err := testnet.RoundTrip(out.addr, nil, "x"); err == nil {
 			t.Fatalf("round trip = %q; want refused", got)
 		}
 		_, err := out.o.Dial(context.Background())
@@ -148,9 +140,9 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 		if !errors.As(err, &he) || he.Host != "db.example.org" {
 			t.Fatalf("Dial = %v; want a name mismatch", err)
 		}
-		eventually(t, "the refusal logged", func() bool {
-			return logs.hasLog("server refused", map[string]any{"reason": string(tlsconfig.ReasonNameMismatch)})
-		})
+		testwait.Eventually(t, func() bool {
+			return logs.Has("server refused", map[string]any{"reason": tlsconfig.ReasonNameMismatch.String()})
+		}, "the refusal logged")
 	})
 	t.Run("another root with the same ID: refused", func(t *testing.T) {
 		evil := newWorld(t) // its own CA, same trust domain name
@@ -163,9 +155,9 @@ func TestOutboundReachesServerWithoutNames(t *testing.T) {
 		}
 	})
 	t.Run("broad --expect without --server-name is warned about", func(t *testing.T) {
-		logs := &syncBuffer{}
+		logs := &testlog.Buffer{}
 		outboundWith(t, w, proxy.OutboundConfig{Target: in.addr, Expect: patterns(t, "spiffe://example.org/**")}, logs)
-		if !logs.hasLog("--expect accepts a whole namespace of the trust domain as the server, and no --server-name is checked: any such workload (or node) certificate would be accepted as "+in.addr, nil) {
+		if !logs.Has("--expect accepts a whole namespace of the trust domain as the server, and no --server-name is checked: any such workload (or node) certificate would be accepted as "+in.addr, nil) {
 			t.Errorf("no warning for a broad --expect:\n%s", logs)
 		}
 	})
@@ -210,20 +202,7 @@ func TestOutboundReachesGoSPIFFEServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					c.SetDeadline(time.Now().Add(10 * time.Second))
-					io.Copy(c, c)
-				}()
-			}
-		}()
+		testnet.ServeOn(t, ln, func(c net.Conn) { io.Copy(c, c) })
 		return ln.Addr().String()
 	}
 	own := x509bundle.FromX509Authorities(w.ca.TrustDomain, []*x509.Certificate{w.ca.Root})
@@ -231,7 +210,7 @@ func TestOutboundReachesGoSPIFFEServer(t *testing.T) {
 	t.Run("same trust domain", func(t *testing.T) {
 		addr := serve(t, w.ca, dbID, own)
 		out := outboundWith(t, w, proxy.OutboundConfig{Target: addr, Expect: patterns(t, dbID)}, nil)
-		if got, err := tcpRoundTrip(out.addr, nil, "hello spire"); err != nil || got != "hello spire" {
+		if got, err := testnet.RoundTrip(out.addr, nil, "hello spire"); err != nil || got != "hello spire" {
 			t.Fatalf("round trip = %q, %v", got, err)
 		}
 	})
@@ -241,7 +220,7 @@ func TestOutboundReachesGoSPIFFEServer(t *testing.T) {
 		set := x509bundle.NewSet(own, x509bundle.FromX509Authorities(spire.TrustDomain, []*x509.Certificate{spire.Root}))
 		addr := serve(t, spire, spireID, set)
 		out := outboundWith(t, w, proxy.OutboundConfig{Target: addr, Expect: patterns(t, spireID), Bundle: set}, nil)
-		if got, err := tcpRoundTrip(out.addr, nil, "hello spire"); err != nil || got != "hello spire" {
+		if got, err := testnet.RoundTrip(out.addr, nil, "hello spire"); err != nil || got != "hello spire" {
 			t.Fatalf("round trip = %q, %v", got, err)
 		}
 		// The same server, expected under its own name but not federated: refused.

@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // TestOutboundToTLS12OnlyServerSaysAddTLS12: an outbound proxy (TLS 1.3
@@ -30,7 +33,7 @@ func TestOutboundToTLS12OnlyServerSaysAddTLS12(t *testing.T) {
 	}
 	for name, target := range servers {
 		t.Run(name, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &testlog.Buffer{}
 			out := outboundWith(t, w, proxy.OutboundConfig{Target: target, Expect: patterns(t, proxyID)}, logs)
 			conn, err := net.DialTimeout("tcp", out.addr, 10*time.Second)
 			if err != nil {
@@ -40,8 +43,8 @@ func TestOutboundToTLS12OnlyServerSaysAddTLS12(t *testing.T) {
 			conn.SetDeadline(time.Now().Add(30 * time.Second))
 			conn.Write([]byte("x"))
 			conn.Read(make([]byte, 1)) // the proxy closes the client's leg
-			eventually(t, "the refusal logged", func() bool { return strings.Contains(logs.String(), "server refused") })
-			if !logs.hasLog("server refused", map[string]any{"reason": "protocol mismatch"}) || !strings.Contains(logs.String(), "add --tls12") ||
+			testwait.Eventually(t, func() bool { return logs.Contains("server refused") }, "the refusal logged")
+			if !logs.Has("server refused", map[string]any{"reason": "protocol mismatch"}) || !strings.Contains(logs.String(), "add --tls12") ||
 				!strings.Contains(logs.String(), "upgrade the server") {
 				t.Errorf("the refusal does not say to add --tls12:\n%s", logs)
 			}
@@ -54,10 +57,7 @@ func TestOutboundToTLS12OnlyServerSaysAddTLS12(t *testing.T) {
 func goTLS12Server(t *testing.T, w *world) string {
 	t.Helper()
 	cfg := &tls.Config{Certificates: []tls.Certificate{w.src.Identity().TLSCertificate()}, MaxVersion: tls.VersionTLS12}
-	return serveTCP(t, func(c net.Conn) {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		tls.Server(c, cfg).Handshake()
-	})
+	return testnet.ServeTLS(t, cfg, nil)
 }
 
 // opensslTLS12Server runs `openssl s_server -tls1_2` with the proxy's

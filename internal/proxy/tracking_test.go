@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -21,6 +20,8 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testnet"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/tlsconfig"
 )
 
@@ -71,7 +72,7 @@ func serialHex(id *identity.Identity) string { return pki.FormatSerial(id.Leaf()
 func tunnelBackend(t *testing.T) (addr string, ended chan struct{}) {
 	t.Helper()
 	ended = make(chan struct{}, 16)
-	return serveTCP(t, func(c net.Conn) {
+	return testnet.Serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -146,7 +147,7 @@ func TestHTTPUpgradedTunnelStaysTracked(t *testing.T) {
 			t.Fatalf("BUG: revoked client's tunnel: %v", err)
 		}
 		waitEnded(t, ended, "revoked")
-		eventually(t, "the tunnel released", func() bool { return r.p.Active() == 0 })
+		testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "the tunnel released")
 	})
 
 	t.Run("max connections", func(t *testing.T) {
@@ -158,7 +159,7 @@ func TestHTTPUpgradedTunnelStaysTracked(t *testing.T) {
 			t.Fatalf("BUG: a second connection got %d while a tunnel holds the only slot", res.code)
 		}
 		tun.Close()
-		eventually(t, "the closed tunnel released", func() bool { return r.p.Active() == 0 })
+		testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "the closed tunnel released")
 	})
 
 	t.Run("idle", func(t *testing.T) {
@@ -169,7 +170,7 @@ func TestHTTPUpgradedTunnelStaysTracked(t *testing.T) {
 			t.Fatalf("BUG: idle tunnel: %v", err)
 		}
 		waitEnded(t, ended, "idle")
-		eventually(t, "the idle tunnel released", func() bool { return r.p.Active() == 0 })
+		testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "the idle tunnel released")
 	})
 
 	t.Run("drain", func(t *testing.T) {
@@ -247,10 +248,7 @@ func TestHeldBackFinishedAfterRevocation(t *testing.T) {
 	w := newWorld(t)
 	for _, protocol := range []proxy.Protocol{proxy.HTTP, proxy.TCP} {
 		t.Run(string(protocol), func(t *testing.T) {
-			target := echoBackend(t)
-			if protocol == proxy.HTTP {
-				target = httpBackend(t)
-			}
+			target := backendFor(t, protocol)
 			rv := newRevoker()
 			r := runInbound(t, w, proxy.InboundConfig{Target: target, Protocol: protocol, PeerCheck: rv.check})
 			client := w.ca.Leaf(t, webID)
@@ -297,7 +295,7 @@ func TestHeldBackFinishedAfterRevocation(t *testing.T) {
 					t.Fatal("BUG: a client revoked before its Finished got 200 through the proxy")
 				}
 			}
-			eventually(t, "the refused connection released", func() bool { return r.p.Active() == 0 })
+			testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "the refused connection released")
 		})
 	}
 }
@@ -310,7 +308,7 @@ func silentBackend(t *testing.T) (addr string, got chan struct{}, ended chan str
 	t.Helper()
 	got, ended = make(chan struct{}, 16), make(chan struct{}, 16)
 	quit := make(chan struct{})
-	addr = serveTCP(t, func(c net.Conn) {
+	addr = testnet.Serve(t, func(c net.Conn) {
 		buf := make([]byte, 1024)
 		first := true
 		for {
@@ -325,7 +323,7 @@ func silentBackend(t *testing.T) (addr string, got chan struct{}, ended chan str
 			}
 		}
 	})
-	// Registered after serveTCP's cleanup, so it runs before it.
+	// Registered after testnet.Serve's cleanup, so it runs before it.
 	t.Cleanup(func() { close(quit) })
 	return addr, got, ended
 }
@@ -389,7 +387,7 @@ func TestTCPSilentBackend(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitEnded(t, ended, "revoked")
-		eventually(t, "BUG: the revoked connection still counted while its service leg hangs", func() bool { return r.p.Active() == 0 })
+		testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "BUG: the revoked connection still counted while its service leg hangs")
 	})
 
 	t.Run("client reset", func(t *testing.T) {
@@ -401,7 +399,7 @@ func TestTCPSilentBackend(t *testing.T) {
 		raw.SetLinger(0)
 		raw.Close() // RST: the client gave up
 		waitEnded(t, ended, "client reset")
-		eventually(t, "BUG: a client that reset still counts against MaxConnections", func() bool { return r.p.Active() == 0 })
+		testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "BUG: a client that reset still counts against MaxConnections")
 		// Its slot is free again.
 		openSilent(t, w, r, client, got)
 	})
@@ -415,7 +413,7 @@ func TestTCPSilentBackend(t *testing.T) {
 		c, _ := openSilent(t, w, r, client, got)
 		c.Close() // close_notify and FIN: the client finished and left
 		waitEnded(t, ended, "client closed")
-		eventually(t, "BUG: a client that closed still counts against MaxConnections while the service stays silent", func() bool { return r.p.Active() == 0 })
+		testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "BUG: a client that closed still counts against MaxConnections while the service stays silent")
 		openSilent(t, w, r, client, got)
 	})
 }
@@ -427,7 +425,7 @@ func TestTCPSilentBackend(t *testing.T) {
 func holdServerFinished(t *testing.T, target string) (addr string, release chan struct{}) {
 	t.Helper()
 	release = make(chan struct{})
-	addr = serveTCP(t, func(c net.Conn) {
+	addr = testnet.Serve(t, func(c net.Conn) {
 		s, err := net.DialTimeout("tcp", target, 5*time.Second)
 		if err != nil {
 			return
@@ -469,7 +467,7 @@ func holdServerFinished(t *testing.T, target string) (addr string, release chan 
 // yet). The tunnel must not go live.
 func TestOutboundServerRevokedBeforeItsFinished(t *testing.T) {
 	w := newWorld(t)
-	in := inboundForOutbound(t, w, proxy.TCP, echoBackend(t))
+	in := inboundForOutbound(t, w, proxy.TCP, testnet.Echo(t))
 	relay, release := holdServerFinished(t, in.addr)
 	dir := t.TempDir()
 	if err := w.ca.Leaf(t, outID).Save(dir); err != nil {
@@ -489,13 +487,7 @@ func TestOutboundServerRevokedBeforeItsFinished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := tcpListen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", testnet.Run(t, o.Serve).Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

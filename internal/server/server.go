@@ -110,6 +110,14 @@ type Config struct {
 	Hub  *publish.Hub
 	// IssuanceLog serves the issuance log under /log/; nil leaves it out.
 	IssuanceLog *translog.Server
+	// SPIFFEBundle, when set, returns this trust domain's SPIFFE bundle
+	// (JSON), served at /v1/federation/bundle.
+	SPIFFEBundle func() []byte
+	// Federation, when set, serves the federation admin API and adds the
+	// federated bundles to /v1/bundle.
+	Federation Federation
+	// Partners, when set, serves the partnership admin API.
+	Partners Partners
 }
 
 // Server serves the CA API.
@@ -160,6 +168,8 @@ func New(cfg Config) *Server {
 	s.route("GET /v1/node/entries", "node_entries", s.nodeEntries)
 	s.route("POST /v1/node/svid", "node_svid", s.nodeSVID)
 	s.route("GET /v1/revocations", "revocation_feed", s.feed)
+	s.routeFederation()
+	s.routePartners()
 	rh := s.RevocationHandler()
 	s.mux.Handle("GET /crl/{name}", rh)
 	s.mux.Handle("POST /ocsp", rh)
@@ -380,10 +390,17 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (int, error) {
 
 func (s *Server) bundle(w http.ResponseWriter, r *http.Request) (int, error) {
 	fp := pki.Fingerprint(s.cfg.Roots[0])
+	// The local bundle is served even when the store cannot say which
+	// federated bundles it holds (bootstrap needs it); those are left out.
+	fed, err := s.federatedPEM(r.Context())
+	if err != nil {
+		s.log.Warn("bundle served without the federated bundles: the store did not answer", "error", err.Error())
+	}
 	return ok(w, api.BundleResponse{
-		TrustDomain:     s.cfg.TrustDomain.Name(),
-		RootsPEM:        string(pki.EncodeCertificates(s.cfg.Roots...)),
-		RootFingerprint: hex.EncodeToString(fp[:]),
+		TrustDomain:      s.cfg.TrustDomain.Name(),
+		RootsPEM:         string(pki.EncodeCertificates(s.cfg.Roots...)),
+		RootFingerprint:  hex.EncodeToString(fp[:]),
+		FederatedBundles: fed,
 	})
 }
 
@@ -535,24 +552,39 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 	}
 	out := api.CertificateList{Certificates: []api.CertificateInfo{}}
 	for _, c := range cs {
-		ci := api.CertificateInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
-			IssuedAt: c.IssuedAt, RequestedBy: c.RequestedBy}
-		if c.Revoked() {
-			t := c.RevokedAt
-			ci.RevokedAt = &t
-			ci.RevocationReason = ca.ReasonName(c.RevocationReason)
-		}
-		if withPEM {
-			if x, err := x509.ParseCertificate(c.DER); err == nil {
-				ci.CertificatePEM = string(pki.EncodeCertificates(x))
-			}
-		}
-		out.Certificates = append(out.Certificates, ci)
+		out.Certificates = append(out.Certificates, certificateInfo(c, withPEM))
 	}
 	if len(cs) == limit {
 		out.Next = cs[len(cs)-1].Cursor().String()
 	}
 	return ok(w, out)
+}
+
+func certificateInfo(c store.Certificate, withPEM bool) api.CertificateInfo {
+	ci := api.CertificateInfo{Serial: c.Serial, SPIFFEID: c.SPIFFEID, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+		IssuedAt: c.IssuedAt, RequestedBy: c.RequestedBy}
+	if c.Revoked() {
+		t := c.RevokedAt
+		ci.RevokedAt = &t
+		ci.RevocationReason = ca.ReasonName(c.RevocationReason)
+	}
+	if withPEM {
+		if x, err := x509.ParseCertificate(c.DER); err == nil {
+			ci.CertificatePEM = string(pki.EncodeCertificates(x))
+		}
+	}
+	return ci
+}
+
+func revokeResponse(revs []store.Revocation, m *metrics) api.RevokeResponse {
+	out := api.RevokeResponse{Revoked: []api.Revoked{}}
+	for _, rv := range revs {
+		if !rv.AlreadyRevoked {
+			m.revocations.Inc()
+		}
+		out.Revoked = append(out.Revoked, api.Revoked{Serial: rv.Serial, SPIFFEID: rv.SPIFFEID, AlreadyRevoked: rv.AlreadyRevoked})
+	}
+	return out
 }
 
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error) {
@@ -568,14 +600,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, by spiffeid.ID) 
 	if err != nil {
 		return 0, err
 	}
-	out := api.RevokeResponse{Revoked: []api.Revoked{}}
-	for _, rv := range revs {
-		if !rv.AlreadyRevoked {
-			s.metrics.revocations.Inc()
-		}
-		out.Revoked = append(out.Revoked, api.Revoked{Serial: rv.Serial, SPIFFEID: rv.SPIFFEID, AlreadyRevoked: rv.AlreadyRevoked})
-	}
-	return ok(w, out)
+	return ok(w, revokeResponse(revs, s.metrics))
 }
 
 func entryInfo(e store.Entry) api.Entry {

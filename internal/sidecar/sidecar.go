@@ -37,7 +37,7 @@ type sidecar struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	m       *proxy.Metrics
-	src     certSource
+	src     CertSource
 	parts   []func(context.Context) error // run beside the proxy
 	closers []func()
 	serve   func(context.Context, net.Listener) error

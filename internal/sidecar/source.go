@@ -22,8 +22,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/watch"
 )
 
-// certSource is what the proxy needs of its certificate source.
-type certSource interface {
+// CertSource is what a service needs of its certificate source: its own
+// SVID and the trust bundle.
+type CertSource interface {
 	x509svid.Source
 	x509bundle.Source
 }
@@ -88,17 +89,26 @@ func (s *sidecar) followDir(ds *identity.DirSource) watch.Loop {
 // Without one the proxy does not start, unless Revocation.Off says so
 // (then it returns nil).
 func (s *sidecar) watcher(cfg Config) (*revocation.Watcher, error) {
-	r := cfg.Revocation
+	return RevocationWatcher(s.src, cfg.Source.IdentityDir, cfg.Revocation, s.log)
+}
+
+// RevocationWatcher builds the revocation watcher for a service whose
+// certificate comes from src (and identityDir, when it is a directory),
+// from the first source found: r.CAURLs, the identity directory's
+// mutual.json, or the CRL distribution point or OCSP address in the
+// service's own certificate. Without one it is an error, unless r.Off says
+// so (then it returns nil).
+func RevocationWatcher(src CertSource, identityDir string, r Revocation, log *slog.Logger) (*revocation.Watcher, error) {
 	if r.Off {
 		if len(r.CAURLs) > 0 {
 			return nil, errors.New("--no-revocation: give --ca or --no-revocation, not both")
 		}
-		s.log.Warn("revocation checks are off (--no-revocation): revoked certificates are accepted until they expire")
+		log.Warn("revocation checks are off (--no-revocation): revoked certificates are accepted until they expire")
 		return nil, nil
 	}
-	w := &revocation.Watcher{CAURLs: r.CAURLs, Source: s.src, CRLInterval: r.CRLInterval, Log: s.log}
+	w := &revocation.Watcher{CAURLs: r.CAURLs, Source: src, CRLInterval: r.CRLInterval, Log: log}
 	from := "--ca"
-	if dir := cfg.Source.IdentityDir; len(w.CAURLs) == 0 && dir != "" {
+	if dir := identityDir; len(w.CAURLs) == 0 && dir != "" {
 		urls, err := client.LoadCAURLs(dir)
 		if err != nil {
 			return nil, fmt.Errorf("--identity-dir: %w", err)
@@ -106,9 +116,9 @@ func (s *sidecar) watcher(cfg Config) (*revocation.Watcher, error) {
 		w.CAURLs, from = urls, filepath.Join(dir, client.ServersFile)
 	}
 	if len(w.CAURLs) == 0 {
-		svid, err := s.src.GetX509SVID()
+		svid, err := src.GetX509SVID()
 		if err != nil {
-			return nil, fmt.Errorf("the proxy's certificate: %w", err)
+			return nil, fmt.Errorf("the service's certificate: %w", err)
 		}
 		if len(svid.Certificates) > 1 {
 			w.CAURLs, w.CRLURL = revocation.SourceFromCertificate(svid.Certificates[0], svid.Certificates[1])
@@ -119,7 +129,7 @@ func (s *sidecar) watcher(cfg Config) (*revocation.Watcher, error) {
 		return nil, fmt.Errorf("--ca: no revocation source: no --ca, no %s in the identity directory, and the proxy's certificate names no CRL or OCSP address; "+
 			"give --ca https://CA:PORT, or --no-revocation to accept revoked certificates until they expire", client.ServersFile)
 	}
-	s.log.Info("revocation source", "from", from, "ca", strings.Join(w.CAURLs, ","), "crl", w.CRLURL)
+	log.Info("revocation source", "from", from, "ca", strings.Join(w.CAURLs, ","), "crl", w.CRLURL)
 	return w, nil
 }
 

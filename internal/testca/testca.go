@@ -5,8 +5,13 @@
 package testca
 
 import (
+	"crypto"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"net"
+	"net/url"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -69,6 +74,53 @@ func New(t testing.TB, opts ...Option) *CA {
 	}
 }
 
+// Key reads and decrypts the CA key stored at name in the CA directory
+// (pki.RootKeyFile, pki.IntermediateKeyFile).
+func (ca *CA) Key(t testing.TB, name string) crypto.Signer {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(ca.Dir, name))
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	k, err := pki.ParsePrivateKey(b, []byte(Passphrase))
+	if err != nil {
+		t.Fatalf("testca: %s: %v", name, err)
+	}
+	return k
+}
+
+// NewKey makes a fresh ECDSA P-256 key, as clients do.
+func NewKey(t testing.TB) crypto.Signer {
+	t.Helper()
+	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return key
+}
+
+// CSR is a PEM certificate request signed by key (a fresh key when nil)
+// with uris as URI SANs (none: the CA takes the identity from the grant).
+func CSR(t testing.TB, key crypto.Signer, uris ...string) string {
+	t.Helper()
+	if key == nil {
+		key = NewKey(t)
+	}
+	tmpl := &x509.CertificateRequest{}
+	for _, u := range uris {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatalf("testca: %v", err)
+		}
+		tmpl.URIs = append(tmpl.URIs, pu)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return string(pki.EncodeCSR(der))
+}
+
 // LeafOption is a property or defect of a leaf certificate.
 type LeafOption func(*leafConfig)
 
@@ -111,6 +163,17 @@ func IP(ips ...string) LeafOption {
 	}
 }
 
+// Extension adds a certificate extension (roles, or a malformed one).
+func Extension(ext pkix.Extension) LeafOption {
+	return Edit(func(x *x509.Certificate) { x.ExtraExtensions = append(x.ExtraExtensions, ext) })
+}
+
+// Edit changes the certificate template before it is signed, for a defect
+// no other option names (no SPIFFE ID, a usage missing).
+func Edit(f func(*x509.Certificate)) LeafOption {
+	return func(c *leafConfig) { c.extra = append(c.extra, f) }
+}
+
 // TTL sets the lifetime.
 func TTL(d time.Duration) LeafOption { return func(c *leafConfig) { c.leaf.TTL = d } }
 
@@ -129,10 +192,7 @@ func (ca *CA) Leaf(t testing.TB, id string, opts ...LeafOption) *identity.Identi
 	for _, f := range opts {
 		f(c)
 	}
-	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := NewKey(t)
 	c.leaf.PublicKey = key.Public()
 	tmpl, err := c.issuer.Template(c.leaf)
 	if err != nil {

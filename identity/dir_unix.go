@@ -1,9 +1,10 @@
-package agent
+//go:build unix
+
+package identity
 
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,20 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// How --write puts an identity directory in place, for a user other than
-// the agent's (issue 12, item 2; DESIGN "Agent ↔ local processes").
+// How WriteDir puts a set in place (issue 12, item 2; DESIGN "Agent ↔ local
+// processes").
 //
-// The directory DIR and every directory above it are checked first: no
-// user other than root, the agent's own and (for DIR itself) the owner may
-// be able to write them, so no one else can swap a name the agent uses.
-// DIR is then opened once and everything happens relative to that
-// descriptor. A new set of files is written into a fresh hidden directory
-// DIR/.mutual-<random>/, each file created exclusively, given its owner and
-// mode on its open descriptor (fchown, fchmod) before a byte is written, and
-// synced. The set becomes visible at once by renaming a symbolic link
-// DIR/..data to it; DIR/cert.pem, key.pem, bundle.pem and mutual.json are
-// symbolic links through ..data, so a reader sees the old set or the new,
-// never a mix, and nothing is ever chowned or chmodded by path.
+// With an Owner, the directory DIR and every directory above it are checked
+// first: no user other than root, the writer and (for DIR itself) the owner
+// may be able to write them, so no one else can swap a name the writer
+// uses. DIR is then opened once and everything happens relative to that
+// descriptor: nothing is ever chowned or chmodded by path.
 
 const (
 	dataLink      = "..data"
@@ -33,48 +28,52 @@ const (
 	linkPrefix    = ".tmp-link-"
 )
 
-// dirFile is one file of an identity directory.
-type dirFile struct {
-	name string
-	data []byte
-	mode os.FileMode
-}
-
-// unsafeDirError says why a write directory cannot be trusted.
-type unsafeDirError struct {
-	Dir, Reason string
-}
-
-func (e *unsafeDirError) Error() string {
-	return fmt.Sprintf("--write directory %s is not safe: %s; make it and every directory above it owned by root and not writable by group or others (the directory itself may belong to the owner)", e.Dir, e.Reason)
-}
-
-// checkDir checks st, the directory path: owned by root, the agent, or
+// checkDir checks st, the directory path: owned by root, the writer, or
 // (when mayOwn) the owner uid; writable by no one else.
 func checkDir(path string, st *unix.Stat_t, owner int, mayOwn bool) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return &unsafeDirError{path, "not a directory"}
+		return &UnsafeDirError{path, "not a directory"}
 	}
 	self := uint32(os.Geteuid())
 	switch {
 	case st.Uid == 0 || st.Uid == self:
 	case mayOwn && st.Uid == uint32(owner):
 	default:
-		return &unsafeDirError{path, fmt.Sprintf("owned by uid %d", st.Uid)}
+		return &UnsafeDirError{path, fmt.Sprintf("owned by uid %d", st.Uid)}
 	}
 	sticky := st.Mode&unix.S_ISVTX != 0
 	if st.Mode&0o002 != 0 && !(sticky && !mayOwn) {
-		return &unsafeDirError{path, "writable by every user"}
+		return &UnsafeDirError{path, "writable by every user"}
 	}
 	if st.Mode&0o020 != 0 && st.Gid != 0 && !(sticky && !mayOwn) {
-		return &unsafeDirError{path, fmt.Sprintf("writable by group %d", st.Gid)}
+		return &UnsafeDirError{path, fmt.Sprintf("writable by group %d", st.Gid)}
 	}
 	return nil
 }
 
-// openWriteDir creates dir if missing (0755, the agent's), checks it and
-// the directories above it, and opens it.
-func openWriteDir(dir string, owner int) (int, error) {
+// prepareDir creates dir if missing and, for an owner, checks it and the
+// directories above it.
+func prepareDir(dir string, owner *Owner) error {
+	fd, err := openDir(dir, owner)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// openDir creates dir if missing, checks it and the directories above it
+// when the files are for an owner, and opens it.
+func openDir(dir string, owner *Owner) (int, error) {
+	if owner == nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return -1, fmt.Errorf("identity directory: %w", err)
+		}
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("identity directory %s: %w", dir, err)
+		}
+		return fd, nil
+	}
 	// The directories that exist are checked before anything is created
 	// under them.
 	existing := filepath.Clean(dir)
@@ -84,25 +83,25 @@ func openWriteDir(dir string, owner int) (int, error) {
 		}
 		existing = filepath.Dir(existing)
 	}
-	if err := checkAncestors(dir, existing, owner, existing == filepath.Clean(dir)); err != nil {
+	if err := checkAncestors(dir, existing, owner.UID, existing == filepath.Clean(dir)); err != nil {
 		return -1, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return -1, fmt.Errorf("--write directory %s: %w", dir, err)
+		return -1, fmt.Errorf("identity directory: %w", err)
 	}
-	if err := checkAncestors(dir, dir, owner, true); err != nil {
+	if err := checkAncestors(dir, dir, owner.UID, true); err != nil {
 		return -1, err
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("--write directory %s: %w", dir, err)
+		return -1, fmt.Errorf("identity directory %s: %w", dir, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("--write directory %s: %w", dir, err)
+		return -1, fmt.Errorf("identity directory %s: %w", dir, err)
 	}
-	if err := checkDir(dir, &st, owner, true); err != nil {
+	if err := checkDir(dir, &st, owner.UID, true); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
@@ -110,17 +109,17 @@ func openWriteDir(dir string, owner int) (int, error) {
 }
 
 // checkAncestors checks the directories above p (with symbolic links
-// resolved), and p itself when self (as the write directory, which may
+// resolved), and p itself when self (as the directory written, which may
 // belong to the owner).
 func checkAncestors(dir, p string, owner int, self bool) error {
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
-		return fmt.Errorf("--write directory %s: %w", dir, err)
+		return fmt.Errorf("identity directory %s: %w", dir, err)
 	}
 	if self {
 		var st unix.Stat_t
 		if err := unix.Lstat(real, &st); err != nil {
-			return fmt.Errorf("--write directory %s: %w", dir, err)
+			return fmt.Errorf("identity directory %s: %w", dir, err)
 		}
 		if err := checkDir(real, &st, owner, true); err != nil {
 			return err
@@ -130,7 +129,7 @@ func checkAncestors(dir, p string, owner int, self bool) error {
 	for q := real; ; q = filepath.Dir(q) {
 		var st unix.Stat_t
 		if err := unix.Lstat(q, &st); err != nil {
-			return fmt.Errorf("--write directory %s: %s: %w", dir, q, err)
+			return fmt.Errorf("identity directory %s: %s: %w", dir, q, err)
 		}
 		if err := checkDir(q, &st, owner, false); err != nil {
 			return err
@@ -147,10 +146,10 @@ func randomName(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// writeIdentityDir puts files into dir as one set, each owned by uid:gid
-// (when the agent runs as root) with its mode.
-func writeIdentityDir(dir string, uid, gid int, files []dirFile) error {
-	dfd, err := openWriteDir(dir, uid)
+// writeSet puts files into dir as one set, each owned by the owner (when
+// the writer runs as root) with its mode.
+func writeSet(dir string, files []dirFile, owner *Owner) error {
+	dfd, err := openDir(dir, owner)
 	if err != nil {
 		return err
 	}
@@ -162,7 +161,7 @@ func writeIdentityDir(dir string, uid, gid int, files []dirFile) error {
 	done := false
 	defer func() {
 		if !done {
-			removeVersion(dir, version)
+			os.RemoveAll(filepath.Join(dir, version))
 		}
 	}()
 	vfd, err := unix.Openat(dfd, version, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -171,7 +170,7 @@ func writeIdentityDir(dir string, uid, gid int, files []dirFile) error {
 	}
 	defer unix.Close(vfd)
 	for _, f := range files {
-		if err := writeAt(vfd, f, uid, gid); err != nil {
+		if err := writeAt(vfd, f, owner); err != nil {
 			return fmt.Errorf("write %s: %w", filepath.Join(dir, version, f.name), err)
 		}
 	}
@@ -198,7 +197,9 @@ func writeIdentityDir(dir string, uid, gid int, files []dirFile) error {
 		for _, e := range d {
 			switch n := e.Name(); {
 			case strings.HasPrefix(n, versionPrefix) && n != version:
-				removeVersion(dir, n)
+				// os.RemoveAll unlinks a symbolic link rather than
+				// following it, and descends with openat.
+				os.RemoveAll(filepath.Join(dir, n))
 			case strings.HasPrefix(n, linkPrefix):
 				unix.Unlinkat(dfd, n, 0) // left by a crash between symlink and rename
 			}
@@ -209,15 +210,15 @@ func writeIdentityDir(dir string, uid, gid int, files []dirFile) error {
 
 // writeAt creates f in the directory dfd: exclusively, never through a
 // link, owner and mode set on the descriptor before the data is written.
-func writeAt(dfd int, f dirFile, uid, gid int) error {
+func writeAt(dfd int, f dirFile, owner *Owner) error {
 	fd, err := unix.Openat(dfd, f.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
 	file := os.NewFile(uintptr(fd), f.name)
 	defer file.Close()
-	if os.Geteuid() == 0 {
-		if err := unix.Fchown(fd, uid, gid); err != nil {
+	if owner != nil && os.Geteuid() == 0 {
+		if err := unix.Fchown(fd, owner.UID, owner.GID); err != nil {
 			return err
 		}
 	}
@@ -250,12 +251,4 @@ func readlinkat(dfd int, name string) (string, error) {
 		return "", err
 	}
 	return string(buf[:n]), nil
-}
-
-// removeVersion removes an old set (os.RemoveAll unlinks a symbolic link
-// rather than following it, and descends with openat).
-func removeVersion(dir, name string) {
-	if err := os.RemoveAll(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return
-	}
 }

@@ -1,0 +1,164 @@
+package identity
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/pki"
+)
+
+// CAURLsFile, in an identity directory, records the addresses of the CA the
+// identity renews at (and where a consumer such as `mutual proxy
+// --identity-dir` checks revocation).
+const CAURLsFile = "mutual.json"
+
+// Owner is the user (and group) an identity directory is written for, when
+// that is not the writer's own.
+type Owner struct {
+	UID, GID int
+}
+
+// WriteOptions configure WriteDir. The zero value writes the identity for
+// the current user, key 0600, with no CA addresses.
+type WriteOptions struct {
+	// CAURLs, when not empty, are recorded in CAURLsFile as part of the set.
+	// When empty (and Owner is nil) the addresses dir records already are
+	// kept, if they can be read.
+	CAURLs []string
+	// Owner, when not nil, is the user the files are for (the agent's
+	// --write ...,owner=USER). The directory and every directory above it
+	// are checked first: none may be writable by a user other than root,
+	// the writer and (for the directory itself) the owner, or WriteDir
+	// fails with an *UnsafeDirError. Files get the owner before they are
+	// visible when the writer runs as root. A missing directory is created
+	// 0755. When nil the files belong to the writer, nothing above the
+	// directory is checked, and a missing directory is created 0700.
+	Owner *Owner
+	// KeyMode is the permission of key.pem; zero means 0600. Anything
+	// beyond owner read-write and group read is refused.
+	KeyMode fs.FileMode
+}
+
+// UnsafeDirError says why a directory cannot hold files written for
+// another user: someone else could swap the names in it.
+type UnsafeDirError struct {
+	// Dir is the directory at fault (the one written to or one above it).
+	Dir string
+	// Reason says what is wrong with it, e.g. "writable by every user".
+	Reason string
+}
+
+func (e *UnsafeDirError) Error() string {
+	return fmt.Sprintf("directory %s is not safe: %s; make it and every directory above it owned by root and not writable by group or others (the directory itself may belong to the owner)", e.Dir, e.Reason)
+}
+
+// dirFile is one file of an identity directory.
+type dirFile struct {
+	name string
+	data []byte
+	mode fs.FileMode
+}
+
+// WriteDir writes id into dir as one set: cert.pem (the chain), key.pem
+// (PKCS#8, o.KeyMode), bundle.pem (the roots) and, with o.CAURLs,
+// mutual.json.
+//
+// The files go into a fresh hidden directory dir/.mutual-<random>/, each
+// created exclusively, given its owner and mode before a byte is written,
+// and synced; one rename of the symbolic link dir/..data then makes the
+// whole set current, and the names in dir are symbolic links through
+// ..data. A reader (Load, DirSource, a program reading the files) sees the
+// old set or the new one, never a mix. Earlier sets are removed.
+func WriteDir(dir string, id *Identity, o WriteOptions) error {
+	if len(o.CAURLs) == 0 && o.Owner == nil {
+		// Files for another user are never read back by path: the
+		// owner may have swapped the name.
+		// Unreadable addresses are left as they are, for the caller
+		// that writes them next (WriteCAURLs).
+		o.CAURLs, _ = ReadCAURLs(dir)
+	}
+	files, err := dirFiles(id, o)
+	if err != nil {
+		return fmt.Errorf("write identity %s: %w", dir, err)
+	}
+	return writeSet(dir, files, o.Owner)
+}
+
+// PrepareDir creates dir if it is missing and checks it as WriteDir would,
+// so that a program can refuse an unsafe directory when it starts rather
+// than at its first write.
+func PrepareDir(dir string, o WriteOptions) error {
+	return prepareDir(dir, o.Owner)
+}
+
+func dirFiles(id *Identity, o WriteOptions) ([]dirFile, error) {
+	if id == nil || len(id.Chain) == 0 || id.Key == nil || len(id.Roots) == 0 {
+		return nil, errors.New("chain, key and roots are required")
+	}
+	mode := o.KeyMode
+	if mode == 0 {
+		mode = 0o600
+	}
+	if mode&^0o777 != 0 || mode&0o037 != 0 {
+		return nil, fmt.Errorf("key mode %#o: at most owner read-write and group read (0600 or 0640)", mode)
+	}
+	keyPEM, err := pki.MarshalPrivateKey(id.Key, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	files := []dirFile{
+		{BundleFile, pki.EncodeCertificates(id.Roots...), 0o644},
+		{KeyFile, keyPEM, mode},
+		{CertFile, pki.EncodeCertificates(id.Chain...), 0o644},
+	}
+	if len(o.CAURLs) > 0 {
+		files = append(files, dirFile{CAURLsFile, marshalCAURLs(o.CAURLs), 0o644})
+	}
+	return files, nil
+}
+
+// Save writes the identity into dir for the current user: WriteDir with no
+// options (key 0600, a missing directory created 0700).
+func (i *Identity) Save(dir string) error {
+	return WriteDir(dir, i, WriteOptions{})
+}
+
+type caURLsFile struct {
+	CAURLs []string `json:"ca_urls"`
+}
+
+func marshalCAURLs(urls []string) []byte {
+	b, _ := json.MarshalIndent(caURLsFile{CAURLs: urls}, "", "  ")
+	return append(b, '\n')
+}
+
+// ReadCAURLs returns the CA addresses recorded in dir; a directory that
+// records none is not an error.
+func ReadCAURLs(dir string) ([]string, error) {
+	path := filepath.Join(dir, CAURLsFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the CA addresses: %w", err)
+	}
+	var f caURLsFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w; write it again (mutual cert request) or remove it", path, err)
+	}
+	return f.CAURLs, nil
+}
+
+// WriteCAURLs replaces the CA addresses recorded in dir, alone. To change
+// them with the identity, pass WriteOptions.CAURLs to WriteDir instead: this
+// replaces one file (atomically) and leaves a set written by WriteDir
+// otherwise as it is.
+func WriteCAURLs(dir string, urls []string) error {
+	return atomicfile.WriteFile(filepath.Join(dir, CAURLsFile), marshalCAURLs(urls), 0o644)
+}

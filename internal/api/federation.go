@@ -1,0 +1,116 @@
+package api
+
+import "time"
+
+// Federation endpoints:
+//
+//	GET    /v1/federation/bundle       this trust domain's SPIFFE bundle (anonymous; the bundle endpoint)
+//	POST   /v1/federations             FederationRequest → Federation (admin)
+//	GET    /v1/federations             FederationList (admin)
+//	DELETE /v1/federations/{td}        (admin)
+//	GET    /v1/federations/changes     BundleChangeList (admin; ?trust_domain=)
+
+// FederationRequest asks for a federation relationship with a foreign trust
+// domain.
+type FederationRequest struct {
+	TrustDomain string `json:"trust_domain"`
+	// EndpointURL is the foreign bundle endpoint (https://...).
+	EndpointURL string `json:"bundle_endpoint_url"`
+	// Profile is "https_web" or "https_spiffe".
+	Profile string `json:"bundle_endpoint_profile"`
+	// EndpointSPIFFEID is the endpoint's SPIFFE ID (https_spiffe).
+	EndpointSPIFFEID string `json:"endpoint_spiffe_id,omitempty"`
+	// Bundle is the foreign bundle exchanged out of band: SPIFFE bundle
+	// JSON or PEM certificates.
+	Bundle string `json:"bundle,omitempty"`
+	// WebRootsPEM are the roots an https_web endpoint must chain to; empty
+	// means the system's.
+	WebRootsPEM string `json:"web_roots_pem,omitempty"`
+}
+
+// Federation is a relationship and the foreign bundle held for it.
+type Federation struct {
+	TrustDomain      string    `json:"trust_domain"`
+	EndpointURL      string    `json:"bundle_endpoint_url"`
+	Profile          string    `json:"bundle_endpoint_profile"`
+	EndpointSPIFFEID string    `json:"endpoint_spiffe_id,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
+	CreatedBy        string    `json:"created_by"`
+	// LastAttempt and LastError are the last fetch and its failure, if any.
+	LastAttempt *time.Time `json:"last_attempt,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	// Sequence, Keys (SHA-256 fingerprints) and BundleUpdatedAt describe
+	// the bundle held; Keys is empty when none is held yet.
+	Sequence        int64      `json:"sequence"`
+	Keys            []string   `json:"keys"`
+	BundleUpdatedAt *time.Time `json:"bundle_updated_at,omitempty"`
+}
+
+// FederationList lists the relationships.
+type FederationList struct {
+	Federations []Federation `json:"federations"`
+}
+
+// BundleChange is one record of the federation audit trail.
+type BundleChange struct {
+	TrustDomain string    `json:"trust_domain"`
+	At          time.Time `json:"at"`
+	By          string    `json:"by"`
+	Action      string    `json:"action"`
+	Sequence    int64     `json:"sequence"`
+	Added       []string  `json:"added"`
+	Removed     []string  `json:"removed"`
+}
+
+// BundleChangeList is the federation audit trail, oldest first.
+type BundleChangeList struct {
+	Changes []BundleChange `json:"changes"`
+}
+
+// Partnership endpoints (admin):
+//
+//	POST /v1/partners                PartnerRequest → Partner
+//	GET  /v1/partners                PartnerList
+//	GET  /v1/partners/{name}         PartnerDetail
+//	POST /v1/partners/{name}/tokens  PartnerTokenRequest → TokenResponse
+//	POST /v1/partners/{name}/end     RevokeResponse
+
+// PartnerRequest asks for a partnership.
+type PartnerRequest struct {
+	Name string `json:"name"`
+	// TrustDomain is the partner's federated trust domain, if any.
+	TrustDomain string    `json:"trust_domain,omitempty"`
+	Roles       []string  `json:"roles,omitempty"`
+	EndsAt      time.Time `json:"ends_at"`
+}
+
+// Partner is a partnership.
+type Partner struct {
+	Name        string     `json:"name"`
+	TrustDomain string     `json:"trust_domain,omitempty"`
+	Roles       []string   `json:"roles"`
+	EndsAt      time.Time  `json:"ends_at"`
+	CreatedAt   time.Time  `json:"created_at"`
+	CreatedBy   string     `json:"created_by"`
+	EndedAt     *time.Time `json:"ended_at,omitempty"`
+	EndedBy     string     `json:"ended_by,omitempty"`
+	// IDPrefix is where its identities live: spiffe://TD/partner/NAME/.
+	IDPrefix string `json:"id_prefix"`
+}
+
+// PartnerList lists partnerships.
+type PartnerList struct {
+	Partners []Partner `json:"partners"`
+}
+
+// PartnerDetail is a partnership and what it holds.
+type PartnerDetail struct {
+	Partner
+	Certificates []CertificateInfo `json:"certificates"`
+}
+
+// PartnerTokenRequest asks for a join token for spiffe://TD/partner/NAME/PATH.
+type PartnerTokenRequest struct {
+	Path string   `json:"path"`
+	TTL  Duration `json:"ttl,omitempty"`
+}
