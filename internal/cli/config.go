@@ -37,7 +37,7 @@ func configKeys(c *cobra.Command) []string {
 // file's keys set the flags that the command line did not.
 func addConfigFlag(c *cobra.Command) {
 	var path string
-	c.Flags().StringVar(&path, configFlag, "", "YAML file of flags: one key per flag, named as the flag (e.g. `listen: :8443`); flags on the command line override it")
+	c.Flags().StringVar(&path, configFlag, "", "YAML `FILE` of settings: one key per flag, named as the flag (e.g. listen: \":8443\"); flags on the command line override it")
 	run := c.RunE
 	c.RunE = func(cmd *cobra.Command, args []string) error {
 		if path != "" {
