@@ -84,24 +84,24 @@ func TestDebianPackage(t *testing.T) {
 	files := contents(t, deb)
 	want := map[string]entry{
 		"/usr/bin/mutual": {"-rwxr-xr-x", "root/root"},
-		"/lib/systemd/system/mutual-server.service":                {"-rw-r--r--", "root/root"},
-		"/lib/systemd/system/mutual-agent.service":                 {"-rw-r--r--", "root/root"},
-		"/lib/systemd/system/mutual-proxy-inbound@.service":        {"-rw-r--r--", "root/root"},
-		"/lib/systemd/system/mutual-proxy-outbound@.service":       {"-rw-r--r--", "root/root"},
-		"/usr/lib/sysusers.d/mutual.conf":                          {"-rw-r--r--", "root/root"},
-		"/etc/mutual":                                              {"drwxr-x---", "root/root"},
-		"/etc/mutual/server.env":                                   {"-rw-r-----", "root/root"},
-		"/etc/mutual/agent.env":                                    {"-rw-r-----", "root/root"},
-		"/var/lib/mutual":                                          {"drwxr-x---", "root/root"},
-		"/usr/share/man/man1/mutual.1.gz":                          {"-rw-r--r--", "root/root"},
-		"/usr/share/man/man1/mutual-server.1.gz":                   {"-rw-r--r--", "root/root"},
-		"/usr/share/man/man1/mutual-proxy-inbound.1.gz":            {"-rw-r--r--", "root/root"},
-		"/usr/share/bash-completion/completions/mutual":            {"-rw-r--r--", "root/root"},
-		"/usr/share/zsh/vendor-completions/_mutual":                {"-rw-r--r--", "root/root"},
-		"/usr/share/fish/vendor_completions.d/mutual.fish":         {"-rw-r--r--", "root/root"},
-		"/usr/share/doc/mutual/LICENSE":                            {"-rw-r--r--", "root/root"},
-		"/usr/share/doc/mutual/copyright":                          {"-rw-r--r--", "root/root"},
-		"/usr/share/doc/mutual/examples/proxy-inbound-example.env": {"-rw-r--r--", "root/root"},
+		"/lib/systemd/system/mutual-server.service":                 {"-rw-r--r--", "root/root"},
+		"/lib/systemd/system/mutual-agent.service":                  {"-rw-r--r--", "root/root"},
+		"/lib/systemd/system/mutual-proxy-inbound@.service":         {"-rw-r--r--", "root/root"},
+		"/lib/systemd/system/mutual-proxy-outbound@.service":        {"-rw-r--r--", "root/root"},
+		"/usr/lib/sysusers.d/mutual.conf":                           {"-rw-r--r--", "root/root"},
+		"/etc/mutual":                                               {"drwxr-x---", "root/root"},
+		"/etc/mutual/server.yaml":                                   {"-rw-r-----", "root/root"},
+		"/etc/mutual/agent.yaml":                                    {"-rw-r-----", "root/root"},
+		"/var/lib/mutual":                                           {"drwxr-x---", "root/root"},
+		"/usr/share/man/man1/mutual.1.gz":                           {"-rw-r--r--", "root/root"},
+		"/usr/share/man/man1/mutual-server.1.gz":                    {"-rw-r--r--", "root/root"},
+		"/usr/share/man/man1/mutual-proxy-inbound.1.gz":             {"-rw-r--r--", "root/root"},
+		"/usr/share/bash-completion/completions/mutual":             {"-rw-r--r--", "root/root"},
+		"/usr/share/zsh/vendor-completions/_mutual":                 {"-rw-r--r--", "root/root"},
+		"/usr/share/fish/vendor_completions.d/mutual.fish":          {"-rw-r--r--", "root/root"},
+		"/usr/share/doc/mutual/LICENSE":                             {"-rw-r--r--", "root/root"},
+		"/usr/share/doc/mutual/copyright":                           {"-rw-r--r--", "root/root"},
+		"/usr/share/doc/mutual/examples/proxy-inbound-example.yaml": {"-rw-r--r--", "root/root"},
 	}
 	for path, w := range want {
 		if got, ok := files[path]; !ok {
@@ -113,8 +113,8 @@ func TestDebianPackage(t *testing.T) {
 	ctrl := t.TempDir()
 	sh(t, "dpkg-deb", "-e", deb, ctrl)
 	cf, err := os.ReadFile(filepath.Join(ctrl, "conffiles"))
-	if err != nil || !strings.Contains(string(cf), "/etc/mutual/server.env") || !strings.Contains(string(cf), "/etc/mutual/agent.env") {
-		t.Errorf("conffiles %q (%v): the .env files must survive upgrades", cf, err)
+	if err != nil || !strings.Contains(string(cf), "/etc/mutual/server.yaml") || !strings.Contains(string(cf), "/etc/mutual/agent.yaml") {
+		t.Errorf("conffiles %q (%v): the config files must survive upgrades", cf, err)
 	}
 	if fields := sh(t, "dpkg-deb", "-f", deb, "Package", "Version"); !strings.Contains(fields, "Package: mutual") || !strings.Contains(fields, "Version: 0.0.0~test") {
 		t.Errorf("control fields:\n%s", fields)
@@ -181,10 +181,10 @@ func installAndPurge(t *testing.T, deb string) {
 		t.Errorf("mutual user: %q", out)
 	}
 	for path, want := range map[string]string{
-		"/etc/mutual":            "750 root mutual",
-		"/etc/mutual/server.env": "640 root mutual",
-		"/var/lib/mutual":        "750 mutual mutual",
-		"/usr/bin/mutual":        "755 root root",
+		"/etc/mutual":             "750 root mutual",
+		"/etc/mutual/server.yaml": "640 root mutual",
+		"/var/lib/mutual":         "750 mutual mutual",
+		"/usr/bin/mutual":         "755 root root",
 	} {
 		if got := strings.TrimSpace(sh(t, "stat", "-c", "%a %U %G", path)); got != want {
 			t.Errorf("%s: %s, want %s", path, got, want)

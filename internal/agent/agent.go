@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,6 +109,9 @@ type Agent struct {
 	lastSync    time.Time
 	synced      bool
 	jwt         jwtState
+	// revocations is the revocation watcher once Run has started it (for
+	// Ready).
+	revocations atomic.Pointer[revocation.Watcher]
 }
 
 // New loads the agent's state (enrolling the node with cfg.Token on first
@@ -364,6 +368,7 @@ func (a *Agent) followRevocations(ctx context.Context) {
 	urls := a.caURLs
 	a.mu.RUnlock()
 	w := &revocation.Watcher{CAURLs: urls, Source: nodeSource{a}, OnRevoke: a.onRevoke, Log: a.log.With("component", "revocation")}
+	a.revocations.Store(w)
 	if err := w.Run(ctx); err != nil {
 		a.log.Error("revocations are not followed", "node_id", a.NodeID().String(), "error", err.Error())
 	}

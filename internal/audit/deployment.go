@@ -10,15 +10,18 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Deployment says where audit finds what is deployed on a host, beyond the
 // CA directory: every field is optional.
 //
 // A proxy's configuration is read where systemd reads it: the packaged
-// units run `mutual proxy inbound $MUTUAL_ARGS` with MUTUAL_ARGS from
-// EnvironmentFile=/etc/mutual/proxy-inbound-NAME.env (outbound likewise),
-// so those files hold the exact flags the proxy runs with. The policy file
+// units run `mutual proxy inbound --config /etc/mutual/proxy-inbound-NAME.yaml`
+// (outbound likewise; older packages passed $MUTUAL_ARGS from
+// proxy-inbound-NAME.env, also read), so those files hold the exact flags
+// the proxy runs with. The policy file
 // and identity directory they name are audited too, and the --metrics
 // listener is asked for /migration when the proxy is permissive. Drop-ins
 // that replace ExecStart are not read.
@@ -70,10 +73,12 @@ func (a *auditor) deployment(ctx context.Context) error {
 	return nil
 }
 
-// etcDir audits every packaged proxy environment file in dir.
+// etcDir audits every packaged proxy configuration in dir: the YAML
+// files the units pass as --config (proxy-inbound-NAME.yaml), and
+// environment files of older packages (MUTUAL_ARGS).
 func (a *auditor) etcDir(ctx context.Context, dir string) error {
 	var files []string
-	for _, pat := range []string{"proxy-inbound-*.env", "proxy-outbound-*.env"} {
+	for _, pat := range []string{"proxy-inbound-*.env", "proxy-outbound-*.env", "proxy-inbound-*.yaml", "proxy-outbound-*.yaml"} {
 		m, err := filepath.Glob(filepath.Join(dir, pat))
 		if err != nil {
 			return fmt.Errorf("--etc %s: %w", dir, err)
@@ -85,11 +90,60 @@ func (a *auditor) etcDir(ctx context.Context, dir string) error {
 	}
 	slices.Sort(files)
 	for _, f := range files {
-		if err := a.envFile(ctx, f); err != nil {
+		read := a.envFile
+		if strings.HasSuffix(f, ".yaml") {
+			read = a.yamlFile
+		}
+		if err := read(ctx, f); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// yamlFile audits one proxy's --config file: one key per flag, named as
+// the flag, as `mutual proxy inbound --config` reads it.
+func (a *auditor) yamlFile(ctx context.Context, path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--etc: %w", err)
+	}
+	args, err := ConfigArgs(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return a.proxyArgs(ctx, path, path, "", args)
+}
+
+// ConfigArgs turns a daemon's YAML config file (keys are flag names) into
+// the command-line flags it stands for, in key order; a list becomes the
+// flag repeated.
+func ConfigArgs(data []byte) ([]string, error) {
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("not a YAML config file: %w", err)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var args []string
+	for _, k := range keys {
+		switch v := m[k].(type) {
+		case []any:
+			for _, item := range v {
+				args = append(args, fmt.Sprintf("--%s=%v", k, item))
+			}
+		case map[string]any:
+			return nil, fmt.Errorf("key %q: a flag takes a value or a list, not a mapping", k)
+		case nil:
+			return nil, fmt.Errorf("key %q has no value", k)
+		default:
+			args = append(args, fmt.Sprintf("--%s=%v", k, v))
+		}
+	}
+	return args, nil
 }
 
 // envFile audits one proxy's environment file.
@@ -106,16 +160,23 @@ func (a *auditor) envFile(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("%s: MUTUAL_ARGS: %w", path, err)
 	}
+	return a.proxyArgs(ctx, path, path+": MUTUAL_ARGS", "--", args)
+}
+
+// proxyArgs audits the proxy that the flags args, read from path, run;
+// where names them in an error, and flag is how the file spells a setting
+// ("--" for flags, "" for YAML keys).
+func (a *auditor) proxyArgs(ctx context.Context, path, where, flag string, args []string) error {
 	pc, err := ProxyFlags(args)
 	if err != nil {
-		return fmt.Errorf("%s: MUTUAL_ARGS: %w", path, err)
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	pc.Direction = "inbound"
 	if strings.HasPrefix(filepath.Base(path), "proxy-outbound-") {
 		pc.Direction = "outbound"
 	}
 	a.r.Checked = append(a.r.Checked, "proxy "+path)
-	return a.proxyConfig(ctx, path, "--", pc)
+	return a.proxyConfig(ctx, path, flag, pc)
 }
 
 // spell writes a setting as its source spells it: a YAML key ("" flag) or
@@ -221,6 +282,7 @@ var proxyFlagTakesValue = map[string]bool{
 	"metrics": true, "identity-dir": true, "workload-api": true, "ca": true, "crl-interval": true,
 	"handshake-timeout": true, "idle-timeout": true, "max-connections": true, "drain-timeout": true,
 	"half-close-timeout": true, "expect": true, "server-name": true,
+	"poll-interval": true, "log-level": true, "config": true,
 	"tls12": false, "no-revocation": false, "unsafe-target": false, "unsafe-listen": false,
 }
 

@@ -137,6 +137,22 @@ func deployCorpus() []auditCase {
 			fix:      map[string][]string{"revocation-off": {"drop --no-revocation", "--ca https://"}},
 		},
 		{
+			name: "revocation-off/packaged YAML config",
+			setup: func(t *testing.T) audit.Options {
+				c := newOfflineCA(t)
+				id := writeIdentity(t, proxyIdentity(t, c.CA))
+				etc := t.TempDir()
+				cfg := "listen: 0.0.0.0:8443\ntarget: 127.0.0.1:8080\nidentity-dir: " + id + "\nallow:\n  - " + webID + "\nno-revocation: true\nlog-level: info\n"
+				if err := os.WriteFile(filepath.Join(etc, "proxy-inbound-api.yaml"), []byte(cfg), 0o640); err != nil {
+					t.Fatal(err)
+				}
+				return audit.Options{Deployment: audit.Deployment{EtcDir: etc}}
+			},
+			want:     []string{"revocation-off:high"},
+			evidence: map[string][]string{"revocation-off": {"proxy-inbound-api.yaml", "no-revocation: true"}},
+			fix:      map[string][]string{"revocation-off": {"--ca https://"}},
+		},
+		{
 			name: "key-permissions/identity directory",
 			setup: func(t *testing.T) audit.Options {
 				c := newOfflineCA(t)

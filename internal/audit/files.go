@@ -33,7 +33,9 @@ func (a *auditor) identityDir(dir string) error {
 		return fmt.Errorf("identity directory %s: %w", dir, err)
 	}
 	for _, e := range entries {
-		if e.Type().IsRegular() {
+		// identity.WriteDir makes key.pem a link into the current ..data
+		// set: the mode that matters is the file it points at.
+		if e.Type().IsRegular() || e.Type()&fs.ModeSymlink != 0 {
 			a.keyFileMode(filepath.Join(dir, e.Name()), 0o037, "0640 when a group must read it (agent --write ...,mode=0640); chown it to the workload's user")
 		}
 	}

@@ -113,7 +113,8 @@ func (s *Service) watchStore(ctx context.Context) error {
 }
 
 // loadServerCert reads DIR/server and reissues it when a third of its life
-// or less is left. The chain served is leaf, intermediate, root.
+// or less is left. The chain served is leaf, intermediate (the server adds
+// the roots for a bootstrapping client).
 func (s *Service) loadServerCert(ctx context.Context) error {
 	dir := filepath.Join(s.Dir, pki.ServerDir)
 	id, err := identity.Load(dir)
@@ -129,9 +130,6 @@ func (s *Service) loadServerCert(ctx context.Context) error {
 	}
 	tc := id.TLSCertificate()
 	tc.Certificate = [][]byte{id.Chain[0].Raw, s.caDir.Issuer.Cert.Raw}
-	for _, r := range s.caDir.Roots {
-		tc.Certificate = append(tc.Certificate, r.Raw)
-	}
 	s.serverTLS.Store(&tc)
 	return nil
 }

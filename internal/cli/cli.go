@@ -19,11 +19,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/internal/buildinfo"
+	"github.com/mutual-tls/mutual/internal/watch"
 )
 
 // Run executes the mutual command line with args (without the program name).
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	root := newRoot(&env{stdin: stdin, stdout: stdout, stderr: stderr})
+	return run(ctx, &env{stdin: stdin, stdout: stdout, stderr: stderr}, args)
+}
+
+// run executes the command line with the streams (and reload trigger) of e.
+func run(ctx context.Context, e *env, args []string) error {
+	root := newRoot(e)
+	stdin, stdout, stderr := e.stdin, e.stdout, e.stderr
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
@@ -88,20 +95,23 @@ Start with "mutual dev" to see the whole system on loopback.`,
 			c.Annotations = map[string]string{}
 		}
 		c.Annotations[daemonAnnotation] = "true"
+		c.Flags().Var(levelFlag{e}, "log-level", "least severe log events written: debug, info, warn or error")
+		addConfigFlag(c)
 	}
 	return root
 }
 
 // Main runs mutual as a process and returns its exit code. SIGINT and
 // SIGTERM cancel the command's context: daemons drain and stop, as before.
-// SIGHUP never kills a daemon (server, agent, proxy, log monitor): it is
-// logged and otherwise ignored, since what a daemon can reload it already
-// follows: identity directories and policy files are re-read within a
-// second of a change, and the agent reads its token file when it needs one. Other commands keep the default, so closing
-// a terminal still ends them.
+// SIGHUP never kills a daemon (server, agent, proxy, log monitor): it
+// re-reads at once what can be reloaded safely, the proxies' identity
+// directories and policy files (otherwise re-read within a poll interval
+// of a change); the agent reads its token file when it needs one. Other
+// commands keep the default, so closing a terminal still ends them.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, reload: &watch.Trigger{}}
 	if isDaemon(args) {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -113,12 +123,13 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				case <-ctx.Done():
 					return
 				case <-hup:
-					log.Info("SIGHUP received: still running, nothing to reload (identity directories and policy files are re-read when they change; SIGTERM stops)")
+					log.Info("SIGHUP received: still running; re-reading identity directories and policy files now (SIGTERM stops)")
+					e.reload.Fire()
 				}
 			}
 		}()
 	}
-	if err := Run(ctx, args, stdin, stdout, stderr); err != nil {
+	if err := run(ctx, e, args); err != nil {
 		fmt.Fprintln(stderr, "mutual: "+OneLine(err))
 		return 1
 	}
@@ -136,11 +147,41 @@ func isDaemon(args []string) bool {
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// reload fires on SIGHUP (Main); nil outside Main.
+	reload *watch.Trigger
+	// level is --log-level, when given.
+	level *slog.Level
 }
 
+// logger logs JSON lines on stderr from level up, or from --log-level when
+// it was given.
 func (e *env) logger(level slog.Level) *slog.Logger {
+	if e.level != nil {
+		level = *e.level
+	}
 	return slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
+
+// levelFlag is --log-level: it sets the level of e's loggers.
+type levelFlag struct{ e *env }
+
+func (f levelFlag) String() string {
+	if f.e == nil || f.e.level == nil {
+		return "info"
+	}
+	return strings.ToLower(f.e.level.String())
+}
+
+func (f levelFlag) Set(s string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return fmt.Errorf("%q: use debug, info, warn or error", s)
+	}
+	f.e.level = &l
+	return nil
+}
+
+func (levelFlag) Type() string { return "level" }
 
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.stdout)

@@ -10,6 +10,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/sidecar"
+	"github.com/mutual-tls/mutual/internal/watch"
 )
 
 func proxyCmd(e *env) *cobra.Command {
@@ -29,6 +30,7 @@ type commonFlags struct {
 	limits     proxy.Limits
 	tls12      bool
 	metrics    string
+	poll       time.Duration
 }
 
 func (f *commonFlags) register(c *cobra.Command) {
@@ -40,6 +42,7 @@ func (f *commonFlags) register(c *cobra.Command) {
 	fl.DurationVar(&f.limits.IdleTimeout, "idle-timeout", 5*time.Minute, "close connections idle this long")
 	fl.IntVar(&f.limits.MaxConnections, "max-connections", 10000, "refuse connections past this many")
 	fl.DurationVar(&f.limits.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, wait this long for live connections, then close them (both legs)")
+	fl.DurationVar(&f.poll, "poll-interval", watch.DefaultInterval, "how often the identity directory and --policy file are checked for changes (SIGHUP checks at once)")
 	fl.DurationVar(&f.limits.HalfCloseTimeout, "half-close-timeout", 30*time.Second, "tcp mode: once one side has finished sending, close the connection after this long with no traffic")
 }
 
@@ -50,6 +53,7 @@ func (f *commonFlags) config(e *env, listen string) sidecar.Config {
 	return sidecar.Config{
 		Source: src, Revocation: f.revocation, Listen: listen, Metrics: f.metrics,
 		Limits: f.limits, TLS12: f.tls12, Log: e.logger(slog.LevelInfo),
+		PollInterval: f.poll, Reload: e.reload,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,8 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testenv"
 	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testport"
@@ -139,8 +142,12 @@ func TestServerSurvivesSIGHUP(t *testing.T) {
 		return string(b), reused
 	}
 	body, _ := get()
-	if !strings.Contains(body, "mutual_build_info{") {
-		t.Errorf("the CA's /metrics has no mutual_build_info:\n%s", body)
+	for _, want := range []string{"mutual_build_info{",
+		fmt.Sprintf("mutual_ca_intermediate_expiry_timestamp_seconds %g\n", float64(c.Intermediate.NotAfter.Unix())),
+		"mutual_ca_tls_certificate_expiry_timestamp_seconds "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the CA's /metrics has no %q:\n%s", want, body)
+		}
 	}
 	p.hangUp(t)
 	if _, reused := get(); !reused {
@@ -241,4 +248,126 @@ func TestSIGHUPStillEndsCommandsThatAreNotDaemons(t *testing.T) {
 	if !errors.As(p.err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGHUP {
 		t.Errorf("diagnose ended with %v, want killed by SIGHUP", p.err)
 	}
+}
+
+// TestProxySIGHUPReloadsPolicy: with a poll interval of an hour, a changed
+// --policy file and a rewritten identity directory take effect on SIGHUP
+// alone, and the connection opened before keeps working.
+func TestProxySIGHUPReloadsPolicy(t *testing.T) {
+	c := testca.New(t)
+	dir := agentStyleDir(t, c, "spiffe://example.org/ns/prod/proxy", "")
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	writePolicy := func(ids ...string) {
+		t.Helper()
+		body := "rules:\n  - ids: [" + strings.Join(ids, ", ") + "]\n"
+		if err := os.WriteFile(policy, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePolicy("spiffe://example.org/ns/prod/old")
+	listen := testport.Addr(t)
+	p := startProcess(t, "proxy", "inbound", "--identity-dir", dir, "--target", testnet.Echo(t), "--listen", listen,
+		"--policy", policy, "--poll-interval", "1h", "--no-revocation")
+	p.waitLog(t, `"msg":"proxy listening"`)
+
+	pool := x509.NewCertPool()
+	pool.AddCert(c.Root)
+	// echoAs connects as id and reports whether the proxy carried a message
+	// to the service and back.
+	dial := func(id string) *tls.Conn {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", listen, &tls.Config{
+			Certificates: []tls.Certificate{c.Leaf(t, id).TLSCertificate()}, RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("dial the proxy as %s: %v\n%s", id, err, p.stderr)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		return conn
+	}
+	echoes := func(conn *tls.Conn, msg string) error {
+		if _, err := io.WriteString(conn, msg); err != nil {
+			return err
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, b); err != nil {
+			return err
+		}
+		if string(b) != msg {
+			return errors.New("echo garbled: " + string(b))
+		}
+		return nil
+	}
+	old := dial("spiffe://example.org/ns/prod/old")
+	defer old.Close()
+	if err := echoes(old, "allowed"); err != nil {
+		t.Fatalf("the policy's identity is refused: %v\n%s", err, p.stderr)
+	}
+	refused := dial("spiffe://example.org/ns/prod/new")
+	if err := echoes(refused, "refused"); err == nil {
+		t.Fatalf("an identity outside the policy got through")
+	}
+	refused.Close()
+
+	writePolicy("spiffe://example.org/ns/prod/old", "spiffe://example.org/ns/prod/new")
+	next := c.Leaf(t, "spiffe://example.org/ns/prod/proxy", testca.IP("127.0.0.1"))
+	if err := next.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	p.hangUp(t)
+	p.waitLog(t, `"msg":"policy reloaded"`)
+	p.waitLog(t, `"msg":"identity reloaded"`)
+	fresh := dial("spiffe://example.org/ns/prod/new")
+	defer fresh.Close()
+	if got := fresh.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(next.Leaf().SerialNumber) != 0 {
+		t.Errorf("after SIGHUP the proxy presents serial %x, want the new identity's %x", got, next.Leaf().SerialNumber)
+	}
+	if err := echoes(fresh, "allowed now"); err != nil {
+		t.Fatalf("after SIGHUP the new policy is not in effect: %v\n%s", err, p.stderr)
+	}
+	if err := echoes(old, "still here"); err != nil {
+		t.Fatalf("the connection opened before SIGHUP was dropped: %v", err)
+	}
+	old.Close()
+	fresh.Close()
+	p.terminate(t)
+}
+
+// TestAgentSurvivesSIGHUP: the agent keeps running on SIGHUP, its health
+// endpoints answering (ready: enrolled, revocation feed followed), and
+// stops cleanly on SIGTERM.
+func TestAgentSurvivesSIGHUP(t *testing.T) {
+	e := testenv.StartCA(t, testenv.Options{})
+	tok := e.Token(t, "spiffe://example.org/node/hup", api.TokenRequest{})
+	base, err := os.MkdirTemp("", "hup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	metrics := testport.Addr(t)
+	p := startProcess(t, "agent", "--dir", filepath.Join(base, "state"), "--token", tok,
+		"--socket", "unix://"+filepath.Join(base, "agent.sock"), "--metrics", metrics, "--sync-interval", "200ms")
+	p.waitLog(t, `"msg":"agent running"`)
+	ready := func() {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := http.Get("http://" + metrics + "/readyz")
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
+				err = errors.New(string(b))
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent's /readyz: %v\n%s", err, p.stderr)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	ready()
+	p.hangUp(t)
+	ready()
+	p.terminate(t)
 }

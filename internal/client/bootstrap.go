@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/tlsprobe"
 )
@@ -23,7 +24,8 @@ import (
 //
 // It needs no verification bypass: a handshake with an empty root pool fails
 // verification, and the certificates the server presented come back in the
-// error; the CA service sends its root with its chain. The root is then
+// error; the CA service adds its root to its chain for a client offering
+// api.BootstrapALPN. The root is then
 // checked: its fingerprint, that it is a self-signed CA, that the server's
 // chain verifies to it for caURL's host name, and that the server presents
 // the CA service's own identity (spiffe://TD/mutual/server), not merely a
@@ -43,7 +45,8 @@ func fetchRoot(ctx context.Context, caURL string, fingerprint [32]byte) (*x509.C
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), "443")
 	}
-	presented, err := tlsprobe.Chain(ctx, nil, host, &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12})
+	presented, err := tlsprobe.Chain(ctx, nil, host, &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12,
+		NextProtos: []string{api.BootstrapALPN, "http/1.1"}})
 	if err != nil {
 		return nil, spiffeid.ID{}, fmt.Errorf("%s: %w", caURL, err)
 	}

@@ -150,8 +150,8 @@ func TestInboundSlowHandshake(t *testing.T) {
 						t.Errorf("slow client %d: %v", i, err)
 					}
 				}
-				labels := map[string]string{"outcome": "refused", "reason": "handshake timeout"}
-				testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshakes_total", labels) == 2 }, "timeouts counted")
+				labels := map[string]string{"reason": "handshake timeout"}
+				testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 2 }, "timeouts counted")
 				if !r.logs.Has("handshake refused", map[string]any{"reason": "handshake timeout"}) {
 					t.Errorf("no timeout logged:\n%s", r.logs)
 				}

@@ -171,7 +171,7 @@ func TestOpenSSLThroughInboundTCP(t *testing.T) {
 			t.Errorf("a client without a certificate got through: %q", out)
 		}
 		testwait.Eventually(t, func() bool {
-			return metricValue(t, r.reg, "mutual_proxy_handshakes_total", map[string]string{"outcome": "refused", "reason": "no certificate"}) == 1
+			return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", map[string]string{"reason": "no certificate"}) == 1
 		}, "refusal counted")
 	})
 }

@@ -122,10 +122,11 @@ func TestInboundAuthorization(t *testing.T) {
 					}
 					// Refusals at the handshake are counted and logged with the reason.
 					if want == refused || want == denied && protocol == proxy.TCP {
-						labels := map[string]string{"outcome": "refused", "reason": reason}
+						labels := map[string]string{"reason": reason}
 						testwait.Eventually(t, func() bool {
-							return metricValue(t, r.reg, "mutual_proxy_handshakes_total", labels) == 1
-						}, fmt.Sprintf("mutual_proxy_handshakes_total%v", labels))
+							return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 &&
+								metricValue(t, r.reg, "mutual_proxy_handshakes_total", map[string]string{"outcome": "refused"}) == 1
+						}, fmt.Sprintf("mutual_proxy_handshake_refusals_total%v", labels))
 						attrs := map[string]any{"reason": reason}
 						if pc.id != nil {
 							attrs["peer_id"] = pc.id.ID.String()

@@ -123,8 +123,8 @@ func TestInboundPeerCheck(t *testing.T) {
 					if !ok(good) {
 						t.Error("another certificate of the same identity was refused")
 					}
-					labels := map[string]string{"outcome": "refused", "reason": tt.reason}
-					testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshakes_total", labels) == 1 }, "refusal counted")
+					labels := map[string]string{"reason": tt.reason}
+					testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 }, "refusal counted")
 				})
 			}
 		}
@@ -156,8 +156,8 @@ func TestInboundTLSVersions(t *testing.T) {
 				t.Fatalf("round trip = %q, %v; want ok=%v", got, err, tt.ok)
 			}
 			if !tt.ok {
-				labels := map[string]string{"outcome": "refused", "reason": "protocol mismatch"}
-				testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshakes_total", labels) == 1 }, "refusal counted")
+				labels := map[string]string{"reason": "protocol mismatch"}
+				testwait.Eventually(t, func() bool { return metricValue(t, r.reg, "mutual_proxy_handshake_refusals_total", labels) == 1 }, "refusal counted")
 			}
 		})
 	}

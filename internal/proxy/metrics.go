@@ -14,6 +14,7 @@ type Metrics struct {
 	connections *prometheus.CounterVec
 	active      prometheus.Gauge
 	handshakes  *prometheus.CounterVec
+	refusals    *prometheus.CounterVec
 	bytes       *prometheus.CounterVec
 	requests    *prometheus.HistogramVec
 	byCode      sync.Map // int status code → prometheus.Observer of requests
@@ -33,8 +34,11 @@ func NewMetrics(reg prometheus.Registerer, direction string) *Metrics {
 			Name: "mutual_proxy_active_connections", Help: "Connections open now.", ConstLabels: l,
 		}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mutual_proxy_handshakes_total", Help: "TLS handshakes by outcome and refusal reason.", ConstLabels: l,
-		}, []string{"outcome", "reason"}),
+			Name: "mutual_proxy_handshakes_total", Help: "TLS handshakes by outcome: ok or refused.", ConstLabels: l,
+		}, []string{"outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mutual_proxy_handshake_refusals_total", Help: "Refused TLS handshakes by reason (each is also a handshake with outcome refused).", ConstLabels: l,
+		}, []string{"reason"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mutual_proxy_bytes_total", Help: "Bytes relayed: to_target or to_peer.", ConstLabels: l,
 		}, []string{"flow"}),
@@ -49,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer, direction string) *Metrics {
 			Name: "mutual_proxy_policy_reloads_total", Help: "Policy file reloads, by result.", ConstLabels: l,
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.connections, m.active, m.handshakes, m.bytes, m.requests, m.certExpiry, m.reloads)
+	reg.MustRegister(m.connections, m.active, m.handshakes, m.refusals, m.bytes, m.requests, m.certExpiry, m.reloads)
 	return m
 }
 
@@ -72,9 +76,15 @@ func (m *Metrics) PolicyReloaded(ok bool) {
 	}
 }
 
+// handshake counts a handshake; a refusal (reason set) is also counted by
+// its reason, so that a successful one carries no empty reason label.
 func (m *Metrics) handshake(outcome, reason string) {
-	if m != nil {
-		m.handshakes.WithLabelValues(outcome, reason).Inc()
+	if m == nil {
+		return
+	}
+	m.handshakes.WithLabelValues(outcome).Inc()
+	if reason != "" {
+		m.refusals.WithLabelValues(reason).Inc()
 	}
 }
 

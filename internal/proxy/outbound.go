@@ -170,6 +170,10 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 		if errors.As(err, &ce) {
 			label, words = "server certificate rejected", err.Error()
 		}
+		if !o.cfg.TLS12 && olderTLS(err) {
+			label, words = "protocol mismatch", fmt.Sprintf("%s does not speak TLS 1.3, the only version this proxy uses by default: "+
+				"add --tls12 to the outbound proxy (or upgrade the server to TLS 1.3): %v", o.cfg.Target, err)
+		}
 		o.cfg.Metrics.handshake("refused", label)
 		o.cfg.Metrics.conn("refused")
 		o.log.Warn("server refused", "remote", peerString(c), "target", o.cfg.Target, "reason", label, "detail", words)
@@ -205,6 +209,18 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	}
 	o.log.Info("connection", "remote", peerString(c), "peer_id", id.String(), "target", o.cfg.Target,
 		"bytes_to_target", out, "bytes_to_peer", in, "duration_ms", time.Since(start).Milliseconds())
+}
+
+// olderTLS reports whether a handshake failed because the server offers
+// only versions below TLS 1.3: it answered with a protocol_version alert,
+// or chose an older version.
+func olderTLS(err error) bool {
+	var ae tls.AlertError
+	if errors.As(err, &ae) && ae == 70 { // protocol_version
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "protocol version not supported") || strings.Contains(msg, "server selected unsupported protocol version")
 }
 
 // CloseConnections closes live connections to servers matching match.

@@ -69,12 +69,13 @@ func (f *PolicyFile) Reload() (bool, error) {
 
 // Run polls the file every interval (zero: one second) until ctx is done.
 func (f *PolicyFile) Run(ctx context.Context, interval time.Duration) error {
-	return f.loop(interval).Run(ctx)
+	return f.Loop(interval).Run(ctx)
 }
 
-// loop is Run's poll loop: a reload that failed keeps the last good policy
-// and says why, one that changed the policy says so; tests set its Ticks.
-func (f *PolicyFile) loop(interval time.Duration) watch.Loop {
+// Loop is Run's poll loop: a reload that failed keeps the last good policy
+// and says why, one that changed the policy says so. Callers may set its
+// Now (reload on SIGHUP); tests set its Ticks.
+func (f *PolicyFile) Loop(interval time.Duration) watch.Loop {
 	return watch.Loop{
 		Reload: func(context.Context) (bool, error) { return f.Reload() },
 		OnChange: func() {

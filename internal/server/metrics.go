@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/x509"
 	"strconv"
 	"time"
 
@@ -58,4 +59,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 func (m *metrics) observe(route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// tlsLeaf is the leaf of the server's TLS certificate now, nil if none.
+func (s *Server) tlsLeaf() *x509.Certificate {
+	tc := s.cfg.Certificate()
+	if tc == nil || len(tc.Certificate) == 0 {
+		return nil
+	}
+	if tc.Leaf != nil {
+		return tc.Leaf
+	}
+	leaf, err := x509.ParseCertificate(tc.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
 }

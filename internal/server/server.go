@@ -11,7 +11,9 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"crypto/tls"
@@ -33,6 +35,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/h2guard"
+	"github.com/mutual-tls/mutual/internal/metricsserver"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/revocation/publish"
@@ -98,8 +101,9 @@ type Config struct {
 	// CRL's name is derived from it.
 	IssuerCert *x509.Certificate
 	// Certificate returns the server's TLS certificate (chain: leaf,
-	// intermediate, root: the root lets a join-token holder find the root it
-	// pins by fingerprint).
+	// intermediate). The roots are added for a client that offers
+	// api.BootstrapALPN: a join-token holder finds there the root it pins by
+	// fingerprint.
 	Certificate func() *tls.Certificate
 	// Store is checked by /healthz and /readyz.
 	Store StoreHealth
@@ -148,6 +152,11 @@ func New(cfg Config) *Server {
 		s.reg = prometheus.NewRegistry()
 	}
 	s.metrics = newMetrics(s.reg)
+	s.reg.MustRegister(
+		metricsserver.CertificateExpiry("mutual_ca_intermediate_expiry_timestamp_seconds", "NotAfter of the intermediate that signs certificates.",
+			func() *x509.Certificate { return cfg.IssuerCert }),
+		metricsserver.CertificateExpiry("mutual_ca_tls_certificate_expiry_timestamp_seconds", "NotAfter of the CA service's own TLS certificate.",
+			s.tlsLeaf))
 	if hub := cfg.Hub; hub != nil {
 		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mutual_ca_feed_streams", Help: "Revocation feed streams open now.",
@@ -197,9 +206,15 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // TLSConfig is the listener's TLS configuration: TLS 1.3 by default, 1.2
 // with AEAD suites at least, client certificates verified against the CA's
-// roots when given.
+// roots when given. A client may send its leaf alone (many TLS stacks do):
+// the CA's own intermediate is also an anchor, and it is name-constrained to
+// the trust domain and checked for validity like any chain element.
 func (s *Server) TLSConfig() *tls.Config {
-	pool := pki.CertPool(s.cfg.Roots)
+	anchors := slices.Clone(s.cfg.Roots)
+	if s.cfg.IssuerCert != nil {
+		anchors = append(anchors, s.cfg.IssuerCert)
+	}
+	pool := pki.CertPool(anchors)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{
@@ -209,8 +224,17 @@ func (s *Server) TLSConfig() *tls.Config {
 		},
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  pool,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return s.cfg.Certificate(), nil
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			tc := s.cfg.Certificate()
+			if tc == nil || !slices.Contains(hello.SupportedProtos, api.BootstrapALPN) {
+				return tc, nil
+			}
+			withRoots := *tc
+			withRoots.Certificate = slices.Clone(tc.Certificate)
+			for _, r := range s.cfg.Roots {
+				withRoots.Certificate = append(withRoots.Certificate, r.Raw)
+			}
+			return &withRoots, nil
 		},
 		NextProtos: []string{"h2", "http/1.1"},
 	}
@@ -226,12 +250,31 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:          log.New(handshakeLog{s.log}, "", 0),
 	}
 	// Bound what one HTTP/2 client can make the CA do (rapid reset,
 	// CONTINUATION floods, idle streams).
 	h2guard.Configure(hs, h2guard.Options{Log: s.log})
 	return serve(ctx, hs, tls.NewListener(ln, hs.TLSConfig))
+}
+
+// handshakeLog is the API server's ErrorLog: a refused TLS handshake (a
+// client certificate the CA does not accept, no protocol in common) is a
+// warning with the client's address and the reason, whatever the log
+// level; a connection closed before a handshake (a port check) and the
+// rest of net/http's messages stay at debug level.
+type handshakeLog struct{ log *slog.Logger }
+
+func (h handshakeLog) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	rest, ok := strings.CutPrefix(line, "http: TLS handshake error from ")
+	remote, why, _ := strings.Cut(rest, ": ")
+	if !ok || why == "EOF" || strings.HasSuffix(why, "connection reset by peer") {
+		h.log.Debug(line)
+		return len(p), nil
+	}
+	h.log.Warn("TLS handshake refused", "remote", remote, "reason", why)
+	return len(p), nil
 }
 
 // ServeMetrics serves Prometheus metrics at /metrics on ln until ctx is done.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/watch"
 )
 
 // Config is one sidecar: an inbound or an outbound proxy and what it needs.
@@ -32,6 +33,12 @@ type Config struct {
 	TLS12 bool
 	// Log receives structured events; nil discards.
 	Log *slog.Logger
+	// PollInterval is how often the identity directory and the policy file
+	// are checked for changes; zero means watch.DefaultInterval.
+	PollInterval time.Duration
+	// Reload, if set, makes the identity directory and the policy file be
+	// re-read at once each time it fires (SIGHUP).
+	Reload *watch.Trigger
 	// Exactly one of Inbound and Outbound says what the proxy does.
 	Inbound  *Inbound
 	Outbound *Outbound

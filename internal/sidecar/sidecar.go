@@ -45,6 +45,8 @@ type sidecar struct {
 	extra   map[string]http.Handler // pages on the metrics listener
 	metrics *metricsserver.Server
 	attrs   []any // of "proxy listening"
+	// revocation is the revocation watcher; nil when revocation is off.
+	revocation *revocation.Watcher
 }
 
 // open builds and binds everything cfg asks for, in the order a user meets
@@ -72,7 +74,7 @@ func open(ctx context.Context, cfg Config) (_ *sidecar, err error) {
 	}
 	s.closers = append(s.closers, func() { s.ln.Close() })
 	if cfg.Metrics != "" {
-		if s.metrics, err = metricsserver.Listen(cfg.Metrics, s.reg, s.extra); err != nil {
+		if s.metrics, err = metricsserver.Listen(cfg.Metrics, s.reg, metricsserver.Health(s.ready, s.extra)); err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, func() { s.metrics.Close() })
@@ -101,9 +103,11 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 			return err
 		}
 		pol = pf
-		s.parts = append(s.parts, func(ctx context.Context) error { return pf.Run(ctx, time.Second) })
+		l := pf.Loop(cfg.PollInterval)
+		l.Now = cfg.Reload
+		s.parts = append(s.parts, l.Run)
 	}
-	if err := s.openSource(ctx, cfg.Source); err != nil {
+	if err := s.openSource(ctx, cfg); err != nil {
 		return err
 	}
 	mig := proxy.NewMigrationReport()
@@ -118,6 +122,7 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	}
 	var stapler *revocation.Stapler
 	if w != nil {
+		s.revocation = w
 		pc.PeerCheck = w.Check
 		stapler = &revocation.Stapler{Source: s.src, Revoked: w.Revoked, Log: s.log}
 		pc.Staple = stapler.Staple
@@ -144,7 +149,7 @@ func (s *sidecar) openOutbound(ctx context.Context, cfg Config) error {
 	out := cfg.Outbound
 	s.log = logger(cfg, "outbound")
 	s.m = proxy.NewMetrics(s.reg, "outbound")
-	if err := s.openSource(ctx, cfg.Source); err != nil {
+	if err := s.openSource(ctx, cfg); err != nil {
 		return err
 	}
 	pc := proxy.OutboundConfig{
@@ -156,6 +161,7 @@ func (s *sidecar) openOutbound(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if w != nil {
+		s.revocation = w
 		pc.PeerCheck = w.Check
 	}
 	p, err := proxy.NewOutbound(pc)
@@ -203,6 +209,24 @@ func (s *sidecar) run(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("proxy stopped")
+	return nil
+}
+
+// ready is the proxy's /readyz: it has a certificate within its validity
+// and knows the revocation status now (the feed is connected or the last
+// CRL is current), unless revocation is off.
+func (s *sidecar) ready() error {
+	svid, err := s.src.GetX509SVID()
+	if err != nil {
+		return fmt.Errorf("no certificate yet: %w", err)
+	}
+	leaf, now := svid.Certificates[0], time.Now()
+	if now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return fmt.Errorf("the proxy's certificate (%s) is valid only from %s to %s", svid.ID, leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if s.revocation != nil {
+		return s.revocation.Current()
+	}
 	return nil
 }
 

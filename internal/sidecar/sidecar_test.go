@@ -97,7 +97,9 @@ func TestInboundRunsAndStopsEverything(t *testing.T) {
 	if got, err := testnet.RoundTrip(listen, tc, "ping"); err != nil || got != "ping" {
 		t.Fatalf("echo through the proxy: %q, %v", got, err)
 	}
-	for _, u := range []string{metricsURL, strings.TrimSuffix(metricsURL, "/metrics") + "/migration"} {
+	base := strings.TrimSuffix(metricsURL, "/metrics")
+	// Ready: a valid certificate, and revocation off by the operator's choice.
+	for _, u := range []string{metricsURL, base + "/migration", base + "/livez", base + "/readyz"} {
 		if code := get(t, u); code != http.StatusOK {
 			t.Fatalf("GET %s: %d", u, code)
 		}

@@ -30,7 +30,8 @@ type CertSource interface {
 
 // openSource opens the certificate source; an identity directory is
 // followed by a part, a Workload API source closed with the sidecar.
-func (s *sidecar) openSource(ctx context.Context, src Source) error {
+func (s *sidecar) openSource(ctx context.Context, cfg Config) error {
+	src := cfg.Source
 	switch {
 	case src.IdentityDir != "" && src.WorkloadAPI != "":
 		return errors.New("--identity-dir: give --identity-dir or --workload-api, not both")
@@ -41,7 +42,9 @@ func (s *sidecar) openSource(ctx context.Context, src Source) error {
 		}
 		s.m.ObserveCertificate(ds.Identity().Leaf())
 		s.src = ds
-		s.parts = append(s.parts, s.followDir(ds).Run)
+		l := s.followDir(ds)
+		l.Interval, l.Now = cfg.PollInterval, cfg.Reload
+		s.parts = append(s.parts, l.Run)
 		return nil
 	case src.WorkloadAPI != "":
 		if !strings.HasPrefix(src.WorkloadAPI, "unix://") && !strings.HasPrefix(src.WorkloadAPI, "tcp://") {

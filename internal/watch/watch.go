@@ -9,6 +9,7 @@ package watch
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -32,6 +33,48 @@ type Loop struct {
 	// received. Tests send ticks instead of waiting; with an unbuffered
 	// channel a send returns only once the previous poll has finished.
 	Ticks <-chan time.Time
+	// Now, if set, makes Reload run at once each time it fires (SIGHUP),
+	// besides the timer or Ticks.
+	Now *Trigger
+}
+
+// Trigger tells every loop that follows it to poll at once: a process
+// fires it on SIGHUP so that an operator need not wait for the next poll.
+// The zero value is ready to use; it is safe for concurrent use.
+type Trigger struct {
+	mu   sync.Mutex
+	subs map[chan struct{}]struct{}
+}
+
+// Fire makes every loop following t poll once, as soon as its current
+// poll (if any) is done. Fires that come while a poll is pending are
+// merged into it.
+func (t *Trigger) Fire() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.subs {
+		select {
+		case c <- struct{}{}:
+		default: // a poll is pending already
+		}
+	}
+}
+
+// subscribe returns a channel that receives once per Fire, and the
+// function that stops it.
+func (t *Trigger) subscribe() (<-chan struct{}, func()) {
+	c := make(chan struct{}, 1)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.subs == nil {
+		t.subs = map[chan struct{}]struct{}{}
+	}
+	t.subs[c] = struct{}{}
+	return c, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		delete(t.subs, c)
+	}
 }
 
 // Run polls until ctx is done, then returns nil. The first poll comes one
@@ -48,11 +91,19 @@ func (l Loop) Run(ctx context.Context) error {
 		defer t.Stop()
 		ticks = t.C
 	}
+	var now <-chan struct{} // nil: never
+	if l.Now != nil {
+		c, stop := l.Now.subscribe()
+		defer stop()
+		now = c
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticks:
+			l.poll(ctx)
+		case <-now:
 			l.poll(ctx)
 		}
 	}

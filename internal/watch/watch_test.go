@@ -106,3 +106,50 @@ func TestLoopRealTimer(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestTriggerPollsEveryLoopAtOnce: one Fire makes every loop following the
+// trigger poll, though their timers would not tick for an hour; a loop
+// that has stopped no longer follows it.
+func TestTriggerPollsEveryLoopAtOnce(t *testing.T) {
+	var now watch.Trigger
+	ctx, cancel := context.WithCancel(context.Background())
+	polled := []chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)}
+	done := make(chan error, len(polled))
+	for _, p := range polled {
+		go func() {
+			done <- watch.Loop{
+				Reload: func(context.Context) (bool, error) {
+					select {
+					case p <- struct{}{}:
+					default:
+					}
+					return false, nil
+				},
+				Interval: time.Hour,
+				Now:      &now,
+			}.Run(ctx)
+		}()
+	}
+	for i, p := range polled {
+		// A Fire before the loop has started is not seen: fire until it is.
+		deadline := time.After(10 * time.Second)
+	wait:
+		for {
+			now.Fire()
+			select {
+			case <-p:
+				break wait
+			case <-deadline:
+				t.Fatalf("loop %d did not poll on Fire", i)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	cancel()
+	for range polled {
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	}
+	now.Fire() // no loop follows it: must not block
+}

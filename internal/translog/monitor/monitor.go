@@ -17,10 +17,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mutual-tls/mutual/internal/metricsserver"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
 
@@ -47,12 +49,15 @@ type Config struct {
 	Once bool
 	// Log receives alerts and progress; nil discards them.
 	Log *slog.Logger
-	// Registerer, when set, gets the monitor's metrics:
+	// Registerer, when set, gets the monitor's metrics: the counters
 	// mutual_log_monitor_alerts_total{rule} and
-	// mutual_log_monitor_entries_checked.
+	// mutual_log_monitor_entries_checked_total, and the gauge
+	// mutual_log_monitor_next_index (where the monitor is in the log).
 	Registerer prometheus.Registerer
-	// MetricsListener, when set, serves MetricsHandler at GET /metrics
-	// while Run runs; Run closes it before it returns.
+	// MetricsListener, when set, serves MetricsHandler at GET /metrics,
+	// and /livez and /readyz (ready once a pass has read the log, and
+	// while the last one did), while Run runs; Run closes it before it
+	// returns.
 	MetricsListener net.Listener
 	// MetricsHandler is what MetricsListener serves (required with it),
 	// typically promhttp's handler of the registry behind Registerer.
@@ -78,7 +83,12 @@ func (e *AlertsError) Error() string {
 type runner struct {
 	cfg     Config
 	m       *translog.Monitor
-	checked prometheus.Gauge
+	checked prometheus.Counter
+	next    prometheus.Gauge
+
+	mu      sync.Mutex
+	passed  bool  // a pass has finished
+	lastErr error // of the last pass
 }
 
 // Run follows the log until ctx ends (returning nil), the log is found to
@@ -102,6 +112,9 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", cfg.MetricsHandler)
+	for path, h := range metricsserver.Health(r.ready, nil) {
+		mux.Handle("GET "+path, h)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() {
@@ -170,16 +183,17 @@ func newRunner(cfg Config) (*runner, error) {
 		cfg.After = time.After
 	}
 	alerts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mutual_log_monitor_alerts_total", Help: "Log entries or checkpoints the rules did not expect, by rule."}, []string{"rule"})
-	checked := prometheus.NewGauge(prometheus.GaugeOpts{Name: "mutual_log_monitor_entries_checked", Help: "Entries examined so far (the next index)."})
+	checked := prometheus.NewCounter(prometheus.CounterOpts{Name: "mutual_log_monitor_entries_checked_total", Help: "Log entries examined by this monitor process."})
+	next := prometheus.NewGauge(prometheus.GaugeOpts{Name: "mutual_log_monitor_next_index", Help: "Index of the next log entry to examine: every entry before it has been checked."})
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{alerts, checked} {
+		for _, c := range []prometheus.Collector{alerts, checked, next} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("log monitor metrics: %w", err)
 			}
 		}
 	}
 	m := &translog.Monitor{Client: cfg.Client, Rules: cfg.Rules, State: cfg.State, Log: cfg.Log, Alerts: alerts}
-	return &runner{cfg: cfg, m: m, checked: checked}, nil
+	return &runner{cfg: cfg, m: m, checked: checked, next: next}, nil
 }
 
 // errStateNotSaved marks a pass whose state could not be saved: going on
@@ -190,12 +204,32 @@ var errStateNotSaved = errors.New("the monitor's state could not be saved")
 // It returns the number of alerts raised.
 func (r *runner) pass(ctx context.Context) (int, error) {
 	r.refreshGrants(ctx)
+	before := r.cfg.State.Next
 	found, err := r.m.Step(ctx)
-	r.checked.Set(float64(r.cfg.State.Next))
-	if serr := r.cfg.State.Save(r.cfg.StatePath); serr != nil {
-		return len(found), fmt.Errorf("%w: %w", errStateNotSaved, serr)
+	if after := r.cfg.State.Next; after > before {
+		r.checked.Add(float64(after - before))
 	}
+	r.next.Set(float64(r.cfg.State.Next))
+	if serr := r.cfg.State.Save(r.cfg.StatePath); serr != nil {
+		err = fmt.Errorf("%w: %w", errStateNotSaved, serr)
+	}
+	r.mu.Lock()
+	r.passed, r.lastErr = true, err
+	r.mu.Unlock()
 	return len(found), err
+}
+
+// ready is /readyz: a pass has read the log, and the last one did.
+func (r *runner) ready() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case !r.passed:
+		return errors.New("starting: the first pass over the log has not finished")
+	case r.lastErr != nil:
+		return fmt.Errorf("the last pass failed (is the CA reachable?): %w", r.lastErr)
+	}
+	return nil
 }
 
 // refreshGrants reads the CA's tokens and entries for this pass, when an

@@ -35,6 +35,8 @@ type logFixture struct {
 	db     *store.DB
 	srv    *translog.Server
 	client *translog.Client
+	// verifier is the log's verifier key.
+	verifier string
 }
 
 // newLog serves an empty log signed with the log key of a fresh test CA
@@ -56,7 +58,7 @@ func newLog(t *testing.T, ca *testca.CA) *logFixture {
 	srv := &translog.Server{Store: db, Signer: signer}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	f := &logFixture{ca: ca, db: db, srv: srv, client: translog.NewClient(hs.URL, nil, signer.Verifier)}
+	f := &logFixture{ca: ca, db: db, srv: srv, client: translog.NewClient(hs.URL, nil, signer.Verifier), verifier: signer.Verifier}
 	f.checkpoint(t)
 	return f
 }
@@ -215,8 +217,15 @@ func TestRunFollows(t *testing.T) {
 	if cfg.State.Next != 1 {
 		t.Errorf("after the interval, the monitor is at %d, want 1", cfg.State.Next)
 	}
-	if body := get(t, metricsURL); !strings.Contains(body, "mutual_log_monitor_entries_checked 1\n") {
-		t.Errorf("metrics after one entry checked:\n%s", body)
+	body := get(t, metricsURL)
+	for _, want := range []string{"# TYPE mutual_log_monitor_entries_checked_total counter\n", "mutual_log_monitor_entries_checked_total 1\n",
+		"# TYPE mutual_log_monitor_next_index gauge\n", "mutual_log_monitor_next_index 1\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics after one entry checked lack %q:\n%s", want, body)
+		}
+	}
+	if body := get(t, strings.TrimSuffix(metricsURL, "/metrics")+"/readyz"); body != "ready\n" {
+		t.Errorf("/readyz after a pass: %q", body)
 	}
 	cancel()
 	select {
@@ -277,5 +286,105 @@ func TestRunNeedsClientAndState(t *testing.T) {
 	f := newLog(t, nil)
 	if err := monitor.Run(context.Background(), monitor.Config{Client: f.client}); err == nil {
 		t.Error("Run without a state file started")
+	}
+}
+
+// TestRunHealth: /livez answers from the start; /readyz is 503 "starting"
+// until the first pass has finished, 503 with the cause while the log
+// cannot be read, and 200 once a pass has read it.
+func TestRunHealth(t *testing.T) {
+	f := newLog(t, nil)
+	cfg := f.config(t, filepath.Join(t.TempDir(), "state.json"))
+	cfg.Once = false
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close() // the log's address, unreachable
+	up := cfg.Client
+	cfg.Client = translog.NewClient(down.URL, nil, f.verifier)
+	inPass := make(chan struct{})
+	release := make(chan struct{})
+	admin := cfg.Admin
+	first := true
+	cfg.Admin = func() (monitor.AdminAPI, error) {
+		if first { // hold the first pass until the test has seen "starting"
+			first = false
+			close(inPass)
+			<-release
+		}
+		return admin()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Registerer, cfg.MetricsListener, cfg.MetricsHandler = reg, ln, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	base := "http://" + ln.Addr().String()
+	waiting := make(chan struct{})
+	tick := make(chan time.Time)
+	cfg.After = func(time.Duration) <-chan time.Time { waiting <- struct{}{}; return tick }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- monitor.Run(ctx, cfg) }()
+	health := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	pass := func() {
+		t.Helper()
+		select {
+		case <-waiting:
+		case err := <-done:
+			t.Fatalf("Run returned: %v", err)
+		case <-time.After(safetyNet):
+			t.Fatal("no pass ended")
+		}
+	}
+
+	<-inPass
+	if code, body := health("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "starting") {
+		t.Errorf("/readyz before the first pass: %d %q", code, body)
+	}
+	if code, _ := health("/livez"); code != http.StatusOK {
+		t.Errorf("/livez before the first pass: %d", code)
+	}
+	close(release)
+	pass()
+	if code, body := health("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "is the CA reachable?") {
+		t.Errorf("/readyz while the log is unreachable: %d %q", code, body)
+	}
+	if code, _ := health("/livez"); code != http.StatusOK {
+		t.Errorf("/livez while the log is unreachable: %d", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	// The same monitor state, the log reachable: ready after a pass.
+	cfg.Client, cfg.Admin = up, admin
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg = prometheus.NewRegistry()
+	cfg.Registerer, cfg.MetricsListener, cfg.MetricsHandler = reg, ln, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	base = "http://" + ln.Addr().String()
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- monitor.Run(ctx, cfg) }()
+	pass()
+	if code, body := health("/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("/readyz after a pass that read the log: %d %q", code, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
