@@ -133,6 +133,15 @@ func (f FileKeys) Load() (*Keyring, error) {
 			return nil, err
 		}
 	}
+	keys, err := f.loadAll(names)
+	if err != nil {
+		return nil, err
+	}
+	return NewKeyring(keys[len(keys)-1], keys[:len(keys)-1]...), nil
+}
+
+// loadAll reads the KEK files names, in the directory.
+func (f FileKeys) loadAll(names []string) ([]KEK, error) {
 	var keys []KEK
 	for _, n := range names {
 		k, err := f.load(filepath.Join(f.Dir, n))
@@ -141,7 +150,7 @@ func (f FileKeys) Load() (*Keyring, error) {
 		}
 		keys = append(keys, k)
 	}
-	return NewKeyring(keys[len(keys)-1], keys[:len(keys)-1]...), nil
+	return keys, nil
 }
 
 // Rotate makes a new KEK, which becomes current at the next Load; older
