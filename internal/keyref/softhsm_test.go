@@ -137,6 +137,9 @@ func TestTokenGenerateFindSign(t *testing.T) {
 func assertNonExtractable(t *testing.T, kr *Keyring, s crypto.Signer) {
 	t.Helper()
 	ts, ok := s.(*tokenSigner)
+	if td, isRSA := s.(*tokenDecrypter); isRSA {
+		ts, ok = td.tokenSigner, true
+	}
 	if !ok {
 		t.Fatalf("a token key is a %T", s)
 	}
@@ -452,6 +455,7 @@ func TestTokenDecrypter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assertNonExtractable(t, kr, d.(crypto.Signer))
 	// RSA-OAEP with SHA-1 and no label is what every token decrypts
 	// (SoftHSM2 2.6 refuses SHA-256 and labels); keyrelease uses it.
 	ct, err := rsa.EncryptOAEP(crypto.SHA1.New(), rand.Reader, d.Public().(*rsa.PublicKey), []byte("secret"), nil)

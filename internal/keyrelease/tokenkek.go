@@ -8,9 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1" //nolint:gosec // OAEP's hash, the one PKCS#11 tokens all support; not a signature
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,19 +36,11 @@ const tokenKEKPrefix = "rsa-oaep-sha1-gcm:"
 // token (keyref.Keyring.OpenDecrypter), with the construction above: the
 // private key never leaves the token.
 func NewTokenKEK(d crypto.Decrypter) (KEK, error) {
-	pub, ok := d.Public().(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("key-encryption key: %T is not an RSA key: generate an RSA key of %d bits or more in the token", d.Public(), MinRSABits)
-	}
-	if pub.N.BitLen() < MinRSABits {
-		return nil, fmt.Errorf("key-encryption key: RSA %d bits, want %d or more", pub.N.BitLen(), MinRSABits)
-	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	pub, id, err := rsaKEKID(d, tokenKEKPrefix)
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(der)
-	return &tokenKEK{id: tokenKEKPrefix + hex.EncodeToString(sum[:8]), pub: pub, d: d}, nil
+	return &tokenKEK{id: id, pub: pub, d: d}, nil
 }
 
 func (k *tokenKEK) ID() string { return k.id }
