@@ -20,6 +20,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/auditlog"
+	"github.com/mutual-tls/mutual/internal/keyref"
 	"github.com/mutual-tls/mutual/internal/keyrelease"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/sidecar"
@@ -324,6 +325,7 @@ type keysServeOptions struct {
 	auditDir       string
 	passphraseFile string
 	listen         string
+	keks           []string
 }
 
 func keysServeCmd(e *env) *cobra.Command {
@@ -333,7 +335,9 @@ func keysServeCmd(e *env) *cobra.Command {
 		Short: "Serve wrap and unwrap requests over mTLS, recording each in an audit log",
 		Long: `Serve the key-release service beside the CA. Its identity (--identity-dir) is
 spiffe://TD` + keyrelease.ServerPath + ` by default; key-encryption keys live in --key-dir,
-encrypted with the passphrase. It follows the CA's revocation feed and refuses
+encrypted with the passphrase, or with --kek in a PKCS#11 token, which decrypts
+and never lets them out (the last --kek wraps; older ones and any file keys in
+--key-dir still unwrap). It follows the CA's revocation feed and refuses
 every unwrap while it cannot know the revocation status.`,
 		Example: `  mutual keys serve --identity-dir keys-id --key-dir keys --passphrase-file pass --listen :8444`,
 		Args:    cobra.NoArgs,
@@ -347,6 +351,7 @@ every unwrap while it cannot know the revocation status.`,
 	f.StringVar(&o.auditDir, "audit-dir", "", "audit log directory (default KEY-DIR/audit)")
 	f.StringVar(&o.passphraseFile, "passphrase-file", "", "file holding the passphrase that encrypts the keys (required)")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8444", "address to listen on")
+	f.StringArrayVar(&o.keks, "kek", nil, "key-encryption key in a token, pkcs11:...;object=LABEL?module-path=...&pin-source=... (repeatable, oldest first: the last wraps); made by mutual keys rotate --kek")
 	registerRevocation(c, &o.revocation)
 	return c
 }
@@ -356,7 +361,7 @@ func (o *keysServeOptions) run(ctx context.Context, e *env) error {
 		return flagError("identity-dir", "required: the key service's identity directory")
 	}
 	if o.keyDir == "" {
-		return flagError("key-dir", "required: where the key-encryption keys are kept")
+		return flagError("key-dir", "required: where the key-encryption keys (with --kek, only the audit log key) are kept")
 	}
 	if o.revocation.Off {
 		return flagError("no-revocation", "the key service never runs without revocation: it would release keys to revoked certificates")
@@ -374,7 +379,9 @@ func (o *keysServeOptions) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	svc, audit, err := o.service(src, w, pass, log)
+	tokens := keyref.NewKeyring(keyref.Options{})
+	defer tokens.Close()
+	svc, audit, err := o.service(ctx, src, w, pass, tokens, log)
 	if err != nil {
 		return err
 	}
@@ -406,10 +413,13 @@ func (o *keysServeOptions) run(ctx context.Context, e *env) error {
 }
 
 // service opens the keys and the audit log and assembles the service.
-func (o *keysServeOptions) service(src *identity.DirSource, rc keyrelease.RevocationChecker, pass []byte, log *slog.Logger) (*keyrelease.Service, *auditlog.Log, error) {
+func (o *keysServeOptions) service(ctx context.Context, src *identity.DirSource, rc keyrelease.RevocationChecker, pass []byte, tokens *keyref.Keyring, log *slog.Logger) (*keyrelease.Service, *auditlog.Log, error) {
 	keys := keyrelease.FileKeys{Dir: o.keyDir, Passphrase: pass}
-	ring, err := keys.Load()
+	ring, err := keys.LoadWith(ctx, keyrelease.TokenKeys{Keyring: tokens, Refs: o.keks})
 	if err != nil {
+		if len(o.keks) > 0 {
+			return nil, nil, flagError("kek", "%v", err)
+		}
 		return nil, nil, flagError("key-dir", "%v", err)
 	}
 	signer, err := keys.AuditSigner(src.Identity().ID.TrustDomain().Name())
@@ -428,20 +438,33 @@ func (o *keysServeOptions) service(src *identity.DirSource, rc keyrelease.Revoca
 		audit.Close()
 		return nil, nil, err
 	}
-	log.Info("key-encryption key", "current", ring.Current().ID(), "dir", o.keyDir)
+	log.Info("key-encryption key", "current", ring.Current().ID(), "dir", o.keyDir, "in_token", len(o.keks) > 0)
 	return svc, audit, nil
 }
 
 func keysRotateCmd(e *env) *cobra.Command {
-	var keyDir, passFile string
+	var keyDir, passFile, kek string
 	c := &cobra.Command{
 		Use:   "rotate",
 		Short: "Make a new key-encryption key; older keys stay to unwrap what they wrapped",
 		Long: `Make a new key-encryption key in --key-dir. A key service started after it wraps
 new files with it; files sealed before stay readable, and mutual seal --rewrap
-moves them to the new key.`,
+moves them to the new key. With --kek the new key is an RSA key generated inside
+the PKCS#11 token (a new object= label); pass it as the last --kek of keys serve.`,
+		Example: `  mutual keys rotate --key-dir keys --passphrase-file pass
+  mutual keys rotate --kek 'pkcs11:token=keys;object=kek-2?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mutual/pin'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kek != "" {
+				tokens := keyref.NewKeyring(keyref.Options{})
+				defer tokens.Close()
+				id, err := keyrelease.TokenKeys{Keyring: tokens}.Generate(cmd.Context(), kek)
+				if err != nil {
+					return flagError("kek", "%v", err)
+				}
+				fmt.Fprintf(e.stdout, "new key-encryption key %s in the token: add it as the last --kek of mutual keys serve and restart it\n", id)
+				return nil
+			}
 			if keyDir == "" {
 				return flagError("key-dir", "required: the key service's key directory")
 			}
@@ -458,7 +481,8 @@ moves them to the new key.`,
 		},
 	}
 	c.Flags().StringVar(&keyDir, "key-dir", "", "directory of the key-encryption keys (required)")
-	c.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the keys' passphrase (required)")
+	c.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the keys' passphrase (required without --kek)")
+	c.Flags().StringVar(&kek, "kek", "", "generate the new key in a PKCS#11 token instead: pkcs11:...;object=NEW-LABEL?module-path=...&pin-source=...")
 	return c
 }
 

@@ -14,9 +14,11 @@ import (
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/cli"
 	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/keyref/softhsmtest"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testenv"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/seal"
 )
 
 // TestSealCLI runs `mutual keys serve` beside a real CA, seals a file to
@@ -48,25 +50,8 @@ func TestSealCLI(t *testing.T) {
 
 	pass := filepath.Join(dirs, "pass")
 	os.WriteFile(pass, []byte("kek passphrase\n"), 0o600)
-	addr := testport.Addr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	var serveErr error
-	go func() {
-		defer close(done)
-		serveErr = cli.Run(ctx, []string{"keys", "serve", "--identity-dir", keysDir, "--key-dir", filepath.Join(dirs, "kek"),
-			"--passphrase-file", pass, "--listen", addr, "--ca", svc.URL}, strings.NewReader(""), io.Discard, io.Discard)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if serveErr != nil {
-			t.Errorf("keys serve: %v", serveErr)
-		}
-	})
-	waitListening(t, addr, done, &serveErr)
-
-	keys := "https://" + addr
+	serveArgs := []string{"keys", "serve", "--identity-dir", keysDir, "--key-dir", filepath.Join(dirs, "kek"), "--passphrase-file", pass, "--ca", svc.URL}
+	keys := serveKeys(t, serveArgs...)
 	plainFile := filepath.Join(dirs, "secret.txt")
 	os.WriteFile(plainFile, []byte("the database password\n"), 0o600)
 	sealed := filepath.Join(dirs, "secret.sealed")
@@ -126,6 +111,45 @@ func TestSealCLI(t *testing.T) {
 		t.Fatalf("unseal --offline as api: %v, want a refusal", err)
 	}
 
+	t.Run("token KEK", func(t *testing.T) {
+		// Rotation into a SoftHSM2 token: the new key is made there, the
+		// service wraps with it and still unwraps the file-KEK file.
+		tok := softhsmtest.New(t)
+		ref := tok.URI("kek-2")
+		if out, err := run("keys", "rotate", "--kek", ref); err != nil || !strings.Contains(out, "rsa-oaep-sha1-gcm:") {
+			t.Fatalf("keys rotate --kek: %v\n%s", err, out)
+		}
+		if _, err := run("keys", "rotate", "--kek", ref); err == nil || !strings.Contains(err.Error(), "already exists") {
+			t.Errorf("a second rotate to the same label: %v, want a refusal", err)
+		}
+		keys := serveKeys(t, append(serveArgs, "--kek", ref)...)
+		tokenSealed := filepath.Join(dirs, "token.sealed")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, err := run("seal", "--identity-dir", web, "--keys", keys, "--to", "spiffe://example.org/ns/prod/web", plainFile, "-o", tokenSealed)
+			if err == nil {
+				break
+			}
+			if !strings.Contains(err.Error(), "revocation status unknown") || time.Now().After(deadline) {
+				t.Fatalf("seal: %v\n%s", err, out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if b, err := os.ReadFile(tokenSealed); err != nil {
+			t.Fatal(err)
+		} else if h, err := seal.ReadHeader(bytes.NewReader(b)); err != nil || !strings.HasPrefix(h.Slot.KeyID, "rsa-oaep-sha1-gcm:") {
+			t.Errorf("sealed under %v (%v), want the token KEK", h, err)
+		}
+		for _, f := range []string{sealed, tokenSealed} {
+			if out, err := run("unseal", "--identity-dir", web, "--keys", keys, f); err != nil || out != "the database password\n" {
+				t.Errorf("unseal %s through the token KEK service: %q, %v", filepath.Base(f), out, err)
+			}
+		}
+		if files, _ := filepath.Glob(filepath.Join(dirs, "kek", "kek-*.pem")); len(files) != 1 {
+			t.Errorf("KEK files %v, want only the file KEK made before the rotation", files)
+		}
+	})
+
 	for _, c := range []struct {
 		args []string
 		want string
@@ -145,6 +169,29 @@ func TestSealCLI(t *testing.T) {
 			t.Errorf("mutual %s: %v, want an error containing %q", strings.Join(c.args, " "), err, c.want)
 		}
 	}
+}
+
+// serveKeys runs `mutual keys serve` with args on a free port until the test
+// ends, and returns its URL once it listens.
+func serveKeys(t *testing.T, args ...string) string {
+	t.Helper()
+	addr := testport.Addr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var serveErr error
+	go func() {
+		defer close(done)
+		serveErr = cli.Run(ctx, append(args, "--listen", addr), strings.NewReader(""), io.Discard, io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if serveErr != nil {
+			t.Errorf("keys serve: %v", serveErr)
+		}
+	})
+	waitListening(t, addr, done, &serveErr)
+	return "https://" + addr
 }
 
 // waitListening waits until addr accepts connections, or the server ended.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -97,6 +98,24 @@ func (k *Keyring) Open(ctx context.Context, ref string) (crypto.Signer, error) {
 		return nil, err
 	}
 	return k.Signer(ctx, r)
+}
+
+// OpenDecrypter opens the existing RSA key ref names for decryption: a token
+// key decrypts inside the token, a file key is read as Open reads it.
+func (k *Keyring) OpenDecrypter(ctx context.Context, ref string) (crypto.Decrypter, error) {
+	r, err := Parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	s, err := k.Signer(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := s.(crypto.Decrypter)
+	if _, isRSA := s.Public().(*rsa.PublicKey); !ok || !isRSA {
+		return nil, fmt.Errorf("%s is a %s key, which cannot decrypt: point it at an RSA key pair", r, pki.KeyDescription(s.Public()))
+	}
+	return d, nil
 }
 
 // Generate makes a new key pair of type kt inside the token r names, labelled

@@ -100,7 +100,7 @@ func (t *token) find(u PKCS11URI) (crypto.Signer, error) {
 	default:
 		return nil, fmt.Errorf("%s is a %s key; mutual signs with ECDSA or RSA token keys: generate an ECDSA P-256 key pair and point object= at it", u.Where(), pki.KeyDescription(pub))
 	}
-	return &tokenSigner{key: pairs[0], where: u.Where()}, nil
+	return wrapKey(pairs[0], u.Where()), nil
 }
 
 // generate makes a new non-extractable key pair of type kt labelled
@@ -137,7 +137,19 @@ func (t *token) generate(u PKCS11URI, kt pki.KeyType) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate %s key %s: %w", kt, u.Where(), err)
 	}
-	return &tokenSigner{key: key, where: u.Where()}, nil
+	return wrapKey(key, u.Where()), nil
+}
+
+// wrapKey returns a tokenSigner, or for an RSA key a tokenDecrypter, so that
+// callers can decrypt with it too.
+func wrapKey(key crypto11.Signer, where string) crypto.Signer {
+	s := &tokenSigner{key: key, where: where}
+	if d, ok := key.(crypto.Decrypter); ok {
+		if _, rsaKey := key.Public().(*rsa.PublicKey); rsaKey {
+			return &tokenDecrypter{tokenSigner: s, d: d}
+		}
+	}
+	return s
 }
 
 func (t *token) close() error {
@@ -164,4 +176,20 @@ func (s *tokenSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) (
 		return nil, fmt.Errorf("sign with %s: %w", s.where, err)
 	}
 	return sig, nil
+}
+
+// tokenDecrypter is an RSA token key, which also decrypts inside the token.
+type tokenDecrypter struct {
+	*tokenSigner
+	d crypto.Decrypter
+}
+
+// Decrypt asks the token to decrypt ciphertext (opts *rsa.OAEPOptions for
+// OAEP, nil for PKCS #1 v1.5); the private key never leaves it.
+func (s *tokenDecrypter) Decrypt(r io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	pt, err := s.d.Decrypt(r, ciphertext, opts)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt with %s: %w", s.where, err)
+	}
+	return pt, nil
 }

@@ -137,6 +137,9 @@ func TestTokenGenerateFindSign(t *testing.T) {
 func assertNonExtractable(t *testing.T, kr *Keyring, s crypto.Signer) {
 	t.Helper()
 	ts, ok := s.(*tokenSigner)
+	if td, isRSA := s.(*tokenDecrypter); isRSA {
+		ts, ok = td.tokenSigner, true
+	}
 	if !ok {
 		t.Fatalf("a token key is a %T", s)
 	}
@@ -436,4 +439,40 @@ func BenchmarkSign(b *testing.B) {
 		}
 		bench(b, s)
 	})
+}
+
+// TestTokenDecrypter: an RSA key generated in the token decrypts inside it
+// through OpenDecrypter; an ECDSA key is refused with a message naming RSA.
+func TestTokenDecrypter(t *testing.T) {
+	tok := newSoftToken(t)
+	kr := newKeyring(t, Options{})
+	ctx := context.Background()
+	ref := tok.ref(t, "kek")
+	if _, err := kr.Generate(ctx, ref, pki.KeyRSA3072); err != nil {
+		t.Fatal(err)
+	}
+	d, err := kr.OpenDecrypter(ctx, ref.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNonExtractable(t, kr, d.(crypto.Signer))
+	// RSA-OAEP with SHA-1 and no label is what every token decrypts
+	// (SoftHSM2 2.6 refuses SHA-256 and labels); keyrelease uses it.
+	ct, err := rsa.EncryptOAEP(crypto.SHA1.New(), rand.Reader, d.Public().(*rsa.PublicKey), []byte("secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := d.Decrypt(rand.Reader, ct, &rsa.OAEPOptions{Hash: crypto.SHA1}); err != nil || string(pt) != "secret" {
+		t.Errorf("decrypt in the token: %q, %v", pt, err)
+	}
+	ct[10] ^= 1
+	if _, err := d.Decrypt(rand.Reader, ct, &rsa.OAEPOptions{Hash: crypto.SHA1}); err == nil || !strings.Contains(err.Error(), `object "kek"`) {
+		t.Errorf("a damaged ciphertext: %v, want an error naming the key", err)
+	}
+	if _, err := kr.Generate(ctx, tok.ref(t, "ec"), pki.KeyECDSAP256); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.OpenDecrypter(ctx, tok.ref(t, "ec").String()); err == nil || !strings.Contains(err.Error(), "RSA") {
+		t.Errorf("an ECDSA key as decrypter: %v, want a refusal naming RSA", err)
+	}
 }

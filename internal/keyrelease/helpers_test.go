@@ -124,6 +124,13 @@ func (e *env) startKeys(t testing.TB, rc keyrelease.RevocationChecker) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e.startRing(t, ring, rc)
+}
+
+// startRing serves a key-release service with ring and the revocation
+// checker rc, and returns its URL.
+func (e *env) startRing(t testing.TB, ring *keyrelease.Keyring, rc keyrelease.RevocationChecker) string {
+	t.Helper()
 	s, err := keyrelease.New(keyrelease.Config{Keys: ring, Bundle: e.keysSrc, Revocation: rc, Audit: e.audit, Now: e.now})
 	if err != nil {
 		t.Fatal(err)

@@ -48,19 +48,29 @@ const MinRSABits = 2048
 // implements crypto.Decrypter (an *rsa.PrivateKey read from a file, or a
 // PKCS#11 key), wrapping with RSA-OAEP-SHA-256.
 func NewDecrypterKEK(d crypto.Decrypter) (KEK, error) {
-	pub, ok := d.Public().(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("key-encryption key: %T is not an RSA key: use an RSA key of %d bits or more", d.Public(), MinRSABits)
-	}
-	if pub.N.BitLen() < MinRSABits {
-		return nil, fmt.Errorf("key-encryption key: RSA %d bits, want %d or more", pub.N.BitLen(), MinRSABits)
-	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	pub, id, err := rsaKEKID(d, "rsa-oaep:")
 	if err != nil {
 		return nil, err
 	}
+	return &decrypterKEK{id: id, pub: pub, d: d}, nil
+}
+
+// rsaKEKID checks that d is an RSA key of MinRSABits or more and names it:
+// prefix and the first 8 bytes of its SHA-256 SPKI hash, in hex.
+func rsaKEKID(d crypto.Decrypter, prefix string) (*rsa.PublicKey, string, error) {
+	pub, ok := d.Public().(*rsa.PublicKey)
+	if !ok {
+		return nil, "", fmt.Errorf("key-encryption key: %T is not an RSA key: use an RSA key of %d bits or more", d.Public(), MinRSABits)
+	}
+	if pub.N.BitLen() < MinRSABits {
+		return nil, "", fmt.Errorf("key-encryption key: RSA %d bits, want %d or more", pub.N.BitLen(), MinRSABits)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, "", err
+	}
 	sum := sha256.Sum256(der)
-	return &decrypterKEK{id: "rsa-oaep:" + hex.EncodeToString(sum[:8]), pub: pub, d: d}, nil
+	return pub, prefix + hex.EncodeToString(sum[:8]), nil
 }
 
 func (k *decrypterKEK) ID() string { return k.id }
@@ -133,6 +143,15 @@ func (f FileKeys) Load() (*Keyring, error) {
 			return nil, err
 		}
 	}
+	keys, err := f.loadAll(names)
+	if err != nil {
+		return nil, err
+	}
+	return NewKeyring(keys[len(keys)-1], keys[:len(keys)-1]...), nil
+}
+
+// loadAll reads the KEK files names, in the directory.
+func (f FileKeys) loadAll(names []string) ([]KEK, error) {
 	var keys []KEK
 	for _, n := range names {
 		k, err := f.load(filepath.Join(f.Dir, n))
@@ -141,7 +160,7 @@ func (f FileKeys) Load() (*Keyring, error) {
 		}
 		keys = append(keys, k)
 	}
-	return NewKeyring(keys[len(keys)-1], keys[:len(keys)-1]...), nil
+	return keys, nil
 }
 
 // Rotate makes a new KEK, which becomes current at the next Load; older
