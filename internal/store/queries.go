@@ -84,7 +84,11 @@ func (db *DB) CreateToken(ctx context.Context, t Token) error {
 
 // GetToken returns the token with id, or ErrNotFound.
 func (db *DB) GetToken(ctx context.Context, id string) (Token, error) {
-	t, err := scanToken(db.reader.QueryRowContext(ctx, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), id))
+	row, err := db.queryRowPrepared(ctx, db.reader, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), id)
+	if err != nil {
+		return Token{}, fmt.Errorf("read token %s: %w", id, err)
+	}
+	t, err := scanToken(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("token %s: %w", id, ErrNotFound)
 	}
@@ -151,11 +155,14 @@ func (db *DB) RecordIssuance(ctx context.Context, c *Certificate, tokenID string
 	return db.group.submit(ctx, db, &issueOp{ctx: ctx, cert: c, tokenID: tokenID, now: now})
 }
 
+// consumeToken marks a join token used, if it is still usable.
+const consumeToken = `UPDATE tokens SET used_at_us = ?, used_serial = ?
+			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`
+
 // recordIn does RecordIssuance's writes inside tx.
 func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certificate, tokenID string, now time.Time) error {
 	if tokenID != "" {
-		res, err := tx.ExecContext(ctx, db.q.rebind(`UPDATE tokens SET used_at_us = ?, used_serial = ?
-			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`), toUS(now), c.Serial, tokenID, toUS(now))
+		res, err := db.txExec(ctx, tx, db.q.rebind(consumeToken), toUS(now), c.Serial, tokenID, toUS(now))
 		if err != nil {
 			return fmt.Errorf("consume token %s: %w", tokenID, err)
 		}

@@ -475,6 +475,7 @@ func (db *DB) hotWrites() []string {
 		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?), (?, ?), (?, ?)"),
 		"SAVEPOINT issue", "ROLLBACK TO issue", "RELEASE issue",
 		db.q.rebind(checkIssuanceQuery),
+		db.q.rebind(consumeToken),
 	}
 }
 
