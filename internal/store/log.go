@@ -12,57 +12,82 @@ import (
 )
 
 // logBatch carries the log's state through one transaction that appends
-// several entries (group commit): the lock is taken once, the size read
-// once, and the hashes just written are reused rather than read back.
+// several entries (group commit): the certificates are queued as they are
+// recorded, and appendQueued sequences them all at the end, under the lock
+// taken once, with the size read once and the hashes just computed reused
+// rather than read back.
 type logBatch struct {
 	locked bool
-	known  bool
-	dirty  bool
 	size   int64
 	hashes map[int64]tlog.Hash
+	queued []*Certificate
 }
 
-// logError marks a failure in the middle of a log append: the transaction
-// cannot be trusted any more and is abandoned as a whole.
-type logError struct{ error }
+// queue notes c (recorded in this transaction) for the batch's log append.
+func (lb *logBatch) queue(c *Certificate) { lb.queued = append(lb.queued, c) }
 
-func (e logError) Unwrap() error { return e.error }
-
-// appendLog appends data to the issuance log inside tx and returns its
-// index. On PostgreSQL an advisory lock serializes appends across replicas,
-// so the log has one order, that of the database.
-func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, lb *logBatch, data []byte) (int64, error) {
+// appendQueued appends the entries of the certificates queued in tx to the
+// issuance log, in order, and sets their LogIndex. On PostgreSQL an advisory
+// lock serializes appends across replicas, so the log has one order, that
+// of the database; it is the last lock the transaction takes, so its holder
+// waits for nothing else. Whatever the batch's size, the append is a fixed
+// number of statements (size, entries, hashes, certificates' indexes, new
+// size, and reads of the few older hashes the new ones build on): the lock
+// is held for those round trips and the commit, not one per issuance.
+func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	if len(lb.queued) == 0 {
+		return nil
+	}
 	if err := db.lockLog(ctx, tx, lb); err != nil {
-		return 0, err
+		return err
 	}
-	if !lb.known {
-		if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
-			return 0, fmt.Errorf("read log size: %w", err)
+	if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
+		return fmt.Errorf("read log size: %w", err)
+	}
+	lb.hashes = map[int64]tlog.Hash{}
+	first := lb.size
+	entries := make([]any, 0, 2*len(lb.queued))
+	certs := make([]any, 0, 2*len(lb.queued))
+	var hashArgs []any
+	for _, c := range lb.queued {
+		n := lb.size
+		hashes, err := tlog.StoredHashes(n, c.LogEntry, batchHashReader{txHashReader{ctx: ctx, db: db, tx: tx}, lb})
+		if err != nil {
+			return fmt.Errorf("log hashes of entry %d: %w", n, err)
 		}
-		lb.known = true
-		lb.hashes = map[int64]tlog.Hash{}
+		base := tlog.StoredHashIndex(0, n)
+		for i, h := range hashes {
+			lb.hashes[base+int64(i)] = h
+			hashArgs = append(hashArgs, base+int64(i), h[:])
+		}
+		entries = append(entries, n, c.LogEntry)
+		certs = append(certs, c.Serial, n)
+		lb.size = n + 1
 	}
-	n := lb.size
-	hashes, err := tlog.StoredHashes(n, data, batchHashReader{txHashReader{ctx: ctx, db: db, tx: tx}, lb})
-	if err != nil {
-		return 0, fmt.Errorf("log hashes: %w", err)
+	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_entries (idx, data) VALUES "+marks(len(lb.queued), "(?, ?)")), entries...); err != nil {
+		return fmt.Errorf("append log entries %d-%d: %w", first, lb.size-1, err)
 	}
-	if _, err := db.txExec(ctx, tx, db.q.rebind("INSERT INTO log_entries (idx, data) VALUES (?, ?)"), n, data); err != nil {
-		return 0, fmt.Errorf("append log entry %d: %w", n, err)
+	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+marks(len(hashArgs)/2, "(?, ?)")), hashArgs...); err != nil {
+		return fmt.Errorf("append log hashes of entries %d-%d: %w", first, lb.size-1, err)
 	}
-	base := tlog.StoredHashIndex(0, n)
-	marks := make([]string, len(hashes))
-	args := make([]any, 0, 2*len(hashes))
-	for i, h := range hashes {
-		marks[i] = "(?, ?)"
-		args = append(args, base+int64(i), h[:])
-		lb.hashes[base+int64(i)] = h
+	// VALUES names its columns column1, column2 in SQLite and PostgreSQL alike.
+	if _, err := tx.ExecContext(ctx, db.q.rebind(`UPDATE certificates SET log_index = v.column2
+		FROM (VALUES `+marks(len(lb.queued), "(CAST(? AS TEXT), CAST(? AS BIGINT))")+`) AS v
+		WHERE certificates.serial = v.column1`), certs...); err != nil {
+		return fmt.Errorf("record the log indexes of entries %d-%d: %w", first, lb.size-1, err)
 	}
-	if _, err := db.txExec(ctx, tx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+strings.Join(marks, ", ")), args...); err != nil {
-		return 0, fmt.Errorf("append log hashes: %w", err)
+	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE log_state SET size = ? WHERE id = 1"), lb.size); err != nil {
+		return fmt.Errorf("grow log to %d: %w", lb.size, err)
 	}
-	lb.size, lb.dirty = n+1, true
-	return n, nil
+	for i, c := range lb.queued {
+		c.LogIndex = first + int64(i)
+	}
+	return nil
+}
+
+// marks is n copies of mark, comma-separated.
+func marks(n int, mark string) string {
+	return strings.TrimSuffix(strings.Repeat(mark+", ", n), ", ")
 }
 
 // lockLog takes the log's lock for the rest of tx, once. The wait is
@@ -79,17 +104,6 @@ func (db *DB) lockLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 		}
 	}
 	lb.locked = true
-	return nil
-}
-
-// flush records the log's new size.
-func (db *DB) flushLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
-	if !lb.dirty {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE log_state SET size = ? WHERE id = 1"), lb.size); err != nil {
-		return fmt.Errorf("grow log: %w", err)
-	}
 	return nil
 }
 

@@ -195,20 +195,10 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 		}
 		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
 	}
-	// On PostgreSQL the batch already holds the log's lock (commitBatch
-	// takes it before any token row, so replicas lock in one order).
-	var logIndex sql.NullInt64
+	// The batch appends the entry to the log when it ends (appendQueued).
 	if c.LogEntry != nil {
-		idx, err := db.appendLog(ctx, tx, lb, c.LogEntry)
-		if err != nil {
-			return logError{fmt.Errorf("record certificate %s: %w", c.Serial, err)}
-		}
-		if _, err := db.txExec(ctx, tx, db.q.rebind("UPDATE certificates SET log_index = ? WHERE serial = ?"), idx, c.Serial); err != nil {
-			return logError{fmt.Errorf("record certificate %s: %w", c.Serial, err)}
-		}
-		logIndex = sql.NullInt64{Int64: idx, Valid: true}
+		lb.queue(c)
 	}
-	c.LogIndex = logIndex.Int64
 	return nil
 }
 
