@@ -220,6 +220,25 @@ func (db *DB) GetCertificate(ctx context.Context, serial string) (Certificate, e
 
 // ListCertificates returns certificates matching f, newest first.
 func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Certificate, error) {
+	query, args := db.listCertificatesQuery(f)
+	rows, err := db.reader.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []Certificate
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// listCertificatesQuery is ListCertificates' query for f, and its arguments.
+func (db *DB) listCertificatesQuery(f CertificateFilter) (string, []any) {
 	where, args := []string{"1=1"}, []any{}
 	if f.SPIFFEID != "" {
 		where = append(where, "spiffe_id = ?")
@@ -238,21 +257,8 @@ func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Cert
 		f.Limit = 1000
 	}
 	args = append(args, f.Limit)
-	rows, err := db.reader.QueryContext(ctx, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE "+
-		strings.Join(where, " AND ")+" ORDER BY issued_at_us DESC, serial DESC LIMIT ?"), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list certificates: %w", err)
-	}
-	defer rows.Close()
-	var out []Certificate
-	for rows.Next() {
-		c, err := scanCert(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list certificates: %w", err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return db.q.rebind("SELECT " + certSelect + " FROM certificates WHERE " +
+		strings.Join(where, " AND ") + " ORDER BY issued_at_us DESC, serial DESC LIMIT ?"), args
 }
 
 // Revocation is one certificate a revocation touched.
@@ -459,11 +465,14 @@ type RevokedEntry struct {
 	Reason    int
 }
 
+// revokedUnexpiredQuery reads a CRL's lines.
+const revokedUnexpiredQuery = `SELECT serial, revoked_at_us, revocation_reason FROM certificates
+		WHERE revoked_at_us IS NOT NULL AND not_after_us > ? ORDER BY revoked_at_us, serial`
+
 // RevokedUnexpired lists the certificates revoked and not yet expired at
 // now: what a CRL must carry.
 func (db *DB) RevokedUnexpired(ctx context.Context, now time.Time) ([]RevokedEntry, error) {
-	rows, err := db.reader.QueryContext(ctx, db.q.rebind(`SELECT serial, revoked_at_us, revocation_reason FROM certificates
-		WHERE revoked_at_us IS NOT NULL AND not_after_us > ? ORDER BY revoked_at_us, serial`), toUS(now))
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind(revokedUnexpiredQuery), toUS(now))
 	if err != nil {
 		return nil, fmt.Errorf("read revoked certificates: %w", err)
 	}
