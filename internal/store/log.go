@@ -31,9 +31,9 @@ func (lb *logBatch) queue(c *Certificate) { lb.queued = append(lb.queued, c) }
 // lock serializes appends across replicas, so the log has one order, that
 // of the database; it is the last lock the transaction takes, so its holder
 // waits for nothing else. Whatever the batch's size, the append is a fixed
-// number of statements (size, entries, hashes, certificates' indexes, new
-// size, and reads of the few older hashes the new ones build on): the lock
-// is held for those round trips and the commit, not one per issuance.
+// number of statements (size, the older hashes the new ones build on,
+// entries, hashes, certificates' indexes, new size): the lock is held for
+// those round trips and the commit, not for any per issuance.
 func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	if len(lb.queued) == 0 {
 		return nil
@@ -45,6 +45,21 @@ func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error 
 		return fmt.Errorf("read log size: %w", err)
 	}
 	lb.hashes = map[int64]tlog.Hash{}
+	// The new hashes build on the complete subtrees at the tree's right
+	// edge, one per bit set in its size: read them all in one query.
+	var edge []int64
+	for k := 0; lb.size>>k > 0; k++ {
+		if (lb.size>>k)&1 == 1 {
+			edge = append(edge, tlog.StoredHashIndex(k, lb.size>>k-1))
+		}
+	}
+	hs, err := readHashes(ctx, db, tx, edge)
+	if err != nil {
+		return fmt.Errorf("read the log's right edge at size %d: %w", lb.size, err)
+	}
+	for i, id := range edge {
+		lb.hashes[id] = hs[i]
+	}
 	first := lb.size
 	entries := make([]any, 0, 2*len(lb.queued))
 	certs := make([]any, 0, 2*len(lb.queued))
