@@ -44,21 +44,8 @@ func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error 
 	if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
 		return fmt.Errorf("read log size: %w", err)
 	}
-	lb.hashes = map[int64]tlog.Hash{}
-	// The new hashes build on the complete subtrees at the tree's right
-	// edge, one per bit set in its size: read them all in one query.
-	var edge []int64
-	for k := 0; lb.size>>k > 0; k++ {
-		if (lb.size>>k)&1 == 1 {
-			edge = append(edge, tlog.StoredHashIndex(k, lb.size>>k-1))
-		}
-	}
-	hs, err := readHashes(ctx, db, tx, edge)
-	if err != nil {
-		return fmt.Errorf("read the log's right edge at size %d: %w", lb.size, err)
-	}
-	for i, id := range edge {
-		lb.hashes[id] = hs[i]
+	if err := db.readEdge(ctx, tx, lb); err != nil {
+		return err
 	}
 	first := lb.size
 	entries := make([]any, 0, 2*len(lb.queued))
@@ -79,10 +66,43 @@ func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error 
 		certs = append(certs, c.Serial, n)
 		lb.size = n + 1
 	}
+	if err := db.writeQueued(ctx, tx, lb, first, entries, hashArgs, certs); err != nil {
+		return err
+	}
+	for i, c := range lb.queued {
+		c.LogIndex = first + int64(i)
+	}
+	return nil
+}
+
+// readEdge reads the complete subtrees at the right edge of the log of
+// lb.size entries, one per bit set in the size, in one query: the hashes
+// the batch's new ones build on.
+func (db *DB) readEdge(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	lb.hashes = map[int64]tlog.Hash{}
+	var edge []int64
+	for k := 0; lb.size>>k > 0; k++ {
+		if (lb.size>>k)&1 == 1 {
+			edge = append(edge, tlog.StoredHashIndex(k, lb.size>>k-1))
+		}
+	}
+	hs, err := readHashes(ctx, db, tx, edge)
+	if err != nil {
+		return fmt.Errorf("read the log's right edge at size %d: %w", lb.size, err)
+	}
+	for i, id := range edge {
+		lb.hashes[id] = hs[i]
+	}
+	return nil
+}
+
+// writeQueued writes the batch's entries [first, lb.size), their hashes,
+// the certificates' log indexes and the new size, a statement each.
+func (db *DB) writeQueued(ctx context.Context, tx *sql.Tx, lb *logBatch, first int64, entries, hashes, certs []any) error {
 	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_entries (idx, data) VALUES "+marks(len(lb.queued), "(?, ?)")), entries...); err != nil {
 		return fmt.Errorf("append log entries %d-%d: %w", first, lb.size-1, err)
 	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+marks(len(hashArgs)/2, "(?, ?)")), hashArgs...); err != nil {
+	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+marks(len(hashes)/2, "(?, ?)")), hashes...); err != nil {
 		return fmt.Errorf("append log hashes of entries %d-%d: %w", first, lb.size-1, err)
 	}
 	// VALUES names its columns column1, column2 in SQLite and PostgreSQL alike.
@@ -93,9 +113,6 @@ func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error 
 	}
 	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE log_state SET size = ? WHERE id = 1"), lb.size); err != nil {
 		return fmt.Errorf("grow log to %d: %w", lb.size, err)
-	}
-	for i, c := range lb.queued {
-		c.LogIndex = first + int64(i)
 	}
 	return nil
 }
