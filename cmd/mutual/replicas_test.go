@@ -1411,7 +1411,6 @@ func (w *waitSampler) end() string {
 func BenchmarkReplicas(b *testing.B) {
 	const clients = 24
 	pg := repStartPostgres(b)
-	caDir, pass := repInitCA(b)
 	ctx := context.Background()
 
 	// Pre-generated CSRs: the clients' key generation is not measured.
@@ -1421,6 +1420,9 @@ func BenchmarkReplicas(b *testing.B) {
 	}
 
 	for _, n := range []int{1, 2, 3} {
+		// A CA of its own per database: a CA directory remembers its log
+		// and refuses a store that lost it.
+		caDir, pass := repInitCA(b)
 		dbname, dbURL := pg.newDatabase(b)
 		c := newRepCluster(b, caDir, pass, dbURL, n)
 		// Each client enrolls once, then renews over one keep-alive mTLS

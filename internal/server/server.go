@@ -424,8 +424,8 @@ func issueResponse(is *ca.Issued) api.IssueResponse {
 	return api.IssueResponse{
 		SPIFFEID:  is.ID.String(),
 		Serial:    pki.FormatSerial(is.Cert.SerialNumber),
-		ChainPEM:  string(pki.EncodeCertificates(is.Chain...)),
-		RootsPEM:  string(pki.EncodeCertificates(is.Roots...)),
+		ChainPEM:  string(append(pki.EncodeCertificates(is.Chain[0]), caPEM(is.Chain[1:]...)...)),
+		RootsPEM:  string(caPEM(is.Roots...)),
 		NotBefore: is.Cert.NotBefore.UTC(),
 		NotAfter:  is.Cert.NotAfter.UTC(),
 		LogIndex:  is.LogIndex,
@@ -448,7 +448,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, err
 	}
 	s.metrics.issued.WithLabelValues("enroll").Inc()
-	return ok(w, issueResponse(is))
+	return okIssued(w, issueResponse(is))
 }
 
 // peer returns the verified client certificate, if any.
@@ -477,7 +477,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, err
 	}
 	s.metrics.issued.WithLabelValues("renew").Inc()
-	return ok(w, issueResponse(is))
+	return okIssued(w, issueResponse(is))
 }
 
 type adminHandler func(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error)
@@ -689,7 +689,7 @@ func (s *Server) nodeSVID(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, err
 	}
 	s.metrics.issued.WithLabelValues("node").Inc()
-	return ok(w, issueResponse(is))
+	return okIssued(w, issueResponse(is))
 }
 
 // feed streams revocations to any caller with a valid, unrevoked certificate

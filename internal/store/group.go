@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -95,20 +94,11 @@ func (db *DB) commitBatch(batch []*issueOp) {
 		fail(err)
 		return
 	}
+	// The log's lock is taken last, by appendQueued once every op is
+	// recorded: its holder waits for no other lock (token rows are locked
+	// before it, on every replica), so replicas cannot deadlock, and it is
+	// held for a fixed number of statements per batch.
 	lb := &logBatch{}
-	// Locks are taken in one order on every replica: the log's lock first,
-	// then token rows. Taking a token row first and the log lock after
-	// would let two replicas racing for one token each hold what the other
-	// waits for, and PostgreSQL would abort a whole batch as a deadlock.
-	if db.kind == "postgres" {
-		db.health.lockWait.Store(time.Now().UnixNano())
-		err := db.lockLog(ctx, tx, lb)
-		db.health.lockWait.Store(0)
-		if err != nil {
-			fail(err)
-			return
-		}
-	}
 	// A lone request needs no savepoint: its failure aborts the transaction.
 	savepoints := len(batch) > 1
 	ok := 0
@@ -124,13 +114,6 @@ func (db *DB) commitBatch(batch []*issueOp) {
 			}
 		}
 		err := db.recordIn(ctx, tx, lb, op.cert, op.tokenID, op.now)
-		var le logError
-		if errors.As(err, &le) {
-			// Half an append: abandon the whole batch.
-			op.err = err
-			fail(err)
-			return
-		}
 		if err != nil {
 			op.err = err
 			if savepoints {
@@ -152,7 +135,12 @@ func (db *DB) commitBatch(batch []*issueOp) {
 	if ok == 0 {
 		return
 	}
-	if err := db.flushLog(ctx, tx, lb); err != nil {
+	if db.kind == "postgres" {
+		db.health.lockWait.Store(time.Now().UnixNano())
+	}
+	err = db.appendQueued(ctx, tx, lb)
+	db.health.lockWait.Store(0)
+	if err != nil {
 		fail(err)
 		return
 	}

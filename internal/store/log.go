@@ -12,57 +12,114 @@ import (
 )
 
 // logBatch carries the log's state through one transaction that appends
-// several entries (group commit): the lock is taken once, the size read
-// once, and the hashes just written are reused rather than read back.
+// several entries (group commit): the certificates are queued as they are
+// recorded, and appendQueued sequences them all at the end, under the lock
+// taken once, with the size read once and the hashes just computed reused
+// rather than read back.
 type logBatch struct {
 	locked bool
-	known  bool
-	dirty  bool
 	size   int64
 	hashes map[int64]tlog.Hash
+	queued []*Certificate
 }
 
-// logError marks a failure in the middle of a log append: the transaction
-// cannot be trusted any more and is abandoned as a whole.
-type logError struct{ error }
+// queue notes c (recorded in this transaction) for the batch's log append.
+func (lb *logBatch) queue(c *Certificate) { lb.queued = append(lb.queued, c) }
 
-func (e logError) Unwrap() error { return e.error }
-
-// appendLog appends data to the issuance log inside tx and returns its
-// index. On PostgreSQL an advisory lock serializes appends across replicas,
-// so the log has one order, that of the database.
-func (db *DB) appendLog(ctx context.Context, tx *sql.Tx, lb *logBatch, data []byte) (int64, error) {
+// appendQueued appends the entries of the certificates queued in tx to the
+// issuance log, in order, and sets their LogIndex. On PostgreSQL an advisory
+// lock serializes appends across replicas, so the log has one order, that
+// of the database; it is the last lock the transaction takes, so its holder
+// waits for nothing else. Whatever the batch's size, the append is a fixed
+// number of statements (size, the older hashes the new ones build on,
+// entries, hashes, certificates' indexes, new size): the lock is held for
+// those round trips and the commit, not for any per issuance.
+func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	if len(lb.queued) == 0 {
+		return nil
+	}
 	if err := db.lockLog(ctx, tx, lb); err != nil {
-		return 0, err
+		return err
 	}
-	if !lb.known {
-		if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
-			return 0, fmt.Errorf("read log size: %w", err)
+	if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
+		return fmt.Errorf("read log size: %w", err)
+	}
+	if err := db.readEdge(ctx, tx, lb); err != nil {
+		return err
+	}
+	first := lb.size
+	entries := make([]any, 0, 2*len(lb.queued))
+	certs := make([]any, 0, 2*len(lb.queued))
+	var hashArgs []any
+	for _, c := range lb.queued {
+		n := lb.size
+		hashes, err := tlog.StoredHashes(n, c.LogEntry, batchHashReader{txHashReader{ctx: ctx, db: db, tx: tx}, lb})
+		if err != nil {
+			return fmt.Errorf("log hashes of entry %d: %w", n, err)
 		}
-		lb.known = true
-		lb.hashes = map[int64]tlog.Hash{}
+		base := tlog.StoredHashIndex(0, n)
+		for i, h := range hashes {
+			lb.hashes[base+int64(i)] = h
+			hashArgs = append(hashArgs, base+int64(i), h[:])
+		}
+		entries = append(entries, n, c.LogEntry)
+		certs = append(certs, c.Serial, n)
+		lb.size = n + 1
 	}
-	n := lb.size
-	hashes, err := tlog.StoredHashes(n, data, batchHashReader{txHashReader{ctx: ctx, db: db, tx: tx}, lb})
+	if err := db.writeQueued(ctx, tx, lb, first, entries, hashArgs, certs); err != nil {
+		return err
+	}
+	for i, c := range lb.queued {
+		c.LogIndex = first + int64(i)
+	}
+	return nil
+}
+
+// readEdge reads the complete subtrees at the right edge of the log of
+// lb.size entries, one per bit set in the size, in one query: the hashes
+// the batch's new ones build on.
+func (db *DB) readEdge(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	lb.hashes = map[int64]tlog.Hash{}
+	var edge []int64
+	for k := 0; lb.size>>k > 0; k++ {
+		if (lb.size>>k)&1 == 1 {
+			edge = append(edge, tlog.StoredHashIndex(k, lb.size>>k-1))
+		}
+	}
+	hs, err := readHashes(ctx, db, tx, edge)
 	if err != nil {
-		return 0, fmt.Errorf("log hashes: %w", err)
+		return fmt.Errorf("read the log's right edge at size %d: %w", lb.size, err)
 	}
-	if _, err := db.txExec(ctx, tx, db.q.rebind("INSERT INTO log_entries (idx, data) VALUES (?, ?)"), n, data); err != nil {
-		return 0, fmt.Errorf("append log entry %d: %w", n, err)
+	for i, id := range edge {
+		lb.hashes[id] = hs[i]
 	}
-	base := tlog.StoredHashIndex(0, n)
-	marks := make([]string, len(hashes))
-	args := make([]any, 0, 2*len(hashes))
-	for i, h := range hashes {
-		marks[i] = "(?, ?)"
-		args = append(args, base+int64(i), h[:])
-		lb.hashes[base+int64(i)] = h
+	return nil
+}
+
+// writeQueued writes the batch's entries [first, lb.size), their hashes,
+// the certificates' log indexes and the new size, a statement each.
+func (db *DB) writeQueued(ctx context.Context, tx *sql.Tx, lb *logBatch, first int64, entries, hashes, certs []any) error {
+	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_entries (idx, data) VALUES "+marks(len(lb.queued), "(?, ?)")), entries...); err != nil {
+		return fmt.Errorf("append log entries %d-%d: %w", first, lb.size-1, err)
 	}
-	if _, err := db.txExec(ctx, tx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+strings.Join(marks, ", ")), args...); err != nil {
-		return 0, fmt.Errorf("append log hashes: %w", err)
+	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+marks(len(hashes)/2, "(?, ?)")), hashes...); err != nil {
+		return fmt.Errorf("append log hashes of entries %d-%d: %w", first, lb.size-1, err)
 	}
-	lb.size, lb.dirty = n+1, true
-	return n, nil
+	// VALUES names its columns column1, column2 in SQLite and PostgreSQL alike.
+	if _, err := tx.ExecContext(ctx, db.q.rebind(`UPDATE certificates SET log_index = v.column2
+		FROM (VALUES `+marks(len(lb.queued), "(CAST(? AS TEXT), CAST(? AS BIGINT))")+`) AS v
+		WHERE certificates.serial = v.column1`), certs...); err != nil {
+		return fmt.Errorf("record the log indexes of entries %d-%d: %w", first, lb.size-1, err)
+	}
+	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE log_state SET size = ? WHERE id = 1"), lb.size); err != nil {
+		return fmt.Errorf("grow log to %d: %w", lb.size, err)
+	}
+	return nil
+}
+
+// marks is n copies of mark, comma-separated.
+func marks(n int, mark string) string {
+	return strings.TrimSuffix(strings.Repeat(mark+", ", n), ", ")
 }
 
 // lockLog takes the log's lock for the rest of tx, once. The wait is
@@ -79,17 +136,6 @@ func (db *DB) lockLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 		}
 	}
 	lb.locked = true
-	return nil
-}
-
-// flush records the log's new size.
-func (db *DB) flushLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
-	if !lb.dirty {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE log_state SET size = ? WHERE id = 1"), lb.size); err != nil {
-		return fmt.Errorf("grow log: %w", err)
-	}
 	return nil
 }
 

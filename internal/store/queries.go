@@ -84,7 +84,11 @@ func (db *DB) CreateToken(ctx context.Context, t Token) error {
 
 // GetToken returns the token with id, or ErrNotFound.
 func (db *DB) GetToken(ctx context.Context, id string) (Token, error) {
-	t, err := scanToken(db.reader.QueryRowContext(ctx, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), id))
+	row, err := db.queryRowPrepared(ctx, db.reader, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), id)
+	if err != nil {
+		return Token{}, fmt.Errorf("read token %s: %w", id, err)
+	}
+	t, err := scanToken(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("token %s: %w", id, ErrNotFound)
 	}
@@ -151,11 +155,14 @@ func (db *DB) RecordIssuance(ctx context.Context, c *Certificate, tokenID string
 	return db.group.submit(ctx, db, &issueOp{ctx: ctx, cert: c, tokenID: tokenID, now: now})
 }
 
+// consumeToken marks a join token used, if it is still usable.
+const consumeToken = `UPDATE tokens SET used_at_us = ?, used_serial = ?
+			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`
+
 // recordIn does RecordIssuance's writes inside tx.
 func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certificate, tokenID string, now time.Time) error {
 	if tokenID != "" {
-		res, err := tx.ExecContext(ctx, db.q.rebind(`UPDATE tokens SET used_at_us = ?, used_serial = ?
-			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`), toUS(now), c.Serial, tokenID, toUS(now))
+		res, err := db.txExec(ctx, tx, db.q.rebind(consumeToken), toUS(now), c.Serial, tokenID, toUS(now))
 		if err != nil {
 			return fmt.Errorf("consume token %s: %w", tokenID, err)
 		}
@@ -188,20 +195,10 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 		}
 		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
 	}
-	// On PostgreSQL the batch already holds the log's lock (commitBatch
-	// takes it before any token row, so replicas lock in one order).
-	var logIndex sql.NullInt64
+	// The batch appends the entry to the log when it ends (appendQueued).
 	if c.LogEntry != nil {
-		idx, err := db.appendLog(ctx, tx, lb, c.LogEntry)
-		if err != nil {
-			return logError{fmt.Errorf("record certificate %s: %w", c.Serial, err)}
-		}
-		if _, err := db.txExec(ctx, tx, db.q.rebind("UPDATE certificates SET log_index = ? WHERE serial = ?"), idx, c.Serial); err != nil {
-			return logError{fmt.Errorf("record certificate %s: %w", c.Serial, err)}
-		}
-		logIndex = sql.NullInt64{Int64: idx, Valid: true}
+		lb.queue(c)
 	}
-	c.LogIndex = logIndex.Int64
 	return nil
 }
 
@@ -223,6 +220,25 @@ func (db *DB) GetCertificate(ctx context.Context, serial string) (Certificate, e
 
 // ListCertificates returns certificates matching f, newest first.
 func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Certificate, error) {
+	query, args := db.listCertificatesQuery(f)
+	rows, err := db.reader.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []Certificate
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// listCertificatesQuery is ListCertificates' query for f, and its arguments.
+func (db *DB) listCertificatesQuery(f CertificateFilter) (string, []any) {
 	where, args := []string{"1=1"}, []any{}
 	if f.SPIFFEID != "" {
 		where = append(where, "spiffe_id = ?")
@@ -241,21 +257,8 @@ func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Cert
 		f.Limit = 1000
 	}
 	args = append(args, f.Limit)
-	rows, err := db.reader.QueryContext(ctx, db.q.rebind("SELECT "+certSelect+" FROM certificates WHERE "+
-		strings.Join(where, " AND ")+" ORDER BY issued_at_us DESC, serial DESC LIMIT ?"), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list certificates: %w", err)
-	}
-	defer rows.Close()
-	var out []Certificate
-	for rows.Next() {
-		c, err := scanCert(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list certificates: %w", err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return db.q.rebind("SELECT " + certSelect + " FROM certificates WHERE " +
+		strings.Join(where, " AND ") + " ORDER BY issued_at_us DESC, serial DESC LIMIT ?"), args
 }
 
 // Revocation is one certificate a revocation touched.
@@ -462,11 +465,14 @@ type RevokedEntry struct {
 	Reason    int
 }
 
+// revokedUnexpiredQuery reads a CRL's lines.
+const revokedUnexpiredQuery = `SELECT serial, revoked_at_us, revocation_reason FROM certificates
+		WHERE revoked_at_us IS NOT NULL AND not_after_us > ? ORDER BY revoked_at_us, serial`
+
 // RevokedUnexpired lists the certificates revoked and not yet expired at
 // now: what a CRL must carry.
 func (db *DB) RevokedUnexpired(ctx context.Context, now time.Time) ([]RevokedEntry, error) {
-	rows, err := db.reader.QueryContext(ctx, db.q.rebind(`SELECT serial, revoked_at_us, revocation_reason FROM certificates
-		WHERE revoked_at_us IS NOT NULL AND not_after_us > ? ORDER BY revoked_at_us, serial`), toUS(now))
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind(revokedUnexpiredQuery), toUS(now))
 	if err != nil {
 		return nil, fmt.Errorf("read revoked certificates: %w", err)
 	}

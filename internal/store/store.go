@@ -468,13 +468,9 @@ func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any)
 func (db *DB) hotWrites() []string {
 	return []string{
 		db.q.rebind(insertCertificate),
-		db.q.rebind("UPDATE certificates SET log_index = ? WHERE serial = ?"),
-		db.q.rebind("INSERT INTO log_entries (idx, data) VALUES (?, ?)"),
-		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?)"),
-		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?), (?, ?)"),
-		db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES (?, ?), (?, ?), (?, ?)"),
 		"SAVEPOINT issue", "ROLLBACK TO issue", "RELEASE issue",
 		db.q.rebind(checkIssuanceQuery),
+		db.q.rebind(consumeToken),
 	}
 }
 

@@ -1,0 +1,70 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/ca"
+	"github.com/mutual-tls/mutual/internal/testca"
+)
+
+// BenchmarkEnrollHTTPS measures enrollment through the HTTPS API on the
+// embedded store: join tokens (made in-process) and CSRs are made before
+// the clock starts, 16 keep-alive clients per core post them at once. Each
+// request consumes its own token, so the store does all of an enrollment's
+// work (token lookup and consumption, certificate, log append).
+//
+//	go test -run XXX -bench EnrollHTTPS -benchmem -benchtime 2000x \
+//	    -cpuprofile cpu.out -memprofile mem.out ./internal/server
+func BenchmarkEnrollHTTPS(b *testing.B) {
+	ctx := context.Background()
+	c := testca.New(b)
+	e := startB(b, c)
+	csrs := csrPool(b, 256)
+	admin := spiffeid.RequireFromString("spiffe://" + c.TrustDomain.Name() + "/admin/bench")
+	bodies := make([][]byte, b.N)
+	for i := range bodies {
+		tok, _, err := e.svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: fmt.Sprintf("spiffe://%s/bench/%d", c.TrustDomain.Name(), i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		bodies[i], _ = json.Marshal(api.EnrollRequest{Token: tok, CSR: csrs[i%len(csrs)]})
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(c.Root)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, MaxIdleConnsPerHost: 64}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1) - 1
+			resp, err := hc.Post(e.svc.URL+"/v1/enroll", "application/json", bytes.NewReader(bodies[i]))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d: %s", resp.StatusCode, msg)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+}
