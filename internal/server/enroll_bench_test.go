@@ -35,7 +35,7 @@ func BenchmarkEnrollHTTPS(b *testing.B) {
 	admin := spiffeid.RequireFromString("spiffe://" + c.TrustDomain.Name() + "/admin/bench")
 	bodies := make([][]byte, b.N)
 	for i := range bodies {
-		tok, _, err := e.svc.Authority.CreateToken(ctx, admin, ca.TokenRequest{ID: fmt.Sprintf("spiffe://%s/bench/%d", c.TrustDomain.Name(), i)})
+		tok, _, err := e.Authority(b).CreateToken(ctx, admin, ca.TokenRequest{ID: fmt.Sprintf("spiffe://%s/bench/%d", c.TrustDomain.Name(), i)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -53,7 +53,7 @@ func BenchmarkEnrollHTTPS(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1) - 1
-			resp, err := hc.Post(e.svc.URL+"/v1/enroll", "application/json", bytes.NewReader(bodies[i]))
+			resp, err := hc.Post(e.URL+"/v1/enroll", "application/json", bytes.NewReader(bodies[i]))
 			if err != nil {
 				b.Error(err)
 				return
