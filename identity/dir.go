@@ -162,3 +162,27 @@ func ReadCAURLs(dir string) ([]string, error) {
 func WriteCAURLs(dir string, urls []string) error {
 	return atomicfile.WriteFile(filepath.Join(dir, CAURLsFile), marshalCAURLs(urls), 0o644)
 }
+
+// setLink is the symbolic link WriteDir switches to make a set current.
+const setLink = "..data"
+
+// readSet calls read with the directory of the set current in dir (what
+// dir/..data names, once) so that every file read is of one set; a set
+// removed by a rotation while it was read is read again from the new one.
+// A directory without ..data (written before it, or by another tool) is
+// read by its names.
+func readSet(dir string, read func(string) (*Identity, error)) (*Identity, error) {
+	for try := 0; ; try++ {
+		target, err := os.Readlink(filepath.Join(dir, setLink))
+		if err != nil {
+			return read(dir)
+		}
+		id, err := read(filepath.Join(dir, target))
+		if err != nil && try < 3 && errors.Is(err, fs.ErrNotExist) {
+			if now, lerr := os.Readlink(filepath.Join(dir, setLink)); lerr == nil && now != target {
+				continue // rotated meanwhile
+			}
+		}
+		return id, err
+	}
+}

@@ -23,7 +23,7 @@ import (
 // descriptor: nothing is ever chowned or chmodded by path.
 
 const (
-	dataLink      = "..data"
+	dataLink      = setLink
 	versionPrefix = ".mutual-"
 	linkPrefix    = ".tmp-link-"
 )
