@@ -1,0 +1,123 @@
+package identity_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mutual-tls/mutual/identity"
+)
+
+// openssl runs the openssl command, skipping the test outside CI when it
+// is missing.
+func openssl(t *testing.T, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("openssl is needed (apt-get install openssl)")
+		}
+		t.Skip("openssl is not installed")
+	}
+	out, err := exec.Command("openssl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// pubOf is the public key openssl finds in a certificate or key file.
+func pubOf(t *testing.T, kind, path string, extra ...string) string {
+	t.Helper()
+	args := append([]string{kind, "-in", path, "-pubout"}, extra...)
+	if kind == "x509" {
+		args = append([]string{kind, "-in", path, "-noout", "-pubkey"}, extra...)
+	}
+	out := openssl(t, args...)
+	if !strings.Contains(out, "BEGIN PUBLIC KEY") {
+		t.Fatalf("openssl %s: no public key in\n%s", kind, out)
+	}
+	return out
+}
+
+// TestWriteDirFormats: each format read by openssl, the key matching the
+// certificate, under the names asked for.
+func TestWriteDirFormats(t *testing.T) {
+	ca := newCA(t)
+	id := issue(t, ca, "spiffe://example.org/ns/prod/web")
+
+	t.Run("pem with Kubernetes names", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "web")
+		o := identity.WriteOptions{Names: identity.Names{Cert: "tls.crt", Key: "tls.key", Bundle: "ca.crt"}}
+		if err := identity.WriteDir(dir, id, o); err != nil {
+			t.Fatal(err)
+		}
+		if pubOf(t, "x509", filepath.Join(dir, "tls.crt")) != pubOf(t, "pkey", filepath.Join(dir, "tls.key")) {
+			t.Error("tls.key is not the key of tls.crt")
+		}
+		openssl(t, "x509", "-in", filepath.Join(dir, "ca.crt"), "-noout")
+		if _, err := os.Stat(filepath.Join(dir, identity.CertFile)); err == nil {
+			t.Error("cert.pem was written beside tls.crt")
+		}
+	})
+
+	t.Run("combined", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "web")
+		if err := identity.WriteDir(dir, id, identity.WriteOptions{Format: identity.FormatCombined}); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "combined.pem")
+		if got := mode(t, f); got != 0o600 {
+			t.Errorf("combined.pem is mode %o, want 0600 (it holds the key)", got)
+		}
+		if pubOf(t, "x509", f) != pubOf(t, "pkey", f) {
+			t.Error("the key in combined.pem is not that of its certificate")
+		}
+		if !strings.Contains(openssl(t, "x509", "-in", f, "-noout", "-ext", "subjectAltName"), "spiffe://example.org/ns/prod/web") {
+			t.Error("the first certificate of combined.pem is not the leaf")
+		}
+	})
+
+	t.Run("pkcs12", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "web")
+		pw := filepath.Join(t.TempDir(), "pw")
+		if err := os.WriteFile(pw, []byte("s3cret pass\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o := identity.WriteOptions{Format: identity.FormatPKCS12, Password: "s3cret pass", Names: identity.Names{File: "keystore.p12"}}
+		if err := identity.WriteDir(dir, id, o); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "keystore.p12")
+		info := openssl(t, "pkcs12", "-info", "-in", f, "-passin", "file:"+pw, "-noenc")
+		if !strings.Contains(info, "PRIVATE KEY") || !strings.Contains(info, "BEGIN CERTIFICATE") {
+			t.Fatalf("openssl pkcs12 -info shows no key or certificate:\n%s", info)
+		}
+		// The key openssl takes out of the file is that of the certificate.
+		out := filepath.Join(t.TempDir(), "out.pem")
+		openssl(t, "pkcs12", "-in", f, "-passin", "file:"+pw, "-noenc", "-out", out)
+		if pubOf(t, "x509", out) != pubOf(t, "pkey", out) {
+			t.Error("the key in the PKCS#12 file is not that of its certificate")
+		}
+		// A wrong password is refused.
+		bad := filepath.Join(t.TempDir(), "bad")
+		os.WriteFile(bad, []byte("wrong\n"), 0o600)
+		if err := exec.Command("openssl", "pkcs12", "-info", "-in", f, "-passin", "file:"+bad, "-noenc").Run(); err == nil {
+			t.Error("openssl read the PKCS#12 file with a wrong password")
+		}
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		for name, o := range map[string]identity.WriteOptions{
+			"pkcs12 without a password": {Format: identity.FormatPKCS12},
+			"unknown format":            {Format: "jks"},
+			"a path as a name":          {Names: identity.Names{Cert: "../cert.pem"}},
+			"two files one name":        {Names: identity.Names{Cert: "tls.pem", Key: "tls.pem"}},
+		} {
+			if err := identity.WriteDir(filepath.Join(t.TempDir(), "web"), id, o); err == nil {
+				t.Errorf("%s: written", name)
+			}
+		}
+	})
+}
