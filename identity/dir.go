@@ -200,27 +200,28 @@ func keyFiles(id *Identity, o WriteOptions, mode fs.FileMode) ([]dirFile, error)
 		if err != nil {
 			return nil, err
 		}
-		if o.Password == "" {
-			return nil, errors.New("a PKCS#12 file needs a password (a password file)")
-		}
-		p12, err := pkcs12.Modern.Encode(id.Key, id.Chain[0], id.Chain[1:], o.Password)
+		p12, err := EncodePKCS12(id, o.Password)
 		if err != nil {
-			return nil, fmt.Errorf("PKCS#12: %w", err)
+			return nil, err
 		}
 		return []dirFile{{name, p12, mode}}, nil
+	}
+	if format == FormatCombined {
+		name, err := orDefault(o.Names.File, "combined.pem")
+		if err != nil {
+			return nil, err
+		}
+		combined, err := EncodeCombined(id)
+		if err != nil {
+			return nil, err
+		}
+		return []dirFile{{name, combined, mode}}, nil
 	}
 	keyPEM, err := pki.MarshalPrivateKey(id.Key, nil, 0)
 	if err != nil {
 		return nil, err
 	}
 	chainPEM := pki.EncodeCertificates(id.Chain...)
-	if format == FormatCombined {
-		name, err := orDefault(o.Names.File, "combined.pem")
-		if err != nil {
-			return nil, err
-		}
-		return []dirFile{{name, append(chainPEM, keyPEM...), mode}}, nil
-	}
 	cert, err := orDefault(o.Names.Cert, CertFile)
 	if err != nil {
 		return nil, err
@@ -230,6 +231,45 @@ func keyFiles(id *Identity, o WriteOptions, mode fs.FileMode) ([]dirFile, error)
 		return nil, err
 	}
 	return []dirFile{{key, keyPEM, mode}, {cert, chainPEM, 0o644}}, nil
+}
+
+// EncodeCombined returns id's chain (leaf first) and then its PKCS#8 key
+// as one PEM file, as HAProxy's crt reads it.
+func EncodeCombined(id *Identity) ([]byte, error) {
+	keyPEM, err := pki.MarshalPrivateKey(id.Key, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	return append(pki.EncodeCertificates(id.Chain...), keyPEM...), nil
+}
+
+// EncodePKCS12 returns id's key and chain as a PKCS#12 file encrypted with
+// password (AES-256 and PBKDF2, which Java 11+ and OpenSSL 1.1.1+ read); an
+// empty password is refused.
+func EncodePKCS12(id *Identity, password string) ([]byte, error) {
+	if password == "" {
+		return nil, errors.New("a PKCS#12 file needs a password (a password file)")
+	}
+	p12, err := pkcs12.Modern.Encode(id.Key, id.Chain[0], id.Chain[1:], password)
+	if err != nil {
+		return nil, fmt.Errorf("PKCS#12: %w", err)
+	}
+	return p12, nil
+}
+
+// ReadPasswordFile returns the first line of path (without its line end),
+// as openssl's -passin file: reads it; an empty one is refused.
+func ReadPasswordFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimSuffix(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("password file %s is empty: write the password on its first line", path)
+	}
+	return line, nil
 }
 
 // Save writes the identity into dir for the current user: WriteDir with no

@@ -134,24 +134,6 @@ func (w *WriteSpec) options(caURLs []string) identity.WriteOptions {
 		Format: w.Format, Names: w.Names}
 }
 
-// password reads the PKCS#12 password: the first line of PasswordFile, as
-// openssl's -passin file: reads it.
-func (w *WriteSpec) password() (string, error) {
-	if w.PasswordFile == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(w.PasswordFile)
-	if err != nil {
-		return "", fmt.Errorf("PKCS#12 password: %w", err)
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	line = strings.TrimSuffix(line, "\r")
-	if line == "" {
-		return "", fmt.Errorf("PKCS#12 password: %s is empty; write the password on its first line", w.PasswordFile)
-	}
-	return line, nil
-}
-
 // runWriter writes the identity at start (from what the agent holds) and
 // after every change.
 func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
@@ -228,8 +210,10 @@ func (a *Agent) write(ctx context.Context, w *WriteSpec, id *identity.Identity) 
 	// CA is, so that it can check revocation.
 	o := w.options(urls)
 	var err error
-	if o.Password, err = w.password(); err != nil {
-		return fmt.Errorf("--write %s: %w", w.ID, err)
+	if w.PasswordFile != "" {
+		if o.Password, err = identity.ReadPasswordFile(w.PasswordFile); err != nil {
+			return fmt.Errorf("--write %s: PKCS#12: %w", w.ID, err)
+		}
 	}
 	if err := identity.WriteDir(w.Dir, id, o); err != nil {
 		return fmt.Errorf("--write: %w", err)
