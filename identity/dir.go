@@ -122,7 +122,8 @@ type dirFile struct {
 
 // WriteDir writes id into dir as one set: cert.pem (the chain), key.pem
 // (PKCS#8, o.KeyMode), bundle.pem (the roots) and, with o.CAURLs,
-// mutual.json.
+// mutual.json; o.Format and o.Names change the key and certificate files
+// (names of an earlier set this one lacks are removed).
 //
 // The files go into a fresh hidden directory dir/.mutual-<random>/, each
 // created exclusively, given its owner and mode before a byte is written,

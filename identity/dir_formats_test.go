@@ -108,6 +108,24 @@ func TestWriteDirFormats(t *testing.T) {
 		}
 	})
 
+	t.Run("a format change leaves no stale names", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "web")
+		if err := identity.WriteDir(dir, id, identity.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := identity.WriteDir(dir, id, identity.WriteOptions{Format: identity.FormatCombined}); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{identity.CertFile, identity.KeyFile} {
+			if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+				t.Errorf("%s is left from the pem set", n)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "combined.pem")); err != nil {
+			t.Error(err)
+		}
+	})
+
 	t.Run("refused", func(t *testing.T) {
 		for name, o := range map[string]identity.WriteOptions{
 			"pkcs12 without a password": {Format: identity.FormatPKCS12},
