@@ -8,37 +8,26 @@ import (
 	"testing"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/testopenssl"
 )
 
-// openssl runs the openssl command, skipping the test outside CI when it
-// is missing.
+// openssl runs openssl, failing the test on an error.
 func openssl(t *testing.T, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is needed (apt-get install openssl)")
-		}
-		t.Skip("openssl is not installed")
-	}
-	out, err := exec.Command("openssl", args...).CombinedOutput()
+	out, err := testopenssl.Run(t, args...)
 	if err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// pubOf is the public key openssl finds in a certificate or key file.
-func pubOf(t *testing.T, kind, path string, extra ...string) string {
-	t.Helper()
-	args := append([]string{kind, "-in", path, "-pubout"}, extra...)
-	if kind == "x509" {
-		args = append([]string{kind, "-in", path, "-noout", "-pubkey"}, extra...)
-	}
-	out := openssl(t, args...)
-	if !strings.Contains(out, "BEGIN PUBLIC KEY") {
-		t.Fatalf("openssl %s: no public key in\n%s", kind, out)
+		t.Fatal(err)
 	}
 	return out
+}
+
+// matches fails the test when the key in keyPath is not that of the
+// certificate in certPath.
+func matches(t *testing.T, certPath, keyPath string) {
+	t.Helper()
+	if err := testopenssl.KeyMatchesCert(t, certPath, keyPath); err != nil {
+		t.Error(err)
+	}
 }
 
 // TestWriteDirFormats: each format read by openssl, the key matching the
@@ -53,9 +42,7 @@ func TestWriteDirFormats(t *testing.T) {
 		if err := identity.WriteDir(dir, id, o); err != nil {
 			t.Fatal(err)
 		}
-		if pubOf(t, "x509", filepath.Join(dir, "tls.crt")) != pubOf(t, "pkey", filepath.Join(dir, "tls.key")) {
-			t.Error("tls.key is not the key of tls.crt")
-		}
+		matches(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 		openssl(t, "x509", "-in", filepath.Join(dir, "ca.crt"), "-noout")
 		if _, err := os.Stat(filepath.Join(dir, identity.CertFile)); err == nil {
 			t.Error("cert.pem was written beside tls.crt")
@@ -71,9 +58,7 @@ func TestWriteDirFormats(t *testing.T) {
 		if got := mode(t, f); got != 0o600 {
 			t.Errorf("combined.pem is mode %o, want 0600 (it holds the key)", got)
 		}
-		if pubOf(t, "x509", f) != pubOf(t, "pkey", f) {
-			t.Error("the key in combined.pem is not that of its certificate")
-		}
+		matches(t, f, f)
 		if !strings.Contains(openssl(t, "x509", "-in", f, "-noout", "-ext", "subjectAltName"), "spiffe://example.org/ns/prod/web") {
 			t.Error("the first certificate of combined.pem is not the leaf")
 		}
@@ -97,9 +82,7 @@ func TestWriteDirFormats(t *testing.T) {
 		// The key openssl takes out of the file is that of the certificate.
 		out := filepath.Join(t.TempDir(), "out.pem")
 		openssl(t, "pkcs12", "-in", f, "-passin", "file:"+pw, "-noenc", "-out", out)
-		if pubOf(t, "x509", out) != pubOf(t, "pkey", out) {
-			t.Error("the key in the PKCS#12 file is not that of its certificate")
-		}
+		matches(t, out, out)
 		// A wrong password is refused.
 		bad := filepath.Join(t.TempDir(), "bad")
 		os.WriteFile(bad, []byte("wrong\n"), 0o600)

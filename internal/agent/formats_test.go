@@ -3,7 +3,6 @@ package agent_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,42 +12,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/agent"
 	"github.com/mutual-tls/mutual/internal/testenv"
 	"github.com/mutual-tls/mutual/internal/testlog"
+	"github.com/mutual-tls/mutual/internal/testopenssl"
 	"github.com/mutual-tls/mutual/internal/testwait"
 )
-
-// runOpenSSL runs openssl, skipping outside CI when it is missing.
-func runOpenSSL(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is needed (apt-get install openssl)")
-		}
-		t.Skip("openssl is not installed")
-	}
-	out, err := exec.Command("openssl", args...).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("openssl %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
-// keyMatchesCert says whether openssl finds the same public key in the
-// certificate and the key of path (one PEM file holding both).
-func keyMatchesCert(t *testing.T, path string) error {
-	t.Helper()
-	cert, err := runOpenSSL(t, "x509", "-in", path, "-noout", "-pubkey")
-	if err != nil {
-		return err
-	}
-	key, err := runOpenSSL(t, "pkey", "-in", path, "-pubout")
-	if err != nil {
-		return err
-	}
-	if !strings.Contains(cert, "PUBLIC KEY") || cert != key {
-		return fmt.Errorf("%s: the key is not that of the certificate", path)
-	}
-	return nil
-}
 
 func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
@@ -107,24 +73,24 @@ func TestWriteFormats(t *testing.T) {
 	nodeAgent(t, e, "n1", func(c *agent.Config) { c.Writes, c.Registry, c.Log = specs, reg, logger })
 
 	combined := filepath.Join(combinedDir, "web.pem")
-	testwait.EventuallyNil(t, func() error { return keyMatchesCert(t, combined) }, "the combined file, its key matching its certificate")
-	if out, err := runOpenSSL(t, "x509", "-in", combined, "-noout", "-ext", "subjectAltName"); err != nil || !strings.Contains(out, web) {
+	testwait.EventuallyNil(t, func() error { return testopenssl.KeyMatchesCert(t, combined, combined) }, "the combined file, its key matching its certificate")
+	if out, err := testopenssl.Run(t, "x509", "-in", combined, "-noout", "-ext", "subjectAltName"); err != nil || !strings.Contains(out, web) {
 		t.Errorf("the combined file's first certificate is not %s: %v %s", web, err, out)
 	}
 	p12 := filepath.Join(p12Dir, "keystore.p12")
 	var info string
 	testwait.EventuallyNil(t, func() (err error) {
-		info, err = runOpenSSL(t, "pkcs12", "-info", "-in", p12, "-passin", "file:"+pw, "-noenc")
+		info, err = testopenssl.Run(t, "pkcs12", "-info", "-in", p12, "-passin", "file:"+pw, "-noenc")
 		return err
 	}, "openssl reading the PKCS#12 file")
 	if !strings.Contains(info, "BEGIN PRIVATE KEY") || !strings.Contains(info, "BEGIN CERTIFICATE") {
 		t.Errorf("openssl pkcs12 -info shows no key or certificate:\n%s", info)
 	}
 	out := filepath.Join(base, "from-p12.pem")
-	if _, err := runOpenSSL(t, "pkcs12", "-in", p12, "-passin", "file:"+pw, "-noenc", "-out", out); err != nil {
+	if _, err := testopenssl.Run(t, "pkcs12", "-in", p12, "-passin", "file:"+pw, "-noenc", "-out", out); err != nil {
 		t.Fatal(err)
 	}
-	if err := keyMatchesCert(t, out); err != nil {
+	if err := testopenssl.KeyMatchesCert(t, out, out); err != nil {
 		t.Error(err)
 	}
 

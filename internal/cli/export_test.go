@@ -2,24 +2,19 @@ package cli_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mutual-tls/mutual/identity/identitytest"
+	"github.com/mutual-tls/mutual/internal/testopenssl"
 )
 
 // TestCertExport: `mutual cert export` writes a PKCS#12 file that openssl
 // reads with the password file, and a combined PEM file whose key is its
 // certificate's, both 0600.
 func TestCertExport(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is needed (apt-get install openssl)")
-		}
-		t.Skip("openssl is not installed")
-	}
+	testopenssl.Need(t)
 	ca, err := identitytest.NewCA("example.org")
 	if err != nil {
 		t.Fatal(err)
@@ -41,20 +36,15 @@ func TestCertExport(t *testing.T) {
 	if out, err := run("cert", "export", "--dir", dir, "--p12", p12, "--password-file", pw, "--combined", combined); err != nil {
 		t.Fatalf("cert export: %v\n%s", err, out)
 	}
-	openssl := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("openssl", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
+	info, err := testopenssl.Run(t, "pkcs12", "-info", "-in", p12, "-passin", "file:"+pw, "-noenc")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if info := openssl("pkcs12", "-info", "-in", p12, "-passin", "file:"+pw, "-noenc"); !strings.Contains(info, "BEGIN PRIVATE KEY") || !strings.Contains(info, "BEGIN CERTIFICATE") {
+	if !strings.Contains(info, "BEGIN PRIVATE KEY") || !strings.Contains(info, "BEGIN CERTIFICATE") {
 		t.Errorf("openssl pkcs12 -info does not show the key and the certificate:\n%s", info)
 	}
-	cert, key := openssl("x509", "-in", combined, "-noout", "-pubkey"), openssl("pkey", "-in", combined, "-pubout")
-	if !strings.Contains(cert, "PUBLIC KEY") || cert != key {
-		t.Error("the combined file's key is not its certificate's")
+	if err := testopenssl.KeyMatchesCert(t, combined, combined); err != nil {
+		t.Error(err)
 	}
 	for _, f := range []string{p12, combined} {
 		if st, err := os.Stat(f); err != nil {
