@@ -81,6 +81,18 @@ type Names struct {
 	File string
 }
 
+// Check refuses a name that is not a plain, visible file name in the
+// directory (WriteDir refuses it too; this lets a program refuse it when it
+// starts).
+func (n Names) Check() error {
+	for _, name := range []string{n.Cert, n.Key, n.Bundle, n.File} {
+		if _, err := orDefault(name, "-"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ParseFormat reads a format name: pem, combined or pkcs12.
 func ParseFormat(s string) (Format, error) {
 	switch f := Format(s); f {

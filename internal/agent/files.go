@@ -99,6 +99,9 @@ func ParseWriteSpec(s string) (WriteSpec, error) {
 			return WriteSpec{}, fmt.Errorf("--write %q: unknown option %q (write %s)", s, k, writeUsage)
 		}
 	}
+	if err := w.Names.Check(); err != nil {
+		return WriteSpec{}, fmt.Errorf("--write %q: %w", s, err)
+	}
 	if (w.Format == identity.FormatPKCS12) != (w.PasswordFile != "") {
 		return WriteSpec{}, fmt.Errorf("--write %q: format=pkcs12 and password-file=PATH go together", s)
 	}

@@ -121,6 +121,8 @@ func TestParseWriteSpecFormats(t *testing.T) {
 		td + "/web=/d,format=pkcs12":                  "password-file",
 		td + "/web=/d,password-file=/pw":              "password-file",
 		td + "/web=/d,format=pkcs12,password-file=pw": "absolute",
+		td + "/web=/d,cert=../etc/passwd":             "plain name",
+		td + "/web=/d,key=.hidden":                    "plain name",
 	} {
 		if _, err := agent.ParseWriteSpec(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want one naming %q", in, err, want)
