@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,38 +66,13 @@ func ParseWriteSpec(s string) (WriteSpec, error) {
 	}
 	for i := 1; i < len(parts); i++ {
 		k, v, _ := strings.Cut(parts[i], "=")
-		switch k {
-		case "owner":
-			w.Owner = v
-		case "mode":
-			m, err := strconv.ParseUint(v, 8, 32)
-			if err != nil || m&^0o777 != 0 || m&0o037 != 0 {
-				return WriteSpec{}, fmt.Errorf("--write %q: mode %q must be octal, owner-writable at most and group-readable at most (0600 or 0640)", s, v)
-			}
-			w.Mode = os.FileMode(m)
-		case "format":
-			if w.Format, err = identity.ParseFormat(v); err != nil {
-				return WriteSpec{}, fmt.Errorf("--write %q: %w", s, err)
-			}
-		case "cert":
-			w.Names.Cert = v
-		case "key":
-			w.Names.Key = v
-		case "bundle":
-			w.Names.Bundle = v
-		case "file":
-			w.Names.File = v
-		case "password-file":
-			if !filepath.IsAbs(v) {
-				return WriteSpec{}, fmt.Errorf("--write %q: the password file must be an absolute path", s)
-			}
-			w.PasswordFile = v
-		case "reload":
+		if k == "reload" {
 			// The command may contain commas: it takes the rest.
 			w.Reload = strings.Join(append([]string{v}, parts[i+1:]...), ",")
-			i = len(parts)
-		default:
-			return WriteSpec{}, fmt.Errorf("--write %q: unknown option %q (write %s)", s, k, writeUsage)
+			break
+		}
+		if err := w.set(k, v); err != nil {
+			return WriteSpec{}, fmt.Errorf("--write %q: %w", s, err)
 		}
 	}
 	if err := w.Names.Check(); err != nil {
@@ -106,6 +82,39 @@ func ParseWriteSpec(s string) (WriteSpec, error) {
 		return WriteSpec{}, fmt.Errorf("--write %q: format=pkcs12 and password-file=PATH go together", s)
 	}
 	return w, nil
+}
+
+// set applies one option of the --write value (all but reload).
+func (w *WriteSpec) set(k, v string) error {
+	var err error
+	switch k {
+	case "owner":
+		w.Owner = v
+	case "mode":
+		m, err := strconv.ParseUint(v, 8, 32)
+		if err != nil || m&^0o777 != 0 || m&0o037 != 0 {
+			return fmt.Errorf("mode %q must be octal, owner-writable at most and group-readable at most (0600 or 0640)", v)
+		}
+		w.Mode = os.FileMode(m)
+	case "format":
+		w.Format, err = identity.ParseFormat(v)
+	case "cert":
+		w.Names.Cert = v
+	case "key":
+		w.Names.Key = v
+	case "bundle":
+		w.Names.Bundle = v
+	case "file":
+		w.Names.File = v
+	case "password-file":
+		if !filepath.IsAbs(v) {
+			return errors.New("the password file must be an absolute path")
+		}
+		w.PasswordFile = v
+	default:
+		return fmt.Errorf("unknown option %q (write %s)", k, writeUsage)
+	}
+	return err
 }
 
 func (w *WriteSpec) resolve() error {
