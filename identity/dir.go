@@ -7,6 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/pki"
@@ -42,6 +45,71 @@ type WriteOptions struct {
 	// KeyMode is the permission of key.pem; zero means 0600. Anything
 	// beyond owner read-write and group read is refused.
 	KeyMode fs.FileMode
+	// Format is how the certificate and key are written; zero means
+	// FormatPEM. The bundle is always bundle.pem (Names.Bundle).
+	Format Format
+	// Names, where not empty, replace the default file names (e.g.
+	// tls.crt and tls.key as Kubernetes names them, or cert.pem.key
+	// beside cert.pem for HAProxy).
+	Names Names
+	// Password encrypts a FormatPKCS12 file; it is required there.
+	Password string
+}
+
+// Format is how WriteDir writes the certificate and key.
+type Format string
+
+const (
+	// FormatPEM writes the chain (cert.pem) and the PKCS#8 key (key.pem)
+	// as two files.
+	FormatPEM Format = "pem"
+	// FormatCombined writes one PEM file (combined.pem) holding the chain
+	// and then the key, as HAProxy's crt and many proxies read it; a
+	// program opening it once always gets a key matching its chain.
+	FormatCombined Format = "combined"
+	// FormatPKCS12 writes one password-protected PKCS#12 file
+	// (identity.p12) with the key and the chain, as Java keystores read
+	// it.
+	FormatPKCS12 Format = "pkcs12"
+)
+
+// Names are the file names WriteDir uses; an empty name means the default.
+type Names struct {
+	Cert, Key, Bundle string // FormatPEM: cert.pem, key.pem; bundle.pem always
+	// File is the one file of FormatCombined (combined.pem) or
+	// FormatPKCS12 (identity.p12).
+	File string
+}
+
+// Check refuses a name that is not a plain, visible file name in the
+// directory (WriteDir refuses it too; this lets a program refuse it when it
+// starts).
+func (n Names) Check() error {
+	for _, name := range []string{n.Cert, n.Key, n.Bundle, n.File} {
+		if _, err := orDefault(name, "-"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ParseFormat reads a format name: pem, combined or pkcs12.
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(s); f {
+	case FormatPEM, FormatCombined, FormatPKCS12:
+		return f, nil
+	}
+	return "", fmt.Errorf("format %q: write pem, combined or pkcs12", s)
+}
+
+func orDefault(name, def string) (string, error) {
+	if name == "" {
+		return def, nil
+	}
+	if name != filepath.Base(name) || name == "." || name == ".." || strings.HasPrefix(name, ".") || name == CAURLsFile {
+		return "", fmt.Errorf("file name %q: a plain name in the directory, not hidden, not %s", name, CAURLsFile)
+	}
+	return name, nil
 }
 
 // UnsafeDirError says why a directory cannot hold files written for
@@ -66,7 +134,8 @@ type dirFile struct {
 
 // WriteDir writes id into dir as one set: cert.pem (the chain), key.pem
 // (PKCS#8, o.KeyMode), bundle.pem (the roots) and, with o.CAURLs,
-// mutual.json.
+// mutual.json; o.Format and o.Names change the key and certificate files
+// (names of an earlier set this one lacks are removed).
 //
 // The files go into a fresh hidden directory dir/.mutual-<random>/, each
 // created exclusively, given its owner and mode before a byte is written,
@@ -107,19 +176,113 @@ func dirFiles(id *Identity, o WriteOptions) ([]dirFile, error) {
 	if mode&^0o777 != 0 || mode&0o037 != 0 {
 		return nil, fmt.Errorf("key mode %#o: at most owner read-write and group read (0600 or 0640)", mode)
 	}
+	bundle, err := orDefault(o.Names.Bundle, BundleFile)
+	if err != nil {
+		return nil, err
+	}
+	files := []dirFile{{bundle, pki.EncodeCertificates(id.Roots...), 0o644}}
+	keyFiles, err := keyFiles(id, o, mode)
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, keyFiles...)
+	if len(o.CAURLs) > 0 {
+		files = append(files, dirFile{CAURLsFile, marshalCAURLs(o.CAURLs), 0o644})
+	}
+	seen := map[string]bool{}
+	for _, f := range files {
+		if seen[f.name] {
+			return nil, fmt.Errorf("two files are named %s: give each its own name", f.name)
+		}
+		seen[f.name] = true
+	}
+	return files, nil
+}
+
+// keyFiles are the files holding the key (and the chain), in o.Format.
+func keyFiles(id *Identity, o WriteOptions, mode fs.FileMode) ([]dirFile, error) {
+	format := o.Format
+	if format == "" {
+		format = FormatPEM
+	}
+	if _, err := ParseFormat(string(format)); err != nil {
+		return nil, err
+	}
+	if format == FormatPKCS12 {
+		name, err := orDefault(o.Names.File, "identity.p12")
+		if err != nil {
+			return nil, err
+		}
+		p12, err := EncodePKCS12(id, o.Password)
+		if err != nil {
+			return nil, err
+		}
+		return []dirFile{{name, p12, mode}}, nil
+	}
+	if format == FormatCombined {
+		name, err := orDefault(o.Names.File, "combined.pem")
+		if err != nil {
+			return nil, err
+		}
+		combined, err := EncodeCombined(id)
+		if err != nil {
+			return nil, err
+		}
+		return []dirFile{{name, combined, mode}}, nil
+	}
 	keyPEM, err := pki.MarshalPrivateKey(id.Key, nil, 0)
 	if err != nil {
 		return nil, err
 	}
-	files := []dirFile{
-		{BundleFile, pki.EncodeCertificates(id.Roots...), 0o644},
-		{KeyFile, keyPEM, mode},
-		{CertFile, pki.EncodeCertificates(id.Chain...), 0o644},
+	chainPEM := pki.EncodeCertificates(id.Chain...)
+	cert, err := orDefault(o.Names.Cert, CertFile)
+	if err != nil {
+		return nil, err
 	}
-	if len(o.CAURLs) > 0 {
-		files = append(files, dirFile{CAURLsFile, marshalCAURLs(o.CAURLs), 0o644})
+	key, err := orDefault(o.Names.Key, KeyFile)
+	if err != nil {
+		return nil, err
 	}
-	return files, nil
+	return []dirFile{{key, keyPEM, mode}, {cert, chainPEM, 0o644}}, nil
+}
+
+// EncodeCombined returns id's chain (leaf first) and then its PKCS#8 key
+// as one PEM file, as HAProxy's crt reads it.
+func EncodeCombined(id *Identity) ([]byte, error) {
+	keyPEM, err := pki.MarshalPrivateKey(id.Key, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	return append(pki.EncodeCertificates(id.Chain...), keyPEM...), nil
+}
+
+// EncodePKCS12 returns id's key and chain as a PKCS#12 file encrypted with
+// password (AES-256 and PBKDF2, which Java 11+ and OpenSSL 1.1.1+ read); an
+// empty password is refused.
+func EncodePKCS12(id *Identity, password string) ([]byte, error) {
+	if password == "" {
+		return nil, errors.New("a PKCS#12 file needs a password (a password file)")
+	}
+	p12, err := pkcs12.Modern.Encode(id.Key, id.Chain[0], id.Chain[1:], password)
+	if err != nil {
+		return nil, fmt.Errorf("PKCS#12: %w", err)
+	}
+	return p12, nil
+}
+
+// ReadPasswordFile returns the first line of path (without its line end),
+// as openssl's -passin file: reads it; an empty one is refused.
+func ReadPasswordFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimSuffix(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("password file %s is empty: write the password on its first line", path)
+	}
+	return line, nil
 }
 
 // Save writes the identity into dir for the current user: WriteDir with no
@@ -161,4 +324,28 @@ func ReadCAURLs(dir string) ([]string, error) {
 // otherwise as it is.
 func WriteCAURLs(dir string, urls []string) error {
 	return atomicfile.WriteFile(filepath.Join(dir, CAURLsFile), marshalCAURLs(urls), 0o644)
+}
+
+// setLink is the symbolic link WriteDir switches to make a set current.
+const setLink = "..data"
+
+// readSet calls read with the directory of the set current in dir (what
+// dir/..data names, once) so that every file read is of one set; a set
+// removed by a rotation while it was read is read again from the new one.
+// A directory without ..data (written before it, or by another tool) is
+// read by its names.
+func readSet(dir string, read func(string) (*Identity, error)) (*Identity, error) {
+	for try := 0; ; try++ {
+		target, err := os.Readlink(filepath.Join(dir, setLink))
+		if err != nil {
+			return read(dir)
+		}
+		id, err := read(filepath.Join(dir, target))
+		if err != nil && try < 3 && errors.Is(err, fs.ErrNotExist) {
+			if now, lerr := os.Readlink(filepath.Join(dir, setLink)); lerr == nil && now != target {
+				continue // rotated meanwhile
+			}
+		}
+		return id, err
+	}
 }

@@ -23,7 +23,7 @@ import (
 // descriptor: nothing is ever chowned or chmodded by path.
 
 const (
-	dataLink      = "..data"
+	dataLink      = setLink
 	versionPrefix = ".mutual-"
 	linkPrefix    = ".tmp-link-"
 )
@@ -192,7 +192,12 @@ func writeSet(dir string, files []dirFile, owner *Owner) error {
 		}
 	}
 	unix.Fsync(dfd)
-	// Earlier sets (and any left by a crash) are no longer reachable.
+	// Earlier sets (and any left by a crash) are no longer reachable; names
+	// of an earlier set that this one lacks (another format or name) go.
+	current := map[string]bool{}
+	for _, f := range files {
+		current[f.name] = true
+	}
 	if d, err := os.ReadDir(dir); err == nil {
 		for _, e := range d {
 			switch n := e.Name(); {
@@ -202,6 +207,10 @@ func writeSet(dir string, files []dirFile, owner *Owner) error {
 				os.RemoveAll(filepath.Join(dir, n))
 			case strings.HasPrefix(n, linkPrefix):
 				unix.Unlinkat(dfd, n, 0) // left by a crash between symlink and rename
+			case e.Type()&os.ModeSymlink != 0 && !current[n] && n != dataLink:
+				if cur, err := readlinkat(dfd, n); err == nil && strings.HasPrefix(cur, dataLink+"/") {
+					unix.Unlinkat(dfd, n, 0)
+				}
 			}
 		}
 	}

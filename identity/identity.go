@@ -86,6 +86,17 @@ func Load(dir string) (*Identity, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("identity directory: %w", err)
 	}
+	// The names a user sees come first: a removed name is missing even
+	// while the set behind ..data still holds the file.
+	for _, name := range []string{CertFile, KeyFile, BundleFile} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return nil, fmt.Errorf("identity %s: %w", dir, err)
+		}
+	}
+	return readSet(dir, load)
+}
+
+func load(dir string) (*Identity, error) {
 	certPath := filepath.Join(dir, CertFile)
 	chain, err := pki.ReadCertificates(certPath)
 	if err != nil {

@@ -11,13 +11,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/client"
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
 func certCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "cert", Short: "Request, renew, revoke and list certificates"}
-	c.AddCommand(certRequestCmd(e), certRenewCmd(e), certRevokeCmd(e), certListCmd(e))
+	c.AddCommand(certRequestCmd(e), certRenewCmd(e), certRevokeCmd(e), certListCmd(e), certExportCmd(e))
 	return c
 }
 
@@ -169,5 +170,71 @@ func printIssued(e *env, asJSON bool, verb, dir string, id *identity.Identity) e
 	fmt.Fprintf(e.stdout, "%s %s\n  serial   %s\n  expires  %s (%s)\n  files    %s\n", verb, id.ID,
 		pki.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), relative(leaf.NotAfter, time.Now()),
 		strings.Join([]string{filepath.Join(dir, identity.CertFile), filepath.Join(dir, identity.KeyFile), filepath.Join(dir, identity.BundleFile)}, " "))
+	return nil
+}
+
+type certExportOptions struct {
+	dir, p12, combined, passwordFile string
+}
+
+func certExportCmd(e *env) *cobra.Command {
+	var o certExportOptions
+	c := &cobra.Command{
+		Use:   "export",
+		Short: "Write an identity directory's key and chain as PKCS#12 (Java) or one combined PEM file (HAProxy)",
+		Long: `Export the identity in --dir: --p12 FILE writes a PKCS#12 file (AES-256, PBKDF2)
+encrypted with the first line of --password-file; --combined FILE writes the
+chain and then the key as one PEM file. Each is written atomically, mode 0600.
+For files kept current on every rotation, use the agent's --write ...,format=.`,
+		Example: `  mutual cert export --dir ./web --p12 web.p12 --password-file ./p12.pass
+  mutual cert export --dir ./web --combined /etc/haproxy/web.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.dir == "" {
+				return flagError("dir", "required: the identity directory to export")
+			}
+			if o.p12 == "" && o.combined == "" {
+				return flagError("p12", "give --p12 FILE (with --password-file) or --combined FILE")
+			}
+			if (o.p12 != "") != (o.passwordFile != "") {
+				return flagError("password-file", "--p12 and --password-file go together")
+			}
+			id, err := identity.Load(o.dir)
+			if err != nil {
+				return flagError("dir", "%v", err)
+			}
+			if o.p12 != "" {
+				pw, err := identity.ReadPasswordFile(o.passwordFile)
+				if err != nil {
+					return flagError("password-file", "%v", err)
+				}
+				if err := exportFile(e, o.p12, func() ([]byte, error) { return identity.EncodePKCS12(id, pw) }); err != nil {
+					return err
+				}
+			}
+			if o.combined != "" {
+				return exportFile(e, o.combined, func() ([]byte, error) { return identity.EncodeCombined(id) })
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dir, "dir", "", "identity directory to export (required)")
+	f.StringVar(&o.p12, "p12", "", "write a PKCS#12 file here")
+	f.StringVar(&o.passwordFile, "password-file", "", "file whose first line is the PKCS#12 password")
+	f.StringVar(&o.combined, "combined", "", "write the chain and the key as one PEM file here")
+	return c
+}
+
+// exportFile writes what encode returns to path, 0600, atomically.
+func exportFile(e *env, path string, encode func() ([]byte, error)) error {
+	b, err := encode()
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "Wrote %s\n", path)
 	return nil
 }
