@@ -52,6 +52,33 @@ func logLockHolder(tb testing.TB, db *sql.DB) string {
 	return name
 }
 
+// heldByStoppedClient reports whether the issuance log's lock stays with
+// the session named app once its client is stopped: the session sits idle
+// in its transaction, waiting for a client that sends nothing (a COMMIT sent
+// just before the stop would have been read at once and released the
+// lock). It watches the server for up to two seconds.
+func heldByStoppedClient(tb testing.TB, db *sql.DB, app string) bool {
+	tb.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		var idle bool
+		err := db.QueryRow(`SELECT a.state = 'idle in transaction' AND now() - a.state_change > interval '100 milliseconds'
+			FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1 AND l.objid = 2810326709 AND a.application_name = $1`, app).Scan(&idle)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false
+		}
+		if err != nil {
+			tb.Fatalf("pg_locks: %v", err)
+		}
+		if idle {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
 func (c *repCluster) signal(tb testing.TB, i int, sig syscall.Signal) {
 	tb.Helper()
 	if err := c.reps[i].cmd.Process.Signal(sig); err != nil {
@@ -126,10 +153,10 @@ func TestReplicasFrozenLogLockHolder(t *testing.T) {
 			return false
 		}
 		c.signal(t, 0, syscall.SIGSTOP)
-		if logLockHolder(t, watch) == "mutual-replica-0" {
+		if heldByStoppedClient(t, watch, "mutual-replica-0") {
 			return true
 		}
-		c.signal(t, 0, syscall.SIGCONT) // it let go just before the stop
+		c.signal(t, 0, syscall.SIGCONT) // it let go (or was committing) just before the stop
 		return false
 	}, "a SIGSTOP to catch replica 0 holding the issuance log's lock")
 	close(stopR0)
