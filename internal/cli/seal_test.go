@@ -18,6 +18,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testenv"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/seal"
 )
 
@@ -56,17 +57,13 @@ func TestSealCLI(t *testing.T) {
 	os.WriteFile(plainFile, []byte("the database password\n"), 0o600)
 	sealed := filepath.Join(dirs, "secret.sealed")
 	// The service refuses until its revocation feed is up: wait for that.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.Eventually(t, func() bool {
 		out, err := run("seal", "--identity-dir", web, "--keys", keys, "--to", "spiffe://example.org/ns/prod/web", "--not-after", "1h", plainFile, "-o", sealed)
-		if err == nil {
-			break
-		}
-		if !strings.Contains(err.Error(), "revocation status unknown") || time.Now().After(deadline) {
+		if err != nil && !strings.Contains(err.Error(), "revocation status unknown") {
 			t.Fatalf("seal: %v\n%s", err, out)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	}, "seal to succeed once the key service follows the revocation feed")
 	got := filepath.Join(dirs, "got.txt")
 	if out, err := run("unseal", "--identity-dir", web, "--keys", keys, sealed, "-o", got); err != nil {
 		t.Fatalf("unseal as web: %v\n%s", err, out)

@@ -27,6 +27,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // dirWithCRL writes an identity directory whose leaf names crlURL as its
@@ -123,17 +124,10 @@ func TestHealthFollowsRevocationSource(t *testing.T) {
 	}
 
 	up.Store(true)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.Eventually(t, func() bool {
 		code, body = health(t, base, "/readyz")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never became ready once the CRL was served: %d %q", code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return code == http.StatusOK
+	}, "/readyz to become ready once the CRL is served")
 	if body != "ready\n" {
 		t.Errorf("/readyz ready: %q", body)
 	}
