@@ -2,7 +2,6 @@ package diagnose_test
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,10 +9,10 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/mutual-tls/mutual/internal/diagnose"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/testnet"
 )
 
 // nginxServer runs nginx on 127.0.0.1 presenting f.server's chain (only
@@ -86,19 +85,12 @@ http {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			stdout, _ := os.ReadFile(out.Name())
-			t.Fatalf("nginx did not start: %v\n%s%s", err, stdout, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testnet.WaitListening(t, addr, func() string {
+		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		stdout, _ := os.ReadFile(out.Name())
+		return "nginx did not start:\n" + string(stdout) + string(log)
+	})
+	return addr
 }
 
 // TestNginx: classes 4 and 7 against nginx, which verifies client

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/diagnose"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testnet"
 )
 
 // opensslServer runs `openssl s_server -www` on 127.0.0.1 presenting
@@ -41,17 +41,8 @@ func opensslServer(t *testing.T, server *identity.Identity, extra ...string) str
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("openssl s_server did not start: %v\n%s", err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testnet.WaitListening(t, addr, func() string { return "openssl s_server did not start:\n" + out.String() })
+	return addr
 }
 
 // writePEM writes certificates (or, with typ "X509 CRL", one CRL) to a file.

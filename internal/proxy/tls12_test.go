@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"net"
 	"os"
@@ -74,17 +73,6 @@ func opensslTLS12Server(t *testing.T, w *world) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("openssl s_server never listened on %s: %v\n%s", addr, err, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testnet.WaitListening(t, addr, func() string { return "openssl s_server: " + stderr.String() })
+	return addr
 }

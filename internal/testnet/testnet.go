@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // handshakeTimeout bounds a TLS handshake on a server of this package, so
@@ -216,3 +218,31 @@ func ServeHTTPS(t testing.TB, cfg *tls.Config, h http.Handler) string {
 	t.Cleanup(func() { srv.Close(); <-done })
 	return "https://" + ln.Addr().String()
 }
+
+// WaitListening waits until addr accepts TCP connections, as a server a
+// test started in another process does once it is up. If it never does,
+// the test fails with the last dial error and what detail returns (the
+// process's output, say); detail may be nil.
+func WaitListening(t testing.TB, addr string, detail func() string) {
+	t.Helper()
+	testwait.EventuallyNil(t, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if detail != nil {
+			return detailedError{err, detail}
+		}
+		return err
+	}, addr+" to accept connections")
+}
+
+// detailedError adds detail to err when it is printed, and only then: the
+// detail (a running process's output) is not read while the test polls.
+type detailedError struct {
+	err    error
+	detail func() string
+}
+
+func (e detailedError) Error() string { return e.err.Error() + "\n" + e.detail() }
