@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/store"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // needRoot skips outside CI when the test needs root (mount), and fails
@@ -66,26 +67,15 @@ func TestHealthFailsWhenDiskFull(t *testing.T) {
 		t.Fatalf("ping (a read) with the disk full: %v; the read path still works, the test expects the write probe to tell", err)
 	}
 	// A probe's answer is reused for a second: wait for a fresh one.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.Eventually(t, func() bool {
 		err := db.Health(ctx)
 		if err != nil {
 			t.Logf("health with the disk full: %v", err)
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("health is OK with the disk full: it must do a real write")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err != nil
+	}, "health to fail with the disk full (it must do a real write)")
 	os.Remove(filler)
-	deadline = time.Now().Add(10 * time.Second)
-	for db.Health(ctx) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("health still failing after space was freed: %v", db.Health(ctx))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testwait.EventuallyNil(t, func() error { return db.Health(ctx) }, "health to recover after space was freed")
 }
 
 // TestSQLiteMustExist: once a CA has issued, a missing or empty file is
