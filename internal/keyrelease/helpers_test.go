@@ -26,6 +26,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 	"github.com/mutual-tls/mutual/internal/translog"
 	"github.com/mutual-tls/mutual/seal"
 )
@@ -238,16 +239,10 @@ func unseal(c seal.Unwrapper, sealed []byte) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-// waitFor waits up to 30 seconds for cond.
+// waitFor waits for cond (testwait's deadline).
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Eventually(t, cond, what)
 }
 
 // plainTLS is a TLS client trusting the CA's root and checking the key
