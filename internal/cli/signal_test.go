@@ -25,6 +25,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testport"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // asMutual makes this test binary run as `mutual` when a test starts it as
@@ -66,18 +67,14 @@ func startProcess(t *testing.T, args ...string) *process {
 // waitLog waits until the child's log holds s; it fails if the child exits.
 func (p *process) waitLog(t *testing.T, s string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.stderr.String(), s) {
+	testwait.Eventually(t, func() bool {
 		select {
 		case <-p.exited:
 			t.Fatalf("mutual exited (%v) before logging %q:\n%s", p.err, s, p.stderr)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mutual never logged %q:\n%s", s, p.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Contains(p.stderr.String(), s)
+	}, "mutual to log "+s)
 }
 
 // hangUp sends SIGHUP and waits until the child logs that it got it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/diagnose"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // runListen runs diagnose.Listen (mutual diagnose --listen) for f's server
@@ -155,12 +156,9 @@ func TestListenHandshakeFailure(t *testing.T) {
 		conn.Close()
 		t.Fatal("a client that trusts another CA completed the handshake")
 	}
-	for i := 0; !strings.Contains(out.String(), "handshake failed before any certificate was seen"); i++ {
-		if i > 500 {
-			t.Fatalf("no handshake failure reported on the output: %q", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Eventually(t, func() bool {
+		return strings.Contains(out.String(), "handshake failed before any certificate was seen")
+	}, "the handshake failure reported on the output")
 }
 
 func ptr[T any](v T) *T { return &v }
