@@ -570,16 +570,12 @@ func (l *repLoad) worker(w int, order []int) {
 func (l *repLoad) waitIssued(tb testing.TB, n int64, what string) {
 	tb.Helper()
 	target := l.issued.Load() + n
-	deadline := time.Now().Add(safetyNet)
-	for l.issued.Load() < target {
+	testwait.Eventually(tb, func() bool {
 		if l.live.Load() == 0 {
 			tb.Fatalf("%s: every load worker stopped: %v", what, l.hardList())
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: %d certificates received, %d expected, after %s", what, l.issued.Load(), target, safetyNet)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return l.issued.Load() >= target
+	}, fmt.Sprintf("%s: %d certificates received", what, target))
 }
 
 func (l *repLoad) hardList() []string {
@@ -1247,14 +1243,7 @@ func (s *repPostgres) open(tb testing.TB) *sql.DB {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for db.PingContext(ctx) != nil {
-		if ctx.Err() != nil {
-			tb.Fatalf("PostgreSQL on port %d does not answer", s.port)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.EventuallyNil(tb, func() error { return db.PingContext(context.Background()) }, fmt.Sprintf("PostgreSQL on port %d to answer", s.port))
 	return db
 }
 
