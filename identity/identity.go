@@ -87,9 +87,11 @@ func Load(dir string) (*Identity, error) {
 		return nil, fmt.Errorf("identity directory: %w", err)
 	}
 	// The names a user sees come first: a removed name is missing even
-	// while the set behind ..data still holds the file.
+	// while the set behind ..data still holds the file. Lstat, not Stat:
+	// following name -> ..data -> set races with a rotation that removes
+	// the set the link named a moment ago; readSet handles that race.
 	for _, name := range []string{CertFile, KeyFile, BundleFile} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
 			return nil, fmt.Errorf("identity %s: %w", dir, err)
 		}
 	}
