@@ -109,6 +109,7 @@ type Agent struct {
 	lastSync    time.Time
 	synced      bool
 	jwt         jwtState
+	fed         federatedCache
 	// revocations is the revocation watcher once Run has started it (for
 	// Ready).
 	revocations atomic.Pointer[revocation.Watcher]

@@ -164,7 +164,43 @@ func RequestIdentityWith(ctx context.Context, tokenString string, o RequestOptio
 	if err != nil {
 		return nil, err
 	}
+	c.withFederated(ctx, id, nil)
 	return &Enrollment{Identity: id, CAURLs: t.CAURLs, ClockOffset: offset, Warning: warning, pendingKey: pending}, nil
+}
+
+// FederatedBundles asks the CA (/v1/bundle) for the roots of each trust
+// domain it federates with. A bundle that cannot be used (a name that is
+// no trust domain, own's, or no certificate) is left out and named in bad.
+func (c *Client) FederatedBundles(ctx context.Context, own spiffeid.TrustDomain) (fed map[spiffeid.TrustDomain][]*x509.Certificate, bad []string, err error) {
+	resp, err := c.Bundle(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	fed = map[spiffeid.TrustDomain][]*x509.Certificate{}
+	for name, rootsPEM := range resp.FederatedBundles {
+		td, err := spiffeid.TrustDomainFromString(name)
+		roots, perr := pki.ParseCertificates([]byte(rootsPEM))
+		if err != nil || perr != nil || td == own || len(roots) == 0 {
+			bad = append(bad, name)
+			continue
+		}
+		fed[td] = roots
+	}
+	if len(fed) == 0 {
+		fed = nil
+	}
+	return fed, bad, nil
+}
+
+// withFederated sets id.Federated to the CA's federated bundles, for the
+// identity directory written next; when the CA cannot say, to keep (the
+// bundles the directory held), so that a renewal never drops them.
+func (c *Client) withFederated(ctx context.Context, id *identity.Identity, keep map[spiffeid.TrustDomain][]*x509.Certificate) {
+	fed, _, err := c.FederatedBundles(ctx, id.ID.TrustDomain())
+	if err != nil {
+		fed = keep
+	}
+	id.Federated = fed
 }
 
 // enrollmentKey makes the key of an enrollment, or takes the one kept by an
@@ -276,6 +312,7 @@ func RenewIdentityWith(ctx context.Context, cur *identity.Identity, urls []strin
 	if err != nil {
 		return nil, err
 	}
+	c.withFederated(ctx, id, cur.Federated)
 	return &Renewal{Identity: id, ClockOffset: offset, Warning: warning}, nil
 }
 
