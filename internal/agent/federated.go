@@ -15,8 +15,9 @@ import (
 
 // federatedPoll is how often the agent asks the CA for the federated
 // bundles while Workload API streams, SDS streams or --write directories
-// follow them (at most every federatedPoll/2, however many there are).
-var federatedPoll = time.Minute
+// follow them: twice the entry sync interval (10 seconds by default), and
+// at most every sync interval however many follow them.
+func (a *Agent) federatedPoll() time.Duration { return 2 * a.cfg.SyncInterval }
 
 // federatedSet is what the agent holds of the federated trust domains: the
 // X.509 roots of each and, where the CA has them, its JWT authorities. The
@@ -74,7 +75,7 @@ func (a *Agent) federated() (federatedSet, <-chan struct{}) {
 	if c.changed == nil {
 		c.changed = make(chan struct{})
 	}
-	if !c.fetching && (c.fetched.IsZero() || time.Since(c.fetched) >= federatedPoll/2) {
+	if !c.fetching && (c.fetched.IsZero() || time.Since(c.fetched) >= a.federatedPoll()/2) {
 		c.fetching = true
 		go a.refreshFederated()
 	}
@@ -108,12 +109,12 @@ func (a *Agent) fetchFederated() (federatedSet, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	own, _ := a.roots()
-	roots, bad, err := cl.FederatedBundles(ctx, own)
+	fed, err := cl.FederatedBundles(ctx, own)
 	if err != nil {
 		return federatedSet{}, err
 	}
-	for _, name := range bad {
+	for _, name := range fed.Bad {
 		a.log.Warn("federated bundles: the CA sent an unusable bundle; left out", "trust_domain", name)
 	}
-	return federatedSet{roots: roots}, nil
+	return federatedSet{roots: fed.Roots, jwt: fed.JWT}, nil
 }

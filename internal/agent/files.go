@@ -180,7 +180,7 @@ func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
 			return
 		case <-changed:
 		case <-fedChanged:
-		case <-time.After(federatedPoll):
+		case <-time.After(a.federatedPoll()):
 		}
 	}
 }

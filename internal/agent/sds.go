@@ -239,7 +239,7 @@ func (s *sdsServer) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.Di
 			names, asked = r.ResourceNames, true
 		case <-changed:
 		case <-fedChanged:
-		case <-time.After(federatedPoll):
+		case <-time.After(s.w.a.federatedPoll()):
 		}
 		if !asked {
 			continue

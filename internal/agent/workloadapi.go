@@ -178,7 +178,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 		case <-changed:
 		case <-expiry:
 		case <-fedChanged:
-		case <-time.After(federatedPoll):
+		case <-time.After(w.a.federatedPoll()):
 		}
 		if timer != nil {
 			timer.Stop()
@@ -245,7 +245,7 @@ func (w *workloadAPI) streamBundles(ctx context.Context, build func(federatedSet
 			return nil
 		case <-changed:
 		case <-fedChanged:
-		case <-time.After(federatedPoll):
+		case <-time.After(w.a.federatedPoll()):
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -168,39 +169,63 @@ func RequestIdentityWith(ctx context.Context, tokenString string, o RequestOptio
 	return &Enrollment{Identity: id, CAURLs: t.CAURLs, ClockOffset: offset, Warning: warning, pendingKey: pending}, nil
 }
 
-// FederatedBundles asks the CA (/v1/bundle) for the roots of each trust
-// domain it federates with. A bundle that cannot be used (a name that is
-// no trust domain, own's, or no certificate) is left out and named in bad.
-func (c *Client) FederatedBundles(ctx context.Context, own spiffeid.TrustDomain) (fed map[spiffeid.TrustDomain][]*x509.Certificate, bad []string, err error) {
+// Federated is what the CA holds of the trust domains it federates with.
+type Federated struct {
+	// Roots are each trust domain's X.509 authorities.
+	Roots map[spiffeid.TrustDomain][]*x509.Certificate
+	// JWT are the JWT authorities of each trust domain that publishes any.
+	JWT map[spiffeid.TrustDomain]*jwtbundle.Bundle
+	// Bad names the bundles left out: a name that is no trust domain, the
+	// caller's own, no certificate, or JWT authorities that do not parse.
+	Bad []string
+}
+
+// FederatedBundles asks the CA (/v1/bundle) for the bundles of each trust
+// domain it federates with; own's is never among them.
+func (c *Client) FederatedBundles(ctx context.Context, own spiffeid.TrustDomain) (*Federated, error) {
 	resp, err := c.Bundle(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	fed = map[spiffeid.TrustDomain][]*x509.Certificate{}
+	out := &Federated{}
 	for name, rootsPEM := range resp.FederatedBundles {
 		td, err := spiffeid.TrustDomainFromString(name)
 		roots, perr := pki.ParseCertificates([]byte(rootsPEM))
 		if err != nil || perr != nil || td == own || len(roots) == 0 {
-			bad = append(bad, name)
+			out.Bad = append(out.Bad, name)
 			continue
 		}
-		fed[td] = roots
+		if out.Roots == nil {
+			out.Roots = map[spiffeid.TrustDomain][]*x509.Certificate{}
+		}
+		out.Roots[td] = roots
+		jwks, ok := resp.FederatedJWTBundles[name]
+		if !ok {
+			continue
+		}
+		jb, err := jwtbundle.Parse(td, []byte(jwks))
+		if err != nil {
+			out.Bad = append(out.Bad, name+" (JWT authorities)")
+			continue
+		}
+		if out.JWT == nil {
+			out.JWT = map[spiffeid.TrustDomain]*jwtbundle.Bundle{}
+		}
+		out.JWT[td] = jb
 	}
-	if len(fed) == 0 {
-		fed = nil
-	}
-	return fed, bad, nil
+	return out, nil
 }
 
 // withFederated sets id.Federated to the CA's federated bundles, for the
 // identity directory written next; when the CA cannot say, to keep (the
 // bundles the directory held), so that a renewal never drops them.
 func (c *Client) withFederated(ctx context.Context, id *identity.Identity, keep map[spiffeid.TrustDomain][]*x509.Certificate) {
-	fed, _, err := c.FederatedBundles(ctx, id.ID.TrustDomain())
+	fed, err := c.FederatedBundles(ctx, id.ID.TrustDomain())
 	if err != nil {
-		fed = keep
+		id.Federated = keep
+		return
 	}
-	id.Federated = fed
+	id.Federated = fed.Roots
 }
 
 // enrollmentKey makes the key of an enrollment, or takes the one kept by an
