@@ -165,6 +165,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		a.Close()
 		return nil, err
 	}
+	a.loadFederated()
 	return a, nil
 }
 

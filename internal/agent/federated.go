@@ -3,7 +3,12 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io/fs"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +16,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/atomicfile"
+	"github.com/mutual-tls/mutual/internal/client"
 )
 
 // federatedPoll is how often the agent asks the CA for the federated
@@ -85,7 +94,7 @@ func (a *Agent) federated() (federatedSet, <-chan struct{}) {
 // refreshFederated asks the CA for the federated bundles once, within 10
 // seconds, and wakes the streams when they changed.
 func (a *Agent) refreshFederated() {
-	next, err := a.fetchFederated()
+	next, keep, err := a.fetchFederated()
 	if err != nil {
 		a.log.Warn("federated bundles: the CA did not answer; serving the last ones known", "error", err.Error())
 	}
@@ -94,27 +103,77 @@ func (a *Agent) refreshFederated() {
 	defer c.mu.Unlock()
 	c.fetching, c.fetched = false, time.Now()
 	if err == nil && !next.equal(c.set) {
+		// Kept for a restart while the CA is down (and so that --write
+		// does not drop them from the directories it rewrites then).
+		if err := atomicfile.WriteFile(filepath.Join(a.cfg.StateDir, federatedFile), keep, 0o600); err != nil {
+			a.log.Warn("federated bundles: cannot keep them on disk; a restart while the CA is down starts without them", "error", err.Error())
+		}
+		a.log.Info("federated bundles updated", "trust_domains", strings.Join(names(next), ","))
 		c.set = next
 		close(c.changed)
 		c.changed = make(chan struct{})
 	}
 }
 
-func (a *Agent) fetchFederated() (federatedSet, error) {
+// names are the trust domains of set, in name order.
+func names(set federatedSet) []string {
+	var out []string
+	for _, td := range sortedTrustDomains(set.roots) {
+		out = append(out, td.Name())
+	}
+	return out
+}
+
+// fetchFederated asks the CA for the federated bundles; keep is the
+// answer to keep in the state directory when it changes what is held.
+func (a *Agent) fetchFederated() (set federatedSet, keep []byte, err error) {
 	cl, err := a.nodeClient()
 	if err != nil {
-		return federatedSet{}, err
+		return federatedSet{}, nil, err
 	}
 	defer cl.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	own, _ := a.roots()
-	fed, err := cl.FederatedBundles(ctx, own)
+	resp, err := cl.Bundle(ctx)
 	if err != nil {
-		return federatedSet{}, err
+		return federatedSet{}, nil, err
 	}
+	kept := api.BundleResponse{FederatedBundles: resp.FederatedBundles, FederatedJWTBundles: resp.FederatedJWTBundles}
+	keep, err = json.Marshal(kept)
+	return a.parseFederated(&kept, "the CA sent"), keep, err
+}
+
+// parseFederated reads the federated bundles of resp, logging those left
+// out (from says whose they were).
+func (a *Agent) parseFederated(resp *api.BundleResponse, from string) federatedSet {
+	own, _ := a.roots()
+	fed := client.ParseFederated(resp, own)
 	for _, name := range fed.Bad {
-		a.log.Warn("federated bundles: the CA sent an unusable bundle; left out", "trust_domain", name)
+		a.log.Warn("federated bundles: "+from+" an unusable bundle; left out", "trust_domain", name)
 	}
-	return federatedSet{roots: fed.Roots, jwt: fed.JWT}, nil
+	return federatedSet{roots: fed.Roots, jwt: fed.JWT}
+}
+
+// federatedFile keeps the federated bundles last fetched, so that a
+// restart while the CA is down still serves them (and --write does not
+// drop them from the directories it rewrites).
+const federatedFile = "federated_bundles.json"
+
+// loadFederated serves the federated bundles kept on disk until the CA
+// answers; none kept (a first start) is not an error.
+func (a *Agent) loadFederated() {
+	path := filepath.Join(a.cfg.StateDir, federatedFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var kept api.BundleResponse
+	if err == nil {
+		err = json.Unmarshal(b, &kept)
+	}
+	if err != nil {
+		a.log.Warn("federated bundles: the copy kept on disk cannot be read; waiting for the CA's", "path", path, "error", err.Error())
+		return
+	}
+	a.fed.set = a.parseFederated(&kept, path+" holds")
 }

@@ -327,3 +327,36 @@ func TestFederatedBundleReachesWrittenDirAndProxy(t *testing.T) {
 		t.Fatalf("the directory after the federation ended: %v, federated %v", err, id.Federated)
 	}
 }
+
+// TestFederatedBundlesSurviveRestartDuringOutage: the agent keeps the
+// federated bundles it fetched in its state directory, so that an agent
+// restarted while the CA is down still serves them (FetchX509Bundles) and
+// does not drop them from what it writes.
+func TestFederatedBundlesSurviveRestartDuringOutage(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := testenv.StartCA(t, testenv.Options{})
+	p := federateWithJWT(t, e)
+	entry(t, e, td+"/ns/test/fedout", td+"/node/fo1", time.Hour, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	base := shortDir(t)
+	state := filepath.Join(base, "state")
+	hasPartner := func(sock string) error {
+		set, err := workloadapi.FetchX509Bundles(ctx, addr(sock))
+		if err != nil {
+			return err
+		}
+		if b, ok := set.Get(p.ca.TrustDomain); !ok || !b.HasX509Authority(p.ca.Root) {
+			return errors.New("no partner.example bundle with the partner's root")
+		}
+		return nil
+	}
+	a1 := runAgent(t, agent.Config{StateDir: state, Token: e.Token(t, td+"/node/fo1", api.TokenRequest{}), Socket: filepath.Join(base, "a1.sock")})
+	testwait.EventuallyNil(t, func() error { return hasPartner(a1.sock) }, "the partner's bundle from the first agent")
+	a1.stop(t)
+	e.Stop(t)
+	a2 := runAgent(t, agent.Config{StateDir: state, Socket: filepath.Join(base, "a2.sock")})
+	if err := hasPartner(a2.sock); err != nil {
+		t.Fatalf("the agent restarted during the CA outage: %v", err)
+	}
+}

@@ -187,6 +187,12 @@ func (c *Client) FederatedBundles(ctx context.Context, own spiffeid.TrustDomain)
 	if err != nil {
 		return nil, err
 	}
+	return ParseFederated(resp, own), nil
+}
+
+// ParseFederated reads the federated bundles of a /v1/bundle answer (or a
+// copy of it kept on disk), leaving out own's and any it cannot use.
+func ParseFederated(resp *api.BundleResponse, own spiffeid.TrustDomain) *Federated {
 	out := &Federated{}
 	for name, rootsPEM := range resp.FederatedBundles {
 		td, err := spiffeid.TrustDomainFromString(name)
@@ -213,7 +219,7 @@ func (c *Client) FederatedBundles(ctx context.Context, own spiffeid.TrustDomain)
 		}
 		out.JWT[td] = jb
 	}
-	return out, nil
+	return out
 }
 
 // withFederated sets id.Federated to the CA's federated bundles, for the
