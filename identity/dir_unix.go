@@ -169,6 +169,10 @@ func writeSet(dir string, files []dirFile, owner *Owner) error {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
 	}
 	defer unix.Close(vfd)
+	// 0755 whatever the writer's umask: the owner reads through it.
+	if err := unix.Fchmod(vfd, 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
+	}
 	if err := writeFiles(vfd, files, owner); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
 	}
@@ -236,6 +240,9 @@ func writeFiles(vfd int, files []dirFile, owner *Owner) error {
 					return fmt.Errorf("%s: %w", top, err)
 				}
 				sub = fd
+				if err := unix.Fchmod(sub, 0o755); err != nil {
+					return fmt.Errorf("%s: %w", top, err)
+				}
 			}
 			at, name = sub, rest
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -142,5 +143,23 @@ func TestDirSourceFederatedBundles(t *testing.T) {
 	_, err = src.GetX509BundleForTrustDomain(partnerTD)
 	if err == nil || !strings.Contains(err.Error(), "federated/partner.example.pem") {
 		t.Fatalf("partner.example bundle after removal: %v; want an error naming the file it would come from", err)
+	}
+}
+
+// TestWriteDirFederatedUmask: the set's directories are 0755 whatever the
+// writer's umask, so that the owner of files written for another user can
+// reach them (federated/ included).
+func TestWriteDirFederatedUmask(t *testing.T) {
+	ca, partner := newCA(t), newCA(t)
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "web")
+	if err := identity.WriteDir(dir, withPartner(issue(t, ca, "spiffe://example.org/web"), partner.Root), identity.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(dir, "..data"), filepath.Join(dir, identity.FederatedDir)} {
+		if m := mode(t, d); m != 0o755 {
+			t.Errorf("%s: mode %#o, want 0755", d, m)
+		}
 	}
 }
