@@ -135,6 +135,21 @@ func (p *partnerWithJWT) token(t *testing.T, sub, audience string) string {
 	return tok
 }
 
+// federatedWorkload starts a CA federated with partnerWithJWT's trust
+// domain and an agent on node (which also names the identity,
+// spiffe://example.org/ns/test/NODE, granted to this process), and waits
+// until the agent serves that identity.
+func federatedWorkload(t *testing.T, node string) (*testenv.CA, *partnerWithJWT, *runningAgent) {
+	t.Helper()
+	e := testenv.StartCA(t, testenv.Options{})
+	p := federateWithJWT(t, e)
+	id := td + "/ns/test/" + node
+	entry(t, e, id, td+"/node/"+node, time.Minute, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	ra := nodeAgent(t, e, node, nil)
+	source(t, ra.sock, id)
+	return e, p, ra
+}
+
 // TestFederatedJWTBundles: the JWT authorities of a federated trust domain
 // reach go-spiffe clients of the agent (FetchJWTBundles) beside the
 // agent's own, so that jwtsvid.ParseAndValidate and the agent's
@@ -145,11 +160,7 @@ func TestFederatedJWTBundles(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	e := testenv.StartCA(t, testenv.Options{})
-	p := federateWithJWT(t, e)
-	id := td + "/ns/test/jwtfed"
-	entry(t, e, id, td+"/node/jf1", time.Minute, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
-	ra := nodeAgent(t, e, "jf1", nil)
+	_, p, ra := federatedWorkload(t, "jf1")
 	c := wlClient(t, ra.sock)
 
 	var bundles *jwtbundle.Set
@@ -194,12 +205,7 @@ func TestSDSFederatedValidationContexts(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	e := testenv.StartCA(t, testenv.Options{})
-	p := federateWithJWT(t, e)
-	id := td + "/ns/test/envoyfed"
-	entry(t, e, id, td+"/node/sf1", time.Minute, nil, fmt.Sprintf("unix:uid:%d", os.Getuid()))
-	ra := nodeAgent(t, e, "sf1", nil)
-	source(t, ra.sock, id)
+	e, p, ra := federatedWorkload(t, "sf1")
 	sds := secretv3.NewSecretDiscoveryServiceClient(dialAgent(t, ra.sock))
 	names := []string{"spiffe://partner.example", agent.SDSRootCA, agent.SDSAllBundles}
 	got := map[string]*tlsv3.CertificateValidationContext{}

@@ -1,7 +1,6 @@
 package sidecar_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"testing"
@@ -10,14 +9,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
-	"github.com/mutual-tls/mutual/internal/proxy"
-	"github.com/mutual-tls/mutual/internal/sidecar"
 	"github.com/mutual-tls/mutual/internal/testca"
-	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testnet"
-	"github.com/mutual-tls/mutual/internal/testport"
 	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
@@ -35,29 +29,10 @@ func TestInboundIdentityDirFederated(t *testing.T) {
 	if err := identity.WriteDir(dir, &withFed, identity.WriteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	allow, err := authz.FromPatterns([]string{"spiffe://partner.example/ns/prod/*"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, logs := testlog.NewJSON(t, "sidecar")
-	listen := testport.Addr(t)
-	cfg := sidecar.Config{
-		Source:     sidecar.Source{IdentityDir: dir},
-		Revocation: sidecar.Revocation{Off: true},
-		Listen:     listen, PollInterval: 50 * time.Millisecond,
-		Log:     log,
-		Inbound: &sidecar.Inbound{Target: testnet.Echo(t), Allow: allow, Mode: proxy.Strict, Protocol: proxy.TCP},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sidecar.Run(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	waitRecord(t, logs, "proxy listening", done)
+	cfg, logs := inboundConfig(t, dir, "spiffe://partner.example/ns/prod/*")
+	cfg.PollInterval = 50 * time.Millisecond
+	listen := cfg.Listen
+	runSidecar(t, cfg, logs)
 
 	peer := partner.Leaf(t, "spiffe://partner.example/ns/prod/web")
 	call := func() error {
