@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"software.sslmate.com/src/go-pkcs12"
@@ -106,8 +107,8 @@ func orDefault(name, def string) (string, error) {
 	if name == "" {
 		return def, nil
 	}
-	if name != filepath.Base(name) || name == "." || name == ".." || strings.HasPrefix(name, ".") || name == CAURLsFile {
-		return "", fmt.Errorf("file name %q: a plain name in the directory, not hidden, not %s", name, CAURLsFile)
+	if name != filepath.Base(name) || name == "." || name == ".." || strings.HasPrefix(name, ".") || name == CAURLsFile || name == FederatedDir {
+		return "", fmt.Errorf("file name %q: a plain name in the directory, not hidden, not %s or %s", name, CAURLsFile, FederatedDir)
 	}
 	return name, nil
 }
@@ -125,17 +126,27 @@ func (e *UnsafeDirError) Error() string {
 	return fmt.Sprintf("directory %s is not safe: %s; make it and every directory above it owned by root and not writable by group or others (the directory itself may belong to the owner)", e.Dir, e.Reason)
 }
 
-// dirFile is one file of an identity directory.
+// dirFile is one file of an identity directory. Its name is a plain name,
+// or FederatedDir/NAME for a federated bundle.
 type dirFile struct {
 	name string
 	data []byte
 	mode fs.FileMode
 }
 
+// top is the name in the identity directory that leads to f: its own, or
+// FederatedDir.
+func (f dirFile) top() string {
+	top, _, _ := strings.Cut(f.name, "/")
+	return top
+}
+
 // WriteDir writes id into dir as one set: cert.pem (the chain), key.pem
-// (PKCS#8, o.KeyMode), bundle.pem (the roots) and, with o.CAURLs,
-// mutual.json; o.Format and o.Names change the key and certificate files
-// (names of an earlier set this one lacks are removed).
+// (PKCS#8, o.KeyMode), bundle.pem (the roots), federated/TD.pem for each
+// trust domain in id.Federated and, with o.CAURLs, mutual.json; o.Format
+// and o.Names change the key and certificate files (names of an earlier set
+// this one lacks are removed, federated/ with them when id.Federated is
+// empty).
 //
 // The files go into a fresh hidden directory dir/.mutual-<random>/, each
 // created exclusively, given its owner and mode before a byte is written,
@@ -186,6 +197,7 @@ func dirFiles(id *Identity, o WriteOptions) ([]dirFile, error) {
 		return nil, err
 	}
 	files = append(files, keyFiles...)
+	files = append(files, federatedFiles(id)...)
 	if len(o.CAURLs) > 0 {
 		files = append(files, dirFile{CAURLsFile, marshalCAURLs(o.CAURLs), 0o644})
 	}
@@ -197,6 +209,20 @@ func dirFiles(id *Identity, o WriteOptions) ([]dirFile, error) {
 		seen[f.name] = true
 	}
 	return files, nil
+}
+
+// federatedFiles are federated/TD.pem for each federated trust domain of
+// id, in name order; the identity's own trust domain is never among them.
+func federatedFiles(id *Identity) []dirFile {
+	var out []dirFile
+	for td, roots := range id.Federated {
+		if td == id.ID.TrustDomain() || len(roots) == 0 {
+			continue
+		}
+		out = append(out, dirFile{FederatedDir + "/" + td.Name() + federatedExt, pki.EncodeCertificates(roots...), 0o644})
+	}
+	slices.SortFunc(out, func(a, b dirFile) int { return strings.Compare(a.name, b.name) })
+	return out
 }
 
 // keyFiles are the files holding the key (and the chain), in o.Format.

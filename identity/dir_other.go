@@ -33,7 +33,15 @@ func writeSet(dir string, files []dirFile, owner *Owner) error {
 	if err := prepareDir(dir, owner); err != nil {
 		return err
 	}
+	// The federated bundles are replaced as a directory, so that one
+	// removed from the set goes.
+	if err := os.RemoveAll(filepath.Join(dir, FederatedDir)); err != nil {
+		return err
+	}
 	for _, f := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f.name)), 0o755); err != nil {
+			return err
+		}
 		if err := atomicfile.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return err
 		}

@@ -169,12 +169,11 @@ func writeSet(dir string, files []dirFile, owner *Owner) error {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
 	}
 	defer unix.Close(vfd)
-	for _, f := range files {
-		if err := writeAt(vfd, f, owner); err != nil {
-			return fmt.Errorf("write %s: %w", filepath.Join(dir, version, f.name), err)
-		}
+	// 0755 whatever the writer's umask: the owner reads through it.
+	if err := unix.Fchmod(vfd, 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
 	}
-	if err := unix.Fsync(vfd); err != nil {
+	if err := writeFiles(vfd, files, owner); err != nil {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, version), err)
 	}
 	// The switch: one rename makes the whole set current.
@@ -182,22 +181,25 @@ func writeSet(dir string, files []dirFile, owner *Owner) error {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, dataLink), err)
 	}
 	done = true
+	current := map[string]bool{}
 	for _, f := range files {
-		target := dataLink + "/" + f.name
-		if cur, err := readlinkat(dfd, f.name); err == nil && cur == target {
+		name := f.top()
+		if current[name] {
 			continue
 		}
-		if err := replaceSymlink(dfd, target, f.name); err != nil {
-			return fmt.Errorf("write %s: %w", filepath.Join(dir, f.name), err)
+		current[name] = true
+		target := dataLink + "/" + name
+		if cur, err := readlinkat(dfd, name); err == nil && cur == target {
+			continue
+		}
+		if err := replaceSymlink(dfd, target, name); err != nil {
+			return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
 		}
 	}
 	unix.Fsync(dfd)
 	// Earlier sets (and any left by a crash) are no longer reachable; names
-	// of an earlier set that this one lacks (another format or name) go.
-	current := map[string]bool{}
-	for _, f := range files {
-		current[f.name] = true
-	}
+	// of an earlier set that this one lacks (another format or name, or
+	// federated/ when no federated bundle is left) go.
 	if d, err := os.ReadDir(dir); err == nil {
 		for _, e := range d {
 			switch n := e.Name(); {
@@ -215,6 +217,45 @@ func writeSet(dir string, files []dirFile, owner *Owner) error {
 		}
 	}
 	return nil
+}
+
+// writeFiles writes files into the new set's directory vfd, creating
+// FederatedDir in it for the federated bundles, and syncs what it made.
+func writeFiles(vfd int, files []dirFile, owner *Owner) error {
+	sub := -1
+	defer func() {
+		if sub >= 0 {
+			unix.Close(sub)
+		}
+	}()
+	for _, f := range files {
+		at, name := vfd, f.name
+		if top, rest, ok := strings.Cut(f.name, "/"); ok {
+			if sub < 0 {
+				if err := unix.Mkdirat(vfd, top, 0o755); err != nil {
+					return fmt.Errorf("%s: %w", top, err)
+				}
+				fd, err := unix.Openat(vfd, top, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return fmt.Errorf("%s: %w", top, err)
+				}
+				sub = fd
+				if err := unix.Fchmod(sub, 0o755); err != nil {
+					return fmt.Errorf("%s: %w", top, err)
+				}
+			}
+			at, name = sub, rest
+		}
+		if err := writeAt(at, dirFile{name, f.data, f.mode}, owner); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	if sub >= 0 {
+		if err := unix.Fsync(sub); err != nil {
+			return err
+		}
+	}
+	return unix.Fsync(vfd)
 }
 
 // writeAt creates f in the directory dfd: exclusively, never through a

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/identity/identitytest"
 )
@@ -150,4 +152,42 @@ func ExampleDirSource() {
 	// Output:
 	// changed: true
 	// serves the renewed certificate: true
+}
+
+// A directory can hold the roots of federated trust domains beside its own
+// (federated/TD.pem); Bundles keeps each domain's roots for that domain's
+// peers only, as tlsconfig and go-spiffe look them up.
+func ExampleIdentity_Bundles() {
+	local, err := identitytest.NewCA("example.org")
+	if err != nil {
+		log.Fatal(err)
+	}
+	partner, err := identitytest.NewCA("partner.example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	id, err := local.Issue("spiffe://example.org/ns/prod/web")
+	if err != nil {
+		log.Fatal(err)
+	}
+	id.Federated = map[spiffeid.TrustDomain][]*x509.Certificate{partner.TrustDomain: {partner.Root}}
+	dir, err := os.MkdirTemp("", "mutual-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := identity.WriteDir(dir, id, identity.WriteOptions{}); err != nil {
+		log.Fatal(err)
+	}
+
+	loaded, err := identity.Load(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, b := range loaded.Bundles().Bundles() {
+		fmt.Println(b.TrustDomain(), b.X509Authorities()[0].Subject.CommonName)
+	}
+	// Output:
+	// example.org example.org test root CA
+	// partner.example partner.example test root CA
 }

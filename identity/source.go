@@ -2,9 +2,13 @@ package identity
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +33,7 @@ type DirSource struct {
 
 	mu      sync.RWMutex
 	current *Identity
-	bundle  *x509bundle.Bundle
+	bundles *x509bundle.Set
 	stamp   string
 	changed chan struct{}
 }
@@ -47,9 +51,12 @@ func NewDirSource(dir string) (*DirSource, error) {
 // Dir returns the directory followed.
 func (s *DirSource) Dir() string { return s.dir }
 
-// stamp summarises the files' sizes and modification times.
+// stamp summarises the files' sizes and modification times, and the set
+// ..data names (WriteDir makes a new set at every write, federated bundles
+// included).
 func (s *DirSource) fileStamp() string {
-	var out string
+	out, _ := os.Readlink(filepath.Join(s.dir, setLink))
+	out += ";"
 	for _, f := range []string{CertFile, KeyFile, BundleFile} {
 		st, err := os.Stat(filepath.Join(s.dir, f))
 		if err != nil {
@@ -75,10 +82,10 @@ func (s *DirSource) Reload() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	b := x509bundle.FromX509Authorities(id.ID.TrustDomain(), id.Roots)
+	b := id.Bundles()
 	s.mu.Lock()
 	old := s.current
-	s.current, s.bundle, s.stamp = id, b, stamp
+	s.current, s.bundles, s.stamp = id, b, stamp
 	ch := s.changed
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
@@ -87,20 +94,12 @@ func (s *DirSource) Reload() (bool, error) {
 }
 
 func sameIdentity(a, b *Identity) bool {
-	if len(a.Chain) != len(b.Chain) || len(a.Roots) != len(b.Roots) {
-		return false
-	}
-	for i := range a.Chain {
-		if !a.Chain[i].Equal(b.Chain[i]) {
-			return false
-		}
-	}
-	for i := range a.Roots {
-		if !a.Roots[i].Equal(b.Roots[i]) {
-			return false
-		}
-	}
-	return true
+	return sameCerts(a.Chain, b.Chain) && sameCerts(a.Roots, b.Roots) &&
+		maps.EqualFunc(a.Federated, b.Federated, sameCerts)
+}
+
+func sameCerts(a, b []*x509.Certificate) bool {
+	return slices.EqualFunc(a, b, (*x509.Certificate).Equal)
 }
 
 // Run polls the directory every interval (zero means one second) until ctx
@@ -139,13 +138,21 @@ func (s *DirSource) GetX509SVID() (*x509svid.SVID, error) {
 	return &x509svid.SVID{ID: id.ID, Certificates: id.Chain, PrivateKey: id.Key}, nil
 }
 
-// GetX509BundleForTrustDomain implements x509bundle.Source. The directory's
-// bundle.pem holds the roots of the identity's own trust domain.
+// GetX509BundleForTrustDomain implements x509bundle.Source: the roots of
+// the identity's own trust domain (bundle.pem) or of a federated one
+// (federated/TD.pem), each for its own trust domain only (Identity.Bundles).
+// A trust domain the directory holds no bundle for is an error naming the
+// ones it does.
 func (s *DirSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.bundle.TrustDomain() != td {
-		return nil, fmt.Errorf("no trust bundle for trust domain %q (this identity trusts %q only)", td.Name(), s.bundle.TrustDomain().Name())
+	if b, ok := s.bundles.Get(td); ok {
+		return b, nil
 	}
-	return s.bundle, nil
+	var held []string
+	for _, b := range s.bundles.Bundles() {
+		held = append(held, b.TrustDomain().Name())
+	}
+	return nil, fmt.Errorf("no trust bundle for trust domain %q in %s (it holds %s; a federated one comes as %s/%s%s)",
+		td.Name(), s.dir, strings.Join(held, ", "), FederatedDir, td.Name(), federatedExt)
 }

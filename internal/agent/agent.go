@@ -109,6 +109,7 @@ type Agent struct {
 	lastSync    time.Time
 	synced      bool
 	jwt         jwtState
+	fed         federatedCache
 	// revocations is the revocation watcher once Run has started it (for
 	// Ready).
 	revocations atomic.Pointer[revocation.Watcher]
@@ -164,6 +165,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		a.Close()
 		return nil, err
 	}
+	a.loadFederated()
 	return a, nil
 }
 

@@ -147,20 +147,24 @@ func (w *WriteSpec) options(caURLs []string) identity.WriteOptions {
 }
 
 // runWriter writes the identity at start (from what the agent holds) and
-// after every change.
+// after every change: a new certificate, or a federated bundle added,
+// changed or removed (federated/TD.pem in the same set).
 func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
 	var last, lastUnwritable string
 	for {
 		changed := a.changes()
+		fed, fedChanged := a.federated()
 		if id := a.writable(w); id != nil {
-			serial := pki.FormatSerial(id.Leaf().SerialNumber)
-			if serial != last {
-				if err := a.write(ctx, w, id); err != nil {
+			version := pki.FormatSerial(id.Leaf().SerialNumber) + "\x00" + string(chainDER(id.Roots)) + "\x00" + fed.fingerprint()
+			if version != last {
+				cp := *id
+				cp.Federated = fed.roots
+				if err := a.write(ctx, w, &cp); err != nil {
 					a.metrics.writes.WithLabelValues("error").Inc()
 					a.log.Error("cannot write identity files", "spiffe_id", w.ID.String(), "dir", w.Dir, "error", err.Error())
 				} else {
 					a.metrics.writes.WithLabelValues("ok").Inc()
-					last = serial
+					last = version
 				}
 			}
 		} else if why := a.unwritable(w); why != lastUnwritable {
@@ -175,6 +179,8 @@ func (a *Agent) runWriter(ctx context.Context, w *WriteSpec) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		case <-fedChanged:
+		case <-time.After(a.federatedPoll()):
 		}
 	}
 }

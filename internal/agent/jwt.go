@@ -243,38 +243,43 @@ func (a *Agent) jwtFor(ctx context.Context, e api.Entry, audience []string) (str
 	return c.token, nil
 }
 
-// FetchJWTBundles streams the JWT bundle to any caller with at least one
-// entry, and every change of it.
+// FetchJWTBundles streams the JWT bundle of the agent's trust domain and
+// those of the federated trust domains the CA holds JWT authorities for, to
+// any caller with at least one entry, and every change of them.
 func (w *workloadAPI) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
-	ctx := stream.Context()
-	wl, _, err := w.caller(ctx)
-	if err != nil {
-		return err
-	}
-	var last string
-	for {
-		changed := w.a.changes()
-		if len(w.a.matchEntries(wl)) == 0 {
-			return w.denied(wl)
+	return w.streamBundles(stream.Context(), func(fed federatedSet) (map[string][]byte, error) {
+		set := w.a.jwtBundles(fed)
+		if set == nil {
+			return nil, nil
 		}
-		if jb := w.a.jwtBundle(); jb != nil {
+		out := map[string][]byte{}
+		for _, jb := range set.Bundles() {
 			b, err := jb.Marshal()
 			if err != nil {
-				return status.Error(codes.Internal, err.Error())
+				return nil, err
 			}
-			if string(b) != last {
-				if err := stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{jb.TrustDomain().IDString(): b}}); err != nil {
-					return err
-				}
-				last = string(b)
-			}
+			out[jb.TrustDomain().IDString()] = b
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
+		return out, nil
+	}, func(bundles map[string][]byte) error {
+		return stream.Send(&workload.JWTBundlesResponse{Bundles: bundles})
+	})
+}
+
+// jwtBundles is the agent's JWT bundle and the federated ones of fed, each
+// for its own trust domain; nil until the agent holds its own.
+func (a *Agent) jwtBundles(fed federatedSet) *jwtbundle.Set {
+	own := a.jwtBundle()
+	if own == nil {
+		return nil
+	}
+	set := jwtbundle.NewSet(own)
+	for td, jb := range fed.jwt {
+		if td != own.TrustDomain() {
+			set.Add(jb)
 		}
 	}
+	return set
 }
 
 // ValidateJWTSVID checks a JWT-SVID against the JWT bundle and the
@@ -290,11 +295,14 @@ func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.Validat
 	if len(w.a.matchEntries(wl)) == 0 {
 		return nil, w.denied(wl)
 	}
-	jb := w.a.jwtBundle()
-	if jb == nil {
+	fed, _ := w.a.federated()
+	bundles := w.a.jwtBundles(fed)
+	if bundles == nil {
 		return nil, status.Error(codes.Unavailable, "the agent holds no JWT bundle yet (the CA has not been reached); retry")
 	}
-	svid, err := jwtsvid.ParseAndValidate(req.Svid, jb, []string{req.Audience})
+	// The token's issuer trust domain (its sub) picks the bundle: a
+	// federated domain's key never validates a token of this domain.
+	svid, err := jwtsvid.ParseAndValidate(req.Svid, bundles, []string{req.Audience})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID is not valid: %v", err)
 	}

@@ -3,12 +3,16 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -22,6 +26,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/selector"
@@ -32,7 +38,16 @@ const (
 	// SDSDefaultSecret is the tls_certificate of the caller's first identity.
 	SDSDefaultSecret = "default"
 	// SDSRootCA is the validation_context of the agent's trust domain.
+	// Each trust domain's own (the agent's and every federated one) is
+	// also served under its trust domain ID, "spiffe://partner.example".
 	SDSRootCA = "ROOTCA"
+	// SDSAllBundles is one validation_context for peers of every trust
+	// domain: Envoy's SPIFFE certificate validator
+	// (envoy.tls.cert_validator.spiffe) with each domain's bundle, which
+	// verifies a peer against its own trust domain's bundle only.
+	SDSAllBundles = "ALL"
+	// spiffeValidator is the name of Envoy's SPIFFE certificate validator.
+	spiffeValidator = "envoy.tls.cert_validator.spiffe"
 	// SDSSecretType is the type URL of an Envoy v3 secret.
 	SDSSecretType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 )
@@ -49,24 +64,64 @@ func registerHealth(s *grpc.Server) {
 // sdsServer is Envoy's Secret Discovery Service (v3) on the agent socket:
 // the caller is attested like any workload (Envoy sends no Workload API
 // header), and gets a tls_certificate per identity it is entitled to
-// (named by SPIFFE ID, or "default" for the first) and a
-// validation_context with the bundle ("ROOTCA", or the trust domain's
-// spiffe://NAME), pushed again at every rotation.
+// (named by SPIFFE ID, or "default" for the first) and validation_contexts
+// ("ROOTCA" or spiffe://TD for one trust domain, the agent's or a federated
+// one; "ALL" for all of them through Envoy's SPIFFE validator, as SPIRE
+// names them), pushed again at every rotation and bundle change.
 type sdsServer struct {
 	secretv3.UnimplementedSecretDiscoveryServiceServer
 	w *workloadAPI
 }
 
-// secrets builds the secrets of names (all of them when names is empty)
-// for wl; entries is how many entries wl matches.
+// validationContexts are the validation_context secrets by name: ROOTCA
+// and each trust domain's ID with that domain's roots only, and ALL with
+// every domain's roots, kept apart by Envoy's SPIFFE validator. A
+// trusted_ca pooling several domains' roots is never served: it would let
+// a federated CA vouch for this domain's IDs.
+func validationContexts(own spiffeid.TrustDomain, roots []*x509.Certificate, fed federatedSet) (map[string]*tlsv3.Secret, error) {
+	all := map[spiffeid.TrustDomain][]*x509.Certificate{own: roots}
+	for td, r := range fed.roots {
+		if td != own {
+			all[td] = r
+		}
+	}
+	out := map[string]*tlsv3.Secret{}
+	var tds []*tlsv3.SPIFFECertValidatorConfig_TrustDomain
+	for _, td := range sortedTrustDomains(all) {
+		pemRoots := &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pki.EncodeCertificates(all[td]...)}}
+		out[td.IDString()] = validationSecret(td.IDString(), &tlsv3.CertificateValidationContext{TrustedCa: pemRoots})
+		tds = append(tds, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{Name: td.Name(), TrustBundle: pemRoots})
+	}
+	out[SDSRootCA] = validationSecret(SDSRootCA, out[own.IDString()].GetValidationContext())
+	cfg, err := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: tds})
+	if err != nil {
+		return nil, err
+	}
+	out[SDSAllBundles] = validationSecret(SDSAllBundles, &tlsv3.CertificateValidationContext{
+		CustomValidatorConfig: &corev3.TypedExtensionConfig{Name: spiffeValidator, TypedConfig: cfg},
+	})
+	return out, nil
+}
+
+// sortedTrustDomains are m's trust domains in name order.
+func sortedTrustDomains[V any](m map[spiffeid.TrustDomain]V) []spiffeid.TrustDomain {
+	return slices.SortedFunc(maps.Keys(m), func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })
+}
+
+func validationSecret(name string, vc *tlsv3.CertificateValidationContext) *tlsv3.Secret {
+	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}
+}
+
+// secrets builds the secrets of names for wl (when names is empty: ROOTCA,
+// each federated trust domain's validation context and each identity);
+// entries is how many entries wl matches.
 func (s *sdsServer) secrets(wl selector.Workload, names []string) (out []*tlsv3.Secret, entries int, err error) {
 	ids, entries, _ := s.w.a.match(wl)
 	td, roots := s.w.a.roots()
-	rootsPEM := pki.EncodeCertificates(roots...)
-	validation := func(name string) *tlsv3.Secret {
-		return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: rootsPEM}},
-		}}}
+	fed, _ := s.w.a.federated()
+	validation, err := validationContexts(td, roots, fed)
+	if err != nil {
+		return nil, entries, err
 	}
 	tlsCert := func(name string, id *identity.Identity) (*tlsv3.Secret, error) {
 		key, err := pki.MarshalPrivateKey(id.Key, nil, 0)
@@ -80,15 +135,17 @@ func (s *sdsServer) secrets(wl selector.Workload, names []string) (out []*tlsv3.
 	}
 	if len(names) == 0 {
 		names = []string{SDSRootCA}
+		for _, ftd := range sortedTrustDomains(fed.roots) {
+			names = append(names, ftd.IDString())
+		}
 		for _, id := range ids {
 			names = append(names, id.ID.String())
 		}
 	}
 	for _, name := range names {
-		var sec *tlsv3.Secret
+		sec := validation[name]
 		switch {
-		case name == SDSRootCA || name == td.IDString():
-			sec = validation(name)
+		case sec != nil:
 		case name == SDSDefaultSecret && len(ids) > 0:
 			sec, err = tlsCert(name, ids[0])
 		default:
@@ -162,6 +219,7 @@ func (s *sdsServer) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.Di
 	)
 	for {
 		changed := s.w.a.changes()
+		_, fedChanged := s.w.a.federated()
 		send := false
 		select {
 		case <-ctx.Done():
@@ -180,6 +238,8 @@ func (s *sdsServer) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.Di
 			send = !asked || r.ResponseNonce != strconv.Itoa(nonce) || !slices.Equal(names, r.ResourceNames)
 			names, asked = r.ResourceNames, true
 		case <-changed:
+		case <-fedChanged:
+		case <-time.After(s.w.a.federatedPoll()):
 		}
 		if !asked {
 			continue

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"maps"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,10 +14,8 @@ import (
 
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	workload "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
-	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/selector"
 )
 
@@ -38,84 +35,7 @@ func (a *Agent) grpcServer() *grpc.Server {
 
 type workloadAPI struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
-	a   *Agent
-	fed federatedCache
-}
-
-// federatedPoll is how often the agent asks the CA for the federated
-// bundles while Workload API streams are open (at most every
-// federatedPoll/2, however many streams there are).
-var federatedPoll = time.Minute
-
-// federatedCache holds the federated trust domains' bundles as the CA last
-// gave them: the last good answer stays while the CA is unreachable, and
-// no Workload API answer waits for the CA.
-type federatedCache struct {
-	mu       sync.Mutex
-	fetched  time.Time
-	fetching bool
-	bundles  map[string][]byte // trust domain ID ("spiffe://td") → DER roots
-	changed  chan struct{}     // closed and replaced when bundles change
-}
-
-// federated returns the federated bundles known now, and a channel closed
-// when they change; it starts a fetch from the CA when they are due.
-func (w *workloadAPI) federated() (map[string][]byte, <-chan struct{}) {
-	c := &w.fed
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.changed == nil {
-		c.changed = make(chan struct{})
-	}
-	if !c.fetching && (c.fetched.IsZero() || time.Since(c.fetched) >= federatedPoll/2) {
-		c.fetching = true
-		go w.refreshFederated()
-	}
-	return c.bundles, c.changed
-}
-
-// refreshFederated asks the CA for the federated bundles once, within 10
-// seconds, and wakes the streams when they changed.
-func (w *workloadAPI) refreshFederated() {
-	next, err := w.fetchFederated()
-	if err != nil {
-		w.a.log.Warn("federated bundles: the CA did not answer; serving the last ones known", "error", err.Error())
-	}
-	c := &w.fed
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.fetching, c.fetched = false, time.Now()
-	if err == nil && !maps.EqualFunc(next, c.bundles, sameBytes) {
-		c.bundles = next
-		close(c.changed)
-		c.changed = make(chan struct{})
-	}
-}
-
-func (w *workloadAPI) fetchFederated() (map[string][]byte, error) {
-	cl, err := w.a.nodeClient()
-	if err != nil {
-		return nil, err
-	}
-	defer cl.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := cl.Bundle(ctx)
-	if err != nil {
-		return nil, err
-	}
-	own, _ := w.a.roots()
-	next := map[string][]byte{}
-	for name, rootsPEM := range resp.FederatedBundles {
-		td, err := spiffeid.TrustDomainFromString(name)
-		roots, perr := pki.ParseCertificates([]byte(rootsPEM))
-		if err != nil || perr != nil || td == own || len(roots) == 0 {
-			w.a.log.Warn("federated bundles: the CA sent an unusable bundle; left out", "trust_domain", name)
-			continue
-		}
-		next[td.IDString()] = chainDER(roots)
-	}
-	return next, nil
+	a *Agent
 }
 
 // caller checks the security header and attests the calling process.
@@ -204,7 +124,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 			return status.Errorf(codes.PermissionDenied, "no identity issued: %v: PID %d also wrote on the connection", errNotBound, pid)
 		}
 		changed := w.a.changes()
-		fed, fedChanged := w.federated()
+		fed, fedChanged := w.a.federated()
 		ids, entries, expired := w.a.match(wl)
 		if entries == 0 {
 			return w.denied(wl)
@@ -222,7 +142,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 			if err != nil {
 				return status.Error(codes.Internal, err.Error())
 			}
-			resp.FederatedBundles = fed
+			resp.FederatedBundles = fed.der()
 			if last == nil || !sameSVIDs(last, resp) {
 				if err := stream.Send(resp); err != nil {
 					return err
@@ -258,7 +178,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.Ser
 		case <-changed:
 		case <-expiry:
 		case <-fedChanged:
-		case <-time.After(federatedPoll):
+		case <-time.After(w.a.federatedPoll()):
 		}
 		if timer != nil {
 			timer.Stop()
@@ -283,7 +203,22 @@ func sameBytes(x, y []byte) bool { return string(x) == string(y) }
 // FetchX509Bundles streams the trust bundle, and those of the federated
 // trust domains, to any caller with at least one entry.
 func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
-	ctx := stream.Context()
+	return w.streamBundles(stream.Context(), func(fed federatedSet) (map[string][]byte, error) {
+		td, roots := w.a.roots()
+		bundles := fed.der()
+		bundles[td.IDString()] = chainDER(roots)
+		return bundles, nil
+	}, func(bundles map[string][]byte) error {
+		return stream.Send(&workload.X509BundlesResponse{Bundles: bundles})
+	})
+}
+
+// streamBundles is the loop of FetchX509Bundles and FetchJWTBundles: for a
+// caller with at least one entry, it sends what build makes of the
+// federated bundles (and the agent's own), at once and again whenever it
+// changes (a rotation, a new federated bundle), until the stream ends. A
+// nil map from build is not sent (nothing to send yet).
+func (w *workloadAPI) streamBundles(ctx context.Context, build func(federatedSet) (map[string][]byte, error), send func(map[string][]byte) error) error {
 	wl, _, err := w.caller(ctx)
 	if err != nil {
 		return err
@@ -291,18 +226,16 @@ func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream gr
 	var last map[string][]byte
 	for {
 		changed := w.a.changes()
-		if _, entries, _ := w.a.match(wl); entries == 0 {
+		if len(w.a.matchEntries(wl)) == 0 {
 			return w.denied(wl)
 		}
-		td, roots := w.a.roots()
-		fed, fedChanged := w.federated()
-		bundles := maps.Clone(fed)
-		if bundles == nil {
-			bundles = map[string][]byte{}
+		fed, fedChanged := w.a.federated()
+		bundles, err := build(fed)
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
 		}
-		bundles[td.IDString()] = chainDER(roots)
-		if last == nil || !maps.EqualFunc(bundles, last, sameBytes) {
-			if err := stream.Send(&workload.X509BundlesResponse{Bundles: bundles}); err != nil {
+		if bundles != nil && (last == nil || !maps.EqualFunc(bundles, last, sameBytes)) {
+			if err := send(bundles); err != nil {
 				return err
 			}
 			last = bundles
@@ -312,7 +245,7 @@ func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream gr
 			return nil
 		case <-changed:
 		case <-fedChanged:
-		case <-time.After(federatedPoll):
+		case <-time.After(w.a.federatedPoll()):
 		}
 	}
 }

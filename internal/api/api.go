@@ -77,6 +77,9 @@ type BundleResponse struct {
 	RootFingerprint string `json:"root_fingerprint"`
 	// FederatedBundles are the roots (PEM) of each federated trust domain, by name.
 	FederatedBundles map[string]string `json:"federated_bundles,omitempty"`
+	// FederatedJWTBundles are the JWT authorities (a JWKS document) of each
+	// federated trust domain that publishes any, by name.
+	FederatedJWTBundles map[string]string `json:"federated_jwt_bundles,omitempty"`
 }
 
 // EnrollRequest exchanges a join token and a CSR for a certificate.

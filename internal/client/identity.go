@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -164,7 +165,73 @@ func RequestIdentityWith(ctx context.Context, tokenString string, o RequestOptio
 	if err != nil {
 		return nil, err
 	}
+	c.withFederated(ctx, id, nil)
 	return &Enrollment{Identity: id, CAURLs: t.CAURLs, ClockOffset: offset, Warning: warning, pendingKey: pending}, nil
+}
+
+// Federated is what the CA holds of the trust domains it federates with.
+type Federated struct {
+	// Roots are each trust domain's X.509 authorities.
+	Roots map[spiffeid.TrustDomain][]*x509.Certificate
+	// JWT are the JWT authorities of each trust domain that publishes any.
+	JWT map[spiffeid.TrustDomain]*jwtbundle.Bundle
+	// Bad names the bundles left out: a name that is no trust domain, the
+	// caller's own, no certificate, or JWT authorities that do not parse.
+	Bad []string
+}
+
+// FederatedBundles asks the CA (/v1/bundle) for the bundles of each trust
+// domain it federates with; own's is never among them.
+func (c *Client) FederatedBundles(ctx context.Context, own spiffeid.TrustDomain) (*Federated, error) {
+	resp, err := c.Bundle(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ParseFederated(resp, own), nil
+}
+
+// ParseFederated reads the federated bundles of a /v1/bundle answer (or a
+// copy of it kept on disk), leaving out own's and any it cannot use.
+func ParseFederated(resp *api.BundleResponse, own spiffeid.TrustDomain) *Federated {
+	out := &Federated{}
+	for name, rootsPEM := range resp.FederatedBundles {
+		td, err := spiffeid.TrustDomainFromString(name)
+		roots, perr := pki.ParseCertificates([]byte(rootsPEM))
+		if err != nil || perr != nil || td == own || len(roots) == 0 {
+			out.Bad = append(out.Bad, name)
+			continue
+		}
+		if out.Roots == nil {
+			out.Roots = map[spiffeid.TrustDomain][]*x509.Certificate{}
+		}
+		out.Roots[td] = roots
+		jwks, ok := resp.FederatedJWTBundles[name]
+		if !ok {
+			continue
+		}
+		jb, err := jwtbundle.Parse(td, []byte(jwks))
+		if err != nil {
+			out.Bad = append(out.Bad, name+" (JWT authorities)")
+			continue
+		}
+		if out.JWT == nil {
+			out.JWT = map[spiffeid.TrustDomain]*jwtbundle.Bundle{}
+		}
+		out.JWT[td] = jb
+	}
+	return out
+}
+
+// withFederated sets id.Federated to the CA's federated bundles, for the
+// identity directory written next; when the CA cannot say, to keep (the
+// bundles the directory held), so that a renewal never drops them.
+func (c *Client) withFederated(ctx context.Context, id *identity.Identity, keep map[spiffeid.TrustDomain][]*x509.Certificate) {
+	fed, err := c.FederatedBundles(ctx, id.ID.TrustDomain())
+	if err != nil {
+		id.Federated = keep
+		return
+	}
+	id.Federated = fed.Roots
 }
 
 // enrollmentKey makes the key of an enrollment, or takes the one kept by an
@@ -276,6 +343,7 @@ func RenewIdentityWith(ctx context.Context, cur *identity.Identity, urls []strin
 	if err != nil {
 		return nil, err
 	}
+	c.withFederated(ctx, id, cur.Federated)
 	return &Renewal{Identity: id, ClockOffset: offset, Warning: warning}, nil
 }
 

@@ -7,14 +7,19 @@
 package federation
 
 import (
+	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -46,7 +51,10 @@ func Fingerprint(c *x509.Certificate) string {
 	return hex.EncodeToString(fp[:])
 }
 
-// ToStore is b as the store keeps it, set by whom and when.
+// ToStore is b as the store keeps it, set by whom and when: its X.509
+// authorities and its JWT authorities (jwt-svid keys, which agents validate
+// the trust domain's JWT-SVIDs with), each named in Fingerprints so that
+// the change records say which came and went.
 func ToStore(b *spiffebundle.Bundle, by string, at time.Time) store.TrustBundle {
 	seq, _ := b.SequenceNumber()
 	hint, _ := b.RefreshHint()
@@ -54,11 +62,34 @@ func ToStore(b *spiffebundle.Bundle, by string, at time.Time) store.TrustBundle 
 	for _, c := range b.X509Authorities() {
 		fps = append(fps, Fingerprint(c))
 	}
+	var jwks string
+	if auths := b.JWTAuthorities(); len(auths) > 0 {
+		for _, kid := range slices.Sorted(maps.Keys(auths)) {
+			fps = append(fps, JWTKeyName(kid, auths[kid]))
+		}
+		// Marshal fails only on a key type JSON Web Keys cannot carry,
+		// which spiffebundle.Parse never yields.
+		if doc, err := jwtbundle.FromJWTAuthorities(b.TrustDomain(), auths).Marshal(); err == nil {
+			jwks = string(doc)
+		}
+	}
 	return store.TrustBundle{
 		TrustDomain: b.TrustDomain().Name(), Sequence: int64(seq), RefreshHint: hint,
-		X509AuthoritiesPEM: string(pki.EncodeCertificates(b.X509Authorities()...)), Fingerprints: fps,
+		X509AuthoritiesPEM: string(pki.EncodeCertificates(b.X509Authorities()...)), JWTAuthorities: jwks, Fingerprints: fps,
 		UpdatedAt: at, UpdatedBy: by,
 	}
+}
+
+// JWTKeyName names a JWT authority in change records: "jwt:KID:" and the
+// hex SHA-256 of its public key (PKIX DER), so that a key ID reused for
+// another key is seen as a change.
+func JWTKeyName(kid string, key crypto.PublicKey) string {
+	der, err := x509.MarshalPKIXPublicKey(key)
+	if err != nil {
+		return "jwt:" + kid
+	}
+	sum := sha256.Sum256(der)
+	return "jwt:" + kid + ":" + hex.EncodeToString(sum[:])
 }
 
 // FromStore is the stored bundle sb as a SPIFFE bundle.
@@ -72,6 +103,13 @@ func FromStore(sb store.TrustBundle) (*spiffebundle.Bundle, error) {
 		return nil, fmt.Errorf("stored bundle of %s: %w", sb.TrustDomain, err)
 	}
 	b := spiffebundle.FromX509Authorities(td, certs)
+	if sb.JWTAuthorities != "" {
+		jb, err := jwtbundle.Parse(td, []byte(sb.JWTAuthorities))
+		if err != nil {
+			return nil, fmt.Errorf("stored JWT authorities of %s: %w", sb.TrustDomain, err)
+		}
+		b.SetJWTAuthorities(jb.JWTAuthorities())
+	}
 	b.SetSequenceNumber(uint64(sb.Sequence))
 	if sb.RefreshHint > 0 {
 		b.SetRefreshHint(sb.RefreshHint)

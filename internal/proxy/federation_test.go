@@ -1,15 +1,21 @@
 package proxy_test
 
 import (
+	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"math/big"
+	"net/url"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testnet"
@@ -108,5 +114,97 @@ func TestOutboundToAFederatedService(t *testing.T) {
 				t.Errorf("round trip = %q, %v; want success %v", got, err, c.want)
 			}
 		})
+	}
+}
+
+// rogueLeaf is a certificate for id signed straight by ca's root, which
+// carries no name constraint: what a CA that does not restrain itself (a
+// careless or hostile partner) can mint for any trust domain.
+func rogueLeaf(t testing.TB, ca *testca.CA, id string) *identity.Identity {
+	t.Helper()
+	sid := spiffeid.RequireFromString(id)
+	key := testca.NewKey(t)
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(now.UnixNano()), URIs: []*url.URL{sid.URL()},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Root, key.Public(), ca.Key(t, pki.RootKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &identity.Identity{ID: sid, Chain: []*x509.Certificate{leaf}, Key: key, Roots: []*x509.Certificate{ca.Root}}
+}
+
+// TestIdentityDirFederatedBundles attacks the trust boundary of a proxy
+// started from an identity directory holding federated bundles
+// (federated/TD.pem): each peer is verified against the bundle of its own
+// ID's trust domain only. A partner's CA minting an ID of this trust domain
+// is refused, and so is this domain's CA minting a partner ID (pooled
+// roots would accept both); a federated trust domain no rule names is
+// refused; and once a rewrite of the directory drops the partner's bundle,
+// the partner is refused at the next handshake, without a restart.
+func TestIdentityDirFederatedBundles(t *testing.T) {
+	w := newWorld(t)
+	partner := testca.New(t, testca.WithTrustDomain("partner.example"))
+	other := testca.New(t, testca.WithTrustDomain("other.example"))
+	dir := filepath.Join(t.TempDir(), "fed-proxy")
+	own := w.ca.Leaf(t, proxyID, testca.IP("127.0.0.1"), testca.DNS("localhost"))
+	withFed := *own
+	withFed.Federated = map[spiffeid.TrustDomain][]*x509.Certificate{
+		partner.TrustDomain: {partner.Root}, other.TrustDomain: {other.Root},
+	}
+	if err := identity.WriteDir(dir, &withFed, identity.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src, err := identity.NewDirSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := authz.FromPatterns([]string{"spiffe://partner.example/ns/prod/*", "spiffe://example.org/**"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runInbound(t, w, proxy.InboundConfig{SVID: src, Bundle: src, Target: testnet.Echo(t), Policy: proxy.StaticPolicy{P: pol}})
+	admitted := func(id *identity.Identity) error {
+		_, err := testnet.RoundTrip(r.addr, w.clientTLS(id), "hello")
+		return err
+	}
+	partnerPeer := partner.Leaf(t, "spiffe://partner.example/ns/prod/web")
+	localPeer := w.ca.Leaf(t, "spiffe://example.org/ns/prod/web")
+	for _, c := range []struct {
+		name string
+		peer *identity.Identity
+		want bool
+	}{
+		{"a partner peer named by a rule", partnerPeer, true},
+		{"a local peer", localPeer, true},
+		{"the partner's root minting an ID of this trust domain", rogueLeaf(t, partner, "spiffe://example.org/ns/prod/web"), false},
+		{"this domain's root minting a partner ID", rogueLeaf(t, w.ca, "spiffe://partner.example/ns/prod/web"), false},
+		{"a federated trust domain no rule names", other.Leaf(t, "spiffe://other.example/ns/prod/web"), false},
+	} {
+		if err := admitted(c.peer); (err == nil) != c.want {
+			t.Errorf("%s: admitted = %v (%v), want %v", c.name, err == nil, err, c.want)
+		}
+	}
+
+	// The partner's bundle leaves the directory: the next handshake fails.
+	if err := identity.WriteDir(dir, own, identity.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admitted(partnerPeer); err == nil {
+		t.Error("the partner peer is still admitted after its bundle left the identity directory")
+	}
+	if err := admitted(localPeer); err != nil {
+		t.Errorf("the local peer is refused after the rewrite: %v", err)
 	}
 }

@@ -145,21 +145,28 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// federatedPEM is the roots of each federated trust domain, for
-// /v1/bundle; nil without federation.
-func (s *Server) federatedPEM(ctx context.Context) (map[string]string, error) {
+// federatedPEM is the roots of each federated trust domain, and the JWT
+// authorities (JWKS) of those that publish any, for /v1/bundle; nil
+// without federation.
+func (s *Server) federatedPEM(ctx context.Context) (roots, jwt map[string]string, err error) {
 	if s.cfg.Federation == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	bs, err := s.cfg.Federation.FederatedBundles(ctx)
 	if err != nil || len(bs) == 0 {
-		return nil, err
+		return nil, nil, err
 	}
-	out := map[string]string{}
+	roots = map[string]string{}
 	for _, b := range bs {
-		out[b.TrustDomain] = b.X509AuthoritiesPEM
+		roots[b.TrustDomain] = b.X509AuthoritiesPEM
+		if b.JWTAuthorities != "" {
+			if jwt == nil {
+				jwt = map[string]string{}
+			}
+			jwt[b.TrustDomain] = b.JWTAuthorities
+		}
 	}
-	return out, nil
+	return roots, jwt, nil
 }

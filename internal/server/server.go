@@ -408,15 +408,16 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) (int, error) {
 	fp := pki.Fingerprint(s.cfg.Roots[0])
 	// The local bundle is served even when the store cannot say which
 	// federated bundles it holds (bootstrap needs it); those are left out.
-	fed, err := s.federatedPEM(r.Context())
+	fed, fedJWT, err := s.federatedPEM(r.Context())
 	if err != nil {
 		s.log.Warn("bundle served without the federated bundles: the store did not answer", "error", err.Error())
 	}
 	return ok(w, api.BundleResponse{
-		TrustDomain:      s.cfg.TrustDomain.Name(),
-		RootsPEM:         string(pki.EncodeCertificates(s.cfg.Roots...)),
-		RootFingerprint:  hex.EncodeToString(fp[:]),
-		FederatedBundles: fed,
+		TrustDomain:         s.cfg.TrustDomain.Name(),
+		RootsPEM:            string(pki.EncodeCertificates(s.cfg.Roots...)),
+		RootFingerprint:     hex.EncodeToString(fp[:]),
+		FederatedBundles:    fed,
+		FederatedJWTBundles: fedJWT,
 	})
 }
 

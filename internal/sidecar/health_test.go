@@ -59,6 +59,15 @@ func runForHealth(t *testing.T, cfg sidecar.Config) string {
 	var logs *testlog.Buffer
 	cfg.Log, logs = testlog.NewJSON(t, "sidecar")
 	cfg.Listen, cfg.Metrics = testport.Addr(t), "127.0.0.1:0"
+	listening := runSidecar(t, cfg, logs)
+	return strings.TrimSuffix(listening["metrics"].(string), "/metrics")
+}
+
+// runSidecar runs the sidecar cfg, whose log is logs, until the test ends
+// (failing it if Run then returns an error), and returns its "proxy
+// listening" record.
+func runSidecar(t *testing.T, cfg sidecar.Config, logs *testlog.Buffer) map[string]any {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sidecar.Run(ctx, cfg) }()
@@ -68,8 +77,7 @@ func runForHealth(t *testing.T, cfg sidecar.Config) string {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	listening := waitRecord(t, logs, "proxy listening", done)
-	return strings.TrimSuffix(listening["metrics"].(string), "/metrics")
+	return waitRecord(t, logs, "proxy listening", done)
 }
 
 // health answers GET path on a metrics base URL: status and body.

@@ -62,19 +62,9 @@ func TestInboundRunsAndStopsEverything(t *testing.T) {
 	if err := ca.Leaf(t, apiID, testca.DNS("localhost")).Save(dir); err != nil {
 		t.Fatal(err)
 	}
-	allow, err := authz.FromPatterns([]string{webID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, logs := testlog.NewJSON(t, "sidecar")
-	listen := testport.Addr(t)
-	cfg := sidecar.Config{
-		Source:     sidecar.Source{IdentityDir: dir},
-		Revocation: sidecar.Revocation{Off: true},
-		Listen:     listen, Metrics: "127.0.0.1:0",
-		Log:     log,
-		Inbound: &sidecar.Inbound{Target: testnet.Echo(t), Allow: allow, Mode: proxy.Strict, Protocol: proxy.TCP},
-	}
+	cfg, logs := inboundConfig(t, dir, webID)
+	cfg.Metrics = "127.0.0.1:0"
+	listen := cfg.Listen
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -127,6 +117,25 @@ func TestInboundRunsAndStopsEverything(t *testing.T) {
 	if _, err := http.Get(metricsURL); err == nil {
 		t.Error("the metrics listener still answers after Run returned")
 	}
+}
+
+// inboundConfig is a strict TCP inbound sidecar on a free loopback port in
+// front of an echo service, its identity from dir, allowing patterns,
+// without revocation checks; its log is returned for waitRecord.
+func inboundConfig(t *testing.T, dir string, patterns ...string) (sidecar.Config, *testlog.Buffer) {
+	t.Helper()
+	allow, err := authz.FromPatterns(patterns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, logs := testlog.NewJSON(t, "sidecar")
+	return sidecar.Config{
+		Source:     sidecar.Source{IdentityDir: dir},
+		Revocation: sidecar.Revocation{Off: true},
+		Listen:     testport.Addr(t),
+		Log:        log,
+		Inbound:    &sidecar.Inbound{Target: testnet.Echo(t), Allow: allow, Mode: proxy.Strict, Protocol: proxy.TCP},
+	}, logs
 }
 
 func saveLeaf(t *testing.T, ca *testca.CA, id string) string {

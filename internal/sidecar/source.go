@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -74,12 +75,24 @@ func (s *sidecar) followDir(ds *identity.DirSource) watch.Loop {
 		OnChange: func() {
 			id := ds.Identity()
 			s.m.ObserveCertificate(id.Leaf())
-			s.log.Info("identity reloaded", "dir", ds.Dir(), "spiffe_id", id.ID.String(), "serial", pki.FormatSerial(id.Leaf().SerialNumber), "not_after", id.Leaf().NotAfter)
+			s.log.Info("identity reloaded", "dir", ds.Dir(), "spiffe_id", id.ID.String(), "serial", pki.FormatSerial(id.Leaf().SerialNumber), "not_after", id.Leaf().NotAfter,
+				"federated", federatedNames(id))
 		},
 		OnError: func(err error) {
 			s.log.Warn("identity reload failed; serving the last good one", "dir", ds.Dir(), "error", err.Error())
 		},
 	}
+}
+
+// federatedNames are the federated trust domains id trusts, by name, for
+// the log ("" for none).
+func federatedNames(id *identity.Identity) string {
+	names := make([]string, 0, len(id.Federated))
+	for td := range id.Federated {
+		names = append(names, td.Name())
+	}
+	slices.Sort(names)
+	return strings.Join(names, ",")
 }
 
 // watcher builds the revocation watcher from the first source found:

@@ -45,8 +45,12 @@ type TrustBundle struct {
 	RefreshHint time.Duration
 	// X509AuthoritiesPEM are the authorities, PEM certificates.
 	X509AuthoritiesPEM string
-	// Fingerprints are the authorities' SHA-256 fingerprints (hex), which
-	// the change records name.
+	// JWTAuthorities are the JWT authorities (jwt-svid keys) as a JWKS
+	// document; empty when the trust domain publishes none.
+	JWTAuthorities string
+	// Fingerprints name the authorities (the X.509 ones by SHA-256, hex,
+	// and the JWT ones as federation.ToStore names them), as the change
+	// records do.
 	Fingerprints []string
 	UpdatedAt    time.Time
 	UpdatedBy    string
@@ -75,7 +79,7 @@ const (
 
 const (
 	federationColumns = "trust_domain, endpoint_url, profile, endpoint_spiffe_id, web_roots_pem, created_at_us, created_by, last_attempt_us, last_error"
-	bundleColumns     = "trust_domain, sequence, refresh_hint_us, x509_authorities, fingerprints, updated_at_us, updated_by"
+	bundleColumns     = "trust_domain, sequence, refresh_hint_us, x509_authorities, fingerprints, updated_at_us, updated_by, jwt_authorities"
 	changeColumns     = "id, trust_domain, at_us, by_whom, action, sequence, added, removed"
 )
 
@@ -94,7 +98,7 @@ func scanBundle(s scanner) (TrustBundle, error) {
 	var b TrustBundle
 	var hint, updated int64
 	var fps string
-	err := s.Scan(&b.TrustDomain, &b.Sequence, &hint, &b.X509AuthoritiesPEM, &fps, &updated, &b.UpdatedBy)
+	err := s.Scan(&b.TrustDomain, &b.Sequence, &hint, &b.X509AuthoritiesPEM, &fps, &updated, &b.UpdatedBy, &b.JWTAuthorities)
 	b.RefreshHint = time.Duration(hint) * time.Microsecond
 	b.Fingerprints, b.UpdatedAt = parseList(fps), fromUS(updated)
 	return b, err
@@ -162,10 +166,10 @@ func (db *DB) inFederationTx(ctx context.Context, what string, f func(tx *sql.Tx
 }
 
 func (db *DB) writeBundle(ctx context.Context, tx *sql.Tx, b TrustBundle, update bool) error {
-	q := "INSERT INTO trust_bundles (" + bundleColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?)"
-	args := []any{b.TrustDomain, b.Sequence, b.RefreshHint.Microseconds(), b.X509AuthoritiesPEM, jsonList(b.Fingerprints), toUS(b.UpdatedAt), b.UpdatedBy}
+	q := "INSERT INTO trust_bundles (" + bundleColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+	args := []any{b.TrustDomain, b.Sequence, b.RefreshHint.Microseconds(), b.X509AuthoritiesPEM, jsonList(b.Fingerprints), toUS(b.UpdatedAt), b.UpdatedBy, b.JWTAuthorities}
 	if update {
-		q = "UPDATE trust_bundles SET sequence = ?, refresh_hint_us = ?, x509_authorities = ?, fingerprints = ?, updated_at_us = ?, updated_by = ? WHERE trust_domain = ?"
+		q = "UPDATE trust_bundles SET sequence = ?, refresh_hint_us = ?, x509_authorities = ?, fingerprints = ?, updated_at_us = ?, updated_by = ?, jwt_authorities = ? WHERE trust_domain = ?"
 		args = append(args[1:], b.TrustDomain)
 	}
 	_, err := tx.ExecContext(ctx, db.q.rebind(q), args...)
