@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,34 +72,7 @@ frontend mtls
 	testwait.EventuallyNil(t, func() error { _, err := os.Stat(combined); return err }, combined)
 	testwait.EventuallyNil(t, func() error { _, err := identity.Load(clientDir); return err }, "the client's identity in "+clientDir)
 
-	out := &lockedBuffer{}
-	hp := exec.Command(haproxy, "-W", "-db", "-f", conf)
-	hp.Stdout, hp.Stderr = out, out
-	hp.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := hp.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- hp.Wait() }()
-	t.Cleanup(func() {
-		syscall.Kill(-hp.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-hp.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("haproxy output:\n%s", out.String())
-		}
-	})
-	alive := func() {
-		select {
-		case err := <-exited:
-			t.Fatalf("haproxy exited: %v\n%s", err, out.String())
-		default:
-		}
-	}
+	hp := startDaemon(t, "haproxy", exec.Command(haproxy, "-W", "-db", "-f", conf))
 
 	roots := x509.NewCertPool()
 	b, err := os.ReadFile(filepath.Join(clientDir, identity.BundleFile))
@@ -156,7 +128,7 @@ frontend mtls
 
 	var s0 string
 	testwait.EventuallyNil(t, func() (err error) {
-		alive()
+		hp.alive(t)
 		s0, err = get(true)
 		return err
 	}, "haproxy answering a client with a certificate")
@@ -168,7 +140,7 @@ frontend mtls
 	// which serves the new certificate; every request in between succeeds.
 	calls := 0
 	testwait.Eventually(t, func() bool {
-		alive()
+		hp.alive(t)
 		s, err := get(true)
 		if err != nil {
 			t.Fatalf("a request failed during rotation (after %d good ones): %v", calls, err)
@@ -179,7 +151,7 @@ frontend mtls
 	// What HAProxy serves is what the agent wrote last (a last reload may
 	// be under way).
 	testwait.EventuallyNil(t, func() error {
-		alive()
+		hp.alive(t)
 		s, err := get(true)
 		if err != nil {
 			return err

@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -12,8 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -131,24 +128,6 @@ func readHelperFiles(dir, id, audience string) (*helperFiles, error) {
 	return &helperFiles{leaf: certs[0], jwt: jwt}, nil
 }
 
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestSpiffeHelper: spiffe-helper, SPIFFE's own file writer, run against
 // the agent socket with X.509 and jwt_svids sections, writes a certificate
 // and key that match and verify against the bundle it writes, and a
@@ -179,33 +158,9 @@ jwt_svids = [{jwt_audience = %q, jwt_svid_file_name = "jwt_svid.token"}]
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := &lockedBuffer{}
-	cmd := exec.Command(bin, "-config", conf)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("spiffe-helper output:\n%s", out.String())
-		}
-	})
+	helper := startDaemon(t, "spiffe-helper", exec.Command(bin, "-config", conf))
 	read := func() (*helperFiles, error) {
-		select {
-		case err := <-exited:
-			t.Fatalf("spiffe-helper exited: %v\n%s", err, out.String())
-		default:
-		}
+		helper.alive(t)
 		return readHelperFiles(dir, id, audience)
 	}
 
