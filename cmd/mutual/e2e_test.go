@@ -1277,13 +1277,13 @@ func TestE2EDev(t *testing.T) {
 			t.Fatalf("mutual dev printed no token within %s; stdout:\n%s\nstderr:\n%s", safetyNet, printed(), p.stderr)
 		}
 	}
-	tok := regexp.MustCompile(`mutual1\.[A-Za-z0-9_-]+`).FindString(tokLine)
-	if tok == "" {
-		t.Fatalf("no token in %q", tokLine)
+	tokFile := regexp.MustCompile(`--token-file (\S+)`).FindStringSubmatch(tokLine)
+	if tokFile == nil {
+		t.Fatalf("no --token-file in %q", tokLine)
 	}
 
 	out := filepath.Join(t.TempDir(), "web")
-	enrolled := mustMutual(t, "cert", "request", "--token", tok, "--out", out)
+	enrolled := mustMutual(t, "cert", "request", "--token-file", tokFile[1], "--out", out)
 	if first, _, _ := strings.Cut(enrolled, "\n"); first != "Enrolled spiffe://dev.mutual.test/ns/dev/hello" {
 		t.Errorf("cert request printed %q first, want \"Enrolled spiffe://dev.mutual.test/ns/dev/hello\"", first)
 	}

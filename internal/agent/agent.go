@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -113,6 +114,9 @@ type Agent struct {
 	// revocations is the revocation watcher once Run has started it (for
 	// Ready).
 	revocations atomic.Pointer[revocation.Watcher]
+	// caMoved is signalled when a re-enrollment brought other CA URLs:
+	// the revocation watcher restarts on them.
+	caMoved chan struct{}
 }
 
 // New loads the agent's state (enrolling the node with cfg.Token on first
@@ -127,7 +131,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 5 * time.Second
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, att: newAttestor(), svids: map[string]*svid{}, changed: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: cfg.Log, att: newAttestor(), svids: map[string]*svid{}, changed: make(chan struct{}), caMoved: make(chan struct{}, 1)}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -364,15 +368,30 @@ func stopGracefully(srv *grpc.Server, grace time.Duration) {
 }
 
 // followRevocations follows the CA's revocation feed with the node's
-// identity until ctx is done.
+// identity until ctx is done, on the CA URLs the node holds: a
+// re-enrollment that brings other URLs restarts the watcher on them.
 func (a *Agent) followRevocations(ctx context.Context) {
-	a.mu.RLock()
-	urls := a.caURLs
-	a.mu.RUnlock()
-	w := &revocation.Watcher{CAURLs: urls, Source: nodeSource{a}, OnRevoke: a.onRevoke, Log: a.log.With("component", "revocation")}
-	a.revocations.Store(w)
-	if err := w.Run(ctx); err != nil {
-		a.log.Error("revocations are not followed", "node_id", a.NodeID().String(), "error", err.Error())
+	for ctx.Err() == nil {
+		a.mu.RLock()
+		urls := a.caURLs
+		a.mu.RUnlock()
+		w := &revocation.Watcher{CAURLs: urls, Source: nodeSource{a}, OnRevoke: a.onRevoke, Log: a.log.With("component", "revocation")}
+		a.revocations.Store(w)
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := w.Run(wctx); err != nil {
+				a.log.Error("revocations are not followed", "node_id", a.NodeID().String(), "error", err.Error())
+			}
+		}()
+		select {
+		case <-ctx.Done():
+		case <-a.caMoved:
+			a.log.Info("the node re-enrolled with other CA URLs: the revocation feed follows them", "old_ca_urls", strings.Join(urls, " "))
+		}
+		cancel()
+		<-done
 	}
 }
 
@@ -540,6 +559,12 @@ func (a *Agent) reenrollIfExpired(ctx context.Context, now time.Time, leaf *x509
 	}
 	a.badToken = tok // single use: never presented again
 	a.mu.Lock()
+	if !slices.Equal(a.caURLs, enr.CAURLs) {
+		select {
+		case a.caMoved <- struct{}{}:
+		default: // a restart is pending already
+		}
+	}
 	a.caURLs = enr.CAURLs
 	for _, s := range a.svids {
 		s.retryAt, s.failures = time.Time{}, 0

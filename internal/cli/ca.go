@@ -183,6 +183,16 @@ Next:
 	return c
 }
 
+// trustDomainHint suggests a trust domain for a refused one: its lower-case
+// spelling when that is valid, else an example.
+func trustDomainHint(given string) string {
+	lower := strings.ToLower(strings.TrimPrefix(given, "spiffe://"))
+	if _, err := spiffeid.TrustDomainFromString(lower); err == nil {
+		return fmt.Sprintf("use %q", lower)
+	}
+	return "a DNS-like name such as example.org"
+}
+
 func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, error) {
 	if o.dir == "" {
 		return spiffeid.TrustDomain{}, nil, "", flagError("dir", "required: the directory to create the CA in")
@@ -192,7 +202,7 @@ func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, e
 	}
 	td, err := spiffeid.TrustDomainFromString(strings.TrimPrefix(o.trustDomain, "spiffe://"))
 	if err != nil {
-		return spiffeid.TrustDomain{}, nil, "", flagError("trust-domain", "%q: %v (lower-case letters, digits, dots, dashes and underscores)", o.trustDomain, err)
+		return spiffeid.TrustDomain{}, nil, "", flagError("trust-domain", "%q: %v: %s", o.trustDomain, err, trustDomainHint(o.trustDomain))
 	}
 	kt, err := pki.ParseKeyType(o.keyType)
 	if err != nil {

@@ -40,3 +40,22 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustDomainErrorSaysItOnce: a refused trust domain is explained once
+// (the allowed characters were listed twice) and with a fix.
+func TestTrustDomainErrorSaysItOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	for in, fix := range map[string]string{"Bad Domain!": "example.org", "Example.org": `use "example.org"`} {
+		_, err := run("ca", "init", "--trust-domain", in, "--dir", dir)
+		if err == nil {
+			t.Fatalf("ca init --trust-domain %q succeeded", in)
+		}
+		msg := err.Error()
+		if n := strings.Count(msg, "dots"); n != 1 {
+			t.Errorf("--trust-domain %q: the allowed characters are said %d times, want once: %s", in, n, msg)
+		}
+		if !strings.Contains(msg, fix) {
+			t.Errorf("--trust-domain %q: %q does not suggest %s", in, msg, fix)
+		}
+	}
+}

@@ -2,12 +2,12 @@ package cli
 
 import (
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/loopback"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/sidecar"
 	"github.com/mutual-tls/mutual/internal/watch"
@@ -64,18 +64,6 @@ func registerRevocation(c *cobra.Command, r *sidecar.Revocation) {
 	fl.StringSliceVar(&r.CAURLs, "ca", nil, "CA URL for revocation (push feed, CRL fallback); default: the identity directory's mutual.json, else the CRL or OCSP address in the service's own certificate")
 	fl.DurationVar(&r.CRLInterval, "crl-interval", 30*time.Second, "how often to fetch the CRL while the push feed is down (or when only a CRL is known)")
 	fl.BoolVar(&r.Off, "no-revocation", false, "run without any revocation check: revoked certificates are accepted until they expire (mutual audit reports it)")
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 type inboundOptions struct {
@@ -147,7 +135,7 @@ func (o *inboundOptions) config(e *env) (sidecar.Config, error) {
 	if o.target == "" {
 		return sidecar.Config{}, flagError("target", "required: the plaintext service, host:port")
 	}
-	if !isLoopback(o.target) && !o.unsafeTarget {
+	if !loopback.Is(o.target) && !o.unsafeTarget {
 		return sidecar.Config{}, flagError("target", "%s is not a loopback address: the proxy's leg to the service is plaintext; pass --unsafe-target if the network between them is trusted", o.target)
 	}
 	if len(o.allow) == 0 && o.policy == "" {
@@ -215,7 +203,7 @@ func (o *outboundOptions) config(e *env) (sidecar.Config, error) {
 	if o.listen == "" {
 		return sidecar.Config{}, flagError("listen", "required: a loopback address such as 127.0.0.1:9000")
 	}
-	if !isLoopback(o.listen) && !o.unsafeListen {
+	if !loopback.Is(o.listen) && !o.unsafeListen {
 		return sidecar.Config{}, flagError("listen", "%s is not a loopback address: plaintext would be accepted from the network; pass --unsafe-listen to do it anyway", o.listen)
 	}
 	if o.target == "" {

@@ -39,6 +39,7 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/loopback"
 )
 
 //go:embed templates/*.html static/*
@@ -151,7 +152,7 @@ func (e *NotLoopbackError) Error() string {
 // Listen binds addr, refusing an address beyond loopback unless tlsID (the
 // identity HTTPS is served with) is given.
 func Listen(addr string, tlsID *identity.Identity) (net.Listener, error) {
-	if tlsID == nil && !loopback(addr) {
+	if tlsID == nil && !loopback.Is(addr) {
 		return nil, &NotLoopbackError{Addr: addr}
 	}
 	ln, err := net.Listen("tcp", addr)
@@ -173,7 +174,7 @@ func (d *Dashboard) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 	}
 	if d.cfg.TLS == nil {
-		if !loopback(ln.Addr().String()) {
+		if !loopback.Is(ln.Addr().String()) {
 			return &NotLoopbackError{Addr: ln.Addr().String()}
 		}
 	} else {

@@ -9,12 +9,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/mutual-tls/mutual/internal/loopback"
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
@@ -44,7 +44,7 @@ func (d *Dashboard) guard(h http.Handler) http.Handler {
 		hd.Set("Cache-Control", "no-store")
 		// Refusals before the caller is known say nothing of the
 		// operator or the CA: plain text, no page.
-		if r.TLS == nil && !loopback(r.Host) {
+		if r.TLS == nil && !loopback.Is(r.Host) {
 			d.refuse(w, r, http.StatusMisdirectedRequest, "Refused: the dashboard answers only to a loopback host name (127.0.0.1, [::1] or localhost).")
 			return
 		}
@@ -110,21 +110,6 @@ func (d *Dashboard) csrfFor(r *http.Request) string {
 		return ""
 	}
 	return d.csrfToken(s)
-}
-
-// loopback reports whether HOST:PORT (or a Host header, port optional)
-// names only the loopback interface. On requests, it refuses a page of
-// another site that rebinds its DNS name to 127.0.0.1.
-func loopback(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // tlsConfig serves Config.TLS's certificate and requires a client

@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mutual-tls/mutual/internal/atomicfile"
 	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
@@ -46,6 +47,10 @@ type Options struct {
 
 // PassphraseFile is where a dev CA keeps its generated passphrase.
 const PassphraseFile = "passphrase"
+
+// TokenFile is where Run writes the printed demo join token (mode 0600),
+// in the CA's directory.
+const TokenFile = "hello.token"
 
 // Run creates (or reuses) a dev CA, serves it, prints the next steps on out,
 // and returns when ctx is done and everything it started has stopped.
@@ -77,7 +82,13 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	printIntro(out, o, dir, svc, tok)
+	// The token goes to a file, not into a printed command line: argv is
+	// visible to every user in the process list (and stays in history).
+	tokFile := filepath.Join(dir, TokenFile)
+	if err := atomicfile.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write the demo join token: %w", err)
+	}
+	printIntro(out, o, dir, svc, tokFile)
 	err = serve(ctx, o, svc, admin, dir, out)
 	fmt.Fprintln(out, "mutual dev: stopped")
 	return err
@@ -138,8 +149,9 @@ func adminAndToken(ctx context.Context, svc *caservice.Service, dir string) (spi
 	return admin, tok, err
 }
 
-// printIntro says what runs and what to try next.
-func printIntro(out io.Writer, o Options, dir string, svc *caservice.Service, tok string) {
+// printIntro says what runs and what to try next; tokFile holds the demo
+// join token.
+func printIntro(out io.Writer, o Options, dir string, svc *caservice.Service, tokFile string) {
 	adminDir, workDir, m := filepath.Join(dir, pki.AdminDir), filepath.Join(dir, "hello"), o.Command
 	fmt.Fprintf(out, `mutual dev: the whole system on loopback (Ctrl-C stops it)
 
@@ -149,9 +161,10 @@ func printIntro(out io.Writer, o Options, dir string, svc *caservice.Service, to
   metrics        http://%s/metrics
   admin identity %s
 
-Next: enroll a workload as %s with this single-use token (valid 15 minutes):
+Next: enroll a workload as %s with the single-use join token (valid 15
+minutes) in %s (or in $MUTUAL_TOKEN; never in argv, where ps shows it):
 
-  %s cert request --token %s --out %s
+  %s cert request --token-file %s --out %s
 
 then renew it over mTLS, list what was issued, make more tokens:
 
@@ -162,7 +175,7 @@ then renew it over mTLS, list what was issued, make more tokens:
   openssl verify -CAfile %s -untrusted %s %s
 
 `, TrustDomain, dir, tempNote(o.Dir), svc.URL, filepath.Join(dir, pki.DatabaseFile), svc.MetricsAddr(), adminDir,
-		demoID, m, tok, workDir,
+		demoID, tokFile, m, tokFile, workDir,
 		m, workDir, m, adminDir, m, adminDir, TrustDomain, m, workDir,
 		filepath.Join(dir, pki.BundleFile), filepath.Join(dir, pki.IntermediateCertFile), filepath.Join(workDir, "cert.pem"))
 }
