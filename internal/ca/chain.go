@@ -37,3 +37,14 @@ func (a *Authority) issuerOf(cert *x509.Certificate) *x509.Certificate {
 	}
 	return nil
 }
+
+// ChainOf is cert with the intermediates that certify it (as an issuance
+// answers it), when an intermediate of this CA, current or retired, signed
+// it; else nil.
+func (a *Authority) ChainOf(cert *x509.Certificate) []*x509.Certificate {
+	issuer := a.issuerOf(cert)
+	if issuer == nil {
+		return nil
+	}
+	return a.chain(cert, issuer)
+}
