@@ -398,7 +398,10 @@ func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time
 	}
 	cert, err := a.Issuer.Issue(leaf)
 	if err != nil {
-		return nil, newErr(KindUnavailable, api.CodeSignFailed, err, "sign: %v", err)
+		// The cause (a token's name, a module's error) goes to the CA's
+		// log, not into an answer that anonymous callers read.
+		a.log().Error("cannot sign with the intermediate key: nothing was issued; check its token (present, logged in) or key file", "spiffe_id", grant.ID.String(), "error", err.Error())
+		return nil, newErr(KindUnavailable, api.CodeSignFailed, err, "the CA cannot sign right now (its intermediate key did not answer): nothing was issued; retry later (the CA's log says why)")
 	}
 	return cert, nil
 }
