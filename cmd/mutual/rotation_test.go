@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,8 @@ type rotationRig struct {
 	srv                            *caServer
 	src                            *workloadapi.X509Source
 	proxyAddr                      string
+	// written is the identity directory the agent keeps current (--write).
+	written string
 }
 
 // newRotationRig starts everything with 20-second certificates (nodes and
@@ -67,7 +70,9 @@ func newRotationRig(t *testing.T) *rotationRig {
 		"--node", "spiffe://example.org/node/n1", "--selector", fmt.Sprintf("unix:uid:%d", os.Getuid()), "--ttl", "20s")
 	tmp := t.TempDir()
 	sock := "unix://" + filepath.Join(tmp, "agent.sock")
-	agent := exec.Command(mutualBin, "agent", "--dir", filepath.Join(tmp, "agent"), "--token", node, "--socket", sock, "--sync-interval", "1s")
+	r.written = filepath.Join(tmp, "web")
+	agent := exec.Command(mutualBin, "agent", "--dir", filepath.Join(tmp, "agent"), "--token", node, "--socket", sock, "--sync-interval", "1s",
+		"--write", rotationWorkload+"="+r.written)
 	agent.Env = cmdEnv()
 	ap := startProc(t, agent)
 	t.Cleanup(func() {
@@ -233,13 +238,34 @@ func (tr *traffic) waitSignedBy(t *testing.T, inter *x509.Certificate, what stri
 	return proxyLeaf, clientLeaf
 }
 
-func (r *rotationRig) intermediate(t *testing.T) *x509.Certificate {
+// read reads the certificates of name in the CA directory.
+func (r *rotationRig) read(t *testing.T, name string) []*x509.Certificate {
 	t.Helper()
-	certs, err := pki.ReadCertificates(filepath.Join(r.caDir, pki.IntermediateCertFile))
+	certs, err := pki.ReadCertificates(filepath.Join(r.caDir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return certs[0]
+	return certs
+}
+
+func (r *rotationRig) intermediate(t *testing.T) *x509.Certificate {
+	return r.read(t, pki.IntermediateCertFile)[0]
+}
+
+// waitBundles waits until the go-spiffe client's bundle and the bundle.pem
+// of the directory the agent writes hold the roots of the CA directory's
+// bundle, no more, no fewer.
+func (r *rotationRig) waitBundles(t *testing.T, what string) {
+	t.Helper()
+	want := r.read(t, pki.BundleFile)
+	same := func(got []*x509.Certificate) bool {
+		return len(got) == len(want) && !slices.ContainsFunc(want, func(c *x509.Certificate) bool { return !slices.ContainsFunc(got, c.Equal) })
+	}
+	testwait.Eventually(t, func() bool {
+		b, err := r.src.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("example.org"))
+		written, werr := pki.ReadCertificates(filepath.Join(r.written, "bundle.pem"))
+		return err == nil && werr == nil && same(b.X509Authorities()) && same(written)
+	}, what)
 }
 
 // checkRevocationAnswers fetches the CRL leaf names and asks OCSP about it:
@@ -308,10 +334,7 @@ func TestE2ERotationUnderTraffic(t *testing.T) {
 	second := r.intermediate(t)
 	newProxy, newClient := tr.waitSignedBy(t, second, "the rotated intermediate")
 	tr.check(t, "intermediate rotation")
-	bundle, err := pki.ReadCertificates(filepath.Join(r.caDir, pki.BundleFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	bundle := r.read(t, pki.BundleFile)
 	for _, c := range []*x509.Certificate{oldProxy, oldClient, newProxy, newClient} {
 		r.verifyUnder(t, c, []*x509.Certificate{first, second}, bundle...)
 	}
@@ -322,23 +345,13 @@ func TestE2ERotationUnderTraffic(t *testing.T) {
 	// intermediate it signs (cross-signed by the old root).
 	oldRoot := bundle[0]
 	r.restart(t, "rotate-root")
-	testwait.Eventually(t, func() bool {
-		b, err := r.src.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("example.org"))
-		return err == nil && len(b.X509Authorities()) == 2
-	}, "the client's bundle to hold both roots")
+	r.waitBundles(t, "the client's and the written bundle to hold both roots")
 	r.restart(t, "rotate-intermediate")
 	third := r.intermediate(t)
 	overlapProxy, _ := tr.waitSignedBy(t, third, "the new root's intermediate")
 	tr.check(t, "root rotation (overlap)")
-	cross, err := pki.ReadCertificates(filepath.Join(r.caDir, pki.CrossSignedFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := pki.ReadCertificates(filepath.Join(r.caDir, pki.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	newRoot := roots[0]
+	cross := r.read(t, pki.CrossSignedFile)
+	newRoot := r.read(t, pki.RootCertFile)[0]
 	r.verifyUnder(t, overlapProxy, []*x509.Certificate{third, cross[0]}, oldRoot)
 	r.verifyUnder(t, overlapProxy, []*x509.Certificate{third, cross[0]}, newRoot)
 
@@ -351,10 +364,7 @@ func TestE2ERotationUnderTraffic(t *testing.T) {
 		return err
 	}, "the old root's withdrawal to be allowed")
 	r.restart(t, "withdraw-root")
-	testwait.Eventually(t, func() bool {
-		b, err := r.src.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("example.org"))
-		return err == nil && len(b.X509Authorities()) == 1 && b.X509Authorities()[0].Equal(newRoot)
-	}, "the client's bundle to hold only the new root")
+	r.waitBundles(t, "the client's and the written bundle to hold only the new root")
 	// Certificates issued from now on carry no cross-signed intermediate:
 	// the proxy and its client accept each other under the new root alone.
 	seen := tr.okCount()
