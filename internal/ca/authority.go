@@ -55,6 +55,15 @@ type Authority struct {
 	Issuer *pki.Issuer
 	// Roots are the trust anchors handed to every requester.
 	Roots []*x509.Certificate
+	// Retired are the intermediates a rotation replaced that have not
+	// expired: Import accepts what they signed, and a replayed enrollment
+	// is answered with the chain of the one that signed it.
+	Retired []*x509.Certificate
+	// CrossSigned are intermediates certified by the roots a root rotation
+	// is replacing (pki.CrossSignedFile): every chain handed out carries
+	// the copy of its intermediate, so that parties still trusting only
+	// an old root verify it during the overlap.
+	CrossSigned []*x509.Certificate
 	// Policy bounds what may be issued.
 	Policy *policy.Policy
 	// Store keeps tokens and certificates.
@@ -347,7 +356,7 @@ func (a *Authority) issue(ctx context.Context, r issueRequest) (*Issued, error) 
 		return nil, err
 	}
 	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", r.requestedBy.String(), "log_index", rec.LogIndex)
-	return &Issued{ID: r.grant.ID, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}, nil
+	return &Issued{ID: r.grant.ID, Cert: cert, Chain: a.chain(cert, a.Issuer.Cert), Roots: a.Roots, LogIndex: rec.LogIndex}, nil
 }
 
 // authorize reads the CSR, checks it against the grant and picks the lifetime.
@@ -389,7 +398,10 @@ func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time
 	}
 	cert, err := a.Issuer.Issue(leaf)
 	if err != nil {
-		return nil, newErr(KindUnavailable, api.CodeSignFailed, err, "sign: %v", err)
+		// The cause (a token's name, a module's error) goes to the CA's
+		// log, not into an answer that anonymous callers read.
+		a.log().Error("cannot sign with the intermediate key: nothing was issued; check its token (present, logged in) or key file", "spiffe_id", grant.ID.String(), "error", err.Error())
+		return nil, newErr(KindUnavailable, api.CodeSignFailed, err, "the CA cannot sign right now (its intermediate key did not answer): nothing was issued; retry later (the CA's log says why)")
 	}
 	return cert, nil
 }
@@ -514,8 +526,8 @@ func ipStrings(ips []net.IP) []string {
 // server certificates of `ca init`), so that it can authenticate and be
 // revoked like any other. Importing twice is harmless.
 func (a *Authority) Import(ctx context.Context, cert *x509.Certificate, requestedBy translog.Requester) error {
-	if err := cert.CheckSignatureFrom(a.Issuer.Cert); err != nil {
-		return fmt.Errorf("import %s: not signed by this CA's intermediate: %w", pki.FormatSerial(cert.SerialNumber), err)
+	if a.issuerOf(cert) == nil {
+		return fmt.Errorf("import %s: not signed by this CA's intermediate nor by one a rotation retired (issuer %q)", pki.FormatSerial(cert.SerialNumber), cert.Issuer.String())
 	}
 	id, err := x509svid.IDFromCert(cert)
 	if err != nil {
@@ -555,5 +567,9 @@ func (a *Authority) replay(ctx context.Context, tok store.Token, csrPEM []byte) 
 	if err != nil {
 		return nil
 	}
-	return &Issued{ID: id, Cert: cert, Chain: []*x509.Certificate{cert, a.Issuer.Cert}, Roots: a.Roots, LogIndex: rec.LogIndex}
+	issuer := a.issuerOf(cert)
+	if issuer == nil {
+		return nil // its intermediate expired: enroll again
+	}
+	return &Issued{ID: id, Cert: cert, Chain: a.chain(cert, issuer), Roots: a.Roots, LogIndex: rec.LogIndex}
 }

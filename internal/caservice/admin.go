@@ -2,7 +2,6 @@ package caservice
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -45,8 +44,11 @@ func IssueAdmin(ctx context.Context, dir string, passphrase []byte, storeURL, na
 		return nil, err
 	}
 	a := &ca.Authority{Issuer: c.Issuer, Roots: c.Roots, Store: db}
+	if err := rotationChains(a, c); err != nil {
+		return nil, err
+	}
 	if err := a.Import(ctx, cert, translog.CARequester("admin")); err != nil {
 		return nil, err
 	}
-	return &identity.Identity{ID: id, Chain: []*x509.Certificate{cert, c.Issuer.Cert}, Key: key, Roots: c.Roots}, nil
+	return &identity.Identity{ID: id, Chain: a.ChainOf(cert), Key: key, Roots: c.Roots}, nil
 }

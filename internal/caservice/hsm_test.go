@@ -2,7 +2,6 @@ package caservice_test
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -25,7 +24,7 @@ import (
 
 // initInToken makes a CA whose keys refs names live in tok, as
 // `mutual ca init --root-key ... --intermediate-key ...` does.
-func initInToken(t *testing.T, refs pki.KeyRefs) string {
+func initInToken(t testing.TB, refs pki.KeyRefs) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "ca")
 	kr := keyref.NewKeyring(keyref.Options{})
@@ -44,7 +43,7 @@ func initInToken(t *testing.T, refs pki.KeyRefs) string {
 }
 
 // adminClient is a client of svc holding the operator identity ca init made.
-func adminClient(t *testing.T, svc *caservice.Service) *client.Client {
+func adminClient(t testing.TB, svc *caservice.Service) *client.Client {
 	t.Helper()
 	admin, err := identity.Load(filepath.Join(svc.Dir, pki.AdminDir))
 	if err != nil {
@@ -60,7 +59,7 @@ func adminClient(t *testing.T, svc *caservice.Service) *client.Client {
 }
 
 // enroll makes a join token for id and enrolls with it, as a workload does.
-func enroll(t *testing.T, svc *caservice.Service, id string) *identity.Identity {
+func enroll(t testing.TB, svc *caservice.Service, id string) *identity.Identity {
 	t.Helper()
 	ctx := context.Background()
 	tok, err := adminClient(t, svc).CreateToken(ctx, api.TokenRequest{SPIFFEID: id})
@@ -82,16 +81,7 @@ func verifyChain(t *testing.T, dir string, id *identity.Identity) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, inter := x509.NewCertPool(), x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	for _, c := range id.Chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := id.Leaf().Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		t.Fatalf("%s does not verify under the CA's bundle: %v", id.ID, err)
-	}
+	goVerify(t, id, roots...)
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
 		return

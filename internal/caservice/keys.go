@@ -3,10 +3,14 @@ package caservice
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
 	"path/filepath"
 	"time"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/ca"
 	"github.com/mutual-tls/mutual/internal/keyref"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/revocation/publish"
@@ -52,4 +56,22 @@ func (s *Service) reissueAfterRotation(ctx context.Context) error {
 	}
 	_, err = s.renewServerCert(ctx, dir, id, time.Now())
 	return err
+}
+
+// rotationChains gives a the intermediates a rotation retired and, during
+// a root rotation, the cross-signed copy of the issuing intermediate
+// (pki.CrossSignedFile) that every chain it hands out carries.
+func rotationChains(a *ca.Authority, c *pki.CA) error {
+	for _, is := range c.Retired {
+		a.Retired = append(a.Retired, is.Cert)
+	}
+	cross, err := pki.ReadCertificates(filepath.Join(c.Dir, pki.CrossSignedFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("the cross-signed intermediate of the root rotation in progress: %w", err)
+	}
+	a.CrossSigned = cross
+	return nil
 }

@@ -3,6 +3,8 @@ package caservice_test
 import (
 	"context"
 	"crypto/x509"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +14,39 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
+
+// goVerify checks id's chain with crypto/x509 against roots alone.
+func goVerify(t *testing.T, id *identity.Identity, roots ...*x509.Certificate) {
+	t.Helper()
+	pool, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	for _, c := range id.Chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := id.Leaf().Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("%s does not verify under %d root(s) %q...: %v", id.ID, len(roots), roots[0].Subject.CommonName, err)
+	}
+}
+
+// opensslVerify checks id's chain, in its order, with openssl verify
+// against roots alone.
+func opensslVerify(t *testing.T, id *identity.Identity, roots ...*x509.Certificate) {
+	t.Helper()
+	tmp := t.TempDir()
+	files := map[string][]*x509.Certificate{"leaf.pem": id.Chain[:1], "chain.pem": id.Chain[1:], "roots.pem": roots}
+	for name, certs := range files {
+		if err := os.WriteFile(filepath.Join(tmp, name), pki.EncodeCertificates(certs...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(tmp, "roots.pem"),
+		"-untrusted", filepath.Join(tmp, "chain.pem"), filepath.Join(tmp, "leaf.pem")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl verify refuses %s under %d root(s) %q...: %v\n%s", id.ID, len(roots), roots[0].Subject.CommonName, err, out)
+	}
+}
 
 // TestRotateRoot walks a root rotation: introduce a new root (both trusted,
 // the new one cross-signed by the old), move issuance to an intermediate of
@@ -65,18 +100,22 @@ func TestRotateRoot(t *testing.T) {
 	for _, id := range []*identity.Identity{a, b, c} {
 		verifyChain(t, dir, id)
 	}
-	// A party that still trusts only the old root verifies the new
-	// intermediate's certificates through the cross-signed intermediate.
-	oldOnly, inter := x509.NewCertPool(), x509.NewCertPool()
-	oldOnly.AddCert(rr.Old)
+	// The chain of the overlap is leaf, cross-signed intermediate,
+	// intermediate: a party that trusts only the old root verifies it
+	// (crypto/x509 and OpenSSL), one that trusts only the new root too with
+	// crypto/x509 (which tries each candidate issuer).
 	cross, err := pki.ReadCertificates(filepath.Join(dir, pki.CrossSignedFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	inter.AddCert(cross[0])
-	if _, err := c.Leaf().Verify(x509.VerifyOptions{Roots: oldOnly, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		t.Fatalf("a certificate of the new root does not verify under the old root with the cross-signed certificate: %v", err)
+	if len(c.Chain) != 3 || !c.Chain[1].Equal(cross[0]) || !c.Chain[2].Equal(ri.New) {
+		t.Fatalf("the chain issued during the overlap has %d certificates, want leaf, cross-signed intermediate, intermediate", len(c.Chain))
 	}
+	for _, roots := range [][]*x509.Certificate{{rr.Old}, {rr.New}} {
+		goVerify(t, c, roots...)
+	}
+	opensslVerify(t, c, rr.Old)
+	opensslVerify(t, c, rr.Old, rr.New)
 	stop()
 
 	// Withdraw, once the longest certificate of the old root has expired.
@@ -96,7 +135,13 @@ func TestRotateRoot(t *testing.T) {
 	svc, stop = run(t, o)
 	d := enroll(t, svc, "spiffe://example.org/d") // through the reissued operator identity
 	verifyChain(t, dir, d)
-	verifyChain(t, dir, c)
+	if len(d.Chain) != 2 {
+		t.Fatalf("a chain issued after the withdrawal has %d certificates, want leaf, intermediate", len(d.Chain))
+	}
+	// A certificate of the overlap still verifies under the new root alone
+	// with crypto/x509 (OpenSSL takes its cross-signed copy first: such a
+	// party verifies it once it renews).
+	goVerify(t, c, rr.New)
 	stop()
 	// Rotating the intermediate again, outside an overlap, cross-signs nothing.
 	if ri, err = caservice.RotateIntermediate(ctx, ro); err != nil || len(ri.CrossSigned) != 0 {

@@ -2,7 +2,6 @@ package caservice
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -113,8 +112,9 @@ func (s *Service) watchStore(ctx context.Context) error {
 }
 
 // loadServerCert reads DIR/server and reissues it when a third of its life
-// or less is left. The chain served is leaf, intermediate (the server adds
-// the roots for a bootstrapping client).
+// or less is left. The chain served is the one an issuance answers (leaf,
+// [cross-signed intermediate,] intermediate; the server adds the roots for a
+// bootstrapping client).
 func (s *Service) loadServerCert(ctx context.Context) error {
 	dir := filepath.Join(s.Dir, pki.ServerDir)
 	id, err := identity.Load(dir)
@@ -128,8 +128,15 @@ func (s *Service) loadServerCert(ctx context.Context) error {
 			return err
 		}
 	}
+	chain := s.Authority.ChainOf(id.Chain[0])
+	if chain == nil {
+		return fmt.Errorf("the CA service's TLS certificate in %s is signed by no intermediate of this CA, current or retired: restart the service, which reissues it under the current intermediate", dir)
+	}
 	tc := id.TLSCertificate()
-	tc.Certificate = [][]byte{id.Chain[0].Raw, s.caDir.Issuer.Cert.Raw}
+	tc.Certificate = nil
+	for _, c := range chain {
+		tc.Certificate = append(tc.Certificate, c.Raw)
+	}
 	s.serverTLS.Store(&tc)
 	return nil
 }
@@ -147,7 +154,7 @@ func (s *Service) renewServerCert(ctx context.Context, dir string, old *identity
 	if err != nil {
 		return nil, fmt.Errorf("renew the CA service's TLS certificate: %w", err)
 	}
-	id := &identity.Identity{ID: old.ID, Chain: []*x509.Certificate{cert, s.caDir.Issuer.Cert}, Key: key, Roots: s.caDir.Roots}
+	id := &identity.Identity{ID: old.ID, Chain: s.Authority.ChainOf(cert), Key: key, Roots: s.caDir.Roots}
 	if err := id.Save(dir); err != nil {
 		return nil, fmt.Errorf("renew the CA service's TLS certificate: %w", err)
 	}

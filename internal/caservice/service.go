@@ -151,6 +151,10 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{Store: db, Dir: o.Dir, log: o.Log, caDir: c, keys: keys, Authority: newAuthority(c, db, o.Log)}
+	if err := rotationChains(s.Authority, c); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.assemble(ctx, o); err != nil {
 		s.Close()
 		return nil, err

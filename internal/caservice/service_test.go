@@ -27,7 +27,7 @@ func options(c *testca.CA) caservice.Options {
 
 // run opens and runs a service until stop is called, which returns Run's
 // error once every part has stopped, and closes the service.
-func run(t *testing.T, o caservice.Options) (svc *caservice.Service, stop func() error) {
+func run(t testing.TB, o caservice.Options) (svc *caservice.Service, stop func() error) {
 	t.Helper()
 	svc, err := caservice.Open(context.Background(), o)
 	if err != nil {

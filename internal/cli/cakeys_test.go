@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,5 +63,86 @@ func TestCAKeysInTokenCommands(t *testing.T) {
 	}
 	if out, err := run("ca", "rotate-intermediate", "--dir", dir, "--passphrase-file", pass, "--new-key", tok.URI("intermediate-2")); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("a rotation into a taken object: %v\n%s", err, out)
+	}
+}
+
+// TestCAKeyInTokenBadInput: a root key in a token that cannot be used (a
+// wrong PIN, an object that does not exist, a module path with no library,
+// a key of a type mutual cannot sign with) stops ca rotate-intermediate
+// with one line that names what to fix, and changes nothing.
+func TestCAKeyInTokenBadInput(t *testing.T) {
+	tok := softhsmtest.New(t)
+	tmp := t.TempDir()
+	pass := filepath.Join(tmp, "pass")
+	wrongPIN := filepath.Join(tmp, "wrong-pin")
+	if err := os.WriteFile(pass, []byte("a passphrase for the test CA\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(wrongPIN, []byte("9999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A DSA key pair in the token, imported as SoftHSM2 allows.
+	dsaParams, dsaKey := filepath.Join(tmp, "dsa-params.pem"), filepath.Join(tmp, "dsa.pem")
+	for _, args := range [][]string{
+		{"genpkey", "-genparam", "-algorithm", "DSA", "-pkeyopt", "pbits:1024", "-out", dsaParams},
+		{"genpkey", "-paramfile", dsaParams, "-out", dsaKey},
+	} {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", args[0], err, out)
+		}
+	}
+	if out, err := exec.Command("softhsm2-util", "--import", dsaKey, "--token", tok.Label, "--label", "dsa", "--id", "d5", "--pin", softhsmtest.PIN).CombinedOutput(); err != nil {
+		t.Fatalf("softhsm2-util --import: %v\n%s", err, out)
+	}
+	dir := filepath.Join(tmp, "ca")
+	if out, err := run("ca", "init", "--dir", dir, "--trust-domain", "example.org", "--passphrase-file", pass, "--root-key", tok.URI("root")); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	cfg, _, err := pki.ReadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := cfg.Keys.Root
+	missingModule := softhsmtest.Token{Module: "/nonexistent/libsofthsm2.so", Label: tok.Label, PINFile: tok.PINFile}
+	wrongPINTok := softhsmtest.Token{Module: tok.Module, Label: tok.Label, PINFile: wrongPIN}
+	for _, c := range []struct {
+		name, ref string
+		want      []string
+	}{
+		{"wrong PIN", wrongPINTok.URI("root"), []string{"PIN", wrongPIN}},
+		{"unknown object", tok.URI("nope"), []string{`object "nope"`, "object="}},
+		{"module path with no library", missingModule.URI("root"), []string{"module-path", "/nonexistent/libsofthsm2.so"}},
+		{"key of the wrong type", tok.URI("dsa"), []string{`object "dsa"`, "DSA", "generate an ECDSA P-256 key pair"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg.Keys.Root = c.ref
+			if err := os.WriteFile(filepath.Join(dir, pki.ConfigFile), pki.MarshalConfig(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(filepath.Join(dir, pki.IntermediateCertFile))
+			out, err := run("ca", "rotate-intermediate", "--dir", dir, "--passphrase-file", pass)
+			if err == nil {
+				t.Fatalf("rotate-intermediate with %s succeeded:\n%s", c.name, out)
+			}
+			t.Log(err)
+			if msg := err.Error(); strings.Contains(msg, "\n") {
+				t.Errorf("error on several lines: %q", msg)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if after, _ := os.ReadFile(filepath.Join(dir, pki.IntermediateCertFile)); string(after) != string(before) {
+				t.Error("a refused rotation replaced the intermediate")
+			}
+		})
+	}
+	cfg.Keys.Root = good
+	if err := os.WriteFile(filepath.Join(dir, pki.ConfigFile), pki.MarshalConfig(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("ca", "rotate-intermediate", "--dir", dir, "--passphrase-file", pass); err != nil {
+		t.Fatalf("rotate-intermediate with the right key: %v\n%s", err, out)
 	}
 }

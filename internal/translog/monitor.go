@@ -190,6 +190,9 @@ func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []by
 	if err != nil {
 		return []Alert{{Rule: "entry_invalid", Index: idx, Detail: err.Error()}}
 	}
+	if x.cert.IsCA {
+		return m.checkCACert(x)
+	}
 	out := m.checkIdentity(x)
 	out = append(out, m.checkRequester(ctx, cp, x)...)
 	m.remember(x)
@@ -197,6 +200,29 @@ func (m *Monitor) check(ctx context.Context, cp *Checkpoint, idx int64, raw []by
 	out = append(out, m.checkLifetime(x)...)
 	out = append(out, m.checkIssuer(x)...)
 	return append(out, m.checkBurst(x)...)
+}
+
+// checkCACert: a CA certificate enters the log only through a key
+// rotation (ca-rotate-root, ca-rotate-intermediate). A new intermediate
+// becomes a known issuer, unless the rules pin the issuers: then they must
+// list it.
+func (m *Monitor) checkCACert(x *examined) []Alert {
+	switch by := x.entry.RequestedBy; by {
+	case CARequester("rotate-root"):
+		return nil
+	case CARequester("rotate-intermediate"):
+		skid := hex.EncodeToString(x.cert.SubjectKeyId)
+		switch {
+		case len(m.Rules.Issuers) > 0 && !slices.Contains(m.Rules.Issuers, skid):
+			return []Alert{x.alert("unknown_issuer", fmt.Sprintf("a rotation introduced the intermediate %q (key id %s), which the rules' issuers do not list: add it once the rotation is known to be yours", x.cert.Subject.CommonName, skid))}
+		case len(m.Rules.Issuers) == 0 && !slices.Contains(m.State.Issuers, skid):
+			m.State.Issuers = append(m.State.Issuers, skid)
+			m.Log.Info("log monitor: a rotation introduced an issuing intermediate", "index", x.idx, "subject", x.cert.Subject.CommonName, "key_id", skid)
+		}
+		return nil
+	default:
+		return []Alert{x.alert("unexplained_identity", fmt.Sprintf("a CA certificate (%q) requested by %s; only a key rotation (ca-rotate-root, ca-rotate-intermediate) records one", x.cert.Subject.CommonName, by))}
+	}
 }
 
 // examine parses a log entry and its certificate.
