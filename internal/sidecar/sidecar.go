@@ -15,6 +15,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/metricsserver"
+	"github.com/mutual-tls/mutual/internal/partnerfeed"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/revocation"
 )
@@ -119,6 +120,13 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	w, err := s.watcher(cfg)
 	if err != nil {
 		return err
+	}
+	if w != nil && len(w.CAURLs) > 0 {
+		feed := &partnerfeed.Feed{CAURLs: w.CAURLs, Source: s.src, Log: s.log}
+		pc.Partners = feed
+		s.parts = append(s.parts, feed.Run)
+	} else {
+		s.log.Warn("no CA address to learn partnerships from: partner identities (spiffe://TD/partner/...) are refused")
 	}
 	var stapler *revocation.Stapler
 	if w != nil {
