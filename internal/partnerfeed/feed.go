@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,8 +63,13 @@ type Feed struct {
 	Log *slog.Logger
 	// Now may be replaced by tests; nil means time.Now.
 	Now func() time.Time
+	// OnChange, if set, is called after a report that changed the
+	// partnerships in force (tcp-mode proxies close the connections a
+	// narrowed scope no longer covers).
+	OnChange func()
 
 	cur     atomic.Pointer[authz.Partners]
+	last    []api.PartnerInForce // the answer cur was made from
 	mu      sync.Mutex
 	pending map[spiffeid.ID]time.Time
 }
@@ -136,7 +142,8 @@ func (f *Feed) Run(ctx context.Context) error {
 }
 
 // Sync sends the sightings gathered since the last report and installs the
-// partnerships the CA answers. On failure the sightings wait for the next
+// partnerships the CA answers, if they changed. Calls must not overlap. On
+// failure the sightings wait for the next
 // report and the partnerships in force stay.
 func (f *Feed) Sync(ctx context.Context) error {
 	f.mu.Lock()
@@ -152,8 +159,21 @@ func (f *Feed) Sync(ctx context.Context) error {
 		f.restore(seen)
 		return err
 	}
+	// Sync is not called concurrently (Run calls it in turn), so last
+	// needs no lock.
+	if f.cur.Load() != nil && slices.EqualFunc(f.last, answer.Partners, samePartner) {
+		return nil
+	}
+	f.last = answer.Partners
 	f.cur.Store(f.partners(answer.Partners))
+	if f.OnChange != nil {
+		f.OnChange()
+	}
 	return nil
+}
+
+func samePartner(a, b api.PartnerInForce) bool {
+	return a.Name == b.Name && a.TrustDomain == b.TrustDomain && slices.Equal(a.Services, b.Services) && slices.Equal(a.Requests, b.Requests)
 }
 
 // restore puts back sightings a failed report did not deliver, keeping

@@ -80,3 +80,17 @@ func (p *Inbound) decidePartner(ps *authz.Partners, id spiffeid.ID) *partnerDeci
 	dec.service = dec.scope.AllowsService(own.ID)
 	return dec
 }
+
+// CloseOutOfScope closes the live tcp-mode connections of partners' peers
+// that the partnerships in force no longer let in (a narrowed scope, a
+// partnership gone); http mode judges the next request instead. It
+// returns how many it closed.
+func (p *Inbound) CloseOutOfScope() int {
+	if p.cfg.Protocol != TCP {
+		return 0
+	}
+	return p.CloseConnections(func(id spiffeid.ID, _ string) bool {
+		var d atomic.Pointer[partnerDecision]
+		return p.checkPartner(&d, id, "", "") != nil
+	})
+}

@@ -1,14 +1,19 @@
 package proxy_test
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -259,5 +264,53 @@ func TestPartnerScopeInTCPMode(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPartnerScopeNarrowedClosesTCPConnections: in tcp mode, where no
+// request follows to be judged, CloseOutOfScope closes the live
+// connections of partners' peers the new scope no longer lets in, and
+// only those.
+func TestPartnerScopeNarrowedClosesTCPConnections(t *testing.T) {
+	pw := newPartnerWorld(t)
+	all := scope(t, []string{proxyID})
+	pw.feed.set(t, all, all)
+	r := pw.run(t, proxy.TCP, pw.feed)
+	open := func(id *identity.Identity) *tls.Conn {
+		c, err := tls.Dial("tcp", r.addr, pw.clientTLS(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("%s: echo before narrowing: %v", id.ID, err)
+		}
+		return c
+	}
+	acme, globex, local := open(pw.acme), open(pw.globex), open(pw.local)
+	if n := r.p.CloseOutOfScope(); n != 0 {
+		t.Fatalf("closed %d connections with the scope unchanged", n)
+	}
+	// acme now reaches another service only; globex keeps its scope.
+	pw.feed.set(t, scope(t, []string{"spiffe://example.org/ns/prod/other"}), all)
+	if n := r.p.CloseOutOfScope(); n != 1 {
+		t.Errorf("closed %d connections, want acme's only", n)
+	}
+	acme.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := acme.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("acme's connection stayed open (read: %v)", err)
+	}
+	for _, c := range []*tls.Conn{globex, local} {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+			t.Errorf("a connection still in scope was closed: %v", err)
+		}
 	}
 }

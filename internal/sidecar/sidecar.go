@@ -121,12 +121,9 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if w != nil && len(w.CAURLs) > 0 {
-		feed := &partnerfeed.Feed{CAURLs: w.CAURLs, Source: s.src, Log: s.log}
+	feed := s.partnerFeed(w)
+	if feed != nil {
 		pc.Partners = feed
-		s.parts = append(s.parts, feed.Run)
-	} else {
-		s.log.Warn("no CA address to learn partnerships from: partner identities (spiffe://TD/partner/...) are refused")
 	}
 	var stapler *revocation.Stapler
 	if w != nil {
@@ -138,6 +135,13 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	p, err := proxy.NewInbound(pc)
 	if err != nil {
 		return err
+	}
+	if feed != nil {
+		feed.OnChange = func() {
+			if n := p.CloseOutOfScope(); n > 0 {
+				s.log.Warn("partnerships changed: closed connections their scope no longer covers", "connections_closed", n)
+			}
+		}
 	}
 	if w != nil {
 		closeConns := closeRevoked(p, s.log)
@@ -151,6 +155,19 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	s.extra = map[string]http.Handler{"/migration": mig}
 	s.attrs = []any{"mode", string(in.Mode), "protocol", string(in.Protocol), "target", in.Target}
 	return nil
+}
+
+// partnerFeed follows the partnerships from the CA that the revocation
+// watcher w follows, as a part; without a CA address it returns nil (and
+// the proxy refuses partner identities).
+func (s *sidecar) partnerFeed(w *revocation.Watcher) *partnerfeed.Feed {
+	if w == nil || len(w.CAURLs) == 0 {
+		s.log.Warn("no CA address to learn partnerships from: partner identities (spiffe://TD/partner/...) are refused")
+		return nil
+	}
+	feed := &partnerfeed.Feed{CAURLs: w.CAURLs, Source: s.src, Log: s.log}
+	s.parts = append(s.parts, feed.Run)
+	return feed
 }
 
 func (s *sidecar) openOutbound(ctx context.Context, cfg Config) error {
