@@ -168,11 +168,14 @@ func partnerShowCmd(e *env) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Serial, c.SPIFFEID, c.NotAfter.Format(time.RFC3339), revoked)
 			}
-			if len(d.Sightings) > 0 {
-				fmt.Fprintln(tw, "\nIDENTITY\tSEEN BY PROXY\tAT\t")
-				for _, v := range d.Sightings {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t\n", v.SPIFFEID, v.Proxy, v.At.Format(time.RFC3339))
-				}
+			if err := tw.Flush(); err != nil || len(d.Sightings) == 0 {
+				return err
+			}
+			fmt.Fprintln(e.stdout)
+			tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "IDENTITY\tSEEN BY PROXY\tAT")
+			for _, v := range d.Sightings {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", v.SPIFFEID, v.Proxy, v.At.Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},

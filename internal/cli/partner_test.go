@@ -93,7 +93,13 @@ func TestPartnerThroughTheProxyCommand(t *testing.T) {
 		t.Error("a new connection of acme's reached a service its scope no longer names")
 	}
 	out, err := mut("partner", "list")
+	t.Logf("partner list:\n%s", out)
 	if err != nil || !strings.Contains(out, "by "+orders+" (spiffe://example.org/partner/acme/billing)") {
 		t.Errorf("partner list does not say the proxy saw acme: %v\n%s", err, out)
 	}
+	out, err = mut("partner", "show", "acme")
+	if err != nil || !strings.Contains(out, "Holds: 1 live certificate(s)") || !strings.Contains(out, "spiffe://example.org/partner/acme/billing  "+orders) {
+		t.Errorf("partner show does not say what acme holds and where it was seen: %v\n%s", err, out)
+	}
+	t.Logf("partner show:\n%s", out)
 }
