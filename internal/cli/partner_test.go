@@ -102,4 +102,13 @@ func TestPartnerThroughTheProxyCommand(t *testing.T) {
 		t.Errorf("partner show does not say what acme holds and where it was seen: %v\n%s", err, out)
 	}
 	t.Logf("partner show:\n%s", out)
+
+	// A partnership reaching every service is what `mutual audit` flags.
+	if out, err := mut("partner", "scope", "acme", "--allow-service", "spiffe://example.org/**"); err != nil {
+		t.Fatalf("partner scope: %v\n%s", err, out)
+	}
+	out, _ = run("audit", "--ca", env.CA.Dir, "--ca-url", env.URL)
+	if !strings.Contains(out, "partner-scope-broad") || !strings.Contains(out, "partnership acme") {
+		t.Errorf("audit does not flag acme reaching every service:\n%s", out)
+	}
 }
