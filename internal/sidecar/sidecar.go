@@ -121,7 +121,7 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	feed := s.partnerFeed(w)
+	feed := s.partnerFeed(ctx, w)
 	if feed != nil {
 		pc.Partners = feed
 	}
@@ -158,14 +158,20 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 }
 
 // partnerFeed follows the partnerships from the CA that the revocation
-// watcher w follows, as a part; without a CA address it returns nil (and
-// the proxy refuses partner identities).
-func (s *sidecar) partnerFeed(w *revocation.Watcher) *partnerfeed.Feed {
+// watcher w follows, as a part, having asked once already (for up to a few
+// seconds) so that the proxy knows them when it starts listening. Without a
+// CA address it returns nil (and the proxy refuses partner identities).
+func (s *sidecar) partnerFeed(ctx context.Context, w *revocation.Watcher) *partnerfeed.Feed {
 	if w == nil || len(w.CAURLs) == 0 {
 		s.log.Warn("no CA address to learn partnerships from: partner identities (spiffe://TD/partner/...) are refused")
 		return nil
 	}
 	feed := &partnerfeed.Feed{CAURLs: w.CAURLs, Source: s.src, Log: s.log}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := feed.Sync(sctx); err != nil {
+		s.log.Warn("partnerships not learnt from the CA yet: partner identities and peers of other trust domains are refused until they are", "error", err.Error())
+	}
 	s.parts = append(s.parts, feed.Run)
 	return feed
 }
