@@ -23,7 +23,7 @@ func (a *Authority) CheckScope(services, requests []string) error {
 		return invalidRequest("--allow-service/--allow: %v", err)
 	}
 	for _, p := range s.Services {
-		if !strings.HasPrefix(p.String(), a.Policy.TrustDomain.IDString()+"/") {
+		if p.TrustDomain() != a.Policy.TrustDomain {
 			return invalidRequest("--allow-service %s: services are this trust domain's (spiffe://%s/...): a partner reaches them through their inbound proxies", p, a.Policy.TrustDomain.Name())
 		}
 	}
