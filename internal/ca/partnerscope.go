@@ -101,15 +101,28 @@ func (a *Authority) ReportSightings(ctx context.Context, reporter spiffeid.ID, s
 		return nil, 0, classify(err)
 	}
 	now := a.now()
-	known, byTD := map[string]bool{}, map[string]string{}
 	var inForce []store.Partner
+	for _, p := range all {
+		if !p.Ended() && p.EndsAt.After(now) {
+			inForce = append(inForce, p)
+		}
+	}
+	rec := a.sightingsOfPartners(reporter, seen, all, now)
+	if err := ps.RecordSightings(ctx, rec); err != nil {
+		return nil, 0, classify(err)
+	}
+	return inForce, len(rec), nil
+}
+
+// sightingsOfPartners keeps the sightings, among seen, of identities of the
+// partnerships all (ended ones too: their last sighting is history worth
+// keeping), recorded under reporter and never after now.
+func (a *Authority) sightingsOfPartners(reporter spiffeid.ID, seen []api.Seen, all []store.Partner, now time.Time) []store.Sighting {
+	known, byTD := map[string]bool{}, map[string]string{}
 	for _, p := range all {
 		known[p.Name] = true
 		if p.TrustDomain != "" {
 			byTD[p.TrustDomain] = p.Name
-		}
-		if !p.Ended() && p.EndsAt.After(now) {
-			inForce = append(inForce, p)
 		}
 	}
 	var rec []store.Sighting
@@ -122,15 +135,11 @@ func (a *Authority) ReportSightings(ctx context.Context, reporter spiffeid.ID, s
 		if id.TrustDomain() != a.Policy.TrustDomain {
 			name, ok = byTD[id.TrustDomain().Name()]
 		}
-		if !ok || !known[name] {
-			continue
+		if ok && known[name] {
+			rec = append(rec, store.Sighting{Partner: name, SPIFFEID: id.String(), Reporter: reporter.String(), At: minTime(s.At.UTC(), now)})
 		}
-		rec = append(rec, store.Sighting{Partner: name, SPIFFEID: id.String(), Reporter: reporter.String(), At: minTime(s.At.UTC(), now)})
 	}
-	if err := ps.RecordSightings(ctx, rec); err != nil {
-		return nil, 0, classify(err)
-	}
-	return inForce, len(rec), nil
+	return rec
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -154,35 +155,40 @@ func partnerShowCmd(e *env) *cobra.Command {
 			if asJSON {
 				return e.printJSON(d)
 			}
-			fmt.Fprintf(e.stdout, "Partnership %s (%s): identities under %s, roles %s, until %s\n", d.Name, partnerState(d.Partner), d.IDPrefix,
-				orDash(strings.Join(d.Roles, ",")), d.EndsAt.Format(time.RFC3339))
-			fmt.Fprintf(e.stdout, "Reaches: %s\n", scopeString(d.PartnerScope))
-			fmt.Fprintf(e.stdout, "Holds: %d live certificate(s), the first expiring %s\n", d.Live, timeOrDash(d.SoonestExpiry))
-			fmt.Fprintf(e.stdout, "Last seen: %s\n\n", lastSeen(d.LastSeen))
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SERIAL\tIDENTITY\tNOT AFTER\tREVOKED")
-			for _, c := range d.Certificates {
-				revoked := "-"
-				if c.RevokedAt != nil {
-					revoked = c.RevokedAt.Format(time.RFC3339)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Serial, c.SPIFFEID, c.NotAfter.Format(time.RFC3339), revoked)
-			}
-			if err := tw.Flush(); err != nil || len(d.Sightings) == 0 {
-				return err
-			}
-			fmt.Fprintln(e.stdout)
-			tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "IDENTITY\tSEEN BY PROXY\tAT")
-			for _, v := range d.Sightings {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", v.SPIFFEID, v.Proxy, v.At.Format(time.RFC3339))
-			}
-			return tw.Flush()
+			return printPartner(e.stdout, d)
 		},
 	}
 	o.register(c)
 	c.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return c
+}
+
+// printPartner prints a partnership, what it holds and where it was seen.
+func printPartner(w io.Writer, d *api.PartnerDetail) error {
+	fmt.Fprintf(w, "Partnership %s (%s): identities under %s, roles %s, until %s\n", d.Name, partnerState(d.Partner), d.IDPrefix,
+		orDash(strings.Join(d.Roles, ",")), d.EndsAt.Format(time.RFC3339))
+	fmt.Fprintf(w, "Reaches: %s\n", scopeString(d.PartnerScope))
+	fmt.Fprintf(w, "Holds: %d live certificate(s), the first expiring %s\n", d.Live, timeOrDash(d.SoonestExpiry))
+	fmt.Fprintf(w, "Last seen: %s\n\n", lastSeen(d.LastSeen))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERIAL\tIDENTITY\tNOT AFTER\tREVOKED")
+	for _, c := range d.Certificates {
+		revoked := "-"
+		if c.RevokedAt != nil {
+			revoked = c.RevokedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Serial, c.SPIFFEID, c.NotAfter.Format(time.RFC3339), revoked)
+	}
+	if err := tw.Flush(); err != nil || len(d.Sightings) == 0 {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IDENTITY\tSEEN BY PROXY\tAT")
+	for _, v := range d.Sightings {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", v.SPIFFEID, v.Proxy, v.At.Format(time.RFC3339))
+	}
+	return tw.Flush()
 }
 
 func partnerTokenCmd(e *env) *cobra.Command {
