@@ -137,11 +137,7 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if feed != nil {
-		feed.OnChange = func() {
-			if n := p.CloseOutOfScope(); n > 0 {
-				s.log.Warn("partnerships changed: closed connections their scope no longer covers", "connections_closed", n)
-			}
-		}
+		feed.OnChange = closeOutOfScope(p, s.log)
 	}
 	if w != nil {
 		closeConns := closeRevoked(p, s.log)
@@ -174,6 +170,16 @@ func (s *sidecar) partnerFeed(ctx context.Context, w *revocation.Watcher) *partn
 	}
 	s.parts = append(s.parts, feed.Run)
 	return feed
+}
+
+// closeOutOfScope closes the proxy's live connections that changed
+// partnerships no longer cover, and logs it.
+func closeOutOfScope(p *proxy.Inbound, log *slog.Logger) func() {
+	return func() {
+		if n := p.CloseOutOfScope(); n > 0 {
+			log.Warn("partnerships changed: closed connections their scope no longer covers", "connections_closed", n)
+		}
+	}
 }
 
 func (s *sidecar) openOutbound(ctx context.Context, cfg Config) error {
