@@ -64,6 +64,10 @@ const (
 	// CodeNodeRequired (401 without a client certificate, 403 with a
 	// non-node one): the endpoint needs a node's certificate.
 	CodeNodeRequired = "node_required"
+	// CodeWorkloadRequired (401 without a client certificate, 403 with
+	// another kind): the endpoint needs a workload's certificate of this
+	// trust domain (an inbound proxy's).
+	CodeWorkloadRequired = "workload_required"
 
 	// CodeNoIdentity (403): the client certificate carries no SPIFFE ID.
 	CodeNoIdentity = "no_identity"

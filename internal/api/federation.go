@@ -74,6 +74,11 @@ type BundleChangeList struct {
 //	GET  /v1/partners/{name}         PartnerDetail
 //	POST /v1/partners/{name}/tokens  PartnerTokenRequest → TokenResponse
 //	POST /v1/partners/{name}/end     RevokeResponse
+//	PUT  /v1/partners/{name}/scope   PartnerScope → Partner
+//
+// And for inbound proxies, holding a workload identity of this trust domain:
+//
+//	POST /v1/proxy/partners          SightingReport → PartnerFeed
 
 // PartnerRequest asks for a partnership.
 type PartnerRequest struct {
@@ -82,6 +87,16 @@ type PartnerRequest struct {
 	TrustDomain string    `json:"trust_domain,omitempty"`
 	Roles       []string  `json:"roles,omitempty"`
 	EndsAt      time.Time `json:"ends_at"`
+	PartnerScope
+}
+
+// PartnerScope is what a partnership's identities may reach through
+// inbound proxies: services by SPIFFE ID pattern (at least one), and
+// optionally "METHODS PATH" rules ("GET,HEAD /v1/orders/"); no rule means
+// every request to those services.
+type PartnerScope struct {
+	Services []string `json:"services"`
+	Requests []string `json:"requests,omitempty"`
 }
 
 // Partner is a partnership.
@@ -96,6 +111,21 @@ type Partner struct {
 	EndedBy     string     `json:"ended_by,omitempty"`
 	// IDPrefix is where its identities live: spiffe://TD/partner/NAME/.
 	IDPrefix string `json:"id_prefix"`
+	PartnerScope
+	// Live counts its unexpired, unrevoked certificates; SoonestExpiry is
+	// when the first of them expires.
+	Live          int        `json:"live_certificates"`
+	SoonestExpiry *time.Time `json:"soonest_expiry,omitempty"`
+	// LastSeen is the latest sighting of any of its identities by a proxy.
+	LastSeen *Sighting `json:"last_seen,omitempty"`
+}
+
+// Sighting is a partner identity seen by an inbound proxy.
+type Sighting struct {
+	SPIFFEID string `json:"spiffe_id"`
+	// Proxy is the SPIFFE ID of the proxy that saw it.
+	Proxy string    `json:"proxy"`
+	At    time.Time `json:"at"`
 }
 
 // PartnerList lists partnerships.
@@ -107,6 +137,39 @@ type PartnerList struct {
 type PartnerDetail struct {
 	Partner
 	Certificates []CertificateInfo `json:"certificates"`
+	// Sightings are the latest per identity and proxy, newest first.
+	Sightings []Sighting `json:"sightings"`
+}
+
+// SightingReport is what an inbound proxy saw of partner identities since
+// its last report (at most MaxSightings).
+type SightingReport struct {
+	Seen []Seen `json:"seen"`
+}
+
+// MaxSightings is the most sightings one report may carry.
+const MaxSightings = 1000
+
+// Seen is one partner identity a proxy saw, and when last.
+type Seen struct {
+	SPIFFEID string    `json:"spiffe_id"`
+	At       time.Time `json:"at"`
+}
+
+// PartnerFeed answers a SightingReport: the partnerships in force, as
+// proxies enforce them, and how many sightings were recorded.
+type PartnerFeed struct {
+	Partners []PartnerInForce `json:"partners"`
+	Recorded int              `json:"recorded"`
+}
+
+// PartnerInForce is one partnership in force: its name (identities under
+// spiffe://TD/partner/NAME/), its federated trust domain if any, and its
+// scope.
+type PartnerInForce struct {
+	Name        string `json:"name"`
+	TrustDomain string `json:"trust_domain,omitempty"`
+	PartnerScope
 }
 
 // PartnerTokenRequest asks for a join token for spiffe://TD/partner/NAME/PATH.

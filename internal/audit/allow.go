@@ -50,7 +50,8 @@ func allowBreadth(s, own string) (Finding, bool) {
 	case own != "" && td != own && wild:
 		return Finding{ID: "allow-foreign-wildcard", Severity: High, Title: "an allow pattern admits a wildcard of another trust domain",
 			Evidence: fmt.Sprintf("any identity that %s's CA names this way is let in: that CA, not %s, decides who it is", td, own),
-			Fix:      fmt.Sprintf("allow the partner's exact identities (spiffe://%s/partner/...), or issue them scoped identities with mutual partner", td)}, true
+			Fix: fmt.Sprintf("allow the partner's exact identities (spiffe://%s/ns/prod/client), and bound its trust domain with a partnership: "+
+				"mutual partner create NAME --trust-domain %s --allow-service SERVICE --allow-request \"GET /PATH/\"", td, td)}, true
 	case path == "**":
 		return Finding{ID: "allow-whole-domain", Severity: Low, Title: "the proxy allows the whole trust domain",
 			Evidence: "every identity of " + td + ", node agents and admins included, is let in",

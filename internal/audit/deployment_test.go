@@ -98,7 +98,7 @@ func deployCorpus() []auditCase {
 			},
 			want:     []string{"allow-foreign-wildcard:high"},
 			evidence: map[string][]string{"allow-foreign-wildcard": {"policy.yaml rule 2: ids spiffe://partner.com/**", "partner.com's CA"}},
-			fix:      map[string][]string{"allow-foreign-wildcard": {"spiffe://partner.com/partner/"}},
+			fix:      map[string][]string{"allow-foreign-wildcard": {"spiffe://partner.com/ns/prod/client", "mutual partner create NAME --trust-domain partner.com"}},
 		},
 		{
 			name: "allow-foreign-wildcard/trust domain from the CA",

@@ -16,7 +16,7 @@ import (
 )
 
 // issued holds every unexpired certificate the CA at caURL lists to the
-// policy's maximum lifetime. It authenticates with the CA directory's
+// policy's maximum lifetime, and judges its partnerships. It authenticates with the CA directory's
 // admin identity, so it needs --ca.
 func (a *auditor) issued(ctx context.Context, caURL string) error {
 	if a.o.CADir == "" {
@@ -43,7 +43,7 @@ func (a *auditor) issued(ctx context.Context, caURL string) error {
 	if err != nil {
 		return fmt.Errorf("--ca-url %s: list certificates: %w", caURL, err)
 	}
-	return nil
+	return a.partners(ctx, cl, caURL)
 }
 
 // issuedLifetime flags one listed certificate that lives longer than the

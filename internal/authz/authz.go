@@ -95,6 +95,9 @@ func ParsePattern(s string) (Pattern, error) {
 // String returns the pattern as written.
 func (p Pattern) String() string { return p.raw }
 
+// TrustDomain returns the one trust domain the pattern names.
+func (p Pattern) TrustDomain() spiffeid.TrustDomain { return p.td }
+
 // Match reports whether id matches the pattern.
 func (p Pattern) Match(id spiffeid.ID) bool {
 	if id.TrustDomain() != p.td {

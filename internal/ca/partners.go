@@ -23,6 +23,10 @@ type PartnerStore interface {
 	ListPartners(ctx context.Context) ([]store.Partner, error)
 	EndPartner(ctx context.Context, name, idPrefix, by string, reason int, at time.Time) ([]store.Revocation, error)
 	CertificatesUnder(ctx context.Context, idPrefix string, limit int) ([]store.Certificate, error)
+	SetPartnerScope(ctx context.Context, name string, services, requests []string) error
+	RecordSightings(ctx context.Context, sightings []store.Sighting) error
+	PartnerSightings(ctx context.Context, name string, limit int) ([]store.Sighting, error)
+	HoldingsUnder(ctx context.Context, idPrefix string, at time.Time) (store.Holdings, error)
 }
 
 // reasonPartnershipEnded is the CRL reason of certificates revoked when
@@ -40,6 +44,8 @@ type PartnerRequest struct {
 	TrustDomain string
 	// Roles are carried by every certificate issued under the partnership.
 	Roles []string
+	// Services and Requests are its scope (see CheckScope).
+	Services, Requests []string
 	// EndsAt is when the partnership ends by itself (required, in the future).
 	EndsAt time.Time
 }
@@ -74,6 +80,9 @@ func (a *Authority) CreatePartner(ctx context.Context, by spiffeid.ID, r Partner
 	if err := policy.CheckRoles(r.Roles); err != nil {
 		return store.Partner{}, classify(err)
 	}
+	if err := a.CheckScope(r.Services, r.Requests); err != nil {
+		return store.Partner{}, err
+	}
 	if r.TrustDomain != "" {
 		td, err := spiffeid.TrustDomainFromString(r.TrustDomain)
 		if err != nil || td == a.Policy.TrustDomain {
@@ -81,14 +90,15 @@ func (a *Authority) CreatePartner(ctx context.Context, by spiffeid.ID, r Partner
 		}
 		r.TrustDomain = td.Name()
 	}
-	p := store.Partner{Name: r.Name, TrustDomain: r.TrustDomain, Roles: r.Roles, EndsAt: r.EndsAt.UTC(), CreatedAt: now, CreatedBy: by.String()}
+	p := store.Partner{Name: r.Name, TrustDomain: r.TrustDomain, Roles: r.Roles, Services: r.Services, Requests: r.Requests, EndsAt: r.EndsAt.UTC(), CreatedAt: now, CreatedBy: by.String()}
 	if err := ps.CreatePartner(ctx, p); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return store.Partner{}, newErr(KindInvalid, api.CodeBadRequest, err, "a partnership named %s exists already (ended ones keep their name, for the record)", r.Name)
 		}
 		return store.Partner{}, classify(err)
 	}
-	a.log().Info("partnership created", "partner", p.Name, "trust_domain", p.TrustDomain, "roles", strings.Join(p.Roles, ","), "ends_at", p.EndsAt, "by", p.CreatedBy)
+	a.log().Info("partnership created", "partner", p.Name, "trust_domain", p.TrustDomain, "roles", strings.Join(p.Roles, ","),
+		"services", strings.Join(p.Services, ","), "requests", strings.Join(p.Requests, ","), "ends_at", p.EndsAt, "by", p.CreatedBy)
 	return p, nil
 }
 
@@ -180,10 +190,10 @@ func (a *Authority) partnerEnd(ctx context.Context, name string) (time.Time, err
 // partnerLifetime caps the lifetime of a partner identity's certificate at
 // its partnership's end; other identities keep theirs.
 func (a *Authority) partnerLifetime(ctx context.Context, id spiffeid.ID, lifetime time.Duration, now time.Time) (time.Duration, error) {
-	if pki.KindOf(id) != pki.KindPartner {
+	name, ok := pki.PartnerName(id)
+	if !ok {
 		return lifetime, nil
 	}
-	name, _, _ := strings.Cut(strings.TrimPrefix(id.Path(), "/partner/"), "/")
 	end, err := a.partnerEnd(ctx, name)
 	if err != nil {
 		return 0, err

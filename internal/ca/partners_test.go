@@ -28,7 +28,7 @@ func TestPartnershipEndsInOneCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	ends := e.now.Add(30 * time.Minute)
-	if _, err := e.a.CreatePartner(ctx, e.admin, ca.PartnerRequest{Name: "acme", TrustDomain: "acme.example", Roles: []string{"reader"}, EndsAt: ends}); err != nil {
+	if _, err := e.a.CreatePartner(ctx, e.admin, ca.PartnerRequest{Name: "acme", TrustDomain: "acme.example", Roles: []string{"reader"}, Services: []string{"spiffe://example.org/ns/prod/orders"}, EndsAt: ends}); err != nil {
 		t.Fatal(err)
 	}
 	tok, rec, err := e.a.CreatePartnerToken(ctx, e.admin, ca.PartnerTokenRequest{Partner: "acme", Path: "billing"})
@@ -96,10 +96,10 @@ func TestPartnershipEndsInOneCommand(t *testing.T) {
 func TestPartnershipEndsOnItsDate(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	if _, err := e.a.CreatePartner(ctx, e.admin, ca.PartnerRequest{Name: "brief", EndsAt: e.now.Add(time.Hour)}); err != nil {
+	if _, err := e.a.CreatePartner(ctx, e.admin, ca.PartnerRequest{Name: "brief", Services: []string{"spiffe://example.org/**"}, EndsAt: e.now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.a.CreatePartner(ctx, e.admin, ca.PartnerRequest{Name: "past", EndsAt: e.now.Add(-time.Hour)}); err == nil {
+	if _, err := e.a.CreatePartner(ctx, e.admin, ca.PartnerRequest{Name: "past", Services: []string{"spiffe://example.org/**"}, EndsAt: e.now.Add(-time.Hour)}); err == nil {
 		t.Error("a partnership ending in the past was created")
 	}
 	ended := func() bool {

@@ -17,23 +17,34 @@ import (
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/caservice"
 	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/partnerfeed"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
-// TestEndingAPartnershipClosesItsConnections: a partner's client, enrolled
-// with a partner token, holds a connection through an inbound proxy that
-// follows the CA's revocation feed. `partner end` closes that connection;
-// new handshakes and renewals fail.
-func TestEndingAPartnershipClosesItsConnections(t *testing.T) {
+const proxyService = "spiffe://example.org/ns/prod/proxy"
+
+// partnerWorld is a CA with the partnership acme (reaching the proxy's
+// service), one identity of acme's, and an inbound proxy's identity.
+type partnerWorld struct {
+	c       *testca.CA
+	svc     *caservice.Service
+	admin   *client.Client
+	partner *identity.Identity
+	src     *identity.DirSource
+}
+
+func newPartnerWorld(t *testing.T) *partnerWorld {
 	ctx := context.Background()
 	c := testca.New(t)
 	svc, _ := run(t, options(c))
 	admin := adminClient(t, svc)
-	if _, err := admin.CreatePartner(ctx, api.PartnerRequest{Name: "acme", Roles: []string{"reader"}, EndsAt: time.Now().Add(24 * time.Hour)}); err != nil {
+	if _, err := admin.CreatePartner(ctx, api.PartnerRequest{Name: "acme", Roles: []string{"reader"}, EndsAt: time.Now().Add(24 * time.Hour),
+		PartnerScope: api.PartnerScope{Services: []string{proxyService}}}); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := admin.PartnerToken(ctx, "acme", api.PartnerTokenRequest{Path: "billing"})
@@ -44,7 +55,7 @@ func TestEndingAPartnershipClosesItsConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxyTok, err := admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: "spiffe://example.org/ns/prod/proxy", IPAddresses: []string{"127.0.0.1"}})
+	proxyTok, err := admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: proxyService, IPAddresses: []string{"127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,10 +71,38 @@ func TestEndingAPartnershipClosesItsConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := guardedProxy(t, src, svc.URL, "spiffe://example.org/partner/acme/*")
+	return &partnerWorld{c: c, svc: svc, admin: admin, partner: partner.Identity, src: src}
+}
 
-	cfg := &tls.Config{RootCAs: pki.CertPool([]*x509.Certificate{c.Root}), Certificates: []tls.Certificate{partner.Identity.TLSCertificate()}}
-	conn, err := tls.Dial("tcp", addr, cfg)
+func (pw *partnerWorld) partnerTLS() *tls.Config {
+	return &tls.Config{RootCAs: pki.CertPool([]*x509.Certificate{pw.c.Root}), Certificates: []tls.Certificate{pw.partner.TLSCertificate()}}
+}
+
+// echoes reports whether a new connection of the partner through the
+// proxy at addr is served.
+func (pw *partnerWorld) echoes(addr string) bool {
+	c, err := tls.Dial("tcp", addr, pw.partnerTLS())
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4)
+	_, werr := c.Write([]byte("ping"))
+	_, rerr := io.ReadFull(c, buf)
+	return werr == nil && rerr == nil && string(buf) == "ping"
+}
+
+// TestEndingAPartnershipClosesItsConnections: a partner's client, enrolled
+// with a partner token, holds a connection through an inbound proxy that
+// follows the CA's revocation feed. `partner end` closes that connection;
+// new handshakes and renewals fail.
+func TestEndingAPartnershipClosesItsConnections(t *testing.T) {
+	ctx := context.Background()
+	pw := newPartnerWorld(t)
+	addr, _ := guardedProxy(t, pw.src, pw.svc.URL, "spiffe://example.org/partner/acme/*")
+
+	conn, err := tls.Dial("tcp", addr, pw.partnerTLS())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +115,7 @@ func TestEndingAPartnershipClosesItsConnections(t *testing.T) {
 		t.Fatalf("echo through the proxy before the end: %q, %v", buf, err)
 	}
 
-	if _, err := admin.EndPartner(ctx, "acme"); err != nil {
+	if _, err := pw.admin.EndPartner(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -84,23 +123,119 @@ func TestEndingAPartnershipClosesItsConnections(t *testing.T) {
 	if ne := net.Error(nil); err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("the partner's connection stayed open after the partnership ended (read: %v)", err)
 	}
-	if c2, err := tls.Dial("tcp", addr, cfg); err == nil {
-		_, werr := c2.Write([]byte("ping"))
-		_, rerr := io.ReadFull(c2, buf)
-		c2.Close()
-		if werr == nil && rerr == nil {
-			t.Error("a new connection of the ended partnership was served")
-		}
+	if pw.echoes(addr) {
+		t.Error("a new connection of the ended partnership was served")
 	}
-	if _, err := client.RenewIdentity(ctx, partner.Identity, []string{svc.URL}, pki.KeyECDSAP256, 0); err == nil {
+	if _, err := client.RenewIdentity(ctx, pw.partner, []string{pw.svc.URL}, pki.KeyECDSAP256, 0); err == nil {
 		t.Error("a certificate of the ended partnership renewed")
+	}
+}
+
+// TestPartnerScopeAndLastSeenThroughTheCA: the proxy learns the scope from
+// the CA and reports whom it saw; `partner show` then says what acme holds
+// and where it was last seen, and a scope narrowed at the CA refuses the
+// partner at the proxy's next report, although the proxy's own policy
+// allows it.
+func TestPartnerScopeAndLastSeenThroughTheCA(t *testing.T) {
+	ctx := context.Background()
+	pw := newPartnerWorld(t)
+	addr, feed := guardedProxy(t, pw.src, pw.svc.URL, "spiffe://example.org/**")
+	if !pw.echoes(addr) {
+		t.Fatal("the partner was refused a service its scope names")
+	}
+	if err := feed.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := pw.admin.ShowPartner(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Live != 1 || d.SoonestExpiry == nil || !d.SoonestExpiry.Equal(pw.partner.Leaf().NotAfter) {
+		t.Errorf("holdings: %d live, soonest expiry %v; want 1, %v", d.Live, d.SoonestExpiry, pw.partner.Leaf().NotAfter)
+	}
+	if len(d.Sightings) != 1 || d.Sightings[0].SPIFFEID != pw.partner.ID.String() || d.Sightings[0].Proxy != proxyService ||
+		d.LastSeen == nil || d.LastSeen.Proxy != proxyService {
+		t.Errorf("sightings %+v, last seen %+v; want %s seen by %s", d.Sightings, d.LastSeen, pw.partner.ID, proxyService)
+	}
+	if list, err := pw.admin.ListPartners(ctx); err != nil || len(list.Partners) != 1 || list.Partners[0].LastSeen == nil || list.Partners[0].Live != 1 {
+		t.Errorf("partner list: %+v (%v), want acme with 1 live certificate, seen", list, err)
+	}
+
+	if _, err := pw.admin.SetPartnerScope(ctx, "acme", api.PartnerScope{Services: []string{"spiffe://example.org/ns/prod/other"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !pw.echoes(addr) {
+		t.Fatal("the proxy applied the new scope before learning it: the next check proves nothing")
+	}
+	if err := feed.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pw.echoes(addr) {
+		t.Error("the partner reached a service its narrowed scope no longer names")
+	}
+}
+
+// TestSightingReportsAreAuthorized attacks the report endpoint: only a
+// workload identity of this trust domain may report (a partner may not),
+// and only sightings of partnerships' identities are recorded, under the
+// reporter's own ID, never in the future.
+func TestSightingReportsAreAuthorized(t *testing.T) {
+	ctx := context.Background()
+	pw := newPartnerWorld(t)
+	as := func(id *identity.Identity) *client.Client {
+		tc := id.TLSCertificate()
+		cl, err := client.New([]string{pw.svc.URL}, id.Roots, &tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.CloseIdleConnections)
+		return cl
+	}
+	future := time.Now().Add(48 * time.Hour)
+	report := api.SightingReport{Seen: []api.Seen{
+		{SPIFFEID: pw.partner.ID.String(), At: future},
+		{SPIFFEID: "spiffe://example.org/partner/nobody/x", At: time.Now()},
+		{SPIFFEID: "spiffe://example.org/ns/prod/web", At: time.Now()},
+		{SPIFFEID: "not an id", At: time.Now()},
+	}}
+	var ae *client.APIError
+	if _, err := as(pw.partner).ReportPartners(ctx, report); !errors.As(err, &ae) || ae.Code != api.CodeWorkloadRequired {
+		t.Errorf("a partner's report: %v, want %s", err, api.CodeWorkloadRequired)
+	}
+	nodeTok, err := pw.admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: "spiffe://example.org/node/n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := client.RequestIdentity(ctx, nodeTok.Token, pki.KeyECDSAP256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as(node.Identity).ReportPartners(ctx, report); !errors.As(err, &ae) || ae.Code != api.CodeWorkloadRequired {
+		t.Errorf("a node's report: %v, want %s", err, api.CodeWorkloadRequired)
+	}
+	reporter := enroll(t, pw.svc, "spiffe://example.org/ns/prod/gateway")
+	got, err := as(reporter).ReportPartners(ctx, report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Recorded != 1 || len(got.Partners) != 1 || got.Partners[0].Name != "acme" || got.Partners[0].Services[0] != proxyService {
+		t.Errorf("answer %+v: want 1 recorded and acme's scope", got)
+	}
+	d, err := pw.admin.ShowPartner(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Sightings) != 1 || d.Sightings[0].Proxy != reporter.ID.String() || !d.Sightings[0].At.Before(future.Add(-time.Hour)) {
+		t.Errorf("sightings %+v: want one, by %s, not in the future", d.Sightings, reporter.ID)
 	}
 }
 
 // guardedProxy runs an inbound proxy in front of an echo server, allowing
 // allow, whose revocation watcher follows the CA at caURL and closes the
-// connections of revoked certificates (as `mutual proxy inbound` wires it).
-func guardedProxy(t *testing.T, src *identity.DirSource, caURL, allow string) string {
+// connections of revoked certificates, and whose partner feed has learnt
+// the partnerships from the CA (as `mutual proxy inbound` wires them). The
+// test calls the feed's Sync to report again.
+func guardedProxy(t *testing.T, src *identity.DirSource, caURL, allow string) (string, *partnerfeed.Feed) {
 	t.Helper()
 	pol, err := authz.FromPatterns([]string{allow})
 	if err != nil {
@@ -111,8 +246,12 @@ func guardedProxy(t *testing.T, src *identity.DirSource, caURL, allow string) st
 		t.Fatal(err)
 	}
 	w := &revocation.Watcher{CAURLs: []string{caURL}, Source: src, CRLInterval: time.Minute}
+	feed := &partnerfeed.Feed{CAURLs: []string{caURL}, Source: src}
+	if err := feed.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	p, err := proxy.NewInbound(proxy.InboundConfig{Target: echo.Addr().String(), SVID: src, Bundle: src, Policy: proxy.StaticPolicy{P: pol},
-		PeerCheck: w.Check, Limits: proxy.Limits{DrainTimeout: time.Second}})
+		PeerCheck: w.Check, Partners: feed, Limits: proxy.Limits{DrainTimeout: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,5 +283,5 @@ func guardedProxy(t *testing.T, src *identity.DirSource, caURL, allow string) st
 		err := w.Current()
 		return err == nil, errString(err)
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), feed
 }

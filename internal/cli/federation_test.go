@@ -55,15 +55,29 @@ func TestPartnerCommands(t *testing.T) {
 	c := testenv.StartCA(t, testenv.Options{}).CA
 	admin := []string{"--identity-dir", c.AdminDir}
 	mut := func(args ...string) (string, error) { return run(append(args, admin...)...) }
-	if out, err := mut("partner", "create", "acme", "--role", "reader", "--for", "24h"); err != nil || !strings.Contains(out, "spiffe://example.org/partner/acme/") {
+	if out, err := mut("partner", "create", "acme", "--role", "reader", "--for", "24h"); err == nil {
+		t.Fatalf("partner create without a service it may reach succeeded:\n%s", out)
+	}
+	if out, err := mut("partner", "create", "acme", "--for", "24h", "--allow-service", "spiffe://partner.example/**"); err == nil {
+		t.Fatalf("partner create reaching another trust domain's services succeeded:\n%s", out)
+	}
+	if out, err := mut("partner", "create", "acme", "--role", "reader", "--for", "24h", "--allow-service", "spiffe://example.org/ns/prod/orders",
+		"--allow-request", "GET,HEAD /v1/orders/"); err != nil || !strings.Contains(out, "spiffe://example.org/partner/acme/") || !strings.Contains(out, "GET,HEAD /v1/orders/") {
 		t.Fatalf("partner create: %v\n%s", err, out)
+	}
+	if out, err := mut("partner", "scope", "acme", "--allow-service", "spiffe://example.org/ns/prod/orders", "--allow-request", "GET /v1/orders/"); err != nil || !strings.Contains(out, "now reaches spiffe://example.org/ns/prod/orders: GET /v1/orders/") {
+		t.Fatalf("partner scope: %v\n%s", err, out)
+	}
+	if out, err := mut("partner", "scope", "acme", "--allow-service", "spiffe://example.org/x", "--allow-request", "get /x"); err == nil {
+		t.Fatalf("partner scope with a lower-case method succeeded:\n%s", out)
 	}
 	out, err := mut("partner", "token", "acme", "--path", "billing", "--json")
 	var tok api.TokenResponse
 	if err != nil || json.Unmarshal([]byte(out), &tok) != nil || tok.SPIFFEID != "spiffe://example.org/partner/acme/billing" {
 		t.Fatalf("partner token: %v\n%s", err, out)
 	}
-	if out, err := mut("partner", "show", "acme"); err != nil || !strings.Contains(out, "active") {
+	if out, err := mut("partner", "show", "acme"); err != nil || !strings.Contains(out, "active") || !strings.Contains(out, "Reaches: spiffe://example.org/ns/prod/orders: GET /v1/orders/") ||
+		!strings.Contains(out, "Last seen: never") {
 		t.Fatalf("partner show: %v\n%s", err, out)
 	}
 	if out, err := mut("partner", "end", "acme"); err != nil || !strings.Contains(out, "Ended partnership acme") {

@@ -63,3 +63,16 @@ func (c *Client) EndPartner(ctx context.Context, name string) (*api.RevokeRespon
 	var out api.RevokeResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/partners/"+url.PathEscape(name)+"/end", struct{}{}, &out)
 }
+
+// SetPartnerScope replaces what the partnership name may reach (admin).
+func (c *Client) SetPartnerScope(ctx context.Context, name string, scope api.PartnerScope) (*api.Partner, error) {
+	var out api.Partner
+	return &out, c.do(ctx, http.MethodPut, "/v1/partners/"+url.PathEscape(name)+"/scope", scope, &out)
+}
+
+// ReportPartners reports the partner identities an inbound proxy saw and
+// returns the partnerships in force (the proxy's workload identity).
+func (c *Client) ReportPartners(ctx context.Context, report api.SightingReport) (*api.PartnerFeed, error) {
+	var out api.PartnerFeed
+	return &out, c.do(ctx, http.MethodPost, "/v1/proxy/partners", report, &out)
+}

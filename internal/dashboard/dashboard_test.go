@@ -42,7 +42,8 @@ func TestPagesRender(t *testing.T) {
 		Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://partner.example/spire/server", Bundle: string(pki.EncodeCertificates(other.Root))}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.cl.CreatePartner(context.Background(), api.PartnerRequest{Name: "acme", Roles: []string{"billing"}, EndsAt: time.Now().Add(24 * time.Hour)}); err != nil {
+	if _, err := e.cl.CreatePartner(context.Background(), api.PartnerRequest{Name: "acme", Roles: []string{"billing"}, EndsAt: time.Now().Add(24 * time.Hour),
+		PartnerScope: api.PartnerScope{Services: []string{"spiffe://example.org/ns/prod/orders"}}}); err != nil {
 		t.Fatal(err)
 	}
 	hc := browser(t)

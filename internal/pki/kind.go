@@ -99,3 +99,13 @@ func AdminID(td spiffeid.TrustDomain, name string) (spiffeid.ID, error) {
 func NodeID(td spiffeid.TrustDomain, name string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, nodeSegment, name)
 }
+
+// PartnerName returns the partnership a partner identity belongs to: ORG
+// of spiffe://TD/partner/ORG/... It reports false for any other kind.
+func PartnerName(id spiffeid.ID) (string, bool) {
+	if KindOf(id) != KindPartner {
+		return "", false
+	}
+	name, _, _ := strings.Cut(strings.TrimPrefix(id.Path(), "/"+partnerSegment+"/"), "/")
+	return name, true
+}

@@ -157,6 +157,8 @@ type peerInfo struct {
 	// xfcc is the X-Forwarded-Client-Cert header's value, as the one
 	// element of a slice shared by all requests (read only).
 	xfcc []string
+	// partner is what the peer may reach as a partner's (checkPartner).
+	partner atomic.Pointer[partnerDecision]
 }
 
 // connOf returns the proxy's record of the connection r arrived on, or nil.
@@ -195,6 +197,9 @@ func (p *Inbound) peerOf(hc *httpConn, leaf *x509.Certificate) *peerInfo {
 func (p *Inbound) authorize(hc *httpConn, pi *peerInfo, method, path string) error {
 	if pi.err != nil {
 		return pi.err
+	}
+	if err := p.checkPartner(&pi.partner, pi.id, method, path); err != nil {
+		return err
 	}
 	pol := p.cfg.Policy.Policy()
 	if hc != nil && hc.allowAll.Load() == pol {

@@ -63,6 +63,12 @@ type InboundConfig struct {
 	Bundle x509bundle.Source
 	// Policy authorizes peers.
 	Policy PolicySource
+	// Partners, if set, supplies the partnerships in force. A partner's
+	// peer (spiffe://TD/partner/NAME/..., or any ID of a partnership's
+	// trust domain) reaches only what its partnership's scope names, even
+	// where Policy allows more. Nil knows no partnership: every partner
+	// identity of the proxy's trust domain is refused.
+	Partners PartnerSource
 	// Mode defaults to Strict; Protocol defaults to TCP.
 	Mode     Mode
 	Protocol Protocol
@@ -196,6 +202,10 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 }
 
 func (p *Inbound) authorizeConnection(id spiffeid.ID, chain []*x509.Certificate) error {
+	var d atomic.Pointer[partnerDecision]
+	if err := p.checkPartner(&d, id, "", ""); err != nil {
+		return err
+	}
 	return p.cfg.Policy.Policy().Allow(authz.Request{ID: id, Roles: p.peerRoles(id, chain[0])})
 }
 

@@ -21,6 +21,9 @@ type Partners interface {
 	CreatePartnerToken(ctx context.Context, by spiffeid.ID, r ca.PartnerTokenRequest) (string, store.Token, error)
 	EndPartner(ctx context.Context, by spiffeid.ID, name string) ([]store.Revocation, error)
 	PartnerPrefix(name string) string
+	SetPartnerScope(ctx context.Context, by spiffeid.ID, name string, services, requests []string) (store.Partner, error)
+	PartnerUsage(ctx context.Context, name string, limit int) (ca.PartnerUsage, error)
+	ReportSightings(ctx context.Context, reporter spiffeid.ID, seen []api.Seen) ([]store.Partner, int, error)
 }
 
 // routePartners adds the partnership admin API when the Config has it.
@@ -33,16 +36,43 @@ func (s *Server) routePartners() {
 	s.route("GET /v1/partners/{name}", "partners_show", s.admin(s.showPartner))
 	s.route("POST /v1/partners/{name}/tokens", "partners_token", s.admin(s.partnerToken))
 	s.route("POST /v1/partners/{name}/end", "partners_end", s.admin(s.endPartner))
+	s.route("PUT /v1/partners/{name}/scope", "partners_scope", s.admin(s.setPartnerScope))
+	s.route("POST /v1/proxy/partners", "proxy_partners", s.proxyPartners)
 }
 
-func (s *Server) partnerInfo(p store.Partner) api.Partner {
+func (s *Server) partnerInfo(p store.Partner, u ca.PartnerUsage) api.Partner {
 	out := api.Partner{Name: p.Name, TrustDomain: p.TrustDomain, Roles: nonNil(p.Roles), EndsAt: p.EndsAt, CreatedAt: p.CreatedAt,
-		CreatedBy: p.CreatedBy, EndedBy: p.EndedBy, IDPrefix: s.cfg.Partners.PartnerPrefix(p.Name)}
+		CreatedBy: p.CreatedBy, EndedBy: p.EndedBy, IDPrefix: s.cfg.Partners.PartnerPrefix(p.Name), PartnerScope: partnerScope(p), Live: u.Live}
 	if p.Ended() {
 		t := p.EndedAt
 		out.EndedAt = &t
 	}
+	if !u.SoonestExpiry.IsZero() {
+		t := u.SoonestExpiry
+		out.SoonestExpiry = &t
+	}
+	if len(u.Sightings) > 0 {
+		last := sighting(u.Sightings[0])
+		out.LastSeen = &last
+	}
 	return out
+}
+
+func partnerScope(p store.Partner) api.PartnerScope {
+	return api.PartnerScope{Services: nonNil(p.Services), Requests: p.Requests}
+}
+
+func sighting(v store.Sighting) api.Sighting {
+	return api.Sighting{SPIFFEID: v.SPIFFEID, Proxy: v.Reporter, At: v.At}
+}
+
+// partnerWithUsage is partnerInfo with what p holds and last used.
+func (s *Server) partnerWithUsage(ctx context.Context, p store.Partner, sightings int) (api.Partner, ca.PartnerUsage, error) {
+	u, err := s.cfg.Partners.PartnerUsage(ctx, p.Name, sightings)
+	if err != nil {
+		return api.Partner{}, u, err
+	}
+	return s.partnerInfo(p, u), u, nil
 }
 
 func (s *Server) createPartner(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error) {
@@ -50,11 +80,12 @@ func (s *Server) createPartner(w http.ResponseWriter, r *http.Request, by spiffe
 	if err := api.Decode(r.Body, &req); err != nil {
 		return 0, badRequest{err}
 	}
-	p, err := s.cfg.Partners.CreatePartner(r.Context(), by, ca.PartnerRequest{Name: req.Name, TrustDomain: req.TrustDomain, Roles: req.Roles, EndsAt: req.EndsAt})
+	p, err := s.cfg.Partners.CreatePartner(r.Context(), by, ca.PartnerRequest{Name: req.Name, TrustDomain: req.TrustDomain, Roles: req.Roles,
+		Services: req.Services, Requests: req.Requests, EndsAt: req.EndsAt})
 	if err != nil {
 		return 0, err
 	}
-	return ok(w, s.partnerInfo(p))
+	return ok(w, s.partnerInfo(p, ca.PartnerUsage{}))
 }
 
 func (s *Server) listPartners(w http.ResponseWriter, r *http.Request, _ spiffeid.ID) (int, error) {
@@ -64,7 +95,11 @@ func (s *Server) listPartners(w http.ResponseWriter, r *http.Request, _ spiffeid
 	}
 	out := api.PartnerList{Partners: []api.Partner{}}
 	for _, p := range ps {
-		out.Partners = append(out.Partners, s.partnerInfo(p))
+		info, _, err := s.partnerWithUsage(r.Context(), p, 1)
+		if err != nil {
+			return 0, err
+		}
+		out.Partners = append(out.Partners, info)
 	}
 	return ok(w, out)
 }
@@ -74,9 +109,16 @@ func (s *Server) showPartner(w http.ResponseWriter, r *http.Request, _ spiffeid.
 	if err != nil {
 		return 0, err
 	}
-	out := api.PartnerDetail{Partner: s.partnerInfo(p), Certificates: []api.CertificateInfo{}}
+	info, u, err := s.partnerWithUsage(r.Context(), p, 1000)
+	if err != nil {
+		return 0, err
+	}
+	out := api.PartnerDetail{Partner: info, Certificates: []api.CertificateInfo{}, Sightings: []api.Sighting{}}
 	for _, c := range certs {
 		out.Certificates = append(out.Certificates, certificateInfo(c, false))
+	}
+	for _, v := range u.Sightings {
+		out.Sightings = append(out.Sightings, sighting(v))
 	}
 	return ok(w, out)
 }
@@ -100,4 +142,48 @@ func (s *Server) endPartner(w http.ResponseWriter, r *http.Request, by spiffeid.
 		return 0, err
 	}
 	return ok(w, revokeResponse(revs, s.metrics))
+}
+
+func (s *Server) setPartnerScope(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error) {
+	var req api.PartnerScope
+	if err := api.Decode(r.Body, &req); err != nil {
+		return 0, badRequest{err}
+	}
+	p, err := s.cfg.Partners.SetPartnerScope(r.Context(), by, r.PathValue("name"), req.Services, req.Requests)
+	if err != nil {
+		return 0, err
+	}
+	info, _, err := s.partnerWithUsage(r.Context(), p, 1)
+	if err != nil {
+		return 0, err
+	}
+	return ok(w, info)
+}
+
+// proxyPartners takes an inbound proxy's report of the partner identities
+// it saw and answers the partnerships in force, which it enforces. The
+// proxy authenticates with its own workload identity.
+func (s *Server) proxyPartners(w http.ResponseWriter, r *http.Request) (int, error) {
+	p := peer(r)
+	if p == nil {
+		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: api.CodeWorkloadRequired,
+			Msg: "partner reports need the proxy's client certificate (a workload identity of this trust domain)"}
+	}
+	id, err := s.cfg.Authority.CheckPeer(r.Context(), p)
+	if err != nil {
+		return 0, err
+	}
+	var req api.SightingReport
+	if err := api.Decode(r.Body, &req); err != nil {
+		return 0, badRequest{err}
+	}
+	inForce, n, err := s.cfg.Partners.ReportSightings(r.Context(), id, req.Seen)
+	if err != nil {
+		return 0, err
+	}
+	out := api.PartnerFeed{Partners: []api.PartnerInForce{}, Recorded: n}
+	for _, p := range inForce {
+		out.Partners = append(out.Partners, api.PartnerInForce{Name: p.Name, TrustDomain: p.TrustDomain, PartnerScope: partnerScope(p)})
+	}
+	return ok(w, out)
 }

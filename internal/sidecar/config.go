@@ -1,6 +1,7 @@
 // Package sidecar runs a proxy as a process: it opens the certificate
 // source, the revocation watcher (and, inbound, the OCSP stapler), the
-// policy file, the listener and the metrics endpoint, runs them together
+// policy file, the partnerships feed (inbound, with a CA address), the
+// listener and the metrics endpoint, runs them together
 // and returns only when every one of them has stopped.
 //
 // Package proxy is the data path (handshake, authorization, relay); this

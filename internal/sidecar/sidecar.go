@@ -15,6 +15,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/metricsserver"
+	"github.com/mutual-tls/mutual/internal/partnerfeed"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/revocation"
 )
@@ -120,6 +121,10 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	feed := s.partnerFeed(ctx, w)
+	if feed != nil {
+		pc.Partners = feed
+	}
 	var stapler *revocation.Stapler
 	if w != nil {
 		s.revocation = w
@@ -130,6 +135,9 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	p, err := proxy.NewInbound(pc)
 	if err != nil {
 		return err
+	}
+	if feed != nil {
+		feed.OnChange = closeOutOfScope(p, s.log)
 	}
 	if w != nil {
 		closeConns := closeRevoked(p, s.log)
@@ -143,6 +151,35 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	s.extra = map[string]http.Handler{"/migration": mig}
 	s.attrs = []any{"mode", string(in.Mode), "protocol", string(in.Protocol), "target", in.Target}
 	return nil
+}
+
+// partnerFeed follows the partnerships from the CA that the revocation
+// watcher w follows, as a part, having asked once already (for up to a few
+// seconds) so that the proxy knows them when it starts listening. Without a
+// CA address it returns nil (and the proxy refuses partner identities).
+func (s *sidecar) partnerFeed(ctx context.Context, w *revocation.Watcher) *partnerfeed.Feed {
+	if w == nil || len(w.CAURLs) == 0 {
+		s.log.Warn("no CA address to learn partnerships from: partner identities (spiffe://TD/partner/...) are refused")
+		return nil
+	}
+	feed := &partnerfeed.Feed{CAURLs: w.CAURLs, Source: s.src, Log: s.log}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := feed.Sync(sctx); err != nil {
+		s.log.Warn("partnerships not learnt from the CA yet: partner identities and peers of other trust domains are refused until they are", "error", err.Error())
+	}
+	s.parts = append(s.parts, feed.Run)
+	return feed
+}
+
+// closeOutOfScope closes the proxy's live connections that changed
+// partnerships no longer cover, and logs it.
+func closeOutOfScope(p *proxy.Inbound, log *slog.Logger) func() {
+	return func() {
+		if n := p.CloseOutOfScope(); n > 0 {
+			log.Warn("partnerships changed: closed connections their scope no longer covers", "connections_closed", n)
+		}
+	}
 }
 
 func (s *sidecar) openOutbound(ctx context.Context, cfg Config) error {

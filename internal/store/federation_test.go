@@ -20,6 +20,7 @@ func TestFederationContract(t *testing.T) {
 	for name, open := range backends(t) {
 		t.Run(name, func(t *testing.T) { testFederation(t, open(t)) })
 		t.Run(name+"/partners", func(t *testing.T) { testEndPartner(t, open(t)) })
+		t.Run(name+"/sightings", func(t *testing.T) { testPartnerScopeAndSightings(t, open(t)) })
 	}
 }
 

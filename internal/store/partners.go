@@ -21,6 +21,11 @@ type Partner struct {
 	TrustDomain string
 	// Roles are carried by every certificate issued under the partnership.
 	Roles []string
+	// Services and Requests are its scope, what inbound proxies let its
+	// identities reach: SPIFFE ID patterns of services, and "METHODS PATH"
+	// rules (none: every request to those services). No service: nothing.
+	Services []string
+	Requests []string
 	// EndsAt is when the partnership ends by itself.
 	EndsAt    time.Time
 	CreatedAt time.Time
@@ -33,14 +38,15 @@ type Partner struct {
 // Ended reports whether the partnership has been ended.
 func (p *Partner) Ended() bool { return !p.EndedAt.IsZero() }
 
-const partnerColumns = "name, trust_domain, roles, ends_at_us, created_at_us, created_by, ended_at_us, ended_by"
+const partnerColumns = "name, trust_domain, roles, ends_at_us, created_at_us, created_by, ended_at_us, ended_by, services, requests"
 
 func scanPartner(s scanner) (Partner, error) {
 	var p Partner
-	var roles string
+	var roles, services, requests string
 	var ends, created, ended int64
-	err := s.Scan(&p.Name, &p.TrustDomain, &roles, &ends, &created, &p.CreatedBy, &ended, &p.EndedBy)
+	err := s.Scan(&p.Name, &p.TrustDomain, &roles, &ends, &created, &p.CreatedBy, &ended, &p.EndedBy, &services, &requests)
 	p.Roles, p.EndsAt, p.CreatedAt = parseList(roles), fromUS(ends), fromUS(created)
+	p.Services, p.Requests = parseList(services), parseList(requests)
 	if ended != 0 {
 		p.EndedAt = fromUS(ended)
 	}
@@ -50,8 +56,8 @@ func scanPartner(s scanner) (Partner, error) {
 // CreatePartner stores a partnership; an existing name (ended or not)
 // yields ErrAlreadyExists.
 func (db *DB) CreatePartner(ctx context.Context, p Partner) error {
-	_, err := db.writer.ExecContext(ctx, db.q.rebind("INSERT INTO partners ("+partnerColumns+") VALUES (?, ?, ?, ?, ?, ?, 0, '')"),
-		p.Name, p.TrustDomain, jsonList(p.Roles), toUS(p.EndsAt), toUS(p.CreatedAt), p.CreatedBy)
+	_, err := db.writer.ExecContext(ctx, db.q.rebind("INSERT INTO partners ("+partnerColumns+") VALUES (?, ?, ?, ?, ?, ?, 0, '', ?, ?)"),
+		p.Name, p.TrustDomain, jsonList(p.Roles), toUS(p.EndsAt), toUS(p.CreatedAt), p.CreatedBy, jsonList(p.Services), jsonList(p.Requests))
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("partnership %s: %w", p.Name, ErrAlreadyExists)

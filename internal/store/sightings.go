@@ -1,0 +1,109 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// SetPartnerScope replaces what the partnership name may reach. An
+// unknown partnership yields ErrNotFound, an ended one
+// ErrPartnershipEnded.
+func (db *DB) SetPartnerScope(ctx context.Context, name string, services, requests []string) error {
+	res, err := db.writer.ExecContext(ctx, db.q.rebind("UPDATE partners SET services = ?, requests = ? WHERE name = ? AND ended_at_us = 0"),
+		jsonList(services), jsonList(requests), name)
+	if err != nil {
+		return fmt.Errorf("set the scope of partnership %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	p, err := db.GetPartner(ctx, name)
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("partnership %s, at %s by %s: %w", name, p.EndedAt.Format(time.RFC3339), p.EndedBy, ErrPartnershipEnded)
+}
+
+// Sighting is a partner identity seen by a proxy.
+type Sighting struct {
+	// Partner names the partnership the identity belongs to.
+	Partner  string
+	SPIFFEID string
+	// Reporter is the SPIFFE ID of the proxy that saw it.
+	Reporter string
+	At       time.Time
+}
+
+// RecordSightings keeps, per identity and reporter, the latest time seen:
+// an older report never moves a sighting back.
+func (db *DB) RecordSightings(ctx context.Context, sightings []Sighting) error {
+	if len(sightings) == 0 {
+		return nil
+	}
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("record sightings: %w", err)
+	}
+	defer tx.Rollback()
+	q := db.q.rebind(`INSERT INTO partner_sightings (partner, spiffe_id, reporter, seen_at_us) VALUES (?, ?, ?, ?)
+		ON CONFLICT (spiffe_id, reporter) DO UPDATE SET partner = excluded.partner, seen_at_us = excluded.seen_at_us
+		WHERE excluded.seen_at_us > partner_sightings.seen_at_us`)
+	for _, s := range sightings {
+		if _, err := tx.ExecContext(ctx, q, s.Partner, s.SPIFFEID, s.Reporter, toUS(s.At)); err != nil {
+			return fmt.Errorf("record the sighting of %s by %s: %w", s.SPIFFEID, s.Reporter, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record sightings: %w", err)
+	}
+	return nil
+}
+
+// PartnerSightings returns the partnership name's sightings, latest first,
+// at most limit of them.
+func (db *DB) PartnerSightings(ctx context.Context, name string, limit int) ([]Sighting, error) {
+	rows, err := db.reader.QueryContext(ctx, db.q.rebind(`SELECT partner, spiffe_id, reporter, seen_at_us FROM partner_sightings
+		WHERE partner = ? ORDER BY seen_at_us DESC, spiffe_id, reporter LIMIT ?`), name, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list the sightings of partnership %s: %w", name, err)
+	}
+	defer rows.Close()
+	var out []Sighting
+	for rows.Next() {
+		var s Sighting
+		var at int64
+		if err := rows.Scan(&s.Partner, &s.SPIFFEID, &s.Reporter, &at); err != nil {
+			return nil, fmt.Errorf("list the sightings of partnership %s: %w", name, err)
+		}
+		s.At = fromUS(at)
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// Holdings is what a partnership holds at a moment: its live (unexpired,
+// unrevoked) certificates.
+type Holdings struct {
+	Live int
+	// SoonestExpiry is when the first live certificate expires; zero when
+	// none is live.
+	SoonestExpiry time.Time
+}
+
+// HoldingsUnder counts the live certificates at at whose SPIFFE ID starts
+// with idPrefix (a partnership's).
+func (db *DB) HoldingsUnder(ctx context.Context, idPrefix string, at time.Time) (Holdings, error) {
+	var h Holdings
+	var soonest sql.NullInt64
+	err := db.reader.QueryRowContext(ctx, db.q.rebind(`SELECT COUNT(*), MIN(not_after_us) FROM certificates
+		WHERE spiffe_id LIKE ? ESCAPE '\' AND not_after_us > ? AND revoked_at_us IS NULL`), likePrefix(idPrefix), toUS(at)).Scan(&h.Live, &soonest)
+	if err != nil {
+		return h, fmt.Errorf("count the certificates under %s: %w", idPrefix, err)
+	}
+	if soonest.Valid {
+		h.SoonestExpiry = fromUS(soonest.Int64)
+	}
+	return h, nil
+}
