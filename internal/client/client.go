@@ -489,6 +489,13 @@ func (c *Client) CertificatesPage(ctx context.Context, spiffeID string, validOnl
 	return &out, c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Encode(), nil, &out)
 }
 
+// CertificatesQuery lists one page of issued certificates selected by q,
+// newest first (admin).
+func (c *Client) CertificatesQuery(ctx context.Context, q api.CertificateQuery) (*api.CertificateList, error) {
+	var out api.CertificateList
+	return &out, c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Values().Encode(), nil, &out)
+}
+
 // Revoke revokes a serial or an identity (admin).
 func (c *Client) Revoke(ctx context.Context, req api.RevokeRequest) (*api.RevokeResponse, error) {
 	var out api.RevokeResponse

@@ -68,7 +68,12 @@ func BenchmarkPages100k(b *testing.B) {
 	e := newEnv(b)
 	e.fill(b, 100_000)
 	hc := &http.Client{Timeout: 5 * time.Minute}
-	for _, page := range []string{"/", "/certificates", "/certificates?status=revoked", "/certificates?q=7" + fmt.Sprintf("%031x", 4242), "/identities", "/nodes"} {
+	// A deep page: after the 50,000th newest certificate.
+	deep := (&store.Certificate{Serial: fmt.Sprintf("7%031x", 50_000), IssuedAt: time.Now().Add(-50_000 * time.Millisecond)}).Cursor()
+	pages := []string{"/", "/certificates", "/certificates?after=" + deep.String(), "/certificates?status=valid", "/certificates?status=expiring",
+		"/certificates?status=revoked", "/certificates?status=revoked&after=" + deep.String(), "/certificates?q=7" + fmt.Sprintf("%031x", 4242),
+		"/certificates?q=spiffe://example.org/ns/team2/svc2&status=valid", "/identities", "/nodes", "/log", "/federation"}
+	for _, page := range pages {
 		b.Run(page, func(b *testing.B) {
 			for b.Loop() {
 				resp, err := hc.Get(e.base + page)

@@ -48,7 +48,7 @@ var assets embed.FS
 // provides it.
 type CA interface {
 	Summary(ctx context.Context) (*api.Summary, error)
-	CertificatesPage(ctx context.Context, spiffeID string, validOnly bool, limit int, after string) (*api.CertificateList, error)
+	CertificatesQuery(ctx context.Context, q api.CertificateQuery) (*api.CertificateList, error)
 	Certificate(ctx context.Context, serial string) (*api.CertificateInfo, error)
 	Revoke(ctx context.Context, req api.RevokeRequest) (*api.RevokeResponse, error)
 	ListEntries(ctx context.Context) (*api.EntryList, error)

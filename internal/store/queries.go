@@ -248,10 +248,27 @@ func (db *DB) listCertificatesQuery(f CertificateFilter) (string, []any) {
 		where = append(where, "not_after_us > ?")
 		args = append(args, toUS(f.ValidAt))
 	}
+	if !f.ExpiresBefore.IsZero() {
+		where = append(where, "not_after_us < ?")
+		args = append(args, toUS(f.ExpiresBefore))
+	}
+	switch f.Revoked {
+	case OnlyRevoked:
+		// Answered by the partial index certificates_revoked_by_issue_order.
+		where = append(where, "revoked_at_us IS NOT NULL")
+	case NotRevoked:
+		// The unary plus keeps the planners off certificates_revoked,
+		// whose NULL range is nearly every row and then wants a sort of
+		// them all: the list order's index finds live certificates, the
+		// newest, first.
+		where = append(where, "+revoked_at_us IS NULL")
+	}
 	if f.After.Serial != "" {
-		at := toUS(f.After.IssuedAt)
-		where = append(where, "(issued_at_us < ? OR (issued_at_us = ? AND serial < ?))")
-		args = append(args, at, at, f.After.Serial)
+		// A row value, so that SQLite and PostgreSQL start the index
+		// range at the cursor; "issued_at_us < ? OR (...)" made SQLite
+		// walk the index from the newest row to the cursor on every page.
+		where = append(where, "(issued_at_us, serial) < (?, ?)")
+		args = append(args, toUS(f.After.IssuedAt), f.After.Serial)
 	}
 	if f.Limit <= 0 {
 		f.Limit = 1000

@@ -65,6 +65,9 @@ func TestScale(t *testing.T) {
 		"default (1000)":   {},
 		"valid, next page": {ValidAt: now, After: deep, Limit: 100},
 	}
+	for name, f := range listFilters(now, deep) {
+		pages[name] = f
+	}
 	for name, f := range pages {
 		q, args := db.listCertificatesQuery(f)
 		scaleNoScan(t, db, name, q, args)
@@ -159,8 +162,8 @@ func scaleLoad(t *testing.T, db *DB, n, ids int, now time.Time) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := tx.Prepare(`INSERT INTO certificates (serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der,
-			requested_by, revoked_at_us, revocation_reason, node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		st, err := tx.Prepare(db.q.rebind(`INSERT INTO certificates (serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der,
+			requested_by, revoked_at_us, revocation_reason, node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`))
 		if err != nil {
 			t.Fatal(err)
 		}
