@@ -177,6 +177,7 @@ func (d *Dashboard) revoke(w http.ResponseWriter, r *http.Request) {
 	d.log.Info("dashboard revoked a certificate", "serial", serial, "reason", r.PostFormValue("reason"), "by", d.cfg.Identity.ID.String(), "remote", r.RemoteAddr)
 	http.Redirect(w, r, "/certificates/"+url.PathEscape(serial)+"?revoked=1", http.StatusSeeOther)
 }
+
 // certState says whether a certificate is valid, revoked or expired at now.
 func certState(c api.CertificateInfo, now time.Time) string {
 	switch {
