@@ -212,6 +212,7 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		Federation:   s.Authority,
 		Partners:     s.Authority,
 		JWT:          jwtIssuer,
+		Findings:     s.Store,
 	})
 	return nil
 }

@@ -496,6 +496,23 @@ func (c *Client) CertificatesQuery(ctx context.Context, q api.CertificateQuery) 
 	return &out, c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Values().Encode(), nil, &out)
 }
 
+// ReportFindings sends the issuance log monitor's findings to the CA
+// (admin).
+func (c *Client) ReportFindings(ctx context.Context, r api.FindingsReport) error {
+	return c.do(ctx, http.MethodPost, "/v1/log/findings", r, nil)
+}
+
+// LogFindings lists the monitor findings the CA holds, latest first, up to
+// limit (0: the CA's default) (admin).
+func (c *Client) LogFindings(ctx context.Context, limit int) (*api.FindingList, error) {
+	q := ""
+	if limit > 0 {
+		q = "?limit=" + strconv.Itoa(limit)
+	}
+	var out api.FindingList
+	return &out, c.do(ctx, http.MethodGet, "/v1/log/findings"+q, nil, &out)
+}
+
 // Revoke revokes a serial or an identity (admin).
 func (c *Client) Revoke(ctx context.Context, req api.RevokeRequest) (*api.RevokeResponse, error) {
 	var out api.RevokeResponse

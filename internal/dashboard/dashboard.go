@@ -58,6 +58,7 @@ type CA interface {
 	LogCheckpoint(ctx context.Context) (checkpoint []byte, verifierKey string, err error)
 	ListFederations(ctx context.Context) (*api.FederationList, error)
 	ListPartners(ctx context.Context) (*api.PartnerList, error)
+	LogFindings(ctx context.Context, limit int) (*api.FindingList, error)
 }
 
 // Config builds a Dashboard. CA and Identity are required.

@@ -131,6 +131,9 @@ type Config struct {
 	// JWT signs JWT-SVIDs and serves the SPIFFE bundle; nil leaves their
 	// routes out.
 	JWT JWTIssuance
+	// Findings, when set, keeps what the issuance log's monitor reports
+	// and serves it at /v1/log/findings (admin).
+	Findings Findings
 }
 
 // Server serves the CA API.
@@ -186,6 +189,7 @@ func New(cfg Config) *Server {
 	s.routeFederation()
 	s.routePartners()
 	s.routeJWT()
+	s.routeFindings()
 	rh := s.RevocationHandler()
 	s.mux.Handle("GET /crl/{name}", rh)
 	s.mux.Handle("POST /ocsp", rh)

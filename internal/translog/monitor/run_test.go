@@ -388,3 +388,30 @@ func TestRunHealth(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestRunReports: the alerts of a pass go to Config.Report, with their
+// evidence; a single pass (Once) that could not report says so.
+func TestRunReports(t *testing.T) {
+	f := newLog(t, nil)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	f.issue(t, "spiffe://example.org/ns/b", translog.TokenRequester("T2"))
+	cfg := f.config(t, statePath)
+	var got []api.Finding
+	cfg.Report = func(context.Context, []api.Finding) error { return errors.New("the CA is down") }
+	err := monitor.Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "the CA is down") {
+		t.Fatalf("a pass that could not report: %v, want the report's error", err)
+	}
+	// The next run starts with nothing pending (a new process): the
+	// finding is reported by the run that finds it.
+	f.issue(t, "spiffe://example.org/ns/c", translog.TokenRequester("T3"))
+	cfg = f.config(t, statePath)
+	cfg.Report = func(_ context.Context, fs []api.Finding) error { got = append(got, fs...); return nil }
+	var alerts *monitor.AlertsError
+	if err := monitor.Run(context.Background(), cfg); !errors.As(err, &alerts) {
+		t.Fatalf("a pass over an unexplained issuance: %v, want an AlertsError", err)
+	}
+	if len(got) != 1 || got[0].Rule != "unexplained_identity" || got[0].SPIFFEID != "spiffe://example.org/ns/c" || got[0].Serial == "" {
+		t.Fatalf("reported %+v, want the one unexplained identity ns/c with its serial", got)
+	}
+}
