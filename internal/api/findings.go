@@ -33,3 +33,24 @@ type FindingList struct {
 	Findings []Finding `json:"findings"`
 	Total    int       `json:"total"`
 }
+
+// MigrationReport is what a proxy in permissive mode answers at GET
+// /migration on its metrics listener: who still connects without a
+// certificate, so that a team knows when it can switch to strict.
+type MigrationReport struct {
+	// Since is when the proxy started counting.
+	Since                   time.Time         `json:"since"`
+	WithoutCertificateTotal int64             `json:"without_certificate_total"`
+	Sources                 []MigrationSource `json:"sources"`
+}
+
+// MigrationSource is one client address seen without a certificate.
+type MigrationSource struct {
+	Source string `json:"source"`
+	// Kind is "no-certificate" (TLS without a client certificate) or
+	// "plaintext" (no TLS at all).
+	Kind      string    `json:"kind"`
+	Count     int64     `json:"count"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}

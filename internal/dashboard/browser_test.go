@@ -148,7 +148,7 @@ func TestBrowserSeesNoViolation(t *testing.T) {
 	for _, page := range []struct{ path, h1 string }{
 		{"/", "Overview"}, {"/certificates", "Certificates"}, {"/certificates?status=valid&q=spiffe://example.org/ns/prod/web", "Certificates"},
 		{"/certificates/" + serial, "Certificate " + serial}, {"/identities", "Identities"}, {"/nodes", "Nodes"}, {"/log", "Issuance log"},
-		{"/federation", "Partners and federation"},
+		{"/federation", "Partners and federation"}, {"/migration", "Migration to strict mTLS"},
 	} {
 		if err := chromedp.Do(ctx, chromedp.Navigate(e.base+page.path), chromedp.WaitReady(chromedp.CSS("main"))); err != nil {
 			t.Fatalf("%s: %v", page.path, err)

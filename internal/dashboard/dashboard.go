@@ -1,7 +1,8 @@
 // Package dashboard serves a web UI for operators: the estate at a glance
 // (live certificates, what expires soon, recent revocations, CA health),
 // certificates with search and revocation, identities and registration
-// entries, nodes, the issuance log, partners and federation.
+// entries, nodes, the issuance log and its monitor's findings, the proxies'
+// migration reports, partners and federation.
 //
 // It runs beside the operator, like `kubectl proxy`: it holds the operator's
 // admin identity and asks the CA through package client, which accepts the
@@ -76,6 +77,9 @@ type Config struct {
 	// then requires a client certificate for an admin identity of the same
 	// trust domain. Required for an address beyond loopback.
 	TLS *identity.Identity
+	// Proxies are the proxies whose migration reports (who still connects
+	// without a certificate) the migration page gathers.
+	Proxies []Proxy
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Log receives one line per refused or failed request; nil discards.
@@ -89,6 +93,8 @@ type Dashboard struct {
 	pages   pages
 	csrfKey [32]byte
 	handler http.Handler
+	// proxies reads the proxies' migration reports.
+	proxies *http.Client
 }
 
 // New checks cfg and builds a Dashboard; it starts nothing.
@@ -113,6 +119,9 @@ func New(cfg Config) (*Dashboard, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.proxies, err = newProxyClient(cfg); err != nil {
+		return nil, err
+	}
 	d.pages = p
 	d.handler = d.routes()
 	return d, nil
@@ -134,6 +143,7 @@ func (d *Dashboard) routes() http.Handler {
 	mux.HandleFunc("GET /nodes", d.nodes)
 	mux.HandleFunc("GET /log", d.issuanceLog)
 	mux.HandleFunc("GET /federation", d.federation)
+	mux.HandleFunc("GET /migration", d.migration)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, r, http.StatusNotFound, "No such page: "+r.URL.Path)
 	})

@@ -13,7 +13,7 @@ import (
 // "content".
 type pages map[string]*template.Template
 
-var pageNames = []string{"overview", "certificates", "certificate", "identities", "nodes", "log", "federation", "error"}
+var pageNames = []string{"overview", "certificates", "certificate", "identities", "nodes", "log", "federation", "migration", "error"}
 
 func parsePages() (pages, error) {
 	funcs := template.FuncMap{

@@ -1,0 +1,78 @@
+package dashboard_test
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/dashboard"
+	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/proxy"
+)
+
+// TestMigrationPage: the migration page gathers each proxy's report (the
+// proxy package's own /migration handler): over plain HTTP, said to be
+// unauthenticated; over mTLS with the operator's identity to a proxy of
+// the trust domain; and a proxy that does not answer is named with why,
+// without hiding the others. A source's address is rendered as text.
+func TestMigrationPage(t *testing.T) {
+	e := newEnv(t)
+	plain := proxy.NewMigrationReport()
+	plain.Record(&net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5555}, "plaintext")
+	plain.Record(&net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5556}, "plaintext")
+	plainSrv := httptest.NewServer(plain)
+	defer plainSrv.Close()
+
+	// A proxy serving its report over mTLS with a workload identity, which
+	// requires the caller to be an admin of the trust domain.
+	px := e.ca.Enroll(t, "spiffe://example.org/ns/prod/web-proxy", api.TokenRequest{})
+	strict := proxy.NewMigrationReport()
+	strict.Record(&net.TCPAddr{IP: net.ParseIP("192.0.2.9"), Port: 1}, "no-certificate")
+	var caller string
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0]); err == nil {
+			caller = id.String()
+		}
+		strict.ServeHTTP(w, r)
+	}))
+	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{px.TLSCertificate()}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.CertPool(px.Roots)}
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+
+	var proxies []dashboard.Proxy
+	for _, flag := range []string{"plain=" + plainSrv.URL, "mtls=" + tlsSrv.URL + "/migration", down.URL} {
+		p, err := dashboard.ParseProxy(flag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxies = append(proxies, p)
+	}
+	base := serve(t, dashboard.Config{CA: e.cl, Identity: e.admin, Proxies: proxies}, nil)
+	status, body, _ := get(t, browser(t), base+"/migration")
+	if status != http.StatusOK {
+		t.Fatalf("GET /migration: %d\n%s", status, body)
+	}
+	for _, want := range []string{"10.1.2.3", "plaintext", "Read over plain HTTP: not authenticated", "192.0.2.9", "no-certificate",
+		"Read over mTLS from a proxy of this trust domain", hostPort(down.URL), "unreachable"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the migration page lacks %q:\n%s", want, body)
+		}
+	}
+	if caller != e.admin.ID.String() {
+		t.Errorf("the mTLS proxy saw the caller %q, want the operator %s", caller, e.admin.ID)
+	}
+	for _, bad := range []string{"ftp://x/migration", "web=", "web=http://"} {
+		if _, err := dashboard.ParseProxy(bad); err == nil {
+			t.Errorf("ParseProxy(%q) accepted it", bad)
+		}
+	}
+}
