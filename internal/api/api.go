@@ -19,6 +19,7 @@
 //	DELETE /v1/entries/{id}   (admin)
 //	GET  /v1/node/entries     EntryList: the entries granted to the calling node (node mTLS)
 //	POST /v1/node/svid        NodeSVIDRequest → IssueResponse (node mTLS)
+//	POST /v1/tokens/{id}/void make an unused join token expire now (admin)
 //	POST /v1/log/findings     FindingsReport (admin: the issuance log's monitor reports what it flagged)
 //	GET  /v1/log/findings     FindingList (admin; ?limit=N (default 100))
 //	GET  /v1/revocations      push feed: JSON lines after ?since=SEQ (any valid mTLS identity)

@@ -213,6 +213,7 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		Partners:     s.Authority,
 		JWT:          jwtIssuer,
 		Findings:     s.Store,
+		Tokens:       s.Store,
 	})
 	return nil
 }

@@ -496,6 +496,11 @@ func (c *Client) CertificatesQuery(ctx context.Context, q api.CertificateQuery) 
 	return &out, c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Values().Encode(), nil, &out)
 }
 
+// VoidToken makes an unused join token expire now (admin).
+func (c *Client) VoidToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "/v1/tokens/"+url.PathEscape(id)+"/void", struct{}{}, nil)
+}
+
 // ReportFindings sends the issuance log monitor's findings to the CA
 // (admin).
 func (c *Client) ReportFindings(ctx context.Context, r api.FindingsReport) error {

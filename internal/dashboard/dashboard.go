@@ -60,6 +60,9 @@ type CA interface {
 	ListFederations(ctx context.Context) (*api.FederationList, error)
 	ListPartners(ctx context.Context) (*api.PartnerList, error)
 	LogFindings(ctx context.Context, limit int) (*api.FindingList, error)
+	VoidToken(ctx context.Context, id string) error
+	DeleteEntry(ctx context.Context, id string) error
+	EndPartner(ctx context.Context, name string) (*api.RevokeResponse, error)
 }
 
 // Config builds a Dashboard. CA and Identity are required.
@@ -95,6 +98,8 @@ type Dashboard struct {
 	handler http.Handler
 	// proxies reads the proxies' migration reports.
 	proxies *http.Client
+	// acts are the actions beyond revoking one certificate, by kind.
+	acts map[string]action
 }
 
 // New checks cfg and builds a Dashboard; it starts nothing.
@@ -123,6 +128,7 @@ func New(cfg Config) (*Dashboard, error) {
 		return nil, err
 	}
 	d.pages = p
+	d.acts = d.actions()
 	d.handler = d.routes()
 	return d, nil
 }
@@ -144,6 +150,8 @@ func (d *Dashboard) routes() http.Handler {
 	mux.HandleFunc("GET /log", d.issuanceLog)
 	mux.HandleFunc("GET /federation", d.federation)
 	mux.HandleFunc("GET /migration", d.migration)
+	mux.HandleFunc("GET /actions/{kind}", d.confirmAction)
+	mux.HandleFunc("POST /actions/{kind}", d.doAction)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, r, http.StatusNotFound, "No such page: "+r.URL.Path)
 	})

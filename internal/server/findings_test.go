@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/mutual-tls/mutual/internal/api"
+	"github.com/mutual-tls/mutual/internal/client"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
 )
 
@@ -46,4 +48,24 @@ func TestLogFindings(t *testing.T) {
 	wantRefusal(t, "a workload's report", wl.ReportFindings(ctx, api.FindingsReport{Findings: []api.Finding{f}}), http.StatusForbidden, api.CodeAdminRequired)
 	_, err = wl.LogFindings(ctx, 0)
 	wantRefusal(t, "a workload's listing", err, http.StatusForbidden, api.CodeAdminRequired)
+}
+
+// TestVoidToken: an admin voids an unused join token, after which it
+// enrolls no one; voiding it again, an unknown one or by a workload is
+// refused with the reason.
+func TestVoidToken(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, testca.New(t), "")
+	tok, err := e.Admin.CreateToken(ctx, api.TokenRequest{SPIFFEID: "spiffe://example.org/ns/prod/web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRefusal(t, "a workload voiding", workloadClient(t, e).VoidToken(ctx, tok.ID), http.StatusForbidden, api.CodeAdminRequired)
+	if err := e.Admin.VoidToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.RequestIdentity(ctx, tok.Token, pki.KeyECDSAP256, 0)
+	wantRefusal(t, "enrolling with a voided token", err, http.StatusUnauthorized, api.CodeTokenExpired)
+	wantRefusal(t, "voiding it again", e.Admin.VoidToken(ctx, tok.ID), http.StatusBadRequest, api.CodeTokenExpired)
+	wantRefusal(t, "an unknown token", e.Admin.VoidToken(ctx, "00000000deadbeef"), http.StatusNotFound, api.CodeTokenUnknown)
 }

@@ -134,6 +134,9 @@ type Config struct {
 	// Findings, when set, keeps what the issuance log's monitor reports
 	// and serves it at /v1/log/findings (admin).
 	Findings Findings
+	// Tokens, when set, voids unused join tokens at
+	// POST /v1/tokens/{id}/void (admin).
+	Tokens TokenVoiding
 }
 
 // Server serves the CA API.
@@ -190,6 +193,7 @@ func New(cfg Config) *Server {
 	s.routePartners()
 	s.routeJWT()
 	s.routeFindings()
+	s.routeTokens()
 	rh := s.RevocationHandler()
 	s.mux.Handle("GET /crl/{name}", rh)
 	s.mux.Handle("POST /ocsp", rh)

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -34,5 +35,35 @@ func testFindings(t *testing.T, db *store.DB) {
 	}
 	if fs, total, err := db.ListFindings(ctx, 1); err != nil || total != 2 || len(fs) != 1 {
 		t.Errorf("a page of one: %d of %d, %v", len(fs), total, err)
+	}
+}
+
+// testVoidToken: a voided token cannot enroll; voiding one used, expired
+// or unknown says which.
+func testVoidToken(t *testing.T, db *store.DB) {
+	now := time.Now()
+	if err := db.CreateToken(ctx, token("void1", now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.VoidToken(ctx, "void1", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordIssuance(ctx, cert("ee01", now), "void1", now); !errors.Is(err, store.ErrTokenExpired) {
+		t.Errorf("enrollment with a voided token: %v, want ErrTokenExpired", err)
+	}
+	if err := db.VoidToken(ctx, "void1", now); !errors.Is(err, store.ErrTokenExpired) {
+		t.Errorf("voiding it again: %v, want ErrTokenExpired", err)
+	}
+	if err := db.CreateToken(ctx, token("used1", now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordIssuance(ctx, cert("ee02", now), "used1", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.VoidToken(ctx, "used1", now); !errors.Is(err, store.ErrTokenUsed) {
+		t.Errorf("voiding a used token: %v, want ErrTokenUsed", err)
+	}
+	if err := db.VoidToken(ctx, "nobody", now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("voiding an unknown token: %v, want ErrNotFound", err)
 	}
 }

@@ -119,6 +119,32 @@ func (db *DB) ListTokens(ctx context.Context, limit int) ([]Token, error) {
 	return out, rows.Err()
 }
 
+// VoidToken makes the unused token id expire at now, so that no
+// enrollment can use it from then on; the record stays (who made it, for
+// which identity). It returns ErrNotFound for an unknown token,
+// ErrTokenUsed for one already used and ErrTokenExpired for one already
+// expired: nothing to void.
+func (db *DB) VoidToken(ctx context.Context, id string, now time.Time) error {
+	res, err := db.writer.ExecContext(ctx, db.q.rebind(`UPDATE tokens SET expires_at_us = ?
+		WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`), toUS(now), id, toUS(now))
+	if err != nil {
+		return fmt.Errorf("void token %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("void token %s: %w", id, err)
+	} else if n == 1 {
+		return nil
+	}
+	t, err := db.GetToken(ctx, id)
+	switch {
+	case err != nil:
+		return err
+	case !t.UsedAt.IsZero():
+		return fmt.Errorf("token %s: %w", id, ErrTokenUsed)
+	}
+	return fmt.Errorf("token %s: %w", id, ErrTokenExpired)
+}
+
 const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason, node_id, renewed_from, entry_id"
 
 // insertCertificate stores a new certificate (not revoked, log index to come).
