@@ -13,8 +13,9 @@ import (
 
 // fill records n certificates in the CA's store (rows only, as many
 // enrollments would leave them; not in the issuance log), spread over
-// workloads and nodes and expiring over the next week, every 100th revoked.
-func (e *env) fill(b *testing.B, n int) {
+// workloads and nodes and expiring evenly over the next week, every 100th
+// revoked.
+func (e *env) fill(b testing.TB, n int) {
 	b.Helper()
 	ctx := context.Background()
 	der := e.admin.Leaf().Raw
@@ -33,7 +34,7 @@ func (e *env) fill(b *testing.B, n int) {
 					id = fmt.Sprintf("spiffe://example.org/node/n%d", i%500)
 				}
 				c := &store.Certificate{Serial: fmt.Sprintf("7%031x", i), SPIFFEID: id, DER: der, RequestedBy: "token:bench",
-					NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Duration(i%(7*24*60)) * time.Minute), IssuedAt: now.Add(-time.Duration(n-i) * time.Millisecond)}
+					NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Duration(i) * 7 * 24 * time.Hour / time.Duration(n)), IssuedAt: now.Add(-time.Duration(n-i) * time.Millisecond)}
 				if err := db.RecordIssuance(ctx, c, "", now); err != nil {
 					errs <- err
 					return
