@@ -152,7 +152,7 @@ func scaleSerial(i int) string { return fmt.Sprintf("%016x", 0x1000000000000000+
 
 // scaleLoad inserts n certificates of ids identities, issued one a second
 // up to now, half of them expired, one in a hundred revoked, in batches.
-func scaleLoad(t *testing.T, db *DB, n, ids int, now time.Time) {
+func scaleLoad(t testing.TB, db *DB, n, ids int, now time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	der := make([]byte, 300) // a leaf's size; the queries never parse it
