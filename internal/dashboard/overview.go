@@ -30,7 +30,7 @@ type overviewData struct {
 	// CAs are the operator's chain above its own certificate.
 	CAs []caView
 	// Alerts are the log monitor's latest findings.
-	Alerts Findings
+	Alerts findingsView
 }
 
 // alertsShown bounds the monitor findings the overview lists.

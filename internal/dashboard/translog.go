@@ -18,11 +18,11 @@ type logData struct {
 	Pinned bool
 	Err    string
 	// Findings are what the monitor reported to the CA, latest first.
-	Findings
+	Findings findingsView
 }
 
-// Findings are the log monitor's findings as the CA holds them.
-type Findings struct {
+// findingsView is the log monitor's findings as the CA holds them.
+type findingsView struct {
 	List        []api.Finding
 	Total       int
 	FindingsErr string
@@ -32,12 +32,12 @@ type Findings struct {
 const findingsShown = 200
 
 // findings reads the latest limit findings from the CA.
-func (d *Dashboard) findings(ctx context.Context, limit int) Findings {
+func (d *Dashboard) findings(ctx context.Context, limit int) findingsView {
 	fl, err := d.cfg.CA.LogFindings(ctx, limit)
 	if err != nil {
-		return Findings{FindingsErr: err.Error()}
+		return findingsView{FindingsErr: err.Error()}
 	}
-	return Findings{List: fl.Findings, Total: fl.Total}
+	return findingsView{List: fl.Findings, Total: fl.Total}
 }
 
 func (d *Dashboard) issuanceLog(w http.ResponseWriter, r *http.Request) {
