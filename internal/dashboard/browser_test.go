@@ -122,9 +122,9 @@ func newBrowser(t *testing.T) (context.Context, *console) {
 // TestBrowserSeesNoViolation: the console check catches a CSP violation
 // (a page with inline script and style under the dashboard's policy), then
 // Chromium loads every dashboard page of a CA with realistic data with no
-// console error and revokes a certificate through the form, which the CA
-// then reports revoked. With MUTUAL_DASHBOARD_SCREENSHOTS=1 it also saves
-// the screenshots docs/ shows.
+// console error, revokes a certificate through the form and an identity
+// through its action page, which the CA then reports revoked. With
+// MUTUAL_DASHBOARD_SCREENSHOTS=1 it also saves the screenshots docs/ shows.
 func TestBrowserSeesNoViolation(t *testing.T) {
 	ctx, con := newBrowser(t)
 
@@ -147,6 +147,7 @@ func TestBrowserSeesNoViolation(t *testing.T) {
 
 	e := realistic(t)
 	serial := e.enroll(t, "spiffe://example.org/ns/prod/web")
+	ledger := e.enroll(t, "spiffe://example.org/ns/prod/ledger")
 	for _, page := range []struct{ path, h1, shot string }{
 		{"/", "Overview", "overview"}, {"/certificates?status=valid", "Certificates", ""}, {"/certificates?status=revoked", "Certificates", "certificates"},
 		{"/certificates?status=valid&q=spiffe://example.org/ns/prod/web", "Certificates", ""},
@@ -188,6 +189,28 @@ func TestBrowserSeesNoViolation(t *testing.T) {
 	}
 	if got := con.problems(t, ctx); len(got) > 0 {
 		t.Errorf("revocation: console problems: %q", got)
+	}
+
+	// An action on its own page: revoke every certificate of an identity
+	// (with a deadline: a selector that matches nothing waits forever).
+	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := chromedp.Do(actx,
+		chromedp.Navigate(e.base+"/identities"),
+		chromedp.Click(chromedp.CSS(`a.act[href^="/actions/revoke-identity?"][href$="ledger"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button.danger`)),
+		chromedp.SetValue(chromedp.CSS(`select[name="reason"]`), "cessationOfOperation"),
+		chromedp.Click(chromedp.CSS(`input[name="confirm"]`)),
+		chromedp.Click(chromedp.CSS(`button.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`p.done`)),
+	); err != nil {
+		t.Fatalf("revoke an identity through its action page: %v", err)
+	}
+	if !e.revoked(t, ledger) {
+		t.Fatalf("the action page said done but the CA does not report %s (ns/prod/ledger) revoked", ledger)
+	}
+	if got := con.problems(t, ctx); len(got) > 0 {
+		t.Errorf("identity revocation: console problems: %q", got)
 	}
 }
 

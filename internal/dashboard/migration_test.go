@@ -14,13 +14,15 @@ import (
 	"github.com/mutual-tls/mutual/internal/dashboard"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testca"
 )
 
 // TestMigrationPage: the migration page gathers each proxy's report (the
 // proxy package's own /migration handler): over plain HTTP, said to be
 // unauthenticated; over mTLS with the operator's identity to a proxy of
-// the trust domain; and a proxy that does not answer is named with why,
-// without hiding the others. A source's address is rendered as text.
+// the trust domain; a proxy that does not answer, or a server of another
+// trust domain at a proxy's address, is named with why (its report not
+// shown), without hiding the others.
 func TestMigrationPage(t *testing.T) {
 	e := newEnv(t)
 	plain := proxy.NewMigrationReport()
@@ -48,8 +50,18 @@ func TestMigrationPage(t *testing.T) {
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
 
+	// A server of another trust domain answering at a proxy's address: its
+	// report is not shown, and the page says why.
+	foreign := testca.New(t, testca.WithTrustDomain("evil.example")).Leaf(t, "spiffe://evil.example/ns/prod/web-proxy")
+	fake := proxy.NewMigrationReport()
+	fake.Record(&net.TCPAddr{IP: net.ParseIP("203.0.113.66"), Port: 1}, "plaintext")
+	fakeSrv := httptest.NewUnstartedServer(fake)
+	fakeSrv.TLS = &tls.Config{Certificates: []tls.Certificate{foreign.TLSCertificate()}}
+	fakeSrv.StartTLS()
+	defer fakeSrv.Close()
+
 	var proxies []dashboard.Proxy
-	for _, flag := range []string{"plain=" + plainSrv.URL, "mtls=" + tlsSrv.URL + "/migration", down.URL} {
+	for _, flag := range []string{"plain=" + plainSrv.URL, "mtls=" + tlsSrv.URL + "/migration", down.URL, "impostor=" + fakeSrv.URL} {
 		p, err := dashboard.ParseProxy(flag)
 		if err != nil {
 			t.Fatal(err)
@@ -66,6 +78,12 @@ func TestMigrationPage(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("the migration page lacks %q:\n%s", want, body)
 		}
+	}
+	if strings.Contains(body, "203.0.113.66") {
+		t.Errorf("the page shows the report of a server outside the trust domain")
+	}
+	if i := strings.Index(body, "impostor"); i < 0 || !strings.Contains(body[i:], "unreachable") {
+		t.Errorf("the page does not say why the impostor's report is missing")
 	}
 	if caller != e.admin.ID.String() {
 		t.Errorf("the mTLS proxy saw the caller %q, want the operator %s", caller, e.admin.ID)
