@@ -6,6 +6,7 @@ package monitor_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -413,5 +414,58 @@ func TestRunReports(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].Rule != "unexplained_identity" || got[0].SPIFFEID != "spiffe://example.org/ns/c" || got[0].Serial == "" {
 		t.Fatalf("reported %+v, want the one unexplained identity ns/c with its serial", got)
+	}
+}
+
+// TestRunReportsAgain: following the log, a finding the CA did not take
+// is sent again after the next pass, before that pass's own, and once
+// taken is not sent again.
+func TestRunReportsAgain(t *testing.T) {
+	f := newLog(t, nil)
+	cfg := f.config(t, filepath.Join(t.TempDir(), "state.json"))
+	cfg.Once = false
+	waiting := make(chan time.Duration)
+	tick := make(chan time.Time)
+	cfg.After = func(d time.Duration) <-chan time.Time { waiting <- d; return tick }
+	var sent [][]string // the identities of each call, taken or not
+	down := true
+	cfg.Report = func(_ context.Context, fs []api.Finding) error {
+		var ids []string
+		for _, x := range fs {
+			ids = append(ids, x.SPIFFEID)
+		}
+		sent = append(sent, ids)
+		if down {
+			return errors.New("the CA is down")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	f.issue(t, "spiffe://example.org/ns/b", translog.TokenRequester("T2"))
+	go func() { done <- monitor.Run(ctx, cfg) }()
+	passDone := func() {
+		t.Helper()
+		select {
+		case <-waiting:
+		case err := <-done:
+			t.Fatalf("Run returned: %v", err)
+		case <-time.After(safetyNet):
+			t.Fatal("no pass ended")
+		}
+	}
+	passDone() // ns/b found, not taken
+	down = false
+	f.issue(t, "spiffe://example.org/ns/c", translog.TokenRequester("T3"))
+	tick <- time.Now()
+	passDone() // ns/b again, with ns/c
+	tick <- time.Now()
+	passDone() // nothing new, nothing pending
+	cancel()
+	<-done
+	want := "[[spiffe://example.org/ns/b] [spiffe://example.org/ns/b spiffe://example.org/ns/c]]"
+	if got := fmt.Sprint(sent); got != want {
+		t.Errorf("reports sent %s, want %s", got, want)
 	}
 }
