@@ -337,16 +337,7 @@ func TestRunHealth(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	pass := func() {
-		t.Helper()
-		select {
-		case <-waiting:
-		case err := <-done:
-			t.Fatalf("Run returned: %v", err)
-		case <-time.After(safetyNet):
-			t.Fatal("no pass ended")
-		}
-	}
+	pass := func() { t.Helper(); passEnded(t, waiting, done) }
 
 	<-inPass
 	if code, body := health("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "starting") {
@@ -445,16 +436,7 @@ func TestRunReportsAgain(t *testing.T) {
 	done := make(chan error, 1)
 	f.issue(t, "spiffe://example.org/ns/b", translog.TokenRequester("T2"))
 	go func() { done <- monitor.Run(ctx, cfg) }()
-	passDone := func() {
-		t.Helper()
-		select {
-		case <-waiting:
-		case err := <-done:
-			t.Fatalf("Run returned: %v", err)
-		case <-time.After(safetyNet):
-			t.Fatal("no pass ended")
-		}
-	}
+	passDone := func() { t.Helper(); passEnded(t, waiting, done) }
 	passDone() // ns/b found, not taken
 	down = false
 	f.issue(t, "spiffe://example.org/ns/c", translog.TokenRequester("T3"))
@@ -467,5 +449,19 @@ func TestRunReportsAgain(t *testing.T) {
 	want := "[[spiffe://example.org/ns/b] [spiffe://example.org/ns/b spiffe://example.org/ns/c]]"
 	if got := fmt.Sprint(sent); got != want {
 		t.Errorf("reports sent %s, want %s", got, want)
+	}
+}
+
+// passEnded waits until Run, following the log, ends a pass and waits for
+// its clock (a value on waiting); it fails the test if Run returns first
+// or no pass ends within the safety net.
+func passEnded[T any](t *testing.T, waiting <-chan T, done <-chan error) {
+	t.Helper()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("Run returned: %v", err)
+	case <-time.After(safetyNet):
+		t.Fatal("no pass ended")
 	}
 }
