@@ -11,13 +11,17 @@
 //	POST /v1/renew            RenewRequest → IssueResponse (mTLS, current certificate)
 //	POST /v1/tokens           TokenRequest → TokenResponse (admin)
 //	GET  /v1/tokens           TokenList (admin)
-//	GET  /v1/certificates     CertificateList (admin; ?spiffe_id=, ?valid=true, ?limit=N (default 1000), ?pem=true)
+//	GET  /v1/certificates     CertificateList (admin; ?spiffe_id=, ?valid=true, ?status=all|valid|expiring|revoked,
+//	                          ?expiring_within=24h, ?limit=N (default 1000), ?after=CURSOR, ?pem=true)
 //	POST /v1/revoke           RevokeRequest → RevokeResponse (admin)
 //	POST /v1/entries          EntryRequest → Entry (admin)
 //	GET  /v1/entries          EntryList (admin)
 //	DELETE /v1/entries/{id}   (admin)
 //	GET  /v1/node/entries     EntryList: the entries granted to the calling node (node mTLS)
 //	POST /v1/node/svid        NodeSVIDRequest → IssueResponse (node mTLS)
+//	POST /v1/tokens/{id}/void make an unused join token expire now (admin)
+//	POST /v1/log/findings     FindingsReport (admin: the issuance log's monitor reports what it flagged)
+//	GET  /v1/log/findings     FindingList (admin; ?limit=N (default 100))
 //	GET  /v1/revocations      push feed: JSON lines after ?since=SEQ (any valid mTLS identity)
 //	GET  /crl/{issuer}.crl    the issuing CA's CRL, DER (.pem for PEM)
 //	POST /ocsp, GET /ocsp/{b64} OCSP (RFC 6960)
@@ -32,6 +36,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -162,6 +168,66 @@ type CertificateInfo struct {
 	RevokedAt        *time.Time `json:"revoked_at,omitempty"`
 	RevocationReason string     `json:"revocation_reason,omitempty"`
 	CertificatePEM   string     `json:"certificate_pem,omitempty"`
+}
+
+// CertificateStatus selects certificates by state in GET
+// /v1/certificates?status=.
+type CertificateStatus string
+
+// The statuses a listing can select.
+const (
+	// StatusAll selects every certificate (the default).
+	StatusAll CertificateStatus = "all"
+	// StatusValid selects unexpired, unrevoked certificates.
+	StatusValid CertificateStatus = "valid"
+	// StatusExpiring selects valid certificates that expire within
+	// ?expiring_within= (DefaultExpiringWithin when absent).
+	StatusExpiring CertificateStatus = "expiring"
+	// StatusRevoked selects revoked certificates, expired or not.
+	StatusRevoked CertificateStatus = "revoked"
+)
+
+// CertificateQuery is one page of GET /v1/certificates: its query
+// parameters, each left out when zero.
+type CertificateQuery struct {
+	SPIFFEID string
+	Status   CertificateStatus
+	// ExpiringWithin is what StatusExpiring calls soon; zero means
+	// DefaultExpiringWithin.
+	ExpiringWithin time.Duration
+	// Limit is the page size; zero means the CA's default (1000).
+	Limit int
+	// After is the previous page's Next.
+	After string
+}
+
+// Values encodes q as the query string of GET /v1/certificates.
+func (q CertificateQuery) Values() url.Values {
+	v := url.Values{}
+	set := func(k, s string) {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	set("spiffe_id", q.SPIFFEID)
+	set("status", string(q.Status))
+	set("after", q.After)
+	if q.ExpiringWithin != 0 {
+		v.Set("expiring_within", q.ExpiringWithin.String())
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	return v
+}
+
+// DefaultExpiringWithin is what StatusExpiring calls soon.
+const DefaultExpiringWithin = 24 * time.Hour
+
+// CertificateStatuses are the statuses' names, in the order a filter offers
+// them.
+func CertificateStatuses() []string {
+	return []string{string(StatusAll), string(StatusValid), string(StatusExpiring), string(StatusRevoked)}
 }
 
 // CertificateList is the answer to GET /v1/certificates.

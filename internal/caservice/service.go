@@ -216,6 +216,8 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		Federation:   s.Authority,
 		Partners:     s.Authority,
 		JWT:          jwtIssuer,
+		Findings:     s.Store,
+		Tokens:       s.Store,
 	})
 	return nil
 }

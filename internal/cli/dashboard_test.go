@@ -25,6 +25,9 @@ func TestDashboardCommand(t *testing.T) {
 	if _, err := run("dashboard", "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "--identity-dir") {
 		t.Fatalf("no identity: %v", err)
 	}
+	if _, err := run("dashboard", "--identity-dir", c.AdminDir, "--server", url, "--listen", "127.0.0.1:0", "--proxy", "web=ftp://10.0.0.5/migration"); err == nil || !strings.Contains(err.Error(), "--proxy") {
+		t.Fatalf("a --proxy that is not an HTTP URL: %v", err)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/metricsserver"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/translog"
@@ -199,6 +201,14 @@ func (o *monitorOptions) config(e *env) (monitor.Config, error) {
 	}
 	if o.admin.identityDir != "" {
 		cfg.Admin = func() (monitor.AdminAPI, error) { return o.admin.client() }
+		cfg.Report = func(ctx context.Context, fs []api.Finding) error {
+			cl, err := o.admin.client()
+			if err != nil {
+				return err
+			}
+			defer cl.CloseIdleConnections()
+			return cl.ReportFindings(ctx, api.FindingsReport{Findings: fs})
+		}
 	}
 	if o.metrics != "" {
 		if cfg.MetricsListener, err = net.Listen("tcp", o.metrics); err != nil {
@@ -272,7 +282,7 @@ Rules (YAML, every field optional):
 	f := c.Flags()
 	f.StringVar(&o.rulesFile, "rules", "", "YAML rules (defaults when empty)")
 	f.StringVar(&o.issuerFile, "issuer", "", "the known intermediate certificate (CA_DIR/intermediate/cert.pem); default: the first issuer seen")
-	f.StringVar(&o.admin.identityDir, "identity-dir", "", "an admin identity, to explain identities by the CA's tokens and entries")
+	f.StringVar(&o.admin.identityDir, "identity-dir", "", "an admin identity, to explain identities by the CA's tokens and entries and to report findings to the CA (the dashboard shows them)")
 	f.StringSliceVar(&o.admin.server, "admin-server", nil, "CA URL for the admin API (default: the identity directory's mutual.json)")
 	f.StringVar(&o.metrics, "metrics", "", "address for Prometheus /metrics")
 	f.DurationVar(&o.interval, "interval", 5*time.Second, "time between passes")

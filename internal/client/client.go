@@ -489,6 +489,35 @@ func (c *Client) CertificatesPage(ctx context.Context, spiffeID string, validOnl
 	return &out, c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Encode(), nil, &out)
 }
 
+// CertificatesQuery lists one page of issued certificates selected by q,
+// newest first (admin).
+func (c *Client) CertificatesQuery(ctx context.Context, q api.CertificateQuery) (*api.CertificateList, error) {
+	var out api.CertificateList
+	return &out, c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Values().Encode(), nil, &out)
+}
+
+// VoidToken makes an unused join token expire now (admin).
+func (c *Client) VoidToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "/v1/tokens/"+url.PathEscape(id)+"/void", struct{}{}, nil)
+}
+
+// ReportFindings sends the issuance log monitor's findings to the CA
+// (admin).
+func (c *Client) ReportFindings(ctx context.Context, r api.FindingsReport) error {
+	return c.do(ctx, http.MethodPost, "/v1/log/findings", r, nil)
+}
+
+// LogFindings lists the monitor findings the CA holds, latest first, up to
+// limit (0: the CA's default) (admin).
+func (c *Client) LogFindings(ctx context.Context, limit int) (*api.FindingList, error) {
+	q := ""
+	if limit > 0 {
+		q = "?limit=" + strconv.Itoa(limit)
+	}
+	var out api.FindingList
+	return &out, c.do(ctx, http.MethodGet, "/v1/log/findings"+q, nil, &out)
+}
+
 // Revoke revokes a serial or an identity (admin).
 func (c *Client) Revoke(ctx context.Context, req api.RevokeRequest) (*api.RevokeResponse, error) {
 	var out api.RevokeResponse

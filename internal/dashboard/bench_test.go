@@ -13,8 +13,9 @@ import (
 
 // fill records n certificates in the CA's store (rows only, as many
 // enrollments would leave them; not in the issuance log), spread over
-// workloads and nodes and expiring over the next week, every 100th revoked.
-func (e *env) fill(b *testing.B, n int) {
+// workloads and nodes and expiring evenly over the next week, every 100th
+// revoked.
+func (e *env) fill(b testing.TB, n int) {
 	b.Helper()
 	ctx := context.Background()
 	der := e.admin.Leaf().Raw
@@ -33,7 +34,7 @@ func (e *env) fill(b *testing.B, n int) {
 					id = fmt.Sprintf("spiffe://example.org/node/n%d", i%500)
 				}
 				c := &store.Certificate{Serial: fmt.Sprintf("7%031x", i), SPIFFEID: id, DER: der, RequestedBy: "token:bench",
-					NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Duration(i%(7*24*60)) * time.Minute), IssuedAt: now.Add(-time.Duration(n-i) * time.Millisecond)}
+					NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Duration(i) * 7 * 24 * time.Hour / time.Duration(n)), IssuedAt: now.Add(-time.Duration(n-i) * time.Millisecond)}
 				if err := db.RecordIssuance(ctx, c, "", now); err != nil {
 					errs <- err
 					return
@@ -68,7 +69,12 @@ func BenchmarkPages100k(b *testing.B) {
 	e := newEnv(b)
 	e.fill(b, 100_000)
 	hc := &http.Client{Timeout: 5 * time.Minute}
-	for _, page := range []string{"/", "/certificates", "/certificates?status=revoked", "/certificates?q=7" + fmt.Sprintf("%031x", 4242), "/identities", "/nodes"} {
+	// A deep page: after the 50,000th newest certificate.
+	deep := (&store.Certificate{Serial: fmt.Sprintf("7%031x", 50_000), IssuedAt: time.Now().Add(-50_000 * time.Millisecond)}).Cursor()
+	pages := []string{"/", "/certificates", "/certificates?after=" + deep.String(), "/certificates?status=valid", "/certificates?status=expiring",
+		"/certificates?status=revoked", "/certificates?status=revoked&after=" + deep.String(), "/certificates?q=7" + fmt.Sprintf("%031x", 4242),
+		"/certificates?q=spiffe://example.org/ns/team2/svc2&status=valid", "/identities", "/nodes", "/log", "/federation"}
+	for _, page := range pages {
 		b.Run(page, func(b *testing.B) {
 			for b.Loop() {
 				resp, err := hc.Get(e.base + page)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,7 +23,6 @@ type certificatesData struct {
 	Rows          []certRow
 	// Searched says what the query was read as.
 	Searched string
-	Scanned  int
 	// Next continues the listing ("" at the end).
 	Next string
 	Err  string
@@ -33,23 +33,21 @@ type certRow struct {
 	Kind, State string
 }
 
-// statuses are the certificates page's filters.
-var statuses = []string{"all", "valid", "expiring", "revoked"}
+// rowsMax is the rows one certificates page shows.
+const rowsMax = 100
 
-// expiringWithin is what the "expiring" filter calls soon.
-const expiringWithin = 24 * time.Hour
-
+// certificates lists one page of certificates: the CA filters and pages
+// (GET /v1/certificates?status=), the dashboard only renders.
 func (d *Dashboard) certificates(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	now := d.cfg.Now()
 	q := r.URL.Query()
-	data := certificatesData{Query: strings.TrimSpace(q.Get("q")), Status: q.Get("status"), Statuses: statuses}
+	data := certificatesData{Query: strings.TrimSpace(q.Get("q")), Status: q.Get("status"), Statuses: api.CertificateStatuses()}
 	if data.Status == "" {
-		data.Status = "all"
+		data.Status = string(api.StatusAll)
 	}
-	keep, ok := statusFilter(data.Status, now)
-	if !ok {
-		d.fail(w, r, http.StatusBadRequest, "Unknown status filter; use one of all, valid, expiring, revoked.")
+	status := api.CertificateStatus(data.Status)
+	if !slices.Contains(data.Statuses, data.Status) {
+		d.fail(w, r, http.StatusBadRequest, "Unknown status filter; use one of "+strings.Join(data.Statuses, ", ")+".")
 		return
 	}
 	spiffeID, searched, single, err := d.readQuery(r, data.Query)
@@ -58,28 +56,19 @@ func (d *Dashboard) certificates(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		data.Err = err.Error()
 	case single != nil:
-		if keep(*single) {
+		if hasStatus(*single, status, now) {
 			data.Rows = append(data.Rows, row(*single, now))
 		}
 	default:
-		pageSize := rowsMax
-		if data.Status == "revoked" || data.Status == "expiring" {
-			pageSize = sparsePage
-		}
-		read, next, err := d.scan(ctx, spiffeID, data.Status == "valid" || data.Status == "expiring", q.Get("after"), pageSize, searchScanMax, func(c api.CertificateInfo) error {
-			if !keep(c) {
-				return nil
-			}
-			data.Rows = append(data.Rows, row(c, now))
-			if len(data.Rows) == rowsMax {
-				return errStop
-			}
-			return nil
-		})
-		data.Scanned, data.Next = read, next
+		page, err := d.cfg.CA.CertificatesQuery(r.Context(), api.CertificateQuery{SPIFFEID: spiffeID, Status: status, Limit: rowsMax, After: q.Get("after")})
 		if err != nil {
 			data.Err = err.Error()
+			break
 		}
+		for _, c := range page.Certificates {
+			data.Rows = append(data.Rows, row(c, now))
+		}
+		data.Next = page.Next
 	}
 	d.render(w, r, http.StatusOK, "certificates", "Certificates", data)
 }
@@ -115,21 +104,18 @@ func (d *Dashboard) readQuery(r *http.Request, q string) (spiffeID, searched str
 	return node.String(), "node " + node.String(), nil, nil
 }
 
-// statusFilter returns the filter a status names.
-func statusFilter(status string, now time.Time) (func(api.CertificateInfo) bool, bool) {
+// hasStatus says whether c is in status at now, as the CA's filter would
+// (for a certificate found by its serial).
+func hasStatus(c api.CertificateInfo, status api.CertificateStatus, now time.Time) bool {
 	switch status {
-	case "all":
-		return func(api.CertificateInfo) bool { return true }, true
-	case "valid":
-		return func(c api.CertificateInfo) bool { return certState(c, now) == "valid" }, true
-	case "expiring":
-		return func(c api.CertificateInfo) bool {
-			return certState(c, now) == "valid" && c.NotAfter.Sub(now) < expiringWithin
-		}, true
-	case "revoked":
-		return func(c api.CertificateInfo) bool { return c.RevokedAt != nil }, true
+	case api.StatusValid:
+		return certState(c, now) == "valid"
+	case api.StatusExpiring:
+		return certState(c, now) == "valid" && c.NotAfter.Sub(now) < api.DefaultExpiringWithin
+	case api.StatusRevoked:
+		return c.RevokedAt != nil
 	}
-	return nil, false
+	return true
 }
 
 func row(c api.CertificateInfo, now time.Time) certRow {
@@ -190,4 +176,17 @@ func (d *Dashboard) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	d.log.Info("dashboard revoked a certificate", "serial", serial, "reason", r.PostFormValue("reason"), "by", d.cfg.Identity.ID.String(), "remote", r.RemoteAddr)
 	http.Redirect(w, r, "/certificates/"+url.PathEscape(serial)+"?revoked=1", http.StatusSeeOther)
+}
+
+// certState says whether a certificate is valid, revoked or expired at now.
+func certState(c api.CertificateInfo, now time.Time) string {
+	switch {
+	case c.RevokedAt != nil:
+		return "revoked"
+	case now.After(c.NotAfter):
+		return "expired"
+	case now.Before(c.NotBefore):
+		return "not yet valid"
+	}
+	return "valid"
 }

@@ -1,7 +1,8 @@
 // Package dashboard serves a web UI for operators: the estate at a glance
 // (live certificates, what expires soon, recent revocations, CA health),
 // certificates with search and revocation, identities and registration
-// entries, nodes, the issuance log, partners and federation.
+// entries, nodes, the issuance log and its monitor's findings, the proxies'
+// migration reports, partners and federation.
 //
 // It runs beside the operator, like `kubectl proxy`: it holds the operator's
 // admin identity and asks the CA through package client, which accepts the
@@ -49,7 +50,7 @@ var assets embed.FS
 // provides it.
 type CA interface {
 	Summary(ctx context.Context) (*api.Summary, error)
-	CertificatesPage(ctx context.Context, spiffeID string, validOnly bool, limit int, after string) (*api.CertificateList, error)
+	CertificatesQuery(ctx context.Context, q api.CertificateQuery) (*api.CertificateList, error)
 	Certificate(ctx context.Context, serial string) (*api.CertificateInfo, error)
 	Revoke(ctx context.Context, req api.RevokeRequest) (*api.RevokeResponse, error)
 	ListEntries(ctx context.Context) (*api.EntryList, error)
@@ -59,6 +60,10 @@ type CA interface {
 	LogCheckpoint(ctx context.Context) (checkpoint []byte, verifierKey string, err error)
 	ListFederations(ctx context.Context) (*api.FederationList, error)
 	ListPartners(ctx context.Context) (*api.PartnerList, error)
+	LogFindings(ctx context.Context, limit int) (*api.FindingList, error)
+	VoidToken(ctx context.Context, id string) error
+	DeleteEntry(ctx context.Context, id string) error
+	EndPartner(ctx context.Context, name string) (*api.RevokeResponse, error)
 }
 
 // Config builds a Dashboard. CA and Identity are required.
@@ -76,6 +81,9 @@ type Config struct {
 	// then requires a client certificate for an admin identity of the same
 	// trust domain. Required for an address beyond loopback.
 	TLS *identity.Identity
+	// Proxies are the proxies whose migration reports (who still connects
+	// without a certificate) the migration page gathers.
+	Proxies []Proxy
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Log receives one line per refused or failed request; nil discards.
@@ -89,6 +97,10 @@ type Dashboard struct {
 	pages   pages
 	csrfKey [32]byte
 	handler http.Handler
+	// proxies reads the proxies' migration reports.
+	proxies *http.Client
+	// acts are the actions beyond revoking one certificate, by kind.
+	acts map[string]action
 }
 
 // New checks cfg and builds a Dashboard; it starts nothing.
@@ -113,7 +125,11 @@ func New(cfg Config) (*Dashboard, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.proxies, err = newProxyClient(cfg); err != nil {
+		return nil, err
+	}
 	d.pages = p
+	d.acts = d.actions()
 	d.handler = d.routes()
 	return d, nil
 }
@@ -134,6 +150,9 @@ func (d *Dashboard) routes() http.Handler {
 	mux.HandleFunc("GET /nodes", d.nodes)
 	mux.HandleFunc("GET /log", d.issuanceLog)
 	mux.HandleFunc("GET /federation", d.federation)
+	mux.HandleFunc("GET /migration", d.migration)
+	mux.HandleFunc("GET /actions/{kind}", d.confirmAction)
+	mux.HandleFunc("POST /actions/{kind}", d.doAction)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, r, http.StatusNotFound, "No such page: "+r.URL.Path)
 	})

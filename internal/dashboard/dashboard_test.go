@@ -46,10 +46,15 @@ func TestPagesRender(t *testing.T) {
 		PartnerScope: api.PartnerScope{Services: []string{"spiffe://example.org/ns/prod/orders"}}}); err != nil {
 		t.Fatal(err)
 	}
+	// A monitor's finding, whose evidence carries markup: shown as text.
+	if err := e.cl.ReportFindings(context.Background(), api.FindingsReport{Findings: []api.Finding{{Rule: "unexplained_identity", LogIndex: 4,
+		SPIFFEID: "spiffe://example.org/ns/rogue", Serial: web, Detail: "unknown token <script>alert(1)</script>"}}}); err != nil {
+		t.Fatal(err)
+	}
 	hc := browser(t)
 	for path, want := range map[string][]string{
 		"/federation":                  {"partner.example", "https://127.0.0.1:1/bundle", "1 key(s)", "acme", "spiffe://example.org/partner/acme/", "billing"},
-		"/":                            {"Live certificates", "workload", "node", "CA health", gone, "superseded", "<svg", "ok"},
+		"/":                            {"Live certificates", "workload", "node", "CA health", gone, "superseded", "<svg", "ok", "Monitor alerts", "unexplained_identity", "spiffe://example.org/ns/rogue"},
 		"/certificates":                {web, gone, "spiffe://example.org/ns/prod/web"},
 		"/certificates?status=revoked": {gone},
 		"/certificates?q=" + web:       {web, "serial " + web},
@@ -57,7 +62,7 @@ func TestPagesRender(t *testing.T) {
 		"/certificates/" + web:         {"spiffe://example.org/ns/prod/web", "digitalSignature", "Revoke this certificate", `name="csrf"`},
 		"/identities":                  {"spiffe://example.org/ns/prod/db", "unix:uid:1001", secret.ID, "spiffe://example.org/ns/prod/api"},
 		"/nodes":                       {"spiffe://example.org/node/n1", "spiffe://example.org/ns/prod/db"},
-		"/log":                         {"Signed checkpoint", "Size"},
+		"/log":                         {"Signed checkpoint", "Size", "Monitor findings (1)", "#4", "unknown token &lt;script&gt;alert(1)&lt;/script&gt;", "spiffe://example.org/admin/"},
 		"/static/style.css":            {"--accent"},
 		"/certificates?q=spiffe://example.org/ns/prod/old&status=valid": {"No certificate matches"},
 	} {
@@ -70,6 +75,9 @@ func TestPagesRender(t *testing.T) {
 			if !strings.Contains(body, w) {
 				t.Errorf("GET %s: no %q in the page", path, w)
 			}
+		}
+		if strings.Contains(body, "<script") {
+			t.Errorf("GET %s renders a <script> element", path)
 		}
 		if strings.Contains(body, secret.Token) {
 			t.Errorf("GET %s renders a join token's secret", path)

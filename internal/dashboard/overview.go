@@ -29,7 +29,12 @@ type overviewData struct {
 	CRLErr      string
 	// CAs are the operator's chain above its own certificate.
 	CAs []caView
+	// Alerts are the log monitor's latest findings.
+	Alerts findingsView
 }
+
+// alertsShown bounds the monitor findings the overview lists.
+const alertsShown = 5
 
 type kindCount struct {
 	Kind  string
@@ -77,6 +82,7 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) {
 			o.CRL.Number = crl.Number.String()
 		}
 	}
+	o.Alerts = d.findings(ctx, alertsShown)
 	o.CAs = append(caViews("intermediate", d.cfg.Identity.Chain[1:], now), caViews("root", d.cfg.Identity.Roots, now)...)
 	d.render(w, r, http.StatusOK, "overview", "Overview", o)
 }

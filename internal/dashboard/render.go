@@ -13,7 +13,7 @@ import (
 // "content".
 type pages map[string]*template.Template
 
-var pageNames = []string{"overview", "certificates", "certificate", "identities", "nodes", "log", "federation", "error"}
+var pageNames = []string{"overview", "certificates", "certificate", "identities", "nodes", "log", "federation", "migration", "confirm", "error"}
 
 func parsePages() (pages, error) {
 	funcs := template.FuncMap{
@@ -43,7 +43,9 @@ type view struct {
 	TrustDomain string
 	Operator    string
 	CSRF        string
-	Now         time.Time
+	// Done says what the action just carried out did.
+	Done string
+	Now  time.Time
 	// Data is the page's own.
 	Data any
 }
@@ -51,7 +53,7 @@ type view struct {
 // render writes the page name with data, or a failure if it cannot.
 func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any) {
 	v := view{Title: title, Nav: name, TrustDomain: d.cfg.Identity.ID.TrustDomain().Name(), Operator: d.cfg.Identity.ID.String(),
-		CSRF: d.csrfFor(r), Now: d.cfg.Now(), Data: data}
+		CSRF: d.csrfFor(r), Done: d.doneMessage(r), Now: d.cfg.Now(), Data: data}
 	var buf bytes.Buffer
 	if err := d.pages[name].ExecuteTemplate(&buf, "layout.html", v); err != nil {
 		d.log.Error("dashboard page failed to render", "page", name, "error", err.Error())

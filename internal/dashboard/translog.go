@@ -1,9 +1,11 @@
 package dashboard
 
 import (
+	"context"
 	"encoding/base64"
 	"net/http"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
 
@@ -15,6 +17,27 @@ type logData struct {
 	// not only with the key the CA serves.
 	Pinned bool
 	Err    string
+	// Findings are what the monitor reported to the CA, latest first.
+	Findings findingsView
+}
+
+// findingsView is the log monitor's findings as the CA holds them.
+type findingsView struct {
+	List        []api.Finding
+	Total       int
+	FindingsErr string
+}
+
+// findingsShown bounds the findings the log page lists.
+const findingsShown = 200
+
+// findings reads the latest limit findings from the CA.
+func (d *Dashboard) findings(ctx context.Context, limit int) findingsView {
+	fl, err := d.cfg.CA.LogFindings(ctx, limit)
+	if err != nil {
+		return findingsView{FindingsErr: err.Error()}
+	}
+	return findingsView{List: fl.Findings, Total: fl.Total}
 }
 
 func (d *Dashboard) issuanceLog(w http.ResponseWriter, r *http.Request) {
@@ -33,5 +56,6 @@ func (d *Dashboard) issuanceLog(w http.ResponseWriter, r *http.Request) {
 	} else {
 		data.RootHash = base64.StdEncoding.EncodeToString(data.Checkpoint.Hash[:])
 	}
+	data.Findings = d.findings(r.Context(), findingsShown)
 	d.render(w, r, http.StatusOK, "log", "Issuance log", data)
 }

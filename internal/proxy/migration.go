@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/mutual-tls/mutual/internal/api"
 )
 
 // MigrationReport records who still connects without a certificate in
@@ -18,16 +20,9 @@ type MigrationReport struct {
 	since   time.Time
 }
 
-// MigrationSource is one client address seen without a certificate.
-type MigrationSource struct {
-	Source string `json:"source"`
-	// Kind is "no-certificate" (TLS without a client certificate) or
-	// "plaintext" (no TLS at all).
-	Kind      string    `json:"kind"`
-	Count     int64     `json:"count"`
-	FirstSeen time.Time `json:"first_seen"`
-	LastSeen  time.Time `json:"last_seen"`
-}
+// MigrationSource is one client address seen without a certificate; the
+// type is the API's, which the dashboard reads.
+type MigrationSource = api.MigrationSource
 
 // NewMigrationReport makes an empty report.
 func NewMigrationReport() *MigrationReport {
@@ -81,9 +76,5 @@ func (r *MigrationReport) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(map[string]any{
-		"since":                     r.since,
-		"without_certificate_total": total,
-		"sources":                   snap,
-	})
+	enc.Encode(api.MigrationReport{Since: r.since, WithoutCertificateTotal: total, Sources: snap})
 }

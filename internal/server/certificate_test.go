@@ -2,9 +2,11 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/client"
@@ -121,4 +123,64 @@ func TestSummary(t *testing.T) {
 	}
 	_, err = workloadClient(t, e).Summary(ctx)
 	wantRefusal(t, "a workload's request", err, http.StatusForbidden, api.CodeAdminRequired)
+}
+
+// TestCertificateStatusFilter: GET /v1/certificates?status= selects valid,
+// expiring and revoked certificates at the CA (pages of the CA's own
+// listing, not a client's filter), and refuses a status it does not know.
+func TestCertificateStatusFilter(t *testing.T) {
+	ctx := context.Background()
+	c := testca.New(t)
+	e := start(t, c, "")
+	serials := map[string]string{}
+	for _, name := range []string{"web", "db", "api"} {
+		enr, err := client.RequestIdentity(ctx, e.Token(t, "spiffe://example.org/ns/prod/"+name, api.TokenRequest{}), pki.KeyECDSAP256, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serials[name] = pki.FormatSerial(enr.Identity.Leaf().SerialNumber)
+	}
+	if _, err := e.Admin.Revoke(ctx, api.RevokeRequest{Serial: serials["db"], Reason: "superseded"}); err != nil {
+		t.Fatal(err)
+	}
+	list := func(q api.CertificateQuery) map[string]bool {
+		t.Helper()
+		got, err := e.Admin.CertificatesQuery(ctx, q)
+		if err != nil {
+			t.Fatalf("%+v: %v", q, err)
+		}
+		out := map[string]bool{}
+		for _, ci := range got.Certificates {
+			out[ci.SPIFFEID[len("spiffe://example.org/ns/prod/"):]] = true
+		}
+		return out
+	}
+	in := func(m map[string]bool, names ...string) bool {
+		for _, n := range names {
+			if !m[n] {
+				return false
+			}
+		}
+		return true
+	}
+	if got := list(api.CertificateQuery{Status: api.StatusRevoked}); len(got) != 1 || !got["db"] {
+		t.Errorf("revoked: %v, want db only", got)
+	}
+	if got := list(api.CertificateQuery{Status: api.StatusValid}); got["db"] || !in(got, "web", "api") {
+		t.Errorf("valid: %v, want web and api, not the revoked db", got)
+	}
+	// Default leaves live an hour: expiring within a day, not within a minute.
+	if got := list(api.CertificateQuery{Status: api.StatusExpiring}); got["db"] || !in(got, "web", "api") {
+		t.Errorf("expiring within a day: %v, want web and api", got)
+	}
+	if got := list(api.CertificateQuery{Status: api.StatusExpiring, ExpiringWithin: time.Minute}); len(got) != 0 {
+		t.Errorf("expiring within a minute: %v, want none", got)
+	}
+	if got := list(api.CertificateQuery{Status: api.StatusRevoked, SPIFFEID: "spiffe://example.org/ns/prod/web"}); len(got) != 0 {
+		t.Errorf("revoked web: %v, want none", got)
+	}
+	for _, bad := range []api.CertificateQuery{{Status: "stale"}, {Status: api.StatusExpiring, ExpiringWithin: -time.Hour}} {
+		_, err := e.Admin.CertificatesQuery(ctx, bad)
+		wantRefusal(t, fmt.Sprintf("%+v", bad), err, http.StatusBadRequest, api.CodeBadRequest)
+	}
 }

@@ -131,6 +131,12 @@ type Config struct {
 	// JWT signs JWT-SVIDs and serves the SPIFFE bundle; nil leaves their
 	// routes out.
 	JWT JWTIssuance
+	// Findings, when set, keeps what the issuance log's monitor reports
+	// and serves it at /v1/log/findings (admin).
+	Findings Findings
+	// Tokens, when set, voids unused join tokens at
+	// POST /v1/tokens/{id}/void (admin).
+	Tokens TokenVoiding
 }
 
 // Server serves the CA API.
@@ -186,6 +192,8 @@ func New(cfg Config) *Server {
 	s.routeFederation()
 	s.routePartners()
 	s.routeJWT()
+	s.routeFindings()
+	s.routeTokens()
 	rh := s.RevocationHandler()
 	s.mux.Handle("GET /crl/{name}", rh)
 	s.mux.Handle("POST /ocsp", rh)
@@ -544,6 +552,9 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 	if v := r.URL.Query().Get("valid"); v == "true" || v == "1" {
 		f.ValidAt = time.Now()
 	}
+	if err := statusFilter(&f, r.URL.Query().Get("status"), r.URL.Query().Get("expiring_within"), time.Now()); err != nil {
+		return 0, badRequest{err}
+	}
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 || n > 100_000 {
@@ -575,6 +586,33 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ spif
 		out.Next = cs[len(cs)-1].Cursor().String()
 	}
 	return ok(w, out)
+}
+
+// statusFilter narrows f to the certificates in status (?status=) at now:
+// valid (unexpired and unrevoked), expiring (valid and expiring within
+// ?expiring_within=, default api.DefaultExpiringWithin), revoked, or all
+// ("" too).
+func statusFilter(f *store.CertificateFilter, status, within string, now time.Time) error {
+	soon := api.DefaultExpiringWithin
+	if within != "" {
+		d, err := time.ParseDuration(within)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("expiring_within %q: want a positive duration such as 24h", within)
+		}
+		soon = d
+	}
+	switch api.CertificateStatus(status) {
+	case "", api.StatusAll:
+	case api.StatusValid:
+		f.ValidAt, f.Revoked = now, store.NotRevoked
+	case api.StatusExpiring:
+		f.ValidAt, f.ExpiresBefore, f.Revoked = now, now.Add(soon), store.NotRevoked
+	case api.StatusRevoked:
+		f.Revoked = store.OnlyRevoked
+	default:
+		return fmt.Errorf("status %q: want one of %s", status, strings.Join(api.CertificateStatuses(), ", "))
+	}
+	return nil
 }
 
 func certificateInfo(c store.Certificate, withPEM bool) api.CertificateInfo {

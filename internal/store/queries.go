@@ -119,6 +119,32 @@ func (db *DB) ListTokens(ctx context.Context, limit int) ([]Token, error) {
 	return out, rows.Err()
 }
 
+// VoidToken makes the unused token id expire at now, so that no
+// enrollment can use it from then on; the record stays (who made it, for
+// which identity). It returns ErrNotFound for an unknown token,
+// ErrTokenUsed for one already used and ErrTokenExpired for one already
+// expired: nothing to void.
+func (db *DB) VoidToken(ctx context.Context, id string, now time.Time) error {
+	res, err := db.writer.ExecContext(ctx, db.q.rebind(`UPDATE tokens SET expires_at_us = ?
+		WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`), toUS(now), id, toUS(now))
+	if err != nil {
+		return fmt.Errorf("void token %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("void token %s: %w", id, err)
+	} else if n == 1 {
+		return nil
+	}
+	t, err := db.GetToken(ctx, id)
+	switch {
+	case err != nil:
+		return err
+	case !t.UsedAt.IsZero():
+		return fmt.Errorf("token %s: %w", id, ErrTokenUsed)
+	}
+	return fmt.Errorf("token %s: %w", id, ErrTokenExpired)
+}
+
 const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason, node_id, renewed_from, entry_id"
 
 // insertCertificate stores a new certificate (not revoked, log index to come).
@@ -248,10 +274,27 @@ func (db *DB) listCertificatesQuery(f CertificateFilter) (string, []any) {
 		where = append(where, "not_after_us > ?")
 		args = append(args, toUS(f.ValidAt))
 	}
+	if !f.ExpiresBefore.IsZero() {
+		where = append(where, "not_after_us < ?")
+		args = append(args, toUS(f.ExpiresBefore))
+	}
+	switch f.Revoked {
+	case OnlyRevoked:
+		// Answered by the partial index certificates_revoked_by_issue_order.
+		where = append(where, "revoked_at_us IS NOT NULL")
+	case NotRevoked:
+		// The unary plus keeps the planners off certificates_revoked,
+		// whose NULL range is nearly every row and then wants a sort of
+		// them all: the list order's index finds live certificates, the
+		// newest, first.
+		where = append(where, "+revoked_at_us IS NULL")
+	}
 	if f.After.Serial != "" {
-		at := toUS(f.After.IssuedAt)
-		where = append(where, "(issued_at_us < ? OR (issued_at_us = ? AND serial < ?))")
-		args = append(args, at, at, f.After.Serial)
+		// A row value, so that SQLite and PostgreSQL start the index
+		// range at the cursor; "issued_at_us < ? OR (...)" made SQLite
+		// walk the index from the newest row to the cursor on every page.
+		where = append(where, "(issued_at_us, serial) < (?, ?)")
+		args = append(args, toUS(f.After.IssuedAt), f.After.Serial)
 	}
 	if f.Limit <= 0 {
 		f.Limit = 1000

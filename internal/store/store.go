@@ -102,12 +102,29 @@ type CertificateFilter struct {
 	SPIFFEID string
 	// ValidAt, when set, selects certificates unexpired at that time.
 	ValidAt time.Time
+	// ExpiresBefore, when set, selects certificates that expire before
+	// that time (with ValidAt: those expiring soon).
+	ExpiresBefore time.Time
+	// Revoked selects by revocation; the zero value takes both.
+	Revoked RevokedFilter
 	// Limit caps the number of rows; zero means 1000.
 	Limit int
 	// After, when set, continues a listing after the certificate it names
 	// (a cursor from Certificate.Cursor): older ones only.
 	After Cursor
 }
+
+// RevokedFilter selects certificates by whether they were revoked.
+type RevokedFilter int
+
+const (
+	// RevokedOrNot takes every certificate.
+	RevokedOrNot RevokedFilter = iota
+	// OnlyRevoked takes revoked certificates only.
+	OnlyRevoked
+	// NotRevoked takes certificates that were never revoked.
+	NotRevoked
+)
 
 // Cursor is a position in the newest-first order of ListCertificates.
 type Cursor struct {

@@ -58,6 +58,8 @@ func TestContract(t *testing.T) {
 			t.Run("concurrent token use", func(t *testing.T) { testConcurrentConsume(t, open(t)) })
 			t.Run("revocation", func(t *testing.T) { testRevocation(t, open(t)) })
 			t.Run("reopen keeps data and schema", func(t *testing.T) { testReopen(t, name, open) })
+			t.Run("log monitor findings", func(t *testing.T) { testFindings(t, open(t)) })
+			t.Run("void a token", func(t *testing.T) { testVoidToken(t, open(t)) })
 		})
 	}
 }

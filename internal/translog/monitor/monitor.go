@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/metricsserver"
 	"github.com/mutual-tls/mutual/internal/translog"
 )
@@ -42,6 +43,11 @@ type Config struct {
 	// granted them; nil checks identities against the rules only. A pass
 	// whose grants cannot be read goes on with the rules only, and says so.
 	Admin func() (AdminAPI, error)
+	// Report, when set, sends each pass's alerts to the CA (POST
+	// /v1/log/findings, where the dashboard shows them), at most
+	// api.MaxFindingsPerReport at a time; alerts it could not send go
+	// again with the next pass's (up to maxPending).
+	Report func(ctx context.Context, findings []api.Finding) error
 	// Interval is the time between passes; zero means 5 seconds.
 	Interval time.Duration
 	// Once makes Run return after one pass: with an *AlertsError when the
@@ -85,6 +91,9 @@ type runner struct {
 	m       *translog.Monitor
 	checked prometheus.Counter
 	next    prometheus.Gauge
+
+	// pending are alerts not yet reported (Config.Report).
+	pending []api.Finding
 
 	mu      sync.Mutex
 	passed  bool  // a pass has finished
@@ -143,6 +152,9 @@ func (r *runner) follow(ctx context.Context) error {
 		}
 		if r.cfg.Once {
 			r.cfg.Log.Info("monitor pass done", "next_index", r.cfg.State.Next, "alerts", total)
+			if total > 0 && err != nil {
+				return errors.Join(&AlertsError{Count: total}, err)
+			}
 			if total > 0 {
 				return &AlertsError{Count: total}
 			}
@@ -213,10 +225,41 @@ func (r *runner) pass(ctx context.Context) (int, error) {
 	if serr := r.cfg.State.Save(r.cfg.StatePath); serr != nil {
 		err = fmt.Errorf("%w: %w", errStateNotSaved, serr)
 	}
+	if rerr := r.report(ctx, found); rerr != nil && r.cfg.Once {
+		err = errors.Join(err, rerr)
+	}
 	r.mu.Lock()
 	r.passed, r.lastErr = true, err
 	r.mu.Unlock()
 	return len(found), err
+}
+
+// maxPending bounds the alerts kept for Config.Report while the CA does
+// not take them; beyond it the oldest are dropped (they are in the log
+// lines and the metrics still).
+const maxPending = 10_000
+
+// report sends the alerts found, after any left from earlier passes.
+func (r *runner) report(ctx context.Context, found []translog.Alert) error {
+	if r.cfg.Report == nil {
+		return nil
+	}
+	for _, a := range found {
+		r.pending = append(r.pending, api.Finding{Rule: a.Rule, LogIndex: a.Index, SPIFFEID: a.SPIFFEID, Serial: a.Serial, Detail: a.Detail})
+	}
+	if drop := len(r.pending) - maxPending; drop > 0 {
+		r.cfg.Log.Warn("too many monitor findings the CA has not taken; dropping the oldest", "dropped", drop)
+		r.pending = r.pending[drop:]
+	}
+	for len(r.pending) > 0 {
+		n := min(len(r.pending), api.MaxFindingsPerReport)
+		if err := r.cfg.Report(ctx, r.pending[:n]); err != nil {
+			r.cfg.Log.Warn("cannot report findings to the CA; trying again after the next pass", "pending", len(r.pending), "error", err.Error())
+			return fmt.Errorf("report %d finding(s) to the CA: %w", len(r.pending), err)
+		}
+		r.pending = r.pending[n:]
+	}
+	return nil
 }
 
 // ready is /readyz: a pass has read the log, and the last one did.

@@ -6,6 +6,7 @@ package monitor_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -336,16 +337,7 @@ func TestRunHealth(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	pass := func() {
-		t.Helper()
-		select {
-		case <-waiting:
-		case err := <-done:
-			t.Fatalf("Run returned: %v", err)
-		case <-time.After(safetyNet):
-			t.Fatal("no pass ended")
-		}
-	}
+	pass := func() { t.Helper(); passEnded(t, waiting, done) }
 
 	<-inPass
 	if code, body := health("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "starting") {
@@ -386,5 +378,90 @@ func TestRunHealth(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestRunReports: the alerts of a pass go to Config.Report, with their
+// evidence; a single pass (Once) that could not report says so.
+func TestRunReports(t *testing.T) {
+	f := newLog(t, nil)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	f.issue(t, "spiffe://example.org/ns/b", translog.TokenRequester("T2"))
+	cfg := f.config(t, statePath)
+	var got []api.Finding
+	cfg.Report = func(context.Context, []api.Finding) error { return errors.New("the CA is down") }
+	err := monitor.Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "the CA is down") {
+		t.Fatalf("a pass that could not report: %v, want the report's error", err)
+	}
+	// The next run starts with nothing pending (a new process): the
+	// finding is reported by the run that finds it.
+	f.issue(t, "spiffe://example.org/ns/c", translog.TokenRequester("T3"))
+	cfg = f.config(t, statePath)
+	cfg.Report = func(_ context.Context, fs []api.Finding) error { got = append(got, fs...); return nil }
+	var alerts *monitor.AlertsError
+	if err := monitor.Run(context.Background(), cfg); !errors.As(err, &alerts) {
+		t.Fatalf("a pass over an unexplained issuance: %v, want an AlertsError", err)
+	}
+	if len(got) != 1 || got[0].Rule != "unexplained_identity" || got[0].SPIFFEID != "spiffe://example.org/ns/c" || got[0].Serial == "" {
+		t.Fatalf("reported %+v, want the one unexplained identity ns/c with its serial", got)
+	}
+}
+
+// TestRunReportsAgain: following the log, a finding the CA did not take
+// is sent again after the next pass, before that pass's own, and once
+// taken is not sent again.
+func TestRunReportsAgain(t *testing.T) {
+	f := newLog(t, nil)
+	cfg := f.config(t, filepath.Join(t.TempDir(), "state.json"))
+	cfg.Once = false
+	waiting := make(chan time.Duration)
+	tick := make(chan time.Time)
+	cfg.After = func(d time.Duration) <-chan time.Time { waiting <- d; return tick }
+	var sent [][]string // the identities of each call, taken or not
+	down := true
+	cfg.Report = func(_ context.Context, fs []api.Finding) error {
+		var ids []string
+		for _, x := range fs {
+			ids = append(ids, x.SPIFFEID)
+		}
+		sent = append(sent, ids)
+		if down {
+			return errors.New("the CA is down")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	f.issue(t, "spiffe://example.org/ns/b", translog.TokenRequester("T2"))
+	go func() { done <- monitor.Run(ctx, cfg) }()
+	passDone := func() { t.Helper(); passEnded(t, waiting, done) }
+	passDone() // ns/b found, not taken
+	down = false
+	f.issue(t, "spiffe://example.org/ns/c", translog.TokenRequester("T3"))
+	tick <- time.Now()
+	passDone() // ns/b again, with ns/c
+	tick <- time.Now()
+	passDone() // nothing new, nothing pending
+	cancel()
+	<-done
+	want := "[[spiffe://example.org/ns/b] [spiffe://example.org/ns/b spiffe://example.org/ns/c]]"
+	if got := fmt.Sprint(sent); got != want {
+		t.Errorf("reports sent %s, want %s", got, want)
+	}
+}
+
+// passEnded waits until Run, following the log, ends a pass and waits for
+// its clock (a value on waiting); it fails the test if Run returns first
+// or no pass ends within the safety net.
+func passEnded[T any](t *testing.T, waiting <-chan T, done <-chan error) {
+	t.Helper()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("Run returned: %v", err)
+	case <-time.After(safetyNet):
+		t.Fatal("no pass ended")
 	}
 }
