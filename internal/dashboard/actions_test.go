@@ -29,7 +29,8 @@ func TestActions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.cl.CreatePartner(ctx, api.PartnerRequest{Name: "acme", Roles: []string{"billing"}, EndsAt: time.Now().Add(24 * time.Hour)}); err != nil {
+	if _, err := e.cl.CreatePartner(ctx, api.PartnerRequest{Name: "acme", Roles: []string{"billing"}, EndsAt: time.Now().Add(24 * time.Hour),
+		PartnerScope: api.PartnerScope{Services: []string{"spiffe://example.org/ns/prod/orders"}}}); err != nil {
 		t.Fatal(err)
 	}
 	hc := browser(t)

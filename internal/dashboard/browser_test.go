@@ -261,7 +261,8 @@ func realistic(t *testing.T) *env {
 	if _, err := e.cl.CreateToken(ctx, api.TokenRequest{SPIFFEID: "spiffe://example.org/ns/prod/cache"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.cl.CreatePartner(ctx, api.PartnerRequest{Name: "acme", Roles: []string{"billing"}, EndsAt: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
+	if _, err := e.cl.CreatePartner(ctx, api.PartnerRequest{Name: "acme", Roles: []string{"billing"}, EndsAt: time.Now().Add(30 * 24 * time.Hour),
+		PartnerScope: api.PartnerScope{Services: []string{"spiffe://example.org/ns/prod/orders"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.cl.ReportFindings(ctx, api.FindingsReport{Findings: []api.Finding{{Rule: "unexplained_identity", LogIndex: 3,
