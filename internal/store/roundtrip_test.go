@@ -1,0 +1,206 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mutual-tls/mutual/internal/pgtest"
+)
+
+// statementLog records, per connection, the statements sent to PostgreSQL:
+// a pgx.QueryTracer, so each entry is one round trip.
+type statementLog struct {
+	mu     sync.Mutex
+	byConn map[*pgx.Conn][]string
+}
+
+func (l *statementLog) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.byConn[conn] = append(l.byConn[conn], strings.ToLower(strings.TrimSpace(d.SQL)))
+	return ctx
+}
+
+func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// batchTrips is what one issuing transaction sent.
+type batchTrips struct {
+	ops, total, underLock int
+}
+
+// batches splits each connection's statements into the transactions that
+// appended to the log: how many issuances each held, how many round trips
+// it made in all and how many while it held the log's lock (from the
+// append call, which takes it, to the commit, which releases it).
+func (l *statementLog) batches() []batchTrips {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []batchTrips
+	for _, stmts := range l.byConn {
+		var cur batchTrips
+		in, locked, appended := false, false, false
+		for _, s := range stmts {
+			switch {
+			case s == "begin" || strings.HasPrefix(s, "begin "):
+				cur, in, locked, appended = batchTrips{}, true, false, false
+			case !in:
+				continue
+			}
+			cur.total++
+			if strings.Contains(s, "mutual_log_append(") || strings.Contains(s, "pg_advisory_xact_lock(7105294005)") {
+				locked, appended = true, true
+			}
+			if strings.HasPrefix(s, "insert into certificates") {
+				cur.ops++
+			}
+			if locked {
+				cur.underLock++
+			}
+			if s == "commit" || s == "rollback" {
+				// (The migration that creates the function mentions it too.)
+				if appended && cur.ops > 0 {
+					out = append(out, cur)
+				}
+				in = false
+			}
+		}
+	}
+	return out
+}
+
+// TestPostgresLogAppendRoundTrips counts, with a pgx tracer, the round
+// trips of concurrent issuances on PostgreSQL: whatever a batch's size, it
+// holds the log's lock for two (the append call and the commit). And the
+// tree the server-side append built is the one tlog builds from the same
+// entries: every stored hash, at sizes that cross several levels.
+func TestPostgresLogAppendRoundTrips(t *testing.T) {
+	srv := pgtest.Start(t)
+	trace := &statementLog{byConn: map[*pgx.Conn][]string{}}
+	pgTracer = trace
+	db, err := Open(context.Background(), srv.NewDatabase(t))
+	pgTracer = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	now := time.Now()
+	var entries [][]byte
+	issued := 0
+	// Rounds of concurrent issuances of growing size: batches of several
+	// sizes, appended at log sizes odd and even.
+	for round, n := range []int{1, 2, 3, 5, 8, 13, 21, 40} {
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		certs := make([]*Certificate, n)
+		for i := range n {
+			id := fmt.Sprintf("r%d-%d", round, i)
+			if err := db.CreateToken(ctx, Token{ID: id, SecretHash: []byte("h"), SPIFFEID: "spiffe://td/w/" + id,
+				CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			certs[i] = &Certificate{Serial: fmt.Sprintf("%02x%04x", round, i), SPIFFEID: "spiffe://td/w/" + id,
+				NotBefore: now, NotAfter: now.Add(time.Hour), IssuedAt: now, DER: []byte{0x30, byte(i)},
+				RequestedBy: "token:" + id, LogEntry: []byte("entry " + id), Check: &IssueCheck{TokenCreated: now}}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- db.RecordIssuance(ctx, certs[i], id, now)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		byIndex := make([][]byte, n)
+		for _, c := range certs {
+			i := c.LogIndex - int64(issued)
+			if i < 0 || i >= int64(n) || byIndex[i] != nil {
+				t.Fatalf("certificate %s got log index %d, outside the round's [%d, %d) or taken twice", c.Serial, c.LogIndex, issued, issued+n)
+			}
+			byIndex[i] = c.LogEntry
+		}
+		entries = append(entries, byIndex...)
+		issued += n
+	}
+	checkTree(t, db, entries)
+
+	bs := trace.batches()
+	if len(bs) == 0 {
+		t.Fatal("the tracer saw no transaction append to the log")
+	}
+	ops := 0
+	for _, b := range bs {
+		ops += b.ops
+		if b.underLock != 2 {
+			t.Errorf("a batch of %d issuances made %d round trips under the log's lock, want 2 (append call, commit)", b.ops, b.underLock)
+		}
+	}
+	if ops != issued {
+		t.Errorf("the tracer saw %d certificates inserted by appending transactions, want %d", ops, issued)
+	}
+	t.Logf("%d issuances in %d batches; round trips per batch: %+v", issued, len(bs), bs)
+}
+
+// checkTree compares every hash stored in db with those tlog computes from
+// entries, and the log's size and entries with entries.
+func checkTree(t *testing.T, db *DB, entries [][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	size, err := db.LogSize(ctx)
+	if err != nil || size != int64(len(entries)) {
+		t.Fatalf("log size %d (%v), want %d", size, err, len(entries))
+	}
+	stored, err := db.LogEntries(ctx, 0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]tlog.Hash{}
+	reader := tlog.HashReaderFunc(func(ids []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(ids))
+		for i, id := range ids {
+			out[i] = want[id]
+		}
+		return out, nil
+	})
+	for n, e := range entries {
+		if !bytes.Equal(stored[n], e) {
+			t.Fatalf("log entry %d is %q, want %q", n, stored[n], e)
+		}
+		hs, err := tlog.StoredHashes(int64(n), e, reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, h := range hs {
+			want[tlog.StoredHashIndex(0, int64(n))+int64(i)] = h
+		}
+	}
+	ids := make([]int64, 0, len(want))
+	for id := range want {
+		ids = append(ids, id)
+	}
+	got, err := db.ReadHashes(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if got[i] != want[id] {
+			t.Fatalf("stored hash %d is %x, tlog computes %x", id, got[i], want[id])
+		}
+	}
+	var rows int64
+	if err := db.reader.QueryRowContext(ctx, "SELECT count(*) FROM log_hashes").Scan(&rows); err != nil || rows != int64(len(want)) {
+		t.Fatalf("%d stored hashes (%v), want %d", rows, err, len(want))
+	}
+}
