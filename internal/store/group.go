@@ -83,6 +83,14 @@ func (db *DB) commitBatch(batch []*issueOp) {
 			}
 		}
 	}
+	if db.kind == "postgres" && !db.pooled {
+		if err := db.commitBatchPG(ctx, batch); err != nil {
+			fail(err)
+			return
+		}
+		db.batchDone(nil)
+		return
+	}
 	tx, err := db.begin(ctx)
 	if err != nil {
 		fail(err)
@@ -153,6 +161,10 @@ func (db *DB) commitBatch(batch []*issueOp) {
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		fail(err)
+		return
+	}
+	if err := db.syncLog(ctx, lb); err != nil {
 		fail(err)
 		return
 	}

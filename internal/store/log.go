@@ -84,21 +84,54 @@ const appendLogBatch = "SELECT mutual_log_append($1::bytea[], $2::text[])"
 // whole batch, so the log's lock is held for that call and the commit,
 // however many replicas wait for it.
 func (db *DB) appendQueuedPG(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
-	entries := make([][]byte, len(lb.queued))
-	serials := make([]string, len(lb.queued))
-	for i, c := range lb.queued {
-		entries[i], serials[i] = c.LogEntry, c.Serial
-	}
+	entries, serials := lb.args()
 	var first int64
 	if err := db.txQueryRow(ctx, tx, appendLogBatch, entries, serials).Scan(&first); err != nil {
 		return fmt.Errorf("append %d entries to the issuance log: %w", len(entries), err)
 	}
-	lb.size = first + int64(len(entries))
+	lb.placed(first)
+	return nil
+}
+
+// args are mutual_log_append's arguments for the queued certificates.
+func (lb *logBatch) args() (entries [][]byte, serials []string) {
+	entries = make([][]byte, len(lb.queued))
+	serials = make([]string, len(lb.queued))
+	for i, c := range lb.queued {
+		entries[i], serials[i] = c.LogEntry, c.Serial
+	}
+	return entries, serials
+}
+
+// placed sets the queued certificates' LogIndex, the first at first.
+func (lb *logBatch) placed(first int64) {
+	lb.size = first + int64(len(lb.queued))
 	for i, c := range lb.queued {
 		c.LogIndex = first + int64(i)
 	}
+}
+
+// syncLog waits, after the commit of a batch appended on PostgreSQL, until
+// that commit is on disk: mutual_log_append commits without waiting for the
+// WAL's flush, so that the log's lock is not held across it, and nothing
+// of the batch may be answered before this returns.
+func (db *DB) syncLog(ctx context.Context, lb *logBatch) error {
+	if db.kind != "postgres" || len(lb.queued) == 0 {
+		return nil
+	}
+	var err error
+	if st, ok := db.stmts.Load(stmtKey{db.writer, syncLogQuery}); ok {
+		_, err = st.(*sql.Stmt).ExecContext(ctx)
+	} else {
+		_, err = db.writer.ExecContext(ctx, syncLogQuery)
+	}
+	if err != nil {
+		return fmt.Errorf("wait for the issuance log's commit to reach the disk (it may or may not have; retry): %w", err)
+	}
 	return nil
 }
+
+const syncLogQuery = "SELECT mutual_log_sync()"
 
 // readEdge reads the complete subtrees at the right edge of the log of
 // lb.size entries, one per bit set in the size, in one query: the hashes

@@ -159,6 +159,24 @@ func (db *DB) RecordIssuance(ctx context.Context, c *Certificate, tokenID string
 const consumeToken = `UPDATE tokens SET used_at_us = ?, used_serial = ?
 			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`
 
+// selectToken reads one token.
+const selectToken = "SELECT " + tokenColumns + " FROM tokens WHERE id = ?"
+
+// tokenRefusal says why token id (t, as read after consumeToken changed
+// no row, or err) could not be consumed.
+func tokenRefusal(id string, t Token, err error) error {
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("token %s: %w", id, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("consume token %s: %w", id, err)
+	case !t.UsedAt.IsZero():
+		return fmt.Errorf("token %s: %w at %s", id, ErrTokenUsed, t.UsedAt.Format(time.RFC3339))
+	default:
+		return fmt.Errorf("token %s: %w at %s", id, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339))
+	}
+}
+
 // recordIn does RecordIssuance's writes inside tx.
 func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certificate, tokenID string, now time.Time) error {
 	if tokenID != "" {
@@ -169,17 +187,8 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 		if n, err := res.RowsAffected(); err != nil {
 			return fmt.Errorf("consume token %s: %w", tokenID, err)
 		} else if n != 1 {
-			t, err := scanToken(tx.QueryRowContext(ctx, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), tokenID))
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("token %s: %w", tokenID, ErrNotFound)
-			case err != nil:
-				return fmt.Errorf("consume token %s: %w", tokenID, err)
-			case !t.UsedAt.IsZero():
-				return fmt.Errorf("token %s: %w at %s", tokenID, ErrTokenUsed, t.UsedAt.Format(time.RFC3339))
-			default:
-				return fmt.Errorf("token %s: %w at %s", tokenID, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339))
-			}
+			t, err := scanToken(tx.QueryRowContext(ctx, db.q.rebind(selectToken), tokenID))
+			return tokenRefusal(tokenID, t, err)
 		}
 	}
 	if c.Check != nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -15,58 +16,100 @@ import (
 	"github.com/mutual-tls/mutual/internal/pgtest"
 )
 
-// statementLog records, per connection, the statements sent to PostgreSQL:
-// a pgx.QueryTracer, so each entry is one round trip.
+// statementLog records, per connection, the round trips to PostgreSQL and
+// the statements each carried: a pgx.QueryTracer (a query, one round trip)
+// and pgx.BatchTracer (a pipeline of statements, one round trip).
 type statementLog struct {
 	mu     sync.Mutex
-	byConn map[*pgx.Conn][]string
+	byConn map[*pgx.Conn][][]string
 }
 
 func (l *statementLog) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.byConn[conn] = append(l.byConn[conn], strings.ToLower(strings.TrimSpace(d.SQL)))
+	l.byConn[conn] = append(l.byConn[conn], []string{normalize(d.SQL)})
 	return ctx
 }
 
 func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (l *statementLog) TraceBatchStart(ctx context.Context, conn *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.byConn[conn] = append(l.byConn[conn], nil)
+	return ctx
+}
+
+func (l *statementLog) TraceBatchQuery(_ context.Context, conn *pgx.Conn, d pgx.TraceBatchQueryData) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	trips := l.byConn[conn]
+	trips[len(trips)-1] = append(trips[len(trips)-1], normalize(d.SQL))
+}
+
+func (l *statementLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+func normalize(sql string) string { return strings.ToLower(strings.TrimSpace(sql)) }
+
+// count returns how many times stmt was sent.
+func (l *statementLog) count(stmt string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, trips := range l.byConn {
+		for _, trip := range trips {
+			for _, s := range trip {
+				if s == stmt {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
 
 // batchTrips is what one issuing transaction sent.
 type batchTrips struct {
 	ops, total, underLock int
 }
 
-// batches splits each connection's statements into the transactions that
-// appended to the log: how many issuances each held, how many round trips
-// it made in all and how many while it held the log's lock (from the
+// batches splits each connection's round trips into the transactions
+// that appended to the log: how many issuances each held, how many round
+// trips it made in all and how many while it held the log's lock (from the
 // append call, which takes it, to the commit, which releases it).
 func (l *statementLog) batches() []batchTrips {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []batchTrips
-	for _, stmts := range l.byConn {
+	for _, trips := range l.byConn {
 		var cur batchTrips
-		in, locked, appended := false, false, false
-		for _, s := range stmts {
-			switch {
-			case s == "begin" || strings.HasPrefix(s, "begin "):
-				cur, in, locked, appended = batchTrips{}, true, false, false
-			case !in:
+		in, locked := false, false
+		for _, trip := range trips {
+			for _, s := range trip {
+				if s == "begin" || strings.HasPrefix(s, "begin ") {
+					cur, in, locked = batchTrips{}, true, false
+				}
+			}
+			if !in {
 				continue
 			}
 			cur.total++
-			if strings.Contains(s, "mutual_log_append(") || strings.Contains(s, "pg_advisory_xact_lock(7105294005)") {
-				locked, appended = true, true
-			}
-			if strings.HasPrefix(s, "insert into certificates") {
-				cur.ops++
+			end := false
+			for _, s := range trip {
+				// (The migration that creates the function mentions it too.)
+				if strings.Contains(s, "mutual_log_append(") || strings.Contains(s, "pg_advisory_xact_lock(7105294005)") {
+					locked = true
+				}
+				if strings.HasPrefix(s, "insert into certificates") {
+					cur.ops++
+				}
+				end = end || s == "commit" || s == "rollback"
 			}
 			if locked {
 				cur.underLock++
 			}
-			if s == "commit" || s == "rollback" {
-				// (The migration that creates the function mentions it too.)
-				if appended && cur.ops > 0 {
+			if end {
+				if locked && cur.ops > 0 {
 					out = append(out, cur)
 				}
 				in = false
@@ -78,12 +121,14 @@ func (l *statementLog) batches() []batchTrips {
 
 // TestPostgresLogAppendRoundTrips counts, with a pgx tracer, the round
 // trips of concurrent issuances on PostgreSQL: whatever a batch's size, it
-// holds the log's lock for two (the append call and the commit). And the
+// makes two (its checks and writes; the append and the commit) and holds
+// the log's lock for the second only, then waits for the disk with one
+// more, after the lock is released. And the
 // tree the server-side append built is the one tlog builds from the same
 // entries: every stored hash, at sizes that cross several levels.
 func TestPostgresLogAppendRoundTrips(t *testing.T) {
 	srv := pgtest.Start(t)
-	trace := &statementLog{byConn: map[*pgx.Conn][]string{}}
+	trace := &statementLog{byConn: map[*pgx.Conn][][]string{}}
 	pgTracer = trace
 	db, err := Open(context.Background(), srv.NewDatabase(t))
 	pgTracer = nil
@@ -140,17 +185,23 @@ func TestPostgresLogAppendRoundTrips(t *testing.T) {
 	if len(bs) == 0 {
 		t.Fatal("the tracer saw no transaction append to the log")
 	}
+	if syncs := trace.count("select mutual_log_sync()"); syncs != len(bs) {
+		t.Errorf("%d waits for the disk after %d appending batches, want one each", syncs, len(bs))
+	}
 	ops := 0
 	for _, b := range bs {
 		ops += b.ops
-		if b.underLock != 2 {
-			t.Errorf("a batch of %d issuances made %d round trips under the log's lock, want 2 (append call, commit)", b.ops, b.underLock)
+		if b.underLock != 1 || b.total != 2 {
+			t.Errorf("a batch of %d issuances made %d round trips, %d under the log's lock; want 2, 1 (append and commit pipelined)", b.ops, b.total, b.underLock)
 		}
 	}
 	if ops != issued {
 		t.Errorf("the tracer saw %d certificates inserted by appending transactions, want %d", ops, issued)
 	}
 	t.Logf("%d issuances in %d batches; round trips per batch: %+v", issued, len(bs), bs)
+
+	refusalsInABatch(t, db, now)
+	checkTree(t, db, append(entries, []byte("entry good")))
 }
 
 // checkTree compares every hash stored in db with those tlog computes from
@@ -202,5 +253,69 @@ func checkTree(t *testing.T, db *DB, entries [][]byte) {
 	var rows int64
 	if err := db.reader.QueryRowContext(ctx, "SELECT count(*) FROM log_hashes").Scan(&rows); err != nil || rows != int64(len(want)) {
 		t.Fatalf("%d stored hashes (%v), want %d", rows, err, len(want))
+	}
+}
+
+// refusalsInABatch issues, at once, one good certificate and three that
+// are refused after the pipeline wrote for them (a used token, a serial
+// taken, an identity revoked after its token was made): each refusal says
+// why and leaves nothing behind (the revoked identity's token unused), and
+// the good one is logged.
+func refusalsInABatch(t *testing.T, db *DB, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	// The revoked identity is that of round 0's first certificate.
+	for id, spiffeID := range map[string]string{"good": "spiffe://td/w/good", "revoked": "spiffe://td/w/r0-0"} {
+		if err := db.CreateToken(ctx, Token{ID: id, SecretHash: []byte("h"), SPIFFEID: spiffeID,
+			CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.RevokeIdentity(ctx, "spiffe://td/w/r0-0", 1, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(serial, id string) *Certificate {
+		return &Certificate{Serial: serial, SPIFFEID: "spiffe://td/w/" + id, NotBefore: now, NotAfter: now.Add(time.Hour),
+			IssuedAt: now, DER: []byte{0x30}, RequestedBy: "token:" + id, LogEntry: []byte("entry " + id),
+			Check: &IssueCheck{TokenCreated: now}}
+	}
+	cases := []struct {
+		cert  *Certificate
+		token string
+		want  error
+	}{
+		{mk("ff0001", "good"), "good", nil},
+		{mk("ff0002", "r0-0"), "r0-0", ErrTokenUsed},
+		{mk("000000", "dup"), "", ErrAlreadyExists},
+		{mk("ff0003", "r0-0"), "revoked", ErrRevoked},
+	}
+	errs := make([]error, len(cases))
+	var wg sync.WaitGroup
+	for i, c := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = db.RecordIssuance(ctx, c.cert, c.token, now)
+		}()
+	}
+	wg.Wait()
+	for i, c := range cases {
+		if (c.want == nil) != (errs[i] == nil) || (c.want != nil && !errors.Is(errs[i], c.want)) {
+			t.Errorf("issuance %s: %v, want %v", c.cert.Serial, errs[i], c.want)
+		}
+	}
+	for _, serial := range []string{"ff0002", "ff0003"} {
+		if _, err := db.GetCertificate(ctx, serial); !errors.Is(err, ErrNotFound) {
+			t.Errorf("refused certificate %s: stored (%v)", serial, err)
+		}
+	}
+	if c, err := db.GetCertificate(ctx, "000000"); err != nil || c.SPIFFEID != "spiffe://td/w/r0-0" {
+		t.Errorf("certificate 000000 after a refused duplicate: %+v, %v", c, err)
+	}
+	if tok, err := db.GetToken(ctx, "revoked"); err != nil || !tok.UsedAt.IsZero() {
+		t.Errorf("token of the refused revoked identity: used at %v (%v), want unused", tok.UsedAt, err)
+	}
+	if tok, err := db.GetToken(ctx, "r0-0"); err != nil || tok.UsedSerial != "000000" {
+		t.Errorf("token r0-0 after a refused reuse: used by %q (%v), want 000000", tok.UsedSerial, err)
 	}
 }

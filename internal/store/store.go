@@ -491,7 +491,7 @@ func (db *DB) hotWrites() []string {
 		db.q.rebind(consumeToken),
 	}
 	if db.kind == "postgres" {
-		qs = append(qs, appendLogBatch)
+		qs = append(qs, appendLogBatch, syncLogQuery)
 	}
 	return qs
 }

@@ -1,6 +1,7 @@
 -- The issuance log's append, server-side: one call sequences a batch of
 -- entries (lock, size, hashes, writes) instead of a round trip for each
--- step, so the log's lock is held for that call and the commit only.
+-- step, so the log's lock is held for that call and the commit only; and
+-- that commit does not wait for the disk (see mutual_log_sync).
 --
 -- mutual_log_hash_index is golang.org/x/mod/sumdb/tlog's StoredHashIndex:
 -- where the hash of level `level`, number n, is stored.
@@ -26,6 +27,12 @@ $$;
 -- leaf is SHA-256(0x00 || entry), a node SHA-256(0x01 || left || right)),
 -- sets the log index of the certificate serials[i] to that of entries[i],
 -- and returns the index of the first entry.
+--
+-- The transaction's commit is made asynchronous (synchronous_commit off for
+-- it alone): it releases the log's lock as soon as its commit record is in
+-- the WAL, not after the WAL's fsync, so that replicas do not queue behind
+-- each other's disk flushes. Nothing may answer the issuances until
+-- mutual_log_sync, called after the commit, has returned.
 CREATE FUNCTION mutual_log_append(entries BYTEA[], serials TEXT[]) RETURNS BIGINT
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -41,6 +48,7 @@ BEGIN
         RAISE EXCEPTION 'mutual_log_append: % entries but % serials', count, coalesce(array_length(serials, 1), 0);
     END IF;
     PERFORM pg_advisory_xact_lock(7105294005);
+    PERFORM set_config('synchronous_commit', 'off', true);
     SELECT size INTO STRICT first FROM log_state WHERE id = 1;
     n := first;
     FOR i IN 1..count LOOP
@@ -67,5 +75,26 @@ BEGIN
     END IF;
     UPDATE log_state SET size = n WHERE id = 1;
     RETURN first;
+END
+$$;
+
+-- mutual_log_sync returns once everything committed before it is on disk:
+-- it commits a write of its own (a row inserted and deleted, in a table no
+-- one else writes, so it waits for no lock) under the session's own
+-- synchronous_commit (on, or what the operator chose, such as a standby's
+-- remote_apply), which flushes the WAL up to its commit record, after every
+-- earlier one.
+-- Called, in a transaction of its own, after a commit of mutual_log_append
+-- and before the issuances are answered. A crash before it returns loses
+-- at most a suffix of the log that no one was answered for: every later
+-- append's commit record, and so its own flush, comes after.
+CREATE TABLE log_sync (n BIGINT);
+CREATE FUNCTION mutual_log_sync() RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    row TID;
+BEGIN
+    INSERT INTO log_sync (n) VALUES (0) RETURNING ctid INTO row;
+    DELETE FROM log_sync WHERE ctid = row;
 END
 $$;
