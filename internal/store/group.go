@@ -63,8 +63,8 @@ func (g *groupCommit) submit(ctx context.Context, db *DB, op *issueOp) error {
 	return op.err
 }
 
-// commitBatch writes every op of batch in one transaction, each in a
-// savepoint, and reports each op's outcome once the commit is durable.
+// commitBatch writes every op of batch in one transaction and reports each
+// op's outcome once the commit is durable.
 func (db *DB) commitBatch(batch []*issueOp) {
 	defer func() {
 		for _, op := range batch {
@@ -107,37 +107,21 @@ func (db *DB) commitBatch(batch []*issueOp) {
 	// before it, on every replica), so replicas cannot deadlock, and it is
 	// held for a fixed number of statements per batch.
 	lb := &logBatch{}
-	// A lone request needs no savepoint: its failure aborts the transaction.
-	savepoints := len(batch) > 1
+	// No savepoints: a refusal leaves the transaction as it found it
+	// (recordIn), and a failure of the store fails the whole batch.
 	ok := 0
 	for _, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			op.err = fmt.Errorf("record certificate %s: %w", op.cert.Serial, err)
 			continue
 		}
-		if savepoints {
-			if _, err := db.txExec(ctx, tx, "SAVEPOINT issue"); err != nil {
-				fail(err)
-				return
-			}
-		}
-		err := db.recordIn(ctx, tx, lb, op.cert, op.tokenID, op.now)
+		refused, err := db.recordIn(ctx, tx, lb, op.cert, op.tokenID, op.now)
 		if err != nil {
-			op.err = err
-			if savepoints {
-				if _, err := db.txExec(ctx, tx, "ROLLBACK TO issue"); err != nil {
-					fail(err)
-					return
-				}
-			}
-		} else {
-			ok++
+			fail(err)
+			return
 		}
-		if savepoints {
-			if _, err := db.txExec(ctx, tx, "RELEASE issue"); err != nil {
-				fail(err)
-				return
-			}
+		if op.err = refused; refused == nil {
+			ok++
 		}
 	}
 	if ok == 0 {

@@ -11,11 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// insertCertificateOnce is insertCertificate that changes no row, rather
-// than failing, when the serial exists: a refusal that does not abort the
-// pipelined batch's transaction.
-const insertCertificateOnce = insertCertificate + " ON CONFLICT (serial) DO NOTHING"
-
 // pgOp is what the pipeline learnt of one issuance.
 type pgOp struct {
 	*issueOp
@@ -123,10 +118,10 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 	for _, o := range ops {
 		if o.refused != nil || (o.tokenID != "" && o.consumed != 1) {
 			if o.consumed == 1 {
-				b.Queue(db.q.rebind("UPDATE tokens SET used_at_us = NULL, used_serial = NULL WHERE id = ? AND used_serial = ?"), o.tokenID, o.cert.Serial)
+				b.Queue(db.q.rebind(unconsumeToken), o.tokenID, o.cert.Serial)
 			}
 			if o.inserted == 1 {
-				b.Queue(db.q.rebind("DELETE FROM certificates WHERE serial = ?"), o.cert.Serial)
+				b.Queue(db.q.rebind(deleteCertificate), o.cert.Serial)
 			}
 			continue
 		}

@@ -319,3 +319,26 @@ func refusalsInABatch(t *testing.T, db *DB, now time.Time) {
 		t.Errorf("token r0-0 after a refused reuse: used by %q (%v), want 000000", tok.UsedSerial, err)
 	}
 }
+
+// TestRefusalsInABatchSQLite: on SQLite too, refusals after writes undo
+// them, without savepoints, and leave the batch's other issuances alone.
+func TestRefusalsInABatchSQLite(t *testing.T) {
+	db, err := Open(context.Background(), "sqlite:"+t.TempDir()+"/mutual.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	now := time.Now()
+	if err := db.CreateToken(ctx, Token{ID: "r0-0", SecretHash: []byte("h"), SPIFFEID: "spiffe://td/w/r0-0",
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	c := &Certificate{Serial: "000000", SPIFFEID: "spiffe://td/w/r0-0", NotBefore: now, NotAfter: now.Add(time.Hour),
+		IssuedAt: now, DER: []byte{0x30}, RequestedBy: "token:r0-0", LogEntry: []byte("entry r0-0"), Check: &IssueCheck{TokenCreated: now}}
+	if err := db.RecordIssuance(ctx, c, "r0-0", now); err != nil {
+		t.Fatal(err)
+	}
+	refusalsInABatch(t, db, now)
+	checkTree(t, db, [][]byte{[]byte("entry r0-0"), []byte("entry good")})
+}

@@ -485,10 +485,10 @@ func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any)
 // hotWrites are prepared once at Open.
 func (db *DB) hotWrites() []string {
 	qs := []string{
-		db.q.rebind(insertCertificate),
-		"SAVEPOINT issue", "ROLLBACK TO issue", "RELEASE issue",
+		db.q.rebind(insertCertificateOnce),
 		db.q.rebind(checkIssuanceQuery),
 		db.q.rebind(consumeToken),
+		db.q.rebind(unconsumeToken),
 	}
 	if db.kind == "postgres" {
 		qs = append(qs, appendLogBatch, syncLogQuery)
