@@ -59,8 +59,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	f.SetOutput(stderr)
 	f.StringVar(&o.mutual, "mutual", "", "the mutual binary (required; bench/issuance.sh builds it)")
 	f.StringVar(&o.stepCA, "step-ca", "", "the step-ca binary (bench/README.md says how to build it); empty: mutual alone")
-	f.IntVar(&o.n1, "n1", 1000, "issuances measured at concurrency 1")
-	f.IntVar(&o.n64, "n64", 8000, "issuances measured at concurrency 64")
+	f.IntVar(&o.n1, "n1", 1000, "issuances measured at concurrency 1 (0: not measured)")
+	f.IntVar(&o.n64, "n64", 8000, "issuances measured at concurrency 64 (0: not measured)")
 	f.IntVar(&o.nPG, "npg", 8000, "issuances measured on PostgreSQL, per replica count, at concurrency 64")
 	f.StringVar(&replicas, "replicas", "1,2,3", "PostgreSQL replica counts to measure (one database, fsync on); empty: none")
 	f.BoolVar(&o.keep, "keep", false, "keep the work directory (CA directories, logs)")
@@ -150,6 +150,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		n := o.n1
 		if conc == 64 {
 			n = o.n64
+		}
+		if n == 0 {
+			continue
 		}
 		// step-ca first, then mutual, at each concurrency: neither
 		// always runs on a machine warmed (or loaded) by the other.
