@@ -40,9 +40,10 @@ type result struct {
 	n        int
 	elapsed  time.Duration
 	p50, p99 time.Duration
-	// serverCPU is the CPU time of the CA's processes (and database),
-	// loadCPU that of this load client, over the run.
-	serverCPU, loadCPU time.Duration
+	// serverCPU is the CPU time of the CA's processes and database, dbCPU
+	// the database's part of it, loadCPU that of this load client, over
+	// the run.
+	serverCPU, dbCPU, loadCPU time.Duration
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -87,7 +88,7 @@ func run(ctx context.Context, t *target, path string, bodies [][]byte, conc int)
 	bodies = bodies[conc:]
 	lat := make([]time.Duration, len(bodies))
 	var next atomic.Int64
-	cpu0, load0 := t.cpu(), selfCPU()
+	cpu0, db0, load0 := t.cpu(), t.dbCPU(), selfCPU()
 	start := time.Now()
 	err := parallel(conc, func(k int) error {
 		for {
@@ -103,7 +104,7 @@ func run(ctx context.Context, t *target, path string, bodies [][]byte, conc int)
 		}
 	})
 	elapsed := time.Since(start)
-	cpu1, load1 := t.cpu(), selfCPU()
+	cpu1, db1, load1 := t.cpu(), t.dbCPU(), selfCPU()
 	if err != nil {
 		return result{}, err
 	}
@@ -111,7 +112,7 @@ func run(ctx context.Context, t *target, path string, bodies [][]byte, conc int)
 	return result{
 		n: len(lat), elapsed: elapsed,
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100],
-		serverCPU: cpu1 - cpu0, loadCPU: load1 - load0,
+		serverCPU: cpu1 - cpu0, dbCPU: db1 - db0, loadCPU: load1 - load0,
 	}, nil
 }
 
@@ -134,17 +135,24 @@ func parallel(n int, fn func(k int) error) error {
 }
 
 // cpu is the CPU time used so far by t's processes and, if it has one, by
-// every backend of its PostgreSQL.
+// its PostgreSQL.
 func (t *target) cpu() time.Duration {
 	var sum time.Duration
 	for _, pid := range t.pids {
 		sum += procCPU(pid)
 	}
-	if t.pgRoot != 0 {
-		sum += procCPU(t.pgRoot)
-		for _, pid := range children(t.pgRoot) {
-			sum += procCPU(pid)
-		}
+	return sum + t.dbCPU()
+}
+
+// dbCPU is the CPU time used so far by t's PostgreSQL (the postmaster and
+// every backend), or 0.
+func (t *target) dbCPU() time.Duration {
+	if t.pgRoot == 0 {
+		return 0
+	}
+	sum := procCPU(t.pgRoot)
+	for _, pid := range children(t.pgRoot) {
+		sum += procCPU(pid)
 	}
 	return sum
 }

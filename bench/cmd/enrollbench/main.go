@@ -281,11 +281,15 @@ func printTable(w io.Writer, rows []row, loadStart, loadEnd string) {
 		fmt.Fprintf(w, "| PostgreSQL (fsync on), replicas: rate, c=64 | %s | | | >= 2,500/s with 3, growing |\n", strings.Join(pg, ", "))
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| run | issuances | certs/s | p50 | p99 | CA CPU per issuance (database included) | load client CPU per issuance |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| run | issuances | certs/s | p50 | p99 | CA CPU per issuance (database included) | of it PostgreSQL | load client CPU per issuance |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- |")
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %s |\n", r.name, r.res.n, r.res.rate(),
-			ms(r.res.p50), ms(r.res.p99), ms(r.res.cpuPerIssuance()), ms(r.res.loadPerIssuance()))
+		db := "-"
+		if r.res.dbCPU > 0 {
+			db = ms(r.res.dbCPU / time.Duration(r.res.n))
+		}
+		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %s | %s |\n", r.name, r.res.n, r.res.rate(),
+			ms(r.res.p50), ms(r.res.p99), ms(r.res.cpuPerIssuance()), db, ms(r.res.loadPerIssuance()))
 	}
 }
