@@ -100,7 +100,7 @@ func (l *statementLog) batches() []batchTrips {
 				if strings.Contains(s, "mutual_log_append(") || strings.Contains(s, "pg_advisory_xact_lock(7105294005)") {
 					locked = true
 				}
-				if strings.HasPrefix(s, "insert into certificates") {
+				if strings.HasPrefix(s, "update tokens set used_at_us = $1") {
 					cur.ops++
 				}
 				end = end || s == "commit" || s == "rollback"
@@ -175,6 +175,9 @@ func TestPostgresLogAppendRoundTrips(t *testing.T) {
 				t.Fatalf("certificate %s got log index %d, outside the round's [%d, %d) or taken twice", c.Serial, c.LogIndex, issued, issued+n)
 			}
 			byIndex[i] = c.LogEntry
+			if stored, err := db.LogIndexOf(ctx, c.Serial); err != nil || stored != c.LogIndex {
+				t.Fatalf("certificate %s: stored log index %d (%v), answered %d", c.Serial, stored, err, c.LogIndex)
+			}
 		}
 		entries = append(entries, byIndex...)
 		issued += n
@@ -196,7 +199,7 @@ func TestPostgresLogAppendRoundTrips(t *testing.T) {
 		}
 	}
 	if ops != issued {
-		t.Errorf("the tracer saw %d certificates inserted by appending transactions, want %d", ops, issued)
+		t.Errorf("the tracer saw %d tokens consumed by appending transactions, want %d", ops, issued)
 	}
 	t.Logf("%d issuances in %d batches; round trips per batch: %+v", issued, len(bs), bs)
 
