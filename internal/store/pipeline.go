@@ -89,6 +89,54 @@ func (db *DB) commitBatchPG(ctx context.Context, batch []*issueOp) error {
 }
 
 func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp) error {
+	ops, b := db.queueRecords(batch)
+	if len(ops) == 0 {
+		return nil
+	}
+	if err := pc.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("record %d certificates: %w", len(ops), err)
+	}
+	b, lb := db.queueOutcomes(ops)
+	var first int64
+	if len(lb.queued) > 0 {
+		entries, _ := lb.args()
+		b.Queue(appendLogBatch, entries, nil).QueryRow(func(r pgx.Row) error { return r.Scan(&first) })
+		b.Queue(insertLoggedCertificates, loggedColumns(lb.queued)...)
+	}
+	committed := false
+	b.Queue("COMMIT").Exec(func(t pgconn.CommandTag) error {
+		committed = t.String() == "COMMIT"
+		return nil
+	})
+	db.health.lockWait.Store(time.Now().UnixNano())
+	err := pc.SendBatch(ctx, b).Close()
+	db.health.lockWait.Store(0)
+	if err != nil {
+		return fmt.Errorf("append %d certificates to the issuance log and commit: %w", len(lb.queued), err)
+	}
+	// A COMMIT of an aborted transaction answers ROLLBACK without an error.
+	if !committed {
+		return errors.New("the issuing transaction was rolled back instead of committed")
+	}
+	for _, o := range ops {
+		if o.tokenID != "" && o.consumed != 1 {
+			o.refused = tokenRefusal(o.tokenID, o.token, o.tokenErr)
+		}
+		o.err = o.refused
+	}
+	lb.placed(first)
+	if len(lb.queued) > 0 {
+		if _, err := pc.Exec(ctx, syncLogQuery); err != nil {
+			return fmt.Errorf("wait for the issuance log's commit to reach the disk (it may or may not have; retry): %w", err)
+		}
+	}
+	return nil
+}
+
+// queueRecords queues BEGIN, the shared revocation lock and each live op's
+// checks and token consumption (and the insert of a certificate that is
+// not logged), the first pipeline.
+func (db *DB) queueRecords(batch []*issueOp) ([]*pgOp, *pgx.Batch) {
 	ops := make([]*pgOp, 0, len(batch))
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
@@ -122,88 +170,43 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 			return nil
 		})
 	}
-	if len(ops) == 0 {
-		return nil
-	}
-	if err := pc.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("record %d certificates: %w", len(ops), err)
-	}
+	return ops, b
+}
 
-	// Which were refused, and what they wrote that must be undone.
-	b = &pgx.Batch{}
-	for _, o := range ops {
-		if o.tokenID != "" && o.consumed != 1 {
-			b.Queue(db.q.rebind(selectToken), o.tokenID).QueryRow(func(r pgx.Row) error {
-				o.token, o.tokenErr = scanToken(r)
-				if errors.Is(o.tokenErr, pgx.ErrNoRows) {
-					return nil // reported as the token not found
-				}
-				return o.tokenErr
-			})
-			continue
-		}
-		if o.cert.Check != nil {
-			o.refused = o.check.refusal(o.cert)
-		}
-		if o.refused == nil && (o.exists || (o.cert.LogEntry == nil && o.inserted != 1)) {
-			o.refused = fmt.Errorf("certificate %s: %w", o.cert.Serial, ErrAlreadyExists)
-		}
-	}
+// queueOutcomes judges each op on what the first pipeline read and starts
+// the second: for each refused op, its token read (to say why it could not
+// be consumed) or given back, and its certificate deleted if inserted. The
+// accepted ops' logged certificates are queued in lb.
+func (db *DB) queueOutcomes(ops []*pgOp) (*pgx.Batch, *logBatch) {
+	b := &pgx.Batch{}
 	lb := &logBatch{}
+	accepted := map[string]bool{}
 	for _, o := range ops {
-		if o.refused != nil || (o.tokenID != "" && o.consumed != 1) {
-			if o.consumed == 1 {
-				b.Queue(db.q.rebind(unconsumeToken), o.tokenID, o.cert.Serial)
-			}
-			if o.inserted == 1 {
-				b.Queue(db.q.rebind(deleteCertificate), o.cert.Serial)
-			}
-			continue
-		}
-		if o.cert.LogEntry != nil {
-			lb.queue(o.cert)
-		}
-	}
-	var first int64
-	if len(lb.queued) > 0 {
-		entries, _ := lb.args()
-		b.Queue(appendLogBatch, entries, nil).QueryRow(func(r pgx.Row) error { return r.Scan(&first) })
-		cols := loggedColumns(lb.queued)
-		b.Queue(insertLoggedCertificates, cols...).Exec(func(t pgconn.CommandTag) error {
-			if n := t.RowsAffected(); n != int64(len(lb.queued)) {
-				return fmt.Errorf("%d of %d logged certificates inserted", n, len(lb.queued))
-			}
-			return nil
-		})
-	}
-	committed := false
-	b.Queue("COMMIT").Exec(func(t pgconn.CommandTag) error {
-		committed = t.String() == "COMMIT"
-		return nil
-	})
-	db.health.lockWait.Store(time.Now().UnixNano())
-	err := pc.SendBatch(ctx, b).Close()
-	db.health.lockWait.Store(0)
-	if err != nil {
-		return fmt.Errorf("append %d certificates to the issuance log and commit: %w", len(lb.queued), err)
-	}
-	// A COMMIT of an aborted transaction answers ROLLBACK without an error.
-	if !committed {
-		return errors.New("the issuing transaction was rolled back instead of committed")
-	}
-	for _, o := range ops {
+		c := o.cert
 		switch {
 		case o.tokenID != "" && o.consumed != 1:
-			o.err = tokenRefusal(o.tokenID, o.token, o.tokenErr)
-		case o.refused != nil:
-			o.err = o.refused
+			b.Queue(db.q.rebind(selectToken), o.tokenID).QueryRow(func(r pgx.Row) error {
+				// Reported by tokenRefusal, not as the batch's failure.
+				o.token, o.tokenErr = scanToken(r)
+				return nil
+			})
+		case c.Check != nil && o.check.refusal(c) != nil:
+			o.refused = o.check.refusal(c)
+		case o.exists || accepted[c.Serial] || (c.LogEntry == nil && o.inserted != 1):
+			o.refused = fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
+		default:
+			accepted[c.Serial] = true
+			if c.LogEntry != nil {
+				lb.queue(c)
+			}
+			continue
+		}
+		if o.consumed == 1 {
+			b.Queue(db.q.rebind(unconsumeToken), o.tokenID, c.Serial)
+		}
+		if o.inserted == 1 {
+			b.Queue(db.q.rebind(deleteCertificate), c.Serial)
 		}
 	}
-	lb.placed(first)
-	if len(lb.queued) > 0 {
-		if _, err := pc.Exec(ctx, syncLogQuery); err != nil {
-			return fmt.Errorf("wait for the issuance log's commit to reach the disk (it may or may not have; retry): %w", err)
-		}
-	}
-	return nil
+	return b, lb
 }
