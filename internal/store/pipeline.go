@@ -16,51 +16,21 @@ type pgOp struct {
 	*issueOp
 	check    checkRow
 	consumed int64 // rows consumeToken changed
-	inserted int64 // rows insertCertificateOnce inserted (not logged)
-	exists   bool  // the serial of a logged certificate is taken
+	inserted int64 // rows insertCertificateOnce inserted
 	token    Token // read when consumed is 0
 	tokenErr error
 	refused  error
-}
-
-// serialTaken asks whether a serial is taken.
-const serialTaken = "SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = $1)"
-
-// insertLoggedCertificates inserts, after mutual_log_append (called
-// without serials), the certificates of its entries in their order, each
-// with its log index: size - count + its ordinal - 1, the log's size being
-// the new one. One statement for the batch, and no row inserted and then
-// updated (an update of every index of the table).
-const insertLoggedCertificates = `INSERT INTO certificates (` + certColumns + `, log_index)
-	SELECT v.serial, v.spiffe_id, v.nb, v.na, v.ia, v.der, v.rb, NULL, NULL,
-		NULLIF(v.node, ''), NULLIF(v.parent, ''), NULLIF(v.entry, ''), s.size - $11 + v.o - 1
-	FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[], $7::text[],
-			$8::text[], $9::text[], $10::text[])
-		WITH ORDINALITY AS v(serial, spiffe_id, nb, na, ia, der, rb, node, parent, entry, o),
-		(SELECT size FROM log_state WHERE id = 1) AS s`
-
-// loggedColumns are insertLoggedCertificates' arguments for certs.
-func loggedColumns(certs []*Certificate) []any {
-	n := len(certs)
-	serials, ids, rb, nodes, parents, entries := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	nb, na, ia := make([]int64, n), make([]int64, n), make([]int64, n)
-	der := make([][]byte, n)
-	for i, c := range certs {
-		serials[i], ids[i], rb[i], nodes[i], parents[i], entries[i] = c.Serial, c.SPIFFEID, c.RequestedBy, c.NodeID, c.RenewedFrom, c.EntryID
-		nb[i], na[i], ia[i], der[i] = toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER
-	}
-	return []any{serials, ids, nb, na, ia, der, rb, nodes, parents, entries, int64(n)}
 }
 
 // commitBatchPG is commitBatch on a direct PostgreSQL connection, in three
 // round trips whatever the batch's size, each a pgx pipeline:
 //
 //  1. BEGIN, the shared revocation lock, and for each issuance its checks
-//     (revocations, serial free) and the token's consumption, made
+//     and writes (consume the token, insert the certificate), made
 //     optimistically: refusals change no row or are undone below;
-//  2. for each refused issuance, its token given back (and read, to say
-//     why), then mutual_log_append, the certificates inserted with their
-//     log indexes, and COMMIT: the only round trip under the log's lock;
+//  2. for each refused issuance, what it changed undone (and its token
+//     read, to say why), then mutual_log_append and COMMIT: the only round
+//     trip under the log's lock;
 //  3. mutual_log_sync, after which the answers may leave.
 //
 // Savepoints are not needed: no refusal raises an error, and one that
@@ -99,9 +69,8 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 	b, lb := db.queueOutcomes(ops)
 	var first int64
 	if len(lb.queued) > 0 {
-		entries, _ := lb.args()
-		b.Queue(appendLogBatch, entries, nil).QueryRow(func(r pgx.Row) error { return r.Scan(&first) })
-		b.Queue(insertLoggedCertificates, loggedColumns(lb.queued)...)
+		entries, serials := lb.args()
+		b.Queue(appendLogBatch, entries, serials).QueryRow(func(r pgx.Row) error { return r.Scan(&first) })
 	}
 	committed := false
 	b.Queue("COMMIT").Exec(func(t pgconn.CommandTag) error {
@@ -134,8 +103,10 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 }
 
 // queueRecords queues BEGIN, the shared revocation lock and each live op's
-// checks and token consumption (and the insert of a certificate that is
-// not logged), the first pipeline.
+// checks, token consumption and certificate insert: the first pipeline.
+// The insert claims the serial before the log's lock (a concurrent insert
+// of the same one, such as two replicas importing a certificate at start,
+// waits for this transaction and then changes no row).
 func (db *DB) queueRecords(batch []*issueOp) ([]*pgOp, *pgx.Batch) {
 	ops := make([]*pgOp, 0, len(batch))
 	b := &pgx.Batch{}
@@ -158,11 +129,6 @@ func (db *DB) queueRecords(batch []*issueOp) ([]*pgOp, *pgx.Batch) {
 				return nil
 			})
 		}
-		if c.LogEntry != nil {
-			// Inserted after the log append, with its index.
-			b.Queue(serialTaken, c.Serial).QueryRow(func(r pgx.Row) error { return r.Scan(&o.exists) })
-			continue
-		}
 		b.Queue(db.q.rebind(insertCertificateOnce),
 			c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy,
 			nullString(c.NodeID), nullString(c.RenewedFrom), nullString(c.EntryID)).Exec(func(t pgconn.CommandTag) error {
@@ -180,7 +146,6 @@ func (db *DB) queueRecords(batch []*issueOp) ([]*pgOp, *pgx.Batch) {
 func (db *DB) queueOutcomes(ops []*pgOp) (*pgx.Batch, *logBatch) {
 	b := &pgx.Batch{}
 	lb := &logBatch{}
-	accepted := map[string]bool{}
 	for _, o := range ops {
 		c := o.cert
 		switch {
@@ -192,10 +157,9 @@ func (db *DB) queueOutcomes(ops []*pgOp) (*pgx.Batch, *logBatch) {
 			})
 		case c.Check != nil && o.check.refusal(c) != nil:
 			o.refused = o.check.refusal(c)
-		case o.exists || accepted[c.Serial] || (c.LogEntry == nil && o.inserted != 1):
+		case o.inserted != 1:
 			o.refused = fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
 		default:
-			accepted[c.Serial] = true
 			if c.LogEntry != nil {
 				lb.queue(c)
 			}

@@ -130,7 +130,8 @@ func TestPostgresLogAppendRoundTrips(t *testing.T) {
 	srv := pgtest.Start(t)
 	trace := &statementLog{byConn: map[*pgx.Conn][][]string{}}
 	pgTracer = trace
-	db, err := Open(context.Background(), srv.NewDatabase(t))
+	url := srv.NewDatabase(t)
+	db, err := Open(context.Background(), url)
 	pgTracer = nil
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +205,36 @@ func TestPostgresLogAppendRoundTrips(t *testing.T) {
 	t.Logf("%d issuances in %d batches; round trips per batch: %+v", issued, len(bs), bs)
 
 	refusalsInABatch(t, db, now)
-	checkTree(t, db, append(entries, []byte("entry good")))
+	entries = append(entries, []byte("entry good"))
+	checkTree(t, db, entries)
+
+	// Two replicas record the same certificate at once (as they import
+	// their own at start): one stores and logs it, the other is told it
+	// exists, and the log holds it once.
+	other, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for i := range 10 {
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for k, d := range []*DB{db, other} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[k] = d.RecordIssuance(ctx, &Certificate{Serial: fmt.Sprintf("aa%02x", i), SPIFFEID: "spiffe://td/imported",
+					NotBefore: now, NotAfter: now.Add(time.Hour), IssuedAt: now, DER: []byte{0x30}, RequestedBy: "import",
+					LogEntry: []byte(fmt.Sprintf("imported %d", i))}, "", now)
+			}()
+		}
+		wg.Wait()
+		if (errs[0] == nil) == (errs[1] == nil) || !(errors.Is(errs[0], ErrAlreadyExists) || errors.Is(errs[1], ErrAlreadyExists)) {
+			t.Fatalf("the same certificate recorded by two replicas at once: %v and %v, want one stored and one ErrAlreadyExists", errs[0], errs[1])
+		}
+		entries = append(entries, []byte(fmt.Sprintf("imported %d", i)))
+	}
+	checkTree(t, db, entries)
 }
 
 // checkTree compares every hash stored in db with those tlog computes from

@@ -25,10 +25,8 @@ $$;
 -- advisory lock (held to the end of the transaction, so appends of every
 -- replica form one order), stores each entry's tlog hashes (RFC 6962: a
 -- leaf is SHA-256(0x00 || entry), a node SHA-256(0x01 || left || right)),
--- sets the log index of the certificate serials[i] to that of entries[i]
--- (unless serials is NULL: the caller then inserts the certificates with
--- their indexes itself, after this call, sparing each row an update), and
--- returns the index of the first entry.
+-- sets the log index of the certificate serials[i] to that of entries[i],
+-- and returns the index of the first entry.
 --
 -- The transaction's commit is made asynchronous (synchronous_commit off for
 -- it alone): it releases the log's lock as soon as its commit record is in
@@ -46,7 +44,7 @@ DECLARE
     k INT;
     count INT := coalesce(array_length(entries, 1), 0);
 BEGIN
-    IF serials IS NOT NULL AND count <> coalesce(array_length(serials, 1), 0) THEN
+    IF count <> coalesce(array_length(serials, 1), 0) THEN
         RAISE EXCEPTION 'mutual_log_append: % entries but % serials', count, coalesce(array_length(serials, 1), 0);
     END IF;
     PERFORM pg_advisory_xact_lock(7105294005);
@@ -69,13 +67,11 @@ BEGIN
     END LOOP;
     INSERT INTO log_entries (idx, data)
         SELECT first + o - 1, e FROM unnest(entries) WITH ORDINALITY AS v(e, o);
-    IF serials IS NOT NULL THEN
-        UPDATE certificates SET log_index = first + v.o - 1
-            FROM unnest(serials) WITH ORDINALITY AS v(s, o) WHERE certificates.serial = v.s;
-        GET DIAGNOSTICS k = ROW_COUNT;
-        IF k <> count THEN
-            RAISE EXCEPTION 'mutual_log_append: % of % certificates found to record their log index', k, count;
-        END IF;
+    UPDATE certificates SET log_index = first + v.o - 1
+        FROM unnest(serials) WITH ORDINALITY AS v(s, o) WHERE certificates.serial = v.s;
+    GET DIAGNOSTICS k = ROW_COUNT;
+    IF k <> count THEN
+        RAISE EXCEPTION 'mutual_log_append: % of % certificates found to record their log index', k, count;
     END IF;
     UPDATE log_state SET size = n WHERE id = 1;
     RETURN first;
