@@ -74,33 +74,39 @@ func (db *DB) commitBatch(batch []*issueOp) {
 	// The batch outlives any one caller's cancellation.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fail := func(err error) {
+	var committed bool
+	var err error
+	if db.kind == "postgres" && !db.pooled {
+		committed, err = db.commitBatchPG(ctx, batch)
+	} else {
+		committed, err = db.commitBatchTx(ctx, batch)
+	}
+	// Only a commit proves the write path healthy (see Health).
+	if err != nil || committed {
 		err = db.noteError(err)
 		db.batchDone(err)
+	}
+	if err != nil {
 		for _, op := range batch {
 			if op.err == nil {
 				op.err = fmt.Errorf("record certificate %s: %w", op.cert.Serial, err)
 			}
 		}
 	}
-	if db.kind == "postgres" && !db.pooled {
-		if err := db.commitBatchPG(ctx, batch); err != nil {
-			fail(err)
-			return
-		}
-		db.batchDone(nil)
-		return
-	}
+}
+
+// commitBatchTx is commitBatch through database/sql: SQLite, or
+// PostgreSQL behind a pooler. It sets the refused ops' errors and says
+// whether it committed any; an error it returns fails the batch.
+func (db *DB) commitBatchTx(ctx context.Context, batch []*issueOp) (committed bool, err error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
-		fail(err)
-		return
+		return false, err
 	}
 	defer tx.Rollback()
 	// Ordered against revocations (PostgreSQL; see IssueCheck).
 	if err := db.lockAgainstRevocation(ctx, tx); err != nil {
-		fail(err)
-		return
+		return false, err
 	}
 	// The log's lock is taken last, by appendQueued once every op is
 	// recorded: its holder waits for no other lock (token rows are locked
@@ -117,15 +123,14 @@ func (db *DB) commitBatch(batch []*issueOp) {
 		}
 		refused, err := db.recordIn(ctx, tx, lb, op.cert, op.tokenID, op.now)
 		if err != nil {
-			fail(err)
-			return
+			return false, err
 		}
 		if op.err = refused; refused == nil {
 			ok++
 		}
 	}
 	if ok == 0 {
-		return
+		return false, nil
 	}
 	if db.kind == "postgres" {
 		db.health.lockWait.Store(time.Now().UnixNano())
@@ -133,24 +138,17 @@ func (db *DB) commitBatch(batch []*issueOp) {
 	err = db.appendQueued(ctx, tx, lb)
 	db.health.lockWait.Store(0)
 	if err != nil {
-		fail(err)
-		return
+		return false, err
 	}
 	// A SQLite file deleted or replaced under the CA would take this
 	// commit and lose it: refuse instead.
 	if db.file != nil {
 		if err := db.Damaged(); err != nil {
-			fail(err)
-			return
+			return false, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		fail(err)
-		return
+		return false, err
 	}
-	if err := db.syncLog(ctx, lb); err != nil {
-		fail(err)
-		return
-	}
-	db.batchDone(nil)
+	return true, db.syncLog(ctx, lb)
 }

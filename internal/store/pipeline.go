@@ -35,19 +35,20 @@ type pgOp struct {
 //
 // Savepoints are not needed: no refusal raises an error, and one that
 // wrote undoes its writes in the same transaction.
-func (db *DB) commitBatchPG(ctx context.Context, batch []*issueOp) error {
+func (db *DB) commitBatchPG(ctx context.Context, batch []*issueOp) (committed bool, err error) {
 	conn, err := db.writer.Conn(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error {
+	err = conn.Raw(func(dc any) error {
 		sc, ok := dc.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("store: PostgreSQL connection of type %T, want pgx's", dc)
 		}
 		pc := sc.Conn()
-		err := db.pipelineBatch(ctx, pc, batch)
+		var err error
+		committed, err = db.pipelineBatch(ctx, pc, batch)
 		if err != nil && !pc.IsClosed() && pc.PgConn().TxStatus() != 'I' {
 			// Leave the connection as the pool expects it: idle.
 			if _, rerr := pc.Exec(ctx, "ROLLBACK"); rerr != nil {
@@ -56,15 +57,16 @@ func (db *DB) commitBatchPG(ctx context.Context, batch []*issueOp) error {
 		}
 		return err
 	})
+	return committed, err
 }
 
-func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp) error {
+func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp) (committed bool, err error) {
 	ops, b := db.queueRecords(batch)
 	if len(ops) == 0 {
-		return nil
+		return false, nil
 	}
 	if err := pc.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("record %d certificates: %w", len(ops), err)
+		return false, fmt.Errorf("record %d certificates: %w", len(ops), err)
 	}
 	b, lb := db.queueOutcomes(ops)
 	var first int64
@@ -72,20 +74,19 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 		entries, serials := lb.args()
 		b.Queue(appendLogBatch, entries, serials).QueryRow(func(r pgx.Row) error { return r.Scan(&first) })
 	}
-	committed := false
 	b.Queue("COMMIT").Exec(func(t pgconn.CommandTag) error {
 		committed = t.String() == "COMMIT"
 		return nil
 	})
 	db.health.lockWait.Store(time.Now().UnixNano())
-	err := pc.SendBatch(ctx, b).Close()
+	err = pc.SendBatch(ctx, b).Close()
 	db.health.lockWait.Store(0)
 	if err != nil {
-		return fmt.Errorf("append %d certificates to the issuance log and commit: %w", len(lb.queued), err)
+		return false, fmt.Errorf("append %d certificates to the issuance log and commit: %w", len(lb.queued), err)
 	}
 	// A COMMIT of an aborted transaction answers ROLLBACK without an error.
 	if !committed {
-		return errors.New("the issuing transaction was rolled back instead of committed")
+		return false, errors.New("the issuing transaction was rolled back instead of committed")
 	}
 	for _, o := range ops {
 		if o.tokenID != "" && o.consumed != 1 {
@@ -96,10 +97,10 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 	lb.placed(first)
 	if len(lb.queued) > 0 {
 		if _, err := pc.Exec(ctx, syncLogQuery); err != nil {
-			return fmt.Errorf("wait for the issuance log's commit to reach the disk (it may or may not have; retry): %w", err)
+			return true, fmt.Errorf("wait for the issuance log's commit to reach the disk (it may or may not have; retry): %w", err)
 		}
 	}
-	return nil
+	return len(lb.queued) > 0, nil
 }
 
 // queueRecords queues BEGIN, the shared revocation lock and each live op's
