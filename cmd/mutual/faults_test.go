@@ -52,19 +52,28 @@ func logLockHolder(tb testing.TB, db *sql.DB) string {
 	return name
 }
 
-// heldByStoppedClient reports whether the issuance log's lock stays with
+// Advisory locks in pg_locks (classid 1, objid the key's low 32 bits): the
+// issuance log's (7105294005), and the revocation lock every issuing
+// transaction shares (7105294004).
+const (
+	logLockObjID        = 2810326709
+	revocationLockObjID = 2810326708
+)
+
+// heldByStoppedClient reports whether the advisory lock objid stays with
 // the session named app once its client is stopped: the session sits idle
 // in its transaction, waiting for a client that sends nothing (a COMMIT sent
 // just before the stop would have been read at once and released the
 // lock). It watches the server for up to two seconds.
-func heldByStoppedClient(tb testing.TB, db *sql.DB, app string) bool {
+func heldByStoppedClient(tb testing.TB, db *sql.DB, app string, objid int64) bool {
 	tb.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
 		var idle bool
 		err := db.QueryRow(`SELECT a.state = 'idle in transaction' AND now() - a.state_change > interval '100 milliseconds'
 			FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-			WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1 AND l.objid = 2810326709 AND a.application_name = $1`, app).Scan(&idle)
+			WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1 AND l.objid = $2 AND a.application_name = $1
+			LIMIT 1`, app, objid).Scan(&idle)
 		if errors.Is(err, sql.ErrNoRows) {
 			return false
 		}
@@ -86,11 +95,14 @@ func (c *repCluster) signal(tb testing.TB, i int, sig syscall.Signal) {
 	}
 }
 
-// TestReplicasFrozenLogLockHolder freezes a replica (SIGSTOP) at a moment
-// it holds the issuance log's lock, under load: the other two must go on
-// issuing (a bounded stall, then PostgreSQL ends the frozen session's
-// transaction), say on /readyz that they cannot issue while the lock is
-// held, and after SIGCONT everything received is stored and logged once.
+// TestReplicasFrozenLogLockHolder freezes a replica (SIGSTOP) in the middle
+// of an issuing transaction, under load: it never holds the issuance log's
+// lock there (the append and the commit are one round trip), so the other
+// two go on issuing. Then a session that does stop holding the log's lock
+// (the test's own, as a replica behind a pooler could): the replicas say on
+// /readyz that they cannot issue while it is held, go on once PostgreSQL
+// ends its transaction, and after SIGCONT everything received is stored and
+// logged once.
 func TestReplicasFrozenLogLockHolder(t *testing.T) {
 	pg := pgtest.Start(t)
 	caDir, pass := repInitCA(t)
@@ -147,45 +159,60 @@ func TestReplicasFrozenLogLockHolder(t *testing.T) {
 	}
 	l.waitIssued(t, 20, "before the freeze")
 
-	// SIGSTOP replica 0 until it is caught holding the log's lock.
+	// SIGSTOP replica 0 until it is caught inside an issuing transaction.
 	testwait.Eventually(t, func() bool {
-		if logLockHolder(t, watch) != "mutual-replica-0" {
-			return false
-		}
 		c.signal(t, 0, syscall.SIGSTOP)
-		if heldByStoppedClient(t, watch, "mutual-replica-0") {
+		if heldByStoppedClient(t, watch, "mutual-replica-0", revocationLockObjID) {
 			return true
 		}
-		c.signal(t, 0, syscall.SIGCONT) // it let go (or was committing) just before the stop
+		c.signal(t, 0, syscall.SIGCONT) // it was between transactions
 		return false
-	}, "a SIGSTOP to catch replica 0 holding the issuance log's lock")
+	}, "a SIGSTOP to catch replica 0 inside an issuing transaction")
 	close(stopR0)
 	frozenAt := l.issued.Load()
-	l.setPhase("replica 0 frozen holding the log lock")
-	t.Logf("replica 0 frozen (SIGSTOP) holding the issuance log's lock after %d certificates", frozenAt)
+	l.setPhase("replica 0 frozen in an issuing transaction")
+	t.Logf("replica 0 frozen (SIGSTOP) in an issuing transaction after %d certificates", frozenAt)
+	if heldByStoppedClient(t, watch, "mutual-replica-0", logLockObjID) {
+		t.Errorf("frozen replica 0 holds the issuance log's lock")
+	}
+	l.waitIssued(t, 30, "replicas 1 and 2 with replica 0 frozen in a transaction")
 
-	// While the frozen replica holds the lock, a replica that cannot take
-	// it says so on /readyz (once its batches have waited a moment).
+	// A session stuck holding the log's lock: a bounded stall.
+	stuck, err := watch.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	for _, q := range []string{"SET application_name = 'stuck-session'", "SET idle_in_transaction_session_timeout = 5000",
+		"BEGIN", "SELECT pg_advisory_xact_lock(7105294005)"} {
+		if _, err := stuck.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	stuckAt := l.issued.Load()
+	l.setPhase("a session stuck holding the log lock")
+	// While it holds the lock, a replica that cannot take it says so on
+	// /readyz (once its batches have waited a moment).
 	testwait.Eventually(t, func() bool {
 		st, _, body := c.get(t, 1, "/readyz", nil)
 		switch {
 		case st == http.StatusServiceUnavailable:
-			t.Logf("replica 1 while frozen replica 0 holds the lock: /readyz 503: %s", strings.Join(strings.Fields(string(body)), " "))
+			t.Logf("replica 1 while a stuck session holds the lock: /readyz 503: %s", strings.Join(strings.Fields(string(body)), " "))
 			return true
-		case logLockHolder(t, watch) != "mutual-replica-0":
-			t.Fatalf("replica 1 answered /readyz %d for as long as frozen replica 0 held the issuance log's lock: %s", st, body)
+		case logLockHolder(t, watch) != "stuck-session":
+			t.Fatalf("replica 1 answered /readyz %d for as long as the stuck session held the issuance log's lock: %s", st, body)
 		}
 		return false
 	}, "replica 1 to say on /readyz that it cannot take the log's lock")
 
-	// The others go on: PostgreSQL ends the frozen session's transaction
+	// The others go on: PostgreSQL ends the stuck session's transaction
 	// and the lock is free again.
-	l.waitIssued(t, 30, "replicas 1 and 2 with replica 0 frozen holding the log's lock")
+	l.waitIssued(t, 30, "replicas 1 and 2 after PostgreSQL ended the stuck session")
 	during := l.issued.Load() - frozenAt
-	if holder := logLockHolder(t, watch); holder == "mutual-replica-0" {
-		t.Errorf("frozen replica 0 still holds the issuance log's lock")
+	if logLockHolder(t, watch) == "stuck-session" {
+		t.Errorf("the stuck session still holds the issuance log's lock")
 	}
-	t.Logf("%d certificates issued by replicas 1 and 2 while replica 0 was frozen", during)
+	t.Logf("%d certificates issued by replicas 1 and 2 while replica 0 was frozen, %d after the stuck session's lock", during, l.issued.Load()-stuckAt)
 
 	c.signal(t, 0, syscall.SIGCONT)
 	r0wg.Wait()

@@ -225,8 +225,20 @@ func (a *Authority) Enroll(ctx context.Context, tokenString string, csrPEM []byt
 	for _, s := range rec.IPAddresses {
 		grant.IPAddresses = append(grant.IPAddresses, net.ParseIP(s))
 	}
-	return a.issue(ctx, issueRequest{grant: grant, csrPEM: csrPEM, ttl: ttl, requestedBy: translog.TokenRequester(t.ID),
+	is, err := a.issue(ctx, issueRequest{grant: grant, csrPEM: csrPEM, ttl: ttl, requestedBy: translog.TokenRequester(t.ID),
 		tokenID: t.ID, origin: origin{tokenCreated: rec.CreatedAt}})
+	if errors.Is(err, store.ErrTokenUsed) {
+		// Used while this request was under way: by an earlier attempt of
+		// it, on a replica killed after its commit and before its answer,
+		// whose certificate this retry gets; anyone else stays refused.
+		if rec, rerr := a.Store.GetToken(ctx, t.ID); rerr == nil {
+			if is := a.replay(ctx, rec, csrPEM); is != nil {
+				a.log().Info("enrollment replayed", "token_id", t.ID, "serial", rec.UsedSerial)
+				return is, nil
+			}
+		}
+	}
+	return is, err
 }
 
 // Renew issues a fresh certificate for the identity of peer, a certificate

@@ -63,8 +63,8 @@ func (g *groupCommit) submit(ctx context.Context, db *DB, op *issueOp) error {
 	return op.err
 }
 
-// commitBatch writes every op of batch in one transaction, each in a
-// savepoint, and reports each op's outcome once the commit is durable.
+// commitBatch writes every op of batch in one transaction and reports each
+// op's outcome once the commit is durable.
 func (db *DB) commitBatch(batch []*issueOp) {
 	defer func() {
 		for _, op := range batch {
@@ -74,66 +74,63 @@ func (db *DB) commitBatch(batch []*issueOp) {
 	// The batch outlives any one caller's cancellation.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fail := func(err error) {
+	var committed bool
+	var err error
+	if db.kind == "postgres" && !db.pooled {
+		committed, err = db.commitBatchPG(ctx, batch)
+	} else {
+		committed, err = db.commitBatchTx(ctx, batch)
+	}
+	// Only a commit proves the write path healthy (see Health).
+	if err != nil || committed {
 		err = db.noteError(err)
 		db.batchDone(err)
+	}
+	if err != nil {
 		for _, op := range batch {
 			if op.err == nil {
 				op.err = fmt.Errorf("record certificate %s: %w", op.cert.Serial, err)
 			}
 		}
 	}
+}
+
+// commitBatchTx is commitBatch through database/sql: SQLite, or
+// PostgreSQL behind a pooler. It sets the refused ops' errors and says
+// whether it committed any; an error it returns fails the batch.
+func (db *DB) commitBatchTx(ctx context.Context, batch []*issueOp) (committed bool, err error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
-		fail(err)
-		return
+		return false, err
 	}
 	defer tx.Rollback()
 	// Ordered against revocations (PostgreSQL; see IssueCheck).
 	if err := db.lockAgainstRevocation(ctx, tx); err != nil {
-		fail(err)
-		return
+		return false, err
 	}
 	// The log's lock is taken last, by appendQueued once every op is
 	// recorded: its holder waits for no other lock (token rows are locked
 	// before it, on every replica), so replicas cannot deadlock, and it is
 	// held for a fixed number of statements per batch.
 	lb := &logBatch{}
-	// A lone request needs no savepoint: its failure aborts the transaction.
-	savepoints := len(batch) > 1
+	// No savepoints: a refusal leaves the transaction as it found it
+	// (recordIn), and a failure of the store fails the whole batch.
 	ok := 0
 	for _, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			op.err = fmt.Errorf("record certificate %s: %w", op.cert.Serial, err)
 			continue
 		}
-		if savepoints {
-			if _, err := db.txExec(ctx, tx, "SAVEPOINT issue"); err != nil {
-				fail(err)
-				return
-			}
-		}
-		err := db.recordIn(ctx, tx, lb, op.cert, op.tokenID, op.now)
+		refused, err := db.recordIn(ctx, tx, lb, op.cert, op.tokenID, op.now)
 		if err != nil {
-			op.err = err
-			if savepoints {
-				if _, err := db.txExec(ctx, tx, "ROLLBACK TO issue"); err != nil {
-					fail(err)
-					return
-				}
-			}
-		} else {
-			ok++
+			return false, err
 		}
-		if savepoints {
-			if _, err := db.txExec(ctx, tx, "RELEASE issue"); err != nil {
-				fail(err)
-				return
-			}
+		if op.err = refused; refused == nil {
+			ok++
 		}
 	}
 	if ok == 0 {
-		return
+		return false, nil
 	}
 	if db.kind == "postgres" {
 		db.health.lockWait.Store(time.Now().UnixNano())
@@ -141,20 +138,17 @@ func (db *DB) commitBatch(batch []*issueOp) {
 	err = db.appendQueued(ctx, tx, lb)
 	db.health.lockWait.Store(0)
 	if err != nil {
-		fail(err)
-		return
+		return false, err
 	}
 	// A SQLite file deleted or replaced under the CA would take this
 	// commit and lose it: refuse instead.
 	if db.file != nil {
 		if err := db.Damaged(); err != nil {
-			fail(err)
-			return
+			return false, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		fail(err)
-		return
+		return false, err
 	}
-	db.batchDone(nil)
+	return true, db.syncLog(ctx, lb)
 }

@@ -84,22 +84,40 @@ func (db *DB) txQueryRow(ctx context.Context, tx *sql.Tx, query string, args ...
 	return tx.QueryRowContext(ctx, query, args...)
 }
 
+// checkRow is what checkIssuanceQuery reads.
+type checkRow struct {
+	idRev, nodeRev    sql.NullInt64
+	pSerial, pID      sql.NullString
+	pIssued, pRevoked sql.NullInt64
+	pIDRev, pNodeRev  sql.NullInt64
+	entryID           sql.NullString
+	entryFor          sql.NullString
+}
+
+// checkArgs are checkIssuanceQuery's arguments for c.
+func checkArgs(c *Certificate) []any {
+	return []any{c.SPIFFEID, c.SPIFFEID, nullString(c.NodeID), nullString(c.EntryID), nullString(c.EntryID), c.Check.Presented}
+}
+
+// dest are the Scan destinations of checkIssuanceQuery's row.
+func (r *checkRow) dest() []any {
+	return []any{&r.idRev, &r.nodeRev, &r.pSerial, &r.pID, &r.pIssued, &r.pRevoked, &r.pIDRev, &r.pNodeRev, &r.entryID, &r.entryFor}
+}
+
 // checkIssuance verifies c.Check inside tx, in one round trip.
 func (db *DB) checkIssuance(ctx context.Context, tx *sql.Tx, c *Certificate) error {
-	var (
-		idRev, nodeRev    sql.NullInt64
-		pSerial, pID      sql.NullString
-		pIssued, pRevoked sql.NullInt64
-		pIDRev, pNodeRev  sql.NullInt64
-		entryID           sql.NullString
-		entryFor          sql.NullString
-	)
-	err := db.txQueryRow(ctx, tx, db.q.rebind(checkIssuanceQuery),
-		c.SPIFFEID, c.SPIFFEID, nullString(c.NodeID), nullString(c.EntryID), nullString(c.EntryID), c.Check.Presented,
-	).Scan(&idRev, &nodeRev, &pSerial, &pID, &pIssued, &pRevoked, &pIDRev, &pNodeRev, &entryID, &entryFor)
-	if err != nil {
+	var r checkRow
+	if err := db.txQueryRow(ctx, tx, db.q.rebind(checkIssuanceQuery), checkArgs(c)...).Scan(r.dest()...); err != nil {
 		return fmt.Errorf("check the revocations of %s: %w", c.SPIFFEID, err)
 	}
+	return r.refusal(c)
+}
+
+// refusal is why c.Check refuses c given what the store holds (r), or nil.
+func (r *checkRow) refusal(c *Certificate) error {
+	idRev, nodeRev := r.idRev, r.nodeRev
+	pSerial, pID, pIssued, pRevoked, pIDRev, pNodeRev := r.pSerial, r.pID, r.pIssued, r.pRevoked, r.pIDRev, r.pNodeRev
+	entryID, entryFor := r.entryID, r.entryFor
 	issued := toUS(c.IssuedAt)
 	switch {
 	case idRev.Valid && idRev.Int64 >= issued:

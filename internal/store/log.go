@@ -17,7 +17,6 @@ import (
 // taken once, with the size read once and the hashes just computed reused
 // rather than read back.
 type logBatch struct {
-	locked bool
 	size   int64
 	hashes map[int64]tlog.Hash
 	queued []*Certificate
@@ -27,19 +26,21 @@ type logBatch struct {
 func (lb *logBatch) queue(c *Certificate) { lb.queued = append(lb.queued, c) }
 
 // appendQueued appends the entries of the certificates queued in tx to the
-// issuance log, in order, and sets their LogIndex. On PostgreSQL an advisory
-// lock serializes appends across replicas, so the log has one order, that
-// of the database; it is the last lock the transaction takes, so its holder
-// waits for nothing else. Whatever the batch's size, the append is a fixed
-// number of statements (size, the older hashes the new ones build on,
-// entries, hashes, certificates' indexes, new size): the lock is held for
-// those round trips and the commit, not for any per issuance.
+// issuance log, in order, and sets their LogIndex. On PostgreSQL one call
+// of mutual_log_append does it under an advisory lock that serializes
+// appends across replicas, so the log has one order, that of the database;
+// it is the last lock the transaction takes, so its holder waits for
+// nothing else, and it is held for that one round trip and the commit. On
+// SQLite the single writer connection orders appends, and the append is a
+// fixed number of statements whatever the batch's size (size, the older
+// hashes the new ones build on, entries, hashes, certificates' indexes,
+// new size).
 func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	if len(lb.queued) == 0 {
 		return nil
 	}
-	if err := db.lockLog(ctx, tx, lb); err != nil {
-		return err
+	if db.kind == "postgres" {
+		return db.appendQueuedPG(ctx, tx, lb)
 	}
 	if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
 		return fmt.Errorf("read log size: %w", err)
@@ -74,6 +75,63 @@ func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error 
 	}
 	return nil
 }
+
+// appendLogBatch appends a batch in one call (migration 0010): the lock,
+// the size, the hashes and the writes happen in the database.
+const appendLogBatch = "SELECT mutual_log_append($1::bytea[], $2::text[])"
+
+// appendQueuedPG is appendQueued on PostgreSQL: one round trip for the
+// whole batch, so the log's lock is held for that call and the commit,
+// however many replicas wait for it.
+func (db *DB) appendQueuedPG(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	entries, serials := lb.args()
+	var first int64
+	if err := db.txQueryRow(ctx, tx, appendLogBatch, entries, serials).Scan(&first); err != nil {
+		return fmt.Errorf("append %d entries to the issuance log: %w", len(entries), err)
+	}
+	lb.placed(first)
+	return nil
+}
+
+// args are mutual_log_append's arguments for the queued certificates.
+func (lb *logBatch) args() (entries [][]byte, serials []string) {
+	entries = make([][]byte, len(lb.queued))
+	serials = make([]string, len(lb.queued))
+	for i, c := range lb.queued {
+		entries[i], serials[i] = c.LogEntry, c.Serial
+	}
+	return entries, serials
+}
+
+// placed sets the queued certificates' LogIndex, the first at first.
+func (lb *logBatch) placed(first int64) {
+	lb.size = first + int64(len(lb.queued))
+	for i, c := range lb.queued {
+		c.LogIndex = first + int64(i)
+	}
+}
+
+// syncLog waits, after the commit of a batch appended on PostgreSQL, until
+// that commit is on disk: mutual_log_append commits without waiting for the
+// WAL's flush, so that the log's lock is not held across it, and nothing
+// of the batch may be answered before this returns.
+func (db *DB) syncLog(ctx context.Context, lb *logBatch) error {
+	if db.kind != "postgres" || len(lb.queued) == 0 {
+		return nil
+	}
+	var err error
+	if st, ok := db.stmts.Load(stmtKey{db.writer, syncLogQuery}); ok {
+		_, err = st.(*sql.Stmt).ExecContext(ctx)
+	} else {
+		_, err = db.writer.ExecContext(ctx, syncLogQuery)
+	}
+	if err != nil {
+		return fmt.Errorf("wait for the issuance log's commit to reach the disk (it may or may not have; retry): %w", err)
+	}
+	return nil
+}
+
+const syncLogQuery = "SELECT mutual_log_sync()"
 
 // readEdge reads the complete subtrees at the right edge of the log of
 // lb.size entries, one per bit set in the size, in one query: the hashes
@@ -120,23 +178,6 @@ func (db *DB) writeQueued(ctx context.Context, tx *sql.Tx, lb *logBatch, first i
 // marks is n copies of mark, comma-separated.
 func marks(n int, mark string) string {
 	return strings.TrimSuffix(strings.Repeat(mark+", ", n), ", ")
-}
-
-// lockLog takes the log's lock for the rest of tx, once. The wait is
-// bounded by the session's lock_timeout: a replica that holds the lock and
-// stopped (SIGSTOP, a VM pause) costs the others a bounded stall, until
-// PostgreSQL ends its transaction (idle_in_transaction_session_timeout).
-func (db *DB) lockLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
-	if lb.locked {
-		return nil
-	}
-	if db.kind == "postgres" {
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294005)"); err != nil {
-			return fmt.Errorf("take the issuance log's lock: %w", err)
-		}
-	}
-	lb.locked = true
-	return nil
 }
 
 // batchHashReader reads hashes written earlier in the batch from memory,

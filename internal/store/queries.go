@@ -151,6 +151,11 @@ const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_u
 const insertCertificate = `INSERT INTO certificates (` + certColumns + `, log_index)
 		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, NULL)`
 
+// insertCertificateOnce is insertCertificate that changes no row, rather
+// than failing, when the serial exists: a refusal that does not spoil the
+// batch's transaction.
+const insertCertificateOnce = insertCertificate + " ON CONFLICT (serial) DO NOTHING"
+
 // certSelect also reads the log index.
 const certSelect = certColumns + ", log_index"
 
@@ -174,9 +179,9 @@ func scanCert(s scanner) (Certificate, error) {
 // ErrTokenExpired is returned.
 //
 // Concurrent calls are committed together (group commit): one transaction,
-// one fsync and (on PostgreSQL) one hold of the log's lock for a batch, each
-// call in its own savepoint so that one refusal does not undo the others.
-// The answer still comes only after the commit.
+// one fsync and (on PostgreSQL) one hold of the log's lock for a batch; a
+// refusal of one leaves the others' writes as they are, and a failure of
+// the store fails them all. The answer still comes only after the commit.
 func (db *DB) RecordIssuance(ctx context.Context, c *Certificate, tokenID string, now time.Time) error {
 	return db.group.submit(ctx, db, &issueOp{ctx: ctx, cert: c, tokenID: tokenID, now: now})
 }
@@ -185,47 +190,79 @@ func (db *DB) RecordIssuance(ctx context.Context, c *Certificate, tokenID string
 const consumeToken = `UPDATE tokens SET used_at_us = ?, used_serial = ?
 			WHERE id = ? AND used_at_us IS NULL AND expires_at_us > ?`
 
-// recordIn does RecordIssuance's writes inside tx.
-func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certificate, tokenID string, now time.Time) error {
+// selectToken reads one token.
+const selectToken = "SELECT " + tokenColumns + " FROM tokens WHERE id = ?"
+
+// tokenRefusal says why token id (t, as read after consumeToken changed
+// no row, or err) could not be consumed.
+func tokenRefusal(id string, t Token, err error) error {
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("token %s: %w", id, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("consume token %s: %w", id, err)
+	case !t.UsedAt.IsZero():
+		return fmt.Errorf("token %s: %w at %s", id, ErrTokenUsed, t.UsedAt.Format(time.RFC3339))
+	default:
+		return fmt.Errorf("token %s: %w at %s", id, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339))
+	}
+}
+
+// Undoing the writes of an issuance refused after them, in its transaction.
+const (
+	unconsumeToken    = "UPDATE tokens SET used_at_us = NULL, used_serial = NULL WHERE id = ? AND used_serial = ?"
+	deleteCertificate = "DELETE FROM certificates WHERE serial = ?"
+)
+
+// recordIn does RecordIssuance's writes inside tx. A refusal (refused)
+// leaves tx as it found it, without a savepoint: it changed nothing or
+// undid what it changed. A failure (err) of the store spoils tx.
+func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certificate, tokenID string, now time.Time) (refused, err error) {
 	if tokenID != "" {
 		res, err := db.txExec(ctx, tx, db.q.rebind(consumeToken), toUS(now), c.Serial, tokenID, toUS(now))
 		if err != nil {
-			return fmt.Errorf("consume token %s: %w", tokenID, err)
+			return nil, fmt.Errorf("consume token %s: %w", tokenID, err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("consume token %s: %w", tokenID, err)
+			return nil, fmt.Errorf("consume token %s: %w", tokenID, err)
 		} else if n != 1 {
-			t, err := scanToken(tx.QueryRowContext(ctx, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), tokenID))
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("token %s: %w", tokenID, ErrNotFound)
-			case err != nil:
-				return fmt.Errorf("consume token %s: %w", tokenID, err)
-			case !t.UsedAt.IsZero():
-				return fmt.Errorf("token %s: %w at %s", tokenID, ErrTokenUsed, t.UsedAt.Format(time.RFC3339))
-			default:
-				return fmt.Errorf("token %s: %w at %s", tokenID, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339))
+			t, err := scanToken(tx.QueryRowContext(ctx, db.q.rebind(selectToken), tokenID))
+			return tokenRefusal(tokenID, t, err), nil
+		}
+	}
+	undo := func(refused error) (error, error) {
+		if tokenID != "" {
+			if _, err := db.txExec(ctx, tx, db.q.rebind(unconsumeToken), tokenID, c.Serial); err != nil {
+				return nil, fmt.Errorf("give token %s back after a refusal: %w", tokenID, err)
 			}
 		}
+		return refused, nil
 	}
 	if c.Check != nil {
-		if err := db.checkIssuance(ctx, tx, c); err != nil {
-			return err
+		var r checkRow
+		if err := db.txQueryRow(ctx, tx, db.q.rebind(checkIssuanceQuery), checkArgs(c)...).Scan(r.dest()...); err != nil {
+			return nil, fmt.Errorf("check the revocations of %s: %w", c.SPIFFEID, err)
+		}
+		if refused := r.refusal(c); refused != nil {
+			return undo(refused)
 		}
 	}
-	if _, err := db.txExec(ctx, tx, db.q.rebind(insertCertificate),
+	res, err := db.txExec(ctx, tx, db.q.rebind(insertCertificateOnce),
 		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy,
-		nullString(c.NodeID), nullString(c.RenewedFrom), nullString(c.EntryID)); err != nil {
-		if isUniqueViolation(err) {
-			return fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists)
-		}
-		return fmt.Errorf("record certificate %s: %w", c.Serial, err)
+		nullString(c.NodeID), nullString(c.RenewedFrom), nullString(c.EntryID))
+	if err != nil {
+		return nil, fmt.Errorf("record certificate %s: %w", c.Serial, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return nil, fmt.Errorf("record certificate %s: %w", c.Serial, err)
+	} else if n != 1 {
+		return undo(fmt.Errorf("certificate %s: %w", c.Serial, ErrAlreadyExists))
 	}
 	// The batch appends the entry to the log when it ends (appendQueued).
 	if c.LogEntry != nil {
 		lb.queue(c)
 	}
-	return nil
+	return nil, nil
 }
 
 // GetCertificate returns the certificate with the hex serial, or ErrNotFound.

@@ -31,8 +31,9 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
+	_ "modernc.org/sqlite"           // registers the "sqlite" database/sql driver
 )
 
 // Domain errors.
@@ -280,7 +281,7 @@ func openPostgresPool(ctx context.Context, rawURL string, pooled bool) (*DB, err
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
 	}
-	p, err := sql.Open("pgx", dsn)
+	p, err := openPgx(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", redact(rawURL), err)
 	}
@@ -296,6 +297,23 @@ func openPostgresPool(ctx context.Context, rawURL string, pooled bool) (*DB, err
 		db.prepareHot(ctx)
 	}
 	return db, nil
+}
+
+// pgTracer, when set (by tests, before Open), sees every statement the
+// PostgreSQL stores opened afterwards send: how round trips are counted.
+var pgTracer pgx.QueryTracer
+
+// openPgx opens a pool on dsn, traced by pgTracer if set.
+func openPgx(dsn string) (*sql.DB, error) {
+	if pgTracer == nil {
+		return sql.Open("pgx", dsn)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Tracer = pgTracer
+	return stdlib.OpenDB(*cfg), nil
 }
 
 // withSessionDefaults adds pgSessionDefaults to a PostgreSQL URL as
@@ -483,12 +501,16 @@ func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any)
 
 // hotWrites are prepared once at Open.
 func (db *DB) hotWrites() []string {
-	return []string{
-		db.q.rebind(insertCertificate),
-		"SAVEPOINT issue", "ROLLBACK TO issue", "RELEASE issue",
+	qs := []string{
+		db.q.rebind(insertCertificateOnce),
 		db.q.rebind(checkIssuanceQuery),
 		db.q.rebind(consumeToken),
+		db.q.rebind(unconsumeToken),
 	}
+	if db.kind == "postgres" {
+		qs = append(qs, appendLogBatch, syncLogQuery)
+	}
+	return qs
 }
 
 // prepareHot prepares the hot statements; a failure only costs speed.
