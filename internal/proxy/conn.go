@@ -282,6 +282,8 @@ func closeWrite(c net.Conn) {
 		c.CloseWrite()
 	case *sniffedConn:
 		closeWrite(c.Conn)
+	case *replayConn:
+		closeWrite(c.Conn)
 	default:
 		c.Close()
 	}

@@ -93,6 +93,10 @@ type Inbound struct {
 	mu    sync.Mutex
 	conns map[net.Conn]*liveConn
 	wg    sync.WaitGroup
+
+	// backends are the idle keep-alive connections to the target of the
+	// HTTP/1.1 path.
+	backends backendPool
 }
 
 // liveConn is an open connection and every leg that closes with it: the
@@ -103,9 +107,21 @@ type liveConn struct {
 	id     spiffeid.ID
 	serial string
 
+	// h1 is the connection's state on the HTTP/1.1 path, if it is served
+	// there.
+	h1 *h1Conn
+
 	mu     sync.Mutex
 	closed bool
 	legs   []func()
+}
+
+// isClosed reports whether the connection has been closed (revocation,
+// drain).
+func (lc *liveConn) isClosed() bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.closed
 }
 
 // attach adds a leg that closes with the connection. It reports false, and
