@@ -176,39 +176,61 @@ const maxRecord = 16 << 10
 // and reports clean. Any other end (a read error, a failed write) reports
 // !clean and leaves closing to the caller.
 //
-// A plain TCP source is waited on without a buffer, then read into a pooled
-// one. A TLS source (which may hold decrypted bytes already) is read into a
-// 1 KiB buffer while idle; when that fills, the rest of the record is read
-// into a pooled buffer behind it and the whole is written at once.
+// An idle source is waited on without a buffer and in a shallow stack
+// (readableWaiter, tlsReader), then read into a pooled buffer. After a
+// full TLS record, more is likely buffered inside crypto/tls: the next
+// read goes straight into a pooled buffer.
 func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
+	tr := newTLSReader(src)
 	plain := readableWaiter(src)
 	var small []byte
-	big := plain != nil
+	big := false
 	for {
 		var bp *[]byte
 		var buf []byte
-		if plain != nil {
-			plain()
-		}
-		if big {
+		var k int
+		var err error
+		switch {
+		case plain != nil:
+			if err := plain(); err != nil {
+				return n, false
+			}
 			bp = bufPool.Get().(*[]byte)
 			buf = *bp
-		} else {
+			k, err = src.Read(buf)
+		case tr != nil && !big:
+			bp = bufPool.Get().(*[]byte)
+			buf = *bp
+			if k, err = tr.poll(buf); k == 0 && err == nil {
+				bufPool.Put(bp)
+				if err := tr.readable(); err != nil {
+					return n, false
+				}
+				bp = bufPool.Get().(*[]byte)
+				buf = *bp
+				k, err = src.Read(buf)
+			}
+		case big:
+			bp = bufPool.Get().(*[]byte)
+			buf = *bp
+			k, err = src.Read(buf)
+		default:
+			// A TLS source whose socket cannot be waited on (the outbound
+			// proxy's): a 1 KiB buffer while idle, the rest of the record
+			// behind it.
 			if small == nil {
 				small = make([]byte, 1024)
 			}
 			buf = small
-		}
-		k, err := src.Read(buf)
-		if plain == nil && !big && k == len(small) && err == nil {
-			// More of this record is waiting inside crypto/tls: read it
-			// behind what we have, and write once.
-			bp = bufPool.Get().(*[]byte)
-			buf = *bp
-			copy(buf, small)
-			var k2 int
-			k2, err = src.Read(buf[len(small):])
-			k += k2
+			k, err = src.Read(buf)
+			if k == len(small) && err == nil {
+				bp = bufPool.Get().(*[]byte)
+				buf = *bp
+				copy(buf, small)
+				var k2 int
+				k2, err = src.Read(buf[len(small):])
+				k += k2
+			}
 		}
 		if k > 0 {
 			last.Store(time.Now().UnixNano())
@@ -231,28 +253,94 @@ func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
 			closeWrite(dst)
 			return n, true
 		}
-		if plain == nil {
-			// TLS: a full record means more is likely buffered inside
-			// crypto/tls; otherwise go back to the small buffer before
-			// blocking.
-			big = k >= maxRecord
-		}
+		// TLS: a full record means more is likely buffered inside
+		// crypto/tls; otherwise go back to waiting without a buffer.
+		big = plain == nil && k >= maxRecord
 	}
+}
+
+// pollConn is the socket under a server-side TLS connection. While hold is
+// set its Read fails at once (errWouldBlock, which crypto/tls takes for a
+// passing error): a TLS Read then returns only what crypto/tls already
+// holds.
+type pollConn struct {
+	net.Conn
+	hold atomic.Bool
+}
+
+func (c *pollConn) Read(b []byte) (int, error) {
+	if c.hold.Load() {
+		return 0, errWouldBlock
+	}
+	return c.Conn.Read(b)
+}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "no bytes held: wait for the socket" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+var errWouldBlock net.Error = wouldBlock{}
+
+// tlsReader waits on an idle server-side TLS connection the way
+// readableWaiter waits on a plain one: without a buffer and in a shallow
+// stack (a goroutine blocked inside crypto/tls's Read keeps 8 KiB of
+// stack), with no more system calls than a blocking Read.
+type tlsReader struct {
+	tc *tls.Conn
+	pc *pollConn
+	// readable blocks until the socket has bytes, or its read deadline
+	// passes (the next Read then fails); it returns a reset.
+	readable func() error
+}
+
+// newTLSReader returns a tlsReader for c, or nil when c is not TLS over a
+// pollConn on a socket.
+func newTLSReader(c net.Conn) *tlsReader {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	pc, ok := tc.NetConn().(*pollConn)
+	if !ok {
+		return nil
+	}
+	w := readableWaiter(pc.Conn)
+	if w == nil {
+		return nil
+	}
+	return &tlsReader{tc: tc, pc: pc, readable: w}
+}
+
+// poll reads what crypto/tls already holds (decrypted bytes, a complete
+// record) without touching the socket: (0, nil) means nothing.
+func (r *tlsReader) poll(b []byte) (int, error) {
+	r.pc.hold.Store(true)
+	n, err := r.tc.Read(b)
+	r.pc.hold.Store(false)
+	if n == 0 && errors.Is(err, errWouldBlock) {
+		return 0, nil
+	}
+	return n, err
 }
 
 // readableWaiter returns a function that blocks until a plain TCP
 // connection has bytes (or EOF) without holding a buffer, or nil for
-// connections that may buffer data internally (TLS).
-func readableWaiter(c net.Conn) func() {
+// connections that may buffer data internally (TLS). It returns the
+// socket's error (a reset), which the peek consumed: a Read after it would
+// see EOF instead.
+func readableWaiter(c net.Conn) func() error {
 	if sc, ok := c.(*sniffedConn); ok {
 		inner := readableWaiter(sc.Conn)
 		if inner == nil {
 			return nil
 		}
-		return func() {
+		return func() error {
 			if sc.r.Buffered() == 0 {
-				inner()
+				return inner()
 			}
+			return nil
 		}
 	}
 	tc, ok := c.(*net.TCPConn)
@@ -263,14 +351,30 @@ func readableWaiter(c net.Conn) func() {
 	if err != nil {
 		return nil
 	}
-	return func() {
+	return func() error {
 		var one [1]byte
+		var perr error
+		woken := false
 		rc.Read(func(fd uintptr) bool {
+			// Once the poller has woken us, go read: peeking again would
+			// cost a system call more than a blocking Read (a spurious
+			// wake-up only means that Read waits).
+			if woken {
+				return true
+			}
+			woken = true
 			// Peek without consuming: data, EOF or an error all mean "go
 			// read"; only EAGAIN means wait for the poller.
 			_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			return err != syscall.EAGAIN && err != syscall.EINTR
+			if err == syscall.EAGAIN {
+				return false
+			}
+			if err != nil && err != syscall.EINTR {
+				perr = &net.OpError{Op: "read", Net: "tcp", Source: tc.LocalAddr(), Addr: tc.RemoteAddr(), Err: os.NewSyscallError("recvfrom", err)}
+			}
+			return true
 		})
+		return perr
 	}
 }
 
@@ -283,6 +387,8 @@ func closeWrite(c net.Conn) {
 	case *sniffedConn:
 		closeWrite(c.Conn)
 	case *replayConn:
+		closeWrite(c.Conn)
+	case *pollConn:
 		closeWrite(c.Conn)
 	default:
 		c.Close()

@@ -73,6 +73,27 @@ type h1Conn struct {
 	target   atomic.Pointer[backendConn]
 	first    [1]byte
 	hasFirst bool
+	// tr waits for the next request without crypto/tls's deep stack; nil
+	// when the connection is not TLS over a socket.
+	tr *tlsReader
+}
+
+// readFirst waits (until deadline) for the first byte of the next request.
+func (c *h1Conn) readFirst(deadline time.Time) error {
+	c.conn.SetReadDeadline(deadline)
+	if c.tr != nil {
+		if n, err := c.tr.poll(c.first[:]); n > 0 || err != nil {
+			return err
+		}
+		if err := c.tr.readable(); err != nil {
+			return err
+		}
+	}
+	n, err := c.conn.Read(c.first[:])
+	if err == nil && n == 0 {
+		err = io.ErrNoProgress
+	}
+	return err
 }
 
 // Read reads the client's bytes, the byte read while idle first.
@@ -123,6 +144,7 @@ func (p *Inbound) startH1(ctx context.Context, relay net.Conn, tc *tls.Conn, lc 
 	if tc != nil {
 		cs := tc.ConnectionState()
 		hc.tls = &cs
+		hc.tr = newTLSReader(relay)
 	}
 	lc.h1 = hc
 	go p.serveH1(ctx, hc, handoff)
@@ -145,8 +167,7 @@ func (p *Inbound) serveH1(ctx context.Context, hc *h1Conn, handoff func(net.Conn
 	}
 	idle := p.cfg.Limits.IdleTimeout
 	for ctx.Err() == nil {
-		hc.conn.SetReadDeadline(time.Now().Add(idle))
-		if n, err := hc.conn.Read(hc.first[:]); n == 0 || err != nil {
+		if hc.readFirst(time.Now().Add(idle)) != nil {
 			return
 		}
 		if !hc.state.CompareAndSwap(h1Idle, h1Busy) {
