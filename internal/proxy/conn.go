@@ -214,6 +214,15 @@ func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
 			bp = bufPool.Get().(*[]byte)
 			buf = *bp
 			k, err = src.Read(buf)
+			// Records that crypto/tls already holds go behind it: one
+			// write for them all.
+			for tr != nil && err == nil && k >= maxRecord && len(buf)-k >= maxRecord {
+				var more int
+				if more, err = tr.poll(buf[k:]); more == 0 {
+					break
+				}
+				k += more
+			}
 		default:
 			// A TLS source whose socket cannot be waited on (the outbound
 			// proxy's): a 1 KiB buffer while idle, the rest of the record
