@@ -175,81 +175,16 @@ const maxRecord = 16 << 10
 // copyHalf copies src to dst until EOF, then half-closes dst's write side
 // and reports clean. Any other end (a read error, a failed write) reports
 // !clean and leaves closing to the caller.
-//
-// An idle source is waited on without a buffer and in a shallow stack
-// (readableWaiter, tlsReader), then read into a pooled buffer. After a
-// full TLS record, more is likely buffered inside crypto/tls: the next
-// read goes straight into a pooled buffer.
 func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
-	tr := newTLSReader(src)
-	plain := readableWaiter(src)
-	var small []byte
-	big := false
+	hs := halfSource{src: src, tr: newTLSReader(src), plain: readableWaiter(src)}
 	for {
-		var bp *[]byte
-		var buf []byte
-		var k int
-		var err error
-		switch {
-		case plain != nil:
-			if err := plain(); err != nil {
-				return n, false
-			}
-			bp = bufPool.Get().(*[]byte)
-			buf = *bp
-			k, err = src.Read(buf)
-		case tr != nil && !big:
-			bp = bufPool.Get().(*[]byte)
-			buf = *bp
-			if k, err = tr.poll(buf); k == 0 && err == nil {
-				bufPool.Put(bp)
-				if err := tr.readable(); err != nil {
-					return n, false
-				}
-				bp = bufPool.Get().(*[]byte)
-				buf = *bp
-				k, err = src.Read(buf)
-			}
-		case big:
-			bp = bufPool.Get().(*[]byte)
-			buf = *bp
-			k, err = src.Read(buf)
-			// Records that crypto/tls already holds go behind it: one
-			// write for them all.
-			for tr != nil && err == nil && k >= maxRecord && len(buf)-k >= maxRecord {
-				var more int
-				if more, err = tr.poll(buf[k:]); more == 0 {
-					break
-				}
-				k += more
-			}
-		default:
-			// A TLS source whose socket cannot be waited on (the outbound
-			// proxy's): a 1 KiB buffer while idle, the rest of the record
-			// behind it.
-			if small == nil {
-				small = make([]byte, 1024)
-			}
-			buf = small
-			k, err = src.Read(buf)
-			if k == len(small) && err == nil {
-				bp = bufPool.Get().(*[]byte)
-				buf = *bp
-				copy(buf, small)
-				var k2 int
-				k2, err = src.Read(buf[len(small):])
-				k += k2
-			}
-		}
+		bp, buf, k, err := hs.read()
 		if k > 0 {
 			last.Store(time.Now().UnixNano())
 			w, werr := dst.Write(buf[:k])
 			n += int64(w)
 			if werr != nil {
-				if bp != nil {
-					bufPool.Put(bp)
-				}
-				return n, false
+				err = werr
 			}
 		}
 		if bp != nil {
@@ -262,10 +197,78 @@ func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
 			closeWrite(dst)
 			return n, true
 		}
-		// TLS: a full record means more is likely buffered inside
-		// crypto/tls; otherwise go back to waiting without a buffer.
-		big = plain == nil && k >= maxRecord
 	}
+}
+
+// halfSource reads one direction of a relay. An idle source is waited on
+// without a buffer and in a shallow stack (readableWaiter, tlsReader),
+// then read into a pooled buffer. After a full TLS record, more is likely
+// buffered inside crypto/tls: the next read goes straight into a pooled
+// buffer, with every record already held behind the first.
+type halfSource struct {
+	src   net.Conn
+	tr    *tlsReader
+	plain func() error
+	small []byte
+	big   bool
+}
+
+// read returns the next bytes in buf[:k] and the pooled buffer holding
+// them, if any, for the caller to put back.
+func (h *halfSource) read() (bp *[]byte, buf []byte, k int, err error) {
+	switch {
+	case h.plain != nil:
+		if err := h.plain(); err != nil {
+			return nil, nil, 0, err
+		}
+		bp = bufPool.Get().(*[]byte)
+		k, err = h.src.Read(*bp)
+		return bp, *bp, k, err
+	case h.tr != nil && !h.big:
+		bp = bufPool.Get().(*[]byte)
+		if k, err = h.tr.poll(*bp); k == 0 && err == nil {
+			bufPool.Put(bp)
+			if err := h.tr.readable(); err != nil {
+				return nil, nil, 0, err
+			}
+			bp = bufPool.Get().(*[]byte)
+			k, err = h.src.Read(*bp)
+		}
+	case h.big:
+		bp = bufPool.Get().(*[]byte)
+		buf = *bp
+		k, err = h.src.Read(buf)
+		// Records that crypto/tls already holds go behind it: one write
+		// for them all.
+		for h.tr != nil && err == nil && k >= maxRecord && len(buf)-k >= maxRecord {
+			var more int
+			if more, err = h.tr.poll(buf[k:]); more == 0 {
+				break
+			}
+			k += more
+		}
+	default:
+		// A TLS source whose socket cannot be waited on (the outbound
+		// proxy's): a 1 KiB buffer while idle, the rest of the record
+		// behind it.
+		if h.small == nil {
+			h.small = make([]byte, 1024)
+		}
+		k, err = h.src.Read(h.small)
+		if k < len(h.small) || err != nil {
+			h.big = false
+			return nil, h.small, k, err
+		}
+		bp = bufPool.Get().(*[]byte)
+		copy(*bp, h.small)
+		var k2 int
+		k2, err = h.src.Read((*bp)[k:])
+		k += k2
+	}
+	// TLS: a full record means more is likely buffered inside crypto/tls;
+	// otherwise go back to waiting without a buffer.
+	h.big = k >= maxRecord
+	return bp, *bp, k, err
 }
 
 // pollConn is the socket under a server-side TLS connection. While hold is

@@ -531,11 +531,14 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 			}
 			return p.unreachable(b.w, req, err)
 		}
-		code, keep, backendOK := relayResponse(b.w, bc, req, resp)
+		code, keep, backendOK, err := relayResponse(b.w, bc, req, resp)
 		if backendOK && hc.target.CompareAndSwap(bc, nil) {
 			p.backends.put(bc)
 		} else {
 			hc.closeTarget()
+		}
+		if err != nil {
+			return p.unreachable(b.w, req, err)
 		}
 		return code, keep
 	}
@@ -639,50 +642,67 @@ func copyBody(w *bufio.Writer, body io.Reader, n int64) error {
 // relayResponse writes the service's response to the client: informational
 // responses first, then the final one with its body, framed by length or
 // chunked. It reports the status, whether the client connection stays
-// open, and whether the service connection may be reused.
-func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *http.Response) (code int, keep, backendOK bool) {
+// open, and whether the service connection may be reused; or an error
+// when the service sent no final response the client may have.
+func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *http.Response) (code int, keep, backendOK bool, err error) {
 	for n := 0; resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; n++ {
 		if n == max1xx {
-			return http.StatusBadGateway, false, false
+			return 0, false, false, errors.New("more than 5 informational (1xx) responses")
 		}
 		removeHopByHop(resp.Header)
 		writeStatus(w, resp.StatusCode)
 		writeHeader(w, resp.Header)
 		w.WriteString("\r\n")
-		var err error
 		if resp, err = http.ReadResponse(bc.r, req); err != nil {
-			return http.StatusBadGateway, false, false
+			return 0, false, false, err
 		}
 	}
 	code = resp.StatusCode
 	if code == http.StatusSwitchingProtocols {
-		return http.StatusBadGateway, false, false // not asked for
+		return 0, false, false, errors.New("the service switched protocols (101) though the client did not ask to")
 	}
-	h := resp.Header
-	removeHopByHop(h)
+	removeHopByHop(resp.Header)
 	bodyless := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
-	chunked := !bodyless && resp.ContentLength < 0
 	var bp *[32 << 10]byte
 	var first []byte
 	var rerr error
 	if !bodyless {
-		delete(h, "Content-Length")
+		delete(resp.Header, "Content-Length")
 		if resp.ContentLength != 0 {
+			// The first bytes go with the head, and name its type if the
+			// service did not.
 			bp = httpBufs.Get().(*[32 << 10]byte)
 			defer httpBufs.Put(bp)
 			var k int
 			k, rerr = resp.Body.Read(bp[:])
 			first = bp[:k]
 		}
-		if _, ok := h["Content-Type"]; !ok && len(first) > 0 {
-			h["Content-Type"] = []string{http.DetectContentType(first)} // as http.Server does
-		}
 	}
-	writeStatus(w, code)
+	chunked := writeResponseHead(w, req, resp, bodyless, first)
+	if bodyless || resp.ContentLength == 0 {
+		resp.Body.Close()
+		return code, w.Flush() == nil && !req.Close, !resp.Close, nil
+	}
+	if !copyResponseBody(w, bc, resp, bp, first, rerr, chunked) {
+		return code, false, false, nil // cut short: abort, as the reverse proxy does
+	}
+	return code, w.Flush() == nil && !req.Close, !resp.Close, nil
+}
+
+// writeResponseHead writes the final response's head as http.Server would
+// for the reverse proxy (Date and a sniffed Content-Type when missing) and
+// reports whether the body is chunked.
+func writeResponseHead(w *bufio.Writer, req *http.Request, resp *http.Response, bodyless bool, first []byte) (chunked bool) {
+	h := resp.Header
+	if _, ok := h["Content-Type"]; !ok && !bodyless && len(first) > 0 {
+		h["Content-Type"] = []string{http.DetectContentType(first)}
+	}
+	writeStatus(w, resp.StatusCode)
 	if _, ok := h["Date"]; !ok {
 		writeDate(w)
 	}
 	writeHeader(w, h)
+	chunked = !bodyless && resp.ContentLength < 0
 	switch {
 	case chunked:
 		w.WriteString("Transfer-Encoding: chunked\r\n")
@@ -706,26 +726,28 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
-	if bodyless || resp.ContentLength == 0 {
-		resp.Body.Close()
-		return code, w.Flush() == nil && !req.Close, !resp.Close
-	}
+	return chunked
+}
+
+// copyResponseBody copies the body (first, then the rest from the
+// service) to the client, flushing whenever the service has nothing more
+// buffered, so that a stream (server-sent events) reaches the client as it
+// is written. It reports false when either side failed.
+func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp *[32 << 10]byte, first []byte, rerr error, chunked bool) bool {
 	for {
 		if len(first) > 0 {
-			if err := writeBody(w, first, chunked); err != nil {
-				return code, false, false
+			if writeBody(w, first, chunked) != nil {
+				return false
 			}
-			// Flush when the service has nothing more buffered: a stream
-			// (server-sent events) reaches the client as it is written.
 			if bc.r.Buffered() == 0 && w.Flush() != nil {
-				return code, false, false
+				return false
 			}
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			return code, false, false // cut short: abort, as the reverse proxy does
+			return false
 		}
 		var k int
 		k, rerr = resp.Body.Read(bp[:])
@@ -737,7 +759,7 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 		writeHeader(w, resp.Trailer)
 		w.WriteString("\r\n")
 	}
-	return code, w.Flush() == nil && !req.Close, !resp.Close
+	return true
 }
 
 func writeBody(w *bufio.Writer, b []byte, chunked bool) error {

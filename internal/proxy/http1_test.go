@@ -179,3 +179,114 @@ func TestHTTP1Smuggling(t *testing.T) {
 		})
 	}
 }
+
+// rawResponses answer each path with the bytes written here, as a service
+// may send them.
+var rawResponses = map[string]string{
+	"/chunked":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nContent-Type: text/plain\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: done\r\n\r\n",
+	"/close":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the service closes",
+	"/head":      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 42\r\n\r\n",
+	"/nocontent": "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+	"/early":     "HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+	"/sniff":     "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>",
+	"/hop":       "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+	"/switch":    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+	"/short":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly this",
+}
+
+// TestHTTP1Responses: the HTTP/1.1 path relays what services send as the
+// reverse proxy did: chunked bodies with their trailers, bodies ended by
+// the service's close, bodiless HEAD and 204 answers, 1xx before the final
+// answer, a sniffed Content-Type, no hop-by-hop header; a 101 nobody asked
+// for is a 502 and a body cut short aborts the client's connection.
+func TestHTTP1Responses(t *testing.T) {
+	w := newWorld(t)
+	backend := testnet.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, rawResponses[req.URL.Path])
+			if req.URL.Path == "/close" || req.URL.Path == "/switch" || req.URL.Path == "/short" {
+				return
+			}
+		}
+	})
+	r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP})
+	tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	get := func(method, path string) (*http.Response, string, error) {
+		req, _ := http.NewRequest(method, "https://"+r.addr+path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, string(b), err
+	}
+	for _, tt := range []struct {
+		method, path string
+		code         int
+		body         string
+		check        func(*http.Response) string
+	}{
+		{"GET", "/chunked", 200, "hello world", func(r *http.Response) string {
+			if r.Trailer.Get("X-T") != "done" {
+				return fmt.Sprintf("trailer %q", r.Trailer)
+			}
+			return ""
+		}},
+		{"GET", "/close", 200, "until the service closes", nil},
+		{"HEAD", "/head", 200, "", func(r *http.Response) string {
+			if r.ContentLength != 42 {
+				return fmt.Sprintf("Content-Length %d, want 42", r.ContentLength)
+			}
+			return ""
+		}},
+		{"GET", "/nocontent", 204, "", func(r *http.Response) string {
+			if r.Header.Get("X-A") != "1" {
+				return "X-A lost"
+			}
+			return ""
+		}},
+		{"GET", "/early", 200, "ok", nil},
+		{"GET", "/sniff", 200, "<html>hi</html>", func(r *http.Response) string {
+			if ct := r.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+				return "Content-Type " + ct
+			}
+			return ""
+		}},
+		{"GET", "/hop", 200, "ok", func(r *http.Response) string {
+			if r.Header.Get("X-Secret") != "" || r.Header.Get("Keep-Alive") != "" {
+				return fmt.Sprintf("hop-by-hop headers reached the client: %q", r.Header)
+			}
+			return ""
+		}},
+		{"GET", "/switch", 502, "", nil},
+	} {
+		t.Run(tt.method+tt.path, func(t *testing.T) {
+			resp, body, err := get(tt.method, tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.code || tt.code == 200 && body != tt.body {
+				t.Fatalf("%d %q, want %d %q", resp.StatusCode, body, tt.code, tt.body)
+			}
+			if tt.check != nil {
+				if msg := tt.check(resp); msg != "" {
+					t.Error(msg)
+				}
+			}
+		})
+	}
+	t.Run("cut short", func(t *testing.T) {
+		if _, _, err := get("GET", "/short"); err == nil {
+			t.Fatal("a body the service cut short reached the client whole")
+		}
+	})
+}
