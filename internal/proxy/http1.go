@@ -225,10 +225,11 @@ func (p *Inbound) serveOne(ctx context.Context, hc *h1Conn, b *h1Bufs) (keep boo
 		return false, hc.replay(b, b.head)
 	}
 	start := time.Now()
-	if waited {
-		hc.conn.SetReadDeadline(start.Add(lim.IdleTimeout))
+	// As http.Server without ReadTimeout: a body is read without a
+	// deadline (a long upload is not cut), as responses are written.
+	if waited || req.ContentLength > 0 {
+		hc.conn.SetReadDeadline(time.Time{})
 	}
-	hc.conn.SetWriteDeadline(start.Add(lim.IdleTimeout))
 	req.RemoteAddr = hc.remote
 	req.TLS = hc.tls
 	v := p.admitRequest(&hc.httpConn, req)
@@ -608,7 +609,7 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	}
 	w.WriteString("\r\n")
 	if req.ContentLength > 0 {
-		if err := copyBody(w, req.Body, req.ContentLength); err != nil {
+		if err := copyBody(w, bc.c, req.Body, req.ContentLength); err != nil {
 			return nil, err
 		}
 	}
@@ -618,24 +619,35 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	return http.ReadResponse(bc.r, req)
 }
 
-// copyBody copies the client's n body bytes to the service.
-func copyBody(w *bufio.Writer, body io.Reader, n int64) error {
-	for n > 0 {
-		if w.Available() == 0 {
-			if err := w.Flush(); err != nil {
-				return err
+// copyBody copies the client's n body bytes to the service: a small body
+// behind the head in the write buffer, a large one through a pooled 32 KiB
+// buffer written straight to the service as it arrives (as io.Copy would).
+func copyBody(w *bufio.Writer, c net.Conn, body io.Reader, n int64) error {
+	if n > int64(w.Available()) {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		bp := httpBufs.Get().(*[32 << 10]byte)
+		defer httpBufs.Put(bp)
+		for n > 0 {
+			k, err := io.ReadAtLeast(body, bp[:min(int64(len(bp)), n)], 1)
+			if k > 0 {
+				if _, werr := c.Write(bp[:k]); werr != nil {
+					return werr
+				}
+				n -= int64(k)
+			}
+			if err != nil && n > 0 {
+				return errors.Join(errClientBody, err)
 			}
 		}
-		buf := w.AvailableBuffer()[:min(int64(w.Available()), n)]
-		k, err := body.Read(buf)
-		if k > 0 {
-			w.Write(buf[:k])
-			n -= int64(k)
-		}
-		if err != nil && n > 0 {
-			return errors.Join(errClientBody, err)
-		}
+		return nil
 	}
+	buf := w.AvailableBuffer()[:n]
+	if _, err := io.ReadFull(body, buf); err != nil {
+		return errors.Join(errClientBody, err)
+	}
+	w.Write(buf)
 	return nil
 }
 

@@ -44,7 +44,7 @@ func newRecordingBackend(t *testing.T) *recordingBackend {
 				rb.record("body error: " + err.Error())
 				return
 			}
-			rb.record(fmt.Sprintf("%s %s xfcc=%d body=%q", req.Method, req.RequestURI, len(req.Header.Values(proxy.XFCCHeader)), body))
+			rb.record(fmt.Sprintf("%s %s xfcc=%d len=%d body=%q", req.Method, req.RequestURI, len(req.Header.Values(proxy.XFCCHeader)), len(body), body[:min(len(body), 64)]))
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(n)), n)
 		}
 	})
@@ -158,6 +158,7 @@ func TestHTTP1Smuggling(t *testing.T) {
 		{"no Host", "GET /ok/a HTTP/1.1\r\n\r\n" + admin, []int{400}},
 		{"large head", "GET /ok/a HTTP/1.1\r\nHost: b\r\nX-Big: " + strings.Repeat("x", 6000) + "\r\n\r\n" + admin, []int{200, 403}},
 		{"head split over the buffer", "GET /ok/a HTTP/1.1\r\nHost: b\r\nX-Big: " + strings.Repeat("x", 4040) + "\r\n\r\n" + admin, []int{200, 403}},
+		{"large body", withBody("POST /ok/big HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n", strings.Repeat("b", 100000)) + admin, []int{200, 403}},
 		{"Upgrade", "GET /ok/a HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n" + admin, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,6 +173,9 @@ func TestHTTP1Smuggling(t *testing.T) {
 				if len(f) < 3 || !strings.HasPrefix(f[1], "/ok/") || f[2] != "xfcc=1" {
 					t.Errorf("the service read %q", g)
 				}
+			}
+			if tt.name == "large body" && (len(got) != 1 || !strings.HasPrefix(got[0], "POST /ok/big xfcc=1 len=100000 ")) {
+				t.Errorf("the service read %q, want the whole 100000-byte body", got)
 			}
 			if n := strings.Count(fmt.Sprint(codes), "200"); n != len(got) {
 				t.Errorf("%d responses 200 (%v) but the service read %d requests: %q", n, codes, len(got), got)

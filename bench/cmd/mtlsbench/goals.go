@@ -23,16 +23,38 @@ type goal struct {
 // do with the same CPU), which a loaded machine does not skew.
 func (rep *report) goals(w io.Writer, by map[string]*target) {
 	rounds := rep.o.rounds
-	ok := func(t *target) bool { return t != nil && !t.disabled }
-	roundOf := func(rs []rate, all rate, r int) (rate, bool) {
-		if r < 0 {
-			return all, all.elapsed > 0
-		}
-		if r >= len(rs) || rs[r].elapsed == 0 {
-			return rate{}, false
-		}
-		return rs[r], true
+	fmt.Fprintf(w, "### issue #15: the proxy against its goals\n\n")
+	var head, rule strings.Builder
+	for r := range rounds {
+		fmt.Fprintf(&head, " round %d |", r+1)
+		rule.WriteString(" ---: |")
 	}
+	fmt.Fprintf(w, "| figure | goal |%s whole run | met |\n| --- | --- |%s ---: | --- |\n", head.String(), rule.String())
+	for _, g := range goalList(by) {
+		op := "≤"
+		if g.min {
+			op = "≥"
+		}
+		fmt.Fprintf(w, "| %s | %s %.2f |", g.figure, op, g.bound)
+		for r := range rounds {
+			if v, ok := g.ratio(r); ok {
+				fmt.Fprintf(w, " %.2f |", v)
+			} else {
+				fmt.Fprint(w, " – |")
+			}
+		}
+		if v, ok := g.ratio(-1); ok {
+			fmt.Fprintf(w, " %.2f | %s |\n", v, verdict(g.min && v >= g.bound || !g.min && v <= g.bound))
+		} else {
+			fmt.Fprint(w, " – | – |\n")
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// goalList is issue #15's table over the servers measured.
+func goalList(by map[string]*target) []goal {
+	ok := func(t *target) bool { return t != nil && !t.disabled }
 	ka := func(key string, r int) (rate, bool) {
 		t := by[key]
 		if !ok(t) {
@@ -47,41 +69,29 @@ func (rep *report) goals(w io.Writer, by map[string]*target) {
 		}
 		return roundOf(t.hsRounds, t.hs, r)
 	}
-	kaRate := func(p, base string) func(int) (float64, bool) {
+	// pair compares the proxy p to base in one test's round with f.
+	pair := func(get func(string, int) (rate, bool), p, base string, f func(a, b rate) (float64, bool)) func(int) (float64, bool) {
 		return func(r int) (float64, bool) {
-			a, ok1 := ka(p, r)
-			b, ok2 := ka(base, r)
-			return a.perSecond() / b.perSecond(), ok1 && ok2 && a.ops > 0 && b.ops > 0
+			a, ok1 := get(p, r)
+			b, ok2 := get(base, r)
+			if !ok1 || !ok2 {
+				return 0, false
+			}
+			return f(a, b)
 		}
 	}
-	kaCPU := func(p, base string) func(int) (float64, bool) {
-		return func(r int) (float64, bool) {
-			a, ok1 := ka(p, r)
-			b, ok2 := ka(base, r)
-			return b.cpuPerOp() / a.cpuPerOp(), ok1 && ok2 && a.cpuPerOp() > 0 && b.cpuPerOp() > 0
-		}
+	byRate := func(a, b rate) (float64, bool) { return a.perSecond() / b.perSecond(), a.ops > 0 && b.ops > 0 }
+	byCPU := func(a, b rate) (float64, bool) {
+		return b.cpuPerOp() / a.cpuPerOp(), a.cpuPerOp() > 0 && b.cpuPerOp() > 0
 	}
-	p99 := func(p, base string) func(int) (float64, bool) {
-		return func(r int) (float64, bool) {
-			a, ok1 := ka(p, r)
-			b, ok2 := ka(base, r)
-			return float64(a.percentile(99)) / float64(b.percentile(99)), ok1 && ok2 && b.percentile(99) > 0
-		}
+	byP99 := func(a, b rate) (float64, bool) {
+		return float64(a.percentile(99)) / float64(b.percentile(99)), b.percentile(99) > 0
 	}
-	hsCPU := func(p, base string) func(int) (float64, bool) {
-		return func(r int) (float64, bool) {
-			a, ok1 := hs(p, r)
-			b, ok2 := hs(base, r)
-			return b.cpuPerOp() / a.cpuPerOp(), ok1 && ok2 && a.cpuPerOp() > 0 && b.cpuPerOp() > 0
-		}
-	}
-	hsRate := func(p, base string) func(int) (float64, bool) {
-		return func(r int) (float64, bool) {
-			a, ok1 := hs(p, r)
-			b, ok2 := hs(base, r)
-			return a.perSecond() / b.perSecond(), ok1 && ok2 && a.ops > 0 && b.ops > 0
-		}
-	}
+	kaRate := func(p, base string) func(int) (float64, bool) { return pair(ka, p, base, byRate) }
+	kaCPU := func(p, base string) func(int) (float64, bool) { return pair(ka, p, base, byCPU) }
+	p99 := func(p, base string) func(int) (float64, bool) { return pair(ka, p, base, byP99) }
+	hsRate := func(p, base string) func(int) (float64, bool) { return pair(hs, p, base, byRate) }
+	hsCPU := func(p, base string) func(int) (float64, bool) { return pair(hs, p, base, byCPU) }
 	whole := func(f func(t *target) (float64, bool), p, base string) func(int) (float64, bool) {
 		return func(r int) (float64, bool) {
 			if r >= 0 || !ok(by[p]) || !ok(by[base]) {
@@ -115,34 +125,28 @@ func (rep *report) goals(w io.Writer, by map[string]*target) {
 		{"idle KiB per connection, http (RSS delta)", idle("proxy-http"), false, 32},
 		{"idle KiB per connection, tcp (RSS delta)", idle("proxy-tcp"), false, 32},
 	}
-	fmt.Fprintf(w, "### issue #15: the proxy against its goals\n\n")
-	var head, rule strings.Builder
-	for r := range rounds {
-		fmt.Fprintf(&head, " round %d |", r+1)
-		rule.WriteString(" ---: |")
+	return goals
+}
+
+// roundOf returns round r of a test's results (-1: all rounds merged).
+func roundOf(rs []rate, all rate, r int) (rate, bool) {
+	if r < 0 {
+		return all, all.elapsed > 0
 	}
-	fmt.Fprintf(w, "| figure | goal |%s whole run | met |\n| --- | --- |%s ---: | --- |\n", head.String(), rule.String())
-	for _, g := range goals {
-		op := "≤"
-		if g.min {
-			op = "≥"
-		}
-		fmt.Fprintf(w, "| %s | %s %.2f |", g.figure, op, g.bound)
-		for r := range rounds {
-			if v, ok := g.ratio(r); ok {
-				fmt.Fprintf(w, " %.2f |", v)
-			} else {
-				fmt.Fprint(w, " – |")
-			}
-		}
-		v, measured := g.ratio(-1)
-		met := "–"
-		if measured {
-			met = verdict(g.min && v >= g.bound || !g.min && v <= g.bound)
-			fmt.Fprintf(w, " %.2f | %s |\n", v, met)
-		} else {
-			fmt.Fprintf(w, " – | %s |\n", met)
-		}
+	if r >= len(rs) || rs[r].elapsed == 0 {
+		return rate{}, false
 	}
-	fmt.Fprintln(w)
+	return rs[r], true
+}
+
+// byRate, byCPU and byP99 compare the proxy's result a to a peer's b: the
+// ratio, and whether both were measured.
+func byRate(a, b rate) (float64, bool) { return a.perSecond() / b.perSecond(), a.ops > 0 && b.ops > 0 }
+
+func byCPU(a, b rate) (float64, bool) {
+	return b.cpuPerOp() / a.cpuPerOp(), a.cpuPerOp() > 0 && b.cpuPerOp() > 0
+}
+
+func byP99(a, b rate) (float64, bool) {
+	return float64(a.percentile(99)) / float64(b.percentile(99)), b.percentile(99) > 0
 }
