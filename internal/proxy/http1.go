@@ -583,7 +583,10 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	w := bc.w
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
-	w.WriteString(req.RequestURI)
+	// The target as the reverse proxy wrote it: re-encoded where the
+	// client left a character a path may not hold ('#', '{', '\'), so
+	// the service reads the path that was authorized.
+	w.WriteString(req.URL.RequestURI())
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(req.Host)
 	w.WriteString("\r\n")

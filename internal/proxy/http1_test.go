@@ -158,6 +158,7 @@ func TestHTTP1Smuggling(t *testing.T) {
 		{"no Host", "GET /ok/a HTTP/1.1\r\n\r\n" + admin, []int{400}},
 		{"large head", "GET /ok/a HTTP/1.1\r\nHost: b\r\nX-Big: " + strings.Repeat("x", 6000) + "\r\n\r\n" + admin, []int{200, 403}},
 		{"head split over the buffer", "GET /ok/a HTTP/1.1\r\nHost: b\r\nX-Big: " + strings.Repeat("x", 4040) + "\r\n\r\n" + admin, []int{200, 403}},
+		{"hash in the path", "GET /ok/#/admin HTTP/1.1\r\nHost: b\r\n\r\n", []int{200}},
 		{"large body", withBody("POST /ok/big HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n", strings.Repeat("b", 100000)) + admin, []int{200, 403}},
 		{"Upgrade", "GET /ok/a HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n" + admin, nil},
 	} {
@@ -173,6 +174,9 @@ func TestHTTP1Smuggling(t *testing.T) {
 				if len(f) < 3 || !strings.HasPrefix(f[1], "/ok/") || f[2] != "xfcc=1" {
 					t.Errorf("the service read %q", g)
 				}
+			}
+			if tt.name == "hash in the path" && (len(got) != 1 || !strings.HasPrefix(got[0], "GET /ok/%23/admin ")) {
+				t.Errorf("the service read %q, want the path with its '#' encoded, as it was authorized", got)
 			}
 			if tt.name == "large body" && (len(got) != 1 || !strings.HasPrefix(got[0], "POST /ok/big xfcc=1 len=100000 ")) {
 				t.Errorf("the service read %q, want the whole 100000-byte body", got)
