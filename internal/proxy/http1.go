@@ -96,12 +96,19 @@ func (c *h1Conn) readFirst(deadline time.Time) error {
 	return err
 }
 
-// Read reads the client's bytes, the byte read while idle first.
+// Read reads the client's bytes, the byte read while idle first, with
+// what crypto/tls holds of its record: usually the whole request head,
+// which then needs no wait (nor deadline).
 func (c *h1Conn) Read(b []byte) (int, error) {
 	if c.hasFirst && len(b) > 0 {
 		c.hasFirst = false
 		b[0] = c.first[0]
-		return 1, nil
+		n := 1
+		if c.tr != nil {
+			k, _ := c.tr.poll(b[1:]) // an error recurs at the next Read
+			n += k
+		}
+		return n, nil
 	}
 	return c.conn.Read(b)
 }
