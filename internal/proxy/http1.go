@@ -227,9 +227,16 @@ func (p *Inbound) serveOne(ctx context.Context, hc *h1Conn, b *h1Bufs) (keep boo
 	if !plainHead(b.head) {
 		return false, hc.replay(b, nil)
 	}
+	buffered := b.r.Buffered()
 	req, err := http.ReadRequest(b.r)
 	if err != nil || !plainRequest(req) {
-		return false, hc.replay(b, b.head)
+		// Replay exactly what the parser consumed (all the head, or the
+		// part before an error), then what is still buffered.
+		consumed := buffered - b.r.Buffered()
+		if consumed > len(b.head) {
+			return false, nil
+		}
+		return false, hc.replay(b, b.head[:consumed])
 	}
 	start := time.Now()
 	// As http.Server without ReadTimeout: a body is read without a
