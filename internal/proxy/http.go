@@ -569,6 +569,15 @@ func (p *Inbound) finish(r *http.Request, code int, peer, outcome, reason string
 	if !p.log.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
+	if outcome == "forwarded" {
+		logged, dropped := p.sample.allow(start)
+		if dropped > 0 {
+			p.log.Info("requests not logged", "count", dropped, "limit_per_second", p.sample.limit)
+		}
+		if !logged {
+			return
+		}
+	}
 	attrs := [...]slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("peer_id", peer), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.String("proto", r.Proto), slog.Int("status", code), slog.String("outcome", outcome),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("reason", reason)}
@@ -577,6 +586,36 @@ func (p *Inbound) finish(r *http.Request, code int, peer, outcome, reason string
 		n--
 	}
 	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs[:n]...)
+}
+
+// DefaultRequestLogLimit is how many forwarded requests a second get a log
+// line when InboundConfig.RequestLogLimit is zero.
+const DefaultRequestLogLimit = 100
+
+// logSampler lets through at most limit log lines a second (all when limit
+// is negative) and counts the others.
+type logSampler struct {
+	limit   int64
+	second  atomic.Int64
+	used    atomic.Int64
+	dropped atomic.Int64
+}
+
+// allow reports whether a line at now is logged and, at the first line of
+// a new second, how many the seconds before did not log.
+func (s *logSampler) allow(now time.Time) (ok bool, dropped int64) {
+	if s.limit < 0 {
+		return true, 0
+	}
+	if sec, cur := now.Unix(), s.second.Load(); sec != cur && s.second.CompareAndSwap(cur, sec) {
+		s.used.Store(0)
+		dropped = s.dropped.Swap(0)
+	}
+	if s.used.Add(1) <= s.limit {
+		return true, dropped
+	}
+	s.dropped.Add(1)
+	return false, dropped
 }
 
 // httpBufs holds the reverse proxy's copy buffers, as arrays so that

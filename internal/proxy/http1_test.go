@@ -14,6 +14,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testlog"
 	"github.com/mutual-tls/mutual/internal/testnet"
 )
 
@@ -297,4 +298,46 @@ func TestHTTP1Responses(t *testing.T) {
 			t.Fatal("a body the service cut short reached the client whole")
 		}
 	})
+}
+
+// TestHTTPRequestLogSampled: past RequestLogLimit forwarded requests a
+// second are only counted, but every refusal is logged.
+func TestHTTPRequestLogSampled(t *testing.T) {
+	w := newWorld(t)
+	log, logs := testlog.NewJSON(t, "proxy")
+	r := runInbound(t, w, proxy.InboundConfig{Target: httpBackend(t), Protocol: proxy.HTTP, RequestLogLimit: 1, Log: log})
+	tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	// One line a second: all 40 would be logged only if they took 40
+	// seconds on loopback.
+	const forwarded, refused = 40, 3
+	for i := range forwarded + refused {
+		path := "/ok"
+		if i < refused {
+			path = "/a/../b" // refused: dot segments
+		}
+		if res := doRequest(c, "GET", "https://"+r.addr+path, nil); res.err != nil {
+			t.Fatal(res.err)
+		}
+	}
+	r.stop(t)
+	var logged, counted, refusals int
+	for _, l := range logs.Records() {
+		switch {
+		case l["msg"] == "request" && l["outcome"] == "forwarded":
+			logged++
+		case l["msg"] == "request" && l["outcome"] == "refused":
+			refusals++
+		case l["msg"] == "requests not logged":
+			n, _ := l["count"].(float64)
+			counted += int(n)
+		}
+	}
+	if refusals != refused {
+		t.Errorf("%d refusals logged, want all %d", refusals, refused)
+	}
+	if logged < 1 || logged >= forwarded || logged+counted > forwarded {
+		t.Errorf("%d forwarded requests logged and %d counted as not logged, of %d: want at least one logged and no more than sent", logged, counted, forwarded)
+	}
 }

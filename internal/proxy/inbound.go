@@ -76,8 +76,14 @@ type InboundConfig struct {
 	Staple func(leaf *x509.Certificate) []byte
 	Limits Limits
 	// Log receives one line per connection (tcp) or request (http) and per
-	// refused handshake; nil discards.
+	// refused handshake; nil discards. In http mode, lines of forwarded
+	// requests are sampled (RequestLogLimit); refused ones are all logged.
 	Log *slog.Logger
+	// RequestLogLimit is how many forwarded requests a second get a log
+	// line in http mode; past it a second's others are only counted (the
+	// metrics have every request) and one line says how many were not
+	// logged. Zero means DefaultRequestLogLimit; negative, every request.
+	RequestLogLimit int
 	// Metrics and Migration may be nil.
 	Metrics   *Metrics
 	Migration *MigrationReport
@@ -97,6 +103,8 @@ type Inbound struct {
 	// backends are the idle keep-alive connections to the target of the
 	// HTTP/1.1 path.
 	backends backendPool
+	// sample limits the log lines of forwarded requests.
+	sample logSampler
 }
 
 // liveConn is an open connection and every leg that closes with it: the
@@ -184,6 +192,10 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	p := &Inbound{cfg: cfg, log: cfg.Log, conns: map[net.Conn]*liveConn{}}
+	p.sample.limit = int64(cfg.RequestLogLimit)
+	if cfg.RequestLogLimit == 0 {
+		p.sample.limit = DefaultRequestLogLimit
+	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

@@ -24,6 +24,7 @@ type options struct {
 	caddy, haproxy string
 	ghostunnel     string
 	caddyLog       bool
+	proxyLogAll    bool
 	work           string
 	keep           bool
 	serverCPUs     string
@@ -65,6 +66,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.mutual, "mutual", "", "the mutual binary (go build ./cmd/mutual); required")
 	fs.StringVar(&o.nginx, "nginx", "", "the nginx binary (default: nginx on PATH or /usr/sbin/nginx; none: skip nginx)")
 	fs.StringVar(&o.caddy, "caddy", "", "the caddy binary (default: caddy on PATH; none: skip Caddy)")
+	fs.BoolVar(&o.proxyLogAll, "proxy-log-all", false, "the proxy logs every forwarded request (--request-log-limit -1) as nginx, Caddy and HAProxy do here; false: its default, 100 lines a second")
 	fs.BoolVar(&o.caddyLog, "caddy-log", true, "Caddy writes an access-log line per request (as the proxy, nginx and HAProxy do); false: Caddy's default, no access log")
 	fs.StringVar(&o.haproxy, "haproxy", "", "the haproxy binary (default: haproxy on PATH or /usr/sbin; none: skip HAProxy)")
 	fs.StringVar(&o.ghostunnel, "ghostunnel", os.Getenv("GHOSTUNNEL"), "the ghostunnel binary, built outside the repository (see bench/README.md; default: $GHOSTUNNEL, else ghostunnel on PATH; none: skip ghostunnel)")
@@ -231,8 +233,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	proxyArgs := func(listen, protocol string) []string {
 		// The identities come straight from the intermediate, with no CA
 		// service to learn revocations from: say so, as the proxy requires.
-		return []string{"proxy", "inbound", "--listen", listen, "--target", backendAddr, "--identity-dir", serverDir,
+		args := []string{"proxy", "inbound", "--listen", listen, "--target", backendAddr, "--identity-dir", serverDir,
 			"--allow", allowed, "--protocol", protocol, "--no-revocation"}
+		if o.proxyLogAll {
+			args = append(args, "--request-log-limit", "-1")
+		}
+		return args
 	}
 	targets := []*target{
 		{key: "bare", name: "bare crypto/tls", addr: bareAddr},
@@ -353,6 +359,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "- Go servers: GOMAXPROCS follows their affinity (%d); nginx %s: worker_processes %d\n", ncpu, nginxVersion, ncpu)
 	fmt.Fprintf(stdout, "- Caddy %s; HAProxy %s: nbthread %d; ghostunnel %s\n", caddyVersion, haproxyVersion, ncpu, ghostunnelVersion)
 	fmt.Fprintf(stdout, "- load average at the start: %s\n", loadAverage())
+	proxyLog := "up to 100 forwarded requests a second (its default; -proxy-log-all: every one)"
+	if o.proxyLogAll {
+		proxyLog = "every request (-proxy-log-all)"
+	}
+	fmt.Fprintf(stdout, "- request logs: nginx, HAProxy and Caddy (-caddy-log=%v) a line per request; the proxy (http) %s\n", o.caddyLog, proxyLog)
 	fmt.Fprintf(stdout, "- TLS 1.3, ECDSA P-256 certificates (leaf + intermediate), key exchange %s, no resumption\n", curveName(o.curves))
 	fmt.Fprintf(stdout, "- server CPU = the server process(es) only (nginx: master + workers); the backend's is not counted\n\n")
 
