@@ -1,8 +1,9 @@
 #!/bin/sh
-# Compare mutual's inbound proxy with a bare crypto/tls server, nginx, Caddy and HAProxy on
-# loopback, and print the tables of docs/benchmarks.md.
+# Compare mutual's inbound proxy with a bare crypto/tls server, nginx, Caddy, HAProxy and
+# ghostunnel on loopback, and print the tables of docs/benchmarks.md and issue #15's.
 #
-#   bench/run.sh                      # servers on CPU 0, load on CPU 1
+#   GHOSTUNNEL=/path/to/ghostunnel bench/run.sh   # servers on CPU 0, load on CPU 1
+#                                     # (ghostunnel is built outside the repo: bench/README.md)
 #   SERVER_CPUS= LOAD_CPUS= bench/run.sh   # no pinning
 #   bench/run.sh -duration 10s -keep  # extra flags go to mtlsbench run (-h)
 #

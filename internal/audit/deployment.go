@@ -282,7 +282,7 @@ var proxyFlagTakesValue = map[string]bool{
 	"metrics": true, "identity-dir": true, "workload-api": true, "ca": true, "crl-interval": true,
 	"handshake-timeout": true, "idle-timeout": true, "max-connections": true, "drain-timeout": true,
 	"half-close-timeout": true, "expect": true, "server-name": true,
-	"poll-interval": true, "log-level": true, "config": true,
+	"poll-interval": true, "log-level": true, "config": true, "request-log-limit": true,
 	"tls12": false, "no-revocation": false, "unsafe-target": false, "unsafe-listen": false,
 }
 

@@ -73,6 +73,7 @@ type inboundOptions struct {
 	policy         string
 	mode, protocol string
 	unsafeTarget   bool
+	requestLog     int
 }
 
 const proxyInboundLong = `Terminate mutual TLS on --listen, verify every client's certificate (chain, validity,
@@ -86,7 +87,9 @@ SPIFFE ID) and authorize it before a byte reaches --target.
   --protocol http     per-request authorization (method, path by segments),
                       ambiguous paths (/a/..;/b, %252e...) are 400, refusals
                       are 403 with a reason, the caller's identity reaches the
-                      service in X-Forwarded-Client-Cert (Envoy's format)
+                      service in X-Forwarded-Client-Cert (Envoy's format);
+                      forwarded requests are logged up to --request-log-limit
+                      a second (refusals always; metrics count every request)
 
 Patterns: spiffe://td/ns/prod/web, spiffe://td/ns/prod/* (one segment),
 spiffe://td/ns/** (any depth). --policy FILE (YAML) reloads on change.
@@ -121,6 +124,7 @@ func proxyInboundCmd(e *env) *cobra.Command {
 	f.StringVar(&o.policy, "policy", "", "YAML policy file, reloaded on change")
 	f.StringVar(&o.mode, "mode", "strict", "strict or permissive")
 	f.StringVar(&o.protocol, "protocol", "tcp", "tcp or http")
+	f.IntVar(&o.requestLog, "request-log-limit", 0, "http mode: forwarded requests logged per second, the others counted in one line (0: 100; -1: every request)")
 	f.BoolVar(&o.tls12, "tls12", false, "also accept TLS 1.2 (AEAD suites only); TLS 1.3 otherwise")
 	f.StringVar(&o.metrics, "metrics", "", "address for /metrics and /migration (off when empty)")
 	f.BoolVar(&o.unsafeTarget, "unsafe-target", false, "allow a non-loopback --target (plaintext crosses the network)")
@@ -148,7 +152,7 @@ func (o *inboundOptions) config(e *env) (sidecar.Config, error) {
 	cfg := o.commonFlags.config(e, o.listen)
 	cfg.Inbound = &sidecar.Inbound{
 		Target: o.target, Allow: base, PolicyFile: o.policy,
-		Mode: proxy.Mode(o.mode), Protocol: proxy.Protocol(o.protocol),
+		Mode: proxy.Mode(o.mode), Protocol: proxy.Protocol(o.protocol), RequestLogLimit: o.requestLog,
 	}
 	return cfg, nil
 }

@@ -175,50 +175,16 @@ const maxRecord = 16 << 10
 // copyHalf copies src to dst until EOF, then half-closes dst's write side
 // and reports clean. Any other end (a read error, a failed write) reports
 // !clean and leaves closing to the caller.
-//
-// A plain TCP source is waited on without a buffer, then read into a pooled
-// one. A TLS source (which may hold decrypted bytes already) is read into a
-// 1 KiB buffer while idle; when that fills, the rest of the record is read
-// into a pooled buffer behind it and the whole is written at once.
 func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
-	plain := readableWaiter(src)
-	var small []byte
-	big := plain != nil
+	hs := halfSource{src: src, tr: newTLSReader(src), plain: readableWaiter(src)}
 	for {
-		var bp *[]byte
-		var buf []byte
-		if plain != nil {
-			plain()
-		}
-		if big {
-			bp = bufPool.Get().(*[]byte)
-			buf = *bp
-		} else {
-			if small == nil {
-				small = make([]byte, 1024)
-			}
-			buf = small
-		}
-		k, err := src.Read(buf)
-		if plain == nil && !big && k == len(small) && err == nil {
-			// More of this record is waiting inside crypto/tls: read it
-			// behind what we have, and write once.
-			bp = bufPool.Get().(*[]byte)
-			buf = *bp
-			copy(buf, small)
-			var k2 int
-			k2, err = src.Read(buf[len(small):])
-			k += k2
-		}
+		bp, buf, k, err := hs.read()
 		if k > 0 {
 			last.Store(time.Now().UnixNano())
 			w, werr := dst.Write(buf[:k])
 			n += int64(w)
 			if werr != nil {
-				if bp != nil {
-					bufPool.Put(bp)
-				}
-				return n, false
+				err = werr
 			}
 		}
 		if bp != nil {
@@ -231,28 +197,162 @@ func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
 			closeWrite(dst)
 			return n, true
 		}
-		if plain == nil {
-			// TLS: a full record means more is likely buffered inside
-			// crypto/tls; otherwise go back to the small buffer before
-			// blocking.
-			big = k >= maxRecord
-		}
 	}
+}
+
+// halfSource reads one direction of a relay. An idle source is waited on
+// without a buffer and in a shallow stack (readableWaiter, tlsReader),
+// then read into a pooled buffer. After a full TLS record, more is likely
+// buffered inside crypto/tls: the next read goes straight into a pooled
+// buffer, with every record already held behind the first.
+type halfSource struct {
+	src   net.Conn
+	tr    *tlsReader
+	plain func() error
+	small []byte
+	big   bool
+}
+
+// read returns the next bytes in buf[:k] and the pooled buffer holding
+// them, if any, for the caller to put back.
+func (h *halfSource) read() (bp *[]byte, buf []byte, k int, err error) {
+	switch {
+	case h.plain != nil:
+		if err := h.plain(); err != nil {
+			return nil, nil, 0, err
+		}
+		bp = bufPool.Get().(*[]byte)
+		k, err = h.src.Read(*bp)
+		return bp, *bp, k, err
+	case h.tr != nil && !h.big:
+		bp = bufPool.Get().(*[]byte)
+		if k, err = h.tr.poll(*bp); k == 0 && err == nil {
+			bufPool.Put(bp)
+			if err := h.tr.readable(); err != nil {
+				return nil, nil, 0, err
+			}
+			bp = bufPool.Get().(*[]byte)
+			k, err = h.src.Read(*bp)
+		}
+	case h.big:
+		bp = bufPool.Get().(*[]byte)
+		buf = *bp
+		k, err = h.src.Read(buf)
+		// Records that crypto/tls already holds go behind it: one write
+		// for them all.
+		for h.tr != nil && err == nil && k >= maxRecord && len(buf)-k >= maxRecord {
+			var more int
+			if more, err = h.tr.poll(buf[k:]); more == 0 {
+				break
+			}
+			k += more
+		}
+	default:
+		// A TLS source whose socket cannot be waited on (the outbound
+		// proxy's): a 1 KiB buffer while idle, the rest of the record
+		// behind it.
+		if h.small == nil {
+			h.small = make([]byte, 1024)
+		}
+		k, err = h.src.Read(h.small)
+		if k < len(h.small) || err != nil {
+			h.big = false
+			return nil, h.small, k, err
+		}
+		bp = bufPool.Get().(*[]byte)
+		copy(*bp, h.small)
+		var k2 int
+		k2, err = h.src.Read((*bp)[k:])
+		k += k2
+	}
+	// TLS: a full record means more is likely buffered inside crypto/tls;
+	// otherwise go back to waiting without a buffer.
+	h.big = k >= maxRecord
+	return bp, *bp, k, err
+}
+
+// pollConn is the socket under a server-side TLS connection. While hold is
+// set its Read fails at once (errWouldBlock, which crypto/tls takes for a
+// passing error): a TLS Read then returns only what crypto/tls already
+// holds.
+type pollConn struct {
+	net.Conn
+	hold atomic.Bool
+}
+
+func (c *pollConn) Read(b []byte) (int, error) {
+	if c.hold.Load() {
+		return 0, errWouldBlock
+	}
+	return c.Conn.Read(b)
+}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "no bytes held: wait for the socket" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+var errWouldBlock net.Error = wouldBlock{}
+
+// tlsReader waits on an idle server-side TLS connection the way
+// readableWaiter waits on a plain one: without a buffer and in a shallow
+// stack (a goroutine blocked inside crypto/tls's Read keeps 8 KiB of
+// stack), with no more system calls than a blocking Read.
+type tlsReader struct {
+	tc *tls.Conn
+	pc *pollConn
+	// readable blocks until the socket has bytes, or its read deadline
+	// passes (the next Read then fails); it returns a reset.
+	readable func() error
+}
+
+// newTLSReader returns a tlsReader for c, or nil when c is not TLS over a
+// pollConn on a socket.
+func newTLSReader(c net.Conn) *tlsReader {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	pc, ok := tc.NetConn().(*pollConn)
+	if !ok {
+		return nil
+	}
+	w := readableWaiter(pc.Conn)
+	if w == nil {
+		return nil
+	}
+	return &tlsReader{tc: tc, pc: pc, readable: w}
+}
+
+// poll reads what crypto/tls already holds (decrypted bytes, a complete
+// record) without touching the socket: (0, nil) means nothing.
+func (r *tlsReader) poll(b []byte) (int, error) {
+	r.pc.hold.Store(true)
+	n, err := r.tc.Read(b)
+	r.pc.hold.Store(false)
+	if n == 0 && errors.Is(err, errWouldBlock) {
+		return 0, nil
+	}
+	return n, err
 }
 
 // readableWaiter returns a function that blocks until a plain TCP
 // connection has bytes (or EOF) without holding a buffer, or nil for
-// connections that may buffer data internally (TLS).
-func readableWaiter(c net.Conn) func() {
+// connections that may buffer data internally (TLS). It returns the
+// socket's error (a reset), which the peek consumed: a Read after it would
+// see EOF instead.
+func readableWaiter(c net.Conn) func() error {
 	if sc, ok := c.(*sniffedConn); ok {
 		inner := readableWaiter(sc.Conn)
 		if inner == nil {
 			return nil
 		}
-		return func() {
+		return func() error {
 			if sc.r.Buffered() == 0 {
-				inner()
+				return inner()
 			}
+			return nil
 		}
 	}
 	tc, ok := c.(*net.TCPConn)
@@ -263,14 +363,30 @@ func readableWaiter(c net.Conn) func() {
 	if err != nil {
 		return nil
 	}
-	return func() {
+	return func() error {
 		var one [1]byte
+		var perr error
+		woken := false
 		rc.Read(func(fd uintptr) bool {
+			// Once the poller has woken us, go read: peeking again would
+			// cost a system call more than a blocking Read (a spurious
+			// wake-up only means that Read waits).
+			if woken {
+				return true
+			}
+			woken = true
 			// Peek without consuming: data, EOF or an error all mean "go
 			// read"; only EAGAIN means wait for the poller.
 			_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			return err != syscall.EAGAIN && err != syscall.EINTR
+			if err == syscall.EAGAIN {
+				return false
+			}
+			if err != nil && err != syscall.EINTR {
+				perr = &net.OpError{Op: "read", Net: "tcp", Source: tc.LocalAddr(), Addr: tc.RemoteAddr(), Err: os.NewSyscallError("recvfrom", err)}
+			}
+			return true
 		})
+		return perr
 	}
 }
 
@@ -281,6 +397,10 @@ func closeWrite(c net.Conn) {
 	case *net.TCPConn:
 		c.CloseWrite()
 	case *sniffedConn:
+		closeWrite(c.Conn)
+	case *replayConn:
+		closeWrite(c.Conn)
+	case *pollConn:
 		closeWrite(c.Conn)
 	default:
 		c.Close()

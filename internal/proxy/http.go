@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -58,6 +59,9 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler: p.trackUpgrades(p.httpHandler(rp)),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if rc, ok := c.(*replayConn); ok {
+				return context.WithValue(ctx, connKey{}, rc.hc)
+			}
 			return context.WithValue(ctx, connKey{}, &httpConn{conn: c})
 		},
 		ReadHeaderTimeout: p.cfg.Limits.HandshakeTimeout,
@@ -92,6 +96,8 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 	if err := hs.Shutdown(sctx); err != nil {
 		hs.Close()
 	}
+	p.closeIdleH1()
+	defer p.backends.closeAll()
 	if serveErr == nil {
 		<-errc
 	}
@@ -138,6 +144,9 @@ type connKey struct{}
 // the connection: revocation, which closes the connection, discards it.
 type httpConn struct {
 	conn net.Conn
+	// tls is the connection's TLS state when http.Server cannot see it (a
+	// connection handed over by the HTTP/1.1 path), else nil.
+	tls *tls.ConnectionState
 	// peer is the verified client, parsed from its certificate once (the
 	// certificate of a TLS connection never changes).
 	peer atomic.Pointer[peerInfo]
@@ -421,6 +430,10 @@ func (l *handshakeListener) run() {
 				}
 			}
 			l.p.cfg.Metrics.conn("ok")
+			if wantsH1(tc) {
+				l.p.startH1(l.ctx, relay, tc, lc, l.handoff)
+				return
+			}
 			select {
 			case l.out <- acceptResult{c: relay}:
 			case <-l.ctx.Done():
@@ -430,6 +443,17 @@ func (l *handshakeListener) run() {
 				l.p.wg.Done()
 			}
 		}()
+	}
+}
+
+// handoff passes a connection from the HTTP/1.1 path to http.Server; false
+// when the proxy is shutting down.
+func (l *handshakeListener) handoff(c net.Conn) bool {
+	select {
+	case l.out <- acceptResult{c: c}:
+		return true
+	case <-l.ctx.Done():
+		return false
 	}
 }
 
@@ -476,54 +500,72 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		// Never trust an identity header from the client, in any spelling
-		// a service could read as it.
-		scrubHeaders(r.Header)
-		// Authorize the path the service will see: refuse paths that
-		// servers read in different ways rather than guess which way this
-		// one does. What passes is forwarded as sent.
-		reqPath := r.URL.Path
-		if escaped := r.URL.EscapedPath(); escaped != "" {
-			var err error
-			if reqPath, err = authz.CheckPath(escaped); err != nil {
-				var pe *authz.PathError
-				reason := err.Error()
-				if errors.As(err, &pe) {
-					reason = pe.Reason
-				}
-				http.Error(sw, "mutual proxy: bad request: "+err.Error(), http.StatusBadRequest)
-				p.finish(r, sw, "", "refused", reason, start)
-				return
-			}
+		hc := connOf(r)
+		if r.TLS == nil && hc != nil {
+			// A connection that the HTTP/1.1 path handed over (replayConn):
+			// http.Server does not see its *tls.Conn.
+			r.TLS = hc.tls
 		}
-		var peer string
-		outcome := "forwarded"
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			hc := connOf(r)
-			pi := p.peerOf(hc, r.TLS.PeerCertificates[0])
-			peer = pi.str
-			if err := p.authorize(hc, pi, r.Method, reqPath); err != nil {
-				outcome = "denied"
-				http.Error(sw, "mutual proxy: forbidden: "+err.Error(), http.StatusForbidden)
-				p.finish(r, sw, peer, outcome, err.Error(), start)
-				return
-			}
-			// The reverse proxy's Rewrite moves it to the outgoing request.
-			r.Header[XFCCHeader] = pi.xfcc
-		} else {
-			kind := "no-certificate"
-			if r.TLS == nil {
-				kind = "plaintext"
-			}
-			p.cfg.Migration.Record(addr(r.RemoteAddr), kind)
+		v := p.admitRequest(hc, r)
+		if v.code != 0 {
+			http.Error(sw, v.msg, v.code)
+			p.finish(r, sw.code, v.peer, v.outcome, v.reason, start)
+			return
 		}
 		next.ServeHTTP(sw, r)
-		p.finish(r, sw, peer, outcome, "", start)
+		p.finish(r, sw.code, v.peer, "forwarded", "", start)
 	})
 }
 
-func (p *Inbound) finish(r *http.Request, w *statusWriter, peer, outcome, reason string, start time.Time) {
-	code := w.code
+// verdict is the proxy's decision on one request: code is 0 when it may
+// be forwarded, else the status to answer with msg.
+type verdict struct {
+	code                 int
+	peer                 string
+	outcome, reason, msg string
+}
+
+// admitRequest applies every check the proxy makes on a request before it
+// may reach the service, on both HTTP paths: it removes every client copy
+// of the identity header, refuses paths that servers read in different
+// ways, authorizes the peer, and sets the identity header on r.Header.
+func (p *Inbound) admitRequest(hc *httpConn, r *http.Request) verdict {
+	// Never trust an identity header from the client, in any spelling
+	// a service could read as it.
+	scrubHeaders(r.Header)
+	// Authorize the path the service will see: refuse paths that
+	// servers read in different ways rather than guess which way this
+	// one does. What passes is forwarded as sent.
+	reqPath := r.URL.Path
+	if escaped := r.URL.EscapedPath(); escaped != "" {
+		var err error
+		if reqPath, err = authz.CheckPath(escaped); err != nil {
+			var pe *authz.PathError
+			reason := err.Error()
+			if errors.As(err, &pe) {
+				reason = pe.Reason
+			}
+			return verdict{code: http.StatusBadRequest, outcome: "refused", reason: reason, msg: "mutual proxy: bad request: " + err.Error()}
+		}
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		pi := p.peerOf(hc, r.TLS.PeerCertificates[0])
+		if err := p.authorize(hc, pi, r.Method, reqPath); err != nil {
+			return verdict{code: http.StatusForbidden, peer: pi.str, outcome: "denied", reason: err.Error(), msg: "mutual proxy: forbidden: " + err.Error()}
+		}
+		// The forwarding path moves it to the outgoing request.
+		r.Header[XFCCHeader] = pi.xfcc
+		return verdict{peer: pi.str}
+	}
+	kind := "no-certificate"
+	if r.TLS == nil {
+		kind = "plaintext"
+	}
+	p.cfg.Migration.Record(addr(r.RemoteAddr), kind)
+	return verdict{}
+}
+
+func (p *Inbound) finish(r *http.Request, code int, peer, outcome, reason string, start time.Time) {
 	if code == 0 {
 		code = http.StatusOK
 	}
@@ -531,6 +573,15 @@ func (p *Inbound) finish(r *http.Request, w *statusWriter, peer, outcome, reason
 	p.cfg.Metrics.request(code, d)
 	if !p.log.Enabled(r.Context(), slog.LevelInfo) {
 		return
+	}
+	if outcome == "forwarded" {
+		logged, dropped := p.sample.allow(start)
+		if dropped > 0 {
+			p.log.Info("requests not logged", "count", dropped, "limit_per_second", p.sample.limit)
+		}
+		if !logged {
+			return
+		}
 	}
 	attrs := [...]slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("peer_id", peer), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.String("proto", r.Proto), slog.Int("status", code), slog.String("outcome", outcome),
@@ -540,6 +591,36 @@ func (p *Inbound) finish(r *http.Request, w *statusWriter, peer, outcome, reason
 		n--
 	}
 	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs[:n]...)
+}
+
+// DefaultRequestLogLimit is how many forwarded requests a second get a log
+// line when InboundConfig.RequestLogLimit is zero.
+const DefaultRequestLogLimit = 100
+
+// logSampler lets through at most limit log lines a second (all when limit
+// is negative) and counts the others.
+type logSampler struct {
+	limit   int64
+	second  atomic.Int64
+	used    atomic.Int64
+	dropped atomic.Int64
+}
+
+// allow reports whether a line at now is logged and, at the first line of
+// a new second, how many the seconds before did not log.
+func (s *logSampler) allow(now time.Time) (ok bool, dropped int64) {
+	if s.limit < 0 {
+		return true, 0
+	}
+	if sec, cur := now.Unix(), s.second.Load(); sec != cur && s.second.CompareAndSwap(cur, sec) {
+		s.used.Store(0)
+		dropped = s.dropped.Swap(0)
+	}
+	if s.used.Add(1) <= s.limit {
+		return true, dropped
+	}
+	s.dropped.Add(1)
+	return false, dropped
 }
 
 // httpBufs holds the reverse proxy's copy buffers, as arrays so that

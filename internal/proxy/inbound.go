@@ -82,8 +82,14 @@ type InboundConfig struct {
 	Staple func(leaf *x509.Certificate) []byte
 	Limits Limits
 	// Log receives one line per connection (tcp) or request (http) and per
-	// refused handshake; nil discards.
+	// refused handshake; nil discards. In http mode, lines of forwarded
+	// requests are sampled (RequestLogLimit); refused ones are all logged.
 	Log *slog.Logger
+	// RequestLogLimit is how many forwarded requests a second get a log
+	// line in http mode; past it a second's others are only counted (the
+	// metrics have every request) and one line says how many were not
+	// logged. Zero means DefaultRequestLogLimit; negative, every request.
+	RequestLogLimit int
 	// Metrics and Migration may be nil.
 	Metrics   *Metrics
 	Migration *MigrationReport
@@ -99,6 +105,12 @@ type Inbound struct {
 	mu    sync.Mutex
 	conns map[net.Conn]*liveConn
 	wg    sync.WaitGroup
+
+	// backends are the idle keep-alive connections to the target of the
+	// HTTP/1.1 path.
+	backends backendPool
+	// sample limits the log lines of forwarded requests.
+	sample logSampler
 }
 
 // liveConn is an open connection and every leg that closes with it: the
@@ -109,9 +121,21 @@ type liveConn struct {
 	id     spiffeid.ID
 	serial string
 
+	// h1 is the connection's state on the HTTP/1.1 path, if it is served
+	// there.
+	h1 *h1Conn
+
 	mu     sync.Mutex
 	closed bool
 	legs   []func()
+}
+
+// isClosed reports whether the connection has been closed (revocation,
+// drain).
+func (lc *liveConn) isClosed() bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.closed
 }
 
 // attach adds a leg that closes with the connection. It reports false, and
@@ -174,6 +198,10 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	p := &Inbound{cfg: cfg, log: cfg.Log, conns: map[net.Conn]*liveConn{}}
+	p.sample.limit = int64(cfg.RequestLogLimit)
+	if cfg.RequestLogLimit == 0 {
+		p.sample.limit = DefaultRequestLogLimit
+	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -254,9 +282,19 @@ func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		p.wg.Add(1)
 		go func() {
-			defer p.wg.Done()
-			defer p.release()
-			p.handleTCP(ctx, c)
+			relay := p.handleTCP(ctx, c)
+			if relay == nil {
+				p.release()
+				p.wg.Done()
+				return
+			}
+			// Relay in a new goroutine: this one's stack grew deep in the
+			// handshake, and an idle connection would keep it.
+			go func() {
+				defer p.wg.Done()
+				defer p.release()
+				relay()
+			}()
 		}()
 	}
 }
@@ -330,7 +368,9 @@ func (p *Inbound) handshake(ctx context.Context, c net.Conn) (*tls.Conn, net.Con
 		}
 		c = sc
 	}
-	tc := tls.Server(c, p.tls)
+	// Over a pollConn, an idle connection can be waited on without
+	// crypto/tls's stack (tlsReader).
+	tc := tls.Server(&pollConn{Conn: c}, p.tls)
 	hctx, cancel := context.WithTimeout(ctx, p.cfg.Limits.HandshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
@@ -360,15 +400,17 @@ func (p *Inbound) refused(c net.Conn, err error) {
 	p.log.Warn("handshake refused", attrs...)
 }
 
-func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) {
+// handleTCP runs the handshake and connects to the target; it returns the
+// relay to run, or nil when the connection has ended.
+func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) (relay func()) {
 	start := time.Now()
-	tc, relay, err := p.handshake(ctx, c)
+	tc, rc, err := p.handshake(ctx, c)
 	if err != nil {
 		p.refused(c, err)
 		c.Close()
-		return
+		return nil
 	}
-	lc := &liveConn{conn: relay}
+	lc := &liveConn{conn: rc}
 	if tc != nil {
 		p.cfg.Metrics.handshake("ok", "")
 		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
@@ -382,14 +424,14 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) {
 	}
 	// Track the connection before anything else, then check the peer again:
 	// a revocation that arrived since the handshake closes it.
-	p.track(relay, lc)
-	defer p.untrack(relay)
+	p.track(rc, lc)
 	if tc != nil && p.cfg.PeerCheck != nil && !lc.id.IsZero() {
 		cs := tc.ConnectionState()
 		if err := p.cfg.PeerCheck(lc.id, cs.PeerCertificates); err != nil {
 			p.refused(c, err)
-			relay.Close()
-			return
+			rc.Close()
+			p.untrack(rc)
+			return nil
 		}
 	}
 	d := net.Dialer{Timeout: p.cfg.Limits.DialTimeout}
@@ -397,23 +439,34 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) {
 	if err != nil {
 		p.cfg.Metrics.conn("target_unreachable")
 		p.log.Error("target unreachable", "remote", peerString(c), "peer_id", idString(lc.id), "target", p.cfg.Target, "error", err.Error())
-		relay.Close()
-		return
+		rc.Close()
+		p.untrack(rc)
+		return nil
 	}
 	// From here closing the connection (revocation, drain) closes both
 	// legs; if it was closed while we dialled, it never goes live.
 	if !lc.attach(func() { target.Close() }) {
 		p.log.Info("connection closed before it reached the target", "remote", peerString(c), "peer_id", idString(lc.id), "serial", lc.serial)
-		return
+		p.untrack(rc)
+		return nil
 	}
 	p.cfg.Metrics.conn("ok")
-	in, out := pipe(relay, target, p.cfg.Limits)
+	return func() {
+		defer p.untrack(rc)
+		p.relayTCP(c, rc, target, tc != nil && !lc.id.IsZero(), lc, start)
+	}
+}
+
+// relayTCP copies both ways until the connection ends, then counts and
+// logs it.
+func (p *Inbound) relayTCP(c, rc, target net.Conn, mtls bool, lc *liveConn, start time.Time) {
+	in, out := pipe(rc, target, p.cfg.Limits)
 	if p.cfg.Metrics != nil {
 		p.cfg.Metrics.bytes.WithLabelValues("to_target").Add(float64(in))
 		p.cfg.Metrics.bytes.WithLabelValues("to_peer").Add(float64(out))
 	}
 	p.log.Info("connection", "remote", peerString(c), "peer_id", idString(lc.id), "serial", lc.serial,
-		"mtls", tc != nil && !lc.id.IsZero(), "bytes_to_target", in, "bytes_to_peer", out, "duration_ms", time.Since(start).Milliseconds())
+		"mtls", mtls, "bytes_to_target", in, "bytes_to_peer", out, "duration_ms", time.Since(start).Milliseconds())
 }
 
 func (p *Inbound) track(c net.Conn, lc *liveConn) {

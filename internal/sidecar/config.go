@@ -80,6 +80,9 @@ type Inbound struct {
 	// Mode is strict or permissive; Protocol tcp or http.
 	Mode     proxy.Mode
 	Protocol proxy.Protocol
+	// RequestLogLimit is proxy.InboundConfig's: forwarded requests logged
+	// per second in http mode (0: the default, negative: all).
+	RequestLogLimit int
 }
 
 // Outbound originates mutual TLS for a plaintext client.

@@ -114,7 +114,7 @@ func (s *sidecar) openInbound(ctx context.Context, cfg Config) error {
 	mig := proxy.NewMigrationReport()
 	pc := proxy.InboundConfig{
 		Target: in.Target, SVID: s.src, Bundle: s.src, Policy: pol,
-		Mode: in.Mode, Protocol: in.Protocol, TLS12: cfg.TLS12,
+		Mode: in.Mode, Protocol: in.Protocol, TLS12: cfg.TLS12, RequestLogLimit: in.RequestLogLimit,
 		Limits: cfg.Limits, Log: s.log, Metrics: s.m, Migration: mig,
 	}
 	w, err := s.watcher(cfg)

@@ -22,7 +22,9 @@ import (
 type options struct {
 	mutual, nginx  string
 	caddy, haproxy string
+	ghostunnel     string
 	caddyLog       bool
+	proxyLogAll    bool
 	work           string
 	keep           bool
 	serverCPUs     string
@@ -40,7 +42,7 @@ type options struct {
 }
 
 var (
-	allServers = []string{"bare", "proxy-http", "proxy-tcp", "nginx", "caddy", "haproxy"}
+	allServers = []string{"bare", "proxy-http", "proxy-tcp", "nginx", "caddy", "haproxy", "ghostunnel"}
 	allTests   = []string{"idle", "handshake", "keepalive", "latency", "bulk"}
 )
 
@@ -64,8 +66,10 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.mutual, "mutual", "", "the mutual binary (go build ./cmd/mutual); required")
 	fs.StringVar(&o.nginx, "nginx", "", "the nginx binary (default: nginx on PATH or /usr/sbin/nginx; none: skip nginx)")
 	fs.StringVar(&o.caddy, "caddy", "", "the caddy binary (default: caddy on PATH; none: skip Caddy)")
+	fs.BoolVar(&o.proxyLogAll, "proxy-log-all", false, "the proxy logs every forwarded request (--request-log-limit -1) as nginx, Caddy and HAProxy do here; false: its default, 100 lines a second")
 	fs.BoolVar(&o.caddyLog, "caddy-log", true, "Caddy writes an access-log line per request (as the proxy, nginx and HAProxy do); false: Caddy's default, no access log")
 	fs.StringVar(&o.haproxy, "haproxy", "", "the haproxy binary (default: haproxy on PATH or /usr/sbin; none: skip HAProxy)")
+	fs.StringVar(&o.ghostunnel, "ghostunnel", os.Getenv("GHOSTUNNEL"), "the ghostunnel binary, built outside the repository (see bench/README.md; default: $GHOSTUNNEL, else ghostunnel on PATH; none: skip ghostunnel)")
 	fs.StringVar(&o.work, "work", "", "directory for certificates, configurations and logs (default: a new temporary one, removed after)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	fs.StringVar(&o.serverCPUs, "server-cpus", "", "CPU list (taskset -c) for the servers and the backend; empty: no pinning")
@@ -138,13 +142,16 @@ type target struct {
 	addr      string
 	proc      *proc
 	// results
-	idleKiB  float64
-	hs, ka   rate
-	fixed    rate // the fixed-rate latency test
-	bulk     bulkResult
-	bulkErr  error
-	idleErr  error
-	disabled bool
+	idleKiB float64
+	rssKiB  int64 // after the whole load
+	hs, ka  rate
+	// per round of the rate tests, for the ratios printed per round
+	hsRounds, kaRounds []rate
+	fixed              rate // the fixed-rate latency test
+	bulk               bulkResult
+	bulkErr            error
+	idleErr            error
+	disabled           bool
 }
 
 func (t *target) pids() []int {
@@ -213,12 +220,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logf("started %s: pid %d, %s, log %s", name, p.cmd.Process.Pid, addr, logPath)
 		return p, p.waitReady(ctx, addr, logPath)
 	}
-	addrs, err := freeAddrs(7)
+	addrs, err := freeAddrs(8)
 	if err != nil {
 		return err
 	}
 	backendAddr, proxyHTTPAddr, proxyTCPAddr, bareAddr, nginxAddr := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]
-	caddyAddr, haproxyAddr := addrs[5], addrs[6]
+	caddyAddr, haproxyAddr, ghostunnelAddr := addrs[5], addrs[6], addrs[7]
 	if _, err := start("backend", backendAddr, self, "backend", "-listen", backendAddr); err != nil {
 		return err
 	}
@@ -226,8 +233,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	proxyArgs := func(listen, protocol string) []string {
 		// The identities come straight from the intermediate, with no CA
 		// service to learn revocations from: say so, as the proxy requires.
-		return []string{"proxy", "inbound", "--listen", listen, "--target", backendAddr, "--identity-dir", serverDir,
+		args := []string{"proxy", "inbound", "--listen", listen, "--target", backendAddr, "--identity-dir", serverDir,
 			"--allow", allowed, "--protocol", protocol, "--no-revocation"}
+		if o.proxyLogAll {
+			args = append(args, "--request-log-limit", "-1")
+		}
+		return args
 	}
 	targets := []*target{
 		{key: "bare", name: "bare crypto/tls", addr: bareAddr},
@@ -236,6 +247,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{key: "nginx", name: "nginx", addr: nginxAddr},
 		{key: "caddy", name: "Caddy", addr: caddyAddr},
 		{key: "haproxy", name: "HAProxy", addr: haproxyAddr},
+		{key: "ghostunnel", name: "ghostunnel", addr: ghostunnelAddr},
 	}
 	byKey := map[string]*target{}
 	for _, t := range targets {
@@ -244,7 +256,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, t := range targets {
 		t.disabled = !o.servers[t.key]
 	}
-	nginxVersion, caddyVersion, haproxyVersion := "not run", "not run", "not run"
+	nginxVersion, caddyVersion, haproxyVersion, ghostunnelVersion := "not run", "not run", "not run", "not run"
 	// startPeer writes a peer's configuration file and starts it; a peer
 	// whose binary is missing keeps an empty column.
 	startPeer := func(t *target, bin, conf, text string, args ...string) (err error) {
@@ -308,6 +320,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			conf := filepath.Join(o.work, "haproxy.cfg")
 			return startPeer(t, bin, conf, haproxyConfig(haproxyAddr, backendAddr, crt, haproxyBundle(o.work), ncpu), "-db", "-f", conf)
 		},
+		"ghostunnel": func(t *target) (err error) {
+			bin := findBin(o.ghostunnel, "ghostunnel")
+			if bin == "" {
+				logf("ghostunnel not found (build it as bench/README.md says, then -ghostunnel PATH or GHOSTUNNEL=PATH): its column stays empty")
+				t.disabled = true
+				return nil
+			}
+			ghostunnelVersion = version(bin, "--version")
+			t.proc, err = start("ghostunnel", ghostunnelAddr, bin, ghostunnelArgs(o.work, ghostunnelAddr, backendAddr)...)
+			return err
+		},
 	}
 	for _, t := range targets {
 		if t.disabled {
@@ -334,7 +357,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "- machine: %d CPUs (%s), %s, %s\n", machineCPUs(), cpuModel(), kernel(), runtime.Version())
 	fmt.Fprintf(stdout, "- pinning: %s\n", pin)
 	fmt.Fprintf(stdout, "- Go servers: GOMAXPROCS follows their affinity (%d); nginx %s: worker_processes %d\n", ncpu, nginxVersion, ncpu)
-	fmt.Fprintf(stdout, "- Caddy %s; HAProxy %s: nbthread %d\n", caddyVersion, haproxyVersion, ncpu)
+	fmt.Fprintf(stdout, "- Caddy %s; HAProxy %s: nbthread %d; ghostunnel %s\n", caddyVersion, haproxyVersion, ncpu, ghostunnelVersion)
+	fmt.Fprintf(stdout, "- load average at the start: %s\n", loadAverage())
+	proxyLog := "up to 100 forwarded requests a second (its default; -proxy-log-all: every one)"
+	if o.proxyLogAll {
+		proxyLog = "every request (-proxy-log-all)"
+	}
+	fmt.Fprintf(stdout, "- request logs: nginx, HAProxy and Caddy (-caddy-log=%v) a line per request; the proxy (http) %s\n", o.caddyLog, proxyLog)
 	fmt.Fprintf(stdout, "- TLS 1.3, ECDSA P-256 certificates (leaf + intermediate), key exchange %s, no resumption\n", curveName(o.curves))
 	fmt.Fprintf(stdout, "- server CPU = the server process(es) only (nginx: master + workers); the backend's is not counted\n\n")
 
@@ -381,7 +410,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		for _, t := range rotate(active, r) {
 			logf("handshakes: %s, round %d", t.name, r+1)
-			t.hs = merge(t.hs, handshakes(ctx, t.addr, cfg, o.hsConc, o.duration, t.probe(ours)))
+			res := handshakes(ctx, t.addr, cfg, o.hsConc, o.duration, t.probe(ours))
+			t.hsRounds = append(t.hsRounds, res)
+			t.hs = merge(t.hs, res)
 			time.Sleep(time.Second)
 		}
 	}
@@ -391,7 +422,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		for _, t := range rotate(active, r) {
 			logf("keep-alive requests: %s, round %d", t.name, r+1)
-			t.ka = merge(t.ka, keepAlive(ctx, t.addr, cfg, o.kaConc, o.duration, t.probe(ours)))
+			res := keepAlive(ctx, t.addr, cfg, o.kaConc, o.duration, t.probe(ours))
+			t.kaRounds = append(t.kaRounds, res)
+			t.ka = merge(t.ka, res)
 		}
 	}
 	for r := range o.rounds {
@@ -435,6 +468,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return ctx.Err()
 	}
 	for _, t := range active {
+		t.rssKiB = rssKiB(t.pids())
+	}
+	for _, t := range active {
 		for _, e := range []error{t.idleErr, t.bulkErr, t.hs.firstErr, t.ka.firstErr, t.fixed.firstErr} {
 			if e != nil {
 				fmt.Fprintf(stdout, "- %s: error: %v\n", t.name, e)
@@ -444,9 +480,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rep := &report{o: o, ncpu: ncpu}
 	for _, mode := range []string{"proxy-http", "proxy-tcp"} {
 		if !byKey[mode].disabled {
-			rep.table(stdout, byKey[mode], byKey["bare"], byKey["nginx"], byKey["caddy"], byKey["haproxy"])
+			rep.table(stdout, byKey[mode], byKey["bare"], byKey["nginx"], byKey["caddy"], byKey["haproxy"], byKey["ghostunnel"])
 		}
 	}
+	rep.goals(stdout, byKey)
 	if o.keep {
 		fmt.Fprintf(stdout, "work directory (certificates, nginx.conf, logs): %s\n", o.work)
 	}
@@ -505,6 +542,19 @@ func kernel() string {
 		return "Linux"
 	}
 	return "Linux " + strings.TrimSpace(string(b))
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // affinity reports this process's allowed CPUs.

@@ -129,5 +129,16 @@ func version(bin string, args ...string) string {
 	return line
 }
 
+// ghostunnelArgs runs ghostunnel as a TLS-terminating tcp proxy in front of
+// the backend, the counterpart of the proxy's tcp mode: the same chain and
+// key, client certificates verified against the bundle and the load's
+// SPIFFE ID allowed (--allow-uri), its default per-connection log lines.
+func ghostunnelArgs(dir, listen, backend string) []string {
+	p := func(name string) string { return filepath.Join(dir, "server", name) }
+	return []string{"server", "--listen", listen, "--target", backend,
+		"--cert", p(identity.CertFile), "--key", p(identity.KeyFile), "--cacert", p(identity.BundleFile),
+		"--allow-uri", clientID}
+}
+
 // haproxyBundle is the trust bundle haproxy verifies clients against.
 func haproxyBundle(dir string) string { return filepath.Join(dir, "server", identity.BundleFile) }

@@ -1,0 +1,886 @@
+package proxy
+
+// The proxy's own path for HTTP/1.1 keep-alive requests. http.Server and
+// httputil.ReverseProxy cost most of the proxy's CPU per request (a
+// background read, a context and a header clone per request, two
+// goroutines per connection to the service). This path reads each request
+// with net/http's parser on a buffer it owns, forwards it on a pooled
+// keep-alive connection to the service, and copies the answer back. It
+// takes only requests it can judge completely: anything else (HTTP/2,
+// Upgrade, CONNECT, Expect, chunked or oversized requests, HTTP/1.0,
+// absolute-form targets, obs-fold, bare LF, control bytes, parse errors)
+// goes, with the connection, to http.Server and the reverse proxy, which
+// see the bytes exactly as the client sent them (replayConn).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+const (
+	// h1BufSize bounds the request head this path takes; a larger one
+	// goes to http.Server, which allows h2guard.MaxHeaderBytes.
+	h1BufSize = 4 << 10
+	// maxIdleBackends is how many idle connections to the service are kept.
+	maxIdleBackends = 256
+	// backendIdleTimeout closes a pooled connection to the service unused
+	// for this long (http.Transport's IdleConnTimeout before).
+	backendIdleTimeout = 90 * time.Second
+	// backendCheckAfter: a pooled connection idle for longer is checked for
+	// a close by the service before a request is written on it.
+	backendCheckAfter = 500 * time.Millisecond
+	// discardLimit is how much of a refused request's body is read and
+	// dropped to keep the connection; past it the connection is closed.
+	discardLimit = 256 << 10
+	// max1xx bounds the informational responses relayed for one request.
+	max1xx = 5
+)
+
+// Connection states, for the drain: an idle connection is closed at once,
+// a busy one after its response.
+const (
+	h1Idle int32 = iota
+	h1Busy
+	h1Closed
+)
+
+// h1Conn is one client connection served by the HTTP/1.1 path. While it
+// waits for a request it holds no buffer: the first byte is read alone
+// (crypto/tls keeps the rest of its record), then a pooled reader and
+// writer serve the request and go back to the pool.
+type h1Conn struct {
+	httpConn
+	lc     *liveConn
+	remote string
+	state  atomic.Int32
+	// target is the connection to the service a request is using; the
+	// connection's close (revocation, drain) closes it too.
+	target   atomic.Pointer[backendConn]
+	first    [1]byte
+	hasFirst bool
+	// tr waits for the next request without crypto/tls's deep stack; nil
+	// when the connection is not TLS over a socket.
+	tr *tlsReader
+}
+
+// readFirst waits (until deadline) for the first byte of the next request.
+func (c *h1Conn) readFirst(deadline time.Time) error {
+	c.conn.SetReadDeadline(deadline)
+	if c.tr != nil {
+		if n, err := c.tr.poll(c.first[:]); n > 0 || err != nil {
+			return err
+		}
+		if err := c.tr.readable(); err != nil {
+			return err
+		}
+	}
+	n, err := c.conn.Read(c.first[:])
+	if err == nil && n == 0 {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// Read reads the client's bytes, the byte read while idle first, with
+// what crypto/tls holds of its record: usually the whole request head,
+// which then needs no wait (nor deadline).
+func (c *h1Conn) Read(b []byte) (int, error) {
+	if c.hasFirst && len(b) > 0 {
+		c.hasFirst = false
+		b[0] = c.first[0]
+		n := 1
+		if c.tr != nil {
+			k, _ := c.tr.poll(b[1:]) // an error recurs at the next Read
+			n += k
+		}
+		return n, nil
+	}
+	return c.conn.Read(b)
+}
+
+func (c *h1Conn) Write(b []byte) (int, error) { return c.conn.Write(b) }
+
+// closeTarget closes the connection to the service in use, if any: a leg
+// of the client connection.
+func (c *h1Conn) closeTarget() {
+	if bc := c.target.Swap(nil); bc != nil {
+		bc.c.Close()
+	}
+}
+
+// h1Bufs are what one request in flight needs, pooled.
+type h1Bufs struct {
+	r *bufio.Reader
+	w *bufio.Writer
+	// head is a copy of the request's head, for http.Server should the
+	// request go there.
+	head []byte
+}
+
+var h1Pool = sync.Pool{New: func() any {
+	return &h1Bufs{r: bufio.NewReaderSize(nil, h1BufSize), w: bufio.NewWriterSize(nil, h1BufSize), head: make([]byte, 0, h1BufSize)}
+}}
+
+// wantsH1 reports whether a connection is served by the HTTP/1.1 path:
+// every connection that did not negotiate HTTP/2.
+func wantsH1(tc *tls.Conn) bool {
+	return tc == nil || tc.ConnectionState().NegotiatedProtocol != "h2"
+}
+
+// startH1 serves a tracked, counted connection on the HTTP/1.1 path, in a
+// goroutine of its own (the handshake's deep stack is not kept). handoff
+// passes the connection to http.Server when a request needs it.
+func (p *Inbound) startH1(ctx context.Context, relay net.Conn, tc *tls.Conn, lc *liveConn, handoff func(net.Conn) bool) {
+	hc := &h1Conn{lc: lc, remote: relay.RemoteAddr().String()}
+	hc.conn = relay
+	if tc != nil {
+		cs := tc.ConnectionState()
+		hc.tls = &cs
+		hc.tr = newTLSReader(relay)
+	}
+	lc.h1 = hc
+	go p.serveH1(ctx, hc, handoff)
+}
+
+// serveH1 is the connection's loop: wait idle, then serve the requests
+// that arrived.
+func (p *Inbound) serveH1(ctx context.Context, hc *h1Conn, handoff func(net.Conn) bool) {
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			hc.conn.Close()
+			p.untrack(hc.conn)
+			p.release()
+			p.wg.Done()
+		}
+	}()
+	if !hc.lc.attach(hc.closeTarget) {
+		return
+	}
+	idle := p.cfg.Limits.IdleTimeout
+	for ctx.Err() == nil {
+		if hc.readFirst(time.Now().Add(idle)) != nil {
+			return
+		}
+		if !hc.state.CompareAndSwap(h1Idle, h1Busy) {
+			return
+		}
+		hc.hasFirst = true
+		b := h1Pool.Get().(*h1Bufs)
+		b.r.Reset(hc)
+		b.w.Reset(hc)
+		keep, replay := p.serveBuffered(ctx, hc, b)
+		b.r.Reset(nil)
+		b.w.Reset(nil)
+		h1Pool.Put(b)
+		if replay != nil {
+			handedOver = p.handOver(hc, replay, handoff)
+			return
+		}
+		if !keep {
+			return
+		}
+		hc.state.Store(h1Idle)
+	}
+}
+
+// serveBuffered serves requests while their bytes are already buffered
+// (pipelining). It reports whether the connection stays open, or the
+// connection to hand to http.Server.
+func (p *Inbound) serveBuffered(ctx context.Context, hc *h1Conn, b *h1Bufs) (keep bool, replay net.Conn) {
+	for {
+		keep, replay = p.serveOne(ctx, hc, b)
+		if !keep || replay != nil || b.r.Buffered() == 0 || ctx.Err() != nil {
+			return keep, replay
+		}
+	}
+}
+
+// serveOne reads one request and answers it.
+func (p *Inbound) serveOne(ctx context.Context, hc *h1Conn, b *h1Bufs) (keep bool, replay net.Conn) {
+	lim := p.cfg.Limits
+	// http.Server's ReadHeaderTimeout, when the head is not all here yet.
+	n, waited, err := hc.peekHead(b.r, lim.HandshakeTimeout)
+	if err != nil {
+		return false, nil
+	}
+	if n == 0 {
+		return false, hc.replay(b, nil)
+	}
+	head, _ := b.r.Peek(n)
+	b.head = append(b.head[:0], head...)
+	if !plainHead(b.head) {
+		return false, hc.replay(b, nil)
+	}
+	buffered := b.r.Buffered()
+	req, err := http.ReadRequest(b.r)
+	if err != nil || !plainRequest(req) {
+		// Replay exactly what the parser consumed (all the head, or the
+		// part before an error), then what is still buffered.
+		consumed := buffered - b.r.Buffered()
+		if consumed > len(b.head) {
+			return false, nil
+		}
+		return false, hc.replay(b, b.head[:consumed])
+	}
+	start := time.Now()
+	// As http.Server without ReadTimeout: a body is read without a
+	// deadline (a long upload is not cut), as responses are written.
+	if waited || req.ContentLength > 0 {
+		hc.conn.SetReadDeadline(time.Time{})
+	}
+	req.RemoteAddr = hc.remote
+	req.TLS = hc.tls
+	v := p.admitRequest(&hc.httpConn, req)
+	if v.code != 0 {
+		keep = writeRefusal(b.w, req, v, true)
+		p.finish(req, v.code, v.peer, v.outcome, v.reason, start)
+		return keep, nil
+	}
+	code, keep := p.forwardH1(ctx, hc, b, req)
+	p.finish(req, code, v.peer, "forwarded", "", start)
+	return keep, nil
+}
+
+// peekHead waits until the request head (through its empty line) is
+// buffered and returns its length, or 0 when it does not fit in the
+// buffer or starts with an empty line: http.Server takes those. Before it
+// first waits for bytes, it bounds the wait with timeout and reports so.
+func (hc *h1Conn) peekHead(r *bufio.Reader, timeout time.Duration) (n int, waited bool, err error) {
+	from := 0
+	for {
+		want := r.Buffered() + 1
+		if r.Buffered() > 0 || hc.hasFirst {
+			want--
+		}
+		if want > r.Buffered() && !hc.hasFirst && !waited {
+			hc.conn.SetReadDeadline(time.Now().Add(timeout))
+			waited = true
+		}
+		buf, err := r.Peek(max(want, 1))
+		if err != nil {
+			return 0, waited, err
+		}
+		if buf[0] == '\r' || buf[0] == '\n' {
+			return 0, waited, nil
+		}
+		if i := bytes.Index(buf[from:], []byte("\n\r\n")); i >= 0 {
+			return from + i + 3, waited, nil
+		}
+		if bytes.Contains(buf[from:], []byte("\n\n")) {
+			return 0, waited, nil // bare LF: http.Server's reading of it stands
+		}
+		if len(buf) == r.Size() {
+			return 0, waited, nil
+		}
+		from = max(len(buf)-2, 0)
+		if !waited {
+			hc.conn.SetReadDeadline(time.Now().Add(timeout))
+			waited = true
+		}
+		if _, err := r.Peek(len(buf) + 1); err != nil {
+			return 0, waited, err
+		}
+	}
+}
+
+// plainHead reports whether a request head has only visible ASCII, obs-text
+// and tabs in its lines, every line ending in CRLF and no folded line:
+// the bytes on which every HTTP/1.1 parser agrees.
+func plainHead(h []byte) bool {
+	for i, c := range h {
+		switch {
+		case c >= 0x20 && c != 0x7f, c == '\t':
+		case c == '\r':
+			if i+1 >= len(h) || h[i+1] != '\n' {
+				return false
+			}
+		case c == '\n':
+			if i == 0 || h[i-1] != '\r' {
+				return false
+			}
+			if i+1 < len(h) && (h[i+1] == ' ' || h[i+1] == '\t') {
+				return false // obs-fold
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// plainRequest reports whether this path forwards req itself: an HTTP/1.1
+// request in origin form with a valid Host, a body of known length (no
+// Transfer-Encoding), no protocol switch or Expect, and a query that the
+// reverse proxy would forward unchanged.
+func plainRequest(req *http.Request) bool {
+	if req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect || req.Method == "PRI" {
+		return false
+	}
+	if len(req.TransferEncoding) != 0 || req.ContentLength < 0 || req.Header["Transfer-Encoding"] != nil {
+		return false
+	}
+	// ReadRequest refuses two Host lines and drops the one: an empty Host
+	// (missing or blank) is for http.Server to judge.
+	if req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
+		return false
+	}
+	if !strings.HasPrefix(req.RequestURI, "/") || req.URL.IsAbs() {
+		return false
+	}
+	if req.Header["Upgrade"] != nil || req.Header["Expect"] != nil || !plainQuery(req.URL.RawQuery) {
+		return false
+	}
+	return true
+}
+
+// plainQuery reports whether httputil.ReverseProxy forwards q unchanged (it
+// re-encodes queries with ';' or a bad escape).
+func plainQuery(q string) bool {
+	for i := 0; i < len(q); i++ {
+		switch q[i] {
+		case ';':
+			return false
+		case '%':
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// hopHeaders are the hop-by-hop headers removed in both directions, as the
+// reverse proxy does.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// removeHopByHop removes hop-by-hop headers and those named in Connection.
+func removeHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				delete(h, textproto.CanonicalMIMEHeaderKey(sf))
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// replay is the client connection for http.Server: the bytes this path
+// read (the request's head when it was parsed, then what is buffered)
+// come first.
+func (hc *h1Conn) replay(b *h1Bufs, head []byte) net.Conn {
+	rest, _ := b.r.Peek(b.r.Buffered())
+	pending := make([]byte, 0, len(head)+len(rest))
+	pending = append(append(pending, head...), rest...)
+	return &replayConn{Conn: hc.conn, pending: pending, hc: &hc.httpConn}
+}
+
+// replayConn is a client connection handed from the HTTP/1.1 path to
+// http.Server, with the bytes already read.
+type replayConn struct {
+	net.Conn
+	pending []byte
+	hc      *httpConn
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// handOver moves a connection to http.Server: it is tracked and counted
+// under its new face until http.Server closes it.
+func (p *Inbound) handOver(hc *h1Conn, rc net.Conn, handoff func(net.Conn) bool) bool {
+	hc.conn.SetDeadline(time.Time{})
+	p.mu.Lock()
+	lc := p.conns[hc.conn]
+	delete(p.conns, hc.conn)
+	p.conns[rc] = lc
+	p.mu.Unlock()
+	hc.httpConn.conn = rc
+	if handoff(rc) {
+		return true
+	}
+	p.mu.Lock()
+	delete(p.conns, rc)
+	p.conns[hc.conn] = lc
+	p.mu.Unlock()
+	return false
+}
+
+// closeIdleH1 closes the HTTP/1.1 path's idle connections (the drain);
+// busy ones close after their response.
+func (p *Inbound) closeIdleH1() {
+	p.mu.Lock()
+	var idle []*h1Conn
+	for _, lc := range p.conns {
+		if hc := lc.h1; hc != nil && hc.state.CompareAndSwap(h1Idle, h1Closed) {
+			idle = append(idle, hc)
+		}
+	}
+	p.mu.Unlock()
+	for _, hc := range idle {
+		hc.lc.close()
+	}
+}
+
+// writeRefusal answers a refused request as http.Error does and reports
+// whether the connection stays open (its body, if any, read and dropped).
+func writeRefusal(w *bufio.Writer, req *http.Request, v verdict, canKeep bool) bool {
+	keep := canKeep && !req.Close && req.ContentLength <= discardLimit
+	writeStatus(w, v.code)
+	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
+	writeDate(w)
+	w.WriteString("Content-Length: ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(v.msg)+1), 10))
+	w.WriteString("\r\n")
+	if !keep {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	w.WriteString(v.msg)
+	w.WriteString("\n")
+	if w.Flush() != nil {
+		return false
+	}
+	if keep && req.ContentLength > 0 {
+		_, err := io.CopyN(io.Discard, req.Body, req.ContentLength)
+		keep = err == nil
+	}
+	return keep
+}
+
+func writeStatus(w *bufio.Writer, code int) {
+	w.WriteString("HTTP/1.1 ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
+	w.WriteByte(' ')
+	if text := http.StatusText(code); text != "" {
+		w.WriteString(text)
+	} else {
+		w.WriteString("status code ")
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
+	}
+	w.WriteString("\r\n")
+}
+
+func writeDate(w *bufio.Writer) {
+	w.WriteString("Date: ")
+	w.Write(time.Now().UTC().AppendFormat(w.AvailableBuffer(), http.TimeFormat))
+	w.WriteString("\r\n")
+}
+
+func writeHeader(w *bufio.Writer, h http.Header) {
+	for k, vv := range h {
+		for _, v := range vv {
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
+}
+
+// unreachableMsg is answered as the reverse proxy's ErrorHandler did.
+const unreachableMsg = "mutual proxy: the service behind this proxy is unreachable"
+
+// forwardH1 sends req to the service and relays its response. It returns
+// the status for the log and whether the client connection stays open.
+func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *http.Request) (int, bool) {
+	te := httpguts.HeaderValuesContainsToken(req.Header["Te"], "trailers")
+	h := req.Header
+	// The identity header is the proxy's: a client naming it in
+	// Connection must not remove it.
+	xfcc := h[XFCCHeader]
+	removeHopByHop(h)
+	if xfcc != nil {
+		h[XFCCHeader] = xfcc
+	}
+	delete(h, "Content-Length")
+	for _, k := range [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(h, k)
+	}
+	for attempt := 0; ; attempt++ {
+		bc, err := p.backends.get(ctx, p.cfg.Target, p.cfg.Limits.DialTimeout)
+		if err != nil {
+			return p.unreachable(b.w, req, err)
+		}
+		hc.target.Store(bc)
+		if hc.lc.isClosed() {
+			hc.closeTarget()
+			return http.StatusBadGateway, false
+		}
+		resp, err := bc.roundTrip(req, te)
+		if err != nil {
+			hc.closeTarget()
+			if bc.reused && attempt == 0 && replayable(req) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+				continue // the service closed the idle connection meanwhile
+			}
+			if errors.Is(err, errClientBody) {
+				return http.StatusBadRequest, false
+			}
+			return p.unreachable(b.w, req, err)
+		}
+		code, keep, backendOK, err := relayResponse(b.w, bc, req, resp)
+		if backendOK && hc.target.CompareAndSwap(bc, nil) {
+			p.backends.put(bc)
+		} else {
+			hc.closeTarget()
+		}
+		if err != nil {
+			return p.unreachable(b.w, req, err)
+		}
+		return code, keep
+	}
+}
+
+// replayable reports whether req may be sent again on another connection
+// after the service closed the first one without answering, as
+// http.Transport does.
+func replayable(req *http.Request) bool {
+	if req.ContentLength != 0 {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
+}
+
+// unreachable logs a failed exchange with the service and answers 502.
+func (p *Inbound) unreachable(w *bufio.Writer, req *http.Request, err error) (int, bool) {
+	p.log.Error("target unreachable", "remote", req.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
+	// The body may be partly sent: keep the connection only without one.
+	return http.StatusBadGateway, writeRefusal(w, req, verdict{code: http.StatusBadGateway, msg: unreachableMsg}, req.ContentLength == 0)
+}
+
+var errClientBody = errors.New("reading the client's request body")
+
+// backendConn is a keep-alive connection to the service.
+type backendConn struct {
+	c      net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	reused bool
+	idle   time.Time
+}
+
+// roundTrip writes req (its body copied from the client) and reads the
+// service's response head, relaying no 1xx: the caller does.
+func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, error) {
+	w := bc.w
+	w.WriteString(req.Method)
+	w.WriteByte(' ')
+	// The target as the reverse proxy wrote it: re-encoded where the
+	// client left a character a path may not hold ('#', '{', '\'), so
+	// the service reads the path that was authorized.
+	w.WriteString(req.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(req.Host)
+	w.WriteString("\r\n")
+	writeHeader(w, req.Header)
+	if te {
+		w.WriteString("Te: trailers\r\n")
+	}
+	w.WriteString("X-Forwarded-For: ")
+	if host, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		w.WriteString(host)
+	}
+	w.WriteString("\r\nX-Forwarded-Host: ")
+	w.WriteString(req.Host)
+	if req.TLS != nil {
+		w.WriteString("\r\nX-Forwarded-Proto: https\r\n")
+	} else {
+		w.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+	}
+	if n := req.ContentLength; n > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
+		w.WriteString("\r\n")
+	}
+	w.WriteString("\r\n")
+	if req.ContentLength > 0 {
+		if err := copyBody(w, bc.c, req.Body, req.ContentLength); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	return http.ReadResponse(bc.r, req)
+}
+
+// copyBody copies the client's n body bytes to the service: a small body
+// behind the head in the write buffer, a large one through a pooled 32 KiB
+// buffer written straight to the service as it arrives (as io.Copy would).
+func copyBody(w *bufio.Writer, c net.Conn, body io.Reader, n int64) error {
+	if n > int64(w.Available()) {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		bp := httpBufs.Get().(*[32 << 10]byte)
+		defer httpBufs.Put(bp)
+		for n > 0 {
+			k, err := io.ReadAtLeast(body, bp[:min(int64(len(bp)), n)], 1)
+			if k > 0 {
+				if _, werr := c.Write(bp[:k]); werr != nil {
+					return werr
+				}
+				n -= int64(k)
+			}
+			if err != nil && n > 0 {
+				return errors.Join(errClientBody, err)
+			}
+		}
+		return nil
+	}
+	buf := w.AvailableBuffer()[:n]
+	if _, err := io.ReadFull(body, buf); err != nil {
+		return errors.Join(errClientBody, err)
+	}
+	w.Write(buf)
+	return nil
+}
+
+// relayResponse writes the service's response to the client: informational
+// responses first, then the final one with its body, framed by length or
+// chunked. It reports the status, whether the client connection stays
+// open, and whether the service connection may be reused; or an error
+// when the service sent no final response the client may have.
+func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *http.Response) (code int, keep, backendOK bool, err error) {
+	for n := 0; resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; n++ {
+		if n == max1xx {
+			return 0, false, false, errors.New("more than 5 informational (1xx) responses")
+		}
+		removeHopByHop(resp.Header)
+		writeStatus(w, resp.StatusCode)
+		writeHeader(w, resp.Header)
+		w.WriteString("\r\n")
+		if resp, err = http.ReadResponse(bc.r, req); err != nil {
+			return 0, false, false, err
+		}
+	}
+	code = resp.StatusCode
+	if code == http.StatusSwitchingProtocols {
+		return 0, false, false, errors.New("the service switched protocols (101) though the client did not ask to")
+	}
+	removeHopByHop(resp.Header)
+	bodyless := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	var bp *[32 << 10]byte
+	var first []byte
+	var rerr error
+	if !bodyless {
+		delete(resp.Header, "Content-Length")
+		if resp.ContentLength != 0 {
+			// The first bytes go with the head, and name its type if the
+			// service did not.
+			bp = httpBufs.Get().(*[32 << 10]byte)
+			defer httpBufs.Put(bp)
+			var k int
+			k, rerr = resp.Body.Read(bp[:])
+			first = bp[:k]
+		}
+	}
+	chunked := writeResponseHead(w, req, resp, bodyless, first)
+	if bodyless || resp.ContentLength == 0 {
+		resp.Body.Close()
+		return code, w.Flush() == nil && !req.Close, !resp.Close, nil
+	}
+	if !copyResponseBody(w, bc, resp, bp, first, rerr, chunked) {
+		return code, false, false, nil // cut short: abort, as the reverse proxy does
+	}
+	return code, w.Flush() == nil && !req.Close, !resp.Close, nil
+}
+
+// writeResponseHead writes the final response's head as http.Server would
+// for the reverse proxy (Date and a sniffed Content-Type when missing) and
+// reports whether the body is chunked.
+func writeResponseHead(w *bufio.Writer, req *http.Request, resp *http.Response, bodyless bool, first []byte) (chunked bool) {
+	h := resp.Header
+	if _, ok := h["Content-Type"]; !ok && !bodyless && len(first) > 0 {
+		h["Content-Type"] = []string{http.DetectContentType(first)}
+	}
+	writeStatus(w, resp.StatusCode)
+	if _, ok := h["Date"]; !ok {
+		writeDate(w)
+	}
+	writeHeader(w, h)
+	chunked = !bodyless && resp.ContentLength < 0
+	switch {
+	case chunked:
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+		if len(resp.Trailer) > 0 {
+			w.WriteString("Trailer: ")
+			i := 0
+			for k := range resp.Trailer {
+				if i++; i > 1 {
+					w.WriteString(", ")
+				}
+				w.WriteString(k)
+			}
+			w.WriteString("\r\n")
+		}
+	case !bodyless:
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), resp.ContentLength, 10))
+		w.WriteString("\r\n")
+	}
+	if req.Close {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	return chunked
+}
+
+// copyResponseBody copies the body (first, then the rest from the
+// service) to the client, flushing whenever the service has nothing more
+// buffered, so that a stream (server-sent events) reaches the client as it
+// is written. It reports false when either side failed.
+func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp *[32 << 10]byte, first []byte, rerr error, chunked bool) bool {
+	for {
+		if len(first) > 0 {
+			if writeBody(w, first, chunked) != nil {
+				return false
+			}
+			if bc.r.Buffered() == 0 && w.Flush() != nil {
+				return false
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return false
+		}
+		var k int
+		k, rerr = resp.Body.Read(bp[:])
+		first = bp[:k]
+	}
+	resp.Body.Close()
+	if chunked {
+		w.WriteString("0\r\n")
+		writeHeader(w, resp.Trailer)
+		w.WriteString("\r\n")
+	}
+	return true
+}
+
+func writeBody(w *bufio.Writer, b []byte, chunked bool) error {
+	if chunked {
+		w.Write(strconv.AppendUint(w.AvailableBuffer(), uint64(len(b)), 16))
+		w.WriteString("\r\n")
+	}
+	_, err := w.Write(b)
+	if chunked {
+		_, err = w.WriteString("\r\n")
+	}
+	return err
+}
+
+// backendPool keeps idle keep-alive connections to the service, newest
+// first.
+type backendPool struct {
+	mu   sync.Mutex
+	idle []*backendConn
+}
+
+// get returns an idle connection to target that the service has not
+// closed, or a new one.
+func (bp *backendPool) get(ctx context.Context, target string, timeout time.Duration) (*backendConn, error) {
+	now := time.Now()
+	for {
+		bp.mu.Lock()
+		n := len(bp.idle)
+		if n == 0 {
+			bp.mu.Unlock()
+			break
+		}
+		bc := bp.idle[n-1]
+		bp.idle[n-1] = nil
+		bp.idle = bp.idle[:n-1]
+		bp.mu.Unlock()
+		since := now.Sub(bc.idle)
+		if since < backendIdleTimeout && (since < backendCheckAfter || stillOpen(bc.c)) {
+			bc.reused = true
+			return bc, nil
+		}
+		bc.c.Close()
+	}
+	c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", target)
+	if err != nil {
+		return nil, err
+	}
+	return &backendConn{c: c, r: bufio.NewReaderSize(c, h1BufSize), w: bufio.NewWriterSize(c, h1BufSize)}, nil
+}
+
+// put keeps bc for another request, or closes it when enough are idle.
+func (bp *backendPool) put(bc *backendConn) {
+	bc.idle = time.Now()
+	bp.mu.Lock()
+	if len(bp.idle) < maxIdleBackends {
+		bp.idle = append(bp.idle, bc)
+		bc = nil
+	}
+	bp.mu.Unlock()
+	if bc != nil {
+		bc.c.Close()
+	}
+}
+
+// closeAll closes every idle connection (shutdown).
+func (bp *backendPool) closeAll() {
+	bp.mu.Lock()
+	idle := bp.idle
+	bp.idle = nil
+	bp.mu.Unlock()
+	for _, bc := range idle {
+		bc.c.Close()
+	}
+}
+
+// stillOpen reports whether an idle connection has neither been closed by
+// the service nor received unasked bytes, without blocking.
+func stillOpen(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := false
+	err = rc.Read(func(fd uintptr) bool {
+		var one [1]byte
+		_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		open = err == syscall.EAGAIN
+		return true
+	})
+	return err == nil && open
+}
