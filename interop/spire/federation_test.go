@@ -64,6 +64,7 @@ var spireTD = spiffeid.RequireTrustDomainFromString("spire.test")
 // fetches SPIRE's, and workloads of each domain reach the other's through
 // mutual's proxies.
 func TestSPIREFederatesBothWays(t *testing.T) {
+	spireServerBinary(t) // first: skips (or fails under CI) when SPIRE cannot be built
 	for _, profile := range []string{mfed.ProfileSPIFFE, mfed.ProfileWeb} {
 		t.Run(profile, func(t *testing.T) {
 			w := federate(t, profile)
@@ -87,7 +88,6 @@ type world struct {
 func federate(t *testing.T, profile string) *world {
 	t.Helper()
 	ctx := context.Background()
-	spireServerBinary(t) // first: skips (or fails under CI) when SPIRE cannot be built
 	e := testenv.StartCA(t, testenv.Options{CA: testca.New(t, testca.WithTrustDomain(mutualTD))})
 	dir := t.TempDir()
 	mutualRoot := writeFile(t, dir, "mutual-root.pem", pki.EncodeCertificates(e.Root))
