@@ -135,6 +135,7 @@ const spireConfig = `server {
                 serving_cert_file {
                     cert_file_path = "{{.ServingCert}}"
                     key_file_path = "{{.ServingKey}}"
+                    file_sync_interval = "1h"
                 }
             }
 {{- else}}
