@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -255,13 +256,15 @@ func (w *world) mint(t *testing.T, id string) *x509svid.SVID {
 }
 
 // proxy runs a mutual sidecar proxy fed by the agent's Workload API and
-// returns its address once it accepts connections.
+// returns its address once it is ready (/readyz: it holds its certificate
+// and knows the revocation status), so that a refusal is the proxy's
+// judgement, not its start.
 func (w *world) proxy(t *testing.T, in *sidecar.Inbound, out *sidecar.Outbound) string {
 	t.Helper()
-	log, _ := testlog.New(t, "proxy")
+	log, logs := testlog.NewJSON(t, "proxy")
 	cfg := sidecar.Config{
 		Source: sidecar.Source{WorkloadAPI: w.sock}, Revocation: sidecar.Revocation{CAURLs: []string{w.e.URL}},
-		Listen: testport.Addr(t), Log: log, Inbound: in, Outbound: out,
+		Listen: testport.Addr(t), Metrics: "127.0.0.1:0", Log: log, Inbound: in, Outbound: out,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -272,7 +275,32 @@ func (w *world) proxy(t *testing.T, in *sidecar.Inbound, out *sidecar.Outbound) 
 			t.Errorf("proxy Run: %v", err)
 		}
 	})
-	testnet.WaitListening(t, cfg.Listen, nil)
+	testwait.EventuallyNil(t, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("the proxy stopped before it was ready: %v", err)
+		default:
+		}
+		metrics := ""
+		for _, r := range logs.Records() {
+			if r["msg"] == "proxy listening" {
+				metrics, _ = r["metrics"].(string)
+			}
+		}
+		if metrics == "" {
+			return errors.New("not listening yet")
+		}
+		res, err := http.Get(strings.TrimSuffix(metrics, "/metrics") + "/readyz")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %d %s", res.StatusCode, body)
+		}
+		return nil
+	}, "the proxy to be ready")
 	return cfg.Listen
 }
 
