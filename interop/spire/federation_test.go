@@ -31,6 +31,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/agent"
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/authz"
@@ -338,7 +339,7 @@ func (w *world) spireToMutual(t *testing.T) {
 		t.Errorf("SPIRE workload admitted by a proxy allowing only spiffe://mutual.test/**: %d %q", code, body)
 	}
 	impostor := testca.New(t, testca.WithTrustDomain("spire.test")).Leaf(t, spireClientID)
-	if code, body, err := get(allowed, &x509svid.SVID{ID: impostor.ID, Certificates: impostor.Chain, PrivateKey: impostor.Key}); err == nil && code == http.StatusOK {
+	if code, body, err := get(allowed, svidOf(impostor)); err == nil && code == http.StatusOK {
 		t.Errorf("a %s certificate from a CA other than SPIRE's was admitted: %d %q", spireClientID, code, body)
 	}
 	select {
@@ -370,7 +371,7 @@ func (w *world) mutualToSPIRE(t *testing.T) {
 		t.Fatalf("through the outbound proxy to the SPIRE service: %q, %v; want %q", got, err, "hello "+webID)
 	}
 	impostor := testca.New(t, testca.WithTrustDomain("spire.test")).Leaf(t, spireServiceID)
-	toImpostor := w.proxy(t, nil, &sidecar.Outbound{Target: serve(&x509svid.SVID{ID: impostor.ID, Certificates: impostor.Chain, PrivateKey: impostor.Key}), Expect: expect})
+	toImpostor := w.proxy(t, nil, &sidecar.Outbound{Target: serve(svidOf(impostor)), Expect: expect})
 	if got, err := readAll(toImpostor); got != "" {
 		t.Errorf("the outbound proxy reached a %s not issued by SPIRE: %q, %v", spireServiceID, got, err)
 	}
@@ -435,6 +436,11 @@ func mutual(t *testing.T, args ...string) string {
 		t.Fatalf("mutual %s: exit %d: %s", strings.Join(args, " "), code, stderr.String())
 	}
 	return stdout.String()
+}
+
+// svidOf is id as go-spiffe holds an X509-SVID.
+func svidOf(id *identity.Identity) *x509svid.SVID {
+	return &x509svid.SVID{ID: id.ID, Certificates: id.Chain, PrivateKey: id.Key}
 }
 
 func writeFile(t *testing.T, dir, name string, data []byte) string {
