@@ -113,7 +113,7 @@ func (s *Service) moveTo(ctx context.Context, c *pki.CA) error {
 	}
 	responders := s.ocsp.load()
 	if !c.Issuer.Cert.Equal(s.caDir.Issuer.Cert) {
-		r, err := publish.NewResponder(c.Issuer, s.Store, nil)
+		r, err := publish.NewKeyedResponder(c.Issuer, s.ocspKey, s.Store, nil)
 		if err != nil {
 			return fmt.Errorf("the OCSP responder of the new intermediate: %w", err)
 		}

@@ -15,6 +15,7 @@ package caservice
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -134,6 +135,7 @@ type Service struct {
 	hln       net.Listener
 	tlog      *translog.Server
 	ocsp      liveOCSP
+	ocspKey   crypto.Signer // nil: in-memory responder keys
 	hub       *publish.Hub
 	caDir     *pki.CA
 	keys      *keyref.Keyring
@@ -205,6 +207,9 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 	}
 	s.Authority.URLs = o.URLs
 	s.URL = o.URLs[0]
+	if err := s.openOCSPKey(ctx); err != nil {
+		return err
+	}
 	crl, err := s.publishRevocations(o)
 	if err != nil {
 		return err
@@ -305,7 +310,7 @@ func (s *Service) listen(o Options) error {
 func (s *Service) publishRevocations(o Options) (*publish.CRL, error) {
 	c, db := s.caDir, s.Store
 	crl := &publish.CRL{Issuer: c.Issuer, Store: db}
-	ocsp, err := publish.NewResponders(append([]*pki.Issuer{c.Issuer}, c.Retired...), db)
+	ocsp, err := publish.NewResponders(append([]*pki.Issuer{c.Issuer}, c.Retired...), s.ocspKey, db)
 	if err != nil {
 		return nil, err
 	}

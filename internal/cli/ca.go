@@ -99,6 +99,7 @@ type caInitOptions struct {
 	adminName      string
 	rootKey        string
 	intKey         string
+	ocspKey        string
 	json           bool
 }
 
@@ -122,7 +123,10 @@ every key file is mode 0600. An existing CA is never overwritten.
 
 --root-key and --intermediate-key instead make that key inside a PKCS#11
 token, named by an RFC 7512 pkcs11: URI (see docs/hsm.md): no key file is
-written and ca.json records the URI, which mutual server then signs through.`,
+written and ca.json records the URI, which mutual server then signs through.
+--ocsp-key likewise makes the OCSP responder's key in a token (the
+intermediate certifies it in each responder certificate); without it the
+responder's keys live in memory.`,
 		Example: `  openssl rand -base64 32 > pass && chmod 600 pass
   mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass
   mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass \
@@ -144,6 +148,9 @@ written and ca.json records the URI, which mutual server then signs through.`,
 			})
 			if err != nil {
 				return err
+			}
+			if err := caservice.AddTokenKeys(cmd.Context(), o.dir, pki.KeyRefs{OCSP: o.ocspKey}); err != nil {
+				return fmt.Errorf("the CA in %s was created, but %w; run ca init again in an empty directory", o.dir, err)
 			}
 			fp := pki.Fingerprint(res.Root)
 			if o.json {
@@ -179,6 +186,7 @@ Next:
 	f.StringVar(&o.adminName, "admin-name", "operator", "name of the operator identity spiffe://TD/admin/NAME")
 	f.StringVar(&o.rootKey, "root-key", "", "make the root key in this PKCS#11 token object (pkcs11: URI) instead of root/key.pem")
 	f.StringVar(&o.intKey, "intermediate-key", "", "make the intermediate key in this PKCS#11 token object (pkcs11: URI) instead of intermediate/key.pem")
+	f.StringVar(&o.ocspKey, "ocsp-key", "", "make the OCSP responder's key in this PKCS#11 token object (pkcs11: URI) instead of in memory")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return c
 }
@@ -211,10 +219,13 @@ func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, e
 	if _, _, err := pki.SplitSANs(o.sans); err != nil {
 		return spiffeid.TrustDomain{}, nil, "", flagError("san", "%v", err)
 	}
-	for _, k := range []struct{ flag, ref string }{{"root-key", o.rootKey}, {"intermediate-key", o.intKey}} {
+	for _, k := range []struct{ flag, ref string }{{"root-key", o.rootKey}, {"intermediate-key", o.intKey}, {"ocsp-key", o.ocspKey}} {
 		if err := checkTokenKeyFlag(k.flag, k.ref); err != nil {
 			return spiffeid.TrustDomain{}, nil, "", err
 		}
+	}
+	if o.ocspKey != "" && (o.ocspKey == o.rootKey || o.ocspKey == o.intKey) {
+		return spiffeid.TrustDomain{}, nil, "", flagError("ocsp-key", "%s is also a CA key: give the OCSP responder's key its own object= label", o.ocspKey)
 	}
 	pass, err := readPassphrase(o.passphraseFile)
 	if err != nil {
