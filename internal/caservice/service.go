@@ -215,9 +215,9 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		return err
 	}
 	s.recordAdminURLs(o.URLs)
-	signer, err := translog.LoadOrCreateKey(o.Dir, s.caDir.TrustDomain.Name(), o.Passphrase, 0)
+	signer, err := s.logSigner(ctx, o.Passphrase)
 	if err != nil {
-		return fmt.Errorf("the issuance log's key: %w", err)
+		return err
 	}
 	s.tlog = &translog.Server{Store: s.Store, Signer: signer, Log: s.log}
 	bundle, err := s.federate(ctx, o)

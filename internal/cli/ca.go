@@ -4,8 +4,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,6 +102,7 @@ type caInitOptions struct {
 	rootKey        string
 	intKey         string
 	ocspKey        string
+	logKey         string
 	json           bool
 }
 
@@ -126,7 +129,9 @@ token, named by an RFC 7512 pkcs11: URI (see docs/hsm.md): no key file is
 written and ca.json records the URI, which mutual server then signs through.
 --ocsp-key likewise makes the OCSP responder's key in a token (the
 intermediate certifies it in each responder certificate); without it the
-responder's keys live in memory.`,
+responder's keys live in memory. --log-key makes the issuance log's Ed25519
+signing key in a token (it needs EdDSA: SoftHSM2 2.6 or later) instead of
+log/key.pem.`,
 		Example: `  openssl rand -base64 32 > pass && chmod 600 pass
   mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass
   mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass \
@@ -149,7 +154,7 @@ responder's keys live in memory.`,
 			if err != nil {
 				return err
 			}
-			if err := caservice.AddTokenKeys(cmd.Context(), o.dir, pki.KeyRefs{OCSP: o.ocspKey}); err != nil {
+			if err := caservice.AddTokenKeys(cmd.Context(), o.dir, pki.KeyRefs{OCSP: o.ocspKey, Log: o.logKey}); err != nil {
 				return fmt.Errorf("the CA in %s was created, but %w; run ca init again in an empty directory", o.dir, err)
 			}
 			fp := pki.Fingerprint(res.Root)
@@ -187,6 +192,7 @@ Next:
 	f.StringVar(&o.rootKey, "root-key", "", "make the root key in this PKCS#11 token object (pkcs11: URI) instead of root/key.pem")
 	f.StringVar(&o.intKey, "intermediate-key", "", "make the intermediate key in this PKCS#11 token object (pkcs11: URI) instead of intermediate/key.pem")
 	f.StringVar(&o.ocspKey, "ocsp-key", "", "make the OCSP responder's key in this PKCS#11 token object (pkcs11: URI) instead of in memory")
+	f.StringVar(&o.logKey, "log-key", "", "make the issuance log's Ed25519 signing key in this PKCS#11 token object (pkcs11: URI) instead of log/key.pem")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return c
 }
@@ -219,13 +225,13 @@ func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, e
 	if _, _, err := pki.SplitSANs(o.sans); err != nil {
 		return spiffeid.TrustDomain{}, nil, "", flagError("san", "%v", err)
 	}
-	for _, k := range []struct{ flag, ref string }{{"root-key", o.rootKey}, {"intermediate-key", o.intKey}, {"ocsp-key", o.ocspKey}} {
+	for _, k := range []struct{ flag, ref string }{{"root-key", o.rootKey}, {"intermediate-key", o.intKey}, {"ocsp-key", o.ocspKey}, {"log-key", o.logKey}} {
 		if err := checkTokenKeyFlag(k.flag, k.ref); err != nil {
 			return spiffeid.TrustDomain{}, nil, "", err
 		}
 	}
-	if o.ocspKey != "" && (o.ocspKey == o.rootKey || o.ocspKey == o.intKey) {
-		return spiffeid.TrustDomain{}, nil, "", flagError("ocsp-key", "%s is also a CA key: give the OCSP responder's key its own object= label", o.ocspKey)
+	if err := distinctKeys(map[string]string{"root-key": o.rootKey, "intermediate-key": o.intKey, "ocsp-key": o.ocspKey, "log-key": o.logKey}); err != nil {
+		return spiffeid.TrustDomain{}, nil, "", err
 	}
 	pass, err := readPassphrase(o.passphraseFile)
 	if err != nil {
@@ -328,6 +334,22 @@ Next: restart mutual server so that it issues with the new intermediate.
 
 // checkTokenKeyFlag checks that a flag naming where to make a CA key is
 // empty (an encrypted file) or a valid pkcs11: URI.
+// distinctKeys refuses two key flags naming the same token object.
+func distinctKeys(refs map[string]string) error {
+	seen := map[string]string{}
+	for _, flag := range slices.Sorted(maps.Keys(refs)) {
+		ref := refs[flag]
+		if ref == "" {
+			continue
+		}
+		if other, ok := seen[ref]; ok {
+			return flagError(flag, "%s is also --%s: give each key its own object= label", ref, other)
+		}
+		seen[ref] = flag
+	}
+	return nil
+}
+
 func checkTokenKeyFlag(flag, ref string) error {
 	if ref == "" {
 		return nil
