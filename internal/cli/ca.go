@@ -293,8 +293,9 @@ expires, so every certificate it issued keeps verifying (the roots do not
 change) and can still be revoked. The new intermediate is recorded in the
 issuance log.
 
-Restart mutual server afterwards: it issues with the new intermediate from
-its next start (renewals move certificates over at their half-life).`,
+A running mutual server moves to the new intermediate by itself within a
+second (at once on SIGHUP), each replica on its own, without dropping
+connections; renewals move certificates over at their half-life.`,
 		Example: `  mutual ca rotate-intermediate --dir ./ca --passphrase-file pass
   mutual ca rotate-intermediate --dir ./ca --passphrase-file pass \
     --new-key 'pkcs11:token=mutual-ca;object=intermediate-2027?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mutual/hsm-pin'`,
@@ -322,7 +323,8 @@ its next start (renewals move certificates over at their half-life).`,
   new  %s  serial %s  expires %s
   old  %s  serial %s  answers CRL and OCSP until %s
 
-Next: restart mutual server so that it issues with the new intermediate.
+Next: nothing; a running mutual server issues with the new intermediate
+within a second (send it SIGHUP to make it look at once).
 `, o.dir, rot.New.Subject.CommonName, pki.FormatSerial(rot.New.SerialNumber), rot.New.NotAfter.Format("2006-01-02"),
 				rot.Old.Subject.CommonName, pki.FormatSerial(rot.Old.SerialNumber), rot.Old.NotAfter.Format("2006-01-02"))
 			return nil
