@@ -1,11 +1,8 @@
 package caservice_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,20 +48,7 @@ func TestOCSPResponderKeyInToken(t *testing.T) {
 
 	for _, id := range []*identity.Identity{before, after} {
 		leaf, issuer := id.Leaf(), id.Chain[len(id.Chain)-1]
-		req, err := ocsp.CreateRequest(leaf, issuer, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.Post(revocationURL(t, svc, leaf.OCSPServer[0]), "application/ocsp-request", bytes.NewReader(req))
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		r, err := ocsp.ParseResponseForCert(der, leaf, issuer)
-		if err != nil {
-			t.Fatalf("OCSP about %s: %v", id.ID, err)
-		}
+		r := ocspAnswer(t, svc, leaf, issuer)
 		if r.Status != ocsp.Good || r.Certificate == nil || !pki.PublicKeysEqual(r.Certificate.PublicKey, tokenKey.Public()) {
 			t.Fatalf("OCSP about %s: status %d, responder certificate %v not for the token's key", id.ID, r.Status, r.Certificate != nil)
 		}

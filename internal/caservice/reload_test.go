@@ -85,22 +85,12 @@ func TestRotationReloadUnderLoad(t *testing.T) {
 	svc, _ := run(t, o)
 	ctx := context.Background()
 
-	l := &issueLoad{issued: map[string]bool{}, stop: make(chan struct{})}
+	l, stopLoad := startLoad(t)
 	var old *identity.Identity
 	for i := range 4 {
 		old = enroll(t, svc, fmt.Sprintf("spiffe://example.org/load/%d", i))
-		l.wg.Add(1)
-		go l.worker(renewingClient(t, svc, old, i%2 == 0))
+		l.add(renewingClient(t, svc, old, i%2 == 0))
 	}
-	stopped := false
-	stopLoad := func() {
-		if !stopped {
-			stopped = true
-			close(l.stop)
-			l.wg.Wait()
-		}
-	}
-	t.Cleanup(stopLoad)
 	oldInter := old.Chain[1]
 	leafOnly := renewingClient(t, svc, old, true)
 

@@ -108,18 +108,27 @@ func (p *process) terminate(t *testing.T) {
 	}
 }
 
+// startServer runs `mutual server` on c as a child process until it
+// listens; it returns the process, its metrics address and the passphrase
+// file.
+func startServer(t *testing.T, c *testca.CA) (p *process, metrics, pass string) {
+	t.Helper()
+	pass = filepath.Join(t.TempDir(), "pass")
+	if err := os.WriteFile(pass, []byte(testca.Passphrase+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metrics = testport.Addr(t)
+	p = startProcess(t, "server", "--dir", c.Dir, "--passphrase-file", pass, "--listen", testport.Addr(t), "--metrics", metrics)
+	p.waitLog(t, "CA service listening")
+	return p, metrics, pass
+}
+
 // TestServerSurvivesSIGHUP: the CA keeps running and keeps its open
 // connections when it gets SIGHUP, shows which build it is on /metrics, and
 // stops cleanly on SIGTERM.
 func TestServerSurvivesSIGHUP(t *testing.T) {
 	c := testca.New(t)
-	pass := filepath.Join(t.TempDir(), "pass")
-	if err := os.WriteFile(pass, []byte(testca.Passphrase+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	metrics := testport.Addr(t)
-	p := startProcess(t, "server", "--dir", c.Dir, "--passphrase-file", pass, "--listen", testport.Addr(t), "--metrics", metrics)
-	p.waitLog(t, "CA service listening")
+	p, metrics, _ := startServer(t, c)
 
 	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 	get := func() (body string, reused bool) {
@@ -376,13 +385,7 @@ func TestAgentSurvivesSIGHUP(t *testing.T) {
 // before.
 func TestServerFollowsRotationOnSIGHUP(t *testing.T) {
 	c := testca.New(t)
-	pass := filepath.Join(t.TempDir(), "pass")
-	if err := os.WriteFile(pass, []byte(testca.Passphrase+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	metrics := testport.Addr(t)
-	p := startProcess(t, "server", "--dir", c.Dir, "--passphrase-file", pass, "--listen", testport.Addr(t), "--metrics", metrics)
-	p.waitLog(t, "CA service listening")
+	p, metrics, pass := startServer(t, c)
 	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 	t.Cleanup(hc.CloseIdleConnections)
 	expiry := func() string {

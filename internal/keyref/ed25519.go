@@ -5,7 +5,6 @@ package keyref
 import (
 	"crypto"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -198,22 +197,12 @@ func (t *token) generateEd25519(u PKCS11URI) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	taken, err := e.objects(PKCS11URI{Object: u.Object}, pkcs11.CKO_PRIVATE_KEY)
-	if err == nil && len(taken) == 0 && len(u.ID) > 0 {
-		taken, err = e.objects(PKCS11URI{ID: u.ID}, pkcs11.CKO_PRIVATE_KEY)
-	}
+	id, err := newKeyID(u, func(id, label []byte) (int, error) {
+		hs, err := e.objects(PKCS11URI{Object: string(label), ID: id}, pkcs11.CKO_PRIVATE_KEY)
+		return len(hs), err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("look for %s: %w", u.Where(), err)
-	}
-	if len(taken) > 0 {
-		return nil, fmt.Errorf("%s: %w; choose another object= label (and id=), or use the existing key", u.Where(), ErrExists)
-	}
-	id := u.ID
-	if len(id) == 0 {
-		id = make([]byte, 16)
-		if _, err := io.ReadFull(rand.Reader, id); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	common := func(class uint) []*pkcs11.Attribute {
 		return []*pkcs11.Attribute{

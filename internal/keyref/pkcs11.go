@@ -126,22 +126,12 @@ func (t *token) generate(u PKCS11URI, kt pki.KeyType) (crypto.Signer, error) {
 	if kt == pki.KeyEd25519 {
 		return t.generateEd25519(u)
 	}
-	taken, err := t.ctx.FindPrivateKeys(nil, []byte(u.Object))
-	if err == nil && len(taken) == 0 && len(u.ID) > 0 {
-		taken, err = t.ctx.FindPrivateKeys(u.ID, nil)
-	}
+	id, err := newKeyID(u, func(id, label []byte) (int, error) {
+		keys, err := t.ctx.FindPrivateKeys(id, label)
+		return len(keys), err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("look for %s: %w", u.Where(), err)
-	}
-	if len(taken) > 0 {
-		return nil, fmt.Errorf("%s: %w; choose another object= label (and id=), or use the existing key", u.Where(), ErrExists)
-	}
-	id := u.ID
-	if len(id) == 0 {
-		id = make([]byte, 16)
-		if _, err := io.ReadFull(rand.Reader, id); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	var key crypto11.Signer
 	switch kt {
@@ -158,6 +148,30 @@ func (t *token) generate(u PKCS11URI, kt pki.KeyType) (crypto.Signer, error) {
 		return nil, fmt.Errorf("generate %s key %s: %w", kt, u.Where(), err)
 	}
 	return wrapKey(key, u.Where()), nil
+}
+
+// newKeyID checks that no private key has u's label or id (count counts
+// the private keys with an id or a label) and returns the id of a new key
+// pair: u's, or 16 random bytes.
+func newKeyID(u PKCS11URI, count func(id, label []byte) (int, error)) ([]byte, error) {
+	taken, err := count(nil, []byte(u.Object))
+	if err == nil && taken == 0 && len(u.ID) > 0 {
+		taken, err = count(u.ID, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look for %s: %w", u.Where(), err)
+	}
+	if taken > 0 {
+		return nil, fmt.Errorf("%s: %w; choose another object= label (and id=), or use the existing key", u.Where(), ErrExists)
+	}
+	if len(u.ID) > 0 {
+		return u.ID, nil
+	}
+	id := make([]byte, 16)
+	if _, err := io.ReadFull(rand.Reader, id); err != nil {
+		return nil, err
+	}
+	return id, nil
 }
 
 // wrapKey returns a tokenSigner, or for an RSA key a tokenDecrypter, so that
