@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -83,6 +84,29 @@ type Authority struct {
 	// OnFederationChange, if set, hears of every federation added or
 	// removed here.
 	OnFederationChange func()
+
+	// mu guards Issuer, Retired, CrossSigned and CRLURL once Rotate has
+	// been called: a running service moves to a new intermediate while
+	// requests are in flight.
+	mu sync.RWMutex
+}
+
+// Rotate makes issuer sign from now on, with retired and cross as the new
+// Retired and CrossSigned and crlURL written into new leaves. It is safe
+// while requests are served: one in flight finishes with the intermediate
+// it started with (whose key the caller keeps open).
+func (a *Authority) Rotate(issuer *pki.Issuer, retired, cross []*x509.Certificate, crlURL string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.Issuer, a.Retired, a.CrossSigned, a.CRLURL = issuer, retired, cross, crlURL
+}
+
+// signing is the intermediate that signs now, its CRL's URL, and the
+// intermediates of the chains handed out (retired, cross-signed).
+func (a *Authority) signing() (is *pki.Issuer, crlURL string, retired, cross []*x509.Certificate) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.Issuer, a.CRLURL, a.Retired, a.CrossSigned
 }
 
 func (a *Authority) now() time.Time {
@@ -359,7 +383,7 @@ func (a *Authority) issue(ctx context.Context, r issueRequest) (*Issued, error) 
 	if lifetime, err = a.partnerLifetime(ctx, r.grant.ID, lifetime, now); err != nil {
 		return nil, err
 	}
-	cert, err := a.sign(r.grant, csr.PublicKey, lifetime, now)
+	cert, issuer, err := a.sign(r.grant, csr.PublicKey, lifetime, now)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +392,7 @@ func (a *Authority) issue(ctx context.Context, r issueRequest) (*Issued, error) 
 		return nil, err
 	}
 	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", r.requestedBy.String(), "log_index", rec.LogIndex)
-	return &Issued{ID: r.grant.ID, Cert: cert, Chain: a.chain(cert, a.Issuer.Cert), Roots: a.Roots, LogIndex: rec.LogIndex}, nil
+	return &Issued{ID: r.grant.ID, Cert: cert, Chain: a.chain(cert, issuer), Roots: a.Roots, LogIndex: rec.LogIndex}, nil
 }
 
 // authorize reads the CSR, checks it against the grant and picks the lifetime.
@@ -389,8 +413,9 @@ func (a *Authority) authorize(r issueRequest) (*x509.CertificateRequest, time.Du
 }
 
 // sign builds the leaf for grant (with its roles, and pointers to this CA's
-// CRL and OCSP) and signs it with the intermediate.
-func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
+// CRL and OCSP) and signs it with the intermediate, which it returns.
+func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time.Duration, now time.Time) (*x509.Certificate, *x509.Certificate, error) {
+	is, crlURL, _, _ := a.signing()
 	leaf := pki.Leaf{
 		ID: grant.ID, PublicKey: pub, DNSNames: grant.DNSNames,
 		IPAddresses: grant.IPAddresses, TTL: lifetime, Now: now,
@@ -398,24 +423,24 @@ func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time
 	if len(grant.Roles) > 0 {
 		ext, err := identity.RolesExtension(grant.Roles)
 		if err != nil {
-			return nil, newErr(KindInvalid, api.CodeBadRole, err, "%v", err)
+			return nil, nil, newErr(KindInvalid, api.CodeBadRole, err, "%v", err)
 		}
 		leaf.Extensions = []pkix.Extension{ext}
 	}
-	if a.CRLURL != "" {
-		leaf.CRLDistributionPoints = []string{a.CRLURL}
+	if crlURL != "" {
+		leaf.CRLDistributionPoints = []string{crlURL}
 	}
 	if a.OCSPURL != "" {
 		leaf.OCSPServers = []string{a.OCSPURL}
 	}
-	cert, err := a.Issuer.Issue(leaf)
+	cert, err := is.Issue(leaf)
 	if err != nil {
 		// The cause (a token's name, a module's error) goes to the CA's
 		// log, not into an answer that anonymous callers read.
 		a.log().Error("cannot sign with the intermediate key: nothing was issued; check its token (present, logged in) or key file", "spiffe_id", grant.ID.String(), "error", err.Error())
-		return nil, newErr(KindUnavailable, api.CodeSignFailed, err, "the CA cannot sign right now (its intermediate key did not answer): nothing was issued; retry later (the CA's log says why)")
+		return nil, nil, newErr(KindUnavailable, api.CodeSignFailed, err, "the CA cannot sign right now (its intermediate key did not answer): nothing was issued; retry later (the CA's log says why)")
 	}
-	return cert, nil
+	return cert, is.Cert, nil
 }
 
 // record stores cert, consumes the request's token and appends the

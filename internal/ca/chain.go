@@ -19,7 +19,8 @@ import (
 // with either root alone.
 func (a *Authority) chain(cert, issuer *x509.Certificate) []*x509.Certificate {
 	out := []*x509.Certificate{cert}
-	for _, c := range a.CrossSigned {
+	_, _, _, cross := a.signing()
+	for _, c := range cross {
 		if bytes.Equal(c.RawSubject, issuer.RawSubject) && pki.PublicKeysEqual(c.PublicKey, issuer.PublicKey) && !c.Equal(issuer) {
 			out = append(out, c)
 		}
@@ -30,7 +31,8 @@ func (a *Authority) chain(cert, issuer *x509.Certificate) []*x509.Certificate {
 // issuerOf is the intermediate of this CA, current or retired, whose key
 // signed cert, or nil.
 func (a *Authority) issuerOf(cert *x509.Certificate) *x509.Certificate {
-	for _, c := range append([]*x509.Certificate{a.Issuer.Cert}, a.Retired...) {
+	is, _, retired, _ := a.signing()
+	for _, c := range append([]*x509.Certificate{is.Cert}, retired...) {
 		if cert.CheckSignatureFrom(c) == nil {
 			return c
 		}

@@ -40,6 +40,28 @@ func (l *issueLoad) counts() (issued, unavailable int) {
 	return len(l.issued), len(l.unavailable)
 }
 
+// startLoad returns an empty load (add starts its workers) and the function
+// that stops it, also called at the end of the test.
+func startLoad(t *testing.T) (*issueLoad, func()) {
+	l := &issueLoad{issued: map[string]bool{}, stop: make(chan struct{})}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			close(l.stop)
+			l.wg.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	return l, stop
+}
+
+// add starts a worker renewing through cl.
+func (l *issueLoad) add(cl *client.Client) {
+	l.wg.Add(1)
+	go l.worker(cl)
+}
+
 // renewCSR is a fresh key's certificate request.
 func renewCSR() (string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -96,28 +118,11 @@ func TestTokenRemovedUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l := &issueLoad{issued: map[string]bool{}, stop: make(chan struct{})}
+	l, stopLoad := startLoad(t)
 	for i := range 4 {
 		id := enroll(t, svc, fmt.Sprintf("spiffe://example.org/load/%d", i))
-		tc := id.TLSCertificate()
-		cl, err := client.New([]string{svc.URL}, id.Roots, &tc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cl.Retries = -1
-		t.Cleanup(cl.CloseIdleConnections)
-		l.wg.Add(1)
-		go l.worker(cl)
+		l.add(renewingClient(t, svc, id, false))
 	}
-	stopped := false
-	stopLoad := func() {
-		if !stopped {
-			stopped = true
-			close(l.stop)
-			l.wg.Wait()
-		}
-	}
-	t.Cleanup(stopLoad)
 
 	testwait.Eventually(t, func() bool { n, _ := l.counts(); return n >= 20 }, "20 certificates issued through the token")
 	tok.Remove(t)

@@ -37,9 +37,9 @@ type RotateOptions struct {
 // root (pki.RotateIntermediate: the root key, a file or a token key, must be
 // reachable), and records the new intermediate's certificate in the store
 // and the issuance log (requested by "ca-rotate-intermediate"), so that the
-// log shows when issuance moved to it. The running service moves to it at
-// its next start; the retired intermediate keeps answering CRL and OCSP
-// until it expires.
+// log shows when issuance moved to it. A running service moves to it by
+// itself (Service.Reload); the retired intermediate keeps answering CRL and
+// OCSP until it expires.
 func RotateIntermediate(ctx context.Context, o RotateOptions) (*pki.Rotation, error) {
 	return rotate(ctx, o, pki.KeyRefs{Intermediate: o.NewKey}, "rotate-intermediate", func(ctx context.Context, po pki.RotateOptions) (*pki.Rotation, *x509.Certificate, error) {
 		rot, err := pki.RotateIntermediate(ctx, po)

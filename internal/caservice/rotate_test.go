@@ -58,6 +58,13 @@ func crlOf(t *testing.T, svc *caservice.Service, cert, issuer *x509.Certificate)
 // ocspStatus asks svc's OCSP responder about cert, issued by issuer.
 func ocspStatus(t *testing.T, svc *caservice.Service, cert, issuer *x509.Certificate) int {
 	t.Helper()
+	return ocspAnswer(t, svc, cert, issuer).Status
+}
+
+// ocspAnswer is svc's OCSP answer about cert, issued by issuer, checked
+// against issuer (x/crypto/ocsp).
+func ocspAnswer(t *testing.T, svc *caservice.Service, cert, issuer *x509.Certificate) *ocsp.Response {
+	t.Helper()
 	req, err := ocsp.CreateRequest(cert, issuer, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +79,7 @@ func ocspStatus(t *testing.T, svc *caservice.Service, cert, issuer *x509.Certifi
 	if err != nil {
 		t.Fatalf("OCSP about %s: %v", pki.FormatSerial(cert.SerialNumber), err)
 	}
-	return r.Status
+	return r
 }
 
 func inCRL(crl *x509.RevocationList, cert *x509.Certificate) bool {

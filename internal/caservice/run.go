@@ -49,6 +49,7 @@ func (s *Service) Run(ctx context.Context) error {
 	run(func(ctx context.Context) error { return s.endPartners(ctx, s.clock) })
 	run(s.maintain)
 	run(s.rotateJWTKeys)
+	run(s.watchCA)
 	return g.Wait()
 }
 
@@ -62,10 +63,13 @@ func (s *Service) maintain(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := s.loadServerCert(ctx); err != nil {
+			s.reloadMu.Lock()
+			err := s.serverCert(ctx)
+			s.reloadMu.Unlock()
+			if err != nil {
 				s.log.Error("CA service TLS certificate", "error", err.Error())
 			}
-			if err := s.ocsp.Maintain(); err != nil {
+			if err := s.ocsp.load().Maintain(); err != nil {
 				s.log.Error("OCSP responder certificate", "error", err.Error())
 			}
 		}
@@ -109,6 +113,16 @@ func (s *Service) watchStore(ctx context.Context) error {
 			save(ctx)
 		}
 	}
+}
+
+// serverCert reissues the service's TLS certificate under the current
+// intermediate when a rotation left it under a retired one, or when it
+// aged, and serves it.
+func (s *Service) serverCert(ctx context.Context) error {
+	if err := s.reissueAfterRotation(ctx); err != nil {
+		return err
+	}
+	return s.loadServerCert(ctx)
 }
 
 // loadServerCert reads DIR/server and reissues it when a third of its life

@@ -15,6 +15,7 @@ package caservice
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +41,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/server"
 	"github.com/mutual-tls/mutual/internal/store"
 	"github.com/mutual-tls/mutual/internal/translog"
+	"github.com/mutual-tls/mutual/internal/watch"
 )
 
 // DefaultListen is where the CA service listens unless told otherwise.
@@ -78,6 +81,13 @@ type Options struct {
 	// open at once; zero means publish.DefaultMaxStreamsPerPeer. Beyond
 	// it a stream is refused with 429.
 	FeedMaxStreamsPerIdentity int
+	// Reload, when set, makes the service re-read the CA directory at once
+	// each time it fires (SIGHUP); it also does within ReloadInterval of a
+	// change to ca.json or the intermediate (Service.Reload).
+	Reload *watch.Trigger
+	// ReloadInterval is how often the CA directory is checked for a
+	// rotation; zero means watch.DefaultInterval.
+	ReloadInterval time.Duration
 	// FederationClock, when set, drives the federated bundles' refresh and
 	// the check for partnerships past their end (tests step it); nil means
 	// the system's.
@@ -124,7 +134,8 @@ type Service struct {
 	ln, mln   net.Listener
 	hln       net.Listener
 	tlog      *translog.Server
-	ocsp      publish.Responders
+	ocsp      liveOCSP
+	ocspKey   crypto.Signer // nil: in-memory responder keys
 	hub       *publish.Hub
 	caDir     *pki.CA
 	keys      *keyref.Keyring
@@ -132,12 +143,26 @@ type Service struct {
 	fed       *federation.Refresher
 	clock     federation.Clock
 	jwtKeys   *jwtauthority.Authority
+
+	// reloadMu serialises Reload and the hourly maintenance, which both
+	// read caDir and may reissue the TLS certificate.
+	reloadMu       sync.Mutex
+	passphrase     []byte
+	caPrint        [32]byte
+	crlBase        string
+	oldKeys        []*keyref.Keyring
+	reloadTrigger  *watch.Trigger
+	reloadInterval time.Duration
 }
 
 // Open loads the CA, opens the store, binds the listeners and imports the
 // certificates `ca init` made. It starts no goroutine: call Run, then Close.
 func Open(ctx context.Context, o Options) (*Service, error) {
 	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	fp, err := caFingerprint(o.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +175,8 @@ func Open(ctx context.Context, o Options) (*Service, error) {
 		keys.Close()
 		return nil, err
 	}
-	s := &Service{Store: db, Dir: o.Dir, log: o.Log, caDir: c, keys: keys, Authority: newAuthority(c, db, o.Log)}
+	s := &Service{Store: db, Dir: o.Dir, log: o.Log, caDir: c, keys: keys, Authority: newAuthority(c, db, o.Log),
+		passphrase: o.Passphrase, caPrint: fp, reloadTrigger: o.Reload, reloadInterval: o.ReloadInterval}
 	if err := rotationChains(s.Authority, c); err != nil {
 		s.Close()
 		return nil, err
@@ -181,14 +207,17 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 	}
 	s.Authority.URLs = o.URLs
 	s.URL = o.URLs[0]
+	if err := s.openOCSPKey(ctx); err != nil {
+		return err
+	}
 	crl, err := s.publishRevocations(o)
 	if err != nil {
 		return err
 	}
 	s.recordAdminURLs(o.URLs)
-	signer, err := translog.LoadOrCreateKey(o.Dir, s.caDir.TrustDomain.Name(), o.Passphrase, 0)
+	signer, err := s.logSigner(ctx, o.Passphrase)
 	if err != nil {
-		return fmt.Errorf("the issuance log's key: %w", err)
+		return err
 	}
 	s.tlog = &translog.Server{Store: s.Store, Signer: signer, Log: s.log}
 	bundle, err := s.federate(ctx, o)
@@ -200,24 +229,25 @@ func (s *Service) assemble(ctx context.Context, o Options) error {
 		return err
 	}
 	s.Server = server.New(server.Config{
-		Authority:    s.Authority,
-		TrustDomain:  s.caDir.TrustDomain,
-		Roots:        s.caDir.Roots,
-		IssuerCert:   s.caDir.Issuer.Cert,
-		Certificate:  func() *tls.Certificate { return s.serverTLS.Load() },
-		Store:        s.Store,
-		Log:          s.log,
-		CRL:          crl,
-		RetiredCRLs:  retiredCRLs(s.caDir, s.Store),
-		OCSP:         s.ocsp,
-		Hub:          s.hub,
-		IssuanceLog:  s.tlog,
-		SPIFFEBundle: func() []byte { return bundle },
-		Federation:   s.Authority,
-		Partners:     s.Authority,
-		JWT:          jwtIssuer,
-		Findings:     s.Store,
-		Tokens:       s.Store,
+		Authority:     s.Authority,
+		TrustDomain:   s.caDir.TrustDomain,
+		Roots:         s.caDir.Roots,
+		IssuerCert:    s.caDir.Issuer.Cert,
+		Certificate:   func() *tls.Certificate { return s.serverTLS.Load() },
+		Store:         s.Store,
+		Log:           s.log,
+		CRL:           crl,
+		RetiredCRLs:   retiredCRLs(s.caDir, s.Store),
+		Intermediates: s.Authority.CrossSigned,
+		OCSP:          &s.ocsp,
+		Hub:           s.hub,
+		IssuanceLog:   s.tlog,
+		SPIFFEBundle:  func() []byte { return bundle },
+		Federation:    s.Authority,
+		Partners:      s.Authority,
+		JWT:           jwtIssuer,
+		Findings:      s.Store,
+		Tokens:        s.Store,
 	})
 	return nil
 }
@@ -282,12 +312,12 @@ func (s *Service) listen(o Options) error {
 func (s *Service) publishRevocations(o Options) (*publish.CRL, error) {
 	c, db := s.caDir, s.Store
 	crl := &publish.CRL{Issuer: c.Issuer, Store: db}
-	ocsp, err := publish.NewResponders(append([]*pki.Issuer{c.Issuer}, c.Retired...), db)
+	ocsp, err := publish.NewResponders(append([]*pki.Issuer{c.Issuer}, c.Retired...), s.ocspKey, db)
 	if err != nil {
 		return nil, err
 	}
-	s.ocsp = ocsp
-	s.hub = &publish.Hub{Store: db, Log: s.log, OnEvent: func(e revocation.Event) { ocsp.Invalidate(e.Serial) },
+	s.ocsp.rs.Store(&ocsp)
+	s.hub = &publish.Hub{Store: db, Log: s.log, OnEvent: func(e revocation.Event) { s.ocsp.load().Invalidate(e.Serial) },
 		MaxStreams: o.FeedMaxStreams, MaxStreamsPerPeer: o.FeedMaxStreamsPerIdentity}
 	base := s.URL
 	if s.hln != nil {
@@ -297,10 +327,11 @@ func (s *Service) publishRevocations(o Options) (*publish.CRL, error) {
 		}
 	}
 	base = strings.TrimRight(base, "/")
+	s.crlBase = base + "/crl"
 	s.Authority.CRLURL = base + "/crl/" + revocation.IssuerKeyID(c.Issuer.Cert) + ".crl"
 	s.Authority.OCSPURL = base + "/ocsp"
 	s.Authority.OnRevoke = func(serial string) {
-		ocsp.Invalidate(serial)
+		s.ocsp.load().Invalidate(serial)
 		s.hub.Poke()
 	}
 	return crl, nil
@@ -370,5 +401,9 @@ func (s *Service) Close() error {
 			ln.Close()
 		}
 	}
-	return errors.Join(s.Store.Close(), s.keys.Close())
+	errs := []error{s.Store.Close(), s.keys.Close()}
+	for _, k := range s.oldKeys {
+		errs = append(errs, k.Close())
+	}
+	return errors.Join(errs...)
 }

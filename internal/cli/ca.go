@@ -4,8 +4,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,6 +101,8 @@ type caInitOptions struct {
 	adminName      string
 	rootKey        string
 	intKey         string
+	ocspKey        string
+	logKey         string
 	json           bool
 }
 
@@ -122,7 +126,12 @@ every key file is mode 0600. An existing CA is never overwritten.
 
 --root-key and --intermediate-key instead make that key inside a PKCS#11
 token, named by an RFC 7512 pkcs11: URI (see docs/hsm.md): no key file is
-written and ca.json records the URI, which mutual server then signs through.`,
+written and ca.json records the URI, which mutual server then signs through.
+--ocsp-key likewise makes the OCSP responder's key in a token (the
+intermediate certifies it in each responder certificate); without it the
+responder's keys live in memory. --log-key makes the issuance log's Ed25519
+signing key in a token (it needs EdDSA: SoftHSM2 2.6 or later) instead of
+log/key.pem.`,
 		Example: `  openssl rand -base64 32 > pass && chmod 600 pass
   mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass
   mutual ca init --dir ./ca --trust-domain example.org --passphrase-file pass \
@@ -144,6 +153,9 @@ written and ca.json records the URI, which mutual server then signs through.`,
 			})
 			if err != nil {
 				return err
+			}
+			if err := caservice.AddTokenKeys(cmd.Context(), o.dir, pki.KeyRefs{OCSP: o.ocspKey, Log: o.logKey}); err != nil {
+				return fmt.Errorf("the CA in %s was created, but %w; run ca init again in an empty directory", o.dir, err)
 			}
 			fp := pki.Fingerprint(res.Root)
 			if o.json {
@@ -179,6 +191,8 @@ Next:
 	f.StringVar(&o.adminName, "admin-name", "operator", "name of the operator identity spiffe://TD/admin/NAME")
 	f.StringVar(&o.rootKey, "root-key", "", "make the root key in this PKCS#11 token object (pkcs11: URI) instead of root/key.pem")
 	f.StringVar(&o.intKey, "intermediate-key", "", "make the intermediate key in this PKCS#11 token object (pkcs11: URI) instead of intermediate/key.pem")
+	f.StringVar(&o.ocspKey, "ocsp-key", "", "make the OCSP responder's key in this PKCS#11 token object (pkcs11: URI) instead of in memory")
+	f.StringVar(&o.logKey, "log-key", "", "make the issuance log's Ed25519 signing key in this PKCS#11 token object (pkcs11: URI) instead of log/key.pem")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return c
 }
@@ -211,10 +225,13 @@ func (o *caInitOptions) validate() (spiffeid.TrustDomain, []byte, pki.KeyType, e
 	if _, _, err := pki.SplitSANs(o.sans); err != nil {
 		return spiffeid.TrustDomain{}, nil, "", flagError("san", "%v", err)
 	}
-	for _, k := range []struct{ flag, ref string }{{"root-key", o.rootKey}, {"intermediate-key", o.intKey}} {
+	for _, k := range []struct{ flag, ref string }{{"root-key", o.rootKey}, {"intermediate-key", o.intKey}, {"ocsp-key", o.ocspKey}, {"log-key", o.logKey}} {
 		if err := checkTokenKeyFlag(k.flag, k.ref); err != nil {
 			return spiffeid.TrustDomain{}, nil, "", err
 		}
+	}
+	if err := distinctKeys(map[string]string{"root-key": o.rootKey, "intermediate-key": o.intKey, "ocsp-key": o.ocspKey, "log-key": o.logKey}); err != nil {
+		return spiffeid.TrustDomain{}, nil, "", err
 	}
 	pass, err := readPassphrase(o.passphraseFile)
 	if err != nil {
@@ -276,8 +293,9 @@ expires, so every certificate it issued keeps verifying (the roots do not
 change) and can still be revoked. The new intermediate is recorded in the
 issuance log.
 
-Restart mutual server afterwards: it issues with the new intermediate from
-its next start (renewals move certificates over at their half-life).`,
+A running mutual server moves to the new intermediate by itself within a
+second (at once on SIGHUP), each replica on its own, without dropping
+connections; renewals move certificates over at their half-life.`,
 		Example: `  mutual ca rotate-intermediate --dir ./ca --passphrase-file pass
   mutual ca rotate-intermediate --dir ./ca --passphrase-file pass \
     --new-key 'pkcs11:token=mutual-ca;object=intermediate-2027?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mutual/hsm-pin'`,
@@ -305,7 +323,8 @@ its next start (renewals move certificates over at their half-life).`,
   new  %s  serial %s  expires %s
   old  %s  serial %s  answers CRL and OCSP until %s
 
-Next: restart mutual server so that it issues with the new intermediate.
+Next: nothing; a running mutual server issues with the new intermediate
+within a second (send it SIGHUP to make it look at once).
 `, o.dir, rot.New.Subject.CommonName, pki.FormatSerial(rot.New.SerialNumber), rot.New.NotAfter.Format("2006-01-02"),
 				rot.Old.Subject.CommonName, pki.FormatSerial(rot.Old.SerialNumber), rot.Old.NotAfter.Format("2006-01-02"))
 			return nil
@@ -317,6 +336,22 @@ Next: restart mutual server so that it issues with the new intermediate.
 
 // checkTokenKeyFlag checks that a flag naming where to make a CA key is
 // empty (an encrypted file) or a valid pkcs11: URI.
+// distinctKeys refuses two key flags naming the same token object.
+func distinctKeys(refs map[string]string) error {
+	seen := map[string]string{}
+	for _, flag := range slices.Sorted(maps.Keys(refs)) {
+		ref := refs[flag]
+		if ref == "" {
+			continue
+		}
+		if other, ok := seen[ref]; ok {
+			return flagError(flag, "%s is also --%s: give each key its own object= label", ref, other)
+		}
+		seen[ref] = flag
+	}
+	return nil
+}
+
 func checkTokenKeyFlag(flag, ref string) error {
 	if ref == "" {
 		return nil

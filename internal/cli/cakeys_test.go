@@ -12,6 +12,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/keyref/softhsmtest"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
 // TestCAKeysInTokenCommands: ca init --intermediate-key makes the key in a
@@ -28,8 +29,16 @@ func TestCAKeysInTokenCommands(t *testing.T) {
 	for _, c := range []struct{ flag, value, want string }{
 		{"--root-key", "/etc/root.pem", "--root-key"},
 		{"--intermediate-key", "pkcs11:token=x;object=y?module-path=/m.so&pin-value=1234", "pin-value"},
+		{"--log-key", "log.pem", "--log-key"},
+		{"--ocsp-key", tok.URI("intermediate") + "\x00--intermediate-key", "its own object="},
 	} {
-		out, err := run("ca", "init", "--dir", dir, "--trust-domain", "example.org", "--passphrase-file", pass, c.flag, c.value)
+		args := []string{"ca", "init", "--dir", dir, "--trust-domain", "example.org", "--passphrase-file", pass, c.flag}
+		value, also, _ := strings.Cut(c.value, "\x00")
+		args = append(args, value)
+		if also != "" {
+			args = append(args, also, value)
+		}
+		out, err := run(args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ca init %s %s: %v, want an error naming %s\n%s", c.flag, c.value, err, c.want, out)
 		}
@@ -38,11 +47,16 @@ func TestCAKeysInTokenCommands(t *testing.T) {
 		t.Fatalf("a refused ca init left %s: %v", dir, err)
 	}
 	if out, err := run("ca", "init", "--dir", dir, "--trust-domain", "example.org", "--passphrase-file", pass,
-		"--intermediate-key", tok.URI("intermediate")); err != nil {
+		"--intermediate-key", tok.URI("intermediate"), "--ocsp-key", tok.URI("ocsp"), "--log-key", tok.URI("log")); err != nil {
 		t.Fatalf("ca init: %v\n%s", err, out)
 	}
-	if _, err := os.Stat(filepath.Join(dir, pki.IntermediateKeyFile)); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("ca init wrote %s for a token key: %v", pki.IntermediateKeyFile, err)
+	for _, f := range []string{pki.IntermediateKeyFile, logkey.KeyFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("ca init wrote %s for a token key: %v", f, err)
+		}
+	}
+	if cfg, _, err := pki.ReadConfig(dir); err != nil || !strings.Contains(cfg.Keys.OCSP, "object=ocsp") || !strings.Contains(cfg.Keys.Log, "object=log") {
+		t.Fatalf("ca.json keys after ca init --ocsp-key --log-key: %+v (%v)", cfg.Keys, err)
 	}
 	out, err := run("ca", "rotate-intermediate", "--dir", dir, "--passphrase-file", pass, "--new-key", tok.URI("intermediate-2"), "--json")
 	if err != nil {

@@ -105,8 +105,8 @@ Start with "mutual dev" to see the whole system on loopback.`,
 // SIGTERM cancel the command's context: daemons drain and stop, as before.
 // SIGHUP never kills a daemon (server, agent, proxy, log monitor): it
 // re-reads at once what can be reloaded safely, the proxies' identity
-// directories and policy files (otherwise re-read within a poll interval
-// of a change); the agent reads its token file when it needs one. Other
+// directories and policy files and the server's CA directory after a key
+// rotation (otherwise re-read within a poll interval of a change); the agent reads its token file when it needs one. Other
 // commands keep the default, so closing a terminal still ends them.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -123,7 +123,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				case <-ctx.Done():
 					return
 				case <-hup:
-					log.Info("SIGHUP received: still running; re-reading identity directories and policy files now (SIGTERM stops)")
+					log.Info("SIGHUP received: still running; re-reading identity directories, policy files and the CA directory now (SIGTERM stops)")
 					e.reload.Fire()
 				}
 			}

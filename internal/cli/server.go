@@ -59,7 +59,7 @@ served on --metrics, a separate listener. Logs are JSON lines on stderr.`,
 			svc, err := caservice.Open(cmd.Context(), caservice.Options{
 				Dir: o.dir, Passphrase: pass, Listen: o.listen, StoreURL: storeURL,
 				MetricsListen: o.metrics, URLs: o.urls, Log: log, HTTPListen: o.httpListen, HTTPURL: o.httpURL,
-				FeedMaxStreams: o.feedMax, FeedMaxStreamsPerIdentity: o.feedMaxPerID,
+				FeedMaxStreams: o.feedMax, FeedMaxStreamsPerIdentity: o.feedMaxPerID, Reload: e.reload,
 			})
 			if err != nil {
 				return err

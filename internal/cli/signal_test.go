@@ -20,6 +20,7 @@ import (
 
 	"github.com/mutual-tls/mutual/internal/api"
 	"github.com/mutual-tls/mutual/internal/cli"
+	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testenv"
 	"github.com/mutual-tls/mutual/internal/testlog"
@@ -107,18 +108,27 @@ func (p *process) terminate(t *testing.T) {
 	}
 }
 
+// startServer runs `mutual server` on c as a child process until it
+// listens; it returns the process, its metrics address and the passphrase
+// file.
+func startServer(t *testing.T, c *testca.CA) (p *process, metrics, pass string) {
+	t.Helper()
+	pass = filepath.Join(t.TempDir(), "pass")
+	if err := os.WriteFile(pass, []byte(testca.Passphrase+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metrics = testport.Addr(t)
+	p = startProcess(t, "server", "--dir", c.Dir, "--passphrase-file", pass, "--listen", testport.Addr(t), "--metrics", metrics)
+	p.waitLog(t, "CA service listening")
+	return p, metrics, pass
+}
+
 // TestServerSurvivesSIGHUP: the CA keeps running and keeps its open
 // connections when it gets SIGHUP, shows which build it is on /metrics, and
 // stops cleanly on SIGTERM.
 func TestServerSurvivesSIGHUP(t *testing.T) {
 	c := testca.New(t)
-	pass := filepath.Join(t.TempDir(), "pass")
-	if err := os.WriteFile(pass, []byte(testca.Passphrase+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	metrics := testport.Addr(t)
-	p := startProcess(t, "server", "--dir", c.Dir, "--passphrase-file", pass, "--listen", testport.Addr(t), "--metrics", metrics)
-	p.waitLog(t, "CA service listening")
+	p, metrics, _ := startServer(t, c)
 
 	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 	get := func() (body string, reused bool) {
@@ -366,5 +376,47 @@ func TestAgentSurvivesSIGHUP(t *testing.T) {
 	ready()
 	p.hangUp(t)
 	ready()
+	p.terminate(t)
+}
+
+// TestServerFollowsRotationOnSIGHUP: after `ca rotate-intermediate`, a
+// running server sent SIGHUP reloads its CA directory without stopping:
+// /metrics reports the new intermediate's expiry on the connection opened
+// before.
+func TestServerFollowsRotationOnSIGHUP(t *testing.T) {
+	c := testca.New(t)
+	p, metrics, pass := startServer(t, c)
+	hc := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	t.Cleanup(hc.CloseIdleConnections)
+	expiry := func() string {
+		t.Helper()
+		resp, err := hc.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			t.Fatalf("GET /metrics: %v\n%s", err, p.stderr)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "mutual_ca_intermediate_expiry_timestamp_seconds ") {
+				return l
+			}
+		}
+		t.Fatalf("no intermediate expiry on /metrics:\n%s", b)
+		return ""
+	}
+	before := expiry()
+	if out, err := run("ca", "rotate-intermediate", "--dir", c.Dir, "--passphrase-file", pass); err != nil {
+		t.Fatalf("ca rotate-intermediate: %v\n%s", err, out)
+	}
+	inter, err := pki.ReadCertificates(filepath.Join(c.Dir, pki.IntermediateCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("mutual_ca_intermediate_expiry_timestamp_seconds %g", float64(inter[0].NotAfter.Unix()))
+	p.hangUp(t)
+	p.waitLog(t, "CA directory reloaded")
+	if got := expiry(); got != want {
+		t.Fatalf("after the rotation and SIGHUP /metrics says %q (before: %q), want %q\n%s", got, before, want, p.stderr)
+	}
 	p.terminate(t)
 }

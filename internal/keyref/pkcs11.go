@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
@@ -27,6 +28,9 @@ const pkcs11Built = true
 type token struct {
 	ctx   *crypto11.Context
 	where string // "token \"T\"", for messages
+
+	edMu sync.Mutex
+	ed   *edSession // for Ed25519 keys (ed25519.go), opened on first use
 }
 
 // openToken loads the module, finds the token and logs in with pin.
@@ -76,8 +80,21 @@ func pinWhere(p PINSource) string {
 	return p.File
 }
 
-// find returns the one key pair u names.
+// find returns the one key pair u names: through crypto11 (ECDSA, RSA),
+// else an Ed25519 key pair.
 func (t *token) find(u PKCS11URI) (crypto.Signer, error) {
+	key, err := t.find11(u)
+	if err == nil {
+		return key, nil
+	}
+	if ed, edErr := t.findEd25519(u); edErr == nil && ed != nil {
+		return ed, nil
+	}
+	return nil, err
+}
+
+// find11 returns the one ECDSA or RSA key pair u names.
+func (t *token) find11(u PKCS11URI) (crypto.Signer, error) {
 	var label []byte
 	if u.Object != "" {
 		label = []byte(u.Object)
@@ -106,22 +123,15 @@ func (t *token) find(u PKCS11URI) (crypto.Signer, error) {
 // generate makes a new non-extractable key pair of type kt labelled
 // u.Object, refusing a label or id that is taken.
 func (t *token) generate(u PKCS11URI, kt pki.KeyType) (crypto.Signer, error) {
-	taken, err := t.ctx.FindPrivateKeys(nil, []byte(u.Object))
-	if err == nil && len(taken) == 0 && len(u.ID) > 0 {
-		taken, err = t.ctx.FindPrivateKeys(u.ID, nil)
+	if kt == pki.KeyEd25519 {
+		return t.generateEd25519(u)
 	}
+	id, err := newKeyID(u, func(id, label []byte) (int, error) {
+		keys, err := t.ctx.FindPrivateKeys(id, label)
+		return len(keys), err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("look for %s: %w", u.Where(), err)
-	}
-	if len(taken) > 0 {
-		return nil, fmt.Errorf("%s: %w; choose another object= label (and id=), or use the existing key", u.Where(), ErrExists)
-	}
-	id := u.ID
-	if len(id) == 0 {
-		id = make([]byte, 16)
-		if _, err := io.ReadFull(rand.Reader, id); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	var key crypto11.Signer
 	switch kt {
@@ -140,6 +150,30 @@ func (t *token) generate(u PKCS11URI, kt pki.KeyType) (crypto.Signer, error) {
 	return wrapKey(key, u.Where()), nil
 }
 
+// newKeyID checks that no private key has u's label or id (count counts
+// the private keys with an id or a label) and returns the id of a new key
+// pair: u's, or 16 random bytes.
+func newKeyID(u PKCS11URI, count func(id, label []byte) (int, error)) ([]byte, error) {
+	taken, err := count(nil, []byte(u.Object))
+	if err == nil && taken == 0 && len(u.ID) > 0 {
+		taken, err = count(u.ID, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look for %s: %w", u.Where(), err)
+	}
+	if taken > 0 {
+		return nil, fmt.Errorf("%s: %w; choose another object= label (and id=), or use the existing key", u.Where(), ErrExists)
+	}
+	if len(u.ID) > 0 {
+		return u.ID, nil
+	}
+	id := make([]byte, 16)
+	if _, err := io.ReadFull(rand.Reader, id); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
 // wrapKey returns a tokenSigner, or for an RSA key a tokenDecrypter, so that
 // callers can decrypt with it too.
 func wrapKey(key crypto11.Signer, where string) crypto.Signer {
@@ -153,6 +187,12 @@ func wrapKey(key crypto11.Signer, where string) crypto.Signer {
 }
 
 func (t *token) close() error {
+	t.edMu.Lock()
+	if t.ed != nil {
+		t.ed.close()
+		t.ed = nil
+	}
+	t.edMu.Unlock()
 	if err := t.ctx.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", t.where, err)
 	}

@@ -73,6 +73,12 @@ type KeyRefs struct {
 	// their directory under RetiredDir; a retired intermediate not named
 	// here has its key in that directory's key.pem.
 	Retired map[string]string `json:"retired,omitempty"`
+	// OCSP names a token key the OCSP responder signs with (each delegated
+	// responder certificate certifies it); empty means in-memory keys.
+	OCSP string `json:"ocsp,omitempty"`
+	// Log names a token Ed25519 key the issuance log signs its notes with;
+	// empty means the passphrase-encrypted key file of package logkey.
+	Log string `json:"log,omitempty"`
 }
 
 // KeyOpener opens a CA key by the reference recorded in ca.json.

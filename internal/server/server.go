@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,6 +119,10 @@ type Config struct {
 	// RetiredCRLs are the CRLs of intermediates a rotation retired, each
 	// served at /crl/ plus its issuer's key id; nil when none.
 	RetiredCRLs []*publish.CRL
+	// Intermediates are the other intermediates of this CA whose leaves a
+	// client may send alone (retired by a rotation, cross-signed during a
+	// root rotation); nil when none.
+	Intermediates []*x509.Certificate
 	// IssuanceLog serves the issuance log under /log/; nil leaves it out.
 	IssuanceLog *translog.Server
 	// SPIFFEBundle, when set, returns this trust domain's SPIFFE bundle
@@ -141,16 +146,59 @@ type Config struct {
 
 // Server serves the CA API.
 type Server struct {
-	cfg     Config
+	cfg Config
+	// issuing is what a rotation changes (SetIssuer): the intermediate,
+	// the CRLs and the client-certificate anchors.
+	issuing atomic.Pointer[issuing]
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
 	reg     *prometheus.Registry
 }
 
+// issuing is the state of one intermediate: it signs leaves and the CRL,
+// and with the roots and the retired and cross-signed intermediates it
+// anchors client certificates.
+type issuing struct {
+	cert      *x509.Certificate
+	crl       *publish.CRL
+	retired   []*publish.CRL
+	clientCAs *x509.CertPool
+}
+
+// Issuing is what SetIssuer moves the server to after an intermediate
+// rotation.
+type Issuing struct {
+	// IssuerCert, CRL, RetiredCRLs and Intermediates replace the Config
+	// fields of the same names.
+	IssuerCert    *x509.Certificate
+	CRL           *publish.CRL
+	RetiredCRLs   []*publish.CRL
+	Intermediates []*x509.Certificate
+}
+
+// SetIssuer moves the server to a new intermediate (after a rotation)
+// while it serves: connections open stay open, and the next handshakes
+// and CRL requests see the new state.
+func (s *Server) SetIssuer(is Issuing) {
+	// Many TLS stacks send their leaf alone: the CA's own intermediates
+	// are anchors besides the roots, name-constrained to the trust domain
+	// and checked for validity like any chain element.
+	anchors := slices.Clone(s.cfg.Roots)
+	if is.IssuerCert != nil {
+		anchors = append(anchors, is.IssuerCert)
+	}
+	anchors = append(anchors, is.Intermediates...)
+	for _, c := range is.RetiredCRLs {
+		anchors = append(anchors, c.Issuer.Cert)
+	}
+	s.issuing.Store(&issuing{cert: is.IssuerCert, crl: is.CRL, retired: is.RetiredCRLs, clientCAs: pki.CertPool(anchors)})
+}
+
 // New builds a Server; it starts nothing.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Log, reg: cfg.Registry}
+	s.SetIssuer(Issuing{IssuerCert: cfg.IssuerCert, CRL: cfg.CRL, RetiredCRLs: cfg.RetiredCRLs, Intermediates: cfg.Intermediates})
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -160,7 +208,7 @@ func New(cfg Config) *Server {
 	s.metrics = newMetrics(s.reg)
 	s.reg.MustRegister(
 		metricsserver.CertificateExpiry("mutual_ca_intermediate_expiry_timestamp_seconds", "NotAfter of the intermediate that signs certificates.",
-			func() *x509.Certificate { return cfg.IssuerCert }),
+			func() *x509.Certificate { return s.issuing.Load().cert }),
 		metricsserver.CertificateExpiry("mutual_ca_tls_certificate_expiry_timestamp_seconds", "NotAfter of the CA service's own TLS certificate.",
 			s.tlsLeaf))
 	if hub := cfg.Hub; hub != nil {
@@ -215,15 +263,12 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // TLSConfig is the listener's TLS configuration: TLS 1.3 by default, 1.2
 // with AEAD suites at least, client certificates verified against the CA's
 // roots when given. A client may send its leaf alone (many TLS stacks do):
-// the CA's own intermediate is also an anchor, and it is name-constrained to
-// the trust domain and checked for validity like any chain element.
+// the CA's own intermediates (current, retired by a rotation, cross-signed)
+// are also anchors, name-constrained to the trust domain and checked for
+// validity like any chain element. Each handshake reads them as SetIssuer
+// left them.
 func (s *Server) TLSConfig() *tls.Config {
-	anchors := slices.Clone(s.cfg.Roots)
-	if s.cfg.IssuerCert != nil {
-		anchors = append(anchors, s.cfg.IssuerCert)
-	}
-	pool := pki.CertPool(anchors)
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
@@ -231,7 +276,7 @@ func (s *Server) TLSConfig() *tls.Config {
 			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		},
 		ClientAuth: tls.VerifyClientCertIfGiven,
-		ClientCAs:  pool,
+		ClientCAs:  s.issuing.Load().clientCAs,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			tc := s.cfg.Certificate()
 			if tc == nil || !slices.Contains(hello.SupportedProtos, api.BootstrapALPN) {
@@ -246,6 +291,14 @@ func (s *Server) TLSConfig() *tls.Config {
 		},
 		NextProtos: []string{"h2", "http/1.1"},
 	}
+	// Cloned at each handshake, after http2 configured cfg in place.
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := cfg.Clone()
+		c.GetConfigForClient = nil
+		c.ClientCAs = s.issuing.Load().clientCAs
+		return c, nil
+	}
+	return cfg
 }
 
 // Serve answers API requests on ln (a plain TCP listener; TLS is added here)
@@ -775,12 +828,13 @@ func (s *Server) RevocationHandler() http.Handler {
 	mux.HandleFunc("GET /crl/{name}", func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		name := r.PathValue("name")
-		want := revocation.IssuerKeyID(s.cfg.IssuerCert)
+		is := s.issuing.Load()
+		want := revocation.IssuerKeyID(is.cert)
 		base, ext, _ := strings.Cut(name, ".")
-		crl := s.cfg.CRL
+		crl := is.crl
 		if base != want {
 			crl = nil
-			for _, c := range s.cfg.RetiredCRLs {
+			for _, c := range is.retired {
 				if base == revocation.IssuerKeyID(c.Issuer.Cert) {
 					crl = c
 				}

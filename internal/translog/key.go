@@ -16,11 +16,12 @@ import (
 	"github.com/mutual-tls/mutual/internal/translog/logkey"
 )
 
-// Signer signs checkpoints with an Ed25519 key (x/mod/sumdb/note).
+// Signer signs checkpoints with an Ed25519 key (x/mod/sumdb/note): a
+// private key in memory, or one in a PKCS#11 token (keyref).
 type Signer struct {
 	name string
 	hash uint32
-	key  ed25519.PrivateKey
+	key  crypto.Signer
 	// Verifier is the note verifier key line: NAME+HASH+KEY.
 	Verifier string
 }
@@ -32,11 +33,16 @@ func (s *Signer) Name() string { return s.name }
 func (s *Signer) KeyHash() uint32 { return s.hash }
 
 // Sign implements note.Signer.
-func (s *Signer) Sign(msg []byte) ([]byte, error) { return ed25519.Sign(s.key, msg), nil }
+func (s *Signer) Sign(msg []byte) ([]byte, error) { return s.key.Sign(nil, msg, crypto.Hash(0)) }
 
-// NewSigner makes a signer named name (the log's origin) from key.
-func NewSigner(name string, key ed25519.PrivateKey) (*Signer, error) {
-	vkey, err := note.NewEd25519VerifierKey(name, key.Public().(ed25519.PublicKey))
+// NewSigner makes a signer named name (the log's origin) from key, an
+// Ed25519 key (ed25519.PrivateKey, or a token's signer).
+func NewSigner(name string, key crypto.Signer) (*Signer, error) {
+	pub, ok := key.Public().(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w, not %s", ErrNotEd25519, pki.KeyDescription(key.Public()))
+	}
+	vkey, err := note.NewEd25519VerifierKey(name, pub)
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,10 @@ type Responder struct {
 	issuer *pki.Issuer
 	store  OCSPStore
 	now    func() time.Time
+	// fixed, when set, is the responder key (kept in a token): each
+	// responder certificate certifies it anew. Nil: a fresh in-memory
+	// key per responder certificate.
+	fixed crypto.Signer
 
 	issuerNameHash map[crypto.Hash][]byte
 	issuerKeyHash  map[crypto.Hash][]byte
@@ -61,10 +65,17 @@ type cached struct {
 // NewResponder makes a responder for issuer; it issues its own delegated
 // responder certificate (OCSPSigning, id-pkix-ocsp-nocheck).
 func NewResponder(issuer *pki.Issuer, st OCSPStore, now func() time.Time) (*Responder, error) {
+	return NewKeyedResponder(issuer, nil, st, now)
+}
+
+// NewKeyedResponder is NewResponder signing with key (a token's, say):
+// each responder certificate the issuer makes certifies key's public key.
+// A nil key means a fresh in-memory key per responder certificate.
+func NewKeyedResponder(issuer *pki.Issuer, key crypto.Signer, st OCSPStore, now func() time.Time) (*Responder, error) {
 	if now == nil {
 		now = time.Now
 	}
-	r := &Responder{issuer: issuer, store: st, now: now, cache: map[string]cached{},
+	r := &Responder{issuer: issuer, store: st, now: now, fixed: key, cache: map[string]cached{},
 		issuerNameHash: map[crypto.Hash][]byte{}, issuerKeyHash: map[crypto.Hash][]byte{}}
 	var spki struct {
 		Algorithm pkix.AlgorithmIdentifier
@@ -87,11 +98,15 @@ func NewResponder(issuer *pki.Issuer, st OCSPStore, now func() time.Time) (*Resp
 	return r, nil
 }
 
-// rotate issues a fresh responder certificate.
+// rotate issues a fresh responder certificate, for a fresh key unless the
+// responder's key is fixed.
 func (r *Responder) rotate() error {
-	key, err := pki.GenerateKey(pki.KeyECDSAP256, nil)
-	if err != nil {
-		return err
+	key := r.fixed
+	if key == nil {
+		var err error
+		if key, err = pki.GenerateKey(pki.KeyECDSAP256, nil); err != nil {
+			return err
+		}
 	}
 	serial, err := pki.NewSerial(nil)
 	if err != nil {

@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"crypto"
 	"errors"
 
 	"golang.org/x/crypto/ocsp"
@@ -15,11 +16,12 @@ import (
 // checked (and found revoked) until they expire.
 type Responders []*Responder
 
-// NewResponders makes a Responder for each issuer, all reading st.
-func NewResponders(issuers []*pki.Issuer, st OCSPStore) (Responders, error) {
+// NewResponders makes a Responder for each issuer, all reading st and
+// signing with key (NewKeyedResponder; nil: in-memory keys).
+func NewResponders(issuers []*pki.Issuer, key crypto.Signer, st OCSPStore) (Responders, error) {
 	rs := make(Responders, 0, len(issuers))
 	for _, is := range issuers {
-		r, err := NewResponder(is, st, nil)
+		r, err := NewKeyedResponder(is, key, st, nil)
 		if err != nil {
 			return nil, err
 		}
