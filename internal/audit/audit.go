@@ -136,10 +136,12 @@ type Report struct {
 
 // CAKey is where one CA key lives, and the validity of its certificate.
 type CAKey struct {
-	// Role is "root", "intermediate" or "issuance log".
+	// Role is "root", "intermediate", "issuance log" or "OCSP responder".
 	Role string `json:"role"`
 	// Store is "token" (a PKCS#11 token), "file-encrypted",
-	// "file-unencrypted" or "absent" (not on this host: a root kept offline).
+	// "file-unencrypted", "memory" (the OCSP responder's default: made at
+	// start, never written) or "absent" (not on this host: a root kept
+	// offline).
 	Store string `json:"store"`
 	// Location is the pkcs11: URI or the file path.
 	Location string `json:"location"`
@@ -295,7 +297,7 @@ func (a *auditor) locateKeys(dir string, cfg pki.Config) {
 	for _, k := range []struct{ role, ref, file, cert string }{
 		{"root", cfg.Keys.Root, pki.RootKeyFile, pki.RootCertFile},
 		{"intermediate", cfg.Keys.Intermediate, pki.IntermediateKeyFile, pki.IntermediateCertFile},
-		{"issuance log", "", logkey.KeyFile, ""},
+		{"issuance log", cfg.Keys.Log, logkey.KeyFile, ""},
 	} {
 		key := CAKey{Role: k.role, Store: "token", Location: k.ref}
 		if k.ref == "" {
@@ -317,6 +319,11 @@ func (a *auditor) locateKeys(dir string, cfg pki.Config) {
 		}
 		a.r.CAKeys = append(a.r.CAKeys, key)
 	}
+	ocsp := CAKey{Role: "OCSP responder", Store: "memory", Location: "made by the server at start, certified by the intermediate; never written"}
+	if cfg.Keys.OCSP != "" {
+		ocsp.Store, ocsp.Location = "token", cfg.Keys.OCSP
+	}
+	a.r.CAKeys = append(a.r.CAKeys, ocsp)
 }
 
 // certChecks flags weak keys, SHA-1 and close expiries; leaf also checks the
