@@ -2,6 +2,7 @@ package revocation
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -112,20 +113,71 @@ func (w *Watcher) Revoked(serial string) bool {
 	return ok
 }
 
-// Check is a tlsconfig peer check: it refuses a revoked certificate, and
-// every certificate while the revocation status is not current.
+// Check is a tlsconfig peer check: it refuses a revoked certificate of
+// the watcher's own CA, and every certificate while the revocation status
+// is not current.
+//
+// The CA's push feed and its CRLs (one per intermediate, retired ones too,
+// each listing every revoked serial of the CA) name certificates by serial
+// alone, so a serial means something only for a certificate our CA issued:
+// Check looks it up only for a chain of ours (see ours). A certificate of
+// another trust domain's CA (a federated partner) is not judged by our
+// list, so a partner serial equal to one of our revoked serials is not
+// refused for it.
 func (w *Watcher) Check(id spiffeid.ID, chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return nil
 	}
-	serial := pki.FormatSerial(chain[0].SerialNumber)
-	if w.Revoked(serial) {
-		return &tlsconfig.PeerError{Reason: tlsconfig.ReasonRevoked, ID: id, Cert: chain[0], Err: fmt.Errorf("certificate %s is revoked", serial)}
+	if w.ours(id, chain) {
+		serial := pki.FormatSerial(chain[0].SerialNumber)
+		if w.Revoked(serial) {
+			return &tlsconfig.PeerError{Reason: tlsconfig.ReasonRevoked, ID: id, Cert: chain[0], Err: fmt.Errorf("certificate %s is revoked", serial)}
+		}
 	}
 	if err := w.Current(); err != nil {
 		return &tlsconfig.PeerError{Reason: tlsconfig.ReasonRevocationUnknown, ID: id, Cert: chain[0], Err: err}
 	}
 	return nil
+}
+
+// ours reports whether chain was issued by the watcher's own CA, whose
+// feed and CRLs judge it: its SPIFFE ID is in the watcher's trust domain
+// (our intermediates are name-constrained to it), or a certificate of the
+// chain is, or was signed by the key of, one of our roots or of the
+// watcher's own intermediates. Any intermediate under our roots counts,
+// the current one and retired ones alike. It fails closed: when the
+// watcher cannot tell its trust domain or roots, every chain is ours.
+func (w *Watcher) ours(id spiffeid.ID, chain []*x509.Certificate) bool {
+	if w.Source == nil {
+		return true
+	}
+	svid, err := w.Source.GetX509SVID()
+	if err != nil || svid == nil {
+		return true
+	}
+	td := svid.ID.TrustDomain()
+	if id.TrustDomain() == td {
+		return true
+	}
+	b, err := w.Source.GetX509BundleForTrustDomain(td)
+	if err != nil {
+		return true
+	}
+	authorities := append(b.X509Authorities(), svid.Certificates[min(1, len(svid.Certificates)):]...)
+	for _, c := range chain {
+		for _, a := range authorities {
+			if sameKey(c, a) || (len(a.SubjectKeyId) > 0 && bytes.Equal(c.AuthorityKeyId, a.SubjectKeyId)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sameKey reports whether c and a are the same CA: same subject and key
+// (a re-issued or cross-signed copy counts).
+func sameKey(c, a *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, a.RawSubject) && bytes.Equal(c.RawSubjectPublicKeyInfo, a.RawSubjectPublicKeyInfo)
 }
 
 // ErrStale is why Current fails: neither the feed nor a CRL vouches for
