@@ -147,11 +147,26 @@ func RevocationWatcher(src CertSource, identityDir string, r Revocation, log *sl
 
 // closeRevoked closes a proxy's live connections authenticated with a
 // certificate just revoked, and logs it.
+// revokedMatch says which live connections a revocation event ends: those
+// whose certificate has the event's serial, unless the peer is of another
+// trust domain than the revoked identity (a federated partner's serial may
+// equal one of ours by chance; our CA's events name our identities). An
+// event whose ID does not parse matches by serial alone: fail closed.
+func revokedMatch(e revocation.Event) func(spiffeid.ID, string) bool {
+	td, err := spiffeid.FromString(e.SPIFFEID)
+	return func(id spiffeid.ID, serial string) bool {
+		if serial != e.Serial {
+			return false
+		}
+		return err != nil || id.IsZero() || id.TrustDomain() == td.TrustDomain()
+	}
+}
+
 func closeRevoked(p interface {
 	CloseConnections(func(spiffeid.ID, string) bool) int
 }, log *slog.Logger) func(revocation.Event) {
 	return func(e revocation.Event) {
-		n := p.CloseConnections(func(_ spiffeid.ID, serial string) bool { return serial == e.Serial })
+		n := p.CloseConnections(revokedMatch(e))
 		log.Warn("certificate revoked", "serial", e.Serial, "peer_id", e.SPIFFEID, "reason", pki.RevocationReasonName(e.Reason), "connections_closed", n)
 	}
 }
