@@ -263,13 +263,17 @@ type RevokeResponse struct {
 // Decode reads exactly one JSON object of type T from r, refusing unknown
 // fields, trailing data and bodies over MaxBodyBytes. Its errors name the
 // problem in words fit for an API client.
-func Decode[T any](r io.Reader, v *T) error {
-	body, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
+func Decode[T any](r io.Reader, v *T) error { return DecodeLimit(r, v, MaxBodyBytes) }
+
+// DecodeLimit is Decode with a body limit of limit bytes instead of
+// MaxBodyBytes, for the few requests that carry more.
+func DecodeLimit[T any](r io.Reader, v *T, limit int) error {
+	body, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
 		return fmt.Errorf("read request body: %w", err)
 	}
-	if len(body) > MaxBodyBytes {
-		return fmt.Errorf("request body larger than %d bytes", MaxBodyBytes)
+	if len(body) > limit {
+		return fmt.Errorf("request body larger than %d bytes", limit)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errors.New("empty request body: send a JSON object")

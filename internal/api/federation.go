@@ -150,6 +150,11 @@ type SightingReport struct {
 // MaxSightings is the most sightings one report may carry.
 const MaxSightings = 1000
 
+// MaxSightingReportBytes bounds a SightingReport's body: MaxSightings
+// sightings of SPIFFE IDs up to their 2048-byte limit, which
+// MaxBodyBytes would not hold.
+const MaxSightingReportBytes = MaxSightings * (2048 + 128)
+
 // Seen is one partner identity a proxy saw, and when last.
 type Seen struct {
 	SPIFFEID string    `json:"spiffe_id"`

@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -284,4 +286,35 @@ func guardedProxy(t *testing.T, src *identity.DirSource, caURL, allow string) (s
 		return err == nil, errString(err)
 	})
 	return ln.Addr().String(), feed
+}
+
+// TestFullSightingReportIsAccepted: a proxy's report of api.MaxSightings
+// distinct partner identities (as its feed gathers at most) fits the
+// endpoint's body limit and is recorded; one more is refused with the
+// count limit named.
+func TestFullSightingReportIsAccepted(t *testing.T) {
+	ctx := context.Background()
+	pw := newPartnerWorld(t)
+	reporter := enroll(t, pw.svc, "spiffe://example.org/ns/prod/gateway")
+	tc := reporter.TLSCertificate()
+	cl, err := client.New([]string{pw.svc.URL}, reporter.Roots, &tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.CloseIdleConnections)
+	var seen []api.Seen
+	for i := range api.MaxSightings + 1 {
+		seen = append(seen, api.Seen{SPIFFEID: fmt.Sprintf("spiffe://example.org/partner/acme/ns/production/sa/service-account-%04d", i), At: time.Now()})
+	}
+	got, err := cl.ReportPartners(ctx, api.SightingReport{Seen: seen[:api.MaxSightings]})
+	if err != nil {
+		t.Fatalf("a report of %d sightings: %v", api.MaxSightings, err)
+	}
+	if got.Recorded != api.MaxSightings {
+		t.Errorf("recorded %d, want %d", got.Recorded, api.MaxSightings)
+	}
+	var ae *client.APIError
+	if _, err := cl.ReportPartners(ctx, api.SightingReport{Seen: seen}); !errors.As(err, &ae) || !strings.Contains(err.Error(), "above the limit") {
+		t.Errorf("a report of %d sightings: %v, want the count limit named", len(seen), err)
+	}
 }

@@ -174,7 +174,7 @@ func (s *Server) proxyPartners(w http.ResponseWriter, r *http.Request) (int, err
 		return 0, err
 	}
 	var req api.SightingReport
-	if err := api.Decode(r.Body, &req); err != nil {
+	if err := api.DecodeLimit(r.Body, &req, api.MaxSightingReportBytes); err != nil {
 		return 0, badRequest{err}
 	}
 	inForce, n, err := s.cfg.Partners.ReportSightings(r.Context(), id, req.Seen)
