@@ -201,6 +201,10 @@ var rawResponses = map[string]string{
 	"/hop":       "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
 	"/switch":    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
 	"/short":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly this",
+	// Bytes past the response's end, which must not answer the next request.
+	"/extra":    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen",
+	"/headbody": "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen",
+	"/fine":     "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine",
 }
 
 // TestHTTP1Responses: the HTTP/1.1 path relays what services send as the
@@ -298,52 +302,20 @@ func TestHTTP1Responses(t *testing.T) {
 			t.Fatal("a body the service cut short reached the client whole")
 		}
 	})
-}
-
-// TestHTTP1UnsolicitedBytes: bytes a service sends past the end of its
-// response (a body on a HEAD answer, a second response) are never read as
-// the answer to the next request on that pooled connection, which may be
-// another client's: the connection is closed, as http.Transport does.
-func TestHTTP1UnsolicitedBytes(t *testing.T) {
-	w := newWorld(t)
-	backend := testnet.Serve(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
+	// A service's bytes past its response (a body on a HEAD answer, a
+	// second response) must not answer the next request on that pooled
+	// connection, maybe another client's: it is closed, as http.Transport does.
+	t.Run("unsolicited bytes", func(t *testing.T) {
+		for _, first := range []string{"GET /extra", "HEAD /headbody"} {
+			method, path, _ := strings.Cut(first, " ")
+			if _, _, err := get(method, path); err != nil {
+				t.Fatal(err)
 			}
-			io.Copy(io.Discard, req.Body)
-			switch req.URL.Path {
-			case "/extra":
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
-			case "/headbody":
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
-			default:
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine")
+			if resp, body, err := get("GET", "/fine"); err != nil || resp.StatusCode != 200 || body != "fine" {
+				t.Errorf("after %s, the next request got %v %q, want 200 %q", first, err, body, "fine")
 			}
 		}
 	})
-	r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP})
-	tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	do := func(method, path string) string {
-		req, _ := http.NewRequest(method, "https://"+r.addr+path, nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Sprintf("%d %s", resp.StatusCode, b)
-	}
-	for _, first := range []struct{ method, path string }{{"GET", "/extra"}, {"HEAD", "/headbody"}} {
-		do(first.method, first.path)
-		if got := do("GET", "/next"); got != "200 fine" {
-			t.Errorf("after %s %s, the next request got %q, want %q", first.method, first.path, got, "200 fine")
-		}
-	}
 }
 
 // TestHTTPRequestLogSampled: past RequestLogLimit forwarded requests a
