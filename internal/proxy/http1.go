@@ -547,7 +547,10 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 			return p.unreachable(b.w, req, err)
 		}
 		code, keep, backendOK, err := relayResponse(b.w, bc, req, resp)
-		if backendOK && hc.target.CompareAndSwap(bc, nil) {
+		// Bytes past the response's end (a body on a HEAD answer, a
+		// second response) would answer the next request on this
+		// connection, maybe another client's: it is not reused.
+		if backendOK && bc.r.Buffered() == 0 && hc.target.CompareAndSwap(bc, nil) {
 			p.backends.put(bc)
 		} else {
 			hc.closeTarget()

@@ -201,6 +201,10 @@ var rawResponses = map[string]string{
 	"/hop":       "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
 	"/switch":    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
 	"/short":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly this",
+	// Bytes past the response's end, which must not answer the next request.
+	"/extra":    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen",
+	"/headbody": "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen",
+	"/fine":     "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine",
 }
 
 // TestHTTP1Responses: the HTTP/1.1 path relays what services send as the
@@ -296,6 +300,20 @@ func TestHTTP1Responses(t *testing.T) {
 	t.Run("cut short", func(t *testing.T) {
 		if _, _, err := get("GET", "/short"); err == nil {
 			t.Fatal("a body the service cut short reached the client whole")
+		}
+	})
+	// A service's bytes past its response (a body on a HEAD answer, a
+	// second response) must not answer the next request on that pooled
+	// connection, maybe another client's: it is closed, as http.Transport does.
+	t.Run("unsolicited bytes", func(t *testing.T) {
+		for _, first := range []string{"GET /extra", "HEAD /headbody"} {
+			method, path, _ := strings.Cut(first, " ")
+			if _, _, err := get(method, path); err != nil {
+				t.Fatal(err)
+			}
+			if resp, body, err := get("GET", "/fine"); err != nil || resp.StatusCode != 200 || body != "fine" {
+				t.Errorf("after %s, the next request got %v %q, want 200 %q", first, err, body, "fine")
+			}
 		}
 	})
 }
