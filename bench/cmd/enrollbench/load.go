@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mutual-tls/mutual/bench/internal/procfs"
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // target is a CA under load: where to post, what it answers on success,

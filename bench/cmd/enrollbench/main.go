@@ -34,7 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mutual-tls/mutual/bench/internal/procfs"
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 func main() {

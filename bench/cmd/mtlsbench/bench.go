@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mutual-tls/mutual/bench/internal/procfs"
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // options are the flags of "mtlsbench run".

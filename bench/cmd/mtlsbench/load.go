@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mutual-tls/mutual/bench/internal/procfs"
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // clientConfig is the load's TLS configuration, the same against every

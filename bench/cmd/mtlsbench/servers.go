@@ -21,9 +21,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/mutual-tls/mutual/bench/internal/procfs"
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // helloBody is what GET /hello answers, from the backend and the bare server.

@@ -1,6 +1,6 @@
-// Package procfs reads what the benchmark harnesses measure from Linux's
-// /proc: a process's CPU time, its children, the machine's busy time
-// and its load average.
+// Package procfs reads what the benchmarks (bench/cmd's harnesses, the
+// proxy's benchmarks) measure from Linux's /proc: a process's CPU time,
+// its children, the machine's busy time and its load average.
 package procfs
 
 import (

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mutual-tls/mutual/bench/internal/procfs"
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // TestProcfs: a child this process starts is listed among its children,
