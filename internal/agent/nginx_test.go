@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -156,29 +155,15 @@ http {
 		t.Errorf("key file mode %o, want 0600", st.Mode().Perm())
 	}
 
-	// nginx, in the foreground, stopped at the end.
-	var ngOut bytes.Buffer
-	ng := exec.Command(nginx, "-e", errLog, "-p", ngDir, "-c", conf)
-	ng.Stdout, ng.Stderr = &ngOut, &ngOut
-	ng.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := ng.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- ng.Wait() }()
+	// nginx, in the foreground, stopped at the end; its error.log is shown
+	// on failure (registered first, so it runs after nginx has stopped).
 	t.Cleanup(func() {
-		ng.Process.Signal(syscall.SIGQUIT)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-ng.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
 		if t.Failed() {
 			b, _ := os.ReadFile(errLog)
-			t.Logf("nginx output:\n%s\nnginx error.log:\n%s", ngOut.String(), b)
+			t.Logf("nginx error.log:\n%s", b)
 		}
 	})
+	ng := startDaemon(t, "nginx", exec.Command(nginx, "-e", errLog, "-p", ngDir, "-c", conf))
 
 	curlGet := func() (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -223,11 +208,7 @@ http {
 	}
 
 	testwait.EventuallyNil(t, func() error {
-		select {
-		case err := <-exited:
-			t.Fatalf("nginx exited: %v\n%s", err, ngOut.String())
-		default:
-		}
+		ng.alive(t)
 		_, err := curlGet()
 		return err
 	}, "nginx answering curl with 200")

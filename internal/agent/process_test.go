@@ -9,7 +9,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/testlog"
 )
 
-// daemon is a program from outside the project (spiffe-helper, HAProxy)
+// daemon is a program from outside the project (spiffe-helper, HAProxy, nginx)
 // that a test runs in its own process group beside the agent.
 type daemon struct {
 	name   string

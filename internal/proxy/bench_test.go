@@ -49,6 +49,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/authz"
+	"github.com/mutual-tls/mutual/internal/procfs"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testwait"
@@ -319,9 +320,9 @@ func benchDrive(b *testing.B, n, w int, op func(worker int) error) time.Duration
 // (from /proc/stat); a run with much of it was disturbed.
 func benchVersus(b *testing.B, base, prox func(n int) time.Duration) (tb, tp time.Duration) {
 	const rounds = 4
-	m0, s0, t0 := benchMachineCPU(), benchSelfCPU(), time.Now()
+	m0, s0, t0 := procfs.MachineBusy(), benchSelfCPU(), time.Now()
 	defer func() {
-		other := (benchMachineCPU() - m0) - (benchSelfCPU() - s0)
+		other := (procfs.MachineBusy() - m0) - (benchSelfCPU() - s0)
 		b.ReportMetric(100*max(other.Seconds(), 0)/time.Since(t0).Seconds()/float64(runtime.NumCPU()), "other-cpu-%")
 	}()
 	for i := range rounds {
@@ -338,23 +339,6 @@ func benchVersus(b *testing.B, base, prox func(n int) time.Duration) (tb, tp tim
 		}
 	}
 	return tb, tp
-}
-
-// benchMachineCPU is the user and system time of the whole machine, from
-// /proc/stat (zero where there is none).
-func benchMachineCPU() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line) // cpu user nice system idle ...
-	var ticks uint64
-	for _, v := range f[1:min(4, len(f))] {
-		n, _ := strconv.ParseUint(v, 10, 64)
-		ticks += n
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100
 }
 
 // benchSelfCPU is this process's user and system time.

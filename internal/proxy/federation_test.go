@@ -29,10 +29,7 @@ import (
 func TestFederatedPeerNeedsARuleNamingIt(t *testing.T) {
 	w := newWorld(t)
 	partner := testca.New(t, testca.WithTrustDomain("partner.example"))
-	bundles := x509bundle.NewSet(
-		x509bundle.FromX509Authorities(w.ca.TrustDomain, []*x509.Certificate{w.ca.Root}),
-		x509bundle.FromX509Authorities(partner.TrustDomain, []*x509.Certificate{partner.Root}),
-	)
+	bundles := w.bundleWith(partner)
 	foreign := leafWithRoles(t, partner, "spiffe://partner.example/ns/prod/web", "auditor")
 	local := leafWithRoles(t, w.ca, auditorID, "auditor")
 	policy := func(yaml string) proxy.PolicySource {
@@ -92,10 +89,7 @@ func TestOutboundToAFederatedService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	both := x509bundle.NewSet(
-		x509bundle.FromX509Authorities(w.ca.TrustDomain, []*x509.Certificate{w.ca.Root}),
-		x509bundle.FromX509Authorities(partner.TrustDomain, []*x509.Certificate{partner.Root}),
-	)
+	both := w.bundleWith(partner)
 	pol, err := authz.FromPatterns([]string{outID})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
@@ -78,6 +79,16 @@ func newWorld(t testing.TB) *world {
 		t.Fatal(err)
 	}
 	return &world{ca: ca, dir: dir, src: src, policy: proxy.StaticPolicy{P: pol}}
+}
+
+// bundleWith is the bundle set of w's CA and each partner CA, as a proxy
+// that federates with them trusts.
+func (w *world) bundleWith(partners ...*testca.CA) *x509bundle.Set {
+	set := x509bundle.NewSet(x509bundle.FromX509Authorities(w.ca.TrustDomain, []*x509.Certificate{w.ca.Root}))
+	for _, p := range partners {
+		set.Add(x509bundle.FromX509Authorities(p.TrustDomain, []*x509.Certificate{p.Root}))
+	}
+	return set
 }
 
 func (w *world) roots() *x509.CertPool {

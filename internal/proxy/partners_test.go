@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
@@ -97,15 +96,12 @@ func newPartnerWorld(t *testing.T) *partnerWorld {
 	}
 	w.policy = proxy.StaticPolicy{P: pol}
 	return &partnerWorld{
-		world: w,
-		bundles: x509bundle.NewSet(
-			x509bundle.FromX509Authorities(w.ca.TrustDomain, []*x509.Certificate{w.ca.Root}),
-			x509bundle.FromX509Authorities(foreignCA.TrustDomain, []*x509.Certificate{foreignCA.Root}),
-		),
-		feed:   &partnerFeed{},
-		acme:   leafWithRoles(t, w.ca, acmeID, "admin"),
-		globex: globex,
-		local:  w.ca.Leaf(t, webID),
+		world:   w,
+		bundles: w.bundleWith(foreignCA),
+		feed:    &partnerFeed{},
+		acme:    leafWithRoles(t, w.ca, acmeID, "admin"),
+		globex:  globex,
+		local:   w.ca.Leaf(t, webID),
 	}
 }
 

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
@@ -59,10 +57,7 @@ func TestFederatedPeerWithOurRevokedSerial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundles := x509bundle.NewSet(
-		x509bundle.FromX509Authorities(w.ca.TrustDomain, []*x509.Certificate{w.ca.Root}),
-		x509bundle.FromX509Authorities(partner.TrustDomain, []*x509.Certificate{partner.Root}),
-	)
+	bundles := w.bundleWith(partner)
 	r := runInbound(t, w, proxy.InboundConfig{SVID: w.src, Bundle: bundles, Target: testnet.Echo(t), Policy: proxy.StaticPolicy{P: p}, PeerCheck: rv.Check})
 	if _, err := testnet.RoundTrip(r.addr, w.clientTLS(peer), "hello"); err != nil {
 		t.Errorf("the partner's certificate with a serial we revoked was refused: %v", err)

@@ -8,15 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // target is a CA under load: where to post, what it answers on success,
@@ -137,11 +135,7 @@ func parallel(n int, fn func(k int) error) error {
 // cpu is the CPU time used so far by t's processes and, if it has one, by
 // its PostgreSQL.
 func (t *target) cpu() time.Duration {
-	var sum time.Duration
-	for _, pid := range t.pids {
-		sum += procCPU(pid)
-	}
-	return sum + t.dbCPU()
+	return procfs.CPUTime(t.pids...) + t.dbCPU()
 }
 
 // dbCPU is the CPU time used so far by t's PostgreSQL (the postmaster and
@@ -150,55 +144,7 @@ func (t *target) dbCPU() time.Duration {
 	if t.pgRoot == 0 {
 		return 0
 	}
-	sum := procCPU(t.pgRoot)
-	for _, pid := range children(t.pgRoot) {
-		sum += procCPU(pid)
-	}
-	return sum
-}
-
-// clockTick is USER_HZ, the unit of /proc/PID/stat's times (100 on Linux).
-const clockTick = 100
-
-// procStat returns the fields of /proc/pid/stat after the command name.
-func procStat(pid int) []string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 {
-		s = s[i+1:]
-	}
-	return strings.Fields(s)
-}
-
-// procCPU is the user+system CPU time of pid (0 once it is gone).
-func procCPU(pid int) time.Duration {
-	f := procStat(pid)
-	if len(f) < 13 {
-		return 0
-	}
-	// After the name: state(0) ppid(1) ... utime(11) stime(12).
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * time.Second / clockTick
-}
-
-// children lists the processes whose parent is pid.
-func children(pid int) []int {
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	var out []int
-	for _, d := range dirs {
-		p, err := strconv.Atoi(filepath.Base(d))
-		if err != nil {
-			continue
-		}
-		if f := procStat(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, p)
-		}
-	}
-	return out
+	return procfs.CPUTime(append([]int{t.pgRoot}, procfs.Children(t.pgRoot)...)...)
 }
 
 // selfCPU is this process's user+system CPU time.
@@ -206,17 +152,4 @@ func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// loadAverage is /proc/loadavg's first three fields.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

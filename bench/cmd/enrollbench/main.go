@@ -33,6 +33,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 func main() {
@@ -112,7 +114,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer logs.Close()
-	loadStart := loadAverage()
+	loadStart := procfs.LoadAverage()
 	say := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
 
 	// CSRs: P-256 keys, made once. mutual's carry no names (the token
@@ -206,7 +208,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
-	printTable(stdout, rows, loadStart, loadAverage())
+	printTable(stdout, rows, loadStart, procfs.LoadAverage())
 	return nil
 }
 

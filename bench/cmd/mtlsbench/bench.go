@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // options are the flags of "mtlsbench run".
@@ -358,7 +360,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "- pinning: %s\n", pin)
 	fmt.Fprintf(stdout, "- Go servers: GOMAXPROCS follows their affinity (%d); nginx %s: worker_processes %d\n", ncpu, nginxVersion, ncpu)
 	fmt.Fprintf(stdout, "- Caddy %s; HAProxy %s: nbthread %d; ghostunnel %s\n", caddyVersion, haproxyVersion, ncpu, ghostunnelVersion)
-	fmt.Fprintf(stdout, "- load average at the start: %s\n", loadAverage())
+	fmt.Fprintf(stdout, "- load average at the start: %s\n", procfs.LoadAverage())
 	proxyLog := "up to 100 forwarded requests a second (its default; -proxy-log-all: every one)"
 	if o.proxyLogAll {
 		proxyLog = "every request (-proxy-log-all)"
@@ -542,19 +544,6 @@ func kernel() string {
 		return "Linux"
 	}
 	return "Linux " + strings.TrimSpace(string(b))
-}
-
-// loadAverage is the machine's 1, 5 and 15 minute load averages.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // affinity reports this process's allowed CPUs.

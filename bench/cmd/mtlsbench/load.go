@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mutual-tls/mutual/identity"
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // clientConfig is the load's TLS configuration, the same against every
@@ -102,15 +103,15 @@ type window struct {
 }
 
 func (p probe) begin() window {
-	return window{server: cpuTime(p.server()), ours: cpuTime(p.ours()), machine: machineBusy(), start: time.Now()}
+	return window{server: procfs.CPUTime(p.server()...), ours: procfs.CPUTime(p.ours()...), machine: procfs.MachineBusy(), start: time.Now()}
 }
 
 // end returns the wall time, the server's CPU time, and the CPU time of
 // processes the run did not start.
 func (p probe) end(w window) (elapsed, server, others time.Duration) {
 	elapsed = time.Since(w.start)
-	server = cpuTime(p.server()) - w.server
-	others = (machineBusy() - w.machine) - (cpuTime(p.ours()) - w.ours)
+	server = procfs.CPUTime(p.server()...) - w.server
+	others = (procfs.MachineBusy() - w.machine) - (procfs.CPUTime(p.ours()...) - w.ours)
 	return elapsed, server, max(others, 0)
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mutual-tls/mutual/identity"
 	"github.com/mutual-tls/mutual/internal/pki"
+	"github.com/mutual-tls/mutual/internal/procfs"
 )
 
 // helloBody is what GET /hello answers, from the backend and the bare server.
@@ -252,63 +253,7 @@ func (p *proc) waitReady(ctx context.Context, addr, logPath string) error {
 // pids returns the process and its children (nginx's workers).
 func (p *proc) pids() []int {
 	pid := p.cmd.Process.Pid
-	return append([]int{pid}, children(pid)...)
-}
-
-// children lists the processes whose parent is pid.
-func children(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := procStat(n); ok && st.ppid == pid {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-type stat struct {
-	ppid         int
-	utime, stime uint64 // clock ticks
-}
-
-// procStat reads /proc/PID/stat.
-func procStat(pid int) (stat, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return stat{}, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return stat{}, false
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 13 {
-		return stat{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return stat{ppid: ppid, utime: ut, stime: st}, true
-}
-
-// clockTick is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTick = 10 * time.Millisecond
-
-// cpuTime is the user+system CPU time of the processes.
-func cpuTime(pids []int) time.Duration {
-	var t uint64
-	for _, pid := range pids {
-		if st, ok := procStat(pid); ok {
-			t += st.utime + st.stime
-		}
-	}
-	return time.Duration(t) * clockTick
+	return append([]int{pid}, procfs.Children(pid)...)
 }
 
 // machineCPUs is the number of CPUs online, whatever this process's
@@ -321,23 +266,6 @@ func machineCPUs() int {
 		}
 	}
 	return runtime.NumCPU()
-}
-
-// machineBusy is the CPU time the whole machine spent in user and system
-// mode (interrupts excluded), from /proc/stat.
-func machineBusy() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line) // cpu user nice system idle ...
-	var t uint64
-	for _, s := range f[1:min(4, len(f))] {
-		n, _ := strconv.ParseUint(s, 10, 64)
-		t += n
-	}
-	return time.Duration(t) * clockTick
 }
 
 // rssKiB is the summed VmRSS of the processes.
