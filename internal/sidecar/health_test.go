@@ -59,14 +59,22 @@ func runForHealth(t *testing.T, cfg sidecar.Config) string {
 	var logs *testlog.Buffer
 	cfg.Log, logs = testlog.NewJSON(t, "sidecar")
 	cfg.Listen, cfg.Metrics = testport.Addr(t), "127.0.0.1:0"
-	listening := runSidecar(t, cfg, logs)
-	return strings.TrimSuffix(listening["metrics"].(string), "/metrics")
+	started := runSidecarUntil(t, cfg, logs, "proxy starting")
+	return strings.TrimSuffix(started["metrics"].(string), "/metrics")
 }
 
 // runSidecar runs the sidecar cfg, whose log is logs, until the test ends
 // (failing it if Run then returns an error), and returns its "proxy
 // listening" record.
 func runSidecar(t *testing.T, cfg sidecar.Config, logs *testlog.Buffer) map[string]any {
+	t.Helper()
+	return runSidecarUntil(t, cfg, logs, "proxy listening")
+}
+
+// runSidecarUntil runs the sidecar cfg, whose log is logs, until the test
+// ends (failing it if Run then returns an error), and returns its first
+// record with msg.
+func runSidecarUntil(t *testing.T, cfg sidecar.Config, logs *testlog.Buffer, msg string) map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -77,7 +85,7 @@ func runSidecar(t *testing.T, cfg sidecar.Config, logs *testlog.Buffer) map[stri
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return waitRecord(t, logs, "proxy listening", done)
+	return waitRecord(t, logs, msg, done)
 }
 
 // health answers GET path on a metrics base URL: status and body.
