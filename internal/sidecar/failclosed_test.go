@@ -2,22 +2,16 @@ package sidecar_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/x509"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
-	"github.com/mutual-tls/mutual/internal/revocation"
 	"github.com/mutual-tls/mutual/internal/sidecar"
 	"github.com/mutual-tls/mutual/internal/testca"
 	"github.com/mutual-tls/mutual/internal/testlog"
@@ -34,23 +28,7 @@ import (
 func TestNoAcceptBeforeRevocationStatus(t *testing.T) {
 	for _, direction := range []string{"outbound", "inbound"} {
 		t.Run(direction, func(t *testing.T) {
-			ca := testca.New(t)
-			var up atomic.Bool
-			crl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if !up.Load() {
-					http.Error(w, "CA down", http.StatusServiceUnavailable)
-					return
-				}
-				der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()),
-					ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(10 * time.Minute)}, ca.Issuer.Cert, ca.Issuer.Key)
-				if err != nil {
-					http.Error(w, err.Error(), 500)
-					return
-				}
-				w.Write(der)
-			}))
-			t.Cleanup(crl.Close)
-			dir := dirWithCRL(t, ca, apiID, crl.URL+"/crl/"+revocation.IssuerKeyID(ca.Issuer.Cert)+".crl")
+			dir, up := dirWithCRLDown(t, testca.New(t))
 			cfg := sidecar.Config{Source: sidecar.Source{IdentityDir: dir}, Revocation: sidecar.Revocation{CRLInterval: 50 * time.Millisecond}}
 			if direction == "outbound" {
 				expect, err := authz.ParsePattern(webID)

@@ -52,6 +52,28 @@ func dirWithCRL(t *testing.T, ca *testca.CA, id, crlURL string) string {
 	return dir
 }
 
+// dirWithCRLDown writes an identity directory (as dirWithCRL) whose CRL
+// answers 503, as a CA that cannot be reached, until the test sets up.
+func dirWithCRLDown(t *testing.T, ca *testca.CA) (dir string, up *atomic.Bool) {
+	t.Helper()
+	up = new(atomic.Bool)
+	crl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "CA down", http.StatusServiceUnavailable)
+			return
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()),
+			ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(10 * time.Minute)}, ca.Issuer.Cert, ca.Issuer.Key)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Write(der)
+	}))
+	t.Cleanup(crl.Close)
+	return dirWithCRL(t, ca, apiID, crl.URL+"/crl/"+revocation.IssuerKeyID(ca.Issuer.Cert)+".crl"), up
+}
+
 // runForHealth runs the sidecar cfg (its log and metrics set here) until
 // the test ends and returns its metrics listener's base URL.
 func runForHealth(t *testing.T, cfg sidecar.Config) string {
@@ -105,22 +127,7 @@ func health(t *testing.T, base, path string) (int, string) {
 // says so, and 200 once a CRL vouches for the revocation status.
 func TestHealthFollowsRevocationSource(t *testing.T) {
 	ca := testca.New(t)
-	var up atomic.Bool
-	crl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !up.Load() {
-			http.Error(w, "CA down", http.StatusServiceUnavailable)
-			return
-		}
-		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()),
-			ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(10 * time.Minute)}, ca.Issuer.Cert, ca.Issuer.Key)
-		if err != nil {
-			http.Error(w, err.Error(), 500)
-			return
-		}
-		w.Write(der)
-	}))
-	t.Cleanup(crl.Close)
-	dir := dirWithCRL(t, ca, apiID, crl.URL+"/crl/"+revocation.IssuerKeyID(ca.Issuer.Cert)+".crl")
+	dir, up := dirWithCRLDown(t, ca)
 	allow, err := authz.FromPatterns([]string{webID})
 	if err != nil {
 		t.Fatal(err)
