@@ -86,6 +86,9 @@ const (
 	// CodeFeedStreamsPerIdentity (429): this identity has as many revocation
 	// feed streams open as it may; retry later.
 	CodeFeedStreamsPerIdentity = "feed_streams_per_identity"
+	// CodeSightingReportsTooFrequent (429): this proxy sent partner sighting
+	// reports more often than it may; retry after Retry-After.
+	CodeSightingReportsTooFrequent = "sighting_reports_too_frequent"
 
 	// CodeInternal (500, or 503 when retrying may help): an unexpected failure;
 	// the CA's log says why.

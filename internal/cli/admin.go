@@ -84,7 +84,7 @@ root and a secret; the CA stores only the secret's hash. Hand it to the workload
 over a channel you trust; it expires after --ttl.`,
 		Example: `  TOKEN=$(mutual token create --server https://127.0.0.1:8443 --identity-dir ca/admin \
       --identity spiffe://example.org/ns/prod/web --dns web.internal)
-  mutual cert request --token "$TOKEN" --out ./web`,
+  MUTUAL_TOKEN="$TOKEN" mutual cert request --out ./web`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.identity == "" {

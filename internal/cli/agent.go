@@ -25,8 +25,9 @@ type agentOptions struct {
 	sync      time.Duration
 }
 
-const agentLong = `Run the node agent. On first start it enrolls the node with --token (a join token
-for spiffe://TD/node/NAME); afterwards it renews the node identity itself.
+const agentLong = `Run the node agent. On first start it enrolls the node with a join token for
+spiffe://TD/node/NAME from --token-file (or $MUTUAL_TOKEN); afterwards it renews
+the node identity itself.
 
 It fetches the registration entries granted to its node, obtains a certificate
 for each (a key made here, never sent), rotates them at half their lifetime, and
@@ -55,12 +56,15 @@ func agentCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if onCommandLine(cmd, "token") {
+				cfg.Log.Warn(tokenOnArgvWarning, "flag", "token")
+			}
 			return agent.Run(cmd.Context(), cfg)
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&o.dir, "dir", "", "state directory (required)")
-	f.StringVar(&o.token, "token", "", "join token for the node identity, on first start (or $MUTUAL_TOKEN)")
+	f.StringVar(&o.token, "token", "", "join token for the node identity, on first start; every user of this machine sees it in the process list: use --token-file or $MUTUAL_TOKEN")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token; read again while the node certificate is expired, to re-enroll (recommended over --token)")
 	f.StringVar(&o.socket, "socket", DefaultSocket, "Workload API socket")
 	f.StringVar(&o.metrics, "metrics", "", "address for Prometheus /metrics (off when empty)")
@@ -81,10 +85,13 @@ func (o *agentOptions) config(e *env) (agent.Config, error) {
 	// --token-file may be empty or missing once enrolled: the agent reads
 	// it again if the node certificate ever expires.
 	tokenFile := o.tokenFile
+	if tokenFile == "-" {
+		return agent.Config{}, flagError("token-file", "the agent reads the token file again to re-enroll after an outage, which standard input (-) cannot be: give a file")
+	}
 	if _, err := os.Stat(tokenFile); tokenFile != "" && errors.Is(err, os.ErrNotExist) {
 		tokenFile = ""
 	}
-	tok, err := readToken(o.token, tokenFile)
+	tok, err := readToken(e, o.token, tokenFile)
 	if err != nil {
 		return agent.Config{}, err
 	}

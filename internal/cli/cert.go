@@ -41,10 +41,15 @@ func certRequestCmd(e *env) *cobra.Command {
 machine; the CA is trusted only through the root fingerprint inside the token.
 Writes --out/cert.pem (leaf, then intermediate), key.pem (0600), bundle.pem and
 mutual.json (where to renew).`,
-		Example: `  mutual cert request --token "$TOKEN" --out ./web`,
-		Args:    cobra.NoArgs,
+		Example: `  mutual cert request --token-file web.token --out ./web
+  mutual token create --identity spiffe://example.org/ns/prod/web | mutual cert request --token-file - --out ./web
+  MUTUAL_TOKEN="$TOKEN" mutual cert request --out ./web`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tok, err := readToken(o.token, o.tokenFile)
+			if onCommandLine(cmd, "token") {
+				fmt.Fprintf(e.stderr, "warning: %s\n", tokenOnArgvWarning)
+			}
+			tok, err := readToken(e, o.token, o.tokenFile)
 			if err != nil {
 				return err
 			}
@@ -81,8 +86,8 @@ mutual.json (where to renew).`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.token, "token", "", "join token; other users see it in the process list, so prefer --token-file or $MUTUAL_TOKEN")
-	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token")
+	f.StringVar(&o.token, "token", "", "join token; every user of this machine sees it in the process list: use --token-file or $MUTUAL_TOKEN")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the join token, or - to read it from standard input")
 	f.StringVar(&o.out, "out", "", "identity directory to write (required)")
 	f.StringVar(&o.keyType, "key-type", "ecdsa-p256", "key type: ecdsa-p256, ecdsa-p384, ed25519 or rsa-3072")
 	f.DurationVar(&o.ttl, "ttl", 0, "ask for a shorter certificate lifetime than the token grants")

@@ -246,9 +246,16 @@ func relative(t, now time.Time) string {
 	return humanDuration(now.Sub(t)) + " ago"
 }
 
-// readToken takes a join token from the flag, else the file, else
-// $MUTUAL_TOKEN.
-func readToken(token, tokenFile string) (string, error) {
+// readToken takes a join token from --token-file (a path, or "-" for
+// standard input), else --token, else $MUTUAL_TOKEN.
+func readToken(e *env, token, tokenFile string) (string, error) {
+	if tokenFile == "-" {
+		b, err := io.ReadAll(io.LimitReader(e.stdin, 64<<10))
+		if err != nil {
+			return "", flagError("token-file", "read the token from standard input: %v", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
 		if err != nil {
@@ -260,6 +267,17 @@ func readToken(token, tokenFile string) (string, error) {
 		return token, nil
 	}
 	return os.Getenv("MUTUAL_TOKEN"), nil
+}
+
+// tokenOnArgvWarning is what a command says when --token was given on its
+// command line.
+const tokenOnArgvWarning = "--token puts the join token in the process list (/proc/PID/cmdline), where every user of this machine can read it; give it with --token-file FILE (or - for standard input) or $MUTUAL_TOKEN"
+
+// onCommandLine reports whether the flag name of c was given on the
+// command line (not by a --config file, which keeps a secret out of argv).
+func onCommandLine(c *cobra.Command, name string) bool {
+	f := c.Flags().Lookup(name)
+	return f != nil && f.Changed && f.Annotations[fromConfigAnnotation] == nil
 }
 
 // storeFlags are the flags that name the CA's store. A PostgreSQL password

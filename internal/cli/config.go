@@ -19,6 +19,9 @@ import (
 // configFlag names the YAML file a daemon reads its flags from.
 const configFlag = "config"
 
+// fromConfigAnnotation marks a flag that a --config file set.
+const fromConfigAnnotation = "mutual_from_config"
+
 // configKeys are the keys a daemon's --config file accepts: the names of
 // its flags, so that a flag and its key can never drift apart. --config
 // itself and --help have none.
@@ -95,6 +98,10 @@ func applyConfig(c *cobra.Command, path string, data []byte) error {
 		if err := setFlag(f, v); err != nil {
 			return fmt.Errorf("%s: key %q: %w", where, k.Value, err)
 		}
+		if f.Annotations == nil {
+			f.Annotations = map[string][]string{}
+		}
+		f.Annotations[fromConfigAnnotation] = []string{path}
 	}
 	return nil
 }

@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -37,7 +40,10 @@ func (s *Server) routePartners() {
 	s.route("POST /v1/partners/{name}/tokens", "partners_token", s.admin(s.partnerToken))
 	s.route("POST /v1/partners/{name}/end", "partners_end", s.admin(s.endPartner))
 	s.route("PUT /v1/partners/{name}/scope", "partners_scope", s.admin(s.setPartnerScope))
-	s.route("POST /v1/proxy/partners", "proxy_partners", s.proxyPartners)
+	reports := newReportLimiter(time.Now)
+	s.route("POST /v1/proxy/partners", "proxy_partners", func(w http.ResponseWriter, r *http.Request) (int, error) {
+		return s.proxyPartners(w, r, reports)
+	})
 }
 
 func (s *Server) partnerInfo(p store.Partner, u ca.PartnerUsage) api.Partner {
@@ -162,8 +168,14 @@ func (s *Server) setPartnerScope(w http.ResponseWriter, r *http.Request, by spif
 
 // proxyPartners takes an inbound proxy's report of the partner identities
 // it saw and answers the partnerships in force, which it enforces. The
-// proxy authenticates with its own workload identity.
-func (s *Server) proxyPartners(w http.ResponseWriter, r *http.Request) (int, error) {
+// proxy authenticates with its own workload identity: the CA cannot tell
+// which workloads run a proxy (a proxy's identity is an ordinary workload
+// identity, from an agent, files or its own enrollment), so any workload
+// may report, and what one reporter can cost is bounded instead: its
+// reports are rate-limited here (reports), the store keeps its latest
+// sightings only (store.MaxSightingsPerReporter) and the authority
+// records only identities of partnerships.
+func (s *Server) proxyPartners(w http.ResponseWriter, r *http.Request, reports *reportLimiter) (int, error) {
 	p := peer(r)
 	if p == nil {
 		return 0, &ca.Error{Kind: ca.KindUnauthenticated, Code: api.CodeWorkloadRequired,
@@ -172,6 +184,17 @@ func (s *Server) proxyPartners(w http.ResponseWriter, r *http.Request) (int, err
 	id, err := s.cfg.Authority.CheckPeer(r.Context(), p)
 	if err != nil {
 		return 0, err
+	}
+	if wait := reports.admit(id.String()); wait > 0 {
+		retry := int(wait.Round(time.Second) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(max(retry, 1)))
+		msg := fmt.Sprintf("%s sent partner sighting reports too often: the limit is %d at once, then one every %s; retry in %s",
+			id, reportBurst, reportEvery, wait.Round(time.Millisecond))
+		s.metrics.refused.WithLabelValues(api.CodeSightingReportsTooFrequent).Inc()
+		s.log.Info("request refused", "route", "proxy_partners", "remote", r.RemoteAddr, "status", http.StatusTooManyRequests,
+			"code", api.CodeSightingReportsTooFrequent, "reason", msg)
+		writeError(w, http.StatusTooManyRequests, api.CodeSightingReportsTooFrequent, msg)
+		return http.StatusTooManyRequests, nil
 	}
 	var req api.SightingReport
 	if err := api.DecodeLimit(r.Body, &req, api.MaxSightingReportBytes); err != nil {
@@ -186,4 +209,54 @@ func (s *Server) proxyPartners(w http.ResponseWriter, r *http.Request) (int, err
 		out.Partners = append(out.Partners, api.PartnerInForce{Name: p.Name, TrustDomain: p.TrustDomain, PartnerScope: partnerScope(p)})
 	}
 	return ok(w, out)
+}
+
+// Sighting reports per reporter: reportBurst at once, then one every
+// reportEvery. A proxy's feed reports every 5 seconds
+// (partnerfeed.DefaultInterval), a fifth of what it may.
+const (
+	reportBurst = 10
+	reportEvery = time.Second
+)
+
+// reportLimiter rate-limits sighting reports per reporter (on this
+// replica): a generic cell rate algorithm, one "theoretical arrival time"
+// per reporter. Reporters whose time has passed are forgotten, so the map
+// holds only those that reported within the last reportBurst*reportEvery.
+type reportLimiter struct {
+	now func() time.Time
+
+	mu        sync.Mutex
+	tat       map[string]time.Time
+	lastSweep time.Time
+}
+
+func newReportLimiter(now func() time.Time) *reportLimiter {
+	return &reportLimiter{now: now, tat: map[string]time.Time{}}
+}
+
+// admit counts a report of reporter and returns zero, or how long the
+// reporter must wait when it is over its limit (the report is then not
+// counted).
+func (l *reportLimiter) admit(reporter string) time.Duration {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.lastSweep) > reportBurst*reportEvery {
+		for k, t := range l.tat {
+			if !t.After(now) {
+				delete(l.tat, k)
+			}
+		}
+		l.lastSweep = now
+	}
+	tat := l.tat[reporter]
+	if tat.Before(now) {
+		tat = now
+	}
+	if ahead := tat.Sub(now); ahead > (reportBurst-1)*reportEvery {
+		return ahead - (reportBurst-1)*reportEvery
+	}
+	l.tat[reporter] = tat.Add(reportEvery)
+	return 0
 }

@@ -52,6 +52,28 @@ func dirWithCRL(t *testing.T, ca *testca.CA, id, crlURL string) string {
 	return dir
 }
 
+// dirWithCRLDown writes an identity directory (as dirWithCRL) whose CRL
+// answers 503, as a CA that cannot be reached, until the test sets up.
+func dirWithCRLDown(t *testing.T, ca *testca.CA) (dir string, up *atomic.Bool) {
+	t.Helper()
+	up = new(atomic.Bool)
+	crl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "CA down", http.StatusServiceUnavailable)
+			return
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()),
+			ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(10 * time.Minute)}, ca.Issuer.Cert, ca.Issuer.Key)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Write(der)
+	}))
+	t.Cleanup(crl.Close)
+	return dirWithCRL(t, ca, apiID, crl.URL+"/crl/"+revocation.IssuerKeyID(ca.Issuer.Cert)+".crl"), up
+}
+
 // runForHealth runs the sidecar cfg (its log and metrics set here) until
 // the test ends and returns its metrics listener's base URL.
 func runForHealth(t *testing.T, cfg sidecar.Config) string {
@@ -59,14 +81,22 @@ func runForHealth(t *testing.T, cfg sidecar.Config) string {
 	var logs *testlog.Buffer
 	cfg.Log, logs = testlog.NewJSON(t, "sidecar")
 	cfg.Listen, cfg.Metrics = testport.Addr(t), "127.0.0.1:0"
-	listening := runSidecar(t, cfg, logs)
-	return strings.TrimSuffix(listening["metrics"].(string), "/metrics")
+	started := runSidecarUntil(t, cfg, logs, "proxy starting")
+	return strings.TrimSuffix(started["metrics"].(string), "/metrics")
 }
 
 // runSidecar runs the sidecar cfg, whose log is logs, until the test ends
 // (failing it if Run then returns an error), and returns its "proxy
 // listening" record.
 func runSidecar(t *testing.T, cfg sidecar.Config, logs *testlog.Buffer) map[string]any {
+	t.Helper()
+	return runSidecarUntil(t, cfg, logs, "proxy listening")
+}
+
+// runSidecarUntil runs the sidecar cfg, whose log is logs, until the test
+// ends (failing it if Run then returns an error), and returns its first
+// record with msg.
+func runSidecarUntil(t *testing.T, cfg sidecar.Config, logs *testlog.Buffer, msg string) map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -77,7 +107,7 @@ func runSidecar(t *testing.T, cfg sidecar.Config, logs *testlog.Buffer) map[stri
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return waitRecord(t, logs, "proxy listening", done)
+	return waitRecord(t, logs, msg, done)
 }
 
 // health answers GET path on a metrics base URL: status and body.
@@ -97,22 +127,7 @@ func health(t *testing.T, base, path string) (int, string) {
 // says so, and 200 once a CRL vouches for the revocation status.
 func TestHealthFollowsRevocationSource(t *testing.T) {
 	ca := testca.New(t)
-	var up atomic.Bool
-	crl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !up.Load() {
-			http.Error(w, "CA down", http.StatusServiceUnavailable)
-			return
-		}
-		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()),
-			ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(10 * time.Minute)}, ca.Issuer.Cert, ca.Issuer.Key)
-		if err != nil {
-			http.Error(w, err.Error(), 500)
-			return
-		}
-		w.Write(der)
-	}))
-	t.Cleanup(crl.Close)
-	dir := dirWithCRL(t, ca, apiID, crl.URL+"/crl/"+revocation.IssuerKeyID(ca.Issuer.Cert)+".crl")
+	dir, up := dirWithCRLDown(t, ca)
 	allow, err := authz.FromPatterns([]string{webID})
 	if err != nil {
 		t.Fatal(err)

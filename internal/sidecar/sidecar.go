@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,12 +43,15 @@ type sidecar struct {
 	parts   []func(context.Context) error // run beside the proxy
 	closers []func()
 	serve   func(context.Context, net.Listener) error
-	ln      net.Listener
+	port    *boundPort              // bound by open, listening once run knows the revocation status
+	ln      net.Listener            // set by run when it listens
 	extra   map[string]http.Handler // pages on the metrics listener
 	metrics *metricsserver.Server
 	attrs   []any // of "proxy listening"
 	// revocation is the revocation watcher; nil when revocation is off.
 	revocation *revocation.Watcher
+	// listening is set once the proxy accepts connections.
+	listening atomic.Bool
 }
 
 // open builds and binds everything cfg asks for, in the order a user meets
@@ -70,10 +74,15 @@ func open(ctx context.Context, cfg Config) (_ *sidecar, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+	if s.port, err = bindTCP(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("--listen: %w", err)
 	}
-	s.closers = append(s.closers, func() { s.ln.Close() })
+	s.closers = append(s.closers, func() {
+		s.port.close()
+		if s.ln != nil {
+			s.ln.Close()
+		}
+	})
 	if cfg.Metrics != "" {
 		if s.metrics, err = metricsserver.Listen(cfg.Metrics, s.reg, metricsserver.Health(s.ready, s.extra)); err != nil {
 			return nil, err
@@ -224,6 +233,10 @@ func patterns(ps []authz.Pattern) string {
 
 // run runs the proxy and its parts. The proxy stops when ctx is done or a
 // part fails; the parts stop once the proxy has (drained included).
+//
+// The proxy listens only once it knows the revocation status (fail
+// closed): until then its port is bound but refuses connections, /readyz
+// says why, and a client retries as it would for a service not yet up.
 func (s *sidecar) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	partCtx, stopParts := context.WithCancel(context.WithoutCancel(ctx))
@@ -234,10 +247,20 @@ func (s *sidecar) run(ctx context.Context) error {
 	if s.metrics != nil {
 		g.Go(func() error { return s.metrics.Run(partCtx) })
 	}
-	s.log.Info("proxy listening", s.attrs...)
+	s.log.Info("proxy starting", s.attrs...)
 	g.Go(func() error {
 		defer stopParts()
-		if err := s.serve(ctx, s.ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		if !s.awaitRevocationStatus(ctx) {
+			return nil
+		}
+		ln, err := s.port.listen()
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		s.ln = ln
+		s.listening.Store(true)
+		s.log.Info("proxy listening", s.attrs...)
+		if err := s.serve(ctx, ln); err != nil && !errors.Is(err, net.ErrClosed) {
 			return err
 		}
 		return nil
@@ -247,6 +270,32 @@ func (s *sidecar) run(ctx context.Context) error {
 	}
 	s.log.Info("proxy stopped")
 	return nil
+}
+
+// statusPoll is how often a proxy waiting for its first revocation status
+// looks again.
+const statusPoll = 50 * time.Millisecond
+
+// awaitRevocationStatus returns true once the revocation status is known
+// (at once when revocation is off), false if ctx ends first.
+func (s *sidecar) awaitRevocationStatus(ctx context.Context) bool {
+	if s.revocation == nil || s.revocation.Current() == nil {
+		return true
+	}
+	s.log.Info("proxy waiting for the revocation status",
+		append([]any{"detail", "connections are refused until it is known", "reason", s.revocation.Current().Error()}, s.attrs...)...)
+	t := time.NewTicker(statusPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			if s.revocation.Current() == nil {
+				return true
+			}
+		}
+	}
 }
 
 // ready is the proxy's /readyz: it has a certificate within its validity
@@ -262,7 +311,12 @@ func (s *sidecar) ready() error {
 		return fmt.Errorf("the proxy's certificate (%s) is valid only from %s to %s", svid.ID, leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if s.revocation != nil {
-		return s.revocation.Current()
+		if err := s.revocation.Current(); err != nil {
+			return err
+		}
+	}
+	if !s.listening.Load() {
+		return errors.New("starting: not listening yet")
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -36,8 +37,23 @@ type Sighting struct {
 	At       time.Time
 }
 
+// MaxSightingsPerReporter is the most sightings kept of one partnership
+// by one reporter: a reporter that reports more distinct identities
+// replaces its own oldest sightings, never another reporter's.
+const MaxSightingsPerReporter = 1000
+
+// MaxSightingsPerPartner is the most sightings kept of one partnership, by
+// all reporters: beyond it the partnership's oldest are replaced. One
+// reporter holds at most a tenth of them (MaxSightingsPerReporter).
+const MaxSightingsPerPartner = 10 * MaxSightingsPerReporter
+
 // RecordSightings keeps, per identity and reporter, the latest time seen:
-// an older report never moves a sighting back.
+// an older report never moves a sighting back. The table stays bounded
+// whatever reporters send: in the same transaction, each partnership and
+// reporter keeps its MaxSightingsPerReporter latest sightings and each
+// partnership its MaxSightingsPerPartner latest. (On PostgreSQL, replicas
+// recording at the same moment may each keep their own report on top of
+// a cap until the next report trims it.)
 func (db *DB) RecordSightings(ctx context.Context, sightings []Sighting) error {
 	if len(sightings) == 0 {
 		return nil
@@ -50,15 +66,43 @@ func (db *DB) RecordSightings(ctx context.Context, sightings []Sighting) error {
 	q := db.q.rebind(`INSERT INTO partner_sightings (partner, spiffe_id, reporter, seen_at_us) VALUES (?, ?, ?, ?)
 		ON CONFLICT (spiffe_id, reporter) DO UPDATE SET partner = excluded.partner, seen_at_us = excluded.seen_at_us
 		WHERE excluded.seen_at_us > partner_sightings.seen_at_us`)
+	type key struct{ partner, reporter string }
+	touched := map[key]bool{}
 	for _, s := range sightings {
 		if _, err := tx.ExecContext(ctx, q, s.Partner, s.SPIFFEID, s.Reporter, toUS(s.At)); err != nil {
 			return fmt.Errorf("record the sighting of %s by %s: %w", s.SPIFFEID, s.Reporter, err)
+		}
+		touched[key{s.Partner, s.Reporter}] = true
+	}
+	partners := map[string]bool{}
+	for k := range touched {
+		if err := db.trimSightings(ctx, tx, "partner = ? AND reporter = ?", MaxSightingsPerReporter, k.partner, k.reporter); err != nil {
+			return fmt.Errorf("keep the latest %d sightings of partnership %s by %s: %w", MaxSightingsPerReporter, k.partner, k.reporter, err)
+		}
+		partners[k.partner] = true
+	}
+	for p := range partners {
+		if err := db.trimSightings(ctx, tx, "partner = ?", MaxSightingsPerPartner, p); err != nil {
+			return fmt.Errorf("keep the latest %d sightings of partnership %s: %w", MaxSightingsPerPartner, p, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("record sightings: %w", err)
 	}
 	return nil
+}
+
+// trimSightings deletes the sightings matching where (args bind it) but
+// the keep latest, when there are more.
+func (db *DB) trimSightings(ctx context.Context, tx *sql.Tx, where string, keep int, args ...any) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, db.q.rebind("SELECT COUNT(*) FROM partner_sightings WHERE "+where), args...).Scan(&n); err != nil || n <= keep {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, db.q.rebind(`DELETE FROM partner_sightings WHERE `+where+` AND (spiffe_id, reporter) NOT IN
+		(SELECT spiffe_id, reporter FROM partner_sightings WHERE `+where+` ORDER BY seen_at_us DESC, spiffe_id, reporter LIMIT ?)`),
+		slices.Concat(args, args, []any{keep})...)
+	return err
 }
 
 // PartnerSightings returns the partnership name's sightings, latest first,

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mutual-tls/mutual/internal/pgtest"
 	"github.com/mutual-tls/mutual/internal/store"
 )
 
@@ -70,5 +71,80 @@ func testPartnerScopeAndSightings(t *testing.T, db *store.DB) {
 	}
 	if err := db.SetPartnerScope(ctx, "acme", []string{"spiffe://td/api"}, nil); !errors.Is(err, store.ErrPartnershipEnded) {
 		t.Errorf("SetPartnerScope of an ended partnership = %v, want ErrPartnershipEnded", err)
+	}
+}
+
+// TestSightingsAreBounded attacks the sightings table on SQLite and
+// PostgreSQL: a reporter inventing ever new identities of a partnership
+// replaces its own oldest sightings, never another reporter's, and many
+// reporters together replace the partnership's oldest, never another
+// partnership's.
+func TestSightingsAreBounded(t *testing.T) {
+	pgServer = pgtest.Start(t)
+	defer func() { pgServer = nil }()
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) { testSightingsAreBounded(t, open(t)) })
+	}
+}
+
+func testSightingsAreBounded(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	start := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+	tick := 0
+	// report records n invented identities of partner seen by reporter,
+	// each later than every earlier sighting.
+	report := func(partner, reporter string, n int) {
+		t.Helper()
+		var batch []store.Sighting
+		for range n {
+			tick++
+			batch = append(batch, store.Sighting{Partner: partner, SPIFFEID: fmt.Sprintf("spiffe://td/partner/%s/invented-%06d", partner, tick),
+				Reporter: reporter, At: start.Add(time.Duration(tick) * time.Millisecond)})
+		}
+		if err := db.RecordSightings(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(partner, reporter string) int {
+		t.Helper()
+		all, err := db.PartnerSightings(ctx, partner, 2*store.MaxSightingsPerPartner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, s := range all {
+			if reporter == "" || s.Reporter == reporter {
+				n++
+			}
+		}
+		return n
+	}
+	const honest, attacker = "spiffe://td/ns/prod/proxy", "spiffe://td/ns/prod/attacker"
+	report("other", honest, 1)
+	report("acme", honest, 1)
+	report("acme", attacker, store.MaxSightingsPerReporter)
+	report("acme", attacker, store.MaxSightingsPerReporter/2)
+	if n := count("acme", attacker); n != store.MaxSightingsPerReporter {
+		t.Errorf("a reporter that reported %d identities holds %d sightings, want at most %d", 3*store.MaxSightingsPerReporter/2, n, store.MaxSightingsPerReporter)
+	}
+	if count("acme", honest) != 1 {
+		t.Error("one reporter's flood replaced another reporter's sighting")
+	}
+	if all, _ := db.PartnerSightings(ctx, "acme", 2*store.MaxSightingsPerPartner); len(all) > 0 && all[len(all)-2].SPIFFEID != fmt.Sprintf("spiffe://td/partner/acme/invented-%06d", 3+store.MaxSightingsPerReporter/2) {
+		t.Errorf("the attacker's oldest kept sighting is %s: the oldest were not the ones replaced", all[len(all)-2].SPIFFEID)
+	}
+	// Nine more reporters fill the partnership past its cap: its oldest
+	// sighting (the honest proxy's) goes, another partnership's stays.
+	for i := range store.MaxSightingsPerPartner/store.MaxSightingsPerReporter - 1 {
+		report("acme", fmt.Sprintf("spiffe://td/ns/prod/sybil-%d", i), store.MaxSightingsPerReporter)
+	}
+	if n := count("acme", ""); n != store.MaxSightingsPerPartner {
+		t.Errorf("partnership acme holds %d sightings, want its cap of %d", n, store.MaxSightingsPerPartner)
+	}
+	if count("acme", honest) != 0 {
+		t.Error("the partnership's oldest sighting was kept past its cap")
+	}
+	if count("other", "") != 1 {
+		t.Error("filling one partnership replaced another partnership's sighting")
 	}
 }
