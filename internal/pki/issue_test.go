@@ -319,3 +319,36 @@ func TestNameConstraint(t *testing.T) {
 		t.Errorf("leaf in another trust domain: %v, want CANotAuthorizedForThisName", err)
 	}
 }
+
+// TestIssueDER: what IssueDER returns besides the DER (the template's
+// serial and validity) is what the certificate says, even when Now has a
+// fraction of a second, and the subject it marshals once per trust domain
+// follows the trust domain of each leaf.
+func TestIssueDER(t *testing.T) {
+	ca, is := newIssuer(t)
+	key := testKey(t, pki.KeyECDSAP256)
+	now := ca.now.Add(time.Hour + 123456789*time.Nanosecond)
+	for i, id := range []string{"spiffe://example.org/a", "spiffe://other.example/b", "spiffe://example.org/c"} {
+		sid := spiffeid.RequireFromString(id)
+		der, tmpl, err := is.IssueDER(pki.Leaf{ID: sid, PublicKey: key.Public(), TTL: time.Hour + 500*time.Millisecond, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.SerialNumber.Cmp(tmpl.SerialNumber) != 0 || !c.NotBefore.Equal(tmpl.NotBefore) || !c.NotAfter.Equal(tmpl.NotAfter) {
+			t.Errorf("leaf %d: serial %x, %s to %s; template says %x, %s to %s", i, c.SerialNumber, c.NotBefore, c.NotAfter, tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter)
+		}
+		if tmpl.NotBefore.Location() != time.UTC || tmpl.NotAfter.Location() != time.UTC {
+			t.Errorf("leaf %d: template times in %s and %s, want UTC as parsed", i, tmpl.NotBefore.Location(), tmpl.NotAfter.Location())
+		}
+		if want := (pkix.Name{Organization: []string{sid.TrustDomain().Name()}}).String(); c.Subject.String() != want {
+			t.Errorf("leaf %d: subject %q, want %q", i, c.Subject, want)
+		}
+		if err := c.CheckSignatureFrom(ca.res.Intermediate); err != nil {
+			t.Errorf("leaf %d: not signed by the issuer: %v", i, err)
+		}
+	}
+}
