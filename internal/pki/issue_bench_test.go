@@ -15,12 +15,7 @@ import (
 //
 //	go test -run XXX -bench IssueDER -benchmem ./internal/pki
 func BenchmarkIssueDER(b *testing.B) {
-	ca := initCA(b, pki.KeyECDSAP256)
-	loaded, err := pki.LoadCA(ca.dir, []byte(testPassphrase))
-	if err != nil {
-		b.Fatal(err)
-	}
-	is := loaded.Issuer
+	ca, is := newIssuer(b)
 	l := pki.Leaf{
 		ID: spiffeid.RequireFromString("spiffe://example.org/ns/prod/web"), PublicKey: testKey(b, pki.KeyECDSAP256).Public(),
 		TTL: time.Hour, Now: ca.now.Add(time.Hour),

@@ -22,7 +22,7 @@ import (
 )
 
 // newIssuer makes a CA and returns its loaded issuer.
-func newIssuer(t *testing.T) (*testCA, *pki.Issuer) {
+func newIssuer(t testing.TB) (*testCA, *pki.Issuer) {
 	t.Helper()
 	ca := initCA(t, pki.KeyECDSAP256)
 	loaded, err := pki.LoadCA(ca.dir, []byte(testPassphrase))
