@@ -31,7 +31,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -267,34 +266,66 @@ func Decode[T any](r io.Reader, v *T) error { return DecodeLimit(r, v, MaxBodyBy
 
 // DecodeLimit is Decode with a body limit of limit bytes instead of
 // MaxBodyBytes, for the few requests that carry more.
+//
+// The body is decoded as it is read, not copied first: a request whose
+// decoding fails is read on to the limit, so that a body over it is
+// refused as such whatever it holds.
 func DecodeLimit[T any](r io.Reader, v *T, limit int) error {
-	body, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
-	if err != nil {
-		return fmt.Errorf("read request body: %w", err)
-	}
-	if len(body) > limit {
-		return fmt.Errorf("request body larger than %d bytes", limit)
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return errors.New("empty request body: send a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
+	body := &bodyReader{r: r, left: int64(limit) + 1}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
-			return fmt.Errorf("request body is not valid JSON at byte %d: %v", se.Offset, err)
-		case errors.As(err, &te):
-			return fmt.Errorf("request field %q must be a %s, not a %s", te.Field, te.Type, te.Value)
-		}
-		return fmt.Errorf("request body: %v", err)
+	err := dec.Decode(v)
+	trailing := false
+	if err == nil {
+		_, terr := dec.Token()
+		trailing = terr != io.EOF
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if err != nil || trailing {
+		io.Copy(io.Discard, body)
+	}
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case body.err != nil:
+		return fmt.Errorf("read request body: %w", body.err)
+	case body.left <= 0:
+		return fmt.Errorf("request body larger than %d bytes", limit)
+	case err == io.EOF:
+		return errors.New("empty request body: send a JSON object")
+	case errors.As(err, &se):
+		return fmt.Errorf("request body is not valid JSON at byte %d: %v", se.Offset, err)
+	case errors.As(err, &te):
+		return fmt.Errorf("request field %q must be a %s, not a %s", te.Field, te.Type, te.Value)
+	case err != nil:
+		return fmt.Errorf("request body: %v", err)
+	case trailing:
 		return errors.New("request body has data after the JSON object")
 	}
 	return nil
+}
+
+// bodyReader reads a request body up to one byte past its limit (left
+// counts what may still be read), keeping the read error, if any, apart
+// from what the JSON decoder makes of the bytes.
+type bodyReader struct {
+	r    io.Reader
+	left int64
+	err  error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // EntryRequest asks for a registration entry.

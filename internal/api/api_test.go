@@ -80,6 +80,9 @@ func TestDecodeRefuses(t *testing.T) {
 		{"empty", "", "empty"},
 		{"white space only", " \n\t", "empty"},
 		{"too large", `{"token":"` + strings.Repeat("A", api.MaxBodyBytes) + `"}`, "larger than"},
+		// The size is judged before the content, whatever the decoder met first.
+		{"too large and not JSON", "<" + strings.Repeat("A", api.MaxBodyBytes), "larger than"},
+		{"too large after an object", `{"token":"abc"}` + strings.Repeat(" ", api.MaxBodyBytes), "larger than"},
 		{"not JSON", "<request/>", "byte 1"},
 		{"syntax error later", `{"token":"abc",}`, "byte"},
 		{"truncated", `{"token":"abc"`, ""},

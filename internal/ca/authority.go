@@ -126,15 +126,31 @@ func (a *Authority) log() *slog.Logger {
 // RootFingerprint is the SHA-256 of the first root, as join tokens carry it.
 func (a *Authority) RootFingerprint() [32]byte { return pki.Fingerprint(a.Roots[0]) }
 
-// Issued is the answer to an enrollment or renewal.
+// Issued is the answer to an enrollment or renewal. It carries the
+// certificate as signed (DER) with the facts an answer states, not a
+// parsed copy: issuing does not need one, Certificate makes it.
 type Issued struct {
-	ID   spiffeid.ID
-	Cert *x509.Certificate
-	// Chain is Cert followed by the intermediates.
-	Chain []*x509.Certificate
-	Roots []*x509.Certificate
+	ID spiffeid.ID
+	// DER is the certificate.
+	DER []byte
+	// Serial is its serial number (pki.FormatSerial), NotBefore and
+	// NotAfter its validity.
+	Serial              string
+	NotBefore, NotAfter time.Time
+	// Intermediates certify it: DER followed by them is its chain.
+	Intermediates []*x509.Certificate
+	Roots         []*x509.Certificate
 	// LogIndex is the certificate's index in the issuance log.
 	LogIndex int64
+}
+
+// Certificate parses the issued certificate.
+func (is *Issued) Certificate() (*x509.Certificate, error) {
+	c, err := x509.ParseCertificate(is.DER)
+	if err != nil {
+		return nil, fmt.Errorf("issued certificate %s: %w", is.Serial, err)
+	}
+	return c, nil
 }
 
 // NormalizeSerial accepts a serial as openssl or a browser prints it
@@ -383,16 +399,18 @@ func (a *Authority) issue(ctx context.Context, r issueRequest) (*Issued, error) 
 	if lifetime, err = a.partnerLifetime(ctx, r.grant.ID, lifetime, now); err != nil {
 		return nil, err
 	}
-	cert, issuer, err := a.sign(r.grant, csr.PublicKey, lifetime, now)
+	der, tmpl, issuer, err := a.sign(r.grant, csr.PublicKey, lifetime, now)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := a.record(ctx, r, cert, now)
+	rec, err := a.record(ctx, r, der, tmpl, now)
 	if err != nil {
 		return nil, err
 	}
-	a.log().Info("certificate issued", "spiffe_id", rec.SPIFFEID, "serial", rec.Serial, "not_after", cert.NotAfter, "requested_by", r.requestedBy.String(), "log_index", rec.LogIndex)
-	return &Issued{ID: r.grant.ID, Cert: cert, Chain: a.chain(cert, issuer), Roots: a.Roots, LogIndex: rec.LogIndex}, nil
+	a.log().LogAttrs(ctx, slog.LevelInfo, "certificate issued", slog.String("spiffe_id", rec.SPIFFEID), slog.String("serial", rec.Serial),
+		slog.Time("not_after", rec.NotAfter), slog.String("requested_by", rec.RequestedBy), slog.Int64("log_index", rec.LogIndex))
+	return &Issued{ID: r.grant.ID, DER: der, Serial: rec.Serial, NotBefore: rec.NotBefore, NotAfter: rec.NotAfter,
+		Intermediates: a.intermediates(issuer), Roots: a.Roots, LogIndex: rec.LogIndex}, nil
 }
 
 // authorize reads the CSR, checks it against the grant and picks the lifetime.
@@ -413,8 +431,9 @@ func (a *Authority) authorize(r issueRequest) (*x509.CertificateRequest, time.Du
 }
 
 // sign builds the leaf for grant (with its roles, and pointers to this CA's
-// CRL and OCSP) and signs it with the intermediate, which it returns.
-func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time.Duration, now time.Time) (*x509.Certificate, *x509.Certificate, error) {
+// CRL and OCSP) and signs it with the intermediate: it returns the leaf's
+// DER, the template it states (serial, validity) and the intermediate.
+func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time.Duration, now time.Time) (der []byte, tmpl, issuer *x509.Certificate, err error) {
 	is, crlURL, _, _ := a.signing()
 	leaf := pki.Leaf{
 		ID: grant.ID, PublicKey: pub, DNSNames: grant.DNSNames,
@@ -423,7 +442,7 @@ func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time
 	if len(grant.Roles) > 0 {
 		ext, err := identity.RolesExtension(grant.Roles)
 		if err != nil {
-			return nil, nil, newErr(KindInvalid, api.CodeBadRole, err, "%v", err)
+			return nil, nil, nil, newErr(KindInvalid, api.CodeBadRole, err, "%v", err)
 		}
 		leaf.Extensions = []pkix.Extension{ext}
 	}
@@ -433,27 +452,27 @@ func (a *Authority) sign(grant policy.Grant, pub crypto.PublicKey, lifetime time
 	if a.OCSPURL != "" {
 		leaf.OCSPServers = []string{a.OCSPURL}
 	}
-	cert, err := is.Issue(leaf)
+	der, tmpl, err = is.IssueDER(leaf)
 	if err != nil {
 		// The cause (a token's name, a module's error) goes to the CA's
 		// log, not into an answer that anonymous callers read.
 		a.log().Error("cannot sign with the intermediate key: nothing was issued; check its token (present, logged in) or key file", "spiffe_id", grant.ID.String(), "error", err.Error())
-		return nil, nil, newErr(KindUnavailable, api.CodeSignFailed, err, "the CA cannot sign right now (its intermediate key did not answer): nothing was issued; retry later (the CA's log says why)")
+		return nil, nil, nil, newErr(KindUnavailable, api.CodeSignFailed, err, "the CA cannot sign right now (its intermediate key did not answer): nothing was issued; retry later (the CA's log says why)")
 	}
-	return cert, is.Cert, nil
+	return der, tmpl, is.Cert, nil
 }
 
-// record stores cert, consumes the request's token and appends the
-// certificate to the issuance log in one transaction, which also checks
-// that nothing the request came through was revoked meanwhile: no
-// certificate leaves without its log entry.
-func (a *Authority) record(ctx context.Context, r issueRequest, cert *x509.Certificate, now time.Time) (*store.Certificate, error) {
+// record stores the certificate der (made from tmpl), consumes the
+// request's token and appends the certificate to the issuance log in one
+// transaction, which also checks that nothing the request came through was
+// revoked meanwhile: no certificate leaves without its log entry.
+func (a *Authority) record(ctx context.Context, r issueRequest, der []byte, tmpl *x509.Certificate, now time.Time) (*store.Certificate, error) {
 	rec := &store.Certificate{
-		Serial: pki.FormatSerial(cert.SerialNumber), SPIFFEID: r.grant.ID.String(),
-		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now,
-		DER: cert.Raw, RequestedBy: r.requestedBy.String(), NodeID: r.node, RenewedFrom: r.renewedFrom, EntryID: r.entry,
+		Serial: pki.FormatSerial(tmpl.SerialNumber), SPIFFEID: r.grant.ID.String(),
+		NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter, IssuedAt: now,
+		DER: der, RequestedBy: r.requestedBy.String(), NodeID: r.node, RenewedFrom: r.renewedFrom, EntryID: r.entry,
 		Check:    &store.IssueCheck{Presented: r.presented, TokenCreated: r.tokenCreated},
-		LogEntry: translog.Entry{Certificate: cert.Raw, RequestedBy: r.requestedBy, Node: r.node, IssuedAt: now.UTC()}.Marshal(),
+		LogEntry: translog.Entry{Certificate: der, RequestedBy: r.requestedBy, Node: r.node, IssuedAt: now.UTC()}.Marshal(),
 	}
 	if len(rec.LogEntry) > translog.MaxEntrySize {
 		return nil, newErr(KindInvalid, api.CodeTooLarge, nil, "the certificate for %s would be %d bytes in the log, above its %d-byte limit: grant fewer or shorter names", r.grant.ID, len(rec.LogEntry), translog.MaxEntrySize)
@@ -608,5 +627,6 @@ func (a *Authority) replay(ctx context.Context, tok store.Token, csrPEM []byte) 
 	if issuer == nil {
 		return nil // its intermediate expired: enroll again
 	}
-	return &Issued{ID: id, Cert: cert, Chain: a.chain(cert, issuer), Roots: a.Roots, LogIndex: rec.LogIndex}
+	return &Issued{ID: id, DER: cert.Raw, Serial: rec.Serial, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+		Intermediates: a.intermediates(issuer), Roots: a.Roots, LogIndex: rec.LogIndex}
 }

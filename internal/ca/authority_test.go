@@ -1,6 +1,7 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"net"
@@ -33,7 +34,7 @@ func TestEnroll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := is.Cert
+	c := leaf(t, is)
 	if is.ID.String() != "spiffe://example.org/ns/prod/web" || len(c.URIs) != 1 || c.URIs[0].String() != is.ID.String() {
 		t.Errorf("identity %s, URIs %v", is.ID, c.URIs)
 	}
@@ -49,12 +50,16 @@ func TestEnroll(t *testing.T) {
 	if !slices.Equal(c.CRLDistributionPoints, []string{crlURL}) || !slices.Equal(c.OCSPServer, []string{ocspURL}) {
 		t.Errorf("CRL %q, OCSP %q, want the Authority's", c.CRLDistributionPoints, c.OCSPServer)
 	}
-	if _, err := pki.VerifyChain(is.Chain, is.Roots, e.now, x509.ExtKeyUsageClientAuth); err != nil {
+	if _, err := pki.VerifyChain(chain(t, is), is.Roots, e.now, x509.ExtKeyUsageClientAuth); err != nil {
 		t.Errorf("chain does not verify: %v", err)
 	}
 	rec, err := e.db.GetCertificate(ctx, pki.FormatSerial(c.SerialNumber))
 	if err != nil {
 		t.Fatalf("not stored: %v", err)
+	}
+	// The answer and the record state what the certificate says.
+	if is.Serial != rec.Serial || !is.NotBefore.Equal(c.NotBefore) || !is.NotAfter.Equal(c.NotAfter) || !rec.NotBefore.Equal(c.NotBefore) || !rec.NotAfter.Equal(c.NotAfter) {
+		t.Errorf("answered %s valid %s to %s, stored %s to %s; the certificate says %s to %s", is.Serial, is.NotBefore, is.NotAfter, rec.NotBefore, rec.NotAfter, c.NotBefore, c.NotAfter)
 	}
 	if n, err := e.db.LogSize(ctx); err != nil || n != is.LogIndex+1 || !strings.HasPrefix(rec.RequestedBy, "token:") {
 		t.Errorf("log size %d (%v), index %d, requested by %q", n, err, is.LogIndex, rec.RequestedBy)
@@ -65,7 +70,7 @@ func TestEnroll(t *testing.T) {
 	wantCode(t, err, ca.KindUnauthenticated, api.CodeTokenUsed)
 	// The same request again (its answer lost) gets the same certificate.
 	again, err := e.a.Enroll(ctx, tok, req, 0)
-	if err != nil || again.Cert.SerialNumber.Cmp(c.SerialNumber) != 0 {
+	if err != nil || !bytes.Equal(again.DER, is.DER) || again.Serial != is.Serial || !again.NotAfter.Equal(is.NotAfter) {
 		t.Errorf("replay = %v, %v; want the same certificate", again, err)
 	}
 }
@@ -150,19 +155,19 @@ func TestRenew(t *testing.T) {
 	}
 	e.now = e.now.Add(15 * time.Minute)
 	_, req = csr(t, x509.CertificateRequest{DNSNames: []string{"web.example.org"}})
-	next, err := e.a.Renew(ctx, first.Cert, req, 0)
+	next, err := e.a.Renew(ctx, leaf(t, first), req, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if next.ID != first.ID || !slices.Equal(next.Cert.DNSNames, first.Cert.DNSNames) || !slices.Equal(identity.Roles(next.Cert), []string{"reader"}) {
-		t.Errorf("renewed %s %q %q, want %s %q [reader]", next.ID, next.Cert.DNSNames, identity.Roles(next.Cert), first.ID, first.Cert.DNSNames)
+	if next.ID != first.ID || !slices.Equal(leaf(t, next).DNSNames, leaf(t, first).DNSNames) || !slices.Equal(identity.Roles(leaf(t, next)), []string{"reader"}) {
+		t.Errorf("renewed %s %q %q, want %s %q [reader]", next.ID, leaf(t, next).DNSNames, identity.Roles(leaf(t, next)), first.ID, leaf(t, first).DNSNames)
 	}
-	if life := next.Cert.NotAfter.Sub(e.now); life != 30*time.Minute {
+	if life := leaf(t, next).NotAfter.Sub(e.now); life != 30*time.Minute {
 		t.Errorf("renewed for %s, want the 30m the renewed certificate had", life)
 	}
-	rec, err := e.db.GetCertificate(ctx, pki.FormatSerial(next.Cert.SerialNumber))
-	if err != nil || rec.RenewedFrom != pki.FormatSerial(first.Cert.SerialNumber) {
-		t.Errorf("renewed_from %q (%v), want %s", rec.RenewedFrom, err, pki.FormatSerial(first.Cert.SerialNumber))
+	rec, err := e.db.GetCertificate(ctx, next.Serial)
+	if err != nil || rec.RenewedFrom != first.Serial {
+		t.Errorf("renewed_from %q (%v), want %s", rec.RenewedFrom, err, first.Serial)
 	}
 }
 
@@ -176,11 +181,11 @@ func TestRenewRefused(t *testing.T) {
 	}{
 		{"revoked", func(t *testing.T, e *env) (*x509.Certificate, []byte, time.Duration) {
 			is := e.enroll(t, "spiffe://example.org/web")
-			if _, err := e.a.Revoke(context.Background(), e.admin, ca.RevokeRequest{Serial: pki.FormatSerial(is.Cert.SerialNumber)}); err != nil {
+			if _, err := e.a.Revoke(context.Background(), e.admin, ca.RevokeRequest{Serial: is.Serial}); err != nil {
 				t.Fatal(err)
 			}
 			_, req := csr(t, x509.CertificateRequest{})
-			return is.Cert, req, 0
+			return leaf(t, is), req, 0
 		}, ca.KindForbidden, api.CodeCertRevoked},
 		{"identity revoked", func(t *testing.T, e *env) (*x509.Certificate, []byte, time.Duration) {
 			is := e.enroll(t, "spiffe://example.org/web")
@@ -188,13 +193,13 @@ func TestRenewRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, req := csr(t, x509.CertificateRequest{})
-			return is.Cert, req, 0
+			return leaf(t, is), req, 0
 		}, ca.KindForbidden, api.CodeCertRevoked},
 		{"expired", func(t *testing.T, e *env) (*x509.Certificate, []byte, time.Duration) {
 			is := e.enroll(t, "spiffe://example.org/web")
-			e.now = is.Cert.NotAfter.Add(time.Second)
+			e.now = leaf(t, is).NotAfter.Add(time.Second)
 			_, req := csr(t, x509.CertificateRequest{})
-			return is.Cert, req, 0
+			return leaf(t, is), req, 0
 		}, ca.KindForbidden, api.CodeCertExpired},
 		{"not issued here", func(t *testing.T, e *env) (*x509.Certificate, []byte, time.Duration) {
 			_, req := csr(t, x509.CertificateRequest{})
@@ -203,12 +208,12 @@ func TestRenewRefused(t *testing.T) {
 		{"longer than the certificate renewed", func(t *testing.T, e *env) (*x509.Certificate, []byte, time.Duration) {
 			is := e.enroll(t, "spiffe://example.org/web")
 			_, req := csr(t, x509.CertificateRequest{})
-			return is.Cert, req, 2 * time.Hour
+			return leaf(t, is), req, 2 * time.Hour
 		}, ca.KindInvalid, api.CodeLifetime},
 		{"a name it did not have", func(t *testing.T, e *env) (*x509.Certificate, []byte, time.Duration) {
 			is := e.enroll(t, "spiffe://example.org/web")
 			_, req := csr(t, x509.CertificateRequest{DNSNames: []string{"bank.example.org"}})
-			return is.Cert, req, 0
+			return leaf(t, is), req, 0
 		}, ca.KindInvalid, api.CodeNameNotGranted},
 		{"entry withdrawn", func(t *testing.T, e *env) (*x509.Certificate, []byte, time.Duration) {
 			ctx := context.Background()
@@ -218,14 +223,14 @@ func TestRenewRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, req := csr(t, x509.CertificateRequest{})
-			is, err := e.a.IssueForNode(ctx, node.Cert, en.ID, req)
+			is, err := e.a.IssueForNode(ctx, leaf(t, node), en.ID, req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := e.a.DeleteEntry(ctx, e.admin, en.ID); err != nil {
 				t.Fatal(err)
 			}
-			return is.Cert, req, 0
+			return leaf(t, is), req, 0
 		}, ca.KindForbidden, api.CodeEntryNotGranted},
 	}
 	for _, tt := range tests {
@@ -248,7 +253,7 @@ func TestRevoke(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	is := e.enroll(t, "spiffe://example.org/web")
-	serial := pki.FormatSerial(is.Cert.SerialNumber)
+	serial := is.Serial
 	// As openssl prints it: upper case, colons.
 	var typed []string
 	for i := 0; i < len(serial); i += 2 {
@@ -385,13 +390,13 @@ func TestIssueForNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, req := csr(t, x509.CertificateRequest{})
-	_, err = e.a.IssueForNode(ctx, n2.Cert, en.ID, req)
+	_, err = e.a.IssueForNode(ctx, leaf(t, n2), en.ID, req)
 	wantCode(t, err, ca.KindForbidden, api.CodeEntryNotGranted)
-	_, err = e.a.IssueForNode(ctx, n1.Cert, "no-such-entry", req)
+	_, err = e.a.IssueForNode(ctx, leaf(t, n1), "no-such-entry", req)
 	wantCode(t, err, ca.KindForbidden, api.CodeEntryNotGranted)
-	_, err = e.a.IssueForNode(ctx, web.Cert, en.ID, req)
+	_, err = e.a.IssueForNode(ctx, leaf(t, web), en.ID, req)
 	wantCode(t, err, ca.KindForbidden, api.CodeNodeRequired)
-	is, err := e.a.IssueForNode(ctx, n1.Cert, en.ID, req)
+	is, err := e.a.IssueForNode(ctx, leaf(t, n1), en.ID, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +407,7 @@ func TestIssueForNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(revs, func(r store.Revocation) bool { return r.Serial == pki.FormatSerial(is.Cert.SerialNumber) }) {
+	if !slices.ContainsFunc(revs, func(r store.Revocation) bool { return r.Serial == is.Serial }) {
 		t.Errorf("revoking the node revoked %+v, not the workload certificate obtained through it", revs)
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 )
 
-// chain is cert with the intermediates that certify it: issuer, preceded
-// by the copies of issuer that CrossSigned holds (same subject and key,
-// certified by a root a root rotation is replacing).
+// intermediates certify what issuer signed, in chain order: issuer,
+// preceded by the copies of issuer that CrossSigned holds (same subject and
+// key, certified by a root a root rotation is replacing).
 //
 // The cross-signed copy comes first because OpenSSL takes the first
 // certificate of a chain that names and keys the issuer and does not try
@@ -17,8 +17,8 @@ import (
 // one trusting both (every bundle of the overlap) too. Go's verifier (the
 // agent, the proxy, go-spiffe clients) tries every candidate and verifies
 // with either root alone.
-func (a *Authority) chain(cert, issuer *x509.Certificate) []*x509.Certificate {
-	out := []*x509.Certificate{cert}
+func (a *Authority) intermediates(issuer *x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
 	_, _, _, cross := a.signing()
 	for _, c := range cross {
 		if bytes.Equal(c.RawSubject, issuer.RawSubject) && pki.PublicKeysEqual(c.PublicKey, issuer.PublicKey) && !c.Equal(issuer) {
@@ -48,5 +48,5 @@ func (a *Authority) ChainOf(cert *x509.Certificate) []*x509.Certificate {
 	if issuer == nil {
 		return nil
 	}
-	return a.chain(cert, issuer)
+	return append([]*x509.Certificate{cert}, a.intermediates(issuer)...)
 }

@@ -108,3 +108,19 @@ func wantCode(t *testing.T, err error, kind ca.Kind, code string) {
 		t.Errorf("code %q with no message", code)
 	}
 }
+
+// leaf is the certificate is answers, parsed.
+func leaf(t *testing.T, is *ca.Issued) *x509.Certificate {
+	t.Helper()
+	c, err := is.Certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// chain is the chain is answers: its certificate, then the intermediates.
+func chain(t *testing.T, is *ca.Issued) []*x509.Certificate {
+	t.Helper()
+	return append([]*x509.Certificate{leaf(t, is)}, is.Intermediates...)
+}

@@ -44,8 +44,8 @@ func TestPartnershipEndsInOneCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The policy default is an hour; the partnership ends in 30 minutes.
-	if is.Cert.NotAfter.After(ends) || !slices.Equal(identity.Roles(is.Cert), []string{"reader"}) {
-		t.Errorf("partner certificate until %s with roles %v, want at most %s and [reader]", is.Cert.NotAfter, identity.Roles(is.Cert), ends)
+	if leaf(t, is).NotAfter.After(ends) || !slices.Equal(identity.Roles(leaf(t, is)), []string{"reader"}) {
+		t.Errorf("partner certificate until %s with roles %v, want at most %s and [reader]", leaf(t, is).NotAfter, identity.Roles(leaf(t, is)), ends)
 	}
 	unused, _, err := e.a.CreatePartnerToken(ctx, e.admin, ca.PartnerTokenRequest{Partner: "acme", Path: "later"})
 	if err != nil {
@@ -61,12 +61,12 @@ func TestPartnershipEndsInOneCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial := pki.FormatSerial(is.Cert.SerialNumber)
+	serial := is.Serial
 	if len(revs) != 1 || revs[0].Serial != serial || !slices.Contains(e.revoked, serial) {
 		t.Errorf("EndPartner revoked %+v (OnRevoke heard %v), want %s", revs, e.revoked, serial)
 	}
 	_, req = csr(t, x509.CertificateRequest{})
-	if _, err := e.a.Renew(ctx, is.Cert, req, 0); err == nil {
+	if _, err := e.a.Renew(ctx, leaf(t, is), req, 0); err == nil {
 		t.Error("a certificate of the ended partnership renewed")
 	}
 	_, req = csr(t, x509.CertificateRequest{})

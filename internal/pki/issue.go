@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -28,6 +30,11 @@ type Issuer struct {
 	Key crypto.Signer
 	// Rand is the randomness for serials and signatures; nil means crypto/rand.
 	Rand io.Reader
+
+	// subject caches the leaf subject of the trust domain last issued for,
+	// leafExts the extensions its leaves share (withLeafExtensions).
+	subject  atomic.Pointer[subjectDER]
+	leafExts atomic.Pointer[leafExtensions]
 }
 
 // Leaf describes the certificate Issue makes.
@@ -68,11 +75,59 @@ func NewSerial(r io.Reader) (*big.Int, error) {
 // and clientAuth, the SPIFFE ID as its one URI SAN. The lifetime is cut to
 // the issuer's own NotAfter.
 func (is *Issuer) Issue(l Leaf) (*x509.Certificate, error) {
-	tmpl, err := is.Template(l)
+	der, _, err := is.IssueDER(l)
 	if err != nil {
 		return nil, err
 	}
-	return is.Sign(tmpl, l.PublicKey)
+	return x509.ParseCertificate(der)
+}
+
+// IssueDER is Issue without parsing what it signed: the certificate's DER
+// and the template it was made from, whose serial number and validity
+// (whole seconds, UTC) are the certificate's. It is the issuing CA's hot
+// path, which stores and answers the DER and needs nothing else of it;
+// crypto/x509 has already checked the signature with the issuer's key.
+func (is *Issuer) IssueDER(l Leaf) (der []byte, tmpl *x509.Certificate, err error) {
+	if tmpl, err = is.Template(l); err != nil {
+		return nil, nil, err
+	}
+	// The subject of a leaf without DNS names is the same for every leaf
+	// of a trust domain: marshal it once (as crypto/x509 would).
+	if tmpl.Subject.CommonName == "" {
+		if tmpl.RawSubject, err = is.orgSubject(l.ID.TrustDomain().Name()); err != nil {
+			return nil, nil, err
+		}
+	}
+	// So are, given the revocation pointers, the extensions other than the
+	// names and the issuer's key id: they follow those two in the
+	// certificate (the order of extensions has no meaning).
+	if tmpl.ExtraExtensions, err = is.withLeafExtensions(tmpl); err != nil {
+		return nil, nil, err
+	}
+	if der, err = is.sign(tmpl, l.PublicKey); err != nil {
+		return nil, nil, err
+	}
+	return der, tmpl, nil
+}
+
+// subjectDER is a trust domain's leaf subject, marshalled.
+type subjectDER struct {
+	td  string
+	der []byte
+}
+
+// orgSubject returns the DER of the subject O=td, from the one-entry
+// cache when it holds td (a CA serves one trust domain).
+func (is *Issuer) orgSubject(td string) ([]byte, error) {
+	if c := is.subject.Load(); c != nil && c.td == td {
+		return c.der, nil
+	}
+	der, err := asn1.Marshal(pkix.Name{Organization: []string{td}}.ToRDNSequence())
+	if err != nil {
+		return nil, fmt.Errorf("issue: subject O=%s: %w", td, err)
+	}
+	is.subject.Store(&subjectDER{td: td, der: der})
+	return der, nil
 }
 
 // Template is the certificate Issue signs for l, with a fresh serial. Tests
@@ -92,9 +147,11 @@ func (is *Issuer) Template(l Leaf) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	notAfter := now.Add(l.TTL)
+	// A certificate's times have whole seconds; the template's say what
+	// the certificate will.
+	notAfter := now.Add(l.TTL).Truncate(time.Second).UTC()
 	if notAfter.After(is.Cert.NotAfter) {
-		notAfter = is.Cert.NotAfter
+		notAfter = is.Cert.NotAfter.UTC()
 	}
 	if !notAfter.After(now) {
 		return nil, fmt.Errorf("issue %s: the issuing CA %q expired at %s", l.ID, is.Cert.Subject.CommonName, is.Cert.NotAfter.Format(time.RFC3339))
@@ -103,7 +160,7 @@ func (is *Issuer) Template(l Leaf) (*x509.Certificate, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{l.ID.TrustDomain().Name()}},
-		NotBefore:             now.Add(-ClockSkew),
+		NotBefore:             now.Add(-ClockSkew).Truncate(time.Second).UTC(),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
@@ -123,6 +180,15 @@ func (is *Issuer) Template(l Leaf) (*x509.Certificate, error) {
 
 // Sign signs tmpl for pub with the issuer's key.
 func (is *Issuer) Sign(tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
+	der, err := is.sign(tmpl, pub)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+// sign signs tmpl for pub with the issuer's key and returns the DER.
+func (is *Issuer) sign(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
 	r := is.Rand
 	if r == nil {
 		r = rand.Reader
@@ -135,7 +201,7 @@ func (is *Issuer) Sign(tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Cert
 		}
 		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
 	}
-	return x509.ParseCertificate(der)
+	return der, nil
 }
 
 // Lifetime returns when a certificate was issued and for how long it is

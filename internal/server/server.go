@@ -482,21 +482,6 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) (int, error) {
 	})
 }
 
-func issueResponse(is *ca.Issued) api.IssueResponse {
-	return api.IssueResponse{
-		SPIFFEID:  is.ID.String(),
-		Serial:    pki.FormatSerial(is.Cert.SerialNumber),
-		ChainPEM:  string(append(pki.EncodeCertificates(is.Chain[0]), caPEM(is.Chain[1:]...)...)),
-		RootsPEM:  string(caPEM(is.Roots...)),
-		NotBefore: is.Cert.NotBefore.UTC(),
-		NotAfter:  is.Cert.NotAfter.UTC(),
-		LogIndex:  is.LogIndex,
-		// The CA's clock, so a client whose clock is off checks the
-		// answer against the time the CA issued it at.
-		ServerTime: time.Now().UTC(),
-	}
-}
-
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) (int, error) {
 	var req api.EnrollRequest
 	if err := api.Decode(r.Body, &req); err != nil {
@@ -510,7 +495,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, err
 	}
 	s.metrics.issued.WithLabelValues("enroll").Inc()
-	return okIssued(w, issueResponse(is))
+	return okIssued(w, is)
 }
 
 // peer returns the verified client certificate, if any.
@@ -539,7 +524,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, err
 	}
 	s.metrics.issued.WithLabelValues("renew").Inc()
-	return okIssued(w, issueResponse(is))
+	return okIssued(w, is)
 }
 
 type adminHandler func(w http.ResponseWriter, r *http.Request, by spiffeid.ID) (int, error)
@@ -781,7 +766,7 @@ func (s *Server) nodeSVID(w http.ResponseWriter, r *http.Request) (int, error) {
 		return 0, err
 	}
 	s.metrics.issued.WithLabelValues("node").Inc()
-	return okIssued(w, issueResponse(is))
+	return okIssued(w, is)
 }
 
 // feed streams revocations to any caller with a valid, unrevoked certificate

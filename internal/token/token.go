@@ -10,6 +10,7 @@
 package token
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -110,7 +111,7 @@ func Parse(s string) (*Token, error) {
 		return nil, fmt.Errorf("%w: not base64url after the prefix (was it cut when copied?)", ErrMalformed)
 	}
 	var w wire
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)

@@ -64,8 +64,13 @@ func TestBatchedIssuanceWithRefusals(t *testing.T) {
 						errc <- err
 						continue
 					}
+					cert, err := is.Certificate()
+					if err != nil {
+						errc <- err
+						continue
+					}
 					mu.Lock()
-					issued = append(issued, is.Cert)
+					issued = append(issued, cert)
 					mu.Unlock()
 				case 1: // a used token: refused, in the same batch as others
 					if _, err := e.Authority(t).Enroll(ctx, used.Token, csrs[k], 0); err == nil {
@@ -83,9 +88,15 @@ func TestBatchedIssuanceWithRefusals(t *testing.T) {
 					}
 				case 3: // a fresh token: the first use issues, a second is refused
 					is, err := e.Authority(t).Enroll(ctx, fresh[w].Token, csrs[k], 0)
+					var cert *x509.Certificate
+					if err == nil {
+						if cert, err = is.Certificate(); err != nil {
+							errc <- err
+						}
+					}
 					mu.Lock()
 					if err == nil {
-						issued = append(issued, is.Cert)
+						issued = append(issued, cert)
 						uses[w]++
 					}
 					mu.Unlock()

@@ -159,7 +159,7 @@ func (e *caEnv) issueMany(t testing.TB, n int) []*x509.Certificate {
 					errs[i] = err
 					continue
 				}
-				out[i] = is.Cert
+				out[i], errs[i] = is.Certificate()
 			}
 		}(w)
 	}

@@ -1,0 +1,30 @@
+package pki_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mutual-tls/mutual/internal/pki"
+)
+
+// BenchmarkIssueDER is the signing step of an enrollment as the CA takes
+// it (IssueDER: template, sign, crypto/x509's own check of the signature),
+// for a leaf with the CRL and OCSP pointers a served CA writes:
+//
+//	go test -run XXX -bench IssueDER -benchmem ./internal/pki
+func BenchmarkIssueDER(b *testing.B) {
+	ca, is := newIssuer(b)
+	l := pki.Leaf{
+		ID: spiffeid.RequireFromString("spiffe://example.org/ns/prod/web"), PublicKey: testKey(b, pki.KeyECDSAP256).Public(),
+		TTL: time.Hour, Now: ca.now.Add(time.Hour),
+		CRLDistributionPoints: []string{"https://ca.example.org:8443/v1/crl"}, OCSPServers: []string{"https://ca.example.org:8443/v1/ocsp"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := is.IssueDER(l); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
