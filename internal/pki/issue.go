@@ -31,10 +31,8 @@ type Issuer struct {
 	// Rand is the randomness for serials and signatures; nil means crypto/rand.
 	Rand io.Reader
 
-	// subject caches the leaf subject of the trust domain last issued for,
-	// leafExts the extensions its leaves share (withLeafExtensions).
-	subject  atomic.Pointer[subjectDER]
-	leafExts atomic.Pointer[leafExtensions]
+	// subject caches the leaf subject of the trust domain last issued for.
+	subject atomic.Pointer[subjectDER]
 }
 
 // Leaf describes the certificate Issue makes.
@@ -97,12 +95,6 @@ func (is *Issuer) IssueDER(l Leaf) (der []byte, tmpl *x509.Certificate, err erro
 		if tmpl.RawSubject, err = is.orgSubject(l.ID.TrustDomain().Name()); err != nil {
 			return nil, nil, err
 		}
-	}
-	// So are, given the revocation pointers, the extensions other than the
-	// names and the issuer's key id: they follow those two in the
-	// certificate (the order of extensions has no meaning).
-	if tmpl.ExtraExtensions, err = is.withLeafExtensions(tmpl); err != nil {
-		return nil, nil, err
 	}
 	if der, err = is.sign(tmpl, l.PublicKey); err != nil {
 		return nil, nil, err

@@ -8,7 +8,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
-	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -352,62 +351,4 @@ func TestIssueDER(t *testing.T) {
 			t.Errorf("leaf %d: not signed by the issuer: %v", i, err)
 		}
 	}
-}
-
-// TestIssueDERExtensions: a leaf from IssueDER (whose shared extensions
-// are marshalled once) carries the extensions, criticality and values of
-// the leaf crypto/x509 builds from the same template, each once, whatever
-// the revocation pointers of the leaf before it and with an extension of
-// the leaf's own.
-func TestIssueDERExtensions(t *testing.T) {
-	ca, is := newIssuer(t)
-	key := testKey(t, pki.KeyECDSAP256)
-	roles := pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Value: []byte{0x30, 0x00}}
-	for i, l := range []pki.Leaf{
-		{CRLDistributionPoints: []string{"https://ca.example.org/crl"}, OCSPServers: []string{"https://ca.example.org/ocsp"}},
-		{CRLDistributionPoints: []string{"https://ca.example.org/crl"}, OCSPServers: []string{"https://ca.example.org/ocsp"}, DNSNames: []string{"web"}},
-		{CRLDistributionPoints: []string{"https://other.example.org/crl"}},
-		{Extensions: []pkix.Extension{roles}},
-		{CRLDistributionPoints: []string{"https://ca.example.org/crl"}, OCSPServers: []string{"https://ca.example.org/ocsp"}, Extensions: []pkix.Extension{roles}},
-		// An extension of the leaf's own that crypto/x509 would otherwise build.
-		{Extensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 15}, Critical: true, Value: []byte{0x03, 0x02, 0x07, 0x80}}}},
-	} {
-		l.ID, l.PublicKey, l.TTL, l.Now = spiffeid.RequireFromString("spiffe://example.org/web"), key.Public(), time.Hour, ca.now
-		der, _, err := is.IssueDER(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl, err := is.Template(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := is.Sign(tmpl, key.Public())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if g, w := extensionSet(t, got), extensionSet(t, want); !slices.Equal(g, w) {
-			t.Errorf("leaf %d: extensions\n%q\nwant, as crypto/x509 builds them,\n%q", i, g, w)
-		}
-	}
-}
-
-// extensionSet lists c's extensions (OID, criticality, value), sorted,
-// failing on a duplicate.
-func extensionSet(t *testing.T, c *x509.Certificate) []string {
-	t.Helper()
-	var out []string
-	seen := map[string]bool{}
-	for _, e := range c.Extensions {
-		if seen[e.Id.String()] {
-			t.Errorf("extension %s twice", e.Id)
-		}
-		seen[e.Id.String()] = true
-		out = append(out, fmt.Sprintf("%s critical=%v %x", e.Id, e.Critical, e.Value))
-	}
-	slices.Sort(out)
-	return out
 }
