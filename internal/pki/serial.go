@@ -12,12 +12,18 @@ import (
 // revocation events and printed in logs, so every site must use it.
 func FormatSerial(n *big.Int) string { return fmt.Sprintf("%x", n) }
 
+var serialSeparators = strings.NewReplacer(":", "", " ", "")
+
 // ParseSerial reads a serial number as FormatSerial writes it, or as openssl
 // or a browser prints it ("3A:0F:...", "0x3a0f...", with spaces). It refuses
 // an empty, negative or non-hex value; it does not judge the size, which is
 // the caller's rule.
 func ParseSerial(s string) (*big.Int, error) {
-	clean := strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s)))
+	// The stored form needs no cleaning (a CRL reads thousands of them).
+	if n, ok := new(big.Int).SetString(s, 16); ok && n.Sign() >= 0 {
+		return n, nil
+	}
+	clean := strings.ToLower(serialSeparators.Replace(strings.TrimSpace(s)))
 	clean = strings.TrimPrefix(clean, "0x")
 	n, ok := new(big.Int).SetString(clean, 16)
 	if !ok || clean == "" || n.Sign() < 0 {

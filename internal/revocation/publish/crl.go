@@ -71,8 +71,8 @@ func (c *CRL) Current(ctx context.Context) ([]byte, int64, error) {
 	}
 	entries := make([]x509.RevocationListEntry, 0, len(revoked))
 	for _, r := range revoked {
-		n, ok := crlSerial(r.Serial)
-		if !ok {
+		n, err := pki.ParseSerial(r.Serial)
+		if err != nil {
 			continue
 		}
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt, ReasonCode: r.Reason})
@@ -98,16 +98,4 @@ func (c *CRL) Current(ctx context.Context) ([]byte, int64, error) {
 	}
 	c.der, c.seq, c.built, c.number, c.expires = der, seq, now, number, next
 	return der, seq, nil
-}
-
-// crlSerial reads a stored serial as pki.ParseSerial does. The store
-// holds them as pki.FormatSerial writes them (plain hex), read here without
-// ParseSerial's cleaning of other spellings, which cost half a
-// 10,000-entry CRL's build; anything else goes through it.
-func crlSerial(s string) (*big.Int, bool) {
-	if n, ok := new(big.Int).SetString(s, 16); ok && n.Sign() >= 0 {
-		return n, true
-	}
-	n, err := pki.ParseSerial(s)
-	return n, err == nil
 }
