@@ -113,6 +113,11 @@ func (db *DB) commitBatchTx(ctx context.Context, batch []*issueOp) (committed bo
 	// before it, on every replica), so replicas cannot deadlock, and it is
 	// held for a fixed number of statements per batch.
 	lb := &logBatch{}
+	if db.kind == "sqlite" {
+		if err := db.openLog(ctx, tx, lb); err != nil {
+			return false, err
+		}
+	}
 	// No savepoints: a refusal leaves the transaction as it found it
 	// (recordIn), and a failure of the store fails the whole batch.
 	ok := 0
@@ -149,6 +154,10 @@ func (db *DB) commitBatchTx(ctx context.Context, batch []*issueOp) (committed bo
 	}
 	if err := tx.Commit(); err != nil {
 		return false, err
+	}
+	if db.kind == "sqlite" {
+		db.keepEdge(lb)
+		db.ckpt.committed(ok)
 	}
 	return true, db.syncLog(ctx, lb)
 }

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -166,6 +167,8 @@ type DB struct {
 	pooled bool     // PostgreSQL through a pooler (see pooler.go)
 	file   *fileIdentity
 	health health
+	edge   atomic.Pointer[logEdge] // SQLite: the log's right edge as last committed
+	ckpt   *walCheckpointer        // SQLite: folds the WAL back in the background
 }
 
 //go:embed migrations
@@ -227,7 +230,7 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
-	w, err := sql.Open("sqlite", dsn)
+	w, err := sql.Open("sqlite", dsn+"&_pragma=wal_autocheckpoint("+strconv.Itoa(writerAutoCheckpoint)+")")
 	if err != nil {
 		fi.f.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
@@ -258,6 +261,10 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 	if err := db.migrate(ctx); err != nil {
 		db.closeConns()
 		return nil, damaged(err)
+	}
+	if db.ckpt, err = startCheckpointer(dsn); err != nil {
+		db.closeConns()
+		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	db.prepareHot(ctx)
 	return db, nil
@@ -368,7 +375,10 @@ func (db *DB) Close() error {
 	}
 	// Readers first, then fold the WAL into the database file, so that a
 	// stopped CA's state is all in mutual.db (what an operator backs up).
-	err := db.reader.Close()
+	err := db.ckpt.close()
+	if e := db.reader.Close(); err == nil {
+		err = e
+	}
 	if _, e := db.writer.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); e != nil && err == nil {
 		err = fmt.Errorf("checkpoint: %w", e)
 	}
@@ -508,7 +518,11 @@ func (db *DB) hotWrites() []string {
 		db.q.rebind(unconsumeToken),
 	}
 	if db.kind == "postgres" {
-		qs = append(qs, appendLogBatch, syncLogQuery)
+		return append(qs, appendLogBatch, syncLogQuery)
+	}
+	qs = append(qs, insertCertificateAtOnce, logStateQuery, updateLogSize)
+	for n := 1; n <= preparedRows; n++ {
+		qs = append(qs, insertRows(insertLogEntries, n), insertRows(insertLogHashes, n))
 	}
 	return qs
 }
