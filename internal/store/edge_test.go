@@ -174,5 +174,5 @@ func TestBackgroundCheckpoint(t *testing.T) {
 		appendOne(t, db, fmt.Sprintf("%04x", i), int64(i))
 	}
 	testwait.Eventually(t, func() bool { return size() > before },
-		fmt.Sprintf("the database file stays at %d bytes after %d issuances: the write-ahead log is not folded back in the background", before, checkpointEvery))
+		fmt.Sprintf("the database file to take in %d issuances (it stays at %d bytes: the write-ahead log is not folded back in the background)", checkpointEvery, before))
 }

@@ -89,8 +89,8 @@ func (db *DB) keepEdge(lb *logBatch) {
 // nothing else, and it is held for that one round trip and the commit. On
 // SQLite the single writer connection orders appends: openLog read the
 // size (and recordIn stored each certificate's index), and the append is
-// a fixed number of statements whatever the batch's size (the older hashes
-// the new ones build on, unless cached, entries, hashes, new size).
+// a few prepared statements (the older hashes the new ones build on,
+// unless cached, entries and hashes preparedRows at a time, new size).
 func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	if len(lb.queued) == 0 {
 		return nil
@@ -213,26 +213,50 @@ func (db *DB) readEdge(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	return nil
 }
 
-// Statements of writeQueued (SQLite); up to preparedRows rows they are
-// prepared at Open (see hotWrites), beyond that parsed per batch.
+// Statements of writeQueued (SQLite), all prepared at Open (see
+// hotWrites): the inserts of 1 to preparedRows rows, which larger batches
+// take in turns rather than parse a statement of their own size.
 const (
-	insertLogEntries = "INSERT INTO log_entries (idx, data) VALUES "
-	insertLogHashes  = "INSERT INTO log_hashes (id, hash) VALUES "
-	updateLogSize    = "UPDATE log_state SET size = ? WHERE id = 1"
-	preparedRows     = 8
+	updateLogSize = "UPDATE log_state SET size = ? WHERE id = 1"
+	preparedRows  = 16
 )
 
-// insertRows is insert with n rows of "(?, ?)".
-func insertRows(insert string, n int) string { return insert + marks(n, "(?, ?)") }
+var (
+	insertLogEntries = rowInserts("INSERT INTO log_entries (idx, data) VALUES ")
+	insertLogHashes  = rowInserts("INSERT INTO log_hashes (id, hash) VALUES ")
+)
+
+// rowInserts are insert with 1 to preparedRows rows of two values, by
+// number of rows.
+func rowInserts(insert string) []string {
+	qs := make([]string, preparedRows+1)
+	for n := 1; n <= preparedRows; n++ {
+		qs[n] = insert + marks(n, "(?, ?)")
+	}
+	return qs
+}
+
+// insertPairs inserts the rows of args (two values each) with inserts,
+// preparedRows at a time.
+func (db *DB) insertPairs(ctx context.Context, tx *sql.Tx, inserts []string, args []any) error {
+	for len(args) > 0 {
+		n := min(len(args)/2, preparedRows)
+		if _, err := db.txExec(ctx, tx, inserts[n], args[:2*n]...); err != nil {
+			return err
+		}
+		args = args[2*n:]
+	}
+	return nil
+}
 
 // writeQueued writes the batch's entries [first, lb.size), their hashes
-// and the new size, a statement each (SQLite: the certificates carry their
-// log indexes from recordIn).
+// and the new size (SQLite: the certificates carry their log indexes from
+// recordIn).
 func (db *DB) writeQueued(ctx context.Context, tx *sql.Tx, lb *logBatch, first int64, entries, hashes []any) error {
-	if _, err := db.txExec(ctx, tx, insertRows(insertLogEntries, len(lb.queued)), entries...); err != nil {
+	if err := db.insertPairs(ctx, tx, insertLogEntries, entries); err != nil {
 		return fmt.Errorf("append log entries %d-%d: %w", first, lb.size-1, err)
 	}
-	if _, err := db.txExec(ctx, tx, insertRows(insertLogHashes, len(hashes)/2), hashes...); err != nil {
+	if err := db.insertPairs(ctx, tx, insertLogHashes, hashes); err != nil {
 		return fmt.Errorf("append log hashes of entries %d-%d: %w", first, lb.size-1, err)
 	}
 	if _, err := db.txExec(ctx, tx, updateLogSize, lb.size); err != nil {

@@ -246,6 +246,9 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	r.SetMaxOpenConns(8)
+	// Kept open: a SQLite connection is costly to open, and its prepared
+	// statements go with it.
+	r.SetMaxIdleConns(8)
 	db := &DB{kind: "sqlite", writer: w, reader: r, q: newQueries(false), name: "sqlite:" + path, file: fi}
 	damaged := func(err error) error {
 		if isCorruption(err) || errors.Is(err, ErrDamaged) {
@@ -521,10 +524,8 @@ func (db *DB) hotWrites() []string {
 		return append(qs, appendLogBatch, syncLogQuery)
 	}
 	qs = append(qs, insertCertificateAtOnce, logStateQuery, updateLogSize)
-	for n := 1; n <= preparedRows; n++ {
-		qs = append(qs, insertRows(insertLogEntries, n), insertRows(insertLogHashes, n))
-	}
-	return qs
+	qs = append(qs, insertLogEntries[1:]...)
+	return append(qs, insertLogHashes[1:]...)
 }
 
 // prepareHot prepares the hot statements; a failure only costs speed.
