@@ -71,9 +71,16 @@ func (db *DB) commitBatch(batch []*issueOp) {
 			close(op.done)
 		}
 	}()
-	// The batch outlives any one caller's cancellation.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// The batch outlives any one caller's cancellation. On SQLite it has
+	// no deadline either: its only wait, for another process's write
+	// lock, is bounded by busy_timeout, and a context that can end costs
+	// the driver a watcher goroutine (and a wake-up) per statement.
+	ctx := context.Background()
+	if db.kind == "postgres" {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
 	var committed bool
 	var err error
 	if db.kind == "postgres" && !db.pooled {

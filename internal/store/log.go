@@ -47,8 +47,13 @@ type logEdge struct {
 	hashes        map[int64]tlog.Hash
 }
 
-// logStateQuery reads the log's size and SQLite's data_version in one step.
-const logStateQuery = "SELECT size, (SELECT data_version FROM pragma_data_version) FROM log_state WHERE id = 1"
+// The log's size, and SQLite's data_version: two prepared statements cost
+// less than one that reads the pragma as a table (which parses it anew on
+// every run).
+const (
+	logSizeQuery     = "SELECT size FROM log_state WHERE id = 1"
+	dataVersionQuery = "PRAGMA data_version"
+)
 
 // openLog reads, at the start of a SQLite batch (under its write lock),
 // the log's size, and takes the cached right edge if it still describes
@@ -56,8 +61,11 @@ const logStateQuery = "SELECT size, (SELECT data_version FROM pragma_data_versio
 func (db *DB) openLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	// Taken out, whatever happens next: only a commit puts one back.
 	e := db.edge.Swap(nil)
-	if err := db.txQueryRow(ctx, tx, logStateQuery).Scan(&lb.size, &lb.version); err != nil {
+	if err := db.txQueryRow(ctx, tx, logSizeQuery).Scan(&lb.size); err != nil {
 		return fmt.Errorf("read log size: %w", err)
+	}
+	if err := db.txQueryRow(ctx, tx, dataVersionQuery).Scan(&lb.version); err != nil {
+		return fmt.Errorf("read the store's data version: %w", err)
 	}
 	if e != nil && e.size == lb.size && e.version == lb.version {
 		lb.hashes = e.hashes
@@ -368,7 +376,7 @@ func (db *DB) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, err
 // LogSize returns the number of entries in the issuance log.
 func (db *DB) LogSize(ctx context.Context) (int64, error) {
 	var n int64
-	if err := db.reader.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&n); err != nil {
+	if err := db.reader.QueryRowContext(ctx, logSizeQuery).Scan(&n); err != nil {
 		return 0, fmt.Errorf("read log size: %w", err)
 	}
 	return n, nil

@@ -523,7 +523,7 @@ func (db *DB) hotWrites() []string {
 	if db.kind == "postgres" {
 		return append(qs, appendLogBatch, syncLogQuery)
 	}
-	qs = append(qs, insertCertificateAtOnce, logStateQuery, updateLogSize)
+	qs = append(qs, insertCertificateAtOnce, logSizeQuery, dataVersionQuery, updateLogSize)
 	qs = append(qs, insertLogEntries[1:]...)
 	return append(qs, insertLogHashes[1:]...)
 }
