@@ -4,12 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // logged is a certificate with a log entry, as the CA records one.
@@ -148,31 +145,4 @@ func TestLogEdgeAfterFailedBatch(t *testing.T) {
 		entries = append(entries, appendOne(t, db, fmt.Sprintf("%04x", i), int64(i)))
 	}
 	checkTree(t, db, entries)
-}
-
-// TestBackgroundCheckpoint records a few dozen certificates, far fewer
-// pages than the writer's own checkpoint threshold: the database file
-// must still take them in (a checkpoint not run by any issuance), while
-// every issuance was answered from the write-ahead log alone.
-func TestBackgroundCheckpoint(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "mutual.db")
-	db, err := Open(ctx, "sqlite:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	size := func() int64 {
-		st, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.Size()
-	}
-	before := size()
-	for i := range checkpointEvery {
-		appendOne(t, db, fmt.Sprintf("%04x", i), int64(i))
-	}
-	testwait.Eventually(t, func() bool { return size() > before },
-		fmt.Sprintf("the database file to take in %d issuances (it stays at %d bytes: the write-ahead log is not folded back in the background)", checkpointEvery, before))
 }

@@ -164,7 +164,6 @@ func (db *DB) commitBatchTx(ctx context.Context, batch []*issueOp) (committed bo
 	}
 	if db.kind == "sqlite" {
 		db.keepEdge(lb)
-		db.ckpt.committed(ok)
 	}
 	return true, db.syncLog(ctx, lb)
 }

@@ -168,7 +168,6 @@ type DB struct {
 	file   *fileIdentity
 	health health
 	edge   atomic.Pointer[logEdge] // SQLite: the log's right edge as last committed
-	ckpt   *walCheckpointer        // SQLite: folds the WAL back in the background
 }
 
 //go:embed migrations
@@ -230,7 +229,7 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
-	w, err := sql.Open("sqlite", dsn+"&_pragma=wal_autocheckpoint("+strconv.Itoa(writerAutoCheckpoint)+")")
+	w, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		fi.f.Close()
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
@@ -264,10 +263,6 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 	if err := db.migrate(ctx); err != nil {
 		db.closeConns()
 		return nil, damaged(err)
-	}
-	if db.ckpt, err = startCheckpointer(dsn); err != nil {
-		db.closeConns()
-		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	db.prepareHot(ctx)
 	return db, nil
@@ -378,10 +373,7 @@ func (db *DB) Close() error {
 	}
 	// Readers first, then fold the WAL into the database file, so that a
 	// stopped CA's state is all in mutual.db (what an operator backs up).
-	err := db.ckpt.close()
-	if e := db.reader.Close(); err == nil {
-		err = e
-	}
+	err := db.reader.Close()
 	if _, e := db.writer.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); e != nil && err == nil {
 		err = fmt.Errorf("checkpoint: %w", e)
 	}
