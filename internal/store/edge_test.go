@@ -15,6 +15,17 @@ func logged(serial string, now time.Time) *Certificate {
 		IssuedAt: now, DER: []byte{0x30}, RequestedBy: "import", LogEntry: []byte("entry " + serial)}
 }
 
+// openFile opens the SQLite store at path for the rest of the test.
+func openFile(t *testing.T, path string) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 // appendOne records a logged certificate through db and checks the index
 // it got, answered and stored.
 func appendOne(t *testing.T, db *DB, serial string, want int64) []byte {
@@ -35,18 +46,8 @@ func appendOne(t *testing.T, db *DB, serial string, want int64) []byte {
 // the first must notice that its cached right edge is stale and build on
 // the stored log, never fork it.
 func TestLogEdgeAnotherWriter(t *testing.T) {
-	ctx := context.Background()
-	url := "sqlite:" + filepath.Join(t.TempDir(), "mutual.db")
-	a, err := Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	path := filepath.Join(t.TempDir(), "mutual.db")
+	a, b := openFile(t, path), openFile(t, path)
 	var entries [][]byte
 	next := func(db *DB, n int) {
 		for range n {
@@ -69,21 +70,14 @@ func TestLogEdgeAnotherWriter(t *testing.T) {
 func TestLogEdgeLogRewritten(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	other, err := Open(ctx, "sqlite:"+filepath.Join(dir, "other.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := openFile(t, filepath.Join(dir, "other.db"))
 	var entries [][]byte
 	for i := range 3 {
 		entries = append(entries, appendOne(t, other, fmt.Sprintf("bb%02x", i), int64(i)))
 	}
 	other.Close()
 	path := filepath.Join(dir, "mutual.db")
-	db, err := Open(ctx, "sqlite:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openFile(t, path)
 	for i := range 3 {
 		appendOne(t, db, fmt.Sprintf("aa%02x", i), int64(i))
 	}
@@ -114,11 +108,7 @@ func TestLogEdgeLogRewritten(t *testing.T) {
 // cached edge, and the next ones must build on the stored log.
 func TestLogEdgeAfterFailedBatch(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "mutual.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openFile(t, filepath.Join(t.TempDir(), "mutual.db"))
 	var entries [][]byte
 	for i := range 3 {
 		entries = append(entries, appendOne(t, db, fmt.Sprintf("%04x", i), int64(i)))
