@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -28,15 +30,26 @@ import (
 //
 //	go test -run XXX -bench EnrollHTTPS -benchmem -benchtime 2000x \
 //	    -cpuprofile cpu.out -memprofile mem.out ./internal/server
-func BenchmarkEnrollHTTPS(b *testing.B) { benchEnroll(b, "") }
+func BenchmarkEnrollHTTPS(b *testing.B) { benchEnroll(b, "", 16) }
+
+// BenchmarkEnrollHTTPSSerial is BenchmarkEnrollHTTPS with one client, one
+// request at a time: the latency-bound case (c=1), where each enrollment
+// pays a whole store transaction and fsync of its own.
+//
+//	go test -run XXX -bench EnrollHTTPSSerial -benchtime 3000x -cpuprofile cpu.out ./internal/server
+func BenchmarkEnrollHTTPSSerial(b *testing.B) { benchEnroll(b, "", 0) }
 
 // BenchmarkEnrollHTTPSPostgres is BenchmarkEnrollHTTPS on PostgreSQL (a
 // throwaway server, durability relaxed): where the CA's CPU goes on that
 // path, for a profile (-cpuprofile); the database's own is not in it.
-func BenchmarkEnrollHTTPSPostgres(b *testing.B) { benchEnroll(b, pgtest.Start(b).NewDatabase(b)) }
+func BenchmarkEnrollHTTPSPostgres(b *testing.B) {
+	benchEnroll(b, pgtest.Start(b).NewDatabase(b), 16)
+}
 
-// benchEnroll runs the enrollment benchmark on storeURL ("" for SQLite).
-func benchEnroll(b *testing.B, storeURL string) {
+// benchEnroll runs the enrollment benchmark on storeURL ("" for SQLite)
+// with perCore clients per core at once, or a single client when perCore
+// is 0.
+func benchEnroll(b *testing.B, storeURL string, perCore int) {
 	ctx := context.Background()
 	c := testca.New(b)
 	e := start(b, c, storeURL)
@@ -56,24 +69,38 @@ func benchEnroll(b *testing.B, storeURL string) {
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
 	var n atomic.Int64
+	took := make([]time.Duration, b.N)
+	enroll := func() bool {
+		i := n.Add(1) - 1
+		t0 := time.Now()
+		defer func() { took[i] = time.Since(t0) }()
+		resp, err := hc.Post(e.URL+"/v1/enroll", "application/json", bytes.NewReader(bodies[i]))
+		if err != nil {
+			b.Error(err)
+			return false
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Errorf("status %d: %s", resp.StatusCode, msg)
+			return false
+		}
+		return true
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	b.SetParallelism(16)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			i := n.Add(1) - 1
-			resp, err := hc.Post(e.URL+"/v1/enroll", "application/json", bytes.NewReader(bodies[i]))
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			msg, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Errorf("status %d: %s", resp.StatusCode, msg)
-				return
-			}
+	if perCore == 0 {
+		for i := 0; i < b.N && enroll(); i++ {
 		}
-	})
+	} else {
+		b.SetParallelism(perCore)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() && enroll() {
+			}
+		})
+	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
 }

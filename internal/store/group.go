@@ -71,9 +71,16 @@ func (db *DB) commitBatch(batch []*issueOp) {
 			close(op.done)
 		}
 	}()
-	// The batch outlives any one caller's cancellation.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// The batch outlives any one caller's cancellation. On SQLite it has
+	// no deadline either: its only wait, for another process's write
+	// lock, is bounded by busy_timeout, and a context that can end costs
+	// the driver a watcher goroutine (and a wake-up) per statement.
+	ctx := context.Background()
+	if db.kind == "postgres" {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
 	var committed bool
 	var err error
 	if db.kind == "postgres" && !db.pooled {
@@ -113,6 +120,11 @@ func (db *DB) commitBatchTx(ctx context.Context, batch []*issueOp) (committed bo
 	// before it, on every replica), so replicas cannot deadlock, and it is
 	// held for a fixed number of statements per batch.
 	lb := &logBatch{}
+	if db.kind == "sqlite" {
+		if err := db.openLog(ctx, tx, lb); err != nil {
+			return false, err
+		}
+	}
 	// No savepoints: a refusal leaves the transaction as it found it
 	// (recordIn), and a failure of the store fails the whole batch.
 	ok := 0
@@ -149,6 +161,9 @@ func (db *DB) commitBatchTx(ctx context.Context, batch []*issueOp) (committed bo
 	}
 	if err := tx.Commit(); err != nil {
 		return false, err
+	}
+	if db.kind == "sqlite" {
+		db.keepEdge(lb)
 	}
 	return true, db.syncLog(ctx, lb)
 }

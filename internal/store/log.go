@@ -20,10 +20,74 @@ type logBatch struct {
 	size   int64
 	hashes map[int64]tlog.Hash
 	queued []*Certificate
+	// version is SQLite's data_version when the batch read the size (see
+	// openLog).
+	version int64
 }
 
 // queue notes c (recorded in this transaction) for the batch's log append.
 func (lb *logBatch) queue(c *Certificate) { lb.queued = append(lb.queued, c) }
+
+// next is the index the next certificate queued will have (SQLite, once
+// openLog has read the size).
+func (lb *logBatch) next() int64 { return lb.size + int64(len(lb.queued)) }
+
+// logEdge is the issuance log's right edge as this process last committed
+// it on SQLite: the size, the hashes of the complete subtrees at the right
+// edge (all the next append builds on) and the writer connection's
+// data_version then, which changes when any other connection (a mutual
+// command on the same file) commits. A batch takes it only when the size
+// and data_version it reads under its write lock are the same, so another
+// writer's appends, or a log rewritten at the same size, send it back to
+// the stored hashes; any batch that does not commit leaves none. The size
+// is always the one read in the transaction: where the batch appends
+// never comes from memory.
+type logEdge struct {
+	size, version int64
+	hashes        map[int64]tlog.Hash
+}
+
+// The log's size, and SQLite's data_version: two prepared statements cost
+// less than one that reads the pragma as a table (which parses it anew on
+// every run).
+const (
+	logSizeQuery     = "SELECT size FROM log_state WHERE id = 1"
+	dataVersionQuery = "PRAGMA data_version"
+)
+
+// openLog reads, at the start of a SQLite batch (under its write lock),
+// the log's size, and takes the cached right edge if it still describes
+// the stored log: the batch then reads no hashes.
+func (db *DB) openLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	// Taken out, whatever happens next: only a commit puts one back.
+	e := db.edge.Swap(nil)
+	if err := db.txQueryRow(ctx, tx, logSizeQuery).Scan(&lb.size); err != nil {
+		return fmt.Errorf("read log size: %w", err)
+	}
+	if err := db.txQueryRow(ctx, tx, dataVersionQuery).Scan(&lb.version); err != nil {
+		return fmt.Errorf("read the store's data version: %w", err)
+	}
+	if e != nil && e.size == lb.size && e.version == lb.version {
+		lb.hashes = e.hashes
+	}
+	return nil
+}
+
+// keepEdge caches the right edge of the log lb committed (SQLite).
+func (db *DB) keepEdge(lb *logBatch) {
+	if lb.hashes == nil {
+		return
+	}
+	e := &logEdge{size: lb.size, version: lb.version, hashes: map[int64]tlog.Hash{}}
+	for _, id := range edgeIndexes(lb.size) {
+		h, ok := lb.hashes[id]
+		if !ok {
+			return
+		}
+		e.hashes[id] = h
+	}
+	db.edge.Store(e)
+}
 
 // appendQueued appends the entries of the certificates queued in tx to the
 // issuance log, in order, and sets their LogIndex. On PostgreSQL one call
@@ -31,10 +95,10 @@ func (lb *logBatch) queue(c *Certificate) { lb.queued = append(lb.queued, c) }
 // appends across replicas, so the log has one order, that of the database;
 // it is the last lock the transaction takes, so its holder waits for
 // nothing else, and it is held for that one round trip and the commit. On
-// SQLite the single writer connection orders appends, and the append is a
-// fixed number of statements whatever the batch's size (size, the older
-// hashes the new ones build on, entries, hashes, certificates' indexes,
-// new size).
+// SQLite the single writer connection orders appends: openLog read the
+// size (and recordIn stored each certificate's index), and the append is
+// a few prepared statements (the older hashes the new ones build on,
+// unless cached, entries and hashes preparedRows at a time, new size).
 func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	if len(lb.queued) == 0 {
 		return nil
@@ -42,15 +106,13 @@ func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error 
 	if db.kind == "postgres" {
 		return db.appendQueuedPG(ctx, tx, lb)
 	}
-	if err := tx.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&lb.size); err != nil {
-		return fmt.Errorf("read log size: %w", err)
-	}
-	if err := db.readEdge(ctx, tx, lb); err != nil {
-		return err
+	if lb.hashes == nil {
+		if err := db.readEdge(ctx, tx, lb); err != nil {
+			return err
+		}
 	}
 	first := lb.size
 	entries := make([]any, 0, 2*len(lb.queued))
-	certs := make([]any, 0, 2*len(lb.queued))
 	var hashArgs []any
 	for _, c := range lb.queued {
 		n := lb.size
@@ -64,10 +126,9 @@ func (db *DB) appendQueued(ctx context.Context, tx *sql.Tx, lb *logBatch) error 
 			hashArgs = append(hashArgs, base+int64(i), h[:])
 		}
 		entries = append(entries, n, c.LogEntry)
-		certs = append(certs, c.Serial, n)
 		lb.size = n + 1
 	}
-	if err := db.writeQueued(ctx, tx, lb, first, entries, hashArgs, certs); err != nil {
+	if err := db.writeQueued(ctx, tx, lb, first, entries, hashArgs); err != nil {
 		return err
 	}
 	for i, c := range lb.queued {
@@ -133,17 +194,23 @@ func (db *DB) syncLog(ctx context.Context, lb *logBatch) error {
 
 const syncLogQuery = "SELECT mutual_log_sync()"
 
-// readEdge reads the complete subtrees at the right edge of the log of
-// lb.size entries, one per bit set in the size, in one query: the hashes
-// the batch's new ones build on.
-func (db *DB) readEdge(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
-	lb.hashes = map[int64]tlog.Hash{}
+// edgeIndexes are the storage indexes of the complete subtrees at the
+// right edge of a log of size entries, one per bit set in size.
+func edgeIndexes(size int64) []int64 {
 	var edge []int64
-	for k := 0; lb.size>>k > 0; k++ {
-		if (lb.size>>k)&1 == 1 {
-			edge = append(edge, tlog.StoredHashIndex(k, lb.size>>k-1))
+	for k := 0; size>>k > 0; k++ {
+		if (size>>k)&1 == 1 {
+			edge = append(edge, tlog.StoredHashIndex(k, size>>k-1))
 		}
 	}
+	return edge
+}
+
+// readEdge reads the complete subtrees at the right edge of the log of
+// lb.size entries in one query: the hashes the batch's new ones build on.
+func (db *DB) readEdge(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
+	lb.hashes = map[int64]tlog.Hash{}
+	edge := edgeIndexes(lb.size)
 	hs, err := readHashes(ctx, db, tx, edge)
 	if err != nil {
 		return fmt.Errorf("read the log's right edge at size %d: %w", lb.size, err)
@@ -154,22 +221,53 @@ func (db *DB) readEdge(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	return nil
 }
 
-// writeQueued writes the batch's entries [first, lb.size), their hashes,
-// the certificates' log indexes and the new size, a statement each.
-func (db *DB) writeQueued(ctx context.Context, tx *sql.Tx, lb *logBatch, first int64, entries, hashes, certs []any) error {
-	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_entries (idx, data) VALUES "+marks(len(lb.queued), "(?, ?)")), entries...); err != nil {
+// Statements of writeQueued (SQLite), all prepared at Open (see
+// hotWrites): the inserts of 1 to preparedRows rows, which larger batches
+// take in turns rather than parse a statement of their own size.
+const (
+	updateLogSize = "UPDATE log_state SET size = ? WHERE id = 1"
+	preparedRows  = 16
+)
+
+var (
+	insertLogEntries = rowInserts("INSERT INTO log_entries (idx, data) VALUES ")
+	insertLogHashes  = rowInserts("INSERT INTO log_hashes (id, hash) VALUES ")
+)
+
+// rowInserts are insert with 1 to preparedRows rows of two values, by
+// number of rows.
+func rowInserts(insert string) []string {
+	qs := make([]string, preparedRows+1)
+	for n := 1; n <= preparedRows; n++ {
+		qs[n] = insert + marks(n, "(?, ?)")
+	}
+	return qs
+}
+
+// insertPairs inserts the rows of args (two values each) with inserts,
+// preparedRows at a time.
+func (db *DB) insertPairs(ctx context.Context, tx *sql.Tx, inserts []string, args []any) error {
+	for len(args) > 0 {
+		n := min(len(args)/2, preparedRows)
+		if _, err := db.txExec(ctx, tx, inserts[n], args[:2*n]...); err != nil {
+			return err
+		}
+		args = args[2*n:]
+	}
+	return nil
+}
+
+// writeQueued writes the batch's entries [first, lb.size), their hashes
+// and the new size (SQLite: the certificates carry their log indexes from
+// recordIn).
+func (db *DB) writeQueued(ctx context.Context, tx *sql.Tx, lb *logBatch, first int64, entries, hashes []any) error {
+	if err := db.insertPairs(ctx, tx, insertLogEntries, entries); err != nil {
 		return fmt.Errorf("append log entries %d-%d: %w", first, lb.size-1, err)
 	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO log_hashes (id, hash) VALUES "+marks(len(hashes)/2, "(?, ?)")), hashes...); err != nil {
+	if err := db.insertPairs(ctx, tx, insertLogHashes, hashes); err != nil {
 		return fmt.Errorf("append log hashes of entries %d-%d: %w", first, lb.size-1, err)
 	}
-	// VALUES names its columns column1, column2 in SQLite and PostgreSQL alike.
-	if _, err := tx.ExecContext(ctx, db.q.rebind(`UPDATE certificates SET log_index = v.column2
-		FROM (VALUES `+marks(len(lb.queued), "(CAST(? AS TEXT), CAST(? AS BIGINT))")+`) AS v
-		WHERE certificates.serial = v.column1`), certs...); err != nil {
-		return fmt.Errorf("record the log indexes of entries %d-%d: %w", first, lb.size-1, err)
-	}
-	if _, err := tx.ExecContext(ctx, db.q.rebind("UPDATE log_state SET size = ? WHERE id = 1"), lb.size); err != nil {
+	if _, err := db.txExec(ctx, tx, updateLogSize, lb.size); err != nil {
 		return fmt.Errorf("grow log to %d: %w", lb.size, err)
 	}
 	return nil
@@ -278,7 +376,7 @@ func (db *DB) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, err
 // LogSize returns the number of entries in the issuance log.
 func (db *DB) LogSize(ctx context.Context) (int64, error) {
 	var n int64
-	if err := db.reader.QueryRowContext(ctx, "SELECT size FROM log_state WHERE id = 1").Scan(&n); err != nil {
+	if err := db.reader.QueryRowContext(ctx, logSizeQuery).Scan(&n); err != nil {
 		return 0, fmt.Errorf("read log size: %w", err)
 	}
 	return n, nil

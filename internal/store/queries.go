@@ -147,6 +147,11 @@ func (db *DB) VoidToken(ctx context.Context, id string, now time.Time) error {
 
 const certColumns = "serial, spiffe_id, not_before_us, not_after_us, issued_at_us, der, requested_by, revoked_at_us, revocation_reason, node_id, renewed_from, entry_id"
 
+// insertCertificateAt stores a new certificate (not revoked) with the log
+// index its last argument gives.
+const insertCertificateAt = `INSERT INTO certificates (` + certColumns + `, log_index)
+		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?)`
+
 // insertCertificate stores a new certificate (not revoked, log index to come).
 const insertCertificate = `INSERT INTO certificates (` + certColumns + `, log_index)
 		VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, NULL)`
@@ -154,7 +159,13 @@ const insertCertificate = `INSERT INTO certificates (` + certColumns + `, log_in
 // insertCertificateOnce is insertCertificate that changes no row, rather
 // than failing, when the serial exists: a refusal that does not spoil the
 // batch's transaction.
-const insertCertificateOnce = insertCertificate + " ON CONFLICT (serial) DO NOTHING"
+const insertCertificateOnce = insertCertificate + onConflictSerial
+
+// insertCertificateAtOnce is insertCertificateOnce with the log index
+// (SQLite, where the batch knows it: see openLog).
+const insertCertificateAtOnce = insertCertificateAt + onConflictSerial
+
+const onConflictSerial = " ON CONFLICT (serial) DO NOTHING"
 
 // certSelect also reads the log index.
 const certSelect = certColumns + ", log_index"
@@ -247,9 +258,17 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 			return undo(refused)
 		}
 	}
-	res, err := db.txExec(ctx, tx, db.q.rebind(insertCertificateOnce),
-		c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt), c.DER, c.RequestedBy,
-		nullString(c.NodeID), nullString(c.RenewedFrom), nullString(c.EntryID))
+	insert, args := db.q.rebind(insertCertificateOnce), []any{c.Serial, c.SPIFFEID, toUS(c.NotBefore), toUS(c.NotAfter), toUS(c.IssuedAt),
+		c.DER, c.RequestedBy, nullString(c.NodeID), nullString(c.RenewedFrom), nullString(c.EntryID)}
+	if db.kind == "sqlite" {
+		// The log index is known (openLog), saving an update later.
+		var at sql.NullInt64
+		if c.LogEntry != nil {
+			at = sql.NullInt64{Int64: lb.next(), Valid: true}
+		}
+		insert, args = insertCertificateAtOnce, append(args, at)
+	}
+	res, err := db.txExec(ctx, tx, insert, args...)
 	if err != nil {
 		return nil, fmt.Errorf("record certificate %s: %w", c.Serial, err)
 	}

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -166,6 +167,7 @@ type DB struct {
 	pooled bool     // PostgreSQL through a pooler (see pooler.go)
 	file   *fileIdentity
 	health health
+	edge   atomic.Pointer[logEdge] // SQLite: the log's right edge as last committed
 }
 
 //go:embed migrations
@@ -243,6 +245,9 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("store sqlite:%s: %w", path, err)
 	}
 	r.SetMaxOpenConns(8)
+	// Kept open: a SQLite connection is costly to open, and its prepared
+	// statements go with it.
+	r.SetMaxIdleConns(8)
 	db := &DB{kind: "sqlite", writer: w, reader: r, q: newQueries(false), name: "sqlite:" + path, file: fi}
 	damaged := func(err error) error {
 		if isCorruption(err) || errors.Is(err, ErrDamaged) {
@@ -508,9 +513,11 @@ func (db *DB) hotWrites() []string {
 		db.q.rebind(unconsumeToken),
 	}
 	if db.kind == "postgres" {
-		qs = append(qs, appendLogBatch, syncLogQuery)
+		return append(qs, appendLogBatch, syncLogQuery)
 	}
-	return qs
+	qs = append(qs, insertCertificateAtOnce, logSizeQuery, dataVersionQuery, updateLogSize)
+	qs = append(qs, insertLogEntries[1:]...)
+	return append(qs, insertLogHashes[1:]...)
 }
 
 // prepareHot prepares the hot statements; a failure only costs speed.
