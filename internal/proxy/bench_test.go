@@ -364,16 +364,24 @@ func benchSelfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchTCP starts the two sides of a tcp-mode benchmark, each running
+// handle on every connection: a bare crypto/tls server, and the proxy in
+// tcp mode in front of a plaintext target. It returns their addresses and
+// the clients' configuration.
+func benchTCP(b *testing.B, handle func(net.Conn)) (bareAddr, proxyAddr string, cfg *tls.Config) {
+	k := newBenchPKI(b)
+	bare := benchServeConns(b, "bare", k.bareTLS(), handle)
+	target := benchServeConns(b, "target", nil, handle)
+	proxyAddr, _ = benchInbound(b, k, target.addr, proxy.TCP)
+	return bare.addr, proxyAddr, benchClientTLS(k.client)
+}
+
 // BenchmarkInboundHandshake: new mTLS connections per second, each a full
 // TLS 1.3 handshake with a client certificate and a one-byte echo, through
 // the proxy (tcp mode, strict, to an echo target) and to a bare crypto/tls
 // echo server with RequireAndVerifyClientCert.
 func BenchmarkInboundHandshake(b *testing.B) {
-	k := newBenchPKI(b)
-	bare := benchServeConns(b, "bare", k.bareTLS(), benchEcho)
-	target := benchServeConns(b, "target", nil, benchEcho)
-	paddr, _ := benchInbound(b, k, target.addr, proxy.TCP)
-	cfg := benchClientTLS(k.client)
+	bareAddr, paddr, cfg := benchTCP(b, benchEcho)
 	workers := 4 * runtime.GOMAXPROCS(0)
 	run := func(addr string) func(int) time.Duration {
 		return func(n int) time.Duration {
@@ -391,7 +399,7 @@ func BenchmarkInboundHandshake(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	tb, tp := benchVersus(b, run(bare.addr), run(paddr))
+	tb, tp := benchVersus(b, run(bareAddr), run(paddr))
 	b.StopTimer()
 	bareRate, proxyRate := float64(b.N)/tb.Seconds(), float64(b.N)/tp.Seconds()
 	b.ReportMetric(0, "ns/op")
@@ -410,11 +418,7 @@ const benchKeepAliveMsg = 100
 // target) and to a bare crypto/tls echo server: what bench/run.sh's
 // keep-alive test asks of the tcp mode, without HTTP.
 func BenchmarkInboundTCPKeepAlive(b *testing.B) {
-	k := newBenchPKI(b)
-	bare := benchServeConns(b, "bare", k.bareTLS(), benchEcho)
-	target := benchServeConns(b, "target", nil, benchEcho)
-	paddr, _ := benchInbound(b, k, target.addr, proxy.TCP)
-	cfg := benchClientTLS(k.client)
+	bareAddr, paddr, cfg := benchTCP(b, benchEcho)
 	open := func(addr string) []net.Conn {
 		conns := make([]net.Conn, benchHTTPConcurrency)
 		for i := range conns {
@@ -427,7 +431,7 @@ func BenchmarkInboundTCPKeepAlive(b *testing.B) {
 		}
 		return conns
 	}
-	bc, pc := open(bare.addr), open(paddr)
+	bc, pc := open(bareAddr), open(paddr)
 	run := func(conns []net.Conn) func(int) time.Duration {
 		bufs := make([][]byte, len(conns))
 		for i := range bufs {
@@ -458,11 +462,7 @@ const benchBulkChunk = 1 << 20
 // proxy (tcp mode) to a sink target and to a bare crypto/tls sink. One op is
 // 1 MiB on each side; the handshake is outside the timed part.
 func BenchmarkInboundThroughput(b *testing.B) {
-	k := newBenchPKI(b)
-	bare := benchServeConns(b, "bare", k.bareTLS(), benchSink)
-	target := benchServeConns(b, "target", nil, benchSink)
-	paddr, _ := benchInbound(b, k, target.addr, proxy.TCP)
-	cfg := benchClientTLS(k.client)
+	bareAddr, paddr, cfg := benchTCP(b, benchSink)
 	chunk := make([]byte, benchBulkChunk)
 	for i := range chunk {
 		chunk[i] = byte(i)
@@ -495,7 +495,7 @@ func BenchmarkInboundThroughput(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	tb, tp := benchVersus(b, run(bare.addr), run(paddr))
+	tb, tp := benchVersus(b, run(bareAddr), run(paddr))
 	b.StopTimer()
 	mb := float64(b.N) * benchBulkChunk / 1e6
 	b.ReportMetric(0, "ns/op")

@@ -265,11 +265,7 @@ type relayHalf struct {
 	hs       halfSource
 	// sock is src's socket for the parker; nil when src cannot park.
 	sock syscall.RawConn
-	// direct says that the relay reads sock itself (relaySocket); pc is
-	// then the pollConn under a TLS src.
-	direct bool
-	pc     *pollConn
-	n      int64
+	n    int64
 	// state is halfRunning, halfPending, halfParked or halfDone.
 	state atomic.Int32
 	// askPark is set, with a read deadline in the past, to make the
@@ -284,22 +280,6 @@ type relayHalf struct {
 
 func newRelayHalf(p *relayPipe, dst, src net.Conn) *relayHalf {
 	h := &relayHalf{p: p, dst: dst, src: src, hs: halfSource{src: src, tr: newTLSReader(src), plain: readableWaiter(src)}}
-	var tcp *net.TCPConn
-	switch c := src.(type) {
-	case *net.TCPConn:
-		tcp = c
-	case *tls.Conn:
-		if h.hs.tr != nil {
-			tcp, _ = h.hs.tr.pc.Conn.(*net.TCPConn)
-			h.pc = h.hs.tr.pc
-		}
-	}
-	if tcp != nil {
-		if rc, err := tcp.SyscallConn(); err == nil {
-			h.sock, h.direct = rc, true
-			return h
-		}
-	}
 	if p.pk != nil && (h.hs.tr != nil || h.hs.plain != nil) {
 		h.sock = socketOf(src)
 	}
@@ -311,11 +291,20 @@ func newRelayHalf(p *relayPipe, dst, src net.Conn) *relayHalf {
 // early when the direction parks.
 func (h *relayHalf) run() {
 	for {
-		var err error
-		if h.direct {
-			err = h.relaySocket()
-		} else {
-			err = h.relaySource()
+		bp, buf, k, err := h.hs.read()
+		if k > 0 {
+			h.p.last.Store(time.Now().UnixNano())
+			w, werr := h.dst.Write(buf[:k])
+			h.n += int64(w)
+			if werr != nil {
+				err = werr
+			}
+		}
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		if err == nil {
+			continue
 		}
 		if h.askPark.Load() && isTimeout(err) {
 			if h.park() {
@@ -333,120 +322,6 @@ func (h *relayHalf) run() {
 		}
 		h.p.ended(clean)
 		return
-	}
-}
-
-// relaySource relays through halfSource until a read or a write fails,
-// and returns why.
-func (h *relayHalf) relaySource() error {
-	for {
-		bp, buf, k, err := h.hs.read()
-		if k > 0 {
-			h.p.last.Store(time.Now().UnixNano())
-			w, werr := h.dst.Write(buf[:k])
-			h.n += int64(w)
-			if werr != nil {
-				err = werr
-			}
-		}
-		if bp != nil {
-			bufPool.Put(bp)
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// relaySocket relays from inside one RawConn.Read on src's socket until a
-// read or a write fails, and returns why. Within it, a read that returned
-// less than asked has emptied the socket: the runtime's poller then
-// reports any later byte, so the relay waits without the read that would
-// only fail with EAGAIN (one system call per wake-up instead of two). An
-// idle direction holds no buffer, and waits in a shallow stack.
-func (h *relayHalf) relaySocket() (end error) {
-	var bp *[]byte
-	first := true
-	err := h.sock.Read(func(fd uintptr) bool {
-		if first {
-			// A new RawConn.Read forgot what the poller saw: read first.
-			first = false
-			if h.pc != nil {
-				h.pc.short = false
-			}
-		}
-		for {
-			if bp == nil {
-				bp = bufPool.Get().(*[]byte)
-			}
-			k, more, err := h.readFD(int(fd), *bp)
-			if k > 0 {
-				h.p.last.Store(time.Now().UnixNano())
-				w, werr := h.dst.Write((*bp)[:k])
-				h.n += int64(w)
-				if werr != nil {
-					err = werr
-				}
-			}
-			switch {
-			case err == errWouldBlock || err == nil && !more:
-				bufPool.Put(bp)
-				bp = nil
-				return false
-			case err != nil:
-				end = err
-				return true
-			}
-		}
-	})
-	if bp != nil {
-		bufPool.Put(bp)
-	}
-	if end == nil {
-		end = err
-	}
-	return end
-}
-
-// readFD reads src from its socket fd without waiting. more says the
-// socket (or crypto/tls) may hold more; errWouldBlock, that it holds
-// nothing.
-func (h *relayHalf) readFD(fd int, b []byte) (k int, more bool, err error) {
-	if h.pc == nil {
-		k, err = readSocket(h.src, fd, b)
-		return k, k == len(b), err
-	}
-	// TLS: what crypto/tls already holds first, then the socket, unless
-	// the last read emptied it.
-	if k, err = h.hs.tr.poll(b); k > 0 || err != nil {
-		return k, true, err
-	}
-	if h.pc.short {
-		h.pc.short = false
-		return 0, false, errWouldBlock
-	}
-	h.pc.fd, h.pc.direct = fd, true
-	k, err = h.src.Read(b)
-	h.pc.direct = false
-	return k, true, err
-}
-
-// readSocket is one read(2) on c's socket fd: errWouldBlock for EAGAIN,
-// io.EOF for the end, errors as net.Conn's Read words them.
-func readSocket(c net.Conn, fd int, b []byte) (int, error) {
-	for {
-		n, err := syscall.Read(fd, b)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return 0, errWouldBlock
-		case err != nil:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", err)}
-		case n == 0 && len(b) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
 	}
 }
 
@@ -518,29 +393,28 @@ func isTimeout(err error) bool {
 // socketOf returns the TCP socket under c (TLS, a sniffed or polled
 // connection), or nil.
 func socketOf(c net.Conn) syscall.RawConn {
-	for {
-		switch cc := c.(type) {
-		case *tls.Conn:
-			c = cc.NetConn()
-		case *pollConn:
-			c = cc.Conn
-		case *sniffedConn:
-			c = cc.Conn
-		case *net.TCPConn:
-			rc, err := cc.SyscallConn()
-			if err != nil {
-				return nil
-			}
-			return rc
-		default:
-			return nil
-		}
+	tcp, _ := under(c)
+	if tcp == nil {
+		return nil
 	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // sniffedBytes reports whether c holds bytes read off its socket while
 // sniffing and not yet consumed: the socket alone does not show them.
 func sniffedBytes(c net.Conn) bool {
+	_, sc := under(c)
+	return sc != nil && sc.r.Buffered() > 0
+}
+
+// under unwraps c (TLS, polled, sniffed) down to its TCP connection, and
+// the sniffedConn on the way, if any.
+func under(c net.Conn) (*net.TCPConn, *sniffedConn) {
+	var sniffed *sniffedConn
 	for {
 		switch cc := c.(type) {
 		case *tls.Conn:
@@ -548,9 +422,11 @@ func sniffedBytes(c net.Conn) bool {
 		case *pollConn:
 			c = cc.Conn
 		case *sniffedConn:
-			return cc.r.Buffered() > 0
+			sniffed, c = cc, cc.Conn
+		case *net.TCPConn:
+			return cc, sniffed
 		default:
-			return false
+			return nil, sniffed
 		}
 	}
 }
@@ -633,22 +509,11 @@ func (h *halfSource) read() (bp *[]byte, buf []byte, k int, err error) {
 type pollConn struct {
 	net.Conn
 	hold atomic.Bool
-	// While direct is set (only by relaySocket, from inside a
-	// RawConn.Read on the socket fd) Read is one read(2) on fd that does
-	// not wait, and short records whether it emptied the socket.
-	direct bool
-	fd     int
-	short  bool
 }
 
 func (c *pollConn) Read(b []byte) (int, error) {
 	if c.hold.Load() {
 		return 0, errWouldBlock
-	}
-	if c.direct {
-		n, err := readSocket(c.Conn, c.fd, b)
-		c.short = err == nil && n < len(b)
-		return n, err
 	}
 	return c.Conn.Read(b)
 }
