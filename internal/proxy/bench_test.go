@@ -317,25 +317,39 @@ func benchDrive(b *testing.B, n, w int, op func(worker int) error) time.Duration
 // benchVersus runs b.N operations on each side, in alternating rounds, and
 // returns each side's total time. It reports "other-cpu-%": the CPU that
 // processes other than this one used meanwhile, as a share of the machine
-// (from /proc/stat); a run with much of it was disturbed.
+// (from /proc/stat); a run with much of it was disturbed. It also reports
+// this process's CPU per operation on each side ("bare-cpu-µs/op",
+// "proxy-cpu-µs/op": the clients' share is in both, the proxy's target's
+// in the second) and "cpu-ratio", bare's over the proxy's: on a busy
+// machine it moves less than the ratio of rates.
 func benchVersus(b *testing.B, base, prox func(n int) time.Duration) (tb, tp time.Duration) {
 	const rounds = 4
 	m0, s0, t0 := procfs.MachineBusy(), benchSelfCPU(), time.Now()
+	var cb, cp time.Duration
 	defer func() {
 		other := (procfs.MachineBusy() - m0) - (benchSelfCPU() - s0)
 		b.ReportMetric(100*max(other.Seconds(), 0)/time.Since(t0).Seconds()/float64(runtime.NumCPU()), "other-cpu-%")
+		us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
+		b.ReportMetric(us(cb), "bare-cpu-µs/op")
+		b.ReportMetric(us(cp), "proxy-cpu-µs/op")
+		b.ReportMetric(cb.Seconds()/cp.Seconds(), "cpu-ratio")
 	}()
+	side := func(run func(int) time.Duration, n int, wall, cpu *time.Duration) {
+		c0 := benchSelfCPU()
+		*wall += run(n)
+		*cpu += benchSelfCPU() - c0
+	}
 	for i := range rounds {
 		n := b.N*(i+1)/rounds - b.N*i/rounds
 		if n == 0 {
 			continue
 		}
 		if i%2 == 0 {
-			tb += base(n)
-			tp += prox(n)
+			side(base, n, &tb, &cb)
+			side(prox, n, &tp, &cp)
 		} else {
-			tp += prox(n)
-			tb += base(n)
+			side(prox, n, &tp, &cp)
+			side(base, n, &tb, &cb)
 		}
 	}
 	return tb, tp
@@ -350,16 +364,24 @@ func benchSelfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchTCP starts the two sides of a tcp-mode benchmark, each running
+// handle on every connection: a bare crypto/tls server, and the proxy in
+// tcp mode in front of a plaintext target. It returns their addresses and
+// the clients' configuration.
+func benchTCP(b *testing.B, handle func(net.Conn)) (bareAddr, proxyAddr string, cfg *tls.Config) {
+	k := newBenchPKI(b)
+	bare := benchServeConns(b, "bare", k.bareTLS(), handle)
+	target := benchServeConns(b, "target", nil, handle)
+	proxyAddr, _ = benchInbound(b, k, target.addr, proxy.TCP)
+	return bare.addr, proxyAddr, benchClientTLS(k.client)
+}
+
 // BenchmarkInboundHandshake: new mTLS connections per second, each a full
 // TLS 1.3 handshake with a client certificate and a one-byte echo, through
 // the proxy (tcp mode, strict, to an echo target) and to a bare crypto/tls
 // echo server with RequireAndVerifyClientCert.
 func BenchmarkInboundHandshake(b *testing.B) {
-	k := newBenchPKI(b)
-	bare := benchServeConns(b, "bare", k.bareTLS(), benchEcho)
-	target := benchServeConns(b, "target", nil, benchEcho)
-	paddr, _ := benchInbound(b, k, target.addr, proxy.TCP)
-	cfg := benchClientTLS(k.client)
+	bareAddr, paddr, cfg := benchTCP(b, benchEcho)
 	workers := 4 * runtime.GOMAXPROCS(0)
 	run := func(addr string) func(int) time.Duration {
 		return func(n int) time.Duration {
@@ -377,7 +399,7 @@ func BenchmarkInboundHandshake(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	tb, tp := benchVersus(b, run(bare.addr), run(paddr))
+	tb, tp := benchVersus(b, run(bareAddr), run(paddr))
 	b.StopTimer()
 	bareRate, proxyRate := float64(b.N)/tb.Seconds(), float64(b.N)/tp.Seconds()
 	b.ReportMetric(0, "ns/op")
@@ -386,17 +408,61 @@ func BenchmarkInboundHandshake(b *testing.B) {
 	b.ReportMetric(proxyRate/bareRate, "ratio")
 }
 
+// benchKeepAliveMsg is one request of BenchmarkInboundTCPKeepAlive: the
+// size of a small HTTP request.
+const benchKeepAliveMsg = 100
+
+// BenchmarkInboundTCPKeepAlive: request-response exchanges per second on
+// open connections (16, each one exchange at a time: 100 bytes written,
+// the same 100 read back), through the proxy (tcp mode, to an echo
+// target) and to a bare crypto/tls echo server: what bench/run.sh's
+// keep-alive test asks of the tcp mode, without HTTP.
+func BenchmarkInboundTCPKeepAlive(b *testing.B) {
+	bareAddr, paddr, cfg := benchTCP(b, benchEcho)
+	open := func(addr string) []net.Conn {
+		conns := make([]net.Conn, benchHTTPConcurrency)
+		for i := range conns {
+			c, err := benchDialTLS(addr, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+			conns[i] = c
+		}
+		return conns
+	}
+	bc, pc := open(bareAddr), open(paddr)
+	run := func(conns []net.Conn) func(int) time.Duration {
+		bufs := make([][]byte, len(conns))
+		for i := range bufs {
+			bufs[i] = make([]byte, benchKeepAliveMsg)
+		}
+		return func(n int) time.Duration {
+			return benchDrive(b, n, len(conns), func(w int) error {
+				if _, err := conns[w].Write(bufs[w]); err != nil {
+					return err
+				}
+				_, err := io.ReadFull(conns[w], bufs[w])
+				return err
+			})
+		}
+	}
+	b.ResetTimer()
+	tb, tp := benchVersus(b, run(bc), run(pc))
+	b.StopTimer()
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(b.N)/tb.Seconds(), "bare-req/s")
+	b.ReportMetric(float64(b.N)/tp.Seconds(), "proxy-req/s")
+	b.ReportMetric(tb.Seconds()/tp.Seconds(), "ratio")
+}
+
 const benchBulkChunk = 1 << 20
 
 // BenchmarkInboundThroughput: one connection's bulk upload, through the
 // proxy (tcp mode) to a sink target and to a bare crypto/tls sink. One op is
 // 1 MiB on each side; the handshake is outside the timed part.
 func BenchmarkInboundThroughput(b *testing.B) {
-	k := newBenchPKI(b)
-	bare := benchServeConns(b, "bare", k.bareTLS(), benchSink)
-	target := benchServeConns(b, "target", nil, benchSink)
-	paddr, _ := benchInbound(b, k, target.addr, proxy.TCP)
-	cfg := benchClientTLS(k.client)
+	bareAddr, paddr, cfg := benchTCP(b, benchSink)
 	chunk := make([]byte, benchBulkChunk)
 	for i := range chunk {
 		chunk[i] = byte(i)
@@ -429,7 +495,7 @@ func BenchmarkInboundThroughput(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	tb, tp := benchVersus(b, run(bare.addr), run(paddr))
+	tb, tp := benchVersus(b, run(bareAddr), run(paddr))
 	b.StopTimer()
 	mb := float64(b.N) * benchBulkChunk / 1e6
 	b.ReportMetric(0, "ns/op")
@@ -612,7 +678,9 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		benchWaitZero(b, active)
 		h0, s0, g0 := benchHeapAndStacks()
 		child.do(b, fmt.Sprintf("open %s %s %d", proto, addr, benchIdleConns), "opened")
-		time.Sleep(200 * time.Millisecond) // let every server goroutine block in its read
+		// Let every server goroutine block in its read, and the proxy's tcp
+		// relays park.
+		time.Sleep(proxy.ParkDelay() + 300*time.Millisecond)
 		if n := active(); n != benchIdleConns {
 			b.Fatalf("%s: %d connections open, want %d", s.name, n, benchIdleConns)
 		}

@@ -94,77 +94,155 @@ func reason(err error) (label, words string) {
 
 // pipe relays bytes both ways between a and b until both directions end,
 // respecting half-close, and closes both. It returns the bytes copied a→b
-// and b→a.
+// and b→a. See relayPipe.
+func pipe(a, b net.Conn, lim Limits) (ab, ba int64) {
+	done := make(chan struct{})
+	newRelayPipe(a, b, lim, nil).run(func(x, y int64) {
+		ab, ba = x, y
+		close(done)
+	})
+	<-done
+	return ab, ba
+}
+
+// relayPipe relays bytes both ways between a and b until both directions
+// end, respecting half-close, then closes both.
 //
 // A direction that ends with anything but a clean EOF (a reset, a closed
 // connection, a failed write) closes both legs at once: the other side
 // would otherwise wait on a peer that will never speak again. No byte
 // moving either way for lim.IdleTimeout closes the pair; once one side has
 // finished sending (half-close), lim.HalfCloseTimeout of silence does.
-// An idle pair holds no relay buffer on its plaintext side and a 1 KiB one
-// on its TLS side.
-func pipe(a, b net.Conn, lim Limits) (ab, ba int64) {
-	var last atomic.Int64
-	var half atomic.Bool
-	last.Store(time.Now().UnixNano())
-	limit := func() time.Duration {
-		if half.Load() && lim.HalfCloseTimeout > 0 && lim.HalfCloseTimeout < lim.IdleTimeout {
-			return lim.HalfCloseTimeout
-		}
-		return lim.IdleTimeout
+// An idle pair holds no relay buffer; with a parker, a pair silent for
+// parkDelay holds no goroutine either: each direction hands its socket to
+// the parker and ends, and the parker starts it again when bytes (or an
+// end) arrive.
+type relayPipe struct {
+	a, b  net.Conn
+	lim   Limits
+	pk    *parker
+	last  atomic.Int64 // when a byte last moved, UnixNano
+	half  atomic.Bool  // one direction has ended cleanly
+	left  atomic.Int32 // directions still running or parked
+	dirs  [2]*relayHalf
+	done  func(ab, ba int64)
+	mu    sync.Mutex
+	timer *time.Timer
+	// closed is set once both directions have ended.
+	closed bool
+	// parkAsked is the value of last when the directions were last asked
+	// to park: they are asked once per silence.
+	parkAsked int64
+}
+
+// newRelayPipe prepares a relay of a and b; run starts it. pk may be nil:
+// the directions then wait in their goroutines however long a and b stay
+// silent.
+func newRelayPipe(a, b net.Conn, lim Limits, pk *parker) *relayPipe {
+	p := &relayPipe{a: a, b: b, lim: lim, pk: pk}
+	p.dirs[0] = newRelayHalf(p, b, a)
+	p.dirs[1] = newRelayHalf(p, a, b)
+	return p
+}
+
+// closeBoth closes both legs and starts any parked direction, which then
+// sees the closed connection and ends.
+func (p *relayPipe) closeBoth() {
+	p.a.Close()
+	p.b.Close()
+	p.dirs[0].wake()
+	p.dirs[1].wake()
+}
+
+// run relays a→b in this goroutine and b→a in a new one, and calls done
+// with the byte counts once both have ended and both legs are closed. It
+// returns when the a→b direction has ended or parked.
+func (p *relayPipe) run(done func(ab, ba int64)) {
+	p.done = done
+	p.left.Store(2)
+	p.last.Store(time.Now().UnixNano())
+	p.mu.Lock()
+	p.timer = time.AfterFunc(p.nextTick(time.Now().UnixNano(), 0), p.tick)
+	p.mu.Unlock()
+	go p.dirs[1].run()
+	p.dirs[0].run()
+}
+
+// limit is the silence that closes the pair now.
+func (p *relayPipe) limit() time.Duration {
+	if p.half.Load() && p.lim.HalfCloseTimeout > 0 && p.lim.HalfCloseTimeout < p.lim.IdleTimeout {
+		return p.lim.HalfCloseTimeout
 	}
-	var mu sync.Mutex
-	closed := false
-	mu.Lock()
-	var timer *time.Timer
-	timer = time.AfterFunc(lim.IdleTimeout, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if closed {
-			return
-		}
-		l := limit()
-		since := time.Since(time.Unix(0, last.Load()))
-		if since >= l {
-			a.Close()
-			b.Close()
-			return
-		}
-		timer.Reset(l - since)
-	})
-	mu.Unlock()
-	ended := func(clean bool) {
-		if !clean {
-			a.Close()
-			b.Close()
-			return
-		}
-		half.Store(true)
-		mu.Lock()
-		if !closed {
+	return p.lim.IdleTimeout
+}
+
+// nextTick is when the watchdog looks again, given the last byte and the
+// silence so far: at the idle limit, or sooner to ask the directions to
+// park.
+func (p *relayPipe) nextTick(last int64, since time.Duration) time.Duration {
+	next := p.limit() - since
+	if p.pk != nil && last != p.parkAsked && parkDelay-since < next {
+		next = max(parkDelay-since, 0)
+	}
+	return next
+}
+
+// tick is the watchdog: it closes a silent pair and asks a quiet one's
+// directions to park.
+func (p *relayPipe) tick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	last := p.last.Load()
+	since := time.Since(time.Unix(0, last))
+	if since >= p.limit() {
+		p.closeBoth()
+		return
+	}
+	if p.pk != nil && last != p.parkAsked && since >= parkDelay {
+		p.parkAsked = last
+		p.dirs[0].askToPark()
+		p.dirs[1].askToPark()
+	}
+	p.timer.Reset(p.nextTick(last, since))
+}
+
+// resumed restarts the watchdog's count towards parking after a parked
+// direction woke.
+func (p *relayPipe) resumed() {
+	p.mu.Lock()
+	if !p.closed {
+		p.timer.Reset(min(parkDelay, p.limit()))
+	}
+	p.mu.Unlock()
+}
+
+// ended records that one direction has ended, cleanly (EOF) or not, and
+// finishes the pair after the second.
+func (p *relayPipe) ended(clean bool) {
+	if !clean {
+		p.closeBoth()
+	} else {
+		p.half.Store(true)
+		p.mu.Lock()
+		if !p.closed {
 			// Measure the silence against the half-close bound from now on.
-			timer.Reset(0)
+			p.timer.Reset(0)
 		}
-		mu.Unlock()
+		p.mu.Unlock()
 	}
-	done := make(chan struct{})
-	go func() {
-		var clean bool
-		ba, clean = copyHalf(a, b, &last)
-		ended(clean)
-		close(done)
-	}()
-	var clean bool
-	ab, clean = copyHalf(b, a, &last)
-	ended(clean)
-	<-done
-	mu.Lock()
-	closed = true
-	timer.Stop()
-	mu.Unlock()
-	a.Close()
-	b.Close()
-	return ab, ba
+	if p.left.Add(-1) > 0 {
+		return
+	}
+	p.mu.Lock()
+	p.closed = true
+	p.timer.Stop()
+	p.mu.Unlock()
+	p.a.Close()
+	p.b.Close()
+	p.done(p.dirs[0].n, p.dirs[1].n)
 }
 
 // bufPool holds relay buffers; a buffer is taken only while bytes flow.
@@ -172,17 +250,52 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 const maxRecord = 16 << 10
 
-// copyHalf copies src to dst until EOF, then half-closes dst's write side
-// and reports clean. Any other end (a read error, a failed write) reports
-// !clean and leaves closing to the caller.
-func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
-	hs := halfSource{src: src, tr: newTLSReader(src), plain: readableWaiter(src)}
+// The states of a relayHalf.
+const (
+	halfRunning int32 = iota // a goroutine relays (or waits on the socket)
+	halfPending              // running, and the parker saw the socket ready
+	halfParked               // no goroutine: the parker waits for the socket
+	halfDone                 // ended
+)
+
+// relayHalf is one direction of a relayPipe: src copied to dst.
+type relayHalf struct {
+	p        *relayPipe
+	dst, src net.Conn
+	hs       halfSource
+	// sock is src's socket for the parker; nil when src cannot park.
+	sock syscall.RawConn
+	n    int64
+	// state is halfRunning, halfPending, halfParked or halfDone.
+	state atomic.Int32
+	// askPark is set, with a read deadline in the past, to make the
+	// direction's wait end and park.
+	askPark atomic.Bool
+	// token names the direction to the parker (0: never parked); armed
+	// says its socket is registered there. Only the running goroutine
+	// uses them.
+	token uint64
+	armed bool
+}
+
+func newRelayHalf(p *relayPipe, dst, src net.Conn) *relayHalf {
+	h := &relayHalf{p: p, dst: dst, src: src, hs: halfSource{src: src, tr: newTLSReader(src), plain: readableWaiter(src)}}
+	if p.pk != nil && (h.hs.tr != nil || h.hs.plain != nil) {
+		h.sock = socketOf(src)
+	}
+	return h
+}
+
+// run copies src to dst until EOF, then half-closes dst's write side; any
+// other end (a read error, a failed write) closes both legs. It returns
+// early when the direction parks.
+func (h *relayHalf) run() {
 	for {
-		bp, buf, k, err := hs.read()
+		bp, buf, k, err := h.hs.read()
 		if k > 0 {
-			last.Store(time.Now().UnixNano())
-			w, werr := dst.Write(buf[:k])
-			n += int64(w)
+			h.p.last.Store(time.Now().UnixNano())
+			w, werr := h.dst.Write(buf[:k])
+			h.n += int64(w)
 			if werr != nil {
 				err = werr
 			}
@@ -190,12 +303,130 @@ func copyHalf(dst, src net.Conn, last *atomic.Int64) (n int64, clean bool) {
 		if bp != nil {
 			bufPool.Put(bp)
 		}
-		if err != nil {
-			if err != io.EOF {
-				return n, false
+		if err == nil {
+			continue
+		}
+		if h.askPark.Load() && isTimeout(err) {
+			if h.park() {
+				return
 			}
-			closeWrite(dst)
-			return n, true
+			continue
+		}
+		clean := err == io.EOF
+		if clean {
+			closeWrite(h.dst)
+		}
+		h.state.Store(halfDone)
+		if h.token != 0 {
+			h.p.pk.forget(h)
+		}
+		h.p.ended(clean)
+		return
+	}
+}
+
+// askToPark makes a waiting direction end its wait and park.
+func (h *relayHalf) askToPark() {
+	if h.sock == nil || h.state.Load() != halfRunning {
+		return
+	}
+	h.askPark.Store(true)
+	h.src.SetReadDeadline(longAgo)
+}
+
+// longAgo is a read deadline that has passed.
+var longAgo = time.Unix(1, 0)
+
+// park hands the direction to the parker; true means this goroutine is
+// to end. False means run on: the parker failed, bytes arrived meanwhile
+// (the direction asks itself to park again once it has found none), or
+// src holds bytes the parker cannot see.
+func (h *relayHalf) park() bool {
+	h.askPark.Store(false)
+	h.src.SetReadDeadline(time.Time{})
+	if sniffedBytes(h.src) {
+		return false
+	}
+	if err := h.p.pk.arm(h); err != nil {
+		return false
+	}
+	if h.state.CompareAndSwap(halfRunning, halfParked) {
+		h.p.pk.parked.Add(1)
+		return true
+	}
+	h.state.Store(halfRunning)
+	h.askPark.Store(true)
+	h.src.SetReadDeadline(longAgo)
+	return false
+}
+
+// wake starts a parked direction in a new goroutine; a running one is
+// told that its socket was seen ready.
+func (h *relayHalf) wake() {
+	for {
+		switch h.state.Load() {
+		case halfParked:
+			if h.state.CompareAndSwap(halfParked, halfRunning) {
+				h.p.pk.parked.Add(-1)
+				// Not here: the watchdog wakes directions holding p.mu.
+				go func() {
+					h.p.resumed()
+					h.run()
+				}()
+				return
+			}
+		case halfRunning:
+			if h.state.CompareAndSwap(halfRunning, halfPending) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// socketOf returns the TCP socket under c (TLS, a sniffed or polled
+// connection), or nil.
+func socketOf(c net.Conn) syscall.RawConn {
+	tcp, _ := under(c)
+	if tcp == nil {
+		return nil
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// sniffedBytes reports whether c holds bytes read off its socket while
+// sniffing and not yet consumed: the socket alone does not show them.
+func sniffedBytes(c net.Conn) bool {
+	_, sc := under(c)
+	return sc != nil && sc.r.Buffered() > 0
+}
+
+// under unwraps c (TLS, polled, sniffed) down to its TCP connection, and
+// the sniffedConn on the way, if any.
+func under(c net.Conn) (*net.TCPConn, *sniffedConn) {
+	var sniffed *sniffedConn
+	for {
+		switch cc := c.(type) {
+		case *tls.Conn:
+			c = cc.NetConn()
+		case *pollConn:
+			c = cc.Conn
+		case *sniffedConn:
+			sniffed, c = cc, cc.Conn
+		case *net.TCPConn:
+			return cc, sniffed
+		default:
+			return nil, sniffed
 		}
 	}
 }

@@ -16,3 +16,18 @@ func (f *PolicyFile) RunTicks(ctx context.Context, ticks <-chan time.Time) error
 // SetNow replaces the report's clock, so that a test states the times it
 // records instead of sleeping for them to differ.
 func (r *MigrationReport) SetNow(now func() time.Time) { r.now = now }
+
+// ParkedRelays returns how many tcp-mode relay directions are parked.
+func (p *Inbound) ParkedRelays() int64 { return p.park.parked.Load() }
+
+// ParkDelay is how long a tcp-mode connection stays silent before its
+// relay parks.
+func ParkDelay() time.Duration { return parkDelay }
+
+// SetParkDelay sets how long a tcp-mode connection stays silent before its
+// relay parks, until the returned function restores it.
+func SetParkDelay(d time.Duration) (restore func()) {
+	old := parkDelay
+	parkDelay = d
+	return func() { parkDelay = old }
+}

@@ -111,6 +111,11 @@ type Inbound struct {
 	backends backendPool
 	// sample limits the log lines of forwarded requests.
 	sample logSampler
+	// park holds the idle tcp-mode relays (relayPipe).
+	park parker
+	// targetKeepAlive is the dialer's KeepAlive for the target: off for a
+	// loopback target, which cannot vanish without its socket closing.
+	targetKeepAlive time.Duration
 }
 
 // liveConn is an open connection and every leg that closes with it: the
@@ -197,7 +202,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 		return nil, fmt.Errorf("--protocol %q: use tcp or http", cfg.Protocol)
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
-	p := &Inbound{cfg: cfg, log: cfg.Log, conns: map[net.Conn]*liveConn{}}
+	p := &Inbound{cfg: cfg, log: cfg.Log, conns: map[net.Conn]*liveConn{}, targetKeepAlive: keepAliveFor(cfg.Target)}
 	p.sample.limit = int64(cfg.RequestLogLimit)
 	if cfg.RequestLogLimit == 0 {
 		p.sample.limit = DefaultRequestLogLimit
@@ -227,6 +232,18 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	}
 	p.tls = tlsconfig.ServerConfig(cfg.SVID, cfg.Bundle, authorize, opts...)
 	return p, nil
+}
+
+// keepAliveFor is the dialer's KeepAlive for target: TCP keep-alives find
+// a remote service that vanished, but a loopback one cannot vanish without
+// its socket closing, and switching them on costs four system calls per
+// connection. 0 is the dialer's default.
+func keepAliveFor(target string) time.Duration {
+	host, _, _ := net.SplitHostPort(target)
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return -1
+	}
+	return 0
 }
 
 func (p *Inbound) authorizeConnection(id spiffeid.ID, chain []*x509.Certificate) error {
@@ -282,19 +299,19 @@ func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		p.wg.Add(1)
 		go func() {
-			relay := p.handleTCP(ctx, c)
-			if relay == nil {
+			done := func() {
 				p.release()
 				p.wg.Done()
+			}
+			relay := p.handleTCP(ctx, c)
+			if relay == nil {
+				done()
 				return
 			}
 			// Relay in a new goroutine: this one's stack grew deep in the
-			// handshake, and an idle connection would keep it.
-			go func() {
-				defer p.wg.Done()
-				defer p.release()
-				relay()
-			}()
+			// handshake. done runs when the relay ends, which may be after
+			// its goroutines have parked and gone.
+			go relay(done)
 		}()
 	}
 }
@@ -324,6 +341,7 @@ func (p *Inbound) release() {
 // drain waits for live connections, then cuts what is left.
 func (p *Inbound) drain() error {
 	p.drainUntil(time.Now().Add(p.cfg.Limits.DrainTimeout))
+	p.park.close()
 	return nil
 }
 
@@ -401,8 +419,9 @@ func (p *Inbound) refused(c net.Conn, err error) {
 }
 
 // handleTCP runs the handshake and connects to the target; it returns the
-// relay to run, or nil when the connection has ended.
-func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) (relay func()) {
+// relay to run, or nil when the connection has ended. The relay calls done
+// when the connection has ended.
+func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) (relay func(done func())) {
 	start := time.Now()
 	tc, rc, err := p.handshake(ctx, c)
 	if err != nil {
@@ -434,7 +453,7 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) (relay func()) {
 			return nil
 		}
 	}
-	d := net.Dialer{Timeout: p.cfg.Limits.DialTimeout}
+	d := net.Dialer{Timeout: p.cfg.Limits.DialTimeout, KeepAlive: p.targetKeepAlive}
 	target, err := d.DialContext(ctx, "tcp", p.cfg.Target)
 	if err != nil {
 		p.cfg.Metrics.conn("target_unreachable")
@@ -444,23 +463,27 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) (relay func()) {
 		return nil
 	}
 	// From here closing the connection (revocation, drain) closes both
-	// legs; if it was closed while we dialled, it never goes live.
-	if !lc.attach(func() { target.Close() }) {
+	// legs, parked or not; if it was closed while we dialled, it never
+	// goes live.
+	rp := newRelayPipe(rc, target, p.cfg.Limits, &p.park)
+	if !lc.attach(rp.closeBoth) {
 		p.log.Info("connection closed before it reached the target", "remote", peerString(c), "peer_id", idString(lc.id), "serial", lc.serial)
 		p.untrack(rc)
 		return nil
 	}
 	p.cfg.Metrics.conn("ok")
-	return func() {
-		defer p.untrack(rc)
-		p.relayTCP(c, rc, target, tc != nil && !lc.id.IsZero(), lc, start)
+	mtls := tc != nil && !lc.id.IsZero()
+	return func(done func()) {
+		rp.run(func(in, out int64) {
+			p.untrack(rc)
+			p.relayed(c, lc, mtls, in, out, start)
+			done()
+		})
 	}
 }
 
-// relayTCP copies both ways until the connection ends, then counts and
-// logs it.
-func (p *Inbound) relayTCP(c, rc, target net.Conn, mtls bool, lc *liveConn, start time.Time) {
-	in, out := pipe(rc, target, p.cfg.Limits)
+// relayed counts and logs a tcp-mode connection that has ended.
+func (p *Inbound) relayed(c net.Conn, lc *liveConn, mtls bool, in, out int64, start time.Time) {
 	if p.cfg.Metrics != nil {
 		p.cfg.Metrics.bytes.WithLabelValues("to_target").Add(float64(in))
 		p.cfg.Metrics.bytes.WithLabelValues("to_peer").Add(float64(out))

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// parkDelay is how long a tcp-mode connection stays silent before its
+// relay directions would park; parking needs epoll (Linux).
+var parkDelay = 500 * time.Millisecond
+
+// parker is unavailable here: idle relay directions wait in their
+// goroutines.
+type parker struct {
+	// parked counts the directions parked now: always 0.
+	parked atomic.Int64
+}
+
+func (pk *parker) arm(*relayHalf) error { return errors.New("relay parking needs Linux") }
+func (pk *parker) forget(*relayHalf)    {}
+func (pk *parker) close()               {}
