@@ -45,6 +45,13 @@ func (l *statementLog) TraceBatchQuery(_ context.Context, conn *pgx.Conn, d pgx.
 	defer l.mu.Unlock()
 	trips := l.byConn[conn]
 	trips[len(trips)-1] = append(trips[len(trips)-1], normalize(d.SQL))
+	if d.SQL == consumeAndCheck {
+		for _, tok := range d.Args[0].([]string) {
+			if tok != "" {
+				trips[len(trips)-1] = append(trips[len(trips)-1], "(consume a token)")
+			}
+		}
+	}
 }
 
 func (l *statementLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
@@ -97,10 +104,12 @@ func (l *statementLog) batches() []batchTrips {
 			end := false
 			for _, s := range trip {
 				// (The migration that creates the function mentions it too.)
-				if strings.Contains(s, "mutual_log_append(") || strings.Contains(s, "pg_advisory_xact_lock(7105294005)") {
+				if strings.Contains(s, "mutual_log_append(") || strings.Contains(s, "mutual_issue_record(") || strings.Contains(s, "pg_advisory_xact_lock(7105294005)") {
 					locked = true
 				}
-				if strings.HasPrefix(s, "update tokens set used_at_us = $1") {
+				// (Through a pooler, a statement per token; directly, a
+				// marker per token of consumeAndCheck: see TraceBatchQuery.)
+				if strings.HasPrefix(s, "update tokens set used_at_us = $1") || s == "(consume a token)" {
 					cur.ops++
 				}
 				end = end || s == "commit" || s == "rollback"
