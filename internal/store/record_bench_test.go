@@ -31,7 +31,7 @@ func BenchmarkEnrollStorePostgres(b *testing.B) {
 	defer db.Close()
 	now := time.Now()
 	entry := make([]byte, 700) // about an enrollment's
-	const warm = 64 // issuances that open the pool's connections first
+	const warm = 64            // issuances that open the pool's connections first
 	for i := range b.N + warm {
 		if err := db.CreateToken(ctx, Token{ID: fmt.Sprintf("t%d", i), SecretHash: []byte("h"), SPIFFEID: fmt.Sprintf("spiffe://td/w/%d", i),
 			CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "bench"}); err != nil {

@@ -69,7 +69,9 @@ func pgCPUByKind(root int) map[string]time.Duration {
 // the CPU by process kind, per issuance, for n issuances.
 func (s *pgStats) report(ctx context.Context, w io.Writer, n int) error {
 	defer s.db.Close()
-	per := func(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)/float64(n)) }
+	per := func(d time.Duration) string {
+		return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)/float64(n))
+	}
 	cpu1 := pgCPUByKind(s.root)
 	var kinds []string
 	for k := range cpu1 {
