@@ -166,6 +166,9 @@ type DB struct {
 	pooled bool     // PostgreSQL through a pooler (see pooler.go)
 	file   *fileIdentity
 	health health
+
+	// tokenReads coalesces concurrent token reads (PostgreSQL).
+	tokenReads tokenReads
 }
 
 //go:embed migrations
