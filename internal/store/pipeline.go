@@ -116,30 +116,11 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 	return logged, nil
 }
 
-// consumeAndCheck consumes, in one statement, the join tokens of a batch
-// (an issuance without one passes ”), and reads for each issuance what
+// consumeAndCheck consumes the join tokens of a batch (an issuance
+// without one passes ”) and reads for each issuance what
 // checkIssuanceQuery reads (see IssueCheck), in the batch's order, with
-// whether its token was consumed: by this issuance, since two of a batch
-// may present the same token. Its snapshot is taken after the shared
-// revocation lock, as checkIssuanceQuery's is.
-const consumeAndCheck = `WITH ops AS (
-	SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])
-		WITH ORDINALITY AS o(token, serial, now, spiffe_id, node_id, entry_id, presented, i)
-), consumed AS (
-	UPDATE tokens t SET used_at_us = o.now, used_serial = o.serial FROM ops o
-	WHERE t.id = o.token AND t.used_at_us IS NULL AND t.expires_at_us > o.now
-	RETURNING t.id, t.used_serial
-)
-SELECT EXISTS (SELECT 1 FROM consumed c WHERE c.id = o.token AND c.used_serial = o.serial),
-	(SELECT MAX(revoked_at_us) FROM revoked_identities WHERE spiffe_id = o.spiffe_id),
-	(SELECT MAX(revoked_at_us) FROM revoked_nodes WHERE node_id = o.spiffe_id OR node_id = NULLIF(o.node_id, '')),
-	p.serial, p.spiffe_id, p.issued_at_us, p.revoked_at_us,
-	(SELECT MAX(revoked_at_us) FROM revoked_identities WHERE spiffe_id = p.spiffe_id),
-	(SELECT MAX(revoked_at_us) FROM revoked_nodes WHERE node_id = p.spiffe_id OR node_id = p.node_id),
-	(SELECT id FROM entries WHERE id = NULLIF(o.entry_id, '')),
-	(SELECT spiffe_id FROM entries WHERE id = NULLIF(o.entry_id, ''))
-FROM ops o LEFT JOIN certificates p ON p.serial = NULLIF(o.presented, '')
-ORDER BY o.i`
+// whether its token was consumed (migration 0014).
+const consumeAndCheck = "SELECT * FROM mutual_issue_check($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])"
 
 // queueChecks queues BEGIN, the shared revocation lock and
 // consumeAndCheck for each live op of batch: the first pipeline.

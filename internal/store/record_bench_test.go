@@ -14,31 +14,44 @@ import (
 )
 
 // BenchmarkEnrollStorePostgres is the store's share of an enrollment on
-// PostgreSQL, 64 at once: the token read, then RecordIssuance (token
-// consumed, checks, certificate, log entry). Besides the CA side's time
-// and allocations it reports the database's CPU time per issuance
-// (pg-µs/op, from /proc, of this database's connections) and this
-// process's (go-µs/op): the figures that a change of the batch's
-// statements moves, less than the rate with what else the machine runs.
+// PostgreSQL, 64 at once, through 1 and 3 stores on one database (as
+// replicas would be): the token read, then RecordIssuance (token
+// consumed, checks, certificate, log entry). Besides the time and
+// allocations it reports the database's CPU time per issuance (pg-µs/op,
+// from /proc, of this database's connections) and this process's
+// (go-µs/op): the figures that a change of the batch's statements moves,
+// less than the rate with what else the machine runs.
 //
 //	go test -run XXX -bench EnrollStorePostgres -benchtime 4000x ./internal/store
 func BenchmarkEnrollStorePostgres(b *testing.B) {
-	ctx := context.Background()
-	db, err := Open(ctx, pgtest.Start(b).NewDatabase(b))
-	if err != nil {
-		b.Fatal(err)
+	srv := pgtest.Start(b)
+	for _, replicas := range []int{1, 3} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) { benchEnrollStore(b, srv.NewDatabase(b), replicas) })
 	}
-	defer db.Close()
+}
+
+func benchEnrollStore(b *testing.B, url string, replicas int) {
+	ctx := context.Background()
+	dbs := make([]*DB, replicas)
+	for i := range dbs {
+		db, err := Open(ctx, url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		dbs[i] = db
+	}
 	now := time.Now()
 	entry := make([]byte, 700) // about an enrollment's
-	const warm = 64            // issuances that open the pool's connections first
+	const warm = 64            // issuances that open the pools' connections first
 	for i := range b.N + warm {
-		if err := db.CreateToken(ctx, Token{ID: fmt.Sprintf("t%d", i), SecretHash: []byte("h"), SPIFFEID: fmt.Sprintf("spiffe://td/w/%d", i),
+		if err := dbs[0].CreateToken(ctx, Token{ID: fmt.Sprintf("t%d", i), SecretHash: []byte("h"), SPIFFEID: fmt.Sprintf("spiffe://td/w/%d", i),
 			CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "bench"}); err != nil {
 			b.Fatal(err)
 		}
 	}
 	enroll := func(i int64) error {
+		db := dbs[i%int64(replicas)]
 		id := fmt.Sprintf("t%d", i)
 		tok, err := db.GetToken(ctx, id)
 		if err != nil {
@@ -60,7 +73,7 @@ func BenchmarkEnrollStorePostgres(b *testing.B) {
 	}
 	wg.Wait()
 	var pids []int
-	rows, err := db.reader.QueryContext(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+	rows, err := dbs[0].reader.QueryContext(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -65,6 +66,9 @@ func (g *tokenReads) get(ctx context.Context, db *DB, id string) (Token, error) 
 			return r.tok, r.err
 		}
 	}
+	// Let the callers already woken (by the commit of a batch, say) ask
+	// first: they join this read rather than each lead one of their own.
+	runtime.Gosched()
 	g.mu.Lock()
 	batch := g.pending[:min(len(g.pending), maxTokenReads)]
 	g.pending = g.pending[len(batch):]

@@ -8,7 +8,7 @@
 -- mutual_issue_record stores, in order, each certificate whose serial is
 -- not taken yet; one with an entry gets the log's next index, and its
 -- entry and tlog hashes (RFC 6962) are stored. A certificate whose serial
--- is taken is not stored and gives back the join token tokens[i] ('' for
+-- is taken is not stored and gives back the join token token_ids[i] ('' for
 -- none) that its issuance consumed. It returns, for each certificate, its
 -- log index, -1 when stored without an entry, or NULL when not stored.
 -- '' in node_ids, renewed_from or entry_ids stands for NULL.
@@ -19,7 +19,7 @@
 -- logged insert is then under way, so the lock's holder waits for no row.
 CREATE FUNCTION mutual_issue_record(serials TEXT[], spiffe_ids TEXT[], not_before BIGINT[], not_after BIGINT[],
     issued_at BIGINT[], ders BYTEA[], requested_by TEXT[], node_ids TEXT[], renewed_from TEXT[], entry_ids TEXT[],
-    entries BYTEA[], tokens TEXT[]) RETURNS BIGINT[]
+    entries BYTEA[], token_ids TEXT[]) RETURNS BIGINT[]
 LANGUAGE plpgsql AS $$
 DECLARE
     count INT := coalesce(array_length(serials, 1), 0);
@@ -36,9 +36,9 @@ DECLARE
     idxs BIGINT[] := '{}';
     datas BYTEA[] := '{}';
 BEGIN
-    IF count <> coalesce(array_length(entries, 1), 0) OR count <> coalesce(array_length(tokens, 1), 0) THEN
+    IF count <> coalesce(array_length(entries, 1), 0) OR count <> coalesce(array_length(token_ids, 1), 0) THEN
         RAISE EXCEPTION 'mutual_issue_record: % certificates, % entries, % tokens', count,
-            coalesce(array_length(entries, 1), 0), coalesce(array_length(tokens, 1), 0);
+            coalesce(array_length(entries, 1), 0), coalesce(array_length(token_ids, 1), 0);
     END IF;
     IF logged THEN
         PERFORM pg_advisory_xact_lock(7105294005);
@@ -62,8 +62,8 @@ BEGIN
             CASE WHEN entries[i] IS NULL THEN NULL ELSE n END)
         ON CONFLICT (serial) DO NOTHING;
         IF NOT FOUND THEN
-            IF tokens[i] <> '' THEN
-                UPDATE tokens SET used_at_us = NULL, used_serial = NULL WHERE id = tokens[i] AND used_serial = serials[i];
+            IF token_ids[i] <> '' THEN
+                UPDATE tokens SET used_at_us = NULL, used_serial = NULL WHERE id = token_ids[i] AND used_serial = serials[i];
             END IF;
             CONTINUE;
         END IF;
@@ -95,5 +95,50 @@ BEGIN
         UPDATE log_state SET size = n WHERE id = 1;
     END IF;
     RETURN result;
+END
+$$;
+
+-- mutual_issue_check consumes, in order, the join token token_ids[i] of each
+-- issuance of a batch ('' for none) if it is still usable at nows[i]
+-- (marking it used by serials[i]), and reads what IssueCheck needs of it:
+-- one row per issuance, in order, saying whether its token was consumed
+-- (by it: two issuances of a batch may present the same token). Each
+-- lookup is a statement of its own by primary key, as when they were sent
+-- one by one, so that no plan made while a table was small (a join that
+-- reads all of it) outlives its growth. Called after the shared
+-- revocation lock, in the issuing transaction.
+CREATE FUNCTION mutual_issue_check(token_ids TEXT[], serials TEXT[], nows BIGINT[], spiffe_ids TEXT[], node_ids TEXT[],
+    entry_ids TEXT[], presented TEXT[])
+RETURNS TABLE (consumed BOOLEAN, id_rev BIGINT, node_rev BIGINT, p_serial TEXT, p_spiffe_id TEXT, p_issued BIGINT,
+    p_revoked BIGINT, p_id_rev BIGINT, p_node_rev BIGINT, entry_id TEXT, entry_for TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    p RECORD;
+BEGIN
+    FOR i IN 1..coalesce(array_length(serials, 1), 0) LOOP
+        consumed := false;
+        IF token_ids[i] <> '' THEN
+            UPDATE tokens SET used_at_us = nows[i], used_serial = serials[i]
+                WHERE id = token_ids[i] AND used_at_us IS NULL AND expires_at_us > nows[i];
+            consumed := FOUND;
+        END IF;
+        id_rev := (SELECT MAX(r.revoked_at_us) FROM revoked_identities r WHERE r.spiffe_id = spiffe_ids[i]);
+        node_rev := (SELECT MAX(r.revoked_at_us) FROM revoked_nodes r WHERE r.node_id = spiffe_ids[i] OR r.node_id = NULLIF(node_ids[i], ''));
+        p_serial := NULL; p_spiffe_id := NULL; p_issued := NULL; p_revoked := NULL; p_id_rev := NULL; p_node_rev := NULL;
+        IF presented[i] <> '' THEN
+            SELECT c.serial, c.spiffe_id, c.issued_at_us, c.revoked_at_us, c.node_id INTO p
+                FROM certificates c WHERE c.serial = presented[i];
+            IF FOUND THEN
+                p_serial := p.serial; p_spiffe_id := p.spiffe_id; p_issued := p.issued_at_us; p_revoked := p.revoked_at_us;
+                p_id_rev := (SELECT MAX(r.revoked_at_us) FROM revoked_identities r WHERE r.spiffe_id = p.spiffe_id);
+                p_node_rev := (SELECT MAX(r.revoked_at_us) FROM revoked_nodes r WHERE r.node_id = p.spiffe_id OR r.node_id = p.node_id);
+            END IF;
+        END IF;
+        entry_id := NULL; entry_for := NULL;
+        IF entry_ids[i] <> '' THEN
+            SELECT e.id, e.spiffe_id INTO entry_id, entry_for FROM entries e WHERE e.id = entry_ids[i];
+        END IF;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
