@@ -88,18 +88,9 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 	if !committed {
 		return false, errors.New("the issuing transaction was rolled back instead of committed")
 	}
-	if len(placed) != len(rec.serials) {
-		return false, fmt.Errorf("mutual_issue_record placed %d of %d certificates", len(placed), len(rec.serials))
-	}
-	logged := false
-	for i, o := range rec.ops {
-		logged = logged || o.cert.LogEntry != nil
-		switch idx := placed[i]; {
-		case idx == nil:
-			o.refused = fmt.Errorf("certificate %s: %w", o.cert.Serial, ErrAlreadyExists)
-		case *idx >= 0:
-			o.cert.LogIndex = *idx
-		}
+	logged, err := rec.placed(placed)
+	if err != nil {
+		return false, err
 	}
 	for _, o := range ops {
 		if o.tokenID != "" && !o.consumed {
@@ -147,26 +138,31 @@ func queueChecks(batch []*issueOp) ([]*pgOp, *pgx.Batch) {
 	b.Queue("BEGIN")
 	b.Queue("SELECT pg_advisory_xact_lock_shared(7105294004)")
 	b.Queue(consumeAndCheck, tokens, serials, nows, spiffeIDs, nodes, entries, presented).Query(func(rows pgx.Rows) error {
-		i := 0
-		for rows.Next() {
-			if i == len(ops) {
-				return fmt.Errorf("consumeAndCheck: more rows than the %d issuances", len(ops))
-			}
-			o := ops[i]
-			if err := rows.Scan(append([]any{&o.consumed}, o.check.dest()...)...); err != nil {
-				return err
-			}
-			i++
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if i != len(ops) {
-			return fmt.Errorf("consumeAndCheck: %d rows for %d issuances", i, len(ops))
-		}
-		return nil
+		return scanChecks(rows, ops)
 	})
 	return ops, b
+}
+
+// scanChecks reads consumeAndCheck's rows into ops, one each.
+func scanChecks(rows pgx.Rows, ops []*pgOp) error {
+	i := 0
+	for rows.Next() {
+		if i == len(ops) {
+			return fmt.Errorf("consumeAndCheck: more rows than the %d issuances", len(ops))
+		}
+		o := ops[i]
+		if err := rows.Scan(append([]any{&o.consumed}, o.check.dest()...)...); err != nil {
+			return err
+		}
+		i++
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if i != len(ops) {
+		return fmt.Errorf("consumeAndCheck: %d rows for %d issuances", i, len(ops))
+	}
+	return nil
 }
 
 // recordQuery stores a batch's accepted certificates and appends them to
@@ -189,6 +185,25 @@ func (r *records) add(o *pgOp) {
 	r.nodes, r.parents, r.grants = append(r.nodes, c.NodeID), append(r.parents, c.RenewedFrom), append(r.grants, c.EntryID)
 	r.notBefore, r.notAfter, r.issuedAt = append(r.notBefore, toUS(c.NotBefore)), append(r.notAfter, toUS(c.NotAfter)), append(r.issuedAt, toUS(c.IssuedAt))
 	r.ders, r.entries, r.tk = append(r.ders, c.DER), append(r.entries, c.LogEntry), append(r.tk, o.tokenID)
+}
+
+// placed notes where mutual_issue_record placed each certificate (idx):
+// its log index, or ErrAlreadyExists when it did not store it. It says
+// whether any had a log entry (then the commit was asynchronous).
+func (r *records) placed(idx []*int64) (logged bool, err error) {
+	if len(idx) != len(r.ops) {
+		return false, fmt.Errorf("mutual_issue_record placed %d of %d certificates", len(idx), len(r.ops))
+	}
+	for i, o := range r.ops {
+		logged = logged || o.cert.LogEntry != nil
+		switch {
+		case idx[i] == nil:
+			o.refused = fmt.Errorf("certificate %s: %w", o.cert.Serial, ErrAlreadyExists)
+		case *idx[i] >= 0:
+			o.cert.LogIndex = *idx[i]
+		}
+	}
+	return logged, nil
 }
 
 func (r *records) args() []any {
