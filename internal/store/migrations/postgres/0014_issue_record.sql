@@ -17,6 +17,10 @@
 -- mutual_log_append and mutual_log_sync), only when some certificate has
 -- an entry. The certificates are inserted under that lock only: no other
 -- logged insert is then under way, so the lock's holder waits for no row.
+-- (Through a pooler, transactions still insert before the lock; such a
+-- replica and a direct one recording the same serial at once, as when both
+-- import their own certificates at start, may deadlock, which PostgreSQL
+-- ends by failing one of them.)
 CREATE FUNCTION mutual_issue_record(serials TEXT[], spiffe_ids TEXT[], not_before BIGINT[], not_after BIGINT[],
     issued_at BIGINT[], ders BYTEA[], requested_by TEXT[], node_ids TEXT[], renewed_from TEXT[], entry_ids TEXT[],
     entries BYTEA[], token_ids TEXT[]) RETURNS BIGINT[]
