@@ -84,6 +84,9 @@ func (db *DB) CreateToken(ctx context.Context, t Token) error {
 
 // GetToken returns the token with id, or ErrNotFound.
 func (db *DB) GetToken(ctx context.Context, id string) (Token, error) {
+	if db.kind == "postgres" {
+		return db.tokenReads.get(ctx, db, id)
+	}
 	row, err := db.queryRowPrepared(ctx, db.reader, db.q.rebind("SELECT "+tokenColumns+" FROM tokens WHERE id = ?"), id)
 	if err != nil {
 		return Token{}, fmt.Errorf("read token %s: %w", id, err)

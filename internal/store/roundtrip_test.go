@@ -45,6 +45,13 @@ func (l *statementLog) TraceBatchQuery(_ context.Context, conn *pgx.Conn, d pgx.
 	defer l.mu.Unlock()
 	trips := l.byConn[conn]
 	trips[len(trips)-1] = append(trips[len(trips)-1], normalize(d.SQL))
+	if d.SQL == consumeAndCheck {
+		for _, tok := range d.Args[0].([]string) {
+			if tok != "" {
+				trips[len(trips)-1] = append(trips[len(trips)-1], "(consume a token)")
+			}
+		}
+	}
 }
 
 func (l *statementLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
@@ -97,10 +104,12 @@ func (l *statementLog) batches() []batchTrips {
 			end := false
 			for _, s := range trip {
 				// (The migration that creates the function mentions it too.)
-				if strings.Contains(s, "mutual_log_append(") || strings.Contains(s, "pg_advisory_xact_lock(7105294005)") {
+				if strings.Contains(s, "mutual_log_append(") || strings.Contains(s, "mutual_issue_record(") || strings.Contains(s, "pg_advisory_xact_lock(7105294005)") {
 					locked = true
 				}
-				if strings.HasPrefix(s, "update tokens set used_at_us = $1") {
+				// (Through a pooler, a statement per token; directly, a
+				// marker per token of consumeAndCheck: see TraceBatchQuery.)
+				if strings.HasPrefix(s, "update tokens set used_at_us = $1") || s == "(consume a token)" {
 					cur.ops++
 				}
 				end = end || s == "commit" || s == "rollback"
@@ -289,16 +298,16 @@ func checkTree(t *testing.T, db *DB, entries [][]byte) {
 	}
 }
 
-// refusalsInABatch issues, at once, one good certificate and three that
+// refusalsInABatch issues, at once, one good certificate and four that
 // are refused after the pipeline wrote for them (a used token, a serial
-// taken, an identity revoked after its token was made): each refusal says
-// why and leaves nothing behind (the revoked identity's token unused), and
-// the good one is logged.
+// taken, with and without a token, an identity revoked after its token
+// was made): each refusal says why and leaves nothing behind (the tokens
+// it consumed unused again), and the good one is logged.
 func refusalsInABatch(t *testing.T, db *DB, now time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	// The revoked identity is that of round 0's first certificate.
-	for id, spiffeID := range map[string]string{"good": "spiffe://td/w/good", "revoked": "spiffe://td/w/r0-0"} {
+	for id, spiffeID := range map[string]string{"good": "spiffe://td/w/good", "revoked": "spiffe://td/w/r0-0", "taken": "spiffe://td/w/taken"} {
 		if err := db.CreateToken(ctx, Token{ID: id, SecretHash: []byte("h"), SPIFFEID: spiffeID,
 			CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "test"}); err != nil {
 			t.Fatal(err)
@@ -320,6 +329,7 @@ func refusalsInABatch(t *testing.T, db *DB, now time.Time) {
 		{mk("ff0001", "good"), "good", nil},
 		{mk("ff0002", "r0-0"), "r0-0", ErrTokenUsed},
 		{mk("000000", "dup"), "", ErrAlreadyExists},
+		{mk("000000", "taken"), "taken", ErrAlreadyExists},
 		{mk("ff0003", "r0-0"), "revoked", ErrRevoked},
 	}
 	errs := make([]error, len(cases))
@@ -345,8 +355,10 @@ func refusalsInABatch(t *testing.T, db *DB, now time.Time) {
 	if c, err := db.GetCertificate(ctx, "000000"); err != nil || c.SPIFFEID != "spiffe://td/w/r0-0" {
 		t.Errorf("certificate 000000 after a refused duplicate: %+v, %v", c, err)
 	}
-	if tok, err := db.GetToken(ctx, "revoked"); err != nil || !tok.UsedAt.IsZero() {
-		t.Errorf("token of the refused revoked identity: used at %v (%v), want unused", tok.UsedAt, err)
+	for _, id := range []string{"revoked", "taken"} {
+		if tok, err := db.GetToken(ctx, id); err != nil || !tok.UsedAt.IsZero() {
+			t.Errorf("token %s of a refused issuance: used at %v (%v), want unused", id, tok.UsedAt, err)
+		}
 	}
 	if tok, err := db.GetToken(ctx, "r0-0"); err != nil || tok.UsedSerial != "000000" {
 		t.Errorf("token r0-0 after a refused reuse: used by %q (%v), want 000000", tok.UsedSerial, err)

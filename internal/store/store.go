@@ -168,6 +168,9 @@ type DB struct {
 	file   *fileIdentity
 	health health
 	edge   atomic.Pointer[logEdge] // SQLite: the log's right edge as last committed
+
+	// tokenReads coalesces concurrent token reads (PostgreSQL).
+	tokenReads tokenReads
 }
 
 //go:embed migrations

@@ -55,6 +55,7 @@ type options struct {
 	n1, n64, nPG   int
 	replicas       []int
 	keep           bool
+	pgstat         bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -69,6 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	f.IntVar(&o.nPG, "npg", 8000, "issuances measured on PostgreSQL, per replica count, at concurrency 64")
 	f.StringVar(&replicas, "replicas", "1,2,3", "PostgreSQL replica counts to measure (one database, fsync on); empty: none")
 	f.BoolVar(&o.keep, "keep", false, "keep the work directory (CA directories, logs)")
+	f.BoolVar(&o.pgstat, "pgstat", false, "after each PostgreSQL run, print where the database's time went: statements (pg_stat_statements) and CPU by process")
 	if err := f.Parse(args); err != nil {
 		return o, err
 	}
@@ -184,7 +186,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	if len(o.replicas) > 0 {
-		pg, err := startPostgres(ctx, work)
+		pg, err := startPostgres(ctx, work, o.pgstat)
 		if err != nil {
 			return err
 		}
@@ -199,8 +201,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return err
 			}
 			bodies, err := c.enrollBodies(ctx, "pg", o.nPG+64, mutualCSRs)
+			var st *pgStats
+			if err == nil && o.pgstat {
+				st, err = startPGStats(ctx, dbURL, pg.pid)
+			}
 			if err == nil {
 				err = measure(fmt.Sprintf("mutual postgres %d replica(s) c=64", n), c.target("mutual", pg.pid), "/v1/enroll", bodies, 64)
+			}
+			if err == nil && st != nil {
+				err = st.report(ctx, stderr, len(bodies))
 			}
 			c.stop()
 			if err != nil {

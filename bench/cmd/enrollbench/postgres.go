@@ -40,7 +40,9 @@ func pgBin() string {
 	return ""
 }
 
-func startPostgres(ctx context.Context, work string) (*postgres, error) {
+// startPostgres starts the server, with pg_stat_statements loaded when
+// pgstat.
+func startPostgres(ctx context.Context, work string, pgstat bool) (*postgres, error) {
 	bin := pgBin()
 	if bin == "" {
 		return nil, fmt.Errorf("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql, or -replicas ''")
@@ -72,6 +74,9 @@ func startPostgres(ctx context.Context, work string) (*postgres, error) {
 	}
 	p.port, _ = strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
 	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=200", p.port, p.data)
+	if pgstat {
+		opts += pgStatOptions
+	}
 	if out, err := p.cmd(ctx, "pg_ctl", "-D", p.data, "-l", filepath.Join(base, "server.log"), "-o", opts, "-w", "-t", "60", "start").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %w: %s", err, out)
 	}
