@@ -421,12 +421,30 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// hopHeaders are the hop-by-hop headers removed in both directions, as the
-// reverse proxy does.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// isHopHeader reports whether k is a hop-by-hop header, removed in both
+// directions as the reverse proxy does.
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
 
-// removeHopByHop removes hop-by-hop headers and those named in Connection.
-func removeHopByHop(h http.Header) {
+// isRequestOnlyDrop reports whether the proxy drops k from a request it
+// forwards besides the hop-by-hop headers: it writes these itself.
+func isRequestOnlyDrop(k string) bool {
+	switch k {
+	case "Content-Length", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	return false
+}
+
+// removeHopByHop removes hop-by-hop headers and those named in Connection,
+// and (request) the headers the proxy writes itself: one pass over the
+// header's few keys.
+func removeHopByHop(h http.Header, request bool) {
 	for _, f := range h["Connection"] {
 		for sf := range strings.SplitSeq(f, ",") {
 			if sf = textproto.TrimString(sf); sf != "" {
@@ -434,8 +452,10 @@ func removeHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, k := range hopHeaders {
-		delete(h, k)
+	for k := range h {
+		if isHopHeader(k) || request && isRequestOnlyDrop(k) {
+			delete(h, k)
+		}
 	}
 }
 
@@ -582,13 +602,9 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 	// The identity header is the proxy's: a client naming it in
 	// Connection must not remove it.
 	xfcc := h[XFCCHeader]
-	removeHopByHop(h)
+	removeHopByHop(h, true)
 	if xfcc != nil {
 		h[XFCCHeader] = xfcc
-	}
-	delete(h, "Content-Length")
-	for _, k := range [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		delete(h, k)
 	}
 	for attempt := 0; ; attempt++ {
 		bc, err := p.backends.get(ctx, p.cfg.Target, p.cfg.Limits)
@@ -746,6 +762,41 @@ type backendConn struct {
 	// timeout is the read timeout seen, if any: a parser may report a
 	// malformed line instead (the part read before it).
 	timeout error
+	// rc and peek check the idle socket without reading it (nil when the
+	// connection is not a socket), made once per connection; open is
+	// peek's result.
+	rc   syscall.RawConn
+	peek func(fd uintptr) bool
+	open bool
+	one  [1]byte
+}
+
+// newBackendConn wraps a new connection to the service.
+func newBackendConn(c net.Conn, lim Limits) *backendConn {
+	bc := &backendConn{c: c, dl: progress{c: c, d: lim.IdleTimeout}}
+	bc.r, bc.w = bufio.NewReaderSize(bc, h1BufSize), bufio.NewWriterSize(bc, h1BufSize)
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			bc.rc = rc
+			bc.peek = func(fd uintptr) bool {
+				_, _, err := syscall.Recvfrom(int(fd), bc.one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				bc.open = err == syscall.EAGAIN
+				return true
+			}
+		}
+	}
+	return bc
+}
+
+// stillOpen reports whether an idle connection has neither been closed by
+// the service nor received unasked bytes, without blocking.
+func (bc *backendConn) stillOpen(now time.Time) bool {
+	if bc.rc == nil {
+		return true
+	}
+	bc.dl.extendRead(now)
+	bc.open = false
+	return bc.rc.Read(bc.peek) == nil && bc.open
 }
 
 func (bc *backendConn) Read(b []byte) (int, error) {
@@ -861,7 +912,7 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 		if n == max1xx {
 			return 0, false, false, errors.New("more than 5 informational (1xx) responses")
 		}
-		removeHopByHop(resp.Header)
+		removeHopByHop(resp.Header, false)
 		writeStatus(w, resp.StatusCode)
 		writeHeader(w, resp.Header)
 		w.WriteString("\r\n")
@@ -873,7 +924,7 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 	if code == http.StatusSwitchingProtocols {
 		return 0, false, false, errors.New("the service switched protocols (101) though the client did not ask to")
 	}
-	removeHopByHop(resp.Header)
+	removeHopByHop(resp.Header, false)
 	bodyless := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	var bp *[32 << 10]byte
 	var first []byte
@@ -1011,7 +1062,7 @@ func (bp *backendPool) get(ctx context.Context, target string, lim Limits) (*bac
 		bp.idle[n-1] = nil
 		bp.idle = bp.idle[:n-1]
 		bp.mu.Unlock()
-		if now.Sub(bc.idle) < backendIdleTimeout && stillOpen(bc.c) {
+		if now.Sub(bc.idle) < backendIdleTimeout && bc.stillOpen(now) {
 			bc.reused = true
 			return bc, nil
 		}
@@ -1021,9 +1072,7 @@ func (bp *backendPool) get(ctx context.Context, target string, lim Limits) (*bac
 	if err != nil {
 		return nil, err
 	}
-	bc := &backendConn{c: c, dl: progress{c: c, d: lim.IdleTimeout}}
-	bc.r, bc.w = bufio.NewReaderSize(bc, h1BufSize), bufio.NewWriterSize(bc, h1BufSize)
-	return bc, nil
+	return newBackendConn(c, lim), nil
 }
 
 // put keeps bc for another request, or closes it when enough are idle.
@@ -1049,25 +1098,4 @@ func (bp *backendPool) closeAll() {
 	for _, bc := range idle {
 		bc.c.Close()
 	}
-}
-
-// stillOpen reports whether an idle connection has neither been closed by
-// the service nor received unasked bytes, without blocking.
-func stillOpen(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	open := false
-	err = rc.Read(func(fd uintptr) bool {
-		var one [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		open = err == syscall.EAGAIN
-		return true
-	})
-	return err == nil && open
 }
