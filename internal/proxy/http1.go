@@ -606,8 +606,9 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 	if xfcc != nil {
 		h[XFCCHeader] = xfcc
 	}
+	stale := 0
 	for attempt := 0; ; attempt++ {
-		bc, err := p.backends.get(ctx, p.cfg.Target, p.cfg.Limits)
+		bc, err := p.backends.get(ctx, p.cfg.Target, p.cfg.Limits, req.ContentLength == 0)
 		if err != nil {
 			return p.unreachable(hc, b.w, req, err)
 		}
@@ -620,6 +621,11 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 		if err != nil {
 			err = bc.cause(err)
 			hc.closeTarget()
+			if errors.Is(err, errStale) && stale < maxIdleBackends {
+				stale++
+				attempt-- // nothing was sent: not a retry
+				continue
+			}
 			if bc.reused && attempt == 0 && replayable(req) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 				continue // the service closed the idle connection meanwhile
 			}
@@ -769,7 +775,27 @@ type backendConn struct {
 	peek func(fd uintptr) bool
 	open bool
 	one  [1]byte
+	// pendingCheck: the connection's check before reuse is still to be
+	// made, at its first write; final: that write is the whole request,
+	// which then goes with the check and the wait for the answer in one
+	// visit to the poller (sendWait).
+	pendingCheck, final bool
+	send                func(fd uintptr) bool
+	sw                  sendState
 }
+
+// sendState is sendWait's progress.
+type sendState struct {
+	buf   []byte
+	n     int
+	err   error
+	sent  bool
+	stale bool
+}
+
+// errStale: a pooled connection was closed by the service, or holds
+// bytes nobody asked for; nothing was written on it.
+var errStale = errors.New("pooled service connection closed or holding unasked bytes")
 
 // newBackendConn wraps a new connection to the service.
 func newBackendConn(c net.Conn, lim Limits) *backendConn {
@@ -783,9 +809,73 @@ func newBackendConn(c net.Conn, lim Limits) *backendConn {
 				bc.open = err == syscall.EAGAIN
 				return true
 			}
+			bc.send = bc.sendStep
 		}
 	}
 	return bc
+}
+
+// sendStep runs inside the poller's read: the first call checks the
+// socket and writes the request, returning false to wait for the answer
+// when all of it went; the call after the wake-up ends the wait.
+func (bc *backendConn) sendStep(fd uintptr) bool {
+	s := &bc.sw
+	if s.sent || s.stale {
+		return true
+	}
+	_, _, perr := syscall.Recvfrom(int(fd), bc.one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	if perr != syscall.EAGAIN {
+		s.stale = bc.reused
+		return true // a new connection: written the ordinary way
+	}
+	for {
+		n, err := syscall.Write(int(fd), s.buf[s.n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		s.n += max(n, 0)
+		s.sent = true
+		if err != nil && err != syscall.EAGAIN {
+			s.err = os.NewSyscallError("write", err)
+		}
+		return err != nil || s.n < len(s.buf)
+	}
+}
+
+// sendWait writes the whole request b after checking a pooled connection,
+// and waits (bounded by the read deadline) for the service's answer
+// without a read that would find nothing yet: the poller's readiness is
+// reset when the wait begins, so the check, the write and the wait are
+// one visit to it (a read after the write would otherwise cost a system
+// call returning EAGAIN on every request).
+func (bc *backendConn) sendWait(b []byte) (int, error) {
+	bc.dl.extendRead(time.Now())
+	bc.sw = sendState{buf: b}
+	err := bc.rc.Read(bc.send)
+	s := bc.sw
+	bc.sw = sendState{}
+	switch {
+	case s.stale:
+		return 0, errStale
+	case s.err != nil:
+		return s.n, errors.Join(errServiceWrite, s.err)
+	case err != nil && s.n == len(b):
+		// Sent, then no answer in time (or the connection closed).
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			bc.timeout = err
+		}
+		return len(b), err
+	case err != nil:
+		return s.n, errors.Join(errServiceWrite, err)
+	}
+	if s.n < len(b) {
+		bc.dl.extendWrite(time.Now())
+		n, err := bc.c.Write(b[s.n:])
+		if err != nil {
+			return s.n + n, errors.Join(errServiceWrite, err)
+		}
+	}
+	return len(b), nil
 }
 
 // stillOpen reports whether an idle connection has neither been closed by
@@ -817,6 +907,16 @@ func (bc *backendConn) cause(err error) error {
 }
 
 func (bc *backendConn) Write(b []byte) (int, error) {
+	if bc.pendingCheck {
+		bc.pendingCheck = false
+		if bc.final {
+			bc.final = false
+			return bc.sendWait(b)
+		}
+		if !bc.stillOpen(time.Now()) {
+			return 0, errStale
+		}
+	}
 	bc.dl.extendWrite(time.Now())
 	n, err := bc.c.Write(b)
 	if err != nil {
@@ -864,6 +964,7 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 			return nil, err
 		}
 	}
+	bc.final = bc.pendingCheck
 	if err := w.Flush(); err != nil {
 		return nil, err
 	}
@@ -1049,7 +1150,11 @@ type backendPool struct {
 
 // get returns an idle connection to target that the service has neither
 // closed nor written to since its last answer, or a new one.
-func (bp *backendPool) get(ctx context.Context, target string, lim Limits) (*backendConn, error) {
+//
+// With deferCheck (a request without a body, which can be sent again on
+// another connection), a pooled connection's check is left to its first
+// write (errStale when it fails, nothing written).
+func (bp *backendPool) get(ctx context.Context, target string, lim Limits, deferCheck bool) (*backendConn, error) {
 	now := time.Now()
 	for {
 		bp.mu.Lock()
@@ -1062,8 +1167,9 @@ func (bp *backendPool) get(ctx context.Context, target string, lim Limits) (*bac
 		bp.idle[n-1] = nil
 		bp.idle = bp.idle[:n-1]
 		bp.mu.Unlock()
-		if now.Sub(bc.idle) < backendIdleTimeout && bc.stillOpen(now) {
+		if now.Sub(bc.idle) < backendIdleTimeout && (deferCheck && bc.rc != nil || bc.stillOpen(now)) {
 			bc.reused = true
+			bc.pendingCheck = deferCheck && bc.rc != nil
 			return bc, nil
 		}
 		bc.c.Close()
@@ -1072,7 +1178,9 @@ func (bp *backendPool) get(ctx context.Context, target string, lim Limits) (*bac
 	if err != nil {
 		return nil, err
 	}
-	return newBackendConn(c, lim), nil
+	bc := newBackendConn(c, lim)
+	bc.pendingCheck = deferCheck && bc.rc != nil
+	return bc, nil
 }
 
 // put keeps bc for another request, or closes it when enough are idle.

@@ -306,6 +306,7 @@ func TestHTTP1ProgressNotCut(t *testing.T) {
 func TestHTTP1PooledServiceConnections(t *testing.T) {
 	w := newWorld(t)
 	idleEnd := make(chan string, 4) // the proxy's port of a connection the service closed
+	// /late answers, then sends a second answer nobody asked for when told.
 	extra, wrote := make(chan struct{}), make(chan string, 1)
 	backend := testnet.Serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
@@ -337,7 +338,11 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 		return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 	}
 	do := func(c *http.Client, method, path string) (int, string) {
-		req, _ := http.NewRequest(method, "https://"+r.addr+path, strings.NewReader("body"))
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader("body")
+		}
+		req, _ := http.NewRequest(method, "https://"+r.addr+path, body)
 		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -346,30 +351,36 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	t.Run("closed while idle", func(t *testing.T) {
-		c := client()
-		if code, _ := do(c, "GET", "/once"); code != 200 {
-			t.Fatalf("first request: %d", code)
-		}
-		port := <-idleEnd
-		// The proxy's end has the service's FIN (CLOSE_WAIT) before the
-		// next request.
-		testwait.Eventually(t, func() bool { st, _ := tcpState(t, port); return st == "08" }, "the service's close to reach the proxy")
-		if code, body := do(c, "POST", "/post"); code != 200 || body != "fine" {
-			t.Fatalf("POST on after the service closed its idle connection: %d %q, want 200", code, body)
-		}
-	})
-	t.Run("bytes while idle", func(t *testing.T) {
-		if code, _ := do(client(), "GET", "/late"); code != 200 {
-			t.Fatalf("first request: %d", code)
-		}
-		close(extra)
-		port := <-wrote
-		testwait.Eventually(t, func() bool { _, rx := tcpState(t, port); return rx > 0 }, "the unasked bytes to reach the proxy")
-		if code, body := do(client(), "GET", "/next"); code != 200 || body != "fine" {
-			t.Fatalf("another client's request got %d %q, want 200 %q", code, body, "fine")
-		}
-	})
+	// A request with a body is checked before it is written; one without
+	// is checked with its write (and sent again on a new connection).
+	for _, method := range []string{"POST", "GET"} {
+		t.Run("closed while idle/"+method, func(t *testing.T) {
+			c := client()
+			if code, _ := do(c, "GET", "/once"); code != 200 {
+				t.Fatalf("first request: %d", code)
+			}
+			port := <-idleEnd
+			// The proxy's end has the service's FIN (CLOSE_WAIT) before the
+			// next request.
+			testwait.Eventually(t, func() bool { st, _ := tcpState(t, port); return st == "08" }, "the service's close to reach the proxy")
+			if code, body := do(c, method, "/next"); code != 200 || body != "fine" {
+				t.Fatalf("%s after the service closed its idle connection: %d %q, want 200", method, code, body)
+			}
+		})
+	}
+	for _, method := range []string{"POST", "GET"} {
+		t.Run("bytes while idle/"+method, func(t *testing.T) {
+			if code, _ := do(client(), "GET", "/late"); code != 200 {
+				t.Fatalf("first request: %d", code)
+			}
+			extra <- struct{}{}
+			port := <-wrote
+			testwait.Eventually(t, func() bool { _, rx := tcpState(t, port); return rx > 0 }, "the unasked bytes to reach the proxy")
+			if code, body := do(client(), method, "/next"); code != 200 || body != "fine" {
+				t.Fatalf("another client's %s got %d %q, want 200 %q", method, code, body, "fine")
+			}
+		})
+	}
 }
 
 // tcpState returns the state (hex, as /proc/net/tcp writes it: 08 is
