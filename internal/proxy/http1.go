@@ -621,48 +621,62 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 		if err != nil {
 			err = bc.cause(err)
 			hc.closeTarget()
-			if errors.Is(err, errStale) && stale < maxIdleBackends {
+			switch {
+			case errors.Is(err, errStale) && stale < maxIdleBackends:
 				stale++
 				attempt-- // nothing was sent: not a retry
 				continue
-			}
-			if bc.reused && attempt == 0 && replayable(req) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+			case bc.reused && attempt == 0 && replayable(req) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)):
 				continue // the service closed the idle connection meanwhile
 			}
-			if errors.Is(err, errClientBody) {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					p.timedOut(hc, stageRequestBody, err)
-					return http.StatusRequestTimeout, false
-				}
-				return http.StatusBadRequest, false
-			}
-			return p.unreachable(hc, b.w, req, err)
+			return p.sendFailed(hc, b, req, err)
 		}
-		code, keep, backendOK, err := relayResponse(b.w, bc, req, resp)
-		// Bytes past the response's end (a body on a HEAD answer, a
-		// second response) would answer the next request on this
-		// connection, maybe another client's: it is not reused.
-		if backendOK && bc.r.Buffered() == 0 && hc.target.CompareAndSwap(bc, nil) {
-			p.backends.put(bc)
-		} else {
-			hc.closeTarget()
-		}
-		switch {
-		case err != nil && code == 0:
-			return p.unreachable(hc, b.w, req, bc.cause(err))
-		case err != nil:
-			// Cut after the head went out: the client's connection is
-			// aborted, as the reverse proxy does.
-			if bc.timeout != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				err = errors.Join(errServiceBody, bc.timeout)
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				p.timedOut(hc, stageOf(err), err)
-			}
-			return code, false
-		}
-		return code, keep
+		return p.relayH1(hc, b, bc, req, resp)
 	}
+}
+
+// sendFailed ends a request that could not be sent or was not answered:
+// the client's body stopped (the connection closes), or the service is
+// unreachable (502) or too slow (504).
+func (p *Inbound) sendFailed(hc *h1Conn, b *h1Bufs, req *http.Request, err error) (int, bool) {
+	if !errors.Is(err, errClientBody) {
+		return p.unreachable(hc, b.w, req, err)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		p.timedOut(hc, stageRequestBody, err)
+		return http.StatusRequestTimeout, false
+	}
+	return http.StatusBadRequest, false
+}
+
+// relayH1 relays the service's answer on bc to the client, then pools bc
+// or closes it. It returns the status for the log and whether the client
+// connection stays open.
+func (p *Inbound) relayH1(hc *h1Conn, b *h1Bufs, bc *backendConn, req *http.Request, resp *http.Response) (int, bool) {
+	code, keep, backendOK, err := relayResponse(b.w, bc, req, resp)
+	// Bytes past the response's end (a body on a HEAD answer, a second
+	// response) would answer the next request on this connection, maybe
+	// another client's: it is not reused.
+	if backendOK && bc.r.Buffered() == 0 && hc.target.CompareAndSwap(bc, nil) {
+		p.backends.put(bc)
+	} else {
+		hc.closeTarget()
+	}
+	switch {
+	case err != nil && code == 0:
+		return p.unreachable(hc, b.w, req, bc.cause(err))
+	case err != nil:
+		// Cut after the head went out: the client's connection is
+		// aborted, as the reverse proxy does.
+		if bc.timeout != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errors.Join(errServiceBody, bc.timeout)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			p.timedOut(hc, stageOf(err), err)
+		}
+		return code, false
+	}
+	return code, keep
 }
 
 // replayable reports whether req may be sent again on another connection

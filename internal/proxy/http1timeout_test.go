@@ -198,36 +198,26 @@ func TestHTTP1ProgressNotCut(t *testing.T) {
 	w := newWorld(t)
 	lim := proxy.Limits{HandshakeTimeout: 5 * time.Second, IdleTimeout: time.Second}
 	stop := make(chan struct{})
-	backend := testnet.Serve(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			n, err := io.Copy(io.Discard, req.Body)
-			if err != nil {
-				return
-			}
-			if req.URL.Path != "/stream" {
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.FormatInt(n, 10)), n)
-				continue
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-			tick := time.NewTicker(20 * time.Millisecond)
-			for open := true; open; {
-				select {
-				case <-stop:
-					open = false
-				case <-tick.C:
-				}
-				if _, err := io.WriteString(c, "9\r\ndata: x\n\n\r\n"); err != nil {
-					return
-				}
-			}
-			tick.Stop()
-			io.WriteString(c, "0\r\n\r\n")
+	backend := serveRequests(t, func(c net.Conn, req *http.Request, n int64) bool {
+		if req.URL.Path != "/stream" {
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.FormatInt(n, 10)), n)
+			return true
 		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for open := true; open; {
+			select {
+			case <-stop:
+				open = false
+			case <-tick.C:
+			}
+			if _, err := io.WriteString(c, "9\r\ndata: x\n\n\r\n"); err != nil {
+				return false
+			}
+		}
+		io.WriteString(c, "0\r\n\r\n")
+		return true
 	})
 	r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP, Limits: lim})
 	// idleProbe reports on the channel when the proxy has closed an idle
@@ -308,28 +298,21 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 	idleEnd := make(chan string, 4) // the proxy's port of a connection the service closed
 	// /late answers, then sends a second answer nobody asked for when told.
 	extra, wrote := make(chan struct{}), make(chan string, 1)
-	backend := testnet.Serve(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			io.Copy(io.Discard, req.Body)
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine")
-			_, port, _ := net.SplitHostPort(c.RemoteAddr().String())
-			switch req.URL.Path {
-			case "/once":
-				// A short keep-alive timeout on the service's side.
-				c.Close()
-				idleEnd <- port
-				return
-			case "/late":
-				<-extra
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
-				wrote <- port
-			}
+	backend := serveRequests(t, func(c net.Conn, req *http.Request, _ int64) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine")
+		_, port, _ := net.SplitHostPort(c.RemoteAddr().String())
+		switch req.URL.Path {
+		case "/once":
+			// A short keep-alive timeout on the service's side.
+			c.Close()
+			idleEnd <- port
+			return false
+		case "/late":
+			<-extra
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
+			wrote <- port
 		}
+		return true
 	})
 	r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP})
 	client := func() *http.Client {
@@ -448,5 +431,24 @@ func TestHTTPFallbackTimeouts(t *testing.T) {
 			}
 		}
 		timedOut(t, r, "request_body")
+	})
+}
+
+// serveRequests runs an HTTP/1.1 service that reads each request and its
+// body (n bytes) and lets answer write the response; answer returns false
+// to end the connection.
+func serveRequests(t *testing.T, answer func(c net.Conn, req *http.Request, n int64) bool) string {
+	return testnet.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			n, err := io.Copy(io.Discard, req.Body)
+			if err != nil || !answer(c, req, n) {
+				return
+			}
+		}
 	})
 }
