@@ -92,18 +92,25 @@ type progress struct {
 	c           net.Conn
 	d           time.Duration
 	read, write time.Time
+	// other: the read deadline is one setRead chose (a request head's),
+	// replaced at the next extendRead whether sooner or later.
+	other bool
 }
 
-// extendRead makes the read deadline at least now+d.
+// extendRead makes the read deadline at least now+d (and no more than
+// 9/8 d after now when setRead chose it).
 func (p *progress) extendRead(now time.Time) {
-	if p.read.Before(now.Add(p.d)) {
-		p.setRead(now.Add(p.d + p.d/8))
+	if p.other || p.read.Before(now.Add(p.d)) {
+		p.read = now.Add(p.d + p.d/8)
+		p.other = false
+		p.c.SetReadDeadline(p.read)
 	}
 }
 
 // setRead sets the read deadline to t, sooner or later than it was.
 func (p *progress) setRead(t time.Time) {
 	p.read = t
+	p.other = true
 	p.c.SetReadDeadline(t)
 }
 
@@ -311,23 +318,20 @@ func (p *Inbound) serveOne(ctx context.Context, hc *h1Conn, b *h1Bufs) (keep boo
 // buffered and returns its length, or 0 when it does not fit in the
 // buffer or starts with an empty line: http.Server takes those. Before it
 // first waits for bytes, it bounds the wait (and all the head's) with
-// timeout.
+// timeout; a head that came whole with its first byte sets no deadline.
 func (hc *h1Conn) peekHead(r *bufio.Reader, timeout time.Duration) (n int, err error) {
 	from := 0
 	waited := false
+	if r.Buffered() == 0 && !hc.hasFirst {
+		hc.dl.setRead(time.Now().Add(timeout))
+		waited = true
+	}
+	// The first byte, and what crypto/tls holds behind it.
+	if _, err := r.Peek(1); err != nil {
+		return 0, err
+	}
 	for {
-		want := r.Buffered() + 1
-		if r.Buffered() > 0 || hc.hasFirst {
-			want--
-		}
-		if want > r.Buffered() && !hc.hasFirst && !waited {
-			hc.dl.setRead(time.Now().Add(timeout))
-			waited = true
-		}
-		buf, err := r.Peek(max(want, 1))
-		if err != nil {
-			return 0, err
-		}
+		buf, _ := r.Peek(r.Buffered())
 		if buf[0] == '\r' || buf[0] == '\n' {
 			return 0, nil
 		}
