@@ -39,7 +39,7 @@ func (f *commonFlags) register(c *cobra.Command) {
 	fl.StringVar(&f.source.WorkloadAPI, "workload-api", "", "SPIFFE Workload API socket, e.g. unix:///run/mutual/agent.sock (default $SPIFFE_ENDPOINT_SOCKET when --identity-dir is not given)")
 	registerRevocation(c, &f.revocation)
 	fl.DurationVar(&f.limits.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed for a TLS handshake")
-	fl.DurationVar(&f.limits.IdleTimeout, "idle-timeout", 5*time.Minute, "close connections idle this long")
+	fl.DurationVar(&f.limits.IdleTimeout, "idle-timeout", 5*time.Minute, "close connections idle this long; in http mode also the longest wait for each read and write of a request or response and for the service's answer (then 504)")
 	fl.IntVar(&f.limits.MaxConnections, "max-connections", 10000, "refuse connections past this many")
 	fl.DurationVar(&f.limits.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, wait this long for live connections, then close them (both legs)")
 	fl.DurationVar(&f.poll, "poll-interval", watch.DefaultInterval, "how often the identity directory and --policy file are checked for changes (SIGHUP checks at once)")

@@ -8,11 +8,13 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +37,7 @@ const XFCCHeader = "X-Forwarded-Client-Cert"
 // method and path; the caller's identity reaches the service in XFCCHeader.
 func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 	target := &url.URL{Scheme: "http", Host: p.cfg.Target}
+	dialer := &net.Dialer{Timeout: p.cfg.Limits.DialTimeout}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
@@ -46,14 +49,40 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			forwardIdentity(r)
 		},
 		Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: p.cfg.Limits.DialTimeout}).DialContext,
+			// Each read and write on the service's connection makes progress
+			// within the idle timeout, as on the HTTP/1.1 path.
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dialer.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &progressConn{Conn: c, dl: progress{c: c, d: p.cfg.Limits.IdleTimeout}}, nil
+			},
 			MaxIdleConnsPerHost: 256,
-			IdleConnTimeout:     90 * time.Second,
+			IdleConnTimeout:     backendIdleTimeout,
+			// As on the HTTP/1.1 path: the service starts its answer
+			// within the idle timeout, or the client gets a 504.
+			ResponseHeaderTimeout: p.cfg.Limits.IdleTimeout,
 		},
 		BufferPool: relayBuffers{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var peer string
+			if hc := connOf(r); hc != nil && hc.peer.Load() != nil {
+				peer = hc.peer.Load().str
+			}
+			if errors.Is(err, errClientBody) && errors.Is(err, os.ErrDeadlineExceeded) {
+				p.logTimeout(r.RemoteAddr, peer, stageRequestBody, err)
+				http.Error(w, "mutual proxy: the request's body stopped arriving", http.StatusRequestTimeout)
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				p.logTimeout(r.RemoteAddr, peer, stageServiceResponse, err)
+				http.Error(w, serviceTimeoutMsg, http.StatusGatewayTimeout)
+				return
+			}
 			p.log.Error("target unreachable", "remote", r.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
-			http.Error(w, "mutual proxy: the service behind this proxy is unreachable", http.StatusBadGateway)
+			http.Error(w, unreachableMsg, http.StatusBadGateway)
 		},
 	}
 	hs := &http.Server{
@@ -512,9 +541,62 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 			p.finish(r, sw.code, v.peer, v.outcome, v.reason, start)
 			return
 		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &progressBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: p.cfg.Limits.IdleTimeout}
+		}
 		next.ServeHTTP(sw, r)
 		p.finish(r, sw.code, v.peer, "forwarded", "", start)
 	})
+}
+
+// progressBody reads a request's body for the reverse proxy under a
+// progress deadline (http.Server has only one for the whole request,
+// which would cut a long upload): each read must return within d.
+type progressBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (b *progressBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		// Done with the body: http.Server's own read (for the client's
+		// close) has no deadline.
+		b.rc.SetReadDeadline(time.Time{})
+		if err != io.EOF {
+			err = errors.Join(errClientBody, err)
+		}
+	}
+	return n, err
+}
+
+// progressConn is a connection to the service on which each read and write
+// must make progress within the idle timeout.
+type progressConn struct {
+	net.Conn
+	mu sync.Mutex // the transport reads and writes in two goroutines
+	dl progress
+}
+
+func (c *progressConn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	c.dl.extendRead(time.Now())
+	c.mu.Unlock()
+	return c.Conn.Read(b)
+}
+
+// Write writes to the service; a request being sent is progress, so the
+// read deadline moves too (a request body that stops arriving from the
+// client is the client's timeout, which comes first).
+func (c *progressConn) Write(b []byte) (int, error) {
+	now := time.Now()
+	c.mu.Lock()
+	c.dl.extendWrite(now)
+	c.dl.extendRead(now)
+	c.mu.Unlock()
+	return c.Conn.Write(b)
 }
 
 // verdict is the proxy's decision on one request: code is 0 when it may

@@ -19,9 +19,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,9 +43,6 @@ const (
 	// backendIdleTimeout closes a pooled connection to the service unused
 	// for this long (http.Transport's IdleConnTimeout before).
 	backendIdleTimeout = 90 * time.Second
-	// backendCheckAfter: a pooled connection idle for longer is checked for
-	// a close by the service before a request is written on it.
-	backendCheckAfter = 500 * time.Millisecond
 	// discardLimit is how much of a refused request's body is read and
 	// dropped to keep the connection; past it the connection is closed.
 	discardLimit = 256 << 10
@@ -76,11 +75,57 @@ type h1Conn struct {
 	// tr waits for the next request without crypto/tls's deep stack; nil
 	// when the connection is not TLS over a socket.
 	tr *tlsReader
+	// dl bounds every wait on the client: for the next request (idle), for
+	// each read of a body and each write of a response (progress).
+	dl progress
+	// inHead is set while the request head is read: its reads are bounded
+	// by the head's deadline, not extended by progress.
+	inHead bool
 }
 
-// readFirst waits (until deadline) for the first byte of the next request.
-func (c *h1Conn) readFirst(deadline time.Time) error {
-	c.conn.SetReadDeadline(deadline)
+// progress keeps a connection's read and write deadlines at least d after
+// each use, re-arming one only when it falls short (then d/8 further), so
+// that a busy connection sets a deadline once every d/8 rather than on
+// every read and write. A peer that makes no progress for d (up to 9/8 d)
+// gets a timeout; one that does is never cut.
+type progress struct {
+	c           net.Conn
+	d           time.Duration
+	read, write time.Time
+	// other: the read deadline is one setRead chose (a request head's),
+	// replaced at the next extendRead whether sooner or later.
+	other bool
+}
+
+// extendRead makes the read deadline at least now+d (and no more than
+// 9/8 d after now when setRead chose it).
+func (p *progress) extendRead(now time.Time) {
+	if p.other || p.read.Before(now.Add(p.d)) {
+		p.read = now.Add(p.d + p.d/8)
+		p.other = false
+		p.c.SetReadDeadline(p.read)
+	}
+}
+
+// setRead sets the read deadline to t, sooner or later than it was.
+func (p *progress) setRead(t time.Time) {
+	p.read = t
+	p.other = true
+	p.c.SetReadDeadline(t)
+}
+
+// extendWrite makes the write deadline at least now+d.
+func (p *progress) extendWrite(now time.Time) {
+	if p.write.Before(now.Add(p.d)) {
+		p.write = now.Add(p.d + p.d/8)
+		p.c.SetWriteDeadline(p.write)
+	}
+}
+
+// readFirst waits, for the idle timeout at most, for the first byte of the
+// next request.
+func (c *h1Conn) readFirst() error {
+	c.dl.extendRead(time.Now())
 	if c.tr != nil {
 		if n, err := c.tr.poll(c.first[:]); n > 0 || err != nil {
 			return err
@@ -110,10 +155,18 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 		}
 		return n, nil
 	}
+	if !c.inHead {
+		c.dl.extendRead(time.Now())
+	}
 	return c.conn.Read(b)
 }
 
-func (c *h1Conn) Write(b []byte) (int, error) { return c.conn.Write(b) }
+// Write writes to the client, which must take the bytes within the idle
+// timeout.
+func (c *h1Conn) Write(b []byte) (int, error) {
+	c.dl.extendWrite(time.Now())
+	return c.conn.Write(b)
+}
 
 // closeTarget closes the connection to the service in use, if any: a leg
 // of the client connection.
@@ -148,6 +201,7 @@ func wantsH1(tc *tls.Conn) bool {
 func (p *Inbound) startH1(ctx context.Context, relay net.Conn, tc *tls.Conn, lc *liveConn, handoff func(net.Conn) bool) {
 	hc := &h1Conn{lc: lc, remote: relay.RemoteAddr().String()}
 	hc.conn = relay
+	hc.dl = progress{c: relay, d: p.cfg.Limits.IdleTimeout}
 	if tc != nil {
 		cs := tc.ConnectionState()
 		hc.tls = &cs
@@ -172,9 +226,11 @@ func (p *Inbound) serveH1(ctx context.Context, hc *h1Conn, handoff func(net.Conn
 	if !hc.lc.attach(hc.closeTarget) {
 		return
 	}
-	idle := p.cfg.Limits.IdleTimeout
 	for ctx.Err() == nil {
-		if hc.readFirst(time.Now().Add(idle)) != nil {
+		if err := hc.readFirst(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				p.timedOut(hc, stageIdle, err)
+			}
 			return
 		}
 		if !hc.state.CompareAndSwap(h1Idle, h1Busy) {
@@ -213,10 +269,14 @@ func (p *Inbound) serveBuffered(ctx context.Context, hc *h1Conn, b *h1Bufs) (kee
 
 // serveOne reads one request and answers it.
 func (p *Inbound) serveOne(ctx context.Context, hc *h1Conn, b *h1Bufs) (keep bool, replay net.Conn) {
-	lim := p.cfg.Limits
 	// http.Server's ReadHeaderTimeout, when the head is not all here yet.
-	n, waited, err := hc.peekHead(b.r, lim.HandshakeTimeout)
+	hc.inHead = true
+	n, err := hc.peekHead(b.r, p.cfg.Limits.HandshakeTimeout)
+	hc.inHead = false
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			p.timedOut(hc, stageRequestHead, err)
+		}
 		return false, nil
 	}
 	if n == 0 {
@@ -239,16 +299,13 @@ func (p *Inbound) serveOne(ctx context.Context, hc *h1Conn, b *h1Bufs) (keep boo
 		return false, hc.replay(b, b.head[:consumed])
 	}
 	start := time.Now()
-	// As http.Server without ReadTimeout: a body is read without a
-	// deadline (a long upload is not cut), as responses are written.
-	if waited || req.ContentLength > 0 {
-		hc.conn.SetReadDeadline(time.Time{})
-	}
+	// A body is read, and the response written, under the progress
+	// deadlines (hc.Read, hc.Write): a long upload or stream is not cut.
 	req.RemoteAddr = hc.remote
 	req.TLS = hc.tls
 	v := p.admitRequest(&hc.httpConn, req)
 	if v.code != 0 {
-		keep = writeRefusal(b.w, req, v, true)
+		keep = p.writeRefusal(hc, b.w, req, v, true)
 		p.finish(req, v.code, v.peer, v.outcome, v.reason, start)
 		return keep, nil
 	}
@@ -260,41 +317,40 @@ func (p *Inbound) serveOne(ctx context.Context, hc *h1Conn, b *h1Bufs) (keep boo
 // peekHead waits until the request head (through its empty line) is
 // buffered and returns its length, or 0 when it does not fit in the
 // buffer or starts with an empty line: http.Server takes those. Before it
-// first waits for bytes, it bounds the wait with timeout and reports so.
-func (hc *h1Conn) peekHead(r *bufio.Reader, timeout time.Duration) (n int, waited bool, err error) {
+// first waits for bytes, it bounds the wait (and all the head's) with
+// timeout; a head that came whole with its first byte sets no deadline.
+func (hc *h1Conn) peekHead(r *bufio.Reader, timeout time.Duration) (n int, err error) {
 	from := 0
+	waited := false
+	if r.Buffered() == 0 && !hc.hasFirst {
+		hc.dl.setRead(time.Now().Add(timeout))
+		waited = true
+	}
+	// The first byte, and what crypto/tls holds behind it.
+	if _, err := r.Peek(1); err != nil {
+		return 0, err
+	}
 	for {
-		want := r.Buffered() + 1
-		if r.Buffered() > 0 || hc.hasFirst {
-			want--
-		}
-		if want > r.Buffered() && !hc.hasFirst && !waited {
-			hc.conn.SetReadDeadline(time.Now().Add(timeout))
-			waited = true
-		}
-		buf, err := r.Peek(max(want, 1))
-		if err != nil {
-			return 0, waited, err
-		}
+		buf, _ := r.Peek(r.Buffered())
 		if buf[0] == '\r' || buf[0] == '\n' {
-			return 0, waited, nil
+			return 0, nil
 		}
 		if i := bytes.Index(buf[from:], []byte("\n\r\n")); i >= 0 {
-			return from + i + 3, waited, nil
+			return from + i + 3, nil
 		}
 		if bytes.Contains(buf[from:], []byte("\n\n")) {
-			return 0, waited, nil // bare LF: http.Server's reading of it stands
+			return 0, nil // bare LF: http.Server's reading of it stands
 		}
 		if len(buf) == r.Size() {
-			return 0, waited, nil
+			return 0, nil
 		}
 		from = max(len(buf)-2, 0)
 		if !waited {
-			hc.conn.SetReadDeadline(time.Now().Add(timeout))
+			hc.dl.setRead(time.Now().Add(timeout))
 			waited = true
 		}
 		if _, err := r.Peek(len(buf) + 1); err != nil {
-			return 0, waited, err
+			return 0, err
 		}
 	}
 }
@@ -369,12 +425,30 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// hopHeaders are the hop-by-hop headers removed in both directions, as the
-// reverse proxy does.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// isHopHeader reports whether k is a hop-by-hop header, removed in both
+// directions as the reverse proxy does.
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
 
-// removeHopByHop removes hop-by-hop headers and those named in Connection.
-func removeHopByHop(h http.Header) {
+// isRequestOnlyDrop reports whether the proxy drops k from a request it
+// forwards besides the hop-by-hop headers: it writes these itself.
+func isRequestOnlyDrop(k string) bool {
+	switch k {
+	case "Content-Length", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	return false
+}
+
+// removeHopByHop removes hop-by-hop headers and those named in Connection,
+// and (request) the headers the proxy writes itself: one pass over the
+// header's few keys.
+func removeHopByHop(h http.Header, request bool) {
 	for _, f := range h["Connection"] {
 		for sf := range strings.SplitSeq(f, ",") {
 			if sf = textproto.TrimString(sf); sf != "" {
@@ -382,8 +456,10 @@ func removeHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, k := range hopHeaders {
-		delete(h, k)
+	for k := range h {
+		if isHopHeader(k) || request && isRequestOnlyDrop(k) {
+			delete(h, k)
+		}
 	}
 }
 
@@ -394,7 +470,7 @@ func (hc *h1Conn) replay(b *h1Bufs, head []byte) net.Conn {
 	rest, _ := b.r.Peek(b.r.Buffered())
 	pending := make([]byte, 0, len(head)+len(rest))
 	pending = append(append(pending, head...), rest...)
-	return &replayConn{Conn: hc.conn, pending: pending, hc: &hc.httpConn}
+	return &replayConn{Conn: hc.conn, pending: pending, hc: &hc.httpConn, dl: progress{c: hc.conn, d: hc.dl.d}}
 }
 
 // replayConn is a client connection handed from the HTTP/1.1 path to
@@ -403,6 +479,16 @@ type replayConn struct {
 	net.Conn
 	pending []byte
 	hc      *httpConn
+	// dl bounds each write to the client (http.Server without
+	// WriteTimeout sets none), as on the HTTP/1.1 path.
+	dl progress
+}
+
+// Write writes to the client, which must take the bytes within the idle
+// timeout.
+func (c *replayConn) Write(b []byte) (int, error) {
+	c.dl.extendWrite(time.Now())
+	return c.Conn.Write(b)
 }
 
 func (c *replayConn) Read(b []byte) (int, error) {
@@ -452,7 +538,7 @@ func (p *Inbound) closeIdleH1() {
 
 // writeRefusal answers a refused request as http.Error does and reports
 // whether the connection stays open (its body, if any, read and dropped).
-func writeRefusal(w *bufio.Writer, req *http.Request, v verdict, canKeep bool) bool {
+func (p *Inbound) writeRefusal(hc *h1Conn, w *bufio.Writer, req *http.Request, v verdict, canKeep bool) bool {
 	keep := canKeep && !req.Close && req.ContentLength <= discardLimit
 	writeStatus(w, v.code)
 	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
@@ -471,6 +557,9 @@ func writeRefusal(w *bufio.Writer, req *http.Request, v verdict, canKeep bool) b
 	}
 	if keep && req.ContentLength > 0 {
 		_, err := io.CopyN(io.Discard, req.Body, req.ContentLength)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			p.timedOut(hc, stageRequestBody, err)
+		}
 		keep = err == nil
 	}
 	return keep
@@ -517,18 +606,15 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 	// The identity header is the proxy's: a client naming it in
 	// Connection must not remove it.
 	xfcc := h[XFCCHeader]
-	removeHopByHop(h)
+	removeHopByHop(h, true)
 	if xfcc != nil {
 		h[XFCCHeader] = xfcc
 	}
-	delete(h, "Content-Length")
-	for _, k := range [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		delete(h, k)
-	}
+	stale := 0
 	for attempt := 0; ; attempt++ {
-		bc, err := p.backends.get(ctx, p.cfg.Target, p.cfg.Limits.DialTimeout)
+		bc, err := p.backends.get(ctx, p.cfg.Target, p.cfg.Limits, req.ContentLength == 0)
 		if err != nil {
-			return p.unreachable(b.w, req, err)
+			return p.unreachable(hc, b.w, req, err)
 		}
 		hc.target.Store(bc)
 		if hc.lc.isClosed() {
@@ -537,29 +623,64 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 		}
 		resp, err := bc.roundTrip(req, te)
 		if err != nil {
+			err = bc.cause(err)
 			hc.closeTarget()
-			if bc.reused && attempt == 0 && replayable(req) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+			switch {
+			case errors.Is(err, errStale) && stale < maxIdleBackends:
+				stale++
+				attempt-- // nothing was sent: not a retry
+				continue
+			case bc.reused && attempt == 0 && replayable(req) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)):
 				continue // the service closed the idle connection meanwhile
 			}
-			if errors.Is(err, errClientBody) {
-				return http.StatusBadRequest, false
-			}
-			return p.unreachable(b.w, req, err)
+			return p.sendFailed(hc, b, req, err)
 		}
-		code, keep, backendOK, err := relayResponse(b.w, bc, req, resp)
-		// Bytes past the response's end (a body on a HEAD answer, a
-		// second response) would answer the next request on this
-		// connection, maybe another client's: it is not reused.
-		if backendOK && bc.r.Buffered() == 0 && hc.target.CompareAndSwap(bc, nil) {
-			p.backends.put(bc)
-		} else {
-			hc.closeTarget()
-		}
-		if err != nil {
-			return p.unreachable(b.w, req, err)
-		}
-		return code, keep
+		return p.relayH1(hc, b, bc, req, resp)
 	}
+}
+
+// sendFailed ends a request that could not be sent or was not answered:
+// the client's body stopped (the connection closes), or the service is
+// unreachable (502) or too slow (504).
+func (p *Inbound) sendFailed(hc *h1Conn, b *h1Bufs, req *http.Request, err error) (int, bool) {
+	if !errors.Is(err, errClientBody) {
+		return p.unreachable(hc, b.w, req, err)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		p.timedOut(hc, stageRequestBody, err)
+		return http.StatusRequestTimeout, false
+	}
+	return http.StatusBadRequest, false
+}
+
+// relayH1 relays the service's answer on bc to the client, then pools bc
+// or closes it. It returns the status for the log and whether the client
+// connection stays open.
+func (p *Inbound) relayH1(hc *h1Conn, b *h1Bufs, bc *backendConn, req *http.Request, resp *http.Response) (int, bool) {
+	code, keep, backendOK, err := relayResponse(b.w, bc, req, resp)
+	// Bytes past the response's end (a body on a HEAD answer, a second
+	// response) would answer the next request on this connection, maybe
+	// another client's: it is not reused.
+	if backendOK && bc.r.Buffered() == 0 && hc.target.CompareAndSwap(bc, nil) {
+		p.backends.put(bc)
+	} else {
+		hc.closeTarget()
+	}
+	switch {
+	case err != nil && code == 0:
+		return p.unreachable(hc, b.w, req, bc.cause(err))
+	case err != nil:
+		// Cut after the head went out: the client's connection is
+		// aborted, as the reverse proxy does.
+		if bc.timeout != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			err = errors.Join(errServiceBody, bc.timeout)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			p.timedOut(hc, stageOf(err), err)
+		}
+		return code, false
+	}
+	return code, keep
 }
 
 // replayable reports whether req may be sent again on another connection
@@ -576,22 +697,250 @@ func replayable(req *http.Request) bool {
 	return req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
 }
 
-// unreachable logs a failed exchange with the service and answers 502.
-func (p *Inbound) unreachable(w *bufio.Writer, req *http.Request, err error) (int, bool) {
-	p.log.Error("target unreachable", "remote", req.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
+// unreachable logs a failed exchange with the service and answers 502, or
+// 504 when the service stopped making progress before its answer.
+func (p *Inbound) unreachable(hc *h1Conn, w *bufio.Writer, req *http.Request, err error) (int, bool) {
+	v := verdict{code: http.StatusBadGateway, msg: unreachableMsg}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		p.timedOut(hc, stageOf(err), err)
+		v = verdict{code: http.StatusGatewayTimeout, msg: serviceTimeoutMsg}
+	} else {
+		p.log.Error("target unreachable", "remote", req.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
+	}
 	// The body may be partly sent: keep the connection only without one.
-	return http.StatusBadGateway, writeRefusal(w, req, verdict{code: http.StatusBadGateway, msg: unreachableMsg}, req.ContentLength == 0)
+	return v.code, p.writeRefusal(hc, w, req, v, req.ContentLength == 0)
 }
 
-var errClientBody = errors.New("reading the client's request body")
+// Where an exchange failed, joined to the error: stageOf names the stage
+// of a timeout after them.
+var (
+	errClientBody   = errors.New("reading the client's request body")
+	errClientWrite  = errors.New("writing the response to the client")
+	errServiceWrite = errors.New("writing the request to the service")
+	errServiceBody  = errors.New("reading the service's response body")
+)
 
-// backendConn is a keep-alive connection to the service.
+// Timeout stages, the label of mutual_proxy_timeouts_total.
+const (
+	stageIdle            = "idle"
+	stageRequestHead     = "request_head"
+	stageRequestBody     = "request_body"
+	stageResponseWrite   = "response_write"
+	stageServiceWrite    = "service_write"
+	stageServiceResponse = "service_response"
+	stageServiceBody     = "service_body"
+)
+
+// stageOf names the stage of an exchange's error (service_response when no
+// other is named: waiting for the service's answer).
+func stageOf(err error) string {
+	switch {
+	case errors.Is(err, errClientBody):
+		return stageRequestBody
+	case errors.Is(err, errClientWrite):
+		return stageResponseWrite
+	case errors.Is(err, errServiceWrite):
+		return stageServiceWrite
+	case errors.Is(err, errServiceBody):
+		return stageServiceBody
+	}
+	return stageServiceResponse
+}
+
+// timedOut logs and counts an exchange that a client or the service let
+// stall past its limit. An idle keep-alive connection closed is routine:
+// counted, logged at debug level.
+func (p *Inbound) timedOut(hc *h1Conn, stage string, err error) {
+	p.logTimeout(hc.remote, idString(hc.lc.id), stage, err)
+}
+
+// logTimeout logs and counts a timeout at stage of a request from remote.
+func (p *Inbound) logTimeout(remote, peer, stage string, err error) {
+	limit := p.cfg.Limits.IdleTimeout
+	if stage == stageRequestHead {
+		limit = p.cfg.Limits.HandshakeTimeout
+	}
+	level := slog.LevelWarn
+	if stage == stageIdle {
+		level = slog.LevelDebug
+	}
+	p.log.Log(context.Background(), level, "request timed out", "remote", remote, "peer_id", peer, "stage", stage,
+		"limit", limit.String(), "target", p.cfg.Target, "error", err.Error())
+	p.cfg.Metrics.timeout(stage)
+}
+
+// serviceTimeoutMsg answers a request the service did not answer in time.
+const serviceTimeoutMsg = "mutual proxy: the service behind this proxy did not answer in time"
+
+// backendConn is a keep-alive connection to the service. Its reads and
+// writes are bounded by progress deadlines: the service must take the
+// request, start its answer and send each part of it within the idle
+// timeout.
 type backendConn struct {
 	c      net.Conn
 	r      *bufio.Reader
 	w      *bufio.Writer
+	dl     progress
 	reused bool
 	idle   time.Time
+	// timeout is the read timeout seen, if any: a parser may report a
+	// malformed line instead (the part read before it).
+	timeout error
+	// rc and peek check the idle socket without reading it (nil when the
+	// connection is not a socket), made once per connection; open is
+	// peek's result.
+	rc   syscall.RawConn
+	peek func(fd uintptr) bool
+	open bool
+	one  [1]byte
+	// pendingCheck: the connection's check before reuse is still to be
+	// made, at its first write; final: that write is the whole request,
+	// which then goes with the check and the wait for the answer in one
+	// visit to the poller (sendWait).
+	pendingCheck, final bool
+	send                func(fd uintptr) bool
+	sw                  sendState
+}
+
+// sendState is sendWait's progress.
+type sendState struct {
+	buf   []byte
+	n     int
+	err   error
+	sent  bool
+	stale bool
+}
+
+// errStale: a pooled connection was closed by the service, or holds
+// bytes nobody asked for; nothing was written on it.
+var errStale = errors.New("pooled service connection closed or holding unasked bytes")
+
+// newBackendConn wraps a new connection to the service.
+func newBackendConn(c net.Conn, lim Limits) *backendConn {
+	bc := &backendConn{c: c, dl: progress{c: c, d: lim.IdleTimeout}}
+	bc.r, bc.w = bufio.NewReaderSize(bc, h1BufSize), bufio.NewWriterSize(bc, h1BufSize)
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			bc.rc = rc
+			bc.peek = func(fd uintptr) bool {
+				_, _, err := syscall.Recvfrom(int(fd), bc.one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				bc.open = err == syscall.EAGAIN
+				return true
+			}
+			bc.send = bc.sendStep
+		}
+	}
+	return bc
+}
+
+// sendStep runs inside the poller's read: the first call checks the
+// socket and writes the request, returning false to wait for the answer
+// when all of it went; the call after the wake-up ends the wait.
+func (bc *backendConn) sendStep(fd uintptr) bool {
+	s := &bc.sw
+	if s.sent || s.stale {
+		return true
+	}
+	_, _, perr := syscall.Recvfrom(int(fd), bc.one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	if perr != syscall.EAGAIN {
+		s.stale = bc.reused
+		return true // a new connection: written the ordinary way
+	}
+	for {
+		n, err := syscall.Write(int(fd), s.buf[s.n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		s.n += max(n, 0)
+		s.sent = true
+		if err != nil && err != syscall.EAGAIN {
+			s.err = os.NewSyscallError("write", err)
+		}
+		return err != nil || s.n < len(s.buf)
+	}
+}
+
+// sendWait writes the whole request b after checking a pooled connection,
+// and waits (bounded by the read deadline) for the service's answer
+// without a read that would find nothing yet: the poller's readiness is
+// reset when the wait begins, so the check, the write and the wait are
+// one visit to it (a read after the write would otherwise cost a system
+// call returning EAGAIN on every request).
+func (bc *backendConn) sendWait(b []byte) (int, error) {
+	bc.dl.extendRead(time.Now())
+	bc.sw = sendState{buf: b}
+	err := bc.rc.Read(bc.send)
+	s := bc.sw
+	bc.sw = sendState{}
+	switch {
+	case s.stale:
+		return 0, errStale
+	case s.err != nil:
+		return s.n, errors.Join(errServiceWrite, s.err)
+	case err != nil && s.n == len(b):
+		// Sent, then no answer in time (or the connection closed).
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			bc.timeout = err
+		}
+		return len(b), err
+	case err != nil:
+		return s.n, errors.Join(errServiceWrite, err)
+	}
+	if s.n < len(b) {
+		bc.dl.extendWrite(time.Now())
+		n, err := bc.c.Write(b[s.n:])
+		if err != nil {
+			return s.n + n, errors.Join(errServiceWrite, err)
+		}
+	}
+	return len(b), nil
+}
+
+// stillOpen reports whether an idle connection has neither been closed by
+// the service nor received unasked bytes, without blocking.
+func (bc *backendConn) stillOpen(now time.Time) bool {
+	if bc.rc == nil {
+		return true
+	}
+	bc.dl.extendRead(now)
+	bc.open = false
+	return bc.rc.Read(bc.peek) == nil && bc.open
+}
+
+func (bc *backendConn) Read(b []byte) (int, error) {
+	bc.dl.extendRead(time.Now())
+	n, err := bc.c.Read(b)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		bc.timeout = err
+	}
+	return n, err
+}
+
+// cause is err, or the read timeout behind it.
+func (bc *backendConn) cause(err error) error {
+	if bc.timeout != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return bc.timeout
+	}
+	return err
+}
+
+func (bc *backendConn) Write(b []byte) (int, error) {
+	if bc.pendingCheck {
+		bc.pendingCheck = false
+		if bc.final {
+			bc.final = false
+			return bc.sendWait(b)
+		}
+		if !bc.stillOpen(time.Now()) {
+			return 0, errStale
+		}
+	}
+	bc.dl.extendWrite(time.Now())
+	n, err := bc.c.Write(b)
+	if err != nil {
+		err = errors.Join(errServiceWrite, err)
+	}
+	return n, err
 }
 
 // roundTrip writes req (its body copied from the client) and reads the
@@ -629,10 +978,11 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	}
 	w.WriteString("\r\n")
 	if req.ContentLength > 0 {
-		if err := copyBody(w, bc.c, req.Body, req.ContentLength); err != nil {
+		if err := copyBody(w, bc, req.Body, req.ContentLength); err != nil {
 			return nil, err
 		}
 	}
+	bc.final = bc.pendingCheck
 	if err := w.Flush(); err != nil {
 		return nil, err
 	}
@@ -642,7 +992,7 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 // copyBody copies the client's n body bytes to the service: a small body
 // behind the head in the write buffer, a large one through a pooled 32 KiB
 // buffer written straight to the service as it arrives (as io.Copy would).
-func copyBody(w *bufio.Writer, c net.Conn, body io.Reader, n int64) error {
+func copyBody(w *bufio.Writer, c io.Writer, body io.Reader, n int64) error {
 	if n > int64(w.Available()) {
 		if err := w.Flush(); err != nil {
 			return err
@@ -681,7 +1031,7 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 		if n == max1xx {
 			return 0, false, false, errors.New("more than 5 informational (1xx) responses")
 		}
-		removeHopByHop(resp.Header)
+		removeHopByHop(resp.Header, false)
 		writeStatus(w, resp.StatusCode)
 		writeHeader(w, resp.Header)
 		w.WriteString("\r\n")
@@ -693,7 +1043,7 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 	if code == http.StatusSwitchingProtocols {
 		return 0, false, false, errors.New("the service switched protocols (101) though the client did not ask to")
 	}
-	removeHopByHop(resp.Header)
+	removeHopByHop(resp.Header, false)
 	bodyless := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	var bp *[32 << 10]byte
 	var first []byte
@@ -713,12 +1063,13 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 	chunked := writeResponseHead(w, req, resp, bodyless, first)
 	if bodyless || resp.ContentLength == 0 {
 		resp.Body.Close()
-		return code, w.Flush() == nil && !req.Close, !resp.Close, nil
+	} else if err := copyResponseBody(w, bc, resp, bp, first, rerr, chunked); err != nil {
+		return code, false, false, err // cut short: abort, as the reverse proxy does
 	}
-	if !copyResponseBody(w, bc, resp, bp, first, rerr, chunked) {
-		return code, false, false, nil // cut short: abort, as the reverse proxy does
+	if err := w.Flush(); err != nil {
+		return code, false, !resp.Close, errors.Join(errClientWrite, err)
 	}
-	return code, w.Flush() == nil && !req.Close, !resp.Close, nil
+	return code, !req.Close, !resp.Close, nil
 }
 
 // writeResponseHead writes the final response's head as http.Server would
@@ -764,22 +1115,24 @@ func writeResponseHead(w *bufio.Writer, req *http.Request, resp *http.Response, 
 // copyResponseBody copies the body (first, then the rest from the
 // service) to the client, flushing whenever the service has nothing more
 // buffered, so that a stream (server-sent events) reaches the client as it
-// is written. It reports false when either side failed.
-func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp *[32 << 10]byte, first []byte, rerr error, chunked bool) bool {
+// is written. It returns what failed, on either side.
+func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp *[32 << 10]byte, first []byte, rerr error, chunked bool) error {
 	for {
 		if len(first) > 0 {
-			if writeBody(w, first, chunked) != nil {
-				return false
+			if err := writeBody(w, first, chunked); err != nil {
+				return errors.Join(errClientWrite, err)
 			}
-			if bc.r.Buffered() == 0 && w.Flush() != nil {
-				return false
+			if bc.r.Buffered() == 0 {
+				if err := w.Flush(); err != nil {
+					return errors.Join(errClientWrite, err)
+				}
 			}
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			return false
+			return errors.Join(errServiceBody, rerr)
 		}
 		var k int
 		k, rerr = resp.Body.Read(bp[:])
@@ -791,7 +1144,7 @@ func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp 
 		writeHeader(w, resp.Trailer)
 		w.WriteString("\r\n")
 	}
-	return true
+	return nil
 }
 
 func writeBody(w *bufio.Writer, b []byte, chunked bool) error {
@@ -813,9 +1166,13 @@ type backendPool struct {
 	idle []*backendConn
 }
 
-// get returns an idle connection to target that the service has not
-// closed, or a new one.
-func (bp *backendPool) get(ctx context.Context, target string, timeout time.Duration) (*backendConn, error) {
+// get returns an idle connection to target that the service has neither
+// closed nor written to since its last answer, or a new one.
+//
+// With deferCheck (a request without a body, which can be sent again on
+// another connection), a pooled connection's check is left to its first
+// write (errStale when it fails, nothing written).
+func (bp *backendPool) get(ctx context.Context, target string, lim Limits, deferCheck bool) (*backendConn, error) {
 	now := time.Now()
 	for {
 		bp.mu.Lock()
@@ -828,18 +1185,20 @@ func (bp *backendPool) get(ctx context.Context, target string, timeout time.Dura
 		bp.idle[n-1] = nil
 		bp.idle = bp.idle[:n-1]
 		bp.mu.Unlock()
-		since := now.Sub(bc.idle)
-		if since < backendIdleTimeout && (since < backendCheckAfter || stillOpen(bc.c)) {
+		if now.Sub(bc.idle) < backendIdleTimeout && (deferCheck && bc.rc != nil || bc.stillOpen(now)) {
 			bc.reused = true
+			bc.pendingCheck = deferCheck && bc.rc != nil
 			return bc, nil
 		}
 		bc.c.Close()
 	}
-	c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", target)
+	c, err := (&net.Dialer{Timeout: lim.DialTimeout}).DialContext(ctx, "tcp", target)
 	if err != nil {
 		return nil, err
 	}
-	return &backendConn{c: c, r: bufio.NewReaderSize(c, h1BufSize), w: bufio.NewWriterSize(c, h1BufSize)}, nil
+	bc := newBackendConn(c, lim)
+	bc.pendingCheck = deferCheck && bc.rc != nil
+	return bc, nil
 }
 
 // put keeps bc for another request, or closes it when enough are idle.
@@ -865,25 +1224,4 @@ func (bp *backendPool) closeAll() {
 	for _, bc := range idle {
 		bc.c.Close()
 	}
-}
-
-// stillOpen reports whether an idle connection has neither been closed by
-// the service nor received unasked bytes, without blocking.
-func stillOpen(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	open := false
-	err = rc.Read(func(fd uintptr) bool {
-		var one [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		open = err == syscall.EAGAIN
-		return true
-	})
-	return err == nil && open
 }

@@ -214,19 +214,9 @@ var rawResponses = map[string]string{
 // for is a 502 and a body cut short aborts the client's connection.
 func TestHTTP1Responses(t *testing.T) {
 	w := newWorld(t)
-	backend := testnet.Serve(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			io.Copy(io.Discard, req.Body)
-			io.WriteString(c, rawResponses[req.URL.Path])
-			if req.URL.Path == "/close" || req.URL.Path == "/switch" || req.URL.Path == "/short" {
-				return
-			}
-		}
+	backend := serveRequests(t, func(c net.Conn, req *http.Request, _ int64) bool {
+		io.WriteString(c, rawResponses[req.URL.Path])
+		return req.URL.Path != "/close" && req.URL.Path != "/switch" && req.URL.Path != "/short"
 	})
 	r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP})
 	tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}

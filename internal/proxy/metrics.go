@@ -20,6 +20,7 @@ type Metrics struct {
 	byCode      sync.Map // int status code → prometheus.Observer of requests
 	certExpiry  prometheus.Gauge
 	reloads     *prometheus.CounterVec
+	timeouts    *prometheus.CounterVec
 }
 
 // NewMetrics registers a proxy's metrics on reg, labelled with the proxy's
@@ -52,8 +53,11 @@ func NewMetrics(reg prometheus.Registerer, direction string) *Metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mutual_proxy_policy_reloads_total", Help: "Policy file reloads, by result.", ConstLabels: l,
 		}, []string{"result"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mutual_proxy_timeouts_total", Help: "HTTP exchanges ended because a client or the service stopped making progress, by stage: idle, request_head, request_body, response_write, service_write, service_response, service_body.", ConstLabels: l,
+		}, []string{"stage"}),
 	}
-	reg.MustRegister(m.connections, m.active, m.handshakes, m.refusals, m.bytes, m.requests, m.certExpiry, m.reloads)
+	reg.MustRegister(m.connections, m.active, m.handshakes, m.refusals, m.bytes, m.requests, m.certExpiry, m.reloads, m.timeouts)
 	return m
 }
 
@@ -91,6 +95,12 @@ func (m *Metrics) handshake(outcome, reason string) {
 func (m *Metrics) conn(outcome string) {
 	if m != nil {
 		m.connections.WithLabelValues(outcome).Inc()
+	}
+}
+
+func (m *Metrics) timeout(stage string) {
+	if m != nil {
+		m.timeouts.WithLabelValues(stage).Inc()
 	}
 }
 
