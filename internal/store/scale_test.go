@@ -111,7 +111,7 @@ func scaleLists(n, ids int, now time.Time) []scaleList {
 	deep := store.ScaleCursor(n/2, n, now)                        // revoked, expired
 	live := store.ScaleCursor(3*n/4+1, n, now)                    // valid, not revoked
 	expiring := store.ScaleCursor(n/2+min(n/4, 43_200)+1, n, now) // expires in about 12 hours
-	toMidnight := now.Add(24*time.Hour).UTC().Truncate(24*time.Hour).Add(24*time.Hour + time.Minute).Sub(now)
+	toMidnight := now.Add(24 * time.Hour).UTC().Truncate(24 * time.Hour).Add(24*time.Hour + time.Minute).Sub(now)
 	month := 31 * 24 * time.Hour
 	valid, unrevoked := store.CertificateFilter{ValidAt: now}, store.CertificateFilter{ValidAt: now, Revoked: store.NotRevoked}
 	return []scaleList{
