@@ -324,6 +324,19 @@ func (db *DB) ListCertificates(ctx context.Context, f CertificateFilter) ([]Cert
 
 // listCertificatesQuery is ListCertificates' query for f, and its arguments.
 func (db *DB) listCertificatesQuery(f CertificateFilter) (string, []any) {
+	if f.Limit <= 0 {
+		f.Limit = 1000
+	}
+	if q, args, ok := db.listByExpiryDay(f); ok {
+		return q, args
+	}
+	return db.listByIssueOrder(f)
+}
+
+// listByIssueOrder reads f's certificates along the list order's index
+// (or the identity's), newest first: any filter, but a window of expiry
+// (the expiring page) may walk far past rows that expire later.
+func (db *DB) listByIssueOrder(f CertificateFilter) (string, []any) {
 	where, args := []string{"1=1"}, []any{}
 	if f.SPIFFEID != "" {
 		where = append(where, "spiffe_id = ?")
@@ -355,13 +368,64 @@ func (db *DB) listCertificatesQuery(f CertificateFilter) (string, []any) {
 		where = append(where, "(issued_at_us, serial) < (?, ?)")
 		args = append(args, toUS(f.After.IssuedAt), f.After.Serial)
 	}
-	if f.Limit <= 0 {
-		f.Limit = 1000
-	}
 	args = append(args, f.Limit)
 	return db.q.rebind("SELECT " + certSelect + " FROM certificates WHERE " +
 		strings.Join(where, " AND ") + " ORDER BY issued_at_us DESC, serial DESC LIMIT ?"), args
 }
+
+// usPerDay is the width of a day of expiry in certificates_live_by_expiry_day
+// (migration 0015): not_after_us / usPerDay, divided as SQLite, PostgreSQL
+// and Go all divide integers (towards zero), so every side agrees on a
+// row's day.
+const usPerDay = 86_400_000_000
+
+// maxExpiryDays caps the days listByExpiryDay reads, one subquery each: a
+// window of up to 31 days, however it falls across midnight. Longer
+// windows hold most live certificates, and the list order's index finds
+// them soon enough.
+const maxExpiryDays = 32
+
+// listByExpiryDay is the expiring page's query (live certificates, of any
+// identity, unexpired at f.ValidAt and expiring before f.ExpiresBefore)
+// when the window spans at most maxExpiryDays days; ok is false for any
+// other filter. It takes the newest f.Limit live rows of each day of
+// expiry in the window from certificates_live_by_expiry_day, in which each
+// day's rows are in list order, keeps the newest f.Limit of those, and
+// reads their certificates: the rows and order of listByIssueOrder's
+// query, without walking past every live certificate that expires later.
+func (db *DB) listByExpiryDay(f CertificateFilter) (q string, args []any, ok bool) {
+	if f.ValidAt.IsZero() || f.ExpiresBefore.IsZero() || f.Revoked != NotRevoked || f.SPIFFEID != "" {
+		return "", nil, false
+	}
+	// not_after_us runs over [lo+1, hi-1]; an empty window reads one day
+	// and finds nothing.
+	lo, hi := toUS(f.ValidAt), toUS(f.ExpiresBefore)
+	first, last := (lo+1)/usPerDay, max((hi-1)/usPerDay, (lo+1)/usPerDay)
+	if last-first >= maxExpiryDays {
+		return "", nil, false
+	}
+	arms := make([]string, 0, last-first+1)
+	for day := first; day <= last; day++ {
+		arm := "SELECT serial, issued_at_us FROM certificates WHERE " + expiryDayWhere
+		args = append(args, day, lo, hi)
+		if f.After.Serial != "" {
+			arm += " AND (issued_at_us, serial) < (?, ?)"
+			args = append(args, toUS(f.After.IssuedAt), f.After.Serial)
+		}
+		arms = append(arms, fmt.Sprintf("SELECT * FROM (%s ORDER BY issued_at_us DESC, serial DESC LIMIT ?) AS day%d", arm, day-first))
+		args = append(args, f.Limit)
+	}
+	args = append(args, f.Limit)
+	return db.q.rebind("SELECT " + certSelect + " FROM certificates WHERE serial IN (SELECT serial FROM (" +
+		strings.Join(arms, " UNION ALL ") + ") AS live ORDER BY issued_at_us DESC, serial DESC LIMIT ?)" +
+		" ORDER BY issued_at_us DESC, serial DESC"), args, true
+}
+
+// expiryDayWhere selects the live certificates of one day of expiry (day,
+// then the window's ends) in certificates_live_by_expiry_day: the day's
+// expression and the index's condition as the migration spells them, so
+// that both planners take the index.
+const expiryDayWhere = "not_after_us / 86400000000 = ? AND revoked_at_us IS NULL AND not_after_us > ? AND not_after_us < ?"
 
 // Revocation is one certificate a revocation touched.
 type Revocation struct {

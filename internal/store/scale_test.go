@@ -111,6 +111,8 @@ func scaleLists(n, ids int, now time.Time) []scaleList {
 	deep := store.ScaleCursor(n/2, n, now)                        // revoked, expired
 	live := store.ScaleCursor(3*n/4+1, n, now)                    // valid, not revoked
 	expiring := store.ScaleCursor(n/2+min(n/4, 43_200)+1, n, now) // expires in about 12 hours
+	toMidnight := now.Add(24 * time.Hour).UTC().Truncate(24 * time.Hour).Add(24*time.Hour + time.Minute).Sub(now)
+	month := 31 * 24 * time.Hour
 	valid, unrevoked := store.CertificateFilter{ValidAt: now}, store.CertificateFilter{ValidAt: now, Revoked: store.NotRevoked}
 	return []scaleList{
 		{name: "newest (default 1000)", f: store.CertificateFilter{}},
@@ -127,6 +129,15 @@ func scaleLists(n, ids int, now time.Time) []scaleList {
 			f: store.CertificateFilter{ValidAt: now, ExpiresBefore: soon, Revoked: store.NotRevoked, Limit: 100}},
 		{name: "status expiring, deep", q: api.CertificateQuery{Status: api.StatusExpiring, Limit: 100, After: expiring.String()},
 			f: store.CertificateFilter{ValidAt: now, ExpiresBefore: soon, Revoked: store.NotRevoked, Limit: 100, After: expiring}},
+		// The expiring page reads the newest live rows of each day of
+		// expiry in the window (UTC days); a window that ends just after
+		// midnight makes its last day skip nearly a day of rows that
+		// expire later: the worst time of day to ask. A 31-day window
+		// holds every valid certificate here.
+		{name: "status expiring, to 00:01", q: api.CertificateQuery{Status: api.StatusExpiring, ExpiringWithin: toMidnight, Limit: 100},
+			f: store.CertificateFilter{ValidAt: now, ExpiresBefore: now.Add(toMidnight), Revoked: store.NotRevoked, Limit: 100}},
+		{name: "status expiring, 31 days", q: api.CertificateQuery{Status: api.StatusExpiring, ExpiringWithin: month, Limit: 100},
+			f: store.CertificateFilter{ValidAt: now, ExpiresBefore: now.Add(month), Revoked: store.NotRevoked, Limit: 100}},
 		{name: "status revoked", q: api.CertificateQuery{Status: api.StatusRevoked, Limit: 100}, f: store.CertificateFilter{Revoked: store.OnlyRevoked, Limit: 100}},
 		{name: "status revoked, deep", q: api.CertificateQuery{Status: api.StatusRevoked, Limit: 100, After: deep.String()},
 			f: store.CertificateFilter{Revoked: store.OnlyRevoked, Limit: 100, After: deep}},
