@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -68,6 +69,14 @@ func TestLogEdgeAnotherWriter(t *testing.T) {
 // while the CA runs): the size alone does not tell, the next append must
 // still build on the hashes now stored, not on those it cached.
 func TestLogEdgeLogRewritten(t *testing.T) {
+	t.Run("same writer connection", func(t *testing.T) { testLogEdgeLogRewritten(t, false) })
+	// database/sql replaces a writer connection it found unusable (a
+	// statement cut off by its context); PRAGMA data_version is counted
+	// per connection, so the new one can show the cached version again.
+	t.Run("writer connection replaced", func(t *testing.T) { testLogEdgeLogRewritten(t, true) })
+}
+
+func testLogEdgeLogRewritten(t *testing.T, replaceWriter bool) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	other := openFile(t, filepath.Join(dir, "other.db"))
@@ -80,6 +89,10 @@ func TestLogEdgeLogRewritten(t *testing.T) {
 	db := openFile(t, path)
 	for i := range 3 {
 		appendOne(t, db, fmt.Sprintf("aa%02x", i), int64(i))
+	}
+	if replaceWriter {
+		db.writer.SetMaxIdleConns(0)
+		db.writer.SetMaxIdleConns(2)
 	}
 	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
 	if err != nil {
@@ -135,4 +148,24 @@ func TestLogEdgeAfterFailedBatch(t *testing.T) {
 		entries = append(entries, appendOne(t, db, fmt.Sprintf("%04x", i), int64(i)))
 	}
 	checkTree(t, db, entries)
+}
+
+// TestBatchWithTheWriterHeld: a transaction that holds the pool's single
+// writer connection and never ends (a leak, a stuck statement) must fail
+// the next issuance batch once its deadline passes, not hang it for ever.
+func TestBatchWithTheWriterHeld(t *testing.T) {
+	ctx := context.Background()
+	db := openFile(t, filepath.Join(t.TempDir(), "mutual.db"))
+	held, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Rollback()
+	old := batchTxTimeout
+	batchTxTimeout = 50 * time.Millisecond
+	defer func() { batchTxTimeout = old }()
+	err = db.RecordIssuance(ctx, logged("ab01", time.Now()), "", time.Now())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("issuance with the writer connection held: %v, want the batch's deadline", err)
+	}
 }

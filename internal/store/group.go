@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// batchTxTimeout bounds one issuance batch's transaction (see
+// commitBatchTx); a variable for the tests.
+var batchTxTimeout = 30 * time.Second
+
 // maxBatch bounds how many issuances share one SQLite transaction.
 const maxBatch = 256
 
@@ -71,10 +75,11 @@ func (db *DB) commitBatch(batch []*issueOp) {
 			close(op.done)
 		}
 	}()
-	// The batch outlives any one caller's cancellation. On SQLite it has
-	// no deadline either: its only wait, for another process's write
-	// lock, is bounded by busy_timeout, and a context that can end costs
-	// the driver a watcher goroutine (and a wake-up) per statement.
+	// The batch outlives any one caller's cancellation. On SQLite its
+	// statements run without a deadline (a context that can end costs the
+	// driver a watcher goroutine and a wake-up per statement; their one
+	// wait, for another process's write lock, is bounded by busy_timeout);
+	// commitBatchTx bounds the transaction as a whole.
 	ctx := context.Background()
 	if db.kind == "postgres" {
 		var cancel context.CancelFunc
@@ -106,7 +111,12 @@ func (db *DB) commitBatch(batch []*issueOp) {
 // PostgreSQL behind a pooler. It sets the refused ops' errors and says
 // whether it committed any; an error it returns fails the batch.
 func (db *DB) commitBatchTx(ctx context.Context, batch []*issueOp) (committed bool, err error) {
-	tx, err := db.begin(ctx)
+	// The one wait busy_timeout does not bound is for the pool's single
+	// writer connection, which a stuck transaction could hold for ever: the
+	// transaction (not each statement, see commitBatch) gets a deadline.
+	tctx, cancel := context.WithTimeout(ctx, batchTxTimeout)
+	defer cancel()
+	tx, err := db.begin(tctx)
 	if err != nil {
 		return false, err
 	}

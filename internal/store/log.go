@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -20,9 +21,9 @@ type logBatch struct {
 	size   int64
 	hashes map[int64]tlog.Hash
 	queued []*Certificate
-	// version is SQLite's data_version when the batch read the size (see
-	// openLog).
-	version int64
+	// version is SQLite's data_version when the batch read the size, and
+	// writer the mark of the connection it read it on (see openLog).
+	version, writer int64
 }
 
 // queue notes c (recorded in this transaction) for the batch's log append.
@@ -41,10 +42,13 @@ func (lb *logBatch) next() int64 { return lb.size + int64(len(lb.queued)) }
 // writer's appends, or a log rewritten at the same size, send it back to
 // the stored hashes; any batch that does not commit leaves none. The size
 // is always the one read in the transaction: where the batch appends
-// never comes from memory.
+// never comes from memory. data_version is counted per connection (a new
+// one starts over), so the edge also names the writer connection it was
+// read on (writerMark): one database/sql opened in place of a closed one
+// may show the same version after another process rewrote the log.
 type logEdge struct {
-	size, version int64
-	hashes        map[int64]tlog.Hash
+	size, version, writer int64
+	hashes                map[int64]tlog.Hash
 }
 
 // The log's size, and SQLite's data_version: two prepared statements cost
@@ -67,10 +71,43 @@ func (db *DB) openLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	if err := db.txQueryRow(ctx, tx, dataVersionQuery).Scan(&lb.version); err != nil {
 		return fmt.Errorf("read the store's data version: %w", err)
 	}
-	if e != nil && e.size == lb.size && e.version == lb.version {
+	w, err := writerMark(ctx, tx)
+	if err != nil {
+		return err
+	}
+	lb.writer = w
+	if e != nil && e.size == lb.size && e.version == lb.version && e.writer == lb.writer {
 		lb.hashes = e.hashes
 	}
 	return nil
+}
+
+// writerMarks numbers the SQLite writer connections of this process.
+var writerMarks atomic.Int64
+
+// writerMark is the mark of the connection tx runs on, kept in a TEMP table
+// (which only the connection that made it sees); a connection without one
+// gets a new mark. A rolled-back batch takes its new mark with it, and the
+// next batch makes another: the cached edge is dropped either way.
+func writerMark(ctx context.Context, tx *sql.Tx) (int64, error) {
+	var m int64
+	err := tx.QueryRowContext(ctx, "SELECT mark FROM temp.mutual_writer").Scan(&m)
+	if err == nil {
+		return m, nil
+	}
+	m = writerMarks.Add(1)
+	for _, q := range []string{
+		"CREATE TEMP TABLE IF NOT EXISTS mutual_writer (mark INTEGER NOT NULL)",
+		"DELETE FROM temp.mutual_writer",
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return 0, fmt.Errorf("mark the store's writer connection: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO temp.mutual_writer (mark) VALUES (?)", m); err != nil {
+		return 0, fmt.Errorf("mark the store's writer connection: %w", err)
+	}
+	return m, nil
 }
 
 // keepEdge caches the right edge of the log lb committed (SQLite).
@@ -78,7 +115,7 @@ func (db *DB) keepEdge(lb *logBatch) {
 	if lb.hashes == nil {
 		return
 	}
-	e := &logEdge{size: lb.size, version: lb.version, hashes: map[int64]tlog.Hash{}}
+	e := &logEdge{size: lb.size, version: lb.version, writer: lb.writer, hashes: map[int64]tlog.Hash{}}
 	for _, id := range edgeIndexes(lb.size) {
 		h, ok := lb.hashes[id]
 		if !ok {
