@@ -73,17 +73,24 @@ func (g *tokenReads) get(ctx context.Context, db *DB, id string) (Token, error) 
 	batch := g.pending[:min(len(g.pending), maxTokenReads)]
 	g.pending = g.pending[len(batch):]
 	g.mu.Unlock()
+	// Handed on even if the read panics (net/http recovers a handler's
+	// panic): a lead never handed on would stall every later read.
+	defer g.handOff()
 	db.readTokens(batch)
+	return r.tok, r.err
+}
+
+// handOff makes the first waiting read the next leader, or ends the run.
+func (g *tokenReads) handOff() {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if len(g.pending) > 0 {
 		next := g.pending[0]
 		next.lead = true
 		close(next.done)
-	} else {
-		g.running = false
+		return
 	}
-	g.mu.Unlock()
-	return r.tok, r.err
+	g.running = false
 }
 
 // readTokens reads the tokens of batch in one query and answers each
@@ -95,7 +102,16 @@ func (db *DB) readTokens(batch []*tokenRead) {
 	ids := make([]string, len(batch))
 	for i, r := range batch {
 		ids[i] = r.id
+		// What a read not reached below answers (a panic): never a token.
+		r.err = fmt.Errorf("read token %s: the read was interrupted; retry", r.id)
 	}
+	defer func() {
+		for _, r := range batch {
+			if !r.lead {
+				close(r.done)
+			}
+		}
+	}()
 	found, err := db.queryTokens(ctx, ids)
 	for _, r := range batch {
 		t, ok := found[r.id]
@@ -105,10 +121,7 @@ func (db *DB) readTokens(batch []*tokenRead) {
 		case !ok:
 			r.err = fmt.Errorf("token %s: %w", r.id, ErrNotFound)
 		default:
-			r.tok = t
-		}
-		if !r.lead {
-			close(r.done)
+			r.tok, r.err = t, nil
 		}
 	}
 }

@@ -119,6 +119,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p RECORD;
 BEGIN
+    -- Token rows are locked in one order on every replica first: a caller
+    -- sending two tokens to two replicas in opposite orders would otherwise
+    -- deadlock them, and the aborted batch fails every issuance in it.
+    PERFORM 1 FROM tokens WHERE id = ANY(token_ids) ORDER BY id FOR UPDATE;
     FOR i IN 1..coalesce(array_length(serials, 1), 0) LOOP
         consumed := false;
         IF token_ids[i] <> '' THEN
