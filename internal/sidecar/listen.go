@@ -12,28 +12,45 @@ import (
 // another process listens on fails the bind at once (naming --listen), yet
 // the kernel answers a client connecting to the bound port with a reset
 // ("connection refused"), as for a service that is not up, until listen.
-// (Like every server socket it is bound with SO_REUSEADDR, so that a
-// restart is not refused for the old connections in TIME_WAIT; a process
-// that starts listening on the port in between makes listen fail, with
-// the same clear error.)
 // A proxy that does not know the revocation status yet waits so: the
 // client retries, where a connection accepted then closed would look like
 // a server bug.
+//
+// The port is bound without SO_REUSEADDR: a socket bound with it and not
+// listening lets any local user bind the same port and listen first (no
+// owner check), taking the plaintext side of the proxy. When that bind is
+// refused because old connections of a previous run are in TIME_WAIT (or
+// another process holds the port), the port is listened on at once, as
+// net.Listen does (a listening socket keeps other binds out), and clients
+// wait in its backlog until the proxy accepts.
 type boundPort struct {
-	fd   int // -1 once listening or closed
+	fd   int          // -1 once listening or closed
+	ln   net.Listener // listening already (the fallback above), until listen
 	addr net.Addr
 }
 
 // bindTCP binds address (host:port, as net.Listen takes it: an empty or
 // unspecified host, 0.0.0.0 or ::, is every address of both families)
-// without listening.
+// without listening, or listens on it when it cannot (see boundPort).
 func bindTCP(address string) (*boundPort, error) {
+	b, err := bindOnly(address)
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return b, err
+	}
+	ln, lerr := net.Listen("tcp", address)
+	if lerr != nil {
+		return nil, lerr
+	}
+	return &boundPort{fd: -1, ln: ln, addr: ln.Addr()}, nil
+}
+
+func bindOnly(address string) (*boundPort, error) {
 	ta, err := net.ResolveTCPAddr("tcp", address)
 	if err != nil {
 		return nil, err
 	}
 	if ta.IP == nil || ta.IP.IsUnspecified() { // as net.Listen: both families
-		b, err := bindFamily(syscall.AF_INET6, ta, false)
+		b, err := bindFamily(syscall.AF_INET6, &net.TCPAddr{IP: net.IPv6zero, Port: ta.Port}, false)
 		if err == nil || !errors.Is(err, syscall.EAFNOSUPPORT) {
 			return b, err
 		}
@@ -56,9 +73,6 @@ func bindFamily(family int, ta *net.TCPAddr, v6only bool) (_ *boundPort, err err
 		}
 	}()
 	syscall.CloseOnExec(fd)
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		return nil, os.NewSyscallError("setsockopt", err)
-	}
 	var sa syscall.Sockaddr
 	if family == syscall.AF_INET {
 		s := &syscall.SockaddrInet4{Port: ta.Port}
@@ -104,6 +118,10 @@ func (b *boundPort) Addr() net.Addr { return b.addr }
 // listen starts accepting connections on the bound port; the listener
 // then owns it.
 func (b *boundPort) listen() (net.Listener, error) {
+	if ln := b.ln; ln != nil {
+		b.ln = nil
+		return ln, nil
+	}
 	if b.fd < 0 {
 		return nil, fmt.Errorf("listen on %s: %w", b.addr, net.ErrClosed)
 	}
@@ -118,6 +136,10 @@ func (b *boundPort) listen() (net.Listener, error) {
 
 // close releases the port if listen did not take it.
 func (b *boundPort) close() {
+	if b.ln != nil {
+		b.ln.Close()
+		b.ln = nil
+	}
 	if b.fd >= 0 {
 		syscall.Close(b.fd)
 		b.fd = -1
