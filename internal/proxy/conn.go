@@ -214,6 +214,9 @@ func (p *relayPipe) tick() {
 func (p *relayPipe) resumed() {
 	p.mu.Lock()
 	if !p.closed {
+		// Asked anew even when the wake carried no data (half a TLS
+		// record, an empty one) and the silence did not restart.
+		p.parkAsked = -1
 		p.timer.Reset(min(parkDelay, p.limit()))
 	}
 	p.mu.Unlock()
@@ -306,7 +309,11 @@ func (h *relayHalf) run() {
 		if err == nil {
 			continue
 		}
-		if h.askPark.Load() && isTimeout(err) {
+		// tcp mode sets no read deadline of its own on a parkable source:
+		// a timeout there is always the parker's ask, even when that ask
+		// crossed park() clearing an earlier one (askPark then reads false
+		// while the deadline has passed); never a reason to end.
+		if h.sock != nil && isTimeout(err) {
 			if h.park() {
 				return
 			}

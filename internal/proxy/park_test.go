@@ -107,6 +107,22 @@ func TestTCPParkedRelay(t *testing.T) {
 		testwait.Eventually(t, func() bool { return r.p.Active() == 0 && r.p.ParkedRelays() == 0 }, "the connection to end")
 	})
 
+	// Bytes that carry no data (here half a TLS record header) wake the
+	// client's direction; it must park again once silent, not wait in a
+	// goroutine, holding a buffer, until the idle timeout.
+	t.Run("woken without data", func(t *testing.T) {
+		backend, conns := handedBackend(t)
+		r := runInbound(t, w, proxy.InboundConfig{Target: backend, Limits: long})
+		c, svc := open(t, r, conns)
+		parked(t, r, 2)
+		if _, err := c.NetConn().Write([]byte{0x17, 0x03}); err != nil {
+			t.Fatal(err)
+		}
+		testwait.Eventually(t, func() bool { return r.p.ParkedRelays() < 2 }, "the client's direction to wake")
+		parked(t, r, 2)
+		svc.Close()
+	})
+
 	// Each end below must reach a connection whose directions are both
 	// parked: nothing waits on its sockets but the parker.
 	ends := []struct {

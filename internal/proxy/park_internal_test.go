@@ -1,0 +1,58 @@
+//go:build linux
+
+package proxy
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mutual-tls/mutual/internal/testwait"
+)
+
+// tcpPair is two ends of one loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return s, c
+}
+
+// TestParkedAfterACrossedAsk: the watchdog's ask to park (flag, then a
+// past read deadline) can straddle park() clearing an earlier one, leaving
+// a parked direction with the flag down and a deadline that has passed.
+// The next byte must still be relayed, not end the connection.
+func TestParkedAfterACrossedAsk(t *testing.T) {
+	old := parkDelay
+	parkDelay = 10 * time.Millisecond
+	defer func() { parkDelay = old }()
+	pk := &parker{}
+	defer pk.close()
+	a, client := tcpPair(t)
+	b, svc := tcpPair(t)
+	p := newRelayPipe(a, b, Limits{IdleTimeout: time.Hour, HalfCloseTimeout: time.Hour}, pk)
+	go p.run(func(ab, ba int64) {})
+	testwait.Eventually(t, func() bool { return pk.parked.Load() == 2 }, "both directions parked")
+	p.dirs[0].src.SetReadDeadline(longAgo)
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	svc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(svc, got); err != nil || string(got) != "ping" {
+		t.Fatalf("the service read %q, %v; want the client's ping relayed", got, err)
+	}
+}
