@@ -181,7 +181,7 @@ func (p *relayPipe) limit() time.Duration {
 // park.
 func (p *relayPipe) nextTick(last int64, since time.Duration) time.Duration {
 	next := p.limit() - since
-	if p.pk != nil && last != p.parkAsked && parkDelay-since < next {
+	if p.pk != nil && p.pk.usable() && last != p.parkAsked && parkDelay-since < next {
 		next = max(parkDelay-since, 0)
 	}
 	return next
@@ -201,7 +201,7 @@ func (p *relayPipe) tick() {
 		p.closeBoth()
 		return
 	}
-	if p.pk != nil && last != p.parkAsked && since >= parkDelay {
+	if p.pk != nil && p.pk.usable() && last != p.parkAsked && since >= parkDelay {
 		p.parkAsked = last
 		p.dirs[0].askToPark()
 		p.dirs[1].askToPark()

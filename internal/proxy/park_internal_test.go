@@ -44,7 +44,9 @@ func TestParkedAfterACrossedAsk(t *testing.T) {
 	a, client := tcpPair(t)
 	b, svc := tcpPair(t)
 	p := newRelayPipe(a, b, Limits{IdleTimeout: time.Hour, HalfCloseTimeout: time.Hour}, pk)
-	go p.run(func(ab, ba int64) {})
+	done := make(chan struct{})
+	go p.run(func(ab, ba int64) { close(done) })
+	defer waitRelayEnd(t, done, client, svc)
 	testwait.Eventually(t, func() bool { return pk.parked.Load() == 2 }, "both directions parked")
 	p.dirs[0].src.SetReadDeadline(longAgo)
 	if _, err := client.Write([]byte("ping")); err != nil {
@@ -54,5 +56,47 @@ func TestParkedAfterACrossedAsk(t *testing.T) {
 	got := make([]byte, 4)
 	if _, err := io.ReadFull(svc, got); err != nil || string(got) != "ping" {
 		t.Fatalf("the service read %q, %v; want the client's ping relayed", got, err)
+	}
+}
+
+// TestParkerStopped: when the parker's wait ends (an epoll error), every
+// parked direction runs again in a goroutine and still relays; none parks
+// after.
+func TestParkerStopped(t *testing.T) {
+	old := parkDelay
+	parkDelay = 10 * time.Millisecond
+	defer func() { parkDelay = old }()
+	pk := &parker{}
+	defer pk.close()
+	a, client := tcpPair(t)
+	b, svc := tcpPair(t)
+	p := newRelayPipe(a, b, Limits{IdleTimeout: time.Hour, HalfCloseTimeout: time.Hour}, pk)
+	done := make(chan struct{})
+	go p.run(func(ab, ba int64) { close(done) })
+	defer waitRelayEnd(t, done, client, svc)
+	testwait.Eventually(t, func() bool { return pk.parked.Load() == 2 }, "both directions parked")
+	pk.ep.Close() // the wait fails
+	testwait.Eventually(t, func() bool { return pk.parked.Load() == 0 && !pk.usable() }, "the parked directions to run again")
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	svc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(svc, got); err != nil || string(got) != "ping" {
+		t.Fatalf("the service read %q, %v; want the client's ping relayed", got, err)
+	}
+}
+
+// waitRelayEnd closes both outer ends and waits for the relay to finish,
+// so that nothing of it outlives the test (parkDelay is restored after).
+func waitRelayEnd(t *testing.T, done chan struct{}, conns ...net.Conn) {
+	t.Helper()
+	for _, c := range conns {
+		c.Close()
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay did not end after both outer ends closed")
 	}
 }

@@ -31,6 +31,10 @@ type parker struct {
 	halves map[uint64]*relayHalf
 	// parked counts the directions parked now.
 	parked atomic.Int64
+	// broken says why the wait on the epoll instance ended (closed, or an
+	// error): no direction parks any more; stopped says so without the lock.
+	broken  error
+	stopped atomic.Bool
 }
 
 var errParkerClosed = errors.New("relay parker closed")
@@ -69,6 +73,10 @@ func (pk *parker) arm(h *relayHalf) error {
 		return err
 	}
 	pk.mu.Lock()
+	if pk.broken != nil {
+		pk.mu.Unlock()
+		return pk.broken
+	}
 	if h.token == 0 {
 		pk.next++
 		h.token = pk.next
@@ -112,6 +120,7 @@ func (pk *parker) run(rc syscall.RawConn) {
 			return n > 0 || (werr != nil && werr != syscall.EINTR)
 		})
 		if err != nil || werr != nil {
+			pk.fail(errors.Join(err, werr))
 			return
 		}
 		for _, ev := range events[:n] {
@@ -123,6 +132,26 @@ func (pk *parker) run(rc syscall.RawConn) {
 				h.wake()
 			}
 		}
+	}
+}
+
+// usable says whether directions may still park.
+func (pk *parker) usable() bool { return !pk.stopped.Load() }
+
+// fail ends parking: every direction registered runs again in a goroutine
+// of its own (a parked one would otherwise wait for ever), and none parks
+// after.
+func (pk *parker) fail(err error) {
+	pk.mu.Lock()
+	pk.broken = fmt.Errorf("relay parker stopped: %w", err)
+	pk.stopped.Store(true)
+	halves := make([]*relayHalf, 0, len(pk.halves))
+	for _, h := range pk.halves {
+		halves = append(halves, h)
+	}
+	pk.mu.Unlock()
+	for _, h := range halves {
+		h.wake()
 	}
 }
 

@@ -19,6 +19,7 @@ type parker struct {
 	parked atomic.Int64
 }
 
+func (pk *parker) usable() bool         { return false }
 func (pk *parker) arm(*relayHalf) error { return errors.New("relay parking needs Linux") }
 func (pk *parker) forget(*relayHalf)    {}
 func (pk *parker) close()               {}
