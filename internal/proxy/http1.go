@@ -556,7 +556,13 @@ func (p *Inbound) writeRefusal(hc *h1Conn, w *bufio.Writer, req *http.Request, v
 		return false
 	}
 	if keep && req.ContentLength > 0 {
+		// Within the head's bound, not extended by each read: a refused
+		// client trickling its body would otherwise hold the connection
+		// for as long as it likes.
+		hc.inHead = true
+		hc.dl.setRead(time.Now().Add(p.cfg.Limits.HandshakeTimeout))
 		_, err := io.CopyN(io.Discard, req.Body, req.ContentLength)
+		hc.inHead = false
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			p.timedOut(hc, stageRequestBody, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testwait"
@@ -451,4 +452,41 @@ func serveRequests(t *testing.T, answer func(c net.Conn, req *http.Request, n in
 			}
 		}
 	})
+}
+
+// TestHTTP1RefusedBodyTrickled: a refused request's body is read only to
+// keep the connection, and only within the head's bound: a client that
+// trickles it (each byte well within the idle timeout) must not hold the
+// connection for as long as it likes.
+func TestHTTP1RefusedBodyTrickled(t *testing.T) {
+	w := newWorld(t)
+	pol, err := authz.Parse([]byte(okOnlyPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.policy = proxy.StaticPolicy{P: pol}
+	rb := newRecordingBackend(t)
+	r := runInbound(t, w, proxy.InboundConfig{Target: rb.addr, Protocol: proxy.HTTP,
+		Limits: proxy.Limits{HandshakeTimeout: 300 * time.Millisecond, IdleTimeout: time.Hour}})
+	c := dialH1(t, w, r.addr)
+	io.WriteString(c, "POST /admin HTTP/1.1\r\nHost: b\r\nContent-Length: 100000\r\n\r\n")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := io.WriteString(c, "x"); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	if err := closedByProxy(c); err != nil {
+		t.Fatal(err)
+	}
 }
