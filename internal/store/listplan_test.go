@@ -3,12 +3,9 @@ package store
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mutual-tls/mutual/internal/pgtest"
 )
 
 // listFilters are the dashboard's certificate filters (status valid,
@@ -86,35 +83,19 @@ func TestListCertificatesPlans(t *testing.T) {
 			}
 		}
 	}
-	t.Run("sqlite", func(t *testing.T) {
-		db, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "plan.db"))
-		if err != nil {
-			t.Fatal(err)
+	onBothStores(t, func(t *testing.T, db *DB, explain func(q string, args []any) string) {
+		if db.kind == "sqlite" {
+			check(t, db, explain, func(plan string) bool {
+				// Each day of expiry starts at the cursor.
+				if days := strings.Count(plan, "INDEX certificates_live_by_expiry_day"); days > 0 {
+					return strings.Count(plan, "INDEX certificates_live_by_expiry_day (<expr>=? AND (issued_at_us,serial)<(?,?))") == days
+				}
+				return strings.Contains(plan, "SEARCH certificates USING INDEX certificates_by_issue_order ((issued_at_us,serial)<(?,?))") ||
+					strings.Contains(plan, "SEARCH certificates USING INDEX certificates_revoked_by_issue_order ((issued_at_us,serial)<(?,?))")
+			})
+			return
 		}
-		defer db.Close()
-		check(t, db, func(q string, args []any) string {
-			return strings.Join(explainRows(t, db, "EXPLAIN QUERY PLAN "+q, args), "; ")
-		}, func(plan string) bool {
-			// Each day of expiry starts at the cursor.
-			if days := strings.Count(plan, "INDEX certificates_live_by_expiry_day"); days > 0 {
-				return strings.Count(plan, "INDEX certificates_live_by_expiry_day (<expr>=? AND (issued_at_us,serial)<(?,?))") == days
-			}
-			return strings.Contains(plan, "SEARCH certificates USING INDEX certificates_by_issue_order ((issued_at_us,serial)<(?,?))") ||
-				strings.Contains(plan, "SEARCH certificates USING INDEX certificates_revoked_by_issue_order ((issued_at_us,serial)<(?,?))")
-		})
-	})
-	t.Run("postgres", func(t *testing.T) {
-		srv := pgtest.Start(t)
-		db, err := Open(ctx, srv.NewDatabase(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		check(t, db, func(q string, args []any) string {
-			// A few thousand rows fit a sequential scan better than any
-			// index; take that choice away to see what the index offers.
-			return strings.Join(explainRows(t, db, "SET LOCAL enable_seqscan = off; EXPLAIN "+q, args), "; ")
-		}, func(plan string) bool {
+		check(t, db, explain, func(plan string) bool {
 			// PostgreSQL weighs its statistics: it may sort the few
 			// rows another index finds, but when it walks the list
 			// order it must seek to the cursor, not filter up to it.

@@ -466,13 +466,11 @@ func (db *DB) revokeWhere(ctx context.Context, what, cond string, args []any, re
 	if err := db.lockRevocation(ctx, tx); err != nil {
 		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}
-	q := "SELECT serial, spiffe_id, node_id, revoked_at_us, not_after_us FROM certificates WHERE (" + cond + ")"
 	qargs := append([]any{}, args...)
 	if !includeExpired {
-		q += " AND not_after_us > ?"
 		qargs = append(qargs, toUS(at))
 	}
-	rows, err := tx.QueryContext(ctx, db.q.rebind(q+" ORDER BY issued_at_us, serial"), qargs...)
+	rows, err := tx.QueryContext(ctx, db.q.rebind(revokeCandidates(cond, includeExpired)), qargs...)
 	if err != nil {
 		return nil, fmt.Errorf("revoke %s: %w", what, err)
 	}
@@ -525,6 +523,16 @@ func (db *DB) revokeWhere(ctx context.Context, what, cond string, args []any, re
 	return out, nil
 }
 
+// revokeCandidates is revokeWhere's query of the certificates cond
+// selects, unexpired at its last argument unless includeExpired.
+func revokeCandidates(cond string, includeExpired bool) string {
+	q := "SELECT serial, spiffe_id, node_id, revoked_at_us, not_after_us FROM certificates WHERE (" + cond + ")"
+	if !includeExpired {
+		q += " AND not_after_us > ?"
+	}
+	return q + " ORDER BY issued_at_us, serial"
+}
+
 // lineage selects the certificate whose serial is its argument and those
 // renewed from it, directly or through other renewals (one set, so that
 // the serial index serves it).
@@ -533,6 +541,16 @@ const lineage = `serial IN (WITH RECURSIVE lineage(s) AS (
 		UNION SELECT c.serial FROM certificates c JOIN lineage l ON c.renewed_from = l.s)
 	SELECT s FROM lineage)`
 
+// What RevokeLineage (lineage's serial, then the serial again and a time:
+// the serial itself, even expired, and its unexpired renewals),
+// RevokeIdentity and RevokeNode (its SPIFFE ID twice) revoke: conditions
+// for revokeCandidates.
+const (
+	lineageCond  = lineage + " AND (serial = ? OR not_after_us > ?)"
+	identityCond = "spiffe_id = ?"
+	nodeCond     = "spiffe_id = ? OR node_id = ?"
+)
+
 // RevokeLineage revokes one certificate, expired or not, and every
 // unexpired certificate renewed from it (directly or through other
 // renewals), in one transaction: a renewal that committed just before the
@@ -540,7 +558,7 @@ const lineage = `serial IN (WITH RECURSIVE lineage(s) AS (
 // Revoking twice is harmless: the first time and reason stand. An unknown
 // serial yields ErrNotFound.
 func (db *DB) RevokeLineage(ctx context.Context, serial string, reason int, at time.Time) ([]Revocation, error) {
-	revs, err := db.revokeWhere(ctx, "certificate "+serial, lineage+" AND (serial = ? OR not_after_us > ?)",
+	revs, err := db.revokeWhere(ctx, "certificate "+serial, lineageCond,
 		[]any{serial, serial, toUS(at)}, reason, at, true, nil)
 	if err != nil {
 		return nil, err
@@ -572,7 +590,7 @@ func (db *DB) RevokeSerial(ctx context.Context, serial string, reason int, at ti
 // revocation is also kept as state: a certificate of spiffeID issued at or
 // before at can no longer renew, whatever its own record says.
 func (db *DB) RevokeIdentity(ctx context.Context, spiffeID string, reason int, at time.Time) ([]Revocation, error) {
-	return db.revokeWhere(ctx, "no unexpired certificate of "+spiffeID, "spiffe_id = ?", []any{spiffeID}, reason, at, false,
+	return db.revokeWhere(ctx, "no unexpired certificate of "+spiffeID, identityCond, []any{spiffeID}, reason, at, false,
 		func(tx *sql.Tx) error {
 			return db.recordRevokedState(ctx, tx, "revoked_identities", "spiffe_id", spiffeID, reason, at)
 		})
@@ -583,7 +601,7 @@ func (db *DB) RevokeIdentity(ctx context.Context, spiffeID string, reason int, a
 // The revocation is also kept as state: a certificate of or through the
 // node issued at or before at can no longer renew or obtain anything.
 func (db *DB) RevokeNode(ctx context.Context, nodeID string, reason int, at time.Time) ([]Revocation, error) {
-	return db.revokeWhere(ctx, "no unexpired certificate of or through "+nodeID, "spiffe_id = ? OR node_id = ?", []any{nodeID, nodeID}, reason, at, false,
+	return db.revokeWhere(ctx, "no unexpired certificate of or through "+nodeID, nodeCond, []any{nodeID, nodeID}, reason, at, false,
 		func(tx *sql.Tx) error {
 			return db.recordRevokedState(ctx, tx, "revoked_nodes", "node_id", nodeID, reason, at)
 		})
