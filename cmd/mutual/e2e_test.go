@@ -152,6 +152,18 @@ func mustMutualJSON(t *testing.T, v any, args ...string) {
 // mustFail runs mutual and checks the error contract: exit 1, nothing on
 // stdout, exactly one line "mutual: ..." on stderr, which contains every one
 // of want (case-insensitively). It returns that line.
+// tokenFile writes a join token where `--token-file` reads it, as the docs
+// say to give one (on the command line it is in every user's process list,
+// and the CLI warns).
+func tokenFile(t *testing.T, tok string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(f, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func mustFail(t *testing.T, want []string, args ...string) string {
 	t.Helper()
 	r := mutual(t, args...)
@@ -448,7 +460,7 @@ type issued struct {
 func requestCert(t *testing.T, tok, out string, extra ...string) issued {
 	t.Helper()
 	var is issued
-	mustMutualJSON(t, &is, append([]string{"cert", "request", "--token", tok, "--out", out, "--json"}, extra...)...)
+	mustMutualJSON(t, &is, append([]string{"cert", "request", "--token-file", tokenFile(t, tok), "--out", out, "--json"}, extra...)...)
 	return is
 }
 
@@ -659,7 +671,7 @@ func TestE2EOperatorFlowSQLite(t *testing.T) {
 
 	// A join token is single use.
 	web2 := filepath.Join(tmp, "web2")
-	mustFail(t, []string{"already used"}, "cert", "request", "--token", tok, "--out", web2)
+	mustFail(t, []string{"already used"}, "cert", "request", "--token-file", tokenFile(t, tok), "--out", web2)
 	if _, err := os.Stat(filepath.Join(web2, "cert.pem")); err == nil {
 		t.Errorf("a refused enrollment wrote %s/cert.pem", web2)
 	}
@@ -679,6 +691,7 @@ func TestE2EOperatorFlowSQLite(t *testing.T) {
 	// Single use holds when several clients race with one token: exactly
 	// one enrolls.
 	raceTok := createToken(t, srv, admin, "spiffe://example.org/ns/prod/race")
+	raceFile := tokenFile(t, raceTok)
 	const racers = 6
 	results := make([]result, racers)
 	errs := make([]error, racers)
@@ -687,7 +700,7 @@ func TestE2EOperatorFlowSQLite(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = runE(cmdEnv(), mutualBin, "cert", "request", "--token", raceTok, "--out", filepath.Join(tmp, fmt.Sprintf("race%d", i)))
+			results[i], errs[i] = runE(cmdEnv(), mutualBin, "cert", "request", "--token-file", raceFile, "--out", filepath.Join(tmp, fmt.Sprintf("race%d", i)))
 		}()
 	}
 	wg.Wait()
@@ -800,7 +813,7 @@ func TestE2EOperatorFlowSQLite(t *testing.T) {
 	// used token names it).
 	srv = startServer(t, caDir, pass, serverOptions{store: "sqlite:" + db, listen: strings.TrimPrefix(srv.url, "https://")})
 	checkRevoked("after a restart", listCerts(t, srv, admin))
-	mustFail(t, []string{"already used"}, "cert", "request", "--token", tok, "--out", web2)
+	mustFail(t, []string{"already used"}, "cert", "request", "--token-file", tokenFile(t, tok), "--out", web2)
 	mustFail(t, []string{"revoked"}, "cert", "renew", "--dir", web, "--server", srv.url)
 	srv.stop(t)
 
@@ -1040,10 +1053,10 @@ func TestE2EBadInput(t *testing.T) {
 			args []string
 			want []string
 		}{
-			{"malformed token", []string{"--token", "mutual1.garbage"}, []string{"malformed join token"}},
-			{"not a token", []string{"--token", "hello"}, []string{"malformed join token", "mutual1."}},
-			{"truncated token", []string{"--token", unused[:len(unused)-10]}, []string{"malformed join token"}},
-			{"token of another CA", []string{"--token", foreign}, []string{"another CA"}},
+			{"malformed token", []string{"--token-file", tokenFile(t, "mutual1.garbage")}, []string{"malformed join token"}},
+			{"not a token", []string{"--token-file", tokenFile(t, "hello")}, []string{"malformed join token", "mutual1."}},
+			{"truncated token", []string{"--token-file", tokenFile(t, unused[:len(unused)-10])}, []string{"malformed join token"}},
+			{"token of another CA", []string{"--token-file", tokenFile(t, foreign)}, []string{"another CA"}},
 			{"no token", nil, []string{"--token", "required"}},
 		}
 		for _, tc := range tests {
@@ -1057,7 +1070,7 @@ func TestE2EBadInput(t *testing.T) {
 		}
 
 		t.Run("identity already in --out", func(t *testing.T) {
-			mustFail(t, []string{"already holds an identity", "--force"}, "cert", "request", "--token", unused, "--out", existing)
+			mustFail(t, []string{"already holds an identity", "--force"}, "cert", "request", "--token-file", tokenFile(t, unused), "--out", existing)
 			checkUnchanged(t, "refused cert request", existingBefore, snapshot(t, existing))
 			// The refusal did not spend the token.
 			requestCert(t, unused, filepath.Join(t.TempDir(), "fresh"))
