@@ -169,3 +169,33 @@ func TestBatchWithTheWriterHeld(t *testing.T) {
 		t.Fatalf("issuance with the writer connection held: %v, want the batch's deadline", err)
 	}
 }
+
+// TestBatchPanic: a batch that panics (net/http recovers a handler's
+// panic, so the process goes on) must answer every op it held with an
+// error, never a success for a certificate it did not record, and must
+// not leave the group commit waiting for a leader that is gone.
+func TestBatchPanic(t *testing.T) {
+	ctx := context.Background()
+	db := openFile(t, filepath.Join(t.TempDir(), "mutual.db"))
+	now := time.Now()
+	var noCtx context.Context // what makes the batch panic here
+	a := &issueOp{ctx: noCtx, cert: logged("ac01", now), now: now, done: make(chan struct{})}
+	b := &issueOp{ctx: ctx, cert: logged("ac02", now), now: now, done: make(chan struct{})}
+	func() {
+		defer func() { recover() }()
+		db.commitBatch([]*issueOp{a, b})
+	}()
+	<-b.done
+	if b.err == nil {
+		t.Fatal("an op of a batch that panicked was answered as recorded")
+	}
+	func() {
+		defer func() { recover() }()
+		db.RecordIssuance(noCtx, logged("ac03", now), "", now)
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := db.RecordIssuance(wctx, logged("ac04", now), "", now); err != nil {
+		t.Fatalf("an issuance after a leader panicked: %v", err)
+	}
+}

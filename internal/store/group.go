@@ -48,6 +48,23 @@ func (g *groupCommit) submit(ctx context.Context, db *DB, op *issueOp) error {
 		}
 	}
 	g.running = true
+	led := false
+	// A leader that panics (net/http recovers a handler's panic) answers
+	// the ops still queued with an error rather than leave them, and every
+	// later issuance, waiting for a leader that is gone.
+	defer func() {
+		if led {
+			return
+		}
+		g.mu.Lock()
+		queued := g.pending
+		g.pending, g.running = nil, false
+		g.mu.Unlock()
+		for _, q := range queued {
+			q.err = fmt.Errorf("record certificate %s: the batch before it failed; retry", q.cert.Serial)
+			close(q.done)
+		}
+	}()
 	for {
 		batch := g.pending
 		if len(batch) > maxBatch {
@@ -63,6 +80,7 @@ func (g *groupCommit) submit(ctx context.Context, db *DB, op *issueOp) error {
 			break
 		}
 	}
+	led = true
 	<-op.done
 	return op.err
 }
@@ -71,8 +89,16 @@ func (g *groupCommit) submit(ctx context.Context, db *DB, op *issueOp) error {
 // op's outcome once the commit is durable.
 func (db *DB) commitBatch(batch []*issueOp) {
 	defer func() {
+		r := recover()
 		for _, op := range batch {
+			if r != nil && op.err == nil {
+				// Never a success for what this batch may not have recorded.
+				op.err = fmt.Errorf("record certificate %s: the store's batch failed (%v); retry", op.cert.Serial, r)
+			}
 			close(op.done)
+		}
+		if r != nil {
+			panic(r)
 		}
 	}()
 	// The batch outlives any one caller's cancellation. On SQLite its
