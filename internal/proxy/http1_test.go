@@ -66,6 +66,16 @@ func (rb *recordingBackend) take() []string {
 	return got
 }
 
+// okOnly is okOnlyPolicy as the proxy's policy.
+func okOnly(t *testing.T) proxy.PolicySource {
+	t.Helper()
+	pol, err := authz.Parse([]byte(okOnlyPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proxy.StaticPolicy{P: pol}
+}
+
 // okOnlyPolicy allows webID the paths under /ok/ only.
 const okOnlyPolicy = `
 rules:
@@ -108,11 +118,7 @@ func sendRaw(t *testing.T, pp *pipeProxy, cfg *tls.Config, raw string) []int {
 // a request the proxy took for a body, never a body it took for a request.
 func TestHTTP1Smuggling(t *testing.T) {
 	w := newWorld(t)
-	pol, err := authz.Parse([]byte(okOnlyPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.policy = proxy.StaticPolicy{P: pol}
+	w.policy = okOnly(t)
 	rb := newRecordingBackend(t)
 	// Short limits so that each case ends when the proxy closes the idle
 	// (or stuck) connection.

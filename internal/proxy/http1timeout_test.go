@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mutual-tls/mutual/internal/authz"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testwait"
@@ -40,6 +39,27 @@ func dialH1(t *testing.T, w *world, addr string) *tls.Conn {
 	return c
 }
 
+// trickle writes s to c every 20 ms, each write well within any idle
+// timeout, until the returned stop is called or a write fails.
+func trickle(c net.Conn, s string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if _, err := io.WriteString(c, s); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 // timedOut waits until the proxy has logged and counted a timeout at stage.
 func timedOut(t *testing.T, r *proxyRun, stage string) {
 	t.Helper()
@@ -61,22 +81,7 @@ func TestHTTP1ClientTimeouts(t *testing.T) {
 		io.WriteString(c, "GET /ok HTTP/1.1\r\nHost: b\r\n")
 		// A header line a little at a time, for ever: only a bound on the
 		// whole head ends it.
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			tick := time.NewTicker(20 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					if _, err := io.WriteString(c, "X-A: a\r\n"); err != nil {
-						return
-					}
-				}
-			}
-		}()
+		defer trickle(c, "X-A: a\r\n")()
 		if err := closedByProxy(c); err != nil {
 			t.Fatal(err)
 		}
@@ -460,32 +465,13 @@ func serveRequests(t *testing.T, answer func(c net.Conn, req *http.Request, n in
 // connection for as long as it likes.
 func TestHTTP1RefusedBodyTrickled(t *testing.T) {
 	w := newWorld(t)
-	pol, err := authz.Parse([]byte(okOnlyPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.policy = proxy.StaticPolicy{P: pol}
+	w.policy = okOnly(t)
 	rb := newRecordingBackend(t)
 	r := runInbound(t, w, proxy.InboundConfig{Target: rb.addr, Protocol: proxy.HTTP,
 		Limits: proxy.Limits{HandshakeTimeout: 300 * time.Millisecond, IdleTimeout: time.Hour}})
 	c := dialH1(t, w, r.addr)
 	io.WriteString(c, "POST /admin HTTP/1.1\r\nHost: b\r\nContent-Length: 100000\r\n\r\n")
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := io.WriteString(c, "x"); err != nil {
-					return
-				}
-			}
-		}
-	}()
+	defer trickle(c, "x")()
 	if err := closedByProxy(c); err != nil {
 		t.Fatal(err)
 	}

@@ -36,55 +36,19 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // a parked direction with the flag down and a deadline that has passed.
 // The next byte must still be relayed, not end the connection.
 func TestParkedAfterACrossedAsk(t *testing.T) {
-	old := parkDelay
-	parkDelay = 10 * time.Millisecond
-	defer func() { parkDelay = old }()
-	pk := &parker{}
-	defer pk.close()
-	a, client := tcpPair(t)
-	b, svc := tcpPair(t)
-	p := newRelayPipe(a, b, Limits{IdleTimeout: time.Hour, HalfCloseTimeout: time.Hour}, pk)
-	done := make(chan struct{})
-	go p.run(func(ab, ba int64) { close(done) })
-	defer waitRelayEnd(t, done, client, svc)
-	testwait.Eventually(t, func() bool { return pk.parked.Load() == 2 }, "both directions parked")
+	_, p, client, svc := parkedPair(t)
 	p.dirs[0].src.SetReadDeadline(longAgo)
-	if _, err := client.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	svc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	got := make([]byte, 4)
-	if _, err := io.ReadFull(svc, got); err != nil || string(got) != "ping" {
-		t.Fatalf("the service read %q, %v; want the client's ping relayed", got, err)
-	}
+	pingRelayed(t, client, svc)
 }
 
 // TestParkerStopped: when the parker's wait ends (an epoll error), every
 // parked direction runs again in a goroutine and still relays; none parks
 // after.
 func TestParkerStopped(t *testing.T) {
-	old := parkDelay
-	parkDelay = 10 * time.Millisecond
-	defer func() { parkDelay = old }()
-	pk := &parker{}
-	defer pk.close()
-	a, client := tcpPair(t)
-	b, svc := tcpPair(t)
-	p := newRelayPipe(a, b, Limits{IdleTimeout: time.Hour, HalfCloseTimeout: time.Hour}, pk)
-	done := make(chan struct{})
-	go p.run(func(ab, ba int64) { close(done) })
-	defer waitRelayEnd(t, done, client, svc)
-	testwait.Eventually(t, func() bool { return pk.parked.Load() == 2 }, "both directions parked")
+	pk, _, client, svc := parkedPair(t)
 	pk.ep.Close() // the wait fails
 	testwait.Eventually(t, func() bool { return pk.parked.Load() == 0 && !pk.usable() }, "the parked directions to run again")
-	if _, err := client.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	svc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	got := make([]byte, 4)
-	if _, err := io.ReadFull(svc, got); err != nil || string(got) != "ping" {
-		t.Fatalf("the service read %q, %v; want the client's ping relayed", got, err)
-	}
+	pingRelayed(t, client, svc)
 }
 
 // waitRelayEnd closes both outer ends and waits for the relay to finish,
@@ -98,5 +62,38 @@ func waitRelayEnd(t *testing.T, done chan struct{}, conns ...net.Conn) {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the relay did not end after both outer ends closed")
+	}
+}
+
+// parkedPair relays client<->svc through a relayPipe on its own parker,
+// with a 10 ms park delay, and returns once both directions have parked;
+// everything ends with the test (parkDelay restored last).
+func parkedPair(t *testing.T) (pk *parker, p *relayPipe, client, svc net.Conn) {
+	t.Helper()
+	old := parkDelay
+	parkDelay = 10 * time.Millisecond
+	t.Cleanup(func() { parkDelay = old })
+	pk = &parker{}
+	t.Cleanup(pk.close)
+	a, client := tcpPair(t)
+	b, svc := tcpPair(t)
+	p = newRelayPipe(a, b, Limits{IdleTimeout: time.Hour, HalfCloseTimeout: time.Hour}, pk)
+	done := make(chan struct{})
+	go p.run(func(ab, ba int64) { close(done) })
+	t.Cleanup(func() { waitRelayEnd(t, done, client, svc) })
+	testwait.Eventually(t, func() bool { return pk.parked.Load() == 2 }, "both directions parked")
+	return pk, p, client, svc
+}
+
+// pingRelayed writes "ping" on client and wants it read on svc.
+func pingRelayed(t *testing.T, client, svc net.Conn) {
+	t.Helper()
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	svc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(svc, got); err != nil || string(got) != "ping" {
+		t.Fatalf("the service read %q, %v; want the client's ping relayed", got, err)
 	}
 }
