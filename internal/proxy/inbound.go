@@ -292,7 +292,10 @@ func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			return err
+			// Live connections relay on in goroutines of their own; the
+			// parker's wait (and its epoll instance) ends here.
+			p.park.close()
+			return fmt.Errorf("proxy: accepting connections on %s: %w", ln.Addr(), err)
 		}
 		if !p.admit(c) {
 			continue
