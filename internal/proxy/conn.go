@@ -379,6 +379,7 @@ func (h *relayHalf) wake() {
 		case halfParked:
 			if h.state.CompareAndSwap(halfParked, halfRunning) {
 				h.p.pk.parked.Add(-1)
+				h.p.pk.woken.Add(1)
 				// Not here: the watchdog wakes directions holding p.mu.
 				go func() {
 					h.p.resumed()

@@ -33,8 +33,9 @@ type parker struct {
 	mu     sync.Mutex
 	next   uint64
 	halves map[uint64]*relayHalf
-	// parked counts the directions parked now.
-	parked atomic.Int64
+	// parked counts the directions parked now; woken, the wakes of parked
+	// directions so far.
+	parked, woken atomic.Int64
 	// broken says why the wait on the epoll instance ended (closed, or an
 	// error): no direction parks any more; stopped says so without the lock.
 	broken  error
