@@ -320,7 +320,11 @@ func (h *relayHalf) run() {
 			continue
 		}
 		clean := err == io.EOF
-		if clean {
+		// Tell dst that no more comes while the other direction still
+		// runs; after it, the pair closes both legs at once, and the close
+		// says as much (both directions read to EOF: nothing unread turns
+		// it into a reset) for a system call less.
+		if clean && h.p.left.Load() > 1 {
 			closeWrite(h.dst)
 		}
 		h.state.Store(halfDone)
@@ -375,6 +379,7 @@ func (h *relayHalf) wake() {
 		case halfParked:
 			if h.state.CompareAndSwap(halfParked, halfRunning) {
 				h.p.pk.parked.Add(-1)
+				h.p.pk.woken.Add(1)
 				// Not here: the watchdog wakes directions holding p.mu.
 				go func() {
 					h.p.resumed()
@@ -665,4 +670,9 @@ func sniff(c net.Conn, timeout time.Duration) (net.Conn, bool, error) {
 	return &sniffedConn{Conn: c, r: r}, b[0] == 0x16, nil
 }
 
-func peerString(c net.Conn) string { return fmt.Sprint(c.RemoteAddr()) }
+func peerString(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return fmt.Sprint(nil)
+}

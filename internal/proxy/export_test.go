@@ -20,6 +20,10 @@ func (r *MigrationReport) SetNow(now func() time.Time) { r.now = now }
 // ParkedRelays returns how many tcp-mode relay directions are parked.
 func (p *Inbound) ParkedRelays() int64 { return p.park.parked.Load() }
 
+// ParkWakes returns how many times a parked tcp-mode relay direction has
+// been started again.
+func (p *Inbound) ParkWakes() int64 { return p.park.woken.Load() }
+
 // ParkDelay is how long a tcp-mode connection stays silent before its
 // relay parks.
 func ParkDelay() time.Duration { return parkDelay }

@@ -82,13 +82,15 @@ type InboundConfig struct {
 	Staple func(leaf *x509.Certificate) []byte
 	Limits Limits
 	// Log receives one line per connection (tcp) or request (http) and per
-	// refused handshake; nil discards. In http mode, lines of forwarded
-	// requests are sampled (RequestLogLimit); refused ones are all logged.
+	// refused handshake; nil discards. Lines of forwarded requests (http)
+	// and of relayed connections (tcp) are sampled (RequestLogLimit);
+	// refused ones are all logged.
 	Log *slog.Logger
-	// RequestLogLimit is how many forwarded requests a second get a log
-	// line in http mode; past it a second's others are only counted (the
-	// metrics have every request) and one line says how many were not
-	// logged. Zero means DefaultRequestLogLimit; negative, every request.
+	// RequestLogLimit is how many forwarded requests (http mode) or relayed
+	// connections (tcp mode) a second get a log line; past it a second's
+	// others are only counted (the metrics have every one) and one line
+	// says how many were not logged. Zero means DefaultRequestLogLimit;
+	// negative, every one.
 	RequestLogLimit int
 	// Metrics and Migration may be nil.
 	Metrics   *Metrics
@@ -292,7 +294,10 @@ func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			return err
+			// Live connections relay on in goroutines of their own; the
+			// parker's wait (and its epoll instance) ends here.
+			p.park.close()
+			return fmt.Errorf("proxy: accepting connections on %s: %w", ln.Addr(), err)
 		}
 		if !p.admit(c) {
 			continue
@@ -482,14 +487,25 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) (relay func(done fu
 	}
 }
 
-// relayed counts and logs a tcp-mode connection that has ended.
+// relayed counts and logs a tcp-mode connection that has ended. Its log
+// line is sampled as forwarded requests are in http mode
+// (RequestLogLimit); the metrics count every connection.
 func (p *Inbound) relayed(c net.Conn, lc *liveConn, mtls bool, in, out int64, start time.Time) {
 	if p.cfg.Metrics != nil {
 		p.cfg.Metrics.bytes.WithLabelValues("to_target").Add(float64(in))
 		p.cfg.Metrics.bytes.WithLabelValues("to_peer").Add(float64(out))
 	}
-	p.log.Info("connection", "remote", peerString(c), "peer_id", idString(lc.id), "serial", lc.serial,
-		"mtls", mtls, "bytes_to_target", in, "bytes_to_peer", out, "duration_ms", time.Since(start).Milliseconds())
+	now := time.Now()
+	logged, dropped := p.sample.allow(now)
+	if dropped > 0 {
+		p.log.Info("connections not logged", "count", dropped, "limit_per_second", p.sample.limit)
+	}
+	if !logged {
+		return
+	}
+	p.log.LogAttrs(context.Background(), slog.LevelInfo, "connection", slog.String("remote", peerString(c)),
+		slog.String("peer_id", idString(lc.id)), slog.String("serial", lc.serial), slog.Bool("mtls", mtls),
+		slog.Int64("bytes_to_target", in), slog.Int64("bytes_to_peer", out), slog.Int64("duration_ms", now.Sub(start).Milliseconds()))
 }
 
 func (p *Inbound) track(c net.Conn, lc *liveConn) {

@@ -591,6 +591,12 @@ func TestInboundHalfClose(t *testing.T) {
 					metricValue(t, r.reg, "mutual_proxy_bytes_total", map[string]string{"flow": "to_peer"}) == float64(total)
 			}, "bytes counted")
 			testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "connections released")
+			// Fewer connections than the default log limit: every one has
+			// its line, with the peer and the bytes each way.
+			if tt.id != nil && !r.logs.Has("connection", map[string]any{"peer_id": webID, "mtls": true,
+				"bytes_to_target": float64(sizes[len(sizes)-1]), "bytes_to_peer": float64(sizes[len(sizes)-1])}) {
+				t.Fatalf("no connection line with the peer and its bytes:\n%s", r.logs.String())
+			}
 		})
 	}
 }

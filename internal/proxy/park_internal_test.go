@@ -3,6 +3,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -95,5 +97,40 @@ func pingRelayed(t *testing.T, client, svc net.Conn) {
 	got := make([]byte, 4)
 	if _, err := io.ReadFull(svc, got); err != nil || string(got) != "ping" {
 		t.Fatalf("the service read %q, %v; want the client's ping relayed", got, err)
+	}
+}
+
+// failingListener's Accept fails at once with an error that is not a
+// timeout, as a listener whose socket broke does.
+type failingListener struct{ net.Listener }
+
+var errAcceptBroken = errors.New("accept: the listening socket broke")
+
+func (failingListener) Accept() (net.Conn, error) { return nil, errAcceptBroken }
+
+// TestServeErrorClosesParker: Serve returning on an accept error (not the
+// context's end) closes the parker: its goroutine and epoll instance go,
+// and no direction parks after.
+func TestServeErrorClosesParker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := &Inbound{cfg: InboundConfig{Protocol: TCP, Limits: Limits{}.withDefaults()}, conns: map[net.Conn]*liveConn{}}
+	if err := p.park.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.park.close)
+	if err := p.Serve(context.Background(), failingListener{ln}); !errors.Is(err, errAcceptBroken) {
+		t.Fatalf("Serve returned %v; want the accept error", err)
+	}
+	select {
+	case <-p.park.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the parker's goroutine still waits on its epoll instance after Serve returned")
+	}
+	if p.park.usable() {
+		t.Fatal("directions may still park after Serve returned")
 	}
 }

@@ -24,13 +24,18 @@ type parker struct {
 	once sync.Once
 	err  error
 	ep   *os.File
-	epfd int
+	// epc reaches ep's descriptor for epoll_ctl; holding it through the
+	// call keeps a concurrent close from freeing the number for reuse.
+	epc syscall.RawConn
+	// done is closed when the goroutine waiting on ep has ended.
+	done chan struct{}
 
 	mu     sync.Mutex
 	next   uint64
 	halves map[uint64]*relayHalf
-	// parked counts the directions parked now.
-	parked atomic.Int64
+	// parked counts the directions parked now; woken, the wakes of parked
+	// directions so far.
+	parked, woken atomic.Int64
 	// broken says why the wait on the epoll instance ended (closed, or an
 	// error): no direction parks any more; stopped says so without the lock.
 	broken  error
@@ -53,14 +58,16 @@ func (pk *parker) start() error {
 			pk.err = os.NewSyscallError("fcntl", err)
 			return
 		}
-		pk.epfd, pk.ep = fd, os.NewFile(uintptr(fd), "relay-parker")
+		pk.ep = os.NewFile(uintptr(fd), "relay-parker")
 		rc, err := pk.ep.SyscallConn()
 		if err != nil {
 			pk.ep.Close()
 			pk.err = fmt.Errorf("relay parker: %w", err)
 			return
 		}
+		pk.epc = rc
 		pk.halves = map[uint64]*relayHalf{}
+		pk.done = make(chan struct{})
 		go pk.run(rc)
 	})
 	return pk.err
@@ -89,7 +96,11 @@ func (pk *parker) arm(h *relayHalf) error {
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(h.token), Pad: int32(h.token >> 32)}
 	var cerr error
-	err := h.sock.Control(func(fd uintptr) { cerr = syscall.EpollCtl(pk.epfd, op, int(fd), &ev) })
+	err := pk.epc.Control(func(epfd uintptr) {
+		if serr := h.sock.Control(func(fd uintptr) { cerr = syscall.EpollCtl(int(epfd), op, int(fd), &ev) }); serr != nil {
+			cerr = serr
+		}
+	})
 	if err == nil && cerr != nil {
 		err = os.NewSyscallError("epoll_ctl", cerr)
 	}
@@ -111,6 +122,7 @@ func (pk *parker) forget(h *relayHalf) {
 // run wakes the directions whose sockets are ready until the parker is
 // closed.
 func (pk *parker) run(rc syscall.RawConn) {
+	defer close(pk.done)
 	events := make([]syscall.EpollEvent, 64)
 	for {
 		var n int
@@ -155,7 +167,9 @@ func (pk *parker) fail(err error) {
 	}
 }
 
-// close stops the parker's goroutine; no direction may be parked.
+// close stops the parker: its goroutine ends, and any direction still
+// parked runs again in a goroutine of its own (fail). Closing twice is
+// harmless.
 func (pk *parker) close() {
 	pk.once.Do(func() { pk.err = errParkerClosed })
 	if pk.ep != nil {

@@ -15,8 +15,9 @@ var parkDelay = 500 * time.Millisecond
 // parker is unavailable here: idle relay directions wait in their
 // goroutines.
 type parker struct {
-	// parked counts the directions parked now: always 0.
-	parked atomic.Int64
+	// parked counts the directions parked now, woken the wakes of parked
+	// ones: always 0.
+	parked, woken atomic.Int64
 }
 
 func (pk *parker) usable() bool         { return false }

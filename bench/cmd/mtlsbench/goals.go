@@ -15,6 +15,9 @@ type goal struct {
 	ratio func(r int) (float64, bool)
 	min   bool // the ratio must be at least bound (else at most)
 	bound float64
+	// ref marks a figure printed for reference, with no goal: what a peer
+	// reaches against the same baseline.
+	ref bool
 }
 
 // goals prints issue #15's table: each figure per round of the rate tests
@@ -35,7 +38,11 @@ func (rep *report) goals(w io.Writer, by map[string]*target) {
 		if g.min {
 			op = "≥"
 		}
-		fmt.Fprintf(w, "| %s | %s %.2f |", g.figure, op, g.bound)
+		if g.ref {
+			fmt.Fprintf(w, "| %s | (reference) |", g.figure)
+		} else {
+			fmt.Fprintf(w, "| %s | %s %.2f |", g.figure, op, g.bound)
+		}
 		for r := range rounds {
 			if v, ok := g.ratio(r); ok {
 				fmt.Fprintf(w, " %.2f |", v)
@@ -43,7 +50,9 @@ func (rep *report) goals(w io.Writer, by map[string]*target) {
 				fmt.Fprint(w, " – |")
 			}
 		}
-		if v, ok := g.ratio(-1); ok {
+		if v, ok := g.ratio(-1); ok && g.ref {
+			fmt.Fprintf(w, " %.2f | – |\n", v)
+		} else if ok {
 			fmt.Fprintf(w, " %.2f | %s |\n", v, verdict(g.min && v >= g.bound || !g.min && v <= g.bound))
 		} else {
 			fmt.Fprint(w, " – | – |\n")
@@ -103,6 +112,10 @@ func goalList(by map[string]*target) []goal {
 		}
 	}
 	bulk := func(t *target) (float64, bool) { return t.bulk.mbps, t.bulk.n > 0 }
+	// MB per second of server CPU, over all bulk runs.
+	bulkByCPU := func(t *target) (float64, bool) {
+		return float64(t.bulk.n) / 1e6 / t.bulk.cpu.Seconds(), t.bulk.n > 0 && t.bulk.cpu > 0
+	}
 	rss := func(t *target) (float64, bool) { return float64(t.rssKiB), t.rssKiB > 0 }
 	idle := func(key string) func(int) (float64, bool) {
 		return func(r int) (float64, bool) {
@@ -111,19 +124,21 @@ func goalList(by map[string]*target) []goal {
 		}
 	}
 	goals := []goal{
-		{"http keep-alive req/s ÷ Caddy's", kaRate("proxy-http", "caddy"), true, 1},
-		{"  same, by CPU per request (Caddy's ÷ ours)", kaCPU("proxy-http", "caddy"), true, 1},
-		{"http keep-alive req/s ÷ nginx proxy_pass's", kaRate("proxy-http", "nginx"), true, 1.2},
-		{"  same, by CPU per request (nginx's ÷ ours)", kaCPU("proxy-http", "nginx"), true, 1.2},
-		{"http p99 ÷ nginx's p99 (same load)", p99("proxy-http", "nginx"), false, 1},
-		{"tcp keep-alive req/s ÷ ghostunnel's", kaRate("proxy-tcp", "ghostunnel"), true, 1.1},
-		{"  same, by CPU per request (ghostunnel's ÷ ours)", kaCPU("proxy-tcp", "ghostunnel"), true, 1.1},
-		{"new handshakes/s (tcp) ÷ bare crypto/tls's", hsRate("proxy-tcp", "bare"), true, 0.95},
-		{"  same, by CPU per handshake (bare's ÷ ours)", hsCPU("proxy-tcp", "bare"), true, 0.95},
-		{"bulk MB/s (tcp) ÷ bare crypto/tls's (median run)", whole(bulk, "proxy-tcp", "bare"), true, 0.9},
-		{"RSS after the load (http) ÷ Caddy's", whole(rss, "proxy-http", "caddy"), false, 1},
-		{"idle KiB per connection, http (RSS delta)", idle("proxy-http"), false, 32},
-		{"idle KiB per connection, tcp (RSS delta)", idle("proxy-tcp"), false, 32},
+		{"http keep-alive req/s ÷ Caddy's", kaRate("proxy-http", "caddy"), true, 1, false},
+		{"  same, by CPU per request (Caddy's ÷ ours)", kaCPU("proxy-http", "caddy"), true, 1, false},
+		{"http keep-alive req/s ÷ nginx proxy_pass's", kaRate("proxy-http", "nginx"), true, 1.2, false},
+		{"  same, by CPU per request (nginx's ÷ ours)", kaCPU("proxy-http", "nginx"), true, 1.2, false},
+		{"http p99 ÷ nginx's p99 (same load)", p99("proxy-http", "nginx"), false, 1, false},
+		{"tcp keep-alive req/s ÷ ghostunnel's", kaRate("proxy-tcp", "ghostunnel"), true, 1.1, false},
+		{"  same, by CPU per request (ghostunnel's ÷ ours)", kaCPU("proxy-tcp", "ghostunnel"), true, 1.1, false},
+		{"new handshakes/s (tcp) ÷ bare crypto/tls's", hsRate("proxy-tcp", "bare"), true, 0.95, false},
+		{"  same, by CPU per handshake (bare's ÷ ours)", hsCPU("proxy-tcp", "bare"), true, 0.95, false},
+		{"bulk MB/s (tcp) ÷ bare crypto/tls's (median run)", whole(bulk, "proxy-tcp", "bare"), true, 0.9, false},
+		{"  same, by CPU per MB (bare's ÷ ours)", whole(bulkByCPU, "proxy-tcp", "bare"), true, 0.9, false},
+		{"  ghostunnel's bulk MB/s ÷ bare's (a relay too)", whole(bulk, "ghostunnel", "bare"), true, 0, true},
+		{"RSS after the load (http) ÷ Caddy's", whole(rss, "proxy-http", "caddy"), false, 1, false},
+		{"idle KiB per connection, http (RSS delta)", idle("proxy-http"), false, 32, false},
+		{"idle KiB per connection, tcp (RSS delta)", idle("proxy-tcp"), false, 32, false},
 	}
 	return goals
 }
