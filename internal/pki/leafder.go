@@ -39,11 +39,6 @@ var (
 	oidClientAuth       = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 2}
 	oidPublicKeyECDSA   = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
 	oidPublicKeyEd25519 = asn1.ObjectIdentifier{1, 3, 101, 112}
-	oidCurves           = map[elliptic.Curve]asn1.ObjectIdentifier{
-		elliptic.P256(): {1, 2, 840, 10045, 3, 1, 7},
-		elliptic.P384(): {1, 3, 132, 0, 34},
-		elliptic.P521(): {1, 3, 132, 0, 35},
-	}
 	// builtIn are the extensions crypto/x509 writes itself and leaves out
 	// of ExtraExtensions' way: a template whose ExtraExtensions name one
 	// is not the encoder's shape.
@@ -109,7 +104,7 @@ func newLeafSigner(alg x509.SignatureAlgorithm, hash crypto.Hash, oid asn1.Objec
 // pub under the issuer cert. ok is false when tmpl or pub is outside the
 // shape it writes; the caller then asks crypto/x509.
 func leafTBS(tmpl, issuer *x509.Certificate, pub crypto.PublicKey, algID []byte) (tbs []byte, ok bool) {
-	spki, ok := publicKeyInfo(pub)
+	spki, pubAlgID, key, ok := publicKeyInfo(pub)
 	if !ok || !leafShape(tmpl) {
 		return nil, false
 	}
@@ -129,7 +124,7 @@ func leafTBS(tmpl, issuer *x509.Certificate, pub crypto.PublicKey, algID []byte)
 			addTime(b, tmpl.NotAfter)
 		})
 		b.AddBytes(subject)
-		b.AddBytes(spki)
+		addPublicKeyInfo(b, spki, pubAlgID, key)
 		b.AddASN1(cbasn1.Tag(3).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { addLeafExtensions(b, tmpl, aki, bytes.Equal(subject, []byte{0x30, 0})) })
 		})
@@ -190,41 +185,94 @@ func addTime(b *cryptobyte.Builder, t time.Time) {
 	}
 }
 
-// publicKeyInfo is pub's SubjectPublicKeyInfo as crypto/x509 marshals it.
-func publicKeyInfo(pub crypto.PublicKey) ([]byte, bool) {
-	var oid, curve asn1.ObjectIdentifier
-	var key []byte
+// publicKeyInfo returns how pub's SubjectPublicKeyInfo is written as
+// crypto/x509 marshals it: whole in spki (RSA), or as the DER of its
+// AlgorithmIdentifier and the key that goes in its BIT STRING.
+func publicKeyInfo(pub crypto.PublicKey) (spki, algID, key []byte, ok bool) {
 	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
-		var ok bool
-		if curve, ok = oidCurves[pub.Curve]; !ok {
-			return nil, false
+		algID, ok = ecAlgIDs[pub.Curve]
+		if !ok {
+			return nil, nil, nil, false
 		}
-		var err error
-		if key, err = pub.Bytes(); err != nil {
-			return nil, false
-		}
-		oid = oidPublicKeyECDSA
+		key, err := pub.Bytes()
+		return nil, algID, key, err == nil
 	case ed25519.PublicKey:
-		oid, key = oidPublicKeyEd25519, pub
+		return nil, ed25519AlgID, pub, true
 	case *rsa.PublicKey:
 		der, err := x509.MarshalPKIXPublicKey(pub)
-		return der, err == nil
-	default:
-		return nil, false
+		return der, nil, nil, err == nil
 	}
-	var b cryptobyte.Builder
+	return nil, nil, nil, false
+}
+
+// addPublicKeyInfo adds the SubjectPublicKeyInfo publicKeyInfo described.
+func addPublicKeyInfo(b *cryptobyte.Builder, spki, algID, key []byte) {
+	if spki != nil {
+		b.AddBytes(spki)
+		return
+	}
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(oid)
-			if curve != nil {
-				b.AddASN1ObjectIdentifier(curve)
-			}
-		})
+		b.AddBytes(algID)
 		b.AddASN1BitString(key)
 	})
-	der, err := b.Bytes()
-	return der, err == nil
+}
+
+// The public key AlgorithmIdentifiers crypto/x509 writes: id-ecPublicKey
+// with the named curve, id-Ed25519 without parameters.
+var (
+	ecAlgIDs = map[elliptic.Curve][]byte{
+		elliptic.P256(): publicKeyAlgID(oidPublicKeyECDSA, asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}),
+		elliptic.P384(): publicKeyAlgID(oidPublicKeyECDSA, asn1.ObjectIdentifier{1, 3, 132, 0, 34}),
+		elliptic.P521(): publicKeyAlgID(oidPublicKeyECDSA, asn1.ObjectIdentifier{1, 3, 132, 0, 35}),
+	}
+	ed25519AlgID = publicKeyAlgID(oidPublicKeyEd25519, nil)
+)
+
+// publicKeyAlgID is the AlgorithmIdentifier of oid with the OID param as
+// its parameters, if any.
+func publicKeyAlgID(oid, param asn1.ObjectIdentifier) []byte {
+	return der(func(b *cryptobyte.Builder) {
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier(oid)
+			if param != nil {
+				b.AddASN1ObjectIdentifier(param)
+			}
+		})
+	})
+}
+
+// The DER that is the same in every leaf, marshalled once.
+var (
+	// leafUsage is the leaf's first three extensions: keyUsage
+	// digitalSignature (critical), extKeyUsage serverAuth and clientAuth,
+	// basicConstraints not a CA (critical).
+	leafUsage = der(func(b *cryptobyte.Builder) {
+		addExtension(b, oidKeyUsage, true, func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.BIT_STRING, func(b *cryptobyte.Builder) { b.AddBytes([]byte{7, 0x80}) }) // digitalSignature
+		})
+		addExtension(b, oidExtKeyUsage, false, func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1ObjectIdentifier(oidServerAuth)
+				b.AddASN1ObjectIdentifier(oidClientAuth)
+			})
+		})
+		addExtension(b, oidBasicConstraints, true, func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(*cryptobyte.Builder) {}) // not a CA, no path length
+		})
+	})
+	derAuthorityKeyID  = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidAuthorityKeyID) })
+	derAuthorityInfo   = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidAuthorityInfo) })
+	derOCSP            = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidOCSP) })
+	derSubjectAltName  = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidSubjectAltName) })
+	derCRLDistribution = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidCRLDistribution) })
+)
+
+// der is what f adds to an empty builder.
+func der(f cryptobyte.BuilderContinuation) []byte {
+	var b cryptobyte.Builder
+	f(&b)
+	return b.BytesOrPanic()
 }
 
 // addLeafExtensions adds a leaf's extensions in crypto/x509's order: key
@@ -232,38 +280,27 @@ func publicKeyInfo(pub crypto.PublicKey) ([]byte, bool) {
 // subject alternative names (critical when the subject is empty), CRL
 // distribution points, then tmpl's ExtraExtensions as they are.
 func addLeafExtensions(b *cryptobyte.Builder, tmpl *x509.Certificate, aki []byte, emptySubject bool) {
-	addExtension(b, oidKeyUsage, true, func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.BIT_STRING, func(b *cryptobyte.Builder) { b.AddBytes([]byte{7, 0x80}) }) // digitalSignature
-	})
-	addExtension(b, oidExtKeyUsage, false, func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(oidServerAuth)
-			b.AddASN1ObjectIdentifier(oidClientAuth)
-		})
-	})
-	addExtension(b, oidBasicConstraints, true, func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(*cryptobyte.Builder) {}) // not a CA, no path length
-	})
+	b.AddBytes(leafUsage)
 	if len(aki) > 0 {
-		addExtension(b, oidAuthorityKeyID, false, func(b *cryptobyte.Builder) {
+		addDERExtension(b, derAuthorityKeyID, false, func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 				b.AddASN1(cbasn1.Tag(0).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes(aki) })
 			})
 		})
 	}
 	if len(tmpl.OCSPServer) > 0 {
-		addExtension(b, oidAuthorityInfo, false, func(b *cryptobyte.Builder) {
+		addDERExtension(b, derAuthorityInfo, false, func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 				for _, u := range tmpl.OCSPServer {
 					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-						b.AddASN1ObjectIdentifier(oidOCSP)
+						b.AddBytes(derOCSP)
 						b.AddASN1(cbasn1.Tag(6).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte(u)) })
 					})
 				}
 			})
 		})
 	}
-	addExtension(b, oidSubjectAltName, emptySubject, func(b *cryptobyte.Builder) {
+	addDERExtension(b, derSubjectAltName, emptySubject, func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			for _, n := range tmpl.DNSNames {
 				b.AddASN1(cbasn1.Tag(2).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte(n)) })
@@ -278,7 +315,7 @@ func addLeafExtensions(b *cryptobyte.Builder, tmpl *x509.Certificate, aki []byte
 		})
 	})
 	if len(tmpl.CRLDistributionPoints) > 0 {
-		addExtension(b, oidCRLDistribution, false, func(b *cryptobyte.Builder) {
+		addDERExtension(b, derCRLDistribution, false, func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 				for _, u := range tmpl.CRLDistributionPoints {
 					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
@@ -300,8 +337,13 @@ func addLeafExtensions(b *cryptobyte.Builder, tmpl *x509.Certificate, aki []byte
 // addExtension adds one Extension: its OID, BOOLEAN TRUE when critical,
 // and value's output in an OCTET STRING.
 func addExtension(b *cryptobyte.Builder, oid asn1.ObjectIdentifier, critical bool, value cryptobyte.BuilderContinuation) {
+	addDERExtension(b, der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oid) }), critical, value)
+}
+
+// addDERExtension is addExtension with the OID already in DER.
+func addDERExtension(b *cryptobyte.Builder, oid []byte, critical bool, value cryptobyte.BuilderContinuation) {
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1ObjectIdentifier(oid)
+		b.AddBytes(oid)
 		if critical {
 			b.AddASN1Boolean(true)
 		}
