@@ -15,12 +15,7 @@ import (
 //
 //	go test -run XXX -bench IssueDER -benchmem ./internal/pki
 func BenchmarkIssueDER(b *testing.B) {
-	ca, is := newIssuer(b)
-	l := pki.Leaf{
-		ID: spiffeid.RequireFromString("spiffe://example.org/ns/prod/web"), PublicKey: testKey(b, pki.KeyECDSAP256).Public(),
-		TTL: time.Hour, Now: ca.now.Add(time.Hour),
-		CRLDistributionPoints: []string{"https://ca.example.org:8443/v1/crl"}, OCSPServers: []string{"https://ca.example.org:8443/v1/ocsp"},
-	}
+	is, l := benchLeaf(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, _, err := is.IssueDER(l); err != nil {
@@ -34,12 +29,7 @@ func BenchmarkIssueDER(b *testing.B) {
 //
 //	go test -run XXX -bench LeafTBS -benchmem ./internal/pki
 func BenchmarkLeafTBS(b *testing.B) {
-	ca, is := newIssuer(b)
-	l := pki.Leaf{
-		ID: spiffeid.RequireFromString("spiffe://example.org/ns/prod/web"), PublicKey: testKey(b, pki.KeyECDSAP256).Public(),
-		TTL: time.Hour, Now: ca.now.Add(time.Hour),
-		CRLDistributionPoints: []string{"https://ca.example.org:8443/v1/crl"}, OCSPServers: []string{"https://ca.example.org:8443/v1/ocsp"},
-	}
+	is, l := benchLeaf(b)
 	tmpl, err := is.Template(l)
 	if err != nil {
 		b.Fatal(err)
@@ -50,5 +40,16 @@ func BenchmarkLeafTBS(b *testing.B) {
 		if _, ok := pki.LeafTBS(is, tmpl, l.PublicKey); !ok {
 			b.Fatal("the leaf encoder did not take the leaf")
 		}
+	}
+}
+
+// benchLeaf is an issuer and a leaf with the CRL and OCSP pointers a
+// served CA writes.
+func benchLeaf(b *testing.B) (*pki.Issuer, pki.Leaf) {
+	ca, is := newIssuer(b)
+	return is, pki.Leaf{
+		ID: spiffeid.RequireFromString("spiffe://example.org/ns/prod/web"), PublicKey: testKey(b, pki.KeyECDSAP256).Public(),
+		TTL: time.Hour, Now: ca.now.Add(time.Hour),
+		CRLDistributionPoints: []string{"https://ca.example.org:8443/v1/crl"}, OCSPServers: []string{"https://ca.example.org:8443/v1/ocsp"},
 	}
 }
