@@ -122,7 +122,7 @@ func (is *Issuer) signLeaf(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte
 	if !ok {
 		return is.sign(tmpl, pub)
 	}
-	der, err := signLeaf(is.rand(), tbs, s, is.Key, is.Cert)
+	der, err := signTBS(is.rand(), tbs, s, is.Key, is.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate for %s: %w", tmpl.URIs[0], err)
 	}

@@ -23,8 +23,9 @@ import (
 // x509.CreateCertificate writes for a template made by Template, byte for
 // byte (leafder_test.go holds it to that over every leaf kind and key
 // type, and a fuzz target over names and times): crypto/x509 builds it by
-// reflection, which cost an issuance more CPU than its signature. Anything
-// outside that shape goes through x509.CreateCertificate.
+// reflection, which cost an issuance some 35 µs of CPU and 190 allocations
+// (BenchmarkIssueDER). Anything outside that shape goes through
+// x509.CreateCertificate.
 
 var (
 	oidKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}
@@ -351,11 +352,11 @@ func addDERExtension(b *cryptobyte.Builder, oid []byte, critical bool, value cry
 	})
 }
 
-// signLeaf signs tbs with key as x509.CreateCertificate would, checks the
+// signTBS signs tbs with key as x509.CreateCertificate would, checks the
 // signature with the issuer certificate's public key (a faulty signer, an
 // HSM's included, must not get a certificate out that does not verify)
 // and returns the Certificate's DER.
-func signLeaf(r io.Reader, tbs []byte, s leafSigner, key crypto.Signer, issuer *x509.Certificate) ([]byte, error) {
+func signTBS(r io.Reader, tbs []byte, s leafSigner, key crypto.Signer, issuer *x509.Certificate) ([]byte, error) {
 	sig, err := crypto.SignMessage(key, r, tbs, s.hash)
 	if err != nil {
 		return nil, err
