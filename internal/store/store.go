@@ -511,7 +511,7 @@ func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any)
 func (db *DB) hotWrites() []string {
 	qs := []string{
 		db.q.rebind(insertCertificateOnce),
-		db.q.rebind(checkIssuanceQuery),
+		db.q.checkIssuance(),
 		db.q.rebind(consumeToken),
 		db.q.rebind(unconsumeToken),
 	}
