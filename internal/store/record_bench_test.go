@@ -21,7 +21,8 @@ import (
 // allocations it reports the database's CPU time per issuance (pg-µs/op,
 // from /proc, of this database's connections) and this process's
 // (go-µs/op): the figures that a change of the batch's statements moves,
-// less than the rate with what else the machine runs.
+// less than the rate with what else the machine runs; and the issuances
+// per batch (ops/batch).
 //
 //	go test -run XXX -bench EnrollStorePostgres -benchtime 4000x ./internal/store
 func BenchmarkEnrollStorePostgres(b *testing.B) {
@@ -87,7 +88,13 @@ func benchEnrollStore(b *testing.B, url string, replicas int) {
 	var n atomic.Int64
 	b.ReportAllocs()
 	b.SetParallelism(32)
-	cpu0, self0 := procfs.CPUTime(pids...), selfCPU()
+	batches := func() (n int64) {
+		for _, db := range dbs {
+			n += db.group.batches.Load()
+		}
+		return n
+	}
+	cpu0, self0, batches0 := procfs.CPUTime(pids...), selfCPU(), batches()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -100,6 +107,7 @@ func benchEnrollStore(b *testing.B, url string, replicas int) {
 	b.StopTimer()
 	b.ReportMetric(float64((procfs.CPUTime(pids...)-cpu0).Microseconds())/float64(b.N), "pg-µs/op")
 	b.ReportMetric(float64((selfCPU()-self0).Microseconds())/float64(b.N), "go-µs/op")
+	b.ReportMetric(float64(b.N)/float64(batches()-batches0), "ops/batch")
 }
 
 // selfCPU is this process's user and system CPU time so far.
