@@ -21,7 +21,7 @@ type pgOp struct {
 	refused  error
 }
 
-// commitBatchPG is commitBatch on a direct PostgreSQL connection, in two
+// commitBatchPG is commitBatch on a direct PostgreSQL connection, in three
 // round trips whatever the batch's size, each a pgx pipeline:
 //
 //  1. BEGIN, the shared revocation lock, and one statement that consumes
@@ -30,9 +30,9 @@ type pgOp struct {
 //  2. for each refused issuance, its token given back, or read (to say
 //     why it could not be consumed); then mutual_issue_record, which
 //     stores the accepted certificates with their log indexes and appends
-//     them to the log, COMMIT (the log's lock is held from
-//     mutual_issue_record to here), and mutual_log_sync, after which the
-//     answers may leave.
+//     them to the log, and COMMIT: the only round trip under the log's
+//     lock;
+//  3. mutual_log_sync, after which the answers may leave.
 //
 // Savepoints are not needed: no refusal raises an error, and one that
 // wrote undoes its writes in the same transaction.
@@ -78,26 +78,18 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 		committed = t.String() == "COMMIT"
 		return nil
 	})
-	// mutual_issue_record commits asynchronously if it takes the log's
-	// lock: mutual_log_sync's own commit, at the pipeline's end (its
-	// implicit transaction ends at the Sync, before the pipeline's answer),
-	// waits for the batch's to reach the disk, without a round trip of its
-	// own.
-	logged := rec.logged()
-	if logged {
-		b.Queue(syncLogQuery)
-	}
 	db.health.lockWait.Store(time.Now().UnixNano())
 	err = pc.SendBatch(ctx, b).Close()
 	db.health.lockWait.Store(0)
 	if err != nil {
-		return false, fmt.Errorf("store %d certificates, append them to the issuance log, commit and wait for the disk (it may or may not have committed; retry): %w", len(rec.serials), err)
+		return false, fmt.Errorf("store %d certificates, append them to the issuance log and commit: %w", len(rec.serials), err)
 	}
 	// A COMMIT of an aborted transaction answers ROLLBACK without an error.
 	if !committed {
 		return false, errors.New("the issuing transaction was rolled back instead of committed")
 	}
-	if err := rec.placed(placed); err != nil {
+	logged, err := rec.placed(placed)
+	if err != nil {
 		return false, err
 	}
 	for _, o := range ops {
@@ -105,6 +97,12 @@ func (db *DB) pipelineBatch(ctx context.Context, pc *pgx.Conn, batch []*issueOp)
 			o.refused = tokenRefusal(o.tokenID, o.token, o.tokenErr)
 		}
 		o.err = o.refused
+	}
+	// mutual_issue_record committed asynchronously if it took the log's lock.
+	if logged {
+		if _, err := pc.Exec(ctx, syncLogQuery); err != nil {
+			return true, fmt.Errorf("wait for the issuance log's commit to reach the disk (it may or may not have; retry): %w", err)
+		}
 	}
 	return logged, nil
 }
@@ -189,24 +187,15 @@ func (r *records) add(o *pgOp) {
 	r.ders, r.entries, r.tk = append(r.ders, c.DER), append(r.entries, c.LogEntry), append(r.tk, o.tokenID)
 }
 
-// logged says whether any certificate has a log entry: then
-// mutual_issue_record takes the log's lock and commits asynchronously.
-func (r *records) logged() bool {
-	for _, o := range r.ops {
-		if o.cert.LogEntry != nil {
-			return true
-		}
-	}
-	return false
-}
-
 // placed notes where mutual_issue_record placed each certificate (idx):
-// its log index, or ErrAlreadyExists when it did not store it.
-func (r *records) placed(idx []*int64) error {
+// its log index, or ErrAlreadyExists when it did not store it. It says
+// whether any had a log entry (then the commit was asynchronous).
+func (r *records) placed(idx []*int64) (logged bool, err error) {
 	if len(idx) != len(r.ops) {
-		return fmt.Errorf("mutual_issue_record placed %d of %d certificates", len(idx), len(r.ops))
+		return false, fmt.Errorf("mutual_issue_record placed %d of %d certificates", len(idx), len(r.ops))
 	}
 	for i, o := range r.ops {
+		logged = logged || o.cert.LogEntry != nil
 		switch {
 		case idx[i] == nil:
 			o.refused = fmt.Errorf("certificate %s: %w", o.cert.Serial, ErrAlreadyExists)
@@ -214,7 +203,7 @@ func (r *records) placed(idx []*int64) error {
 			o.cert.LogIndex = *idx[i]
 		}
 	}
-	return nil
+	return logged, nil
 }
 
 func (r *records) args() []any {
