@@ -28,6 +28,10 @@ import (
 // must be valid afterwards. Behind a transaction pooler (no session of its
 // own for the lock) it runs inside the transaction, without CONCURRENTLY,
 // as every migration did before. On SQLite the marker means nothing.
+// (A replica of an earlier version waits for the lock inside a
+// transaction, holding a snapshot that CREATE INDEX CONCURRENTLY waits
+// for: PostgreSQL then fails one of the two as a deadlock, and starting
+// it again completes.)
 const noTransaction = "-- mutual:no-transaction"
 
 // migrationLock is the advisory lock key of migrations (PostgreSQL).
@@ -91,6 +95,7 @@ func readMigrations(fsys fs.FS, dir string) ([]migration, error) {
 	return out, nil
 }
 
+// migrate brings the store's schema up to date (see noTransaction).
 func (db *DB) migrate(ctx context.Context) error {
 	ms, err := readMigrations(migrations, "migrations/"+db.kind)
 	if err != nil {
@@ -100,7 +105,8 @@ func (db *DB) migrate(ctx context.Context) error {
 }
 
 // apply applies the migrations of ms not applied yet.
-func (db *DB) apply(ctx context.Context, ms []migration) (err error) {
+func (db *DB) apply(ctx context.Context, ms []migration) error {
+	var err error
 	if db.kind == "postgres" && !db.pooled {
 		err = db.migrateSession(ctx, ms)
 	} else {
@@ -142,6 +148,11 @@ func (db *DB) applyIn(ctx context.Context, ex execQueryer, m migration) error {
 		// Inside a transaction (SQLite, or behind a pooler): the index
 		// builds as before, blocking writes to its table meanwhile.
 		body = concurrently.ReplaceAllString(body, "")
+		if db.kind == "postgres" {
+			if err := dropInvalid(ctx, ex, m, ""); err != nil {
+				return err
+			}
+		}
 	}
 	if _, err := ex.ExecContext(ctx, body); err != nil {
 		return fmt.Errorf("migration %s: %w", m.name, err)
@@ -149,6 +160,7 @@ func (db *DB) applyIn(ctx context.Context, ex execQueryer, m migration) error {
 	return noteApplied(ctx, db, ex, m)
 }
 
+// noteApplied records m as applied.
 func noteApplied(ctx context.Context, db *DB, ex execQueryer, m migration) error {
 	if _, err := ex.ExecContext(ctx, db.q.rebind("INSERT INTO schema_migrations (version, name, applied_at_us) VALUES (?, ?, ?)"),
 		m.version, m.name, toUS(time.Now())); err != nil {
@@ -273,29 +285,15 @@ func lockMigrations(ctx context.Context, conn *sql.Conn) error {
 // applyOutsideTx runs a no-transaction migration on conn, one statement
 // at a time, then checks the indexes it builds (see noTransaction).
 func (db *DB) applyOutsideTx(ctx context.Context, conn *sql.Conn, m migration) error {
-	var indexes []string
-	for _, sub := range concurrentIndex.FindAllStringSubmatch(m.body, -1) {
-		indexes = append(indexes, sub[1])
-	}
-	for _, ix := range indexes {
-		// A build that failed part-way left the index invalid, and IF NOT
-		// EXISTS would keep it so.
-		valid, found, err := indexValid(ctx, conn, ix)
-		if err != nil {
-			return fmt.Errorf("migration %s: %w", m.name, err)
-		}
-		if found && !valid {
-			if _, err := conn.ExecContext(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+ix); err != nil {
-				return fmt.Errorf("migration %s: drop index %s, left invalid by a failed build: %w", m.name, ix, err)
-			}
-		}
+	if err := dropInvalid(ctx, conn, m, "CONCURRENTLY "); err != nil {
+		return err
 	}
 	for _, st := range m.statements() {
 		if _, err := conn.ExecContext(ctx, st); err != nil {
 			return fmt.Errorf("migration %s (it is safe to start again): %w", m.name, err)
 		}
 	}
-	for _, ix := range indexes {
+	for _, ix := range m.indexes() {
 		if valid, found, err := indexValid(ctx, conn, ix); err != nil || !valid {
 			return fmt.Errorf("migration %s: index %s not built (found %t, err %v): start again to rebuild it", m.name, ix, found, err)
 		}
@@ -303,10 +301,37 @@ func (db *DB) applyOutsideTx(ctx context.Context, conn *sql.Conn, m migration) e
 	return noteApplied(ctx, db, conn, m)
 }
 
+// indexes are the indexes a no-transaction migration builds.
+func (m migration) indexes() []string {
+	var out []string
+	for _, sub := range concurrentIndex.FindAllStringSubmatch(m.body, -1) {
+		out = append(out, sub[1])
+	}
+	return out
+}
+
+// dropInvalid drops the indexes of m that a build which failed part-way
+// left invalid, which IF NOT EXISTS would keep so; how is "CONCURRENTLY "
+// outside a transaction.
+func dropInvalid(ctx context.Context, ex execQueryer, m migration, how string) error {
+	for _, ix := range m.indexes() {
+		valid, found, err := indexValid(ctx, ex, ix)
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+		if found && !valid {
+			if _, err := ex.ExecContext(ctx, "DROP INDEX "+how+"IF EXISTS "+ix); err != nil {
+				return fmt.Errorf("migration %s: drop index %s, left invalid by a failed build: %w", m.name, ix, err)
+			}
+		}
+	}
+	return nil
+}
+
 // indexValid says whether the index named ix exists in the search path,
 // and whether it is valid (usable, and kept up to date).
-func indexValid(ctx context.Context, conn *sql.Conn, ix string) (valid, found bool, err error) {
-	err = conn.QueryRowContext(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+func indexValid(ctx context.Context, ex execQueryer, ix string) (valid, found bool, err error) {
+	err = ex.QueryRowContext(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 		WHERE c.relname = $1 AND pg_table_is_visible(c.oid)`, ix).Scan(&valid)
 	if err == sql.ErrNoRows {
 		return false, false, nil

@@ -17,11 +17,7 @@ import (
 // drops and rebuilds it rather than keep it (IF NOT EXISTS alone would).
 func TestMigrationOutsideTransaction(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, pgtest.Start(t).NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openPostgresDB(t)
 	if valid := pgIndexValid(t, db, "partner_sightings_by_reporter"); !valid {
 		t.Fatal("migration 0017's index is not valid")
 	}
@@ -60,11 +56,7 @@ func TestMigrationOutsideTransaction(t *testing.T) {
 // the migration lock waits for it, as long as its context allows.
 func TestMigrationWaitsForTheLock(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, pgtest.Start(t).NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openPostgresDB(t)
 	holder, err := db.writer.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +76,18 @@ func TestMigrationWaitsForTheLock(t *testing.T) {
 	if err := db.migrate(ctx); err != nil {
 		t.Fatalf("migrating once the lock is free: %v", err)
 	}
+}
+
+// openPostgresDB opens a store on a new database of a new test server,
+// closed when the test ends.
+func openPostgresDB(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), pgtest.Start(t).NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func pgIndexValid(t *testing.T, db *DB, name string) bool {
