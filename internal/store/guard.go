@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -76,6 +77,27 @@ const checkIssuanceQuery = `SELECT
 		(SELECT spiffe_id FROM entries WHERE id = ?)
 		FROM (SELECT 1 AS one) o LEFT JOIN certificates p ON p.serial = ?`
 
+// checkIssuanceSQLite is checkIssuanceQuery for SQLite, with the same
+// arguments and row: SQLite reads "node_id = ? OR node_id = ?" as an IN
+// list, which builds a temporary b-tree on every run (two per check, a
+// fifth of its cost); the newest of two single lookups reads the same.
+// Times are never negative, so -1 stands for "none" inside MAX (which,
+// with several arguments, is NULL if any is).
+var checkIssuanceSQLite = `SELECT
+		(SELECT MAX(revoked_at_us) FROM revoked_identities WHERE spiffe_id = ?),
+		` + newestNodeRevocation + `,
+		p.serial, p.spiffe_id, p.issued_at_us, p.revoked_at_us,
+		(SELECT MAX(revoked_at_us) FROM revoked_identities WHERE spiffe_id = p.spiffe_id),
+		` + strings.ReplaceAll(strings.Replace(newestNodeRevocation, "?", "p.spiffe_id", 1), "?", "p.node_id") + `,
+		(SELECT id FROM entries WHERE id = ?),
+		(SELECT spiffe_id FROM entries WHERE id = ?)
+		FROM (SELECT 1 AS one) o LEFT JOIN certificates p ON p.serial = ?`
+
+// newestNodeRevocation is the newest revocation of either of two nodes
+// (SQLite), or NULL.
+const newestNodeRevocation = `NULLIF(MAX(IFNULL((SELECT revoked_at_us FROM revoked_nodes WHERE node_id = ?), -1),
+			IFNULL((SELECT revoked_at_us FROM revoked_nodes WHERE node_id = ?), -1)), -1)`
+
 // txQueryRow is txExec for a query of one row.
 func (db *DB) txQueryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
 	if st, ok := db.stmts.Load(stmtKey{db.writer, query}); ok {
@@ -107,7 +129,7 @@ func (r *checkRow) dest() []any {
 // checkIssuance verifies c.Check inside tx, in one round trip.
 func (db *DB) checkIssuance(ctx context.Context, tx *sql.Tx, c *Certificate) error {
 	var r checkRow
-	if err := db.txQueryRow(ctx, tx, db.q.rebind(checkIssuanceQuery), checkArgs(c)...).Scan(r.dest()...); err != nil {
+	if err := db.txQueryRow(ctx, tx, db.q.checkIssuance(), checkArgs(c)...).Scan(r.dest()...); err != nil {
 		return fmt.Errorf("check the revocations of %s: %w", c.SPIFFEID, err)
 	}
 	return r.refusal(c)

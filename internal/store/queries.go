@@ -15,6 +15,14 @@ type queries struct{ postgres bool }
 
 func newQueries(postgres bool) queries { return queries{postgres: postgres} }
 
+// checkIssuance is checkIssuanceQuery in the store's dialect.
+func (q queries) checkIssuance() string {
+	if !q.postgres {
+		return checkIssuanceSQLite
+	}
+	return q.rebind(checkIssuanceQuery)
+}
+
 // rebind turns "?" placeholders into PostgreSQL's "$n".
 func (q queries) rebind(s string) string {
 	if !q.postgres {
@@ -254,7 +262,7 @@ func (db *DB) recordIn(ctx context.Context, tx *sql.Tx, lb *logBatch, c *Certifi
 	}
 	if c.Check != nil {
 		var r checkRow
-		if err := db.txQueryRow(ctx, tx, db.q.rebind(checkIssuanceQuery), checkArgs(c)...).Scan(r.dest()...); err != nil {
+		if err := db.txQueryRow(ctx, tx, db.q.checkIssuance(), checkArgs(c)...).Scan(r.dest()...); err != nil {
 			return nil, fmt.Errorf("check the revocations of %s: %w", c.SPIFFEID, err)
 		}
 		if refused := r.refusal(c); refused != nil {

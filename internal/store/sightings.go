@@ -43,15 +43,18 @@ type Sighting struct {
 const MaxSightingsPerReporter = 1000
 
 // MaxSightingsPerPartner is the most sightings kept of one partnership, by
-// all reporters: beyond it the partnership's oldest are replaced. One
-// reporter holds at most a tenth of them (MaxSightingsPerReporter).
+// all reporters: beyond it the reporters holding the most lose their
+// oldest first, so that reporters inventing identities push out each
+// other's sightings before those of one that reports few. One reporter
+// holds at most a tenth of them (MaxSightingsPerReporter).
 const MaxSightingsPerPartner = 10 * MaxSightingsPerReporter
 
 // RecordSightings keeps, per identity and reporter, the latest time seen:
 // an older report never moves a sighting back. The table stays bounded
 // whatever reporters send: in the same transaction, each partnership and
 // reporter keeps its MaxSightingsPerReporter latest sightings and each
-// partnership its MaxSightingsPerPartner latest. (On PostgreSQL, replicas
+// partnership MaxSightingsPerPartner, taken from the reporters holding the
+// most. (On PostgreSQL, replicas
 // recording at the same moment may each keep their own report on top of
 // a cap until the next report trims it.)
 func (db *DB) RecordSightings(ctx context.Context, sightings []Sighting) error {
@@ -82,14 +85,93 @@ func (db *DB) RecordSightings(ctx context.Context, sightings []Sighting) error {
 		partners[k.partner] = true
 	}
 	for p := range partners {
-		if err := db.trimSightings(ctx, tx, "partner = ?", MaxSightingsPerPartner, p); err != nil {
-			return fmt.Errorf("keep the latest %d sightings of partnership %s: %w", MaxSightingsPerPartner, p, err)
+		if err := db.trimPartnerSightings(ctx, tx, p); err != nil {
+			return fmt.Errorf("keep %d sightings of partnership %s: %w", MaxSightingsPerPartner, p, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("record sightings: %w", err)
 	}
 	return nil
+}
+
+// trimPartnerSightings keeps at most MaxSightingsPerPartner sightings of
+// partnership partner, taken away fairly (fairShares): each reporter cut
+// keeps its latest.
+func (db *DB) trimPartnerSightings(ctx context.Context, tx *sql.Tx, partner string) error {
+	rows, err := tx.QueryContext(ctx, db.q.rebind("SELECT reporter, COUNT(*) FROM partner_sightings WHERE partner = ? GROUP BY reporter"), partner)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	counts := map[string]int{}
+	for rows.Next() {
+		var r string
+		var n int
+		if err := rows.Scan(&r, &n); err != nil {
+			return err
+		}
+		counts[r] = n
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows.Close()
+	for r, keep := range fairShares(counts, MaxSightingsPerPartner) {
+		if err := db.trimSightings(ctx, tx, "partner = ? AND reporter = ?", keep, partner, r); err != nil {
+			return fmt.Errorf("keep the latest %d by %s: %w", keep, r, err)
+		}
+	}
+	return nil
+}
+
+// fairShares says how many of their sightings (counts, by reporter) the
+// reporters that must lose some keep, so that all keep at most limit:
+// sightings are taken away one at a time from the reporter holding the
+// most (of equals, the one whose name sorts first), so that reporters
+// inventing identities push out each other's, never the rows of one that
+// holds fewer than they do. It returns nil when nothing is over limit.
+func fairShares(counts map[string]int, limit int) map[string]int {
+	total, most := 0, 0
+	for _, n := range counts {
+		total, most = total+n, max(most, n)
+	}
+	if total <= limit {
+		return nil
+	}
+	held := func(level int) (n int) {
+		for _, c := range counts {
+			n += min(c, level)
+		}
+		return n
+	}
+	// The highest level every reporter can be cut down to: held(lo) <=
+	// limit < held(hi).
+	lo, hi := 0, most
+	for hi-lo > 1 {
+		if m := (lo + hi) / 2; held(m) <= limit {
+			lo = m
+		} else {
+			hi = m
+		}
+	}
+	var cut []string
+	for r, n := range counts {
+		if n > lo {
+			cut = append(cut, r)
+		}
+	}
+	slices.Sort(cut)
+	// The room left under limit goes back, one each, to the last of them.
+	spare := limit - held(lo)
+	keep := make(map[string]int, len(cut))
+	for i, r := range cut {
+		keep[r] = lo
+		if i >= len(cut)-spare {
+			keep[r] = lo + 1
+		}
+	}
+	return keep
 }
 
 // trimSightings deletes the sightings matching where (args bind it) but

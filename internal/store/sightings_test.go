@@ -77,8 +77,8 @@ func testPartnerScopeAndSightings(t *testing.T, db *store.DB) {
 // TestSightingsAreBounded attacks the sightings table on SQLite and
 // PostgreSQL: a reporter inventing ever new identities of a partnership
 // replaces its own oldest sightings, never another reporter's, and many
-// reporters together replace the partnership's oldest, never another
-// partnership's.
+// reporters together push out each other's sightings, never those of a
+// reporter holding fewer, nor another partnership's.
 func TestSightingsAreBounded(t *testing.T) {
 	pgServer = pgtest.Start(t)
 	defer func() { pgServer = nil }()
@@ -133,16 +133,41 @@ func testSightingsAreBounded(t *testing.T, db *store.DB) {
 	if all, _ := db.PartnerSightings(ctx, "acme", 2*store.MaxSightingsPerPartner); len(all) > 0 && all[len(all)-2].SPIFFEID != fmt.Sprintf("spiffe://td/partner/acme/invented-%06d", 3+store.MaxSightingsPerReporter/2) {
 		t.Errorf("the attacker's oldest kept sighting is %s: the oldest were not the ones replaced", all[len(all)-2].SPIFFEID)
 	}
-	// Nine more reporters fill the partnership past its cap: its oldest
-	// sighting (the honest proxy's) goes, another partnership's stays.
+	// Nine more reporters fill the partnership past its cap: the row that
+	// goes is one of a reporter holding the most (the attacker, first of
+	// equals by name), never the honest proxy's, the oldest.
+	sybil := func(i int) string { return fmt.Sprintf("spiffe://td/ns/prod/sybil-%02d", i) }
 	for i := range store.MaxSightingsPerPartner/store.MaxSightingsPerReporter - 1 {
-		report("acme", fmt.Sprintf("spiffe://td/ns/prod/sybil-%d", i), store.MaxSightingsPerReporter)
+		report("acme", sybil(i), store.MaxSightingsPerReporter)
 	}
 	if n := count("acme", ""); n != store.MaxSightingsPerPartner {
 		t.Errorf("partnership acme holds %d sightings, want its cap of %d", n, store.MaxSightingsPerPartner)
 	}
-	if count("acme", honest) != 0 {
-		t.Error("the partnership's oldest sighting was kept past its cap")
+	if count("acme", honest) != 1 {
+		t.Error("ten reporters filling the partnership pushed out the sighting of one that reported a single identity")
+	}
+	if n := count("acme", attacker); n != store.MaxSightingsPerReporter-1 {
+		t.Errorf("the attacker holds %d sightings, want %d: the partnership's excess comes from the reporters holding the most", n, store.MaxSightingsPerReporter-1)
+	}
+	// Ten more: the flooders share what is left evenly.
+	for i := range 10 {
+		report("acme", sybil(10+i), store.MaxSightingsPerReporter)
+	}
+	if n := count("acme", ""); n != store.MaxSightingsPerPartner {
+		t.Errorf("partnership acme holds %d sightings, want its cap of %d", n, store.MaxSightingsPerPartner)
+	}
+	if count("acme", honest) != 1 {
+		t.Error("twenty reporters filling the partnership pushed out the sighting of one that reported a single identity")
+	}
+	fair := (store.MaxSightingsPerPartner - 1) / 20
+	for _, r := range []string{attacker, sybil(0), sybil(19)} {
+		if n := count("acme", r); n < fair || n > fair+1 {
+			t.Errorf("reporter %s holds %d sightings of the partnership's %d, want %d or %d (an even share)", r, n, store.MaxSightingsPerPartner, fair, fair+1)
+		}
+	}
+	// A cut reporter keeps its latest.
+	if all, _ := db.PartnerSightings(ctx, "acme", 1); len(all) != 1 || all[0].SPIFFEID != fmt.Sprintf("spiffe://td/partner/acme/invented-%06d", tick) {
+		t.Errorf("the latest sighting was not kept: %v", all)
 	}
 	if count("other", "") != 1 {
 		t.Error("filling one partnership replaced another partnership's sighting")

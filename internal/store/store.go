@@ -25,7 +25,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -399,64 +398,6 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-func (db *DB) migrate(ctx context.Context) error {
-	dir := "migrations/" + db.kind
-	entries, err := fs.ReadDir(migrations, dir)
-	if err != nil {
-		return err
-	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
-	tx, err := db.begin(ctx)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer tx.Rollback()
-	if db.kind == "postgres" {
-		// Replicas starting together take turns, however long another's
-		// migration takes.
-		if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7105294003)"); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_us BIGINT NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	var current int64
-	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	known := int64(0)
-	for _, e := range entries {
-		v, err := strconv.ParseInt(strings.SplitN(e.Name(), "_", 2)[0], 10, 64)
-		if err != nil {
-			return fmt.Errorf("migration file %s: name must start with a number", e.Name())
-		}
-		known = v
-		if v <= current {
-			continue
-		}
-		body, err := fs.ReadFile(migrations, dir+"/"+e.Name())
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			return fmt.Errorf("migration %s: %w", e.Name(), err)
-		}
-		if _, err := tx.ExecContext(ctx, db.q.rebind("INSERT INTO schema_migrations (version, name, applied_at_us) VALUES (?, ?, ?)"),
-			v, e.Name(), toUS(time.Now())); err != nil {
-			return fmt.Errorf("migration %s: %w", e.Name(), err)
-		}
-	}
-	if current > known {
-		return fmt.Errorf("the database schema is version %d but this mutual knows only up to %d: upgrade mutual", current, known)
-	}
-	return tx.Commit()
-}
-
 func toUS(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -511,7 +452,7 @@ func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any)
 func (db *DB) hotWrites() []string {
 	qs := []string{
 		db.q.rebind(insertCertificateOnce),
-		db.q.rebind(checkIssuanceQuery),
+		db.q.checkIssuance(),
 		db.q.rebind(consumeToken),
 		db.q.rebind(unconsumeToken),
 	}

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/mutual-tls/mutual/internal/pgtest"
 )
 
 // TestTokenReadsCoalesced: concurrent token reads on PostgreSQL, read
@@ -18,11 +16,7 @@ import (
 // those after it.
 func TestTokenReadsCoalesced(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, pgtest.Start(t).NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openPostgresDB(t)
 	now := time.Now()
 	const n = 50
 	for i := range n {
