@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,7 +53,7 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				c, err := dialer.DialContext(ctx, network, addr)
 				if err != nil {
-					return nil, err
+					return nil, errors.Join(errServiceDial, err)
 				}
 				return &progressConn{Conn: c, dl: progress{c: c, d: p.cfg.Limits.IdleTimeout}}, nil
 			},
@@ -70,19 +69,20 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			if hc := connOf(r); hc != nil && hc.peer.Load() != nil {
 				peer = hc.peer.Load().str
 			}
-			if errors.Is(err, errClientBody) && errors.Is(err, os.ErrDeadlineExceeded) {
-				p.logTimeout(r.RemoteAddr, peer, stageRequestBody, err)
+			if !isTimeout(err) {
+				p.log.Error("target unreachable", "remote", r.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
+				http.Error(w, unreachableMsg, http.StatusBadGateway)
+				return
+			}
+			// The stage named on the error (the dial, the request's
+			// write, the client's body), else the wait for the answer.
+			stage := stageOf(err)
+			p.logTimeout(r.RemoteAddr, peer, stage, err)
+			if stage == stageRequestBody {
 				http.Error(w, "mutual proxy: the request's body stopped arriving", http.StatusRequestTimeout)
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				p.logTimeout(r.RemoteAddr, peer, stageServiceResponse, err)
-				http.Error(w, serviceTimeoutMsg, http.StatusGatewayTimeout)
-				return
-			}
-			p.log.Error("target unreachable", "remote", r.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
-			http.Error(w, unreachableMsg, http.StatusBadGateway)
+			http.Error(w, serviceTimeoutMsg, http.StatusGatewayTimeout)
 		},
 	}
 	hs := &http.Server{
@@ -551,16 +551,28 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 
 // progressBody reads a request's body for the reverse proxy under a
 // progress deadline (http.Server has only one for the whole request,
-// which would cut a long upload): each read must return within d.
+// which would cut a long upload): each read must return within d, and
+// the whole body arrive by bodyDeadline, as on the HTTP/1.1 path.
 type progressBody struct {
 	io.ReadCloser
-	rc *http.ResponseController
-	d  time.Duration
+	rc    *http.ResponseController
+	d     time.Duration
+	start time.Time
+	got   int64
 }
 
 func (b *progressBody) Read(p []byte) (int, error) {
-	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	now := time.Now()
+	if b.start.IsZero() {
+		b.start = now
+	}
+	dl := now.Add(b.d)
+	if by := bodyDeadline(b.start, b.d, b.got); by.Before(dl) {
+		dl = by
+	}
+	b.rc.SetReadDeadline(dl)
 	n, err := b.ReadCloser.Read(p)
+	b.got += int64(n)
 	if err != nil {
 		// Done with the body: http.Server's own read (for the client's
 		// close) has no deadline.
@@ -589,14 +601,24 @@ func (c *progressConn) Read(b []byte) (int, error) {
 
 // Write writes to the service; a request being sent is progress, so the
 // read deadline moves too (a request body that stops arriving from the
-// client is the client's timeout, which comes first).
+// client is the client's timeout, which comes first). It stays a quarter
+// of d past the write's, so that a write the service stops taking is the
+// timeout seen, not the transport's wait for the answer in the meantime.
 func (c *progressConn) Write(b []byte) (int, error) {
 	now := time.Now()
 	c.mu.Lock()
 	c.dl.extendWrite(now)
-	c.dl.extendRead(now)
+	if d := c.dl.d; c.dl.read.Before(now.Add(d + d/4)) {
+		c.dl.read = now.Add(d + d/2)
+		c.dl.other = false
+		c.dl.c.SetReadDeadline(c.dl.read)
+	}
 	c.mu.Unlock()
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		err = errors.Join(errServiceWrite, err)
+	}
+	return n, err
 }
 
 // verdict is the proxy's decision on one request: code is 0 when it may

@@ -48,7 +48,21 @@ const (
 	discardLimit = 256 << 10
 	// max1xx bounds the informational responses relayed for one request.
 	max1xx = 5
+	// minBodyRate is the average rate, in bytes a second, at which a
+	// request body must arrive after its first idle timeout (Apache's
+	// mod_reqtimeout MinRate). Each read must also make progress within
+	// the idle timeout; without a floor on the rate, a client sending a
+	// byte now and then would hold a connection to the service for as
+	// long as its Content-Length allows.
+	minBodyRate = 500
 )
+
+// bodyDeadline is the latest a request body that began arriving at start
+// may still be read, with got bytes of it received and limit the idle
+// timeout: limit, plus a second for every minBodyRate bytes.
+func bodyDeadline(start time.Time, limit time.Duration, got int64) time.Time {
+	return start.Add(limit + time.Duration(min(got, 1<<40))*(time.Second/minBodyRate))
+}
 
 // Connection states, for the drain: an idle connection is closed at once,
 // a busy one after its response.
@@ -81,6 +95,11 @@ type h1Conn struct {
 	// inHead is set while the request head is read: its reads are bounded
 	// by the head's deadline, not extended by progress.
 	inHead bool
+	// bodyStart is when the body being forwarded began (zero when none),
+	// bodyGot how much of it was received: its reads are bounded by
+	// bodyDeadline too.
+	bodyStart time.Time
+	bodyGot   int64
 }
 
 // progress keeps a connection's read and write deadlines at least d after
@@ -102,6 +121,24 @@ type progress struct {
 func (p *progress) extendRead(now time.Time) {
 	if p.other || p.read.Before(now.Add(p.d)) {
 		p.read = now.Add(p.d + p.d/8)
+		p.other = false
+		p.c.SetReadDeadline(p.read)
+	}
+}
+
+// extendReadBefore is extendRead with the deadline no later than limit.
+// A peer the limit binds (a body arriving too slowly) moves the deadline
+// on each read; others pay as with extendRead.
+func (p *progress) extendReadBefore(now, limit time.Time) {
+	want := now.Add(p.d)
+	if limit.Before(want) {
+		want = limit
+	}
+	if p.other || p.read.Before(want) || p.read.After(limit) {
+		p.read = now.Add(p.d + p.d/8)
+		if limit.Before(p.read) {
+			p.read = limit
+		}
 		p.other = false
 		p.c.SetReadDeadline(p.read)
 	}
@@ -155,7 +192,14 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 		}
 		return n, nil
 	}
-	if !c.inHead {
+	switch {
+	case c.inHead:
+	case !c.bodyStart.IsZero():
+		c.dl.extendReadBefore(time.Now(), bodyDeadline(c.bodyStart, c.dl.d, c.bodyGot))
+		n, err := c.conn.Read(b)
+		c.bodyGot += int64(n)
+		return n, err
+	default:
 		c.dl.extendRead(time.Now())
 	}
 	return c.conn.Read(b)
@@ -616,6 +660,10 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 	if xfcc != nil {
 		h[XFCCHeader] = xfcc
 	}
+	if req.ContentLength > 0 {
+		hc.bodyStart, hc.bodyGot = time.Now(), min(int64(b.r.Buffered()), req.ContentLength)
+		defer func() { hc.bodyStart = time.Time{} }()
+	}
 	stale := 0
 	for attempt := 0; ; attempt++ {
 		bc, err := p.backends.get(ctx, p.cfg.Target, p.cfg.Limits, req.ContentLength == 0)
@@ -707,7 +755,7 @@ func replayable(req *http.Request) bool {
 // 504 when the service stopped making progress before its answer.
 func (p *Inbound) unreachable(hc *h1Conn, w *bufio.Writer, req *http.Request, err error) (int, bool) {
 	v := verdict{code: http.StatusBadGateway, msg: unreachableMsg}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if isTimeout(err) {
 		p.timedOut(hc, stageOf(err), err)
 		v = verdict{code: http.StatusGatewayTimeout, msg: serviceTimeoutMsg}
 	} else {
@@ -720,6 +768,7 @@ func (p *Inbound) unreachable(hc *h1Conn, w *bufio.Writer, req *http.Request, er
 // Where an exchange failed, joined to the error: stageOf names the stage
 // of a timeout after them.
 var (
+	errServiceDial  = errors.New("connecting to the service")
 	errClientBody   = errors.New("reading the client's request body")
 	errClientWrite  = errors.New("writing the response to the client")
 	errServiceWrite = errors.New("writing the request to the service")
@@ -732,6 +781,7 @@ const (
 	stageRequestHead     = "request_head"
 	stageRequestBody     = "request_body"
 	stageResponseWrite   = "response_write"
+	stageServiceDial     = "service_dial"
 	stageServiceWrite    = "service_write"
 	stageServiceResponse = "service_response"
 	stageServiceBody     = "service_body"
@@ -741,6 +791,8 @@ const (
 // other is named: waiting for the service's answer).
 func stageOf(err error) string {
 	switch {
+	case errors.Is(err, errServiceDial):
+		return stageServiceDial
 	case errors.Is(err, errClientBody):
 		return stageRequestBody
 	case errors.Is(err, errClientWrite):
@@ -763,8 +815,11 @@ func (p *Inbound) timedOut(hc *h1Conn, stage string, err error) {
 // logTimeout logs and counts a timeout at stage of a request from remote.
 func (p *Inbound) logTimeout(remote, peer, stage string, err error) {
 	limit := p.cfg.Limits.IdleTimeout
-	if stage == stageRequestHead {
+	switch stage {
+	case stageRequestHead:
 		limit = p.cfg.Limits.HandshakeTimeout
+	case stageServiceDial:
+		limit = p.cfg.Limits.DialTimeout
 	}
 	level := slog.LevelWarn
 	if stage == stageIdle {
@@ -1200,7 +1255,7 @@ func (bp *backendPool) get(ctx context.Context, target string, lim Limits, defer
 	}
 	c, err := (&net.Dialer{Timeout: lim.DialTimeout}).DialContext(ctx, "tcp", target)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(errServiceDial, err)
 	}
 	bc := newBackendConn(c, lim)
 	bc.pendingCheck = deferCheck && bc.rc != nil

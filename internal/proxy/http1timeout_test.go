@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func dialH1(t *testing.T, w *world, addr string) *tls.Conn {
 
 // trickle writes s to c every 20 ms, each write well within any idle
 // timeout, until the returned stop is called or a write fails.
-func trickle(c net.Conn, s string) (stop func()) {
+func trickle(c io.Writer, s string) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond)
@@ -475,4 +476,144 @@ func TestHTTP1RefusedBodyTrickled(t *testing.T) {
 	if err := closedByProxy(c); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// unreachableService returns the address of a listener that never accepts
+// and whose queue is full: the kernel drops connection attempts to it, so
+// a dial times out (rather than being refused).
+func unreachableService(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 16 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			if !os.IsTimeout(err) {
+				t.Fatalf("filling the listen queue: %v", err)
+			}
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("the listen queue did not fill: connection attempts are not dropped here")
+	return ""
+}
+
+// TestHTTPTimeoutStages: each stall is counted at its own stage on both
+// paths (HTTP/1.1 and net/http's, HTTP/2 here): a service that cannot be
+// reached in time is service_dial, one that stops taking the request's
+// body is service_write, not the wait for its answer; each a 504.
+func TestHTTPTimeoutStages(t *testing.T) {
+	w := newWorld(t)
+	lim := proxy.Limits{HandshakeTimeout: 5 * time.Second, IdleTimeout: time.Second, DialTimeout: 300 * time.Millisecond}
+	stop := make(chan struct{})
+	deaf := testnet.Serve(t, func(c net.Conn) {
+		// Reads the head, never the body.
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			<-stop
+		}
+	})
+	t.Cleanup(func() { close(stop) })
+	for _, tt := range []struct {
+		name, target, stage string
+		body                bool
+	}{
+		{"dial", unreachableService(t), "service_dial", false},
+		{"request write", deaf, "service_write", true},
+	} {
+		for _, h2 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/h2=%v", tt.name, h2), func(t *testing.T) {
+				r := runInbound(t, w, proxy.InboundConfig{Target: tt.target, Protocol: proxy.HTTP, Limits: lim})
+				tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), ForceAttemptHTTP2: h2}
+				if !h2 {
+					tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+				}
+				defer tr.CloseIdleConnections()
+				var body io.Reader
+				if tt.body {
+					body = io.LimitReader(zeros{}, 1<<30)
+				}
+				req, _ := http.NewRequest("POST", "https://"+r.addr+"/ok", body)
+				if tt.body {
+					req.ContentLength = 1 << 30
+				}
+				resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusGatewayTimeout {
+						t.Fatalf("%s %d, want 504\n%s", resp.Proto, resp.StatusCode, r.logs.String())
+					}
+				}
+				timedOut(t, r, tt.stage)
+				if n := metricValue(t, r.reg, "mutual_proxy_timeouts_total", map[string]string{"stage": "service_response"}); n != 0 {
+					t.Errorf("also counted as service_response (%v)", n)
+				}
+			})
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
+}
+
+// TestHTTPBodyMinRate: a request body trickled, each piece well within the
+// idle timeout, must still arrive at a minimum average rate: otherwise it
+// would hold a connection to the service for as long as its length allows.
+// On both paths the request ends, logged and counted as request_body, and
+// the service's connection is closed.
+func TestHTTPBodyMinRate(t *testing.T) {
+	w := newWorld(t)
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		rb := newRecordingBackend(t)
+		r := runInbound(t, w, proxy.InboundConfig{Target: rb.addr, Protocol: proxy.HTTP, Limits: shortLimits})
+		c := dialH1(t, w, r.addr)
+		io.WriteString(c, "POST /ok HTTP/1.1\r\nHost: b\r\nContent-Length: 100000\r\n\r\n")
+		defer trickle(c, "x")()
+		if err := closedByProxy(c); err != nil {
+			t.Fatal(err)
+		}
+		timedOut(t, r, "request_body")
+		testwait.Eventually(t, func() bool {
+			got := rb.take()
+			return len(got) == 1 && strings.HasPrefix(got[0], "body error")
+		}, "the service's connection closed mid-body")
+	})
+	t.Run("HTTP/2", func(t *testing.T) {
+		rb := newRecordingBackend(t)
+		r := runInbound(t, w, proxy.InboundConfig{Target: rb.addr, Protocol: proxy.HTTP, Limits: shortLimits})
+		tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		stop := trickle(pw, "x")
+		defer stop()
+		req, _ := http.NewRequest("POST", "https://"+r.addr+"/ok", pr)
+		req.ContentLength = 100000
+		resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestTimeout {
+				t.Fatalf("%s %d, want 408 or the stream reset", resp.Proto, resp.StatusCode)
+			}
+		}
+		timedOut(t, r, "request_body")
+	})
 }
