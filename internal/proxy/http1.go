@@ -854,6 +854,9 @@ type backendConn struct {
 	peek func(fd uintptr) bool
 	open bool
 	one  [1]byte
+	// fh is the head of the answer being relayed when it is a usual one
+	// (relayFast).
+	fh fastHead
 	// pendingCheck: the connection's check before reuse is still to be
 	// made, at its first write; final: that write is the whole request,
 	// which then goes with the check and the wait for the answer in one
@@ -1005,7 +1008,8 @@ func (bc *backendConn) Write(b []byte) (int, error) {
 }
 
 // roundTrip writes req (its body copied from the client) and reads the
-// service's response head, relaying no 1xx: the caller does.
+// service's response head, relaying no 1xx: the caller does. A nil
+// response and error: the head is a usual one, parsed into bc.fh.
 func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, error) {
 	w := bc.w
 	w.WriteString(req.Method)
@@ -1046,6 +1050,9 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	bc.final = bc.pendingCheck
 	if err := w.Flush(); err != nil {
 		return nil, err
+	}
+	if req.Method != http.MethodHead && takeFastHead(bc.r, &bc.fh) {
+		return nil, nil // relayResponse relays bc.fh
 	}
 	return http.ReadResponse(bc.r, req)
 }
@@ -1088,6 +1095,9 @@ func copyBody(w *bufio.Writer, c io.Writer, body io.Reader, n int64) error {
 // open, and whether the service connection may be reused; or an error
 // when the service sent no final response the client may have.
 func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *http.Response) (code int, keep, backendOK bool, err error) {
+	if resp == nil {
+		return relayFast(w, bc, req)
+	}
 	for n := 0; resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; n++ {
 		if n == max1xx {
 			return 0, false, false, errors.New("more than 5 informational (1xx) responses")
@@ -1124,8 +1134,15 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 	chunked := writeResponseHead(w, req, resp, bodyless, first)
 	if bodyless || resp.ContentLength == 0 {
 		resp.Body.Close()
-	} else if err := copyResponseBody(w, bc, resp, bp, first, rerr, chunked); err != nil {
+	} else if err := copyResponseBody(w, bc, resp.Body, bp, first, rerr, chunked); err != nil {
 		return code, false, false, err // cut short: abort, as the reverse proxy does
+	} else {
+		resp.Body.Close()
+		if chunked {
+			w.WriteString("0\r\n")
+			writeHeader(w, resp.Trailer)
+			w.WriteString("\r\n")
+		}
 	}
 	if err := w.Flush(); err != nil {
 		return code, false, !resp.Close, errors.Join(errClientWrite, err)
@@ -1177,7 +1194,7 @@ func writeResponseHead(w *bufio.Writer, req *http.Request, resp *http.Response, 
 // service) to the client, flushing whenever the service has nothing more
 // buffered, so that a stream (server-sent events) reaches the client as it
 // is written. It returns what failed, on either side.
-func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp *[32 << 10]byte, first []byte, rerr error, chunked bool) error {
+func copyResponseBody(w *bufio.Writer, bc *backendConn, body io.Reader, bp *[32 << 10]byte, first []byte, rerr error, chunked bool) error {
 	for {
 		if len(first) > 0 {
 			if err := writeBody(w, first, chunked); err != nil {
@@ -1196,14 +1213,8 @@ func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp 
 			return errors.Join(errServiceBody, rerr)
 		}
 		var k int
-		k, rerr = resp.Body.Read(bp[:])
+		k, rerr = body.Read(bp[:])
 		first = bp[:k]
-	}
-	resp.Body.Close()
-	if chunked {
-		w.WriteString("0\r\n")
-		writeHeader(w, resp.Trailer)
-		w.WriteString("\r\n")
 	}
 	return nil
 }

@@ -352,7 +352,7 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 			port := <-idleEnd
 			// The proxy's end has the service's FIN (CLOSE_WAIT) before the
 			// next request.
-			testwait.Eventually(t, func() bool { st, _ := tcpState(t, port); return st == "08" }, "the service's close to reach the proxy")
+			testwait.Eventually(t, func() bool { st, _ := tcpState(t, port, backend); return st == "08" }, "the service's close to reach the proxy")
 			if code, body := do(c, method, "/next"); code != 200 || body != "fine" {
 				t.Fatalf("%s after the service closed its idle connection: %d %q, want 200", method, code, body)
 			}
@@ -365,7 +365,7 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 			}
 			extra <- struct{}{}
 			port := <-wrote
-			testwait.Eventually(t, func() bool { _, rx := tcpState(t, port); return rx > 0 }, "the unasked bytes to reach the proxy")
+			testwait.Eventually(t, func() bool { _, rx := tcpState(t, port, backend); return rx > 0 }, "the unasked bytes to reach the proxy")
 			if code, body := do(client(), method, "/next"); code != 200 || body != "fine" {
 				t.Fatalf("another client's %s got %d %q, want 200 %q", method, code, body, "fine")
 			}
@@ -375,8 +375,9 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 
 // tcpState returns the state (hex, as /proc/net/tcp writes it: 08 is
 // CLOSE_WAIT) and receive queue of the IPv4 loopback socket whose local
-// port is port.
-func tcpState(t *testing.T, port string) (state string, rxQueue int64) {
+// port is port, connected to remote (another connection's socket in
+// TIME_WAIT may have had the same local port).
+func tcpState(t *testing.T, port, remote string) (state string, rxQueue int64) {
 	t.Helper()
 	b, err := os.ReadFile("/proc/net/tcp")
 	if err != nil {
@@ -384,9 +385,12 @@ func tcpState(t *testing.T, port string) (state string, rxQueue int64) {
 	}
 	p, _ := strconv.Atoi(port)
 	local := fmt.Sprintf("0100007F:%04X", p)
+	_, rport, _ := net.SplitHostPort(remote)
+	rp, _ := strconv.Atoi(rport)
+	peer := fmt.Sprintf("0100007F:%04X", rp)
 	for _, line := range strings.Split(string(b), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) > 4 && f[1] == local {
+		if len(f) > 4 && f[1] == local && f[2] == peer {
 			_, rx, _ := strings.Cut(f[4], ":")
 			n, _ := strconv.ParseInt(rx, 16, 64)
 			return f[3], n
