@@ -1164,6 +1164,7 @@ func writeResponseHead(w *bufio.Writer, req *http.Request, resp *http.Response, 
 	}
 	writeHeader(w, h)
 	chunked = !bodyless && resp.ContentLength < 0
+	cl := int64(-1)
 	switch {
 	case chunked:
 		w.WriteString("Transfer-Encoding: chunked\r\n")
@@ -1179,15 +1180,24 @@ func writeResponseHead(w *bufio.Writer, req *http.Request, resp *http.Response, 
 			w.WriteString("\r\n")
 		}
 	case !bodyless:
+		cl = resp.ContentLength
+	}
+	endResponseHead(w, cl, req.Close)
+	return chunked
+}
+
+// endResponseHead ends a response head: Content-Length n (none when
+// negative), the client's close, the empty line.
+func endResponseHead(w *bufio.Writer, n int64, close bool) {
+	if n >= 0 {
 		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), resp.ContentLength, 10))
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
 		w.WriteString("\r\n")
 	}
-	if req.Close {
+	if close {
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
-	return chunked
 }
 
 // copyResponseBody copies the body (first, then the rest from the

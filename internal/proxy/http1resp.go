@@ -322,13 +322,7 @@ func relayFast(w *bufio.Writer, bc *backendConn, req *http.Request) (code int, k
 		w.Write(head[l.vs:l.ve])
 		w.WriteString("\r\n")
 	}
-	w.WriteString("Content-Length: ")
-	w.Write(strconv.AppendInt(w.AvailableBuffer(), h.cl, 10))
-	w.WriteString("\r\n")
-	if req.Close {
-		w.WriteString("Connection: close\r\n")
-	}
-	w.WriteString("\r\n")
+	endResponseHead(w, h.cl, req.Close)
 	bc.r.Discard(h.size)
 	if h.cl > 0 {
 		bc.r.Discard(len(first))
