@@ -64,11 +64,16 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			ResponseHeaderTimeout: p.cfg.Limits.IdleTimeout,
 		},
 		BufferPool: relayBuffers{},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			var peer string
-			if hc := connOf(r); hc != nil && hc.peer.Load() != nil {
-				peer = hc.peer.Load().str
+		ModifyResponse: func(resp *http.Response) error {
+			// A 101's body is the upgraded connection, which the reverse
+			// proxy takes as it is.
+			if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
+				resp.Body = &serviceBody{ReadCloser: resp.Body, p: p, r: resp.Request}
 			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			peer := peerID(r)
 			if !isTimeout(err) {
 				p.log.Error("target unreachable", "remote", r.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
 				http.Error(w, unreachableMsg, http.StatusBadGateway)
@@ -203,6 +208,16 @@ type peerInfo struct {
 func connOf(r *http.Request) *httpConn {
 	hc, _ := r.Context().Value(connKey{}).(*httpConn)
 	return hc
+}
+
+// peerID is the verified client of r's connection as logged, or "".
+func peerID(r *http.Request) string {
+	if hc := connOf(r); hc != nil {
+		if pi := hc.peer.Load(); pi != nil {
+			return pi.str
+		}
+	}
+	return ""
 }
 
 // peerOf returns the verified client of r's connection, parsed once per
@@ -497,10 +512,24 @@ func (l *handshakeListener) Accept() (net.Conn, error) {
 
 func (l *handshakeListener) Close() error { return l.Listener.Close() }
 
-// statusWriter records the status code for logs and metrics.
+// statusWriter records the status code for logs and metrics, and logs
+// and counts a write to the client that timed out (p set: a forwarded
+// request's).
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	code     int
+	p        *Inbound
+	r        *http.Request
+	peer     string
+	timedOut bool
+}
+
+// check logs and counts err, once, when it is a write timeout.
+func (w *statusWriter) check(err error) {
+	if err != nil && w.p != nil && !w.timedOut && isTimeout(err) {
+		w.timedOut = true
+		w.p.logTimeout(w.r.RemoteAddr, w.peer, stageResponseWrite, err)
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -514,13 +543,21 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.check(err)
+	return n, err
 }
 
 func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
+	w.FlushError()
+}
+
+// FlushError flushes to the client (the reverse proxy's flushes come
+// here, through http.ResponseController).
+func (w *statusWriter) FlushError() error {
+	err := http.NewResponseController(w.ResponseWriter).Flush()
+	w.check(err)
+	return err
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -544,6 +581,7 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &progressBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: p.cfg.Limits.IdleTimeout}
 		}
+		sw.p, sw.r, sw.peer = p, r, v.peer
 		next.ServeHTTP(sw, r)
 		p.finish(r, sw.code, v.peer, "forwarded", "", start)
 	})
@@ -580,6 +618,25 @@ func (b *progressBody) Read(p []byte) (int, error) {
 		if err != io.EOF {
 			err = errors.Join(errClientBody, err)
 		}
+	}
+	return n, err
+}
+
+// serviceBody reads the service's response body for the reverse proxy,
+// which aborts the client's response when a read fails: one that timed
+// out is logged and counted (service_body), as on the HTTP/1.1 path.
+type serviceBody struct {
+	io.ReadCloser
+	p      *Inbound
+	r      *http.Request
+	logged bool
+}
+
+func (b *serviceBody) Read(buf []byte) (int, error) {
+	n, err := b.ReadCloser.Read(buf)
+	if err != nil && !b.logged && isTimeout(err) {
+		b.logged = true
+		b.p.logTimeout(b.r.RemoteAddr, peerID(b.r), stageServiceBody, err)
 	}
 	return n, err
 }

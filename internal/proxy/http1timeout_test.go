@@ -135,13 +135,7 @@ func TestHTTP1ClientTimeouts(t *testing.T) {
 			if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 				return
 			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
-			chunk := []byte(strings.Repeat("x", 64<<10))
-			for {
-				if _, err := c.Write(chunk); err != nil {
-					return
-				}
-			}
+			streamForever(c)
 		})
 		r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP, Limits: shortLimits})
 		c := dialH1(t, w, r.addr)
@@ -155,6 +149,18 @@ func TestHTTP1ClientTimeouts(t *testing.T) {
 			t.Fatal("the service's leg is still open")
 		}
 	})
+}
+
+// streamForever answers with a body without end, until a write fails (the
+// proxy closed the connection).
+func streamForever(c net.Conn) {
+	io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+	chunk := []byte(strings.Repeat("x", 64<<10))
+	for {
+		if _, err := c.Write(chunk); err != nil {
+			return
+		}
+	}
 }
 
 // TestHTTP1ServiceTimeouts: a service that takes a request and never
@@ -585,5 +591,49 @@ func TestHTTPBodyMinRate(t *testing.T) {
 			}
 		}
 		timedOut(t, r, "request_body")
+	})
+}
+
+// TestHTTPFallbackStallsAfterHead: on net/http's path, a service that stops
+// in the middle of a body (HTTP/2 here) and a client that stops reading
+// its response (an HTTP/1.0 request, which the HTTP/1.1 path hands over)
+// are logged and counted at their own stage, as on the HTTP/1.1 path.
+func TestHTTPFallbackStallsAfterHead(t *testing.T) {
+	w := newWorld(t)
+	stop := make(chan struct{})
+	backend := testnet.Serve(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		if req.URL.Path == "/half" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\npart")
+			<-stop
+			return
+		}
+		streamForever(c)
+	})
+	t.Cleanup(func() { close(stop) })
+	t.Run("service body", func(t *testing.T) {
+		r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP, Limits: shortLimits})
+		tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		// The stream is reset, before or after the head reached the client.
+		resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://" + r.addr + "/half")
+		if err == nil {
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 || err == nil {
+				t.Fatalf("%s %q, %v: want HTTP/2 and the stream reset", resp.Proto, body, err)
+			}
+		}
+		timedOut(t, r, "service_body")
+	})
+	t.Run("response write", func(t *testing.T) {
+		r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP, Limits: shortLimits})
+		c := dialH1(t, w, r.addr)
+		io.WriteString(c, "GET /stream HTTP/1.0\r\nHost: b\r\n\r\n")
+		// Never read: the socket buffers fill and the proxy's writes stall.
+		timedOut(t, r, "response_write")
 	})
 }
