@@ -22,6 +22,7 @@ import (
 	"github.com/mutual-tls/mutual/internal/pki"
 	"github.com/mutual-tls/mutual/internal/proxy"
 	"github.com/mutual-tls/mutual/internal/testca"
+	"github.com/mutual-tls/mutual/internal/testnet"
 )
 
 // fixture holds the CAs and identities the corpus is made of: every key is
@@ -113,7 +114,7 @@ func corpus() []corpusCase {
 			// queue is full: the connect times out.
 			name: "connection timeout/full accept queue",
 			setup: func(t *testing.T, f *fixture) diagnose.Options {
-				o := f.opts(fullBacklog(t))
+				o := f.opts(testnet.FullBacklog(t))
 				o.Timeout = time.Second
 				return o
 			},

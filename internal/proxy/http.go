@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,7 +53,7 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				c, err := dialer.DialContext(ctx, network, addr)
 				if err != nil {
-					return nil, err
+					return nil, errors.Join(errServiceDial, err)
 				}
 				return &progressConn{Conn: c, dl: progress{c: c, d: p.cfg.Limits.IdleTimeout}}, nil
 			},
@@ -65,24 +64,30 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 			ResponseHeaderTimeout: p.cfg.Limits.IdleTimeout,
 		},
 		BufferPool: relayBuffers{},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			var peer string
-			if hc := connOf(r); hc != nil && hc.peer.Load() != nil {
-				peer = hc.peer.Load().str
+		ModifyResponse: func(resp *http.Response) error {
+			// A 101's body is the upgraded connection, which the reverse
+			// proxy takes as it is.
+			if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
+				resp.Body = &serviceBody{ReadCloser: resp.Body, p: p, r: resp.Request}
 			}
-			if errors.Is(err, errClientBody) && errors.Is(err, os.ErrDeadlineExceeded) {
-				p.logTimeout(r.RemoteAddr, peer, stageRequestBody, err)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			peer := peerID(r)
+			if !isTimeout(err) {
+				p.log.Error("target unreachable", "remote", r.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
+				http.Error(w, unreachableMsg, http.StatusBadGateway)
+				return
+			}
+			// The stage named on the error (the dial, the request's
+			// write, the client's body), else the wait for the answer.
+			stage := stageOf(err)
+			p.logTimeout(r.RemoteAddr, peer, stage, err)
+			if stage == stageRequestBody {
 				http.Error(w, "mutual proxy: the request's body stopped arriving", http.StatusRequestTimeout)
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				p.logTimeout(r.RemoteAddr, peer, stageServiceResponse, err)
-				http.Error(w, serviceTimeoutMsg, http.StatusGatewayTimeout)
-				return
-			}
-			p.log.Error("target unreachable", "remote", r.RemoteAddr, "target", p.cfg.Target, "error", err.Error())
-			http.Error(w, unreachableMsg, http.StatusBadGateway)
+			http.Error(w, serviceTimeoutMsg, http.StatusGatewayTimeout)
 		},
 	}
 	hs := &http.Server{
@@ -203,6 +208,16 @@ type peerInfo struct {
 func connOf(r *http.Request) *httpConn {
 	hc, _ := r.Context().Value(connKey{}).(*httpConn)
 	return hc
+}
+
+// peerID is the verified client of r's connection as logged, or "".
+func peerID(r *http.Request) string {
+	if hc := connOf(r); hc != nil {
+		if pi := hc.peer.Load(); pi != nil {
+			return pi.str
+		}
+	}
+	return ""
 }
 
 // peerOf returns the verified client of r's connection, parsed once per
@@ -497,10 +512,24 @@ func (l *handshakeListener) Accept() (net.Conn, error) {
 
 func (l *handshakeListener) Close() error { return l.Listener.Close() }
 
-// statusWriter records the status code for logs and metrics.
+// statusWriter records the status code for logs and metrics, and logs
+// and counts a write to the client that timed out (p set: a forwarded
+// request's).
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	code     int
+	p        *Inbound
+	r        *http.Request
+	peer     string
+	timedOut bool
+}
+
+// check logs and counts err, once, when it is a write timeout.
+func (w *statusWriter) check(err error) {
+	if err != nil && w.p != nil && !w.timedOut && isTimeout(err) {
+		w.timedOut = true
+		w.p.logTimeout(w.r.RemoteAddr, w.peer, stageResponseWrite, err)
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -514,13 +543,21 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.check(err)
+	return n, err
 }
 
 func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
+	w.FlushError()
+}
+
+// FlushError flushes to the client (the reverse proxy's flushes come
+// here, through http.ResponseController).
+func (w *statusWriter) FlushError() error {
+	err := http.NewResponseController(w.ResponseWriter).Flush()
+	w.check(err)
+	return err
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -544,6 +581,7 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &progressBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: p.cfg.Limits.IdleTimeout}
 		}
+		sw.p, sw.r, sw.peer = p, r, v.peer
 		next.ServeHTTP(sw, r)
 		p.finish(r, sw.code, v.peer, "forwarded", "", start)
 	})
@@ -551,16 +589,28 @@ func (p *Inbound) httpHandler(next http.Handler) http.Handler {
 
 // progressBody reads a request's body for the reverse proxy under a
 // progress deadline (http.Server has only one for the whole request,
-// which would cut a long upload): each read must return within d.
+// which would cut a long upload): each read must return within d, and
+// the whole body arrive by bodyDeadline, as on the HTTP/1.1 path.
 type progressBody struct {
 	io.ReadCloser
-	rc *http.ResponseController
-	d  time.Duration
+	rc    *http.ResponseController
+	d     time.Duration
+	start time.Time
+	got   int64
 }
 
 func (b *progressBody) Read(p []byte) (int, error) {
-	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	now := time.Now()
+	if b.start.IsZero() {
+		b.start = now
+	}
+	dl := now.Add(b.d)
+	if by := bodyDeadline(b.start, b.d, b.got); by.Before(dl) {
+		dl = by
+	}
+	b.rc.SetReadDeadline(dl)
 	n, err := b.ReadCloser.Read(p)
+	b.got += int64(n)
 	if err != nil {
 		// Done with the body: http.Server's own read (for the client's
 		// close) has no deadline.
@@ -568,6 +618,25 @@ func (b *progressBody) Read(p []byte) (int, error) {
 		if err != io.EOF {
 			err = errors.Join(errClientBody, err)
 		}
+	}
+	return n, err
+}
+
+// serviceBody reads the service's response body for the reverse proxy,
+// which aborts the client's response when a read fails: one that timed
+// out is logged and counted (service_body), as on the HTTP/1.1 path.
+type serviceBody struct {
+	io.ReadCloser
+	p      *Inbound
+	r      *http.Request
+	logged bool
+}
+
+func (b *serviceBody) Read(buf []byte) (int, error) {
+	n, err := b.ReadCloser.Read(buf)
+	if err != nil && !b.logged && isTimeout(err) {
+		b.logged = true
+		b.p.logTimeout(b.r.RemoteAddr, peerID(b.r), stageServiceBody, err)
 	}
 	return n, err
 }
@@ -589,14 +658,24 @@ func (c *progressConn) Read(b []byte) (int, error) {
 
 // Write writes to the service; a request being sent is progress, so the
 // read deadline moves too (a request body that stops arriving from the
-// client is the client's timeout, which comes first).
+// client is the client's timeout, which comes first). It stays a quarter
+// of d past the write's, so that a write the service stops taking is the
+// timeout seen, not the transport's wait for the answer in the meantime.
 func (c *progressConn) Write(b []byte) (int, error) {
 	now := time.Now()
 	c.mu.Lock()
 	c.dl.extendWrite(now)
-	c.dl.extendRead(now)
+	if d := c.dl.d; c.dl.read.Before(now.Add(d + d/4)) {
+		c.dl.read = now.Add(d + d/2)
+		c.dl.other = false
+		c.dl.c.SetReadDeadline(c.dl.read)
+	}
 	c.mu.Unlock()
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		err = errors.Join(errServiceWrite, err)
+	}
+	return n, err
 }
 
 // verdict is the proxy's decision on one request: code is 0 when it may

@@ -48,7 +48,21 @@ const (
 	discardLimit = 256 << 10
 	// max1xx bounds the informational responses relayed for one request.
 	max1xx = 5
+	// minBodyRate is the average rate, in bytes a second, at which a
+	// request body must arrive after its first idle timeout (Apache's
+	// mod_reqtimeout MinRate). Each read must also make progress within
+	// the idle timeout; without a floor on the rate, a client sending a
+	// byte now and then would hold a connection to the service for as
+	// long as its Content-Length allows.
+	minBodyRate = 500
 )
+
+// bodyDeadline is the latest a request body that began arriving at start
+// may still be read, with got bytes of it received and limit the idle
+// timeout: limit, plus a second for every minBodyRate bytes.
+func bodyDeadline(start time.Time, limit time.Duration, got int64) time.Time {
+	return start.Add(limit + time.Duration(min(got, 1<<40))*(time.Second/minBodyRate))
+}
 
 // Connection states, for the drain: an idle connection is closed at once,
 // a busy one after its response.
@@ -81,6 +95,11 @@ type h1Conn struct {
 	// inHead is set while the request head is read: its reads are bounded
 	// by the head's deadline, not extended by progress.
 	inHead bool
+	// bodyStart is when the body being forwarded began (zero when none),
+	// bodyGot how much of it was received: its reads are bounded by
+	// bodyDeadline too.
+	bodyStart time.Time
+	bodyGot   int64
 }
 
 // progress keeps a connection's read and write deadlines at least d after
@@ -102,6 +121,24 @@ type progress struct {
 func (p *progress) extendRead(now time.Time) {
 	if p.other || p.read.Before(now.Add(p.d)) {
 		p.read = now.Add(p.d + p.d/8)
+		p.other = false
+		p.c.SetReadDeadline(p.read)
+	}
+}
+
+// extendReadBefore is extendRead with the deadline no later than limit.
+// A peer the limit binds (a body arriving too slowly) moves the deadline
+// on each read; others pay as with extendRead.
+func (p *progress) extendReadBefore(now, limit time.Time) {
+	want := now.Add(p.d)
+	if limit.Before(want) {
+		want = limit
+	}
+	if p.other || p.read.Before(want) || p.read.After(limit) {
+		p.read = now.Add(p.d + p.d/8)
+		if limit.Before(p.read) {
+			p.read = limit
+		}
 		p.other = false
 		p.c.SetReadDeadline(p.read)
 	}
@@ -155,7 +192,14 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 		}
 		return n, nil
 	}
-	if !c.inHead {
+	switch {
+	case c.inHead:
+	case !c.bodyStart.IsZero():
+		c.dl.extendReadBefore(time.Now(), bodyDeadline(c.bodyStart, c.dl.d, c.bodyGot))
+		n, err := c.conn.Read(b)
+		c.bodyGot += int64(n)
+		return n, err
+	default:
 		c.dl.extendRead(time.Now())
 	}
 	return c.conn.Read(b)
@@ -616,6 +660,10 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 	if xfcc != nil {
 		h[XFCCHeader] = xfcc
 	}
+	if req.ContentLength > 0 {
+		hc.bodyStart, hc.bodyGot = time.Now(), min(int64(b.r.Buffered()), req.ContentLength)
+		defer func() { hc.bodyStart = time.Time{} }()
+	}
 	stale := 0
 	for attempt := 0; ; attempt++ {
 		bc, err := p.backends.get(ctx, p.cfg.Target, p.cfg.Limits, req.ContentLength == 0)
@@ -707,7 +755,7 @@ func replayable(req *http.Request) bool {
 // 504 when the service stopped making progress before its answer.
 func (p *Inbound) unreachable(hc *h1Conn, w *bufio.Writer, req *http.Request, err error) (int, bool) {
 	v := verdict{code: http.StatusBadGateway, msg: unreachableMsg}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if isTimeout(err) {
 		p.timedOut(hc, stageOf(err), err)
 		v = verdict{code: http.StatusGatewayTimeout, msg: serviceTimeoutMsg}
 	} else {
@@ -720,6 +768,7 @@ func (p *Inbound) unreachable(hc *h1Conn, w *bufio.Writer, req *http.Request, er
 // Where an exchange failed, joined to the error: stageOf names the stage
 // of a timeout after them.
 var (
+	errServiceDial  = errors.New("connecting to the service")
 	errClientBody   = errors.New("reading the client's request body")
 	errClientWrite  = errors.New("writing the response to the client")
 	errServiceWrite = errors.New("writing the request to the service")
@@ -732,6 +781,7 @@ const (
 	stageRequestHead     = "request_head"
 	stageRequestBody     = "request_body"
 	stageResponseWrite   = "response_write"
+	stageServiceDial     = "service_dial"
 	stageServiceWrite    = "service_write"
 	stageServiceResponse = "service_response"
 	stageServiceBody     = "service_body"
@@ -741,6 +791,8 @@ const (
 // other is named: waiting for the service's answer).
 func stageOf(err error) string {
 	switch {
+	case errors.Is(err, errServiceDial):
+		return stageServiceDial
 	case errors.Is(err, errClientBody):
 		return stageRequestBody
 	case errors.Is(err, errClientWrite):
@@ -763,8 +815,11 @@ func (p *Inbound) timedOut(hc *h1Conn, stage string, err error) {
 // logTimeout logs and counts a timeout at stage of a request from remote.
 func (p *Inbound) logTimeout(remote, peer, stage string, err error) {
 	limit := p.cfg.Limits.IdleTimeout
-	if stage == stageRequestHead {
+	switch stage {
+	case stageRequestHead:
 		limit = p.cfg.Limits.HandshakeTimeout
+	case stageServiceDial:
+		limit = p.cfg.Limits.DialTimeout
 	}
 	level := slog.LevelWarn
 	if stage == stageIdle {
@@ -799,6 +854,9 @@ type backendConn struct {
 	peek func(fd uintptr) bool
 	open bool
 	one  [1]byte
+	// fh is the head of the answer being relayed when it is a usual one
+	// (relayFast).
+	fh fastHead
 	// pendingCheck: the connection's check before reuse is still to be
 	// made, at its first write; final: that write is the whole request,
 	// which then goes with the check and the wait for the answer in one
@@ -950,7 +1008,8 @@ func (bc *backendConn) Write(b []byte) (int, error) {
 }
 
 // roundTrip writes req (its body copied from the client) and reads the
-// service's response head, relaying no 1xx: the caller does.
+// service's response head, relaying no 1xx: the caller does. A nil
+// response and error: the head is a usual one, parsed into bc.fh.
 func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, error) {
 	w := bc.w
 	w.WriteString(req.Method)
@@ -991,6 +1050,9 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	bc.final = bc.pendingCheck
 	if err := w.Flush(); err != nil {
 		return nil, err
+	}
+	if req.Method != http.MethodHead && takeFastHead(bc.r, &bc.fh) {
+		return nil, nil // relayResponse relays bc.fh
 	}
 	return http.ReadResponse(bc.r, req)
 }
@@ -1033,6 +1095,9 @@ func copyBody(w *bufio.Writer, c io.Writer, body io.Reader, n int64) error {
 // open, and whether the service connection may be reused; or an error
 // when the service sent no final response the client may have.
 func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *http.Response) (code int, keep, backendOK bool, err error) {
+	if resp == nil {
+		return relayFast(w, bc, req)
+	}
 	for n := 0; resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; n++ {
 		if n == max1xx {
 			return 0, false, false, errors.New("more than 5 informational (1xx) responses")
@@ -1069,8 +1134,15 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 	chunked := writeResponseHead(w, req, resp, bodyless, first)
 	if bodyless || resp.ContentLength == 0 {
 		resp.Body.Close()
-	} else if err := copyResponseBody(w, bc, resp, bp, first, rerr, chunked); err != nil {
+	} else if err := copyResponseBody(w, bc, resp.Body, bp, first, rerr, chunked); err != nil {
 		return code, false, false, err // cut short: abort, as the reverse proxy does
+	} else {
+		resp.Body.Close()
+		if chunked {
+			w.WriteString("0\r\n")
+			writeHeader(w, resp.Trailer)
+			w.WriteString("\r\n")
+		}
 	}
 	if err := w.Flush(); err != nil {
 		return code, false, !resp.Close, errors.Join(errClientWrite, err)
@@ -1092,6 +1164,7 @@ func writeResponseHead(w *bufio.Writer, req *http.Request, resp *http.Response, 
 	}
 	writeHeader(w, h)
 	chunked = !bodyless && resp.ContentLength < 0
+	cl := int64(-1)
 	switch {
 	case chunked:
 		w.WriteString("Transfer-Encoding: chunked\r\n")
@@ -1107,22 +1180,31 @@ func writeResponseHead(w *bufio.Writer, req *http.Request, resp *http.Response, 
 			w.WriteString("\r\n")
 		}
 	case !bodyless:
+		cl = resp.ContentLength
+	}
+	endResponseHead(w, cl, req.Close)
+	return chunked
+}
+
+// endResponseHead ends a response head: Content-Length n (none when
+// negative), the client's close, the empty line.
+func endResponseHead(w *bufio.Writer, n int64, close bool) {
+	if n >= 0 {
 		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), resp.ContentLength, 10))
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
 		w.WriteString("\r\n")
 	}
-	if req.Close {
+	if close {
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
-	return chunked
 }
 
 // copyResponseBody copies the body (first, then the rest from the
 // service) to the client, flushing whenever the service has nothing more
 // buffered, so that a stream (server-sent events) reaches the client as it
 // is written. It returns what failed, on either side.
-func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp *[32 << 10]byte, first []byte, rerr error, chunked bool) error {
+func copyResponseBody(w *bufio.Writer, bc *backendConn, body io.Reader, bp *[32 << 10]byte, first []byte, rerr error, chunked bool) error {
 	for {
 		if len(first) > 0 {
 			if err := writeBody(w, first, chunked); err != nil {
@@ -1141,14 +1223,8 @@ func copyResponseBody(w *bufio.Writer, bc *backendConn, resp *http.Response, bp 
 			return errors.Join(errServiceBody, rerr)
 		}
 		var k int
-		k, rerr = resp.Body.Read(bp[:])
+		k, rerr = body.Read(bp[:])
 		first = bp[:k]
-	}
-	resp.Body.Close()
-	if chunked {
-		w.WriteString("0\r\n")
-		writeHeader(w, resp.Trailer)
-		w.WriteString("\r\n")
 	}
 	return nil
 }
@@ -1200,7 +1276,7 @@ func (bp *backendPool) get(ctx context.Context, target string, lim Limits, defer
 	}
 	c, err := (&net.Dialer{Timeout: lim.DialTimeout}).DialContext(ctx, "tcp", target)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(errServiceDial, err)
 	}
 	bc := newBackendConn(c, lim)
 	bc.pendingCheck = deferCheck && bc.rc != nil

@@ -41,7 +41,7 @@ func dialH1(t *testing.T, w *world, addr string) *tls.Conn {
 
 // trickle writes s to c every 20 ms, each write well within any idle
 // timeout, until the returned stop is called or a write fails.
-func trickle(c net.Conn, s string) (stop func()) {
+func trickle(c io.Writer, s string) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond)
@@ -90,12 +90,30 @@ func TestHTTP1ClientTimeouts(t *testing.T) {
 			t.Errorf("the service read %q", got)
 		}
 	})
-	for _, size := range []int{100, 100000} {
-		t.Run(fmt.Sprintf("body never sent/%d", size), func(t *testing.T) {
+	// A body that stops, or that goes on arriving a byte at a time, each
+	// well within the idle timeout: it must arrive at a minimum average
+	// rate, or it would hold a connection to the service for as long as
+	// its length allows.
+	for _, tt := range []struct {
+		name    string
+		size    int
+		trickle bool
+	}{{"body never sent/100", 100, false}, {"body never sent/100000", 100000, false}, {"body trickled", 100000, true}} {
+		size := tt.size
+		t.Run(tt.name, func(t *testing.T) {
 			rb := newRecordingBackend(t)
 			r := runInbound(t, w, proxy.InboundConfig{Target: rb.addr, Protocol: proxy.HTTP, Limits: shortLimits})
 			c := dialH1(t, w, r.addr)
-			fmt.Fprintf(c, "POST /ok HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s", size, strings.Repeat("b", size/2))
+			sent := size / 2
+			if tt.trickle {
+				// Nothing ahead of the trickle: bytes sent at once would
+				// raise the average rate, which is what is bounded.
+				sent = 0
+			}
+			fmt.Fprintf(c, "POST /ok HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s", size, strings.Repeat("b", sent))
+			if tt.trickle {
+				defer trickle(c, "x")()
+			}
 			if err := closedByProxy(c); err != nil {
 				t.Fatal(err)
 			}
@@ -117,13 +135,7 @@ func TestHTTP1ClientTimeouts(t *testing.T) {
 			if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 				return
 			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
-			chunk := []byte(strings.Repeat("x", 64<<10))
-			for {
-				if _, err := c.Write(chunk); err != nil {
-					return
-				}
-			}
+			streamForever(c)
 		})
 		r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP, Limits: shortLimits})
 		c := dialH1(t, w, r.addr)
@@ -137,6 +149,18 @@ func TestHTTP1ClientTimeouts(t *testing.T) {
 			t.Fatal("the service's leg is still open")
 		}
 	})
+}
+
+// streamForever answers with a body without end, until a write fails (the
+// proxy closed the connection).
+func streamForever(c net.Conn) {
+	io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+	chunk := []byte(strings.Repeat("x", 64<<10))
+	for {
+		if _, err := c.Write(chunk); err != nil {
+			return
+		}
+	}
 }
 
 // TestHTTP1ServiceTimeouts: a service that takes a request and never
@@ -351,7 +375,7 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 			port := <-idleEnd
 			// The proxy's end has the service's FIN (CLOSE_WAIT) before the
 			// next request.
-			testwait.Eventually(t, func() bool { st, _ := tcpState(t, port); return st == "08" }, "the service's close to reach the proxy")
+			testwait.Eventually(t, func() bool { st, _ := tcpState(t, port, backend); return st == "08" }, "the service's close to reach the proxy")
 			if code, body := do(c, method, "/next"); code != 200 || body != "fine" {
 				t.Fatalf("%s after the service closed its idle connection: %d %q, want 200", method, code, body)
 			}
@@ -364,7 +388,7 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 			}
 			extra <- struct{}{}
 			port := <-wrote
-			testwait.Eventually(t, func() bool { _, rx := tcpState(t, port); return rx > 0 }, "the unasked bytes to reach the proxy")
+			testwait.Eventually(t, func() bool { _, rx := tcpState(t, port, backend); return rx > 0 }, "the unasked bytes to reach the proxy")
 			if code, body := do(client(), method, "/next"); code != 200 || body != "fine" {
 				t.Fatalf("another client's %s got %d %q, want 200 %q", method, code, body, "fine")
 			}
@@ -374,8 +398,9 @@ func TestHTTP1PooledServiceConnections(t *testing.T) {
 
 // tcpState returns the state (hex, as /proc/net/tcp writes it: 08 is
 // CLOSE_WAIT) and receive queue of the IPv4 loopback socket whose local
-// port is port.
-func tcpState(t *testing.T, port string) (state string, rxQueue int64) {
+// port is port, connected to remote (another connection's socket in
+// TIME_WAIT may have had the same local port).
+func tcpState(t *testing.T, port, remote string) (state string, rxQueue int64) {
 	t.Helper()
 	b, err := os.ReadFile("/proc/net/tcp")
 	if err != nil {
@@ -383,9 +408,12 @@ func tcpState(t *testing.T, port string) (state string, rxQueue int64) {
 	}
 	p, _ := strconv.Atoi(port)
 	local := fmt.Sprintf("0100007F:%04X", p)
+	_, rport, _ := net.SplitHostPort(remote)
+	rp, _ := strconv.Atoi(rport)
+	peer := fmt.Sprintf("0100007F:%04X", rp)
 	for _, line := range strings.Split(string(b), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) > 4 && f[1] == local {
+		if len(f) > 4 && f[1] == local && f[2] == peer {
 			_, rx, _ := strings.Cut(f[4], ":")
 			n, _ := strconv.ParseInt(rx, 16, 64)
 			return f[3], n
@@ -475,4 +503,137 @@ func TestHTTP1RefusedBodyTrickled(t *testing.T) {
 	if err := closedByProxy(c); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestHTTPTimeoutStages: each stall is counted at its own stage on both
+// paths (HTTP/1.1 and net/http's, HTTP/2 here): a service that cannot be
+// reached in time is service_dial, one that stops taking the request's
+// body is service_write, not the wait for its answer; each a 504.
+func TestHTTPTimeoutStages(t *testing.T) {
+	w := newWorld(t)
+	lim := proxy.Limits{HandshakeTimeout: 5 * time.Second, IdleTimeout: time.Second, DialTimeout: 300 * time.Millisecond}
+	stop := make(chan struct{})
+	deaf := testnet.Serve(t, func(c net.Conn) {
+		// Reads the head, never the body.
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			<-stop
+		}
+	})
+	t.Cleanup(func() { close(stop) })
+	for _, tt := range []struct {
+		name, target, stage string
+		body                bool
+	}{
+		{"dial", testnet.FullBacklog(t), "service_dial", false},
+		{"request write", deaf, "service_write", true},
+	} {
+		for _, h2 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/h2=%v", tt.name, h2), func(t *testing.T) {
+				r := runInbound(t, w, proxy.InboundConfig{Target: tt.target, Protocol: proxy.HTTP, Limits: lim})
+				tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), ForceAttemptHTTP2: h2}
+				if !h2 {
+					tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+				}
+				defer tr.CloseIdleConnections()
+				var body io.Reader
+				if tt.body {
+					body = io.LimitReader(zeros{}, 1<<30)
+				}
+				req, _ := http.NewRequest("POST", "https://"+r.addr+"/ok", body)
+				if tt.body {
+					req.ContentLength = 1 << 30
+				}
+				resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusGatewayTimeout {
+						t.Fatalf("%s %d, want 504\n%s", resp.Proto, resp.StatusCode, r.logs.String())
+					}
+				}
+				timedOut(t, r, tt.stage)
+				if n := metricValue(t, r.reg, "mutual_proxy_timeouts_total", map[string]string{"stage": "service_response"}); n != 0 {
+					t.Errorf("also counted as service_response (%v)", n)
+				}
+			})
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
+}
+
+// TestHTTPBodyMinRate: on net/http's path too (HTTP/2 here), a request
+// body trickled, each piece well within the idle timeout, must arrive at a
+// minimum average rate (TestHTTP1ClientTimeouts has the HTTP/1.1 path's
+// case): the request ends, logged and counted as request_body.
+func TestHTTPBodyMinRate(t *testing.T) {
+	w := newWorld(t)
+	t.Run("HTTP/2", func(t *testing.T) {
+		rb := newRecordingBackend(t)
+		r := runInbound(t, w, proxy.InboundConfig{Target: rb.addr, Protocol: proxy.HTTP, Limits: shortLimits})
+		tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		stop := trickle(pw, "x")
+		defer stop()
+		req, _ := http.NewRequest("POST", "https://"+r.addr+"/ok", pr)
+		req.ContentLength = 100000
+		resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestTimeout {
+				t.Fatalf("%s %d, want 408 or the stream reset", resp.Proto, resp.StatusCode)
+			}
+		}
+		timedOut(t, r, "request_body")
+	})
+}
+
+// TestHTTPFallbackStallsAfterHead: on net/http's path, a service that stops
+// in the middle of a body (HTTP/2 here) and a client that stops reading
+// its response (an HTTP/1.0 request, which the HTTP/1.1 path hands over)
+// are logged and counted at their own stage, as on the HTTP/1.1 path.
+func TestHTTPFallbackStallsAfterHead(t *testing.T) {
+	w := newWorld(t)
+	stop := make(chan struct{})
+	backend := testnet.Serve(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		if req.URL.Path == "/half" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\npart")
+			<-stop
+			return
+		}
+		streamForever(c)
+	})
+	t.Cleanup(func() { close(stop) })
+	t.Run("service body", func(t *testing.T) {
+		r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP, Limits: shortLimits})
+		tr := &http.Transport{TLSClientConfig: w.clientTLS(w.ca.Leaf(t, webID)), ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		// The stream is reset, before or after the head reached the client.
+		resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://" + r.addr + "/half")
+		if err == nil {
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 || err == nil {
+				t.Fatalf("%s %q, %v: want HTTP/2 and the stream reset", resp.Proto, body, err)
+			}
+		}
+		timedOut(t, r, "service_body")
+	})
+	t.Run("response write", func(t *testing.T) {
+		r := runInbound(t, w, proxy.InboundConfig{Target: backend, Protocol: proxy.HTTP, Limits: shortLimits})
+		c := dialH1(t, w, r.addr)
+		io.WriteString(c, "GET /stream HTTP/1.0\r\nHost: b\r\n\r\n")
+		// Never read: the socket buffers fill and the proxy's writes stall.
+		timedOut(t, r, "response_write")
+	})
 }

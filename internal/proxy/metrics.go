@@ -54,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer, direction string) *Metrics {
 			Name: "mutual_proxy_policy_reloads_total", Help: "Policy file reloads, by result.", ConstLabels: l,
 		}, []string{"result"}),
 		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mutual_proxy_timeouts_total", Help: "HTTP exchanges ended because a client or the service stopped making progress, by stage: idle, request_head, request_body, response_write, service_write, service_response, service_body.", ConstLabels: l,
+			Name: "mutual_proxy_timeouts_total", Help: "HTTP exchanges ended because a client or the service stopped making progress, by stage: idle, request_head, request_body, response_write, service_dial, service_write, service_response, service_body.", ConstLabels: l,
 		}, []string{"stage"}),
 	}
 	reg.MustRegister(m.connections, m.active, m.handshakes, m.refusals, m.bytes, m.requests, m.certExpiry, m.reloads, m.timeouts)

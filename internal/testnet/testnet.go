@@ -9,10 +9,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -246,3 +248,40 @@ type detailedError struct {
 }
 
 func (e detailedError) Error() string { return e.err.Error() + "\n" + e.detail() }
+
+// FullBacklog returns the address of a listening socket (backlog 0) that
+// never accepts and whose accept queue is already full: Linux drops the
+// SYNs of further connections, so they time out. It skips the test when
+// the kernel does not behave so (the queue would not fill).
+func FullBacklog(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatalf("testnet: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("testnet: %v", err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatalf("testnet: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("testnet: %v", err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return addr
+		}
+		if err != nil {
+			t.Fatalf("testnet: filling the accept queue: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("the kernel keeps accepting connections on a listener with backlog 0: a TCP connect timeout cannot be produced on loopback here")
+	return ""
+}
