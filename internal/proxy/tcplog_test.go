@@ -2,10 +2,8 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
-	"log/slog"
 	"net"
 	"os"
 	"sync/atomic"
@@ -13,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mutual-tls/mutual/identity"
@@ -23,33 +20,6 @@ import (
 	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testwait"
 )
-
-// serveOn is runInbound on the listener ln, with prep run on the proxy
-// before Serve starts.
-func serveOn(t *testing.T, w *world, cfg proxy.InboundConfig, ln net.Listener, prep func(*proxy.Inbound)) *proxyRun {
-	t.Helper()
-	r := &proxyRun{reg: prometheus.NewRegistry(), logs: &testlog.Buffer{}, done: make(chan error, 1)}
-	cfg.SVID, cfg.Bundle, cfg.Policy = w.src, w.src, w.policy
-	cfg.Metrics = proxy.NewMetrics(r.reg, "inbound")
-	cfg.Log = slog.New(slog.NewJSONHandler(r.logs, nil))
-	p, err := proxy.NewInbound(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if prep != nil {
-		prep(p)
-	}
-	r.p, r.addr = p, ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() { r.done <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		if !r.stopped {
-			r.stop(t)
-		}
-	})
-	return r
-}
 
 // openTCP opens a connection to the tcp-mode proxy at addr (TLS with id's
 // certificate, or without one when id is nil; plaintext when plain) and
@@ -95,7 +65,7 @@ func notLogged(logs *testlog.Buffer) float64 {
 // closed_by naming who closed them.
 func TestTCPConnectionLinesNotSampledAway(t *testing.T) {
 	w := newWorld(t)
-	r := serveOn(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Mode: proxy.Permissive, Limits: proxy.Limits{DrainTimeout: 300 * time.Millisecond}},
+	r := runInboundOn(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Mode: proxy.Permissive, Limits: proxy.Limits{DrainTimeout: 300 * time.Millisecond}},
 		testnet.Listen(t), (*proxy.Inbound).SampleNoLines)
 	staging := w.ca.Leaf(t, stagingID)
 	for range 2 {
@@ -156,7 +126,7 @@ func TestServeRetriesTemporaryAcceptErrors(t *testing.T) {
 	w := newWorld(t)
 	ln := &flakyListener{Listener: testnet.Listen(t)}
 	ln.fails.Store(3)
-	r := serveOn(t, w, proxy.InboundConfig{Target: testnet.Echo(t)}, ln, nil)
+	r := runInboundOn(t, w, proxy.InboundConfig{Target: testnet.Echo(t)}, ln, nil)
 	openTCP(t, w, r.addr, w.ca.Leaf(t, webID), false)
 	r.stillServing(t, "after accept failed with EMFILE")
 	var retries int
@@ -194,7 +164,7 @@ func (l *breakingListener) Accept() (net.Conn, error) {
 func TestServeAcceptErrorDrains(t *testing.T) {
 	w := newWorld(t)
 	ln := &breakingListener{Listener: testnet.Listen(t), broken: make(chan struct{})}
-	r := serveOn(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Limits: proxy.Limits{DrainTimeout: 300 * time.Millisecond}}, ln, nil)
+	r := runInboundOn(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Limits: proxy.Limits{DrainTimeout: 300 * time.Millisecond}}, ln, nil)
 	c := openTCP(t, w, r.addr, w.ca.Leaf(t, webID), false)
 	close(ln.broken)
 	select {
