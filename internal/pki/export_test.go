@@ -16,3 +16,7 @@ func LeafTBS(is *Issuer, tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, 
 	}
 	return leafTBS(tmpl, is.Cert, pub, s.algID)
 }
+
+// ErrSignatureCheck is the error the leaf encoder's check of the issuing
+// key's signature wraps.
+var ErrSignatureCheck = errSignatureCheck

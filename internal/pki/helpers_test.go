@@ -2,6 +2,10 @@ package pki_test
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
 	"os"
@@ -28,8 +32,16 @@ var (
 	keys   = map[pki.KeyType]crypto.Signer{}
 )
 
-// testKey returns a key of type kt, made once per test binary: RSA keys are
-// slow to generate.
+// Key types mutual does not make but accepts in a leaf's CSR or an HSM's
+// issuing key: the leaf encoder must be crypto/x509's for them too.
+const (
+	keyECDSAP521 pki.KeyType = "ecdsa-p521"
+	keyRSA2048   pki.KeyType = "rsa-2048"
+	keyRSA4096   pki.KeyType = "rsa-4096"
+)
+
+// testKey returns a key of type kt (one of pki.KeyTypes or the key types
+// above), made once per test binary: RSA keys are slow to generate.
 func testKey(t testing.TB, kt pki.KeyType) crypto.Signer {
 	t.Helper()
 	keysMu.Lock()
@@ -37,7 +49,18 @@ func testKey(t testing.TB, kt pki.KeyType) crypto.Signer {
 	if k, ok := keys[kt]; ok {
 		return k
 	}
-	k, err := pki.GenerateKey(kt, nil)
+	var k crypto.Signer
+	var err error
+	switch kt {
+	case keyECDSAP521:
+		k, err = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	case keyRSA2048:
+		k, err = rsa.GenerateKey(rand.Reader, 2048)
+	case keyRSA4096:
+		k, err = rsa.GenerateKey(rand.Reader, 4096)
+	default:
+		k, err = pki.GenerateKey(kt, nil)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

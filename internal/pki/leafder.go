@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -233,7 +234,7 @@ var (
 // publicKeyAlgID is the AlgorithmIdentifier of oid with the OID param as
 // its parameters, if any.
 func publicKeyAlgID(oid, param asn1.ObjectIdentifier) []byte {
-	return der(func(b *cryptobyte.Builder) {
+	return marshalDER(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			b.AddASN1ObjectIdentifier(oid)
 			if param != nil {
@@ -248,7 +249,7 @@ var (
 	// leafUsage is the leaf's first three extensions: keyUsage
 	// digitalSignature (critical), extKeyUsage serverAuth and clientAuth,
 	// basicConstraints not a CA (critical).
-	leafUsage = der(func(b *cryptobyte.Builder) {
+	leafUsage = marshalDER(func(b *cryptobyte.Builder) {
 		addExtension(b, oidKeyUsage, true, func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.BIT_STRING, func(b *cryptobyte.Builder) { b.AddBytes([]byte{7, 0x80}) }) // digitalSignature
 		})
@@ -262,15 +263,15 @@ var (
 			b.AddASN1(cbasn1.SEQUENCE, func(*cryptobyte.Builder) {}) // not a CA, no path length
 		})
 	})
-	derAuthorityKeyID  = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidAuthorityKeyID) })
-	derAuthorityInfo   = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidAuthorityInfo) })
-	derOCSP            = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidOCSP) })
-	derSubjectAltName  = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidSubjectAltName) })
-	derCRLDistribution = der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidCRLDistribution) })
+	derAuthorityKeyID  = marshalDER(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidAuthorityKeyID) })
+	derAuthorityInfo   = marshalDER(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidAuthorityInfo) })
+	derOCSP            = marshalDER(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidOCSP) })
+	derSubjectAltName  = marshalDER(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidSubjectAltName) })
+	derCRLDistribution = marshalDER(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oidCRLDistribution) })
 )
 
-// der is what f adds to an empty builder.
-func der(f cryptobyte.BuilderContinuation) []byte {
+// marshalDER is what f adds to an empty builder.
+func marshalDER(f cryptobyte.BuilderContinuation) []byte {
 	var b cryptobyte.Builder
 	f(&b)
 	return b.BytesOrPanic()
@@ -338,7 +339,7 @@ func addLeafExtensions(b *cryptobyte.Builder, tmpl *x509.Certificate, aki []byte
 // addExtension adds one Extension: its OID, BOOLEAN TRUE when critical,
 // and value's output in an OCTET STRING.
 func addExtension(b *cryptobyte.Builder, oid asn1.ObjectIdentifier, critical bool, value cryptobyte.BuilderContinuation) {
-	addDERExtension(b, der(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oid) }), critical, value)
+	addDERExtension(b, marshalDER(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oid) }), critical, value)
 }
 
 // addDERExtension is addExtension with the OID already in DER.
@@ -352,6 +353,10 @@ func addDERExtension(b *cryptobyte.Builder, oid []byte, critical bool, value cry
 	})
 }
 
+// errSignatureCheck is signTBS's refusal of a signature that does not
+// verify.
+var errSignatureCheck = errors.New("the signature the issuing key returned does not verify")
+
 // signTBS signs tbs with key as x509.CreateCertificate would, checks the
 // signature with the issuer certificate's public key (a faulty signer, an
 // HSM's included, must not get a certificate out that does not verify)
@@ -362,7 +367,7 @@ func signTBS(r io.Reader, tbs []byte, s leafSigner, key crypto.Signer, issuer *x
 		return nil, err
 	}
 	if err := issuer.CheckSignature(s.alg, tbs, sig); err != nil {
-		return nil, fmt.Errorf("the signature the issuing key returned does not verify with the issuing certificate %q: %w", issuer.Subject.CommonName, err)
+		return nil, fmt.Errorf("%w with the issuing certificate %q (is the issuing key, or its HSM, the certificate's?): %w", errSignatureCheck, issuer.Subject.CommonName, err)
 	}
 	b := cryptobyte.NewBuilder(make([]byte, 0, len(tbs)+len(s.algID)+len(sig)+16))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {

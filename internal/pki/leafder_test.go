@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,11 @@ func checkLeafDER(t testing.TB, is *pki.Issuer, l pki.Leaf) {
 	}
 }
 
+// leafKeyTypes are the key types of leaf and issuer the leaf encoder is
+// held to crypto/x509 over: mutual's own, and those a CSR or an HSM may
+// bring (P-521, whose signature hash is SHA-512; RSA of other sizes).
+var leafKeyTypes = append(slices.Clone(pki.KeyTypes), keyECDSAP521, keyRSA2048, keyRSA4096)
+
 // TestLeafDER: every leaf mutual issues (workload, node, partner with
 // roles; with and without DNS and IP names, revocation pointers), for
 // every key type of leaf and of issuer, is crypto/x509's to the byte.
@@ -120,7 +126,7 @@ func TestLeafDER(t *testing.T) {
 	}
 	now := time.Now()
 	issuers := map[string]*pki.Issuer{}
-	for _, kt := range pki.KeyTypes {
+	for _, kt := range leafKeyTypes {
 		issuers[string(kt)] = testIssuer(t, kt, nil, now.AddDate(1, 0, 0))
 	}
 	// An issuer whose subject is the leaf's: crypto/x509 writes no
@@ -129,7 +135,7 @@ func TestLeafDER(t *testing.T) {
 	ca, real := newIssuer(t)
 	issuers["pki.Init"] = real
 	for iname, is := range issuers {
-		for _, kt := range pki.KeyTypes {
+		for _, kt := range leafKeyTypes {
 			for _, c := range leaves {
 				t.Run(fmt.Sprintf("%s/%s/%s", iname, kt, c.name), func(t *testing.T) {
 					l := c.leaf
@@ -187,9 +193,10 @@ func (f faultySigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) (
 }
 
 // TestLeafDERFaultySigner: a signature that does not verify with the
-// issuing certificate's key is an error, never a certificate.
+// issuing certificate's key is the encoder's signature check's error,
+// never a certificate.
 func TestLeafDERFaultySigner(t *testing.T) {
-	for _, kt := range pki.KeyTypes {
+	for _, kt := range leafKeyTypes {
 		good := testIssuer(t, kt, nil, time.Now().AddDate(1, 0, 0))
 		is := &pki.Issuer{Cert: good.Cert, Key: faultySigner{good.Key}}
 		l := pki.Leaf{ID: spiffeid.RequireFromString("spiffe://example.org/web"), PublicKey: testKey(t, pki.KeyECDSAP256).Public(), TTL: time.Hour}
@@ -202,8 +209,8 @@ func TestLeafDERFaultySigner(t *testing.T) {
 			t.Fatalf("%s: the leaf encoder does not take the leaf, so crypto/x509's check would be tested", kt)
 		}
 		der, _, err := is.IssueDER(l)
-		if err == nil || der != nil {
-			t.Errorf("%s: a faulty signer's certificate came out (err %v)", kt, err)
+		if !errors.Is(err, pki.ErrSignatureCheck) || der != nil {
+			t.Errorf("%s: IssueDER with a faulty signer = %d bytes, %v; want no certificate and the encoder's signature check's error", kt, len(der), err)
 		}
 	}
 }
@@ -216,7 +223,7 @@ func TestLeafDERFaultySigner(t *testing.T) {
 func FuzzLeafDER(f *testing.F) {
 	now := time.Unix(1767225600, 0)
 	var issuers []*pki.Issuer
-	for _, kt := range pki.KeyTypes {
+	for _, kt := range leafKeyTypes {
 		issuers = append(issuers, testIssuer(f, kt, nil, now.AddDate(100, 0, 0)))
 	}
 	f.Fuzz(func(t *testing.T, path, dns string, ip []byte, unix int64, ttl uint32, keys uint8, roles string) {
@@ -224,7 +231,7 @@ func FuzzLeafDER(f *testing.F) {
 		if err != nil || ttl == 0 || unix < -1e11 || unix > 1e11 {
 			return
 		}
-		l := pki.Leaf{ID: id, PublicKey: testKey(t, pki.KeyTypes[int(keys)%len(pki.KeyTypes)]).Public(),
+		l := pki.Leaf{ID: id, PublicKey: testKey(t, leafKeyTypes[int(keys)%len(leafKeyTypes)]).Public(),
 			TTL: time.Duration(ttl) * time.Second, Now: time.Unix(unix, 0)}
 		if dns != "" {
 			l.DNSNames = strings.Split(dns, ",")
@@ -239,10 +246,19 @@ func FuzzLeafDER(f *testing.F) {
 			}
 			l.Extensions = []pkix.Extension{ext}
 		}
-		is := issuers[int(keys)/len(pki.KeyTypes)%len(issuers)]
+		is := issuers[int(keys)/len(leafKeyTypes)%len(issuers)]
 		der, tmpl, err := is.IssueDER(l)
 		if err != nil {
-			return // crypto/x509's refusal, or an expired issuer
+			// Template's refusal (an expired issuer), or one crypto/x509
+			// gives as well: never the encoder's alone.
+			tmpl, tmplErr := is.Template(l)
+			if tmplErr != nil {
+				return
+			}
+			if _, goErr := x509.CreateCertificate(rand.Reader, tmpl, is.Cert, l.PublicKey, is.Key); goErr == nil {
+				t.Fatalf("IssueDER refused (%v) what crypto/x509 signs", err)
+			}
+			return
 		}
 		goTmpl := *tmpl
 		goTmpl.RawSubject = nil

@@ -93,8 +93,8 @@ func reason(err error) (label, words string) {
 }
 
 // pipe relays bytes both ways between a and b until both directions end,
-// respecting half-close, and closes both. It returns the bytes copied a→b
-// and b→a. See relayPipe.
+// passing on the first direction's end as a half-close, and closes both.
+// It returns the bytes copied a→b and b→a. See relayPipe.
 func pipe(a, b net.Conn, lim Limits) (ab, ba int64) {
 	done := make(chan struct{})
 	newRelayPipe(a, b, lim, nil).run(func(x, y int64) {
@@ -106,7 +106,9 @@ func pipe(a, b net.Conn, lim Limits) (ab, ba int64) {
 }
 
 // relayPipe relays bytes both ways between a and b until both directions
-// end, respecting half-close, then closes both.
+// end, then closes both: the first direction to end cleanly half-closes
+// its destination's write side (the other still runs); the last one
+// closes both legs without a half-close of its own.
 //
 // A direction that ends with anything but a clean EOF (a reset, a closed
 // connection, a failed write) closes both legs at once: the other side
@@ -289,9 +291,10 @@ func newRelayHalf(p *relayPipe, dst, src net.Conn) *relayHalf {
 	return h
 }
 
-// run copies src to dst until EOF, then half-closes dst's write side; any
-// other end (a read error, a failed write) closes both legs. It returns
-// early when the direction parks.
+// run copies src to dst until EOF. At EOF it half-closes dst's write side
+// if the other direction still runs; if it is the last direction, the
+// pair closes both legs instead. Any other end (a read error, a failed
+// write) closes both legs. It returns early when the direction parks.
 func (h *relayHalf) run() {
 	for {
 		bp, buf, k, err := h.hs.read()

@@ -35,3 +35,9 @@ func SetParkDelay(d time.Duration) (restore func()) {
 	parkDelay = d
 	return func() { parkDelay = old }
 }
+
+// SampleNoLines makes every sampled log line go unlogged (a limit of zero
+// a second, which RequestLogLimit cannot say), so that a test tells the
+// lines always logged from the sampled ones whatever the clock. Call it
+// before Serve.
+func (p *Inbound) SampleNoLines() { p.sample.limit = 0 }

@@ -151,6 +151,13 @@ type proxyRun struct {
 // and stops it at the end of the test.
 func runInbound(t testing.TB, w *world, cfg proxy.InboundConfig) *proxyRun {
 	t.Helper()
+	return runInboundOn(t, w, cfg, testnet.Listen(t), nil)
+}
+
+// runInboundOn is runInbound on the listener ln, with prep (if not nil)
+// run on the proxy before Serve starts.
+func runInboundOn(t testing.TB, w *world, cfg proxy.InboundConfig, ln net.Listener, prep func(*proxy.Inbound)) *proxyRun {
+	t.Helper()
 	if cfg.SVID == nil {
 		cfg.SVID, cfg.Bundle = w.src, w.src
 	}
@@ -175,7 +182,9 @@ func runInbound(t testing.TB, w *world, cfg proxy.InboundConfig) *proxyRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := testnet.Listen(t)
+	if prep != nil {
+		prep(p)
+	}
 	r.p, r.addr = p, ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

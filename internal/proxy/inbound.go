@@ -83,11 +83,12 @@ type InboundConfig struct {
 	Limits Limits
 	// Log receives one line per connection (tcp) or request (http) and per
 	// refused handshake; nil discards. Lines of forwarded requests (http)
-	// and of relayed connections (tcp) are sampled (RequestLogLimit);
-	// refused ones are all logged.
+	// and of relayed mTLS connections (tcp) are sampled (RequestLogLimit);
+	// refused ones, tcp connections without mTLS and those closed by
+	// revocation, a partner's scope or the drain are all logged.
 	Log *slog.Logger
 	// RequestLogLimit is how many forwarded requests (http mode) or relayed
-	// connections (tcp mode) a second get a log line; past it a second's
+	// mTLS connections (tcp mode) a second get a log line; past it a second's
 	// others are only counted (the metrics have every one) and one line
 	// says how many were not logged. Zero means DefaultRequestLogLimit;
 	// negative, every one.
@@ -134,7 +135,9 @@ type liveConn struct {
 
 	mu     sync.Mutex
 	closed bool
-	legs   []func()
+	// closedBy names who closed the connection (closeFor), if anyone did.
+	closedBy string
+	legs     []func()
 }
 
 // isClosed reports whether the connection has been closed (revocation,
@@ -158,6 +161,32 @@ func (lc *liveConn) attach(closeLeg func()) bool {
 	lc.legs = append(lc.legs, closeLeg)
 	lc.mu.Unlock()
 	return true
+}
+
+// Who closes a connection (liveConn.closeFor): its tcp-mode log line says
+// so, and is never sampled away.
+const (
+	closedByRevocation   = "revocation"
+	closedByPartnerScope = "partner_scope"
+	closedByDrain        = "drain"
+)
+
+// closeFor closes the connection as close does, for the reason by (one of
+// the closedBy constants); the first reason given stays.
+func (lc *liveConn) closeFor(by string) {
+	lc.mu.Lock()
+	if lc.closedBy == "" {
+		lc.closedBy = by
+	}
+	lc.mu.Unlock()
+	lc.close()
+}
+
+// closer is why closeFor closed the connection; "" when it did not.
+func (lc *liveConn) closer() string {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.closedBy
 }
 
 // close closes the connection and every leg attached to it.
@@ -277,28 +306,36 @@ func (p *Inbound) Active() int64 { return p.active.Load() }
 
 // Serve accepts connections on ln (plain TCP) until ctx is done, then stops
 // accepting and drains live connections for up to Limits.DrainTimeout.
+// A temporary accept error (too many open files, a connection aborted
+// before it was accepted) is logged and retried after a pause that grows
+// from 5 ms to 1 s, as net/http's server does. Any other accept error ends
+// Serve as ctx's end does: live connections drain, the parker closes, and
+// Serve returns the error. In http mode, serveHTTP serves.
 func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
 	if p.cfg.Protocol == HTTP {
 		return p.serveHTTP(ctx, ln)
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	var pause time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return p.drain()
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
+			if temporaryAcceptError(err) {
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				p.log.Warn("accept failed; retrying", "listener", ln.Addr().String(), "error", err.Error(), "retry_in", pause.String())
+				if !sleepCtx(ctx, pause) {
+					return p.drain()
+				}
 				continue
 			}
-			// Live connections relay on in goroutines of their own; the
-			// parker's wait (and its epoll instance) ends here.
-			p.park.close()
+			p.drain()
 			return fmt.Errorf("proxy: accepting connections on %s: %w", ln.Addr(), err)
 		}
+		pause = 0
 		if !p.admit(c) {
 			continue
 		}
@@ -318,6 +355,27 @@ func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
 			// its goroutines have parked and gone.
 			go relay(done)
 		}()
+	}
+}
+
+// temporaryAcceptError reports whether the accept error err may pass (a
+// timeout, EMFILE, ENFILE, ECONNABORTED...): the errors net/http's server
+// retries.
+func temporaryAcceptError(err error) bool {
+	var te interface{ Temporary() bool }
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.As(err, &te) && te.Temporary()
+}
+
+// sleepCtx waits for d, or until ctx is done: false then.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -343,10 +401,15 @@ func (p *Inbound) release() {
 	}
 }
 
-// drain waits for live connections, then cuts what is left.
+// drain waits for live connections, then cuts what is left, closes the
+// parker and logs how many connection lines the sampling left out since
+// its last such line.
 func (p *Inbound) drain() error {
 	p.drainUntil(time.Now().Add(p.cfg.Limits.DrainTimeout))
 	p.park.close()
+	if n := p.sample.dropped.Swap(0); n > 0 {
+		p.log.Info("connections not logged", "count", n, "limit_per_second", p.sample.limit)
+	}
 	return nil
 }
 
@@ -372,7 +435,7 @@ func (p *Inbound) drainUntil(deadline time.Time) {
 		p.log.Warn("drain timeout: closing connections still open", "connections", len(left), "drain_timeout", p.cfg.Limits.DrainTimeout.String())
 	}
 	for _, lc := range left {
-		lc.close()
+		lc.closeFor(closedByDrain)
 	}
 	<-done
 }
@@ -487,25 +550,35 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) (relay func(done fu
 	}
 }
 
-// relayed counts and logs a tcp-mode connection that has ended. Its log
-// line is sampled as forwarded requests are in http mode
-// (RequestLogLimit); the metrics count every connection.
+// relayed counts and logs a tcp-mode connection that has ended. The log
+// line of an ordinary mTLS connection is sampled as forwarded requests are
+// in http mode (RequestLogLimit); one closed by revocation, a partner's
+// scope or the drain (closed_by says which) and one without mTLS
+// (permissive mode) are always logged, so that a flood of cheap
+// connections cannot push them out. The metrics count every connection.
 func (p *Inbound) relayed(c net.Conn, lc *liveConn, mtls bool, in, out int64, start time.Time) {
 	if p.cfg.Metrics != nil {
 		p.cfg.Metrics.bytes.WithLabelValues("to_target").Add(float64(in))
 		p.cfg.Metrics.bytes.WithLabelValues("to_peer").Add(float64(out))
 	}
 	now := time.Now()
-	logged, dropped := p.sample.allow(now)
-	if dropped > 0 {
-		p.log.Info("connections not logged", "count", dropped, "limit_per_second", p.sample.limit)
+	by := lc.closer()
+	if by == "" && mtls {
+		logged, dropped := p.sample.allow(now)
+		if dropped > 0 {
+			p.log.Info("connections not logged", "count", dropped, "limit_per_second", p.sample.limit)
+		}
+		if !logged {
+			return
+		}
 	}
-	if !logged {
-		return
-	}
-	p.log.LogAttrs(context.Background(), slog.LevelInfo, "connection", slog.String("remote", peerString(c)),
+	attrs := []slog.Attr{slog.String("remote", peerString(c)),
 		slog.String("peer_id", idString(lc.id)), slog.String("serial", lc.serial), slog.Bool("mtls", mtls),
-		slog.Int64("bytes_to_target", in), slog.Int64("bytes_to_peer", out), slog.Int64("duration_ms", now.Sub(start).Milliseconds()))
+		slog.Int64("bytes_to_target", in), slog.Int64("bytes_to_peer", out), slog.Int64("duration_ms", now.Sub(start).Milliseconds())}
+	if by != "" {
+		attrs = append(attrs, slog.String("closed_by", by))
+	}
+	p.log.LogAttrs(context.Background(), slog.LevelInfo, "connection", attrs...)
 }
 
 func (p *Inbound) track(c net.Conn, lc *liveConn) {
@@ -524,6 +597,12 @@ func (p *Inbound) untrack(c net.Conn) {
 // matches, with both its legs: the hook revocation uses. It returns how
 // many it closed.
 func (p *Inbound) CloseConnections(match func(id spiffeid.ID, serial string) bool) int {
+	return p.closeMatching(match, closedByRevocation)
+}
+
+// closeMatching closes every live connection whose peer certificate
+// matches, for the reason by; it returns how many it closed.
+func (p *Inbound) closeMatching(match func(id spiffeid.ID, serial string) bool, by string) int {
 	p.mu.Lock()
 	var hit []*liveConn
 	for _, lc := range p.conns {
@@ -533,7 +612,7 @@ func (p *Inbound) CloseConnections(match func(id spiffeid.ID, serial string) boo
 	}
 	p.mu.Unlock()
 	for _, lc := range hit {
-		lc.close()
+		lc.closeFor(by)
 	}
 	return len(hit)
 }

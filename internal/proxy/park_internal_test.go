@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -132,5 +133,24 @@ func TestServeErrorClosesParker(t *testing.T) {
 	}
 	if p.park.usable() {
 		t.Fatal("directions may still park after Serve returned")
+	}
+}
+
+// TestArmClosedSocket: arming a direction whose socket has been closed
+// says the socket is closed, not that epoll_ctl failed.
+func TestArmClosedSocket(t *testing.T) {
+	pk := &parker{}
+	t.Cleanup(pk.close)
+	a, _ := tcpPair(t)
+	b, _ := tcpPair(t)
+	h := newRelayPipe(a, b, Limits{IdleTimeout: time.Hour, HalfCloseTimeout: time.Hour}, pk).dirs[0]
+	if h.sock == nil {
+		t.Fatal("the direction has no socket to park")
+	}
+	a.Close()
+	err := pk.arm(h)
+	var se *os.SyscallError
+	if !errors.Is(err, net.ErrClosed) || errors.As(err, &se) {
+		t.Fatalf("arm(closed socket) = %v; want the closed socket's error, not epoll_ctl's", err)
 	}
 }

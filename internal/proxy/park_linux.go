@@ -95,17 +95,19 @@ func (pk *parker) arm(h *relayHalf) error {
 		op = syscall.EPOLL_CTL_ADD
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(h.token), Pad: int32(h.token >> 32)}
-	var cerr error
+	// The epoll instance's, the socket's and epoll_ctl's errors stay
+	// apart: a socket closed meanwhile is not epoll_ctl's failure.
+	var serr, cerr error
 	err := pk.epc.Control(func(epfd uintptr) {
-		if serr := h.sock.Control(func(fd uintptr) { cerr = syscall.EpollCtl(int(epfd), op, int(fd), &ev) }); serr != nil {
-			cerr = serr
-		}
+		serr = h.sock.Control(func(fd uintptr) { cerr = syscall.EpollCtl(int(epfd), op, int(fd), &ev) })
 	})
-	if err == nil && cerr != nil {
-		err = os.NewSyscallError("epoll_ctl", cerr)
-	}
-	if err != nil {
-		return err
+	switch {
+	case err != nil:
+		return fmt.Errorf("the parker's epoll instance: %w", err)
+	case serr != nil:
+		return fmt.Errorf("the parked socket: %w", serr)
+	case cerr != nil:
+		return os.NewSyscallError("epoll_ctl", cerr)
 	}
 	h.armed = true
 	return nil

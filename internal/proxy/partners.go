@@ -89,8 +89,8 @@ func (p *Inbound) CloseOutOfScope() int {
 	if p.cfg.Protocol != TCP {
 		return 0
 	}
-	return p.CloseConnections(func(id spiffeid.ID, _ string) bool {
+	return p.closeMatching(func(id spiffeid.ID, _ string) bool {
 		var d atomic.Pointer[partnerDecision]
 		return p.checkPartner(&d, id, "", "") != nil
-	})
+	}, closedByPartnerScope)
 }
