@@ -972,6 +972,11 @@ func (bc *backendConn) stillOpen(now time.Time) bool {
 }
 
 func (bc *backendConn) Read(b []byte) (int, error) {
+	if bc.timeout != nil {
+		// The service had its idle timeout: a parser reading on gets
+		// that, not another one.
+		return 0, bc.timeout
+	}
 	bc.dl.extendRead(time.Now())
 	n, err := bc.c.Read(b)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -1051,8 +1056,15 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	if err := w.Flush(); err != nil {
 		return nil, err
 	}
-	if req.Method != http.MethodHead && takeFastHead(bc.r, &bc.fh) {
-		return nil, nil // relayResponse relays bc.fh
+	if req.Method != http.MethodHead {
+		fast, err := takeFastHead(bc.r, &bc.fh)
+		switch {
+		case err != nil:
+			// Unchanged: forwardH1 retries on EOF or a reset.
+			return nil, err
+		case fast:
+			return nil, nil // relayResponse relays bc.fh
+		}
 	}
 	return http.ReadResponse(bc.r, req)
 }
