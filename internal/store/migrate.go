@@ -51,8 +51,34 @@ type migration struct {
 // outsideTx reports whether m asks to run outside a transaction.
 func (m migration) outsideTx() bool { return strings.HasPrefix(m.body, noTransaction) }
 
-// concurrentIndex finds the indexes a no-transaction migration builds.
-var concurrentIndex = regexp.MustCompile(`(?i)CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+([a-z_][a-z0-9_]*)`)
+// concurrentIndex finds the indexes a no-transaction migration builds:
+// IF NOT EXISTS, when written, then the name as written.
+var concurrentIndex = regexp.MustCompile(`(?i)CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(IF\s+NOT\s+EXISTS\s+)?([^\s(]+)`)
+
+// indexName is an index name indexValid looks up as it is written: not
+// quoted, in lower case (PostgreSQL folds an unquoted name to lower case,
+// indexValid does not) and without a schema (looked up in the search
+// path).
+var indexName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// checkIndexes refuses a no-transaction migration whose index builds
+// could not be checked (see noTransaction): each must say IF NOT EXISTS
+// and name its index as indexName says. Else every start would find the
+// index missing and fail, or build it twice.
+func (m migration) checkIndexes() error {
+	if !m.outsideTx() {
+		return nil
+	}
+	for _, sub := range concurrentIndex.FindAllStringSubmatch(m.body, -1) {
+		if sub[1] == "" {
+			return fmt.Errorf("migration file %s: CREATE INDEX CONCURRENTLY %s: write IF NOT EXISTS, so that the migration can run again", m.name, sub[2])
+		}
+		if !indexName.MatchString(sub[2]) {
+			return fmt.Errorf("migration file %s: index name %q: write it unquoted, in lower case, without a schema (the search path's)", m.name, sub[2])
+		}
+	}
+	return nil
+}
 
 // concurrently is the word that asks for a build outside a transaction.
 var concurrently = regexp.MustCompile(`(?i)\s+CONCURRENTLY\b`)
@@ -94,7 +120,11 @@ func readMigrations(fsys fs.FS, dir string) ([]migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, migration{version: v, name: e.Name(), body: string(body)})
+		m := migration{version: v, name: e.Name(), body: string(body)}
+		if err := m.checkIndexes(); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
 	}
 	return out, nil
 }
@@ -373,7 +403,9 @@ func (db *DB) applyOutsideTx(ctx context.Context, conn *sql.Conn, m migration) e
 func (m migration) indexes() []string {
 	var out []string
 	for _, sub := range concurrentIndex.FindAllStringSubmatch(m.body, -1) {
-		out = append(out, sub[1])
+		if sub[1] != "" {
+			out = append(out, sub[2])
+		}
 	}
 	return out
 }
