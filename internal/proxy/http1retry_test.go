@@ -2,13 +2,21 @@ package proxy_test
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
 // TestHTTP1PooledConnectionReset: a pooled service connection the service
@@ -52,4 +60,116 @@ func TestHTTP1PooledConnectionReset(t *testing.T) {
 	if len(seen) != 2 {
 		t.Fatalf("%d service connections, want 2 (the pooled one reset, then a new one)", len(seen))
 	}
+}
+
+// TestHTTP1BodyClockAfterDial: a request body's minimum rate is the
+// client's to keep from when the proxy begins reading it, not from before
+// the dial: a service that accepts late (the proxy's SYN dropped by a
+// full accept queue, sent again after the kernel's retransmission
+// timeout, which is longer than the idle timeout here) does not turn a
+// client's body, sent meanwhile, into a 408.
+func TestHTTP1BodyClockAfterDial(t *testing.T) {
+	w := newWorld(t)
+	ln, addr, fillers := fullQueue(t)
+	r := runInbound(t, w, proxy.InboundConfig{Target: addr, Protocol: proxy.HTTP,
+		Limits: proxy.Limits{HandshakeTimeout: 5 * time.Second, IdleTimeout: 300 * time.Millisecond, DialTimeout: 30 * time.Second}})
+	c := dialH1(t, w, r.addr)
+	io.WriteString(c, "POST /ok HTTP/1.1\r\nHost: b\r\nContent-Length: 5\r\n\r\n")
+	testwait.Eventually(t, func() bool { return synSent(t, addr) }, "the proxy's dial to wait on the full accept queue")
+	io.WriteString(c, "hello")
+	served := make(chan string, 1)
+	go func() {
+		for {
+			sc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// The connections that filled the queue, then the proxy's.
+			if fillers[sc.RemoteAddr().String()] {
+				sc.Close()
+				continue
+			}
+			req, err := http.ReadRequest(bufio.NewReader(sc))
+			if err != nil {
+				sc.Close()
+				continue
+			}
+			body, _ := io.ReadAll(req.Body)
+			io.WriteString(sc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+			sc.Close()
+			served <- string(body)
+			return
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no response: %v\n%s", err, r.logs.String())
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("%d %q, want 200 %q (the service accepted late, the client was not slow)\n%s", resp.StatusCode, body, "ok", r.logs.String())
+	}
+	if got := <-served; got != "hello" {
+		t.Fatalf("the service got %q", got)
+	}
+}
+
+// fullQueue is a listener (backlog 0) whose accept queue a connection
+// already fills: Linux drops the SYNs of the next ones until it accepts.
+// It returns the local addresses of the connections that fill it, and
+// skips the test when the kernel does not behave so.
+func fullQueue(t *testing.T) (net.Listener, string, map[string]bool) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	addr := ln.Addr().String()
+	fillers := map[string]bool{}
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return ln, addr, fillers
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fillers[c.LocalAddr().String()] = true
+	}
+	t.Skip("the kernel keeps accepting connections on a listener with backlog 0")
+	return nil, "", nil
+}
+
+// synSent reports whether a loopback socket is connecting to addr
+// (SYN_SENT in /proc/net/tcp).
+func synSent(t *testing.T, addr string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("no /proc/net/tcp: %v", err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	peer := fmt.Sprintf("0100007F:%04X", p)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 3 && f[2] == peer && f[3] == "02" {
+			return true
+		}
+	}
+	return false
 }

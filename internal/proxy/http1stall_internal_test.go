@@ -54,7 +54,7 @@ func TestStalledHeadOneTimeout(t *testing.T) {
 			cc := &countingConn{Conn: raw}
 			bc := newBackendConn(cc, Limits{IdleTimeout: 50 * time.Millisecond})
 			req := &http.Request{Method: "GET", URL: &url.URL{Path: "/"}, Host: "b", Header: http.Header{}, RemoteAddr: "127.0.0.1:1"}
-			resp, err := bc.roundTrip(req, false)
+			resp, err := bc.roundTrip(req, false, nil)
 			if err == nil {
 				t.Fatalf("an answer from a stalled service: %v", resp)
 			}
