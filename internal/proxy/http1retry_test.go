@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,11 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/proxy"
+	"github.com/mutual-tls/mutual/internal/testnet"
 	"github.com/mutual-tls/mutual/internal/testwait"
 )
 
@@ -70,7 +69,7 @@ func TestHTTP1PooledConnectionReset(t *testing.T) {
 // client's body, sent meanwhile, into a 408.
 func TestHTTP1BodyClockAfterDial(t *testing.T) {
 	w := newWorld(t)
-	ln, addr, fillers := fullQueue(t)
+	ln, addr, fillers := testnet.FullQueue(t)
 	r := runInbound(t, w, proxy.InboundConfig{Target: addr, Protocol: proxy.HTTP,
 		Limits: proxy.Limits{HandshakeTimeout: 5 * time.Second, IdleTimeout: 300 * time.Millisecond, DialTimeout: 30 * time.Second}})
 	c := dialH1(t, w, r.addr)
@@ -112,47 +111,6 @@ func TestHTTP1BodyClockAfterDial(t *testing.T) {
 	if got := <-served; got != "hello" {
 		t.Fatalf("the service got %q", got)
 	}
-}
-
-// fullQueue is a listener (backlog 0) whose accept queue a connection
-// already fills: Linux drops the SYNs of the next ones until it accepts.
-// It returns the local addresses of the connections that fill it, and
-// skips the test when the kernel does not behave so.
-func fullQueue(t *testing.T) (net.Listener, string, map[string]bool) {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "listener")
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	addr := ln.Addr().String()
-	fillers := map[string]bool{}
-	for range 8 {
-		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return ln, addr, fillers
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		fillers[c.LocalAddr().String()] = true
-	}
-	t.Skip("the kernel keeps accepting connections on a listener with backlog 0")
-	return nil, "", nil
 }
 
 // synSent reports whether a loopback socket is connecting to addr
