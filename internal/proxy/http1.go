@@ -95,9 +95,12 @@ type h1Conn struct {
 	// inHead is set while the request head is read: its reads are bounded
 	// by the head's deadline, not extended by progress.
 	inHead bool
-	// bodyStart is when the body being forwarded began (zero when none),
-	// bodyGot how much of it was received: its reads are bounded by
-	// bodyDeadline too.
+	// inBody is set while a request body is forwarded; bodyStart is when
+	// the proxy began reading it (its first read: the dial and the head's
+	// write do not count), moved on by the time it was blocked writing it
+	// to the service (see bodyPaused); bodyGot is how much of it was
+	// received. Its reads are bounded by bodyDeadline too.
+	inBody    bool
 	bodyStart time.Time
 	bodyGot   int64
 }
@@ -194,8 +197,12 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 	}
 	switch {
 	case c.inHead:
-	case !c.bodyStart.IsZero():
-		c.dl.extendReadBefore(time.Now(), bodyDeadline(c.bodyStart, c.dl.d, c.bodyGot))
+	case c.inBody:
+		now := time.Now()
+		if c.bodyStart.IsZero() {
+			c.bodyStart = now
+		}
+		c.dl.extendReadBefore(now, bodyDeadline(c.bodyStart, c.dl.d, c.bodyGot))
 		n, err := c.conn.Read(b)
 		c.bodyGot += int64(n)
 		return n, err
@@ -661,8 +668,8 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 		h[XFCCHeader] = xfcc
 	}
 	if req.ContentLength > 0 {
-		hc.bodyStart, hc.bodyGot = time.Now(), min(int64(b.r.Buffered()), req.ContentLength)
-		defer func() { hc.bodyStart = time.Time{} }()
+		hc.inBody, hc.bodyStart, hc.bodyGot = true, time.Time{}, min(int64(b.r.Buffered()), req.ContentLength)
+		defer func() { hc.inBody, hc.bodyStart = false, time.Time{} }()
 	}
 	stale := 0
 	for attempt := 0; ; attempt++ {
@@ -675,7 +682,7 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 			hc.closeTarget()
 			return http.StatusBadGateway, false
 		}
-		resp, err := bc.roundTrip(req, te)
+		resp, err := bc.roundTrip(req, te, hc.bodyPaused)
 		if err != nil {
 			err = bc.cause(err)
 			hc.closeTarget()
@@ -690,6 +697,15 @@ func (p *Inbound) forwardH1(ctx context.Context, hc *h1Conn, b *h1Bufs, req *htt
 			return p.sendFailed(hc, b, req, err)
 		}
 		return p.relayH1(hc, b, bc, req, resp)
+	}
+}
+
+// bodyPaused moves the request body's clock on by d, the time the proxy
+// was blocked writing it to the service: a slow service is not the
+// client's slow body.
+func (c *h1Conn) bodyPaused(d time.Duration) {
+	if !c.bodyStart.IsZero() {
+		c.bodyStart = c.bodyStart.Add(d)
 	}
 }
 
@@ -972,6 +988,11 @@ func (bc *backendConn) stillOpen(now time.Time) bool {
 }
 
 func (bc *backendConn) Read(b []byte) (int, error) {
+	if bc.timeout != nil {
+		// The service had its idle timeout: a parser reading on gets
+		// that, not another one.
+		return 0, bc.timeout
+	}
 	bc.dl.extendRead(time.Now())
 	n, err := bc.c.Read(b)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -1010,7 +1031,8 @@ func (bc *backendConn) Write(b []byte) (int, error) {
 // roundTrip writes req (its body copied from the client) and reads the
 // service's response head, relaying no 1xx: the caller does. A nil
 // response and error: the head is a usual one, parsed into bc.fh.
-func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, error) {
+// paused (nil for none) is told how long each write of the body blocked.
+func (bc *backendConn) roundTrip(req *http.Request, te bool, paused func(time.Duration)) (*http.Response, error) {
 	w := bc.w
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
@@ -1043,7 +1065,7 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	}
 	w.WriteString("\r\n")
 	if req.ContentLength > 0 {
-		if err := copyBody(w, bc, req.Body, req.ContentLength); err != nil {
+		if err := copyBody(w, bc, req.Body, req.ContentLength, paused); err != nil {
 			return nil, err
 		}
 	}
@@ -1051,16 +1073,24 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool) (*http.Response, er
 	if err := w.Flush(); err != nil {
 		return nil, err
 	}
-	if req.Method != http.MethodHead && takeFastHead(bc.r, &bc.fh) {
-		return nil, nil // relayResponse relays bc.fh
+	if req.Method != http.MethodHead {
+		fast, err := takeFastHead(bc.r, &bc.fh)
+		switch {
+		case err != nil:
+			// Unchanged: forwardH1 retries on EOF or a reset.
+			return nil, err
+		case fast:
+			return nil, nil // relayResponse relays bc.fh
+		}
 	}
 	return http.ReadResponse(bc.r, req)
 }
 
 // copyBody copies the client's n body bytes to the service: a small body
 // behind the head in the write buffer, a large one through a pooled 32 KiB
-// buffer written straight to the service as it arrives (as io.Copy would).
-func copyBody(w *bufio.Writer, c io.Writer, body io.Reader, n int64) error {
+// buffer written straight to the service as it arrives (as io.Copy would),
+// paused (if not nil) told how long each such write took.
+func copyBody(w *bufio.Writer, c io.Writer, body io.Reader, n int64, paused func(time.Duration)) error {
 	if n > int64(w.Available()) {
 		if err := w.Flush(); err != nil {
 			return err
@@ -1070,7 +1100,12 @@ func copyBody(w *bufio.Writer, c io.Writer, body io.Reader, n int64) error {
 		for n > 0 {
 			k, err := io.ReadAtLeast(body, bp[:min(int64(len(bp)), n)], 1)
 			if k > 0 {
-				if _, werr := c.Write(bp[:k]); werr != nil {
+				t0 := time.Now()
+				_, werr := c.Write(bp[:k])
+				if paused != nil {
+					paused(time.Since(t0))
+				}
+				if werr != nil {
 					return werr
 				}
 				n -= int64(k)

@@ -14,8 +14,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 )
 
@@ -72,22 +74,33 @@ func (b *clBody) Read(p []byte) (int, error) {
 }
 
 // peekFastHead waits until a response head is buffered in r and parses it
-// into h when this path takes it. It consumes nothing: false leaves r for
-// http.ReadResponse (a read error too, which that read meets again).
-func peekFastHead(r *bufio.Reader, h *fastHead) bool {
+// into h when this path takes it. It consumes nothing: false with a nil
+// error leaves r for http.ReadResponse. A read error is returned as it is
+// (bufio.Reader forgets it once reported, and a second read of the socket
+// would report another: EOF after ECONNRESET, or a second idle timeout);
+// once part of a head arrived, as io.ErrUnexpectedEOF (the service did
+// answer: the request is not sent again).
+func peekFastHead(r *bufio.Reader, h *fastHead) (bool, error) {
 	if _, err := r.Peek(1); err != nil {
-		return false
+		return false, err
 	}
+	from := 0
 	for {
 		buf, _ := r.Peek(r.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			return parseFastHead(buf[:i+4], h)
+		// Resume the search where the last one ended: a head dripped
+		// byte by byte is scanned once, not once per byte.
+		if i := bytes.Index(buf[from:], []byte("\r\n\r\n")); i >= 0 {
+			return parseFastHead(buf[:from+i+4], h), nil
 		}
 		if len(buf) == r.Size() {
-			return false
+			return false, nil
 		}
+		from = max(len(buf)-3, 0)
 		if _, err := r.Peek(len(buf) + 1); err != nil {
-			return false
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				err = fmt.Errorf("service's response head cut after %d bytes (%v): %w", len(buf), err, io.ErrUnexpectedEOF)
+			}
+			return false, err
 		}
 	}
 }
@@ -95,8 +108,9 @@ func peekFastHead(r *bufio.Reader, h *fastHead) bool {
 // takeFastHead is peekFastHead, but for a body whose type the service did
 // not name and none of which is buffered yet: net/http's path waits for
 // its first bytes to sniff the type.
-func takeFastHead(r *bufio.Reader, h *fastHead) bool {
-	return peekFastHead(r, h) && (h.hasCT || h.cl == 0 || r.Buffered() > h.size)
+func takeFastHead(r *bufio.Reader, h *fastHead) (bool, error) {
+	ok, err := peekFastHead(r, h)
+	return ok && (h.hasCT || h.cl == 0 || r.Buffered() > h.size), err
 }
 
 // parseFastHead parses head (a whole response head, its empty line

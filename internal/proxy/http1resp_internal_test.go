@@ -35,7 +35,7 @@ func relayBoth(t *testing.T, raw []byte, reqClose bool) (old, quick relayed, fas
 		var r relayed
 		var err error
 		if useFast {
-			if !takeFastHead(bc.r, &bc.fh) {
+			if ok, _ := takeFastHead(bc.r, &bc.fh); !ok {
 				return r, false
 			}
 			r.code, r.keep, r.backendOK, err = relayResponse(w, bc, req, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
@@ -11,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // A migration is one file of migrations/DIALECT, NNNN_name.sql, applied
@@ -47,8 +51,34 @@ type migration struct {
 // outsideTx reports whether m asks to run outside a transaction.
 func (m migration) outsideTx() bool { return strings.HasPrefix(m.body, noTransaction) }
 
-// concurrentIndex finds the indexes a no-transaction migration builds.
-var concurrentIndex = regexp.MustCompile(`(?i)CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+([a-z_][a-z0-9_]*)`)
+// concurrentIndex finds the indexes a no-transaction migration builds:
+// IF NOT EXISTS, when written, then the name as written.
+var concurrentIndex = regexp.MustCompile(`(?i)CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(IF\s+NOT\s+EXISTS\s+)?([^\s(]+)`)
+
+// indexName is an index name indexValid looks up as it is written: not
+// quoted, in lower case (PostgreSQL folds an unquoted name to lower case,
+// indexValid does not) and without a schema (looked up in the search
+// path).
+var indexName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// checkIndexes refuses a no-transaction migration whose index builds
+// could not be checked (see noTransaction): each must say IF NOT EXISTS
+// and name its index as indexName says. Else every start would find the
+// index missing and fail, or build it twice.
+func (m migration) checkIndexes() error {
+	if !m.outsideTx() {
+		return nil
+	}
+	for _, sub := range concurrentIndex.FindAllStringSubmatch(m.body, -1) {
+		if sub[1] == "" {
+			return fmt.Errorf("migration file %s: CREATE INDEX CONCURRENTLY %s: write IF NOT EXISTS, so that the migration can run again", m.name, sub[2])
+		}
+		if !indexName.MatchString(sub[2]) {
+			return fmt.Errorf("migration file %s: index name %q: write it unquoted, in lower case, without a schema (the search path's)", m.name, sub[2])
+		}
+	}
+	return nil
+}
 
 // concurrently is the word that asks for a build outside a transaction.
 var concurrently = regexp.MustCompile(`(?i)\s+CONCURRENTLY\b`)
@@ -90,7 +120,11 @@ func readMigrations(fsys fs.FS, dir string) ([]migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, migration{version: v, name: e.Name(), body: string(body)})
+		m := migration{version: v, name: e.Name(), body: string(body)}
+		if err := m.checkIndexes(); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
 	}
 	return out, nil
 }
@@ -207,7 +241,7 @@ func (db *DB) migrateInTx(ctx context.Context, ms []migration) error {
 // transactional ones together, up to each no-transaction one, which runs
 // by itself (see noTransaction). The connection is closed afterwards,
 // never given back to the pool with the session's settings.
-func (db *DB) migrateSession(ctx context.Context, ms []migration) error {
+func (db *DB) migrateSession(ctx context.Context, ms []migration) (err error) {
 	conn, err := db.writer.Conn(ctx)
 	if err != nil {
 		return err
@@ -216,13 +250,26 @@ func (db *DB) migrateSession(ctx context.Context, ms []migration) error {
 		conn.Raw(func(any) error { return driver.ErrBadConn })
 		conn.Close()
 	}()
+	pid, err := ownSession(ctx, conn)
+	if err != nil {
+		return err
+	}
 	if _, err := conn.ExecContext(ctx, "SET lock_timeout = 0; SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"); err != nil {
 		return err
 	}
-	if err := lockMigrations(ctx, conn); err != nil {
+	if err := lockMigrations(ctx, conn, pid); err != nil {
 		return err
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLock)
+	defer func() {
+		// Unlocked on the server connection that holds the lock, or not
+		// at all (an unlock elsewhere would leave it held).
+		uctx := context.WithoutCancel(ctx)
+		if perr := samePID(uctx, conn, pid); perr != nil {
+			err = errors.Join(err, perr)
+			return
+		}
+		conn.ExecContext(uctx, "SELECT pg_advisory_unlock($1)", migrationLock)
+	}()
 	current, err := schemaVersion(ctx, conn, ms)
 	if err != nil {
 		return err
@@ -259,15 +306,66 @@ func (db *DB) migrateSession(ctx context.Context, ms []migration) error {
 	return nil
 }
 
-// lockMigrations takes the migration lock for conn's session. It asks
+// ownSession returns the process ID of conn's server connection after
+// checking that conn is a session of its own, not a pooler's client
+// connection whose transactions may each run on another server connection
+// (a session lock taken on one would be released on another, or never):
+// the process ID the server named at startup is the one that answers. A
+// pooler (PgBouncer with ignore_startup_parameters, which the startup
+// parameters do not reveal) names its own: errBehindPooler.
+func ownSession(ctx context.Context, conn *sql.Conn) (uint32, error) {
+	var startup uint32
+	if err := conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("PostgreSQL connection of type %T, want pgx's", dc)
+		}
+		startup = sc.Conn().PgConn().PID()
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	// One message, one transaction: a prepared statement, prepared on
+	// one server connection of a pooler and run on another, would fail.
+	var pid int64
+	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()", pgx.QueryExecModeSimpleProtocol).Scan(&pid); err != nil {
+		return 0, err
+	}
+	if uint32(pid) != startup {
+		return 0, fmt.Errorf("%w: the server process %d answers a connection that started with %d", errBehindPooler, pid, startup)
+	}
+	return startup, nil
+}
+
+// samePID checks that conn still runs on the server process pid, which
+// holds the migration lock.
+func samePID(ctx context.Context, conn *sql.Conn, pid uint32) error {
+	var now int64
+	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()", pgx.QueryExecModeSimpleProtocol).Scan(&now); err != nil {
+		return fmt.Errorf("check the migration lock's server connection: %w", err)
+	}
+	if uint32(now) != pid {
+		return fmt.Errorf("%w: the migration lock was taken by server process %d, but the session now runs on %d, "+
+			"which cannot release it: run the pooler in session mode (pool_mode = session) for this database", errBehindPooler, pid, now)
+	}
+	return nil
+}
+
+// lockMigrations takes the migration lock for conn's session, on the
+// server process pid. It asks
 // rather than waits in the server: a statement waiting there holds a
 // snapshot, which a CREATE INDEX CONCURRENTLY of the lock's holder would
 // wait for in turn (a deadlock PostgreSQL ends by failing one of them).
-func lockMigrations(ctx context.Context, conn *sql.Conn) error {
+func lockMigrations(ctx context.Context, conn *sql.Conn, pid uint32) error {
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		var got bool
-		if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", migrationLock).Scan(&got); err != nil {
+		var on int64
+		if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1), pg_backend_pid()", pgx.QueryExecModeSimpleProtocol, migrationLock).Scan(&got, &on); err != nil {
 			return err
+		}
+		if uint32(on) != pid {
+			return fmt.Errorf("%w: the migration lock was asked for by server process %d, not the session's %d (taken: %t, then held until that server connection closes): "+
+				"run the pooler in session mode (pool_mode = session) for this database", errBehindPooler, on, pid, got)
 		}
 		if got {
 			return nil
@@ -305,7 +403,9 @@ func (db *DB) applyOutsideTx(ctx context.Context, conn *sql.Conn, m migration) e
 func (m migration) indexes() []string {
 	var out []string
 	for _, sub := range concurrentIndex.FindAllStringSubmatch(m.body, -1) {
-		out = append(out, sub[1])
+		if sub[1] != "" {
+			out = append(out, sub[2])
+		}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/mutual-tls/mutual/internal/pgtest"
@@ -107,4 +108,36 @@ func schemaAt(t *testing.T, db *DB) int64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestMigrationIndexNames: every embedded migration is read without error,
+// and a no-transaction migration whose index the checks would look up
+// under another name (capitals, a schema, quotes) or that could not run
+// again (no IF NOT EXISTS) is refused when the migrations are read, not
+// at every start.
+func TestMigrationIndexNames(t *testing.T) {
+	for _, dir := range []string{"migrations/postgres", "migrations/sqlite"} {
+		if _, err := readMigrations(migrations, dir); err != nil {
+			t.Errorf("%s: %v", dir, err)
+		}
+	}
+	build := func(name string) string {
+		return noTransaction + "\nCREATE INDEX CONCURRENTLY IF NOT EXISTS " + name + " ON t (x);\n"
+	}
+	for _, tt := range []struct{ body, want string }{
+		{build("Ix_T"), `"Ix_T"`},
+		{build("public.ix_t"), `"public.ix_t"`},
+		{build(`"ix_t"`), `"\"ix_t\""`},
+		{noTransaction + "\ncreate unique index concurrently ix_t on t (x);\n", "IF NOT EXISTS"},
+	} {
+		fsys := fstest.MapFS{"m/0001_ok.sql": {Data: []byte(build("ix_ok"))}, "m/0002_bad.sql": {Data: []byte(tt.body)}}
+		_, err := readMigrations(fsys, "m")
+		if err == nil || !strings.Contains(err.Error(), "0002_bad.sql") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want it refused naming the file and %s", tt.body, err, tt.want)
+		}
+	}
+	ms, err := readMigrations(fstest.MapFS{"m/0001_ok.sql": {Data: []byte(build("ix_ok") + "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ix_two(x);\n")}}, "m")
+	if err != nil || len(ms) != 1 || strings.Join(ms[0].indexes(), ",") != "ix_ok,ix_two" {
+		t.Fatalf("a valid migration: %v, %v", ms, err)
+	}
 }

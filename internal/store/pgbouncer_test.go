@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -23,8 +24,9 @@ import (
 // startPgBouncer runs Debian's pgbouncer with pool_mode = mode in front of
 // pg and returns the URL of database db through it. Its pool is smaller
 // than the store's, so transactions of one store take turns on few server
-// connections, as behind a real pooler.
-func startPgBouncer(t *testing.T, pg *pgtest.Server, db, mode string) string {
+// connections, as behind a real pooler. Each of extra is one more line of
+// its [pgbouncer] section.
+func startPgBouncer(t *testing.T, pg *pgtest.Server, db, mode string, extra ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("pgbouncer")
 	if err != nil {
@@ -58,6 +60,9 @@ max_client_conn = 500
 logfile = %s/pgbouncer.log
 pidfile = %s/pgbouncer.pid
 `, pg.Port, port, dir, mode, dir, dir)
+	for _, line := range extra {
+		ini += line + "\n"
+	}
 	for name, body := range map[string]string{"pgbouncer.ini": ini, "userlist.txt": `"mutual" ""` + "\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
@@ -205,5 +210,89 @@ func TestPgBouncerStatementModeIsAConfigurationError(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "configuration") || !strings.Contains(err.Error(), "pool_mode = transaction") {
 		t.Errorf("error %q: want it to say the pooler's configuration is wrong and how to fix it", err)
+	}
+}
+
+// TestPgBouncerIgnoringStartupParameters: a PgBouncer that ignores the
+// store's startup parameters (ignore_startup_parameters) rather than
+// refusing them is a transaction pooler all the same: the migrations, a
+// no-transaction one among them, leave no advisory lock held on any of
+// its server connections (a session lock taken on one server connection
+// and released on another would stay, and stop every later start), and
+// the store works through it. Its server connections are used in turn
+// (server_round_robin), as a busy pooler's would be.
+func TestPgBouncerIgnoringStartupParameters(t *testing.T) {
+	pg := pgtest.Start(t)
+	// The URL as given (statements prepared by pgx), and one that asks
+	// for none (with which the pooler's server connections are the only
+	// difference from a direct connection).
+	for _, query := range []string{"", "&default_query_exec_mode=simple_protocol"} {
+		t.Run(query, func(t *testing.T) {
+			direct := pg.NewDatabase(t)
+			name := direct[strings.LastIndex(direct, "/")+1 : strings.Index(direct, "?")]
+			url := startPgBouncer(t, pg, name, "transaction",
+				"ignore_startup_parameters = lock_timeout, idle_in_transaction_session_timeout, statement_timeout",
+				"server_round_robin = 1")
+			migrateThroughPooler(t, direct, url, url+query)
+		})
+	}
+}
+
+// migrateThroughPooler opens the store at storeURL twice, as two replicas
+// starting one after the other, with server connections of the pooler at
+// url idle (to be used in turn); after each, no advisory lock is left on
+// the server at direct.
+func migrateThroughPooler(t *testing.T, direct, url, storeURL string) {
+	t.Helper()
+	// Several server connections, idle in the pooler.
+	warm, err := sql.Open("pgx", url+"&default_query_exec_mode=simple_protocol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer warm.Close()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := warm.ExecContext(ctx, "SELECT pg_sleep(0.2)"); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	check, err := sql.Open("pgx", direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.Close()
+	for replica := range 2 {
+		db, err := store.Open(ctx, storeURL)
+		if err != nil {
+			t.Fatalf("replica %d: open through pgbouncer: %v", replica, err)
+		}
+		now := time.Now().Truncate(time.Microsecond)
+		id := fmt.Sprintf("%016x", 0xc0000+replica)
+		if err := db.CreateToken(ctx, token(id, now)); err != nil {
+			t.Fatalf("replica %d: token: %v", replica, err)
+		}
+		if err := db.RecordIssuance(ctx, cert(fmt.Sprintf("p%04x", replica), now), id, now); err != nil {
+			t.Fatalf("replica %d: enroll: %v", replica, err)
+		}
+		db.Close()
+		var held []string
+		rows, err := check.QueryContext(ctx, "SELECT pid::text || ' ' || objid::text FROM pg_locks WHERE locktype = 'advisory'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var s string
+			rows.Scan(&s)
+			held = append(held, s)
+		}
+		rows.Close()
+		if len(held) != 0 {
+			t.Fatalf("replica %d: advisory locks still held on the server after the store closed: %v", replica, held)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
@@ -12,7 +13,10 @@ import (
 // Behind a connection pooler (PgBouncer) in transaction mode, each
 // transaction may run on a different server connection, and the pooler
 // refuses run-time parameters in the startup packet ("unsupported startup
-// parameter"). So the store, when the server refuses them:
+// parameter"), or ignores them (ignore_startup_parameters: then the
+// migrations find the server process answering is not the one named at
+// startup, see ownSession). So the store, when the server refuses them or
+// a pooler is found:
 //   - sets pgSessionDefaults with SET LOCAL at the start of every write
 //     transaction (begin), so a frozen peer still costs a bounded stall;
 //   - prepares nothing on the server: named prepared statements live on
@@ -20,6 +24,11 @@ import (
 //     (default_query_exec_mode=cache_describe unless the URL sets a mode,
 //     and no prepareHot);
 //   - takes only transaction-scoped advisory locks (as it always does).
+
+// errBehindPooler: a pooler answers for the server, though it took the
+// startup parameters (PgBouncer with ignore_startup_parameters): the store
+// opens again as behind a pooler.
+var errBehindPooler = errors.New("a connection pooler is between mutual and PostgreSQL")
 
 // isPoolerRefusal reports whether err is a pooler refusing the session
 // defaults in the startup packet.

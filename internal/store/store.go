@@ -272,7 +272,7 @@ func openSQLite(ctx context.Context, path string, o Options) (*DB, error) {
 
 func openPostgres(ctx context.Context, rawURL string) (*DB, error) {
 	db, err := openPostgresPool(ctx, rawURL, false)
-	if isPoolerRefusal(err) {
+	if isPoolerRefusal(err) || errors.Is(err, errBehindPooler) {
 		db, err = openPostgresPool(ctx, rawURL, true)
 	}
 	return db, err

@@ -9,10 +9,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -255,33 +255,49 @@ func (e detailedError) Error() string { return e.err.Error() + "\n" + e.detail()
 // the kernel does not behave so (the queue would not fill).
 func FullBacklog(t testing.TB) string {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	_, addr, _ := FullQueue(t)
+	return addr
+}
+
+// FullQueue is FullBacklog's socket as a listener, which accepts when the
+// test calls Accept: first the connections that fill its queue (their
+// local addresses are fillers' keys), then the ones whose SYNs it dropped
+// (Linux sends them again after its retransmission timeout, 1 s).
+func FullQueue(t testing.TB) (ln net.Listener, addr string, fillers map[string]bool) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("testnet: %v", err)
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		syscall.Close(fd)
 		t.Fatalf("testnet: %v", err)
 	}
 	if err := syscall.Listen(fd, 0); err != nil {
+		syscall.Close(fd)
 		t.Fatalf("testnet: %v", err)
 	}
-	sa, err := syscall.Getsockname(fd)
+	f := os.NewFile(uintptr(fd), "full-queue")
+	ln, err = net.FileListener(f)
+	f.Close()
 	if err != nil {
 		t.Fatalf("testnet: %v", err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	t.Cleanup(func() { ln.Close() })
+	addr = ln.Addr().String()
+	fillers = map[string]bool{}
 	for range 8 {
 		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return addr
+			return ln, addr, fillers
 		}
 		if err != nil {
 			t.Fatalf("testnet: filling the accept queue: %v", err)
 		}
 		t.Cleanup(func() { c.Close() })
+		fillers[c.LocalAddr().String()] = true
 	}
 	t.Skip("the kernel keeps accepting connections on a listener with backlog 0: a TCP connect timeout cannot be produced on loopback here")
-	return ""
+	return nil, "", nil
 }
