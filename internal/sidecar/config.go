@@ -80,8 +80,10 @@ type Inbound struct {
 	// Mode is strict or permissive; Protocol tcp or http.
 	Mode     proxy.Mode
 	Protocol proxy.Protocol
-	// RequestLogLimit is proxy.InboundConfig's: forwarded requests logged
-	// per second in http mode (0: the default, negative: all).
+	// RequestLogLimit is proxy.InboundConfig's: forwarded requests (http
+	// mode) or relayed mTLS connections (tcp mode) logged per second (0: the
+	// default, negative: all); refusals and connections closed by
+	// revocation or the drain are always logged.
 	RequestLogLimit int
 }
 
