@@ -57,6 +57,8 @@ type logEdge struct {
 const (
 	logSizeQuery     = "SELECT size FROM log_state WHERE id = 1"
 	dataVersionQuery = "PRAGMA data_version"
+	writerMarkQuery  = "SELECT mark FROM temp.mutual_writer"
+	createWriterMark = "CREATE TEMP TABLE IF NOT EXISTS mutual_writer (mark INTEGER NOT NULL)"
 )
 
 // openLog reads, at the start of a SQLite batch (under its write lock),
@@ -71,7 +73,7 @@ func (db *DB) openLog(ctx context.Context, tx *sql.Tx, lb *logBatch) error {
 	if err := db.txQueryRow(ctx, tx, dataVersionQuery).Scan(&lb.version); err != nil {
 		return fmt.Errorf("read the store's data version: %w", err)
 	}
-	w, err := writerMark(ctx, tx)
+	w, err := db.writerMark(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -89,17 +91,18 @@ var writerMarks atomic.Int64
 // (which only the connection that made it sees); a connection without one
 // gets a new mark. A rolled-back batch takes its new mark with it, and the
 // next batch makes another: the cached edge is dropped either way.
-func writerMark(ctx context.Context, tx *sql.Tx) (int64, error) {
+//
+// Its query is prepared at Open, on the writer connection then (see
+// prepareHot); on another, preparing it fails until a batch has made the
+// table, which gives that connection its mark.
+func (db *DB) writerMark(ctx context.Context, tx *sql.Tx) (int64, error) {
 	var m int64
-	err := tx.QueryRowContext(ctx, "SELECT mark FROM temp.mutual_writer").Scan(&m)
+	err := db.txQueryRow(ctx, tx, writerMarkQuery).Scan(&m)
 	if err == nil {
 		return m, nil
 	}
 	m = writerMarks.Add(1)
-	for _, q := range []string{
-		"CREATE TEMP TABLE IF NOT EXISTS mutual_writer (mark INTEGER NOT NULL)",
-		"DELETE FROM temp.mutual_writer",
-	} {
+	for _, q := range []string{createWriterMark, "DELETE FROM temp.mutual_writer"} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return 0, fmt.Errorf("mark the store's writer connection: %w", err)
 		}

@@ -127,20 +127,28 @@ func selfCPU() time.Duration {
 }
 
 // BenchmarkEnrollStoreSQLite is the store's share of an enrollment on
-// SQLite, 64 at once, in a store that already holds 20,000 certificates:
+// SQLite, 64 at once and one at a time, in a store that already holds 20,000 certificates:
 // token consumed, checks, certificate, log entry, group commit. It
 // reports this process's CPU per issuance (cpu-µs/op: all of SQLite's
 // work is in it) and issuances per batch (ops/batch).
 //
 //	go test -run XXX -bench EnrollStoreSQLite -benchtime 8000x -cpuprofile /tmp/sqlite.prof ./internal/store
 func BenchmarkEnrollStoreSQLite(b *testing.B) {
+	for _, conc := range []int{64, 1} {
+		b.Run(fmt.Sprintf("callers=%d", conc), func(b *testing.B) { benchEnrollSQLite(b, conc) })
+	}
+}
+
+// benchEnrollSQLite is BenchmarkEnrollStoreSQLite with conc callers (at 1,
+// every batch holds one issuance: the fixed cost of a batch).
+func benchEnrollSQLite(b *testing.B, conc int) {
 	db, err := Open(context.Background(), "sqlite:"+filepath.Join(b.TempDir(), "e.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
 	b.ReportAllocs()
-	issueWrites(b, db, 64, func() func() {
+	issueWrites(b, db, conc, func() func() {
 		self0, batches0 := selfCPU(), db.group.batches.Load()
 		return func() {
 			b.ReportMetric(float64((selfCPU()-self0).Microseconds())/float64(b.N), "cpu-µs/op")

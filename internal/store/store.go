@@ -459,13 +459,18 @@ func (db *DB) hotWrites() []string {
 	if db.kind == "postgres" {
 		return append(qs, appendLogBatch, syncLogQuery)
 	}
-	qs = append(qs, insertCertificateAtOnce, logSizeQuery, dataVersionQuery, updateLogSize)
+	qs = append(qs, insertCertificateAtOnce, logSizeQuery, dataVersionQuery, writerMarkQuery, updateLogSize)
 	qs = append(qs, insertLogEntries[1:]...)
 	return append(qs, insertLogHashes[1:]...)
 }
 
 // prepareHot prepares the hot statements; a failure only costs speed.
 func (db *DB) prepareHot(ctx context.Context) {
+	if db.kind == "sqlite" {
+		// The writer mark's table, empty (the first batch marks the
+		// connection), so that its query can be prepared.
+		db.writer.ExecContext(ctx, createWriterMark)
+	}
 	for _, q := range db.hotWrites() {
 		db.prepared(ctx, db.writer, q)
 	}
