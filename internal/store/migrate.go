@@ -263,12 +263,12 @@ func (db *DB) migrateSession(ctx context.Context, ms []migration) (err error) {
 	defer func() {
 		// Unlocked on the server connection that holds the lock, or not
 		// at all (an unlock elsewhere would leave it held).
-		uctx := context.WithoutCancel(ctx)
-		if perr := samePID(uctx, conn, pid); perr != nil {
-			err = errors.Join(err, perr)
-			return
+		if uerr := unlockMigrations(context.WithoutCancel(ctx), conn, pid); uerr != nil {
+			// Not errBehindPooler, whatever err was: the lock may be
+			// held on a pooled server connection, so the in-transaction
+			// path would wait for it for ever.
+			err = fmt.Errorf("%w (after the migrations ended with: %v)", uerr, err)
 		}
-		conn.ExecContext(uctx, "SELECT pg_advisory_unlock($1)", migrationLock)
 	}()
 	current, err := schemaVersion(ctx, conn, ms)
 	if err != nil {
@@ -332,21 +332,29 @@ func ownSession(ctx context.Context, conn *sql.Conn) (uint32, error) {
 		return 0, err
 	}
 	if uint32(pid) != startup {
-		return 0, fmt.Errorf("%w: the server process %d answers a connection that started with %d", errBehindPooler, pid, startup)
+		return 0, fmt.Errorf("%w: the server process %d answers a connection that started with %d (the store opens as behind a transaction pooler)", errBehindPooler, pid, startup)
 	}
 	return startup, nil
 }
 
-// samePID checks that conn still runs on the server process pid, which
-// holds the migration lock.
-func samePID(ctx context.Context, conn *sql.Conn, pid uint32) error {
-	var now int64
-	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()", pgx.QueryExecModeSimpleProtocol).Scan(&now); err != nil {
-		return fmt.Errorf("check the migration lock's server connection: %w", err)
+// errLockStranded: the migration lock was taken on a server process the
+// session no longer runs on, so it cannot be released from here.
+var errLockStranded = errors.New("the schema migration lock cannot be released")
+
+// unlockMigrations releases the migration lock, in the same statement
+// that checks the session still runs on the server process pid holding
+// it: an unlock on another process would release nothing, and a check
+// and an unlock in two statements could run on two behind a pooler.
+func unlockMigrations(ctx context.Context, conn *sql.Conn, pid uint32) error {
+	var released sql.NullBool
+	var on int64
+	if err := conn.QueryRowContext(ctx, "SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock($1) END, pg_backend_pid()",
+		pgx.QueryExecModeSimpleProtocol, migrationLock, int64(pid)).Scan(&released, &on); err != nil {
+		return fmt.Errorf("%w: %w (it is released when server process %d's connection closes)", errLockStranded, err, pid)
 	}
-	if uint32(now) != pid {
-		return fmt.Errorf("%w: the migration lock was taken by server process %d, but the session now runs on %d, "+
-			"which cannot release it: run the pooler in session mode (pool_mode = session) for this database", errBehindPooler, pid, now)
+	if uint32(on) != pid {
+		return fmt.Errorf("%w: server process %d holds it, but the session now runs on %d: something between mutual and "+
+			"PostgreSQL moved the connection; it is released when process %d's connection closes", errLockStranded, pid, on, pid)
 	}
 	return nil
 }
@@ -358,16 +366,19 @@ func samePID(ctx context.Context, conn *sql.Conn, pid uint32) error {
 // wait for in turn (a deadlock PostgreSQL ends by failing one of them).
 func lockMigrations(ctx context.Context, conn *sql.Conn, pid uint32) error {
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		var got bool
+		// The check and the lock in one statement: on any other server
+		// process than the session's, the lock is not asked for at all.
+		var got sql.NullBool
 		var on int64
-		if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1), pg_backend_pid()", pgx.QueryExecModeSimpleProtocol, migrationLock).Scan(&got, &on); err != nil {
+		if err := conn.QueryRowContext(ctx, "SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_try_advisory_lock($1) END, pg_backend_pid()",
+			pgx.QueryExecModeSimpleProtocol, migrationLock, int64(pid)).Scan(&got, &on); err != nil {
 			return err
 		}
 		if uint32(on) != pid {
-			return fmt.Errorf("%w: the migration lock was asked for by server process %d, not the session's %d (taken: %t, then held until that server connection closes): "+
-				"run the pooler in session mode (pool_mode = session) for this database", errBehindPooler, on, pid, got)
+			return fmt.Errorf("%w: the migration lock was to be taken by server process %d, but the statement ran on %d "+
+				"(not taken; the store opens as behind a transaction pooler)", errBehindPooler, pid, on)
 		}
-		if got {
+		if got.Bool {
 			return nil
 		}
 		t := time.NewTimer(wait)
