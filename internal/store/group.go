@@ -143,9 +143,9 @@ func (db *DB) commitBatch(batch []*issueOp) {
 // not bound is for the pool's single writer connection, which a stuck
 // transaction could hold for ever: that wait gets a deadline. On PostgreSQL
 // behind a pooler the whole transaction has it; on SQLite only the wait for
-// the connection and its BEGIN IMMEDIATE (once SQLite's write lock is
-// taken, nothing in a batch waits for another lock, and busy_timeout
-// bounds the BEGIN's wait for another process's), so that the transaction
+// the connection (busy_timeout, not the deadline, bounds the BEGIN
+// IMMEDIATE's wait for another process's write lock, and once it is taken
+// nothing in a batch waits for another lock), so that the transaction
 // runs without a context that can end: one watched costs database/sql and
 // the driver three goroutines and a progress handler per batch, a tenth of
 // a batch's fixed cost. release gives the connection back after the
