@@ -124,7 +124,7 @@ func proxyInboundCmd(e *env) *cobra.Command {
 	f.StringVar(&o.policy, "policy", "", "YAML policy file, reloaded on change")
 	f.StringVar(&o.mode, "mode", "strict", "strict or permissive")
 	f.StringVar(&o.protocol, "protocol", "tcp", "tcp or http")
-	f.IntVar(&o.requestLog, "request-log-limit", 0, "forwarded requests (http mode) or relayed mTLS connections (tcp mode; connections without mTLS or closed by revocation or drain are all logged) logged per second, the others counted in one line (0: 100; -1: every one)")
+	f.IntVar(&o.requestLog, "request-log-limit", 0, "forwarded requests (http mode) or relayed connections (tcp mode; as many again for those without mTLS; connections closed by revocation or drain are all logged) logged per second, the others counted in one line (0: 100; -1: every one)")
 	f.BoolVar(&o.tls12, "tls12", false, "also accept TLS 1.2 (AEAD suites only); TLS 1.3 otherwise")
 	f.StringVar(&o.metrics, "metrics", "", "address for /metrics and /migration (off when empty)")
 	f.BoolVar(&o.unsafeTarget, "unsafe-target", false, "allow a non-loopback --target (plaintext crosses the network)")

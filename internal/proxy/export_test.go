@@ -36,8 +36,11 @@ func SetParkDelay(d time.Duration) (restore func()) {
 	return func() { parkDelay = old }
 }
 
-// SampleNoLines makes every sampled log line go unlogged (a limit of zero
-// a second, which RequestLogLimit cannot say), so that a test tells the
-// lines always logged from the sampled ones whatever the clock. Call it
-// before Serve.
+// SampleNoLines makes every sampled log line of forwarded requests and
+// mTLS connections go unlogged (a limit of zero a second, which
+// RequestLogLimit cannot say), so that a test tells the lines always
+// logged from the sampled ones whatever the clock. Call it before Serve.
 func (p *Inbound) SampleNoLines() { p.sample.limit = 0 }
+
+// SampleNoPlainLines does the same for tcp connections without mTLS.
+func (p *Inbound) SampleNoPlainLines() { p.samplePlain.limit = 0 }

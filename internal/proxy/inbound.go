@@ -83,12 +83,14 @@ type InboundConfig struct {
 	Limits Limits
 	// Log receives one line per connection (tcp) or request (http) and per
 	// refused handshake; nil discards. Lines of forwarded requests (http)
-	// and of relayed mTLS connections (tcp) are sampled (RequestLogLimit);
-	// refused ones, tcp connections without mTLS and those closed by
-	// revocation, a partner's scope or the drain are all logged.
+	// and of relayed connections (tcp; those without mTLS, in permissive
+	// mode, within a limit of their own) are sampled (RequestLogLimit);
+	// refused ones and tcp connections closed by revocation, a partner's
+	// scope or the drain are all logged.
 	Log *slog.Logger
 	// RequestLogLimit is how many forwarded requests (http mode) or relayed
-	// mTLS connections (tcp mode) a second get a log line; past it a second's
+	// connections (tcp mode: as many again for those without mTLS) a second
+	// get a log line; past it a second's
 	// others are only counted (the metrics have every one) and one line
 	// says how many were not logged. Zero means DefaultRequestLogLimit;
 	// negative, every one.
@@ -112,8 +114,10 @@ type Inbound struct {
 	// backends are the idle keep-alive connections to the target of the
 	// HTTP/1.1 path.
 	backends backendPool
-	// sample limits the log lines of forwarded requests.
-	sample logSampler
+	// sample limits the log lines of forwarded requests (http) and relayed
+	// mTLS connections (tcp); samplePlain those of tcp connections without
+	// mTLS, apart, so that neither kind can push the other out.
+	sample, samplePlain logSampler
 	// park holds the idle tcp-mode relays (relayPipe).
 	park parker
 	// targetKeepAlive is the dialer's KeepAlive for the target: off for a
@@ -238,6 +242,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	if cfg.RequestLogLimit == 0 {
 		p.sample.limit = DefaultRequestLogLimit
 	}
+	p.samplePlain.limit = p.sample.limit
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -304,6 +309,9 @@ func (p *Inbound) TLSConfig() *tls.Config { return p.tls }
 // Active returns the number of open connections.
 func (p *Inbound) Active() int64 { return p.active.Load() }
 
+// acceptLogLimit is how many failed accepts a second Serve logs.
+const acceptLogLimit = 10
+
 // Serve accepts connections on ln (plain TCP) until ctx is done, then stops
 // accepting and drains live connections for up to Limits.DrainTimeout.
 // A temporary accept error (too many open files, a connection aborted
@@ -318,6 +326,7 @@ func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var pause time.Duration
+	acceptLog := logSampler{limit: acceptLogLimit}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -326,7 +335,12 @@ func (p *Inbound) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			if temporaryAcceptError(err) {
 				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-				p.log.Warn("accept failed; retrying", "listener", ln.Addr().String(), "error", err.Error(), "retry_in", pause.String())
+				// At most acceptLogLimit lines a second: accepts that
+				// alternate with failures reset the pause each time.
+				if ok, dropped := acceptLog.allow(time.Now()); ok {
+					p.log.Warn("accept failed; retrying", "listener", ln.Addr().String(), "error", err.Error(),
+						"retry_in", pause.String(), "not_logged_before", dropped)
+				}
 				if !sleepCtx(ctx, pause) {
 					return p.drain()
 				}
@@ -409,6 +423,9 @@ func (p *Inbound) drain() error {
 	p.park.close()
 	if n := p.sample.dropped.Swap(0); n > 0 {
 		p.log.Info("connections not logged", "count", n, "limit_per_second", p.sample.limit)
+	}
+	if n := p.samplePlain.dropped.Swap(0); n > 0 {
+		p.log.Info("connections without mTLS not logged", "count", n, "limit_per_second", p.samplePlain.limit)
 	}
 	return nil
 }
@@ -550,12 +567,13 @@ func (p *Inbound) handleTCP(ctx context.Context, c net.Conn) (relay func(done fu
 	}
 }
 
-// relayed counts and logs a tcp-mode connection that has ended. The log
-// line of an ordinary mTLS connection is sampled as forwarded requests are
-// in http mode (RequestLogLimit); one closed by revocation, a partner's
-// scope or the drain (closed_by says which) and one without mTLS
-// (permissive mode) are always logged, so that a flood of cheap
-// connections cannot push them out. The metrics count every connection.
+// relayed counts and logs a tcp-mode connection that has ended. Its log
+// line is sampled as forwarded requests are in http mode (RequestLogLimit),
+// mTLS connections and those without (permissive mode) each within their
+// own limit, so that a flood of cheap plaintext connections cannot push
+// out the lines of mTLS ones, nor the reverse; one closed by revocation, a
+// partner's scope or the drain (closed_by says which) is always logged.
+// The metrics count every connection.
 func (p *Inbound) relayed(c net.Conn, lc *liveConn, mtls bool, in, out int64, start time.Time) {
 	if p.cfg.Metrics != nil {
 		p.cfg.Metrics.bytes.WithLabelValues("to_target").Add(float64(in))
@@ -563,10 +581,14 @@ func (p *Inbound) relayed(c net.Conn, lc *liveConn, mtls bool, in, out int64, st
 	}
 	now := time.Now()
 	by := lc.closer()
-	if by == "" && mtls {
-		logged, dropped := p.sample.allow(now)
+	if by == "" {
+		s, what := &p.sample, "connections not logged"
+		if !mtls {
+			s, what = &p.samplePlain, "connections without mTLS not logged"
+		}
+		logged, dropped := s.allow(now)
 		if dropped > 0 {
-			p.log.Info("connections not logged", "count", dropped, "limit_per_second", p.sample.limit)
+			p.log.Info(what, "count", dropped, "limit_per_second", s.limit)
 		}
 		if !logged {
 			return

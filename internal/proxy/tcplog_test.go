@@ -58,11 +58,11 @@ func notLogged(logs *testlog.Buffer) float64 {
 	return n
 }
 
-// TestTCPConnectionLinesNotSampledAway: with every sampled line dropped,
-// ordinary mTLS connections are only counted (the count logged at the
-// drain at the latest), but a permissive-mode connection without mTLS and
-// connections closed by revocation or by the drain have their lines, with
-// closed_by naming who closed them.
+// TestTCPConnectionLinesNotSampledAway: with every sampled mTLS line
+// dropped, ordinary mTLS connections are only counted (the count logged at
+// the drain at the latest), but a permissive-mode connection without mTLS
+// (its own limit) and connections closed by revocation or by the drain
+// have their lines, with closed_by naming who closed them.
 func TestTCPConnectionLinesNotSampledAway(t *testing.T) {
 	w := newWorld(t)
 	r := runInboundOn(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Mode: proxy.Permissive, Limits: proxy.Limits{DrainTimeout: 300 * time.Millisecond}},
@@ -103,6 +103,40 @@ func TestTCPConnectionLinesNotSampledAway(t *testing.T) {
 	}
 	if n := notLogged(r.logs); n != 2 {
 		t.Errorf("the connections not logged add up to %v, want 2:\n%s", n, r.logs.String())
+	}
+}
+
+// TestTCPPlaintextLinesSampledApart: connections without mTLS have a limit
+// of their own: past it they are only counted, in their own line, and the
+// mTLS connections' lines are untouched by them.
+func TestTCPPlaintextLinesSampledApart(t *testing.T) {
+	w := newWorld(t)
+	r := runInboundOn(t, w, proxy.InboundConfig{Target: testnet.Echo(t), Mode: proxy.Permissive},
+		testnet.Listen(t), (*proxy.Inbound).SampleNoPlainLines)
+	for range 3 {
+		openTCP(t, w, r.addr, nil, true).Close()
+	}
+	openTCP(t, w, r.addr, w.ca.Leaf(t, stagingID), false).Close()
+	testwait.Eventually(t, func() bool { return r.logs.Has("connection", map[string]any{"peer_id": stagingID, "mtls": true}) },
+		"the mTLS connection's line")
+	testwait.Eventually(t, func() bool { return r.p.Active() == 0 }, "the plaintext connections released")
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	var plain, counted float64
+	for _, rec := range r.logs.Records() {
+		switch {
+		case rec["msg"] == "connection" && rec["mtls"] == false:
+			plain++
+		case rec["msg"] == "connections without mTLS not logged":
+			counted += rec["count"].(float64)
+		}
+	}
+	if plain != 0 || counted != 3 {
+		t.Errorf("%v plaintext connection lines and %v counted, want 0 and 3:\n%s", plain, counted, r.logs.String())
+	}
+	if n := notLogged(r.logs); n != 0 {
+		t.Errorf("%v mTLS connections counted as not logged, want 0", n)
 	}
 }
 

@@ -81,9 +81,10 @@ type Inbound struct {
 	Mode     proxy.Mode
 	Protocol proxy.Protocol
 	// RequestLogLimit is proxy.InboundConfig's: forwarded requests (http
-	// mode) or relayed mTLS connections (tcp mode) logged per second (0: the
-	// default, negative: all); refusals and connections closed by
-	// revocation or the drain are always logged.
+	// mode) or relayed connections (tcp mode; as many again for those
+	// without mTLS) logged per second (0: the default, negative: all);
+	// refusals and connections closed by revocation or the drain are
+	// always logged.
 	RequestLogLimit int
 }
 
