@@ -140,6 +140,9 @@ func (p *Inbound) serveHTTP(ctx context.Context, ln net.Listener) error {
 	// Shutdown neither waits for nor closes upgraded (hijacked)
 	// connections: they drain like tcp ones, within the same deadline.
 	p.drainUntil(deadline)
+	if n := p.sample.dropped.Swap(0); n > 0 {
+		p.log.Info("requests not logged", "count", n, "limit_per_second", p.sample.limit)
+	}
 	return nil
 }
 
