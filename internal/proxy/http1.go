@@ -476,12 +476,17 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// isHopHeader reports whether k is a hop-by-hop header, removed in both
-// directions as the reverse proxy does.
+// hopHeaders are the hop-by-hop headers, in canonical form, removed in both
+// directions as the reverse proxy does; both of the proxy's header paths
+// (net/http's Header and the fast response head) read this one list.
+var hopHeaders = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// isHopHeader reports whether the canonical key k is a hop-by-hop header.
 func isHopHeader(k string) bool {
-	switch k {
-	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
-		return true
+	for _, h := range hopHeaders {
+		if k == h {
+			return true
+		}
 	}
 	return false
 }

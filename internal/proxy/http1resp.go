@@ -224,7 +224,7 @@ func (h *fastHead) markDropped(head []byte) {
 // isHopName reports whether name is a hop-by-hop header (isHopHeader, any
 // case).
 func isHopName(name []byte) bool {
-	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+	for _, k := range hopHeaders {
 		if asciiFold(name, k) {
 			return true
 		}
