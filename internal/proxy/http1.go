@@ -1088,7 +1088,54 @@ func (bc *backendConn) roundTrip(req *http.Request, te bool, paused func(time.Du
 			return nil, nil // relayResponse relays bc.fh
 		}
 	}
-	return http.ReadResponse(bc.r, req)
+	return readResponse(bc.r, req)
+}
+
+// readResponse is http.ReadResponse, but it also removes the headers a
+// "Connection: close" names: net/http deletes such a Connection header,
+// and with it the names of the hop-by-hop headers it lists, which must
+// not reach the client (RFC 9110 section 7.6.1); removeHopByHop can no
+// longer see them. The names are read from the head once it is buffered
+// in r (a head longer than the buffer keeps net/http's behaviour). A read
+// error is returned as bufferHead returns it.
+func readResponse(r *bufio.Reader, req *http.Request) (*http.Response, error) {
+	head, err := bufferHead(r)
+	if err != nil {
+		return nil, err
+	}
+	named := closeNamed(head)
+	resp, err := http.ReadResponse(r, req)
+	if err == nil {
+		for _, k := range named {
+			delete(resp.Header, k)
+		}
+	}
+	return resp, err
+}
+
+// closeNamed returns the canonical names of the headers listed beside
+// "close" in the Connection lines of head, a whole response head.
+func closeNamed(head []byte) []string {
+	var named []string
+	closing := false
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		name, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !asciiFold(name, "Connection") {
+			continue
+		}
+		for tok := range strings.SplitSeq(string(v), ",") {
+			switch tok = textproto.TrimString(tok); {
+			case strings.EqualFold(tok, "close"):
+				closing = true
+			case tok != "":
+				named = append(named, textproto.CanonicalMIMEHeaderKey(tok))
+			}
+		}
+	}
+	if !closing {
+		return nil
+	}
+	return named
 }
 
 // copyBody copies the client's n body bytes to the service: a small body
@@ -1146,7 +1193,7 @@ func relayResponse(w *bufio.Writer, bc *backendConn, req *http.Request, resp *ht
 		writeStatus(w, resp.StatusCode)
 		writeHeader(w, resp.Header)
 		w.WriteString("\r\n")
-		if resp, err = http.ReadResponse(bc.r, req); err != nil {
+		if resp, err = readResponse(bc.r, req); err != nil {
 			return 0, false, false, err
 		}
 	}

@@ -81,8 +81,19 @@ func (b *clBody) Read(p []byte) (int, error) {
 // once part of a head arrived, as io.ErrUnexpectedEOF (the service did
 // answer: the request is not sent again).
 func peekFastHead(r *bufio.Reader, h *fastHead) (bool, error) {
-	if _, err := r.Peek(1); err != nil {
+	head, err := bufferHead(r)
+	if head == nil {
 		return false, err
+	}
+	return parseFastHead(head, h), nil
+}
+
+// bufferHead waits until a response head is buffered in r and returns it,
+// its empty line included, consuming nothing; nil with a nil error when
+// the head does not fit r's buffer. Read errors as peekFastHead says.
+func bufferHead(r *bufio.Reader) ([]byte, error) {
+	if _, err := r.Peek(1); err != nil {
+		return nil, err
 	}
 	from := 0
 	for {
@@ -90,17 +101,17 @@ func peekFastHead(r *bufio.Reader, h *fastHead) (bool, error) {
 		// Resume the search where the last one ended: a head dripped
 		// byte by byte is scanned once, not once per byte.
 		if i := bytes.Index(buf[from:], []byte("\r\n\r\n")); i >= 0 {
-			return parseFastHead(buf[:from+i+4], h), nil
+			return buf[:from+i+4], nil
 		}
 		if len(buf) == r.Size() {
-			return false, nil
+			return nil, nil
 		}
 		from = max(len(buf)-3, 0)
 		if _, err := r.Peek(len(buf) + 1); err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				err = fmt.Errorf("service's response head cut after %d bytes (%v): %w", len(buf), err, io.ErrUnexpectedEOF)
 			}
-			return false, err
+			return nil, err
 		}
 	}
 }

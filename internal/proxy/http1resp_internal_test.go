@@ -177,3 +177,34 @@ func TestFastResponseDeclines(t *testing.T) {
 		sameRelay(t, []byte(raw), old, quick)
 	}
 }
+
+// TestConnectionCloseNamedHeadersRemoved: the headers a service's
+// Connection header names are hop-by-hop and never reach the client, also
+// when it says close (which net/http's parser deletes, names and all).
+func TestConnectionCloseNamedHeadersRemoved(t *testing.T) {
+	for _, conn := range []string{"close, X-Hop", "X-Hop, close", "x-hop,CLOSE", "X-Hop"} {
+		raw := "HTTP/1.1 200 OK\r\nConnection: " + conn + "\r\nX-Hop: secret\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok"
+		bc := &backendConn{r: bufio.NewReaderSize(strings.NewReader(raw), h1BufSize)}
+		req := &http.Request{Method: "GET"}
+		resp, err := readResponse(bc.r, req)
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		var out bytes.Buffer
+		w := bufio.NewWriter(&out)
+		if _, _, _, err := relayResponse(w, bc, req, resp); err != nil {
+			t.Fatalf("%q: relay: %v", raw, err)
+		}
+		w.Flush()
+		got, err := http.ReadResponse(bufio.NewReader(&out), nil)
+		if err != nil {
+			t.Fatalf("%q relayed as %q: %v", raw, out.String(), err)
+		}
+		if v := got.Header.Get("X-Hop"); v != "" {
+			t.Errorf("Connection: %s: the client got X-Hop: %s", conn, v)
+		}
+		if got.Header.Get("X-Kept") != "yes" {
+			t.Errorf("Connection: %s: X-Kept lost", conn)
+		}
+	}
+}
